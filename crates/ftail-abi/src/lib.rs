@@ -1,0 +1,241 @@
+//! The formats every stage of ftail agrees on, and nothing else.
+//!
+//! The compiler side (`ftail-instrument`) writes *site tables* into each
+//! object file it assembles; the runtime reads them from memory in the traced
+//! process and `ftail sites` reads them from the ELF file. This crate is the
+//! only definition of that layout: any change to it bumps [`SITES_VERSION`].
+//!
+//! # Site tables
+//!
+//! Every object file carries one ELF note (section [`NOTE_SECTION`], owner
+//! [`NOTE_NAME`], type [`NOTE_TYPE_SITES`]) whose descriptor is a
+//! [`SitesNote`]. The linker concatenates the notes of all objects into a
+//! `PT_NOTE` segment, so a module's tables are found from its program headers
+//! alone (`dl_iterate_phdr` in the runtime), stripped or not.
+//!
+//! The note points at an array of [`FuncRecord`]s (section
+//! [`FUNCS_SECTION`]), one per instrumented function; each points at its
+//! [`SiteRecord`]s (section [`SITES_SECTION`]) and its name (section
+//! [`NAMES_SECTION`]). Every pointer is a 32-bit offset relative to the
+//! address of the field that holds it (`.long target - .`), so the tables need
+//! no run-time relocation and a PIE or shared library gets no `DT_TEXTREL`.
+//!
+//! # Sites
+//!
+//! A site is a 5-byte nop ([`NOP5`]) the runtime may overwrite with a
+//! `call`/`jmp rel32`. What follows the nop depends on the [`SiteKind`]:
+//! nothing in particular for an entry site, the `ret` (or return-thunk jump)
+//! for an exit site, and the tail jump itself for a tail site. Every exit and
+//! tail site executes with the stack pointer at the function's CFA − 8, i.e.
+//! with the return address on top of the stack.
+#![deny(missing_docs)]
+#![no_std]
+
+/// Version of the site-table layout; bumped on any change.
+pub const SITES_VERSION: u32 = 1;
+
+/// Section holding one [`SitesNote`] per object file.
+pub const NOTE_SECTION: &str = ".note.ftail";
+/// Owner name of ftail's ELF notes, without the terminating NUL.
+pub const NOTE_NAME: &str = "ftail";
+/// ELF note type of a [`SitesNote`].
+pub const NOTE_TYPE_SITES: u32 = 0x4654_0001;
+/// Section holding the [`FuncRecord`] arrays.
+pub const FUNCS_SECTION: &str = "__ftail_funcs";
+/// Section holding the [`SiteRecord`] arrays.
+pub const SITES_SECTION: &str = "__ftail_sites";
+/// Section holding NUL-terminated function names.
+pub const NAMES_SECTION: &str = "__ftail_names";
+
+/// The 5-byte nop every patchable site starts as: `nopl 0x0(%rax,%rax,1)`.
+pub const NOP5: [u8; 5] = [0x0f, 0x1f, 0x44, 0x00, 0x00];
+/// Length of a site in bytes.
+pub const SITE_LEN: usize = NOP5.len();
+
+/// Descriptor of the per-object note: where that object's functions are.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SitesNote {
+    /// [`SITES_VERSION`] of the writer.
+    pub version: u32,
+    /// Offset from this field's address to the first [`FuncRecord`].
+    pub funcs: i32,
+    /// Number of [`FuncRecord`]s.
+    pub nfuncs: u32,
+}
+const _: () = assert!(core::mem::size_of::<SitesNote>() == 12);
+
+/// One instrumented function.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuncRecord {
+    /// Offset from this field's address to the function's first byte.
+    pub start: i32,
+    /// Size of the function's main part in bytes (its `.size`).
+    pub size: u32,
+    /// Offset from this field's address to the NUL-terminated symbol name
+    /// (as the compiler wrote it: mangled for C++).
+    pub name: i32,
+    /// Offset from this field's address to the first [`SiteRecord`].
+    pub sites: i32,
+    /// Number of [`SiteRecord`]s.
+    pub nsites: u32,
+    /// Offset from this field's address to the cold partition (`foo.cold`),
+    /// or 0 when the function has none.
+    pub cold_start: i32,
+    /// Size of the cold partition in bytes, 0 when none.
+    pub cold_size: u32,
+    /// [`FuncFlags`] bits.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<FuncRecord>() == 32);
+
+/// Bits of [`FuncRecord::flags`].
+pub struct FuncFlags;
+impl FuncFlags {
+    /// The function starts with `endbr64` (its entry site follows it).
+    pub const ENDBR: u32 = 1;
+    /// The function has address-taken labels (computed goto).
+    pub const COMPUTED_GOTO: u32 = 2;
+    /// Compiled by clang (gcc otherwise).
+    pub const CLANG: u32 = 4;
+}
+
+/// One site (or one recorded non-tail indirect jump) of a function.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SiteRecord {
+    /// Offset from this field's address to the site.
+    pub addr: i32,
+    /// A [`SiteKind`] as `u8`.
+    pub kind: u8,
+    /// For [`SiteKind::TailIndirect`] through a register and for
+    /// [`SiteKind::TailRetpoline`]: the register's hardware number
+    /// (`rax` = 0 … `r15` = 15). [`NO_REG`] otherwise.
+    pub reg: u8,
+    /// [`SiteFlags`] bits.
+    pub flags: u8,
+    /// Zero.
+    pub reserved: u8,
+}
+const _: () = assert!(core::mem::size_of::<SiteRecord>() == 8);
+
+/// [`SiteRecord::reg`] when no register applies.
+pub const NO_REG: u8 = 0xff;
+
+/// Bits of [`SiteRecord::flags`].
+pub struct SiteFlags;
+impl SiteFlags {
+    /// The tail call was conditional (`jcc f`) in the compiler's output; the
+    /// rewriter inverted the branch around the site and an unconditional jump.
+    pub const CONDITIONAL: u8 = 1;
+    /// The site sits in the function's cold partition.
+    pub const COLD: u8 = 2;
+}
+
+/// What a site is and what follows its nop.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SiteKind {
+    /// Function entry: the nop is the first instruction (after `endbr64`).
+    Entry = 1,
+    /// The nop is followed by `ret`.
+    Exit = 2,
+    /// The nop is followed by `jmp __x86_return_thunk`
+    /// (`-mfunction-return=thunk-extern`), which returns.
+    ExitThunk = 3,
+    /// The nop is followed by `jmp rel32` to the tail callee.
+    TailDirect = 4,
+    /// The nop is followed by an indirect `jmp *operand` tail call.
+    TailIndirect = 5,
+    /// The nop is followed by `jmp rel32` to a retpoline thunk
+    /// (`__x86_indirect_thunk_REG`, `__llvm_retpoline_REG`); the callee's
+    /// address is in register [`SiteRecord::reg`].
+    TailRetpoline = 6,
+    /// Not a site: the address of an indirect jump the rewriter proved stays
+    /// inside the function (switch table, computed goto). Recorded so that
+    /// checkers can account for every indirect jump.
+    LocalIndirect = 7,
+}
+
+impl SiteKind {
+    /// Decodes the `kind` byte of a [`SiteRecord`].
+    pub fn from_u8(v: u8) -> Option<SiteKind> {
+        Some(match v {
+            1 => SiteKind::Entry,
+            2 => SiteKind::Exit,
+            3 => SiteKind::ExitThunk,
+            4 => SiteKind::TailDirect,
+            5 => SiteKind::TailIndirect,
+            6 => SiteKind::TailRetpoline,
+            7 => SiteKind::LocalIndirect,
+            _ => return None,
+        })
+    }
+
+    /// The name used in listings and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            SiteKind::Entry => "entry",
+            SiteKind::Exit => "exit",
+            SiteKind::ExitThunk => "exit-thunk",
+            SiteKind::TailDirect => "tail-direct",
+            SiteKind::TailIndirect => "tail-indirect",
+            SiteKind::TailRetpoline => "tail-retpoline",
+            SiteKind::LocalIndirect => "local-indirect",
+        }
+    }
+
+    /// Whether the record is a patchable 5-byte nop.
+    pub fn is_site(self) -> bool {
+        self != SiteKind::LocalIndirect
+    }
+
+    /// Whether the site is a tail call.
+    pub fn is_tail(self) -> bool {
+        matches!(
+            self,
+            SiteKind::TailDirect | SiteKind::TailIndirect | SiteKind::TailRetpoline
+        )
+    }
+
+    /// Whether the site is a function exit.
+    pub fn is_exit(self) -> bool {
+        matches!(self, SiteKind::Exit | SiteKind::ExitThunk)
+    }
+}
+
+/// Hardware register numbers as used in [`SiteRecord::reg`], by name.
+pub const GPR_NAMES: [&str; 16] = [
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12",
+    "r13", "r14", "r15",
+];
+
+/// Hardware number of a 64-bit register name (without `%`), if it is one.
+pub fn gpr_number(name: &str) -> Option<u8> {
+    GPR_NAMES.iter().position(|&n| n == name).map(|i| i as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_round_trips() {
+        for v in 0..=255u8 {
+            if let Some(k) = SiteKind::from_u8(v) {
+                assert_eq!(k as u8, v);
+            }
+        }
+        assert_eq!(SiteKind::from_u8(0), None);
+        assert_eq!(SiteKind::from_u8(8), None);
+    }
+
+    #[test]
+    fn register_numbers_follow_hardware_encoding() {
+        assert_eq!(gpr_number("rax"), Some(0));
+        assert_eq!(gpr_number("rdi"), Some(7));
+        assert_eq!(gpr_number("r11"), Some(11));
+        assert_eq!(gpr_number("eax"), None);
+    }
+}

@@ -1,0 +1,163 @@
+//! `ftail cc`: a compiler launcher that routes the compiler's assembly
+//! through `ftail as` and changes nothing else.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Environment variable naming the compiler used when none is given.
+pub const DEFAULT_CC_ENV: &str = "FTAIL_CC";
+
+/// File name extensions that mark an argument as an input, not a compiler.
+const INPUT_EXTENSIONS: &[&str] = &[
+    "c", "cc", "cp", "cpp", "cxx", "c++", "C", "i", "ii", "s", "S", "o", "a", "so", "h", "hpp",
+];
+
+/// Runs `ftail cc [COMPILER] ARGS…`; returns only on error (the compiler
+/// replaces this process).
+pub fn run(mut args: Vec<OsString>) -> Result<i32> {
+    let compiler = if args.first().is_some_and(|a| is_compiler(a)) {
+        args.remove(0)
+    } else {
+        std::env::var_os(DEFAULT_CC_ENV).unwrap_or_else(|| "cc".into())
+    };
+    let clang = is_clang(&compiler);
+    if clang {
+        refuse_clang_lto(&args)?;
+    }
+    let shim = shim_dir()?;
+    let mut cmd = Command::new(&compiler);
+    cmd.arg("-B").arg(&shim);
+    if clang {
+        cmd.arg("-fno-integrated-as");
+    }
+    cmd.args(&args);
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("running the compiler `{}`", compiler.to_string_lossy()))
+}
+
+/// Whether the first argument names a compiler rather than an option or an
+/// input file.
+fn is_compiler(arg: &OsString) -> bool {
+    let s = arg.to_string_lossy();
+    if s.starts_with('-') || s.is_empty() {
+        return false;
+    }
+    let ext = Path::new(s.as_ref()).extension().and_then(|e| e.to_str());
+    !ext.is_some_and(|e| INPUT_EXTENSIONS.contains(&e)) || s.contains("++")
+}
+
+/// Whether the compiler is clang: its name, or the name it links to, says so.
+pub fn is_clang(compiler: &OsString) -> bool {
+    let path = which(compiler).unwrap_or_else(|| PathBuf::from(compiler));
+    let names = [Some(path.clone()), path.canonicalize().ok()];
+    names.iter().flatten().any(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("clang"))
+    })
+}
+
+fn refuse_clang_lto(args: &[OsString]) -> Result<()> {
+    let mut lto = false;
+    for a in args {
+        let a = a.to_string_lossy();
+        if a == "-flto" || a.starts_with("-flto=") {
+            lto = true;
+        } else if a == "-fno-lto" {
+            lto = false;
+        }
+    }
+    if lto {
+        bail!(
+            "clang -flto emits LLVM bitcode and never runs an assembler, so ftail cannot \
+             place sites; build without -flto, or use gcc, whose -flto works through ftail cc"
+        );
+    }
+    Ok(())
+}
+
+fn which(name: &OsString) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.components().count() > 1 {
+        return Some(p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+}
+
+/// A directory holding `as` (and `x86_64-linux-gnu-as`) as links to this
+/// program, for the compiler's `-B`. Made once per ftail binary under the
+/// cache directory; safe when many compilers start at once.
+pub fn shim_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the ftail executable")?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let base = cache_base().join("ftail");
+    let dir = base.join(format!("shim-{:016x}", fnv1a(exe.as_os_str().as_encoded_bytes())));
+    if dir.join("as").exists() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&base)
+        .with_context(|| format!("creating the cache directory {}", base.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".shim-")
+        .tempdir_in(&base)
+        .with_context(|| format!("creating a directory in {}", base.display()))?;
+    for name in ["as", "x86_64-linux-gnu-as"] {
+        std::os::unix::fs::symlink(&exe, tmp.path().join(name))
+            .with_context(|| format!("linking {name} in {}", tmp.path().display()))?;
+    }
+    let tmp = tmp.keep();
+    // Another process may have won the race; its directory is as good.
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if !dir.join("as").exists() {
+        bail!("could not create the assembler shim in {}", dir.display());
+    }
+    Ok(dir)
+}
+
+fn cache_base() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".cache");
+    }
+    std::env::temp_dir()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_compilers_from_inputs_and_options() {
+        assert!(is_compiler(&"gcc".into()));
+        assert!(is_compiler(&"/usr/bin/clang-19".into()));
+        assert!(is_compiler(&"g++".into()));
+        assert!(!is_compiler(&"-O2".into()));
+        assert!(!is_compiler(&"foo.c".into()));
+        assert!(!is_compiler(&"x.o".into()));
+    }
+
+    #[test]
+    fn refuses_clang_lto_only_when_enabled() {
+        let v = |s: &[&str]| s.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(refuse_clang_lto(&v(&["-O2", "-flto"])).is_err());
+        assert!(refuse_clang_lto(&v(&["-flto=thin", "x.c"])).is_err());
+        assert!(refuse_clang_lto(&v(&["-flto", "-fno-lto"])).is_ok());
+        assert!(refuse_clang_lto(&v(&["-O2"])).is_ok());
+    }
+}

@@ -1,0 +1,8 @@
+//! Reading what ftail produces: the site tables of instrumented binaries
+//! (and, with the runtime, traces), with the analyses and exporters on top.
+//!
+//! This crate only reads. It never writes a binary or a trace; its readers
+//! stop at the first damage with a message that names the place.
+#![deny(missing_docs)]
+
+pub mod sites;
