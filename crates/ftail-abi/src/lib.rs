@@ -207,8 +207,8 @@ impl SiteKind {
 
 /// Hardware register numbers as used in [`SiteRecord::reg`], by name.
 pub const GPR_NAMES: [&str; 16] = [
-    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12",
-    "r13", "r14", "r15",
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
 ];
 
 /// Hardware number of a 64-bit register name (without `%`), if it is one.

@@ -133,7 +133,9 @@ fn real_assembler() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os(REAL_AS_ENV) {
         return Ok(PathBuf::from(p));
     }
-    let me = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok());
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
     let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
     for dir in std::env::split_paths(&path) {
         let cand = dir.join(OsStr::new("as"));
@@ -163,8 +165,14 @@ mod tests {
 
     #[test]
     fn finds_inputs_among_assembler_arguments() {
-        assert_eq!(input_positions(&os(&["--64", "-o", "x.o", "/tmp/x.s"])), vec![3]);
-        assert_eq!(input_positions(&os(&["--64", "-o", "x.o"])), Vec::<usize>::new());
+        assert_eq!(
+            input_positions(&os(&["--64", "-o", "x.o", "/tmp/x.s"])),
+            vec![3]
+        );
+        assert_eq!(
+            input_positions(&os(&["--64", "-o", "x.o"])),
+            Vec::<usize>::new()
+        );
         assert_eq!(
             input_positions(&os(&["-I", "inc", "--gdwarf-5", "a.s", "-", "b.s"])),
             vec![3, 4, 5]

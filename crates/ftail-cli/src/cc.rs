@@ -19,7 +19,7 @@ const INPUT_EXTENSIONS: &[&str] = &[
 /// Runs `ftail cc [COMPILER] ARGS…`; returns only on error (the compiler
 /// replaces this process).
 pub fn run(mut args: Vec<OsString>) -> Result<i32> {
-    let compiler = if args.first().is_some_and(|a| is_compiler(a)) {
+    let compiler = if args.first().is_some_and(is_compiler) {
         args.remove(0)
     } else {
         std::env::var_os(DEFAULT_CC_ENV).unwrap_or_else(|| "cc".into())
@@ -97,7 +97,10 @@ pub fn shim_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the ftail executable")?;
     let exe = exe.canonicalize().unwrap_or(exe);
     let base = cache_base().join("ftail");
-    let dir = base.join(format!("shim-{:016x}", fnv1a(exe.as_os_str().as_encoded_bytes())));
+    let dir = base.join(format!(
+        "shim-{:016x}",
+        fnv1a(exe.as_os_str().as_encoded_bytes())
+    ));
     if dir.join("as").exists() {
         return Ok(dir);
     }

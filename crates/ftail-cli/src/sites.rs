@@ -11,7 +11,10 @@ pub fn run(file: &Path, json: bool, quiet: bool) -> Result<i32> {
     let funcs = sites::read(&data).with_context(|| format!("{}", file.display()))?;
     let problems = sites::verify(&data, &funcs).with_context(|| format!("{}", file.display()))?;
     if json {
-        println!("{}", sites::to_json(&file.display().to_string(), &funcs, &problems));
+        println!(
+            "{}",
+            sites::to_json(&file.display().to_string(), &funcs, &problems)
+        );
     } else {
         if !quiet {
             for f in &funcs {
@@ -21,7 +24,12 @@ pub fn run(file: &Path, json: bool, quiet: bool) -> Result<i32> {
         for p in &problems {
             println!("mismatch: {p}");
         }
-        println!("{}: {}; {} mismatches", file.display(), sites::summarize(&funcs), problems.len());
+        println!(
+            "{}: {}; {} mismatches",
+            file.display(),
+            sites::summarize(&funcs),
+            problems.len()
+        );
     }
     Ok(if problems.is_empty() { 0 } else { 1 })
 }

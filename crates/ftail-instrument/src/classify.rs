@@ -128,9 +128,7 @@ pub fn is_thunk_body(name: &str) -> bool {
 
 /// The register of an indirect operand `%reg`, if it is a plain register.
 pub fn operand_register(operand: &str) -> Option<u8> {
-    operand
-        .strip_prefix('%')
-        .and_then(ftail_abi::gpr_number)
+    operand.strip_prefix('%').and_then(ftail_abi::gpr_number)
 }
 
 /// If `name` is a cold partition (`foo.cold`, `foo.cold.3`), the name of the
@@ -180,7 +178,9 @@ mod tests {
 
     #[test]
     fn every_condition_inverts_back() {
-        for cc in ["o", "b", "e", "be", "s", "p", "l", "le", "ne", "g", "ge", "a"] {
+        for cc in [
+            "o", "b", "e", "be", "s", "p", "l", "le", "ne", "g", "ge", "a",
+        ] {
             let inv = inverse_cc(cc).unwrap();
             assert_eq!(inverse_cc(inverse_cc(inv).unwrap()), Some(inv));
             assert_ne!(inv, cc);

@@ -61,8 +61,7 @@ fn leading_label(s: &str) -> Option<(&str, &str)> {
         return None;
     }
     let name = &s[..end];
-    if name.starts_with(|c: char| c.is_ascii_digit()) && !name.bytes().all(|b| b.is_ascii_digit())
-    {
+    if name.starts_with(|c: char| c.is_ascii_digit()) && !name.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     Some((name, &s[end + 1..]))
@@ -148,7 +147,10 @@ mod tests {
             split_args(".text.foo,\"axG\",@progbits,foo,comdat"),
             vec![".text.foo", "\"axG\"", "@progbits", "foo", "comdat"]
         );
-        assert_eq!(split_args("8(%rax,%rbx,4), %rcx"), vec!["8(%rax,%rbx,4)", "%rcx"]);
+        assert_eq!(
+            split_args("8(%rax,%rbx,4), %rcx"),
+            vec!["8(%rax,%rbx,4)", "%rcx"]
+        );
         assert!(split_args("").is_empty());
     }
 

@@ -184,7 +184,10 @@ impl SectionTracker {
 }
 
 fn intern(sections: &mut Vec<Section>, s: Section) -> SectionId {
-    if let Some(i) = sections.iter().position(|x| x.name == s.name && x.group == s.group) {
+    if let Some(i) = sections
+        .iter()
+        .position(|x| x.name == s.name && x.group == s.group)
+    {
         return i;
     }
     sections.push(s);

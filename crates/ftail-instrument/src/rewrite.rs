@@ -53,7 +53,10 @@ fn untouched(input: &str, outcome: Outcome) -> Rewritten {
 
 fn detect_compiler(p: &Parsed) -> Option<Compiler> {
     p.lines.iter().find_map(|l| match &l.stmt {
-        Stmt::Directive { name: ".ident", args } if !l.in_app => {
+        Stmt::Directive {
+            name: ".ident",
+            args,
+        } if !l.in_app => {
             if args.contains("clang version") {
                 Some(Compiler::Clang)
             } else if args.starts_with("\"GCC:") {
@@ -68,7 +71,14 @@ fn detect_compiler(p: &Parsed) -> Option<Compiler> {
 
 fn intel_syntax_line(p: &Parsed) -> Option<usize> {
     p.lines.iter().position(|l| {
-        !l.in_app && matches!(l.stmt, Stmt::Directive { name: ".intel_syntax", .. })
+        !l.in_app
+            && matches!(
+                l.stmt,
+                Stmt::Directive {
+                    name: ".intel_syntax",
+                    ..
+                }
+            )
     })
 }
 
@@ -235,7 +245,11 @@ impl<'p, 'a> Rewriter<'p, 'a> {
             if let Some((fi, cold)) = open {
                 funcs[fi].lines.push((i, cold));
             }
-            if let Stmt::Directive { name: ".size", args } = line.stmt {
+            if let Stmt::Directive {
+                name: ".size",
+                args,
+            } = line.stmt
+            {
                 let sym = split_args(args).first().copied().unwrap_or("");
                 for (fi, f) in funcs.iter_mut().enumerate() {
                     if f.name == sym && f.size_line.is_none() {
@@ -376,7 +390,8 @@ impl<'p, 'a> Rewriter<'p, 'a> {
             }
             let cold_flag = if cold { SiteFlags::COLD } else { 0 };
             let internal = |t: &str| own_labels.contains(t);
-            let local_label = |t: &str| t.starts_with(".L") || t.starts_with(|c: char| c.is_ascii_digit());
+            let local_label =
+                |t: &str| t.starts_with(".L") || t.starts_with(|c: char| c.is_ascii_digit());
             let placed = match fl {
                 Flow::Ret => Some(self.nop_site(SiteKind::Exit, NO_REG, cold_flag, None)),
                 Flow::JmpDirect { target, .. } if internal(target) => None,
@@ -384,7 +399,10 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                     let (kind, reg) = if is_return_thunk(target) {
                         (SiteKind::ExitThunk, NO_REG)
                     } else if local_label(target) {
-                        return Err(format!("line {}: jump to {target} outside the function", i + 1));
+                        return Err(format!(
+                            "line {}: jump to {target} outside the function",
+                            i + 1
+                        ));
                     } else if let Some(r) = retpoline_register(target) {
                         if self.jump_is_local(i, computed_goto) {
                             let (e, s) = self.local_indirect(cold_flag);
@@ -392,7 +410,10 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                             sites.push(s);
                             continue;
                         }
-                        (SiteKind::TailRetpoline, ftail_abi::gpr_number(r).unwrap_or(NO_REG))
+                        (
+                            SiteKind::TailRetpoline,
+                            ftail_abi::gpr_number(r).unwrap_or(NO_REG),
+                        )
                     } else {
                         (SiteKind::TailDirect, NO_REG)
                     };
@@ -408,14 +429,24 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                     }
                 }
                 Flow::Jcc { target, .. } if internal(target) => None,
-                Flow::Jcc { cc, target, operand } => {
+                Flow::Jcc {
+                    cc,
+                    target,
+                    operand,
+                } => {
                     if local_label(target) {
-                        return Err(format!("line {}: branch to {target} outside the function", i + 1));
+                        return Err(format!(
+                            "line {}: branch to {target} outside the function",
+                            i + 1
+                        ));
                     }
                     let (kind, reg) = if is_return_thunk(target) {
                         (SiteKind::ExitThunk, NO_REG)
                     } else if let Some(r) = retpoline_register(target) {
-                        (SiteKind::TailRetpoline, ftail_abi::gpr_number(r).unwrap_or(NO_REG))
+                        (
+                            SiteKind::TailRetpoline,
+                            ftail_abi::gpr_number(r).unwrap_or(NO_REG),
+                        )
                     } else {
                         (SiteKind::TailDirect, NO_REG)
                     };
@@ -423,10 +454,17 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                 }
                 Flow::OtherBranch { target } if internal(target) => None,
                 Flow::OtherBranch { target } => {
-                    return Err(format!("line {}: {} to {target} leaves the function", i + 1, insn.mnemonic));
+                    return Err(format!(
+                        "line {}: {} to {target} leaves the function",
+                        i + 1,
+                        insn.mnemonic
+                    ));
                 }
                 Flow::CallDirect { target } if local_label(target) => {
-                    return Err(format!("line {}: call to local label {target} (inline thunk)", i + 1));
+                    return Err(format!(
+                        "line {}: call to local label {target} (inline thunk)",
+                        i + 1
+                    ));
                 }
                 Flow::CallDirect { .. } | Flow::None => None,
             };
@@ -477,8 +515,15 @@ impl<'p, 'a> Rewriter<'p, 'a> {
         if at == s {
             return Err("a jump target shares the function's label line".into());
         }
-        let cfi_after = (at..first)
-            .any(|i| matches!(lines[i].stmt, Stmt::Directive { name: ".cfi_startproc", .. }));
+        let cfi_after = (at..first).any(|i| {
+            matches!(
+                lines[i].stmt,
+                Stmt::Directive {
+                    name: ".cfi_startproc",
+                    ..
+                }
+            )
+        });
         if cfi_after {
             return Err("a jump target precedes .cfi_startproc".into());
         }
@@ -544,9 +589,7 @@ impl<'p, 'a> Rewriter<'p, 'a> {
         let l = self.label();
         let skip = self.label();
         let inv = inverse_cc(cc).unwrap_or("mp");
-        let stmt = format!(
-            "\tj{inv}\t{skip}\n{l}:\n{NOP5}\n\tjmp.d32\t{operand}\n\tint3\n{skip}:"
-        );
+        let stmt = format!("\tj{inv}\t{skip}\n{l}:\n{NOP5}\n\tjmp.d32\t{operand}\n\tint3\n{skip}:");
         let edit = Edit {
             stmt: Some(stmt),
             ..Edit::default()
@@ -726,12 +769,24 @@ fn section(name: &str, flags: &str, kind: &str, extra: &str, group: Option<&str>
 }
 
 fn emit_unit(out: &mut String, u: usize, g: Option<&str>, unit: &[(usize, &FuncOut)]) {
-    use ftail_abi::{FUNCS_SECTION, NAMES_SECTION, NOTE_NAME, NOTE_SECTION, NOTE_TYPE_SITES, SITES_SECTION};
+    use ftail_abi::{
+        FUNCS_SECTION, NAMES_SECTION, NOTE_NAME, NOTE_SECTION, NOTE_TYPE_SITES, SITES_SECTION,
+    };
     let names_flags = if g.is_some() { "a" } else { "aMS" };
     let names_extra = if g.is_some() { "" } else { ",1" };
-    out.push_str(&section(NAMES_SECTION, names_flags, "progbits", names_extra, g));
+    out.push_str(&section(
+        NAMES_SECTION,
+        names_flags,
+        "progbits",
+        names_extra,
+        g,
+    ));
     for (i, f) in unit {
-        let _ = writeln!(out, "{LABEL_PREFIX}n{i}:\n\t.string\t\"{}\"", escape(&f.name));
+        let _ = writeln!(
+            out,
+            "{LABEL_PREFIX}n{i}:\n\t.string\t\"{}\"",
+            escape(&f.name)
+        );
     }
     out.push_str(&section(SITES_SECTION, "a", "progbits", "", g));
     out.push_str("\t.p2align\t2\n");
@@ -788,7 +843,10 @@ fn function_typed_names<'a>(lines: &[Line<'a>]) -> HashSet<&'a str> {
     lines
         .iter()
         .filter_map(|l| match l.stmt {
-            Stmt::Directive { name: ".type", args } => {
+            Stmt::Directive {
+                name: ".type",
+                args,
+            } => {
                 let a = split_args(args);
                 let ty = a.get(1)?.trim_start_matches(['@', '%']);
                 (ty == "function" || ty == "STT_FUNC").then(|| a[0])
@@ -808,9 +866,16 @@ fn is_data_directive(name: &str) -> bool {
 /// Sections whose references to code labels describe code (debug info,
 /// unwind and exception tables) rather than take addresses to jump to.
 fn is_metadata_section(name: &str) -> bool {
-    [".debug", ".zdebug", ".eh_frame", ".gcc_except_table", ".llvm", ".stack_sizes"]
-        .iter()
-        .any(|p| name.starts_with(p))
+    [
+        ".debug",
+        ".zdebug",
+        ".eh_frame",
+        ".gcc_except_table",
+        ".llvm",
+        ".stack_sizes",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 fn is_align_directive(name: &str) -> bool {
@@ -820,9 +885,9 @@ fn is_align_directive(name: &str) -> bool {
 fn mentions_control_flow(text: &str) -> bool {
     let code = text.split('#').next().unwrap_or("");
     code.split(';').any(|piece| {
-        let word = piece.split_whitespace().find(|w| {
-            !matches!(*w, "rep" | "repz" | "notrack" | "lock" | "bnd")
-        });
+        let word = piece
+            .split_whitespace()
+            .find(|w| !matches!(*w, "rep" | "repz" | "notrack" | "lock" | "bnd"));
         word.is_some_and(|w| w.starts_with('j') || w.starts_with("ret") || w.starts_with("call"))
     })
 }
@@ -833,7 +898,9 @@ fn check_inline_asm(fl: &Flow, own_labels: &HashSet<&str>) -> Result<(), String>
     match fl {
         Flow::Ret => Err("inline assembly returns".into()),
         Flow::JmpIndirect { .. } => Err("inline assembly jumps indirectly".into()),
-        Flow::JmpDirect { target, .. } | Flow::Jcc { target, .. } | Flow::OtherBranch { target }
+        Flow::JmpDirect { target, .. }
+        | Flow::Jcc { target, .. }
+        | Flow::OtherBranch { target }
             if !own_labels.contains(target)
                 && !target.starts_with(|c: char| c.is_ascii_digit()) =>
         {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use ftail_abi::{FuncRecord, SiteFlags, SiteKind, SiteRecord, SitesNote, NO_REG, NOP5};
+use ftail_abi::{FuncRecord, SiteFlags, SiteKind, SiteRecord, SitesNote, NOP5, NO_REG};
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind};
 use object::{Object, ObjectSection, ObjectSymbol};
 use serde::Serialize;
@@ -114,7 +114,9 @@ pub fn read(data: &[u8]) -> Result<Vec<Function>, Error> {
     }
     let mut funcs = Vec::new();
     for sec in notes {
-        let bytes = sec.data().map_err(|e| corrupt(sec.address(), &e.to_string()))?;
+        let bytes = sec
+            .data()
+            .map_err(|e| corrupt(sec.address(), &e.to_string()))?;
         for (desc_addr, desc) in parse_notes(sec.address(), bytes)? {
             read_unit(&image, desc_addr, desc, &mut funcs)?;
         }
@@ -192,7 +194,12 @@ fn rel(field_addr: u64, offset: i32) -> u64 {
     field_addr.wrapping_add(offset as i64 as u64)
 }
 
-fn read_unit(img: &Image, desc_addr: u64, desc: &[u8], out: &mut Vec<Function>) -> Result<(), Error> {
+fn read_unit(
+    img: &Image,
+    desc_addr: u64,
+    desc: &[u8],
+    out: &mut Vec<Function>,
+) -> Result<(), Error> {
     if desc.len() < std::mem::size_of::<SitesNote>() {
         return Err(corrupt(desc_addr, "note descriptor too short"));
     }
@@ -230,7 +237,10 @@ fn read_unit(img: &Image, desc_addr: u64, desc: &[u8], out: &mut Vec<Function>) 
             let o = (k * site_size) as usize;
             let addr = rel(sites_addr + k * site_size, u32_at(raw, o) as i32);
             let kind = SiteKind::from_u8(raw[o + 4]).ok_or_else(|| {
-                corrupt(sites_addr + k * site_size, &format!("unknown site kind {}", raw[o + 4]))
+                corrupt(
+                    sites_addr + k * site_size,
+                    &format!("unknown site kind {}", raw[o + 4]),
+                )
             })?;
             let reg = raw[o + 5];
             sites.push(Site {
@@ -338,17 +348,23 @@ fn check_site(
     }
     let nop = img.bytes(s.addr, 5).ok_or("site lies outside the file")?;
     if nop != NOP5 {
-        return Err(format!("{} site holds {nop:02x?}, not the 5-byte nop", s.kind.name()));
+        return Err(format!(
+            "{} site holds {nop:02x?}, not the 5-byte nop",
+            s.kind.name()
+        ));
     }
     let next = s.addr + 5;
-    let after = || decode_at(img, next).ok_or_else(|| "undecodable instruction after the site".to_string());
+    let after =
+        || decode_at(img, next).ok_or_else(|| "undecodable instruction after the site".to_string());
     let target_name = |i: &Instruction| symbols.get(&i.near_branch_target()).map(String::as_str);
     match s.kind {
         SiteKind::Entry => {
             let endbr = f.flags & ftail_abi::FuncFlags::ENDBR != 0;
             let expected = if endbr { f.start + 4 } else { f.start };
             if s.addr != expected {
-                return Err(format!("entry site is not at the function start {expected:#x}"));
+                return Err(format!(
+                    "entry site is not at the function start {expected:#x}"
+                ));
             }
             if endbr && img.bytes(f.start, 4) != Some(&[0xf3, 0x0f, 0x1e, 0xfa]) {
                 return Err("entry site does not follow endbr64".into());
@@ -364,14 +380,19 @@ fn check_site(
         SiteKind::ExitThunk | SiteKind::TailDirect | SiteKind::TailRetpoline => {
             let i = after()?;
             if i.code() != Code::Jmp_rel32_64 {
-                return Err(format!("{} site is followed by `{i}`, not jmp rel32", s.kind.name()));
+                return Err(format!(
+                    "{} site is followed by `{i}`, not jmp rel32",
+                    s.kind.name()
+                ));
             }
             let name = target_name(&i);
             match (s.kind, name) {
                 (SiteKind::ExitThunk, Some(n)) if n != "__x86_return_thunk" => {
                     Err(format!("exit-thunk site jumps to {n}"))
                 }
-                (SiteKind::TailRetpoline, Some(n)) if !n.contains("thunk") && !n.contains("retpoline") => {
+                (SiteKind::TailRetpoline, Some(n))
+                    if !n.contains("thunk") && !n.contains("retpoline") =>
+                {
                     Err(format!("retpoline site jumps to {n}"))
                 }
                 (SiteKind::TailDirect, _)
@@ -388,10 +409,13 @@ fn check_site(
                 return Err(format!("indirect tail site is followed by `{i}`"));
             }
             match s.reg {
-                Some(r) if i.op0_kind() == OpKind::Register
-                    && format!("{:?}", i.op0_register()).to_lowercase() != r =>
+                Some(r)
+                    if i.op0_kind() == OpKind::Register
+                        && format!("{:?}", i.op0_register()).to_lowercase() != r =>
                 {
-                    Err(format!("indirect tail site records %{r}, code jumps through `{i}`"))
+                    Err(format!(
+                        "indirect tail site records %{r}, code jumps through `{i}`"
+                    ))
                 }
                 _ => Ok(()),
             }
@@ -432,16 +456,24 @@ fn check_complete(img: &Image, f: &Function) -> Vec<(u64, String)> {
                         && !site_before(ip, &|k| k.is_tail() || k == SiteKind::ExitThunk)
                         && by_addr.get(&ip) != Some(&SiteKind::LocalIndirect) =>
                 {
-                    Some(format!("jump out of the function to {:#x} without a tail site", i.near_branch_target()))
+                    Some(format!(
+                        "jump out of the function to {:#x} without a tail site",
+                        i.near_branch_target()
+                    ))
                 }
                 FlowControl::ConditionalBranch if !f.contains(i.near_branch_target()) => {
-                    Some(format!("conditional jump out of the function to {:#x}", i.near_branch_target()))
+                    Some(format!(
+                        "conditional jump out of the function to {:#x}",
+                        i.near_branch_target()
+                    ))
                 }
                 FlowControl::IndirectBranch
                     if !site_before(ip, &|k| k == SiteKind::TailIndirect)
                         && by_addr.get(&ip) != Some(&SiteKind::LocalIndirect) =>
                 {
-                    Some(format!("indirect jump `{i}` is neither a tail site nor a known local jump"))
+                    Some(format!(
+                        "indirect jump `{i}` is neither a tail site nor a known local jump"
+                    ))
                 }
                 _ => None,
             };
