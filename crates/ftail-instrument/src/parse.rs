@@ -115,6 +115,34 @@ pub fn parse(text: &str) -> Parsed<'_> {
     Parsed { lines, sections }
 }
 
+/// The statements of a line holding several (`a; b; c`), labels dropped.
+pub fn pieces(text: &str) -> Vec<Stmt<'_>> {
+    let code = lex::split(text);
+    let mut out = Vec::new();
+    let (mut in_str, mut start) = (false, 0);
+    let full = text.trim_start();
+    let code_len = full.len()
+        - if code.comment.is_empty() {
+            0
+        } else {
+            code.comment.len() + 1
+        };
+    let body = &full[..code_len];
+    let bytes = body.as_bytes();
+    for i in 0..=bytes.len() {
+        let at_end = i == bytes.len();
+        if !at_end && bytes[i] == b'"' {
+            in_str = !in_str;
+        }
+        if at_end || (bytes[i] == b';' && !in_str) {
+            let piece = lex::split(&body[start..i]);
+            out.push(parse_stmt(piece.stmt));
+            start = i + 1;
+        }
+    }
+    out
+}
+
 fn parse_stmt(stmt: &str) -> Stmt<'_> {
     if stmt.is_empty() {
         return Stmt::Empty;

@@ -11,7 +11,7 @@ use crate::classify::{
     retpoline_register, Flow,
 };
 use crate::lex::{split_args, symbols};
-use crate::parse::{parse, Line, Parsed, SectionId, Stmt};
+use crate::parse::{parse, pieces, Line, Parsed, SectionId, Stmt};
 use crate::{Compiler, Error, Outcome, Rewritten, Stats};
 
 /// The 5-byte nop of a site, as a directive so that gas cannot re-encode it.
@@ -378,8 +378,17 @@ impl<'p, 'a> Rewriter<'p, 'a> {
             let line = &lines[i];
             let insn = match &line.stmt {
                 Stmt::Insn(insn) => insn,
-                Stmt::Multiple if !line.in_app && mentions_control_flow(line.text) => {
-                    return Err(format!("line {}: several statements on a line", i + 1));
+                Stmt::Multiple => {
+                    for piece in pieces(line.text) {
+                        let Stmt::Insn(insn) = piece else { continue };
+                        let fl = flow(&insn);
+                        if !line.in_app && fl != Flow::None {
+                            return Err(format!("line {}: several statements on a line", i + 1));
+                        }
+                        check_inline_asm(&fl, &own_labels)
+                            .map_err(|e| format!("line {}: {e}", i + 1))?;
+                    }
+                    continue;
                 }
                 _ => continue,
             };
@@ -880,16 +889,6 @@ fn is_metadata_section(name: &str) -> bool {
 
 fn is_align_directive(name: &str) -> bool {
     matches!(name, ".p2align" | ".align" | ".balign")
-}
-
-fn mentions_control_flow(text: &str) -> bool {
-    let code = text.split('#').next().unwrap_or("");
-    code.split(';').any(|piece| {
-        let word = piece
-            .split_whitespace()
-            .find(|w| !matches!(*w, "rep" | "repz" | "notrack" | "lock" | "bnd"));
-        word.is_some_and(|w| w.starts_with('j') || w.starts_with("ret") || w.starts_with("call"))
-    })
 }
 
 /// Inline assembly is left alone, but a function whose inline assembly

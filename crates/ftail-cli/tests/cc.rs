@@ -1,0 +1,221 @@
+//! `ftail cc` and `ftail as` as a build tool sees them: flags, pipes,
+//! temporary files, LTO, refusals, diagnostics and CMake.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn shapes(file: &str) -> std::path::PathBuf {
+    repo().join("tests/shapes").join(file)
+}
+
+fn build_and_verify(cc: &str, extra: &[&str]) -> String {
+    let dir = scratch();
+    let exe = dir.path().join("prog");
+    run_ok(
+        ftail_cc(cc)
+            .args(extra)
+            .arg("-o")
+            .arg(&exe)
+            .arg(shapes("shapes.c"))
+            .arg(shapes("shapes_main.c")),
+    );
+    let (ok, report) = sites(&exe);
+    assert!(ok && report.contains(" 0 mismatches"), "{report}");
+    report
+}
+
+#[test]
+fn pipe_sends_assembly_through_stdin() {
+    let report = build_and_verify("gcc", &["-O2", "-pipe"]);
+    assert!(report.contains("functions"), "{report}");
+}
+
+#[test]
+fn save_temps_never_edits_the_users_assembly() {
+    let dir = scratch();
+    run_ok(
+        ftail_cc("gcc")
+            .current_dir(dir.path())
+            .args(["-O2", "-save-temps", "-c"])
+            .arg(shapes("shapes.c")),
+    );
+    let kept = std::fs::read_to_string(dir.path().join("shapes.s")).unwrap();
+    assert!(kept.contains(".ident\t\"GCC:"));
+    assert!(
+        !kept.contains(".Lftail_"),
+        "the -save-temps file was instrumented in place"
+    );
+    let obj = run_ok(
+        Command::new("readelf")
+            .args(["-S"])
+            .arg(dir.path().join("shapes.o")),
+    );
+    assert!(obj.contains(".note.ftail"), "{obj}");
+}
+
+#[test]
+fn gcc_lto_is_instrumented_when_linking_through_ftail() {
+    let dir = scratch();
+    let obj = dir.path().join("shapes.o");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-flto", "-c", "-o"])
+            .arg(&obj)
+            .arg(shapes("shapes.c")),
+    );
+    let exe = dir.path().join("prog");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-flto", "-o"])
+            .arg(&exe)
+            .arg(&obj)
+            .arg(shapes("shapes_main.c")),
+    );
+    let (ok, report) = sites(&exe);
+    assert!(ok && report.contains(" 0 mismatches"), "{report}");
+    let listing = run_ok(Command::new(ftail()).arg("sites").arg(&exe));
+    assert!(listing.contains("computed_goto"), "{listing}");
+}
+
+#[test]
+fn clang_lto_is_refused_with_a_reason() {
+    if !have("clang-19") {
+        return;
+    }
+    let out = run(ftail_cc("clang-19")
+        .args(["-O2", "-flto", "-c", "-o", "/dev/null"])
+        .arg(shapes("shapes.c")));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("ftail: error: clang -flto"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn intel_syntax_is_refused() {
+    let dir = scratch();
+    let out = run(ftail_cc("gcc")
+        .args(["-O2", "-masm=intel", "-c", "-o"])
+        .arg(dir.path().join("x.o"))
+        .arg(shapes("shapes.c")));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Intel syntax"), "{err}");
+}
+
+#[test]
+fn compiler_diagnostics_and_status_pass_through() {
+    let dir = scratch();
+    let bad = dir.path().join("bad.c");
+    std::fs::write(&bad, "int f(void) { return undefined_name; }\n").unwrap();
+    let plain = run(Command::new("gcc")
+        .current_dir(dir.path())
+        .args(["-c", "bad.c"]));
+    let ours = run(ftail_cc("gcc")
+        .current_dir(dir.path())
+        .args(["-c", "bad.c"]));
+    assert_eq!(plain.status.code(), ours.status.code());
+    assert_eq!(plain.stderr, ours.stderr);
+    assert!(!plain.status.success());
+}
+
+#[test]
+fn default_compiler_is_used_without_one_named() {
+    let dir = scratch();
+    let obj = dir.path().join("x.o");
+    run_ok(
+        Command::new(ftail())
+            .args(["cc", "-O2", "-c", "-o"])
+            .arg(&obj)
+            .arg(shapes("shapes.c")),
+    );
+    let sections = run_ok(Command::new("readelf").arg("-S").arg(&obj));
+    assert!(sections.contains(".note.ftail"), "{sections}");
+}
+
+#[test]
+fn handwritten_assembly_passes_through_unchanged() {
+    let dir = scratch();
+    let ours = dir.path().join("ours.o");
+    let plain = dir.path().join("plain.o");
+    run_ok(
+        Command::new(ftail())
+            .args(["as", "--64", "-o"])
+            .arg(&ours)
+            .arg(shapes("thunks.s")),
+    );
+    run_ok(
+        Command::new("as")
+            .args(["--64", "-o"])
+            .arg(&plain)
+            .arg(shapes("thunks.s")),
+    );
+    assert_eq!(std::fs::read(ours).unwrap(), std::fs::read(plain).unwrap());
+}
+
+#[test]
+fn verbose_mode_names_functions_left_alone() {
+    let dir = scratch();
+    let src = dir.path().join("asm.c");
+    std::fs::write(
+        &src,
+        "int plain(int x) { return x + 1; }\n\
+         int escapes(int x) { __asm__ volatile(\"test %0,%0; jz 1f; ret; 1:\" :: \"r\"(x)); return x; }\n",
+    )
+    .unwrap();
+    let out = run(ftail_cc("gcc")
+        .env("FTAIL_VERBOSE", "1")
+        .args(["-O2", "-c", "-o"])
+        .arg(dir.path().join("asm.o"))
+        .arg(&src));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("escapes: not instrumented: line"), "{err}");
+    assert!(err.contains("inline assembly returns"), "{err}");
+    assert!(err.contains("1 functions instrumented, 1 skipped"), "{err}");
+}
+
+#[test]
+fn cmake_compiler_launcher() {
+    if !have("cmake") {
+        return;
+    }
+    let dir = scratch();
+    let launcher = format!("{};cc", ftail().display());
+    run_ok(
+        Command::new("cmake")
+            .arg("-S")
+            .arg(repo().join("tests/cmake-project"))
+            .arg("-B")
+            .arg(dir.path())
+            .arg(format!("-DCMAKE_C_COMPILER_LAUNCHER={launcher}"))
+            .arg("-DCMAKE_C_FLAGS=-O2"),
+    );
+    run_ok(Command::new("cmake").arg("--build").arg(dir.path()));
+    let exe = dir.path().join("shapes_main");
+    let out = run_ok(&mut Command::new(&exe));
+    assert!(out.starts_with("102 128 105 2 8 -6 -7"), "{out}");
+    let (ok, report) = sites(&exe);
+    assert!(ok && report.contains(" 0 mismatches"), "{report}");
+    let listing = run_ok(Command::new(ftail()).arg("sites").arg(&exe));
+    assert!(
+        listing.contains(" tail_cond ") && listing.contains(" main "),
+        "{listing}"
+    );
+}
+
+#[test]
+fn sites_rejects_files_without_tables() {
+    let out = run(Command::new(ftail()).arg("sites").arg("/bin/true"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/bin/true: no ftail site tables"), "{err}");
+    let out = run(Command::new(ftail())
+        .arg("sites")
+        .arg(repo().join("README.md")));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an ELF file"));
+}

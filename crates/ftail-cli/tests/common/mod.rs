@@ -1,0 +1,87 @@
+//! Helpers shared by the end-to-end tests: running ftail and compilers in
+//! scratch directories.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `ftail` binary under test.
+pub fn ftail() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ftail"))
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Whether the full suite is required (set by `scripts/test-all` and CI):
+/// then a missing compiler is a failure, not a skip.
+pub fn full_suite() -> bool {
+    std::env::var_os("FTAIL_CORPUS").is_some_and(|v| v == "1")
+}
+
+/// Whether `prog` runs; panics when it does not and the full suite is
+/// required.
+pub fn have(prog: &str) -> bool {
+    let ok = Command::new(prog)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            !full_suite(),
+            "{prog} is required by the full test suite but is not installed"
+        );
+        eprintln!("skipping: {prog} is not installed (scripts/install-deps installs it)");
+    }
+    ok
+}
+
+/// Runs a command, returning its output; panics if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ftail cc COMPILER ARGS…` as a command.
+pub fn ftail_cc(compiler: &str) -> Command {
+    let mut c = Command::new(ftail());
+    c.arg("cc").arg(compiler);
+    c
+}
+
+/// Runs `ftail sites -q FILE`; returns (success, output).
+pub fn sites(file: &Path) -> (bool, String) {
+    let out = run(Command::new(ftail()).args(["sites", "-q"]).arg(file));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A fresh scratch directory.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("ftail-test-")
+        .tempdir()
+        .unwrap()
+}
