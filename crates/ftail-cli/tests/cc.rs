@@ -219,3 +219,118 @@ fn sites_rejects_files_without_tables() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an ELF file"));
 }
+
+/// Builds the shapes with gcc -O2 into `dir`, returning the executable.
+fn built_shapes(dir: &std::path::Path) -> std::path::PathBuf {
+    let exe = dir.join("prog");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(shapes("shapes.c"))
+            .arg(shapes("shapes_main.c")),
+    );
+    exe
+}
+
+/// File offset of the first ftail note's descriptor.
+fn note_desc_offset(data: &[u8]) -> usize {
+    let at = data
+        .windows(6)
+        .position(|w| w == b"ftail\0")
+        .expect("no ftail note");
+    at + 8 // name padded to 8 bytes
+}
+
+#[test]
+fn sites_json_lists_functions_and_kinds() {
+    let dir = scratch();
+    let exe = built_shapes(dir.path());
+    let json = run_ok(Command::new(ftail()).args(["sites", "--json"]).arg(&exe));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+    let funcs = v["functions"].as_array().unwrap();
+    let f = funcs
+        .iter()
+        .find(|f| f["name"] == "tail_member")
+        .expect("tail_member listed");
+    let kinds: Vec<&str> = f["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["entry", "tail-indirect"]);
+    let sw = funcs.iter().find(|f| f["name"] == "table_switch").unwrap();
+    assert!(sw["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["kind"] == "local-indirect"));
+    assert_eq!(
+        v["summary"]["functions"].as_u64().unwrap() as usize,
+        funcs.len()
+    );
+}
+
+#[test]
+fn sites_reports_damage_precisely() {
+    let dir = scratch();
+    let exe = built_shapes(dir.path());
+    let data = std::fs::read(&exe).unwrap();
+
+    // A site whose nop was overwritten is a mismatch (exit 1), not a crash.
+    let mut broken = data.clone();
+    let nop = broken
+        .windows(6)
+        .position(|w| w == [0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3])
+        .expect("an exit site");
+    broken[nop] = 0x90;
+    let path = dir.path().join("broken-site");
+    std::fs::write(&path, &broken).unwrap();
+    let out = run(Command::new(ftail()).args(["sites", "-q"]).arg(&path));
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("mismatch:") && text.contains("not the 5-byte nop"),
+        "{text}"
+    );
+
+    // A table of an unknown version is refused with its address.
+    let mut versioned = data.clone();
+    let desc = note_desc_offset(&versioned);
+    versioned[desc..desc + 4].copy_from_slice(&99u32.to_le_bytes());
+    let path = dir.path().join("bad-version");
+    std::fs::write(&path, &versioned).unwrap();
+    let out = run(Command::new(ftail()).arg("sites").arg(&path));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("table version 99, this ftail reads version 1"),
+        "{err}"
+    );
+
+    // A function table pointing outside the file is named, not followed.
+    let mut pointing = data.clone();
+    pointing[desc + 4..desc + 8].copy_from_slice(&0x4000_0000u32.to_le_bytes());
+    let path = dir.path().join("bad-pointer");
+    std::fs::write(&path, &pointing).unwrap();
+    let out = run(Command::new(ftail()).arg("sites").arg(&path));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("function table lies outside the file"),
+        "{err}"
+    );
+
+    // A truncated file is an error too.
+    let path = dir.path().join("truncated");
+    std::fs::write(&path, &data[..data.len() / 3]).unwrap();
+    let out = run(Command::new(ftail()).arg("sites").arg(&path));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
