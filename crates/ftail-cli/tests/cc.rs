@@ -334,3 +334,34 @@ fn sites_reports_damage_precisely() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Regression: a tail site in the last function of `.text` was checked
+/// against bytes of a debug section, which also "starts" at address 0.
+#[test]
+fn tail_site_at_the_end_of_text_verifies_with_debug_info() {
+    let dir = scratch();
+    let main = dir.path().join("main.c");
+    let last = dir.path().join("last.c");
+    std::fs::write(
+        &main,
+        "int last(int);\nint ext(int x) { return x; }\nint main(void) { return last(-1); }\n",
+    )
+    .unwrap();
+    // -g3 with a header makes .debug_str/.debug_macro larger than the
+    // address of .text, which is what exposed the bug.
+    std::fs::write(
+        &last,
+        "#include <stdio.h>\nint ext(int);\nint last(int x) { return ext(x + 1); }\n",
+    )
+    .unwrap();
+    let exe = dir.path().join("prog");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-g3", "-o"])
+            .arg(&exe)
+            .arg(&main)
+            .arg(&last),
+    );
+    let (ok, report) = sites(&exe);
+    assert!(ok && report.contains(" 0 mismatches"), "{report}");
+}

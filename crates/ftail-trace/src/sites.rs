@@ -167,10 +167,29 @@ struct Image<'d, 'f> {
 }
 
 impl Image<'_, '_> {
+    /// Allocated sections only: debug sections have address 0 and would
+    /// otherwise "contain" low addresses.
+    fn alloc_sections(&self) -> impl Iterator<Item = object::Section<'_, '_>> {
+        self.file.sections().filter(|s| match s.flags() {
+            object::SectionFlags::Elf { sh_flags } => {
+                sh_flags & u64::from(object::elf::SHF_ALLOC) != 0
+            }
+            _ => true,
+        })
+    }
+
     fn bytes(&self, addr: u64, len: u64) -> Option<&[u8]> {
-        self.file
-            .sections()
+        self.alloc_sections()
             .find_map(|s| s.data_range(addr, len).ok().flatten())
+    }
+
+    /// Up to `max` bytes from `addr` to the end of its section.
+    fn bytes_upto(&self, addr: u64, max: u64) -> Option<&[u8]> {
+        let sec = self
+            .alloc_sections()
+            .find(|s| addr >= s.address() && addr < s.address() + s.size())?;
+        let len = max.min(sec.address() + sec.size() - addr);
+        sec.data_range(addr, len).ok().flatten()
     }
 
     fn bytes_or_err(&self, addr: u64, len: u64, what: &str) -> Result<&[u8], Error> {
@@ -180,8 +199,7 @@ impl Image<'_, '_> {
 
     fn cstr(&self, addr: u64) -> Option<String> {
         let sec = self
-            .file
-            .sections()
+            .alloc_sections()
             .find(|s| addr >= s.address() && addr < s.address() + s.size())?;
         let data = sec.data().ok()?;
         let rest = data.get((addr - sec.address()) as usize..)?;
@@ -319,9 +337,7 @@ pub fn verify(data: &[u8], funcs: &[Function]) -> Result<Vec<Problem>, Error> {
 
 /// Decodes the instruction at `addr`.
 fn decode_at(img: &Image, addr: u64) -> Option<Instruction> {
-    let bytes = img
-        .bytes(addr, 15)
-        .or_else(|| (1..15).rev().find_map(|n| img.bytes(addr, n)))?;
+    let bytes = img.bytes_upto(addr, 15)?;
     let mut d = Decoder::with_ip(64, bytes, addr, DecoderOptions::NONE);
     let i = d.decode();
     (!i.is_invalid()).then_some(i)
