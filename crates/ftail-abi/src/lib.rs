@@ -239,3 +239,109 @@ mod tests {
         assert_eq!(gpr_number("eax"), None);
     }
 }
+
+/// Trace directories: the files `ftail record` and the runtime write.
+///
+/// A trace directory holds `info` (key=value lines: the run's metadata),
+/// `modules` (one line per loaded module with site tables:
+/// `BASE PATH`) and one event file per thread, named
+/// `PID-TID.events`: an [`EventFileHeader`] followed by [`Event`]s. The event
+/// files are file-backed shared mappings of the traced process, so whatever
+/// it recorded survives `_exit`, a crash or SIGKILL. A reader stops at the
+/// first event whose time is zero (never written).
+pub mod trace {
+    /// Version of the trace format; bumped on any change.
+    pub const TRACE_VERSION: u32 = 1;
+    /// Magic number at the start of every event file.
+    pub const EVENTS_MAGIC: [u8; 8] = *b"FTAILEV1";
+    /// File name of the metadata.
+    pub const INFO_FILE: &str = "info";
+    /// File name of the module list.
+    pub const MODULES_FILE: &str = "modules";
+    /// Suffix of event files.
+    pub const EVENTS_SUFFIX: &str = ".events";
+
+    /// Header of an event file.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct EventFileHeader {
+        /// [`EVENTS_MAGIC`].
+        pub magic: [u8; 8],
+        /// [`TRACE_VERSION`].
+        pub version: u32,
+        /// Size of this header in bytes (events start there).
+        pub header_size: u32,
+        /// Process id.
+        pub pid: u32,
+        /// Thread id.
+        pub tid: u32,
+        /// Capacity of the file in events.
+        pub capacity: u64,
+        /// Events dropped because the buffer or the trace stack was full.
+        pub lost: u64,
+        /// Thread name at the time the buffer was created (NUL-padded).
+        pub name: [u8; 16],
+        /// Reserved, zero.
+        pub reserved: [u64; 3],
+    }
+    const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 80);
+
+    /// One event: 16 bytes.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Event {
+        /// Time-stamp counter value; 0 marks the end of the recorded events.
+        pub tsc: u64,
+        /// [`EventKind`] in the top 8 bits, an address in the low 48 bits:
+        /// for an entry, the address right after the entry site (site + 5);
+        /// for an exit, the address right after the exit or tail site that
+        /// produced it, or 0 when it was synthesised (unwound).
+        pub word: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<Event>() == 16);
+
+    /// Shift of the kind in [`Event::word`].
+    pub const KIND_SHIFT: u32 = 56;
+    /// Mask of the address in [`Event::word`].
+    pub const ADDR_MASK: u64 = (1 << 48) - 1;
+
+    /// What an [`Event`] records.
+    #[repr(u8)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum EventKind {
+        /// A traced function was entered.
+        Entry = 0,
+        /// The innermost open function returned.
+        Exit = 1,
+        /// The innermost open function ended by a tail call whose callee
+        /// has now returned.
+        TailExit = 2,
+        /// The innermost open function was left without passing an exit
+        /// (longjmp, exception, cancellation); detected at this time.
+        Unwound = 3,
+    }
+
+    impl EventKind {
+        /// Decodes the kind byte.
+        pub fn from_u8(v: u8) -> Option<EventKind> {
+            Some(match v {
+                0 => EventKind::Entry,
+                1 => EventKind::Exit,
+                2 => EventKind::TailExit,
+                3 => EventKind::Unwound,
+                _ => return None,
+            })
+        }
+    }
+
+    impl Event {
+        /// The event's kind, if valid.
+        pub fn kind(&self) -> Option<EventKind> {
+            EventKind::from_u8((self.word >> KIND_SHIFT) as u8)
+        }
+        /// The event's address field.
+        pub fn addr(&self) -> u64 {
+            self.word & ADDR_MASK
+        }
+    }
+}

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod as_shim;
 mod cc;
+mod record;
 mod sites;
 
 /// Function-graph tracer for native x86-64 programs.
@@ -40,6 +41,39 @@ enum Cmd {
         /// The assembler's arguments, passed on unchanged
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
+    },
+    /// Run a program and record its function calls
+    #[command(after_help = "Examples:\n  ftail record ./prog arg1\n  \
+                            ftail record -d trace -F 'lua_*' -- ./lua script.lua")]
+    Record {
+        /// Trace directory (an existing one is kept as DIR.old)
+        #[arg(short = 'd', long, default_value = "ftail.data")]
+        dir: PathBuf,
+        /// Trace only functions matching GLOB (repeatable)
+        #[arg(short = 'F', long = "filter", value_name = "GLOB")]
+        filter: Vec<String>,
+        /// Do not trace functions matching GLOB (repeatable)
+        #[arg(short = 'N', long = "notrace", value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// Record calls only up to this depth
+        #[arg(short = 'D', long)]
+        depth: Option<u64>,
+        /// Tail-call strategy (only mark is implemented; auto and convert
+        /// use mark for now)
+        #[arg(long, default_value = "auto", value_parser = ["auto", "mark", "convert"])]
+        tail: String,
+        /// Events per thread buffer (16 bytes each)
+        #[arg(long, value_name = "N")]
+        buffer_events: Option<u64>,
+        /// PROGRAM [ARGS…]
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<OsString>,
+    },
+    /// Print a recorded trace as a call graph
+    Replay {
+        /// Trace directory
+        #[arg(short = 'd', long, default_value = "ftail.data")]
+        dir: PathBuf,
     },
     /// List and verify the sites of an executable or shared library
     #[command(after_help = "Examples:\n  ftail sites ./a.out\n  ftail sites --json libfoo.so")]
@@ -82,7 +116,34 @@ fn ftail_main() -> Result<i32> {
         Cmd::Cc { args } => cc::run(args),
         Cmd::As { args } => as_shim::run(args),
         Cmd::Sites { file, json, quiet } => sites::run(&file, json, quiet),
+        Cmd::Record {
+            dir,
+            filter,
+            exclude,
+            depth,
+            tail,
+            buffer_events,
+            command,
+        } => record::run(record::RecordOptions {
+            dir,
+            filter,
+            exclude,
+            depth,
+            tail,
+            buffer_events,
+            command,
+        }),
+        Cmd::Replay { dir } => replay(&dir),
     }
+}
+
+fn replay(dir: &std::path::Path) -> Result<i32> {
+    use std::io::Write;
+    let trace = ftail_trace::trace::open(dir)?;
+    let text = ftail_trace::replay::render(&trace);
+    // A closed pipe (`| head`) ends the output quietly.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(0)
 }
 
 /// The exit code that reports `status` to our own caller.

@@ -1,1 +1,147 @@
-//! placeholder
+//! ftail's runtime: the library `ftail record` preloads into the traced
+//! process.
+//!
+//! At start-up ([`init`]) it reads its configuration from the environment,
+//! finds every loaded module with site tables, patches the sites of the
+//! selected functions to call the trampolines (`tramp.rs`), and writes the
+//! run's metadata. From then on each traced call and return appends a
+//! 16-byte event to the calling thread's file-backed buffer.
+//!
+//! **Invariants.** Nothing here is instrumented. The hot path (the
+//! trampolines' fast paths) never allocates, locks, makes a system call or
+//! unwinds; the slow paths use only async-signal-safe system calls. No
+//! return address is ever written.
+
+mod buffer;
+mod config;
+mod hooks;
+mod modules;
+mod patch;
+mod state;
+mod tramp;
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use config::Config;
+
+/// The configuration, set once by [`init`].
+pub(crate) static CONFIG: OnceLock<Config> = OnceLock::new();
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
+/// Start-up: runs as the preloaded library's constructor.
+extern "C" fn init() {
+    let Some(cfg) = Config::from_env() else {
+        return;
+    };
+    state::FTAIL_TLS_OFFSET.store(state::compute_tls_offset(), Ordering::Relaxed);
+    state::FTAIL_MAX_DEPTH.store(cfg.depth, Ordering::Relaxed);
+    if CONFIG.set(cfg).is_err() {
+        return;
+    }
+    let (hz, start_tsc) = calibrate_tsc();
+    let trampolines = patch::Trampolines {
+        entry: tramp::ftail_entry as *const () as u64,
+        exit: tramp::ftail_exit as *const () as u64,
+        tail_mark: tramp::ftail_tail_mark as *const () as u64,
+    };
+    let mut modules_text = String::new();
+    let mut totals = patch::Patched::default();
+    for m in modules::loaded() {
+        let p = patch::patch_module(&m, trampolines);
+        totals.functions += p.functions;
+        totals.sites += p.sites;
+        totals.skipped += p.skipped;
+        let path = if m.path.is_empty() {
+            exe_path()
+        } else {
+            m.path.clone()
+        };
+        let _ = writeln!(modules_text, "{:#x} {}", m.base, path);
+    }
+    write_metadata(hz, start_tsc, totals, &modules_text);
+    // SAFETY: registering plain extern "C" callbacks.
+    unsafe {
+        libc::atexit(at_exit);
+        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+    }
+}
+
+extern "C" fn at_exit() {
+    hooks::close_all_open();
+}
+
+/// The child of a fork records into its own files.
+extern "C" fn after_fork_in_child() {
+    let st = state::current();
+    // SAFETY: the calling (only) thread's own state.
+    unsafe {
+        if (*st).status == state::STATUS_RECORDING {
+            (*st).status = state::STATUS_NEW;
+        }
+    }
+}
+
+fn exe_path() -> String {
+    std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Time-stamp counter frequency, measured against CLOCK_MONOTONIC over a
+/// few milliseconds; and the counter's value at start.
+fn calibrate_tsc() -> (u64, u64) {
+    let now = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    // SAFETY: rdtsc has no memory effects.
+    let tsc = || unsafe { core::arch::x86_64::_rdtsc() };
+    let (t0, c0) = (now(), tsc());
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let (t1, c1) = (now(), tsc());
+    let hz = (c1 - c0) as u128 * 1_000_000_000 / (t1 - t0).max(1) as u128;
+    (hz as u64, c0)
+}
+
+fn write_metadata(hz: u64, start_tsc: u64, p: patch::Patched, modules_text: &str) {
+    let Some(cfg) = CONFIG.get() else { return };
+    let pid = std::process::id();
+    let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let realtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let info = format!(
+        "version={}\npid={pid}\nppid={}\nexe={}\ncmdline={}\ntsc_hz={hz}\nstart_tsc={start_tsc}\n\
+         start_realtime_ns={realtime}\ntail=mark\ntail_requested={}\nfilter={}\nexclude={}\n\
+         depth={}\npatched_functions={}\npatched_sites={}\nskipped_sites={}\n",
+        ftail_abi::trace::TRACE_VERSION,
+        // SAFETY: getppid has no preconditions.
+        unsafe { libc::getppid() },
+        exe_path(),
+        args.join("\x1f"),
+        cfg.tail_requested,
+        cfg.include.join(","),
+        cfg.exclude.join(","),
+        if cfg.depth == u64::MAX { 0 } else { cfg.depth },
+        p.functions,
+        p.sites,
+        p.skipped,
+    );
+    let _ = std::fs::write(cfg.dir.join(format!("{pid}.modules")), modules_text);
+    let _ = std::fs::write(cfg.dir.join(format!("{pid}.info")), info);
+}

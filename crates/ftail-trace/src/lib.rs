@@ -5,4 +5,6 @@
 //! stop at the first damage with a message that names the place.
 #![deny(missing_docs)]
 
+pub mod replay;
 pub mod sites;
+pub mod trace;

@@ -1,0 +1,122 @@
+//! `ftail record`: run a program with the runtime preloaded.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Environment variable naming the runtime library explicitly.
+pub const RUNTIME_ENV: &str = "FTAIL_RUNTIME";
+const RUNTIME_NAME: &str = "libftail_runtime.so";
+
+/// Options of `ftail record`.
+pub struct RecordOptions {
+    /// Trace directory.
+    pub dir: PathBuf,
+    /// Include globs.
+    pub filter: Vec<String>,
+    /// Exclude globs.
+    pub exclude: Vec<String>,
+    /// Maximum recorded depth.
+    pub depth: Option<u64>,
+    /// Tail strategy asked for.
+    pub tail: String,
+    /// Events per thread buffer.
+    pub buffer_events: Option<u64>,
+    /// The program and its arguments.
+    pub command: Vec<OsString>,
+}
+
+/// Runs the program; returns its exit status as ours.
+pub fn run(o: RecordOptions) -> Result<i32> {
+    let Some((program, args)) = o.command.split_first() else {
+        bail!("no program to record; usage: ftail record [OPTIONS] -- PROGRAM [ARGS...]");
+    };
+    let runtime = find_runtime()?;
+    prepare_dir(&o.dir)?;
+    let dir = o
+        .dir
+        .canonicalize()
+        .with_context(|| format!("{}", o.dir.display()))?;
+    let mut preload = runtime.into_os_string();
+    if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(existing);
+    }
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("LD_PRELOAD", preload)
+        .env("FTAIL_DIR", &dir)
+        .env("FTAIL_FILTER", o.filter.join(","))
+        .env("FTAIL_EXCLUDE", o.exclude.join(","))
+        .env("FTAIL_TAIL", &o.tail);
+    if let Some(d) = o.depth {
+        cmd.env("FTAIL_DEPTH", d.to_string());
+    }
+    if let Some(n) = o.buffer_events {
+        cmd.env("FTAIL_BUFFER_EVENTS", n.to_string());
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", program.to_string_lossy()))?;
+    eprintln!("ftail: trace written to {}", o.dir.display());
+    Ok(crate::exit_code(status))
+}
+
+/// An existing trace directory is kept as `DIR.old` (replacing an older
+/// `.old`), as uftrace does; anything else in the way is an error.
+fn prepare_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let looks_like_trace = std::fs::read_dir(dir)
+            .with_context(|| format!("{} exists and cannot be read", dir.display()))?
+            .filter_map(|e| e.ok())
+            .all(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.ends_with(".info") || n.ends_with(".modules") || n.ends_with(".events")
+            });
+        if !looks_like_trace {
+            bail!(
+                "{} exists and does not look like a trace directory; not touching it",
+                dir.display()
+            );
+        }
+        let mut old = dir.as_os_str().to_owned();
+        old.push(".old");
+        let old = PathBuf::from(old);
+        if old.exists() {
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        }
+        std::fs::rename(dir, &old)
+            .with_context(|| format!("renaming {} to {}", dir.display(), old.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+/// The runtime library: `$FTAIL_RUNTIME`, or next to the `ftail` binary,
+/// or in `../lib` or `../lib/ftail` relative to it.
+pub fn find_runtime() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(RUNTIME_ENV) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("finding the ftail executable")?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let candidates = [
+        dir.join(RUNTIME_NAME),
+        dir.join("../lib").join(RUNTIME_NAME),
+        dir.join("../lib/ftail").join(RUNTIME_NAME),
+        dir.join("deps").join(RUNTIME_NAME),
+        dir.join("..").join(RUNTIME_NAME),
+    ];
+    for c in &candidates {
+        if c.is_file() {
+            return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
+        }
+    }
+    bail!(
+        "the runtime library {RUNTIME_NAME} was not found next to {}; build it with \
+         `cargo build --release -p ftail-runtime` or set {RUNTIME_ENV}",
+        exe.display()
+    )
+}

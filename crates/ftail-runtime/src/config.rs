@@ -1,0 +1,107 @@
+//! What `ftail record` asked for, passed in the environment.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// The runtime's configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Trace directory.
+    pub dir: PathBuf,
+    /// Include globs (empty: everything).
+    pub include: Vec<String>,
+    /// Exclude globs.
+    pub exclude: Vec<String>,
+    /// Maximum recorded depth.
+    pub depth: u64,
+    /// What the user asked for as `--tail`, for the metadata.
+    pub tail_requested: String,
+    /// Events per thread buffer.
+    pub buffer_events: u64,
+    /// Trace-stack entries per thread.
+    pub stack_entries: u64,
+}
+
+/// Environment variable: trace directory; without it the runtime is idle.
+pub const DIR_ENV: &str = "FTAIL_DIR";
+
+fn var(name: &str) -> Option<String> {
+    std::env::var_os(name)
+        .map(|v: OsString| v.to_string_lossy().into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn globs(name: &str) -> Vec<String> {
+    var(name)
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Config {
+    /// Reads the configuration; `None` when no trace directory is set.
+    pub fn from_env() -> Option<Config> {
+        let dir = PathBuf::from(var(DIR_ENV)?);
+        let num = |n: &str, default: u64| var(n).and_then(|v| v.parse().ok()).unwrap_or(default);
+        Some(Config {
+            dir,
+            include: globs("FTAIL_FILTER"),
+            exclude: globs("FTAIL_EXCLUDE"),
+            depth: num("FTAIL_DEPTH", u64::MAX),
+            tail_requested: var("FTAIL_TAIL").unwrap_or_else(|| "auto".into()),
+            buffer_events: num("FTAIL_BUFFER_EVENTS", 1 << 22).max(16),
+            stack_entries: num("FTAIL_STACK_ENTRIES", 1 << 16).max(16),
+        })
+    }
+
+    /// Whether the function called `name` is traced.
+    pub fn selects(&self, name: &str) -> bool {
+        let included = self.include.is_empty() || self.include.iter().any(|g| glob(g, name));
+        included && !self.exclude.iter().any(|g| glob(g, name))
+    }
+}
+
+/// Shell-style glob: `*` any run, `?` one character.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs_match_like_a_shell() {
+        assert!(glob("*", "main"));
+        assert!(glob("lua_*", "lua_pushnil"));
+        assert!(!glob("lua_*", "luaV_execute"));
+        assert!(glob("*exec*", "luaV_execute"));
+        assert!(glob("f?o", "foo"));
+        assert!(!glob("f?o", "fooo"));
+        assert!(glob("a*b*c", "a_x_b_y_c"));
+        assert!(!glob("a*b*c", "a_x_b_y"));
+    }
+}

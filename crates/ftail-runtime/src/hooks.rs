@@ -1,0 +1,183 @@
+//! The slow paths of the trampolines, in Rust: first event of a thread,
+//! and every case where the trace stack does not match the current stack
+//! (tail-call chains, frames left by longjmp or exceptions).
+//!
+//! Resynchronisation compares CFAs: stacks grow down, so an open entry
+//! whose CFA is below the current one belongs to a frame that is gone.
+//! It is closed as `TailExit` when a tail site marked it, as `Unwound`
+//! otherwise, at the time it is detected. Entries on another stack (a
+//! signal handler on `sigaltstack`, a coroutine) are never dropped: an
+//! entry is considered on the same stack only within [`SAME_STACK`] bytes.
+
+use ftail_abi::trace::{EventKind, ADDR_MASK, KIND_SHIFT};
+
+use crate::state::{
+    StackEntry, ThreadState, FTAIL_MAX_DEPTH, MARKED, STATUS_NEW, STATUS_OFF, STATUS_RECORDING,
+};
+
+/// Two CFAs further apart than this are on different stacks.
+const SAME_STACK: u64 = 256 << 20;
+
+fn same_stack(a: u64, b: u64) -> bool {
+    a.abs_diff(b) < SAME_STACK
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no memory effects and is available on every
+    // x86-64 processor.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Slow path of `ftail_entry`.
+///
+/// # Safety
+///
+/// `st` is the calling thread's state; called only from the trampoline.
+pub unsafe extern "C" fn ftail_slow_entry(st: *mut ThreadState, cfa: u64, addr: u64) {
+    // SAFETY: the trampoline passes this thread's state; no other thread
+    // touches it.
+    let st = unsafe { &mut *st };
+    if !ready(st) {
+        return;
+    }
+    let now = rdtsc();
+    close_gone_frames(st, cfa, now);
+    push(st, cfa, addr, now);
+}
+
+/// Slow path of `ftail_exit`.
+///
+/// # Safety
+///
+/// As for [`ftail_slow_entry`].
+pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u64) {
+    // SAFETY: as above.
+    let st = unsafe { &mut *st };
+    if !ready(st) {
+        return;
+    }
+    let now = rdtsc();
+    close_gone_frames(st, cfa, now);
+    let Some(open) = top(st) else { return };
+    if open.cfa != cfa {
+        // The exiting function's entry was never recorded (it was entered
+        // before tracing started, or the trace stack was full).
+        return;
+    }
+    pop(st, EventKind::Exit, addr, now);
+    // Tail callers that handed their frame to this function end with it.
+    while let Some(t) = top(st) {
+        if t.cfa != cfa || t.word & MARKED == 0 {
+            break;
+        }
+        pop(st, EventKind::TailExit, 0, now);
+    }
+}
+
+/// Sets the thread up on its first event; false when it records nothing.
+fn ready(st: &mut ThreadState) -> bool {
+    if st.status == STATUS_NEW {
+        st.status = STATUS_OFF;
+        if crate::buffer::setup_thread(st) {
+            st.status = STATUS_RECORDING;
+        }
+    }
+    st.status == STATUS_RECORDING
+}
+
+fn top(st: &ThreadState) -> Option<StackEntry> {
+    if st.depth == 0 {
+        return None;
+    }
+    // SAFETY: depth <= stack_cap and the stack mapping holds stack_cap
+    // entries (buffer::setup_thread).
+    Some(unsafe { *(st.stack as *const StackEntry).add(st.depth as usize - 1) })
+}
+
+/// Closes open entries whose frames are gone: below `cfa` on this stack.
+///
+/// An entry marked by a tail site at exactly `cfa` stays open on entry:
+/// the function entering is taken to be its tail callee (when the callee
+/// was untraced and a later call from the same depth enters instead, this
+/// is the known imprecision of `mark`; see DESIGN.md).
+fn close_gone_frames(st: &mut ThreadState, cfa: u64, now: u64) {
+    while let Some(t) = top(st) {
+        let marked = t.word & MARKED != 0;
+        if !(t.cfa < cfa && same_stack(t.cfa, cfa)) {
+            break;
+        }
+        let kind = if marked {
+            EventKind::TailExit
+        } else {
+            EventKind::Unwound
+        };
+        pop(st, kind, 0, now);
+    }
+}
+
+fn push(st: &mut ThreadState, cfa: u64, addr: u64, now: u64) {
+    let depth = st.depth;
+    if depth >= st.stack_cap {
+        count_lost(st);
+        return;
+    }
+    // SAFETY: depth < stack_cap entries of the stack mapping.
+    unsafe {
+        *(st.stack as *mut StackEntry).add(depth as usize) = StackEntry {
+            cfa,
+            word: addr & ADDR_MASK,
+        };
+    }
+    st.depth = depth + 1;
+    if depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
+        write_event(st, EventKind::Entry, addr, now);
+    }
+}
+
+fn pop(st: &mut ThreadState, kind: EventKind, addr: u64, now: u64) {
+    st.depth -= 1;
+    if st.depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
+        write_event(st, kind, addr, now);
+    }
+}
+
+/// Appends one event, reserving its slot first (see `tramp.rs`).
+pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc: u64) {
+    let slot = st.cursor;
+    st.cursor += 16;
+    if slot + 16 > st.end {
+        count_lost(st);
+        return;
+    }
+    let word = ((kind as u64) << KIND_SHIFT) | (addr & ADDR_MASK);
+    // SAFETY: [slot, slot + 16) lies in this thread's event mapping
+    // (checked against `end` above); the time is stored last so a reader
+    // never sees a half-written event as valid.
+    unsafe {
+        std::ptr::write_volatile((slot + 8) as *mut u64, word);
+        std::ptr::write_volatile(slot as *mut u64, tsc.max(1));
+    }
+}
+
+fn count_lost(st: &mut ThreadState) {
+    if st.lost != 0 {
+        // SAFETY: `lost` points at the event file header's counter, mapped
+        // for the thread's lifetime.
+        unsafe { *(st.lost as *mut u64) += 1 };
+    }
+}
+
+/// Closes every open entry of the calling thread as `Unwound` (process
+/// exit: `main` and whatever called `exit` never return).
+pub fn close_all_open() {
+    let st = crate::state::current();
+    // SAFETY: the current thread's own state.
+    let st = unsafe { &mut *st };
+    if st.status != STATUS_RECORDING {
+        return;
+    }
+    let now = rdtsc();
+    while st.depth > 0 {
+        pop(st, EventKind::Unwound, 0, now);
+    }
+}

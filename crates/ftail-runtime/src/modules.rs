@@ -1,0 +1,168 @@
+//! Finding the loaded modules that carry site tables, from their program
+//! headers (`dl_iterate_phdr`): each object file contributed an ftail note
+//! to a `PT_NOTE` segment, pointing at its function records.
+
+use ftail_abi::{FuncRecord, SiteRecord, SitesNote, NOTE_NAME, NOTE_TYPE_SITES, SITES_VERSION};
+
+/// A loaded module with site tables.
+#[derive(Debug)]
+pub struct Module {
+    /// Load bias (`dlpi_addr`).
+    pub base: u64,
+    /// Path as the loader knows it (empty for the main program).
+    pub path: String,
+    /// Addresses of its function records.
+    pub funcs: Vec<*const FuncRecord>,
+    /// Executable segments: (start, end, PF_* flags).
+    pub text: Vec<(u64, u64, u32)>,
+}
+
+/// A site resolved to run-time addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct Site {
+    /// Address of the 5-byte site.
+    pub addr: u64,
+    /// Its record.
+    pub record: SiteRecord,
+}
+
+/// Every loaded module with site tables.
+pub fn loaded() -> Vec<Module> {
+    let mut out: Vec<Module> = Vec::new();
+    // SAFETY: the callback only reads the phdr array the loader passes
+    // for the duration of the call, and `out` outlives the iteration.
+    unsafe {
+        libc::dl_iterate_phdr(Some(visit), (&mut out as *mut Vec<Module>).cast());
+    }
+    out
+}
+
+unsafe extern "C" fn visit(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut libc::c_void,
+) -> i32 {
+    // SAFETY: the loader passes a valid info for this call; `data` is the
+    // Vec passed to dl_iterate_phdr above.
+    let (info, out) = unsafe { (&*info, &mut *data.cast::<Vec<Module>>()) };
+    let base = info.dlpi_addr;
+    // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
+    let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+    let mut funcs = Vec::new();
+    let mut text = Vec::new();
+    for ph in phdrs {
+        match ph.p_type {
+            libc::PT_NOTE => {
+                let start = base + ph.p_vaddr;
+                // SAFETY: a PT_NOTE segment is mapped readable for its memsz.
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize) };
+                collect_notes(start, bytes, &mut funcs);
+            }
+            libc::PT_LOAD if ph.p_flags & libc::PF_X != 0 => {
+                text.push((
+                    base + ph.p_vaddr,
+                    base + ph.p_vaddr + ph.p_memsz,
+                    ph.p_flags,
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !funcs.is_empty() {
+        let path = if info.dlpi_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: dlpi_name is a NUL-terminated string when non-null.
+            unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        out.push(Module {
+            base,
+            path,
+            funcs,
+            text,
+        });
+    }
+    0
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn collect_notes(start: u64, bytes: &[u8], funcs: &mut Vec<*const FuncRecord>) {
+    let mut off = 0;
+    let align4 = |n: usize| (n + 3) & !3;
+    while let (Some(namesz), Some(descsz), Some(ty)) = (
+        u32_at(bytes, off),
+        u32_at(bytes, off + 4),
+        u32_at(bytes, off + 8),
+    ) {
+        let name_at = off + 12;
+        let desc_at = name_at + align4(namesz as usize);
+        let next = desc_at + align4(descsz as usize);
+        if next > bytes.len() {
+            break;
+        }
+        let name = &bytes[name_at..name_at + namesz as usize];
+        let ours = ty == NOTE_TYPE_SITES && name.strip_suffix(&[0]) == Some(NOTE_NAME.as_bytes());
+        if ours && descsz as usize >= std::mem::size_of::<SitesNote>() {
+            let desc = start + desc_at as u64;
+            if u32_at(bytes, desc_at) == Some(SITES_VERSION) {
+                let rel = u32_at(bytes, desc_at + 4).unwrap_or(0) as i32;
+                let n = u32_at(bytes, desc_at + 8).unwrap_or(0);
+                let first = (desc + 4).wrapping_add(rel as i64 as u64);
+                for i in 0..u64::from(n) {
+                    funcs.push(
+                        (first + i * std::mem::size_of::<FuncRecord>() as u64) as *const FuncRecord,
+                    );
+                }
+            }
+        }
+        off = next;
+    }
+}
+
+/// Resolves a PC-relative field: the address it points at.
+///
+/// # Safety
+///
+/// `field` points at a readable `i32`.
+pub unsafe fn rel(field: *const i32) -> u64 {
+    // SAFETY: per the contract.
+    (field as u64).wrapping_add(unsafe { field.read_unaligned() } as i64 as u64)
+}
+
+/// The name of a function record.
+///
+/// # Safety
+///
+/// `f` points at a function record of a loaded module.
+pub unsafe fn func_name(f: *const FuncRecord) -> &'static str {
+    // SAFETY: the record's name field points at a NUL-terminated string in
+    // the same module, mapped while the module is loaded.
+    unsafe {
+        let p = rel(std::ptr::addr_of!((*f).name)) as *const libc::c_char;
+        std::str::from_utf8(std::ffi::CStr::from_ptr(p).to_bytes()).unwrap_or("")
+    }
+}
+
+/// The sites of a function record, with run-time addresses.
+///
+/// # Safety
+///
+/// As for [`func_name`].
+pub unsafe fn func_sites(f: *const FuncRecord) -> impl Iterator<Item = Site> {
+    // SAFETY: per the contract, the record and its site array are mapped.
+    let (first, n) = unsafe { (rel(std::ptr::addr_of!((*f).sites)), (*f).nsites) };
+    (0..u64::from(n)).map(move |i| {
+        let p = (first + i * std::mem::size_of::<SiteRecord>() as u64) as *const SiteRecord;
+        // SAFETY: i < nsites records of the mapped array.
+        let record = unsafe { p.read_unaligned() };
+        // SAFETY: `addr` is the record's first field.
+        let addr = unsafe { rel(p.cast::<i32>()) };
+        Site { addr, record }
+    })
+}

@@ -1,0 +1,103 @@
+//! Per-thread state, reached from the trampolines with one `%fs`-relative
+//! load.
+//!
+//! The runtime is preloaded, so its TLS lives in the static TLS block at the
+//! same offset from the thread pointer in every thread. `init` computes that
+//! offset once ([`TLS_OFFSET`]) and the trampolines add it to `%fs:0`: no
+//! `__tls_get_addr` call on the hot path.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+/// Per-thread recording state. Field offsets are used by `tramp.rs`; the
+/// `const` assertions below keep them in step.
+#[repr(C)]
+pub struct ThreadState {
+    /// Address of the next event slot.
+    pub cursor: u64,
+    /// End of the event area.
+    pub end: u64,
+    /// Number of open trace-stack entries.
+    pub depth: u64,
+    /// Base of the trace stack (`StackEntry` array).
+    pub stack: u64,
+    /// Capacity of the trace stack in entries.
+    pub stack_cap: u64,
+    /// [`STATUS_NEW`], [`STATUS_RECORDING`] or [`STATUS_OFF`].
+    pub status: u64,
+    /// Address of the event file's lost-event counter (0 when none).
+    pub lost: u64,
+    /// Re-entrancy guard of the slow paths.
+    pub busy: u64,
+    /// Lowest address of this thread's stack.
+    pub stack_lo: u64,
+    /// Highest address of this thread's stack.
+    pub stack_hi: u64,
+}
+
+/// Status: the thread has not recorded yet; the next event sets it up.
+pub const STATUS_NEW: u64 = 0;
+/// Status: recording.
+pub const STATUS_RECORDING: u64 = 1;
+/// Status: this thread records nothing (setup failed or runtime disabled).
+pub const STATUS_OFF: u64 = 2;
+
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(ThreadState, cursor) == 0);
+    assert!(offset_of!(ThreadState, end) == 8);
+    assert!(offset_of!(ThreadState, depth) == 16);
+    assert!(offset_of!(ThreadState, stack) == 24);
+    assert!(offset_of!(ThreadState, stack_cap) == 32);
+    assert!(offset_of!(ThreadState, status) == 40);
+    assert!(offset_of!(ThreadState, lost) == 48);
+    assert!(offset_of!(ThreadState, busy) == 56);
+};
+
+/// One open function on the trace stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackEntry {
+    /// The function's CFA (stack pointer before its call pushed the return
+    /// address, plus nothing: the address just above the return address).
+    pub cfa: u64,
+    /// Entry address (site + 5) in the low 48 bits; [`MARKED`] when the
+    /// function has passed a tail site in `mark` mode.
+    pub word: u64,
+}
+
+/// Bit of [`StackEntry::word`]: the function ended by a tail call.
+pub const MARKED: u64 = 1 << 63;
+
+thread_local! {
+    static STATE: UnsafeCell<ThreadState> = const {
+        UnsafeCell::new(ThreadState {
+            cursor: 0, end: 0, depth: 0, stack: 0, stack_cap: 0, status: STATUS_NEW,
+            lost: 0, busy: 0, stack_lo: 0, stack_hi: 0,
+        })
+    };
+}
+
+/// Offset of the current thread's [`ThreadState`] from the thread pointer
+/// (`%fs:0`); read by the trampolines.
+pub static FTAIL_TLS_OFFSET: AtomicI64 = AtomicI64::new(0);
+
+/// Trace-stack depth up to which events are written (`-D`); deeper
+/// functions are still tracked but not recorded. Read by the trampolines.
+pub static FTAIL_MAX_DEPTH: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Address of this thread's state.
+pub fn current() -> *mut ThreadState {
+    STATE.with(|s| s.get())
+}
+
+/// Computes [`FTAIL_TLS_OFFSET`] from the current thread.
+pub fn compute_tls_offset() -> i64 {
+    let tp: u64;
+    // SAFETY: reading %fs:0 (the TCB's self pointer, x86-64 TLS ABI) has
+    // no side effects.
+    unsafe {
+        std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    current() as i64 - tp as i64
+}

@@ -1,0 +1,249 @@
+//! The trampolines the sites call, in assembly.
+//!
+//! ABI of all three, as seen from the patched site:
+//! * reached by `call` (directly or through a near stub that `jmp`s), so on
+//!   entry `[rsp]` is the site's address + 5 and `[rsp+8]` is the traced
+//!   function's return address: the function's CFA is `rsp + 16`;
+//! * every general-purpose register, every SSE register, the x87 stack and
+//!   the red zone are preserved: the fast paths touch only `rax`, `rcx`,
+//!   `rdx` and `r11` and restore them; the slow paths also save `rsi`,
+//!   `rdi`, `r8`–`r10` and the whole x87/SSE state with `fxsave64` before
+//!   calling Rust. gcc's `-fipa-ra` lets a caller keep values in
+//!   call-clobbered registers a callee does not touch, so "caller-saved"
+//!   registers are preserved too. Flags are clobbered: no site sits
+//!   between a flag-setting instruction and its use;
+//! * the trampolines push below the site's stack pointer, into what would
+//!   be the function's red zone; that is safe because an entry site runs
+//!   before the body has stored anything there and exit and tail sites run
+//!   when the body is done with it;
+//! * the stack is 16-byte aligned for the Rust slow paths by `and $-16`.
+//!
+//! Per-thread state is `FTAIL_TLS_OFFSET + %fs:0` (see `state.rs`);
+//! events are reserved with a single `xadd`, which a signal handler on the
+//! same thread cannot split, so a traced handler that interrupts a
+//! trampoline gets its own slots.
+//!
+//! After the four pushes of every trampoline the frame is:
+//! `[rsp]` r11, `[rsp+8]` rdx, `[rsp+16]` rcx, `[rsp+24]` rax,
+//! `[rsp+32]` site + 5, `[rsp+40]` the function's return address, and the
+//! function's CFA is `rsp + 48`.
+
+use crate::hooks::{ftail_slow_entry, ftail_slow_exit};
+use crate::state::{FTAIL_MAX_DEPTH, FTAIL_TLS_OFFSET};
+
+extern "C" {
+    /// Called by entry sites.
+    pub fn ftail_entry();
+    /// Called by exit sites.
+    pub fn ftail_exit();
+    /// Called by tail sites in `mark` mode.
+    pub fn ftail_tail_mark();
+}
+
+std::arch::global_asm!(
+    r#"
+    .macro FTAIL_PUSH4
+    push %rax
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %rax, 0
+    push %rcx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %rcx, 0
+    push %rdx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %rdx, 0
+    push %r11
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %r11, 0
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    .endm
+
+    .macro FTAIL_POP4_RET
+    pop %r11
+    .cfi_adjust_cfa_offset -8
+    pop %rdx
+    .cfi_adjust_cfa_offset -8
+    pop %rcx
+    .cfi_adjust_cfa_offset -8
+    pop %rax
+    .cfi_adjust_cfa_offset -8
+    ret
+    int3
+    .endm
+
+    # Calls the Rust slow path \fn(state, cfa, site + 5) with every
+    # register and the x87/SSE state saved; 16-byte aligned.
+    .macro FTAIL_SLOW fn
+    push %rsi
+    .cfi_adjust_cfa_offset 8
+    push %rdi
+    .cfi_adjust_cfa_offset 8
+    push %r8
+    .cfi_adjust_cfa_offset 8
+    push %r9
+    .cfi_adjust_cfa_offset 8
+    push %r10
+    .cfi_adjust_cfa_offset 8
+    push %rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %rbp, 0
+    mov %rsp, %rbp
+    .cfi_def_cfa_register %rbp
+    and $-16, %rsp
+    sub $512, %rsp
+    fxsave64 (%rsp)
+    mov %r11, %rdi
+    lea 96(%rbp), %rsi
+    mov 80(%rbp), %rdx
+    call \fn
+    fxrstor64 (%rsp)
+    mov %rbp, %rsp
+    .cfi_def_cfa_register %rsp
+    pop %rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %rbp
+    pop %r10
+    .cfi_adjust_cfa_offset -8
+    pop %r9
+    .cfi_adjust_cfa_offset -8
+    pop %r8
+    .cfi_adjust_cfa_offset -8
+    pop %rdi
+    .cfi_adjust_cfa_offset -8
+    pop %rsi
+    .cfi_adjust_cfa_offset -8
+    .endm
+
+    .text
+    .p2align 4
+    .globl ftail_entry
+    .hidden ftail_entry
+    .type ftail_entry, @function
+ftail_entry:
+    .cfi_startproc
+    FTAIL_PUSH4
+    cmpq $1, 40(%r11)                # status == recording?
+    jne 8f
+    mov 16(%r11), %rcx               # depth
+    lea 48(%rsp), %rdx               # the function's CFA
+    test %rcx, %rcx
+    jz 1f
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax               # &stack[depth]; the top is at -16
+    cmp %rdx, -16(%rax)
+    jbe 8f                           # top CFA <= ours: tail or unwound frames
+1:  cmp 32(%r11), %rcx
+    jae 8f                           # trace stack full
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax               # &stack[depth]
+    mov %rdx, (%rax)                 # written, reserved, written again:
+    mov 32(%rsp), %rdx               # a signal handler that ran between
+    mov %rdx, 8(%rax)                # the first writes and the increment
+    incq 16(%r11)                    # may have reused the slot
+    lea 48(%rsp), %rdx
+    mov %rdx, (%rax)
+    mov 32(%rsp), %rdx
+    mov %rdx, 8(%rax)
+    cmp {maxdepth}(%rip), %rcx
+    jae 9f                           # deeper than -D: tracked, not written
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov $16, %edx
+    xadd %rdx, (%r11)                # reserve the event slot
+    cmp 8(%r11), %rdx
+    jae 7f
+    mov 32(%rsp), %rcx               # kind Entry (0) | site + 5
+    mov %rcx, 8(%rdx)
+    mov %rax, (%rdx)                 # the time last: 0 means unwritten
+9:  FTAIL_POP4_RET
+7:  mov 48(%r11), %rcx               # buffer full: count it
+    test %rcx, %rcx
+    jz 9b
+    incq (%rcx)
+    jmp 9b
+8:  FTAIL_SLOW {slow_entry}
+    jmp 9b
+    .cfi_endproc
+    .size ftail_entry, .-ftail_entry
+
+    .p2align 4
+    .globl ftail_exit
+    .hidden ftail_exit
+    .type ftail_exit, @function
+ftail_exit:
+    .cfi_startproc
+    FTAIL_PUSH4
+    cmpq $1, 40(%r11)
+    jne 8f
+    mov 16(%r11), %rcx               # depth
+    test %rcx, %rcx
+    jz 9f                            # nothing open: entry not seen
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax               # &stack[depth]; the top is at -16
+    lea 48(%rsp), %rdx
+    cmp %rdx, -16(%rax)
+    jne 8f                           # not our frame on top: resynchronise
+    btq $63, -8(%rax)
+    jc 8f                            # top marked by a tail site
+    cmp $1, %rcx
+    je 1f
+    cmp %rdx, -32(%rax)
+    je 8f                            # a tail caller below shares our CFA
+1:  decq 16(%r11)                    # pop
+    cmp {maxdepth}(%rip), %rcx
+    ja 9f                            # popped entry was deeper than -D
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov $16, %edx
+    xadd %rdx, (%r11)
+    cmp 8(%r11), %rdx
+    jae 7f
+    mov 32(%rsp), %rcx
+    bts $56, %rcx                    # kind Exit (1)
+    mov %rcx, 8(%rdx)
+    mov %rax, (%rdx)
+9:  FTAIL_POP4_RET
+7:  mov 48(%r11), %rcx
+    test %rcx, %rcx
+    jz 9b
+    incq (%rcx)
+    jmp 9b
+8:  FTAIL_SLOW {slow_exit}
+    jmp 9b
+    .cfi_endproc
+    .size ftail_exit, .-ftail_exit
+
+    .p2align 4
+    .globl ftail_tail_mark
+    .hidden ftail_tail_mark
+    .type ftail_tail_mark, @function
+ftail_tail_mark:
+    .cfi_startproc
+    FTAIL_PUSH4
+    cmpq $1, 40(%r11)
+    jne 9f
+    mov 16(%r11), %rcx
+    test %rcx, %rcx
+    jz 9f
+    shl $4, %rcx
+    add 24(%r11), %rcx               # &stack[depth]
+    lea 48(%rsp), %rdx
+    cmp %rdx, -16(%rcx)
+    jne 9f                           # the tail caller's entry was not seen
+    btsq $63, -8(%rcx)               # mark: ends when its callee returns
+9:  FTAIL_POP4_RET
+    .cfi_endproc
+    .size ftail_tail_mark, .-ftail_tail_mark
+"#,
+    tls = sym FTAIL_TLS_OFFSET,
+    maxdepth = sym FTAIL_MAX_DEPTH,
+    slow_entry = sym ftail_slow_entry,
+    slow_exit = sym ftail_slow_exit,
+    options(att_syntax)
+);

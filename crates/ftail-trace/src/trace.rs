@@ -1,0 +1,329 @@
+//! Reading a trace directory written by `ftail record`: the processes'
+//! metadata and module lists, and each thread's events, up to the first
+//! damage.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ftail_abi::trace::{
+    Event, EventFileHeader, EventKind, EVENTS_MAGIC, EVENTS_SUFFIX, TRACE_VERSION,
+};
+
+/// A whole trace directory.
+#[derive(Debug)]
+pub struct Trace {
+    /// Its path.
+    pub dir: PathBuf,
+    /// Every traced process, by pid.
+    pub processes: Vec<Process>,
+}
+
+/// One traced process.
+#[derive(Debug)]
+pub struct Process {
+    /// Process id.
+    pub pid: u32,
+    /// Its `PID.info` key/value pairs.
+    pub info: BTreeMap<String, String>,
+    /// Modules with site tables: (load bias, path).
+    pub modules: Vec<(u64, PathBuf)>,
+    /// Its threads.
+    pub threads: Vec<Thread>,
+}
+
+/// One thread's recording.
+#[derive(Debug)]
+pub struct Thread {
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name when recording began.
+    pub name: String,
+    /// Events the runtime had to drop.
+    pub lost: u64,
+    /// Its events in order.
+    pub events: Vec<Event>,
+    /// Where and why reading stopped early, if it did.
+    pub damage: Option<String>,
+}
+
+/// Errors opening a trace.
+#[derive(Debug)]
+pub enum Error {
+    /// The directory cannot be read.
+    Io(PathBuf, std::io::Error),
+    /// The directory holds no trace.
+    Empty(PathBuf),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            Error::Empty(p) => write!(f, "{}: no trace here (no *.info files)", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Process {
+    /// Time-stamp counter ticks per second.
+    pub fn tsc_hz(&self) -> u64 {
+        self.info
+            .get("tsc_hz")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000_000)
+    }
+}
+
+/// Reads `dir`.
+///
+/// # Errors
+///
+/// When the directory cannot be read or holds no `*.info` file. Damaged
+/// event files are read up to the damage, reported in [`Thread::damage`].
+pub fn open(dir: &Path) -> Result<Trace, Error> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut procs: HashMap<u32, Process> = HashMap::new();
+    for n in &names {
+        let Some(pid) = n.strip_suffix(".info").and_then(|p| p.parse().ok()) else {
+            continue;
+        };
+        let info = read_info(&dir.join(n));
+        let modules = read_modules(&dir.join(format!("{pid}.modules")));
+        procs.insert(
+            pid,
+            Process {
+                pid,
+                info,
+                modules,
+                threads: Vec::new(),
+            },
+        );
+    }
+    if procs.is_empty() {
+        return Err(Error::Empty(dir.to_path_buf()));
+    }
+    for n in &names {
+        let Some(stem) = n.strip_suffix(EVENTS_SUFFIX) else {
+            continue;
+        };
+        let Some((pid, tid)) = stem.split_once('-') else {
+            continue;
+        };
+        let (Ok(pid), Ok(tid)) = (pid.parse::<u32>(), tid.parse::<u32>()) else {
+            continue;
+        };
+        if let Some(p) = procs.get_mut(&pid) {
+            p.threads.push(read_thread(&dir.join(n), tid));
+        }
+    }
+    let mut processes: Vec<Process> = procs.into_values().collect();
+    processes.sort_by_key(|p| p.pid);
+    for p in &mut processes {
+        p.threads.sort_by_key(|t| t.tid);
+    }
+    Ok(Trace {
+        dir: dir.to_path_buf(),
+        processes,
+    })
+}
+
+fn read_info(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn read_modules(path: &Path) -> Vec<(u64, PathBuf)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (base, p) = l.split_once(' ')?;
+            let base = u64::from_str_radix(base.trim_start_matches("0x"), 16).ok()?;
+            Some((base, PathBuf::from(p)))
+        })
+        .collect()
+}
+
+fn read_thread(path: &Path, tid: u32) -> Thread {
+    let mut t = Thread {
+        tid,
+        name: String::new(),
+        lost: 0,
+        events: Vec::new(),
+        damage: None,
+    };
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) => {
+            t.damage = Some(format!("{}: {e}", path.display()));
+            return t;
+        }
+    };
+    let hsize = std::mem::size_of::<EventFileHeader>();
+    if data.len() < hsize || data[..8] != EVENTS_MAGIC {
+        t.damage = Some(format!(
+            "{}: not an ftail event file (bad magic)",
+            path.display()
+        ));
+        return t;
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().unwrap());
+    if u32_at(8) != TRACE_VERSION {
+        t.damage = Some(format!(
+            "{}: event file version {}, this ftail reads version {TRACE_VERSION}",
+            path.display(),
+            u32_at(8)
+        ));
+        return t;
+    }
+    let header_size = (u32_at(12) as usize).max(hsize);
+    t.lost = u64_at(40);
+    t.name = String::from_utf8_lossy(&data[48..64])
+        .trim_end_matches('\0')
+        .to_string();
+    let mut off = header_size;
+    while off + 16 <= data.len() {
+        let ev = Event {
+            tsc: u64_at(off),
+            word: u64_at(off + 8),
+        };
+        if ev.tsc == 0 {
+            break;
+        }
+        if ev.kind().is_none() {
+            t.damage = Some(format!(
+                "{}: event {} at offset {off}: unknown kind {}",
+                path.display(),
+                t.events.len(),
+                ev.word >> 56
+            ));
+            break;
+        }
+        t.events.push(ev);
+        off += 16;
+    }
+    t
+}
+
+/// How well entries and exits pair up in one thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Balance {
+    /// Entries.
+    pub entries: u64,
+    /// Normal exits.
+    pub exits: u64,
+    /// Exits of functions that ended by a tail call.
+    pub tail_exits: u64,
+    /// Exits synthesised for frames left by longjmp/exceptions/exit.
+    pub unwound: u64,
+    /// Exits with no open entry.
+    pub unmatched: u64,
+    /// Entries still open at the end of the recording.
+    pub open_at_end: u64,
+}
+
+impl Balance {
+    /// Whether every entry has exactly one exit.
+    pub fn is_balanced(&self) -> bool {
+        self.unmatched == 0 && self.open_at_end == 0
+    }
+}
+
+impl Thread {
+    /// Pairs entries and exits.
+    pub fn balance(&self) -> Balance {
+        let mut b = Balance::default();
+        let mut depth = 0u64;
+        for e in &self.events {
+            match e.kind() {
+                Some(EventKind::Entry) => {
+                    b.entries += 1;
+                    depth += 1;
+                    continue;
+                }
+                Some(EventKind::Exit) => b.exits += 1,
+                Some(EventKind::TailExit) => b.tail_exits += 1,
+                Some(EventKind::Unwound) => b.unwound += 1,
+                None => continue,
+            }
+            if depth == 0 {
+                b.unmatched += 1;
+            } else {
+                depth -= 1;
+            }
+        }
+        b.open_at_end = depth;
+        b
+    }
+}
+
+/// Maps entry addresses (site + 5, as recorded) to function names, from
+/// the site tables of each process's modules.
+#[derive(Debug, Default)]
+pub struct Symbols {
+    names: HashMap<u64, String>,
+}
+
+impl Symbols {
+    /// Loads the tables of `p`'s modules; unreadable modules are skipped.
+    pub fn load(p: &Process) -> Symbols {
+        let mut names = HashMap::new();
+        for (base, path) in &p.modules {
+            let Ok(data) = std::fs::read(path) else {
+                continue;
+            };
+            let Ok(funcs) = crate::sites::read(&data) else {
+                continue;
+            };
+            let bias = if is_fixed_position(&data) { 0 } else { *base };
+            for f in funcs {
+                for s in f
+                    .sites
+                    .iter()
+                    .filter(|s| s.kind == ftail_abi::SiteKind::Entry)
+                {
+                    names.insert(bias + s.addr + 5, demangle(&f.name));
+                }
+            }
+        }
+        Symbols { names }
+    }
+
+    /// The function entered at `addr`.
+    pub fn name(&self, addr: u64) -> String {
+        self.names
+            .get(&addr)
+            .cloned()
+            .unwrap_or_else(|| format!("{:#x}", addr.saturating_sub(5)))
+    }
+}
+
+fn is_fixed_position(data: &[u8]) -> bool {
+    // e_type at offset 16: ET_EXEC (2) is linked at its run-time address.
+    data.len() > 18 && u16::from_le_bytes([data[16], data[17]]) == 2
+}
+
+/// C++ names demangled; others as they are.
+pub fn demangle(name: &str) -> String {
+    if name.starts_with("_Z") {
+        if let Ok(sym) = cpp_demangle::Symbol::new(name) {
+            if let Ok(s) = sym.demangle(&cpp_demangle::DemangleOptions::new().no_params()) {
+                return s;
+            }
+        }
+    }
+    name.to_string()
+}
