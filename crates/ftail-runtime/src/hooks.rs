@@ -41,7 +41,7 @@ pub unsafe extern "C" fn ftail_slow_entry(st: *mut ThreadState, cfa: u64, addr: 
         return;
     }
     let now = rdtsc();
-    close_gone_frames(st, cfa, now);
+    close_gone_frames(st, cfa, now, true);
     push(st, cfa, addr, now);
 }
 
@@ -57,7 +57,7 @@ pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u
         return;
     }
     let now = rdtsc();
-    close_gone_frames(st, cfa, now);
+    close_gone_frames(st, cfa, now, false);
     let Some(open) = top(st) else { return };
     if open.cfa != cfa {
         // The exiting function's entry was never recorded (it was entered
@@ -94,16 +94,20 @@ fn top(st: &ThreadState) -> Option<StackEntry> {
     Some(unsafe { *(st.stack as *const StackEntry).add(st.depth as usize - 1) })
 }
 
-/// Closes open entries whose frames are gone: below `cfa` on this stack.
+/// Closes open entries whose frames are gone: below `cfa` on this stack,
+/// and, when a function is entering, an unmarked entry at exactly `cfa`
+/// (the same call site ran again after a longjmp or exception).
 ///
 /// An entry marked by a tail site at exactly `cfa` stays open on entry:
 /// the function entering is taken to be its tail callee (when the callee
 /// was untraced and a later call from the same depth enters instead, this
 /// is the known imprecision of `mark`; see DESIGN.md).
-fn close_gone_frames(st: &mut ThreadState, cfa: u64, now: u64) {
+fn close_gone_frames(st: &mut ThreadState, cfa: u64, now: u64, entering: bool) {
     while let Some(t) = top(st) {
         let marked = t.word & MARKED != 0;
-        if !(t.cfa < cfa && same_stack(t.cfa, cfa)) {
+        let below = t.cfa < cfa && same_stack(t.cfa, cfa);
+        let replaced = entering && t.cfa == cfa && !marked;
+        if !(below || replaced) {
             break;
         }
         let kind = if marked {

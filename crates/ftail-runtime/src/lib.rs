@@ -29,6 +29,16 @@ use config::Config;
 /// The configuration, set once by [`init`].
 pub(crate) static CONFIG: OnceLock<Config> = OnceLock::new();
 
+/// What a forked child needs to write its own metadata: the time-stamp
+/// counter calibration, what was patched and the module list.
+struct StartInfo {
+    hz: u64,
+    start_tsc: u64,
+    patched: patch::Patched,
+    modules: String,
+}
+static START: OnceLock<StartInfo> = OnceLock::new();
+
 #[used]
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = init;
@@ -64,6 +74,7 @@ extern "C" fn init() {
         let _ = writeln!(modules_text, "{:#x} {}", m.base, path);
     }
     write_metadata(hz, start_tsc, totals, &modules_text);
+    let _ = START.set(StartInfo { hz, start_tsc, patched: totals, modules: modules_text });
     // SAFETY: registering plain extern "C" callbacks.
     unsafe {
         libc::atexit(at_exit);
@@ -75,7 +86,8 @@ extern "C" fn at_exit() {
     hooks::close_all_open();
 }
 
-/// The child of a fork records into its own files.
+/// The child of a fork records into its own files, with its own metadata
+/// (the child is single-threaded here, so writing files is safe).
 extern "C" fn after_fork_in_child() {
     let st = state::current();
     // SAFETY: the calling (only) thread's own state.
@@ -83,6 +95,9 @@ extern "C" fn after_fork_in_child() {
         if (*st).status == state::STATUS_RECORDING {
             (*st).status = state::STATUS_NEW;
         }
+    }
+    if let Some(s) = START.get() {
+        write_metadata(s.hz, s.start_tsc, s.patched, &s.modules);
     }
 }
 
@@ -144,4 +159,22 @@ fn write_metadata(hz: u64, start_tsc: u64, p: patch::Patched, modules_text: &str
     );
     let _ = std::fs::write(cfg.dir.join(format!("{pid}.modules")), modules_text);
     let _ = std::fs::write(cfg.dir.join(format!("{pid}.info")), info);
+}
+
+/// `_exit` skips `atexit` handlers; close the open frames first so the
+/// thread's trace stays balanced, then leave as `_exit` does.
+#[no_mangle]
+pub extern "C" fn _exit(code: i32) -> ! {
+    hooks::close_all_open();
+    // SAFETY: exit_group ends the process; nothing runs after it.
+    unsafe {
+        libc::syscall(libc::SYS_exit_group, code);
+    }
+    unreachable!("exit_group returned")
+}
+
+/// `_Exit` is `_exit`.
+#[no_mangle]
+pub extern "C" fn _Exit(code: i32) -> ! {
+    _exit(code)
 }

@@ -190,8 +190,9 @@ fn read_thread(path: &Path, tid: u32) -> Thread {
         return t;
     }
     let header_size = (u32_at(12) as usize).max(hsize);
-    t.lost = u64_at(40);
-    t.name = String::from_utf8_lossy(&data[48..64])
+    t.lost = u64_at(std::mem::offset_of!(EventFileHeader, lost));
+    let name_at = std::mem::offset_of!(EventFileHeader, name);
+    t.name = String::from_utf8_lossy(&data[name_at..name_at + 16])
         .trim_end_matches('\0')
         .to_string();
     let mut off = header_size;

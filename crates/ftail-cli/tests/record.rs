@@ -1,0 +1,203 @@
+//! `ftail record` end to end: programs built through `ftail cc` run under
+//! the runtime with every site patched; their output and exit status are
+//! those of the untraced run and every thread's trace is balanced.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use ftail_trace::trace::{self, Balance, Trace};
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/runtime").join(name)
+}
+
+fn build(dir: &Path, cc: &str, flags: &[&str], sources: &[PathBuf], name: &str) -> PathBuf {
+    let exe = dir.join(name);
+    run_ok(ftail_cc(cc).args(flags).arg("-o").arg(&exe).args(sources).arg("-lpthread"));
+    exe
+}
+
+/// Records `exe args`; returns the traced run's output and the trace.
+fn record(dir: &Path, exe: &Path, args: &[&str], extra: &[&str]) -> (Output, Trace) {
+    let tdir = dir.join("trace");
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&tdir)
+        .args(extra)
+        .arg("--")
+        .arg(exe)
+        .args(args));
+    let t = trace::open(&tdir).unwrap_or_else(|e| panic!("{e}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    (out, t)
+}
+
+fn untraced(exe: &Path, args: &[&str]) -> Output {
+    run(Command::new(exe).args(args))
+}
+
+fn totals(t: &Trace) -> Balance {
+    let mut b = Balance::default();
+    for th in t.processes.iter().flat_map(|p| &p.threads) {
+        let x = th.balance();
+        b.entries += x.entries;
+        b.exits += x.exits;
+        b.tail_exits += x.tail_exits;
+        b.unwound += x.unwound;
+        b.unmatched += x.unmatched;
+        b.open_at_end += x.open_at_end;
+    }
+    b
+}
+
+fn assert_balanced(t: &Trace) {
+    for p in &t.processes {
+        for th in &p.threads {
+            let b = th.balance();
+            assert!(b.is_balanced(), "pid {} tid {}: {b:?}", p.pid, th.tid);
+            assert!(th.damage.is_none(), "{:?}", th.damage);
+        }
+    }
+}
+
+fn replay(t: &Trace) -> String {
+    ftail_trace::replay::render(t)
+}
+
+fn check_shapes(cc: &str) {
+    if !have(cc) {
+        return;
+    }
+    let dir = scratch();
+    let shapes = repo().join("tests/shapes");
+    let exe = build(dir.path(), cc, &["-O2"], &[shapes.join("shapes.c"), shapes.join("shapes_main.c")], "shapes");
+    let plain = untraced(&exe, &[]);
+    let (out, t) = record(dir.path(), &exe, &[], &[]);
+    assert_eq!(out.stdout, plain.stdout, "traced output differs");
+    assert_eq!(out.status.code(), Some(0));
+    assert_balanced(&t);
+    let text = replay(&t);
+    // Tail calls into traced callees end when the callee returns.
+    for f in ["tail_direct", "tail_reg", "tail_member", "tail_slot"] {
+        let open = format!("| {}{f}() {{", "  ");
+        assert!(text.contains(&open), "{f} not shown with a callee:\n{text}");
+        assert!(text.contains(&format!("}} /* {f} (tail call) */")), "{f}:\n{text}");
+    }
+    let b = totals(&t);
+    assert!(b.tail_exits >= 4, "{b:?}");
+    assert_eq!(b.entries, b.exits + b.tail_exits + b.unwound);
+}
+
+#[test]
+fn shapes_traced_gcc() {
+    check_shapes("gcc");
+}
+
+#[test]
+fn shapes_traced_clang() {
+    check_shapes("clang-19");
+}
+
+#[test]
+fn threads_each_record_their_own_balanced_calls() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("threads.c")], "threads");
+    let (out, t) = record(dir.path(), &exe, &[], &[]);
+    assert_eq!(out.stdout, untraced(&exe, &[]).stdout);
+    assert_balanced(&t);
+    let threads = &t.processes[0].threads;
+    assert_eq!(threads.len(), 9, "main and 8 workers");
+    // Per worker: worker() itself, fib(15)'s 1973 calls, and 1000 tail()
+    // each tail-calling leaf().
+    for th in threads.iter().filter(|th| th.tid != t.processes[0].pid) {
+        let b = th.balance();
+        assert_eq!(b.entries, 1 + 1973 + 2000, "tid {}: {b:?}", th.tid);
+        assert_eq!(b.tail_exits, 1000, "tid {}: {b:?}", th.tid);
+    }
+}
+
+#[test]
+fn longjmp_signals_fork_and_exit_stay_balanced() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("unwind.c")], "unwind");
+    let plain = untraced(&exe, &[]);
+    let (out, t) = record(dir.path(), &exe, &[], &[]);
+    assert_eq!(out.stdout, plain.stdout);
+    assert_eq!(out.status.code(), Some(3), "exit status of the program is ftail's");
+    assert_eq!(t.processes.len(), 2, "the forked child records into its own files");
+    assert_balanced(&t);
+    let text = replay(&t);
+    assert!(text.contains("deepest (unwound)"), "{text}");
+    assert!(text.contains("on_signal() {"), "traced handler:\n{text}");
+    assert!(text.contains("child_work()"), "{text}");
+    let b = totals(&t);
+    // Each of the 5 longjmps leaves middle() and deepest() behind.
+    assert!(b.unwound >= 10, "{b:?}");
+}
+
+#[test]
+fn cxx_exceptions_through_traced_frames() {
+    let dir = scratch();
+    let exe = dir.path().join("exc");
+    run_ok(ftail_cc("g++").args(["-O2", "-o"]).arg(&exe).arg(fixture("exceptions.cc")));
+    let (out, t) = record(dir.path(), &exe, &[], &[]);
+    assert_eq!(out.stdout, untraced(&exe, &[]).stdout);
+    assert_balanced(&t);
+    assert!(replay(&t).contains("thrower (unwound)"));
+}
+
+#[test]
+fn deep_recursion_degrades_to_lost_events() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O0"], &[fixture("deep.c")], "deep");
+    let (out, t) = record(dir.path(), &exe, &[], &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1000000\n");
+    assert_balanced(&t);
+    let lost: u64 = t.processes[0].threads.iter().map(|th| th.lost).sum();
+    assert!(lost > 900_000, "lost {lost}");
+}
+
+#[test]
+fn sigkill_keeps_what_was_recorded() {
+    let dir = scratch();
+    // -O0: every recursive call of work() stays a call.
+    let exe = build(dir.path(), "gcc", &["-O0"], &[fixture("killed.c")], "killed");
+    let (out, t) = record(dir.path(), &exe, &[], &[]);
+    assert_eq!(out.status.code(), Some(128 + 9));
+    let b = totals(&t);
+    // main, inner and 100 nested work() calls, then die(): all recorded.
+    assert_eq!(b.entries, 103, "{b:?}");
+    assert_eq!(b.open_at_end, 3, "main, inner and die were open: {b:?}");
+}
+
+#[test]
+fn filters_and_depth_limit_what_is_recorded() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("threads.c")], "threads");
+    let (_, t) = record(dir.path(), &exe, &[], &["-F", "fib", "-F", "main"]);
+    assert_balanced(&t);
+    let text = replay(&t);
+    assert!(text.contains("fib()") && !text.contains("leaf()"), "{text}");
+    let (_, t) = record(dir.path(), &exe, &[], &["-N", "fib"]);
+    assert!(!replay(&t).contains("fib()"));
+    let (_, t) = record(dir.path(), &exe, &[], &["-D", "2"]);
+    assert_balanced(&t);
+    let deepest = replay(&t).lines().filter(|l| l.contains("fib()")).map(|l| l.find("fib").unwrap()).max();
+    let shallow = replay(&t).lines().filter(|l| l.contains("worker()")).map(|l| l.find("worker").unwrap()).max();
+    assert_eq!(deepest.unwrap(), shallow.unwrap() + 2, "only one level below worker");
+}
+
+#[test]
+fn an_existing_trace_is_kept_as_old() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("killed.c")], "killed");
+    record(dir.path(), &exe, &[], &[]);
+    record(dir.path(), &exe, &[], &[]);
+    assert!(dir.path().join("trace.old").is_dir());
+    let out = run(Command::new(ftail()).arg("record").arg("-d").arg(repo().join("crates")).arg("true"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not look like a trace directory"));
+}
