@@ -58,8 +58,8 @@ enum Cmd {
         /// Record calls only up to this depth
         #[arg(short = 'D', long)]
         depth: Option<u64>,
-        /// Tail-call strategy (only mark is implemented; auto and convert
-        /// use mark for now)
+        /// Tail-call strategy: mark, convert (per-site thunk), or auto
+        /// (mark where the callee is traced, convert elsewhere)
         #[arg(long, default_value = "auto", value_parser = ["auto", "mark", "convert"])]
         tail: String,
         /// Events per thread buffer (16 bytes each)

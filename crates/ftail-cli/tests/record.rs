@@ -16,7 +16,14 @@ fn fixture(name: &str) -> PathBuf {
 
 fn build(dir: &Path, cc: &str, flags: &[&str], sources: &[PathBuf], name: &str) -> PathBuf {
     let exe = dir.join(name);
-    run_ok(ftail_cc(cc).args(flags).arg("-o").arg(&exe).args(sources).arg("-lpthread"));
+    run_ok(
+        ftail_cc(cc)
+            .args(flags)
+            .arg("-o")
+            .arg(&exe)
+            .args(sources)
+            .arg("-lpthread"),
+    );
     exe
 }
 
@@ -31,7 +38,8 @@ fn record(dir: &Path, exe: &Path, args: &[&str], extra: &[&str]) -> (Output, Tra
         .arg("--")
         .arg(exe)
         .args(args));
-    let t = trace::open(&tdir).unwrap_or_else(|e| panic!("{e}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let t = trace::open(&tdir)
+        .unwrap_or_else(|e| panic!("{e}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
     (out, t)
 }
 
@@ -73,22 +81,56 @@ fn check_shapes(cc: &str) {
     }
     let dir = scratch();
     let shapes = repo().join("tests/shapes");
-    let exe = build(dir.path(), cc, &["-O2"], &[shapes.join("shapes.c"), shapes.join("shapes_main.c")], "shapes");
+    let exe = build(
+        dir.path(),
+        cc,
+        &["-O2"],
+        &[shapes.join("shapes.c"), shapes.join("shapes_main.c")],
+        "shapes",
+    );
     let plain = untraced(&exe, &[]);
-    let (out, t) = record(dir.path(), &exe, &[], &[]);
-    assert_eq!(out.stdout, plain.stdout, "traced output differs");
-    assert_eq!(out.status.code(), Some(0));
-    assert_balanced(&t);
-    let text = replay(&t);
+    for mode in MODES {
+        let (out, t) = record(dir.path(), &exe, &[], &["--tail", mode]);
+        assert_eq!(out.stdout, plain.stdout, "{mode}: traced output differs");
+        assert_eq!(out.status.code(), Some(0), "{mode}");
+        check_shapes_trace(&t, mode);
+    }
+}
+
+const MODES: [&str; 3] = ["auto", "mark", "convert"];
+
+fn check_shapes_trace(t: &Trace, mode: &str) {
+    assert_balanced(t);
+    let converted: u64 = t.processes[0].info["converted_tails"].parse().unwrap();
+    match mode {
+        "mark" => assert_eq!(converted, 0),
+        // printf, strlen, the indirect tails, eight() and by_value()...
+        _ => assert!(converted >= 5, "{mode}: {converted} converted"),
+    }
+    let text = replay(t);
     // Tail calls into traced callees end when the callee returns.
     for f in ["tail_direct", "tail_reg", "tail_member", "tail_slot"] {
         let open = format!("| {}{f}() {{", "  ");
         assert!(text.contains(&open), "{f} not shown with a callee:\n{text}");
-        assert!(text.contains(&format!("}} /* {f} (tail call) */")), "{f}:\n{text}");
+        assert!(
+            text.contains(&format!("}} /* {f} (tail call) */")),
+            "{f}:\n{text}"
+        );
     }
-    let b = totals(&t);
+    let b = totals(t);
     assert!(b.tail_exits >= 4, "{b:?}");
     assert_eq!(b.entries, b.exits + b.tail_exits + b.unwound);
+    if mode != "mark" {
+        // Exact even into untraced libc: the printf tail ends by itself.
+        assert!(
+            text.contains("tail_printf();") || text.contains("} /* tail_printf (tail call) */"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tail_strlen();") || text.contains("} /* tail_strlen (tail call) */"),
+            "{text}"
+        );
+    }
 }
 
 #[test]
@@ -103,9 +145,21 @@ fn shapes_traced_clang() {
 
 #[test]
 fn threads_each_record_their_own_balanced_calls() {
+    for mode in MODES {
+        check_threads(mode);
+    }
+}
+
+fn check_threads(mode: &str) {
     let dir = scratch();
-    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("threads.c")], "threads");
-    let (out, t) = record(dir.path(), &exe, &[], &[]);
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("threads.c")],
+        "threads",
+    );
+    let (out, t) = record(dir.path(), &exe, &[], &["--tail", mode]);
     assert_eq!(out.stdout, untraced(&exe, &[]).stdout);
     assert_balanced(&t);
     let threads = &t.processes[0].threads;
@@ -121,13 +175,33 @@ fn threads_each_record_their_own_balanced_calls() {
 
 #[test]
 fn longjmp_signals_fork_and_exit_stay_balanced() {
+    for mode in MODES {
+        check_unwind(mode);
+    }
+}
+
+fn check_unwind(mode: &str) {
     let dir = scratch();
-    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("unwind.c")], "unwind");
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("unwind.c")],
+        "unwind",
+    );
     let plain = untraced(&exe, &[]);
-    let (out, t) = record(dir.path(), &exe, &[], &[]);
+    let (out, t) = record(dir.path(), &exe, &[], &["--tail", mode]);
     assert_eq!(out.stdout, plain.stdout);
-    assert_eq!(out.status.code(), Some(3), "exit status of the program is ftail's");
-    assert_eq!(t.processes.len(), 2, "the forked child records into its own files");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit status of the program is ftail's"
+    );
+    assert_eq!(
+        t.processes.len(),
+        2,
+        "the forked child records into its own files"
+    );
     assert_balanced(&t);
     let text = replay(&t);
     assert!(text.contains("deepest (unwound)"), "{text}");
@@ -136,17 +210,36 @@ fn longjmp_signals_fork_and_exit_stay_balanced() {
     let b = totals(&t);
     // Each of the 5 longjmps leaves middle() and deepest() behind.
     assert!(b.unwound >= 10, "{b:?}");
+    if mode != "mark" {
+        // raise_it() tail-calls raise(), which is not traced: converted,
+        // so each raise_it() ends when raise() returns and the second one
+        // is not nested in the first.
+        let opens: Vec<usize> = text
+            .lines()
+            .filter(|l| l.ends_with("raise_it() {"))
+            .map(|l| l.len())
+            .collect();
+        assert_eq!(opens.len(), 2, "{text}");
+        assert_eq!(opens[0], opens[1], "{mode}: nested raise_it:\n{text}");
+    }
 }
 
 #[test]
 fn cxx_exceptions_through_traced_frames() {
     let dir = scratch();
     let exe = dir.path().join("exc");
-    run_ok(ftail_cc("g++").args(["-O2", "-o"]).arg(&exe).arg(fixture("exceptions.cc")));
-    let (out, t) = record(dir.path(), &exe, &[], &[]);
-    assert_eq!(out.stdout, untraced(&exe, &[]).stdout);
-    assert_balanced(&t);
-    assert!(replay(&t).contains("thrower (unwound)"));
+    run_ok(
+        ftail_cc("g++")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(fixture("exceptions.cc")),
+    );
+    for mode in MODES {
+        let (out, t) = record(dir.path(), &exe, &[], &["--tail", mode]);
+        assert_eq!(out.stdout, untraced(&exe, &[]).stdout, "{mode}");
+        assert_balanced(&t);
+        assert!(replay(&t).contains("thrower (unwound)"), "{mode}");
+    }
 }
 
 #[test]
@@ -164,7 +257,13 @@ fn deep_recursion_degrades_to_lost_events() {
 fn sigkill_keeps_what_was_recorded() {
     let dir = scratch();
     // -O0: every recursive call of work() stays a call.
-    let exe = build(dir.path(), "gcc", &["-O0"], &[fixture("killed.c")], "killed");
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O0"],
+        &[fixture("killed.c")],
+        "killed",
+    );
     let (out, t) = record(dir.path(), &exe, &[], &[]);
     assert_eq!(out.status.code(), Some(128 + 9));
     let b = totals(&t);
@@ -176,7 +275,13 @@ fn sigkill_keeps_what_was_recorded() {
 #[test]
 fn filters_and_depth_limit_what_is_recorded() {
     let dir = scratch();
-    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("threads.c")], "threads");
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("threads.c")],
+        "threads",
+    );
     let (_, t) = record(dir.path(), &exe, &[], &["-F", "fib", "-F", "main"]);
     assert_balanced(&t);
     let text = replay(&t);
@@ -185,19 +290,41 @@ fn filters_and_depth_limit_what_is_recorded() {
     assert!(!replay(&t).contains("fib()"));
     let (_, t) = record(dir.path(), &exe, &[], &["-D", "2"]);
     assert_balanced(&t);
-    let deepest = replay(&t).lines().filter(|l| l.contains("fib()")).map(|l| l.find("fib").unwrap()).max();
-    let shallow = replay(&t).lines().filter(|l| l.contains("worker()")).map(|l| l.find("worker").unwrap()).max();
-    assert_eq!(deepest.unwrap(), shallow.unwrap() + 2, "only one level below worker");
+    let deepest = replay(&t)
+        .lines()
+        .filter(|l| l.contains("fib()"))
+        .map(|l| l.find("fib").unwrap())
+        .max();
+    let shallow = replay(&t)
+        .lines()
+        .filter(|l| l.contains("worker()"))
+        .map(|l| l.find("worker").unwrap())
+        .max();
+    assert_eq!(
+        deepest.unwrap(),
+        shallow.unwrap() + 2,
+        "only one level below worker"
+    );
 }
 
 #[test]
 fn an_existing_trace_is_kept_as_old() {
     let dir = scratch();
-    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("killed.c")], "killed");
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("killed.c")],
+        "killed",
+    );
     record(dir.path(), &exe, &[], &[]);
     record(dir.path(), &exe, &[], &[]);
     assert!(dir.path().join("trace.old").is_dir());
-    let out = run(Command::new(ftail()).arg("record").arg("-d").arg(repo().join("crates")).arg("true"));
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(repo().join("crates"))
+        .arg("true"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not look like a trace directory"));
 }

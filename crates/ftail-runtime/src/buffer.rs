@@ -85,6 +85,15 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     if st.stack == 0 && !map_stack(st, cfg.stack_entries) {
         return false;
     }
+    if st.side == 0 {
+        match map_anon(cfg.stack_entries * std::mem::size_of::<crate::state::SideEntry>() as u64) {
+            Some(p) => {
+                st.side = p;
+                st.side_cap = cfg.stack_entries;
+            }
+            None => return false,
+        }
+    }
     st.cursor = base + HEADER;
     st.end = base + size;
     st.lost = base + std::mem::offset_of!(EventFileHeader, lost) as u64;
@@ -93,25 +102,29 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
 }
 
 fn map_stack(st: &mut ThreadState, entries: u64) -> bool {
-    let bytes = (entries * std::mem::size_of::<StackEntry>() as u64) as usize;
+    let Some(p) = map_anon(entries * std::mem::size_of::<StackEntry>() as u64) else {
+        return false;
+    };
+    st.stack = p;
+    st.stack_cap = entries;
+    st.depth = 0;
+    true
+}
+
+/// Private zeroed memory, reserved lazily.
+fn map_anon(bytes: u64) -> Option<u64> {
     // SAFETY: an anonymous private mapping, no aliasing.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            bytes,
+            bytes as usize,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )
     };
-    if p == libc::MAP_FAILED {
-        return false;
-    }
-    st.stack = p as u64;
-    st.stack_cap = entries;
-    st.depth = 0;
-    true
+    (p != libc::MAP_FAILED).then_some(p as u64)
 }
 
 /// In a forked child the trace stack holds the parent's open frames: write

@@ -3,6 +3,19 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+/// How tail calls are traced (`--tail`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TailMode {
+    /// Per site: `mark` where the target is a traced function or must see
+    /// its real caller, `convert` elsewhere.
+    Auto,
+    /// A hook at the tail site marks the caller complete; it ends when its
+    /// callee returns (exact only when the callee is traced).
+    Mark,
+    /// A per-site thunk turns the tail jump into a call (exact always).
+    Convert,
+}
+
 /// The runtime's configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -14,8 +27,8 @@ pub struct Config {
     pub exclude: Vec<String>,
     /// Maximum recorded depth.
     pub depth: u64,
-    /// What the user asked for as `--tail`, for the metadata.
-    pub tail_requested: String,
+    /// Tail strategy.
+    pub tail: TailMode,
     /// Events per thread buffer.
     pub buffer_events: u64,
     /// Trace-stack entries per thread.
@@ -52,7 +65,11 @@ impl Config {
             include: globs("FTAIL_FILTER"),
             exclude: globs("FTAIL_EXCLUDE"),
             depth: num("FTAIL_DEPTH", u64::MAX),
-            tail_requested: var("FTAIL_TAIL").unwrap_or_else(|| "auto".into()),
+            tail: match var("FTAIL_TAIL").as_deref() {
+                Some("mark") => TailMode::Mark,
+                Some("convert") => TailMode::Convert,
+                _ => TailMode::Auto,
+            },
             buffer_events: num("FTAIL_BUFFER_EVENTS", 1 << 22).max(16),
             stack_entries: num("FTAIL_STACK_ENTRIES", 1 << 16).max(16),
         })

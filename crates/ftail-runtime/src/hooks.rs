@@ -12,7 +12,8 @@
 use ftail_abi::trace::{EventKind, ADDR_MASK, KIND_SHIFT};
 
 use crate::state::{
-    StackEntry, ThreadState, FTAIL_MAX_DEPTH, MARKED, STATUS_NEW, STATUS_OFF, STATUS_RECORDING,
+    StackEntry, ThreadState, CONVERTED, FTAIL_MAX_DEPTH, MARKED, STATUS_NEW, STATUS_OFF,
+    STATUS_RECORDING,
 };
 
 /// Two CFAs further apart than this are on different stacks.
@@ -74,6 +75,35 @@ pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u
     }
 }
 
+/// Slow path of `ftail_convert_enter`: sets the thread up.
+///
+/// # Safety
+///
+/// As for [`ftail_slow_entry`].
+pub unsafe extern "C" fn ftail_slow_setup(st: *mut ThreadState, _cfa: u64, _addr: u64) {
+    // SAFETY: as above.
+    ready(unsafe { &mut *st });
+}
+
+/// Slow path of `ftail_convert_leave`: the tail-calling function's entry is
+/// not on top of the trace stack.
+///
+/// # Safety
+///
+/// As for [`ftail_slow_entry`].
+pub unsafe extern "C" fn ftail_slow_tail_return(st: *mut ThreadState, cfa: u64, _addr: u64) {
+    // SAFETY: as above.
+    let st = unsafe { &mut *st };
+    if !ready(st) {
+        return;
+    }
+    let now = rdtsc();
+    close_gone_frames(st, cfa, now, false);
+    if top(st).is_some_and(|t| t.cfa == cfa) {
+        pop(st, EventKind::TailExit, 0, now);
+    }
+}
+
 /// Sets the thread up on its first event; false when it records nothing.
 fn ready(st: &mut ThreadState) -> bool {
     if st.status == STATUS_NEW {
@@ -106,7 +136,7 @@ fn close_gone_frames(st: &mut ThreadState, cfa: u64, now: u64, entering: bool) {
     while let Some(t) = top(st) {
         let marked = t.word & MARKED != 0;
         let below = t.cfa < cfa && same_stack(t.cfa, cfa);
-        let replaced = entering && t.cfa == cfa && !marked;
+        let replaced = entering && t.cfa == cfa && t.word & (MARKED | CONVERTED) == 0;
         if !(below || replaced) {
             break;
         }

@@ -58,6 +58,8 @@ extern "C" fn init() {
         entry: tramp::ftail_entry as *const () as u64,
         exit: tramp::ftail_exit as *const () as u64,
         tail_mark: tramp::ftail_tail_mark as *const () as u64,
+        convert_enter: tramp::ftail_convert_enter as *const () as u64,
+        convert_leave: tramp::ftail_convert_leave as *const () as u64,
     };
     let mut modules_text = String::new();
     let mut totals = patch::Patched::default();
@@ -66,6 +68,7 @@ extern "C" fn init() {
         totals.functions += p.functions;
         totals.sites += p.sites;
         totals.skipped += p.skipped;
+        totals.converted += p.converted;
         let path = if m.path.is_empty() {
             exe_path()
         } else {
@@ -74,7 +77,12 @@ extern "C" fn init() {
         let _ = writeln!(modules_text, "{:#x} {}", m.base, path);
     }
     write_metadata(hz, start_tsc, totals, &modules_text);
-    let _ = START.set(StartInfo { hz, start_tsc, patched: totals, modules: modules_text });
+    let _ = START.set(StartInfo {
+        hz,
+        start_tsc,
+        patched: totals,
+        modules: modules_text,
+    });
     // SAFETY: registering plain extern "C" callbacks.
     unsafe {
         libc::atexit(at_exit);
@@ -142,20 +150,21 @@ fn write_metadata(hz: u64, start_tsc: u64, p: patch::Patched, modules_text: &str
         .map_or(0, |d| d.as_nanos());
     let info = format!(
         "version={}\npid={pid}\nppid={}\nexe={}\ncmdline={}\ntsc_hz={hz}\nstart_tsc={start_tsc}\n\
-         start_realtime_ns={realtime}\ntail=mark\ntail_requested={}\nfilter={}\nexclude={}\n\
-         depth={}\npatched_functions={}\npatched_sites={}\nskipped_sites={}\n",
+         start_realtime_ns={realtime}\ntail={}\nfilter={}\nexclude={}\n\
+         depth={}\npatched_functions={}\npatched_sites={}\nskipped_sites={}\nconverted_tails={}\n",
         ftail_abi::trace::TRACE_VERSION,
         // SAFETY: getppid has no preconditions.
         unsafe { libc::getppid() },
         exe_path(),
         args.join("\x1f"),
-        cfg.tail_requested,
+        format!("{:?}", cfg.tail).to_lowercase(),
         cfg.include.join(","),
         cfg.exclude.join(","),
         if cfg.depth == u64::MAX { 0 } else { cfg.depth },
         p.functions,
         p.sites,
         p.skipped,
+        p.converted,
     );
     let _ = std::fs::write(cfg.dir.join(format!("{pid}.modules")), modules_text);
     let _ = std::fs::write(cfg.dir.join(format!("{pid}.info")), info);

@@ -15,6 +15,8 @@ pub struct Module {
     pub funcs: Vec<*const FuncRecord>,
     /// Executable segments: (start, end, PF_* flags).
     pub text: Vec<(u64, u64, u32)>,
+    /// Run-time address of the dynamic section, if any.
+    pub dynamic: Option<u64>,
 }
 
 /// A site resolved to run-time addresses.
@@ -50,6 +52,7 @@ unsafe extern "C" fn visit(
     let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
     let mut funcs = Vec::new();
     let mut text = Vec::new();
+    let mut dynamic = None;
     for ph in phdrs {
         match ph.p_type {
             libc::PT_NOTE => {
@@ -59,6 +62,7 @@ unsafe extern "C" fn visit(
                     unsafe { std::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize) };
                 collect_notes(start, bytes, &mut funcs);
             }
+            libc::PT_DYNAMIC => dynamic = Some(base + ph.p_vaddr),
             libc::PT_LOAD if ph.p_flags & libc::PF_X != 0 => {
                 text.push((
                     base + ph.p_vaddr,
@@ -83,6 +87,7 @@ unsafe extern "C" fn visit(
             path,
             funcs,
             text,
+            dynamic,
         });
     }
     0
@@ -165,4 +170,59 @@ pub unsafe fn func_sites(f: *const FuncRecord) -> impl Iterator<Item = Site> {
         let addr = unsafe { rel(p.cast::<i32>()) };
         Site { addr, record }
     })
+}
+
+/// Names of the functions a module's PLT and GOT slots resolve to, from
+/// its dynamic section: GOT slot address → symbol name.
+pub fn got_symbols(m: &Module) -> std::collections::HashMap<u64, String> {
+    let mut out = std::collections::HashMap::new();
+    let Some(dynamic) = m.dynamic else { return out };
+    let (mut jmprel, mut pltrelsz, mut rela, mut relasz, mut symtab, mut strtab) =
+        (0, 0, 0, 0, 0, 0);
+    let abs = |v: u64| if v < m.base { v + m.base } else { v };
+    let mut p = dynamic as *const u64;
+    // SAFETY: PT_DYNAMIC is mapped and ends with DT_NULL; the loader has
+    // relocated its pointer entries (abs() covers those it has not).
+    unsafe {
+        loop {
+            let (tag, val) = (p.read(), p.add(1).read());
+            // ELF dynamic tags (elf.h).
+            match tag {
+                0 => break,              // DT_NULL
+                23 => jmprel = abs(val), // DT_JMPREL
+                2 => pltrelsz = val,     // DT_PLTRELSZ
+                7 => rela = abs(val),    // DT_RELA
+                8 => relasz = val,       // DT_RELASZ
+                6 => symtab = abs(val),  // DT_SYMTAB
+                5 => strtab = abs(val),  // DT_STRTAB
+                _ => {}
+            }
+            p = p.add(2);
+        }
+    }
+    if symtab == 0 || strtab == 0 {
+        return out;
+    }
+    for (table, size) in [(jmprel, pltrelsz), (rela, relasz)] {
+        if table == 0 {
+            continue;
+        }
+        for i in 0..size / 24 {
+            let r = (table + i * 24) as *const u64;
+            // SAFETY: the relocation tables are mapped (PT_LOAD) for the
+            // module's lifetime; indexes come from them.
+            unsafe {
+                let (offset, info) = (r.read(), r.add(1).read());
+                let sym = info >> 32;
+                if sym == 0 {
+                    continue;
+                }
+                let st_name = ((symtab + sym * 24) as *const u32).read();
+                let name =
+                    std::ffi::CStr::from_ptr((strtab + u64::from(st_name)) as *const libc::c_char);
+                out.insert(m.base + offset, name.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
 }

@@ -1,5 +1,6 @@
-//! Writing the sites: `call rel32` to a trampoline, through a near stub
-//! when the trampoline is out of rel32 range.
+//! Writing the sites: `call rel32` to a trampoline (through a near stub
+//! when the trampoline is out of rel32 range), or, for tail sites in
+//! `convert` mode, `jmp rel32` to a per-site thunk.
 //!
 //! Patching happens at start-up, before `main` and before any thread of
 //! the program exists, so no other thread can be executing the bytes being
@@ -7,9 +8,12 @@
 //! is not implemented yet.) Each site is checked to still hold the 5-byte
 //! nop before it is written: anything else is left alone.
 
+use std::collections::{HashMap, HashSet};
+
 use ftail_abi::{SiteKind, NOP5};
 
-use crate::modules::{func_name, func_sites, Module};
+use crate::config::TailMode;
+use crate::modules::{func_name, func_sites, got_symbols, Module};
 
 /// Addresses of the trampolines.
 #[derive(Clone, Copy)]
@@ -20,6 +24,22 @@ pub struct Trampolines {
     pub exit: u64,
     /// `ftail_tail_mark`.
     pub tail_mark: u64,
+    /// `ftail_convert_enter`.
+    pub convert_enter: u64,
+    /// `ftail_convert_leave`.
+    pub convert_leave: u64,
+}
+
+impl Trampolines {
+    fn all(&self) -> [u64; 5] {
+        [
+            self.entry,
+            self.exit,
+            self.tail_mark,
+            self.convert_enter,
+            self.convert_leave,
+        ]
+    }
 }
 
 /// What patching one module did.
@@ -31,28 +51,55 @@ pub struct Patched {
     pub sites: u64,
     /// Sites left alone because they did not hold the nop.
     pub skipped: u64,
+    /// Tail sites given a convert thunk.
+    pub converted: u64,
 }
 
 const PAGE: u64 = 4096;
+/// Bytes reserved per convert thunk.
+const THUNK: u64 = 48;
+/// Bytes per near stub.
+const STUB: u64 = 16;
 
-fn fits_rel32(from: u64, to: u64) -> bool {
-    let d = to.wrapping_sub(from + 5) as i64;
+/// Functions that must see their real caller or return twice: a tail call
+/// to them is never converted (DESIGN.md).
+const MUST_SEE_CALLER: &[&str] = &[
+    "setjmp",
+    "_setjmp",
+    "__setjmp",
+    "sigsetjmp",
+    "__sigsetjmp",
+    "vfork",
+    "__vfork",
+    "getcontext",
+    "dlopen",
+    "dlmopen",
+    "dlsym",
+    "dlvsym",
+    "__libc_dlopen_mode",
+];
+
+fn fits_rel32(from_end: u64, to: u64) -> bool {
+    let d = to.wrapping_sub(from_end) as i64;
     d >= i64::from(i32::MIN) && d <= i64::from(i32::MAX)
 }
 
-/// Stubs `jmp *0(%rip); .quad target` for each trampoline, mapped within
-/// rel32 range of `near`.
-fn near_stubs(near: u64, t: Trampolines) -> Option<Trampolines> {
-    let targets = [t.entry, t.exit, t.tail_mark];
-    for step in 1..64u64 {
+fn rel32(from_end: u64, to: u64) -> [u8; 4] {
+    (to.wrapping_sub(from_end) as i32).to_le_bytes()
+}
+
+/// An anonymous RW mapping within rel32 range of `near` (made executable
+/// once filled).
+fn map_near(near: u64, len: u64) -> Option<u64> {
+    for step in 1..128u64 {
         for hint in [near.wrapping_sub(step << 24), near.wrapping_add(step << 24)] {
             let hint = hint & !(PAGE - 1);
             // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing
-            // mapping; we own the new anonymous page.
+            // mapping; the new anonymous pages are ours.
             let p = unsafe {
                 libc::mmap(
                     hint as *mut libc::c_void,
-                    PAGE as usize,
+                    len as usize,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
                     -1,
@@ -63,76 +110,151 @@ fn near_stubs(near: u64, t: Trampolines) -> Option<Trampolines> {
                 continue;
             }
             let base = p as u64;
-            if !fits_rel32(near, base) || !fits_rel32(near, base + PAGE) {
-                // SAFETY: unmapping the page we just mapped.
-                unsafe { libc::munmap(p, PAGE as usize) };
-                continue;
+            if fits_rel32(near, base) && fits_rel32(near, base + len) {
+                return Some(base);
             }
-            let mut addrs = [0u64; 3];
-            for (i, &target) in targets.iter().enumerate() {
-                let stub = base + i as u64 * 16;
-                let mut code = [0u8; 16];
-                code[..6].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
-                code[6..14].copy_from_slice(&target.to_le_bytes());
-                code[14] = 0xcc;
-                code[15] = 0xcc;
-                // SAFETY: the stub lies in the writable page mapped above.
-                unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), stub as *mut u8, 16) };
-                addrs[i] = stub;
-            }
-            // SAFETY: the page is ours; it becomes read+exec only.
-            unsafe { libc::mprotect(p, PAGE as usize, libc::PROT_READ | libc::PROT_EXEC) };
-            return Some(Trampolines {
-                entry: addrs[0],
-                exit: addrs[1],
-                tail_mark: addrs[2],
-            });
+            // SAFETY: unmapping what we just mapped.
+            unsafe { libc::munmap(p, len as usize) };
         }
     }
     None
 }
 
-fn call_bytes(site: u64, target: u64) -> [u8; 5] {
-    let rel = target.wrapping_sub(site + 5) as i32;
-    let r = rel.to_le_bytes();
-    [0xe8, r[0], r[1], r[2], r[3]]
+/// The tail jump that follows a tail site, decoded as far as a thunk
+/// needs it.
+enum TailJump {
+    /// `jmp rel32`: its target.
+    Direct(u64),
+    /// `jmp *operand`: its bytes, where its ModRM byte is, and where its
+    /// RIP-relative displacement is (if it has one).
+    Indirect {
+        bytes: Vec<u8>,
+        modrm: usize,
+        rip_disp: Option<usize>,
+    },
+}
+
+/// Decodes the instruction at `at` (the byte after a tail site). Indirect
+/// jumps through `rsp` are refused: the thunk moves `rsp`.
+fn decode_tail_jump(at: u64) -> Option<TailJump> {
+    // SAFETY: a tail site is followed by its jump in the same executable
+    // segment; at most 15 bytes are read.
+    let b = unsafe { std::slice::from_raw_parts(at as *const u8, 15) };
+    if b[0] == 0xe9 {
+        let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+        return Some(TailJump::Direct((at + 5).wrapping_add(rel as i64 as u64)));
+    }
+    let mut i = 0;
+    while matches!(b[i], 0x2e | 0x3e | 0x26 | 0x36 | 0x64 | 0x65 | 0xf2) {
+        i += 1;
+    }
+    let rex = if (0x40..=0x4f).contains(&b[i]) {
+        i += 1;
+        b[i - 1]
+    } else {
+        0
+    };
+    if b[i] != 0xff || (b[i + 1] >> 3) & 7 != 4 {
+        return None;
+    }
+    let modrm = i + 1;
+    let (md, rm) = (b[modrm] >> 6, b[modrm] & 7);
+    let mut len = modrm + 1;
+    let mut rip_disp = None;
+    if md == 3 {
+        if rm | ((rex & 1) << 3) == 4 {
+            return None;
+        }
+    } else {
+        if rm == 4 {
+            let sib = b[len];
+            len += 1;
+            let base = sib & 7 | ((rex & 1) << 3);
+            if base == 4 {
+                return None;
+            }
+            if md == 0 && sib & 7 == 5 {
+                len += 4;
+            }
+        } else if md == 0 && rm == 5 {
+            rip_disp = Some(len);
+            len += 4;
+        }
+        len += match md {
+            1 => 1,
+            2 => 4,
+            _ => 0,
+        };
+    }
+    Some(TailJump::Indirect {
+        bytes: b[..len].to_vec(),
+        modrm,
+        rip_disp,
+    })
+}
+
+/// Address a PLT stub jumps through (`jmp *disp(%rip)`), if `at` is one.
+fn plt_slot(at: u64) -> Option<u64> {
+    // SAFETY: reading the first bytes of a direct tail target inside an
+    // executable mapping of the same module (its PLT) or another module.
+    let b = unsafe { std::slice::from_raw_parts(at as *const u8, 16) };
+    (0..10).find_map(|i| {
+        (b[i] == 0xff && b[i + 1] == 0x25).then(|| {
+            let disp = i32::from_le_bytes([b[i + 2], b[i + 3], b[i + 4], b[i + 5]]);
+            (at + i as u64 + 6).wrapping_add(disp as i64 as u64)
+        })
+    })
+}
+
+/// One planned write.
+struct Plan {
+    site: u64,
+    what: Write,
+}
+
+enum Write {
+    /// `call` this trampoline index (into [`Trampolines::all`]).
+    Call(usize),
+    /// `jmp` to a thunk for this jump.
+    Thunk(TailJump),
 }
 
 /// Patches the selected functions of `m`.
 pub fn patch_module(m: &Module, t: Trampolines) -> Patched {
     let cfg = crate::CONFIG.get().expect("configured before patching");
     let mut done = Patched::default();
-    let mut writes: Vec<(u64, [u8; 5])> = Vec::new();
-    let near = m.text.first().map_or(m.base, |s| s.0);
-    let targets = if fits_rel32(near, t.entry) && m.text.iter().all(|s| fits_rel32(s.1, t.entry)) {
-        Some(t)
+    let selected: Vec<_> = m
+        .funcs
+        .iter()
+        .copied()
+        // SAFETY: records come from this loaded module's notes.
+        .filter(|&f| cfg.selects(unsafe { func_name(f) }))
+        .collect();
+    // SAFETY: as above.
+    let traced_starts: HashSet<u64> = selected
+        .iter()
+        .map(|&f| unsafe { crate::modules::rel(std::ptr::addr_of!((*f).start)) })
+        .collect();
+    let got = if cfg.tail == TailMode::Mark {
+        HashMap::new()
     } else {
-        near_stubs(near, t)
+        got_symbols(m)
     };
-    let Some(targets) = targets else {
-        return done;
-    };
-    for &f in &m.funcs {
-        // SAFETY: `f` came from this loaded module's notes.
-        let name = unsafe { func_name(f) };
-        if !cfg.selects(name) {
-            continue;
-        }
+    let mut plans = Vec::new();
+    for &f in &selected {
         done.functions += 1;
         // SAFETY: as above.
         for site in unsafe { func_sites(f) } {
-            let target = match SiteKind::from_u8(site.record.kind) {
-                Some(SiteKind::Entry) => targets.entry,
-                Some(SiteKind::Exit | SiteKind::ExitThunk) => targets.exit,
-                Some(SiteKind::TailDirect | SiteKind::TailIndirect | SiteKind::TailRetpoline) => {
-                    targets.tail_mark
-                }
-                _ => continue,
+            let Some(kind) = SiteKind::from_u8(site.record.kind) else {
+                continue;
             };
+            if !kind.is_site() {
+                continue;
+            }
             if !m
                 .text
                 .iter()
-                .any(|s| site.addr >= s.0 && site.addr + 5 <= s.1)
+                .any(|s| site.addr >= s.0 && site.addr + 10 <= s.1)
             {
                 done.skipped += 1;
                 continue;
@@ -143,12 +265,165 @@ pub fn patch_module(m: &Module, t: Trampolines) -> Patched {
                 done.skipped += 1;
                 continue;
             }
-            writes.push((site.addr, call_bytes(site.addr, target)));
+            let what = match kind {
+                SiteKind::Entry => Write::Call(0),
+                SiteKind::Exit | SiteKind::ExitThunk => Write::Call(1),
+                _ => match tail_plan(cfg.tail, site.addr, &traced_starts, &got) {
+                    Some(j) => Write::Thunk(j),
+                    None => Write::Call(2),
+                },
+            };
+            plans.push(Plan {
+                site: site.addr,
+                what,
+            });
         }
     }
+    let thunks = plans
+        .iter()
+        .filter(|p| matches!(p.what, Write::Thunk(_)))
+        .count() as u64;
+    let near = m.text.first().map_or(m.base, |s| s.0);
+    let area_len = (5 * STUB + thunks * THUNK + PAGE - 1) & !(PAGE - 1);
+    let Some(area) = map_near(near, area_len) else {
+        return done;
+    };
+    let stubs = write_stubs(area, t);
+    let mut writes: Vec<(u64, [u8; 5])> = Vec::new();
+    let mut next_thunk = area + 5 * STUB;
+    for p in plans {
+        let bytes = match p.what {
+            Write::Call(i) => call_or_jmp(0xe8, p.site, stubs[i]),
+            Write::Thunk(j) => match write_thunk(next_thunk, p.site, &j, &stubs) {
+                Some(()) => {
+                    done.converted += 1;
+                    let b = call_or_jmp(0xe9, p.site, next_thunk);
+                    next_thunk += THUNK;
+                    b
+                }
+                None => call_or_jmp(0xe8, p.site, stubs[2]),
+            },
+        };
+        writes.push((p.site, bytes));
+    }
+    // SAFETY: the area is ours; it becomes read+exec only.
+    unsafe {
+        libc::mprotect(
+            area as *mut libc::c_void,
+            area_len as usize,
+            libc::PROT_READ | libc::PROT_EXEC,
+        )
+    };
     write_text(m, &writes);
     done.sites = writes.len() as u64;
     done
+}
+
+/// Decides a tail site's strategy: `Some(jump)` to convert it.
+fn tail_plan(
+    mode: TailMode,
+    site: u64,
+    traced: &HashSet<u64>,
+    got: &HashMap<u64, String>,
+) -> Option<TailJump> {
+    if mode == TailMode::Mark {
+        return None;
+    }
+    let jump = decode_tail_jump(site + 5)?;
+    let slot = match &jump {
+        TailJump::Direct(target) => {
+            if mode == TailMode::Auto && traced.contains(target) {
+                return None;
+            }
+            plt_slot(*target)
+        }
+        TailJump::Indirect {
+            bytes,
+            rip_disp: Some(at),
+            ..
+        } => {
+            let disp = i32::from_le_bytes(bytes[*at..*at + 4].try_into().ok()?);
+            Some((site + 5 + bytes.len() as u64).wrapping_add(disp as i64 as u64))
+        }
+        TailJump::Indirect { .. } => None,
+    };
+    let callee = slot.and_then(|s| got.get(&s));
+    if callee.is_some_and(|n| MUST_SEE_CALLER.contains(&n.as_str())) {
+        return None;
+    }
+    Some(jump)
+}
+
+/// Near stubs `jmp *0(%rip); .quad target`, one per trampoline.
+fn write_stubs(area: u64, t: Trampolines) -> [u64; 5] {
+    let mut out = [0; 5];
+    for (i, &target) in t.all().iter().enumerate() {
+        let stub = area + i as u64 * STUB;
+        let mut code = [0xccu8; STUB as usize];
+        code[..6].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
+        code[6..14].copy_from_slice(&target.to_le_bytes());
+        // SAFETY: the stub lies in the writable area mapped for it.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), stub as *mut u8, code.len()) };
+        out[i] = stub;
+    }
+    out
+}
+
+fn call_or_jmp(opcode: u8, at: u64, target: u64) -> [u8; 5] {
+    let r = rel32(at + 5, target);
+    [opcode, r[0], r[1], r[2], r[3]]
+}
+
+/// Writes the thunk for the tail site at `site` at `at`:
+/// `call enter; jnz 1f; call TARGET; jmp leave; int3; 1: jmp site+5; int3`.
+fn write_thunk(at: u64, site: u64, jump: &TailJump, stubs: &[u64; 5]) -> Option<()> {
+    let mut code: Vec<u8> = Vec::with_capacity(THUNK as usize);
+    code.extend(call_or_jmp(0xe8, at, stubs[3]));
+    let jnz_at = code.len();
+    code.extend([0x75, 0]);
+    let call_at = at + code.len() as u64;
+    match jump {
+        TailJump::Direct(target) => {
+            if !fits_rel32(call_at + 5, *target) {
+                return None;
+            }
+            code.extend(call_or_jmp(0xe8, call_at, *target));
+        }
+        TailJump::Indirect {
+            bytes,
+            modrm,
+            rip_disp,
+        } => {
+            let mut b = bytes.clone();
+            b[*modrm] = (b[*modrm] & !0x38) | (2 << 3); // jmp /4 -> call /2
+            if let Some(d) = rip_disp {
+                let old = i32::from_le_bytes(b[*d..*d + 4].try_into().ok()?);
+                let target = (site + 5 + b.len() as u64).wrapping_add(old as i64 as u64);
+                let end = call_at + b.len() as u64;
+                if !fits_rel32(end, target) {
+                    return None;
+                }
+                b[*d..*d + 4].copy_from_slice(&rel32(end, target));
+            }
+            code.extend(b);
+        }
+    }
+    let leave_at = at + code.len() as u64;
+    code.extend(call_or_jmp(0xe9, leave_at, stubs[4]));
+    code.push(0xcc);
+    code[jnz_at + 1] = (code.len() - jnz_at - 2) as u8;
+    let fallback_at = at + code.len() as u64;
+    if !fits_rel32(fallback_at + 5, site + 5) {
+        return None;
+    }
+    code.extend(call_or_jmp(0xe9, fallback_at, site + 5));
+    code.push(0xcc);
+    if code.len() as u64 > THUNK {
+        return None;
+    }
+    // SAFETY: [at, at + THUNK) lies in the writable area mapped for thunks.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };
+    Some(())
 }
 
 /// Writes code bytes: each executable segment that receives writes is made

@@ -29,10 +29,22 @@ pub struct ThreadState {
     pub lost: u64,
     /// Re-entrancy guard of the slow paths.
     pub busy: u64,
-    /// Lowest address of this thread's stack.
-    pub stack_lo: u64,
-    /// Highest address of this thread's stack.
-    pub stack_hi: u64,
+    /// Base of the side stack of converted tail calls (`SideEntry` array).
+    pub side: u64,
+    /// Number of entries on the side stack.
+    pub side_depth: u64,
+    /// Capacity of the side stack in entries.
+    pub side_cap: u64,
+}
+
+/// A return address a convert thunk took off the stack, and where it was.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SideEntry {
+    /// The tail-calling function's return address.
+    pub ret: u64,
+    /// The stack slot it was taken from (the function's CFA − 8).
+    pub slot: u64,
 }
 
 /// Status: the thread has not recorded yet; the next event sets it up.
@@ -52,6 +64,9 @@ const _: () = {
     assert!(offset_of!(ThreadState, status) == 40);
     assert!(offset_of!(ThreadState, lost) == 48);
     assert!(offset_of!(ThreadState, busy) == 56);
+    assert!(offset_of!(ThreadState, side) == 64);
+    assert!(offset_of!(ThreadState, side_depth) == 72);
+    assert!(offset_of!(ThreadState, side_cap) == 80);
 };
 
 /// One open function on the trace stack.
@@ -68,12 +83,15 @@ pub struct StackEntry {
 
 /// Bit of [`StackEntry::word`]: the function ended by a tail call.
 pub const MARKED: u64 = 1 << 63;
+/// Bit of [`StackEntry::word`]: the function's tail call runs through a
+/// convert thunk, which will report its exit when the callee returns.
+pub const CONVERTED: u64 = 1 << 62;
 
 thread_local! {
     static STATE: UnsafeCell<ThreadState> = const {
         UnsafeCell::new(ThreadState {
             cursor: 0, end: 0, depth: 0, stack: 0, stack_cap: 0, status: STATUS_NEW,
-            lost: 0, busy: 0, stack_lo: 0, stack_hi: 0,
+            lost: 0, busy: 0, side: 0, side_depth: 0, side_cap: 0,
         })
     };
 }

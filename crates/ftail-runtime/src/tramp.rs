@@ -28,7 +28,7 @@
 //! `[rsp+32]` site + 5, `[rsp+40]` the function's return address, and the
 //! function's CFA is `rsp + 48`.
 
-use crate::hooks::{ftail_slow_entry, ftail_slow_exit};
+use crate::hooks::{ftail_slow_entry, ftail_slow_exit, ftail_slow_setup, ftail_slow_tail_return};
 use crate::state::{FTAIL_MAX_DEPTH, FTAIL_TLS_OFFSET};
 
 extern "C" {
@@ -38,6 +38,10 @@ extern "C" {
     pub fn ftail_exit();
     /// Called by tail sites in `mark` mode.
     pub fn ftail_tail_mark();
+    /// Called first by convert thunks.
+    pub fn ftail_convert_enter();
+    /// Jumped to by convert thunks after the tail callee returned.
+    pub fn ftail_convert_leave();
 }
 
 std::arch::global_asm!(
@@ -70,6 +74,7 @@ std::arch::global_asm!(
     .cfi_adjust_cfa_offset -8
     ret
     int3
+    .cfi_adjust_cfa_offset 32
     .endm
 
     # Calls the Rust slow path \fn(state, cfa, site + 5) with every
@@ -240,10 +245,186 @@ ftail_tail_mark:
 9:  FTAIL_POP4_RET
     .cfi_endproc
     .size ftail_tail_mark, .-ftail_tail_mark
+
+    # Convert thunk, first half. The thunk made for a tail site does
+    #     call ftail_convert_enter ; jnz 1f ; call TARGET ; jmp ftail_convert_leave
+    #  1: jmp <the original tail jump>
+    # On entry here [rsp] is the thunk's return point and [rsp+8] the
+    # tail-calling function's return address (its CFA is rsp + 16). That
+    # address moves to the side stack and `ret $8` returns into the thunk
+    # with rsp at the function's CFA, so TARGET is called with exactly the
+    # stack a jump would have given it (alignment and stack arguments
+    # intact). ZF=1 says "converted"; ZF=0 (side stack unavailable or
+    # full) leaves the stack alone and the thunk takes the original jump.
+    # Every call is matched by its own ret: a shadow stack stays in step.
+    .p2align 4
+    .globl ftail_convert_enter
+    .hidden ftail_convert_enter
+    .type ftail_convert_enter, @function
+ftail_convert_enter:
+    .cfi_startproc
+    FTAIL_PUSH4                      # slot of the return address: rsp+40
+    cmpq $1, 40(%r11)
+    jne 8f
+1:  lea 40(%rsp), %rdx               # our slot
+2:  mov 72(%r11), %rcx               # drop stale entries (longjmp past a
+    test %rcx, %rcx                  # thunk): their slot is below ours
+    jz 3f
+    mov %rcx, %rax
+    shl $4, %rax
+    add 64(%r11), %rax               # &side[depth]; the top is at -16
+    cmp %rdx, -8(%rax)
+    jae 3f
+    mov %rdx, %rax
+    sub -8(%rax), %rax               # never across stacks: within 256 MiB
+    cmp $0x10000000, %rax
+    jae 3f
+    decq 72(%r11)
+    jmp 2b
+3:  cmp 80(%r11), %rcx
+    jae 9f                           # full: take the original jump
+    mov %rcx, %rax
+    shl $4, %rax
+    add 64(%r11), %rax               # &side[depth]
+    mov 40(%rsp), %rcx
+    mov %rcx, (%rax)                 # written, reserved, written again
+    mov %rdx, 8(%rax)                # (see ftail_entry)
+    incq 72(%r11)
+    mov %rcx, (%rax)
+    mov %rdx, 8(%rax)
+    mov 16(%r11), %rcx               # flag the function's trace entry:
+    test %rcx, %rcx                  # its exit comes from the thunk
+    jz 4f
+    shl $4, %rcx
+    add 24(%r11), %rcx
+    lea 48(%rsp), %rax
+    cmp %rax, -16(%rcx)
+    jne 4f
+    btsq $62, -8(%rcx)
+4:  pop %r11
+    .cfi_adjust_cfa_offset -8
+    pop %rdx
+    .cfi_adjust_cfa_offset -8
+    pop %rcx
+    .cfi_adjust_cfa_offset -8
+    pop %rax
+    .cfi_adjust_cfa_offset -8
+    cmp %eax, %eax                   # ZF=1: converted
+    ret $8
+    int3
+    .cfi_adjust_cfa_offset 32
+9:  pop %r11
+    .cfi_adjust_cfa_offset -8
+    pop %rdx
+    .cfi_adjust_cfa_offset -8
+    pop %rcx
+    .cfi_adjust_cfa_offset -8
+    pop %rax
+    .cfi_adjust_cfa_offset -8
+    test %rsp, %rsp                  # ZF=0: not converted
+    ret
+    int3
+    .cfi_adjust_cfa_offset 32
+8:  FTAIL_SLOW {slow_setup}
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    cmpq $1, 40(%r11)
+    je 1b
+    jmp 9b
+    .cfi_endproc
+    .size ftail_convert_enter, .-ftail_convert_enter
+
+    # Convert thunk, second half: jumped to when the tail callee has
+    # returned into the thunk (rsp at the function's CFA; rax, rdx, xmm0-1
+    # and st0-1 hold return values). Puts the saved return address back in
+    # its slot, records the function's exit and returns to its caller.
+    .p2align 4
+    .globl ftail_convert_leave
+    .hidden ftail_convert_leave
+    .type ftail_convert_leave, @function
+ftail_convert_leave:
+    .cfi_startproc
+    .cfi_def_cfa_offset 0            # jumped to: no return address yet
+    sub $8, %rsp                     # the slot again; the return address
+    .cfi_adjust_cfa_offset 8         # goes back into it below
+    FTAIL_PUSH4                      # slot: rsp+32; CFA: rsp+40
+    lea 32(%rsp), %rdx
+1:  mov 72(%r11), %rcx
+    test %rcx, %rcx
+    jz 6f
+    mov %rcx, %rax
+    shl $4, %rax
+    add 64(%r11), %rax
+    cmp %rdx, -8(%rax)
+    je 2f
+    ja 6f                            # our entry is missing: cannot go on
+    decq 72(%r11)                    # stale (below us): drop
+    jmp 1b
+2:  mov -16(%rax), %rcx
+    mov %rcx, 32(%rsp)               # the return address, back in place
+    decq 72(%r11)
+    cmpq $1, 40(%r11)
+    jne 9f
+    mov 16(%r11), %rcx               # the function's trace entry on top?
+    test %rcx, %rcx
+    jz 9f
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax
+    lea 40(%rsp), %rdx
+    cmp %rdx, -16(%rax)
+    jne 8f
+    decq 16(%r11)                    # pop it
+    cmp {maxdepth}(%rip), %rcx
+    ja 9f
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov $16, %edx
+    xadd %rdx, (%r11)
+    cmp 8(%r11), %rdx
+    jae 7f
+    movabs $0x0200000000000000, %rcx # kind TailExit (2), no address
+    mov %rcx, 8(%rdx)
+    mov %rax, (%rdx)
+9:  FTAIL_POP4_RET
+7:  mov 48(%r11), %rcx
+    test %rcx, %rcx
+    jz 9b
+    incq (%rcx)
+    jmp 9b
+8:  push %rsi                        # resynchronise in Rust: the same
+    push %rdi                        # frame layout as FTAIL_SLOW expects
+    push %r8                         # but with the CFA 8 bytes lower
+    push %r9
+    push %r10
+    push %rbp
+    mov %rsp, %rbp
+    and $-16, %rsp
+    sub $512, %rsp
+    fxsave64 (%rsp)
+    mov %r11, %rdi
+    lea 88(%rbp), %rsi
+    xor %edx, %edx
+    call {slow_tail_return}
+    fxrstor64 (%rsp)
+    mov %rbp, %rsp
+    pop %rbp
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    jmp 9b
+6:  ud2                              # the side stack lost our entry
+    .cfi_endproc
+    .size ftail_convert_leave, .-ftail_convert_leave
 "#,
     tls = sym FTAIL_TLS_OFFSET,
     maxdepth = sym FTAIL_MAX_DEPTH,
     slow_entry = sym ftail_slow_entry,
     slow_exit = sym ftail_slow_exit,
+    slow_setup = sym ftail_slow_setup,
+    slow_tail_return = sym ftail_slow_tail_return,
     options(att_syntax)
 );
