@@ -14,7 +14,7 @@ use std::process::Command;
 
 use common::*;
 
-fn corpus(name: &str, variant: &str, cc: &str) {
+fn corpus(name: &str, variant: &str, cc: &str, traced_modes: &[&str]) {
     if !full_suite() {
         eprintln!("skipping the {name} corpus build: set FTAIL_CORPUS=1 (scripts/test-all does)");
         return;
@@ -68,44 +68,110 @@ fn corpus(name: &str, variant: &str, cc: &str) {
         "ftail sites found problems:\n{}",
         failures.join("\n")
     );
+    for mode in traced_modes {
+        traced(name, variant, &dir, mode);
+    }
+}
+
+/// Runs the test suite again with every process of it traced (the runtime
+/// preloaded through the environment, all functions, every site patched,
+/// tail mode `mode`): the suite must still pass, the trace must be
+/// readable, and every thread that lost no event must be balanced. Leaves
+/// a summary line in `target/corpus/NAME-VARIANT-trace-MODE.txt`.
+fn traced(name: &str, variant: &str, dir: &std::path::Path, mode: &str) {
+    let tdir = dir.with_file_name(format!("{name}-{variant}-trace-{mode}"));
+    let _ = std::fs::remove_dir_all(&tdir);
+    std::fs::create_dir_all(&tdir).unwrap();
+    let out = run(Command::new("bash")
+        .arg(repo().join("corpus/build.sh"))
+        .arg(name)
+        .arg(dir)
+        .env("TEST_ONLY", "1")
+        .env("LD_PRELOAD", runtime())
+        .env("FTAIL_DIR", &tdir)
+        .env("FTAIL_TAIL", mode)
+        // 4 MiB per thread: suites start thousands of processes.
+        .env("FTAIL_BUFFER_EVENTS", "262144"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = tdir.with_extension("log");
+    std::fs::write(&log, &text).unwrap();
+    assert!(
+        out.status.success() && text.contains(&format!("corpus {name}: PASS")),
+        "{name} ({variant}) failed its test suite traced with --tail={mode}; log in {}",
+        log.display()
+    );
+    let trace = ftail_trace::trace::open(&tdir).unwrap_or_else(|e| panic!("{e}"));
+    let (mut events, mut lost, mut threads) = (0u64, 0u64, 0u64);
+    let mut unbalanced = Vec::new();
+    for p in &trace.processes {
+        for th in &p.threads {
+            threads += 1;
+            events += th.events.len() as u64;
+            lost += th.lost;
+            assert!(th.damage.is_none(), "{:?}", th.damage);
+            let b = th.balance();
+            if th.lost == 0 && !b.is_balanced() {
+                unbalanced.push(format!("pid {} tid {}: {b:?}", p.pid, th.tid));
+            }
+        }
+    }
+    // Bytes written: headers and events (the files are sparse beyond).
+    let bytes = threads * 80 + events * 16;
+    let line = format!(
+        "{name} {variant} --tail={mode}: {} processes, {threads} threads, {events} events \
+         recorded, {lost} lost at the buffer limit, {bytes} bytes of events\n",
+        trace.processes.len()
+    );
+    std::fs::write(tdir.with_extension("txt"), &line).unwrap();
+    let _ = std::fs::remove_dir_all(&tdir);
+    assert!(events > 0, "nothing was recorded: {line}");
+    assert!(
+        unbalanced.is_empty(),
+        "unbalanced threads:\n{}",
+        unbalanced.join("\n")
+    );
 }
 
 #[test]
 fn lua_gcc_c() {
-    corpus("lua54", "gcc", "gcc");
+    corpus("lua54", "gcc", "gcc", &["auto", "mark", "convert"]);
 }
 
 #[test]
 fn lua_gcc_cxx() {
-    corpus("lua54", "g++", "g++");
+    corpus("lua54", "g++", "g++", &["auto", "mark", "convert"]);
 }
 
 #[test]
 fn lua_clang_c() {
-    corpus("lua54", "clang-19", "clang-19");
+    corpus("lua54", "clang-19", "clang-19", &["auto"]);
 }
 
 #[test]
 fn lua_clang_cxx() {
-    corpus("lua54", "clang++-19", "clang++-19");
+    corpus("lua54", "clang++-19", "clang++-19", &["auto"]);
 }
 
 #[test]
 fn jq() {
-    corpus("jq", "gcc", "gcc");
+    corpus("jq", "gcc", "gcc", &["auto"]);
 }
 
 #[test]
 fn sqlite() {
-    corpus("sqlite", "gcc", "gcc");
+    corpus("sqlite", "gcc", "gcc", &["auto"]);
 }
 
 #[test]
 fn zstd() {
-    corpus("zstd", "gcc", "gcc");
+    corpus("zstd", "gcc", "gcc", &["auto"]);
 }
 
 #[test]
 fn zlib() {
-    corpus("zlib", "gcc", "gcc");
+    corpus("zlib", "gcc", "gcc", &["auto"]);
 }

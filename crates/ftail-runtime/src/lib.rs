@@ -48,6 +48,12 @@ extern "C" fn init() {
     let Some(cfg) = Config::from_env() else {
         return;
     };
+    // Processes without instrumented code (the shell, make, the
+    // compiler...) inherit the preload too: leave them alone, at once.
+    let modules = modules::loaded();
+    if modules.is_empty() {
+        return;
+    }
     state::FTAIL_TLS_OFFSET.store(state::compute_tls_offset(), Ordering::Relaxed);
     state::FTAIL_MAX_DEPTH.store(cfg.depth, Ordering::Relaxed);
     if CONFIG.set(cfg).is_err() {
@@ -63,7 +69,7 @@ extern "C" fn init() {
     };
     let mut modules_text = String::new();
     let mut totals = patch::Patched::default();
-    for m in modules::loaded() {
+    for m in modules {
         let p = patch::patch_module(&m, trampolines);
         totals.functions += p.functions;
         totals.sites += p.sites;

@@ -85,3 +85,15 @@ pub fn scratch() -> tempfile::TempDir {
         .tempdir()
         .unwrap()
 }
+
+/// The runtime library next to the `ftail` binary under test (built by
+/// `cargo test --workspace`).
+pub fn runtime() -> PathBuf {
+    let p = ftail().with_file_name("libftail_runtime.so");
+    assert!(
+        p.is_file(),
+        "{} is missing: run cargo build -p ftail-runtime",
+        p.display()
+    );
+    p
+}
