@@ -328,3 +328,110 @@ fn an_existing_trace_is_kept_as_old() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not look like a trace directory"));
 }
+
+#[test]
+fn return_addresses_are_untouched() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("retaddr.c")],
+        "retaddr",
+    );
+    let plain = String::from_utf8_lossy(&untraced(&exe, &[]).stdout).into_owned();
+    let line = |text: &str, key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .to_string()
+    };
+    for mode in MODES {
+        let (out, t) = record(dir.path(), &exe, &[], &["--tail", mode]);
+        assert_balanced(&t);
+        let traced = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(line(&traced, "normal"), line(&plain, "normal"), "{mode}");
+        let tail_same = line(&traced, "tail") == line(&plain, "tail");
+        match mode {
+            // where() is traced, so auto marks the tail call.
+            "auto" | "mark" => assert!(tail_same, "{mode}: {traced} vs {plain}"),
+            _ => assert!(!tail_same, "convert: the thunk is the tail callee's caller"),
+        }
+    }
+}
+
+/// Runs `exe` under the emulated shadow stack (`tests/shadowstack`) with the
+/// runtime preloaded; returns the checker's summary line.
+fn shadow_stack_check(dir: &Path, checker: &Path, exe: &Path, mode: &str) -> String {
+    let tdir = dir.join(format!("ss-{mode}"));
+    std::fs::create_dir_all(&tdir).unwrap();
+    let out = run(Command::new(checker)
+        .arg(exe)
+        .env("LD_PRELOAD", runtime())
+        .env("FTAIL_DIR", &tdir)
+        .env("FTAIL_TAIL", mode));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let summary = text
+        .lines()
+        .find(|l| l.starts_with("calls="))
+        .unwrap_or_else(|| panic!("no summary: {text}{}", String::from_utf8_lossy(&out.stderr)))
+        .to_string();
+    let t = trace::open(&tdir).unwrap();
+    assert!(
+        totals(&t).entries > 0,
+        "{mode}: nothing traced under the checker"
+    );
+    format!("{summary}\n{}", String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn every_ret_matches_its_call_under_an_emulated_shadow_stack() {
+    let dir = scratch();
+    let checker = dir.path().join("shadowstack");
+    let src = repo().join("tests/shadowstack");
+    run_ok(
+        Command::new("gcc")
+            .args(["-O2", "-o"])
+            .arg(&checker)
+            .arg(src.join("shadowstack.c")),
+    );
+    // The checker catches a planted return-address overwrite.
+    let hijack = dir.path().join("hijack");
+    run_ok(
+        Command::new("gcc")
+            .args(["-O0", "-fno-omit-frame-pointer", "-o"])
+            .arg(&hijack)
+            .arg(src.join("hijack.c")),
+    );
+    let out = run(Command::new(&checker).arg(&hijack));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("mismatches=1"), "{text}");
+    // Every fixture, traced in every tail mode: zero mismatches.
+    let shapes = repo().join("tests/shapes");
+    let programs = [
+        build(
+            dir.path(),
+            "gcc",
+            &["-O2"],
+            &[shapes.join("shapes.c"), shapes.join("shapes_main.c")],
+            "shapes",
+        ),
+        build(
+            dir.path(),
+            "gcc",
+            &["-O2"],
+            &[fixture("unwind.c")],
+            "unwind",
+        ),
+    ];
+    for exe in &programs {
+        for mode in MODES {
+            let report = shadow_stack_check(dir.path(), &checker, exe, mode);
+            assert!(
+                report.contains(" mismatches=0"),
+                "{} {mode}: {report}",
+                exe.display()
+            );
+        }
+    }
+}

@@ -39,9 +39,15 @@ struct StartInfo {
 }
 static START: OnceLock<StartInfo> = OnceLock::new();
 
-#[used]
-#[link_section = ".init_array"]
-static INIT: extern "C" fn() = init;
+// The constructor, as a real SHT_INIT_ARRAY entry: a `#[used]` static in
+// a `.init_array` section was dropped by the linker in debug builds.
+std::arch::global_asm!(
+    ".pushsection .init_array,\"aw\",@init_array",
+    ".p2align 3",
+    ".quad {init}",
+    ".popsection",
+    init = sym init,
+);
 
 /// Start-up: runs as the preloaded library's constructor.
 extern "C" fn init() {

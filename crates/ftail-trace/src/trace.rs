@@ -328,3 +328,108 @@ pub fn demangle(name: &str) -> String {
     }
     name.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftail_abi::trace::{EventKind, KIND_SHIFT};
+
+    fn header(pid: u32, tid: u32, lost: u64) -> Vec<u8> {
+        let h = EventFileHeader {
+            magic: EVENTS_MAGIC,
+            version: TRACE_VERSION,
+            header_size: std::mem::size_of::<EventFileHeader>() as u32,
+            pid,
+            tid,
+            capacity: 16,
+            lost,
+            name: *b"worker\0\0\0\0\0\0\0\0\0\0",
+            reserved: [0; 3],
+        };
+        let mut v = Vec::new();
+        v.extend_from_slice(&h.magic);
+        for x in [h.version, h.header_size, h.pid, h.tid] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.extend_from_slice(&h.capacity.to_le_bytes());
+        v.extend_from_slice(&h.lost.to_le_bytes());
+        v.extend_from_slice(&h.name);
+        v.resize(std::mem::size_of::<EventFileHeader>(), 0);
+        v
+    }
+
+    fn event(v: &mut Vec<u8>, tsc: u64, kind: u8, addr: u64) {
+        v.extend_from_slice(&tsc.to_le_bytes());
+        v.extend_from_slice(&((u64::from(kind) << KIND_SHIFT) | addr).to_le_bytes());
+    }
+
+    fn dir_with(events: &[u8]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("7.info"),
+            "version=1\npid=7\ntsc_hz=1000000000\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("7.modules"), "0x1000 /nonexistent\n").unwrap();
+        std::fs::write(d.path().join("7-8.events"), events).unwrap();
+        d
+    }
+
+    #[test]
+    fn reads_events_up_to_the_first_unwritten_slot() {
+        let mut v = header(7, 8, 3);
+        event(&mut v, 10, EventKind::Entry as u8, 0x1005);
+        event(&mut v, 11, EventKind::Entry as u8, 0x2005);
+        event(&mut v, 12, EventKind::TailExit as u8, 0);
+        event(&mut v, 13, EventKind::Exit as u8, 0x1010);
+        v.resize(v.len() + 64, 0); // unwritten tail of the file
+        let d = dir_with(&v);
+        let t = open(d.path()).unwrap();
+        let th = &t.processes[0].threads[0];
+        assert_eq!((th.tid, th.lost, th.name.as_str()), (8, 3, "worker"));
+        assert_eq!(th.events.len(), 4);
+        let b = th.balance();
+        assert!(b.is_balanced(), "{b:?}");
+        assert_eq!((b.entries, b.exits, b.tail_exits), (2, 1, 1));
+        assert_eq!(t.processes[0].tsc_hz(), 1_000_000_000);
+    }
+
+    #[test]
+    fn stops_at_damage_with_its_place() {
+        let mut v = header(7, 8, 0);
+        event(&mut v, 10, EventKind::Entry as u8, 0x1005);
+        event(&mut v, 11, 0x7f, 0);
+        let d = dir_with(&v);
+        let t = open(d.path()).unwrap();
+        let th = &t.processes[0].threads[0];
+        assert_eq!(th.events.len(), 1);
+        let damage = th.damage.as_deref().unwrap();
+        assert!(
+            damage.ends_with("7-8.events: event 1 at offset 96: unknown kind 127"),
+            "{damage}"
+        );
+        let b = th.balance();
+        assert_eq!(b.open_at_end, 1);
+
+        let d = dir_with(b"not an event file");
+        let t = open(d.path()).unwrap();
+        assert!(t.processes[0].threads[0]
+            .damage
+            .as_deref()
+            .unwrap()
+            .contains("bad magic"));
+    }
+
+    #[test]
+    fn an_empty_directory_is_not_a_trace() {
+        let d = tempfile::tempdir().unwrap();
+        let e = open(d.path()).unwrap_err().to_string();
+        assert!(e.ends_with("no trace here (no *.info files)"), "{e}");
+    }
+
+    #[test]
+    fn demangles_cxx_names_without_parameters() {
+        assert_eq!(demangle("_ZN3foo3barEv"), "foo::bar");
+        assert_eq!(demangle("main"), "main");
+    }
+}
