@@ -435,3 +435,30 @@ fn every_ret_matches_its_call_under_an_emulated_shadow_stack() {
         }
     }
 }
+
+#[test]
+fn dlopened_libraries_are_traced_from_their_constructor() {
+    let dir = scratch();
+    let lib = dir.path().join("libplugin.so");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-fPIC", "-shared", "-o"])
+            .arg(&lib)
+            .arg(fixture("plugin.c")),
+    );
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("dlopen.c")],
+        "dlopen",
+    );
+    let lib_arg = lib.to_str().unwrap();
+    let (out, t) = record(dir.path(), &exe, &[lib_arg], &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "22 29\n");
+    assert_balanced(&t);
+    let text = replay(&t);
+    assert_eq!(text.matches("plugin_init() {").count(), 2, "{text}");
+    assert_eq!(text.matches("plugin_entry() {").count(), 2, "{text}");
+    assert_eq!(t.processes[0].info["dlopen_hook"], "true");
+}

@@ -14,6 +14,7 @@
 
 mod buffer;
 mod config;
+mod dlhook;
 mod hooks;
 mod modules;
 mod patch;
@@ -36,6 +37,7 @@ struct StartInfo {
     start_tsc: u64,
     patched: patch::Patched,
     modules: String,
+    dlopen_hooked: bool,
 }
 static START: OnceLock<StartInfo> = OnceLock::new();
 
@@ -75,25 +77,23 @@ extern "C" fn init() {
     };
     let mut modules_text = String::new();
     let mut totals = patch::Patched::default();
+    let bases: Vec<u64> = modules.iter().map(|m| m.base).collect();
     for m in modules {
         let p = patch::patch_module(&m, trampolines);
         totals.functions += p.functions;
         totals.sites += p.sites;
         totals.skipped += p.skipped;
         totals.converted += p.converted;
-        let path = if m.path.is_empty() {
-            exe_path()
-        } else {
-            m.path.clone()
-        };
-        let _ = writeln!(modules_text, "{:#x} {}", m.base, path);
+        let _ = writeln!(modules_text, "{:#x} {}", m.base, module_path(&m));
     }
-    write_metadata(hz, start_tsc, totals, &modules_text);
+    let dlopen_hooked = dlhook::install(bases, trampolines);
+    write_metadata(hz, start_tsc, totals, &modules_text, dlopen_hooked);
     let _ = START.set(StartInfo {
         hz,
         start_tsc,
         patched: totals,
         modules: modules_text,
+        dlopen_hooked,
     });
     // SAFETY: registering plain extern "C" callbacks.
     unsafe {
@@ -117,7 +117,7 @@ extern "C" fn after_fork_in_child() {
         }
     }
     if let Some(s) = START.get() {
-        write_metadata(s.hz, s.start_tsc, s.patched, &s.modules);
+        write_metadata(s.hz, s.start_tsc, s.patched, &s.modules, s.dlopen_hooked);
     }
 }
 
@@ -148,7 +148,32 @@ fn calibrate_tsc() -> (u64, u64) {
     (hz as u64, c0)
 }
 
-fn write_metadata(hz: u64, start_tsc: u64, p: patch::Patched, modules_text: &str) {
+/// The module's path for the metadata: absolute, so that a trace can be
+/// read from another directory.
+fn module_path(m: &modules::Module) -> String {
+    if m.path.is_empty() {
+        return exe_path();
+    }
+    std::fs::canonicalize(&m.path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| m.path.clone())
+}
+
+/// Adds a module loaded later to this process's module list.
+pub(crate) fn append_module(m: &modules::Module) {
+    use std::io::Write as _;
+    let Some(cfg) = CONFIG.get() else { return };
+    let path = cfg.dir.join(format!("{}.modules", std::process::id()));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{:#x} {}", m.base, module_path(m));
+    }
+}
+
+fn write_metadata(hz: u64, start_tsc: u64, p: patch::Patched, modules_text: &str, dlopen: bool) {
     let Some(cfg) = CONFIG.get() else { return };
     let pid = std::process::id();
     let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
@@ -163,7 +188,7 @@ fn write_metadata(hz: u64, start_tsc: u64, p: patch::Patched, modules_text: &str
     let info = format!(
         "version={}\npid={pid}\nppid={}\nexe={}\ncmdline={}\ntsc_hz={hz}\nstart_tsc={start_tsc}\n\
          start_realtime_ns={realtime}\ntail={}\nfilter={}\nexclude={}\n\
-         depth={}\npatched_functions={}\npatched_sites={}\nskipped_sites={}\nconverted_tails={}\n",
+         depth={}\npatched_functions={}\npatched_sites={}\nskipped_sites={}\nconverted_tails={}\ndlopen_hook={}\n",
         ftail_abi::trace::TRACE_VERSION,
         // SAFETY: getppid has no preconditions.
         unsafe { libc::getppid() },
@@ -177,6 +202,7 @@ fn write_metadata(hz: u64, start_tsc: u64, p: patch::Patched, modules_text: &str
         p.sites,
         p.skipped,
         p.converted,
+        dlopen,
     );
     let _ = std::fs::write(cfg.dir.join(format!("{pid}.modules")), modules_text);
     let _ = std::fs::write(cfg.dir.join(format!("{pid}.info")), info);

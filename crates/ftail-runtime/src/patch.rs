@@ -426,6 +426,47 @@ fn write_thunk(at: u64, site: u64, jump: &TailJump, stubs: &[u64; 5]) -> Option<
     Some(())
 }
 
+/// An address `from` can reach with a rel32 jump or call that ends up at
+/// `to`: `to` itself, or a near stub jumping there.
+pub fn reachable(from: u64, to: u64) -> Option<u64> {
+    if fits_rel32(from + 5, to) {
+        return Some(to);
+    }
+    let stub = map_near(from, PAGE)?;
+    let mut code = [0xccu8; STUB as usize];
+    code[..6].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
+    code[6..14].copy_from_slice(&to.to_le_bytes());
+    // SAFETY: the page was just mapped writable for us; it becomes
+    // read+exec only.
+    unsafe {
+        std::ptr::copy_nonoverlapping(code.as_ptr(), stub as *mut u8, code.len());
+        libc::mprotect(
+            stub as *mut libc::c_void,
+            PAGE as usize,
+            libc::PROT_READ | libc::PROT_EXEC,
+        );
+    }
+    Some(stub)
+}
+
+/// Writes a few code bytes at `at` (made writable for the duration);
+/// false when the page protection cannot be changed.
+pub fn write_code(at: u64, bytes: &[u8]) -> bool {
+    let lo = at & !(PAGE - 1);
+    let len = ((at + bytes.len() as u64 + PAGE - 1) & !(PAGE - 1)) - lo;
+    let rx = libc::PROT_READ | libc::PROT_EXEC;
+    // SAFETY: the caller guarantees nothing executes these bytes while they
+    // change (start-up, single thread) and that they are ours to change.
+    unsafe {
+        if libc::mprotect(lo as *mut libc::c_void, len as usize, rx | libc::PROT_WRITE) != 0 {
+            return false;
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len());
+        libc::mprotect(lo as *mut libc::c_void, len as usize, rx);
+    }
+    true
+}
+
 /// Writes code bytes: each executable segment that receives writes is made
 /// writable for the duration and then gets its own protection back.
 fn write_text(m: &Module, writes: &[(u64, [u8; 5])]) {

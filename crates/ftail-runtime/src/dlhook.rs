@@ -1,0 +1,99 @@
+//! Libraries loaded after start-up (`dlopen`): the runtime hooks the
+//! dynamic loader's debugger interface. `ld.so` calls `_dl_debug_state()`
+//! — an empty function that exists for debuggers to break on — each time
+//! its list of objects changes, and `_r_debug.r_state` says whether the
+//! list is consistent again. The hook patches every newly mapped module
+//! with site tables there and then, after mapping and before relocation
+//! and constructors, so a library's constructors are traced too.
+//!
+//! `_dl_debug_state` is `ret` followed by alignment padding; the hook
+//! overwrites the `ret` and four padding bytes with `jmp rel32` to
+//! [`on_objects_changed`], which returns to the loader in its stead. This
+//! happens in the constructor, before any other thread exists; later the
+//! loader only calls the function with its lock held.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use crate::modules::{loaded, Module};
+use crate::patch::{self, Trampolines};
+
+/// Load biases of the modules already patched (or seen without tables).
+static PATCHED: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+static TRAMPOLINES: Mutex<Option<Trampolines>> = Mutex::new(None);
+
+/// `r_debug.r_state` value: the object list is consistent.
+const RT_CONSISTENT: i32 = 0;
+
+extern "C" {
+    static _r_debug: RDebug;
+}
+
+#[repr(C)]
+struct RDebug {
+    version: i32,
+    map: *const libc::c_void,
+    brk: u64,
+    state: i32,
+    ldbase: u64,
+}
+
+/// Remembers the modules patched at start-up and installs the hook;
+/// returns whether it could.
+pub fn install(patched: impl IntoIterator<Item = u64>, t: Trampolines) -> bool {
+    *PATCHED.lock().unwrap_or_else(|e| e.into_inner()) = Some(patched.into_iter().collect());
+    *TRAMPOLINES.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+    // SAFETY: dlsym with a NUL-terminated name.
+    let target = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_debug_state".as_ptr()) } as u64;
+    if target == 0 {
+        return false;
+    }
+    // SAFETY: _dl_debug_state is mapped code; reading 5 bytes of it.
+    let bytes = unsafe { std::slice::from_raw_parts(target as *const u8, 5) };
+    // `ret` then padding (multi-byte nops or int3).
+    let padding = |b: u8| {
+        matches!(
+            b,
+            0x66 | 0x2e | 0x0f | 0x1f | 0x84 | 0x00 | 0x40 | 0x44 | 0x90 | 0xcc
+        )
+    };
+    if bytes[0] != 0xc3 || !bytes[1..].iter().all(|&b| padding(b)) {
+        return false;
+    }
+    let hook = on_objects_changed as *const () as u64;
+    let Some(dest) = patch::reachable(target, hook) else {
+        return false;
+    };
+    let rel = (dest.wrapping_sub(target + 5) as i32).to_le_bytes();
+    patch::write_code(target, &[0xe9, rel[0], rel[1], rel[2], rel[3]])
+}
+
+/// Runs in place of `_dl_debug_state`, inside the loader.
+extern "C" fn on_objects_changed() {
+    // SAFETY: _r_debug is the loader's exported, always-mapped structure.
+    let state = unsafe { std::ptr::addr_of!(_r_debug).read_volatile().state };
+    if state != RT_CONSISTENT {
+        return;
+    }
+    let Some(t) = *TRAMPOLINES.lock().unwrap_or_else(|e| e.into_inner()) else {
+        return;
+    };
+    let mut guard = PATCHED.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(patched) = guard.as_mut() else {
+        return;
+    };
+    let now: Vec<Module> = loaded();
+    // Unloaded modules leave the set, so one loaded again at the same
+    // address is patched again.
+    let current: HashSet<u64> = now.iter().map(|m| m.base).collect();
+    patched.retain(|b| current.contains(b));
+    let fresh: Vec<Module> = now
+        .into_iter()
+        .filter(|m| !patched.contains(&m.base))
+        .collect();
+    for m in fresh {
+        patch::patch_module(&m, t);
+        crate::append_module(&m);
+        patched.insert(m.base);
+    }
+}
