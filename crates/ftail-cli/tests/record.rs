@@ -462,3 +462,20 @@ fn dlopened_libraries_are_traced_from_their_constructor() {
     assert_eq!(text.matches("plugin_entry() {").count(), 2, "{text}");
     assert_eq!(t.processes[0].info["dlopen_hook"], "true");
 }
+
+#[test]
+fn exec_of_an_instrumented_program_is_traced_separately() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("exec.c")], "exec");
+    let (out, t) = record(dir.path(), &exe, &[], &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "parent 2\nchild 3\n");
+    assert_eq!(t.processes.len(), 2, "two images of one process");
+    assert_eq!(t.processes[0].pid, t.processes[1].pid);
+    assert_eq!(t.processes[1].key, format!("{}~1", t.processes[0].pid));
+    assert_balanced(&t);
+    let text = replay(&t);
+    assert!(
+        text.contains("become_child() {") && text.contains("/* become_child (unwound) */"),
+        "{text}"
+    );
+}

@@ -25,7 +25,7 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     let mut path = PathBuf::new();
     path.push(cfg.dir.as_os_str().as_encoded_bytes());
     path.push(b"/");
-    path.push_num(pid as u64);
+    path.push(crate::key::get());
     path.push(b"-");
     path.push_num(tid as u64);
     path.push(b".events\0");

@@ -16,6 +16,7 @@ mod buffer;
 mod config;
 mod dlhook;
 mod hooks;
+mod key;
 mod modules;
 mod patch;
 mod state;
@@ -64,9 +65,11 @@ extern "C" fn init() {
     }
     state::FTAIL_TLS_OFFSET.store(state::compute_tls_offset(), Ordering::Relaxed);
     state::FTAIL_MAX_DEPTH.store(cfg.depth, Ordering::Relaxed);
+    let dir = cfg.dir.clone();
     if CONFIG.set(cfg).is_err() {
         return;
     }
+    key::choose(&dir);
     let (hz, start_tsc) = calibrate_tsc();
     let trampolines = patch::Trampolines {
         entry: tramp::ftail_entry as *const () as u64,
@@ -116,7 +119,8 @@ extern "C" fn after_fork_in_child() {
             (*st).status = state::STATUS_NEW;
         }
     }
-    if let Some(s) = START.get() {
+    if let (Some(s), Some(cfg)) = (START.get(), CONFIG.get()) {
+        key::choose(&cfg.dir);
         write_metadata(s.hz, s.start_tsc, s.patched, &s.modules, s.dlopen_hooked);
     }
 }
@@ -163,7 +167,8 @@ fn module_path(m: &modules::Module) -> String {
 pub(crate) fn append_module(m: &modules::Module) {
     use std::io::Write as _;
     let Some(cfg) = CONFIG.get() else { return };
-    let path = cfg.dir.join(format!("{}.modules", std::process::id()));
+    let key = String::from_utf8_lossy(key::get()).into_owned();
+    let path = cfg.dir.join(format!("{key}.modules"));
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -204,8 +209,9 @@ fn write_metadata(hz: u64, start_tsc: u64, p: patch::Patched, modules_text: &str
         p.converted,
         dlopen,
     );
-    let _ = std::fs::write(cfg.dir.join(format!("{pid}.modules")), modules_text);
-    let _ = std::fs::write(cfg.dir.join(format!("{pid}.info")), info);
+    let key = String::from_utf8_lossy(key::get()).into_owned();
+    let _ = std::fs::write(cfg.dir.join(format!("{key}.modules")), modules_text);
+    let _ = std::fs::write(cfg.dir.join(format!("{key}.info")), info);
 }
 
 /// `_exit` skips `atexit` handlers; close the open frames first so the
@@ -225,3 +231,43 @@ pub extern "C" fn _exit(code: i32) -> ! {
 pub extern "C" fn _Exit(code: i32) -> ! {
     _exit(code)
 }
+
+/// The real `name` from the next object in the lookup order (libc).
+fn next_symbol(name: &std::ffi::CStr) -> *mut libc::c_void {
+    // SAFETY: dlsym with a NUL-terminated name.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) }
+}
+
+macro_rules! exec_wrapper {
+    ($name:ident, $cname:expr, ($($arg:ident: $ty:ty),*)) => {
+        /// Closes the calling thread's open frames (the image is about to
+        /// be replaced; they never return), then runs the real function.
+        ///
+        /// # Safety
+        ///
+        /// The contract of the libc function of the same name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> i32 {
+            hooks::close_all_open();
+            let real = next_symbol($cname);
+            if real.is_null() {
+                // SAFETY: errno is thread-local.
+                unsafe { *libc::__errno_location() = libc::ENOSYS };
+                return -1;
+            }
+            // SAFETY: `real` is libc's function of this very signature.
+            unsafe {
+                let f: unsafe extern "C" fn($($ty),*) -> i32 = std::mem::transmute(real);
+                f($($arg),*)
+            }
+        }
+    };
+}
+
+type Argv = *const *const libc::c_char;
+type Path = *const libc::c_char;
+exec_wrapper!(execve, c"execve", (path: Path, argv: Argv, envp: Argv));
+exec_wrapper!(execv, c"execv", (path: Path, argv: Argv));
+exec_wrapper!(execvp, c"execvp", (file: Path, argv: Argv));
+exec_wrapper!(execvpe, c"execvpe", (file: Path, argv: Argv, envp: Argv));
+exec_wrapper!(fexecve, c"fexecve", (fd: i32, argv: Argv, envp: Argv));

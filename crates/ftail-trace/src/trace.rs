@@ -19,11 +19,14 @@ pub struct Trace {
     pub processes: Vec<Process>,
 }
 
-/// One traced process.
+/// One traced process image (a process, or what it became after `exec`).
 #[derive(Debug)]
 pub struct Process {
     /// Process id.
     pub pid: u32,
+    /// Name stem of its files: the pid, or `PID~N` for the N-th image
+    /// after the first one `exec`ed.
+    pub key: String,
     /// Its `PID.info` key/value pairs.
     pub info: BTreeMap<String, String>,
     /// Modules with site tables: (load bias, path).
@@ -90,17 +93,22 @@ pub fn open(dir: &Path) -> Result<Trace, Error> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let mut procs: HashMap<u32, Process> = HashMap::new();
+    let mut procs: HashMap<String, Process> = HashMap::new();
     for n in &names {
-        let Some(pid) = n.strip_suffix(".info").and_then(|p| p.parse().ok()) else {
+        let Some(key) = n.strip_suffix(".info") else {
+            continue;
+        };
+        let Ok(pid) = key.split('~').next().unwrap_or("").parse::<u32>() else {
             continue;
         };
         let info = read_info(&dir.join(n));
-        let modules = read_modules(&dir.join(format!("{pid}.modules")));
+        let modules = read_modules(&dir.join(format!("{key}.modules")));
+        let key = key.to_string();
         procs.insert(
-            pid,
+            key.clone(),
             Process {
                 pid,
+                key,
                 info,
                 modules,
                 threads: Vec::new(),
@@ -114,18 +122,18 @@ pub fn open(dir: &Path) -> Result<Trace, Error> {
         let Some(stem) = n.strip_suffix(EVENTS_SUFFIX) else {
             continue;
         };
-        let Some((pid, tid)) = stem.split_once('-') else {
+        let Some((key, tid)) = stem.rsplit_once('-') else {
             continue;
         };
-        let (Ok(pid), Ok(tid)) = (pid.parse::<u32>(), tid.parse::<u32>()) else {
+        let Ok(tid) = tid.parse::<u32>() else {
             continue;
         };
-        if let Some(p) = procs.get_mut(&pid) {
+        if let Some(p) = procs.get_mut(key) {
             p.threads.push(read_thread(&dir.join(n), tid));
         }
     }
     let mut processes: Vec<Process> = procs.into_values().collect();
-    processes.sort_by_key(|p| p.pid);
+    processes.sort_by(|a, b| (a.pid, a.key.len(), &a.key).cmp(&(b.pid, b.key.len(), &b.key)));
     for p in &mut processes {
         p.threads.sort_by_key(|t| t.tid);
     }
