@@ -479,3 +479,24 @@ fn exec_of_an_instrumented_program_is_traced_separately() {
         "{text}"
     );
 }
+
+#[test]
+fn thousands_of_short_lived_threads() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("manythreads.c")],
+        "many",
+    );
+    let (out, t) = record(dir.path(), &exe, &["2000"], &["--buffer-events", "65536"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "4000000\n");
+    assert_balanced(&t);
+    let threads = &t.processes[0].threads;
+    assert_eq!(threads.len(), 2001);
+    // Each worker: run() and work(), entered and left.
+    let workers = threads.iter().filter(|th| th.tid != t.processes[0].pid);
+    assert!(workers.into_iter().all(|th| th.events.len() == 4));
+}

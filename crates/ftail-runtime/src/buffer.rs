@@ -98,7 +98,36 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     st.end = base + size;
     st.lost = base + std::mem::offset_of!(EventFileHeader, lost) as u64;
     replay_open_frames(st);
+    crate::thread_exit::watch();
     true
+}
+
+/// Releases the calling thread's buffers when it exits: frames still open
+/// are closed, then the event file and the stacks are unmapped (thousands
+/// of short-lived threads must not pile up mappings). Later events of the
+/// thread (from other libraries' TLS destructors) are not recorded.
+pub fn release(st: &mut ThreadState) {
+    crate::hooks::close_all_open();
+    let header = std::mem::offset_of!(EventFileHeader, lost) as u64;
+    let base = st.lost - header;
+    st.status = crate::state::STATUS_OFF;
+    // SAFETY: these are the mappings setup_thread made for this thread;
+    // status OFF keeps the trampolines from touching them again.
+    unsafe {
+        libc::munmap(base as *mut libc::c_void, (st.end - base) as usize);
+        if st.stack != 0 {
+            let bytes = st.stack_cap as usize * std::mem::size_of::<StackEntry>();
+            libc::munmap(st.stack as *mut libc::c_void, bytes);
+        }
+        if st.side != 0 {
+            let bytes = st.side_cap as usize * std::mem::size_of::<crate::state::SideEntry>();
+            libc::munmap(st.side as *mut libc::c_void, bytes);
+        }
+    }
+    st.stack = 0;
+    st.side = 0;
+    st.depth = 0;
+    st.side_depth = 0;
 }
 
 fn map_stack(st: &mut ThreadState, entries: u64) -> bool {

@@ -20,6 +20,7 @@ mod key;
 mod modules;
 mod patch;
 mod state;
+mod thread_exit;
 mod tramp;
 
 use std::fmt::Write as _;
@@ -70,6 +71,7 @@ extern "C" fn init() {
         return;
     }
     key::choose(&dir);
+    thread_exit::init();
     let (hz, start_tsc) = calibrate_tsc();
     let trampolines = patch::Trampolines {
         entry: tramp::ftail_entry as *const () as u64,
