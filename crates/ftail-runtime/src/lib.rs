@@ -201,7 +201,14 @@ fn write_metadata(hz: u64, start_tsc: u64, p: patch::Patched, modules_text: &str
         unsafe { libc::getppid() },
         exe_path(),
         args.join("\x1f"),
-        format!("{:?}", cfg.tail).to_lowercase(),
+        {
+            let used = patch::effective_tail_mode(cfg.tail);
+            let mut t = format!("{used:?}").to_lowercase();
+            if used != cfg.tail {
+                t.push_str(&format!("\ntail_requested={:?}\ntail_fallback=C++ runtime loaded and convert thunks have no unwind info yet", cfg.tail).to_lowercase());
+            }
+            t
+        },
         cfg.include.join(","),
         cfg.exclude.join(","),
         if cfg.depth == u64::MAX { 0 } else { cfg.depth },

@@ -235,7 +235,8 @@ pub fn patch_module(m: &Module, t: Trampolines) -> Patched {
         .iter()
         .map(|&f| unsafe { crate::modules::rel(std::ptr::addr_of!((*f).start)) })
         .collect();
-    let got = if cfg.tail == TailMode::Mark {
+    let mode = effective_tail_mode(cfg.tail);
+    let got = if mode == TailMode::Mark {
         HashMap::new()
     } else {
         got_symbols(m)
@@ -268,7 +269,7 @@ pub fn patch_module(m: &Module, t: Trampolines) -> Patched {
             let what = match kind {
                 SiteKind::Entry => Write::Call(0),
                 SiteKind::Exit | SiteKind::ExitThunk => Write::Call(1),
-                _ => match tail_plan(cfg.tail, site.addr, &traced_starts, &got) {
+                _ => match tail_plan(mode, site.addr, &traced_starts, &got) {
                     Some(j) => Write::Thunk(j),
                     None => Write::Call(2),
                 },
@@ -317,6 +318,20 @@ pub fn patch_module(m: &Module, t: Trampolines) -> Patched {
     write_text(m, &writes);
     done.sites = writes.len() as u64;
     done
+}
+
+/// The tail mode actually used. Convert thunks have no unwind information
+/// yet, so a C++ exception thrown through one cannot pass it: while a C++
+/// runtime is loaded (`__cxa_throw` resolves), every tail site is marked
+/// instead, whatever was asked.
+pub fn effective_tail_mode(asked: TailMode) -> TailMode {
+    // SAFETY: dlsym with a NUL-terminated name.
+    let cxx = !unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__cxa_throw".as_ptr()) }.is_null();
+    if cxx {
+        TailMode::Mark
+    } else {
+        asked
+    }
 }
 
 /// Decides a tail site's strategy: `Some(jump)` to convert it.
