@@ -374,14 +374,20 @@ fn write_stubs(area: u64, t: Trampolines) -> [u64; 5] {
     let mut out = [0; 5];
     for (i, &target) in t.all().iter().enumerate() {
         let stub = area + i as u64 * STUB;
-        let mut code = [0xccu8; STUB as usize];
-        code[..6].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
-        code[6..14].copy_from_slice(&target.to_le_bytes());
+        let code = stub_code(target);
         // SAFETY: the stub lies in the writable area mapped for it.
         unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), stub as *mut u8, code.len()) };
         out[i] = stub;
     }
     out
+}
+
+/// `jmp *0(%rip); .quad target`, padded with int3.
+fn stub_code(target: u64) -> [u8; STUB as usize] {
+    let mut code = [0xccu8; STUB as usize];
+    code[..6].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
+    code[6..14].copy_from_slice(&target.to_le_bytes());
+    code
 }
 
 fn call_or_jmp(opcode: u8, at: u64, target: u64) -> [u8; 5] {
@@ -448,9 +454,7 @@ pub fn reachable(from: u64, to: u64) -> Option<u64> {
         return Some(to);
     }
     let stub = map_near(from, PAGE)?;
-    let mut code = [0xccu8; STUB as usize];
-    code[..6].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
-    code[6..14].copy_from_slice(&to.to_le_bytes());
+    let code = stub_code(to);
     // SAFETY: the page was just mapped writable for us; it becomes
     // read+exec only.
     unsafe {
