@@ -14,7 +14,7 @@ mod sites;
 
 /// Function-graph tracer for native x86-64 programs.
 #[derive(Parser)]
-#[command(name = "ftail", version, about, long_about = None)]
+#[command(name = "ftail", version, about, long_about = None, term_width = 79)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
