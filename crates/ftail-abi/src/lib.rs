@@ -251,7 +251,7 @@ mod tests {
 /// first event whose time is zero (never written).
 pub mod trace {
     /// Version of the trace format; bumped on any change.
-    pub const TRACE_VERSION: u32 = 1;
+    pub const TRACE_VERSION: u32 = 2;
     /// Magic number at the start of every event file.
     pub const EVENTS_MAGIC: [u8; 8] = *b"FTAILEV1";
     /// File name of the metadata.
@@ -319,6 +319,9 @@ pub mod trace {
         /// The innermost open function was left without passing an exit
         /// (longjmp, exception, cancellation); detected at this time.
         Unwound = 3,
+        /// The thread's buffer filled up: the innermost open function is
+        /// closed here, its real exit is not recorded.
+        Truncated = 4,
     }
 
     impl EventKind {
@@ -329,6 +332,7 @@ pub mod trace {
                 1 => EventKind::Exit,
                 2 => EventKind::TailExit,
                 3 => EventKind::Unwound,
+                4 => EventKind::Truncated,
                 _ => return None,
             })
         }

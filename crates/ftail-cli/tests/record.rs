@@ -55,6 +55,7 @@ fn totals(t: &Trace) -> Balance {
         b.exits += x.exits;
         b.tail_exits += x.tail_exits;
         b.unwound += x.unwound;
+        b.truncated += x.truncated;
         b.unmatched += x.unmatched;
         b.open_at_end += x.open_at_end;
     }
@@ -504,4 +505,33 @@ fn thousands_of_short_lived_threads() {
     // Each worker: run() and work(), entered and left.
     let workers = threads.iter().filter(|th| th.tid != t.processes[0].pid);
     assert!(workers.into_iter().all(|th| th.events.len() == 4));
+}
+
+#[test]
+fn a_full_buffer_loses_events_but_stays_balanced() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("threads.c")],
+        "threads",
+    );
+    for mode in MODES {
+        let (out, t) = record(
+            dir.path(),
+            &exe,
+            &[],
+            &["--tail", mode, "--buffer-events", "500"],
+        );
+        assert_eq!(out.stdout, untraced(&exe, &[]).stdout);
+        assert_balanced(&t);
+        let b = totals(&t);
+        let lost: u64 = t.processes[0].threads.iter().map(|th| th.lost).sum();
+        assert!(
+            lost > 10_000 && b.truncated > 0,
+            "{mode}: lost {lost}, {b:?}"
+        );
+        assert!(replay(&t).contains("(buffer full: exit not recorded)"));
+    }
 }

@@ -94,8 +94,12 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
             None => return false,
         }
     }
+    // The last events of the file are kept for closing what is open when
+    // the rest fills up (see hooks::close_on_full).
+    let reserve = (cfg.buffer_events / 8).min(4096) * 16;
     st.cursor = base + HEADER;
-    st.end = base + size;
+    st.end = base + size - reserve;
+    st.reserve_end = base + size;
     st.lost = base + std::mem::offset_of!(EventFileHeader, lost) as u64;
     replay_open_frames(st);
     crate::thread_exit::watch();
@@ -110,11 +114,12 @@ pub fn release(st: &mut ThreadState) {
     crate::hooks::close_all_open();
     let header = std::mem::offset_of!(EventFileHeader, lost) as u64;
     let base = st.lost - header;
+    let size = HEADER + crate::CONFIG.get().map_or(0, |c| c.buffer_events) * 16;
     st.status = crate::state::STATUS_OFF;
     // SAFETY: these are the mappings setup_thread made for this thread;
     // status OFF keeps the trampolines from touching them again.
     unsafe {
-        libc::munmap(base as *mut libc::c_void, (st.end - base) as usize);
+        libc::munmap(base as *mut libc::c_void, size as usize);
         if st.stack != 0 {
             let bytes = st.stack_cap as usize * std::mem::size_of::<StackEntry>();
             libc::munmap(st.stack as *mut libc::c_void, bytes);

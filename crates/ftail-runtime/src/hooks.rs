@@ -175,11 +175,67 @@ fn pop(st: &mut ThreadState, kind: EventKind, addr: u64, now: u64) {
     }
 }
 
+/// The event buffer filled up on an entry: its frame is on the trace
+/// stack but its entry was not written.
+///
+/// # Safety
+///
+/// As for [`ftail_slow_entry`].
+pub unsafe extern "C" fn ftail_slow_full_entry(st: *mut ThreadState, _cfa: u64, _addr: u64) {
+    // SAFETY: as above.
+    close_on_full(unsafe { &mut *st }, true);
+}
+
+/// The event buffer filled up on an exit: its frame is already popped but
+/// its exit was not written.
+///
+/// # Safety
+///
+/// As for [`ftail_slow_entry`].
+pub unsafe extern "C" fn ftail_slow_full_exit(st: *mut ThreadState, _cfa: u64, _addr: u64) {
+    // SAFETY: as above.
+    close_on_full(unsafe { &mut *st }, false);
+}
+
+/// The first time a thread's buffer is full: counts the event that did not
+/// fit, and writes a `Truncated` exit for every frame whose entry is in
+/// the file into the reserve kept at the end of the buffer, so the file
+/// stays balanced. Later events are only counted as lost.
+fn close_on_full(st: &mut ThreadState, entry_lost: bool) {
+    count_lost(st);
+    if st.reserve_end == 0 {
+        return;
+    }
+    let max = FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed);
+    let open = if entry_lost {
+        st.depth.saturating_sub(1)
+    } else {
+        st.depth + 1
+    };
+    let (cursor, end) = (st.cursor, st.end);
+    st.cursor = st.end;
+    st.end = st.reserve_end;
+    st.reserve_end = 0;
+    let now = rdtsc();
+    for _ in 0..open.min(max) {
+        write_event(st, EventKind::Truncated, 0, now);
+    }
+    st.cursor = cursor.max(end + 16);
+    st.end = end;
+}
+
 /// Appends one event, reserving its slot first (see `tramp.rs`).
 pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc: u64) {
     let slot = st.cursor;
     st.cursor += 16;
     if slot + 16 > st.end {
+        if st.reserve_end != 0 && st.lost != 0 {
+            // SAFETY: `lost` points at the mapped file header.
+            if unsafe { *(st.lost as *const u64) } == 0 {
+                close_on_full(st, kind == EventKind::Entry);
+                return;
+            }
+        }
         count_lost(st);
         return;
     }

@@ -35,6 +35,9 @@ pub struct ThreadState {
     pub side_depth: u64,
     /// Capacity of the side stack in entries.
     pub side_cap: u64,
+    /// End of the reserve after `end` that holds the closing events written
+    /// when the buffer fills up; 0 once used.
+    pub reserve_end: u64,
 }
 
 /// A return address a convert thunk took off the stack, and where it was.
@@ -91,7 +94,7 @@ thread_local! {
     static STATE: UnsafeCell<ThreadState> = const {
         UnsafeCell::new(ThreadState {
             cursor: 0, end: 0, depth: 0, stack: 0, stack_cap: 0, status: STATUS_NEW,
-            lost: 0, busy: 0, side: 0, side_depth: 0, side_cap: 0,
+            lost: 0, busy: 0, side: 0, side_depth: 0, side_cap: 0, reserve_end: 0,
         })
     };
 }

@@ -28,7 +28,10 @@
 //! `[rsp+32]` site + 5, `[rsp+40]` the function's return address, and the
 //! function's CFA is `rsp + 48`.
 
-use crate::hooks::{ftail_slow_entry, ftail_slow_exit, ftail_slow_setup, ftail_slow_tail_return};
+use crate::hooks::{
+    ftail_slow_entry, ftail_slow_exit, ftail_slow_full_entry, ftail_slow_full_exit,
+    ftail_slow_setup, ftail_slow_tail_return,
+};
 use crate::state::{FTAIL_MAX_DEPTH, FTAIL_TLS_OFFSET};
 
 extern "C" {
@@ -165,10 +168,14 @@ ftail_entry:
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)                 # the time last: 0 means unwritten
 9:  FTAIL_POP4_RET
-7:  mov 48(%r11), %rcx               # buffer full: count it
-    test %rcx, %rcx
+7:  mov 48(%r11), %rcx               # buffer full: count it; the
+    test %rcx, %rcx                  # first time, close what is open
     jz 9b
+    cmpq $0, (%rcx)
+    je 5f
     incq (%rcx)
+    jmp 9b
+5:  FTAIL_SLOW {full_entry}
     jmp 9b
 8:  FTAIL_SLOW {slow_entry}
     jmp 9b
@@ -217,7 +224,11 @@ ftail_exit:
 7:  mov 48(%r11), %rcx
     test %rcx, %rcx
     jz 9b
+    cmpq $0, (%rcx)
+    je 5f
     incq (%rcx)
+    jmp 9b
+5:  FTAIL_SLOW {full_exit}
     jmp 9b
 8:  FTAIL_SLOW {slow_exit}
     jmp 9b
@@ -391,7 +402,11 @@ ftail_convert_leave:
 7:  mov 48(%r11), %rcx
     test %rcx, %rcx
     jz 9b
+    cmpq $0, (%rcx)
+    je 5f
     incq (%rcx)
+    jmp 9b
+5:  FTAIL_SLOW {full_exit}           # (its CFA/site arguments are unused)
     jmp 9b
 8:  push %rsi                        # resynchronise in Rust: the same
     push %rdi                        # frame layout as FTAIL_SLOW expects
@@ -425,6 +440,8 @@ ftail_convert_leave:
     slow_entry = sym ftail_slow_entry,
     slow_exit = sym ftail_slow_exit,
     slow_setup = sym ftail_slow_setup,
+    full_entry = sym ftail_slow_full_entry,
+    full_exit = sym ftail_slow_full_exit,
     slow_tail_return = sym ftail_slow_tail_return,
     options(att_syntax)
 );

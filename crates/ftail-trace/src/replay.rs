@@ -51,6 +51,7 @@ fn render_process(out: &mut String, p: &Process) {
                     let how = match kind {
                         EventKind::TailExit => " (tail call)",
                         EventKind::Unwound => " (unwound)",
+                        EventKind::Truncated => " (buffer full: exit not recorded)",
                         _ => "",
                     };
                     let d = duration(e.tsc.saturating_sub(start), hz);

@@ -238,6 +238,8 @@ pub struct Balance {
     pub tail_exits: u64,
     /// Exits synthesised for frames left by longjmp/exceptions/exit.
     pub unwound: u64,
+    /// Frames closed when the buffer filled up (real exit not recorded).
+    pub truncated: u64,
     /// Exits with no open entry.
     pub unmatched: u64,
     /// Entries still open at the end of the recording.
@@ -266,6 +268,7 @@ impl Thread {
                 Some(EventKind::Exit) => b.exits += 1,
                 Some(EventKind::TailExit) => b.tail_exits += 1,
                 Some(EventKind::Unwound) => b.unwound += 1,
+                Some(EventKind::Truncated) => b.truncated += 1,
                 None => continue,
             }
             if depth == 0 {
