@@ -535,3 +535,44 @@ fn a_full_buffer_loses_events_but_stays_balanced() {
         assert!(replay(&t).contains("(buffer full: exit not recorded)"));
     }
 }
+
+/// gdb unwinds through a trampoline with the unwind info the runtime's
+/// assembly carries: a backtrace taken in the entry slow path reaches the
+/// traced function's caller. (`--tail=mark`: convert thunks have no unwind
+/// info yet.)
+#[test]
+fn gdb_backtraces_pass_through_trampolines() {
+    if !have("gdb") {
+        return;
+    }
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2", "-g"],
+        &[fixture("threads.c")],
+        "threads",
+    );
+    let tdir = dir.path().join("trace");
+    std::fs::create_dir_all(&tdir).unwrap();
+    let out = run(Command::new("gdb")
+        .args(["-q", "-batch", "-nx"])
+        .args(["-ex", "set breakpoint pending on"])
+        .args(["-ex", "break ftail_runtime::hooks::ftail_slow_entry"])
+        .args(["-ex", "run", "-ex", "bt", "-ex", "kill"])
+        .arg("--args")
+        .arg("env")
+        .arg(format!("LD_PRELOAD={}", runtime().display()))
+        .arg(format!("FTAIL_DIR={}", tdir.display()))
+        .arg("FTAIL_TAIL=mark")
+        .arg(&exe));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let frames: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(frames.len() >= 3, "{text}");
+    assert!(frames[0].contains("ftail_slow_entry"), "{text}");
+    assert!(frames[1].contains("ftail_entry"), "{text}");
+    assert!(
+        frames[2].contains(" main ") || frames[2].contains(" in main"),
+        "{text}"
+    );
+}
