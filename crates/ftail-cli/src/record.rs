@@ -57,9 +57,14 @@ pub fn run(o: RecordOptions) -> Result<i32> {
     if let Some(n) = o.buffer_events {
         cmd.env("FTAIL_BUFFER_EVENTS", n.to_string());
     }
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {}", program.to_string_lossy()))?;
+    let status = match cmd.status() {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing ran: leave no empty trace directory behind.
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e).with_context(|| format!("running {}", program.to_string_lossy()));
+        }
+    };
     eprintln!("ftail: trace written to {}", o.dir.display());
     Ok(crate::exit_code(status))
 }

@@ -576,3 +576,21 @@ fn gdb_backtraces_pass_through_trampolines() {
         "{text}"
     );
 }
+
+#[test]
+fn a_program_that_cannot_start_leaves_no_trace_directory() {
+    let dir = scratch();
+    let tdir = dir.path().join("trace");
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&tdir)
+        .arg(dir.path().join("missing-program")));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("ftail: error: running ") && err.contains("missing-program"),
+        "{err}"
+    );
+    assert!(!tdir.exists());
+}
