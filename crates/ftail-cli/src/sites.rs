@@ -42,14 +42,23 @@ fn describe(f: &sites::Function) -> String {
     let cold = f
         .cold
         .map_or(String::new(), |(a, n)| format!(" cold {a:#x}+{n}"));
+    let list: Vec<String> = f
+        .sites
+        .iter()
+        .map(|s| {
+            let cond = if s.conditional { "(cond)" } else { "" };
+            format!("{}{cond}@{:#x}", s.kind.name(), s.addr)
+        })
+        .collect();
     format!(
-        "{:#012x} {:>6} {} entry={} exits={} tails={}{}",
+        "{:#012x} {:>6} {} entry={} exits={} tails={}{}: {}",
         f.start,
         f.size,
         f.name,
         count(SiteKind::Entry),
         exits,
         tails,
-        cold
+        cold,
+        list.join(" ")
     )
 }
