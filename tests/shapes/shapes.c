@@ -3,6 +3,7 @@
  * many compilers and flag sets by the shape tests; its assembly is also
  * checked in as golden fixtures for the rewriter. */
 #include <stdarg.h>
+#include <xmmintrin.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -87,6 +88,10 @@ int sum_va(int n, ...) {
 }
 long double half(long double x) { return x / 2; }
 int tail_va(int a, int b) { return sum_va(3, a, b, a + b); }
+
+/* Vector arguments and an __m128 return, through a tail call. */
+__attribute__((noinline)) __m128 vec_scale(__m128 v, float k) { return _mm_mul_ps(v, _mm_set1_ps(k)); }
+__m128 tail_vec(__m128 v) { return vec_scale(v, 2.0f); }
 
 /* A function that only tail-calls, from several places. */
 int only_tails(int x) {

@@ -1,6 +1,7 @@
 /* Driver for shapes.c: calls every shape and prints the results, so an
  * instrumented build can be compared with a plain one. */
 #include <stdio.h>
+#include <xmmintrin.h>
 
 int ext(int x) { return x + 100; }
 static int twice(int x) { return 2 * x; }
@@ -20,6 +21,7 @@ struct big { long v[4]; };
 long tail_by_value(struct big);
 long double half(long double);
 unsigned long tail_strlen(const char *);
+__m128 tail_vec(__m128);
 
 int main(void) {
     for (int i = 0; i < 32; i++) ext_table[i] = i % 2 ? neg : twice;
@@ -31,6 +33,9 @@ int main(void) {
     printf("%d %d %d %d\n", fib(15), gcd(1071, 462), sum_va(4, 1, 2, 3, 4), tail_va(2, 5));
     printf("%ld %ld %.2Lf\n", tail_eight(1, 2, 3, 4, 5, 6, 7, 8), tail_by_value(b), half(5.0L));
     printf("%d %d %d %lu\n", only_tails(1), only_tails(2), only_tails(4), tail_strlen("shapes"));
+    float f[4];
+    _mm_storeu_ps(f, tail_vec(_mm_setr_ps(1.0f, 2.5f, -3.0f, 4.25f)));
+    printf("%.2f %.2f %.2f %.2f\n", f[0], f[1], f[2], f[3]);
     tail_printf(2.5);
     return 0;
 }
