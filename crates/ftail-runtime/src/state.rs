@@ -27,7 +27,7 @@ pub struct ThreadState {
     pub status: u64,
     /// Address of the event file's lost-event counter (0 when none).
     pub lost: u64,
-    /// Re-entrancy guard of the slow paths.
+    /// Reserved (zero); keeps the offsets the trampolines use.
     pub busy: u64,
     /// Base of the side stack of converted tail calls (`SideEntry` array).
     pub side: u64,

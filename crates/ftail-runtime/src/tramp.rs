@@ -123,6 +123,21 @@ std::arch::global_asm!(
     .cfi_adjust_cfa_offset -8
     .endm
 
+    # Buffer full (the slot reserved by xadd is past the end): count the
+    # event as lost; the first time, call \fn to close what is open from
+    # the reserve. Returns through label 9.
+    .macro FTAIL_FULL fn
+    mov 48(%r11), %rcx
+    test %rcx, %rcx
+    jz 9b
+    cmpq $0, (%rcx)
+    je 5f
+    incq (%rcx)
+    jmp 9b
+5:  FTAIL_SLOW \fn
+    jmp 9b
+    .endm
+
     .text
     .p2align 4
     .globl ftail_entry
@@ -168,15 +183,7 @@ ftail_entry:
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)                 # the time last: 0 means unwritten
 9:  FTAIL_POP4_RET
-7:  mov 48(%r11), %rcx               # buffer full: count it; the
-    test %rcx, %rcx                  # first time, close what is open
-    jz 9b
-    cmpq $0, (%rcx)
-    je 5f
-    incq (%rcx)
-    jmp 9b
-5:  FTAIL_SLOW {full_entry}
-    jmp 9b
+7:  FTAIL_FULL {full_entry}
 8:  FTAIL_SLOW {slow_entry}
     jmp 9b
     .cfi_endproc
@@ -221,15 +228,7 @@ ftail_exit:
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)
 9:  FTAIL_POP4_RET
-7:  mov 48(%r11), %rcx
-    test %rcx, %rcx
-    jz 9b
-    cmpq $0, (%rcx)
-    je 5f
-    incq (%rcx)
-    jmp 9b
-5:  FTAIL_SLOW {full_exit}
-    jmp 9b
+7:  FTAIL_FULL {full_exit}
 8:  FTAIL_SLOW {slow_exit}
     jmp 9b
     .cfi_endproc
@@ -399,15 +398,7 @@ ftail_convert_leave:
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)
 9:  FTAIL_POP4_RET
-7:  mov 48(%r11), %rcx
-    test %rcx, %rcx
-    jz 9b
-    cmpq $0, (%rcx)
-    je 5f
-    incq (%rcx)
-    jmp 9b
-5:  FTAIL_SLOW {full_exit}           # (its CFA/site arguments are unused)
-    jmp 9b
+7:  FTAIL_FULL {full_exit}           # (its CFA/site arguments are unused)
 8:  push %rsi                        # resynchronise in Rust: the same
     push %rdi                        # frame layout as FTAIL_SLOW expects
     push %r8                         # but with the CFA 8 bytes lower
