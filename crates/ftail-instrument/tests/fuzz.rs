@@ -129,7 +129,7 @@ fn mutate(text: &str, muts: &[Mutation]) -> String {
 const FIXTURES: &[&str] = &[
     "gcc-O2.s",
     "clang-19-O2.s",
-    "gcc-partition.s",
+    "gcc-no-partition.s",
     "clang-16-O0.s",
 ];
 

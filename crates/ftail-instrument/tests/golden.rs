@@ -38,7 +38,7 @@ golden! {
     gcc_harden_sls => "gcc-harden-sls",
     gcc_function_sections => "gcc-function-sections",
     gcc_debug => "gcc-debug",
-    gcc_partition => "gcc-partition",
+    gcc_no_partition => "gcc-no-partition",
     gcc_thunk_extern => "gcc-thunk-extern",
     clang19_o0 => "clang-19-O0",
     clang19_o2 => "clang-19-O2",
