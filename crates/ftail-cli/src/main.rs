@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod as_shim;
 mod cc;
+mod ctl;
 mod record;
 mod sites;
 
@@ -65,9 +66,37 @@ enum Cmd {
         /// Events per thread buffer (16 bytes each)
         #[arg(long, value_name = "N")]
         buffer_events: Option<u64>,
+        /// Start with tracing off; switch it on with `ftail ctl PID on`
+        /// (implies --ctl)
+        #[arg(long)]
+        off: bool,
+        /// Let `ftail ctl` change tracing while the program runs (starts a
+        /// control thread in the program)
+        #[arg(long)]
+        ctl: bool,
         /// PROGRAM [ARGS…]
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<OsString>,
+    },
+    /// Switch tracing of a running program on or off, or change its filters
+    #[command(after_help = "The program must run under `ftail record --ctl` \
+                            (or --off).\n\nExamples:\n  ftail ctl 4242 on\n  \
+                            ftail ctl 4242 -F 'lua_*' -N lua_gettop\n  ftail ctl 4242 off\n  \
+                            ftail ctl 4242 status")]
+    Ctl {
+        /// Process id of the traced program
+        pid: u32,
+        /// on, off or status (after any filter change)
+        #[arg(value_parser = ["on", "off", "status"])]
+        action: Option<String>,
+        /// Trace only functions matching GLOB from now on (repeatable;
+        /// '*' for all)
+        #[arg(short = 'F', long = "filter", value_name = "GLOB")]
+        filter: Vec<String>,
+        /// Do not trace functions matching GLOB from now on (repeatable;
+        /// '' for none)
+        #[arg(short = 'N', long = "notrace", value_name = "GLOB")]
+        exclude: Vec<String>,
     },
     /// Print a recorded trace as a call graph
     Replay {
@@ -123,6 +152,8 @@ fn ftail_main() -> Result<i32> {
             depth,
             tail,
             buffer_events,
+            off,
+            ctl,
             command,
         } => record::run(record::RecordOptions {
             dir,
@@ -131,8 +162,16 @@ fn ftail_main() -> Result<i32> {
             depth,
             tail,
             buffer_events,
+            off,
+            ctl,
             command,
         }),
+        Cmd::Ctl {
+            pid,
+            action,
+            filter,
+            exclude,
+        } => ctl::run(pid, action.as_deref(), &filter, &exclude),
         Cmd::Replay { dir } => replay(&dir),
     }
 }

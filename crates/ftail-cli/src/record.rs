@@ -24,6 +24,10 @@ pub struct RecordOptions {
     pub tail: String,
     /// Events per thread buffer.
     pub buffer_events: Option<u64>,
+    /// Start with tracing off.
+    pub off: bool,
+    /// Start the control agent.
+    pub ctl: bool,
     /// The program and its arguments.
     pub command: Vec<OsString>,
 }
@@ -53,6 +57,12 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         .env("FTAIL_TAIL", &o.tail);
     if let Some(d) = o.depth {
         cmd.env("FTAIL_DEPTH", d.to_string());
+    }
+    if o.off {
+        cmd.env("FTAIL_OFF", "1");
+    }
+    if o.ctl || o.off {
+        cmd.env("FTAIL_CTL", "1");
     }
     if let Some(n) = o.buffer_events {
         cmd.env("FTAIL_BUFFER_EVENTS", n.to_string());

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
+use ftail_abi::trace::EventKind;
 use ftail_trace::trace::{self, Balance, Trace};
 
 fn fixture(name: &str) -> PathBuf {
@@ -235,16 +236,39 @@ fn cxx_exceptions_through_traced_frames() {
             .arg(&exe)
             .arg(fixture("exceptions.cc")),
     );
-    for mode in MODES {
-        let (out, t) = record(dir.path(), &exe, &[], &["--tail", mode]);
-        assert_eq!(out.stdout, untraced(&exe, &[]).stdout, "{mode}");
+    let plain = untraced(&exe, &[]).stdout;
+    for (mode, extra) in [
+        ("auto", None),
+        ("mark", None),
+        ("convert", None),
+        ("auto", Some("*thrower*")),
+    ] {
+        let mut args = vec!["--tail", mode];
+        if let Some(f) = extra {
+            args.extend(["-N", f]);
+        }
+        let (out, t) = record(dir.path(), &exe, &[], &args);
+        assert_eq!(out.stdout, plain, "{args:?}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
         assert_balanced(&t);
-        assert!(replay(&t).contains("thrower (unwound)"), "{mode}");
-        // Convert thunks have no unwind info yet: with a C++ runtime in
-        // the process every tail site is marked, and the metadata says so.
+        let text = replay(&t);
         let info = &t.processes[0].info;
-        assert_eq!(info["tail"], "mark", "{mode}");
-        assert_eq!(info.contains_key("tail_fallback"), mode != "mark", "{mode}");
+        assert_eq!(info["tail"], mode, "{args:?}");
+        let converted: u64 = info["converted_tails"].parse().unwrap();
+        // The exceptions crossed convert thunks (their unwind info is
+        // registered; via_chain's and via_tail's are chained on one stack
+        // slot under convert), and the tail callers ended when they did.
+        if mode == "convert" {
+            assert!(converted >= 2, "{args:?}: {converted}");
+            assert!(text.contains("via_chain (unwound)"), "{args:?}\n{text}");
+        }
+        if extra.is_some() {
+            assert!(converted >= 1, "{args:?}: {converted}");
+            assert!(text.contains("via_tail (unwound)"), "{args:?}\n{text}");
+        }
+        if extra.is_none() {
+            assert!(text.contains("thrower (unwound)"), "{args:?}");
+        }
     }
 }
 
@@ -593,4 +617,132 @@ fn a_program_that_cannot_start_leaves_no_trace_directory() {
         "{err}"
     );
     assert!(!tdir.exists());
+}
+
+/// Entries recorded per function name, over all threads.
+fn entry_counts(t: &Trace) -> std::collections::HashMap<String, u64> {
+    let mut counts = std::collections::HashMap::new();
+    for p in &t.processes {
+        let syms = trace::Symbols::load(p);
+        for th in &p.threads {
+            for e in th
+                .events
+                .iter()
+                .filter(|e| e.kind() == Some(EventKind::Entry))
+            {
+                *counts.entry(syms.name(e.addr())).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn check_toggles(cc: &str, mode: &str) {
+    let dir = scratch();
+    let exe = build(dir.path(), cc, &["-O2"], &[fixture("toggle.c")], "toggle");
+    let out = untraced(&exe, &["10"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "runtime=no toggles=0 failed=0 called=1\n"
+    );
+    let (out, t) = record(
+        dir.path(),
+        &exe,
+        &["10000"],
+        &["--off", "--tail", mode, "--buffer-events", "200000"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "runtime=yes toggles=10000 failed=0 called=1\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(t.processes[0].info["tracing"], "off");
+    assert_balanced(&t);
+    let counts = entry_counts(&t);
+    assert!(counts.get("work").copied().unwrap_or(0) > 0, "{counts:?}");
+    assert!(
+        counts.get("tail_work").copied().unwrap_or(0) > 0,
+        "{counts:?}"
+    );
+    // Four spinning threads recorded, besides the main thread.
+    assert!(t.processes[0].threads.len() >= 4);
+}
+
+#[test]
+fn tracing_switched_10000_times_while_four_threads_run_it() {
+    for mode in MODES {
+        check_toggles("gcc", mode);
+    }
+    if have("clang-19") {
+        check_toggles("clang-19", "auto");
+    }
+}
+
+#[test]
+fn ftail_ctl_switches_a_running_program() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("ctlwait.c")],
+        "ctlwait",
+    );
+    let tdir = dir.path().join("trace");
+    let mut child = Command::new(ftail())
+        .args(["record", "--off", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pid = lines.next().unwrap().unwrap();
+    let ctl = |args: &[&str]| -> String {
+        // The agent starts with the program; retry until it listens.
+        for _ in 0..100 {
+            let out = run(Command::new(ftail()).arg("ctl").arg(&pid).args(args));
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("ftail ctl {pid} {args:?} kept failing");
+    };
+    let mut round = |n: u32| {
+        writeln!(stdin, "{n}").unwrap();
+        assert_eq!(lines.next().unwrap().unwrap(), format!("done {n}"));
+    };
+    assert!(ctl(&["status"]).starts_with("tracing=off"));
+    round(1); // off: nothing recorded
+    assert!(ctl(&["on"]).starts_with("tracing=on"));
+    round(2); // everything
+    let state = ctl(&["-F", "alpha", "-F", "main"]);
+    assert!(
+        state.contains("filter=alpha,main exclude= functions=2"),
+        "{state}"
+    );
+    round(3); // alpha only
+    assert!(ctl(&["off"]).starts_with("tracing=off"));
+    round(4);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let t = trace::open(&tdir).unwrap();
+    assert_balanced(&t);
+    let counts = entry_counts(&t);
+    assert_eq!(counts.get("round_of_calls"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("alpha"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("beta"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("main"), None, "entered before tracing began");
+
+    // A program without the agent: a clear error.
+    let out = run(Command::new(ftail()).args(["ctl", "1", "on"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no ftail control agent"));
 }

@@ -32,7 +32,8 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     if path.overflowed {
         return false;
     }
-    let size = HEADER + cfg.buffer_events * 16;
+    let size = file_size(cfg);
+    let reserve = cfg.stack_entries * 16;
     // SAFETY: `path` is NUL-terminated; the flags create a private file.
     let fd = unsafe {
         libc::open(
@@ -94,9 +95,6 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
             None => return false,
         }
     }
-    // The last events of the file are kept for closing what is open when
-    // the rest fills up (see hooks::close_on_full).
-    let reserve = (cfg.buffer_events / 8).min(4096) * 16;
     st.cursor = base + HEADER;
     st.end = base + size - reserve;
     st.reserve_end = base + size;
@@ -104,6 +102,13 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     replay_open_frames(st);
     crate::thread_exit::watch();
     true
+}
+
+/// Bytes of an event file: the header, the buffer, then room to close
+/// every frame the trace stack can hold when the buffer fills up (see
+/// hooks::close_on_full). The file is sparse: unused room costs no disk.
+fn file_size(cfg: &crate::config::Config) -> u64 {
+    HEADER + (cfg.buffer_events + cfg.stack_entries) * 16
 }
 
 /// Releases the calling thread's buffers when it exits: frames still open
@@ -114,7 +119,7 @@ pub fn release(st: &mut ThreadState) {
     crate::hooks::close_all_open();
     let header = std::mem::offset_of!(EventFileHeader, lost) as u64;
     let base = st.lost - header;
-    let size = HEADER + crate::CONFIG.get().map_or(0, |c| c.buffer_events) * 16;
+    let size = crate::CONFIG.get().map_or(0, file_size);
     st.status = crate::state::STATUS_OFF;
     // SAFETY: these are the mappings setup_thread made for this thread;
     // status OFF keeps the trampolines from touching them again.

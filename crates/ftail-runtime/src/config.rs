@@ -33,6 +33,10 @@ pub struct Config {
     pub buffer_events: u64,
     /// Trace-stack entries per thread.
     pub stack_entries: u64,
+    /// Start with tracing off (`--off`).
+    pub off: bool,
+    /// Start the control agent (`--ctl`, implied by `--off`).
+    pub ctl: bool,
 }
 
 /// Environment variable: trace directory; without it the runtime is idle.
@@ -72,13 +76,9 @@ impl Config {
             },
             buffer_events: num("FTAIL_BUFFER_EVENTS", 1 << 22).max(16),
             stack_entries: num("FTAIL_STACK_ENTRIES", 1 << 16).max(16),
+            off: var("FTAIL_OFF").is_some_and(|v| v == "1"),
+            ctl: var("FTAIL_CTL").is_some_and(|v| v == "1"),
         })
-    }
-
-    /// Whether the function called `name` is traced.
-    pub fn selects(&self, name: &str) -> bool {
-        let included = self.include.is_empty() || self.include.iter().any(|g| glob(g, name));
-        included && !self.exclude.iter().any(|g| glob(g, name))
     }
 }
 

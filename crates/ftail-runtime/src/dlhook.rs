@@ -16,11 +16,10 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use crate::modules::{loaded, Module};
-use crate::patch::{self, Trampolines};
+use crate::{control, patch, poke};
 
 /// Load biases of the modules already patched (or seen without tables).
 static PATCHED: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
-static TRAMPOLINES: Mutex<Option<Trampolines>> = Mutex::new(None);
 
 /// `r_debug.r_state` value: the object list is consistent.
 const RT_CONSISTENT: i32 = 0;
@@ -40,9 +39,8 @@ struct RDebug {
 
 /// Remembers the modules patched at start-up and installs the hook;
 /// returns whether it could.
-pub fn install(patched: impl IntoIterator<Item = u64>, t: Trampolines) -> bool {
+pub fn install(patched: impl IntoIterator<Item = u64>) -> bool {
     *PATCHED.lock().unwrap_or_else(|e| e.into_inner()) = Some(patched.into_iter().collect());
-    *TRAMPOLINES.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
     // SAFETY: dlsym with a NUL-terminated name.
     let target = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_debug_state".as_ptr()) } as u64;
     if target == 0 {
@@ -65,7 +63,7 @@ pub fn install(patched: impl IntoIterator<Item = u64>, t: Trampolines) -> bool {
         return false;
     };
     let rel = (dest.wrapping_sub(target + 5) as i32).to_le_bytes();
-    patch::write_code(target, &[0xe9, rel[0], rel[1], rel[2], rel[3]])
+    poke::write_code(target, &[0xe9, rel[0], rel[1], rel[2], rel[3]])
 }
 
 /// Runs in place of `_dl_debug_state`, inside the loader.
@@ -75,9 +73,6 @@ extern "C" fn on_objects_changed() {
     if state != RT_CONSISTENT {
         return;
     }
-    let Some(t) = *TRAMPOLINES.lock().unwrap_or_else(|e| e.into_inner()) else {
-        return;
-    };
     let mut guard = PATCHED.lock().unwrap_or_else(|e| e.into_inner());
     let Some(patched) = guard.as_mut() else {
         return;
@@ -87,12 +82,13 @@ extern "C" fn on_objects_changed() {
     // address is patched again.
     let current: HashSet<u64> = now.iter().map(|m| m.base).collect();
     patched.retain(|b| current.contains(b));
+    control::keep_modules(&current);
     let fresh: Vec<Module> = now
         .into_iter()
         .filter(|m| !patched.contains(&m.base))
         .collect();
     for m in fresh {
-        patch::patch_module(&m, t);
+        control::add_module(&m);
         crate::append_module(&m);
         patched.insert(m.base);
     }

@@ -229,14 +229,11 @@ pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc:
     let slot = st.cursor;
     st.cursor += 16;
     if slot + 16 > st.end {
-        if st.reserve_end != 0 && st.lost != 0 {
-            // SAFETY: `lost` points at the mapped file header.
-            if unsafe { *(st.lost as *const u64) } == 0 {
-                close_on_full(st, kind == EventKind::Entry);
-                return;
-            }
+        if st.reserve_end != 0 {
+            close_on_full(st, kind == EventKind::Entry);
+        } else {
+            count_lost(st);
         }
-        count_lost(st);
         return;
     }
     let word = ((kind as u64) << KIND_SHIFT) | (addr & ADDR_MASK);

@@ -14,14 +14,17 @@
 
 mod buffer;
 mod config;
+mod control;
 mod dlhook;
 mod hooks;
 mod key;
 mod modules;
 mod patch;
+mod poke;
 mod state;
 mod thread_exit;
 mod tramp;
+mod unwind;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -80,18 +83,27 @@ extern "C" fn init() {
         convert_enter: tramp::ftail_convert_enter as *const () as u64,
         convert_leave: tramp::ftail_convert_leave as *const () as u64,
     };
+    let cfg = CONFIG.get().expect("set above");
+    control::init(
+        control::Selection {
+            enabled: !cfg.off,
+            include: cfg.include.clone(),
+            exclude: cfg.exclude.clone(),
+        },
+        trampolines,
+    );
     let mut modules_text = String::new();
     let mut totals = patch::Patched::default();
     let bases: Vec<u64> = modules.iter().map(|m| m.base).collect();
     for m in modules {
-        let p = patch::patch_module(&m, trampolines);
+        let p = control::add_module(&m);
         totals.functions += p.functions;
         totals.sites += p.sites;
         totals.skipped += p.skipped;
         totals.converted += p.converted;
         let _ = writeln!(modules_text, "{:#x} {}", m.base, module_path(&m));
     }
-    let dlopen_hooked = dlhook::install(bases, trampolines);
+    let dlopen_hooked = dlhook::install(bases);
     write_metadata(hz, start_tsc, totals, &modules_text, dlopen_hooked);
     let _ = START.set(StartInfo {
         hz,
@@ -104,6 +116,9 @@ extern "C" fn init() {
     unsafe {
         libc::atexit(at_exit);
         libc::pthread_atfork(None, None, Some(after_fork_in_child));
+    }
+    if cfg.ctl || cfg.off {
+        control::start_agent();
     }
 }
 
@@ -195,23 +210,18 @@ fn write_metadata(hz: u64, start_tsc: u64, p: patch::Patched, modules_text: &str
     let info = format!(
         "version={}\npid={pid}\nppid={}\nexe={}\ncmdline={}\ntsc_hz={hz}\nstart_tsc={start_tsc}\n\
          start_realtime_ns={realtime}\ntail={}\nfilter={}\nexclude={}\n\
-         depth={}\npatched_functions={}\npatched_sites={}\nskipped_sites={}\nconverted_tails={}\ndlopen_hook={}\n",
+         depth={}\ntracing={}\ncontrol_agent={}\npatched_functions={}\npatched_sites={}\nskipped_sites={}\nconverted_tails={}\ndlopen_hook={}\n",
         ftail_abi::trace::TRACE_VERSION,
         // SAFETY: getppid has no preconditions.
         unsafe { libc::getppid() },
         exe_path(),
         args.join("\x1f"),
-        {
-            let used = patch::effective_tail_mode(cfg.tail);
-            let mut t = format!("{used:?}").to_lowercase();
-            if used != cfg.tail {
-                t.push_str(&format!("\ntail_requested={:?}\ntail_fallback=C++ runtime loaded and convert thunks have no unwind info yet", cfg.tail).to_lowercase());
-            }
-            t
-        },
+        format!("{:?}", cfg.tail).to_lowercase(),
         cfg.include.join(","),
         cfg.exclude.join(","),
         if cfg.depth == u64::MAX { 0 } else { cfg.depth },
+        if cfg.off { "off" } else { "on" },
+        cfg.ctl || cfg.off,
         p.functions,
         p.sites,
         p.skipped,

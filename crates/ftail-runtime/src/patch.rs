@@ -2,13 +2,13 @@
 //! when the trampoline is out of rel32 range), or, for tail sites in
 //! `convert` mode, `jmp rel32` to a per-site thunk.
 //!
-//! Patching happens at start-up, before `main` and before any thread of
-//! the program exists, so no other thread can be executing the bytes being
-//! written. (Live patching while threads run — the int3-first protocol —
-//! is not implemented yet.) Each site is checked to still hold the 5-byte
-//! nop before it is written: anything else is left alone.
+//! A module is *planned* once, when it is found ([`plan_module`]): every
+//! site's patched form is decided and the near stubs and convert thunks
+//! are written then, so that switching functions on and off later
+//! (`control.rs`) only ever writes 5-byte sites (`poke.rs`). A site that
+//! does not hold the 5-byte nop when planned is left alone for good.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use ftail_abi::{SiteKind, NOP5};
 
@@ -135,7 +135,9 @@ enum TailJump {
 }
 
 /// Decodes the instruction at `at` (the byte after a tail site). Indirect
-/// jumps through `rsp` are refused: the thunk moves `rsp`.
+/// jumps through `rsp` are refused (the thunk moves `rsp`), and so are
+/// jumps that read `rbx` (the thunk borrows it; compilers never emit one,
+/// since a tail caller has restored `rbx` for its own caller).
 fn decode_tail_jump(at: u64) -> Option<TailJump> {
     // SAFETY: a tail site is followed by its jump in the same executable
     // segment; at most 15 bytes are read.
@@ -161,8 +163,9 @@ fn decode_tail_jump(at: u64) -> Option<TailJump> {
     let (md, rm) = (b[modrm] >> 6, b[modrm] & 7);
     let mut len = modrm + 1;
     let mut rip_disp = None;
+    let (rsp, rbx) = (4, 3);
     if md == 3 {
-        if rm | ((rex & 1) << 3) == 4 {
+        if [rsp, rbx].contains(&(rm | ((rex & 1) << 3))) {
             return None;
         }
     } else {
@@ -170,7 +173,9 @@ fn decode_tail_jump(at: u64) -> Option<TailJump> {
             let sib = b[len];
             len += 1;
             let base = sib & 7 | ((rex & 1) << 3);
-            if base == 4 {
+            let index = (sib >> 3) & 7 | ((rex & 2) << 2);
+            let base_used = !(md == 0 && sib & 7 == 5);
+            if base == rsp || (base_used && base == rbx) || index == rbx {
                 return None;
             }
             if md == 0 && sib & 7 == 5 {
@@ -179,6 +184,8 @@ fn decode_tail_jump(at: u64) -> Option<TailJump> {
         } else if md == 0 && rm == 5 {
             rip_disp = Some(len);
             len += 4;
+        } else if rm | ((rex & 1) << 3) == rbx {
+            return None;
         }
         len += match md {
             1 => 1,
@@ -206,44 +213,111 @@ fn plt_slot(at: u64) -> Option<u64> {
     })
 }
 
-/// One planned write.
-struct Plan {
-    site: u64,
-    what: Write,
+/// A site and the bytes that switch it on.
+pub struct SitePlan {
+    /// Address of the 5-byte site.
+    pub addr: u64,
+    /// Index of its function in [`ModulePlan::names`].
+    pub func: u32,
+    /// What the site becomes when its function is traced.
+    pub on: OnBytes,
 }
 
-enum Write {
-    /// `call` this trampoline index (into [`Trampolines::all`]).
-    Call(usize),
-    /// `jmp` to a thunk for this jump.
-    Thunk(TailJump),
+/// The patched forms of a site.
+#[derive(Clone, Copy)]
+pub enum OnBytes {
+    /// Always this `call` (entry, exit; tails that are only ever marked).
+    Fixed([u8; 5]),
+    /// A tail site with a convert thunk: `jmp thunk`, or the `call` to the
+    /// mark trampoline when `mark_if_traced` names a function of this
+    /// module that is traced (the `auto` rule).
+    Tail {
+        mark: [u8; 5],
+        convert: [u8; 5],
+        mark_if_traced: Option<u32>,
+    },
 }
 
-/// Patches the selected functions of `m`.
-pub fn patch_module(m: &Module, t: Trampolines) -> Patched {
-    let cfg = crate::CONFIG.get().expect("configured before patching");
-    let mut done = Patched::default();
-    let selected: Vec<_> = m
+/// Everything needed to switch a module's functions on and off: built
+/// once when the module is found, with every convert thunk already
+/// written, so that switching is only 5-byte writes.
+pub struct ModulePlan {
+    /// Load bias.
+    pub base: u64,
+    /// Executable segments: (start, end, PF_* flags).
+    pub text: Vec<(u64, u64, u32)>,
+    /// Function names, indexed by [`SitePlan::func`].
+    pub names: Vec<&'static str>,
+    /// Every site that held the nop when the module was planned.
+    pub sites: Vec<SitePlan>,
+    /// Sites that did not hold the nop (left alone for good).
+    pub skipped: u64,
+    /// Tail sites that have a convert thunk.
+    pub thunks: u64,
+}
+
+impl ModulePlan {
+    /// What the site should hold given which functions are traced.
+    pub fn wanted(&self, site: &SitePlan, traced: &[bool]) -> [u8; 5] {
+        if !traced[site.func as usize] {
+            return NOP5;
+        }
+        match site.on {
+            OnBytes::Fixed(b) => b,
+            OnBytes::Tail {
+                mark,
+                convert,
+                mark_if_traced,
+            } => match mark_if_traced {
+                Some(f) if traced[f as usize] => mark,
+                _ => convert,
+            },
+        }
+    }
+
+    /// Whether `bytes` is one of the forms the site may hold.
+    pub fn is_ours(site: &SitePlan, bytes: &[u8]) -> bool {
+        bytes == NOP5
+            || match site.on {
+                OnBytes::Fixed(b) => bytes == b,
+                OnBytes::Tail { mark, convert, .. } => bytes == mark || bytes == convert,
+            }
+    }
+}
+
+/// Plans module `m`: decides each site's patched form and writes the near
+/// stubs and convert thunks; no site is written here.
+pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
+    let mode = crate::CONFIG.get().map_or(TailMode::Auto, |c| c.tail);
+    let mut plan = ModulePlan {
+        base: m.base,
+        text: m.text.clone(),
+        names: Vec::with_capacity(m.funcs.len()),
+        sites: Vec::new(),
+        skipped: 0,
+        thunks: 0,
+    };
+    let starts: HashMap<u64, u32> = m
         .funcs
         .iter()
-        .copied()
-        // SAFETY: records come from this loaded module's notes.
-        .filter(|&f| cfg.selects(unsafe { func_name(f) }))
+        .enumerate()
+        .map(|(i, &f)| {
+            (
+                // SAFETY: records come from this loaded module's notes.
+                unsafe { crate::modules::rel(std::ptr::addr_of!((*f).start)) },
+                i as u32,
+            )
+        })
         .collect();
-    // SAFETY: as above.
-    let traced_starts: HashSet<u64> = selected
-        .iter()
-        .map(|&f| unsafe { crate::modules::rel(std::ptr::addr_of!((*f).start)) })
-        .collect();
-    let mode = effective_tail_mode(cfg.tail);
     let got = if mode == TailMode::Mark {
         HashMap::new()
     } else {
         got_symbols(m)
     };
-    let mut plans = Vec::new();
-    for &f in &selected {
-        done.functions += 1;
+    let mut tails: Vec<(usize, TailJump)> = Vec::new();
+    for (fi, &f) in m.funcs.iter().enumerate() {
+        // SAFETY: as above.
+        plan.names.push(unsafe { func_name(f) });
         // SAFETY: as above.
         for site in unsafe { func_sites(f) } {
             let Some(kind) = SiteKind::from_u8(site.record.kind) else {
@@ -252,60 +326,81 @@ pub fn patch_module(m: &Module, t: Trampolines) -> Patched {
             if !kind.is_site() {
                 continue;
             }
-            if !m
+            let inside = m
                 .text
                 .iter()
-                .any(|s| site.addr >= s.0 && site.addr + 10 <= s.1)
-            {
-                done.skipped += 1;
+                .any(|s| site.addr >= s.0 && site.addr + 10 <= s.1);
+            // SAFETY: checked to lie in an executable segment of the module.
+            if !inside || unsafe { std::slice::from_raw_parts(site.addr as *const u8, 5) } != NOP5 {
+                plan.skipped += 1;
                 continue;
             }
-            // SAFETY: the site lies in an executable segment of the module.
-            let current = unsafe { std::slice::from_raw_parts(site.addr as *const u8, 5) };
-            if current != NOP5 {
-                done.skipped += 1;
-                continue;
-            }
-            let what = match kind {
-                SiteKind::Entry => Write::Call(0),
-                SiteKind::Exit | SiteKind::ExitThunk => Write::Call(1),
-                _ => match tail_plan(mode, site.addr, &traced_starts, &got) {
-                    Some(j) => Write::Thunk(j),
-                    None => Write::Call(2),
-                },
+            let trampoline = match kind {
+                SiteKind::Entry => 0,
+                SiteKind::Exit | SiteKind::ExitThunk => 1,
+                _ => 2,
             };
-            plans.push(Plan {
-                site: site.addr,
-                what,
+            if trampoline == 2 {
+                if let Some((jump, target)) = tail_plan(mode, site.addr, &starts, &got) {
+                    tails.push((plan.sites.len(), jump));
+                    plan.sites.push(SitePlan {
+                        addr: site.addr,
+                        func: fi as u32,
+                        on: OnBytes::Tail {
+                            mark: [0; 5],
+                            convert: [0; 5],
+                            mark_if_traced: target,
+                        },
+                    });
+                    continue;
+                }
+            }
+            plan.sites.push(SitePlan {
+                addr: site.addr,
+                func: fi as u32,
+                on: OnBytes::Fixed([trampoline as u8; 5]),
             });
         }
     }
-    let thunks = plans
-        .iter()
-        .filter(|p| matches!(p.what, Write::Thunk(_)))
-        .count() as u64;
     let near = m.text.first().map_or(m.base, |s| s.0);
-    let area_len = (5 * STUB + thunks * THUNK + PAGE - 1) & !(PAGE - 1);
+    let area_len = (5 * STUB + tails.len() as u64 * THUNK + PAGE - 1) & !(PAGE - 1);
     let Some(area) = map_near(near, area_len) else {
-        return done;
+        plan.skipped += plan.sites.len() as u64;
+        plan.sites.clear();
+        return plan;
     };
     let stubs = write_stubs(area, t);
-    let mut writes: Vec<(u64, [u8; 5])> = Vec::new();
+    for s in &mut plan.sites {
+        if let OnBytes::Fixed([i, ..]) = s.on {
+            s.on = OnBytes::Fixed(call_or_jmp(0xe8, s.addr, stubs[i as usize]));
+        }
+    }
     let mut next_thunk = area + 5 * STUB;
-    for p in plans {
-        let bytes = match p.what {
-            Write::Call(i) => call_or_jmp(0xe8, p.site, stubs[i]),
-            Write::Thunk(j) => match write_thunk(next_thunk, p.site, &j, &stubs) {
-                Some(()) => {
-                    done.converted += 1;
-                    let b = call_or_jmp(0xe9, p.site, next_thunk);
-                    next_thunk += THUNK;
-                    b
+    let mut layouts = Vec::new();
+    for (i, jump) in tails {
+        let s = &mut plan.sites[i];
+        let mark = call_or_jmp(0xe8, s.addr, stubs[2]);
+        s.on = match write_thunk(next_thunk, s.addr, &jump, &stubs) {
+            Some(layout) => {
+                layouts.push(layout);
+                let OnBytes::Tail { mark_if_traced, .. } = s.on else {
+                    unreachable!("tails are planned as Tail")
+                };
+                plan.thunks += 1;
+                let convert = call_or_jmp(0xe9, s.addr, next_thunk);
+                next_thunk += THUNK;
+                OnBytes::Tail {
+                    mark,
+                    convert,
+                    mark_if_traced: if mode == TailMode::Auto {
+                        mark_if_traced
+                    } else {
+                        None
+                    },
                 }
-                None => call_or_jmp(0xe8, p.site, stubs[2]),
-            },
+            }
+            None => OnBytes::Fixed(mark),
         };
-        writes.push((p.site, bytes));
     }
     // SAFETY: the area is ours; it becomes read+exec only.
     unsafe {
@@ -315,41 +410,40 @@ pub fn patch_module(m: &Module, t: Trampolines) -> Patched {
             libc::PROT_READ | libc::PROT_EXEC,
         )
     };
-    write_text(m, &writes);
-    done.sites = writes.len() as u64;
-    done
+    crate::unwind::register_thunks(&layouts);
+    plan
 }
 
-/// The tail mode actually used. Convert thunks have no unwind information
-/// yet, so a C++ exception thrown through one cannot pass it: while a C++
-/// runtime is loaded (`__cxa_throw` resolves), every tail site is marked
-/// instead, whatever was asked.
-pub fn effective_tail_mode(asked: TailMode) -> TailMode {
-    // SAFETY: dlsym with a NUL-terminated name.
-    let cxx = !unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__cxa_throw".as_ptr()) }.is_null();
-    if cxx {
-        TailMode::Mark
-    } else {
-        asked
-    }
+/// Where the parts of a written convert thunk are, for its unwind info.
+pub struct ThunkLayout {
+    /// Address of the thunk.
+    pub start: u64,
+    /// Offset of the `call` to the tail target.
+    pub call: u64,
+    /// Offset of the fallback `jmp` (taken when not converted).
+    pub fallback: u64,
+    /// Length in bytes.
+    pub len: u64,
 }
 
-/// Decides a tail site's strategy: `Some(jump)` to convert it.
+/// Decides a tail site's strategy: `Some((jump, target))` when it gets a
+/// convert thunk, with the index of the function it jumps to when that is
+/// a function of the same module (`auto` marks those while they are
+/// traced); `None` to always mark.
 fn tail_plan(
     mode: TailMode,
     site: u64,
-    traced: &HashSet<u64>,
+    starts: &HashMap<u64, u32>,
     got: &HashMap<u64, String>,
-) -> Option<TailJump> {
+) -> Option<(TailJump, Option<u32>)> {
     if mode == TailMode::Mark {
         return None;
     }
     let jump = decode_tail_jump(site + 5)?;
+    let mut target_func = None;
     let slot = match &jump {
         TailJump::Direct(target) => {
-            if mode == TailMode::Auto && traced.contains(target) {
-                return None;
-            }
+            target_func = starts.get(target).copied();
             plt_slot(*target)
         }
         TailJump::Indirect {
@@ -366,7 +460,7 @@ fn tail_plan(
     if callee.is_some_and(|n| MUST_SEE_CALLER.contains(&n.as_str())) {
         return None;
     }
-    Some(jump)
+    Some((jump, target_func))
 }
 
 /// Near stubs `jmp *0(%rip); .quad target`, one per trampoline.
@@ -397,7 +491,7 @@ fn call_or_jmp(opcode: u8, at: u64, target: u64) -> [u8; 5] {
 
 /// Writes the thunk for the tail site at `site` at `at`:
 /// `call enter; jnz 1f; call TARGET; jmp leave; int3; 1: jmp site+5; int3`.
-fn write_thunk(at: u64, site: u64, jump: &TailJump, stubs: &[u64; 5]) -> Option<()> {
+fn write_thunk(at: u64, site: u64, jump: &TailJump, stubs: &[u64; 5]) -> Option<ThunkLayout> {
     let mut code: Vec<u8> = Vec::with_capacity(THUNK as usize);
     code.extend(call_or_jmp(0xe8, at, stubs[3]));
     let jnz_at = code.len();
@@ -433,7 +527,8 @@ fn write_thunk(at: u64, site: u64, jump: &TailJump, stubs: &[u64; 5]) -> Option<
     code.extend(call_or_jmp(0xe9, leave_at, stubs[4]));
     code.push(0xcc);
     code[jnz_at + 1] = (code.len() - jnz_at - 2) as u8;
-    let fallback_at = at + code.len() as u64;
+    let fallback = code.len() as u64;
+    let fallback_at = at + fallback;
     if !fits_rel32(fallback_at + 5, site + 5) {
         return None;
     }
@@ -444,7 +539,12 @@ fn write_thunk(at: u64, site: u64, jump: &TailJump, stubs: &[u64; 5]) -> Option<
     }
     // SAFETY: [at, at + THUNK) lies in the writable area mapped for thunks.
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };
-    Some(())
+    Some(ThunkLayout {
+        start: at,
+        call: call_at - at,
+        fallback,
+        len: code.len() as u64,
+    })
 }
 
 /// An address `from` can reach with a rel32 jump or call that ends up at
@@ -466,59 +566,4 @@ pub fn reachable(from: u64, to: u64) -> Option<u64> {
         );
     }
     Some(stub)
-}
-
-/// Writes a few code bytes at `at` (made writable for the duration);
-/// false when the page protection cannot be changed.
-pub fn write_code(at: u64, bytes: &[u8]) -> bool {
-    let lo = at & !(PAGE - 1);
-    let len = ((at + bytes.len() as u64 + PAGE - 1) & !(PAGE - 1)) - lo;
-    let rx = libc::PROT_READ | libc::PROT_EXEC;
-    // SAFETY: the caller guarantees nothing executes these bytes while they
-    // change (start-up, single thread) and that they are ours to change.
-    unsafe {
-        if libc::mprotect(lo as *mut libc::c_void, len as usize, rx | libc::PROT_WRITE) != 0 {
-            return false;
-        }
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len());
-        libc::mprotect(lo as *mut libc::c_void, len as usize, rx);
-    }
-    true
-}
-
-/// Writes code bytes: each executable segment that receives writes is made
-/// writable for the duration and then gets its own protection back.
-fn write_text(m: &Module, writes: &[(u64, [u8; 5])]) {
-    for &(start, end, flags) in &m.text {
-        let here: Vec<_> = writes
-            .iter()
-            .filter(|w| w.0 >= start && w.0 + 5 <= end)
-            .collect();
-        if here.is_empty() {
-            continue;
-        }
-        let lo = start & !(PAGE - 1);
-        let len = ((end + PAGE - 1) & !(PAGE - 1)) - lo;
-        let mut prot = libc::PROT_EXEC;
-        if flags & libc::PF_R != 0 {
-            prot |= libc::PROT_READ;
-        }
-        // SAFETY: [lo, lo+len) is this module's mapped executable segment;
-        // no other thread runs yet (start-up), so nothing executes the
-        // bytes while they change.
-        unsafe {
-            if libc::mprotect(
-                lo as *mut libc::c_void,
-                len as usize,
-                prot | libc::PROT_WRITE,
-            ) != 0
-            {
-                continue;
-            }
-            for (addr, bytes) in here {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), *addr as *mut u8, 5);
-            }
-            libc::mprotect(lo as *mut libc::c_void, len as usize, prot);
-        }
-    }
 }

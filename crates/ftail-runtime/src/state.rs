@@ -48,6 +48,11 @@ pub struct SideEntry {
     pub ret: u64,
     /// The stack slot it was taken from (the function's CFA − 8).
     pub slot: u64,
+    /// The caller's rbx, while rbx points at this entry.
+    pub rbx: u64,
+    /// The first entry of a chain of thunks on the same slot (this entry
+    /// when it starts one); its `ret` and `rbx` are the chain caller's.
+    pub base: u64,
 }
 
 /// Status: the thread has not recorded yet; the next event sets it up.
@@ -70,6 +75,11 @@ const _: () = {
     assert!(offset_of!(ThreadState, side) == 64);
     assert!(offset_of!(ThreadState, side_depth) == 72);
     assert!(offset_of!(ThreadState, side_cap) == 80);
+    assert!(offset_of!(ThreadState, reserve_end) == 88);
+    assert!(std::mem::size_of::<SideEntry>() == 32);
+    assert!(offset_of!(SideEntry, slot) == 8);
+    assert!(offset_of!(SideEntry, rbx) == 16);
+    assert!(offset_of!(SideEntry, base) == 24);
 };
 
 /// One open function on the trace stack.

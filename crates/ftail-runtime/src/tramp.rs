@@ -123,19 +123,44 @@ std::arch::global_asm!(
     .cfi_adjust_cfa_offset -8
     .endm
 
-    # Buffer full (the slot reserved by xadd is past the end): count the
-    # event as lost; the first time, call \fn to close what is open from
-    # the reserve. Returns through label 9.
+    # Buffer full (the slot reserved by xadd is past the end): the first
+    # time (the reserve is unused) call \fn to close what is open from the
+    # reserve; later, count the event as lost. Returns through label 9.
     .macro FTAIL_FULL fn
+    cmpq $0, 88(%r11)                # the reserve still unused?
+    jne 5f
     mov 48(%r11), %rcx
     test %rcx, %rcx
     jz 9b
-    cmpq $0, (%rcx)
-    je 5f
     incq (%rcx)
     jmp 9b
 5:  FTAIL_SLOW \fn
     jmp 9b
+    .endm
+
+    # Fills the side entry at rax for the slot at rdx: return address,
+    # slot, rbx, and the chain's base entry. A tail callee of a thunk that
+    # tail-calls through a thunk itself finds the top entry at its own
+    # slot with rbx pointing at it: the two thunks form a chain, and the
+    # unwind info of the inner one (see unwind.rs) reads the base entry,
+    # so an unwinder steps over the whole chain (libgcc aborts on two
+    # frames with the same CFA). Clobbers rcx.
+    .macro FTAIL_SIDE_ENTRY
+    lea -32(%rax), %rcx
+    cmp 64(%r11), %rax
+    je 5f                            # no entry below
+    cmp %rdx, 8(%rcx)
+    jne 5f
+    cmp %rcx, %rbx
+    jne 5f
+    mov 24(%rcx), %rcx               # chained: share its base
+    jmp 6f
+5:  mov %rax, %rcx
+6:  mov %rcx, 24(%rax)
+    mov 40(%rsp), %rcx
+    mov %rcx, (%rax)
+    mov %rdx, 8(%rax)
+    mov %rbx, 16(%rax)
     .endm
 
     .text
@@ -264,7 +289,11 @@ ftail_tail_mark:
     # address moves to the side stack and `ret $8` returns into the thunk
     # with rsp at the function's CFA, so TARGET is called with exactly the
     # stack a jump would have given it (alignment and stack arguments
-    # intact). ZF=1 says "converted"; ZF=0 (side stack unavailable or
+    # intact). The side entry also keeps rbx, and rbx points at the entry
+    # until the callee returns: rbx is callee-saved, so the callee keeps
+    # it, and the thunk's unwind info (`unwind.rs`) finds the return
+    # address and the caller's rbx through it. A tail jump never reads rbx
+    # (the tail caller has restored it for its own caller). ZF=1 says "converted"; ZF=0 (side stack unavailable or
     # full) leaves the stack alone and the thunk takes the original jump.
     # Every call is matched by its own ret: a shadow stack stays in step.
     .p2align 4
@@ -281,12 +310,12 @@ ftail_convert_enter:
     test %rcx, %rcx                  # thunk): their slot is below ours
     jz 3f
     mov %rcx, %rax
-    shl $4, %rax
-    add 64(%r11), %rax               # &side[depth]; the top is at -16
-    cmp %rdx, -8(%rax)
+    shl $5, %rax
+    add 64(%r11), %rax               # &side[depth]; the top is at -32
+    cmp %rdx, -24(%rax)
     jae 3f
     mov %rdx, %rax
-    sub -8(%rax), %rax               # never across stacks: within 256 MiB
+    sub -24(%rax), %rax              # never across stacks: within 256 MiB
     cmp $0x10000000, %rax
     jae 3f
     decq 72(%r11)
@@ -294,14 +323,12 @@ ftail_convert_enter:
 3:  cmp 80(%r11), %rcx
     jae 9f                           # full: take the original jump
     mov %rcx, %rax
-    shl $4, %rax
+    shl $5, %rax
     add 64(%r11), %rax               # &side[depth]
-    mov 40(%rsp), %rcx
-    mov %rcx, (%rax)                 # written, reserved, written again
-    mov %rdx, 8(%rax)                # (see ftail_entry)
-    incq 72(%r11)
-    mov %rcx, (%rax)
-    mov %rdx, 8(%rax)
+    FTAIL_SIDE_ENTRY                 # written, reserved, written again
+    incq 72(%r11)                    # (see ftail_entry)
+    FTAIL_SIDE_ENTRY
+    mov %rax, %rbx                   # borrowed until the callee returns
     mov 16(%r11), %rcx               # flag the function's trace entry:
     test %rcx, %rcx                  # its exit comes from the thunk
     jz 4f
@@ -347,7 +374,8 @@ ftail_convert_enter:
     # Convert thunk, second half: jumped to when the tail callee has
     # returned into the thunk (rsp at the function's CFA; rax, rdx, xmm0-1
     # and st0-1 hold return values). Puts the saved return address back in
-    # its slot, records the function's exit and returns to its caller.
+    # its slot and rbx back, records the function's exit and returns to
+    # its caller.
     .p2align 4
     .globl ftail_convert_leave
     .hidden ftail_convert_leave
@@ -363,15 +391,16 @@ ftail_convert_leave:
     test %rcx, %rcx
     jz 6f
     mov %rcx, %rax
-    shl $4, %rax
+    shl $5, %rax
     add 64(%r11), %rax
-    cmp %rdx, -8(%rax)
+    cmp %rdx, -24(%rax)
     je 2f
     ja 6f                            # our entry is missing: cannot go on
     decq 72(%r11)                    # stale (below us): drop
     jmp 1b
-2:  mov -16(%rax), %rcx
+2:  mov -32(%rax), %rcx
     mov %rcx, 32(%rsp)               # the return address, back in place
+    mov -16(%rax), %rbx              # and the borrowed register
     decq 72(%r11)
     cmpq $1, 40(%r11)
     jne 9f

@@ -1,0 +1,286 @@
+//! Which functions are traced, and changing that while the program runs.
+//!
+//! The selection (tracing on or off, include and exclude globs) decides,
+//! for every planned module, what each site should hold
+//! ([`ModulePlan::wanted`]); applying a selection writes the sites that
+//! differ. At start-up and when a library is mapped the writes are
+//! quiescent; a change while the program runs uses the live protocol of
+//! `poke.rs`.
+//!
+//! A change comes from the control agent (a thread listening on the
+//! abstract Unix socket `ftail-ctl-PID`, started only when `ftail record`
+//! is given `--ctl` or `--off`) or from the program itself through
+//! [`ftail_ctl`]. Both take [`CONTROL`]; nothing that holds it calls into
+//! the dynamic loader, which calls in here (through `dlhook.rs`) with its
+//! own lock held.
+//!
+//! Switching a function off while a thread is inside it leaves that
+//! thread's entry open; it is closed as unwound by the next event that
+//! shows the frame gone, or when the thread or process ends.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::Mutex;
+
+use crate::config::glob;
+use crate::modules::Module;
+use crate::patch::{plan_module, ModulePlan, Patched, Trampolines};
+use crate::poke;
+
+/// What is traced.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Tracing on at all.
+    pub enabled: bool,
+    /// Include globs (empty: every function).
+    pub include: Vec<String>,
+    /// Exclude globs.
+    pub exclude: Vec<String>,
+}
+
+impl Selection {
+    /// Whether the function called `name` is traced.
+    pub fn selects(&self, name: &str) -> bool {
+        let included = self.include.is_empty() || self.include.iter().any(|g| glob(g, name));
+        self.enabled && included && !self.exclude.iter().any(|g| glob(g, name))
+    }
+}
+
+struct Planned {
+    plan: ModulePlan,
+    /// Its slot in the SIGTRAP handler's site tables.
+    slot: Option<usize>,
+}
+
+struct Control {
+    modules: Vec<Planned>,
+    selection: Selection,
+    trampolines: Trampolines,
+}
+
+static CONTROL: Mutex<Option<Control>> = Mutex::new(None);
+
+fn lock() -> std::sync::MutexGuard<'static, Option<Control>> {
+    CONTROL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sets the initial selection; called once at start-up.
+pub fn init(selection: Selection, trampolines: Trampolines) {
+    *lock() = Some(Control {
+        modules: Vec::new(),
+        selection,
+        trampolines,
+    });
+}
+
+/// Plans a newly found module and writes its sites for the current
+/// selection (quiescent: nothing runs the module's code yet).
+pub fn add_module(m: &Module) -> Patched {
+    let mut guard = lock();
+    let Some(c) = guard.as_mut() else {
+        return Patched::default();
+    };
+    let plan = plan_module(m, c.trampolines);
+    let slot = poke::publish_sites(plan.sites.iter().map(|s| s.addr).collect());
+    let done = apply(&plan, &c.selection, false);
+    c.modules.push(Planned { plan, slot });
+    done
+}
+
+/// Forgets the modules whose load bias is not in `loaded` (unloaded).
+pub fn keep_modules(loaded: &HashSet<u64>) {
+    let mut guard = lock();
+    let Some(c) = guard.as_mut() else { return };
+    c.modules.retain(|p| {
+        let keep = loaded.contains(&p.plan.base);
+        if let (false, Some(slot)) = (keep, p.slot) {
+            poke::withdraw_sites(slot);
+        }
+        keep
+    });
+}
+
+/// Writes the sites of `plan` that differ from what `selection` wants;
+/// returns the module's state afterwards.
+fn apply(plan: &ModulePlan, selection: &Selection, live: bool) -> Patched {
+    let traced: Vec<bool> = plan.names.iter().map(|n| selection.selects(n)).collect();
+    let mut writes = Vec::new();
+    let mut done = Patched {
+        functions: traced.iter().filter(|&&t| t).count() as u64,
+        skipped: plan.skipped,
+        ..Patched::default()
+    };
+    for site in &plan.sites {
+        let want = plan.wanted(site, &traced);
+        // SAFETY: planned sites lie in the module's executable segments,
+        // mapped while the module is planned (unloaded modules are
+        // forgotten first).
+        let now = unsafe { std::slice::from_raw_parts(site.addr as *const u8, 5) };
+        if want != ftail_abi::NOP5 {
+            done.sites += 1;
+            done.converted += u64::from(want[0] == 0xe9);
+        }
+        if now == want {
+            continue;
+        }
+        if !ModulePlan::is_ours(site, now) {
+            done.skipped += 1;
+            continue;
+        }
+        writes.push((site.addr, want));
+    }
+    let batch = poke::Batch {
+        text: &plan.text,
+        writes: &writes,
+    };
+    poke::write_sites(&batch, live);
+    done
+}
+
+/// Runs one control command: `on`, `off`, `filter GLOB,...`,
+/// `exclude GLOB,...` (empty: none) or `status`. Returns a one-line
+/// answer.
+pub fn command(line: &str) -> Result<String, String> {
+    let mut guard = lock();
+    let Some(c) = guard.as_mut() else {
+        return Err("the runtime is not set up".into());
+    };
+    let (verb, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+    let globs = || -> Vec<String> {
+        rest.split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut selection = c.selection.clone();
+    match verb {
+        "on" => selection.enabled = true,
+        "off" => selection.enabled = false,
+        "filter" => selection.include = globs(),
+        "exclude" => selection.exclude = globs(),
+        "status" => {}
+        _ => return Err(format!("unknown command {verb:?}")),
+    }
+    let changed = verb != "status";
+    let mut total = Patched::default();
+    for p in &c.modules {
+        let done = if changed {
+            apply(&p.plan, &selection, true)
+        } else {
+            state(&p.plan, &selection)
+        };
+        total.functions += done.functions;
+        total.sites += done.sites;
+        total.converted += done.converted;
+    }
+    c.selection = selection;
+    let s = &c.selection;
+    Ok(format!(
+        "tracing={} filter={} exclude={} functions={} sites={}",
+        if s.enabled { "on" } else { "off" },
+        s.include.join(","),
+        s.exclude.join(","),
+        total.functions,
+        total.sites,
+    ))
+}
+
+/// The counts `apply` would report, without writing.
+fn state(plan: &ModulePlan, selection: &Selection) -> Patched {
+    let traced: Vec<bool> = plan.names.iter().map(|n| selection.selects(n)).collect();
+    let on = plan
+        .sites
+        .iter()
+        .filter(|s| plan.wanted(s, &traced) != ftail_abi::NOP5)
+        .count();
+    Patched {
+        functions: traced.iter().filter(|&&t| t).count() as u64,
+        sites: on as u64,
+        ..Patched::default()
+    }
+}
+
+/// The program's own control entry point: runs `command` (see
+/// [`command`]); returns 0 when it succeeded, -1 otherwise. Not
+/// async-signal-safe.
+///
+/// # Safety
+///
+/// `command` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ftail_ctl(command_text: *const libc::c_char) -> libc::c_int {
+    if command_text.is_null() {
+        return -1;
+    }
+    // SAFETY: per the contract.
+    let text = unsafe { std::ffi::CStr::from_ptr(command_text) }.to_string_lossy();
+    match command(&text) {
+        Ok(_) => 0,
+        Err(_) => -1,
+    }
+}
+
+/// The abstract socket name of process `pid`'s control agent.
+pub fn agent_name(pid: u32) -> String {
+    format!("ftail-ctl-{pid}")
+}
+
+/// Starts the control agent thread.
+pub fn start_agent() {
+    let _ = std::thread::Builder::new()
+        .name("ftail-ctl".into())
+        .spawn(agent);
+}
+
+fn agent() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    // SAFETY: blocking every signal in this thread only, so the program's
+    // signals keep going to its own threads.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+    let Ok(addr) = SocketAddr::from_abstract_name(agent_name(std::process::id())) else {
+        return;
+    };
+    let Ok(listener) = UnixListener::bind_addr(&addr) else {
+        return;
+    };
+    for stream in listener.incoming().flatten() {
+        if !same_user(&stream) {
+            continue;
+        }
+        let mut out = &stream;
+        for line in BufReader::new(&stream).lines() {
+            let Ok(line) = line else { break };
+            let answer = match command(&line) {
+                Ok(s) => format!("ok {s}\n"),
+                Err(e) => format!("error {e}\n"),
+            };
+            if out.write_all(answer.as_bytes()).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Only the user running the program may control it.
+fn same_user(stream: &std::os::unix::net::UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getsockopt(SO_PEERCRED) fills a ucred of the given size.
+    unsafe {
+        let mut cred: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        );
+        r == 0 && cred.uid == libc::getuid()
+    }
+}

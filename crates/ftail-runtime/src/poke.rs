@@ -1,0 +1,284 @@
+//! Writing code bytes, before other threads exist or while they run.
+//!
+//! Quiescent writes (start-up, a library being mapped) just make the text
+//! writable, copy, and restore the protection.
+//!
+//! Live writes follow the kernel's `text_poke_bp` protocol, because other
+//! threads may be executing the very bytes that change and x86 only
+//! guarantees cross-modifying code for a single-byte `int3`:
+//! 1. write `int3` over the first byte of every site, serialise every core;
+//! 2. write bytes 1–4 of the new instruction, serialise;
+//! 3. write the new first byte, serialise.
+//!
+//! "Serialise" is `membarrier(PRIVATE_EXPEDITED_SYNC_CORE)`: every thread
+//! of the process executes a core-serialising instruction before it runs
+//! user code again. A thread that reaches a site while it holds `int3`
+//! traps; [`on_sigtrap`] lets it step over the site as if it were the nop
+//! (that call records nothing), or restart it once the site is complete.
+//! Every instruction the protocol writes is a single instruction, so a
+//! thread is never left in the middle of one.
+
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+
+const PAGE: u64 = 4096;
+
+/// `membarrier` commands (linux/membarrier.h).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 5;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 6;
+
+/// Text segments (start, end, PF_* flags) and the 5-byte writes to make
+/// in them.
+pub struct Batch<'a> {
+    pub text: &'a [(u64, u64, u32)],
+    pub writes: &'a [(u64, [u8; 5])],
+}
+
+/// Writes a few code bytes at `at` while no other thread can execute
+/// them; false when the page protection cannot be changed.
+pub fn write_code(at: u64, bytes: &[u8]) -> bool {
+    let lo = at & !(PAGE - 1);
+    let len = ((at + bytes.len() as u64 + PAGE - 1) & !(PAGE - 1)) - lo;
+    let rx = libc::PROT_READ | libc::PROT_EXEC;
+    // SAFETY: the caller guarantees nothing executes these bytes while they
+    // change (start-up, single thread) and that they are ours to change.
+    unsafe {
+        if libc::mprotect(lo as *mut libc::c_void, len as usize, rx | libc::PROT_WRITE) != 0 {
+            return false;
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len());
+        libc::mprotect(lo as *mut libc::c_void, len as usize, rx);
+    }
+    true
+}
+
+/// Applies `batch`; `live` when other threads may be running the code.
+pub fn write_sites(batch: &Batch, live: bool) {
+    for &(start, end, flags) in batch.text {
+        let here: Vec<(u64, [u8; 5])> = batch
+            .writes
+            .iter()
+            .copied()
+            .filter(|w| w.0 >= start && w.0 + 5 <= end)
+            .collect();
+        if here.is_empty() {
+            continue;
+        }
+        let lo = start & !(PAGE - 1);
+        let len = (((end + PAGE - 1) & !(PAGE - 1)) - lo) as usize;
+        let mut prot = libc::PROT_EXEC;
+        if flags & libc::PF_R != 0 {
+            prot |= libc::PROT_READ;
+        }
+        // SAFETY: [lo, lo+len) is a mapped executable segment of a loaded
+        // module; while it is writable other threads keep executing it
+        // (the mapping stays executable).
+        if unsafe { libc::mprotect(lo as *mut libc::c_void, len, prot | libc::PROT_WRITE) } != 0 {
+            continue;
+        }
+        if live {
+            write_live(&here, lo, len, prot);
+        } else {
+            for (addr, bytes) in &here {
+                // SAFETY: quiescent: nothing executes the site; the page
+                // is writable.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), *addr as *mut u8, 5) };
+            }
+        }
+        // SAFETY: as above; the segment gets its own protection back.
+        unsafe { libc::mprotect(lo as *mut libc::c_void, len, prot) };
+    }
+}
+
+/// The int3-first protocol over writable text.
+fn write_live(writes: &[(u64, [u8; 5])], lo: u64, len: usize, prot: i32) {
+    install_trap_handler();
+    let sync = || sync_cores(lo, len, prot);
+    // Every address is a 5-byte site in the writable segment; byte stores
+    // are single-copy atomic, and between the steps every core is
+    // serialised, so a thread sees the old instruction, `int3`, or the new
+    // instruction — never a mix.
+    let store = |at: u64, b: u8| {
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(at as *mut u8, b) }
+    };
+    for (addr, _) in writes {
+        store(*addr, 0xcc);
+    }
+    sync();
+    for (addr, bytes) in writes {
+        for (i, &b) in bytes.iter().enumerate().skip(1) {
+            store(*addr + i as u64, b);
+        }
+    }
+    sync();
+    for (addr, bytes) in writes {
+        store(*addr, bytes[0]);
+    }
+    sync();
+}
+
+/// The process for which the sync-core membarrier is registered (it is
+/// per address space: a forked child registers again).
+static MEMBARRIER_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Makes every thread of the process execute a serialising instruction
+/// before it runs user code again. Without the sync-core membarrier
+/// (kernels before 4.16), a protection change on the segment does it: its
+/// TLB shootdown interrupts every core running this process, and the
+/// return from that interrupt serialises.
+fn sync_cores(lo: u64, len: usize, prot: i32) {
+    // SAFETY: getpid and membarrier have no memory effects on this process.
+    let pid = unsafe { libc::getpid() } as u32;
+    if MEMBARRIER_PID.load(Ordering::Relaxed) != pid {
+        // SAFETY: as above.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+                0,
+                0,
+            )
+        };
+        if r == 0 {
+            MEMBARRIER_PID.store(pid, Ordering::Relaxed);
+        }
+    }
+    if MEMBARRIER_PID.load(Ordering::Relaxed) == pid {
+        // SAFETY: as above.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
+                0,
+                0,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+    // SAFETY: the segment is ours to re-protect (see write_sites); it ends
+    // writable as it was.
+    unsafe {
+        libc::mprotect(lo as *mut libc::c_void, len, prot);
+        libc::mprotect(lo as *mut libc::c_void, len, prot | libc::PROT_WRITE);
+    }
+}
+
+// ---------------------------------------------------------------------
+// The SIGTRAP handler.
+
+/// Sorted site addresses of each planned module, for the handler. Slots
+/// are filled once and emptied when a module is unloaded; the tables are
+/// never freed, because a handler may still be reading one.
+const MAX_TABLES: usize = 1024;
+static TABLES: [AtomicPtr<Box<[u64]>>; MAX_TABLES] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_TABLES];
+static TABLES_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// Publishes a module's site addresses; returns its slot.
+pub fn publish_sites(mut addrs: Vec<u64>) -> Option<usize> {
+    addrs.sort_unstable();
+    let table = Box::into_raw(Box::new(addrs.into_boxed_slice()));
+    let slot = TABLES_USED.fetch_add(1, Ordering::AcqRel);
+    if slot >= MAX_TABLES {
+        return None;
+    }
+    TABLES[slot].store(table, Ordering::Release);
+    Some(slot)
+}
+
+/// Withdraws a module's table (the module is being unloaded).
+pub fn withdraw_sites(slot: usize) {
+    TABLES[slot].store(std::ptr::null_mut(), Ordering::Release);
+}
+
+fn is_site(addr: u64) -> bool {
+    let used = TABLES_USED.load(Ordering::Acquire).min(MAX_TABLES);
+    TABLES[..used].iter().any(|t| {
+        let t = t.load(Ordering::Acquire);
+        // SAFETY: published tables are leaked, never freed.
+        !t.is_null() && unsafe { (*t).binary_search(&addr).is_ok() }
+    })
+}
+
+/// The handler that was installed before ours (to chain to).
+static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Installs [`on_sigtrap`] unless it is already the handler; the program
+/// may have installed its own since the last batch.
+fn install_trap_handler() {
+    // SAFETY: sigaction with valid pointers; `old` is leaked so the handler
+    // can read it at any time.
+    unsafe {
+        let mut cur: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGTRAP, std::ptr::null(), &mut cur);
+        if cur.sa_sigaction == on_sigtrap as *const () as usize {
+            return;
+        }
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_sigtrap as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        let old = Box::into_raw(Box::new(std::mem::zeroed::<libc::sigaction>()));
+        if libc::sigaction(libc::SIGTRAP, &act, old) == 0 {
+            PREVIOUS.store(old, Ordering::Release);
+        }
+    }
+}
+
+/// SIGTRAP: a thread hit a site while it held `int3` (its first byte, so
+/// RIP is the site + 1). While the site is still `int3` the thread skips
+/// it like the nop; once it is complete the thread runs it again. Any other
+/// trap goes to the previous handler, or takes the default action.
+extern "C" fn on_sigtrap(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let uc = ctx.cast::<libc::ucontext_t>();
+    // SAFETY: the kernel passes this thread's saved context.
+    let rip = unsafe { (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] } as u64;
+    let site = rip.wrapping_sub(1);
+    if is_site(site) {
+        // SAFETY: `site` is a mapped, executable site address.
+        let still_int3 = unsafe { std::ptr::read_volatile(site as *const u8) } == 0xcc;
+        let resume = if still_int3 { site + 5 } else { site };
+        // SAFETY: as above; the resume point is an instruction boundary.
+        unsafe { (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = resume as i64 };
+        return;
+    }
+    chain(sig, info, ctx);
+}
+
+fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let prev = PREVIOUS.load(Ordering::Acquire);
+    let handler = if prev.is_null() {
+        libc::SIG_DFL
+    } else {
+        // SAFETY: `prev` is the leaked previous action.
+        unsafe { (*prev).sa_sigaction }
+    };
+    match handler {
+        libc::SIG_IGN => {}
+        libc::SIG_DFL => {
+            // SAFETY: restoring the default action and raising again ends
+            // the process as the trap would have without us (SA_NODEFER:
+            // the signal is not blocked here).
+            unsafe {
+                libc::signal(libc::SIGTRAP, libc::SIG_DFL);
+                libc::raise(libc::SIGTRAP);
+            }
+        }
+        f => {
+            // SAFETY: the program installed this handler for SIGTRAP with
+            // these flags; it is called as the kernel would have.
+            unsafe {
+                if (*prev).sa_flags & libc::SA_SIGINFO != 0 {
+                    let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+                        std::mem::transmute(f);
+                    f(sig, info, ctx);
+                } else {
+                    let f: extern "C" fn(i32) = std::mem::transmute(f);
+                    f(sig);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Unwind information for the convert thunks, which are written at run
+//! time: one `.eh_frame`-format block per module (a CIE, one FDE per
+//! thunk, a zero terminator) registered with libgcc's `__register_frame`,
+//! so that a C++ exception or a backtrace taken inside a tail callee
+//! passes through the thunk to the tail caller's caller.
+//!
+//! While the callee runs, the thunk's frame is unusual: its return address
+//! is not on the stack but in its side-stack entry, and rbx points at that
+//! entry (`tramp.rs`). The rules for the `call` to the callee say so:
+//! * CFA = rsp + 8 — a frame of its own: libgcc tells frames apart by
+//!   their CFA, and rsp itself is the callee's CFA;
+//! * the caller's rsp = CFA − 8 (where the tail caller's return address
+//!   was);
+//! * rbx points at the thunk's side-stack entry, whose `base` field
+//!   (+24) points at the first entry of its chain (itself, unless thunks
+//!   are chained on one stack slot): the return address is saved at
+//!   [base], the caller's rbx at [base+16] (`DW_CFA_expression` with
+//!   `DW_OP_breg3 24; DW_OP_deref`). A chain thus unwinds as one frame.
+//!
+//! Before the call and on the fallback path the thunk was jumped to with
+//! the return address on the stack, which is the CIE's default rule.
+
+use crate::patch::ThunkLayout;
+
+extern "C" {
+    /// libgcc: registers a block of CIEs and FDEs, ended by a zero word;
+    /// the block must stay mapped for good.
+    fn __register_frame(begin: *const u8);
+}
+
+// DWARF call frame instructions and operations (DWARF 5, 6.4.2, 2.5).
+const DW_CFA_ADVANCE_LOC: u8 = 0x40;
+const DW_CFA_OFFSET: u8 = 0x80;
+const DW_CFA_RESTORE: u8 = 0xc0;
+const DW_CFA_DEF_CFA: u8 = 0x0c;
+const DW_CFA_EXPRESSION: u8 = 0x10;
+const DW_CFA_VAL_OFFSET: u8 = 0x14;
+const DW_OP_BREG3: u8 = 0x73;
+const DW_OP_DEREF: u8 = 0x06;
+const DW_OP_PLUS_UCONST: u8 = 0x23;
+// x86-64 DWARF register numbers.
+const RBX: u8 = 3;
+const RSP: u8 = 7;
+const RA: u8 = 16;
+
+/// Registers the unwind info of a module's thunks (nothing when none).
+pub fn register_thunks(thunks: &[ThunkLayout]) {
+    if thunks.is_empty() {
+        return;
+    }
+    let block = eh_frame(thunks);
+    // The block is leaked: libgcc reads it for as long as the process
+    // lives, like the thunks it describes (which are never unmapped).
+    let block: &'static [u8] = Vec::leak(block);
+    // SAFETY: `block` is a well-formed .eh_frame block (CIE, FDEs, zero
+    // terminator) that stays mapped for good.
+    unsafe { __register_frame(block.as_ptr()) };
+}
+
+/// The `.eh_frame` block for `thunks`.
+fn eh_frame(thunks: &[ThunkLayout]) -> Vec<u8> {
+    let mut out = Vec::new();
+    // CIE: version 1, no augmentation, code alignment 1, data alignment
+    // -8, return address column 16; CFA = rsp + 8, RA at CFA − 8.
+    let cie = entry(&mut out, 0, |b| {
+        b.extend([1, 0, 1, 0x78, RA]);
+        b.extend([DW_CFA_DEF_CFA, RSP, 8, DW_CFA_OFFSET | RA, 1]);
+    });
+    for t in thunks {
+        // The CIE pointer (patched below) is relative to its own field.
+        let fde = entry(&mut out, 0, |b| {
+            b.extend(t.start.to_le_bytes());
+            b.extend(t.len.to_le_bytes());
+            b.push(DW_CFA_ADVANCE_LOC | t.call as u8);
+            b.extend([DW_CFA_EXPRESSION, RA, 3, DW_OP_BREG3, 24, DW_OP_DEREF]);
+            b.extend([DW_CFA_EXPRESSION, RBX, 5, DW_OP_BREG3, 24, DW_OP_DEREF]);
+            b.extend([DW_OP_PLUS_UCONST, 16]);
+            b.extend([DW_CFA_VAL_OFFSET, RSP, 1]);
+            b.push(DW_CFA_ADVANCE_LOC | (t.fallback - t.call) as u8);
+            b.extend([
+                DW_CFA_RESTORE | RA,
+                DW_CFA_RESTORE | RBX,
+                DW_CFA_RESTORE | RSP,
+            ]);
+        });
+        let pointer_field = fde + 4;
+        let cie_pointer = (pointer_field - cie) as u32;
+        out[pointer_field..pointer_field + 4].copy_from_slice(&cie_pointer.to_le_bytes());
+    }
+    out.extend([0; 4]);
+    out
+}
+
+/// Appends one CIE or FDE: length, id (0 for a CIE; for an FDE a
+/// placeholder the caller patches), body, padded with `DW_CFA_nop` to 8
+/// bytes. Returns where it starts.
+fn entry(out: &mut Vec<u8>, id: u32, body: impl FnOnce(&mut Vec<u8>)) -> usize {
+    let start = out.len();
+    let mut b = id.to_le_bytes().to_vec();
+    body(&mut b);
+    while !(b.len() + 4).is_multiple_of(8) {
+        b.push(0);
+    }
+    out.extend((b.len() as u32).to_le_bytes());
+    out.extend(b);
+    start
+}
