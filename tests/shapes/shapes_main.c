@@ -22,6 +22,10 @@ long tail_by_value(struct big);
 long double half(long double);
 unsigned long tail_strlen(const char *);
 __m128 tail_vec(__m128);
+struct expr { unsigned flags; unsigned char op; struct expr *l, *r, **list; };
+struct clause { unsigned char op; int n; };
+void split(struct clause *, struct expr *, unsigned char);
+int clause_insert(struct clause *w, struct expr *e, int x) { return w->n += e->op + x; }
 
 int main(void) {
     for (int i = 0; i < 32; i++) ext_table[i] = i % 2 ? neg : twice;
@@ -36,6 +40,12 @@ int main(void) {
     float f[4];
     _mm_storeu_ps(f, tail_vec(_mm_setr_ps(1.0f, 2.5f, -3.0f, 4.25f)));
     printf("%.2f %.2f %.2f %.2f\n", f[0], f[1], f[2], f[3]);
+    /* (a AND b) AND (c AND d): split() tail-calls itself for each right side. */
+    struct expr a = {0, 1, 0, 0, 0}, bb = {0, 2, 0, 0, 0}, c = {0, 3, 0, 0, 0}, d = {0, 4, 0, 0, 0};
+    struct expr ab = {0, 9, &a, &bb, 0}, cd = {0, 9, &c, &d, 0}, all = {0, 9, &ab, &cd, 0};
+    struct clause w = {0, 0};
+    split(&w, &all, 9);
+    printf("split %d\n", w.n);
     tail_printf(2.5);
     return 0;
 }

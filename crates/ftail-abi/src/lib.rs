@@ -244,14 +244,15 @@ mod tests {
 ///
 /// A trace directory holds `info` (key=value lines: the run's metadata),
 /// `modules` (one line per loaded module with site tables:
-/// `BASE PATH`) and one event file per thread, named
+/// `BASE BUILD-ID PATH`, `-` for a module without a GNU build id) and one
+/// event file per thread, named
 /// `PID-TID.events`: an [`EventFileHeader`] followed by [`Event`]s. The event
 /// files are file-backed shared mappings of the traced process, so whatever
 /// it recorded survives `_exit`, a crash or SIGKILL. A reader stops at the
 /// first event whose time is zero (never written).
 pub mod trace {
     /// Version of the trace format; bumped on any change.
-    pub const TRACE_VERSION: u32 = 2;
+    pub const TRACE_VERSION: u32 = 3;
     /// Magic number at the start of every event file.
     pub const EVENTS_MAGIC: [u8; 8] = *b"FTAILEV1";
     /// File name of the metadata.

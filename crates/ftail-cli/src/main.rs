@@ -104,6 +104,16 @@ enum Cmd {
         #[arg(short = 'd', long, default_value = "ftail.data")]
         dir: PathBuf,
     },
+    /// Per function: calls, total and self time
+    Report {
+        /// Trace directory
+        #[arg(short = 'd', long, default_value = "ftail.data")]
+        dir: PathBuf,
+        /// Sort by total, self, calls or name
+        #[arg(short = 's', long, default_value = "total",
+              value_parser = ["total", "self", "calls", "name"])]
+        sort: String,
+    },
     /// List and verify the sites of an executable or shared library
     #[command(after_help = "Examples:\n  ftail sites ./a.out\n  ftail sites --json libfoo.so")]
     Sites {
@@ -173,6 +183,7 @@ fn ftail_main() -> Result<i32> {
             exclude,
         } => ctl::run(pid, action.as_deref(), &filter, &exclude),
         Cmd::Replay { dir } => replay(&dir),
+        Cmd::Report { dir, sort } => report(&dir, &sort),
     }
 }
 
@@ -181,6 +192,21 @@ fn replay(dir: &std::path::Path) -> Result<i32> {
     let trace = ftail_trace::trace::open(dir)?;
     let text = ftail_trace::replay::render(&trace);
     // A closed pipe (`| head`) ends the output quietly.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(0)
+}
+
+fn report(dir: &std::path::Path, sort: &str) -> Result<i32> {
+    use ftail_trace::report::SortKey;
+    use std::io::Write;
+    let trace = ftail_trace::trace::open(dir)?;
+    let key = match sort {
+        "self" => SortKey::SelfTime,
+        "calls" => SortKey::Calls,
+        "name" => SortKey::Name,
+        _ => SortKey::Total,
+    };
+    let text = ftail_trace::report::render(&trace, key);
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(0)
 }

@@ -109,7 +109,8 @@ fn prepare_dir(dir: &Path) -> Result<()> {
 }
 
 /// The runtime library: `$FTAIL_RUNTIME`, or next to the `ftail` binary,
-/// or in `../lib` or `../lib/ftail` relative to it.
+/// or in `../lib` or `../lib/ftail` relative to it; failing those, the copy
+/// built into `ftail`, written to the user's cache directory.
 pub fn find_runtime() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os(RUNTIME_ENV) {
         return Ok(PathBuf::from(p));
@@ -129,9 +130,34 @@ pub fn find_runtime() -> Result<PathBuf> {
             return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
         }
     }
-    bail!(
-        "the runtime library {RUNTIME_NAME} was not found next to {}; build it with \
-         `cargo build --release -p ftail-runtime` or set {RUNTIME_ENV}",
-        exe.display()
-    )
+    embedded_runtime()
+}
+
+/// The runtime library built into this binary (see build.rs).
+const EMBEDDED_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libftail_runtime.so"));
+
+/// Writes the embedded runtime to `$XDG_CACHE_HOME/ftail` (or
+/// `~/.cache/ftail`) under a name that changes with its contents, once.
+fn embedded_runtime() -> Result<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context("no cache directory for the runtime library (set HOME or XDG_CACHE_HOME)")?
+        .join("ftail");
+    // FNV-1a: a name per build of the runtime, not a security measure.
+    let hash = EMBEDDED_RUNTIME
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let path = cache.join(format!("libftail_runtime-{hash:016x}.so"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let tmp = cache.join(format!(".libftail_runtime-{}.tmp", std::process::id()));
+    std::fs::write(&tmp, EMBEDDED_RUNTIME).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }

@@ -110,7 +110,12 @@ fn check_shapes_trace(t: &Trace, mode: &str) {
         _ => assert!(converted >= 5, "{mode}: {converted} converted"),
     }
     let text = replay(t);
-    // Tail calls into traced callees end when the callee returns.
+    // Tail calls into traced callees end when the callee returns; split()
+    // tail-calls itself (a jump to its own entry site).
+    assert!(
+        text.contains("} /* split (tail call) */"),
+        "{mode}:\n{text}"
+    );
     for f in ["tail_direct", "tail_reg", "tail_member", "tail_slot"] {
         let open = format!("| {}{f}() {{", "  ");
         assert!(text.contains(&open), "{f} not shown with a callee:\n{text}");
@@ -147,20 +152,24 @@ fn shapes_traced_clang() {
 
 #[test]
 fn threads_each_record_their_own_balanced_calls() {
-    for mode in MODES {
-        check_threads(mode);
+    for cc in compilers() {
+        for mode in MODES {
+            check_threads(cc, mode);
+        }
     }
 }
 
-fn check_threads(mode: &str) {
+/// gcc, and clang-19 where it is installed.
+fn compilers() -> Vec<&'static str> {
+    ["gcc", "clang-19"]
+        .into_iter()
+        .filter(|cc| have(cc))
+        .collect()
+}
+
+fn check_threads(cc: &str, mode: &str) {
     let dir = scratch();
-    let exe = build(
-        dir.path(),
-        "gcc",
-        &["-O2"],
-        &[fixture("threads.c")],
-        "threads",
-    );
+    let exe = build(dir.path(), cc, &["-O2"], &[fixture("threads.c")], "threads");
     let (out, t) = record(dir.path(), &exe, &[], &["--tail", mode]);
     assert_eq!(out.stdout, untraced(&exe, &[]).stdout);
     assert_balanced(&t);
@@ -170,27 +179,23 @@ fn check_threads(mode: &str) {
     // each tail-calling leaf().
     for th in threads.iter().filter(|th| th.tid != t.processes[0].pid) {
         let b = th.balance();
-        assert_eq!(b.entries, 1 + 1973 + 2000, "tid {}: {b:?}", th.tid);
-        assert_eq!(b.tail_exits, 1000, "tid {}: {b:?}", th.tid);
+        assert_eq!(b.entries, 1 + 1973 + 2000, "{cc} tid {}: {b:?}", th.tid);
+        assert_eq!(b.tail_exits, 1000, "{cc} tid {}: {b:?}", th.tid);
     }
 }
 
 #[test]
 fn longjmp_signals_fork_and_exit_stay_balanced() {
-    for mode in MODES {
-        check_unwind(mode);
+    for cc in compilers() {
+        for mode in MODES {
+            check_unwind(cc, mode);
+        }
     }
 }
 
-fn check_unwind(mode: &str) {
+fn check_unwind(cc: &str, mode: &str) {
     let dir = scratch();
-    let exe = build(
-        dir.path(),
-        "gcc",
-        &["-O2"],
-        &[fixture("unwind.c")],
-        "unwind",
-    );
+    let exe = build(dir.path(), cc, &["-O2"], &[fixture("unwind.c")], "unwind");
     let plain = untraced(&exe, &[]);
     let (out, t) = record(dir.path(), &exe, &[], &["--tail", mode]);
     assert_eq!(out.stdout, plain.stdout);
@@ -222,16 +227,22 @@ fn check_unwind(mode: &str) {
             .map(|l| l.len())
             .collect();
         assert_eq!(opens.len(), 2, "{text}");
-        assert_eq!(opens[0], opens[1], "{mode}: nested raise_it:\n{text}");
+        assert_eq!(opens[0], opens[1], "{cc} {mode}: nested raise_it:\n{text}");
     }
 }
 
 #[test]
 fn cxx_exceptions_through_traced_frames() {
+    for cxx in ["g++", "clang++-19"].into_iter().filter(|c| have(c)) {
+        check_exceptions(cxx);
+    }
+}
+
+fn check_exceptions(cxx: &str) {
     let dir = scratch();
     let exe = dir.path().join("exc");
     run_ok(
-        ftail_cc("g++")
+        ftail_cc(cxx)
             .args(["-O2", "-o"])
             .arg(&exe)
             .arg(fixture("exceptions.cc")),
@@ -243,11 +254,11 @@ fn cxx_exceptions_through_traced_frames() {
         ("convert", None),
         ("auto", Some("*thrower*")),
     ] {
-        let mut args = vec!["--tail", mode];
+        let mut args = vec![cxx, "--tail", mode];
         if let Some(f) = extra {
             args.extend(["-N", f]);
         }
-        let (out, t) = record(dir.path(), &exe, &[], &args);
+        let (out, t) = record(dir.path(), &exe, &[], &args[1..]);
         assert_eq!(out.stdout, plain, "{args:?}");
         assert_eq!(out.status.code(), Some(0), "{args:?}");
         assert_balanced(&t);
@@ -491,23 +502,34 @@ fn dlopened_libraries_are_traced_from_their_constructor() {
     assert_eq!(text.matches("plugin_init() {").count(), 2, "{text}");
     assert_eq!(text.matches("plugin_entry() {").count(), 2, "{text}");
     assert_eq!(t.processes[0].info["dlopen_hook"], "true");
+    // Each module is listed with its load address and GNU build id.
+    let modules = &t.processes[0].modules;
+    assert!(modules.len() >= 2, "{modules:?}");
+    for m in modules {
+        let notes = run_ok(Command::new("readelf").arg("-n").arg(&m.path));
+        let id = m.build_id.as_deref().expect("build id");
+        assert!(notes.contains(&format!("Build ID: {id}")), "{id}\n{notes}");
+    }
 }
 
 #[test]
 fn exec_of_an_instrumented_program_is_traced_separately() {
     let dir = scratch();
     let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("exec.c")], "exec");
-    let (out, t) = record(dir.path(), &exe, &[], &[]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "parent 2\nchild 3\n");
-    assert_eq!(t.processes.len(), 2, "two images of one process");
-    assert_eq!(t.processes[0].pid, t.processes[1].pid);
-    assert_eq!(t.processes[1].key, format!("{}~1", t.processes[0].pid));
-    assert_balanced(&t);
-    let text = replay(&t);
-    assert!(
-        text.contains("become_child() {") && text.contains("/* become_child (unwound) */"),
-        "{text}"
-    );
+    // execv, then the variadic execl (wrapped in assembly).
+    for args in [&[][..], &["l"][..]] {
+        let (out, t) = record(dir.path(), &exe, args, &[]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "parent 2\nchild 3\n");
+        assert_eq!(t.processes.len(), 2, "two images of one process");
+        assert_eq!(t.processes[0].pid, t.processes[1].pid);
+        assert_eq!(t.processes[1].key, format!("{}~1", t.processes[0].pid));
+        assert_balanced(&t);
+        let text = replay(&t);
+        assert!(
+            text.contains("become_child() {") && text.contains("/* become_child (unwound) */"),
+            "{args:?}: {text}"
+        );
+    }
 }
 
 #[test]
@@ -745,4 +767,39 @@ fn ftail_ctl_switches_a_running_program() {
     let out = run(Command::new(ftail()).args(["ctl", "1", "on"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no ftail control agent"));
+}
+
+#[test]
+fn an_ftail_installed_alone_uses_its_embedded_runtime() {
+    // As after `cargo install`: the binary alone, no runtime beside it.
+    let dir = scratch();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let alone = bin.join("ftail");
+    std::fs::copy(ftail(), &alone).unwrap();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("threads.c")],
+        "threads",
+    );
+    let cache = dir.path().join("cache");
+    let out = run(Command::new(&alone)
+        .env("XDG_CACHE_HOME", &cache)
+        .env_remove("FTAIL_RUNTIME")
+        .arg("record")
+        .arg("-d")
+        .arg(dir.path().join("trace"))
+        .arg(&exe));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = trace::open(&dir.path().join("trace")).unwrap();
+    assert_balanced(&t);
+    assert!(totals(&t).entries > 0);
+    let written: Vec<_> = std::fs::read_dir(cache.join("ftail")).unwrap().collect();
+    assert_eq!(written.len(), 1, "one runtime copy in the cache");
 }

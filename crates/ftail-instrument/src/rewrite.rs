@@ -398,7 +398,9 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                 continue;
             }
             let cold_flag = if cold { SiteFlags::COLD } else { 0 };
-            let internal = |t: &str| own_labels.contains(t);
+            // A jump to the function's own name enters it again through its
+            // entry site: a self tail call, not an internal jump.
+            let internal = |t: &str| own_labels.contains(t) && t != f.name;
             let local_label =
                 |t: &str| t.starts_with(".L") || t.starts_with(|c: char| c.is_ascii_digit());
             let placed = match fl {

@@ -66,13 +66,7 @@ pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u
         return;
     }
     pop(st, EventKind::Exit, addr, now);
-    // Tail callers that handed their frame to this function end with it.
-    while let Some(t) = top(st) {
-        if t.cfa != cfa || t.word & MARKED == 0 {
-            break;
-        }
-        pop(st, EventKind::TailExit, 0, now);
-    }
+    pop_tail_callers(st, cfa, now);
 }
 
 /// Slow path of `ftail_convert_enter`: sets the thread up.
@@ -100,6 +94,18 @@ pub unsafe extern "C" fn ftail_slow_tail_return(st: *mut ThreadState, cfa: u64, 
     let now = rdtsc();
     close_gone_frames(st, cfa, now, false);
     if top(st).is_some_and(|t| t.cfa == cfa) {
+        pop(st, EventKind::TailExit, 0, now);
+        pop_tail_callers(st, cfa, now);
+    }
+}
+
+/// Pops the entries that handed their frame at `cfa` to the function that
+/// just ended (tail callers marked by a tail site): they end with it.
+fn pop_tail_callers(st: &mut ThreadState, cfa: u64, now: u64) {
+    while let Some(t) = top(st) {
+        if t.cfa != cfa || t.word & MARKED == 0 {
+            break;
+        }
         pop(st, EventKind::TailExit, 0, now);
     }
 }

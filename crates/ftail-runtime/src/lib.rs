@@ -26,7 +26,6 @@ mod thread_exit;
 mod tramp;
 mod unwind;
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
@@ -101,7 +100,7 @@ extern "C" fn init() {
         totals.sites += p.sites;
         totals.skipped += p.skipped;
         totals.converted += p.converted;
-        let _ = writeln!(modules_text, "{:#x} {}", m.base, module_path(&m));
+        modules_text.push_str(&module_line(&m));
     }
     let dlopen_hooked = dlhook::install(bases);
     write_metadata(hz, start_tsc, totals, &modules_text, dlopen_hooked);
@@ -180,6 +179,15 @@ fn module_path(m: &modules::Module) -> String {
         .unwrap_or_else(|_| m.path.clone())
 }
 
+/// The module's line in `KEY.modules`: `BASE BUILD-ID PATH`.
+fn module_line(m: &modules::Module) -> String {
+    let id = m.build_id.as_ref().map_or_else(
+        || "-".to_string(),
+        |id| id.iter().map(|b| format!("{b:02x}")).collect(),
+    );
+    format!("{:#x} {id} {}\n", m.base, module_path(m))
+}
+
 /// Adds a module loaded later to this process's module list.
 pub(crate) fn append_module(m: &modules::Module) {
     use std::io::Write as _;
@@ -191,7 +199,7 @@ pub(crate) fn append_module(m: &modules::Module) {
         .create(true)
         .open(path)
     {
-        let _ = writeln!(f, "{:#x} {}", m.base, module_path(m));
+        let _ = f.write_all(module_line(m).as_bytes());
     }
 }
 
@@ -290,3 +298,27 @@ exec_wrapper!(execv, c"execv", (path: Path, argv: Argv));
 exec_wrapper!(execvp, c"execvp", (file: Path, argv: Argv));
 exec_wrapper!(execvpe, c"execvpe", (file: Path, argv: Argv, envp: Argv));
 exec_wrapper!(fexecve, c"fexecve", (fd: i32, argv: Argv, envp: Argv));
+
+/// Called by the variadic exec wrappers (`tramp.rs`): closes the calling
+/// thread's open frames and returns libc's `execl` (0), `execlp` (1) or
+/// `execle` (2), or a function that fails with ENOSYS.
+pub(crate) extern "C" fn before_variadic_exec(which: u32) -> usize {
+    hooks::close_all_open();
+    let name = match which {
+        0 => c"execl",
+        1 => c"execlp",
+        _ => c"execle",
+    };
+    let real = next_symbol(name);
+    if real.is_null() {
+        exec_unavailable as *const () as usize
+    } else {
+        real as usize
+    }
+}
+
+extern "C" fn exec_unavailable() -> i32 {
+    // SAFETY: errno is thread-local.
+    unsafe { *libc::__errno_location() = libc::ENOSYS };
+    -1
+}

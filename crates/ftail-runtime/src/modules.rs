@@ -17,6 +17,8 @@ pub struct Module {
     pub text: Vec<(u64, u64, u32)>,
     /// Run-time address of the dynamic section, if any.
     pub dynamic: Option<u64>,
+    /// GNU build id (`NT_GNU_BUILD_ID` note), if any.
+    pub build_id: Option<Vec<u8>>,
 }
 
 /// A site resolved to run-time addresses.
@@ -53,6 +55,7 @@ unsafe extern "C" fn visit(
     let mut funcs = Vec::new();
     let mut text = Vec::new();
     let mut dynamic = None;
+    let mut build_id = None;
     for ph in phdrs {
         match ph.p_type {
             libc::PT_NOTE => {
@@ -60,7 +63,7 @@ unsafe extern "C" fn visit(
                 // SAFETY: a PT_NOTE segment is mapped readable for its memsz.
                 let bytes =
                     unsafe { std::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize) };
-                collect_notes(start, bytes, &mut funcs);
+                collect_notes(start, bytes, &mut funcs, &mut build_id);
             }
             libc::PT_DYNAMIC => dynamic = Some(base + ph.p_vaddr),
             libc::PT_LOAD if ph.p_flags & libc::PF_X != 0 => {
@@ -88,6 +91,7 @@ unsafe extern "C" fn visit(
             funcs,
             text,
             dynamic,
+            build_id,
         });
     }
     0
@@ -97,7 +101,15 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn collect_notes(start: u64, bytes: &[u8], funcs: &mut Vec<*const FuncRecord>) {
+/// `NT_GNU_BUILD_ID` (elf.h).
+const NT_GNU_BUILD_ID: u32 = 3;
+
+fn collect_notes(
+    start: u64,
+    bytes: &[u8],
+    funcs: &mut Vec<*const FuncRecord>,
+    build_id: &mut Option<Vec<u8>>,
+) {
     let mut off = 0;
     let align4 = |n: usize| (n + 3) & !3;
     while let (Some(namesz), Some(descsz), Some(ty)) = (
@@ -112,6 +124,9 @@ fn collect_notes(start: u64, bytes: &[u8], funcs: &mut Vec<*const FuncRecord>) {
             break;
         }
         let name = &bytes[name_at..name_at + namesz as usize];
+        if ty == NT_GNU_BUILD_ID && name == b"GNU\0" {
+            *build_id = Some(bytes[desc_at..desc_at + descsz as usize].to_vec());
+        }
         let ours = ty == NOTE_TYPE_SITES && name.strip_suffix(&[0]) == Some(NOTE_NAME.as_bytes());
         if ours && descsz as usize >= std::mem::size_of::<SitesNote>() {
             let desc = start + desc_at as u64;

@@ -413,7 +413,11 @@ ftail_convert_leave:
     lea 40(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f
-    decq 16(%r11)                    # pop it
+    cmp $1, %rcx
+    je 3f
+    cmp %rdx, -32(%rax)
+    je 8f                            # a tail caller below shares our CFA
+3:  decq 16(%r11)                    # pop it
     cmp {maxdepth}(%rip), %rcx
     ja 9f
     rdtsc
@@ -465,3 +469,48 @@ ftail_convert_leave:
     slow_tail_return = sym ftail_slow_tail_return,
     options(att_syntax)
 );
+
+/// The variadic exec functions (`execl`, `execlp`, `execle`) cannot be
+/// written in Rust, so their wrappers are assembly: save the argument
+/// registers (and `al`), let [`crate::before_variadic_exec`] close the
+/// thread's open frames and find libc's function, restore everything and
+/// jump there with the caller's stack untouched (the variadic arguments
+/// past the sixth are on it). rsp is 16-byte aligned for the call: 8 at
+/// entry plus seven pushes.
+macro_rules! variadic_exec_wrapper {
+    ($name:ident, $which:expr) => {
+        /// Closes the calling thread's open frames, then runs libc's
+        /// function of the same name with the same arguments.
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub extern "C" fn $name() {
+            std::arch::naked_asm!(
+                "push %rdi",
+                "push %rsi",
+                "push %rdx",
+                "push %rcx",
+                "push %r8",
+                "push %r9",
+                "push %rax",
+                "mov ${which}, %edi",
+                "call {before}",
+                "mov %rax, %r11",
+                "pop %rax",
+                "pop %r9",
+                "pop %r8",
+                "pop %rcx",
+                "pop %rdx",
+                "pop %rsi",
+                "pop %rdi",
+                "jmp *%r11",
+                which = const $which,
+                before = sym crate::before_variadic_exec,
+                options(att_syntax)
+            )
+        }
+    };
+}
+
+variadic_exec_wrapper!(execl, 0);
+variadic_exec_wrapper!(execlp, 1);
+variadic_exec_wrapper!(execle, 2);

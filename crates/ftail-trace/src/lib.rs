@@ -6,5 +6,6 @@
 #![deny(missing_docs)]
 
 pub mod replay;
+pub mod report;
 pub mod sites;
 pub mod trace;

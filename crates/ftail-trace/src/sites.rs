@@ -454,6 +454,14 @@ fn check_complete(img: &Image, f: &Function) -> Vec<(u64, String)> {
     let site_before = |ip: u64, want: &dyn Fn(SiteKind) -> bool| {
         by_addr.get(&(ip.wrapping_sub(5))).is_some_and(|&k| want(k))
     };
+    // A jump to the function's start (up to its entry site) enters it
+    // again: a self tail call, which needs its tail site like any other.
+    let entry = f
+        .sites
+        .iter()
+        .find(|s| s.kind == SiteKind::Entry)
+        .map_or(f.start, |s| s.addr);
+    let leaves = |target: u64| !f.contains(target) || (f.start..=entry).contains(&target);
     let parts = std::iter::once((f.start, f.size)).chain(f.cold);
     for (start, size) in parts {
         let Some(code) = img.bytes(start, u64::from(size)) else {
@@ -468,7 +476,7 @@ fn check_complete(img: &Image, f: &Function) -> Vec<(u64, String)> {
                     Some("ret without an exit site".to_string())
                 }
                 FlowControl::UnconditionalBranch
-                    if !f.contains(i.near_branch_target())
+                    if leaves(i.near_branch_target())
                         && !site_before(ip, &|k| k.is_tail() || k == SiteKind::ExitThunk)
                         && by_addr.get(&ip) != Some(&SiteKind::LocalIndirect) =>
                 {
@@ -477,12 +485,10 @@ fn check_complete(img: &Image, f: &Function) -> Vec<(u64, String)> {
                         i.near_branch_target()
                     ))
                 }
-                FlowControl::ConditionalBranch if !f.contains(i.near_branch_target()) => {
-                    Some(format!(
-                        "conditional jump out of the function to {:#x}",
-                        i.near_branch_target()
-                    ))
-                }
+                FlowControl::ConditionalBranch if leaves(i.near_branch_target()) => Some(format!(
+                    "conditional jump out of the function to {:#x}",
+                    i.near_branch_target()
+                )),
                 FlowControl::IndirectBranch
                     if !site_before(ip, &|k| k == SiteKind::TailIndirect)
                         && by_addr.get(&ip) != Some(&SiteKind::LocalIndirect) =>

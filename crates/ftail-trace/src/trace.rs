@@ -29,10 +29,21 @@ pub struct Process {
     pub key: String,
     /// Its `PID.info` key/value pairs.
     pub info: BTreeMap<String, String>,
-    /// Modules with site tables: (load bias, path).
-    pub modules: Vec<(u64, PathBuf)>,
+    /// Modules with site tables.
+    pub modules: Vec<Module>,
     /// Its threads.
     pub threads: Vec<Thread>,
+}
+
+/// A module with site tables, as the traced process loaded it.
+#[derive(Debug, Clone)]
+pub struct Module {
+    /// Load bias.
+    pub base: u64,
+    /// GNU build id (hex), when the module has one.
+    pub build_id: Option<String>,
+    /// Absolute path.
+    pub path: PathBuf,
 }
 
 /// One thread's recording.
@@ -152,14 +163,20 @@ fn read_info(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn read_modules(path: &Path) -> Vec<(u64, PathBuf)> {
+/// `BASE BUILD-ID PATH` lines (`-` for no build id).
+fn read_modules(path: &Path) -> Vec<Module> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
-            let (base, p) = l.split_once(' ')?;
+            let (base, rest) = l.split_once(' ')?;
+            let (id, p) = rest.split_once(' ')?;
             let base = u64::from_str_radix(base.trim_start_matches("0x"), 16).ok()?;
-            Some((base, PathBuf::from(p)))
+            Some(Module {
+                base,
+                build_id: (id != "-").then(|| id.to_string()),
+                path: PathBuf::from(p),
+            })
         })
         .collect()
 }
@@ -293,7 +310,7 @@ impl Symbols {
     /// Loads the tables of `p`'s modules; unreadable modules are skipped.
     pub fn load(p: &Process) -> Symbols {
         let mut names = HashMap::new();
-        for (base, path) in &p.modules {
+        for Module { base, path, .. } in &p.modules {
             let Ok(data) = std::fs::read(path) else {
                 continue;
             };
@@ -381,7 +398,7 @@ mod tests {
             "version=1\npid=7\ntsc_hz=1000000000\n",
         )
         .unwrap();
-        std::fs::write(d.path().join("7.modules"), "0x1000 /nonexistent\n").unwrap();
+        std::fs::write(d.path().join("7.modules"), "0x1000 - /nonexistent\n").unwrap();
         std::fs::write(d.path().join("7-8.events"), events).unwrap();
         d
     }

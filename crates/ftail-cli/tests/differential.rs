@@ -1,0 +1,500 @@
+//! Differential correctness: what ftail records against two independent
+//! tracers, on the same source built three ways with the same flags:
+//! * ftail: `ftail cc gcc -O2`, recorded with `ftail record`;
+//! * uftrace: `gcc -O2 -pg -mfentry`, recorded with `uftrace record`;
+//! * `-finstrument-functions`: `gcc -O2 -finstrument-functions -no-pie`
+//!   with a counting hook (`tests/differential/finstr-hook.c`).
+//!
+//! The rules, per function of the program (the functions in ftail's site
+//! tables):
+//! * ftail and uftrace count the same calls, and the same calls per
+//!   (caller, callee) pair: both see each out-of-line call, and both nest a
+//!   tail callee in its tail caller (uftrace because the callee returns to
+//!   the return address it hijacked in the caller, ftail by design);
+//!   uftrace's library calls are skipped and a callee's caller is its
+//!   nearest traced ancestor, as ftail sees it.
+//! * `-finstrument-functions` also counts calls the compiler inlined (its
+//!   hooks stay where the inlined body is) and turns tail calls into calls,
+//!   which does not change counts: for a function out of line in both
+//!   builds its count is at least ftail's, and equal when the function is
+//!   never inlined (every function of the fixture is `noinline`).
+//!
+//! A mismatch names the function and both counts.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use ftail_abi::trace::EventKind;
+use ftail_trace::trace::{self, Symbols};
+
+type Counts = BTreeMap<String, u64>;
+type Pairs = BTreeMap<(String, String), u64>;
+
+fn differential_dir() -> PathBuf {
+    repo().join("tests/differential")
+}
+
+/// Whether the peers are installed (CI installs them).
+fn have_peers() -> bool {
+    have("uftrace") && have("gcc")
+}
+
+/// The functions in a binary's site tables.
+fn program_functions(exe: &Path) -> BTreeSet<String> {
+    let data = std::fs::read(exe).unwrap();
+    ftail_trace::sites::read(&data)
+        .unwrap()
+        .into_iter()
+        .map(|f| trace::demangle(&f.name))
+        .collect()
+}
+
+/// Calls per function and per (caller, callee) as ftail records them.
+fn ftail_calls(dir: &Path, exe: &Path, args: &[&str], stdin: Option<&Path>) -> (Counts, Pairs) {
+    let tdir = dir.join("ftail.data");
+    let mut cmd = Command::new(ftail());
+    cmd.arg("record")
+        .arg("-d")
+        .arg(&tdir)
+        .args(["--buffer-events", "40000000", "--"])
+        .arg(exe)
+        .args(args)
+        .current_dir(dir);
+    if let Some(f) = stdin {
+        cmd.stdin(std::fs::File::open(f).unwrap());
+    }
+    run_ok(&mut cmd);
+    let t = trace::open(&tdir).unwrap();
+    let (mut counts, mut pairs) = (Counts::new(), Pairs::new());
+    for p in &t.processes {
+        let syms = Symbols::load(p);
+        for th in &p.threads {
+            assert_eq!(th.lost, 0, "ftail lost events: raise --buffer-events");
+            let mut stack: Vec<String> = Vec::new();
+            for e in &th.events {
+                match e.kind() {
+                    Some(EventKind::Entry) => {
+                        let name = syms.name(e.addr());
+                        let parent = stack.last().cloned().unwrap_or_default();
+                        *counts.entry(name.clone()).or_default() += 1;
+                        *pairs.entry((parent, name.clone())).or_default() += 1;
+                        stack.push(name);
+                    }
+                    Some(_) => {
+                        stack.pop();
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+    (counts, pairs)
+}
+
+/// The same from `uftrace replay`: each call's line is indented two
+/// spaces per level; lines of functions outside `program` (library calls)
+/// are skipped when finding a caller.
+fn uftrace_calls(
+    dir: &Path,
+    exe: &Path,
+    args: &[&str],
+    stdin: Option<&Path>,
+    program: &BTreeSet<String>,
+) -> (Counts, Pairs) {
+    let udir = dir.join("uftrace.data");
+    let mut cmd = Command::new("uftrace");
+    cmd.arg("record")
+        .arg("-d")
+        .arg(&udir)
+        .arg(exe)
+        .args(args)
+        .current_dir(dir);
+    if let Some(f) = stdin {
+        cmd.stdin(std::fs::File::open(f).unwrap());
+    }
+    run_ok(&mut cmd);
+    let text = run_ok(
+        Command::new("uftrace")
+            .args(["replay", "--no-pager", "-f", "none", "-d"])
+            .arg(&udir),
+    );
+    let (mut counts, mut pairs) = (Counts::new(), Pairs::new());
+    // The open calls: (name, traced by ftail too).
+    let mut stack: Vec<(String, bool)> = Vec::new();
+    for line in text.lines() {
+        let body = line.trim_start();
+        let depth = (line.len() - body.len()) / 2;
+        let (name, opens) = if let Some(n) = body.strip_suffix("() {") {
+            (n, true)
+        } else if let Some(n) = body.strip_suffix("();") {
+            (n, false)
+        } else {
+            continue;
+        };
+        stack.truncate(depth);
+        let ours = program.contains(name);
+        if ours {
+            let parent = stack
+                .iter()
+                .rev()
+                .find(|(_, o)| *o)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_default();
+            *counts.entry(name.to_string()).or_default() += 1;
+            *pairs.entry((parent, name.to_string())).or_default() += 1;
+        }
+        if opens {
+            stack.push((name.to_string(), ours));
+        }
+    }
+    (counts, pairs)
+}
+
+/// Calls per function from the `-finstrument-functions` hook, named with
+/// the binary's symbol table.
+fn finstr_counts(dir: &Path, exe: &Path, args: &[&str], stdin: Option<&Path>) -> Counts {
+    let out = dir.join("finstr.txt");
+    let mut cmd = Command::new(exe);
+    cmd.args(args).env("FINSTR_OUT", &out).current_dir(dir);
+    if let Some(f) = stdin {
+        cmd.stdin(std::fs::File::open(f).unwrap());
+    }
+    run_ok(&mut cmd);
+    let symbols: BTreeMap<u64, String> = run_ok(Command::new("nm").arg(exe))
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (addr, kind, name) = (w.next()?, w.next()?, w.next()?);
+            let addr = u64::from_str_radix(addr, 16).ok()?;
+            matches!(kind, "T" | "t").then(|| (addr, name.to_string()))
+        })
+        .collect();
+    let mut counts = Counts::new();
+    for l in std::fs::read_to_string(&out).unwrap().lines() {
+        let (addr, n) = l.split_once(' ').unwrap();
+        let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap();
+        let name = symbols.get(&addr).cloned().unwrap_or(format!("{addr:#x}"));
+        *counts.entry(name).or_default() += n.parse::<u64>().unwrap();
+    }
+    counts
+}
+
+/// How another tracer's counts must relate to ftail's.
+#[derive(Clone, Copy, PartialEq)]
+enum Rule {
+    /// The same.
+    Equal,
+    /// At least ftail's (the other also counts inlined calls).
+    AtLeast,
+}
+
+/// Compares per-key counts; returns one line per mismatch.
+fn compare<K: Ord + std::fmt::Debug>(
+    what: &str,
+    ftail: &BTreeMap<K, u64>,
+    other: &BTreeMap<K, u64>,
+    keys: impl Iterator<Item = K>,
+    rule: Rule,
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    for k in keys {
+        let (a, b) = (
+            ftail.get(&k).copied().unwrap_or(0),
+            other.get(&k).copied().unwrap_or(0),
+        );
+        let ok = match rule {
+            Rule::Equal => a == b,
+            Rule::AtLeast => b >= a,
+        };
+        if !ok {
+            bad.push(format!("{k:?}: ftail {a}, {what} {b}"));
+        }
+    }
+    bad
+}
+
+/// The three tracers on one program, built by `build(kind, dir)`.
+struct Subject<'a> {
+    label: &'a str,
+    args: &'a [&'a str],
+    stdin: Option<PathBuf>,
+    /// `-finstrument-functions` counts must equal ftail's (every function
+    /// is noinline), rather than be at least ftail's.
+    finstr_exact: bool,
+}
+
+fn check(subject: &Subject, dir: &Path, exes: &Builds) {
+    let stdin = subject.stdin.as_deref();
+    let program = program_functions(&exes.ftail);
+    let (fc, fp) = ftail_calls(dir, &exes.ftail, subject.args, stdin);
+    let (uc, up) = uftrace_calls(dir, &exes.uftrace, subject.args, stdin, &program);
+    let ic = finstr_counts(dir, &exes.finstr, subject.args, stdin);
+    let total: u64 = fc.values().sum();
+    assert!(total > 0, "{}: ftail recorded nothing", subject.label);
+    let mut bad = compare("uftrace", &fc, &uc, program.iter().cloned(), Rule::Equal);
+    let pair_keys: BTreeSet<_> = fp.keys().chain(up.keys()).cloned().collect();
+    bad.extend(compare(
+        "uftrace",
+        &fp,
+        &up,
+        pair_keys.into_iter(),
+        Rule::Equal,
+    ));
+    let rule = if subject.finstr_exact {
+        Rule::Equal
+    } else {
+        Rule::AtLeast
+    };
+    // Functions out of line in both builds.
+    let both = program.iter().filter(|f| ic.contains_key(*f)).cloned();
+    bad.extend(compare("-finstrument-functions", &fc, &ic, both, rule));
+    let equal = program
+        .iter()
+        .filter(|f| fc.contains_key(*f) && fc.get(*f) == ic.get(*f))
+        .count();
+    eprintln!(
+        "{}: {total} calls of {} functions; uftrace: same counts and call pairs; \
+         -finstrument-functions: {equal} of {} functions equal",
+        subject.label,
+        fc.len(),
+        program.iter().filter(|f| ic.contains_key(*f)).count()
+    );
+    assert!(
+        bad.is_empty(),
+        "{}: {} mismatches:\n{}",
+        subject.label,
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+struct Builds {
+    ftail: PathBuf,
+    uftrace: PathBuf,
+    finstr: PathBuf,
+}
+
+/// The finstr hook, compiled once per directory.
+fn hook_object(dir: &Path) -> PathBuf {
+    let o = dir.join("finstr-hook.o");
+    if !o.exists() {
+        run_ok(
+            Command::new("gcc")
+                .args(["-O2", "-c", "-o"])
+                .arg(&o)
+                .arg(differential_dir().join("finstr-hook.c")),
+        );
+    }
+    o
+}
+
+#[test]
+fn fixture_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
+    if !have_peers() {
+        return;
+    }
+    let dir = scratch();
+    let d = dir.path();
+    let src = differential_dir().join("calls.c");
+    let exe = |n: &str| d.join(n);
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(exe("ftail"))
+            .arg(&src),
+    );
+    run_ok(
+        Command::new("gcc")
+            .args(["-O2", "-pg", "-mfentry", "-o"])
+            .arg(exe("uftrace"))
+            .arg(&src),
+    );
+    run_ok(
+        Command::new("gcc")
+            .args(["-O2", "-finstrument-functions", "-no-pie", "-o"])
+            .arg(exe("finstr"))
+            .arg(&src)
+            .arg(hook_object(d)),
+    );
+    let builds = Builds {
+        ftail: exe("ftail"),
+        uftrace: exe("uftrace"),
+        finstr: exe("finstr"),
+    };
+    check(
+        &Subject {
+            label: "calls.c",
+            args: &["2000"],
+            stdin: None,
+            finstr_exact: true,
+        },
+        d,
+        &builds,
+    );
+}
+
+/// Builds Lua 5.4 (the corpus sources) three ways into `dir`.
+fn build_lua(dir: &Path) -> Builds {
+    let src = repo().join("corpus/.cache/src/lua54");
+    if !src.is_dir() {
+        run_ok(
+            Command::new("bash")
+                .arg(repo().join("corpus/fetch.sh"))
+                .arg("lua54"),
+        );
+    }
+    let hook = hook_object(dir);
+    let variants: [(&str, String, String, String); 3] = [
+        (
+            "ftail",
+            format!("{} cc gcc", ftail().display()),
+            String::new(),
+            String::new(),
+        ),
+        (
+            "uftrace",
+            "gcc".into(),
+            "-pg -mfentry".into(),
+            String::new(),
+        ),
+        (
+            "finstr",
+            "gcc".into(),
+            "-finstrument-functions".into(),
+            format!("-no-pie {}", hook.display()),
+        ),
+    ];
+    for (name, cc, cflags, ldflags) in &variants {
+        let b = dir.join(format!("lua-{name}"));
+        run_ok(Command::new("cp").arg("-a").arg(&src).arg(&b));
+        run_ok(Command::new("make").current_dir(&b).args([
+            "-j2".to_string(),
+            format!("CC={cc}"),
+            // A fixed string-hash seed (`!(L)` is 0): Lua seeds it from the
+            // time and addresses, and the number of collisions (calls of
+            // mainpositionTV) would differ from run to run.
+            format!("CFLAGS=-O2 -std=gnu99 -DLUA_USE_LINUX -Dluai_makeseed=! {cflags}"),
+            format!("MYLDFLAGS={ldflags}"),
+            "MYLIBS=-ldl".to_string(),
+            "lua".to_string(),
+        ]));
+    }
+    Builds {
+        ftail: dir.join("lua-ftail/lua"),
+        uftrace: dir.join("lua-uftrace/lua"),
+        finstr: dir.join("lua-finstr/lua"),
+    }
+}
+
+#[test]
+fn lua_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
+    if !full_suite() {
+        eprintln!("skipping the Lua differential test: set FTAIL_CORPUS=1");
+        return;
+    }
+    assert!(have_peers());
+    let dir = scratch();
+    let builds = build_lua(dir.path());
+    let script = differential_dir().join("work.lua");
+    check(
+        &Subject {
+            label: "Lua 5.4 running tests/differential/work.lua",
+            args: &[script.to_str().unwrap()],
+            stdin: None,
+            finstr_exact: false,
+        },
+        dir.path(),
+        &builds,
+    );
+}
+
+/// The SQLite amalgamation: from the corpus build when it ran, else made
+/// from the corpus sources (`make sqlite3.c`, which needs tclsh).
+fn sqlite_amalgamation(dir: &Path) -> PathBuf {
+    for variant in ["gcc", "clang-19"] {
+        let built = repo()
+            .join("target/corpus")
+            .join(format!("sqlite-{variant}"));
+        if built.join("sqlite3.c").is_file() && built.join("test/speedtest1.c").is_file() {
+            return built;
+        }
+    }
+    let src = repo().join("corpus/.cache/src/sqlite");
+    if !src.is_dir() {
+        run_ok(
+            Command::new("bash")
+                .arg(repo().join("corpus/fetch.sh"))
+                .arg("sqlite"),
+        );
+    }
+    let b = dir.join("sqlite-src");
+    run_ok(Command::new("cp").arg("-a").arg(&src).arg(&b));
+    run_ok(
+        Command::new("./configure")
+            .arg("--disable-tcl")
+            .current_dir(&b),
+    );
+    run_ok(Command::new("make").arg("sqlite3.c").current_dir(&b));
+    b
+}
+
+/// Builds speedtest1 three ways, two compilations at a time.
+fn build_speedtest(dir: &Path) -> Builds {
+    let src = sqlite_amalgamation(dir);
+    let hook = hook_object(dir);
+    let compile = |cc: Vec<String>, out: PathBuf| {
+        let src = src.clone();
+        std::thread::spawn(move || {
+            run_ok(
+                Command::new(&cc[0])
+                    .args(&cc[1..])
+                    .arg("-I")
+                    .arg(&src)
+                    .arg(src.join("test/speedtest1.c"))
+                    .arg(src.join("sqlite3.c"))
+                    .args(["-lpthread", "-lm", "-ldl", "-o"])
+                    .arg(out),
+            );
+        })
+    };
+    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    let ftail_cc = format!("{} cc gcc -O2", ftail().display());
+    let a = compile(words(&ftail_cc), dir.join("st-ftail"));
+    let b = compile(words("gcc -O2 -pg -mfentry"), dir.join("st-uftrace"));
+    a.join().unwrap();
+    b.join().unwrap();
+    let finstr = format!("gcc -O2 -finstrument-functions -no-pie {}", hook.display());
+    compile(words(&finstr), dir.join("st-finstr"))
+        .join()
+        .unwrap();
+    Builds {
+        ftail: dir.join("st-ftail"),
+        uftrace: dir.join("st-uftrace"),
+        finstr: dir.join("st-finstr"),
+    }
+}
+
+#[test]
+fn sqlite_speedtest1_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
+    if !full_suite() {
+        eprintln!("skipping the SQLite differential test: set FTAIL_CORPUS=1");
+        return;
+    }
+    assert!(have_peers());
+    let dir = scratch();
+    let builds = build_speedtest(dir.path());
+    check(
+        &Subject {
+            label: "SQLite speedtest1 --size 1",
+            args: &["--size", "1"],
+            stdin: None,
+            finstr_exact: false,
+        },
+        dir.path(),
+        &builds,
+    );
+}
