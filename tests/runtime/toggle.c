@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static atomic_int stop;
 static atomic_long calls;
@@ -23,6 +24,10 @@ static void *spin(void *arg) {
   do {
     acc += tail_work(n);
     n++;
+    /* Untraced work between calls: about a call per microsecond, so the
+     * trace of the whole run fits the test's buffers. */
+    for (volatile int spin = 0; spin < 300; spin++)
+      ;
   } while (!atomic_load_explicit(&stop, memory_order_relaxed));
   atomic_fetch_add(&calls, n);
   return (void *)acc;
@@ -41,6 +46,10 @@ int main(int argc, char **argv) {
   int failed = 0;
   for (int i = 0; ctl && i < toggles; i++)
     failed += ctl(commands[i % 8]) != 0;
+  /* End with everything traced for a while. */
+  if (ctl)
+    failed += ctl("filter") + ctl("exclude") + ctl("on") != 0;
+  usleep(20000);
   atomic_store(&stop, 1);
   for (int i = 0; i < 4; i++)
     pthread_join(t[i], 0);

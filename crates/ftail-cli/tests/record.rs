@@ -587,7 +587,7 @@ fn a_full_buffer_loses_events_but_stays_balanced() {
 /// traced function's caller. (`--tail=mark`: convert thunks have no unwind
 /// info yet.)
 #[test]
-fn gdb_backtraces_pass_through_trampolines() {
+fn gdb_backtraces_pass_through_trampolines_and_thunks() {
     if !have("gdb") {
         return;
     }
@@ -621,6 +621,33 @@ fn gdb_backtraces_pass_through_trampolines() {
         frames[2].contains(" main ") || frames[2].contains(" in main"),
         "{text}"
     );
+
+    // Inside a tail callee behind a convert thunk: gdb learns of the thunk
+    // through its JIT interface and unwinds through it to main.
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2", "-g"],
+        &[repo().join("tests/differential/calls.c")],
+        "calls",
+    );
+    let out = run(Command::new("gdb")
+        .args(["-q", "-batch", "-nx"])
+        .args(["-ex", "set breakpoint pending on", "-ex", "break leaf"])
+        .args(["-ex", "run", "-ex", "bt", "-ex", "kill"])
+        .arg("--args")
+        .arg("env")
+        .arg(format!("LD_PRELOAD={}", runtime().display()))
+        .arg(format!("FTAIL_DIR={}", tdir.display()))
+        .arg("FTAIL_TAIL=convert")
+        .arg(&exe)
+        .arg("3"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let frames: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(frames.len() == 3, "{text}");
+    assert!(frames[0].contains(" leaf "), "{text}");
+    assert!(frames[1].contains("ftail_convert_thunk"), "{text}");
+    assert!(frames[2].contains(" main "), "{text}");
 }
 
 #[test]
@@ -671,7 +698,7 @@ fn check_toggles(cc: &str, mode: &str) {
         dir.path(),
         &exe,
         &["10000"],
-        &["--off", "--tail", mode, "--buffer-events", "200000"],
+        &["--off", "--tail", mode, "--buffer-events", "4000000"],
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),

@@ -96,13 +96,49 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         }
     }
     st.cursor = base + HEADER;
-    st.end = base + size - reserve;
+    st.end = base + HEADER;
+    st.limit = base + size - reserve;
     st.reserve_end = base + size;
     st.lost = base + std::mem::offset_of!(EventFileHeader, lost) as u64;
+    extend(st);
     replay_open_frames(st);
     crate::thread_exit::watch();
     true
 }
+
+/// Smallest and largest step of [`extend`].
+const FIRST_CHUNK: u64 = 64 << 10;
+const MAX_CHUNK: u64 = 2 << 20;
+
+/// Makes the next part of the buffer usable: `end` moves forward by as
+/// much as is already used (64 KiB at first, 2 MiB at most), and those
+/// pages are faulted in with one `madvise(MADV_POPULATE_WRITE)` instead of
+/// one page fault each (a page fault on a file-backed page costs more than
+/// the events it holds). False when the buffer is full. Async-signal-safe.
+pub fn extend(st: &mut ThreadState) -> bool {
+    if st.end >= st.limit || st.lost == 0 {
+        return false;
+    }
+    let events = st.lost - std::mem::offset_of!(EventFileHeader, lost) as u64 + HEADER;
+    let chunk = (st.end - events).clamp(FIRST_CHUNK, MAX_CHUNK);
+    let new_end = (st.end + chunk).min(st.limit);
+    let from = st.end & !4095;
+    // SAFETY: [from, new_end) lies in this thread's event mapping; populating
+    // pages changes no contents. Failure (an old kernel) is harmless: the
+    // pages then fault in one by one.
+    unsafe {
+        libc::madvise(
+            from as *mut libc::c_void,
+            (new_end - from) as usize,
+            MADV_POPULATE_WRITE,
+        )
+    };
+    st.end = new_end;
+    true
+}
+
+/// `MADV_POPULATE_WRITE` (Linux 5.14; not in every libc crate version).
+const MADV_POPULATE_WRITE: i32 = 23;
 
 /// Bytes of an event file: the header, the buffer, then room to close
 /// every frame the trace stack can hold when the buffer fills up (see

@@ -181,26 +181,62 @@ fn pop(st: &mut ThreadState, kind: EventKind, addr: u64, now: u64) {
     }
 }
 
-/// The event buffer filled up on an entry: its frame is on the trace
-/// stack but its entry was not written.
+/// An entry's reserved slot lies past the mapped-ahead part of the buffer:
+/// its frame is on the trace stack, its event not yet written.
 ///
 /// # Safety
 ///
-/// As for [`ftail_slow_entry`].
-pub unsafe extern "C" fn ftail_slow_full_entry(st: *mut ThreadState, _cfa: u64, _addr: u64) {
+/// As for [`ftail_slow_entry`]; `slot` is the slot the trampoline reserved.
+pub unsafe extern "C" fn ftail_slow_full_entry(
+    st: *mut ThreadState,
+    _cfa: u64,
+    addr: u64,
+    slot: u64,
+) {
     // SAFETY: as above.
-    close_on_full(unsafe { &mut *st }, true);
+    on_full(unsafe { &mut *st }, EventKind::Entry, addr, slot);
 }
 
-/// The event buffer filled up on an exit: its frame is already popped but
-/// its exit was not written.
+/// An exit's reserved slot lies past the mapped-ahead part of the buffer:
+/// its frame is already popped, its event not yet written.
 ///
 /// # Safety
 ///
-/// As for [`ftail_slow_entry`].
-pub unsafe extern "C" fn ftail_slow_full_exit(st: *mut ThreadState, _cfa: u64, _addr: u64) {
+/// As for [`ftail_slow_full_entry`].
+pub unsafe extern "C" fn ftail_slow_full_exit(
+    st: *mut ThreadState,
+    _cfa: u64,
+    addr: u64,
+    slot: u64,
+) {
     // SAFETY: as above.
-    close_on_full(unsafe { &mut *st }, false);
+    on_full(unsafe { &mut *st }, EventKind::Exit, addr, slot);
+}
+
+/// The same for the tail exit a convert thunk writes.
+///
+/// # Safety
+///
+/// As for [`ftail_slow_full_entry`].
+pub unsafe extern "C" fn ftail_slow_full_tail(
+    st: *mut ThreadState,
+    _cfa: u64,
+    _addr: u64,
+    slot: u64,
+) {
+    // SAFETY: as above.
+    on_full(unsafe { &mut *st }, EventKind::TailExit, 0, slot);
+}
+
+/// Maps more of the buffer and writes the event into its slot; when the
+/// buffer is full, closes what is open instead.
+fn on_full(st: &mut ThreadState, kind: EventKind, addr: u64, slot: u64) {
+    while slot + 16 > st.end && crate::buffer::extend(st) {}
+    if slot + 16 <= st.end {
+        store(slot, kind, addr, rdtsc());
+    } else {
+        close_on_full(st, kind == EventKind::Entry);
+    }
 }
 
 /// The first time a thread's buffer is full: counts the event that did not
@@ -234,6 +270,7 @@ fn close_on_full(st: &mut ThreadState, entry_lost: bool) {
 pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc: u64) {
     let slot = st.cursor;
     st.cursor += 16;
+    while slot + 16 > st.end && crate::buffer::extend(st) {}
     if slot + 16 > st.end {
         if st.reserve_end != 0 {
             close_on_full(st, kind == EventKind::Entry);
@@ -242,9 +279,14 @@ pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc:
         }
         return;
     }
+    store(slot, kind, addr, tsc);
+}
+
+/// Writes one event into a slot below `end`.
+fn store(slot: u64, kind: EventKind, addr: u64, tsc: u64) {
     let word = ((kind as u64) << KIND_SHIFT) | (addr & ADDR_MASK);
-    // SAFETY: [slot, slot + 16) lies in this thread's event mapping
-    // (checked against `end` above); the time is stored last so a reader
+    // SAFETY: [slot, slot + 16) lies in this thread's event mapping (the
+    // callers check it against `end`); the time is stored last so a reader
     // never sees a half-written event as valid.
     unsafe {
         std::ptr::write_volatile((slot + 8) as *mut u64, word);

@@ -16,6 +16,7 @@ mod buffer;
 mod config;
 mod control;
 mod dlhook;
+mod gdbjit;
 mod hooks;
 mod key;
 mod modules;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 pub struct ThreadState {
     /// Address of the next event slot.
     pub cursor: u64,
-    /// End of the event area.
+    /// End of the part of the event area mapped ahead (see `limit`).
     pub end: u64,
     /// Number of open trace-stack entries.
     pub depth: u64,
@@ -27,8 +27,9 @@ pub struct ThreadState {
     pub status: u64,
     /// Address of the event file's lost-event counter (0 when none).
     pub lost: u64,
-    /// Reserved (zero); keeps the offsets the trampolines use.
-    pub busy: u64,
+    /// End of the buffer proper; `end` advances towards it a chunk at a
+    /// time (`buffer::extend`), and the reserve follows it.
+    pub limit: u64,
     /// Base of the side stack of converted tail calls (`SideEntry` array).
     pub side: u64,
     /// Number of entries on the side stack.
@@ -71,7 +72,7 @@ const _: () = {
     assert!(offset_of!(ThreadState, stack_cap) == 32);
     assert!(offset_of!(ThreadState, status) == 40);
     assert!(offset_of!(ThreadState, lost) == 48);
-    assert!(offset_of!(ThreadState, busy) == 56);
+    assert!(offset_of!(ThreadState, limit) == 56);
     assert!(offset_of!(ThreadState, side) == 64);
     assert!(offset_of!(ThreadState, side_depth) == 72);
     assert!(offset_of!(ThreadState, side_cap) == 80);
@@ -104,7 +105,7 @@ thread_local! {
     static STATE: UnsafeCell<ThreadState> = const {
         UnsafeCell::new(ThreadState {
             cursor: 0, end: 0, depth: 0, stack: 0, stack_cap: 0, status: STATUS_NEW,
-            lost: 0, busy: 0, side: 0, side_depth: 0, side_cap: 0, reserve_end: 0,
+            lost: 0, limit: 0, side: 0, side_depth: 0, side_cap: 0, reserve_end: 0,
         })
     };
 }

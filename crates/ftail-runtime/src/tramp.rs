@@ -30,7 +30,7 @@
 
 use crate::hooks::{
     ftail_slow_entry, ftail_slow_exit, ftail_slow_full_entry, ftail_slow_full_exit,
-    ftail_slow_setup, ftail_slow_tail_return,
+    ftail_slow_full_tail, ftail_slow_setup, ftail_slow_tail_return,
 };
 use crate::state::{FTAIL_MAX_DEPTH, FTAIL_TLS_OFFSET};
 
@@ -123,9 +123,11 @@ std::arch::global_asm!(
     .cfi_adjust_cfa_offset -8
     .endm
 
-    # Buffer full (the slot reserved by xadd is past the end): the first
-    # time (the reserve is unused) call \fn to close what is open from the
-    # reserve; later, count the event as lost. Returns through label 9.
+    # The slot reserved by xadd (rdx) is past the end of the mapped-ahead
+    # part of the buffer: while the buffer is not full (the reserve is
+    # unused) call \fn(state, cfa, site + 5, slot), which maps more and
+    # writes the event, or closes what is open from the reserve; once
+    # full, count the event as lost. Returns through label 9.
     .macro FTAIL_FULL fn
     cmpq $0, 88(%r11)                # the reserve still unused?
     jne 5f
@@ -134,7 +136,8 @@ std::arch::global_asm!(
     jz 9b
     incq (%rcx)
     jmp 9b
-5:  FTAIL_SLOW \fn
+5:  mov %rdx, %rcx
+    FTAIL_SLOW \fn
     jmp 9b
     .endm
 
@@ -431,7 +434,7 @@ ftail_convert_leave:
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)
 9:  FTAIL_POP4_RET
-7:  FTAIL_FULL {full_exit}           # (its CFA/site arguments are unused)
+7:  FTAIL_FULL {full_tail}           # (its CFA/site arguments are unused)
 8:  push %rsi                        # resynchronise in Rust: the same
     push %rdi                        # frame layout as FTAIL_SLOW expects
     push %r8                         # but with the CFA 8 bytes lower
@@ -466,6 +469,7 @@ ftail_convert_leave:
     slow_setup = sym ftail_slow_setup,
     full_entry = sym ftail_slow_full_entry,
     full_exit = sym ftail_slow_full_exit,
+    full_tail = sym ftail_slow_full_tail,
     slow_tail_return = sym ftail_slow_tail_return,
     options(att_syntax)
 );

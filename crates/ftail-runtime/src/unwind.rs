@@ -2,7 +2,8 @@
 //! time: one `.eh_frame`-format block per module (a CIE, one FDE per
 //! thunk, a zero terminator) registered with libgcc's `__register_frame`,
 //! so that a C++ exception or a backtrace taken inside a tail callee
-//! passes through the thunk to the tail caller's caller.
+//! passes through the thunk to the tail caller's caller; and given to gdb
+//! through its JIT interface (`gdbjit.rs`).
 //!
 //! While the callee runs, the thunk's frame is unusual: its return address
 //! is not on the stack but in its side-stack entry, and rbx points at that
@@ -55,6 +56,16 @@ pub fn register_thunks(thunks: &[ThunkLayout]) {
     // SAFETY: `block` is a well-formed .eh_frame block (CIE, FDEs, zero
     // terminator) that stays mapped for good.
     unsafe { __register_frame(block.as_ptr()) };
+    let start = thunks.iter().map(|t| t.start).min().unwrap_or(0);
+    let end = thunks.iter().map(|t| t.start + t.len).max().unwrap_or(0);
+    let named: Vec<crate::gdbjit::Thunk> = thunks
+        .iter()
+        .map(|t| crate::gdbjit::Thunk {
+            start: t.start,
+            len: t.len,
+        })
+        .collect();
+    crate::gdbjit::register((start, end - start), &named, block);
 }
 
 /// The `.eh_frame` block for `thunks`.
