@@ -1,8 +1,15 @@
 /* Call-heavy microbenchmark: a tiny non-inlined function called N times.
  * Untraced, traced by ftail, and the floor the design sets (one rdtsc and
- * one 16-byte store per event) are compared in bench/event-cost.sh. */
+ * one 16-byte store per event) are compared in bench/event-cost.sh.
+ * `hotloop N floor` stores into a small static buffer that stays in the
+ * cache; `hotloop N file` stores every event, in order, into a fresh
+ * file-backed mapping in the current directory, as a recorder that keeps
+ * every event must. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <x86intrin.h>
 
 __attribute__((noinline)) long tiny(long x) { return x * 3 + 1; }
@@ -18,13 +25,31 @@ __attribute__((noinline)) long floor_tiny(long x, unsigned i) {
     return r;
 }
 
+/* The same two events per call, into a file-backed mapping. */
+static unsigned long long (*events)[2];
+__attribute__((noinline)) long file_tiny(long x, unsigned long i) {
+    events[i][0] = __rdtsc();
+    events[i][1] = (unsigned long long)x;
+    long r = x * 3 + 1;
+    events[i + 1][0] = __rdtsc();
+    events[i + 1][1] = (unsigned long long)r;
+    return r;
+}
+
 int main(int argc, char **argv) {
     long n = argc > 1 ? atol(argv[1]) : 10000000;
-    int floor = argc > 2 && argv[2][0] == 'f';
+    char mode = argc > 2 ? argv[2][1] : 0; /* fLoor or fIle */
     long s = 0;
-    if (floor)
+    if (mode == 'l')
         for (long i = 0; i < n; i++) s += floor_tiny(i, (unsigned)i * 2);
-    else
+    else if (mode == 'i') {
+        size_t size = (size_t)n * 32;
+        int fd = open("hotloop.events", O_RDWR | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || ftruncate(fd, (off_t)size) != 0) return 1;
+        events = mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (events == MAP_FAILED) return 1;
+        for (long i = 0; i < n; i++) s += file_tiny(i, (unsigned long)i * 2);
+    } else
         for (long i = 0; i < n; i++) s += tiny(i);
     printf("%ld\n", s);
     return 0;

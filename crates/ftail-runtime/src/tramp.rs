@@ -128,17 +128,53 @@ std::arch::global_asm!(
     # unused) call \fn(state, cfa, site + 5, slot), which maps more and
     # writes the event, or closes what is open from the reserve; once
     # full, count the event as lost. Returns through label 9.
-    .macro FTAIL_FULL fn
+    .macro FTAIL_FULL fn, after
     cmpq $0, 88(%r11)                # the reserve still unused?
     jne 5f
     mov 48(%r11), %rcx
     test %rcx, %rcx
-    jz 9b
+    jz \after
     incq (%rcx)
-    jmp 9b
+    jmp \after
 5:  mov %rdx, %rcx
     FTAIL_SLOW \fn
-    jmp 9b
+    mov {tls}(%rip), %r11            # the call clobbered it
+    add %fs:0, %r11
+    jmp \after
+    .endm
+
+    # After a function's exit at the CFA rsp + \cfa_off: pops the entries
+    # of its tail callers that a tail site marked (same CFA, bit 63) and
+    # writes their tail exits, then goes to \done. \loop names the loop.
+    .macro FTAIL_TAIL_CALLERS cfa_off, loop, done
+\loop:
+    mov 16(%r11), %rcx
+    test %rcx, %rcx
+    jz \done
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax
+    lea \cfa_off(%rsp), %rdx
+    cmp %rdx, -16(%rax)
+    jne \done
+    btq $63, -8(%rax)
+    jnc \done                        # not marked: not a tail caller
+    decq 16(%r11)
+    cmp {maxdepth}(%rip), %rcx
+    ja \loop                         # deeper than -D: not written
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov $16, %edx
+    xadd %rdx, (%r11)
+    cmp 8(%r11), %rdx
+    jae .Ltail_callers_full\@
+    movabs $0x0200000000000000, %rcx # kind TailExit (2), no address
+    mov %rcx, 8(%rdx)
+    mov %rax, (%rdx)
+    jmp \loop
+.Ltail_callers_full\@:
+    FTAIL_FULL {full_tail}, \loop
     .endm
 
     # Fills the side entry at rax for the slot at rdx: return address,
@@ -184,7 +220,11 @@ ftail_entry:
     shl $4, %rax
     add 24(%r11), %rax               # &stack[depth]; the top is at -16
     cmp %rdx, -16(%rax)
-    jbe 8f                           # top CFA <= ours: tail or unwound frames
+    ja 1f                            # top CFA above ours: a new frame
+    jb 8f                            # below ours: frames gone, resync
+    mov -8(%rax), %rax
+    shr $62, %rax                    # same CFA: a tail callee of a marked
+    jz 8f                            # or converted entry, else replaced
 1:  cmp 32(%r11), %rcx
     jae 8f                           # trace stack full
     mov %rcx, %rax
@@ -211,7 +251,7 @@ ftail_entry:
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)                 # the time last: 0 means unwritten
 9:  FTAIL_POP4_RET
-7:  FTAIL_FULL {full_entry}
+7:  FTAIL_FULL {full_entry}, 9b
 8:  FTAIL_SLOW {slow_entry}
     jmp 9b
     .cfi_endproc
@@ -237,13 +277,9 @@ ftail_exit:
     jne 8f                           # not our frame on top: resynchronise
     btq $63, -8(%rax)
     jc 8f                            # top marked by a tail site
-    cmp $1, %rcx
-    je 1f
-    cmp %rdx, -32(%rax)
-    je 8f                            # a tail caller below shares our CFA
-1:  decq 16(%r11)                    # pop
+    decq 16(%r11)                    # pop
     cmp {maxdepth}(%rip), %rcx
-    ja 9f                            # popped entry was deeper than -D
+    ja .Lexit_callers                # popped entry was deeper than -D
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
@@ -255,8 +291,9 @@ ftail_exit:
     bts $56, %rcx                    # kind Exit (1)
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)
+    FTAIL_TAIL_CALLERS 48, .Lexit_callers, 9f
 9:  FTAIL_POP4_RET
-7:  FTAIL_FULL {full_exit}
+7:  FTAIL_FULL {full_exit}, .Lexit_callers
 8:  FTAIL_SLOW {slow_exit}
     jmp 9b
     .cfi_endproc
@@ -416,13 +453,9 @@ ftail_convert_leave:
     lea 40(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f
-    cmp $1, %rcx
-    je 3f
-    cmp %rdx, -32(%rax)
-    je 8f                            # a tail caller below shares our CFA
-3:  decq 16(%r11)                    # pop it
+    decq 16(%r11)                    # pop it
     cmp {maxdepth}(%rip), %rcx
-    ja 9f
+    ja .Lleave_callers
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
@@ -433,8 +466,9 @@ ftail_convert_leave:
     movabs $0x0200000000000000, %rcx # kind TailExit (2), no address
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)
+    FTAIL_TAIL_CALLERS 40, .Lleave_callers, 9f
 9:  FTAIL_POP4_RET
-7:  FTAIL_FULL {full_tail}           # (its CFA/site arguments are unused)
+7:  FTAIL_FULL {full_tail}, .Lleave_callers # (CFA/site arguments unused)
 8:  push %rsi                        # resynchronise in Rust: the same
     push %rdi                        # frame layout as FTAIL_SLOW expects
     push %r8                         # but with the CFA 8 bytes lower
