@@ -7,11 +7,11 @@
 #   (tests/differential/finstr-hook.c: no timestamps, no trace), and clang
 #   XRay in basic mode (clang-19 -O2 -fxray-instrument, every function).
 # Prints ns per traced call over the plain build, min and median.
-# Usage: bench/peers.sh [RUNS] [CALLS]   (default 5, 2000000)
+# Usage: bench/peers.sh [RUNS] [CALLS]   (default 5, 10000000)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 runs=${1:-5}
-n=${2:-2000000}
+n=${2:-10000000}
 need hyperfine gcc clang-19 uftrace python3
 build_ftail
 d="$WORK/peers"

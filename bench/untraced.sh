@@ -18,36 +18,41 @@ lua_ftail=$(build_lua ftail "$FTAIL cc gcc" -O2)
 zstd_plain=$(build_zstd plain gcc -O2)
 zstd_ftail=$(build_zstd ftail "$FTAIL cc gcc" -O2)
 script="$ROOT/tests/differential/work.lua"
+src="$(sqlite_sources)"
 data="$WORK/zstd-input"
-[ -f "$data" ] || cat "$(sqlite_sources)/sqlite3.c" "$(sqlite_sources)/sqlite3.c" > "$data"
+[ -f "$data" ] || for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do cat "$src/sqlite3.c"; done > "$data"
 cd "$WORK"
 "$zstd_plain" -q -f -3 "$data" -o "$data.zst"
 
 rows=()
-row() { # name workload-for-callgrind... -- workload-for-hyperfine (with %s for the binary)
-  local name=$1 plain=$2 instr=$3 small=$4 big=$5
-  local ip ii
-  ip=$(instructions $(printf "$small" "$plain"))
-  ii=$(instructions $(printf "$small" "$instr"))
+# row NAME PLAIN INSTRUMENTED "small args" "big args" "description"
+row() {
+  local name=$1 plain=$2 instr=$3 small=$4 big=$5 what=$6 ip ii
+  ip=$(instructions "$plain" $small)
+  ii=$(instructions "$instr" $small)
   hyperfine --style basic --runs "$runs" --warmup 1 --export-json "untraced-$name.json" \
-    "$(printf "$big" "$plain")" "$(printf "$big" "$instr")" >/dev/null 2>&1
-  rows+=("$name|$(printf "$small" X | cut -d' ' -f2-)|$(printf "$big" X | cut -d' ' -f2-)|$ip|$ii|$(text_size "$plain")|$(text_size "$instr")|untraced-$name.json")
+    "$plain $big" "$instr $big" >/dev/null 2>&1
+  rows+=("$name|$what|$ip|$ii|$(text_size "$plain")|$(text_size "$instr")|untraced-$name.json")
 }
-row speedtest1 "$st_plain" "$st_ftail" "%s --size 1" "%s --size 10"
-row lua "$lua_plain" "$lua_ftail" "%s $script 1" "%s $script 10"
-row zstd-compress "$zstd_plain" "$zstd_ftail" "%s -q -c -3 $(sqlite_sources)/sqlite3.c" "%s -q -c -3 $data"
-row zstd-decompress "$zstd_plain" "$zstd_ftail" "%s -q -d -c $data.zst" "%s -q -d -c $data.zst"
+row speedtest1 "$st_plain" "$st_ftail" "--size 1" "--size 60" \
+  "callgrind: --size 1; wall: --size 60"
+row lua "$lua_plain" "$lua_ftail" "$script 1" "$script 400" \
+  "tests/differential/work.lua; callgrind: 1 round; wall: 400 rounds"
+row zstd-compress "$zstd_plain" "$zstd_ftail" "-q -c -3 $src/sqlite3.c" "-q -c -3 $data" \
+  "-3; callgrind: sqlite3.c (9 MB); wall: 16 copies (145 MB)"
+row zstd-decompress "$zstd_plain" "$zstd_ftail" "-q -d -c $data.zst" "-q -d -c $data.zst" \
+  "-d of the 145 MB compressed"
 
 printf '%s\n' "${rows[@]}" | python3 -c '
 import json, statistics, sys
-print("| program | instructions (callgrind) plain / instrumented | ratio | wall min plain / instrumented | ratio min | ratio median | code size growth |")
+print("| program (workload) | instructions plain / instrumented | ratio | wall min plain / instrumented | ratio min | ratio median | code size growth |")
 print("|---|---|---|---|---|---|---|")
 for line in sys.stdin:
-    name, small, big, ip, ii, sp, si, js = line.strip().split("|")
+    name, what, ip, ii, sp, si, js = line.strip().split("|")
     r = json.load(open(js))["results"]
     mn = [min(x["times"]) for x in r]
     md = [statistics.median(x["times"]) for x in r]
     ip, ii, sp, si = int(ip), int(ii), int(sp), int(si)
-    print(f"| {name} (`{small}`; wall: `{big}`) | {ip:,} / {ii:,} | {ii/ip:.4f} | {mn[0]*1e3:.0f} / {mn[1]*1e3:.0f} ms "
+    print(f"| {name} ({what}) | {ip:,} / {ii:,} | {ii/ip:.4f} | {mn[0]*1e3:.0f} / {mn[1]*1e3:.0f} ms "
           f"| {mn[1]/mn[0]:.3f} | {md[1]/md[0]:.3f} | {100*(si-sp)/sp:+.1f} % ({sp:,} to {si:,} bytes) |")
 '

@@ -830,3 +830,17 @@ fn an_ftail_installed_alone_uses_its_embedded_runtime() {
     let written: Vec<_> = std::fs::read_dir(cache.join("ftail")).unwrap().collect();
     assert_eq!(written.len(), 1, "one runtime copy in the cache");
 }
+
+#[test]
+fn a_failing_slow_path_leaves_errno_alone() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("errno.c")], "errno");
+    assert_eq!(untraced(&exe, &[]).stdout, b"errno kept: yes\n");
+    let (out, _) = record(dir.path(), &exe, &[], &["-N", "worker"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "errno kept: yes\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -23,6 +23,24 @@ fn same_stack(a: u64, b: u64) -> bool {
     a.abs_diff(b) < SAME_STACK
 }
 
+/// Keeps the program's errno across a slow path: the system calls made
+/// there (setting a thread up, mapping more buffer) may fail and set it.
+struct KeepErrno(i32);
+
+impl KeepErrno {
+    fn save() -> KeepErrno {
+        // SAFETY: errno is this thread's.
+        KeepErrno(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for KeepErrno {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
+}
+
 fn rdtsc() -> u64 {
     // SAFETY: rdtsc has no memory effects and is available on every
     // x86-64 processor.
@@ -35,6 +53,7 @@ fn rdtsc() -> u64 {
 ///
 /// `st` is the calling thread's state; called only from the trampoline.
 pub unsafe extern "C" fn ftail_slow_entry(st: *mut ThreadState, cfa: u64, addr: u64) {
+    let _errno = KeepErrno::save();
     // SAFETY: the trampoline passes this thread's state; no other thread
     // touches it.
     let st = unsafe { &mut *st };
@@ -52,6 +71,7 @@ pub unsafe extern "C" fn ftail_slow_entry(st: *mut ThreadState, cfa: u64, addr: 
 ///
 /// As for [`ftail_slow_entry`].
 pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u64) {
+    let _errno = KeepErrno::save();
     // SAFETY: as above.
     let st = unsafe { &mut *st };
     if !ready(st) {
@@ -75,6 +95,7 @@ pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u
 ///
 /// As for [`ftail_slow_entry`].
 pub unsafe extern "C" fn ftail_slow_setup(st: *mut ThreadState, _cfa: u64, _addr: u64) {
+    let _errno = KeepErrno::save();
     // SAFETY: as above.
     ready(unsafe { &mut *st });
 }
@@ -86,6 +107,7 @@ pub unsafe extern "C" fn ftail_slow_setup(st: *mut ThreadState, _cfa: u64, _addr
 ///
 /// As for [`ftail_slow_entry`].
 pub unsafe extern "C" fn ftail_slow_tail_return(st: *mut ThreadState, cfa: u64, _addr: u64) {
+    let _errno = KeepErrno::save();
     // SAFETY: as above.
     let st = unsafe { &mut *st };
     if !ready(st) {
@@ -193,6 +215,7 @@ pub unsafe extern "C" fn ftail_slow_full_entry(
     addr: u64,
     slot: u64,
 ) {
+    let _errno = KeepErrno::save();
     // SAFETY: as above.
     on_full(unsafe { &mut *st }, EventKind::Entry, addr, slot);
 }
@@ -209,6 +232,7 @@ pub unsafe extern "C" fn ftail_slow_full_exit(
     addr: u64,
     slot: u64,
 ) {
+    let _errno = KeepErrno::save();
     // SAFETY: as above.
     on_full(unsafe { &mut *st }, EventKind::Exit, addr, slot);
 }
@@ -224,6 +248,7 @@ pub unsafe extern "C" fn ftail_slow_full_tail(
     _addr: u64,
     slot: u64,
 ) {
+    let _errno = KeepErrno::save();
     // SAFETY: as above.
     on_full(unsafe { &mut *st }, EventKind::TailExit, 0, slot);
 }
