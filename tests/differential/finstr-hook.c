@@ -1,8 +1,8 @@
 /* A minimal -finstrument-functions hook: counts entries per function
- * address in an open-addressing table (single-threaded programs) and, at
- * exit, writes "ADDRESS COUNT" lines to $FINSTR_OUT when it is set. Link
- * it into a build made with -finstrument-functions (and -no-pie, so the
- * addresses are those of the symbol table). */
+ * address in an open-addressing table (atomically: jq's tests run
+ * threads) and, at exit, writes "ADDRESS COUNT" lines to $FINSTR_OUT when
+ * it is set. Link it into a build made with -finstrument-functions (and
+ * -no-pie, so the addresses are those of the symbol table). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -17,10 +17,17 @@ static struct {
 HOOK void __cyg_profile_func_enter(void *fn, void *site) {
     unsigned long h = ((unsigned long)fn >> 4) & (SLOTS - 1);
     (void)site;
-    while (table[h].fn && table[h].fn != fn)
+    for (;;) {
+        void *cur = __atomic_load_n(&table[h].fn, __ATOMIC_ACQUIRE);
+        if (cur == fn)
+            break;
+        if (!cur && (__atomic_compare_exchange_n(&table[h].fn, &cur, fn, 0, __ATOMIC_ACQ_REL,
+                                                 __ATOMIC_ACQUIRE) ||
+                     cur == fn))
+            break;
         h = (h + 1) & (SLOTS - 1);
-    table[h].fn = fn;
-    table[h].calls++;
+    }
+    __atomic_fetch_add(&table[h].calls, 1, __ATOMIC_RELAXED);
 }
 
 HOOK void __cyg_profile_func_exit(void *fn, void *site) {

@@ -19,7 +19,11 @@
 //!   builds its count is at least ftail's, and equal when the function is
 //!   never inlined (every function of the fixture is `noinline`).
 //!
-//! A mismatch names the function and both counts.
+//! The real programs: Lua 5.4 running `tests/differential/work.lua` (not
+//! Lua's own test suite: its errors and coroutines `_longjmp`, which makes
+//! uftrace 0.13 crash the program; ftail traces that suite in the corpus
+//! tests), SQLite's speedtest1 and jq running the first 300 lines of its
+//! `tests/jq.test`. A mismatch names the function and both counts.
 
 mod common;
 
@@ -95,9 +99,10 @@ fn ftail_calls(dir: &Path, exe: &Path, args: &[&str], stdin: Option<&Path>) -> (
     (counts, pairs)
 }
 
-/// The same from `uftrace replay`: each call's line is indented two
-/// spaces per level; lines of functions outside `program` (library calls)
-/// are skipped when finding a caller.
+/// The same from `uftrace replay -f tid`: `[ TID] | ` then each call's line
+/// indented two spaces per level (threads interleave, so each has its own
+/// stack); lines of functions outside `program` (library calls) are
+/// skipped when finding a caller.
 fn uftrace_calls(
     dir: &Path,
     exe: &Path,
@@ -119,15 +124,18 @@ fn uftrace_calls(
     run_ok(&mut cmd);
     let text = run_ok(
         Command::new("uftrace")
-            .args(["replay", "--no-pager", "-f", "none", "-d"])
+            .args(["replay", "--no-pager", "-f", "tid", "-d"])
             .arg(&udir),
     );
     let (mut counts, mut pairs) = (Counts::new(), Pairs::new());
-    // The open calls: (name, traced by ftail too).
-    let mut stack: Vec<(String, bool)> = Vec::new();
+    // Per thread, the open calls: (name, traced by ftail too).
+    let mut stacks: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
     for line in text.lines() {
-        let body = line.trim_start();
-        let depth = (line.len() - body.len()) / 2;
+        let Some((tid, call)) = line.split_once("] | ") else {
+            continue;
+        };
+        let body = call.trim_start();
+        let depth = (call.len() - body.len()) / 2;
         let (name, opens) = if let Some(n) = body.strip_suffix("() {") {
             (n, true)
         } else if let Some(n) = body.strip_suffix("();") {
@@ -135,6 +143,7 @@ fn uftrace_calls(
         } else {
             continue;
         };
+        let stack = stacks.entry(tid.trim().to_string()).or_default();
         stack.truncate(depth);
         let ours = program.contains(name);
         if ours {
@@ -257,10 +266,11 @@ fn check(subject: &Subject, dir: &Path, exes: &Builds) {
         .filter(|f| fc.contains_key(*f) && fc.get(*f) == ic.get(*f))
         .count();
     eprintln!(
-        "{}: {total} calls of {} functions; uftrace: same counts and call pairs; \
+        "{}: {total} calls of {} functions; {} mismatches; \
          -finstrument-functions: {equal} of {} functions equal",
         subject.label,
         fc.len(),
+        bad.len(),
         program.iter().filter(|f| ic.contains_key(*f)).count()
     );
     assert!(
@@ -491,6 +501,101 @@ fn sqlite_speedtest1_counts_and_call_pairs_agree_with_uftrace_and_finstrument() 
         &Subject {
             label: "SQLite speedtest1 --size 1",
             args: &["--size", "1"],
+            stdin: None,
+            finstr_exact: false,
+        },
+        dir.path(),
+        &builds,
+    );
+}
+
+/// Builds jq (the corpus sources) three ways into `dir`.
+fn build_jq(dir: &Path) -> Builds {
+    let src = repo().join("corpus/.cache/src/jq");
+    if !src.is_dir() {
+        run_ok(
+            Command::new("bash")
+                .arg(repo().join("corpus/fetch.sh"))
+                .arg("jq"),
+        );
+    }
+    let hook = hook_object(dir);
+    let seed = dir.join("fixed-seed.o");
+    run_ok(
+        Command::new("gcc")
+            .args(["-O2", "-c", "-o"])
+            .arg(&seed)
+            .arg(differential_dir().join("fixed-seed.c")),
+    );
+    let seed = seed.display().to_string();
+    let variants: [(&str, String, &str, String); 3] = [
+        (
+            "ftail",
+            format!("{} cc gcc", ftail().display()),
+            "",
+            seed.clone(),
+        ),
+        ("uftrace", "gcc".into(), "-pg -mfentry", seed.clone()),
+        (
+            "finstr",
+            "gcc".into(),
+            "-finstrument-functions",
+            format!("-no-pie {} {seed}", hook.display()),
+        ),
+    ];
+    for (name, cc, cflags, libs) in &variants {
+        let b = dir.join(format!("jq-{name}"));
+        run_ok(Command::new("cp").arg("-a").arg(&src).arg(&b));
+        if !b.join("configure").exists() {
+            run_ok(Command::new("autoreconf").arg("-i").current_dir(&b));
+        }
+        run_ok(
+            Command::new("./configure")
+                .args([
+                    "--with-oniguruma=builtin",
+                    "--disable-docs",
+                    "--disable-shared",
+                ])
+                .arg(format!("CC={cc}"))
+                // A fixed hash seed (tests/differential/fixed-seed.c).
+                .arg(format!(
+                    "CFLAGS=-O2 {cflags} -Darc4random=ftail_test_seed \
+                     -Dgetentropy=ftail_test_entropy"
+                ))
+                .arg(format!("LIBS={libs}"))
+                .current_dir(&b),
+        );
+        run_ok(Command::new("make").arg("-j2").current_dir(&b));
+    }
+    Builds {
+        ftail: dir.join("jq-ftail/jq"),
+        uftrace: dir.join("jq-uftrace/jq"),
+        finstr: dir.join("jq-finstr/jq"),
+    }
+}
+
+#[test]
+fn jq_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
+    if !full_suite() {
+        eprintln!("skipping the jq differential test: set FTAIL_CORPUS=1");
+        return;
+    }
+    assert!(have_peers());
+    let dir = scratch();
+    let builds = build_jq(dir.path());
+    // The tests up to the first blank line after line 300 (whole tests).
+    let all = std::fs::read_to_string(repo().join("corpus/.cache/src/jq/tests/jq.test")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let end = (300..lines.len())
+        .find(|&i| lines[i].is_empty())
+        .unwrap_or(lines.len());
+    let tests: String = lines[..end].iter().map(|l| format!("{l}\n")).collect();
+    let part = dir.path().join("part.test");
+    std::fs::write(&part, tests).unwrap();
+    check(
+        &Subject {
+            label: "jq --run-tests (the tests in the first 300 lines of tests/jq.test)",
+            args: &["--run-tests", part.to_str().unwrap()],
             stdin: None,
             finstr_exact: false,
         },
