@@ -2,9 +2,11 @@
 //! process.
 //!
 //! At start-up ([`init`]) it reads its configuration from the environment,
-//! finds every loaded module with site tables, patches the sites of the
-//! selected functions to call the trampolines (`tramp.rs`), and writes the
-//! run's metadata. From then on each traced call and return appends a
+//! finds every loaded module with site tables, plans each (`patch.rs`),
+//! patches the sites of the selected functions to call the trampolines
+//! (`tramp.rs`), writes the run's metadata and, when asked, starts the
+//! control agent (`control.rs`) that changes the selection while the
+//! program runs. From then on each traced call and return appends a
 //! 16-byte event to the calling thread's file-backed buffer.
 //!
 //! **Invariants.** Nothing here is instrumented. The hot path (the
