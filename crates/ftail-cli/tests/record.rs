@@ -844,3 +844,34 @@ fn a_failing_slow_path_leaves_errno_alone() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn avx_arguments_survive_the_slow_paths() {
+    // A thread's first traced call (-N worker: the set-up slow path runs
+    // with four __m256d arguments live) and buffer extensions every few
+    // thousand calls, in every tail mode.
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if !cpu.contains(" avx2") {
+        eprintln!("skipping: no AVX2 on this CPU");
+        return;
+    }
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2", "-mavx2"],
+        &[fixture("avx.c")],
+        "avx",
+    );
+    let plain = untraced(&exe, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout),
+        "800000.0 425000.0 250000.0 100000.0\n"
+    );
+    for mode in MODES {
+        let (out, t) = record(dir.path(), &exe, &[], &["-N", "worker", "--tail", mode]);
+        assert_eq!(out.stdout, plain.stdout, "{mode}");
+        assert_balanced(&t);
+        assert!(totals(&t).entries >= 200_000, "{mode}");
+    }
+}

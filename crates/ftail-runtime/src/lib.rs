@@ -70,6 +70,7 @@ extern "C" fn init() {
         return;
     }
     state::FTAIL_TLS_OFFSET.store(state::compute_tls_offset(), Ordering::Relaxed);
+    state::compute_xsave_size();
     state::FTAIL_MAX_DEPTH.store(cfg.depth, Ordering::Relaxed);
     let dir = cfg.dir.clone();
     if CONFIG.set(cfg).is_err() {

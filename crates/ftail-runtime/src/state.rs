@@ -118,6 +118,25 @@ pub static FTAIL_TLS_OFFSET: AtomicI64 = AtomicI64::new(0);
 /// functions are still tracked but not recorded. Read by the trampolines.
 pub static FTAIL_MAX_DEPTH: AtomicU64 = AtomicU64::new(u64::MAX);
 
+/// Bytes of the processor's XSAVE area for the enabled state components,
+/// rounded up to 64; 0 when it has no XSAVE (the slow paths then use
+/// fxsave). Set by [`compute_xsave_size`]; read by the trampolines.
+pub static FTAIL_XSAVE_SIZE: AtomicU64 = AtomicU64::new(0);
+
+/// Sets [`FTAIL_XSAVE_SIZE`] from CPUID.
+pub fn compute_xsave_size() {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    // Leaf 0xD is read only when leaf 1 reports XSAVE enabled by the OS
+    // (OSXSAVE); its EBX is the area's size for the enabled components.
+    let osxsave = __cpuid(1).ecx & (1 << 27) != 0;
+    let size = if osxsave && __cpuid(0).eax >= 0xd {
+        u64::from(__cpuid_count(0xd, 0).ebx)
+    } else {
+        0
+    };
+    FTAIL_XSAVE_SIZE.store((size + 63) & !63, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Address of this thread's state.
 pub fn current() -> *mut ThreadState {
     STATE.with(|s| s.get())

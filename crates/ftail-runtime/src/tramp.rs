@@ -7,7 +7,8 @@
 //! * every general-purpose register, every SSE register, the x87 stack and
 //!   the red zone are preserved: the fast paths touch only `rax`, `rcx`,
 //!   `rdx` and `r11` and restore them; the slow paths also save `rsi`,
-//!   `rdi`, `r8`–`r10` and the whole x87/SSE state with `fxsave64` before
+//!   `rdi`, `r8`–`r10` and the whole x87/SSE/AVX state with `xsave64`
+//!   (`fxsave64` on processors without it) before
 //!   calling Rust. gcc's `-fipa-ra` lets a caller keep values in
 //!   call-clobbered registers a callee does not touch, so "caller-saved"
 //!   registers are preserved too. Flags are clobbered: no site sits
@@ -32,7 +33,7 @@ use crate::hooks::{
     ftail_slow_entry, ftail_slow_exit, ftail_slow_full_entry, ftail_slow_full_exit,
     ftail_slow_full_tail, ftail_slow_setup, ftail_slow_tail_return,
 };
-use crate::state::{FTAIL_MAX_DEPTH, FTAIL_TLS_OFFSET};
+use crate::state::{FTAIL_MAX_DEPTH, FTAIL_TLS_OFFSET, FTAIL_XSAVE_SIZE};
 
 extern "C" {
     /// Called by entry sites.
@@ -80,6 +81,50 @@ std::arch::global_asm!(
     .cfi_adjust_cfa_offset 32
     .endm
 
+    # Saves the whole x87/SSE/AVX state below a 64-byte aligned rsp (rbp
+    # keeps the old rsp): with xsave when the processor has it
+    # ({xsave_size} holds the area's size; gcc's -fipa-ra lets a caller
+    # keep values in the upper halves of ymm registers across a call, and
+    # the slow path's libc calls may end in vzeroupper), else fxsave.
+    # Clobbers rax and rdx (saved by FTAIL_PUSH4); keeps rcx.
+    .macro FTAIL_SAVE_EXTENDED
+    and $-64, %rsp
+    mov {xsave_size}(%rip), %rax
+    test %rax, %rax
+    jz .Lfxsave\@
+    sub %rax, %rsp
+    movq $0, 512(%rsp)               # the XSAVE header must be zero
+    movq $0, 520(%rsp)               # where xsave does not write it
+    movq $0, 528(%rsp)
+    movq $0, 536(%rsp)
+    movq $0, 544(%rsp)
+    movq $0, 552(%rsp)
+    movq $0, 560(%rsp)
+    movq $0, 568(%rsp)
+    mov $-1, %eax
+    mov $-1, %edx
+    xsave64 (%rsp)
+    jmp .Lsaved\@
+.Lfxsave\@:
+    sub $512, %rsp
+    fxsave64 (%rsp)
+.Lsaved\@:
+    .endm
+
+    # Restores what FTAIL_SAVE_EXTENDED saved. Clobbers rax and rdx.
+    .macro FTAIL_RESTORE_EXTENDED
+    mov {xsave_size}(%rip), %rax
+    test %rax, %rax
+    jz .Lfxrstor\@
+    mov $-1, %eax
+    mov $-1, %edx
+    xrstor64 (%rsp)
+    jmp .Lrestored\@
+.Lfxrstor\@:
+    fxrstor64 (%rsp)
+.Lrestored\@:
+    .endm
+
     # Calls the Rust slow path \fn(state, cfa, site + 5) with every
     # register and the x87/SSE state saved; 16-byte aligned.
     .macro FTAIL_SLOW fn
@@ -98,14 +143,12 @@ std::arch::global_asm!(
     .cfi_rel_offset %rbp, 0
     mov %rsp, %rbp
     .cfi_def_cfa_register %rbp
-    and $-16, %rsp
-    sub $512, %rsp
-    fxsave64 (%rsp)
+    FTAIL_SAVE_EXTENDED
     mov %r11, %rdi
     lea 96(%rbp), %rsi
     mov 80(%rbp), %rdx
     call \fn
-    fxrstor64 (%rsp)
+    FTAIL_RESTORE_EXTENDED
     mov %rbp, %rsp
     .cfi_def_cfa_register %rsp
     pop %rbp
@@ -476,14 +519,12 @@ ftail_convert_leave:
     push %r10
     push %rbp
     mov %rsp, %rbp
-    and $-16, %rsp
-    sub $512, %rsp
-    fxsave64 (%rsp)
+    FTAIL_SAVE_EXTENDED
     mov %r11, %rdi
     lea 88(%rbp), %rsi
     xor %edx, %edx
     call {slow_tail_return}
-    fxrstor64 (%rsp)
+    FTAIL_RESTORE_EXTENDED
     mov %rbp, %rsp
     pop %rbp
     pop %r10
@@ -497,6 +538,7 @@ ftail_convert_leave:
     .size ftail_convert_leave, .-ftail_convert_leave
 "#,
     tls = sym FTAIL_TLS_OFFSET,
+    xsave_size = sym FTAIL_XSAVE_SIZE,
     maxdepth = sym FTAIL_MAX_DEPTH,
     slow_entry = sym ftail_slow_entry,
     slow_exit = sym ftail_slow_exit,
