@@ -302,6 +302,81 @@ fn hook_object(dir: &Path) -> PathBuf {
     o
 }
 
+/// One of the three builds of a program.
+struct Variant {
+    name: &'static str,
+    cc: String,
+    cflags: &'static str,
+    /// Linker arguments (objects to link in).
+    link: String,
+}
+
+impl Variant {
+    /// `CC -O2 CFLAGS` as a command; the caller adds its arguments, then
+    /// [`Variant::link_args`].
+    fn compiler(&self) -> Command {
+        let mut words = self.cc.split_whitespace();
+        let mut cmd = Command::new(words.next().unwrap());
+        cmd.args(words)
+            .arg("-O2")
+            .args(self.cflags.split_whitespace());
+        cmd
+    }
+
+    fn link_args(&self) -> std::str::SplitWhitespace<'_> {
+        self.link.split_whitespace()
+    }
+}
+
+/// The three builds: through `ftail cc`, for uftrace, and for
+/// `-finstrument-functions` with the counting hook; `objects` are linked
+/// into each.
+fn variants(dir: &Path, objects: &str) -> [Variant; 3] {
+    let hook = hook_object(dir);
+    [
+        Variant {
+            name: "ftail",
+            cc: format!("{} cc gcc", ftail().display()),
+            cflags: "",
+            link: objects.to_string(),
+        },
+        Variant {
+            name: "uftrace",
+            cc: "gcc".into(),
+            cflags: "-pg -mfentry",
+            link: objects.to_string(),
+        },
+        Variant {
+            name: "finstr",
+            cc: "gcc".into(),
+            cflags: "-finstrument-functions",
+            link: format!("-no-pie {} {objects}", hook.display()),
+        },
+    ]
+}
+
+/// The binaries at `path(variant name)`.
+fn builds(path: impl Fn(&str) -> PathBuf) -> Builds {
+    Builds {
+        ftail: path("ftail"),
+        uftrace: path("uftrace"),
+        finstr: path("finstr"),
+    }
+}
+
+/// A corpus project's sources, fetched once.
+fn corpus_source(name: &str) -> PathBuf {
+    let src = repo().join("corpus/.cache/src").join(name);
+    if !src.is_dir() {
+        run_ok(
+            Command::new("bash")
+                .arg(repo().join("corpus/fetch.sh"))
+                .arg(name),
+        );
+    }
+    src
+}
+
 #[test]
 fn fixture_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
     if !have_peers() {
@@ -310,31 +385,16 @@ fn fixture_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
     let dir = scratch();
     let d = dir.path();
     let src = differential_dir().join("calls.c");
-    let exe = |n: &str| d.join(n);
-    run_ok(
-        ftail_cc("gcc")
-            .args(["-O2", "-o"])
-            .arg(exe("ftail"))
-            .arg(&src),
-    );
-    run_ok(
-        Command::new("gcc")
-            .args(["-O2", "-pg", "-mfentry", "-o"])
-            .arg(exe("uftrace"))
-            .arg(&src),
-    );
-    run_ok(
-        Command::new("gcc")
-            .args(["-O2", "-finstrument-functions", "-no-pie", "-o"])
-            .arg(exe("finstr"))
-            .arg(&src)
-            .arg(hook_object(d)),
-    );
-    let builds = Builds {
-        ftail: exe("ftail"),
-        uftrace: exe("uftrace"),
-        finstr: exe("finstr"),
-    };
+    for v in variants(d, "") {
+        run_ok(
+            v.compiler()
+                .arg("-o")
+                .arg(d.join(v.name))
+                .arg(&src)
+                .args(v.link_args()),
+        );
+    }
+    let builds = builds(|v| d.join(v));
     check(
         &Subject {
             label: "calls.c",
@@ -349,36 +409,14 @@ fn fixture_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
 
 /// Builds Lua 5.4 (the corpus sources) three ways into `dir`.
 fn build_lua(dir: &Path) -> Builds {
-    let src = repo().join("corpus/.cache/src/lua54");
-    if !src.is_dir() {
-        run_ok(
-            Command::new("bash")
-                .arg(repo().join("corpus/fetch.sh"))
-                .arg("lua54"),
-        );
-    }
-    let hook = hook_object(dir);
-    let variants: [(&str, String, String, String); 3] = [
-        (
-            "ftail",
-            format!("{} cc gcc", ftail().display()),
-            String::new(),
-            String::new(),
-        ),
-        (
-            "uftrace",
-            "gcc".into(),
-            "-pg -mfentry".into(),
-            String::new(),
-        ),
-        (
-            "finstr",
-            "gcc".into(),
-            "-finstrument-functions".into(),
-            format!("-no-pie {}", hook.display()),
-        ),
-    ];
-    for (name, cc, cflags, ldflags) in &variants {
+    let src = corpus_source("lua54");
+    for Variant {
+        name,
+        cc,
+        cflags,
+        link,
+    } in variants(dir, "")
+    {
         let b = dir.join(format!("lua-{name}"));
         run_ok(Command::new("cp").arg("-a").arg(&src).arg(&b));
         run_ok(Command::new("make").current_dir(&b).args([
@@ -388,16 +426,12 @@ fn build_lua(dir: &Path) -> Builds {
             // time and addresses, and the number of collisions (calls of
             // mainpositionTV) would differ from run to run.
             format!("CFLAGS=-O2 -std=gnu99 -DLUA_USE_LINUX -Dluai_makeseed=! {cflags}"),
-            format!("MYLDFLAGS={ldflags}"),
+            format!("MYLDFLAGS={link}"),
             "MYLIBS=-ldl".to_string(),
             "lua".to_string(),
         ]));
     }
-    Builds {
-        ftail: dir.join("lua-ftail/lua"),
-        uftrace: dir.join("lua-uftrace/lua"),
-        finstr: dir.join("lua-finstr/lua"),
-    }
+    builds(|v| dir.join(format!("lua-{v}/lua")))
 }
 
 #[test]
@@ -433,14 +467,7 @@ fn sqlite_amalgamation(dir: &Path) -> PathBuf {
             return built;
         }
     }
-    let src = repo().join("corpus/.cache/src/sqlite");
-    if !src.is_dir() {
-        run_ok(
-            Command::new("bash")
-                .arg(repo().join("corpus/fetch.sh"))
-                .arg("sqlite"),
-        );
-    }
+    let src = corpus_source("sqlite");
     let b = dir.join("sqlite-src");
     run_ok(Command::new("cp").arg("-a").arg(&src).arg(&b));
     run_ok(
@@ -455,37 +482,26 @@ fn sqlite_amalgamation(dir: &Path) -> PathBuf {
 /// Builds speedtest1 three ways, two compilations at a time.
 fn build_speedtest(dir: &Path) -> Builds {
     let src = sqlite_amalgamation(dir);
-    let hook = hook_object(dir);
-    let compile = |cc: Vec<String>, out: PathBuf| {
-        let src = src.clone();
+    let compile = |v: &Variant| {
+        let mut cmd = v.compiler();
+        cmd.arg("-I")
+            .arg(&src)
+            .arg(src.join("test/speedtest1.c"))
+            .arg(src.join("sqlite3.c"))
+            .args(v.link_args())
+            .args(["-lpthread", "-lm", "-ldl", "-o"])
+            .arg(dir.join(format!("st-{}", v.name)));
         std::thread::spawn(move || {
-            run_ok(
-                Command::new(&cc[0])
-                    .args(&cc[1..])
-                    .arg("-I")
-                    .arg(&src)
-                    .arg(src.join("test/speedtest1.c"))
-                    .arg(src.join("sqlite3.c"))
-                    .args(["-lpthread", "-lm", "-ldl", "-o"])
-                    .arg(out),
-            );
+            run_ok(&mut cmd);
         })
     };
-    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-    let ftail_cc = format!("{} cc gcc -O2", ftail().display());
-    let a = compile(words(&ftail_cc), dir.join("st-ftail"));
-    let b = compile(words("gcc -O2 -pg -mfentry"), dir.join("st-uftrace"));
-    a.join().unwrap();
-    b.join().unwrap();
-    let finstr = format!("gcc -O2 -finstrument-functions -no-pie {}", hook.display());
-    compile(words(&finstr), dir.join("st-finstr"))
-        .join()
-        .unwrap();
-    Builds {
-        ftail: dir.join("st-ftail"),
-        uftrace: dir.join("st-uftrace"),
-        finstr: dir.join("st-finstr"),
-    }
+    // Two compilations at a time (two cores).
+    let [a, b, c] = variants(dir, "");
+    let (ta, tb) = (compile(&a), compile(&b));
+    ta.join().unwrap();
+    tb.join().unwrap();
+    compile(&c).join().unwrap();
+    builds(|v| dir.join(format!("st-{v}")))
 }
 
 #[test]
@@ -511,15 +527,7 @@ fn sqlite_speedtest1_counts_and_call_pairs_agree_with_uftrace_and_finstrument() 
 
 /// Builds jq (the corpus sources) three ways into `dir`.
 fn build_jq(dir: &Path) -> Builds {
-    let src = repo().join("corpus/.cache/src/jq");
-    if !src.is_dir() {
-        run_ok(
-            Command::new("bash")
-                .arg(repo().join("corpus/fetch.sh"))
-                .arg("jq"),
-        );
-    }
-    let hook = hook_object(dir);
+    let src = corpus_source("jq");
     let seed = dir.join("fixed-seed.o");
     run_ok(
         Command::new("gcc")
@@ -527,23 +535,13 @@ fn build_jq(dir: &Path) -> Builds {
             .arg(&seed)
             .arg(differential_dir().join("fixed-seed.c")),
     );
-    let seed = seed.display().to_string();
-    let variants: [(&str, String, &str, String); 3] = [
-        (
-            "ftail",
-            format!("{} cc gcc", ftail().display()),
-            "",
-            seed.clone(),
-        ),
-        ("uftrace", "gcc".into(), "-pg -mfentry", seed.clone()),
-        (
-            "finstr",
-            "gcc".into(),
-            "-finstrument-functions",
-            format!("-no-pie {} {seed}", hook.display()),
-        ),
-    ];
-    for (name, cc, cflags, libs) in &variants {
+    for Variant {
+        name,
+        cc,
+        cflags,
+        link,
+    } in variants(dir, &seed.display().to_string())
+    {
         let b = dir.join(format!("jq-{name}"));
         run_ok(Command::new("cp").arg("-a").arg(&src).arg(&b));
         if !b.join("configure").exists() {
@@ -562,16 +560,12 @@ fn build_jq(dir: &Path) -> Builds {
                     "CFLAGS=-O2 {cflags} -Darc4random=ftail_test_seed \
                      -Dgetentropy=ftail_test_entropy"
                 ))
-                .arg(format!("LIBS={libs}"))
+                .arg(format!("LIBS={link}"))
                 .current_dir(&b),
         );
         run_ok(Command::new("make").arg("-j2").current_dir(&b));
     }
-    Builds {
-        ftail: dir.join("jq-ftail/jq"),
-        uftrace: dir.join("jq-uftrace/jq"),
-        finstr: dir.join("jq-finstr/jq"),
-    }
+    builds(|v| dir.join(format!("jq-{v}/jq")))
 }
 
 #[test]

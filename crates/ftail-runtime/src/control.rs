@@ -82,7 +82,7 @@ pub fn add_module(m: &Module) -> Patched {
     };
     let plan = plan_module(m, c.trampolines);
     let slot = poke::publish_sites(plan.sites.iter().map(|s| s.addr).collect());
-    let done = apply(&plan, &c.selection, false);
+    let done = apply(&plan, &c.selection, Writes::Quiescent);
     c.modules.push(Planned { plan, slot });
     done
 }
@@ -100,9 +100,20 @@ pub fn keep_modules(loaded: &HashSet<u64>) {
     });
 }
 
+/// How [`apply`] writes the sites that differ.
+#[derive(Clone, Copy, PartialEq)]
+enum Writes {
+    /// Not at all: only count.
+    None,
+    /// Nothing runs the module's code (start-up, a library being mapped).
+    Quiescent,
+    /// Other threads may be running it.
+    Live,
+}
+
 /// Writes the sites of `plan` that differ from what `selection` wants;
 /// returns the module's state afterwards.
-fn apply(plan: &ModulePlan, selection: &Selection, live: bool) -> Patched {
+fn apply(plan: &ModulePlan, selection: &Selection, writes_how: Writes) -> Patched {
     let traced: Vec<bool> = plan.names.iter().map(|n| selection.selects(n)).collect();
     let mut writes = Vec::new();
     let mut done = Patched {
@@ -129,11 +140,13 @@ fn apply(plan: &ModulePlan, selection: &Selection, live: bool) -> Patched {
         }
         writes.push((site.addr, want));
     }
-    let batch = poke::Batch {
-        text: &plan.text,
-        writes: &writes,
-    };
-    poke::write_sites(&batch, live);
+    if writes_how != Writes::None {
+        let batch = poke::Batch {
+            text: &plan.text,
+            writes: &writes,
+        };
+        poke::write_sites(&batch, writes_how == Writes::Live);
+    }
     done
 }
 
@@ -162,14 +175,14 @@ pub fn command(line: &str) -> Result<String, String> {
         "status" => {}
         _ => return Err(format!("unknown command {verb:?}")),
     }
-    let changed = verb != "status";
+    let how = if verb == "status" {
+        Writes::None
+    } else {
+        Writes::Live
+    };
     let mut total = Patched::default();
     for p in &c.modules {
-        let done = if changed {
-            apply(&p.plan, &selection, true)
-        } else {
-            state(&p.plan, &selection)
-        };
+        let done = apply(&p.plan, &selection, how);
         total.functions += done.functions;
         total.sites += done.sites;
         total.converted += done.converted;
@@ -184,21 +197,6 @@ pub fn command(line: &str) -> Result<String, String> {
         total.functions,
         total.sites,
     ))
-}
-
-/// The counts `apply` would report, without writing.
-fn state(plan: &ModulePlan, selection: &Selection) -> Patched {
-    let traced: Vec<bool> = plan.names.iter().map(|n| selection.selects(n)).collect();
-    let on = plan
-        .sites
-        .iter()
-        .filter(|s| plan.wanted(s, &traced) != ftail_abi::NOP5)
-        .count();
-    Patched {
-        functions: traced.iter().filter(|&&t| t).count() as u64,
-        sites: on as u64,
-        ..Patched::default()
-    }
 }
 
 /// The program's own control entry point: runs `command` (see

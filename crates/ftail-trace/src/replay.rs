@@ -72,8 +72,13 @@ fn render_process(out: &mut String, p: &Process) {
 
 /// A duration formatted like uftrace: value and unit in 10 columns.
 fn duration(ticks: u64, hz: f64) -> String {
-    let ns = ticks as f64 * 1e9 / hz;
-    let (v, unit) = if ns < 1e3 {
+    let (v, unit) = scaled(ticks as f64 * 1e9 / hz);
+    format!("{v:7.3} {unit}")
+}
+
+/// Nanoseconds as a value and the unit uftrace would show it in.
+pub(crate) fn scaled(ns: f64) -> (f64, &'static str) {
+    if ns < 1e3 {
         (ns, "ns")
     } else if ns < 1e6 {
         (ns / 1e3, "us")
@@ -81,6 +86,5 @@ fn duration(ticks: u64, hz: f64) -> String {
         (ns / 1e6, "ms")
     } else {
         (ns / 1e9, " s")
-    };
-    format!("{v:7.3} {unit}")
+    }
 }

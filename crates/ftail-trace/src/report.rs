@@ -101,14 +101,6 @@ pub fn render(trace: &Trace, key: SortKey) -> String {
 
 /// Nanoseconds with a unit, like uftrace.
 fn human(ns: f64) -> String {
-    let (v, unit) = if ns < 1e3 {
-        (ns, "ns")
-    } else if ns < 1e6 {
-        (ns / 1e3, "us")
-    } else if ns < 1e9 {
-        (ns / 1e6, "ms")
-    } else {
-        (ns / 1e9, " s")
-    };
+    let (v, unit) = crate::replay::scaled(ns);
     format!("{v:.3} {unit}")
 }
