@@ -18,14 +18,14 @@
 //! thread's entry open; it is closed as unwound by the next event that
 //! shows the frame gone, or when the thread or process ends.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::sync::Mutex;
 
 use crate::config::glob;
 use crate::modules::Module;
 use crate::patch::{plan_module, ModulePlan, Patched, Trampolines};
 use crate::poke;
+use crate::sync::{Locked, RawLock};
 
 /// What is traced.
 #[derive(Debug, Clone)]
@@ -58,46 +58,51 @@ struct Control {
     trampolines: Trampolines,
 }
 
-static CONTROL: Mutex<Option<Control>> = Mutex::new(None);
+static CONTROL: Locked<Option<Control>> = Locked::new(None);
 
-fn lock() -> std::sync::MutexGuard<'static, Option<Control>> {
-    CONTROL.lock().unwrap_or_else(|e| e.into_inner())
+/// The control lock, for the fork handlers.
+pub fn lock() -> &'static RawLock {
+    CONTROL.raw()
 }
 
 /// Sets the initial selection; called once at start-up.
 pub fn init(selection: Selection, trampolines: Trampolines) {
-    *lock() = Some(Control {
-        modules: Vec::new(),
-        selection,
-        trampolines,
+    CONTROL.with(|c| {
+        *c = Some(Control {
+            modules: Vec::new(),
+            selection,
+            trampolines,
+        })
     });
 }
 
 /// Plans a newly found module and writes its sites for the current
 /// selection (quiescent: nothing runs the module's code yet).
 pub fn add_module(m: &Module) -> Patched {
-    let mut guard = lock();
-    let Some(c) = guard.as_mut() else {
-        return Patched::default();
-    };
-    let plan = plan_module(m, c.trampolines);
-    let slot = poke::publish_sites(plan.sites.iter().map(|s| s.addr).collect());
-    let done = apply(&plan, &c.selection, Writes::Quiescent);
-    c.modules.push(Planned { plan, slot });
-    done
+    CONTROL.with(|c| {
+        let Some(c) = c.as_mut() else {
+            return Patched::default();
+        };
+        let plan = plan_module(m, c.trampolines);
+        let slot = poke::publish_sites(plan.sites.iter().map(|s| s.addr).collect());
+        let done = apply(&plan, &c.selection, Writes::Quiescent);
+        c.modules.push(Planned { plan, slot });
+        done
+    })
 }
 
 /// Forgets the modules whose load bias is not in `loaded` (unloaded).
-pub fn keep_modules(loaded: &HashSet<u64>) {
-    let mut guard = lock();
-    let Some(c) = guard.as_mut() else { return };
-    c.modules.retain(|p| {
-        let keep = loaded.contains(&p.plan.base);
-        if let (false, Some(slot)) = (keep, p.slot) {
-            poke::withdraw_sites(slot);
-        }
-        keep
-    });
+pub fn keep_modules(loaded: &BTreeSet<u64>) {
+    CONTROL.with(|c| {
+        let Some(c) = c.as_mut() else { return };
+        c.modules.retain(|p| {
+            let keep = loaded.contains(&p.plan.base);
+            if let (false, Some(slot)) = (keep, p.slot) {
+                poke::withdraw_sites(slot);
+            }
+            keep
+        });
+    })
 }
 
 /// How [`apply`] writes the sites that differ.
@@ -154,10 +159,13 @@ fn apply(plan: &ModulePlan, selection: &Selection, writes_how: Writes) -> Patche
 /// `exclude GLOB,...` (empty: none) or `status`. Returns a one-line
 /// answer.
 pub fn command(line: &str) -> Result<String, String> {
-    let mut guard = lock();
-    let Some(c) = guard.as_mut() else {
-        return Err("the runtime is not set up".into());
-    };
+    CONTROL.with(|c| match c.as_mut() {
+        Some(c) => run_command(c, line),
+        None => Err("the runtime is not set up".into()),
+    })
+}
+
+fn run_command(c: &mut Control, line: &str) -> Result<String, String> {
     let (verb, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
     let globs = || -> Vec<String> {
         rest.split(',')

@@ -12,14 +12,20 @@
 //! happens in the constructor, before any other thread exists; later the
 //! loader only calls the function with its lock held.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::BTreeSet;
 
 use crate::modules::{loaded, Module};
+use crate::sync::{Locked, RawLock};
 use crate::{control, patch, poke};
 
 /// Load biases of the modules already patched (or seen without tables).
-static PATCHED: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+static PATCHED: Locked<Option<BTreeSet<u64>>> = Locked::new(None);
+
+/// The lock of the patched set, for the fork handlers; taken before the
+/// control lock.
+pub fn lock() -> &'static RawLock {
+    PATCHED.raw()
+}
 
 /// `r_debug.r_state` value: the object list is consistent.
 const RT_CONSISTENT: i32 = 0;
@@ -40,7 +46,7 @@ struct RDebug {
 /// Remembers the modules patched at start-up and installs the hook;
 /// returns whether it could.
 pub fn install(patched: impl IntoIterator<Item = u64>) -> bool {
-    *PATCHED.lock().unwrap_or_else(|e| e.into_inner()) = Some(patched.into_iter().collect());
+    PATCHED.with(|p| *p = Some(patched.into_iter().collect()));
     // SAFETY: dlsym with a NUL-terminated name.
     let target = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_debug_state".as_ptr()) } as u64;
     if target == 0 {
@@ -73,14 +79,19 @@ extern "C" fn on_objects_changed() {
     if state != RT_CONSISTENT {
         return;
     }
-    let mut guard = PATCHED.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(patched) = guard.as_mut() else {
-        return;
-    };
+    PATCHED.with(|patched| {
+        if let Some(patched) = patched.as_mut() {
+            catch_up(patched);
+        }
+    });
+}
+
+/// Plans the modules mapped since the last call and forgets the unloaded.
+fn catch_up(patched: &mut BTreeSet<u64>) {
     let now: Vec<Module> = loaded();
     // Unloaded modules leave the set, so one loaded again at the same
     // address is patched again.
-    let current: HashSet<u64> = now.iter().map(|m| m.base).collect();
+    let current: BTreeSet<u64> = now.iter().map(|m| m.base).collect();
     patched.retain(|b| current.contains(b));
     control::keep_modules(&current);
     let fresh: Vec<Module> = now

@@ -14,6 +14,7 @@
 //! unwinds; the slow paths use only async-signal-safe system calls. No
 //! return address is ever written.
 
+mod alloc;
 mod buffer;
 mod config;
 mod control;
@@ -25,6 +26,7 @@ mod modules;
 mod patch;
 mod poke;
 mod state;
+mod sync;
 mod thread_exit;
 mod tramp;
 mod unwind;
@@ -118,7 +120,11 @@ extern "C" fn init() {
     // SAFETY: registering plain extern "C" callbacks.
     unsafe {
         libc::atexit(at_exit);
-        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_in_parent),
+            Some(after_fork_in_child),
+        );
     }
     if cfg.ctl || cfg.off {
         control::start_agent();
@@ -129,9 +135,31 @@ extern "C" fn at_exit() {
     hooks::close_all_open();
 }
 
+/// The runtime's locks, in the order they are taken: whoever holds one
+/// may take those after it, never those before.
+fn locks_in_order() -> [&'static sync::RawLock; 3] {
+    [dlhook::lock(), control::lock(), alloc::lock()]
+}
+
+/// Holds every runtime lock across `fork`, so that the child never starts
+/// with one taken by a thread that does not exist there (its next
+/// `dlopen`, `ftail_ctl` or allocation would wait for good).
+extern "C" fn before_fork() {
+    for l in locks_in_order() {
+        l.lock();
+    }
+}
+
+extern "C" fn after_fork_in_parent() {
+    for l in locks_in_order().iter().rev() {
+        l.unlock();
+    }
+}
+
 /// The child of a fork records into its own files, with its own metadata
 /// (the child is single-threaded here, so writing files is safe).
 extern "C" fn after_fork_in_child() {
+    after_fork_in_parent();
     let st = state::current();
     // SAFETY: the calling (only) thread's own state.
     unsafe {
@@ -178,9 +206,23 @@ fn module_path(m: &modules::Module) -> String {
     if m.path.is_empty() {
         return exe_path();
     }
-    std::fs::canonicalize(&m.path)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| m.path.clone())
+    real_path(&m.path).unwrap_or_else(|| m.path.clone())
+}
+
+/// `path` with every symbolic link resolved, through libc's `realpath`
+/// into a buffer of ours (`std::fs::canonicalize` lets libc allocate the
+/// result with the program's `malloc`).
+fn real_path(path: &str) -> Option<String> {
+    let c = std::ffi::CString::new(path).ok()?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: `c` is NUL-terminated and `buf` holds PATH_MAX bytes and a
+    // NUL, as realpath requires of a caller-supplied buffer.
+    let p = unsafe { libc::realpath(c.as_ptr(), buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0)?;
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
 /// The module's line in `KEY.modules`: `BASE BUILD-ID PATH`.

@@ -189,8 +189,8 @@ pub unsafe fn func_sites(f: *const FuncRecord) -> impl Iterator<Item = Site> {
 
 /// Names of the functions a module's PLT and GOT slots resolve to, from
 /// its dynamic section: GOT slot address → symbol name.
-pub fn got_symbols(m: &Module) -> std::collections::HashMap<u64, String> {
-    let mut out = std::collections::HashMap::new();
+pub fn got_symbols(m: &Module) -> std::collections::BTreeMap<u64, String> {
+    let mut out = std::collections::BTreeMap::new();
     let Some(dynamic) = m.dynamic else { return out };
     let (mut jmprel, mut pltrelsz, mut rela, mut relasz, mut symtab, mut strtab) =
         (0, 0, 0, 0, 0, 0);

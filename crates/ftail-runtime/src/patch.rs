@@ -8,7 +8,7 @@
 //! (`control.rs`) only ever writes 5-byte sites (`poke.rs`). A site that
 //! does not hold the 5-byte nop when planned is left alone for good.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use ftail_abi::{SiteKind, NOP5};
 
@@ -297,7 +297,7 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
         skipped: 0,
         thunks: 0,
     };
-    let starts: HashMap<u64, u32> = m
+    let starts: BTreeMap<u64, u32> = m
         .funcs
         .iter()
         .enumerate()
@@ -310,7 +310,7 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
         })
         .collect();
     let got = if mode == TailMode::Mark {
-        HashMap::new()
+        BTreeMap::new()
     } else {
         got_symbols(m)
     };
@@ -433,8 +433,8 @@ pub struct ThunkLayout {
 fn tail_plan(
     mode: TailMode,
     site: u64,
-    starts: &HashMap<u64, u32>,
-    got: &HashMap<u64, String>,
+    starts: &BTreeMap<u64, u32>,
+    got: &BTreeMap<u64, String>,
 ) -> Option<(TailJump, Option<u32>)> {
     if mode == TailMode::Mark {
         return None;

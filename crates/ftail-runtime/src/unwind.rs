@@ -24,10 +24,16 @@
 use crate::patch::ThunkLayout;
 
 extern "C" {
-    /// libgcc: registers a block of CIEs and FDEs, ended by a zero word;
-    /// the block must stay mapped for good.
-    fn __register_frame(begin: *const u8);
+    /// libgcc: registers a block of CIEs and FDEs, ended by a zero word,
+    /// with `object` as libgcc's bookkeeping for it; both must stay
+    /// mapped while registered. (`__register_frame` would allocate the
+    /// object with the program's `malloc`.)
+    fn __register_frame_info(begin: *const u8, object: *mut u8);
 }
+
+/// Bytes of libgcc's `struct object` (seven words in GCC 12), with room
+/// to spare.
+const LIBGCC_OBJECT: usize = 16 * 8;
 
 // DWARF call frame instructions and operations (DWARF 5, 6.4.2, 2.5).
 const DW_CFA_ADVANCE_LOC: u8 = 0x40;
@@ -53,9 +59,11 @@ pub fn register_thunks(thunks: &[ThunkLayout]) {
     // The block is leaked: libgcc reads it for as long as the process
     // lives, like the thunks it describes (which are never unmapped).
     let block: &'static [u8] = Vec::leak(block);
+    let object: &'static mut [u8] = Vec::leak(vec![0u8; LIBGCC_OBJECT]);
     // SAFETY: `block` is a well-formed .eh_frame block (CIE, FDEs, zero
-    // terminator) that stays mapped for good.
-    unsafe { __register_frame(block.as_ptr()) };
+    // terminator) and `object` zeroed room for libgcc's bookkeeping; both
+    // stay mapped for good.
+    unsafe { __register_frame_info(block.as_ptr(), object.as_mut_ptr()) };
     let start = thunks.iter().map(|t| t.start).min().unwrap_or(0);
     let end = thunks.iter().map(|t| t.start + t.len).max().unwrap_or(0);
     let named: Vec<crate::gdbjit::Thunk> = thunks
