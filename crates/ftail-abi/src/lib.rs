@@ -31,6 +31,8 @@
 #![deny(missing_docs)]
 #![no_std]
 
+extern crate alloc;
+
 /// Version of the site-table layout; bumped on any change.
 pub const SITES_VERSION: u32 = 1;
 
@@ -232,6 +234,27 @@ mod tests {
     }
 
     #[test]
+    fn metadata_values_escape_and_come_back() {
+        use super::trace::{escape_value, unescape_value};
+        for v in [
+            "plain",
+            "a\nversion=999",
+            "back\\slash",
+            "\x1f\t\r",
+            "é\\x41",
+            "\\",
+        ] {
+            let e = escape_value(v);
+            assert!(
+                !e.contains('\n') && !e.chars().any(char::is_control),
+                "{e:?}"
+            );
+            assert_eq!(unescape_value(&e), v);
+        }
+        assert_eq!(escape_value("a\nb"), "a\\nb");
+    }
+
+    #[test]
     fn register_numbers_follow_hardware_encoding() {
         assert_eq!(gpr_number("rax"), Some(0));
         assert_eq!(gpr_number("rdi"), Some(7));
@@ -242,17 +265,32 @@ mod tests {
 
 /// Trace directories: the files `ftail record` and the runtime write.
 ///
-/// A trace directory holds `info` (key=value lines: the run's metadata),
-/// `modules` (one line per loaded module with site tables:
-/// `BASE BUILD-ID PATH`, `-` for a module without a GNU build id) and one
-/// event file per thread, named
-/// `PID-TID.events`: an [`EventFileHeader`] followed by [`Event`]s. The event
-/// files are file-backed shared mappings of the traced process, so whatever
-/// it recorded survives `_exit`, a crash or SIGKILL. A reader stops at the
-/// first event whose time is zero (never written).
+/// Each traced process image has a name stem `KEY` (its pid, or `PID~N`
+/// for the N-th image after an `exec`) and these files, all created
+/// exclusively with mode 0600 in a directory only its user may enter:
+/// * `KEY.info`: `key=value` lines, the run's metadata; values are
+///   [`escape_value`]d (a newline in an argument cannot forge a key);
+/// * `KEY.modules`: the modules with site tables over the process's life,
+///   one line per event, in order: `load TSC BASE BUILD-ID SITES SKIPPED
+///   PATH` when a module is mapped (`-` for no GNU build id; SITES planned,
+///   SKIPPED left untraced; the path escaped) and `unload TSC BASE` when
+///   it is unmapped, so that an address is resolved against the module
+///   mapped at the time of its event (a library loaded later at the same
+///   address is another module); `skip BASE REASON PATH` for a module
+///   left untraced as a whole;
+/// * `KEY.status`: a [`ProcessStatus`], counters the process updates while
+///   it runs (threads not recorded and why, disk full, modules skipped);
+/// * `KEY-TID.events` per thread (`KEY-TID~N.events` when a thread id
+///   comes back): an [`EventFileHeader`] followed by [`Event`]s.
+///
+/// Event and status files are file-backed shared mappings of the traced
+/// process, so whatever it recorded survives `_exit`, a crash or SIGKILL.
+/// A reader stops at the first event whose time is zero (never written).
 pub mod trace {
+    use alloc::string::String;
+
     /// Version of the trace format; bumped on any change.
-    pub const TRACE_VERSION: u32 = 3;
+    pub const TRACE_VERSION: u32 = 4;
     /// Magic number at the start of every event file.
     pub const EVENTS_MAGIC: [u8; 8] = *b"FTAILEV1";
     /// File name of the metadata.
@@ -261,6 +299,108 @@ pub mod trace {
     pub const MODULES_FILE: &str = "modules";
     /// Suffix of event files.
     pub const EVENTS_SUFFIX: &str = ".events";
+    /// Suffix of status files.
+    pub const STATUS_SUFFIX: &str = ".status";
+    /// Magic number at the start of every status file.
+    pub const STATUS_MAGIC: [u8; 8] = *b"FTAILST1";
+
+    /// Counters a traced process keeps in `KEY.status` while it runs (a
+    /// shared mapping, updated atomically, so they survive a crash): what
+    /// was not recorded, and why.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ProcessStatus {
+        /// [`STATUS_MAGIC`].
+        pub magic: [u8; 8],
+        /// [`TRACE_VERSION`].
+        pub version: u32,
+        /// Size of this structure in bytes.
+        pub size: u32,
+        /// Threads that created their event file.
+        pub threads_recorded: u64,
+        /// Threads that could not: they recorded nothing.
+        pub threads_failed: u64,
+        /// The first such failure: `errno << 32 | tid` (0: none).
+        pub first_failure: u64,
+        /// Threads that stopped recording because the trace directory's
+        /// filesystem was full.
+        pub threads_disk_full: u64,
+        /// Modules found after start-up (`dlopen`) and left untraced as a
+        /// whole (damaged tables, no room for stubs near them).
+        pub modules_skipped: u64,
+        /// Sites of modules found after start-up that were left alone.
+        pub sites_skipped: u64,
+        /// The control agent: [`AGENT_NONE`], [`AGENT_LISTENING`],
+        /// [`AGENT_BIND_FAILED`] or [`AGENT_LOST_SOCKET`], with an errno in
+        /// bits 8 and up where there is one.
+        pub agent: u64,
+        /// Reserved, zero.
+        pub reserved: [u64; 7],
+    }
+    const _: () = assert!(core::mem::size_of::<ProcessStatus>() == 128);
+
+    /// [`ProcessStatus::agent`]: no control agent was asked for.
+    pub const AGENT_NONE: u64 = 0;
+    /// [`ProcessStatus::agent`]: the agent listens.
+    pub const AGENT_LISTENING: u64 = 1;
+    /// [`ProcessStatus::agent`]: its socket name could not be bound
+    /// (another process holds it); the errno is in bits 8 and up.
+    pub const AGENT_BIND_FAILED: u64 = 2;
+    /// [`ProcessStatus::agent`]: the program closed or replaced the
+    /// agent's descriptor and it could not listen again.
+    pub const AGENT_LOST_SOCKET: u64 = 3;
+
+    /// Escapes a metadata value for one line of `key=value` text:
+    /// backslash, and every control character as `\n`, `\t` or `\xHH`.
+    pub fn escape_value(value: &str) -> String {
+        use core::fmt::Write as _;
+        let mut out = String::with_capacity(value.len());
+        for c in value.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// Undoes [`escape_value`]; an escape it does not know is kept as it
+    /// is.
+    pub fn unescape_value(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            let rest = chars.as_str();
+            match chars.next() {
+                Some('\\') => out.push('\\'),
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('x') => match rest.get(1..3).and_then(|h| u32::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(char::from_u32(v).unwrap_or('\u{fffd}'));
+                        chars.next();
+                        chars.next();
+                    }
+                    None => out.push_str("\\x"),
+                },
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            }
+        }
+        out
+    }
 
     /// Header of an event file.
     #[repr(C)]
@@ -282,9 +422,20 @@ pub mod trace {
         pub lost: u64,
         /// Thread name at the time the buffer was created (NUL-padded).
         pub name: [u8; 16],
+        /// Why the thread stopped recording before its end, if it did:
+        /// [`STOPPED_BUFFER_FULL`] or [`STOPPED_DISK_FULL`]; the frames
+        /// still open then are closed as `Truncated` where they fit, and a
+        /// reader closes any left at that point.
+        pub stopped: u64,
         /// Reserved, zero.
-        pub reserved: [u64; 3],
+        pub reserved: [u64; 2],
     }
+
+    /// [`EventFileHeader::stopped`]: the buffer reached its size.
+    pub const STOPPED_BUFFER_FULL: u64 = 1;
+    /// [`EventFileHeader::stopped`]: the trace directory's filesystem had
+    /// no room for more of the buffer.
+    pub const STOPPED_DISK_FULL: u64 = 2;
     const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 80);
 
     /// One event: 16 bytes.

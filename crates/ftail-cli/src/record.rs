@@ -88,7 +88,10 @@ fn prepare_dir(dir: &Path) -> Result<()> {
             .filter_map(|e| e.ok())
             .all(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                n.ends_with(".info") || n.ends_with(".modules") || n.ends_with(".events")
+                n.ends_with(".info")
+                    || n.ends_with(".modules")
+                    || n.ends_with(".events")
+                    || n.ends_with(".status")
             });
         if !looks_like_trace {
             bail!(

@@ -82,7 +82,7 @@ fn ftail_calls(dir: &Path, exe: &Path, args: &[&str], stdin: Option<&Path>) -> (
             for e in &th.events {
                 match e.kind() {
                     Some(EventKind::Entry) => {
-                        let name = syms.name(e.addr());
+                        let name = syms.name(e.addr(), e.tsc);
                         let parent = stack.last().cloned().unwrap_or_default();
                         *counts.entry(name.clone()).or_default() += 1;
                         *pairs.entry((parent, name.clone())).or_default() += 1;

@@ -128,3 +128,200 @@ fn a_child_forked_while_the_runtime_holds_its_locks_starts_unlocked() {
         }
     }
 }
+
+/// Builds `sameplace.c` as `lib{name}.so` with its functions named
+/// `{name}_work`.
+fn build_named_library(dir: &Path, name: &str) -> PathBuf {
+    let lib = dir.join(format!("lib{name}.so"));
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-fPIC", "-shared"])
+            .arg(format!("-DNAME={name}"))
+            .arg("-o")
+            .arg(&lib)
+            .arg(fixture("sameplace.c")),
+    );
+    lib
+}
+
+/// Library alpha is loaded, used and closed; library beta is then loaded
+/// at the same address and used. Each call is named after the library
+/// that was mapped when it ran (before, beta's calls were named with
+/// alpha's symbols).
+#[test]
+fn a_library_loaded_where_another_was_unloaded_keeps_its_own_names() {
+    let dir = scratch();
+    let alpha = build_named_library(dir.path(), "alpha");
+    let beta = build_named_library(dir.path(), "beta");
+    let exe = build(dir.path(), "gcc", &["-O2"], "reload.c", "reload");
+    let (a, b) = (alpha.to_str().unwrap(), beta.to_str().unwrap());
+    let (out, t) = record(dir.path(), "reload", &exe, &[a, b, a], &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "45\n");
+    let p = &t.processes[0];
+    let libs: Vec<_> = p
+        .modules
+        .iter()
+        .filter(|m| m.path.extension().is_some_and(|e| e == "so"))
+        .collect();
+    assert_eq!(libs.len(), 3, "three loads: {:?}", p.modules);
+    assert_eq!(
+        libs[0].base, libs[1].base,
+        "beta mapped where alpha was: {libs:?}"
+    );
+    assert!(libs.iter().all(|m| m.unloaded.is_some()), "{libs:?}");
+    let text = ftail_trace::replay::render(&t);
+    let calls: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split("| ").nth(1))
+        .map(str::trim)
+        .filter(|c| c.contains("_work()"))
+        .collect();
+    assert_eq!(
+        calls,
+        ["alpha_work();", "beta_work();", "alpha_work();"],
+        "{text}"
+    );
+}
+
+/// Runs `script` with `sh -c` in a private mount namespace (as root, or as
+/// root of a new user namespace), where it may mount filesystems that
+/// vanish with it. `None` when this system allows neither.
+fn in_mount_namespace(script: &str) -> Option<Output> {
+    for args in [&["-m", "--propagation", "private"][..], &["-r", "-m"][..]] {
+        let out = run(Command::new("unshare")
+            .args(args)
+            .args(["sh", "-c", script]));
+        if out.status.code() != Some(97) {
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// With the trace directory on a full filesystem the program runs on
+/// unharmed (before: killed by SIGBUS while `ftail record` said "trace
+/// written"): its thread stops recording, the frames it had open are
+/// closed, and the event file and the process's status say why.
+#[test]
+fn a_full_disk_stops_the_recording_not_the_program() {
+    use ftail_abi::trace::STOPPED_DISK_FULL;
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], "manycalls.c", "manycalls");
+    let plain = run(Command::new(&exe).arg("2000000"));
+    let (mnt, copy) = (dir.path().join("small"), dir.path().join("copy"));
+    std::fs::create_dir(&mnt).unwrap();
+    // Exit 97 when the mount itself fails (no namespaces here).
+    let script = format!(
+        "mount -t tmpfs -o size=2m none {mnt} || exit 97; \
+         {ftail} record -d {mnt}/t -- {exe} 2000000 > {copy}.out 2> {copy}.err; \
+         echo $? > {copy}.status; cp -a {mnt}/t {copy}",
+        mnt = mnt.display(),
+        ftail = ftail().display(),
+        exe = exe.display(),
+        copy = copy.display(),
+    );
+    let Some(out) = in_mount_namespace(&script) else {
+        assert!(!full_suite(), "no mount namespace to fill a filesystem in");
+        eprintln!("skipping: no mount namespace");
+        return;
+    };
+    assert!(out.status.success(), "{out:?}");
+    let read = |ext: &str| std::fs::read_to_string(format!("{}.{ext}", copy.display())).unwrap();
+    assert_eq!(read("status").trim(), "0", "stderr: {}", read("err"));
+    assert_eq!(read("out").as_bytes(), plain.stdout);
+    let t = trace::open(&copy).unwrap();
+    let p = &t.processes[0];
+    let th = &p.threads[0];
+    assert_eq!(th.stopped, STOPPED_DISK_FULL, "lost {}", th.lost);
+    assert!(th.lost > 1_000_000, "lost {}", th.lost);
+    assert!(th.balance().is_balanced(), "{:?}", th.balance());
+    assert!(
+        th.balance().truncated >= 2,
+        "main and nest closed: {:?}",
+        th.balance()
+    );
+    assert_eq!(p.status.expect("status file").threads_disk_full, 1);
+}
+
+/// Runs `exe args` with the runtime preloaded and `env` set, as
+/// `ftail record` would, from a shell whose pid the program keeps (so
+/// that `pre` can plant files named after it: `$$`).
+fn run_preloaded(dir: &Path, pre: &str, exe: &Path, args: &str, env: &str) -> Output {
+    let script = format!(
+        "{pre}\nexec env LD_PRELOAD={rt} FTAIL_DIR={dir} {env} {exe} {args}",
+        rt = runtime().display(),
+        dir = dir.display(),
+        exe = exe.display(),
+    );
+    run(Command::new("sh").arg("-c").arg(script))
+}
+
+/// A file that symbolic links planted in a trace directory point at,
+/// under the names of the files the runtime writes next to `PID.info`:
+/// the runtime creates every file exclusively, never through a link, and
+/// passes over a stem any of whose names is taken (before, the module
+/// list and the event file were truncated and written through them).
+#[test]
+fn planted_links_in_a_trace_directory_are_never_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], "manycalls.c", "manycalls");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let tdir = dir.path().join("trace");
+    std::fs::create_dir(&tdir).unwrap();
+    std::fs::set_permissions(&tdir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let plant = format!(
+        "for f in .modules .status -$$.events; do ln -s {v} {t}/$$$f; done",
+        v = victim.display(),
+        t = tdir.display()
+    );
+    let out = run_preloaded(&tdir, &plant, &exe, "1000", "");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    // The runtime claimed the next free name instead, with private files.
+    let t = trace::open(&tdir).unwrap();
+    let p = &t.processes[0];
+    assert_eq!(p.key, format!("{}~1", p.pid));
+    assert_eq!(p.threads[0].balance().entries, 1000 + 2, "leaf, nest, main");
+    for e in std::fs::read_dir(&tdir).unwrap().flatten() {
+        let meta = std::fs::symlink_metadata(e.path()).unwrap();
+        if meta.is_file() {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{:?}", e.path());
+        }
+    }
+    // A trace directory that is itself a link, or another user's, gets
+    // nothing written.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&tdir, &link).unwrap();
+    let before = std::fs::read_dir(&tdir).unwrap().count();
+    let out = run_preloaded(&link, "", &exe, "10", "");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_dir(&tdir).unwrap().count(), before);
+}
+
+/// Values no sane run has are clamped by the runtime (and `KEY.info` says
+/// what it used) instead of overflowing its sizes (before: SIGSEGV, or an
+/// empty trace); an argument with a newline cannot add a line to
+/// `KEY.info`.
+#[test]
+fn huge_settings_are_clamped_and_arguments_cannot_forge_metadata() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], "manycalls.c", "manycalls");
+    let tdir = dir.path().join("trace");
+    std::fs::create_dir(&tdir).unwrap();
+    let huge = "FTAIL_BUFFER_EVENTS=18446744073709551615 FTAIL_STACK_ENTRIES=1152921504606846976";
+    let out = run_preloaded(&tdir, "", &exe, "'1000\nversion=999'", huge);
+    assert!(out.status.success(), "{out:?}");
+    let t = trace::open(&tdir).unwrap();
+    let p = &t.processes[0];
+    assert_eq!(
+        p.info["version"],
+        ftail_abi::trace::TRACE_VERSION.to_string()
+    );
+    assert_eq!(p.info["buffer_events"], (1u64 << 32).to_string());
+    assert_eq!(p.info["stack_entries"], (1u64 << 20).to_string());
+    assert_eq!(p.args()[1], "1000\nversion=999");
+    assert_eq!(p.threads[0].balance().entries, 1000 + 2, "leaf, nest, main");
+    assert!(p.threads[0].balance().is_balanced());
+}

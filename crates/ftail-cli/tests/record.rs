@@ -679,7 +679,7 @@ fn entry_counts(t: &Trace) -> std::collections::HashMap<String, u64> {
                 .iter()
                 .filter(|e| e.kind() == Some(EventKind::Entry))
             {
-                *counts.entry(syms.name(e.addr())).or_insert(0) += 1;
+                *counts.entry(syms.name(e.addr(), e.tsc)).or_insert(0) += 1;
             }
         }
     }

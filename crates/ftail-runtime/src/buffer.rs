@@ -8,7 +8,9 @@
 
 use std::sync::atomic::Ordering;
 
-use ftail_abi::trace::{EventFileHeader, EventKind, EVENTS_MAGIC, TRACE_VERSION};
+use ftail_abi::trace::{
+    EventFileHeader, EventKind, EVENTS_MAGIC, EVENTS_SUFFIX, STOPPED_DISK_FULL, TRACE_VERSION,
+};
 
 use crate::state::{StackEntry, ThreadState};
 
@@ -22,29 +24,15 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     };
     // SAFETY: getpid/gettid have no preconditions.
     let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid) as i32) };
-    let mut path = PathBuf::new();
-    path.push(cfg.dir.as_os_str().as_encoded_bytes());
-    path.push(b"/");
-    path.push(crate::key::get());
-    path.push(b"-");
-    path.push_num(tid as u64);
-    path.push(b".events\0");
-    if path.overflowed {
-        return false;
-    }
+    let fd = match create_event_file(tid as u32) {
+        Ok(fd) => fd,
+        Err(errno) => {
+            crate::status::thread_failed(tid as u32, errno);
+            return false;
+        }
+    };
     let size = file_size(cfg);
     let reserve = cfg.stack_entries * 16;
-    // SAFETY: `path` is NUL-terminated; the flags create a private file.
-    let fd = unsafe {
-        libc::open(
-            path.buf.as_ptr().cast(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    if fd < 0 {
-        return false;
-    }
     // SAFETY: fd is a regular file we own; the mapping covers it exactly.
     let base = unsafe {
         let ok = libc::ftruncate(fd, size as libc::off_t) == 0;
@@ -60,12 +48,14 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         } else {
             libc::MAP_FAILED
         };
+        let errno = crate::files::errno();
         libc::close(fd);
+        if p == libc::MAP_FAILED {
+            crate::status::thread_failed(tid as u32, errno);
+            return false;
+        }
         p
     };
-    if base == libc::MAP_FAILED {
-        return false;
-    }
     let mut name = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes.
     unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
@@ -78,8 +68,17 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         capacity: cfg.buffer_events,
         lost: 0,
         name,
-        reserved: [0; 3],
+        stopped: 0,
+        reserved: [0; 2],
     };
+    // The header's page is allocated first: on a full filesystem, touching
+    // it would raise SIGBUS in the program.
+    if let Err(errno) = populate(base as u64, 4096) {
+        // SAFETY: unmapping the mapping just made.
+        unsafe { libc::munmap(base, size as usize) };
+        crate::status::thread_failed(tid as u32, errno);
+        return false;
+    }
     // SAFETY: the mapping is at least HEADER bytes and page-aligned.
     unsafe { std::ptr::write(base.cast::<EventFileHeader>(), header) };
     let base = base as u64;
@@ -103,7 +102,31 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     extend(st);
     replay_open_frames(st);
     crate::thread_exit::watch();
+    crate::status::thread_recorded();
     true
+}
+
+/// Creates `KEY-TID.events` (`KEY-TID~N.events` when a thread of the same
+/// id recorded before: thread ids come back); Err(errno) on failure.
+fn create_event_file(tid: u32) -> Result<i32, i32> {
+    let mut last = libc::EEXIST;
+    for n in 0..100 {
+        let mut name = crate::files::key_name(b"-");
+        name.push_num(u64::from(tid));
+        if n > 0 {
+            name.push(b"~").push_num(n);
+        }
+        name.push(EVENTS_SUFFIX.as_bytes());
+        match crate::files::create(&mut name) {
+            Err(libc::EEXIST) => continue,
+            Err(e) => {
+                last = e;
+                break;
+            }
+            Ok(fd) => return Ok(fd),
+        }
+    }
+    Err(last)
 }
 
 /// Smallest and largest step of [`extend`].
@@ -111,10 +134,9 @@ const FIRST_CHUNK: u64 = 64 << 10;
 const MAX_CHUNK: u64 = 2 << 20;
 
 /// Makes the next part of the buffer usable: `end` moves forward by as
-/// much as is already used (64 KiB at first, 2 MiB at most), and those
-/// pages are faulted in with one `madvise(MADV_POPULATE_WRITE)` instead of
-/// one page fault each (a page fault on a file-backed page costs more than
-/// the events it holds). False when the buffer is full. Async-signal-safe.
+/// much as is already used (64 KiB at first, 2 MiB at most), those pages
+/// allocated ahead ([`populate`]). False when the buffer is full or the
+/// filesystem has no room for more. Async-signal-safe.
 pub fn extend(st: &mut ThreadState) -> bool {
     if st.end >= st.limit || st.lost == 0 {
         return false;
@@ -122,23 +144,78 @@ pub fn extend(st: &mut ThreadState) -> bool {
     let events = st.lost - std::mem::offset_of!(EventFileHeader, lost) as u64 + HEADER;
     let chunk = (st.end - events).clamp(FIRST_CHUNK, MAX_CHUNK);
     let new_end = (st.end + chunk).min(st.limit);
-    let from = st.end & !4095;
-    // SAFETY: [from, new_end) lies in this thread's event mapping; populating
-    // pages changes no contents. Failure (an old kernel) is harmless: the
-    // pages then fault in one by one.
-    unsafe {
-        libc::madvise(
-            from as *mut libc::c_void,
-            (new_end - from) as usize,
-            MADV_POPULATE_WRITE,
-        )
-    };
+    if populate(st.end, new_end - st.end).is_err() {
+        // The filesystem is full: touching these pages would raise SIGBUS
+        // in the program. The thread stops recording here, as if its
+        // buffer were full.
+        st.limit = st.end;
+        set_stopped(st, STOPPED_DISK_FULL);
+        crate::status::thread_disk_full();
+        return false;
+    }
     st.end = new_end;
     true
 }
 
 /// `MADV_POPULATE_WRITE` (Linux 5.14; not in every libc crate version).
 const MADV_POPULATE_WRITE: i32 = 23;
+
+/// Allocates the pages of the event mapping under [from, from + len) in
+/// one `madvise(MADV_POPULATE_WRITE)`, instead of a page fault each (a
+/// fault on a file-backed page costs more than the events it holds), and
+/// so that a full filesystem shows as an error here instead of SIGBUS on
+/// a later store. Err(errno) when the pages cannot be had; a kernel
+/// without the advice (EINVAL) counts as success: its pages then fault in
+/// one by one, as before. Async-signal-safe.
+pub fn populate(from: u64, len: u64) -> Result<(), i32> {
+    let lo = from & !4095;
+    // SAFETY: [lo, from + len) lies in this thread's event mapping (the
+    // callers' ranges are inside it and `lo` is in the page of `from`);
+    // populating pages changes no contents.
+    let r = unsafe {
+        libc::madvise(
+            lo as *mut libc::c_void,
+            (from + len - lo) as usize,
+            MADV_POPULATE_WRITE,
+        )
+    };
+    match (r, crate::files::errno()) {
+        (0, _) | (_, libc::EINVAL) => Ok(()),
+        (_, e) => Err(e),
+    }
+}
+
+/// The bytes at and after `from` (up to `len`) that can be written: all
+/// of them, or, on a full filesystem, those in pages that could still be
+/// allocated one by one.
+pub fn writable_room(from: u64, len: u64) -> u64 {
+    if populate(from, len).is_ok() {
+        return len;
+    }
+    let mut room = ((from + 4095) & !4095) - from;
+    while room < len && populate(from + room, 1).is_ok() {
+        room += 4096;
+    }
+    room.min(len)
+}
+
+/// Records in the event file's header why the thread stopped recording
+/// (the first reason only).
+pub fn set_stopped(st: &ThreadState, why: u64) {
+    if st.lost == 0 {
+        return;
+    }
+    let field = st.lost - std::mem::offset_of!(EventFileHeader, lost) as u64
+        + std::mem::offset_of!(EventFileHeader, stopped) as u64;
+    // SAFETY: `field` is the header's `stopped` word, in the first page of
+    // the thread's mapping (populated at set-up), aligned.
+    unsafe {
+        let p = field as *mut u64;
+        if p.read_volatile() == 0 {
+            p.write_volatile(why);
+        }
+    }
+}
 
 /// Bytes of an event file: the header, the buffer, then room to close
 /// every frame the trace stack can hold when the buffer fills up (see
@@ -212,45 +289,5 @@ fn replay_open_frames(st: &mut ThreadState) {
         // SAFETY: i < depth <= stack_cap entries of the stack mapping.
         let e = unsafe { *(st.stack as *const StackEntry).add(i as usize) };
         crate::hooks::write_event(st, EventKind::Entry, e.word, now);
-    }
-}
-
-/// A fixed-size path buffer (no allocation).
-struct PathBuf {
-    buf: [u8; 4096],
-    len: usize,
-    overflowed: bool,
-}
-
-impl PathBuf {
-    fn new() -> Self {
-        PathBuf {
-            buf: [0; 4096],
-            len: 0,
-            overflowed: false,
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        if self.len + bytes.len() > self.buf.len() {
-            self.overflowed = true;
-            return;
-        }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
-
-    fn push_num(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[i..]);
     }
 }

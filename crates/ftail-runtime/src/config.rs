@@ -1,7 +1,6 @@
 //! What `ftail record` asked for, passed in the environment.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 
 /// How tail calls are traced (`--tail`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,8 +18,9 @@ pub enum TailMode {
 /// The runtime's configuration.
 #[derive(Debug)]
 pub struct Config {
-    /// Trace directory.
-    pub dir: PathBuf,
+    /// Trace directory, NUL-terminated for system calls made without
+    /// allocating.
+    pub dir_c: std::ffi::CString,
     /// Include globs (empty: everything).
     pub include: Vec<String>,
     /// Exclude globs.
@@ -38,6 +38,14 @@ pub struct Config {
     /// Start the control agent (`--ctl`, implied by `--off`).
     pub ctl: bool,
 }
+
+/// Most events a thread's buffer holds (64 GiB of 16-byte events; the
+/// file is sparse). Larger values are clamped, and `KEY.info` says what
+/// was used.
+pub const MAX_BUFFER_EVENTS: u64 = 1 << 32;
+/// Most trace-stack entries per thread (frames deeper than this are
+/// counted as lost); each costs 64 bytes of reserved address space.
+pub const MAX_STACK_ENTRIES: u64 = 1 << 20;
 
 /// Environment variable: trace directory; without it the runtime is idle.
 pub const DIR_ENV: &str = "FTAIL_DIR";
@@ -62,10 +70,13 @@ fn globs(name: &str) -> Vec<String> {
 impl Config {
     /// Reads the configuration; `None` when no trace directory is set.
     pub fn from_env() -> Option<Config> {
-        let dir = PathBuf::from(var(DIR_ENV)?);
+        let dir_c = std::ffi::CString::new(std::env::var_os(DIR_ENV)?.into_encoded_bytes()).ok()?;
+        if dir_c.is_empty() {
+            return None;
+        }
         let num = |n: &str, default: u64| var(n).and_then(|v| v.parse().ok()).unwrap_or(default);
         Some(Config {
-            dir,
+            dir_c,
             include: globs("FTAIL_FILTER"),
             exclude: globs("FTAIL_EXCLUDE"),
             depth: num("FTAIL_DEPTH", u64::MAX),
@@ -74,8 +85,8 @@ impl Config {
                 Some("convert") => TailMode::Convert,
                 _ => TailMode::Auto,
             },
-            buffer_events: num("FTAIL_BUFFER_EVENTS", 1 << 22).max(16),
-            stack_entries: num("FTAIL_STACK_ENTRIES", 1 << 16).max(16),
+            buffer_events: num("FTAIL_BUFFER_EVENTS", 1 << 22).clamp(16, MAX_BUFFER_EVENTS),
+            stack_entries: num("FTAIL_STACK_ENTRIES", 1 << 16).clamp(16, MAX_STACK_ENTRIES),
             off: var("FTAIL_OFF").is_some_and(|v| v == "1"),
             ctl: var("FTAIL_CTL").is_some_and(|v| v == "1"),
         })

@@ -22,6 +22,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 
 use crate::config::glob;
+use crate::metadata;
 use crate::modules::Module;
 use crate::patch::{plan_module, ModulePlan, Patched, Trampolines};
 use crate::poke;
@@ -50,6 +51,8 @@ struct Planned {
     plan: ModulePlan,
     /// Its slot in the SIGTRAP handler's site tables.
     slot: Option<usize>,
+    /// Its `load` line in `KEY.modules` (written again by a forked child).
+    load_line: String,
 }
 
 struct Control {
@@ -76,32 +79,63 @@ pub fn init(selection: Selection, trampolines: Trampolines) {
     });
 }
 
-/// Plans a newly found module and writes its sites for the current
-/// selection (quiescent: nothing runs the module's code yet).
-pub fn add_module(m: &Module) -> Patched {
+/// Plans a module found at time `tsc` and writes its sites for the
+/// current selection (quiescent: nothing runs the module's code yet);
+/// logs it in `KEY.modules`.
+pub fn add_module(m: &Module, tsc: u64) -> Patched {
     CONTROL.with(|c| {
         let Some(c) = c.as_mut() else {
             return Patched::default();
         };
         let plan = plan_module(m, c.trampolines);
         let slot = poke::publish_sites(plan.sites.iter().map(|s| s.addr).collect());
-        let done = apply(&plan, &c.selection, Writes::Quiescent);
-        c.modules.push(Planned { plan, slot });
+        let mut done = apply(&plan, &c.selection, Writes::Quiescent);
+        let mut lines = String::new();
+        if let Some(why) = plan.failure {
+            done.modules_skipped = 1;
+            lines.push_str(&metadata::skip_line(m, why));
+        }
+        let load_line = metadata::load_line(m, tsc, &done);
+        lines.push_str(&load_line);
+        metadata::append_modules(&lines);
+        c.modules.push(Planned {
+            plan,
+            slot,
+            load_line,
+        });
         done
     })
 }
 
-/// Forgets the modules whose load bias is not in `loaded` (unloaded).
-pub fn keep_modules(loaded: &BTreeSet<u64>) {
+/// Forgets the modules whose load bias is not in `loaded` (unloaded by
+/// time `tsc`), logging each in `KEY.modules`.
+pub fn keep_modules(loaded: &BTreeSet<u64>, tsc: u64) {
     CONTROL.with(|c| {
         let Some(c) = c.as_mut() else { return };
+        let mut lines = String::new();
         c.modules.retain(|p| {
             let keep = loaded.contains(&p.plan.base);
-            if let (false, Some(slot)) = (keep, p.slot) {
-                poke::withdraw_sites(slot);
+            if !keep {
+                if let Some(slot) = p.slot {
+                    poke::withdraw_sites(slot);
+                }
+                lines.push_str(&metadata::unload_line(tsc, p.plan.base));
             }
             keep
         });
+        if !lines.is_empty() {
+            metadata::append_modules(&lines);
+        }
+    })
+}
+
+/// The `load` lines of the modules loaded now, for a forked child's own
+/// `KEY.modules`.
+pub fn loaded_lines() -> String {
+    CONTROL.with(|c| {
+        c.as_ref()
+            .map(|c| c.modules.iter().map(|p| p.load_line.as_str()).collect())
+            .unwrap_or_default()
     })
 }
 
@@ -252,9 +286,17 @@ fn agent() {
     let Ok(addr) = SocketAddr::from_abstract_name(agent_name(std::process::id())) else {
         return;
     };
-    let Ok(listener) = UnixListener::bind_addr(&addr) else {
-        return;
+    let listener = match UnixListener::bind_addr(&addr) {
+        Ok(l) => l,
+        Err(e) => {
+            // Another process holds the name (a squatter, or a stale
+            // agent): say so where `ftail record` and `ftail ctl` look.
+            let errno = e.raw_os_error().unwrap_or(0) as u64;
+            crate::status::agent(ftail_abi::trace::AGENT_BIND_FAILED | (errno << 8));
+            return;
+        }
     };
+    crate::status::agent(ftail_abi::trace::AGENT_LISTENING);
     for stream in listener.incoming().flatten() {
         if !same_user(&stream) {
             continue;

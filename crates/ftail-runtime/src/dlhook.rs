@@ -92,15 +92,17 @@ fn catch_up(patched: &mut BTreeSet<u64>) {
     // Unloaded modules leave the set, so one loaded again at the same
     // address is patched again.
     let current: BTreeSet<u64> = now.iter().map(|m| m.base).collect();
+    // SAFETY: rdtsc has no memory effects.
+    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
     patched.retain(|b| current.contains(b));
-    control::keep_modules(&current);
+    control::keep_modules(&current, tsc);
     let fresh: Vec<Module> = now
         .into_iter()
         .filter(|m| !patched.contains(&m.base))
         .collect();
     for m in fresh {
-        control::add_module(&m);
-        crate::append_module(&m);
+        let done = control::add_module(&m, tsc);
+        crate::status::skipped(done.modules_skipped, done.skipped);
         patched.insert(m.base);
     }
 }

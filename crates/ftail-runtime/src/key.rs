@@ -5,7 +5,8 @@
 //! creates its event file.
 
 use std::cell::UnsafeCell;
-use std::path::Path;
+
+use crate::files::{self, NameBuf};
 
 struct KeyBuf(UnsafeCell<([u8; 48], usize)>);
 
@@ -15,22 +16,62 @@ unsafe impl Sync for KeyBuf {}
 
 static KEY: KeyBuf = KeyBuf(UnsafeCell::new(([0; 48], 0)));
 
-/// Claims a fresh stem in `dir` by creating its `.info` file exclusively.
-pub fn choose(dir: &Path) -> String {
-    let pid = std::process::id();
-    let mut key = pid.to_string();
-    for n in 1..1000 {
-        let claimed = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dir.join(format!("{key}.info")))
-            .is_ok();
-        if claimed {
-            break;
+/// The files that claim a stem, created together.
+pub struct Claimed {
+    /// `KEY.info`.
+    pub info: i32,
+    /// `KEY.modules`.
+    pub modules: i32,
+    /// `KEY.status`.
+    pub status: i32,
+}
+
+/// Claims a fresh stem by creating its `.info`, `.modules` and `.status`
+/// files exclusively (a stem any of whose names is taken — by an earlier
+/// image, or by a link someone planted — is passed over); returns their
+/// descriptors, or `None` when no stem could be claimed (the directory is
+/// gone or not ours).
+pub fn choose() -> Option<Claimed> {
+    let pid = u64::from(std::process::id());
+    for n in 0..1000u64 {
+        let mut stem = NameBuf::new();
+        stem.push_num(pid);
+        if n > 0 {
+            stem.push(b"~").push_num(n);
         }
-        key = format!("{pid}~{n}");
+        let create = |suffix: &[u8]| {
+            let mut name = NameBuf::new();
+            name.push(stem.bytes()).push(suffix);
+            files::create(&mut name)
+        };
+        let info = match create(b".info") {
+            Ok(fd) => fd,
+            Err(libc::EEXIST) => continue,
+            Err(_) => return None,
+        };
+        match (create(b".modules"), create(b".status")) {
+            (Ok(modules), Ok(status)) => {
+                set(stem.bytes());
+                return Some(Claimed {
+                    info,
+                    modules,
+                    status,
+                });
+            }
+            (a, b) => {
+                for fd in [Ok(info), a, b].into_iter().flatten() {
+                    files::close(fd);
+                }
+                let mut name = NameBuf::new();
+                name.push(stem.bytes()).push(b".info");
+                files::remove(&mut name);
+            }
+        }
     }
-    let bytes = key.as_bytes();
+    None
+}
+
+fn set(bytes: &[u8]) {
     // SAFETY: single-threaded here (see KeyBuf).
     unsafe {
         let k = &mut *KEY.0.get();
@@ -38,7 +79,6 @@ pub fn choose(dir: &Path) -> String {
         k.0[..n].copy_from_slice(&bytes[..n]);
         k.1 = n;
     }
-    key
 }
 
 /// The stem chosen by [`choose`].

@@ -19,13 +19,16 @@ mod buffer;
 mod config;
 mod control;
 mod dlhook;
+mod files;
 mod gdbjit;
 mod hooks;
 mod key;
+mod metadata;
 mod modules;
 mod patch;
 mod poke;
 mod state;
+mod status;
 mod sync;
 mod thread_exit;
 mod tramp;
@@ -39,16 +42,8 @@ use config::Config;
 /// The configuration, set once by [`init`].
 pub(crate) static CONFIG: OnceLock<Config> = OnceLock::new();
 
-/// What a forked child needs to write its own metadata: the time-stamp
-/// counter calibration, what was patched and the module list.
-struct StartInfo {
-    hz: u64,
-    start_tsc: u64,
-    patched: patch::Patched,
-    modules: String,
-    dlopen_hooked: bool,
-}
-static START: OnceLock<StartInfo> = OnceLock::new();
+/// What a forked child needs to write its own metadata.
+static START: OnceLock<metadata::Start> = OnceLock::new();
 
 // The constructor, as a real SHT_INIT_ARRAY entry: a `#[used]` static in
 // a `.init_array` section was dropped by the linker in debug builds.
@@ -74,11 +69,15 @@ extern "C" fn init() {
     state::FTAIL_TLS_OFFSET.store(state::compute_tls_offset(), Ordering::Relaxed);
     state::compute_xsave_size();
     state::FTAIL_MAX_DEPTH.store(cfg.depth, Ordering::Relaxed);
-    let dir = cfg.dir.clone();
     if CONFIG.set(cfg).is_err() {
         return;
     }
-    key::choose(&dir);
+    // The trace directory is unusable (gone, or not ours): patch nothing.
+    let Some(files) = key::choose() else {
+        return;
+    };
+    status::create(files.status);
+    metadata::write_modules(files.modules, "");
     thread_exit::init();
     let (hz, start_tsc) = calibrate_tsc();
     let trampolines = patch::Trampolines {
@@ -97,26 +96,19 @@ extern "C" fn init() {
         },
         trampolines,
     );
-    let mut modules_text = String::new();
-    let mut totals = patch::Patched::default();
+    let mut patched = patch::Patched::default();
     let bases: Vec<u64> = modules.iter().map(|m| m.base).collect();
-    for m in modules {
-        let p = control::add_module(&m);
-        totals.functions += p.functions;
-        totals.sites += p.sites;
-        totals.skipped += p.skipped;
-        totals.converted += p.converted;
-        modules_text.push_str(&module_line(&m));
+    for m in &modules {
+        patched += control::add_module(m, start_tsc);
     }
-    let dlopen_hooked = dlhook::install(bases);
-    write_metadata(hz, start_tsc, totals, &modules_text, dlopen_hooked);
-    let _ = START.set(StartInfo {
+    let start = metadata::Start {
         hz,
         start_tsc,
-        patched: totals,
-        modules: modules_text,
-        dlopen_hooked,
-    });
+        patched,
+        dlopen_hooked: dlhook::install(bases),
+    };
+    metadata::write_info(files.info, &start);
+    let _ = START.set(start);
     // SAFETY: registering plain extern "C" callbacks.
     unsafe {
         libc::atexit(at_exit);
@@ -167,16 +159,13 @@ extern "C" fn after_fork_in_child() {
             (*st).status = state::STATUS_NEW;
         }
     }
-    if let (Some(s), Some(cfg)) = (START.get(), CONFIG.get()) {
-        key::choose(&cfg.dir);
-        write_metadata(s.hz, s.start_tsc, s.patched, &s.modules, s.dlopen_hooked);
+    if let Some(start) = START.get() {
+        if let Some(files) = key::choose() {
+            status::create(files.status);
+            metadata::write_modules(files.modules, &control::loaded_lines());
+            metadata::write_info(files.info, start);
+        }
     }
-}
-
-fn exe_path() -> String {
-    std::fs::read_link("/proc/self/exe")
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// Time-stamp counter frequency, measured against CLOCK_MONOTONIC over a
@@ -198,93 +187,6 @@ fn calibrate_tsc() -> (u64, u64) {
     let (t1, c1) = (now(), tsc());
     let hz = (c1 - c0) as u128 * 1_000_000_000 / (t1 - t0).max(1) as u128;
     (hz as u64, c0)
-}
-
-/// The module's path for the metadata: absolute, so that a trace can be
-/// read from another directory.
-fn module_path(m: &modules::Module) -> String {
-    if m.path.is_empty() {
-        return exe_path();
-    }
-    real_path(&m.path).unwrap_or_else(|| m.path.clone())
-}
-
-/// `path` with every symbolic link resolved, through libc's `realpath`
-/// into a buffer of ours (`std::fs::canonicalize` lets libc allocate the
-/// result with the program's `malloc`).
-fn real_path(path: &str) -> Option<String> {
-    let c = std::ffi::CString::new(path).ok()?;
-    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
-    // SAFETY: `c` is NUL-terminated and `buf` holds PATH_MAX bytes and a
-    // NUL, as realpath requires of a caller-supplied buffer.
-    let p = unsafe { libc::realpath(c.as_ptr(), buf.as_mut_ptr().cast()) };
-    if p.is_null() {
-        return None;
-    }
-    let len = buf.iter().position(|&b| b == 0)?;
-    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
-}
-
-/// The module's line in `KEY.modules`: `BASE BUILD-ID PATH`.
-fn module_line(m: &modules::Module) -> String {
-    let id = m.build_id.as_ref().map_or_else(
-        || "-".to_string(),
-        |id| id.iter().map(|b| format!("{b:02x}")).collect(),
-    );
-    format!("{:#x} {id} {}\n", m.base, module_path(m))
-}
-
-/// Adds a module loaded later to this process's module list.
-pub(crate) fn append_module(m: &modules::Module) {
-    use std::io::Write as _;
-    let Some(cfg) = CONFIG.get() else { return };
-    let key = String::from_utf8_lossy(key::get()).into_owned();
-    let path = cfg.dir.join(format!("{key}.modules"));
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-    {
-        let _ = f.write_all(module_line(m).as_bytes());
-    }
-}
-
-fn write_metadata(hz: u64, start_tsc: u64, p: patch::Patched, modules_text: &str, dlopen: bool) {
-    let Some(cfg) = CONFIG.get() else { return };
-    let pid = std::process::id();
-    let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let realtime = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let info = format!(
-        "version={}\npid={pid}\nppid={}\nexe={}\ncmdline={}\ntsc_hz={hz}\nstart_tsc={start_tsc}\n\
-         start_realtime_ns={realtime}\ntail={}\nfilter={}\nexclude={}\n\
-         depth={}\ntracing={}\ncontrol_agent={}\npatched_functions={}\npatched_sites={}\nskipped_sites={}\nconverted_tails={}\ndlopen_hook={}\n",
-        ftail_abi::trace::TRACE_VERSION,
-        // SAFETY: getppid has no preconditions.
-        unsafe { libc::getppid() },
-        exe_path(),
-        args.join("\x1f"),
-        format!("{:?}", cfg.tail).to_lowercase(),
-        cfg.include.join(","),
-        cfg.exclude.join(","),
-        if cfg.depth == u64::MAX { 0 } else { cfg.depth },
-        if cfg.off { "off" } else { "on" },
-        cfg.ctl || cfg.off,
-        p.functions,
-        p.sites,
-        p.skipped,
-        p.converted,
-        dlopen,
-    );
-    let key = String::from_utf8_lossy(key::get()).into_owned();
-    let _ = std::fs::write(cfg.dir.join(format!("{key}.modules")), modules_text);
-    let _ = std::fs::write(cfg.dir.join(format!("{key}.info")), info);
 }
 
 /// `_exit` skips `atexit` handlers; close the open frames first so the

@@ -53,6 +53,18 @@ pub struct Patched {
     pub skipped: u64,
     /// Tail sites given a convert thunk.
     pub converted: u64,
+    /// Modules left untraced as a whole.
+    pub modules_skipped: u64,
+}
+
+impl std::ops::AddAssign for Patched {
+    fn add_assign(&mut self, o: Patched) {
+        self.functions += o.functions;
+        self.sites += o.sites;
+        self.skipped += o.skipped;
+        self.converted += o.converted;
+        self.modules_skipped += o.modules_skipped;
+    }
 }
 
 const PAGE: u64 = 4096;
@@ -254,6 +266,8 @@ pub struct ModulePlan {
     pub skipped: u64,
     /// Tail sites that have a convert thunk.
     pub thunks: u64,
+    /// Why the module is left untraced as a whole, if it is.
+    pub failure: Option<&'static str>,
 }
 
 impl ModulePlan {
@@ -296,6 +310,7 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
         sites: Vec::new(),
         skipped: 0,
         thunks: 0,
+        failure: None,
     };
     let starts: BTreeMap<u64, u32> = m
         .funcs
@@ -367,6 +382,7 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
     let Some(area) = map_near(near, area_len) else {
         plan.skipped += plan.sites.len() as u64;
         plan.sites.clear();
+        plan.failure = Some("no free memory within reach for its stubs");
         return plan;
     };
     let stubs = write_stubs(area, t);

@@ -29,7 +29,7 @@ fn render_process(out: &mut String, p: &Process) {
             let indent = "  ".repeat(stack.len());
             match e.kind() {
                 Some(EventKind::Entry) => {
-                    let name = syms.name(e.addr());
+                    let name = syms.name(e.addr(), e.tsc);
                     // A call whose next event is its own return: one line.
                     if let Some(next) = ev.get(i + 1) {
                         if next.kind() == Some(EventKind::Exit) {

@@ -33,7 +33,7 @@ pub fn stats(trace: &Trace) -> HashMap<String, FunctionStats> {
             for e in &t.events {
                 match e.kind() {
                     Some(EventKind::Entry) => {
-                        let name = syms.name(e.addr());
+                        let name = syms.name(e.addr(), e.tsc);
                         out.entry(name.clone()).or_default().calls += 1;
                         stack.push((name, e.tsc, 0));
                     }

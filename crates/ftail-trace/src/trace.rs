@@ -7,7 +7,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ftail_abi::trace::{
-    Event, EventFileHeader, EventKind, EVENTS_MAGIC, EVENTS_SUFFIX, TRACE_VERSION,
+    unescape_value, Event, EventFileHeader, EventKind, ProcessStatus, EVENTS_MAGIC, EVENTS_SUFFIX,
+    STATUS_MAGIC, STATUS_SUFFIX, TRACE_VERSION,
 };
 
 /// A whole trace directory.
@@ -27,10 +28,16 @@ pub struct Process {
     /// Name stem of its files: the pid, or `PID~N` for the N-th image
     /// after the first one `exec`ed.
     pub key: String,
-    /// Its `PID.info` key/value pairs.
+    /// Its `PID.info` key/value pairs, unescaped (`cmdline` keeps its
+    /// arguments apart with `\x1f`: see [`Process::args`]).
     pub info: BTreeMap<String, String>,
-    /// Modules with site tables.
+    /// Modules with site tables, in load order; one entry per load (a
+    /// library loaded again is another module).
     pub modules: Vec<Module>,
+    /// Modules left untraced as a whole: load bias, reason, path.
+    pub skipped_modules: Vec<(u64, String, PathBuf)>,
+    /// What the process counted while it ran (`KEY.status`), if readable.
+    pub status: Option<ProcessStatus>,
     /// Its threads.
     pub threads: Vec<Thread>,
 }
@@ -44,6 +51,19 @@ pub struct Module {
     pub build_id: Option<String>,
     /// Absolute path.
     pub path: PathBuf,
+    /// Time-stamp counter when it was loaded (0: before anything ran).
+    pub loaded: u64,
+    /// Time-stamp counter when it was unloaded, if it was.
+    pub unloaded: Option<u64>,
+    /// Sites planned, and sites left alone.
+    pub sites: (u64, u64),
+}
+
+impl Module {
+    /// Whether the module was mapped at time `tsc`.
+    pub fn mapped_at(&self, tsc: u64) -> bool {
+        self.loaded <= tsc && self.unloaded.is_none_or(|u| tsc < u)
+    }
 }
 
 /// One thread's recording.
@@ -55,6 +75,9 @@ pub struct Thread {
     pub name: String,
     /// Events the runtime had to drop.
     pub lost: u64,
+    /// Why the thread stopped recording early, if it did (the header's
+    /// `stopped`: `STOPPED_BUFFER_FULL` or `STOPPED_DISK_FULL`).
+    pub stopped: u64,
     /// Its events in order.
     pub events: Vec<Event>,
     /// Where and why reading stopped early, if it did.
@@ -82,6 +105,14 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl Process {
+    /// The program's arguments as recorded.
+    pub fn args(&self) -> Vec<String> {
+        self.info
+            .get("cmdline")
+            .map(|c| c.split('\x1f').map(unescape_value).collect())
+            .unwrap_or_default()
+    }
+
     /// Time-stamp counter ticks per second.
     pub fn tsc_hz(&self) -> u64 {
         self.info
@@ -99,8 +130,11 @@ impl Process {
 /// event files are read up to the damage, reported in [`Thread::damage`].
 pub fn open(dir: &Path) -> Result<Trace, Error> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
+    // Regular files only: a link planted in the directory is not the
+    // trace's.
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
@@ -113,7 +147,8 @@ pub fn open(dir: &Path) -> Result<Trace, Error> {
             continue;
         };
         let info = read_info(&dir.join(n));
-        let modules = read_modules(&dir.join(format!("{key}.modules")));
+        let (modules, skipped_modules) = read_modules(&dir.join(format!("{key}.modules")));
+        let status = read_status(&dir.join(format!("{key}{STATUS_SUFFIX}")));
         let key = key.to_string();
         procs.insert(
             key.clone(),
@@ -122,6 +157,8 @@ pub fn open(dir: &Path) -> Result<Trace, Error> {
                 key,
                 info,
                 modules,
+                skipped_modules,
+                status,
                 threads: Vec::new(),
             },
         );
@@ -136,7 +173,8 @@ pub fn open(dir: &Path) -> Result<Trace, Error> {
         let Some((key, tid)) = stem.rsplit_once('-') else {
             continue;
         };
-        let Ok(tid) = tid.parse::<u32>() else {
+        // `TID~N`: a thread id that came back.
+        let Ok(tid) = tid.split('~').next().unwrap_or("").parse::<u32>() else {
             continue;
         };
         if let Some(p) = procs.get_mut(key) {
@@ -159,26 +197,106 @@ fn read_info(path: &Path) -> BTreeMap<String, String> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| {
+            // cmdline's arguments are escaped one by one (Process::args).
+            let v = if k == "cmdline" {
+                v.to_string()
+            } else {
+                unescape_value(v)
+            };
+            (k.to_string(), v)
+        })
         .collect()
 }
 
-/// `BASE BUILD-ID PATH` lines (`-` for no build id).
-fn read_modules(path: &Path) -> Vec<Module> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (base, rest) = l.split_once(' ')?;
-            let (id, p) = rest.split_once(' ')?;
-            let base = u64::from_str_radix(base.trim_start_matches("0x"), 16).ok()?;
-            Some(Module {
-                base,
-                build_id: (id != "-").then(|| id.to_string()),
-                path: PathBuf::from(p),
-            })
-        })
-        .collect()
+fn hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
+}
+
+/// The `load`, `unload` and `skip` lines of `KEY.modules` (see
+/// `ftail_abi::trace`); a line that does not parse is passed over.
+fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (mut modules, mut skipped) = (Vec::<Module>::new(), Vec::new());
+    for line in text.lines() {
+        let mut f = line.splitn(7, ' ');
+        match f.next() {
+            Some("load") => {
+                let (Some(tsc), Some(base), Some(id), Some(sites), Some(left), Some(p)) =
+                    (f.next(), f.next(), f.next(), f.next(), f.next(), f.next())
+                else {
+                    continue;
+                };
+                let (Ok(loaded), Some(base)) = (tsc.parse(), hex(base)) else {
+                    continue;
+                };
+                modules.push(Module {
+                    base,
+                    build_id: (id != "-").then(|| id.to_string()),
+                    path: PathBuf::from(unescape_value(p)),
+                    loaded,
+                    unloaded: None,
+                    sites: (sites.parse().unwrap_or(0), left.parse().unwrap_or(0)),
+                });
+            }
+            Some("unload") => {
+                let (Some(Ok(tsc)), Some(Some(base))) =
+                    (f.next().map(str::parse), f.next().map(hex))
+                else {
+                    continue;
+                };
+                if let Some(m) = modules
+                    .iter_mut()
+                    .rev()
+                    .find(|m| m.base == base && m.unloaded.is_none())
+                {
+                    m.unloaded = Some(tsc);
+                }
+            }
+            Some("skip") => {
+                let (Some(Some(base)), Some(why), Some(p)) =
+                    (f.next().map(hex), f.next(), f.next())
+                else {
+                    continue;
+                };
+                skipped.push((
+                    base,
+                    why.replace('_', " "),
+                    PathBuf::from(unescape_value(p)),
+                ));
+            }
+            _ => {}
+        }
+    }
+    (modules, skipped)
+}
+
+/// `KEY.status`, if it is there and whole.
+fn read_status(path: &Path) -> Option<ProcessStatus> {
+    let data = std::fs::read(path).ok()?;
+    let size = std::mem::size_of::<ProcessStatus>();
+    if data.len() < size || data[..8] != STATUS_MAGIC {
+        return None;
+    }
+    let u64_at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().unwrap_or_default());
+    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap_or_default());
+    if u32_at(8) != TRACE_VERSION {
+        return None;
+    }
+    use std::mem::offset_of;
+    Some(ProcessStatus {
+        magic: STATUS_MAGIC,
+        version: TRACE_VERSION,
+        size: u32_at(12),
+        threads_recorded: u64_at(offset_of!(ProcessStatus, threads_recorded)),
+        threads_failed: u64_at(offset_of!(ProcessStatus, threads_failed)),
+        first_failure: u64_at(offset_of!(ProcessStatus, first_failure)),
+        threads_disk_full: u64_at(offset_of!(ProcessStatus, threads_disk_full)),
+        modules_skipped: u64_at(offset_of!(ProcessStatus, modules_skipped)),
+        sites_skipped: u64_at(offset_of!(ProcessStatus, sites_skipped)),
+        agent: u64_at(offset_of!(ProcessStatus, agent)),
+        reserved: [0; 7],
+    })
 }
 
 fn read_thread(path: &Path, tid: u32) -> Thread {
@@ -186,62 +304,109 @@ fn read_thread(path: &Path, tid: u32) -> Thread {
         tid,
         name: String::new(),
         lost: 0,
+        stopped: 0,
         events: Vec::new(),
         damage: None,
     };
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) => {
-            t.damage = Some(format!("{}: {e}", path.display()));
-            return t;
-        }
-    };
-    let hsize = std::mem::size_of::<EventFileHeader>();
-    if data.len() < hsize || data[..8] != EVENTS_MAGIC {
-        t.damage = Some(format!(
-            "{}: not an ftail event file (bad magic)",
-            path.display()
-        ));
-        return t;
+    if let Err(e) = read_events(path, &mut t) {
+        t.damage = Some(format!("{}: {e}", path.display()));
     }
-    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
-    let u64_at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().unwrap());
-    if u32_at(8) != TRACE_VERSION {
-        t.damage = Some(format!(
-            "{}: event file version {}, this ftail reads version {TRACE_VERSION}",
-            path.display(),
-            u32_at(8)
-        ));
-        return t;
-    }
-    let header_size = (u32_at(12) as usize).max(hsize);
-    t.lost = u64_at(std::mem::offset_of!(EventFileHeader, lost));
-    let name_at = std::mem::offset_of!(EventFileHeader, name);
-    t.name = String::from_utf8_lossy(&data[name_at..name_at + 16])
-        .trim_end_matches('\0')
-        .to_string();
-    let mut off = header_size;
-    while off + 16 <= data.len() {
-        let ev = Event {
-            tsc: u64_at(off),
-            word: u64_at(off + 8),
-        };
-        if ev.tsc == 0 {
-            break;
-        }
-        if ev.kind().is_none() {
-            t.damage = Some(format!(
-                "{}: event {} at offset {off}: unknown kind {}",
-                path.display(),
-                t.events.len(),
-                ev.word >> 56
-            ));
-            break;
-        }
-        t.events.push(ev);
-        off += 16;
+    if t.stopped != 0 {
+        close_at_stop(&mut t.events);
     }
     t
+}
+
+/// Reads the header and the events of one event file, a block at a time
+/// and only up to the first unwritten slot (the rest of the file is
+/// sparse room, possibly gigabytes of it). Errors say what is wrong; what
+/// was read before stays in `t`.
+fn read_events(path: &Path, t: &mut Thread) -> Result<(), String> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let hsize = std::mem::size_of::<EventFileHeader>();
+    let mut header = vec![0u8; hsize];
+    if file.read_exact(&mut header).is_err() || header[..8] != EVENTS_MAGIC {
+        return Err("not an ftail event file (bad magic)".into());
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(header[o..o + 4].try_into().unwrap_or_default());
+    let u64_at = |o: usize| u64::from_le_bytes(header[o..o + 8].try_into().unwrap_or_default());
+    if u32_at(8) != TRACE_VERSION {
+        return Err(format!(
+            "event file version {}, this ftail reads version {TRACE_VERSION}",
+            u32_at(8)
+        ));
+    }
+    t.lost = u64_at(std::mem::offset_of!(EventFileHeader, lost));
+    t.stopped = u64_at(std::mem::offset_of!(EventFileHeader, stopped));
+    let name_at = std::mem::offset_of!(EventFileHeader, name);
+    t.name = String::from_utf8_lossy(&header[name_at..name_at + 16])
+        .trim_end_matches('\0')
+        .to_string();
+    let header_size = (u32_at(12) as usize).max(hsize);
+    std::io::copy(
+        &mut (&mut file).take((header_size - hsize) as u64),
+        &mut std::io::sink(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut block = vec![0u8; 1 << 16];
+    let mut off = header_size;
+    loop {
+        let n = read_block(&mut file, &mut block).map_err(|e| e.to_string())?;
+        for rec in block[..n - n % 16].chunks_exact(16) {
+            let ev = Event {
+                tsc: u64::from_le_bytes(rec[..8].try_into().unwrap_or_default()),
+                word: u64::from_le_bytes(rec[8..].try_into().unwrap_or_default()),
+            };
+            if ev.tsc == 0 {
+                return Ok(());
+            }
+            if ev.kind().is_none() {
+                return Err(format!(
+                    "event {} at offset {off}: unknown kind {}",
+                    t.events.len(),
+                    ev.word >> 56
+                ));
+            }
+            t.events.push(ev);
+            off += 16;
+        }
+        if n < block.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// Fills `buf` as far as the file goes; the bytes read.
+fn read_block(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read as _;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// A thread that stopped recording early (full buffer, full disk) closes
+/// its open frames as `Truncated` where there is room; the frames that did
+/// not fit are closed here, at the time of its last event.
+fn close_at_stop(events: &mut Vec<Event>) {
+    let mut depth = 0u64;
+    for e in events.iter() {
+        match e.kind() {
+            Some(EventKind::Entry) => depth += 1,
+            Some(_) => depth = depth.saturating_sub(1),
+            None => {}
+        }
+    }
+    let last = events.last().map_or(0, |e| e.tsc);
+    let word = (EventKind::Truncated as u64) << ftail_abi::trace::KIND_SHIFT;
+    events.extend((0..depth).map(|_| Event { tsc: last, word }));
 }
 
 /// How well entries and exits pair up in one thread.
@@ -300,24 +465,28 @@ impl Thread {
 }
 
 /// Maps entry addresses (site + 5, as recorded) to function names, from
-/// the site tables of each process's modules.
+/// the site tables of each process's modules. An address is resolved
+/// against the modules mapped at the time of its event: a library loaded
+/// later at the address of one unloaded before is another module.
 #[derive(Debug, Default)]
 pub struct Symbols {
-    names: HashMap<u64, String>,
+    /// Per module: when it was mapped, and its names by entry address.
+    modules: Vec<(Module, HashMap<u64, String>)>,
 }
 
 impl Symbols {
     /// Loads the tables of `p`'s modules; unreadable modules are skipped.
     pub fn load(p: &Process) -> Symbols {
-        let mut names = HashMap::new();
-        for Module { base, path, .. } in &p.modules {
-            let Ok(data) = std::fs::read(path) else {
+        let mut modules = Vec::new();
+        for m in &p.modules {
+            let Ok(data) = std::fs::read(&m.path) else {
                 continue;
             };
             let Ok(funcs) = crate::sites::read(&data) else {
                 continue;
             };
-            let bias = if is_fixed_position(&data) { 0 } else { *base };
+            let bias = if is_fixed_position(&data) { 0 } else { m.base };
+            let mut names = HashMap::new();
             for f in funcs {
                 for s in f
                     .sites
@@ -327,15 +496,17 @@ impl Symbols {
                     names.insert(bias + s.addr + 5, demangle(&f.name));
                 }
             }
+            modules.push((m.clone(), names));
         }
-        Symbols { names }
+        Symbols { modules }
     }
 
-    /// The function entered at `addr`.
-    pub fn name(&self, addr: u64) -> String {
-        self.names
-            .get(&addr)
-            .cloned()
+    /// The function entered at `addr` by an event at time `tsc`.
+    pub fn name(&self, addr: u64, tsc: u64) -> String {
+        self.modules
+            .iter()
+            .filter(|(m, _)| m.mapped_at(tsc))
+            .find_map(|(_, names)| names.get(&addr).cloned())
             .unwrap_or_else(|| format!("{:#x}", addr.saturating_sub(5)))
     }
 }
@@ -372,7 +543,8 @@ mod tests {
             capacity: 16,
             lost,
             name: *b"worker\0\0\0\0\0\0\0\0\0\0",
-            reserved: [0; 3],
+            stopped: 0,
+            reserved: [0; 2],
         };
         let mut v = Vec::new();
         v.extend_from_slice(&h.magic);
@@ -398,7 +570,11 @@ mod tests {
             "version=1\npid=7\ntsc_hz=1000000000\n",
         )
         .unwrap();
-        std::fs::write(d.path().join("7.modules"), "0x1000 - /nonexistent\n").unwrap();
+        std::fs::write(
+            d.path().join("7.modules"),
+            "load 0 0x1000 - 0 0 /nonexistent\n",
+        )
+        .unwrap();
         std::fs::write(d.path().join("7-8.events"), events).unwrap();
         d
     }
