@@ -325,3 +325,45 @@ fn huge_settings_are_clamped_and_arguments_cannot_forge_metadata() {
     assert_eq!(p.threads[0].balance().entries, 1000 + 2, "leaf, nest, main");
     assert!(p.threads[0].balance().is_balanced());
 }
+
+/// Points the first site-table note of `exe` at function records 1 GiB
+/// away from it, as a damaged file would.
+fn damage_site_tables(exe: &Path) {
+    use object::{Object, ObjectSection};
+    let mut data = std::fs::read(exe).unwrap();
+    let (offset, _) = {
+        let file = object::File::parse(&*data).unwrap();
+        let note = file.section_by_name(ftail_abi::NOTE_SECTION).unwrap();
+        note.file_range().unwrap()
+    };
+    // namesz, descsz, type, "ftail\0" padded to 8; then the descriptor's
+    // version and the PC-relative offset of its function records.
+    let at = offset as usize + 12 + 8 + 4;
+    data[at..at + 4].copy_from_slice(&0x4000_0000i32.to_le_bytes());
+    std::fs::write(exe, data).unwrap();
+}
+
+/// A binary whose site tables were damaged runs on its own, so it must run
+/// under ftail too (before: SIGSEGV in the runtime, which trusted the
+/// tables): the module is left untraced, and the trace and `ftail sites`
+/// say why.
+#[test]
+fn a_module_with_damaged_tables_is_left_untraced() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], "manycalls.c", "manycalls");
+    damage_site_tables(&exe);
+    let plain = run(Command::new(&exe).arg("100"));
+    assert!(plain.status.success());
+    let (out, t) = record(dir.path(), "damaged", &exe, &["100"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, plain.stdout);
+    let p = &t.processes[0];
+    assert_eq!(p.info["skipped_modules"], "1");
+    assert_eq!(p.skipped_modules.len(), 1, "{:?}", p.skipped_modules);
+    let (_, why, path) = &p.skipped_modules[0];
+    assert!(why.contains("damaged site tables"), "{why}");
+    assert_eq!(path.canonicalize().unwrap(), exe.canonicalize().unwrap());
+    assert!(p.threads.iter().all(|th| th.events.is_empty()));
+    let (ok, text) = sites(&exe);
+    assert!(!ok, "ftail sites accepts the damaged file: {text}");
+}

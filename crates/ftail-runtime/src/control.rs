@@ -91,7 +91,11 @@ pub fn add_module(m: &Module, tsc: u64) -> Patched {
         let slot = poke::publish_sites(plan.sites.iter().map(|s| s.addr).collect());
         let mut done = apply(&plan, &c.selection, Writes::Quiescent);
         let mut lines = String::new();
-        if let Some(why) = plan.failure {
+        let damage = m
+            .damage
+            .as_deref()
+            .map(|d| format!("damaged site tables: {d}"));
+        if let Some(why) = damage.as_deref().or(plan.failure) {
             done.modules_skipped = 1;
             lines.push_str(&metadata::skip_line(m, why));
         }

@@ -19,6 +19,9 @@ pub struct Module {
     pub dynamic: Option<u64>,
     /// GNU build id (`NT_GNU_BUILD_ID` note), if any.
     pub build_id: Option<Vec<u8>>,
+    /// Why its tables cannot be trusted, if they cannot: the module is
+    /// then left untraced (`funcs` is empty).
+    pub damage: Option<String>,
 }
 
 /// A site resolved to run-time addresses.
@@ -54,6 +57,7 @@ unsafe extern "C" fn visit(
     let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
     let mut funcs = Vec::new();
     let mut text = Vec::new();
+    let mut readable = Vec::new();
     let mut dynamic = None;
     let mut build_id = None;
     for ph in phdrs {
@@ -66,17 +70,27 @@ unsafe extern "C" fn visit(
                 collect_notes(start, bytes, &mut funcs, &mut build_id);
             }
             libc::PT_DYNAMIC => dynamic = Some(base + ph.p_vaddr),
-            libc::PT_LOAD if ph.p_flags & libc::PF_X != 0 => {
-                text.push((
+            libc::PT_LOAD => {
+                let seg = (
                     base + ph.p_vaddr,
                     base + ph.p_vaddr + ph.p_memsz,
                     ph.p_flags,
-                ));
+                );
+                if ph.p_flags & libc::PF_R != 0 {
+                    readable.push(seg);
+                }
+                if ph.p_flags & libc::PF_X != 0 {
+                    text.push(seg);
+                }
             }
             _ => {}
         }
     }
-    if !funcs.is_empty() {
+    let damage = check_tables(&funcs, &readable).err();
+    if damage.is_some() {
+        funcs.clear();
+    }
+    if !funcs.is_empty() || damage.is_some() {
         let path = if info.dlpi_name.is_null() {
             String::new()
         } else {
@@ -92,9 +106,50 @@ unsafe extern "C" fn visit(
             text,
             dynamic,
             build_id,
+            damage,
         });
     }
     0
+}
+
+/// Checks that every function record, name and site array the notes
+/// point at lies inside a readable segment of the module (a name ending
+/// there too), so that reading them cannot fault: a module whose tables
+/// were damaged on disk runs fine on its own and must under ftail too.
+fn check_tables(funcs: &[*const FuncRecord], readable: &[(u64, u64, u32)]) -> Result<(), String> {
+    let inside = |at: u64, len: u64| {
+        readable
+            .iter()
+            .find(|s| at >= s.0 && at.checked_add(len).is_some_and(|e| e <= s.1))
+    };
+    let record = std::mem::size_of::<FuncRecord>() as u64;
+    for (i, &f) in funcs.iter().enumerate() {
+        if inside(f as u64, record).is_none() {
+            return Err(format!("function record {i} lies outside the module"));
+        }
+        // SAFETY: the record lies in a readable segment (checked above).
+        let (name, sites, n) = unsafe {
+            (
+                rel(std::ptr::addr_of!((*f).name)),
+                rel(std::ptr::addr_of!((*f).sites)),
+                (*f).nsites,
+            )
+        };
+        let Some(seg) = inside(name, 1) else {
+            return Err(format!("the name of function {i} lies outside the module"));
+        };
+        // SAFETY: [name, seg end) is readable (checked above).
+        let tail =
+            unsafe { std::slice::from_raw_parts(name as *const u8, (seg.1 - name) as usize) };
+        if !tail.contains(&0) {
+            return Err(format!("the name of function {i} does not end"));
+        }
+        let len = u64::from(n) * std::mem::size_of::<SiteRecord>() as u64;
+        if n > 0 && inside(sites, len).is_none() {
+            return Err(format!("the sites of function {i} lie outside the module"));
+        }
+    }
+    Ok(())
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
@@ -128,6 +183,9 @@ fn collect_notes(
             *build_id = Some(bytes[desc_at..desc_at + descsz as usize].to_vec());
         }
         let ours = ty == NOTE_TYPE_SITES && name.strip_suffix(&[0]) == Some(NOTE_NAME.as_bytes());
+        // Each note's fields lie within the segment (`next` is checked
+        // against its length above); where its records point is checked
+        // by `check_tables`.
         if ours && descsz as usize >= std::mem::size_of::<SitesNote>() {
             let desc = start + desc_at as u64;
             if u32_at(bytes, desc_at) == Some(SITES_VERSION) {
