@@ -367,3 +367,28 @@ fn a_module_with_damaged_tables_is_left_untraced() {
     let (ok, text) = sites(&exe);
     assert!(!ok, "ftail sites accepts the damaged file: {text}");
 }
+
+/// A library loaded and unloaded 600 times is traced every time: each
+/// unload gives its stub area, unwind registrations and trap table back
+/// (before: after about 245 cycles no memory near it was left for stubs
+/// and it silently ran untraced, with skipped_sites still 0).
+#[test]
+fn hundreds_of_dlopen_cycles_keep_tracing_the_library() {
+    let dir = scratch();
+    let lib = build_named_library(dir.path(), "alpha");
+    let exe = build(dir.path(), "gcc", &["-O2"], "cycles.c", "cycles");
+    let (out, t) = record(
+        dir.path(),
+        "cycles",
+        &exe,
+        &[lib.to_str().unwrap(), "600"],
+        &[],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1258500\n", "{out:?}");
+    let p = &t.processes[0];
+    assert!(p.skipped_modules.is_empty(), "{:?}", p.skipped_modules);
+    let status = p.status.expect("status file");
+    assert_eq!((status.modules_skipped, status.sites_skipped), (0, 0));
+    assert_eq!(p.modules.len(), 601, "the program and 600 loads");
+    assert_eq!(entries_of(&t, 0, &["alpha_work"]), 600);
+}

@@ -117,12 +117,13 @@ pub fn keep_modules(loaded: &BTreeSet<u64>, tsc: u64) {
     CONTROL.with(|c| {
         let Some(c) = c.as_mut() else { return };
         let mut lines = String::new();
-        c.modules.retain(|p| {
+        c.modules.retain_mut(|p| {
             let keep = loaded.contains(&p.plan.base);
             if !keep {
                 if let Some(slot) = p.slot {
                     poke::withdraw_sites(slot);
                 }
+                p.plan.release();
                 lines.push_str(&metadata::unload_line(tsc, p.plan.base));
             }
             keep

@@ -33,6 +33,14 @@ pub struct JitDescriptor {
 
 /// `JIT_REGISTER_FN`.
 const JIT_REGISTER: u32 = 1;
+/// `JIT_UNREGISTER_FN`.
+const JIT_UNREGISTER: u32 = 2;
+
+/// A registered image, owned until [`unregister`].
+pub struct Entry {
+    entry: *mut JitCodeEntry,
+    image: *mut [u8],
+}
 
 /// The descriptor gdb reads (by this name).
 #[no_mangle]
@@ -63,17 +71,17 @@ pub struct Thunk {
 
 /// Registers the thunks of one area (`text`: its start and length) and the
 /// `.eh_frame` block describing them.
-pub fn register(text: (u64, u64), thunks: &[Thunk], eh_frame: &[u8]) {
-    let image: &'static [u8] = Vec::leak(elf_image(text, thunks, eh_frame));
+pub fn register(text: (u64, u64), thunks: &[Thunk], eh_frame: &[u8]) -> Entry {
+    let image = Box::into_raw(elf_image(text, thunks, eh_frame).into_boxed_slice());
     let entry = Box::into_raw(Box::new(JitCodeEntry {
         next_entry: std::ptr::null_mut(),
         prev_entry: std::ptr::null_mut(),
-        symfile_addr: image.as_ptr(),
+        symfile_addr: image.cast::<u8>(),
         symfile_size: image.len() as u64,
     }));
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: the descriptor is only written here, under LOCK; `entry` and
-    // the image are leaked, so they stay valid for gdb to read.
+    // SAFETY: the descriptor is only written under LOCK; `entry` and the
+    // image stay allocated until `unregister` unlinks them.
     unsafe {
         let d = std::ptr::addr_of_mut!(__jit_debug_descriptor);
         (*entry).next_entry = (*d).first_entry;
@@ -85,6 +93,33 @@ pub fn register(text: (u64, u64), thunks: &[Thunk], eh_frame: &[u8]) {
         (*d).action_flag = JIT_REGISTER;
     }
     __jit_debug_register_code();
+    Entry { entry, image }
+}
+
+/// Tells gdb an image is gone (its module was unloaded) and frees it.
+pub fn unregister(e: Entry) {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: `e.entry` is linked in the descriptor's list (by `register`,
+    // under LOCK, held here too); it is unlinked, reported, then freed
+    // with its image, which nothing else references.
+    unsafe {
+        let d = std::ptr::addr_of_mut!(__jit_debug_descriptor);
+        let entry = e.entry;
+        let (prev, next) = ((*entry).prev_entry, (*entry).next_entry);
+        if prev.is_null() {
+            (*d).first_entry = next;
+        } else {
+            (*prev).next_entry = next;
+        }
+        if !next.is_null() {
+            (*next).prev_entry = prev;
+        }
+        (*d).relevant_entry = entry;
+        (*d).action_flag = JIT_UNREGISTER;
+        __jit_debug_register_code();
+        drop(Box::from_raw(entry));
+        drop(Box::from_raw(e.image));
+    }
 }
 
 const SHT_PROGBITS: u32 = 1;

@@ -268,6 +268,81 @@ pub struct ModulePlan {
     pub thunks: u64,
     /// Why the module is left untraced as a whole, if it is.
     pub failure: Option<&'static str>,
+    /// Its near stubs and convert thunks, and their unwind registrations:
+    /// given back when the module is unloaded ([`ModulePlan::release`]).
+    pub area: Option<Area>,
+}
+
+/// The memory a planned module's stubs and thunks live in.
+pub struct Area {
+    /// Address and length of the mapping.
+    pub at: (u64, u64),
+    /// The thunks' unwind information as registered, if any thunks.
+    pub unwind: Option<crate::unwind::Registration>,
+}
+
+impl ModulePlan {
+    /// Gives back what planning took: the thunks' unwind registrations
+    /// (libgcc must not describe addresses that another module may reuse)
+    /// and the stub area, which goes to the pool of areas to reuse.
+    pub fn release(&mut self) {
+        if let Some(area) = self.area.take() {
+            if let Some(r) = area.unwind {
+                crate::unwind::deregister(r);
+            }
+            free_area(area.at);
+        }
+    }
+}
+
+/// Areas of unloaded modules, oldest first, kept mapped (read and
+/// execute) for reuse by the next module planned within reach of one: a
+/// thread may still be returning through a convert thunk of an unloaded
+/// module (its tail callee lives elsewhere and may still run), so an area
+/// is not unmapped at once. Beyond [`AREAS_KEPT`] the oldest is unmapped.
+/// Only touched by planning, which runs under the control lock.
+static FREE_AREAS: crate::sync::Locked<Vec<(u64, u64)>> = crate::sync::Locked::new(Vec::new());
+const AREAS_KEPT: usize = 64;
+
+fn free_area(at: (u64, u64)) {
+    let oldest = FREE_AREAS.with(|free| {
+        free.push(at);
+        (free.len() > AREAS_KEPT).then(|| free.remove(0))
+    });
+    if let Some((addr, len)) = oldest {
+        // SAFETY: an area of a module unloaded 64 unloads ago, ours.
+        unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
+    }
+}
+
+/// A writable area of `len` bytes within rel32 reach of `near`: a freed
+/// one when one is large enough and close enough, else a new mapping.
+fn take_area(near: u64, len: u64) -> Option<u64> {
+    let reused = FREE_AREAS.with(|free| {
+        let i = free
+            .iter()
+            .position(|&(a, l)| l >= len && fits_rel32(near, a) && fits_rel32(near, a + len))?;
+        Some(free.remove(i))
+    });
+    match reused {
+        Some((addr, l)) => {
+            // SAFETY: a freed area of ours, made writable to be filled
+            // again (it becomes read+exec once filled).
+            let ok = unsafe {
+                libc::mprotect(
+                    addr as *mut libc::c_void,
+                    l as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            } == 0;
+            if ok {
+                Some(addr)
+            } else {
+                map_near(near, len)
+            }
+        }
+        None => map_near(near, len),
+    }
 }
 
 impl ModulePlan {
@@ -311,6 +386,7 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
         skipped: 0,
         thunks: 0,
         failure: None,
+        area: None,
     };
     let starts: BTreeMap<u64, u32> = m
         .funcs
@@ -379,7 +455,7 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
     }
     let near = m.text.first().map_or(m.base, |s| s.0);
     let area_len = (5 * STUB + tails.len() as u64 * THUNK + PAGE - 1) & !(PAGE - 1);
-    let Some(area) = map_near(near, area_len) else {
+    let Some(area) = take_area(near, area_len) else {
         plan.skipped += plan.sites.len() as u64;
         plan.sites.clear();
         plan.failure = Some("no free memory within reach for its stubs");
@@ -426,7 +502,10 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
             libc::PROT_READ | libc::PROT_EXEC,
         )
     };
-    crate::unwind::register_thunks(&layouts);
+    plan.area = Some(Area {
+        at: (area, area_len),
+        unwind: crate::unwind::register_thunks(&layouts),
+    });
     plan
 }
 

@@ -168,36 +168,49 @@ fn sync_cores(lo: u64, len: usize, prot: i32) {
 // ---------------------------------------------------------------------
 // The SIGTRAP handler.
 
-/// Sorted site addresses of each planned module, for the handler. Slots
-/// are filled once and emptied when a module is unloaded; the tables are
-/// never freed, because a handler may still be reading one.
+/// Sorted site addresses of each planned module, for the handler. A
+/// module's slot is emptied when it is unloaded and reused by the next
+/// module; its table is freed then unless a handler is running (it may be
+/// reading it), in which case it is left allocated for good.
 const MAX_TABLES: usize = 1024;
 static TABLES: [AtomicPtr<Box<[u64]>>; MAX_TABLES] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_TABLES];
+/// One past the highest slot ever used (the handler scans that far).
 static TABLES_USED: AtomicUsize = AtomicUsize::new(0);
+/// SIGTRAP handlers running now, in any thread.
+static HANDLERS_RUNNING: AtomicUsize = AtomicUsize::new(0);
 
-/// Publishes a module's site addresses; returns its slot.
+/// Publishes a module's site addresses; returns its slot. Called under
+/// the control lock (one publisher at a time).
 pub fn publish_sites(mut addrs: Vec<u64>) -> Option<usize> {
     addrs.sort_unstable();
+    let slot = TABLES
+        .iter()
+        .position(|t| t.load(Ordering::Acquire).is_null())?;
     let table = Box::into_raw(Box::new(addrs.into_boxed_slice()));
-    let slot = TABLES_USED.fetch_add(1, Ordering::AcqRel);
-    if slot >= MAX_TABLES {
-        return None;
-    }
     TABLES[slot].store(table, Ordering::Release);
+    TABLES_USED.fetch_max(slot + 1, Ordering::AcqRel);
     Some(slot)
 }
 
 /// Withdraws a module's table (the module is being unloaded).
 pub fn withdraw_sites(slot: usize) {
-    TABLES[slot].store(std::ptr::null_mut(), Ordering::Release);
+    let table = TABLES[slot].swap(std::ptr::null_mut(), Ordering::SeqCst);
+    // A handler counts itself before it loads any table: when none runs
+    // now, none can still hold this one (it is no longer published).
+    if !table.is_null() && HANDLERS_RUNNING.load(Ordering::SeqCst) == 0 {
+        // SAFETY: published by `publish_sites` from a Box, now unreachable.
+        drop(unsafe { Box::from_raw(table) });
+    }
 }
 
 fn is_site(addr: u64) -> bool {
     let used = TABLES_USED.load(Ordering::Acquire).min(MAX_TABLES);
     TABLES[..used].iter().any(|t| {
-        let t = t.load(Ordering::Acquire);
-        // SAFETY: published tables are leaked, never freed.
+        let t = t.load(Ordering::SeqCst);
+        // SAFETY: a table loaded while HANDLERS_RUNNING counts this
+        // handler is not freed until the handler returns (see
+        // withdraw_sites).
         !t.is_null() && unsafe { (*t).binary_search(&addr).is_ok() }
     })
 }
@@ -232,6 +245,17 @@ fn install_trap_handler() {
 /// it like the nop; once it is complete the thread runs it again. Any other
 /// trap goes to the previous handler, or takes the default action.
 extern "C" fn on_sigtrap(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    HANDLERS_RUNNING.fetch_add(1, Ordering::SeqCst);
+    let ours = on_site_trap(ctx);
+    HANDLERS_RUNNING.fetch_sub(1, Ordering::SeqCst);
+    if !ours {
+        chain(sig, info, ctx);
+    }
+}
+
+/// Steps the thread over or back onto the site it trapped on; false when
+/// the trap was not at a site.
+fn on_site_trap(ctx: *mut libc::c_void) -> bool {
     let uc = ctx.cast::<libc::ucontext_t>();
     // SAFETY: the kernel passes this thread's saved context.
     let rip = unsafe { (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] } as u64;
@@ -242,9 +266,9 @@ extern "C" fn on_sigtrap(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c
         let resume = if still_int3 { site + 5 } else { site };
         // SAFETY: as above; the resume point is an instruction boundary.
         unsafe { (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = resume as i64 };
-        return;
+        return true;
     }
-    chain(sig, info, ctx);
+    false
 }
 
 fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {

@@ -29,7 +29,21 @@ extern "C" {
     /// mapped while registered. (`__register_frame` would allocate the
     /// object with the program's `malloc`.)
     fn __register_frame_info(begin: *const u8, object: *mut u8);
+    /// libgcc: forgets the block registered at `begin`; returns its object.
+    fn __deregister_frame_info(begin: *const u8) -> *mut u8;
 }
+
+/// A module's registered thunk unwind information, owned until
+/// [`deregister`].
+pub struct Registration {
+    block: *mut [u8],
+    object: *mut [u8],
+    jit: crate::gdbjit::Entry,
+}
+
+// SAFETY: the pointers are owned allocations, only touched by planning
+// and unloading, both under the control lock.
+unsafe impl Send for Registration {}
 
 /// Bytes of libgcc's `struct object` (seven words in GCC 12), with room
 /// to spare.
@@ -51,19 +65,19 @@ const RSP: u8 = 7;
 const RA: u8 = 16;
 
 /// Registers the unwind info of a module's thunks (nothing when none).
-pub fn register_thunks(thunks: &[ThunkLayout]) {
+pub fn register_thunks(thunks: &[ThunkLayout]) -> Option<Registration> {
     if thunks.is_empty() {
-        return;
+        return None;
     }
-    let block = eh_frame(thunks);
-    // The block is leaked: libgcc reads it for as long as the process
-    // lives, like the thunks it describes (which are never unmapped).
-    let block: &'static [u8] = Vec::leak(block);
-    let object: &'static mut [u8] = Vec::leak(vec![0u8; LIBGCC_OBJECT]);
+    // Both stay allocated while registered: libgcc reads them.
+    let block = Box::into_raw(eh_frame(thunks).into_boxed_slice());
+    let object = Box::into_raw(vec![0u8; LIBGCC_OBJECT].into_boxed_slice());
     // SAFETY: `block` is a well-formed .eh_frame block (CIE, FDEs, zero
     // terminator) and `object` zeroed room for libgcc's bookkeeping; both
-    // stay mapped for good.
-    unsafe { __register_frame_info(block.as_ptr(), object.as_mut_ptr()) };
+    // stay allocated until `deregister`.
+    unsafe { __register_frame_info(block.cast::<u8>(), object.cast::<u8>()) };
+    // SAFETY: `block` is live (see above).
+    let eh: &[u8] = unsafe { &*block };
     let start = thunks.iter().map(|t| t.start).min().unwrap_or(0);
     let end = thunks.iter().map(|t| t.start + t.len).max().unwrap_or(0);
     let named: Vec<crate::gdbjit::Thunk> = thunks
@@ -73,7 +87,22 @@ pub fn register_thunks(thunks: &[ThunkLayout]) {
             len: t.len,
         })
         .collect();
-    crate::gdbjit::register((start, end - start), &named, block);
+    let jit = crate::gdbjit::register((start, end - start), &named, eh);
+    Some(Registration { block, object, jit })
+}
+
+/// Takes a module's thunks' unwind information back from libgcc and gdb
+/// (the module is unloaded) and frees it.
+pub fn deregister(r: Registration) {
+    crate::gdbjit::unregister(r.jit);
+    // SAFETY: `block` was registered by `register_thunks` and not since
+    // deregistered; afterwards libgcc no longer reads it or the object,
+    // and both were allocated as boxed slices there.
+    unsafe {
+        __deregister_frame_info(r.block.cast::<u8>());
+        drop(Box::from_raw(r.block));
+        drop(Box::from_raw(r.object));
+    }
 }
 
 /// The `.eh_frame` block for `thunks`.
