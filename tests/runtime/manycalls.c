@@ -1,7 +1,8 @@
 /* Many calls under a few open frames: nest(DEPTH) calls leaf() CALLS
- * times at the bottom. Prints the sum. */
+ * times at the bottom. Prints the sum, then sleeps MS milliseconds. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 __attribute__((noinline)) long leaf(long x) { return x ^ (x >> 3); }
 
@@ -17,5 +18,8 @@ __attribute__((noinline)) long nest(int depth, long calls) {
 int main(int argc, char **argv) {
   long calls = argc > 1 ? atol(argv[1]) : 1000000;
   printf("%ld\n", nest(20, calls));
+  fflush(stdout);
+  if (argc > 2)
+    usleep(atoi(argv[2]) * 1000);
   return 0;
 }

@@ -392,3 +392,165 @@ fn hundreds_of_dlopen_cycles_keep_tracing_the_library() {
     assert_eq!(p.modules.len(), 601, "the program and 600 loads");
     assert_eq!(entries_of(&t, 0, &["alpha_work"]), 600);
 }
+
+/// CPU time (user + system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// `ftail ctl PID ARGS`, retried for a few seconds (the agent may be
+/// listening again only after its next check); its stdout.
+fn ctl_retrying(pid: &str, args: &[&str]) -> Option<String> {
+    for _ in 0..60 {
+        let out = run(Command::new(ftail()).arg("ctl").arg(pid).args(args));
+        if out.status.success() {
+            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
+}
+
+/// A program that closes every descriptor above stderr (as daemons do)
+/// and then listens on TCP, run with the control agent: the agent must
+/// neither spin on its closed descriptor nor accept on the program's new
+/// socket that took its number (before: 100 % CPU, or the program's
+/// client accepted by the agent and dropped); it listens again on a
+/// socket of its own, so `ftail ctl` still works.
+#[test]
+fn a_daemon_closing_every_descriptor_keeps_its_sockets_and_its_agent() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], "daemon.c", "daemon");
+    let mut child = Command::new(ftail())
+        .args(["record", "--ctl", "-d"])
+        .arg(dir.path().join("trace"))
+        .arg("--")
+        .arg(&exe)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pid = lines.next().unwrap().unwrap();
+    assert!(
+        ctl_retrying(&pid, &["status"]).is_some(),
+        "the agent listens"
+    );
+    writeln!(stdin, "close").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "closed");
+    // The program has closed the agent's descriptor: the agent answers
+    // (listening again on a socket of its own) and does not spin.
+    let status = ctl_retrying(&pid, &["status"]).expect("the agent answers again");
+    assert!(status.starts_with("tracing=on"), "{status}");
+    let before = cpu_ticks(&pid);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let used = cpu_ticks(&pid) - before;
+    assert!(
+        used < 30,
+        "the program used {used} ticks in one idle second"
+    );
+    // Its new TCP socket may take the agent's old number: its client
+    // still reaches the program.
+    writeln!(stdin, "go").unwrap();
+    let port = lines.next().unwrap().unwrap();
+    let mut tcp = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    tcp.write_all(b"hi\n").unwrap();
+    let mut reply = String::new();
+    let _ = tcp.read_to_string(&mut reply);
+    assert_eq!(reply, "ok\n", "the program's own client was not served");
+    assert!(ctl_retrying(&pid, &["status"]).is_some());
+    writeln!(stdin, "1").unwrap();
+    drop(stdin);
+    assert_eq!(lines.next().unwrap().unwrap(), "served yes");
+    assert!(child.wait().unwrap().success());
+}
+
+/// The agent bounds what a client can make it hold and serves clients
+/// side by side: a client that sends a line of 100 MB without a newline is
+/// cut off without growing the program (before: by the whole line, for
+/// good), and one that connects and says nothing delays no one (before:
+/// it blocked every `ftail ctl`).
+#[test]
+fn the_control_agent_bounds_its_input_and_serves_clients_side_by_side() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let dir = scratch();
+    // Prints its pid, then blocks reading stdin between rounds of calls.
+    let exe_wait = build(dir.path(), "gcc", &["-O2"], "ctlwait.c", "ctlwait");
+    let mut child = Command::new(ftail())
+        .args(["record", "--ctl", "-d"])
+        .arg(dir.path().join("trace"))
+        .arg("--")
+        .arg(&exe_wait)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pid = lines.next().unwrap().unwrap();
+    assert!(ctl_retrying(&pid, &["status"]).is_some());
+    let addr = SocketAddr::from_abstract_name(format!("ftail-ctl-{pid}")).unwrap();
+    let rss = || -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = rss();
+    let mut flood = UnixStream::connect_addr(&addr).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..100 {
+        if flood.write_all(&chunk).is_err() {
+            break; // cut off: what we want
+        }
+    }
+    let grown_kb = rss().saturating_sub(before);
+    assert!(grown_kb < 16 << 10, "the program grew by {grown_kb} kB");
+    let _idle = UnixStream::connect_addr(&addr).unwrap();
+    let started = std::time::Instant::now();
+    let out = run(Command::new(ftail()).args(["ctl", &pid, "status"]));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "ftail ctl waited {:?} behind an idle client",
+        started.elapsed()
+    );
+    writeln!(stdin, "1").unwrap();
+    drop(stdin);
+    assert_eq!(lines.next().unwrap().unwrap(), "done 1");
+    assert!(child.wait().unwrap().success());
+}
+
+/// Another process holding the control socket's name (a squatter) keeps
+/// the agent from listening: the process's status says so (before: the
+/// agent gave up silently and the metadata said it ran).
+#[test]
+fn a_squatted_control_socket_is_reported() {
+    use ftail_abi::trace::AGENT_BIND_FAILED;
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], "manycalls.c", "manycalls");
+    let tdir = dir.path().join("trace");
+    std::fs::create_dir(&tdir).unwrap();
+    let squat = "python3 -c \"import socket,time; s=socket.socket(socket.AF_UNIX); \
+                 s.bind(b'\\0ftail-ctl-$$'); s.listen(); time.sleep(3)\" & sleep 0.5";
+    let out = run_preloaded(&tdir, squat, &exe, "10 300", "FTAIL_CTL=1");
+    assert!(out.status.success(), "{out:?}");
+    let t = trace::open(&tdir).unwrap();
+    let agent = t.processes[0].status.expect("status").agent;
+    assert_eq!(agent & 0xff, AGENT_BIND_FAILED, "{agent:#x}");
+    assert_eq!(agent >> 8, libc_eaddrinuse(), "{agent:#x}");
+}
+
+/// `EADDRINUSE` on Linux.
+fn libc_eaddrinuse() -> u64 {
+    98
+}

@@ -7,9 +7,9 @@
 //! quiescent; a change while the program runs uses the live protocol of
 //! `poke.rs`.
 //!
-//! A change comes from the control agent (a thread listening on the
-//! abstract Unix socket `ftail-ctl-PID`, started only when `ftail record`
-//! is given `--ctl` or `--off`) or from the program itself through
+//! A change comes from the control agent (`agent.rs`: a thread listening
+//! on the abstract Unix socket `ftail-ctl-PID`, started only when `ftail
+//! record` is given `--ctl` or `--off`) or from the program itself through
 //! [`ftail_ctl`]. Both take [`CONTROL`]; nothing that holds it calls into
 //! the dynamic loader, which calls in here (through `dlhook.rs`) with its
 //! own lock held.
@@ -19,7 +19,6 @@
 //! shows the frame gone, or when the thread or process ends.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
 
 use crate::config::glob;
 use crate::metadata;
@@ -271,69 +270,10 @@ pub fn agent_name(pid: u32) -> String {
     format!("ftail-ctl-{pid}")
 }
 
-/// Starts the control agent thread.
+/// Starts the control agent thread (`agent.rs`).
 pub fn start_agent() {
+    let name = agent_name(std::process::id());
     let _ = std::thread::Builder::new()
         .name("ftail-ctl".into())
-        .spawn(agent);
-}
-
-fn agent() {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixListener};
-    // SAFETY: blocking every signal in this thread only, so the program's
-    // signals keep going to its own threads.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    }
-    let Ok(addr) = SocketAddr::from_abstract_name(agent_name(std::process::id())) else {
-        return;
-    };
-    let listener = match UnixListener::bind_addr(&addr) {
-        Ok(l) => l,
-        Err(e) => {
-            // Another process holds the name (a squatter, or a stale
-            // agent): say so where `ftail record` and `ftail ctl` look.
-            let errno = e.raw_os_error().unwrap_or(0) as u64;
-            crate::status::agent(ftail_abi::trace::AGENT_BIND_FAILED | (errno << 8));
-            return;
-        }
-    };
-    crate::status::agent(ftail_abi::trace::AGENT_LISTENING);
-    for stream in listener.incoming().flatten() {
-        if !same_user(&stream) {
-            continue;
-        }
-        let mut out = &stream;
-        for line in BufReader::new(&stream).lines() {
-            let Ok(line) = line else { break };
-            let answer = match command(&line) {
-                Ok(s) => format!("ok {s}\n"),
-                Err(e) => format!("error {e}\n"),
-            };
-            if out.write_all(answer.as_bytes()).is_err() {
-                break;
-            }
-        }
-    }
-}
-
-/// Only the user running the program may control it.
-fn same_user(stream: &std::os::unix::net::UnixStream) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: getsockopt(SO_PEERCRED) fills a ucred of the given size.
-    unsafe {
-        let mut cred: libc::ucred = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        let r = libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        );
-        r == 0 && cred.uid == libc::getuid()
-    }
+        .spawn(move || crate::agent::run(&name));
 }

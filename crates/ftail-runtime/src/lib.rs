@@ -14,6 +14,7 @@
 //! unwinds; the slow paths use only async-signal-safe system calls. No
 //! return address is ever written.
 
+mod agent;
 mod alloc;
 mod buffer;
 mod config;
@@ -129,8 +130,13 @@ extern "C" fn at_exit() {
 
 /// The runtime's locks, in the order they are taken: whoever holds one
 /// may take those after it, never those before.
-fn locks_in_order() -> [&'static sync::RawLock; 3] {
-    [dlhook::lock(), control::lock(), alloc::lock()]
+fn locks_in_order() -> [&'static sync::RawLock; 4] {
+    [
+        dlhook::lock(),
+        control::lock(),
+        agent::lock(),
+        alloc::lock(),
+    ]
 }
 
 /// Holds every runtime lock across `fork`, so that the child never starts
@@ -152,6 +158,7 @@ extern "C" fn after_fork_in_parent() {
 /// (the child is single-threaded here, so writing files is safe).
 extern "C" fn after_fork_in_child() {
     after_fork_in_parent();
+    agent::close_inherited();
     let st = state::current();
     // SAFETY: the calling (only) thread's own state.
     unsafe {
