@@ -49,7 +49,7 @@ pub fn run(pid: u32, action: Option<&str>, filter: &[String], exclude: &[String]
             ),
         }
     }
-    println!("{last}");
+    crate::out::stdout(&format!("{last}\n"))?;
     Ok(0)
 }
 

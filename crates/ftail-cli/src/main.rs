@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod as_shim;
 mod cc;
 mod ctl;
+mod out;
 mod record;
 mod sites;
 
@@ -131,9 +132,11 @@ enum Cmd {
 fn main() {
     let code = match ftail_main() {
         Ok(code) => code,
+        // The reader went away (`ftail replay | head`): end quietly.
+        Err(err) if err.downcast_ref::<out::ClosedPipe>().is_some() => 0,
         Err(err) => {
             // One line: context first, then each cause (`a: b: c`).
-            eprintln!("ftail: error: {err:#}");
+            out::stderr(&format!("ftail: error: {err:#}"));
             2
         }
     };
@@ -188,17 +191,13 @@ fn ftail_main() -> Result<i32> {
 }
 
 fn replay(dir: &std::path::Path) -> Result<i32> {
-    use std::io::Write;
     let trace = ftail_trace::trace::open(dir)?;
-    let text = ftail_trace::replay::render(&trace);
-    // A closed pipe (`| head`) ends the output quietly.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    out::stdout(&ftail_trace::replay::render(&trace))?;
     Ok(0)
 }
 
 fn report(dir: &std::path::Path, sort: &str) -> Result<i32> {
     use ftail_trace::report::SortKey;
-    use std::io::Write;
     let trace = ftail_trace::trace::open(dir)?;
     let key = match sort {
         "self" => SortKey::SelfTime,
@@ -206,8 +205,7 @@ fn report(dir: &std::path::Path, sort: &str) -> Result<i32> {
         "name" => SortKey::Name,
         _ => SortKey::Total,
     };
-    let text = ftail_trace::report::render(&trace, key);
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    out::stdout(&ftail_trace::report::render(&trace, key))?;
     Ok(0)
 }
 

@@ -75,7 +75,7 @@ pub fn run(o: RecordOptions) -> Result<i32> {
             return Err(e).with_context(|| format!("running {}", program.to_string_lossy()));
         }
     };
-    eprintln!("ftail: trace written to {}", o.dir.display());
+    crate::out::stderr(&format!("ftail: trace written to {}", o.dir.display()));
     Ok(crate::exit_code(status))
 }
 

@@ -1,0 +1,111 @@
+//! How `ftail` behaves around its user's files, other users and the
+//! programs it runs: closed pipes, trace directories it must not touch,
+//! bad values, planted files, squatted sockets, and the pid a caller
+//! starts.
+
+mod common;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+/// A pipe whose reading end is already closed: every write to it fails
+/// with EPIPE, as `| head` does once `head` has gone.
+fn closed_pipe() -> Stdio {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array it is given.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(r, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    Stdio::from(writer)
+}
+
+/// Runs `ftail ARGS` with standard output (and standard error, when
+/// `both`) going to a closed pipe.
+fn ftail_into_closed_pipe(args: &[&std::ffi::OsStr], both: bool) -> Output {
+    let mut cmd = Command::new(ftail());
+    cmd.args(args).stdout(closed_pipe());
+    if both {
+        cmd.stderr(closed_pipe());
+    }
+    run(&mut cmd)
+}
+
+/// A small program built through `ftail cc`.
+fn small_program(dir: &Path) -> PathBuf {
+    let src = dir.join("small.c");
+    std::fs::write(
+        &src,
+        "int add(int a, int b) { return a + b; }\n\
+         int main(int argc, char **argv) { (void)argv; return add(argc, -1); }\n",
+    )
+    .unwrap();
+    let exe = dir.join("small");
+    run_ok(ftail_cc("gcc").args(["-O0", "-o"]).arg(&exe).arg(&src));
+    exe
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_closed_pipe_ends_every_command_quietly() {
+    let dir = scratch();
+    let exe = small_program(dir.path());
+    let trace = dir.path().join("trace");
+    run_ok(
+        Command::new(ftail())
+            .arg("record")
+            .arg("-d")
+            .arg(&trace)
+            .arg(&exe),
+    );
+    let cases: Vec<Vec<&std::ffi::OsStr>> = vec![
+        vec!["sites".as_ref(), exe.as_ref()],
+        vec!["sites".as_ref(), "--json".as_ref(), exe.as_ref()],
+        vec!["replay".as_ref(), "-d".as_ref(), trace.as_ref()],
+        vec!["report".as_ref(), "-d".as_ref(), trace.as_ref()],
+        vec!["--help".as_ref()],
+        vec!["record".as_ref(), "--help".as_ref()],
+        vec!["--version".as_ref()],
+    ];
+    for args in &cases {
+        let out = ftail_into_closed_pipe(args, false);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr_of(&out));
+        assert_eq!(stderr_of(&out), "", "{args:?}");
+    }
+    // An error with standard error closed too: the status says it, and
+    // nothing panics.
+    let missing = dir.path().join("missing");
+    let out = ftail_into_closed_pipe(&["sites".as_ref(), missing.as_ref()], true);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_closed_pipe_ends_ftail_ctl_quietly() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    // A stand-in for the control agent of this very process.
+    let pid = std::process::id();
+    let addr = SocketAddr::from_abstract_name(format!("ftail-ctl-{pid}")).unwrap();
+    let listener = UnixListener::bind_addr(&addr).unwrap();
+    let agent = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        (&stream)
+            .write_all(b"ok tracing=on filter= exclude= functions=1 sites=2\n")
+            .unwrap();
+        line
+    });
+    let out = ftail_into_closed_pipe(&["ctl".as_ref(), pid.to_string().as_ref()], false);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(stderr_of(&out), "");
+    assert_eq!(agent.join().unwrap(), "status\n");
+}
