@@ -13,6 +13,7 @@ mod ctl;
 mod out;
 mod record;
 mod sites;
+mod trace_dir;
 
 /// Function-graph tracer for native x86-64 programs.
 #[derive(Parser)]

@@ -38,7 +38,7 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         bail!("no program to record; usage: ftail record [OPTIONS] -- PROGRAM [ARGS...]");
     };
     let runtime = find_runtime()?;
-    prepare_dir(&o.dir)?;
+    let created = crate::trace_dir::prepare(&o.dir)?;
     let dir = o
         .dir
         .canonicalize()
@@ -71,41 +71,14 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         Ok(s) => s,
         Err(e) => {
             // Nothing ran: leave no empty trace directory behind.
-            let _ = std::fs::remove_dir(&dir);
+            if created {
+                let _ = std::fs::remove_dir(&dir);
+            }
             return Err(e).with_context(|| format!("running {}", program.to_string_lossy()));
         }
     };
     crate::out::stderr(&format!("ftail: trace written to {}", o.dir.display()));
     Ok(crate::exit_code(status))
-}
-
-/// An existing trace directory is kept as `DIR.old` (replacing an older
-/// `.old`), as uftrace does; anything else in the way is an error.
-fn prepare_dir(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        let looks_like_trace = std::fs::read_dir(dir)
-            .with_context(|| format!("{} exists and cannot be read", dir.display()))?
-            .filter_map(|e| e.ok())
-            .all(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.ends_with(".info") || n.ends_with(".modules") || n.ends_with(".events")
-            });
-        if !looks_like_trace {
-            bail!(
-                "{} exists and does not look like a trace directory; not touching it",
-                dir.display()
-            );
-        }
-        let mut old = dir.as_os_str().to_owned();
-        old.push(".old");
-        let old = PathBuf::from(old);
-        if old.exists() {
-            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
-        }
-        std::fs::rename(dir, &old)
-            .with_context(|| format!("renaming {} to {}", dir.display(), old.display()))?;
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
 /// The runtime library: `$FTAIL_RUNTIME`, or next to the `ftail` binary,

@@ -109,3 +109,71 @@ fn a_closed_pipe_ends_ftail_ctl_quietly() {
     assert_eq!(stderr_of(&out), "");
     assert_eq!(agent.join().unwrap(), "status\n");
 }
+
+/// Runs `ftail record -d DIR EXE`.
+fn record_into(dir: &Path, exe: &Path) -> Output {
+    run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(dir)
+        .arg(exe))
+}
+
+/// The names in a directory, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_directory_old_that_is_not_a_trace_is_never_removed() {
+    let dir = scratch();
+    let exe = small_program(dir.path());
+    let trace = dir.path().join("proj");
+    assert!(record_into(&trace, &exe).status.success());
+    let before = names(&trace);
+    // The user's own proj.old, and one that merely has a .info file in it.
+    let old = dir.path().join("proj.old");
+    for extra in ["src/main.c", "4242.info"] {
+        let _ = std::fs::remove_dir_all(&old);
+        let file = old.join(extra);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "int main(void) { return 0; }\n").unwrap();
+        std::fs::write(old.join("notes.txt"), "mine\n").unwrap();
+        let out = record_into(&trace, &exe);
+        assert_eq!(out.status.code(), Some(2), "{extra}: {}", stderr_of(&out));
+        let err = stderr_of(&out);
+        assert!(
+            err.starts_with("ftail: error: ") && err.contains(&old.display().to_string()),
+            "{err}"
+        );
+        assert!(file.is_file(), "{extra} was removed");
+        assert_eq!(names(&trace), before, "the current trace was touched");
+    }
+}
+
+#[test]
+fn an_empty_directory_is_not_taken_for_a_trace() {
+    let dir = scratch();
+    let exe = small_program(dir.path());
+    let trace = dir.path().join("t");
+    let old = dir.path().join("t.old");
+    // t.old is a real trace; t is empty.
+    assert!(record_into(&old, &exe).status.success());
+    let kept = names(&old);
+    std::fs::create_dir(&trace).unwrap();
+    let out = record_into(&trace, &exe);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(names(&old), kept, "the older trace was replaced by nothing");
+    assert!(names(&trace).iter().any(|n| n.ends_with(".info")));
+    // An empty t.old gives way to the trace in t.
+    std::fs::remove_dir_all(&old).unwrap();
+    std::fs::create_dir(&old).unwrap();
+    let now = names(&trace);
+    assert!(record_into(&trace, &exe).status.success());
+    assert_eq!(names(&old), now);
+}
