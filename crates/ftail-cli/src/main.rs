@@ -11,6 +11,7 @@ mod as_shim;
 mod cc;
 mod ctl;
 mod out;
+mod private_dir;
 mod record;
 mod sites;
 mod trace_dir;

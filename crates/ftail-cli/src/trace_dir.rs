@@ -4,10 +4,16 @@
 //! Only what is recognisably a trace is ever removed or renamed: a
 //! directory holding at least one `KEY.info` file and nothing but the
 //! files the runtime writes (`KEY.info`, `KEY.modules`, `KEY-TID.events`,
-//! where `KEY` is a pid, or `PID~N` after an exec). Anything else in the
+//! where `KEY` is a pid, or `PID~N` after an exec), owned by the user
+//! running ftail and reached without a symbolic link. Anything else in the
 //! way is an error that names it.
+//!
+//! Traces hold command lines and code addresses: a directory ftail creates
+//! is private (0700), and an existing empty one is used only when no other
+//! user may write into it.
 
 use std::ffi::OsString;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -44,15 +50,33 @@ fn is_number(s: &str) -> bool {
 }
 
 /// Looks at `path`: nothing, an empty directory, or a trace; anything else
-/// is an error naming it.
+/// (a symbolic link, a file, another user's directory) is an error naming
+/// it.
 fn examine(path: &Path) -> Result<Found> {
-    let entries = match std::fs::read_dir(path) {
-        Ok(e) => e,
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
-        Err(e) => {
-            return Err(e).with_context(|| format!("{} exists and cannot be read", path.display()))
-        }
+        Err(e) => return Err(e).with_context(|| format!("{} cannot be read", path.display())),
     };
+    if meta.file_type().is_symlink() {
+        bail!(
+            "{} is a symbolic link; ftail does not follow it (give the directory itself)",
+            path.display()
+        );
+    }
+    if !meta.is_dir() {
+        bail!("{} exists and is not a directory", path.display());
+    }
+    let me = crate::private_dir::euid();
+    if meta.uid() != me {
+        bail!(
+            "{} is owned by uid {}, not by you (uid {me}); not touching it",
+            path.display(),
+            meta.uid()
+        );
+    }
+    let entries = std::fs::read_dir(path)
+        .with_context(|| format!("{} exists and cannot be read", path.display()))?;
     let mut files = Vec::new();
     let mut info = false;
     for entry in entries {
@@ -100,7 +124,21 @@ fn remove(path: &Path, found: Found) -> Result<()> {
 pub fn prepare(dir: &Path) -> Result<bool> {
     match examine(dir)? {
         Found::Missing => {}
-        Found::Empty => return Ok(false),
+        Found::Empty => {
+            // Others could plant files (or links) where the runtime writes.
+            let mode = std::fs::symlink_metadata(dir)
+                .with_context(|| format!("{}", dir.display()))?
+                .mode();
+            if mode & 0o022 != 0 {
+                bail!(
+                    "{} is writable by other users (mode {:04o}); chmod go-w it or \
+                     choose another directory",
+                    dir.display(),
+                    mode & 0o7777
+                );
+            }
+            return Ok(false);
+        }
         Found::Trace(_) => {
             let old = old_path(dir);
             // Check the old trace before touching the current one.
@@ -112,7 +150,14 @@ pub fn prepare(dir: &Path) -> Result<bool> {
                 .with_context(|| format!("renaming {} to {}", dir.display(), old.display()))?;
         }
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     Ok(true)
 }
 

@@ -177,3 +177,142 @@ fn an_empty_directory_is_not_taken_for_a_trace() {
     assert!(record_into(&trace, &exe).status.success());
     assert_eq!(names(&old), now);
 }
+
+/// Whether this test runs as root, which it needs to act as another user;
+/// says so when it does not.
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipping: needs root to act as another user (CI runs as root)");
+    }
+    root
+}
+
+/// The uid and gid of `nobody`, the other user of these tests.
+const NOBODY: u32 = 65534;
+
+/// Gives `path` and everything under it to `nobody`.
+fn give_away(path: &Path) {
+    run_ok(
+        Command::new("chown")
+            .arg("-R")
+            .arg(format!("{NOBODY}:{NOBODY}"))
+            .arg(path),
+    );
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn a_new_trace_directory_is_private() {
+    let dir = scratch();
+    let exe = small_program(dir.path());
+    let trace = dir.path().join("deeper/trace");
+    assert!(record_into(&trace, &exe).status.success());
+    assert_eq!(mode(&trace), 0o700);
+    // Rotated: the new one is private too.
+    assert!(record_into(&trace, &exe).status.success());
+    assert_eq!(mode(&trace), 0o700);
+    assert!(dir.path().join("deeper/trace.old").is_dir());
+}
+
+#[test]
+fn a_trace_directory_of_another_user_is_refused() {
+    if !root() {
+        return;
+    }
+    let dir = scratch();
+    let exe = small_program(dir.path());
+    let trace = dir.path().join("t");
+    let old = dir.path().join("t.old");
+    // t belongs to someone else.
+    assert!(record_into(&trace, &exe).status.success());
+    give_away(&trace);
+    let theirs = names(&trace);
+    let out = record_into(&trace, &exe);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!("{} is owned by uid {NOBODY}", trace.display())),
+        "{err}"
+    );
+    assert_eq!(names(&trace), theirs);
+    assert!(!old.exists());
+    // t is ours, t.old (which it would replace) is someone else's.
+    std::fs::rename(&trace, &old).unwrap();
+    assert!(record_into(&trace, &exe).status.success());
+    let ours = names(&trace);
+    let out = record_into(&trace, &exe);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!("{} is owned by uid {NOBODY}", old.display())),
+        "{err}"
+    );
+    assert_eq!(names(&old), theirs);
+    assert_eq!(names(&trace), ours);
+    // An empty directory of someone else's is not used either.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    give_away(&empty);
+    assert_eq!(record_into(&empty, &exe).status.code(), Some(2));
+    assert!(names(&empty).is_empty());
+}
+
+#[test]
+fn a_symbolic_link_for_a_trace_directory_is_refused() {
+    let dir = scratch();
+    let exe = small_program(dir.path());
+    let elsewhere = dir.path().join("elsewhere");
+    assert!(record_into(&elsewhere, &exe).status.success());
+    let there = names(&elsewhere);
+    let trace = dir.path().join("t");
+    let old = dir.path().join("t.old");
+    std::os::unix::fs::symlink(&elsewhere, &trace).unwrap();
+    let out = record_into(&trace, &exe);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("symbolic link"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!old.exists());
+    // t.old, which a rotation would remove, is a link.
+    std::fs::remove_file(&trace).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &old).unwrap();
+    assert!(record_into(&trace, &exe).status.success());
+    let out = record_into(&trace, &exe);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&old.display().to_string()) && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert_eq!(names(&elsewhere), there);
+    assert!(std::fs::symlink_metadata(&old)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn an_empty_directory_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch();
+    let exe = small_program(dir.path());
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = record_into(&shared, &exe);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("writable by other users"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(names(&shared).is_empty());
+}
