@@ -59,16 +59,18 @@ enum Cmd {
         /// Do not trace functions matching GLOB (repeatable)
         #[arg(short = 'N', long = "notrace", value_name = "GLOB")]
         exclude: Vec<String>,
-        /// Record calls only up to this depth
-        #[arg(short = 'D', long)]
+        /// Record calls only up to this depth (1 or more)
+        #[arg(short = 'D', long, value_parser = record::parse_depth)]
         depth: Option<u64>,
         /// Tail-call strategy: mark, convert (per-site thunk), or auto
         /// (mark where the callee is traced, convert elsewhere)
         #[arg(long, default_value = "auto", value_parser = ["auto", "mark", "convert"])]
         tail: String,
-        /// Events per thread buffer (16 bytes each)
-        #[arg(long, value_name = "N")]
-        buffer_events: Option<u64>,
+        /// Events per thread buffer, 16 to 2^32 (16 bytes each; the
+        /// default is 64 MiB)
+        #[arg(long, value_name = "N", default_value_t = record::DEFAULT_BUFFER_EVENTS,
+              value_parser = record::parse_buffer_events)]
+        buffer_events: u64,
         /// Start with tracing off; switch it on with `ftail ctl PID on`
         /// (implies --ctl)
         #[arg(long)]

@@ -23,13 +23,63 @@ pub struct RecordOptions {
     /// Tail strategy asked for.
     pub tail: String,
     /// Events per thread buffer.
-    pub buffer_events: Option<u64>,
+    pub buffer_events: u64,
     /// Start with tracing off.
     pub off: bool,
     /// Start the control agent.
     pub ctl: bool,
     /// The program and its arguments.
     pub command: Vec<OsString>,
+}
+
+/// Events per thread buffer when `--buffer-events` is not given.
+pub const DEFAULT_BUFFER_EVENTS: u64 = 1 << 22;
+/// The largest `--buffer-events`: 2^32 events of 16 bytes, 64 GiB of
+/// (sparse) file per thread.
+const MAX_BUFFER_EVENTS: u64 = 1 << 32;
+/// The smallest `--buffer-events`.
+const MIN_BUFFER_EVENTS: u64 = 16;
+
+/// Parses `--buffer-events`.
+pub fn parse_buffer_events(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if (MIN_BUFFER_EVENTS..=MAX_BUFFER_EVENTS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be a number from {MIN_BUFFER_EVENTS} to {MAX_BUFFER_EVENTS} (2^32; \
+             each event takes 16 bytes)"
+        )),
+    }
+}
+
+/// Parses `--depth`.
+pub fn parse_depth(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a number, 1 or more".into()),
+    }
+}
+
+/// Every environment variable the runtime reads (`ftail-runtime`'s
+/// `config.rs`), with the value the command line gives it; `None` removes
+/// it, leaving the runtime's default. The traced program gets exactly
+/// these, whatever the caller's environment held.
+fn runtime_env(o: &RecordOptions, dir: &Path) -> [(&'static str, Option<OsString>); 9] {
+    let flag = |on: bool| Some(OsString::from(if on { "1" } else { "0" }));
+    [
+        ("FTAIL_DIR", Some(dir.into())),
+        ("FTAIL_FILTER", Some(o.filter.join(",").into())),
+        ("FTAIL_EXCLUDE", Some(o.exclude.join(",").into())),
+        ("FTAIL_TAIL", Some(o.tail.clone().into())),
+        ("FTAIL_DEPTH", o.depth.map(|d| d.to_string().into())),
+        (
+            "FTAIL_BUFFER_EVENTS",
+            Some(o.buffer_events.to_string().into()),
+        ),
+        // Not an option (yet): always the runtime's default.
+        ("FTAIL_STACK_ENTRIES", None),
+        ("FTAIL_OFF", flag(o.off)),
+        ("FTAIL_CTL", flag(o.ctl || o.off)),
+    ]
 }
 
 /// Runs the program; returns its exit status as ours.
@@ -49,23 +99,12 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         preload.push(existing);
     }
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env("LD_PRELOAD", preload)
-        .env("FTAIL_DIR", &dir)
-        .env("FTAIL_FILTER", o.filter.join(","))
-        .env("FTAIL_EXCLUDE", o.exclude.join(","))
-        .env("FTAIL_TAIL", &o.tail);
-    if let Some(d) = o.depth {
-        cmd.env("FTAIL_DEPTH", d.to_string());
-    }
-    if o.off {
-        cmd.env("FTAIL_OFF", "1");
-    }
-    if o.ctl || o.off {
-        cmd.env("FTAIL_CTL", "1");
-    }
-    if let Some(n) = o.buffer_events {
-        cmd.env("FTAIL_BUFFER_EVENTS", n.to_string());
+    cmd.args(args).env("LD_PRELOAD", preload);
+    for (name, value) in runtime_env(&o, &dir) {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
     }
     let status = match cmd.status() {
         Ok(s) => s,

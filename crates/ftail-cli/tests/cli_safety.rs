@@ -316,3 +316,98 @@ fn an_empty_directory_others_may_write_is_refused() {
     );
     assert!(names(&shared).is_empty());
 }
+
+#[test]
+fn out_of_range_buffer_sizes_and_depths_are_refused() {
+    let dir = scratch();
+    let exe = small_program(dir.path());
+    let trace = dir.path().join("t");
+    for (flag, value) in [
+        ("--buffer-events", "1152921504606846976"),
+        ("--buffer-events", "4294967297"),
+        ("--buffer-events", "15"),
+        ("--buffer-events", "64Mi"),
+        ("-D", "0"),
+    ] {
+        let out = run(Command::new(ftail())
+            .arg("record")
+            .arg("-d")
+            .arg(&trace)
+            .args([flag, value])
+            .arg(&exe));
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = stderr_of(&out);
+        assert!(
+            err.contains(&format!("invalid value '{value}'")) && err.contains("must be"),
+            "{flag} {value}: {err}"
+        );
+        assert!(
+            !trace.exists(),
+            "{flag} {value}: a trace directory was made"
+        );
+    }
+    let help = run_ok(Command::new(ftail()).args(["record", "--help"]));
+    assert!(help.contains("16 to 2^32"), "{help}");
+    // The smallest size still records a balanced trace.
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&trace)
+        .args(["--buffer-events", "16", "-D", "1"])
+        .arg(&exe));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert!(t.processes[0].threads[0].balance().is_balanced());
+}
+
+#[test]
+fn the_program_gets_the_runtime_settings_of_the_command_line_only() {
+    let dir = scratch();
+    let trace = dir.path().join("t");
+    // Left over in the caller's environment: each would change the trace
+    // (or, for the sizes, overflow the runtime's arithmetic).
+    let stray = [
+        ("FTAIL_STACK_ENTRIES", "1152921504606846976"),
+        ("FTAIL_BUFFER_EVENTS", "1152921504606846976"),
+        ("FTAIL_DEPTH", "1"),
+        ("FTAIL_FILTER", "nothing"),
+        ("FTAIL_OFF", "1"),
+        ("FTAIL_CTL", "1"),
+    ];
+    let out = run(Command::new(ftail())
+        .envs(stray)
+        .arg("record")
+        .arg("-d")
+        .arg(&trace)
+        .args(["--buffer-events", "1000", "--", "env"]));
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let env = String::from_utf8_lossy(&out.stdout);
+    let mut runtime: Vec<&str> = env
+        .lines()
+        .filter(|l| l.starts_with("FTAIL_") && !l.starts_with("FTAIL_DIR="))
+        .collect();
+    runtime.sort();
+    assert_eq!(
+        runtime,
+        [
+            "FTAIL_BUFFER_EVENTS=1000",
+            "FTAIL_CTL=0",
+            "FTAIL_EXCLUDE=",
+            "FTAIL_FILTER=",
+            "FTAIL_OFF=0",
+            "FTAIL_TAIL=auto",
+        ]
+    );
+    // An instrumented program under the same environment records as asked.
+    let exe = small_program(dir.path());
+    let out = run(Command::new(ftail())
+        .envs(stray)
+        .arg("record")
+        .arg("-d")
+        .arg(&trace)
+        .arg(&exe));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    let th = &t.processes[0].threads[0];
+    assert_eq!((th.balance().entries, th.lost), (2, 0), "{:?}", th.damage);
+}
