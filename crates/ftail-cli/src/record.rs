@@ -148,15 +148,16 @@ pub fn find_runtime() -> Result<PathBuf> {
 /// The runtime library built into this binary (see build.rs).
 const EMBEDDED_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libftail_runtime.so"));
 
-/// Writes the embedded runtime to `$XDG_CACHE_HOME/ftail` (or
-/// `~/.cache/ftail`) under a name that changes with its contents, once.
+/// Writes the embedded runtime to ftail's private cache directory
+/// (`private_dir::cache_dir`) under a name that changes with its contents,
+/// once. An existing copy is used only when it is a file of this user's
+/// that no one else may write and it holds exactly the embedded bytes;
+/// anything else there is replaced by a fresh copy, written to a new file
+/// (`O_EXCL`) and renamed over it.
 fn embedded_runtime() -> Result<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .context("no cache directory for the runtime library (set HOME or XDG_CACHE_HOME)")?
-        .join("ftail");
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let cache = crate::private_dir::cache_dir()?;
     // FNV-1a: a name per build of the runtime, not a security measure.
     let hash = EMBEDDED_RUNTIME
         .iter()
@@ -164,12 +165,31 @@ fn embedded_runtime() -> Result<PathBuf> {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
     let path = cache.join(format!("libftail_runtime-{hash:016x}.so"));
-    if path.is_file() {
-        return Ok(path);
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        let trusted = meta.is_file()
+            && meta.uid() == crate::private_dir::euid()
+            && meta.mode() & 0o022 == 0
+            && meta.len() == EMBEDDED_RUNTIME.len() as u64
+            && std::fs::read(&path).is_ok_and(|bytes| bytes == EMBEDDED_RUNTIME);
+        if trusted {
+            return Ok(path);
+        }
+        if meta.is_dir() {
+            bail!(
+                "{} is a directory, not ftail's runtime library; remove it",
+                path.display()
+            );
+        }
     }
-    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let tmp = cache.join(format!(".libftail_runtime-{}.tmp", std::process::id()));
-    std::fs::write(&tmp, EMBEDDED_RUNTIME).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".libftail_runtime-")
+        .suffix(".tmp")
+        .tempfile_in(&cache)
+        .with_context(|| format!("creating a file in {}", cache.display()))?;
+    tmp.write_all(EMBEDDED_RUNTIME)
+        .and_then(|()| tmp.flush())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }

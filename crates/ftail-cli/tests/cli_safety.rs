@@ -411,3 +411,240 @@ fn the_program_gets_the_runtime_settings_of_the_command_line_only() {
     let th = &t.processes[0].threads[0];
     assert_eq!((th.balance().entries, th.lost), (2, 0), "{:?}", th.damage);
 }
+
+/// FNV-1a, which names ftail's shim directory after ftail's own path.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The name of the shim directory of the `ftail` under test.
+fn shim_name() -> String {
+    let exe = ftail().canonicalize().unwrap();
+    format!("shim-{:016x}", fnv1a(exe.as_os_str().as_encoded_bytes()))
+}
+
+/// Plants, in `dir`, an `as` (under both names a compiler looks for) that
+/// leaves `marker` behind when it runs.
+fn plant_assembler(dir: &Path, marker: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    for name in ["as", "x86_64-linux-gnu-as"] {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\ntouch '{}'\nexit 1\n", marker.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// `ftail cc gcc -c` of a small file with `env` applied; returns its output
+/// and whether it made the object file.
+fn compile_with(dir: &Path, env: &dyn Fn(&mut Command)) -> (Output, bool) {
+    let src = dir.join("unit.c");
+    std::fs::write(&src, "int unit(int x) { return x * 3; }\n").unwrap();
+    let obj = dir.join("unit.o");
+    let _ = std::fs::remove_file(&obj);
+    let mut cmd = ftail_cc("gcc");
+    cmd.args(["-O2", "-c", "-o"]).arg(&obj).arg(&src);
+    env(&mut cmd);
+    let out = run(&mut cmd);
+    (out, obj.is_file())
+}
+
+#[test]
+fn without_home_no_planted_assembler_is_run() {
+    let dir = scratch();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let marker = dir.path().join("planted-as-ran");
+    let private = tmp.join(format!("ftail-{}", euid()));
+    let no_home = |c: &mut Command| {
+        c.env_remove("HOME")
+            .env_remove("XDG_CACHE_HOME")
+            .env("TMPDIR", &tmp);
+    };
+    // Planted where ftail used to look, and in a per-user directory that
+    // anyone may write into.
+    plant_assembler(&tmp.join("ftail").join(shim_name()), &marker);
+    plant_assembler(&private.join(shim_name()), &marker);
+    set_mode(&private, 0o777);
+    let (out, built) = compile_with(dir.path(), &no_home);
+    assert!(!marker.exists(), "the planted as ran");
+    assert!(!built && out.status.code() == Some(2));
+    let err = stderr_of(&out);
+    assert!(
+        err.starts_with("ftail: error: ")
+            && err.contains(&format!("{} is not a private directory", private.display())),
+        "{err}"
+    );
+    // Mode 0700 but another user's.
+    if root() {
+        set_mode(&private, 0o700);
+        give_away(&private);
+        let (out, built) = compile_with(dir.path(), &no_home);
+        assert!(!marker.exists(), "the planted as ran");
+        assert!(
+            !built && out.status.code() == Some(2),
+            "{}",
+            stderr_of(&out)
+        );
+        assert!(stderr_of(&out).contains(&format!("owner uid {NOBODY}")));
+        run_ok(Command::new("chown").arg("-R").arg("0:0").arg(&private));
+    }
+    // Private, but the shim inside is not ftail's links.
+    set_mode(&private, 0o700);
+    let (out, built) = compile_with(dir.path(), &no_home);
+    assert!(!marker.exists(), "the planted as ran");
+    assert!(
+        !built && out.status.code() == Some(2),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(
+        stderr_of(&out).contains("is not ftail's link"),
+        "{}",
+        stderr_of(&out)
+    );
+    // Nothing there: ftail makes its own private directory and builds.
+    std::fs::remove_dir_all(&private).unwrap();
+    let (out, built) = compile_with(dir.path(), &no_home);
+    assert!(built, "{}", stderr_of(&out));
+    assert!(!marker.exists());
+    assert_eq!(mode(&private), 0o700);
+}
+
+#[test]
+fn a_cache_directory_others_can_change_is_never_used() {
+    let dir = scratch();
+    let marker = dir.path().join("planted-as-ran");
+    // $HOME/.cache/ftail that anyone may write into.
+    let home = dir.path().join("home");
+    let cache = home.join(".cache/ftail");
+    plant_assembler(&cache.join(shim_name()), &marker);
+    set_mode(&cache, 0o777);
+    let with_home = |c: &mut Command| {
+        c.env("HOME", &home).env_remove("XDG_CACHE_HOME");
+    };
+    let (out, built) = compile_with(dir.path(), &with_home);
+    assert!(!marker.exists(), "the planted as ran");
+    assert!(!built && out.status.code() == Some(2));
+    assert!(stderr_of(&out).contains(&format!("{} is not a private directory", cache.display())));
+    if !root() {
+        return;
+    }
+    // $XDG_CACHE_HOME/ftail of another user's.
+    let xdg = dir.path().join("xdg");
+    plant_assembler(&xdg.join("ftail").join(shim_name()), &marker);
+    give_away(&xdg.join("ftail"));
+    let with_xdg = |c: &mut Command| {
+        c.env("XDG_CACHE_HOME", &xdg);
+    };
+    let (out, built) = compile_with(dir.path(), &with_xdg);
+    assert!(!marker.exists(), "the planted as ran");
+    assert!(
+        !built && out.status.code() == Some(2),
+        "{}",
+        stderr_of(&out)
+    );
+    // A private cache whose shim link belongs to another user.
+    std::fs::remove_dir_all(&xdg).unwrap();
+    let (out, built) = compile_with(dir.path(), &with_xdg);
+    assert!(built, "{}", stderr_of(&out));
+    let link = xdg.join("ftail").join(shim_name()).join("as");
+    run_ok(
+        Command::new("chown")
+            .arg("-h")
+            .arg(format!("{NOBODY}:{NOBODY}"))
+            .arg(&link),
+    );
+    let (out, built) = compile_with(dir.path(), &with_xdg);
+    assert!(
+        !built && out.status.code() == Some(2),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(stderr_of(&out).contains(&link.display().to_string()));
+}
+
+#[test]
+fn the_embedded_runtime_is_used_only_when_ours_and_intact() {
+    use std::os::unix::fs::MetadataExt;
+    // As after `cargo install`: the binary alone, no runtime beside it.
+    let dir = scratch();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let alone = bin.join("ftail");
+    std::fs::copy(ftail(), &alone).unwrap();
+    let exe = small_program(dir.path());
+    let trace = dir.path().join("trace");
+    let cache = dir.path().join("cache");
+    let record = |env: &dyn Fn(&mut Command)| -> Output {
+        let mut cmd = Command::new(&alone);
+        cmd.env_remove("FTAIL_RUNTIME");
+        env(&mut cmd);
+        run(cmd.arg("record").arg("-d").arg(&trace).arg(&exe))
+    };
+    let with_cache = |c: &mut Command| {
+        c.env("XDG_CACHE_HOME", &cache);
+    };
+    let traced = |out: &Output| {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(out));
+        let t =
+            ftail_trace::trace::open(&trace).unwrap_or_else(|e| panic!("{e}: {}", stderr_of(out)));
+        assert_eq!(t.processes[0].threads[0].balance().entries, 2);
+    };
+    traced(&record(&with_cache));
+    let copies: Vec<PathBuf> = std::fs::read_dir(cache.join("ftail"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let lib = &copies[0];
+    let good = std::fs::read(lib).unwrap();
+    assert_eq!(mode(lib) & 0o022, 0);
+    // Replaced by something else that anyone may write: rewritten.
+    std::fs::write(lib, b"not a library").unwrap();
+    set_mode(lib, 0o666);
+    traced(&record(&with_cache));
+    assert_eq!(std::fs::read(lib).unwrap(), good);
+    assert_eq!(mode(lib) & 0o022, 0);
+    if root() {
+        // Another user's file: rewritten as ours.
+        std::fs::write(lib, b"not a library").unwrap();
+        set_mode(lib, 0o644);
+        give_away(lib);
+        traced(&record(&with_cache));
+        assert_eq!(std::fs::read(lib).unwrap(), good);
+        assert_eq!(std::fs::metadata(lib).unwrap().uid(), euid());
+        // Another user's cache directory: refused.
+        give_away(&cache.join("ftail"));
+        let out = record(&with_cache);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr_of(&out).contains("is not a private directory"));
+    }
+    // No HOME: a private directory of this user's in TMPDIR.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    traced(&record(&|c: &mut Command| {
+        c.env_remove("HOME")
+            .env_remove("XDG_CACHE_HOME")
+            .env("TMPDIR", &tmp);
+    }));
+    let private = tmp.join(format!("ftail-{}", euid()));
+    assert_eq!(mode(&private), 0o700);
+    assert_eq!(std::fs::read_dir(&private).unwrap().count(), 1);
+}
