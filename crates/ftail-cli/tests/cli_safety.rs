@@ -648,3 +648,111 @@ fn the_embedded_runtime_is_used_only_when_ours_and_intact() {
     assert_eq!(mode(&private), 0o700);
     assert_eq!(std::fs::read_dir(&private).unwrap().count(), 1);
 }
+
+/// A python3 that another user can run too.
+fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// Binds the control socket name of process `target` (its own pid when
+/// `None`) and answers every connection like an agent would. Runs as
+/// `nobody` when `other_user`. Returns the squatter and its pid.
+fn squat_control_socket(target: Option<u32>, other_user: bool) -> (std::process::Child, u32) {
+    use std::io::{BufRead, BufReader};
+    let script = "import os, socket, sys\n\
+                  name = sys.argv[1] if len(sys.argv) > 1 else str(os.getpid())\n\
+                  s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+                  s.bind('\\0ftail-ctl-' + name)\n\
+                  s.listen(4)\n\
+                  print(os.getpid(), flush=True)\n\
+                  while True:\n    \
+                      c, _ = s.accept()\n    \
+                      try:\n        \
+                          c.recv(1000)\n        \
+                          c.sendall(b'ok tracing=on filter= exclude= functions=0 sites=0\\n')\n    \
+                      except OSError:\n        \
+                          pass\n    \
+                      c.close()\n";
+    let mut cmd = if other_user {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", python()]);
+        c
+    } else {
+        Command::new(python())
+    };
+    cmd.arg("-c").arg(script).current_dir("/");
+    if let Some(t) = target {
+        cmd.arg(t.to_string());
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the squatter did not start: {line:?}"));
+    (child, pid)
+}
+
+/// Kills and reaps a process the test started.
+fn end(mut child: std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn ftail_ctl_talks_only_to_the_process_itself() {
+    // A program of ours, whose socket name another process took first.
+    let mut target = Command::new("sleep").arg("60").spawn().unwrap();
+    let (squatter, squatter_pid) = squat_control_socket(Some(target.id()), false);
+    let out = run(Command::new(ftail())
+        .arg("ctl")
+        .arg(target.id().to_string())
+        .arg("on"));
+    end(squatter);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(out.stdout, b"");
+    let err = stderr_of(&out);
+    assert!(
+        err.starts_with("ftail: error: ")
+            && err.contains(&format!("held by process {squatter_pid}")),
+        "{err}"
+    );
+    if root() {
+        // The same, the squatter being another user.
+        let (squatter, squatter_pid) = squat_control_socket(Some(target.id()), true);
+        let out = run(Command::new(ftail())
+            .arg("ctl")
+            .arg(target.id().to_string())
+            .arg("on"));
+        end(squatter);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr_of(&out).contains(&format!("held by process {squatter_pid} (uid {NOBODY})")));
+        // Another user's process answering on its own socket name.
+        let (other, other_pid) = squat_control_socket(None, true);
+        let out = run(Command::new(ftail())
+            .arg("ctl")
+            .arg(other_pid.to_string())
+            .arg("status"));
+        end(other);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains(&format!("runs as uid {NOBODY}, not as you")),
+            "{err}"
+        );
+    }
+    let _ = target.kill();
+    let _ = target.wait();
+}
