@@ -15,6 +15,7 @@ mod private_dir;
 mod record;
 mod sites;
 mod trace_dir;
+mod watch;
 
 /// Function-graph tracer for native x86-64 programs.
 #[derive(Parser)]

@@ -82,7 +82,8 @@ fn runtime_env(o: &RecordOptions, dir: &Path) -> [(&'static str, Option<OsString
     ]
 }
 
-/// Runs the program; returns its exit status as ours.
+/// Runs the program in this process (see `watch`), so its exit status is
+/// ours; returns only when it cannot be started.
 pub fn run(o: RecordOptions) -> Result<i32> {
     let Some((program, args)) = o.command.split_first() else {
         bail!("no program to record; usage: ftail record [OPTIONS] -- PROGRAM [ARGS...]");
@@ -106,18 +107,60 @@ pub fn run(o: RecordOptions) -> Result<i32> {
             None => cmd.env_remove(name),
         };
     }
-    let status = match cmd.status() {
-        Ok(s) => s,
-        Err(e) => {
-            // Nothing ran: leave no empty trace directory behind.
-            if created {
-                let _ = std::fs::remove_dir(&dir);
-            }
-            return Err(e).with_context(|| format!("running {}", program.to_string_lossy()));
-        }
-    };
-    crate::out::stderr(&format!("ftail: trace written to {}", o.dir.display()));
-    Ok(crate::exit_code(status))
+    let shown = o.dir.clone();
+    let err = crate::watch::exec(&mut cmd, &|| summary(&shown));
+    // Nothing ran: leave no empty trace directory behind.
+    if created {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    Err(err).with_context(|| format!("running {}", program.to_string_lossy()))
+}
+
+/// What `ftail record` says once the program has ended: where the trace
+/// is, then how many events each thread lost.
+///
+/// Only the event files' headers are read (`trace::open` would read every
+/// event: about a second for nine threads at the default size, and the
+/// caller's standard error stays open until this is printed).
+pub fn summary(dir: &Path) -> Vec<String> {
+    let mut lines = vec![format!("ftail: trace written to {}", dir.display())];
+    let mut losses: Vec<(String, u32, u64)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(ftail_abi::trace::EVENTS_SUFFIX)?;
+            let (key, _) = stem.rsplit_once('-')?;
+            let (tid, lost) = events_header(&dir.join(&name))?;
+            (lost > 0).then(|| (key.to_string(), tid, lost))
+        })
+        .collect();
+    losses.sort();
+    for (key, tid, lost) in losses {
+        lines.push(format!(
+            "ftail: process {key} thread {tid}: {lost} events lost (its buffer was full; \
+             --buffer-events sets the size)"
+        ));
+    }
+    lines
+}
+
+/// The thread id and the count of lost events in an event file's header.
+fn events_header(path: &Path) -> Option<(u32, u64)> {
+    use ftail_abi::trace::{EventFileHeader, EVENTS_MAGIC, TRACE_VERSION};
+    use std::io::Read;
+    let mut header = [0u8; std::mem::size_of::<EventFileHeader>()];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    let field = |offset: usize, len: usize| &header[offset..offset + len];
+    let u32_at = |offset| u32::from_le_bytes(field(offset, 4).try_into().unwrap_or_default());
+    let ok = field(std::mem::offset_of!(EventFileHeader, magic), 8) == EVENTS_MAGIC
+        && u32_at(std::mem::offset_of!(EventFileHeader, version)) == TRACE_VERSION;
+    let lost_at = std::mem::offset_of!(EventFileHeader, lost);
+    let lost = u64::from_le_bytes(field(lost_at, 8).try_into().unwrap_or_default());
+    ok.then(|| (u32_at(std::mem::offset_of!(EventFileHeader, tid)), lost))
 }
 
 /// The runtime library: `$FTAIL_RUNTIME`, or next to the `ftail` binary,

@@ -756,3 +756,197 @@ fn ftail_ctl_talks_only_to_the_process_itself() {
     let _ = target.kill();
     let _ = target.wait();
 }
+
+/// `tests/runtime/ownpid.c`, built through `ftail cc`.
+fn ownpid(dir: &Path) -> PathBuf {
+    let exe = dir.join("ownpid");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/runtime/ownpid.c")),
+    );
+    exe
+}
+
+/// Kills process `pid` if the test fails while the program still waits.
+struct KillOnPanic(i32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: kill takes a pid and a signal number.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Starts `ftail record -d DIR EXE wait` (in its own process group when
+/// `group`); returns it, the pid its first line reports, and its stdout.
+fn start_waiting(
+    dir: &Path,
+    exe: &Path,
+    group: bool,
+) -> (
+    std::process::Child,
+    KillOnPanic,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(ftail());
+    cmd.arg("record")
+        .arg("-d")
+        .arg(dir)
+        .arg("--")
+        .arg(exe)
+        .arg("wait")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if group {
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let pid: i32 = first.strip_prefix("pid ").unwrap().parse().unwrap();
+    let guard = KillOnPanic(pid);
+    // The program has made its traced calls once it says "sum".
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("sum ") {
+            break;
+        }
+    }
+    (child, guard, lines)
+}
+
+fn read_stderr(child: &mut std::process::Child) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    text
+}
+
+#[test]
+fn the_pid_a_caller_starts_is_the_programs() {
+    let dir = scratch();
+    let exe = ownpid(dir.path());
+    let trace = dir.path().join("t");
+    let plain = run(Command::new(&exe).args(["calls", "100"]));
+    let child = Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&trace)
+        .args(["--buffer-events", "16", "--"])
+        .arg(&exe)
+        .args(["calls", "100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (first, rest) = text.split_once('\n').unwrap();
+    assert_eq!(first, format!("pid {started}"));
+    // No extra child, SIGCHLD or descriptor: what the untraced run sees.
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    assert_eq!(rest, plain.split_once('\n').unwrap().1);
+    assert!(
+        rest.starts_with("children none\nsigchld none\nfds 0 1 2"),
+        "{rest}"
+    );
+    // The summary comes on standard error once the program has ended.
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!("ftail: trace written to {}\n", trace.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("ftail: process {started} thread {started}: "))
+            && err.contains(" events lost "),
+        "{err}"
+    );
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_eq!(t.processes[0].pid, started);
+}
+
+#[test]
+fn sigterm_to_that_pid_ends_the_program_and_keeps_its_trace() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch();
+    let exe = ownpid(dir.path());
+    let trace = dir.path().join("t");
+    let (mut child, guard, _out) = start_waiting(&trace, &exe, false);
+    assert_eq!(
+        guard.0,
+        child.id() as i32,
+        "the started pid is not the program's"
+    );
+    // SAFETY: kill takes a pid and a signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    let err = read_stderr(&mut child);
+    assert!(err.contains("ftail: trace written to "), "{err}");
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    // Three calls of leaf() recorded, and main() was still running.
+    let b = t.processes[0].threads[0].balance();
+    assert_eq!(b.open_at_end, 1, "{b:?}");
+    let text = ftail_trace::replay::render(&t);
+    assert_eq!(text.matches("leaf();").count(), 3, "{text}");
+}
+
+#[test]
+fn ctrl_c_stops_the_program_and_the_summary_still_comes() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch();
+    let exe = ownpid(dir.path());
+    let trace = dir.path().join("t");
+    let (mut child, guard, _out) = start_waiting(&trace, &exe, true);
+    assert_eq!(
+        guard.0,
+        child.id() as i32,
+        "the started pid is not the program's"
+    );
+    // As the terminal does: to the whole process group.
+    // SAFETY: kill takes a (negated) process group and a signal number.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status}");
+    let err = read_stderr(&mut child);
+    assert!(err.contains("ftail: trace written to "), "{err}");
+}
+
+#[test]
+fn a_program_that_reaps_orphans_gets_no_extra_child() {
+    use std::os::unix::process::CommandExt;
+    // A child subreaper (a service manager, a container's init) stays one
+    // across exec: whatever ftail leaves behind must not become its child.
+    let dir = scratch();
+    let exe = ownpid(dir.path());
+    let mut cmd = Command::new(ftail());
+    cmd.arg("record")
+        .arg("-d")
+        .arg(dir.path().join("t"))
+        .arg(&exe);
+    // SAFETY: the closure only makes a system call (no allocation, no
+    // locks), as a child between fork and exec may.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong);
+            Ok(())
+        });
+    }
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\nchildren none\n"), "{text}");
+    assert!(stderr_of(&out).contains("ftail: trace written to "));
+}
