@@ -136,14 +136,24 @@ pub fn summary(dir: &Path) -> Vec<String> {
         })
         .collect();
     losses.sort();
-    for (key, tid, lost) in losses {
+    for (key, tid, lost) in losses.iter().take(SUMMARY_THREADS) {
         lines.push(format!(
             "ftail: process {key} thread {tid}: {lost} events lost (its buffer was full; \
              --buffer-events sets the size)"
         ));
     }
+    if let Some(rest) = losses.get(SUMMARY_THREADS..).filter(|r| !r.is_empty()) {
+        let lost: u64 = rest.iter().map(|(_, _, n)| n).sum();
+        lines.push(format!(
+            "ftail: {} more threads: {lost} events lost",
+            rest.len()
+        ));
+    }
     lines
 }
+
+/// Threads named one by one in the summary; the rest are added up.
+const SUMMARY_THREADS: usize = 10;
 
 /// The thread id and the count of lost events in an event file's header.
 fn events_header(path: &Path) -> Option<(u32, u64)> {
@@ -235,4 +245,50 @@ fn embedded_runtime() -> Result<PathBuf> {
     tmp.persist(&path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+    use ftail_abi::trace::{EventFileHeader, EVENTS_MAGIC, TRACE_VERSION};
+
+    /// An event file holding only a header that counts `lost` events.
+    fn event_file(dir: &std::path::Path, tid: u32, lost: u64) {
+        let mut h = vec![0u8; std::mem::size_of::<EventFileHeader>()];
+        let mut put = |offset: usize, bytes: &[u8]| {
+            h[offset..offset + bytes.len()].copy_from_slice(bytes);
+        };
+        put(std::mem::offset_of!(EventFileHeader, magic), &EVENTS_MAGIC);
+        put(
+            std::mem::offset_of!(EventFileHeader, version),
+            &TRACE_VERSION.to_le_bytes(),
+        );
+        put(
+            std::mem::offset_of!(EventFileHeader, tid),
+            &tid.to_le_bytes(),
+        );
+        put(
+            std::mem::offset_of!(EventFileHeader, lost),
+            &lost.to_le_bytes(),
+        );
+        std::fs::write(dir.join(format!("100-{tid}.events")), h).unwrap();
+    }
+
+    #[test]
+    fn the_summary_names_the_threads_that_lost_events() {
+        let dir = tempfile::tempdir().unwrap();
+        event_file(dir.path(), 100, 0);
+        for tid in 101..=112 {
+            event_file(dir.path(), tid, 5);
+        }
+        std::fs::write(dir.path().join("100-113.events"), b"short").unwrap();
+        let lines = summary(dir.path());
+        assert_eq!(
+            lines[0],
+            format!("ftail: trace written to {}", dir.path().display())
+        );
+        assert_eq!(lines.len(), 12, "{lines:#?}");
+        assert!(lines[1].starts_with("ftail: process 100 thread 101: 5 events lost ("));
+        assert_eq!(lines[11], "ftail: 2 more threads: 10 events lost");
+    }
 }
