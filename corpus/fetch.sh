@@ -2,7 +2,9 @@
 # Fetch the source of one corpus project into corpus/.cache/src/NAME/.
 # Usage: corpus/fetch.sh NAME     (NAME: lua54 jq sqlite zstd zlib)
 # Idempotent: does nothing if corpus/.cache/src/NAME already exists.
-# Downloads are cached under corpus/.cache/dl/.
+# Downloads are cached under corpus/.cache/dl/. Sources come through the
+# ordinary clients and their own configuration only: pip for PyPI sdists,
+# apt-get source for Debian packages.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,31 +33,18 @@ TMP="$(mktemp -d "$SRC/.tmp-$NAME.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 
 # pip_sdist PKG VERSION -> prints the path of the cached sdist tarball.
+# pip fetches it from whatever index pip is configured to use (pip.conf,
+# PIP_INDEX_URL, ...); it prepares the sdist's metadata, which takes about
+# a minute, once.
 pip_sdist() {
     local pkg="$1" ver="$2" dir="$DL/pypi"
     local f="$dir/$pkg-$ver.tar.gz"
     if [ ! -f "$f" ]; then
         mkdir -p "$dir"
-        # 1st choice: the PyPI "simple" index gives the sdist URL and its
-        # sha256 (fast).  2nd choice: pip download (honours pip's index
-        # configuration, but prepares the sdist's metadata: ~1 min).
-        local link="" url sum
-        if command -v curl >/dev/null; then
-            link="$(curl -fsSL "https://pypi.org/simple/$pkg/" 2>/dev/null |
-                    grep -o "href=\"[^\"]*/$pkg-$ver\.tar\.gz#sha256=[0-9a-f]*\"" |
-                    head -n1 | sed 's/^href="//; s/"$//' || true)"
-        fi
-        if [ -n "$link" ]; then
-            url="${link%%#*}"; sum="${link##*sha256=}"
-            curl -fsSL -o "$f.part" "$url"
-            echo "$sum  $f.part" | sha256sum -c --quiet -
-            mv "$f.part" "$f"
-        else
-            python3 -m pip download --quiet --no-deps --no-binary :all: \
-                "$pkg==$ver" -d "$dir" >&2
-        fi
+        python3 -m pip download --quiet --no-deps --no-binary :all: \
+            "$pkg==$ver" -d "$dir" >&2
     fi
-    [ -f "$f" ] || { echo "fetch: $f missing after download" >&2; exit 1; }
+    [ -f "$f" ] || { echo "fetch: $f missing after pip download" >&2; exit 1; }
     echo "$f"
 }
 

@@ -104,26 +104,23 @@ fn instrument_to_temp(text: &str, path: &Path, verbose: bool) -> Result<tempfile
 
 fn report(path: &Path, r: &ftail_instrument::Rewritten) {
     let p = path.display();
-    match r.outcome {
-        Outcome::NotCompilerOutput => {
-            eprintln!("ftail: note: {p}: not gcc or clang output, passed through unchanged")
-        }
-        Outcome::AlreadyInstrumented => {
-            eprintln!("ftail: note: {p}: already instrumented, passed through unchanged")
-        }
+    let summary = match r.outcome {
+        Outcome::NotCompilerOutput => "not gcc or clang output, passed through unchanged".into(),
+        Outcome::AlreadyInstrumented => "already instrumented, passed through unchanged".into(),
         Outcome::Instrumented(_) => {
             let s = &r.stats;
-            eprintln!(
-                "ftail: note: {p}: {} functions instrumented, {} skipped; {} exits, {} tails",
+            format!(
+                "{} functions instrumented, {} skipped; {} exits, {} tails",
                 s.instrumented,
                 s.skipped,
                 s.exits,
                 s.tails_direct + s.tails_conditional + s.tails_indirect + s.tails_retpoline
-            );
+            )
         }
-    }
+    };
+    crate::out::stderr(&format!("ftail: note: {p}: {summary}"));
     for n in &r.notes {
-        eprintln!("ftail: note: {p}: {n}");
+        crate::out::stderr(&format!("ftail: note: {p}: {n}"));
     }
 }
 

@@ -90,49 +90,63 @@ fn which(name: &OsString) -> Option<PathBuf> {
         .find(|c| c.is_file())
 }
 
+/// The names under which the shim directory links to `ftail`.
+const SHIM_NAMES: [&str; 2] = ["as", "x86_64-linux-gnu-as"];
+
 /// A directory holding `as` (and `x86_64-linux-gnu-as`) as links to this
-/// program, for the compiler's `-B`. Made once per ftail binary under the
-/// cache directory; safe when many compilers start at once.
+/// program, for the compiler's `-B`. Made once per ftail binary in ftail's
+/// private cache directory; safe when many compilers start at once. An
+/// existing one is used only when it and its links are this user's and
+/// the links point at this program: the compiler runs whatever `as` it
+/// finds there.
 pub fn shim_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the ftail executable")?;
     let exe = exe.canonicalize().unwrap_or(exe);
-    let base = cache_base().join("ftail");
+    let base = crate::private_dir::cache_dir()?;
     let dir = base.join(format!(
         "shim-{:016x}",
         fnv1a(exe.as_os_str().as_encoded_bytes())
     ));
-    if dir.join("as").exists() {
-        return Ok(dir);
+    if std::fs::symlink_metadata(&dir).is_err() {
+        let tmp = tempfile::Builder::new()
+            .prefix(".shim-")
+            .tempdir_in(&base)
+            .with_context(|| format!("creating a directory in {}", base.display()))?;
+        for name in SHIM_NAMES {
+            std::os::unix::fs::symlink(&exe, tmp.path().join(name))
+                .with_context(|| format!("linking {name} in {}", tmp.path().display()))?;
+        }
+        let tmp = tmp.keep();
+        // Another process may have won the race; its directory is as good.
+        if std::fs::rename(&tmp, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
     }
-    std::fs::create_dir_all(&base)
-        .with_context(|| format!("creating the cache directory {}", base.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".shim-")
-        .tempdir_in(&base)
-        .with_context(|| format!("creating a directory in {}", base.display()))?;
-    for name in ["as", "x86_64-linux-gnu-as"] {
-        std::os::unix::fs::symlink(&exe, tmp.path().join(name))
-            .with_context(|| format!("linking {name} in {}", tmp.path().display()))?;
-    }
-    let tmp = tmp.keep();
-    // Another process may have won the race; its directory is as good.
-    if std::fs::rename(&tmp, &dir).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    if !dir.join("as").exists() {
-        bail!("could not create the assembler shim in {}", dir.display());
-    }
+    check_shim(&dir, &exe)?;
     Ok(dir)
 }
 
-fn cache_base() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
+/// Checks that `dir` is this user's and holds links to `exe` made by this
+/// user.
+fn check_shim(dir: &Path, exe: &Path) -> Result<()> {
+    use crate::private_dir::check_owned;
+    if !check_owned(dir)?.is_dir() {
+        bail!("{} is not a directory; remove it", dir.display());
     }
-    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h).join(".cache");
+    for name in SHIM_NAMES {
+        let link = dir.join(name);
+        let meta = check_owned(&link)?;
+        let target = std::fs::read_link(&link).ok();
+        if !meta.file_type().is_symlink() || target.as_deref() != Some(exe) {
+            bail!(
+                "{} is not ftail's link to {}; ftail will not run it: remove {}",
+                link.display(),
+                exe.display(),
+                dir.display()
+            );
+        }
     }
-    std::env::temp_dir()
+    Ok(())
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -2,6 +2,10 @@
 //! agent the runtime starts under `ftail record --ctl` (an abstract Unix
 //! socket named after the process id; one command per line, one answer
 //! line each).
+//!
+//! Any local user can bind an abstract socket name first, so the client
+//! checks who answers: the socket's owner (`SO_PEERCRED`) must be process
+//! PID itself, running as the user who owns PID, which must be this user.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::linux::net::SocketAddrExt;
@@ -30,6 +34,7 @@ pub fn run(pid: u32, action: Option<&str>, filter: &[String], exclude: &[String]
              `ftail record --ctl`?)"
         )
     })?;
+    check_agent(&stream, pid)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut out = &stream;
     let mut answers = BufReader::new(&stream).lines();
@@ -49,8 +54,57 @@ pub fn run(pid: u32, action: Option<&str>, filter: &[String], exclude: &[String]
             ),
         }
     }
-    println!("{last}");
+    crate::out::stdout(&format!("{last}\n"))?;
     Ok(0)
+}
+
+/// Refuses to talk to a socket that is not process `pid`'s own agent,
+/// running as this user.
+fn check_agent(stream: &UnixStream, pid: u32) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt(SO_PEERCRED) writes at most `len` bytes into the
+    // ucred it is given; the descriptor is the open stream's.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("asking who holds the control socket of process {pid}"));
+    }
+    let name = format!("ftail-ctl-{pid}");
+    if u32::try_from(cred.pid).ok() != Some(pid) {
+        bail!(
+            "the socket {name} is held by process {} (uid {}), not by process {pid}; \
+             not talking to it",
+            cred.pid,
+            cred.uid
+        );
+    }
+    let owner = std::fs::metadata(format!("/proc/{pid}"))
+        .with_context(|| format!("process {pid} is gone"))?
+        .uid();
+    let me = crate::private_dir::euid();
+    // The process, and its socket when it was opened, must both be ours.
+    if let Some(uid) = [owner, cred.uid].into_iter().find(|&u| u != me) {
+        bail!(
+            "process {pid} runs as uid {uid}, not as you (uid {me}); ftail ctl controls \
+             only your own programs"
+        );
+    }
+    Ok(())
 }
 
 /// The glob list as the agent reads it; `''` alone clears the list and

@@ -10,8 +10,12 @@ use clap::{Parser, Subcommand};
 mod as_shim;
 mod cc;
 mod ctl;
+mod out;
+mod private_dir;
 mod record;
 mod sites;
+mod trace_dir;
+mod watch;
 
 /// Function-graph tracer for native x86-64 programs.
 #[derive(Parser)]
@@ -56,16 +60,18 @@ enum Cmd {
         /// Do not trace functions matching GLOB (repeatable)
         #[arg(short = 'N', long = "notrace", value_name = "GLOB")]
         exclude: Vec<String>,
-        /// Record calls only up to this depth
-        #[arg(short = 'D', long)]
+        /// Record calls only up to this depth (1 or more)
+        #[arg(short = 'D', long, value_parser = record::parse_depth)]
         depth: Option<u64>,
         /// Tail-call strategy: mark, convert (per-site thunk), or auto
         /// (mark where the callee is traced, convert elsewhere)
         #[arg(long, default_value = "auto", value_parser = ["auto", "mark", "convert"])]
         tail: String,
-        /// Events per thread buffer (16 bytes each)
-        #[arg(long, value_name = "N")]
-        buffer_events: Option<u64>,
+        /// Events per thread buffer, 16 to 2^32 (16 bytes each; the
+        /// default is 64 MiB)
+        #[arg(long, value_name = "N", default_value_t = record::DEFAULT_BUFFER_EVENTS,
+              value_parser = record::parse_buffer_events)]
+        buffer_events: u64,
         /// Start with tracing off; switch it on with `ftail ctl PID on`
         /// (implies --ctl)
         #[arg(long)]
@@ -131,9 +137,11 @@ enum Cmd {
 fn main() {
     let code = match ftail_main() {
         Ok(code) => code,
+        // The reader went away (`ftail replay | head`): end quietly.
+        Err(err) if err.downcast_ref::<out::ClosedPipe>().is_some() => 0,
         Err(err) => {
             // One line: context first, then each cause (`a: b: c`).
-            eprintln!("ftail: error: {err:#}");
+            out::stderr(&format!("ftail: error: {err:#}"));
             2
         }
     };
@@ -188,17 +196,13 @@ fn ftail_main() -> Result<i32> {
 }
 
 fn replay(dir: &std::path::Path) -> Result<i32> {
-    use std::io::Write;
     let trace = ftail_trace::trace::open(dir)?;
-    let text = ftail_trace::replay::render(&trace);
-    // A closed pipe (`| head`) ends the output quietly.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    out::stdout(&ftail_trace::replay::render(&trace))?;
     Ok(0)
 }
 
 fn report(dir: &std::path::Path, sort: &str) -> Result<i32> {
     use ftail_trace::report::SortKey;
-    use std::io::Write;
     let trace = ftail_trace::trace::open(dir)?;
     let key = match sort {
         "self" => SortKey::SelfTime,
@@ -206,8 +210,7 @@ fn report(dir: &std::path::Path, sort: &str) -> Result<i32> {
         "name" => SortKey::Name,
         _ => SortKey::Total,
     };
-    let text = ftail_trace::report::render(&trace, key);
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    out::stdout(&ftail_trace::report::render(&trace, key))?;
     Ok(0)
 }
 

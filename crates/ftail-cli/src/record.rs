@@ -23,7 +23,7 @@ pub struct RecordOptions {
     /// Tail strategy asked for.
     pub tail: String,
     /// Events per thread buffer.
-    pub buffer_events: Option<u64>,
+    pub buffer_events: u64,
     /// Start with tracing off.
     pub off: bool,
     /// Start the control agent.
@@ -32,13 +32,64 @@ pub struct RecordOptions {
     pub command: Vec<OsString>,
 }
 
-/// Runs the program; returns its exit status as ours.
+/// Events per thread buffer when `--buffer-events` is not given.
+pub const DEFAULT_BUFFER_EVENTS: u64 = 1 << 22;
+/// The largest `--buffer-events`: 2^32 events of 16 bytes, 64 GiB of
+/// (sparse) file per thread.
+const MAX_BUFFER_EVENTS: u64 = 1 << 32;
+/// The smallest `--buffer-events`.
+const MIN_BUFFER_EVENTS: u64 = 16;
+
+/// Parses `--buffer-events`.
+pub fn parse_buffer_events(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if (MIN_BUFFER_EVENTS..=MAX_BUFFER_EVENTS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be a number from {MIN_BUFFER_EVENTS} to {MAX_BUFFER_EVENTS} (2^32; \
+             each event takes 16 bytes)"
+        )),
+    }
+}
+
+/// Parses `--depth`.
+pub fn parse_depth(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a number, 1 or more".into()),
+    }
+}
+
+/// Every environment variable the runtime reads (`ftail-runtime`'s
+/// `config.rs`), with the value the command line gives it; `None` removes
+/// it, leaving the runtime's default. The traced program gets exactly
+/// these, whatever the caller's environment held.
+fn runtime_env(o: &RecordOptions, dir: &Path) -> [(&'static str, Option<OsString>); 9] {
+    let flag = |on: bool| Some(OsString::from(if on { "1" } else { "0" }));
+    [
+        ("FTAIL_DIR", Some(dir.into())),
+        ("FTAIL_FILTER", Some(o.filter.join(",").into())),
+        ("FTAIL_EXCLUDE", Some(o.exclude.join(",").into())),
+        ("FTAIL_TAIL", Some(o.tail.clone().into())),
+        ("FTAIL_DEPTH", o.depth.map(|d| d.to_string().into())),
+        (
+            "FTAIL_BUFFER_EVENTS",
+            Some(o.buffer_events.to_string().into()),
+        ),
+        // Not an option (yet): always the runtime's default.
+        ("FTAIL_STACK_ENTRIES", None),
+        ("FTAIL_OFF", flag(o.off)),
+        ("FTAIL_CTL", flag(o.ctl || o.off)),
+    ]
+}
+
+/// Runs the program in this process (see `watch`), so its exit status is
+/// ours; returns only when it cannot be started.
 pub fn run(o: RecordOptions) -> Result<i32> {
     let Some((program, args)) = o.command.split_first() else {
         bail!("no program to record; usage: ftail record [OPTIONS] -- PROGRAM [ARGS...]");
     };
     let runtime = find_runtime()?;
-    prepare_dir(&o.dir)?;
+    let created = crate::trace_dir::prepare(&o.dir)?;
     let dir = o
         .dir
         .canonicalize()
@@ -49,66 +100,77 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         preload.push(existing);
     }
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env("LD_PRELOAD", preload)
-        .env("FTAIL_DIR", &dir)
-        .env("FTAIL_FILTER", o.filter.join(","))
-        .env("FTAIL_EXCLUDE", o.exclude.join(","))
-        .env("FTAIL_TAIL", &o.tail);
-    if let Some(d) = o.depth {
-        cmd.env("FTAIL_DEPTH", d.to_string());
+    cmd.args(args).env("LD_PRELOAD", preload);
+    for (name, value) in runtime_env(&o, &dir) {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
     }
-    if o.off {
-        cmd.env("FTAIL_OFF", "1");
+    let shown = o.dir.clone();
+    let err = crate::watch::exec(&mut cmd, &|| summary(&shown));
+    // Nothing ran: leave no empty trace directory behind.
+    if created {
+        let _ = std::fs::remove_dir(&dir);
     }
-    if o.ctl || o.off {
-        cmd.env("FTAIL_CTL", "1");
-    }
-    if let Some(n) = o.buffer_events {
-        cmd.env("FTAIL_BUFFER_EVENTS", n.to_string());
-    }
-    let status = match cmd.status() {
-        Ok(s) => s,
-        Err(e) => {
-            // Nothing ran: leave no empty trace directory behind.
-            let _ = std::fs::remove_dir(&dir);
-            return Err(e).with_context(|| format!("running {}", program.to_string_lossy()));
-        }
-    };
-    eprintln!("ftail: trace written to {}", o.dir.display());
-    Ok(crate::exit_code(status))
+    Err(err).with_context(|| format!("running {}", program.to_string_lossy()))
 }
 
-/// An existing trace directory is kept as `DIR.old` (replacing an older
-/// `.old`), as uftrace does; anything else in the way is an error.
-fn prepare_dir(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        let looks_like_trace = std::fs::read_dir(dir)
-            .with_context(|| format!("{} exists and cannot be read", dir.display()))?
-            .filter_map(|e| e.ok())
-            .all(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.ends_with(".info")
-                    || n.ends_with(".modules")
-                    || n.ends_with(".events")
-                    || n.ends_with(".status")
-            });
-        if !looks_like_trace {
-            bail!(
-                "{} exists and does not look like a trace directory; not touching it",
-                dir.display()
-            );
-        }
-        let mut old = dir.as_os_str().to_owned();
-        old.push(".old");
-        let old = PathBuf::from(old);
-        if old.exists() {
-            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
-        }
-        std::fs::rename(dir, &old)
-            .with_context(|| format!("renaming {} to {}", dir.display(), old.display()))?;
+/// What `ftail record` says once the program has ended: where the trace
+/// is, then how many events each thread lost.
+///
+/// Only the event files' headers are read (`trace::open` would read every
+/// event: about a second for nine threads at the default size, and the
+/// caller's standard error stays open until this is printed).
+pub fn summary(dir: &Path) -> Vec<String> {
+    let mut lines = vec![format!("ftail: trace written to {}", dir.display())];
+    let mut losses: Vec<(String, u32, u64)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(ftail_abi::trace::EVENTS_SUFFIX)?;
+            let (key, _) = stem.rsplit_once('-')?;
+            let (tid, lost) = events_header(&dir.join(&name))?;
+            (lost > 0).then(|| (key.to_string(), tid, lost))
+        })
+        .collect();
+    losses.sort();
+    for (key, tid, lost) in losses.iter().take(SUMMARY_THREADS) {
+        lines.push(format!(
+            "ftail: process {key} thread {tid}: {lost} events lost (its buffer was full; \
+             --buffer-events sets the size)"
+        ));
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+    if let Some(rest) = losses.get(SUMMARY_THREADS..).filter(|r| !r.is_empty()) {
+        let lost: u64 = rest.iter().map(|(_, _, n)| n).sum();
+        lines.push(format!(
+            "ftail: {} more threads: {lost} events lost",
+            rest.len()
+        ));
+    }
+    lines
+}
+
+/// Threads named one by one in the summary; the rest are added up.
+const SUMMARY_THREADS: usize = 10;
+
+/// The thread id and the count of lost events in an event file's header.
+fn events_header(path: &Path) -> Option<(u32, u64)> {
+    use ftail_abi::trace::{EventFileHeader, EVENTS_MAGIC, TRACE_VERSION};
+    use std::io::Read;
+    let mut header = [0u8; std::mem::size_of::<EventFileHeader>()];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    let field = |offset: usize, len: usize| &header[offset..offset + len];
+    let u32_at = |offset| u32::from_le_bytes(field(offset, 4).try_into().unwrap_or_default());
+    let ok = field(std::mem::offset_of!(EventFileHeader, magic), 8) == EVENTS_MAGIC
+        && u32_at(std::mem::offset_of!(EventFileHeader, version)) == TRACE_VERSION;
+    let lost_at = std::mem::offset_of!(EventFileHeader, lost);
+    let lost = u64::from_le_bytes(field(lost_at, 8).try_into().unwrap_or_default());
+    ok.then(|| (u32_at(std::mem::offset_of!(EventFileHeader, tid)), lost))
 }
 
 /// The runtime library: `$FTAIL_RUNTIME`, or next to the `ftail` binary,
@@ -139,15 +201,16 @@ pub fn find_runtime() -> Result<PathBuf> {
 /// The runtime library built into this binary (see build.rs).
 const EMBEDDED_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libftail_runtime.so"));
 
-/// Writes the embedded runtime to `$XDG_CACHE_HOME/ftail` (or
-/// `~/.cache/ftail`) under a name that changes with its contents, once.
+/// Writes the embedded runtime to ftail's private cache directory
+/// (`private_dir::cache_dir`) under a name that changes with its contents,
+/// once. An existing copy is used only when it is a file of this user's
+/// that no one else may write and it holds exactly the embedded bytes;
+/// anything else there is replaced by a fresh copy, written to a new file
+/// (`O_EXCL`) and renamed over it.
 fn embedded_runtime() -> Result<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .context("no cache directory for the runtime library (set HOME or XDG_CACHE_HOME)")?
-        .join("ftail");
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let cache = crate::private_dir::cache_dir()?;
     // FNV-1a: a name per build of the runtime, not a security measure.
     let hash = EMBEDDED_RUNTIME
         .iter()
@@ -155,12 +218,77 @@ fn embedded_runtime() -> Result<PathBuf> {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
     let path = cache.join(format!("libftail_runtime-{hash:016x}.so"));
-    if path.is_file() {
-        return Ok(path);
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        let trusted = meta.is_file()
+            && meta.uid() == crate::private_dir::euid()
+            && meta.mode() & 0o022 == 0
+            && meta.len() == EMBEDDED_RUNTIME.len() as u64
+            && std::fs::read(&path).is_ok_and(|bytes| bytes == EMBEDDED_RUNTIME);
+        if trusted {
+            return Ok(path);
+        }
+        if meta.is_dir() {
+            bail!(
+                "{} is a directory, not ftail's runtime library; remove it",
+                path.display()
+            );
+        }
     }
-    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let tmp = cache.join(format!(".libftail_runtime-{}.tmp", std::process::id()));
-    std::fs::write(&tmp, EMBEDDED_RUNTIME).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".libftail_runtime-")
+        .suffix(".tmp")
+        .tempfile_in(&cache)
+        .with_context(|| format!("creating a file in {}", cache.display()))?;
+    tmp.write_all(EMBEDDED_RUNTIME)
+        .and_then(|()| tmp.flush())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+    use ftail_abi::trace::{EventFileHeader, EVENTS_MAGIC, TRACE_VERSION};
+
+    /// An event file holding only a header that counts `lost` events.
+    fn event_file(dir: &std::path::Path, tid: u32, lost: u64) {
+        let mut h = vec![0u8; std::mem::size_of::<EventFileHeader>()];
+        let mut put = |offset: usize, bytes: &[u8]| {
+            h[offset..offset + bytes.len()].copy_from_slice(bytes);
+        };
+        put(std::mem::offset_of!(EventFileHeader, magic), &EVENTS_MAGIC);
+        put(
+            std::mem::offset_of!(EventFileHeader, version),
+            &TRACE_VERSION.to_le_bytes(),
+        );
+        put(
+            std::mem::offset_of!(EventFileHeader, tid),
+            &tid.to_le_bytes(),
+        );
+        put(
+            std::mem::offset_of!(EventFileHeader, lost),
+            &lost.to_le_bytes(),
+        );
+        std::fs::write(dir.join(format!("100-{tid}.events")), h).unwrap();
+    }
+
+    #[test]
+    fn the_summary_names_the_threads_that_lost_events() {
+        let dir = tempfile::tempdir().unwrap();
+        event_file(dir.path(), 100, 0);
+        for tid in 101..=112 {
+            event_file(dir.path(), tid, 5);
+        }
+        std::fs::write(dir.path().join("100-113.events"), b"short").unwrap();
+        let lines = summary(dir.path());
+        assert_eq!(
+            lines[0],
+            format!("ftail: trace written to {}", dir.path().display())
+        );
+        assert_eq!(lines.len(), 12, "{lines:#?}");
+        assert!(lines[1].starts_with("ftail: process 100 thread 101: 5 events lost ("));
+        assert_eq!(lines[11], "ftail: 2 more threads: 10 events lost");
+    }
 }

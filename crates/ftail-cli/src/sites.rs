@@ -10,27 +10,28 @@ pub fn run(file: &Path, json: bool, quiet: bool) -> Result<i32> {
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let funcs = sites::read(&data).with_context(|| format!("{}", file.display()))?;
     let problems = sites::verify(&data, &funcs).with_context(|| format!("{}", file.display()))?;
-    if json {
-        println!(
-            "{}",
-            sites::to_json(&file.display().to_string(), &funcs, &problems)
-        );
+    let text = if json {
+        sites::to_json(&file.display().to_string(), &funcs, &problems) + "\n"
     } else {
+        let mut text = String::new();
         if !quiet {
             for f in &funcs {
-                println!("{}", describe(f));
+                text.push_str(&describe(f));
+                text.push('\n');
             }
         }
         for p in &problems {
-            println!("mismatch: {p}");
+            text.push_str(&format!("mismatch: {p}\n"));
         }
-        println!(
-            "{}: {}; {} mismatches",
+        text.push_str(&format!(
+            "{}: {}; {} mismatches\n",
             file.display(),
             sites::summarize(&funcs),
             problems.len()
-        );
-    }
+        ));
+        text
+    };
+    crate::out::stdout(&text)?;
     Ok(if problems.is_empty() { 0 } else { 1 })
 }
 

@@ -1,0 +1,211 @@
+//! The trace directory `ftail record` writes: an existing trace is kept as
+//! `DIR.old` (replacing an older one), as uftrace does.
+//!
+//! Only what is recognisably a trace is ever removed or renamed: a
+//! directory holding at least one `KEY.info` file and nothing but the
+//! files the runtime writes (`KEY.info`, `KEY.modules`, `KEY.status`,
+//! `KEY-TID.events`, where `KEY` is a pid, or `PID~N` after an exec, and
+//! `TID` a thread id, or `TID~N` when one came back), owned by the user
+//! running ftail and reached without a symbolic link. Anything else in the
+//! way is an error that names it.
+//!
+//! Traces hold command lines and code addresses: a directory ftail creates
+//! is private (0700), and an existing empty one is used only when no other
+//! user may write into it.
+
+use std::ffi::OsString;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// What is found at a path `ftail record` may replace.
+enum Found {
+    /// Nothing.
+    Missing,
+    /// An empty directory.
+    Empty,
+    /// A trace directory, with the names of its files.
+    Trace(Vec<OsString>),
+}
+
+/// Whether `name` is one of the files the runtime writes into a trace
+/// directory.
+fn is_trace_file(name: &str) -> bool {
+    let key_ok = |key: &str| {
+        let (pid, exec) = key.split_once('~').unwrap_or((key, "0"));
+        is_number(pid) && is_number(exec)
+    };
+    if let Some(stem) = name.strip_suffix(".events") {
+        // `KEY-TID`, or `KEY-TID~N` for a thread id that came back.
+        return stem
+            .rsplit_once('-')
+            .is_some_and(|(key, tid)| key_ok(key) && key_ok(tid));
+    }
+    name.strip_suffix(".info")
+        .or_else(|| name.strip_suffix(".modules"))
+        .or_else(|| name.strip_suffix(".status"))
+        .is_some_and(key_ok)
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Looks at `path`: nothing, an empty directory, or a trace; anything else
+/// (a symbolic link, a file, another user's directory) is an error naming
+/// it.
+fn examine(path: &Path) -> Result<Found> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
+        Err(e) => return Err(e).with_context(|| format!("{} cannot be read", path.display())),
+    };
+    if meta.file_type().is_symlink() {
+        bail!(
+            "{} is a symbolic link; ftail does not follow it (give the directory itself)",
+            path.display()
+        );
+    }
+    if !meta.is_dir() {
+        bail!("{} exists and is not a directory", path.display());
+    }
+    let me = crate::private_dir::euid();
+    if meta.uid() != me {
+        bail!(
+            "{} is owned by uid {}, not by you (uid {me}); not touching it",
+            path.display(),
+            meta.uid()
+        );
+    }
+    let entries = std::fs::read_dir(path)
+        .with_context(|| format!("{} exists and cannot be read", path.display()))?;
+    let mut files = Vec::new();
+    let mut info = false;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", path.display()))?;
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        let regular = entry.file_type().is_ok_and(|t| t.is_file());
+        if !regular || !is_trace_file(&text) {
+            bail!(
+                "{} exists and does not look like a trace directory (it holds {text:?}); \
+                 not touching it",
+                path.display()
+            );
+        }
+        info |= text.ends_with(".info");
+        files.push(name);
+    }
+    if files.is_empty() {
+        return Ok(Found::Empty);
+    }
+    if !info {
+        bail!(
+            "{} exists and does not look like a trace directory (no .info file); \
+             not touching it",
+            path.display()
+        );
+    }
+    Ok(Found::Trace(files))
+}
+
+/// Removes the trace (or empty directory) `found` at `path`.
+fn remove(path: &Path, found: Found) -> Result<()> {
+    if let Found::Trace(files) = found {
+        for f in files {
+            let file = path.join(&f);
+            std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+        }
+    }
+    std::fs::remove_dir(path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// Makes `dir` ready for a new trace: an existing trace becomes `DIR.old`,
+/// an empty directory is used as it is. Returns whether `dir` was created
+/// here (and so may be removed again if the program cannot start).
+pub fn prepare(dir: &Path) -> Result<bool> {
+    match examine(dir)? {
+        Found::Missing => {}
+        Found::Empty => {
+            // Others could plant files (or links) where the runtime writes.
+            let mode = std::fs::symlink_metadata(dir)
+                .with_context(|| format!("{}", dir.display()))?
+                .mode();
+            if mode & 0o022 != 0 {
+                bail!(
+                    "{} is writable by other users (mode {:04o}); chmod go-w it or \
+                     choose another directory",
+                    dir.display(),
+                    mode & 0o7777
+                );
+            }
+            return Ok(false);
+        }
+        Found::Trace(_) => {
+            let old = old_path(dir);
+            // Check the old trace before touching the current one.
+            match examine(&old)? {
+                Found::Missing => {}
+                found => remove(&old, found)?,
+            }
+            std::fs::rename(dir, &old)
+                .with_context(|| format!("renaming {} to {}", dir.display(), old.display()))?;
+        }
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    Ok(true)
+}
+
+/// `DIR.old` (`trace/` gives `trace.old`, not `trace/.old`).
+fn old_path(dir: &Path) -> PathBuf {
+    let mut old = dir.components().as_path().as_os_str().to_owned();
+    old.push(".old");
+    PathBuf::from(old)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_trace_file, old_path};
+    use std::path::Path;
+
+    #[test]
+    fn the_old_trace_sits_beside_the_directory() {
+        assert_eq!(old_path(Path::new("trace/")), Path::new("trace.old"));
+        assert_eq!(old_path(Path::new("a/b")), Path::new("a/b.old"));
+    }
+
+    #[test]
+    fn knows_the_files_the_runtime_writes() {
+        for name in [
+            "4242.info",
+            "4242.modules",
+            "4242-4243.events",
+            "4242~1.info",
+            "4242~1-4242.events",
+            "4242.status",
+            "4242-4243~2.events",
+        ] {
+            assert!(is_trace_file(name), "{name}");
+        }
+        for name in [
+            "main.c",
+            "notes.info",
+            ".info",
+            "4242.events",
+            "4242-.events",
+            "4242~.info",
+            "4242.info.bak",
+            "x-1.events",
+        ] {
+            assert!(!is_trace_file(name), "{name}");
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Running the program in ftail's own process, with a watcher left behind.
+//!
+//! Service managers, pid files, `kill $!` and test harnesses take the pid
+//! they started for the program's. So `ftail record` does not run the
+//! program as its child: it `exec`s it, and the pid stays the program's.
+//! What must happen after the program ends (the end-of-run summary) is
+//! done by a watcher process that the program cannot see:
+//!
+//! * it is forked twice, so it is not the program's child (no extra child,
+//!   no SIGCHLD: the intermediate process is reaped, and the SIGCHLD it
+//!   sends is discarded, before the `exec`);
+//! * it closes every descriptor but standard error (standard input and
+//!   output become `/dev/null`), so it holds no pipe of the program's open
+//!   but the one its messages go to;
+//! * it ignores SIGINT, SIGQUIT and SIGTSTP, so Ctrl-C and Ctrl-Z act on
+//!   the program alone;
+//! * it learns whether the `exec` happened through a close-on-exec pipe:
+//!   end of file means it did; an errno written into it means it failed
+//!   (`ftail record` then reports the error itself and the watcher leaves
+//!   quietly);
+//! * it waits for the program's end on a pidfd taken before the `exec`,
+//!   so a reused pid cannot fool it; where `pidfd_open` is not available
+//!   it polls `/proc/PID/stat`, checking the process's start time.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+/// Signals the watcher leaves to the program (sent to the whole
+/// foreground process group by the terminal).
+const TERMINAL_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGQUIT, libc::SIGTSTP];
+
+/// How often the watcher looks at `/proc/PID/stat` without a pidfd.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Replaces this process with `cmd`, after starting a watcher that runs
+/// `summary` once the program has ended and prints its lines on standard
+/// error. Returns only when the watcher or the program could not be
+/// started, with the reason.
+pub fn exec(cmd: &mut Command, summary: &dyn Fn() -> Vec<String>) -> std::io::Error {
+    let (outcome_read, outcome_write) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let pidfd = pidfd_open(pid);
+    let start = start_time(pid);
+    // A subreaper keeps that role across exec: the watcher, orphaned,
+    // would become the program's child. Not one while forking.
+    let subreaper = set_subreaper(false);
+    // SIGCHLD (from the intermediate process) and the terminal's signals
+    // stay pending until the watcher ignores them and this process has
+    // cleaned up after the fork.
+    let mut blocked = empty_sigset();
+    let mut old_mask = empty_sigset();
+    for sig in TERMINAL_SIGNALS.iter().chain(&[libc::SIGCHLD]) {
+        // SAFETY: `blocked` is an initialised sigset_t.
+        unsafe { libc::sigaddset(&mut blocked, *sig) };
+    }
+    // SAFETY: both sets are initialised; this process has one thread.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, &mut old_mask) };
+    // SAFETY: ftail has a single thread here, so the child may run any
+    // code; it never returns from `intermediate`.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        intermediate(pid, outcome_read, pidfd, start, &old_mask, summary);
+    }
+    let forked = if child < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        reap(child);
+        Ok(())
+    };
+    discard_sigchld();
+    if subreaper {
+        set_subreaper(true);
+    }
+    // SAFETY: `old_mask` was filled by pthread_sigmask above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+    if let Err(e) = forked {
+        return e;
+    }
+    drop(outcome_read);
+    drop(pidfd);
+    let err = cmd.exec();
+    // The exec failed: tell the watcher, which then leaves quietly.
+    let code = err.raw_os_error().unwrap_or(libc::ENOEXEC);
+    let _ = File::from(outcome_write).write_all(&code.to_ne_bytes());
+    err
+}
+
+/// The first child: forks the watcher and leaves at once, so that the
+/// watcher is nobody's child but init's (or a subreaper's).
+fn intermediate(
+    program: libc::pid_t,
+    outcome: OwnedFd,
+    pidfd: Option<OwnedFd>,
+    start: Option<u64>,
+    mask: &libc::sigset_t,
+    summary: &dyn Fn() -> Vec<String>,
+) -> ! {
+    // SAFETY: this process has one thread (a fork of one).
+    if unsafe { libc::fork() } == 0 {
+        watcher(program, outcome, pidfd, start, mask, summary);
+    }
+    // SAFETY: _exit ends the process without running anything inherited.
+    unsafe { libc::_exit(0) }
+}
+
+/// The watcher: waits for the program to start and end, then prints the
+/// summary.
+fn watcher(
+    program: libc::pid_t,
+    outcome: OwnedFd,
+    pidfd: Option<OwnedFd>,
+    start: Option<u64>,
+    mask: &libc::sigset_t,
+    summary: &dyn Fn() -> Vec<String>,
+) -> ! {
+    for sig in TERMINAL_SIGNALS {
+        // SAFETY: ignoring a signal is always allowed.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    // SAFETY: `mask` is the caller's original, initialised mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+    let keep = [
+        libc::STDERR_FILENO,
+        outcome.as_raw_fd(),
+        pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+    ];
+    close_all_but(&keep);
+    let mut code = [0u8; 4];
+    let mut outcome = File::from(outcome);
+    let exec_failed = loop {
+        match outcome.read(&mut code) {
+            Ok(n) => break n > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break false,
+        }
+    };
+    if !exec_failed {
+        match pidfd {
+            Some(fd) => wait_pidfd(&fd),
+            None => wait_polling(program, start),
+        }
+        for line in summary() {
+            crate::out::stderr(&line);
+        }
+    }
+    // SAFETY: _exit ends the process without running anything inherited.
+    unsafe { libc::_exit(0) }
+}
+
+/// A close-on-exec pipe: (reading end, writing end).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A pidfd of process `pid` (close-on-exec), or `None` where the kernel
+/// has no `pidfd_open` (before 5.3) or a sandbox forbids it.
+fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new
+    // descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative result is a new descriptor owned by nothing
+    // else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`), and
+/// whether it is still running (not a zombie).
+fn stat(pid: libc::pid_t) -> Option<(u64, bool)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let running = !matches!(fields.first(), Some(&("Z" | "X" | "x")));
+    Some((fields.get(19)?.parse().ok()?, running))
+}
+
+fn start_time(pid: libc::pid_t) -> Option<u64> {
+    stat(pid).map(|(start, _)| start)
+}
+
+/// Waits until the process behind `pidfd` has ended.
+fn wait_pidfd(pidfd: &OwnedFd) {
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; poll only writes its `revents`.
+    while unsafe { libc::poll(&mut p, 1, -1) } < 0 {
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// Waits until process `pid`, started at `start`, has ended: it is gone,
+/// a zombie, or its pid now belongs to another process. Without `/proc`
+/// (no start time), until the pid is gone.
+fn wait_polling(pid: libc::pid_t, start: Option<u64>) {
+    loop {
+        let running = match start {
+            Some(start) => matches!(stat(pid), Some((s, true)) if s == start),
+            // SAFETY: signal 0 only asks whether the process exists.
+            None => (unsafe { libc::kill(pid, 0) }) == 0,
+        };
+        if !running {
+            return;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Makes this process a child subreaper or not; returns whether it was
+/// one.
+fn set_subreaper(on: bool) -> bool {
+    let mut was: libc::c_int = 0;
+    // SAFETY: PR_GET_CHILD_SUBREAPER writes one int through the pointer;
+    // PR_SET_CHILD_SUBREAPER takes a flag.
+    unsafe {
+        libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut was as *mut libc::c_int);
+        if (was != 0) != on {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, libc::c_ulong::from(on));
+        }
+    }
+    was != 0
+}
+
+/// Waits for the intermediate child, which leaves at once.
+fn reap(child: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid status pointer.
+    while unsafe { libc::waitpid(child, &mut status, 0) } < 0 {
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// Discards the pending SIGCHLD the intermediate child sent (SIGCHLD is
+/// blocked), so the program does not inherit it.
+fn discard_sigchld() {
+    let mut set = empty_sigset();
+    // SAFETY: `set` is initialised; a zero timeout makes sigtimedwait
+    // return at once whether or not SIGCHLD is pending.
+    unsafe {
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        while libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) == libc::SIGCHLD {}
+    }
+}
+
+fn empty_sigset() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe {
+        let mut set = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        set
+    }
+}
+
+/// Points standard input and output at `/dev/null` and closes every other
+/// descriptor but those in `keep`.
+fn close_all_but(keep: &[RawFd]) {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        // SAFETY: dup2 onto the standard descriptors from an open one.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), libc::STDIN_FILENO);
+            libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO);
+        }
+    }
+    let open: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => (0..1024).collect(),
+    };
+    for fd in open {
+        if fd > libc::STDOUT_FILENO && !keep.contains(&fd) {
+            // SAFETY: closing a descriptor nothing in this process uses
+            // (the watcher runs no other code); EBADF is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_sees_a_child_end_even_before_it_is_reaped() {
+        let mut child = Command::new("sleep").arg("0.2").spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        let start = start_time(pid);
+        assert!(start.is_some());
+        let t0 = std::time::Instant::now();
+        // The child stays a zombie until `wait` below: that counts as ended.
+        wait_polling(pid, start);
+        assert!(t0.elapsed() >= Duration::from_millis(150));
+        assert!(child.wait().unwrap().success());
+        // A pid whose start time differs is another process.
+        wait_polling(std::process::id() as libc::pid_t, Some(1));
+    }
+}
