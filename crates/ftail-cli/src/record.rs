@@ -108,7 +108,8 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         };
     }
     let shown = o.dir.clone();
-    let err = crate::watch::exec(&mut cmd, &|| summary(&shown));
+    let program_path = PathBuf::from(program);
+    let err = crate::watch::exec(&mut cmd, &|| summary(&shown, &program_path));
     // Nothing ran: leave no empty trace directory behind.
     if created {
         let _ = std::fs::remove_dir(&dir);
@@ -117,60 +118,57 @@ pub fn run(o: RecordOptions) -> Result<i32> {
 }
 
 /// What `ftail record` says once the program has ended: where the trace
-/// is, then how many events each thread lost.
+/// is and everything it is missing, with the reason
+/// (`ftail_trace::losses`); or, when no process recorded anything, why
+/// that may be.
 ///
-/// Only the event files' headers are read (`trace::open` would read every
-/// event: about a second for nine threads at the default size, and the
-/// caller's standard error stays open until this is printed).
-pub fn summary(dir: &Path) -> Vec<String> {
+/// Only metadata and the event files' headers are read
+/// (`trace::open_headers`): the caller's standard error stays open until
+/// this is printed.
+pub fn summary(dir: &Path, program: &Path) -> Vec<String> {
+    let trace = match ftail_trace::trace::open_headers(dir) {
+        Ok(t) => t,
+        Err(_) => return nothing_recorded(dir, program),
+    };
     let mut lines = vec![format!("ftail: trace written to {}", dir.display())];
-    let mut losses: Vec<(String, u32, u64)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            let stem = name.strip_suffix(ftail_abi::trace::EVENTS_SUFFIX)?;
-            let (key, _) = stem.rsplit_once('-')?;
-            let (tid, lost) = events_header(&dir.join(&name))?;
-            (lost > 0).then(|| (key.to_string(), tid, lost))
-        })
-        .collect();
-    losses.sort();
-    for (key, tid, lost) in losses.iter().take(SUMMARY_THREADS) {
+    lines.extend(
+        ftail_trace::losses::notes(&trace)
+            .into_iter()
+            .map(|n| format!("ftail: {n}")),
+    );
+    lines
+}
+
+/// The summary of a run in which no process recorded anything.
+fn nothing_recorded(dir: &Path, program: &Path) -> Vec<String> {
+    let mut lines = vec![format!(
+        "ftail: nothing was recorded in {}: no process loaded a module built with          `ftail cc` (`ftail sites PROGRAM` shows whether a binary has ftail's tables)",
+        dir.display()
+    )];
+    if let Some(path) = which(program).filter(|p| is_set_id(p)) {
         lines.push(format!(
-            "ftail: process {key} thread {tid}: {lost} events lost (its buffer was full; \
-             --buffer-events sets the size)"
-        ));
-    }
-    if let Some(rest) = losses.get(SUMMARY_THREADS..).filter(|r| !r.is_empty()) {
-        let lost: u64 = rest.iter().map(|(_, _, n)| n).sum();
-        lines.push(format!(
-            "ftail: {} more threads: {lost} events lost",
-            rest.len()
+            "ftail: {} is set-user-ID or set-group-ID: the loader ignores LD_PRELOAD for it,              so ftail's runtime never ran in it",
+            path.display()
         ));
     }
     lines
 }
 
-/// Threads named one by one in the summary; the rest are added up.
-const SUMMARY_THREADS: usize = 10;
+/// Where `program` is found, as `exec` would find it.
+fn which(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return Some(program.to_path_buf());
+    }
+    std::env::var_os("PATH")?
+        .to_string_lossy()
+        .split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+}
 
-/// The thread id and the count of lost events in an event file's header.
-fn events_header(path: &Path) -> Option<(u32, u64)> {
-    use ftail_abi::trace::{EventFileHeader, EVENTS_MAGIC, TRACE_VERSION};
-    use std::io::Read;
-    let mut header = [0u8; std::mem::size_of::<EventFileHeader>()];
-    std::fs::File::open(path)
-        .ok()?
-        .read_exact(&mut header)
-        .ok()?;
-    let field = |offset: usize, len: usize| &header[offset..offset + len];
-    let u32_at = |offset| u32::from_le_bytes(field(offset, 4).try_into().unwrap_or_default());
-    let ok = field(std::mem::offset_of!(EventFileHeader, magic), 8) == EVENTS_MAGIC
-        && u32_at(std::mem::offset_of!(EventFileHeader, version)) == TRACE_VERSION;
-    let lost_at = std::mem::offset_of!(EventFileHeader, lost);
-    let lost = u64::from_le_bytes(field(lost_at, 8).try_into().unwrap_or_default());
-    ok.then(|| (u32_at(std::mem::offset_of!(EventFileHeader, tid)), lost))
+fn is_set_id(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).is_ok_and(|m| m.mode() & 0o6000 != 0)
 }
 
 /// The runtime library: `$FTAIL_RUNTIME`, or next to the `ftail` binary,
@@ -277,18 +275,34 @@ mod tests {
     #[test]
     fn the_summary_names_the_threads_that_lost_events() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("100.info"), "pid=100\n").unwrap();
         event_file(dir.path(), 100, 0);
         for tid in 101..=112 {
             event_file(dir.path(), tid, 5);
         }
         std::fs::write(dir.path().join("100-113.events"), b"short").unwrap();
-        let lines = summary(dir.path());
+        let lines = summary(dir.path(), std::path::Path::new("prog"));
         assert_eq!(
             lines[0],
             format!("ftail: trace written to {}", dir.path().display())
         );
         assert_eq!(lines.len(), 12, "{lines:#?}");
-        assert!(lines[1].starts_with("ftail: process 100 thread 101: 5 events lost ("));
-        assert_eq!(lines[11], "ftail: 2 more threads: 10 events lost");
+        assert!(
+            lines[1]
+                .starts_with("ftail: process 100 thread 101: 5 events lost: its buffer was full"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[11].starts_with("ftail: 2 more threads: 10 events lost: "),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn a_run_that_recorded_nothing_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = summary(dir.path(), std::path::Path::new("/bin/true"));
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].contains("nothing was recorded"), "{lines:#?}");
     }
 }

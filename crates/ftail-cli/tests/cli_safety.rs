@@ -870,7 +870,7 @@ fn the_pid_a_caller_starts_is_the_programs() {
     );
     assert!(
         err.contains(&format!("ftail: process {started} thread {started}: "))
-            && err.contains(" events lost "),
+            && err.contains(" events lost: its buffer was full"),
         "{err}"
     );
     let t = ftail_trace::trace::open(&trace).unwrap();

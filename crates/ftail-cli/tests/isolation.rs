@@ -241,6 +241,11 @@ fn a_full_disk_stops_the_recording_not_the_program() {
         th.balance()
     );
     assert_eq!(p.status.expect("status file").threads_disk_full, 1);
+    let err = read("err");
+    assert!(
+        err.contains("events lost: the trace directory's filesystem was full"),
+        "{err}"
+    );
 }
 
 /// Runs `exe args` with the runtime preloaded and `env` set, as
@@ -548,9 +553,103 @@ fn a_squatted_control_socket_is_reported() {
     let agent = t.processes[0].status.expect("status").agent;
     assert_eq!(agent & 0xff, AGENT_BIND_FAILED, "{agent:#x}");
     assert_eq!(agent >> 8, libc_eaddrinuse(), "{agent:#x}");
+    let notes = ftail_trace::losses::notes(&t).join("\n");
+    assert!(
+        notes.contains("no control agent: its socket name is taken"),
+        "{notes}"
+    );
 }
 
 /// `EADDRINUSE` on Linux.
 fn libc_eaddrinuse() -> u64 {
     98
+}
+
+/// `ftail record` says what was not recorded, and why, and exits with the
+/// program's status (before: "trace written" over an empty or partial
+/// trace): a thread that could not create its event file (no descriptor
+/// left), a program with no ftail sites at all, a set-group-ID program
+/// (the loader drops the preload).
+#[test]
+fn ftail_record_says_what_was_not_recorded() {
+    let dir = scratch();
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    // A thread without a descriptor to spare.
+    let exe = build(dir.path(), "gcc", &["-O2"], "errno.c", "errno");
+    let (out, _) = record(dir.path(), "nofile", &exe, &[], &["-N", "worker"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stderr(&out);
+    assert!(
+        text.contains("1 thread(s) recorded nothing: their event files could not be created")
+            && text.contains("Too many open files"),
+        "{text}"
+    );
+    // No ftail sites anywhere: nothing recorded, and the program's status.
+    let tdir = dir.path().join("none");
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&tdir)
+        .args(["--", "sh", "-c", "exit 3"]));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("nothing was recorded"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("trace written"), "{}", stderr(&out));
+    // Set-group-ID: the loader ignores LD_PRELOAD.
+    let sgid = dir.path().join("sgid");
+    std::fs::copy(&exe, &sgid).unwrap();
+    let chmod = run(Command::new("sh").arg("-c").arg(format!(
+        "chgrp 65534 {p} && chmod g+s {p}",
+        p = sgid.display()
+    )));
+    if !chmod.status.success() {
+        assert!(!full_suite(), "cannot make a set-group-ID file: {chmod:?}");
+        return;
+    }
+    let tdir = dir.path().join("sgid-trace");
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&tdir)
+        .arg(&sgid));
+    assert!(
+        stderr(&out).contains("is set-user-ID or set-group-ID: the loader ignores LD_PRELOAD"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A child started with an environment of its own (no LD_PRELOAD, no
+/// FTAIL_*) is recorded too — through posix_spawn, posix_spawnp, execve,
+/// execle, and with an empty environment — and gets the tracer's
+/// variables and nothing else of its parent's; the parent's environment is
+/// unchanged (before: such children were not recorded at all).
+#[test]
+fn children_with_an_environment_of_their_own_are_recorded() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], "spawnenv.c", "spawnenv");
+    let plain = run(&mut Command::new(&exe));
+    let expected = "child 1: work 2, variables: PATH ONLY\n\
+                    child 2: work 3, variables: PATH ONLY\n\
+                    child 3: work 4, variables: PATH ONLY\n\
+                    child 4: work 5, variables: PATH ONLY\n\
+                    child 5: work 6, variables:\n\
+                    parent: environment unchanged: yes\n";
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), expected);
+    let (out, t) = record(dir.path(), "spawn", &exe, &[], &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{out:?}");
+    for n in 1..=5 {
+        let image = t
+            .processes
+            .iter()
+            .find(|p| p.args().get(1).map(String::as_str) == Some(&n.to_string()))
+            .unwrap_or_else(|| panic!("child {n} not recorded"));
+        assert!(
+            image.threads.iter().any(|th| th.balance().entries >= 2),
+            "child {n}: main and work"
+        );
+    }
 }

@@ -17,6 +17,7 @@
 mod agent;
 mod alloc;
 mod buffer;
+mod children;
 mod config;
 mod control;
 mod dlhook;
@@ -61,6 +62,9 @@ extern "C" fn init() {
     let Some(cfg) = Config::from_env() else {
         return;
     };
+    // Before anything else, and in every process (instrumented or not):
+    // the variables its children need to be traced too.
+    children::snapshot();
     // Processes without instrumented code (the shell, make, the
     // compiler...) inherit the preload too: leave them alone, at once.
     let modules = modules::loaded();
@@ -212,68 +216,4 @@ pub extern "C" fn _exit(code: i32) -> ! {
 #[no_mangle]
 pub extern "C" fn _Exit(code: i32) -> ! {
     _exit(code)
-}
-
-/// The real `name` from the next object in the lookup order (libc).
-fn next_symbol(name: &std::ffi::CStr) -> *mut libc::c_void {
-    // SAFETY: dlsym with a NUL-terminated name.
-    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) }
-}
-
-macro_rules! exec_wrapper {
-    ($name:ident, $cname:expr, ($($arg:ident: $ty:ty),*)) => {
-        /// Closes the calling thread's open frames (the image is about to
-        /// be replaced; they never return), then runs the real function.
-        ///
-        /// # Safety
-        ///
-        /// The contract of the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name($($arg: $ty),*) -> i32 {
-            hooks::close_all_open();
-            let real = next_symbol($cname);
-            if real.is_null() {
-                // SAFETY: errno is thread-local.
-                unsafe { *libc::__errno_location() = libc::ENOSYS };
-                return -1;
-            }
-            // SAFETY: `real` is libc's function of this very signature.
-            unsafe {
-                let f: unsafe extern "C" fn($($ty),*) -> i32 = std::mem::transmute(real);
-                f($($arg),*)
-            }
-        }
-    };
-}
-
-type Argv = *const *const libc::c_char;
-type Path = *const libc::c_char;
-exec_wrapper!(execve, c"execve", (path: Path, argv: Argv, envp: Argv));
-exec_wrapper!(execv, c"execv", (path: Path, argv: Argv));
-exec_wrapper!(execvp, c"execvp", (file: Path, argv: Argv));
-exec_wrapper!(execvpe, c"execvpe", (file: Path, argv: Argv, envp: Argv));
-exec_wrapper!(fexecve, c"fexecve", (fd: i32, argv: Argv, envp: Argv));
-
-/// Called by the variadic exec wrappers (`tramp.rs`): closes the calling
-/// thread's open frames and returns libc's `execl` (0), `execlp` (1) or
-/// `execle` (2), or a function that fails with ENOSYS.
-pub(crate) extern "C" fn before_variadic_exec(which: u32) -> usize {
-    hooks::close_all_open();
-    let name = match which {
-        0 => c"execl",
-        1 => c"execlp",
-        _ => c"execle",
-    };
-    let real = next_symbol(name);
-    if real.is_null() {
-        exec_unavailable as *const () as usize
-    } else {
-        real as usize
-    }
-}
-
-extern "C" fn exec_unavailable() -> i32 {
-    // SAFETY: errno is thread-local.
-    unsafe { *libc::__errno_location() = libc::ENOSYS };
-    -1
 }

@@ -551,40 +551,36 @@ ftail_convert_leave:
 );
 
 /// The variadic exec functions (`execl`, `execlp`, `execle`) cannot be
-/// written in Rust, so their wrappers are assembly: save the argument
-/// registers (and `al`), let [`crate::before_variadic_exec`] close the
-/// thread's open frames and find libc's function, restore everything and
-/// jump there with the caller's stack untouched (the variadic arguments
-/// past the sixth are on it). rsp is 16-byte aligned for the call: 8 at
-/// entry plus seven pushes.
+/// written in Rust, so their wrappers are assembly: they store the six
+/// integer argument registers in a row on the stack and call
+/// [`crate::children::variadic_exec`] with it and the address of the
+/// caller's stack arguments (the variadic arguments past the sixth), and
+/// return what it returns (it returns only when the exec failed). rsp is
+/// 16-byte aligned for the call: 8 at entry, then seven pushes.
 macro_rules! variadic_exec_wrapper {
     ($name:ident, $which:expr) => {
-        /// Closes the calling thread's open frames, then runs libc's
-        /// function of the same name with the same arguments.
+        /// Gathers the arguments, closes the thread's open frames and
+        /// runs the exec with the tracer's variables in its environment.
         #[unsafe(naked)]
         #[no_mangle]
         pub extern "C" fn $name() {
             std::arch::naked_asm!(
-                "push %rdi",
-                "push %rsi",
-                "push %rdx",
-                "push %rcx",
-                "push %r8",
+                "push %rbp",
+                "mov %rsp, %rbp",
                 "push %r9",
-                "push %rax",
+                "push %r8",
+                "push %rcx",
+                "push %rdx",
+                "push %rsi",
+                "push %rdi",
                 "mov ${which}, %edi",
-                "call {before}",
-                "mov %rax, %r11",
-                "pop %rax",
-                "pop %r9",
-                "pop %r8",
-                "pop %rcx",
-                "pop %rdx",
-                "pop %rsi",
-                "pop %rdi",
-                "jmp *%r11",
+                "mov %rsp, %rsi",
+                "lea 16(%rbp), %rdx",
+                "call {gather}",
+                "leave",
+                "ret",
                 which = const $which,
-                before = sym crate::before_variadic_exec,
+                gather = sym crate::children::variadic_exec,
                 options(att_syntax)
             )
         }

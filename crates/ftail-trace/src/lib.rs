@@ -5,6 +5,7 @@
 //! stop at the first damage with a message that names the place.
 #![deny(missing_docs)]
 
+pub mod losses;
 pub mod replay;
 pub mod report;
 pub mod sites;

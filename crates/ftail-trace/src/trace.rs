@@ -129,6 +129,21 @@ impl Process {
 /// When the directory cannot be read or holds no `*.info` file. Damaged
 /// event files are read up to the damage, reported in [`Thread::damage`].
 pub fn open(dir: &Path) -> Result<Trace, Error> {
+    open_with(dir, true)
+}
+
+/// Reads `dir` like [`open`], but of each thread only its event file's
+/// header (name, lost events, why it stopped): what a summary of the run
+/// needs, without reading a single event.
+///
+/// # Errors
+///
+/// As for [`open`].
+pub fn open_headers(dir: &Path) -> Result<Trace, Error> {
+    open_with(dir, false)
+}
+
+fn open_with(dir: &Path, events: bool) -> Result<Trace, Error> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
     // Regular files only: a link planted in the directory is not the
     // trace's.
@@ -178,7 +193,7 @@ pub fn open(dir: &Path) -> Result<Trace, Error> {
             continue;
         };
         if let Some(p) = procs.get_mut(key) {
-            p.threads.push(read_thread(&dir.join(n), tid));
+            p.threads.push(read_thread(&dir.join(n), tid, events));
         }
     }
     let mut processes: Vec<Process> = procs.into_values().collect();
@@ -299,7 +314,7 @@ fn read_status(path: &Path) -> Option<ProcessStatus> {
     })
 }
 
-fn read_thread(path: &Path, tid: u32) -> Thread {
+fn read_thread(path: &Path, tid: u32, events: bool) -> Thread {
     let mut t = Thread {
         tid,
         name: String::new(),
@@ -308,10 +323,10 @@ fn read_thread(path: &Path, tid: u32) -> Thread {
         events: Vec::new(),
         damage: None,
     };
-    if let Err(e) = read_events(path, &mut t) {
+    if let Err(e) = read_events(path, &mut t, events) {
         t.damage = Some(format!("{}: {e}", path.display()));
     }
-    if t.stopped != 0 {
+    if t.stopped != 0 && events {
         close_at_stop(&mut t.events);
     }
     t
@@ -321,7 +336,7 @@ fn read_thread(path: &Path, tid: u32) -> Thread {
 /// and only up to the first unwritten slot (the rest of the file is
 /// sparse room, possibly gigabytes of it). Errors say what is wrong; what
 /// was read before stays in `t`.
-fn read_events(path: &Path, t: &mut Thread) -> Result<(), String> {
+fn read_events(path: &Path, t: &mut Thread, events: bool) -> Result<(), String> {
     use std::io::Read as _;
     let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let hsize = std::mem::size_of::<EventFileHeader>();
@@ -344,6 +359,9 @@ fn read_events(path: &Path, t: &mut Thread) -> Result<(), String> {
         .trim_end_matches('\0')
         .to_string();
     let header_size = (u32_at(12) as usize).max(hsize);
+    if !events {
+        return Ok(());
+    }
     std::io::copy(
         &mut (&mut file).take((header_size - hsize) as u64),
         &mut std::io::sink(),
