@@ -376,6 +376,7 @@ fn the_program_gets_the_runtime_settings_of_the_command_line_only() {
     ];
     let out = run(Command::new(ftail())
         .envs(stray)
+        .env_remove("FTAIL_CORPUS") // the test suite's switch, not the runtime's
         .arg("record")
         .arg("-d")
         .arg(&trace)
