@@ -546,7 +546,8 @@ fn a_squatted_control_socket_is_reported() {
     let tdir = dir.path().join("trace");
     std::fs::create_dir(&tdir).unwrap();
     let squat = "python3 -c \"import socket,time; s=socket.socket(socket.AF_UNIX); \
-                 s.bind(b'\\0ftail-ctl-$$'); s.listen(); time.sleep(3)\" & sleep 0.5";
+                 s.bind(b'\\0ftail-ctl-$$'); s.listen(); time.sleep(3)\" & \
+                 while ! grep -qw '@ftail-ctl-'$$ /proc/net/unix; do sleep 0.05; done";
     let out = run_preloaded(&tdir, squat, &exe, "10 300", "FTAIL_CTL=1");
     assert!(out.status.success(), "{out:?}");
     let t = trace::open(&tdir).unwrap();

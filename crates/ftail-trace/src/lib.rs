@@ -6,7 +6,10 @@
 #![deny(missing_docs)]
 
 pub mod losses;
+pub mod names;
+pub mod reader;
 pub mod replay;
 pub mod report;
 pub mod sites;
 pub mod trace;
+pub mod view;

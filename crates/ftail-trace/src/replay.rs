@@ -1,83 +1,379 @@
 //! `ftail replay`: the call graph as text, in the style of uftrace and
-//! ftrace's function_graph: one line per call, durations on the closing
-//! line (or on the line of a call without traced callees).
+//! ftrace's function_graph: one line per call begun and ended, durations
+//! on the closing line (or on the one line of a call with nothing shown
+//! inside), threads of a process interleaved in time order, each process
+//! image (a process, or what it became after `exec`) under a header of its
+//! own.
+//!
+//! Streamed: each thread's events are read a block at a time, filtered
+//! ([`crate::view`]) and merged with the other threads' by time; output
+//! goes to the writer as it is made. Memory is the call depth per thread
+//! (indentation past [`MAX_INDENT`] levels is not spelled out: the depth
+//! is shown as a number).
 
-use std::fmt::Write as _;
+use std::io::{self, Write};
 
 use ftail_abi::trace::EventKind;
 
-use crate::trace::{Process, Symbols, Trace};
+use crate::names::Names;
+use crate::reader::calls::Calls;
+use crate::reader::dir::{Image, TraceDir};
+use crate::reader::merge::Merge;
+use crate::view::{Filters, Leaves, Matches, Shown, Threshold, Visible};
 
-/// Renders every process and thread of `trace`.
-pub fn render(trace: &Trace) -> String {
-    let mut out = String::from("# DURATION     TID     FUNCTION\n");
-    for p in &trace.processes {
-        render_process(&mut out, p);
-    }
-    out
+/// Levels of indentation spelled out; deeper calls show their depth.
+pub const MAX_INDENT: u32 = 40;
+
+/// A column of the output (`-f`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// Time since the trace began (or wall-clock time, see
+    /// [`Options::absolute`]).
+    Time,
+    /// Time since the previous line.
+    Delta,
+    /// The call's duration, on its closing line.
+    Duration,
+    /// The thread id.
+    Tid,
 }
 
-fn render_process(out: &mut String, p: &Process) {
-    let syms = Symbols::load(p);
-    let hz = p.tsc_hz() as f64;
-    for t in &p.threads {
-        let mut stack: Vec<(String, u64)> = Vec::new();
-        let ev = &t.events;
-        let mut i = 0;
-        while i < ev.len() {
-            let e = ev[i];
-            let indent = "  ".repeat(stack.len());
-            match e.kind() {
-                Some(EventKind::Entry) => {
-                    let name = syms.name(e.addr(), e.tsc);
-                    // A call whose next event is its own return: one line.
-                    if let Some(next) = ev.get(i + 1) {
-                        if next.kind() == Some(EventKind::Exit) {
-                            let d = duration(next.tsc - e.tsc, hz);
-                            let _ = writeln!(out, "{d} [{:>6}] | {indent}{name}();", t.tid);
-                            i += 2;
-                            continue;
-                        }
-                    }
-                    let _ = writeln!(out, "{:>10} [{:>6}] | {indent}{name}() {{", "", t.tid);
-                    stack.push((name, e.tsc));
+impl Field {
+    /// Parses a `-f` list (`time,delta,duration,tid`).
+    ///
+    /// # Errors
+    ///
+    /// Names the field it does not know.
+    pub fn parse_list(list: &str) -> Result<Vec<Field>, String> {
+        list.split(',')
+            .filter(|f| !f.is_empty())
+            .map(|f| match f.trim() {
+                "time" => Ok(Field::Time),
+                "delta" => Ok(Field::Delta),
+                "duration" => Ok(Field::Duration),
+                "tid" => Ok(Field::Tid),
+                other => Err(format!(
+                    "unknown field {other:?} (known: time, delta, duration, tid)"
+                )),
+            })
+            .collect()
+    }
+}
+
+/// How to replay.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// What to show.
+    pub filters: Filters,
+    /// Only these threads (empty: all).
+    pub tids: Vec<u32>,
+    /// Columns before the function.
+    pub fields: Vec<Field>,
+    /// Put a call with nothing shown inside on one line (uftrace's
+    /// default; `--no-merge` turns it off).
+    pub merge_leaves: bool,
+    /// `time` is wall-clock time, not time since the trace began.
+    pub absolute: bool,
+    /// Colours (durations by size, how calls ended).
+    pub color: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            filters: Filters::default(),
+            tids: Vec::new(),
+            fields: vec![Field::Duration, Field::Tid],
+            merge_leaves: true,
+            absolute: false,
+            color: false,
+        }
+    }
+}
+
+/// Replays every image of `trace` into `out`; `names` has one entry per
+/// image. Errors are only the writer's.
+pub fn replay(
+    trace: &TraceDir,
+    names: &[Names],
+    opts: &Options,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let origin = trace
+        .images
+        .iter()
+        .filter_map(|i| i.info.get("start_tsc").and_then(|v| v.parse::<u64>().ok()))
+        .min()
+        .unwrap_or(0);
+    header(opts, out)?;
+    for (image, names) in trace.images.iter().zip(names) {
+        let mut r = ImageReplay {
+            image,
+            names,
+            opts,
+            hz: image_hz(image),
+            origin,
+            last: None,
+        };
+        r.run(out)?;
+    }
+    Ok(())
+}
+
+fn image_hz(image: &Image) -> f64 {
+    image.tsc_hz().max(1) as f64
+}
+
+/// Ticks in `ns` nanoseconds at `hz` (for `-t` and `--time-range`).
+pub fn ticks(ns: f64, hz: f64) -> u64 {
+    (ns * hz / 1e9) as u64
+}
+
+fn header(opts: &Options, out: &mut impl Write) -> io::Result<()> {
+    let mut line = String::from("#");
+    for f in &opts.fields {
+        line.push_str(match f {
+            Field::Time => "     TIMESTAMP  ",
+            Field::Delta => "     DELTA  ",
+            Field::Duration => " DURATION    ",
+            Field::Tid => " TID     ",
+        });
+    }
+    line.push_str("FUNCTION\n");
+    out.write_all(line.as_bytes())
+}
+
+struct ImageReplay<'a> {
+    image: &'a Image,
+    names: &'a Names,
+    opts: &'a Options,
+    hz: f64,
+    origin: u64,
+    /// Time of the previous line (for `delta`).
+    last: Option<u64>,
+}
+
+impl ImageReplay<'_> {
+    fn run(&mut self, out: &mut impl Write) -> io::Result<()> {
+        let image = self.image;
+        let args = image.args().join(" ");
+        let exec = image
+            .key
+            .split_once('~')
+            .map_or(String::new(), |(_, n)| format!(" (after exec #{n})"));
+        writeln!(out, "# process {}{exec}: {args}", image.pid)?;
+        for d in self.names.diagnostics() {
+            writeln!(out, "# {d}")?;
+        }
+        let matches = Matches::new(&self.opts.filters, self.names);
+        let threads: Vec<_> = image
+            .threads
+            .iter()
+            .filter(|t| self.opts.tids.is_empty() || self.opts.tids.contains(&t.tid))
+            .collect();
+        let mut notes = Vec::new();
+        let mut sources: Vec<Box<dyn Iterator<Item = Shown> + '_>> = Vec::new();
+        let mut tids = Vec::new();
+        let mut damage = Vec::new();
+        for t in &threads {
+            let name = t.name();
+            notes.push(format!(
+                "# thread {}{}",
+                t.tid,
+                if name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({name})")
                 }
-                Some(kind) => {
-                    let Some((name, start)) = stack.pop() else {
-                        i += 1;
-                        continue;
-                    };
-                    let indent = "  ".repeat(stack.len());
-                    let how = match kind {
-                        EventKind::TailExit => " (tail call)",
-                        EventKind::Unwound => " (unwound)",
-                        EventKind::Truncated => " (buffer full: exit not recorded)",
-                        _ => "",
-                    };
-                    let d = duration(e.tsc.saturating_sub(start), hz);
-                    let _ = writeln!(out, "{d} [{:>6}] | {indent}}} /* {name}{how} */", t.tid);
+            ));
+            let (header, events) = match crate::reader::events::Events::open(&t.path) {
+                Ok(x) => x,
+                Err(e) => {
+                    notes.push(format!("# thread {}: {e}", t.tid));
+                    continue;
                 }
-                None => {}
+            };
+            if header.lost > 0 {
+                notes.push(format!("# thread {}: {} events lost", t.tid, header.lost));
             }
-            i += 1;
+            let slot = std::rc::Rc::new(std::cell::RefCell::new(None));
+            damage.push((t.tid, slot.clone()));
+            let events = KeepDamage {
+                events,
+                slot,
+            };
+            let visible = Visible::new(
+                Calls::new(events, header.stopped),
+                self.names,
+                &matches,
+                &self.opts.filters,
+            );
+            let thresholded = Threshold::new(visible, self.opts.filters.min_ticks);
+            let items: Box<dyn Iterator<Item = Shown>> = if self.opts.merge_leaves {
+                Box::new(Leaves::new(thresholded))
+            } else {
+                Box::new(thresholded)
+            };
+            sources.push(items);
+            tids.push(t.tid);
         }
-        if t.lost > 0 {
-            let _ = writeln!(out, "# thread {}: {} events lost", t.tid, t.lost);
+        for n in &notes {
+            writeln!(out, "{n}")?;
         }
-        if let Some(d) = &t.damage {
-            let _ = writeln!(out, "# thread {}: read up to damage: {d}", t.tid);
+        for (i, item) in Merge::new(sources, Shown::tsc) {
+            self.line(out, tids[i], &item)?;
         }
+        for (tid, slot) in damage {
+            if let Some(d) = slot.borrow().as_deref() {
+                writeln!(out, "# thread {tid}: read up to damage: {d}")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, out: &mut impl Write, tid: u32, item: &Shown) -> io::Result<()> {
+        let mut line = String::with_capacity(96);
+        let at = item.tsc();
+        for f in &self.opts.fields {
+            match f {
+                Field::Time => line.push_str(&self.time(at)),
+                Field::Delta => {
+                    let d = self.last.map_or(0, |l| at.saturating_sub(l));
+                    line.push_str(&format!("{:>10}  ", self.duration(d, false)));
+                }
+                Field::Duration => {
+                    let d = match *item {
+                        Shown::Enter { .. } => None,
+                        Shown::Leave { start, end, .. } | Shown::Leaf { start, end, .. } => {
+                            Some(end.saturating_sub(start))
+                        }
+                    };
+                    match d {
+                        Some(d) => line.push_str(&self.duration(d, self.opts.color)),
+                        None => line.push_str(&" ".repeat(10)),
+                    }
+                    line.push(' ');
+                }
+                Field::Tid => line.push_str(&format!("[{tid:>6}] ")),
+            }
+        }
+        self.last = Some(at);
+        line.push_str("| ");
+        let (depth, text) = match *item {
+            Shown::Enter {
+                addr, tsc, depth, ..
+            } => (depth, format!("{}() {{", self.names.name(addr, tsc))),
+            Shown::Leaf {
+                addr, start, depth, ..
+            } => (depth, format!("{}();", self.names.name(addr, start))),
+            Shown::Leave {
+                addr,
+                start,
+                depth,
+                how,
+                ..
+            } => (
+                depth,
+                format!("}} /* {}{} */", self.names.name(addr, start), self.how(how)),
+            ),
+        };
+        indent(&mut line, depth);
+        line.push_str(&text);
+        line.push('\n');
+        out.write_all(line.as_bytes())
+    }
+
+    /// The note of a call that did not simply return.
+    fn how(&self, how: EventKind) -> String {
+        let text = match how {
+            EventKind::TailExit => " (tail call)",
+            EventKind::Unwound => " (unwound)",
+            EventKind::Truncated => " (buffer full: exit not recorded)",
+            _ => "",
+        };
+        if self.opts.color && !text.is_empty() {
+            format!("\x1b[36m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn duration(&self, ticks: u64, color: bool) -> String {
+        let ns = ticks as f64 * 1e9 / self.hz;
+        let text = format_ns(ns);
+        if !color {
+            return text;
+        }
+        let code = if ns >= 1e6 {
+            "31" // red: a millisecond or more
+        } else if ns >= 1e4 {
+            "33" // yellow: ten microseconds or more
+        } else {
+            return text;
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+
+    fn time(&self, tsc: u64) -> String {
+        let since = tsc.saturating_sub(self.origin) as f64 / self.hz;
+        if self.opts.absolute {
+            let start = self
+                .image
+                .info
+                .get("start_realtime_ns")
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            let image_start = self
+                .image
+                .info
+                .get("start_tsc")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(self.origin);
+            let secs = start / 1e9 + (tsc as f64 - image_start as f64) / self.hz;
+            format!("{secs:>20.9}  ")
+        } else {
+            format!("{since:>14.9}  ")
+        }
+    }
+}
+
+/// A thread's events that leave their damage, if any, in a slot when they
+/// end (the replay names it after the thread's last line).
+struct KeepDamage {
+    events: crate::reader::events::Events,
+    slot: std::rc::Rc<std::cell::RefCell<Option<String>>>,
+}
+
+impl Iterator for KeepDamage {
+    type Item = ftail_abi::trace::Event;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let e = self.events.next();
+        if e.is_none() {
+            *self.slot.borrow_mut() = self.events.damage().map(str::to_string);
+        }
+        e
+    }
+}
+
+/// Two spaces per level up to [`MAX_INDENT`], then the depth as a number.
+fn indent(line: &mut String, depth: u32) {
+    for _ in 0..depth.min(MAX_INDENT) {
+        line.push_str("  ");
+    }
+    if depth > MAX_INDENT {
+        line.push_str(&format!("[{depth}] "));
     }
 }
 
 /// A duration formatted like uftrace: value and unit in 10 columns.
-fn duration(ticks: u64, hz: f64) -> String {
-    let (v, unit) = scaled(ticks as f64 * 1e9 / hz);
+pub fn format_ns(ns: f64) -> String {
+    let (v, unit) = scaled(ns);
     format!("{v:7.3} {unit}")
 }
 
 /// Nanoseconds as a value and the unit uftrace would show it in.
-pub(crate) fn scaled(ns: f64) -> (f64, &'static str) {
+pub fn scaled(ns: f64) -> (f64, &'static str) {
     if ns < 1e3 {
         (ns, "ns")
     } else if ns < 1e6 {
@@ -87,4 +383,16 @@ pub(crate) fn scaled(ns: f64) -> (f64, &'static str) {
     } else {
         (ns / 1e9, " s")
     }
+}
+
+/// Renders the trace in `trace.dir` as a string with the default options
+/// (tests and small traces; commands stream with [`replay`]).
+pub fn render(trace: &crate::trace::Trace) -> String {
+    let Ok(listing) = TraceDir::open(&trace.dir) else {
+        return String::new();
+    };
+    let names = crate::names::for_images(&listing.images);
+    let mut out = Vec::new();
+    let _ = replay(&listing, &names, &Options::default(), &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -59,6 +59,13 @@ impl Function {
     }
 }
 
+/// The GNU build id of an ELF file, in hex, if it has one.
+pub fn build_id(data: &[u8]) -> Option<String> {
+    let file = object::File::parse(data).ok()?;
+    let id = file.build_id().ok()??;
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Errors reading site tables.
 #[derive(Debug)]
 pub enum Error {

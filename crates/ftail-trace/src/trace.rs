@@ -3,13 +3,12 @@
 //! damage.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ftail_abi::trace::{
-    unescape_value, Event, EventFileHeader, EventKind, ProcessStatus, EVENTS_MAGIC, EVENTS_SUFFIX,
-    STATUS_MAGIC, STATUS_SUFFIX, TRACE_VERSION,
-};
+use ftail_abi::trace::{unescape_value, Event, EventKind, ProcessStatus};
+
+pub use crate::reader::dir::{Error, Module};
+use crate::reader::dir::{ThreadFile, TraceDir};
 
 /// A whole trace directory.
 #[derive(Debug)]
@@ -42,30 +41,6 @@ pub struct Process {
     pub threads: Vec<Thread>,
 }
 
-/// A module with site tables, as the traced process loaded it.
-#[derive(Debug, Clone)]
-pub struct Module {
-    /// Load bias.
-    pub base: u64,
-    /// GNU build id (hex), when the module has one.
-    pub build_id: Option<String>,
-    /// Absolute path.
-    pub path: PathBuf,
-    /// Time-stamp counter when it was loaded (0: before anything ran).
-    pub loaded: u64,
-    /// Time-stamp counter when it was unloaded, if it was.
-    pub unloaded: Option<u64>,
-    /// Sites planned, and sites left alone.
-    pub sites: (u64, u64),
-}
-
-impl Module {
-    /// Whether the module was mapped at time `tsc`.
-    pub fn mapped_at(&self, tsc: u64) -> bool {
-        self.loaded <= tsc && self.unloaded.is_none_or(|u| tsc < u)
-    }
-}
-
 /// One thread's recording.
 #[derive(Debug)]
 pub struct Thread {
@@ -83,26 +58,6 @@ pub struct Thread {
     /// Where and why reading stopped early, if it did.
     pub damage: Option<String>,
 }
-
-/// Errors opening a trace.
-#[derive(Debug)]
-pub enum Error {
-    /// The directory cannot be read.
-    Io(PathBuf, std::io::Error),
-    /// The directory holds no trace.
-    Empty(PathBuf),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Io(p, e) => write!(f, "{}: {e}", p.display()),
-            Error::Empty(p) => write!(f, "{}: no trace here (no *.info files)", p.display()),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 impl Process {
     /// The program's arguments as recorded.
@@ -144,270 +99,63 @@ pub fn open_headers(dir: &Path) -> Result<Trace, Error> {
 }
 
 fn open_with(dir: &Path, events: bool) -> Result<Trace, Error> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
-    // Regular files only: a link planted in the directory is not the
-    // trace's.
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let listing = TraceDir::open(dir)?;
+    let processes = listing
+        .images
+        .into_iter()
+        .map(|i| Process {
+            pid: i.pid,
+            key: i.key,
+            info: i.info,
+            modules: i.modules,
+            skipped_modules: i.skipped_modules,
+            status: i.status,
+            threads: i
+                .threads
+                .iter()
+                .map(|t| read_thread(t, events))
+                .collect(),
+        })
         .collect();
-    names.sort();
-    let mut procs: HashMap<String, Process> = HashMap::new();
-    for n in &names {
-        let Some(key) = n.strip_suffix(".info") else {
-            continue;
-        };
-        let Ok(pid) = key.split('~').next().unwrap_or("").parse::<u32>() else {
-            continue;
-        };
-        let info = read_info(&dir.join(n));
-        let (modules, skipped_modules) = read_modules(&dir.join(format!("{key}.modules")));
-        let status = read_status(&dir.join(format!("{key}{STATUS_SUFFIX}")));
-        let key = key.to_string();
-        procs.insert(
-            key.clone(),
-            Process {
-                pid,
-                key,
-                info,
-                modules,
-                skipped_modules,
-                status,
-                threads: Vec::new(),
-            },
-        );
-    }
-    if procs.is_empty() {
-        return Err(Error::Empty(dir.to_path_buf()));
-    }
-    for n in &names {
-        let Some(stem) = n.strip_suffix(EVENTS_SUFFIX) else {
-            continue;
-        };
-        let Some((key, tid)) = stem.rsplit_once('-') else {
-            continue;
-        };
-        // `TID~N`: a thread id that came back.
-        let Ok(tid) = tid.split('~').next().unwrap_or("").parse::<u32>() else {
-            continue;
-        };
-        if let Some(p) = procs.get_mut(key) {
-            p.threads.push(read_thread(&dir.join(n), tid, events));
-        }
-    }
-    let mut processes: Vec<Process> = procs.into_values().collect();
-    processes.sort_by(|a, b| (a.pid, a.key.len(), &a.key).cmp(&(b.pid, b.key.len(), &b.key)));
-    for p in &mut processes {
-        p.threads.sort_by_key(|t| t.tid);
-    }
     Ok(Trace {
-        dir: dir.to_path_buf(),
+        dir: listing.dir,
         processes,
     })
 }
 
-fn read_info(path: &Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| {
-            // cmdline's arguments are escaped one by one (Process::args).
-            let v = if k == "cmdline" {
-                v.to_string()
-            } else {
-                unescape_value(v)
-            };
-            (k.to_string(), v)
-        })
-        .collect()
-}
-
-fn hex(s: &str) -> Option<u64> {
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
-}
-
-/// The `load`, `unload` and `skip` lines of `KEY.modules` (see
-/// `ftail_abi::trace`); a line that does not parse is passed over.
-fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let (mut modules, mut skipped) = (Vec::<Module>::new(), Vec::new());
-    for line in text.lines() {
-        let mut f = line.splitn(7, ' ');
-        match f.next() {
-            Some("load") => {
-                let (Some(tsc), Some(base), Some(id), Some(sites), Some(left), Some(p)) =
-                    (f.next(), f.next(), f.next(), f.next(), f.next(), f.next())
-                else {
-                    continue;
-                };
-                let (Ok(loaded), Some(base)) = (tsc.parse(), hex(base)) else {
-                    continue;
-                };
-                modules.push(Module {
-                    base,
-                    build_id: (id != "-").then(|| id.to_string()),
-                    path: PathBuf::from(unescape_value(p)),
-                    loaded,
-                    unloaded: None,
-                    sites: (sites.parse().unwrap_or(0), left.parse().unwrap_or(0)),
-                });
-            }
-            Some("unload") => {
-                let (Some(Ok(tsc)), Some(Some(base))) =
-                    (f.next().map(str::parse), f.next().map(hex))
-                else {
-                    continue;
-                };
-                if let Some(m) = modules
-                    .iter_mut()
-                    .rev()
-                    .find(|m| m.base == base && m.unloaded.is_none())
-                {
-                    m.unloaded = Some(tsc);
-                }
-            }
-            Some("skip") => {
-                let (Some(Some(base)), Some(why), Some(p)) =
-                    (f.next().map(hex), f.next(), f.next())
-                else {
-                    continue;
-                };
-                skipped.push((
-                    base,
-                    why.replace('_', " "),
-                    PathBuf::from(unescape_value(p)),
-                ));
-            }
-            _ => {}
-        }
-    }
-    (modules, skipped)
-}
-
-/// `KEY.status`, if it is there and whole.
-fn read_status(path: &Path) -> Option<ProcessStatus> {
-    let data = std::fs::read(path).ok()?;
-    let size = std::mem::size_of::<ProcessStatus>();
-    if data.len() < size || data[..8] != STATUS_MAGIC {
-        return None;
-    }
-    let u64_at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().unwrap_or_default());
-    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap_or_default());
-    if u32_at(8) != TRACE_VERSION {
-        return None;
-    }
-    use std::mem::offset_of;
-    Some(ProcessStatus {
-        magic: STATUS_MAGIC,
-        version: TRACE_VERSION,
-        size: u32_at(12),
-        threads_recorded: u64_at(offset_of!(ProcessStatus, threads_recorded)),
-        threads_failed: u64_at(offset_of!(ProcessStatus, threads_failed)),
-        first_failure: u64_at(offset_of!(ProcessStatus, first_failure)),
-        threads_disk_full: u64_at(offset_of!(ProcessStatus, threads_disk_full)),
-        modules_skipped: u64_at(offset_of!(ProcessStatus, modules_skipped)),
-        sites_skipped: u64_at(offset_of!(ProcessStatus, sites_skipped)),
-        agent: u64_at(offset_of!(ProcessStatus, agent)),
-        reserved: [0; 7],
-    })
-}
-
-fn read_thread(path: &Path, tid: u32, events: bool) -> Thread {
+fn read_thread(f: &ThreadFile, events: bool) -> Thread {
     let mut t = Thread {
-        tid,
-        name: String::new(),
+        tid: f.tid,
+        name: f.name().to_string(),
         lost: 0,
         stopped: 0,
         events: Vec::new(),
         damage: None,
     };
-    if let Err(e) = read_events(path, &mut t, events) {
-        t.damage = Some(format!("{}: {e}", path.display()));
+    match &f.header {
+        Ok(h) => {
+            t.lost = h.lost;
+            t.stopped = h.stopped;
+        }
+        Err(e) => {
+            t.damage = Some(e.clone());
+            return t;
+        }
     }
-    if t.stopped != 0 && events {
+    if !events {
+        return t;
+    }
+    match f.events() {
+        Ok(mut stream) => {
+            t.events.extend(&mut stream);
+            t.damage = stream.damage().map(str::to_string);
+        }
+        Err(e) => t.damage = Some(e),
+    }
+    if t.stopped != 0 {
         close_at_stop(&mut t.events);
     }
     t
-}
-
-/// Reads the header and the events of one event file, a block at a time
-/// and only up to the first unwritten slot (the rest of the file is
-/// sparse room, possibly gigabytes of it). Errors say what is wrong; what
-/// was read before stays in `t`.
-fn read_events(path: &Path, t: &mut Thread, events: bool) -> Result<(), String> {
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let hsize = std::mem::size_of::<EventFileHeader>();
-    let mut header = vec![0u8; hsize];
-    if file.read_exact(&mut header).is_err() || header[..8] != EVENTS_MAGIC {
-        return Err("not an ftail event file (bad magic)".into());
-    }
-    let u32_at = |o: usize| u32::from_le_bytes(header[o..o + 4].try_into().unwrap_or_default());
-    let u64_at = |o: usize| u64::from_le_bytes(header[o..o + 8].try_into().unwrap_or_default());
-    if u32_at(8) != TRACE_VERSION {
-        return Err(format!(
-            "event file version {}, this ftail reads version {TRACE_VERSION}",
-            u32_at(8)
-        ));
-    }
-    t.lost = u64_at(std::mem::offset_of!(EventFileHeader, lost));
-    t.stopped = u64_at(std::mem::offset_of!(EventFileHeader, stopped));
-    let name_at = std::mem::offset_of!(EventFileHeader, name);
-    t.name = String::from_utf8_lossy(&header[name_at..name_at + 16])
-        .trim_end_matches('\0')
-        .to_string();
-    let header_size = (u32_at(12) as usize).max(hsize);
-    if !events {
-        return Ok(());
-    }
-    std::io::copy(
-        &mut (&mut file).take((header_size - hsize) as u64),
-        &mut std::io::sink(),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut block = vec![0u8; 1 << 16];
-    let mut off = header_size;
-    loop {
-        let n = read_block(&mut file, &mut block).map_err(|e| e.to_string())?;
-        for rec in block[..n - n % 16].chunks_exact(16) {
-            let ev = Event {
-                tsc: u64::from_le_bytes(rec[..8].try_into().unwrap_or_default()),
-                word: u64::from_le_bytes(rec[8..].try_into().unwrap_or_default()),
-            };
-            if ev.tsc == 0 {
-                return Ok(());
-            }
-            if ev.kind().is_none() {
-                return Err(format!(
-                    "event {} at offset {off}: unknown kind {}",
-                    t.events.len(),
-                    ev.word >> 56
-                ));
-            }
-            t.events.push(ev);
-            off += 16;
-        }
-        if n < block.len() {
-            return Ok(());
-        }
-    }
-}
-
-/// Fills `buf` as far as the file goes; the bytes read.
-fn read_block(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::io::Read as _;
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// A thread that stopped recording early (full buffer, full disk) closes
@@ -549,7 +297,7 @@ pub fn demangle(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ftail_abi::trace::{EventKind, KIND_SHIFT};
+    use ftail_abi::trace::{EventFileHeader, EventKind, EVENTS_MAGIC, KIND_SHIFT, TRACE_VERSION};
 
     fn header(pid: u32, tid: u32, lost: u64) -> Vec<u8> {
         let h = EventFileHeader {
