@@ -7,6 +7,7 @@ use std::process::ExitStatus;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod analyze;
 mod as_shim;
 mod cc;
 mod ctl;
@@ -54,32 +55,25 @@ enum Cmd {
         /// Trace directory (an existing one is kept as DIR.old)
         #[arg(short = 'd', long, default_value = "ftail.data")]
         dir: PathBuf,
-        /// Trace only functions matching GLOB (repeatable)
-        #[arg(short = 'F', long = "filter", value_name = "GLOB")]
-        filter: Vec<String>,
-        /// Do not trace functions matching GLOB (repeatable)
-        #[arg(short = 'N', long = "notrace", value_name = "GLOB")]
-        exclude: Vec<String>,
-        /// Record calls only up to this depth (1 or more)
-        #[arg(short = 'D', long, value_parser = record::parse_depth)]
-        depth: Option<u64>,
-        /// Tail-call strategy: mark, convert (per-site thunk), or auto
-        /// (mark where the callee is traced, convert elsewhere)
-        #[arg(long, default_value = "auto", value_parser = ["auto", "mark", "convert"])]
-        tail: String,
-        /// Events per thread buffer, 16 to 2^32 (16 bytes each; the
-        /// default is 64 MiB)
-        #[arg(long, value_name = "N", default_value_t = record::DEFAULT_BUFFER_EVENTS,
-              value_parser = record::parse_buffer_events)]
-        buffer_events: u64,
-        /// Start with tracing off; switch it on with `ftail ctl PID on`
-        /// (implies --ctl)
+        #[command(flatten)]
+        how: record::RecordArgs,
+        /// PROGRAM [ARGS…]
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<OsString>,
+    },
+    /// Record a program into a temporary directory and replay it
+    #[command(after_help = "Examples:\n  ftail live ./prog arg1\n  \
+                            ftail live -F main -t 10us -- ./prog")]
+    Live {
+        #[command(flatten)]
+        how: record::RecordArgs,
+        /// Replay: not calls shorter than TIME (e.g. 10us)
+        #[arg(short = 't', long = "time-filter", value_name = "TIME",
+              value_parser = analyze::parse_duration)]
+        min_time: Option<f64>,
+        /// Do not page the output on a terminal
         #[arg(long)]
-        off: bool,
-        /// Let `ftail ctl` change tracing while the program runs (starts a
-        /// control thread in the program)
-        #[arg(long)]
-        ctl: bool,
+        no_pager: bool,
         /// PROGRAM [ARGS…]
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<OsString>,
@@ -105,20 +99,80 @@ enum Cmd {
         exclude: Vec<String>,
     },
     /// Print a recorded trace as a call graph
+    #[command(
+        after_help = "Examples:\n  ftail replay\n  ftail replay -F main -D 3\n  \
+                            ftail replay -t 10us --tid 4242 -f time,duration,tid\n  \
+                            ftail replay -N 'lua_*' --time-range 1ms~2ms"
+    )]
     Replay {
+        #[command(flatten)]
+        view: analyze::ViewArgs,
+        /// Columns: any of time, delta, duration, tid
+        #[arg(
+            short = 'f',
+            long,
+            value_name = "FIELDS",
+            default_value = "duration,tid"
+        )]
+        fields: String,
+        /// Do not put a call without callees on one line
+        #[arg(long)]
+        no_merge: bool,
+        /// The time column shows wall-clock time (Unix seconds)
+        #[arg(long)]
+        wall_clock: bool,
+        /// Colours: auto, always or never
+        #[arg(long, value_name = "WHEN", default_value = "auto",
+              value_parser = ["auto", "always", "never"])]
+        color: String,
+        /// Do not page the output on a terminal
+        #[arg(long)]
+        no_pager: bool,
+    },
+    /// Per function: calls, total, self, average, min and max time
+    #[command(
+        after_help = "Examples:\n  ftail report\n  ftail report -s self --threads\n  \
+                            ftail report --diff before.data -d after.data"
+    )]
+    Report {
+        #[command(flatten)]
+        view: analyze::ViewArgs,
+        /// Sort by total, self, calls, avg, min, max or name
+        #[arg(short = 's', long, default_value = "total",
+              value_parser = ["total", "self", "calls", "avg", "min", "max", "name"])]
+        sort: String,
+        /// One row per thread and function
+        #[arg(long)]
+        threads: bool,
+        /// Compare with another trace: per function, both and the change
+        #[arg(long, value_name = "OTHER_DIR")]
+        diff: Option<PathBuf>,
+    },
+    /// The aggregated call tree: calls and total time per call path
+    #[command(after_help = "Examples:\n  ftail graph\n  ftail graph main\n  \
+                            ftail graph --callers 'lua_*'")]
+    Graph {
+        #[command(flatten)]
+        view: analyze::ViewArgs,
+        /// Only the tree under functions matching this glob
+        #[arg(value_name = "FUNC")]
+        func: Option<String>,
+        /// The inverted tree: what calls functions matching this glob
+        #[arg(long, value_name = "FUNC")]
+        callers: Option<String>,
+    },
+    /// What a trace is: program, times, threads, modules, losses
+    #[command(after_help = "Examples:\n  ftail info\n  ftail info -d trace")]
+    Info {
         /// Trace directory
         #[arg(short = 'd', long, default_value = "ftail.data")]
         dir: PathBuf,
     },
-    /// Per function: calls, total and self time
-    Report {
-        /// Trace directory
-        #[arg(short = 'd', long, default_value = "ftail.data")]
-        dir: PathBuf,
-        /// Sort by total, self, calls or name
-        #[arg(short = 's', long, default_value = "total",
-              value_parser = ["total", "self", "calls", "name"])]
-        sort: String,
+    /// The raw events, one per line, thread after thread
+    #[command(after_help = "Examples:\n  ftail dump\n  ftail dump --tid 4242 --time-range ~1ms")]
+    Dump {
+        #[command(flatten)]
+        view: analyze::ViewArgs,
     },
     /// List and verify the sites of an executable or shared library
     #[command(after_help = "Examples:\n  ftail sites ./a.out\n  ftail sites --json libfoo.so")]
@@ -163,55 +217,41 @@ fn ftail_main() -> Result<i32> {
         Cmd::Cc { args } => cc::run(args),
         Cmd::As { args } => as_shim::run(args),
         Cmd::Sites { file, json, quiet } => sites::run(&file, json, quiet),
-        Cmd::Record {
-            dir,
-            filter,
-            exclude,
-            depth,
-            tail,
-            buffer_events,
-            off,
-            ctl,
+        Cmd::Record { dir, how, command } => record::run(how.options(dir, command)),
+        Cmd::Live {
+            how,
+            min_time,
+            no_pager,
             command,
-        } => record::run(record::RecordOptions {
-            dir,
-            filter,
-            exclude,
-            depth,
-            tail,
-            buffer_events,
-            off,
-            ctl,
-            command,
-        }),
+        } => record::live(how, min_time, no_pager, command),
         Cmd::Ctl {
             pid,
             action,
             filter,
             exclude,
         } => ctl::run(pid, action.as_deref(), &filter, &exclude),
-        Cmd::Replay { dir } => replay(&dir),
-        Cmd::Report { dir, sort } => report(&dir, &sort),
+        Cmd::Replay {
+            view,
+            fields,
+            no_merge,
+            wall_clock,
+            color,
+            no_pager,
+        } => analyze::replay(&view, &fields, no_merge, wall_clock, &color, no_pager),
+        Cmd::Report {
+            view,
+            sort,
+            threads,
+            diff,
+        } => analyze::report(&view, &sort, threads, diff.as_deref()),
+        Cmd::Graph {
+            view,
+            func,
+            callers,
+        } => analyze::graph(&view, func.as_deref(), callers.as_deref()),
+        Cmd::Info { dir } => analyze::info(&dir),
+        Cmd::Dump { view } => analyze::dump(&view),
     }
-}
-
-fn replay(dir: &std::path::Path) -> Result<i32> {
-    let trace = ftail_trace::trace::open(dir)?;
-    out::stdout(&ftail_trace::replay::render(&trace))?;
-    Ok(0)
-}
-
-fn report(dir: &std::path::Path, sort: &str) -> Result<i32> {
-    use ftail_trace::report::SortKey;
-    let trace = ftail_trace::trace::open(dir)?;
-    let key = match sort {
-        "self" => SortKey::SelfTime,
-        "calls" => SortKey::Calls,
-        "name" => SortKey::Name,
-        _ => SortKey::Total,
-    };
-    out::stdout(&ftail_trace::report::render(&trace, key))?;
-    Ok(0)
 }
 
 /// The exit code that reports `status` to our own caller.

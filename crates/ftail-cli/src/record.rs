@@ -32,6 +32,142 @@ pub struct RecordOptions {
     pub command: Vec<OsString>,
 }
 
+/// How to record: the options `record` and `live` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RecordArgs {
+    /// Trace only functions matching GLOB (repeatable)
+    #[arg(short = 'F', long = "filter", value_name = "GLOB")]
+    pub filter: Vec<String>,
+    /// Do not trace functions matching GLOB (repeatable)
+    #[arg(short = 'N', long = "notrace", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Record calls only up to this depth (1 or more)
+    #[arg(short = 'D', long, value_parser = parse_depth)]
+    pub depth: Option<u64>,
+    /// Tail-call strategy: mark, convert (per-site thunk), or auto
+    /// (mark where the callee is traced, convert elsewhere)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "mark", "convert"])]
+    pub tail: String,
+    /// Events per thread buffer, 16 to 2^32 (16 bytes each; the
+    /// default is 64 MiB)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BUFFER_EVENTS,
+          value_parser = parse_buffer_events)]
+    pub buffer_events: u64,
+    /// Start with tracing off; switch it on with `ftail ctl PID on`
+    /// (implies --ctl)
+    #[arg(long)]
+    pub off: bool,
+    /// Let `ftail ctl` change tracing while the program runs (starts a
+    /// control thread in the program)
+    #[arg(long)]
+    pub ctl: bool,
+}
+
+impl RecordArgs {
+    /// The options of a recording into `dir` of `command`.
+    pub fn options(self, dir: PathBuf, command: Vec<OsString>) -> RecordOptions {
+        RecordOptions {
+            dir,
+            filter: self.filter,
+            exclude: self.exclude,
+            depth: self.depth,
+            tail: self.tail,
+            buffer_events: self.buffer_events,
+            off: self.off,
+            ctl: self.ctl,
+            command,
+        }
+    }
+
+    /// The same options as `ftail record` arguments.
+    fn to_args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        for g in &self.filter {
+            a.extend(["-F".into(), g.into()]);
+        }
+        for g in &self.exclude {
+            a.extend(["-N".into(), g.into()]);
+        }
+        if let Some(d) = self.depth {
+            a.extend(["-D".into(), d.to_string().into()]);
+        }
+        a.extend(["--tail".into(), self.tail.clone().into()]);
+        a.extend([
+            "--buffer-events".into(),
+            self.buffer_events.to_string().into(),
+        ]);
+        if self.off {
+            a.push("--off".into());
+        }
+        if self.ctl {
+            a.push("--ctl".into());
+        }
+        a
+    }
+}
+
+/// `ftail live`: records `command` into a private temporary directory
+/// (`ftail record`, as a child: the program's pid is not ours to keep
+/// here), replays it once the program has ended, and removes it. Ctrl-C
+/// stops the program, not the replay of what it recorded. Exits with the
+/// program's status.
+pub fn live(
+    how: RecordArgs,
+    min_time: Option<f64>,
+    no_pager: bool,
+    command: Vec<OsString>,
+) -> Result<i32> {
+    let tmp = tempfile::Builder::new()
+        .prefix("ftail-live-")
+        .tempdir()
+        .context("creating a temporary trace directory")?;
+    let dir = tmp.path().join("trace");
+    let exe = std::env::current_exe().context("finding the ftail executable")?;
+    // Terminal signals are ignored in this process while the child runs,
+    // and set back to their default in the child before it execs (an
+    // ignored signal would stay ignored across exec).
+    let set = |how: libc::sighandler_t| {
+        // SAFETY: signal() with a disposition constant; async-signal-safe,
+        // so also fine between fork and exec.
+        unsafe {
+            libc::signal(libc::SIGINT, how);
+            libc::signal(libc::SIGQUIT, how);
+        }
+    };
+    set(libc::SIG_IGN);
+    let mut cmd = Command::new(exe);
+    // SAFETY: the closure only calls signal(), async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            set(libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let status = cmd
+        .arg("record")
+        .arg("-d")
+        .arg(&dir)
+        .args(how.to_args())
+        .arg("--")
+        .args(&command)
+        .status();
+    set(libc::SIG_DFL);
+    let status = status.context("running ftail record")?;
+    if dir.join(".").exists() && ftail_trace::reader::dir::TraceDir::open(&dir).is_ok() {
+        let view = crate::analyze::ViewArgs {
+            dir: dir.clone(),
+            tid: Vec::new(),
+            filter: Vec::new(),
+            notrace: Vec::new(),
+            depth: None,
+            min_time,
+            time_range: None,
+        };
+        crate::analyze::replay(&view, "duration,tid", false, false, "auto", no_pager)?;
+    }
+    Ok(crate::exit_code(status))
+}
+
 /// Events per thread buffer when `--buffer-events` is not given.
 pub const DEFAULT_BUFFER_EVENTS: u64 = 1 << 22;
 /// The largest `--buffer-events`: 2^32 events of 16 bytes, 64 GiB of

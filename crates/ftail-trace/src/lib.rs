@@ -5,6 +5,9 @@
 //! stop at the first damage with a message that names the place.
 #![deny(missing_docs)]
 
+pub mod dump;
+pub mod graph;
+pub mod info;
 pub mod losses;
 pub mod names;
 pub mod reader;

@@ -63,9 +63,10 @@ impl Names {
         let mut spans: FxHashMap<u64, Vec<(u64, u64, FuncId)>> = FxHashMap::default();
         for (mi, m) in image.modules.iter().enumerate() {
             if let Err(why) = names.load_module(mi, m, &mut spans) {
-                names
-                    .diagnostics
-                    .push(format!("{}: {why}; its functions show as addresses", m.path.display()));
+                names.diagnostics.push(format!(
+                    "{}: {why}; its functions show as addresses",
+                    m.path.display()
+                ));
             }
         }
         names.by_entry = spans

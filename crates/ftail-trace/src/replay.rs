@@ -198,10 +198,7 @@ impl ImageReplay<'_> {
             }
             let slot = std::rc::Rc::new(std::cell::RefCell::new(None));
             damage.push((t.tid, slot.clone()));
-            let events = KeepDamage {
-                events,
-                slot,
-            };
+            let events = KeepDamage { events, slot };
             let visible = Visible::new(
                 Calls::new(events, header.stopped),
                 self.names,

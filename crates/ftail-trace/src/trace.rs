@@ -110,11 +110,7 @@ fn open_with(dir: &Path, events: bool) -> Result<Trace, Error> {
             modules: i.modules,
             skipped_modules: i.skipped_modules,
             status: i.status,
-            threads: i
-                .threads
-                .iter()
-                .map(|t| read_thread(t, events))
-                .collect(),
+            threads: i.threads.iter().map(|t| read_thread(t, events)).collect(),
         })
         .collect();
     Ok(Trace {

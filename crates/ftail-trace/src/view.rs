@@ -465,7 +465,12 @@ mod tests {
         let kept: Vec<Shown> = Threshold::new(items.clone().into_iter(), 20).collect();
         assert_eq!(
             kept,
-            [enter(0, 0), enter(10, 1), leave(10, 60, 1), leave(0, 100, 0)]
+            [
+                enter(0, 0),
+                enter(10, 1),
+                leave(10, 60, 1),
+                leave(0, 100, 0)
+            ]
         );
         let all: Vec<Shown> = Threshold::new(items.into_iter(), 0).collect();
         assert_eq!(all.len(), 8);
@@ -476,6 +481,14 @@ mod tests {
         let items = vec![enter(0, 0), enter(1, 1), leave(1, 2, 1), leave(0, 3, 0)];
         let out: Vec<Shown> = Leaves::new(items.into_iter()).collect();
         assert_eq!(out.len(), 3);
-        assert!(matches!(out[1], Shown::Leaf { start: 1, end: 2, depth: 1, .. }));
+        assert!(matches!(
+            out[1],
+            Shown::Leaf {
+                start: 1,
+                end: 2,
+                depth: 1,
+                ..
+            }
+        ));
     }
 }

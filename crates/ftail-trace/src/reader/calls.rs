@@ -149,10 +149,30 @@ mod tests {
         assert_eq!(
             steps,
             [
-                Step::Enter { addr: 0x10, tsc: 1, depth: 0 },
-                Step::Enter { addr: 0x20, tsc: 2, depth: 1 },
-                Step::Leave { addr: 0x20, start: 2, end: 3, depth: 1, how: EventKind::TailExit },
-                Step::Leave { addr: 0x10, start: 1, end: 4, depth: 0, how: EventKind::Exit },
+                Step::Enter {
+                    addr: 0x10,
+                    tsc: 1,
+                    depth: 0
+                },
+                Step::Enter {
+                    addr: 0x20,
+                    tsc: 2,
+                    depth: 1
+                },
+                Step::Leave {
+                    addr: 0x20,
+                    start: 2,
+                    end: 3,
+                    depth: 1,
+                    how: EventKind::TailExit
+                },
+                Step::Leave {
+                    addr: 0x10,
+                    start: 1,
+                    end: 4,
+                    depth: 0,
+                    how: EventKind::Exit
+                },
             ]
         );
         assert_eq!(calls.unmatched(), 1);
@@ -165,7 +185,12 @@ mod tests {
         assert_eq!(steps.len(), 4);
         assert!(matches!(
             steps[3],
-            Step::Leave { addr: 0x10, end: 7, how: EventKind::Truncated, .. }
+            Step::Leave {
+                addr: 0x10,
+                end: 7,
+                how: EventKind::Truncated,
+                ..
+            }
         ));
         let mut open = Calls::new(events.into_iter(), 0);
         assert_eq!(open.by_ref().count(), 2);

@@ -311,4 +311,3 @@ fn read_status(path: &Path) -> Option<ProcessStatus> {
         reserved: [0; 7],
     })
 }
-

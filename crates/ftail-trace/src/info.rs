@@ -1,0 +1,153 @@
+//! `ftail info`: what a trace is — like `uftrace info`: the program and
+//! its arguments, when it ran and for how long, how it was recorded (tail
+//! strategy, selection, clock rate), its threads (names, events, losses),
+//! its modules (build ids, sites), sizes, and everything the runtime
+//! skipped or lost and why ([`crate::losses`]). Reads metadata and event
+//! headers only, plus each thread's events once to count them.
+
+use std::fmt::Write as _;
+
+use crate::reader::dir::TraceDir;
+use crate::reader::events::Events;
+
+/// The text of `ftail info`.
+pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# trace: {}", trace.dir.display());
+    let total_bytes: u64 = std::fs::read_dir(&trace.dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.blocks() * 512
+        })
+        .sum();
+    let _ = writeln!(out, "# size on disk: {}", bytes(total_bytes));
+    for image in &trace.images {
+        let i = &image.info;
+        let get = |k: &str| i.get(k).map_or("-", String::as_str);
+        let hz = image.tsc_hz().max(1) as f64;
+        let _ = writeln!(out);
+        let _ = writeln!(out, "process {} ({})", image.key, get("exe"));
+        let _ = writeln!(out, "  command line     : {}", image.args().join(" "));
+        let _ = writeln!(out, "  parent pid       : {}", get("ppid"));
+        if let Some(ns) = i
+            .get("start_realtime_ns")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            let _ = writeln!(
+                out,
+                "  started          : {} (unix time, s)",
+                ns as f64 / 1e9
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  recorded with    : tail={} filter={} exclude={} depth={} tracing={} control_agent={}",
+            get("tail"),
+            get("filter"),
+            get("exclude"),
+            match get("depth") {
+                "0" => "unlimited",
+                d => d,
+            },
+            get("tracing"),
+            get("control_agent")
+        );
+        let _ = writeln!(
+            out,
+            "  buffers          : {} events per thread, {} trace-stack entries",
+            get("buffer_events"),
+            get("stack_entries")
+        );
+        let _ = writeln!(
+            out,
+            "  clock            : {:.3} MHz time-stamp counter",
+            hz / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "  patched          : {} functions, {} sites ({} converted tail calls), {} sites skipped",
+            get("patched_functions"),
+            get("patched_sites"),
+            get("converted_tails"),
+            get("skipped_sites")
+        );
+        let (mut first, mut last, mut all) = (u64::MAX, 0u64, 0u64);
+        let _ = writeln!(out, "  threads          : {}", image.threads.len());
+        for t in &image.threads {
+            let (count, lost, range, damage) = match Events::open(&t.path) {
+                Ok((h, mut events)) => {
+                    let (mut n, mut lo, mut hi) = (0u64, u64::MAX, 0u64);
+                    for e in events.by_ref() {
+                        n += 1;
+                        lo = lo.min(e.tsc);
+                        hi = hi.max(e.tsc);
+                    }
+                    (n, h.lost, (lo, hi), events.damage().map(str::to_string))
+                }
+                Err(e) => (0, 0, (u64::MAX, 0), Some(e)),
+            };
+            all += count;
+            first = first.min(range.0);
+            last = last.max(range.1);
+            let name = t.name();
+            let _ = writeln!(
+                out,
+                "    {:>8} {:<16} {:>12} events  {:>10} lost{}",
+                t.tid,
+                if name.is_empty() { "-" } else { name },
+                count,
+                lost,
+                damage.map_or(String::new(), |d| format!("  (damaged: {d})"))
+            );
+        }
+        if first <= last {
+            let _ = writeln!(
+                out,
+                "  duration         : {} ({} events)",
+                crate::replay::format_ns((last - first) as f64 * 1e9 / hz).trim(),
+                all
+            );
+        }
+        let _ = writeln!(out, "  modules          : {}", image.modules.len());
+        for m in &image.modules {
+            let _ = writeln!(
+                out,
+                "    {:#014x} {} sites={} skipped={} {}{}",
+                m.base,
+                m.build_id.as_deref().unwrap_or("(no build id)"),
+                m.sites.0,
+                m.sites.1,
+                m.path.display(),
+                if m.unloaded.is_some() {
+                    " (unloaded)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    let notes = crate::losses::notes(trace_view);
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\nnot recorded:");
+        for n in notes {
+            let _ = writeln!(out, "  {n}");
+        }
+    }
+    out
+}
+
+fn bytes(n: u64) -> String {
+    let (v, unit) = if n >= 1 << 30 {
+        (n as f64 / (1u64 << 30) as f64, "GiB")
+    } else if n >= 1 << 20 {
+        (n as f64 / (1u64 << 20) as f64, "MiB")
+    } else if n >= 1 << 10 {
+        (n as f64 / 1024.0, "KiB")
+    } else {
+        (n as f64, "B")
+    };
+    format!("{v:.1} {unit}")
+}
