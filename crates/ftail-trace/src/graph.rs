@@ -95,23 +95,13 @@ impl Tree {
         self.nodes.len() == 1
     }
 
-    /// The tree as text, largest total time first among siblings.
+    /// The tree as text; siblings in the order they were first called,
+    /// as uftrace shows them.
     pub fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# {:>12}  {:>10}  FUNCTION", "TOTAL TIME", "CALLS");
-        let mut roots = self.nodes[0].children.clone();
-        self.sort(&mut roots);
-        for r in roots {
+        for &r in &self.nodes[0].children {
             self.render_node(out, r, "", None);
         }
-    }
-
-    fn sort(&self, ids: &mut [usize]) {
-        ids.sort_by(|&a, &b| {
-            self.nodes[b]
-                .ticks
-                .cmp(&self.nodes[a].ticks)
-                .then_with(|| self.nodes[a].name.cmp(&self.nodes[b].name))
-        });
     }
 
     fn render_node(&self, out: &mut String, id: usize, prefix: &str, last: Option<bool>) {
@@ -129,15 +119,14 @@ impl Tree {
             n.calls,
             n.name
         );
-        let mut kids = n.children.clone();
-        self.sort(&mut kids);
+        let kids = &n.children;
         let child_prefix = match last {
             None => prefix.to_string(),
             Some(true) => format!("{prefix}  "),
             Some(false) => format!("{prefix}| "),
         };
         let count = kids.len();
-        for (k, c) in kids.into_iter().enumerate() {
+        for (k, &c) in kids.iter().enumerate() {
             self.render_node(out, c, &child_prefix, Some(k + 1 == count));
         }
     }
