@@ -244,3 +244,96 @@ fn bad_options_are_refused_with_the_reason() {
         assert!(err.contains(why), "{args:?}: {err}");
     }
 }
+
+/// Runs `ftail ARGS` with its address space limited to `mib` MiB.
+fn ftail_limited(mib: u64, args: &[&str], dir: &Path) -> std::process::Output {
+    let script = format!("ulimit -v {}; exec \"$0\" \"$@\"", mib << 10);
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(ftail())
+        .args(&args[..1])
+        .arg("-d")
+        .arg(dir)
+        .args(&args[1..]))
+}
+
+fn build_recurse(dir: &Path) -> PathBuf {
+    let exe = dir.join("recurse");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O1", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/analysis/recurse.c"))
+            .arg("-lpthread"),
+    );
+    exe
+}
+
+/// A 60,000-deep recursion replays in bounded memory (before: memory
+/// quadratic in depth, an indentation string per line and the whole
+/// output in one string; it aborted allocating 4 GiB), with the depth
+/// shown as a number past the indentation's cap.
+#[test]
+fn a_deep_recursion_replays_in_bounded_memory() {
+    let scratch = scratch();
+    let exe = build_recurse(scratch.path());
+    let trace = scratch.path().join("trace");
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&trace)
+        .args(["--", exe.to_str().unwrap(), "60000"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "60001\n");
+    let out = ftail_limited(512, &["replay", "--no-pager"], &trace);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("down()").count(), 60_001);
+    assert!(
+        text.contains("[60001] down();"),
+        "the deepest call shows its depth"
+    );
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 200, "a line of {longest} bytes");
+}
+
+/// A trace of a few calls with a huge buffer reads only what was written
+/// (before: every event file was read whole, its never-written tail
+/// included: 2 GiB here).
+#[test]
+fn a_huge_empty_buffer_is_not_read() {
+    let scratch = scratch();
+    let exe = build_recurse(scratch.path());
+    let trace = scratch.path().join("trace");
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&trace)
+        .args([
+            "--buffer-events",
+            "134217728",
+            "--",
+            exe.to_str().unwrap(),
+            "3",
+            "10",
+        ]));
+    assert!(out.status.success(), "{out:?}");
+    for cmd in ["report", "replay", "graph", "info", "dump"] {
+        let out = ftail_limited(256, &[cmd], &trace);
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let report =
+        String::from_utf8_lossy(&ftail_limited(256, &["report"], &trace).stdout).into_owned();
+    assert!(
+        report.contains("          10  ") && report.contains("tick"),
+        "{report}"
+    );
+}
