@@ -15,7 +15,7 @@ use std::io::{self, Write};
 
 use ftail_abi::trace::EventKind;
 
-use crate::names::Names;
+use crate::names::{FuncId, Names};
 use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, TraceDir};
 use crate::reader::merge::Merge;
@@ -114,6 +114,7 @@ pub fn replay(
             hz: image_hz(image),
             origin,
             last: None,
+            buf: Vec::with_capacity(256),
         };
         r.run(out)?;
     }
@@ -151,6 +152,8 @@ struct ImageReplay<'a> {
     origin: u64,
     /// Time of the previous line (for `delta`).
     last: Option<u64>,
+    /// The line being built (kept to reuse its allocation).
+    buf: Vec<u8>,
 }
 
 impl ImageReplay<'_> {
@@ -228,56 +231,87 @@ impl ImageReplay<'_> {
         Ok(())
     }
 
+    /// Writes one line. The hot path of replay: it builds the line in a
+    /// buffer it keeps, without formatting machinery or allocation.
     fn line(&mut self, out: &mut impl Write, tid: u32, item: &Shown) -> io::Result<()> {
-        let mut line = String::with_capacity(96);
+        let mut line = std::mem::take(&mut self.buf);
+        line.clear();
         let at = item.tsc();
         for f in &self.opts.fields {
             match f {
-                Field::Time => line.push_str(&self.time(at)),
+                Field::Time => line.extend_from_slice(self.time(at).as_bytes()),
                 Field::Delta => {
                     let d = self.last.map_or(0, |l| at.saturating_sub(l));
-                    line.push_str(&format!("{:>10}  ", self.duration(d, false)));
+                    self.duration(&mut line, d, false);
+                    line.extend_from_slice(b"  ");
                 }
                 Field::Duration => {
-                    let d = match *item {
-                        Shown::Enter { .. } => None,
+                    match *item {
+                        Shown::Enter { .. } => line.extend_from_slice(b"          "),
                         Shown::Leave { start, end, .. } | Shown::Leaf { start, end, .. } => {
-                            Some(end.saturating_sub(start))
+                            self.duration(&mut line, end.saturating_sub(start), self.opts.color)
                         }
-                    };
-                    match d {
-                        Some(d) => line.push_str(&self.duration(d, self.opts.color)),
-                        None => line.push_str(&" ".repeat(10)),
                     }
-                    line.push(' ');
+                    line.push(b' ');
                 }
-                Field::Tid => line.push_str(&format!("[{tid:>6}] ")),
+                Field::Tid => {
+                    line.push(b'[');
+                    right_aligned(&mut line, u64::from(tid), 6);
+                    line.extend_from_slice(b"] ");
+                }
             }
         }
         self.last = Some(at);
-        line.push_str("| ");
-        let (depth, text) = match *item {
+        line.extend_from_slice(b"| ");
+        match *item {
             Shown::Enter {
-                addr, tsc, depth, ..
-            } => (depth, format!("{}() {{", self.names.name(addr, tsc))),
+                addr,
+                func,
+                tsc,
+                depth,
+            } => {
+                indent(&mut line, depth);
+                self.name(&mut line, func, addr, tsc);
+                line.extend_from_slice(b"() {");
+            }
             Shown::Leaf {
-                addr, start, depth, ..
-            } => (depth, format!("{}();", self.names.name(addr, start))),
+                addr,
+                func,
+                start,
+                depth,
+                ..
+            } => {
+                indent(&mut line, depth);
+                self.name(&mut line, func, addr, start);
+                line.extend_from_slice(b"();");
+            }
             Shown::Leave {
                 addr,
+                func,
                 start,
                 depth,
                 how,
                 ..
-            } => (
-                depth,
-                format!("}} /* {}{} */", self.names.name(addr, start), self.how(how)),
-            ),
-        };
-        indent(&mut line, depth);
-        line.push_str(&text);
-        line.push('\n');
-        out.write_all(line.as_bytes())
+            } => {
+                indent(&mut line, depth);
+                line.extend_from_slice(b"} /* ");
+                self.name(&mut line, func, addr, start);
+                line.extend_from_slice(self.how(how).as_bytes());
+                line.extend_from_slice(b" */");
+            }
+        }
+        line.push(b'\n');
+        let r = out.write_all(&line);
+        self.buf = line;
+        r
+    }
+
+    /// The function's name, or the site's address.
+    fn name(&self, line: &mut Vec<u8>, func: Option<FuncId>, addr: u64, tsc: u64) {
+        match func.or_else(|| self.names.resolve(addr, tsc)) {
+            Some(f) => line.extend_from_slice(self.names.function(f).name.as_bytes()),
+            None => line.extend_from_slice(format!("{:#x}", addr.saturating_sub(5)).as_bytes()),
+        }
     }
 
     /// The note of a call that did not simply return.
@@ -295,20 +329,24 @@ impl ImageReplay<'_> {
         }
     }
 
-    fn duration(&self, ticks: u64, color: bool) -> String {
+    /// A duration in uftrace's 10 columns (`  3.097 ms`), coloured by
+    /// size when asked.
+    fn duration(&self, line: &mut Vec<u8>, ticks: u64, color: bool) {
         let ns = ticks as f64 * 1e9 / self.hz;
-        let text = format_ns(ns);
-        if !color {
-            return text;
-        }
-        let code = if ns >= 1e6 {
-            "31" // red: a millisecond or more
+        let code: &[u8] = if !color {
+            b""
+        } else if ns >= 1e6 {
+            b"\x1b[31m" // red: a millisecond or more
         } else if ns >= 1e4 {
-            "33" // yellow: ten microseconds or more
+            b"\x1b[33m" // yellow: ten microseconds or more
         } else {
-            return text;
+            b""
         };
-        format!("\x1b[{code}m{text}\x1b[0m")
+        line.extend_from_slice(code);
+        push_ns(line, ns);
+        if !code.is_empty() {
+            line.extend_from_slice(b"\x1b[0m");
+        }
     }
 
     fn time(&self, tsc: u64) -> String {
@@ -354,13 +392,47 @@ impl Iterator for KeepDamage {
 }
 
 /// Two spaces per level up to [`MAX_INDENT`], then the depth as a number.
-fn indent(line: &mut String, depth: u32) {
-    for _ in 0..depth.min(MAX_INDENT) {
-        line.push_str("  ");
-    }
+fn indent(line: &mut Vec<u8>, depth: u32) {
+    const SPACES: &[u8] = &[b' '; 2 * MAX_INDENT as usize];
+    line.extend_from_slice(&SPACES[..2 * depth.min(MAX_INDENT) as usize]);
     if depth > MAX_INDENT {
-        line.push_str(&format!("[{depth}] "));
+        line.push(b'[');
+        right_aligned(line, u64::from(depth), 0);
+        line.extend_from_slice(b"] ");
     }
+}
+
+/// `n` in decimal, right-aligned in `width` columns.
+fn right_aligned(line: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    line.extend(std::iter::repeat_n(b' ', width.saturating_sub(len)));
+    line.extend_from_slice(&digits[i..]);
+}
+
+/// `ns` as uftrace shows a duration: `{:7.3} {unit}`, 10 columns.
+fn push_ns(line: &mut Vec<u8>, ns: f64) {
+    let (v, unit) = scaled(ns);
+    let milli = (v * 1000.0).round() as u64;
+    right_aligned(line, milli / 1000, 3);
+    line.push(b'.');
+    let frac = milli % 1000;
+    line.extend_from_slice(&[
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+    line.push(b' ');
+    line.extend_from_slice(unit.as_bytes());
 }
 
 /// A duration formatted like uftrace: value and unit in 10 columns.

@@ -156,6 +156,7 @@ impl Shown {
 /// An open frame, as the filters see it.
 #[derive(Clone, Copy)]
 struct Frame {
+    func: Option<FuncId>,
     shown: bool,
     /// Nothing under it is shown (`-N`, `-D`).
     hides_below: bool,
@@ -201,6 +202,7 @@ impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
             .is_none_or(|(from, to)| from <= tsc && tsc <= to);
         let shown = !hidden_above && !excluded && in_scope && !too_deep && in_range;
         Frame {
+            func,
             shown,
             hides_below: hidden_above || excluded || too_deep,
             in_scope,
@@ -239,7 +241,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                     if f.shown {
                         return Some(Shown::Leave {
                             addr,
-                            func: self.names.resolve(addr, start),
+                            func: f.func,
                             start,
                             end,
                             depth: f.shown_depth - 1,
