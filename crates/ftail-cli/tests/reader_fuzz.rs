@@ -1,0 +1,168 @@
+//! Fuzz smoke run (proptest) over the trace reader: a real recorded trace
+//! (and the binary it names) with bytes flipped, cut short or replaced,
+//! read by every analysis in-process. Nothing may panic, hang or allocate
+//! without bound; damage is reported, not fatal.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::*;
+use ftail_trace::reader::dir::TraceDir;
+use proptest::prelude::*;
+
+/// A trace of the analysis fixture, recorded once: (scratch, trace dir).
+fn seed() -> &'static (tempfile::TempDir, PathBuf) {
+    static SEED: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    SEED.get_or_init(|| {
+        let scratch = scratch();
+        let exe = scratch.path().join("tour");
+        run_ok(
+            ftail_cc("gcc")
+                .args(["-O2", "-o"])
+                .arg(&exe)
+                .arg(repo().join("tests/analysis/tour.c")),
+        );
+        let trace = scratch.path().join("trace");
+        let out = run(Command::new(ftail())
+            .arg("record")
+            .arg("-d")
+            .arg(&trace)
+            .arg("--")
+            .arg(&exe));
+        assert!(out.status.success(), "{out:?}");
+        (scratch, trace)
+    })
+}
+
+/// One change to one file of the trace.
+#[derive(Debug, Clone)]
+enum Damage {
+    Flip { at: usize, byte: u8 },
+    Cut { at: usize },
+    Splice { at: usize, bytes: Vec<u8> },
+}
+
+fn damage() -> impl Strategy<Value = (usize, Damage)> {
+    let change = prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Damage::Flip { at, byte }),
+        any::<usize>().prop_map(|at| Damage::Cut { at }),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..64))
+            .prop_map(|(at, bytes)| Damage::Splice { at, bytes }),
+    ];
+    (any::<usize>(), change)
+}
+
+fn apply(data: &mut Vec<u8>, d: &Damage) {
+    if data.is_empty() {
+        return;
+    }
+    match d {
+        Damage::Flip { at, byte } => {
+            let i = at % data.len();
+            data[i] ^= byte | 1;
+        }
+        Damage::Cut { at } => data.truncate(at % data.len()),
+        Damage::Splice { at, bytes } => {
+            let i = at % data.len();
+            let end = (i + bytes.len()).min(data.len());
+            data[i..end].copy_from_slice(&bytes[..end - i]);
+        }
+    }
+}
+
+/// Copies the seed trace (and the binary, re-pointed by its module line)
+/// into `dir` with `changes` applied to files picked by index.
+fn damaged_copy(dir: &Path, changes: &[(usize, Damage)]) -> PathBuf {
+    let (_, seed) = seed();
+    let trace = dir.join("trace");
+    std::fs::create_dir(&trace).unwrap();
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    for e in std::fs::read_dir(seed).unwrap().flatten() {
+        let mut data = std::fs::read(e.path()).unwrap();
+        if e.file_name().to_string_lossy().ends_with(".events") {
+            // Keep what was written and a little of the sparse tail.
+            let used = data.chunks(16).take_while(|c| c.iter().any(|&b| b != 0)).count();
+            data.truncate(((used + 8) * 16).min(data.len()));
+        }
+        files.push((trace.join(e.file_name()), data));
+    }
+    // The binary the module list names, as another file to damage.
+    let exe = dir.join("tour");
+    let modules = files
+        .iter()
+        .position(|(p, _)| p.extension().is_some_and(|x| x == "modules"))
+        .unwrap();
+    let text = String::from_utf8_lossy(&files[modules].1).into_owned();
+    let original = text
+        .lines()
+        .find_map(|l| l.rsplit(' ').next())
+        .map(PathBuf::from)
+        .unwrap();
+    files[modules].1 = text
+        .replace(&original.display().to_string(), &exe.display().to_string())
+        .into_bytes();
+    files.push((exe, std::fs::read(&original).unwrap()));
+    files.sort();
+    for (i, d) in changes {
+        let n = files.len();
+        apply(&mut files[i % n].1, d);
+    }
+    for (p, data) in files {
+        std::fs::write(p, data).unwrap();
+    }
+    trace
+}
+
+/// Every analysis over `trace`, into sinks.
+fn analyse(trace: &Path) {
+    let Ok(listing) = TraceDir::open(trace) else {
+        return;
+    };
+    let names = ftail_trace::names::for_images(&listing.images);
+    let mut sink = std::io::sink();
+    let _ = ftail_trace::replay::replay(
+        &listing,
+        &names,
+        &ftail_trace::replay::Options::default(),
+        &mut sink,
+    );
+    let filtered = ftail_trace::replay::Options {
+        filters: ftail_trace::view::Filters {
+            include: vec!["parse".into()],
+            min_ticks: 10,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let _ = ftail_trace::replay::replay(&listing, &names, &filtered, &mut sink);
+    let r = ftail_trace::report::report(&listing, &names, &Default::default());
+    let _ = ftail_trace::report::render(&r, ftail_trace::report::SortKey::Total);
+    for kind in [
+        ftail_trace::graph::Kind::Whole,
+        ftail_trace::graph::Kind::Callers("helper".into()),
+    ] {
+        let _ = ftail_trace::graph::render(&listing, &names, &kind, &Default::default(), &[]);
+    }
+    let _ = ftail_trace::dump::dump(&listing, &names, &[], None, &mut sink);
+    if let Ok(headers) = ftail_trace::trace::open_headers(trace) {
+        let _ = ftail_trace::info::render(&listing, &headers);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 96,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn damaged_traces_are_read_up_to_the_damage(changes in prop::collection::vec(damage(), 1..4)) {
+        let dir = scratch();
+        let trace = damaged_copy(dir.path(), &changes);
+        analyse(&trace);
+    }
+}
