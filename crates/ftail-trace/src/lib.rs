@@ -9,4 +9,5 @@ pub mod losses;
 pub mod replay;
 pub mod report;
 pub mod sites;
+pub mod symbols;
 pub mod trace;
