@@ -128,6 +128,8 @@ fn cxx(name: &str, backend: Backend) -> Option<Demangled> {
         return Some(Demangled { name, signature });
     }
     let (signature, name) = ours?;
+    let (base, clones) = split_clones(&name);
+    let name = format!("{}{clones}", strip_qualifiers(base));
     Some(Demangled { name, signature })
 }
 
@@ -198,13 +200,15 @@ fn find_name(signature: &str, short: &str) -> Option<String> {
     }
     let (sig, sig_clones) = split_clones(signature);
     let (name, name_clones) = split_clones(short);
+    // cpp_demangle keeps a method's qualifiers; c++filt -p does not.
+    let name = strip_qualifiers(name);
     if sig_clones != name_clones || name.is_empty() {
         return None;
     }
     let params = param_list(sig)?;
     let at = params.checked_sub(name.len())?;
     let before_ok = at == 0 || sig[..at].ends_with(' ');
-    (before_ok && sig.get(at..params) == Some(name)).then(|| short.to_string())
+    (before_ok && sig.get(at..params) == Some(name)).then(|| format!("{name}{name_clones}"))
 }
 
 /// The name without parameters and return type cut out of a signature
@@ -213,10 +217,21 @@ fn find_name(signature: &str, short: &str) -> Option<String> {
 fn strip_signature(signature: &str) -> Option<String> {
     let (sig, clones) = split_clones(signature);
     let head = &sig[..param_list(sig)?];
+    // A function named by an operator as its last component is no
+    // template (its template arguments would follow): no return type is
+    // printed, and the head is the name as it is.
+    const OPERATORS: [&str; 4] = ["::operator()", "::operator[]", "::operator<", "::operator>"];
+    let (head, operator) = match OPERATORS.iter().find(|o| head.ends_with(*o)) {
+        Some(o) => (&head[..head.len() - o.len()], *o),
+        None => (head, ""),
+    };
     const AMBIGUOUS: [&str; 8] = [
         "operator", ")<(", ")>(", ")<<(", ")>>(", ")<=(", ")>=(", "->",
     ];
-    if head.is_empty() || head.ends_with(')') || AMBIGUOUS.iter().any(|a| head.contains(a)) {
+    if head.is_empty()
+        || head.ends_with(')') && operator.is_empty()
+        || AMBIGUOUS.iter().any(|a| head.contains(a))
+    {
         return None;
     }
     // The return type, printed for templates only, ends at the last space
@@ -234,10 +249,24 @@ fn strip_signature(signature: &str) -> Option<String> {
             return None;
         }
     }
-    if depth != 0 || (start > 0 && !head.ends_with('>')) {
+    if depth != 0 || (start > 0 && (!head.ends_with('>') || !operator.is_empty())) {
         return None;
     }
-    Some(format!("{}{clones}", &head[start..]))
+    Some(format!("{}{operator}{clones}", &head[start..]))
+}
+
+/// `s` without the qualifiers of a method (`const`, `&&`, …) at its end.
+fn strip_qualifiers(s: &str) -> &str {
+    let mut end = s;
+    loop {
+        let before = end;
+        for q in [" const", " volatile", " &&", " &", " noexcept", " restrict"] {
+            end = end.strip_suffix(q).unwrap_or(end);
+        }
+        if end == before {
+            return end;
+        }
+    }
 }
 
 /// Splits ` [clone .cold]`-style suffixes off a demangled name.
@@ -255,16 +284,7 @@ fn split_clones(s: &str) -> (&str, &str) {
 /// Where the parameter list of a function signature starts: the `(`
 /// matching the last `)`, after the method's qualifiers.
 fn param_list(sig: &str) -> Option<usize> {
-    let mut end = sig;
-    loop {
-        let before = end;
-        for q in [" const", " volatile", " &&", " &", " noexcept", " restrict"] {
-            end = end.strip_suffix(q).unwrap_or(end);
-        }
-        if end == before {
-            break;
-        }
-    }
+    let end = strip_qualifiers(sig);
     let b = end.as_bytes();
     if b.last() != Some(&b')') {
         return None;
@@ -329,6 +349,14 @@ mod tests {
         assert_eq!(find_name(sig, "f<int> [clone .cold]"), None);
         assert_eq!(find_name(sig, "ns::f<int>"), None);
         assert_eq!(
+            find_name(
+                "m::{lambda(int)#1}::operator()(int) const",
+                "m::{lambda(int)#1}::operator() const"
+            )
+            .as_deref(),
+            Some("m::{lambda(int)#1}::operator()")
+        );
+        assert_eq!(
             find_name("vtable for A", "vtable for A").as_deref(),
             Some("vtable for A")
         );
@@ -351,5 +379,14 @@ mod tests {
         assert_eq!(cut("bool ns::operator< <int>(int, int)"), None);
         assert_eq!(cut("void f<((1)>(2))>()"), None);
         assert_eq!(cut("vtable for A"), None);
+        assert_eq!(
+            cut("main::{lambda(int)#1}::operator()(int) const").as_deref(),
+            Some("main::{lambda(int)#1}::operator()")
+        );
+        assert_eq!(
+            cut("ns::K::operator<(ns::K const&) const").as_deref(),
+            Some("ns::K::operator<")
+        );
+        assert_eq!(cut("bool ns::operator< <int>(int, int)"), None);
     }
 }
