@@ -578,3 +578,52 @@ fn shared_between_threads() {
     send_sync::<Mapped>();
     send_sync::<Symbol>();
 }
+
+/// `source` compiled to assembly, instrumented by `ftail_instrument`
+/// (what `ftail cc` does), assembled and linked.
+fn build_instrumented(dir: &Path, source: &str, out: &str, args: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{out}.c"));
+    std::fs::write(&src, source).unwrap();
+    let asm = dir.join(format!("{out}.s"));
+    run(Command::new("gcc")
+        .args(["-O2", "-S", "-o"])
+        .arg(&asm)
+        .arg(&src));
+    let text = std::fs::read_to_string(&asm).unwrap();
+    let rewritten = ftail_instrument::rewrite(&text).unwrap();
+    let sites = dir.join(format!("{out}.ftail.s"));
+    std::fs::write(&sites, rewritten.text).unwrap();
+    let exe = dir.join(out);
+    run(Command::new("gcc")
+        .args(args)
+        .arg("-Wl,--build-id")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&sites));
+    exe
+}
+
+#[test]
+fn site_tables_name_entries_even_when_stripped() {
+    let d = tempfile::tempdir().unwrap();
+    let exe = build_instrumented(d.path(), C_SOURCE, "inst", &["-pie"]);
+    let funcs = crate::sites::read(&std::fs::read(&exe).unwrap()).unwrap();
+    assert!(funcs.iter().any(|f| f.name == "beta"), "{funcs:?}");
+    run(Command::new("strip").arg("--strip-all").arg(&exe));
+    assert!(nm(&exe).is_empty());
+    let id = build_id(&exe);
+    let bias = 0x5555_1234_0000;
+    let m = SymbolCache::new(only(&[])).module(&exe, Some(&id), bias);
+    assert!(m.diagnostics().is_empty(), "{:?}", m.diagnostics());
+    for f in &funcs {
+        for site in &f.sites {
+            // Events carry site + 5, for entries and exits alike.
+            let s = m.lookup(bias + site.addr + 5).unwrap();
+            assert_eq!((&*s.name, s.source), (f.name.as_str(), Source::Sites));
+        }
+    }
+    // A rebuilt file's tables are not used either.
+    let m = SymbolCache::new(only(&[])).module(&exe, Some("00112233"), bias);
+    let entry = funcs[0].sites[0].addr;
+    assert_eq!(m.lookup(bias + entry + 5), None);
+}
