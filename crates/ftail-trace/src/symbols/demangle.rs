@@ -17,10 +17,15 @@
 //! rejects a name, it stays mangled, like `c++filt` leaves it. Without
 //! libstdc++ on the system, `cpp_demangle` alone decides.
 //!
-//! **Rationale:** measured on the names of libstdc++, LLVM, clang, Boost,
-//! ICU, fmt and spdlog (`tests/fixtures/demangle`), `cpp_demangle` agrees
-//! with `c++filt` on 86% of signatures, libiberty through libstdc++ on
-//! 99.5% (the rest is punctuation the newer binutils prints differently).
+//! **Rationale:** measured against binutils 2.40 `c++filt` on the 96,026
+//! C++ names exported by libstdc++, LLVM 19, clang 19, Boost, ICU, fmt
+//! and spdlog, `cpp_demangle` alone agrees on 93.1% of signatures and
+//! 94.0% of names without parameters, and gets 6,087 wrong or leaves
+//! them mangled; the combination agrees on 99.5% and 99.6% and gets none
+//! wrong (the rest is punctuation GCC 12's libiberty prints differently
+//! from binutils 2.40's, or a name shown with its parameters). A sample
+//! of 489 of them, the harder ones over-represented, is checked in with
+//! `c++filt`'s output (`tests/fixtures/demangle`).
 
 use std::borrow::Cow;
 

@@ -114,12 +114,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<Error> for gimli::Error {
-    fn from(_: Error) -> gimli::Error {
-        gimli::Error::Io
-    }
-}
-
 /// Something a user should hear once about a module.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Diagnostic {
