@@ -193,7 +193,7 @@ impl fmt::Display for Diagnostic {
             }
             Diagnostic::Substituted { path, by } => write!(
                 f,
-                "{} has changed since the trace was recorded; using {}, which has the recorded build id",
+                "{} is not the file the trace recorded (changed or gone); using {}, which has its build id",
                 path.display(),
                 by.display()
             ),
