@@ -14,5 +14,6 @@ pub mod reader;
 pub mod replay;
 pub mod report;
 pub mod sites;
+pub mod symbols;
 pub mod trace;
 pub mod view;
