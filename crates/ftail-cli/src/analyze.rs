@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use ftail_trace::names::{for_images, Names};
+use ftail_trace::names::{for_images_with, Names};
 use ftail_trace::reader::dir::TraceDir;
 use ftail_trace::view::Filters;
 
@@ -38,6 +38,11 @@ pub struct ViewArgs {
     /// e.g. 1ms~2.5ms, 10ms~, ~1s)
     #[arg(long, value_name = "START~END", value_parser = parse_range)]
     pub time_range: Option<(f64, f64)>,
+    /// Also look for moved or stripped binaries and their debug files
+    /// here, by build id (repeatable; /usr/lib/debug and the debuginfod
+    /// cache are always looked in)
+    #[arg(long, value_name = "DIR")]
+    pub symbols_dir: Vec<PathBuf>,
 }
 
 /// A duration with an optional unit (ns, us, ms, s; plain: ns), in ns.
@@ -88,10 +93,15 @@ pub struct Opened {
     pub names: Vec<Names>,
 }
 
-/// Opens `dir` and loads its names.
-pub fn open(dir: &Path) -> Result<Opened> {
+/// Opens `dir` and loads its names, looking for files also in
+/// `symbols_dirs`.
+pub fn open(dir: &Path, symbols_dirs: &[PathBuf]) -> Result<Opened> {
     let trace = TraceDir::open(dir)?;
-    let names = for_images(&trace.images);
+    let opts = ftail_trace::symbols::SymbolOptions {
+        symbols_dirs: symbols_dirs.to_vec(),
+        ..Default::default()
+    };
+    let names = for_images_with(&trace.images, opts);
     Ok(Opened { trace, names })
 }
 
@@ -195,26 +205,50 @@ pub fn use_color(when: &str) -> bool {
     }
 }
 
+/// How `ftail replay` lays its lines out.
+#[derive(Args, Debug, Clone)]
+pub struct ReplayShape {
+    /// Columns: any of time, delta, duration, tid
+    #[arg(
+        short = 'f',
+        long,
+        value_name = "FIELDS",
+        default_value = "duration,tid"
+    )]
+    pub fields: String,
+    /// Do not put a call without callees on one line
+    #[arg(long)]
+    pub no_merge: bool,
+    /// The time column shows wall-clock time (Unix seconds)
+    #[arg(long)]
+    pub wall_clock: bool,
+    /// Show each function's source file and line (from debug info)
+    #[arg(long)]
+    pub srcline: bool,
+    /// Colours: auto, always or never
+    #[arg(long, value_name = "WHEN", default_value = "auto",
+          value_parser = ["auto", "always", "never"])]
+    pub color: String,
+    /// Do not page the output on a terminal
+    #[arg(long)]
+    pub no_pager: bool,
+}
+
 /// `ftail replay`.
-pub fn replay(
-    view: &ViewArgs,
-    fields: &str,
-    no_merge: bool,
-    wall_clock: bool,
-    color: &str,
-    no_pager: bool,
-) -> Result<i32> {
-    let o = open(&view.dir)?;
-    let fields = ftail_trace::replay::Field::parse_list(fields).map_err(anyhow::Error::msg)?;
+pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
+    let o = open(&view.dir, &view.symbols_dir)?;
+    let fields =
+        ftail_trace::replay::Field::parse_list(&shape.fields).map_err(anyhow::Error::msg)?;
     let opts = ftail_trace::replay::Options {
         filters: view.filters(&o.trace),
         tids: view.tid.clone(),
         fields,
-        merge_leaves: !no_merge,
-        absolute: wall_clock,
-        color: use_color(color),
+        merge_leaves: !shape.no_merge,
+        absolute: shape.wall_clock,
+        color: use_color(&shape.color),
+        srcline: shape.srcline,
     };
-    let mut sink = Sink::new(!no_pager);
+    let mut sink = Sink::new(!shape.no_pager);
     let r = ftail_trace::replay::replay(&o.trace, &o.names, &opts, &mut sink.out());
     sink.finish(r)?;
     Ok(0)
@@ -226,7 +260,7 @@ pub fn report(view: &ViewArgs, sort: &str, threads: bool, diff: Option<&Path>) -
     let Some(key) = SortKey::parse(sort) else {
         bail!("unknown sort key {sort:?}");
     };
-    let o = open(&view.dir)?;
+    let o = open(&view.dir, &view.symbols_dir)?;
     let opts = Options {
         filters: view.filters(&o.trace),
         tids: view.tid.clone(),
@@ -236,7 +270,7 @@ pub fn report(view: &ViewArgs, sort: &str, threads: bool, diff: Option<&Path>) -
     let text = match diff {
         None => render(&r, key),
         Some(other) => {
-            let b = open(other)?;
+            let b = open(other, &view.symbols_dir)?;
             let opts_b = Options {
                 filters: view.filters(&b.trace),
                 ..opts
@@ -256,7 +290,7 @@ pub fn graph(view: &ViewArgs, func: Option<&str>, callers: Option<&str>) -> Resu
         (Some(f), None) => Kind::Callees(f.to_string()),
         (None, None) => Kind::Whole,
     };
-    let o = open(&view.dir)?;
+    let o = open(&view.dir, &view.symbols_dir)?;
     let text = render(
         &o.trace,
         &o.names,
@@ -286,7 +320,7 @@ pub fn info(dir: &Path) -> Result<i32> {
 
 /// `ftail dump`.
 pub fn dump(view: &ViewArgs) -> Result<i32> {
-    let o = open(&view.dir)?;
+    let o = open(&view.dir, &view.symbols_dir)?;
     let range = view.filters(&o.trace).range;
     let mut sink = Sink::new(false);
     let r = ftail_trace::dump::dump(&o.trace, &o.names, &view.tid, range, &mut sink.out());

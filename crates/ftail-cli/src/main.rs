@@ -107,27 +107,8 @@ enum Cmd {
     Replay {
         #[command(flatten)]
         view: analyze::ViewArgs,
-        /// Columns: any of time, delta, duration, tid
-        #[arg(
-            short = 'f',
-            long,
-            value_name = "FIELDS",
-            default_value = "duration,tid"
-        )]
-        fields: String,
-        /// Do not put a call without callees on one line
-        #[arg(long)]
-        no_merge: bool,
-        /// The time column shows wall-clock time (Unix seconds)
-        #[arg(long)]
-        wall_clock: bool,
-        /// Colours: auto, always or never
-        #[arg(long, value_name = "WHEN", default_value = "auto",
-              value_parser = ["auto", "always", "never"])]
-        color: String,
-        /// Do not page the output on a terminal
-        #[arg(long)]
-        no_pager: bool,
+        #[command(flatten)]
+        shape: analyze::ReplayShape,
     },
     /// Per function: calls, total, self, average, min and max time
     #[command(
@@ -230,14 +211,7 @@ fn ftail_main() -> Result<i32> {
             filter,
             exclude,
         } => ctl::run(pid, action.as_deref(), &filter, &exclude),
-        Cmd::Replay {
-            view,
-            fields,
-            no_merge,
-            wall_clock,
-            color,
-            no_pager,
-        } => analyze::replay(&view, &fields, no_merge, wall_clock, &color, no_pager),
+        Cmd::Replay { view, shape } => analyze::replay(&view, &shape),
         Cmd::Report {
             view,
             sort,

@@ -162,8 +162,17 @@ pub fn live(
             depth: None,
             min_time,
             time_range: None,
+            symbols_dir: Vec::new(),
         };
-        crate::analyze::replay(&view, "duration,tid", false, false, "auto", no_pager)?;
+        let shape = crate::analyze::ReplayShape {
+            fields: "duration,tid".into(),
+            no_merge: false,
+            wall_clock: false,
+            srcline: false,
+            color: "auto".into(),
+            no_pager,
+        };
+        crate::analyze::replay(&view, &shape)?;
     }
     Ok(crate::exit_code(status))
 }

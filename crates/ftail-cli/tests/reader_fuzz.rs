@@ -84,7 +84,10 @@ fn damaged_copy(dir: &Path, changes: &[(usize, Damage)]) -> PathBuf {
         let mut data = std::fs::read(e.path()).unwrap();
         if e.file_name().to_string_lossy().ends_with(".events") {
             // Keep what was written and a little of the sparse tail.
-            let used = data.chunks(16).take_while(|c| c.iter().any(|&b| b != 0)).count();
+            let used = data
+                .chunks(16)
+                .take_while(|c| c.iter().any(|&b| b != 0))
+                .count();
             data.truncate(((used + 8) * 16).min(data.len()));
         }
         files.push((trace.join(e.file_name()), data));

@@ -3,15 +3,19 @@
 //! module mapped at the event's time (a library loaded where another was
 //! unloaded is another module).
 //!
-//! Built once per image from its modules' site tables (exact for every
-//! instrumented function); lookups are one hash probe, so the analyses
-//! can resolve every event.
+//! Built once per image from the symbols of its modules
+//! ([`crate::symbols`]: site tables, ELF symbols and debug files, found by
+//! build id, demangled), with one entry per instrumented function, so
+//! that the analyses resolve every event with one hash probe. A module
+//! whose right file cannot be found is reported, never named from the
+//! wrong one.
 
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::reader::dir::{Image, Module};
+use crate::reader::dir::Image;
+use crate::symbols::{Mapped, SourceLine, SymbolCache, SymbolOptions};
 
 /// A function's index in [`Names`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,12 +27,16 @@ pub struct Function {
     /// Demangled, without parameters (`ns::Klass::method`), as uftrace
     /// shows it; the symbol as compiled for C.
     pub name: Arc<str>,
+    /// Demangled with parameters (the name again for C).
+    pub signature: Arc<str>,
     /// The symbol as compiled (mangled for C++).
     pub mangled: Arc<str>,
     /// Index of its module in [`Image::modules`].
     pub module: usize,
     /// Its entry address as events record it (entry site + 5).
     pub entry: u64,
+    /// Its first byte.
+    pub start: u64,
 }
 
 /// Candidates for one entry address: the functions entered there, each
@@ -44,31 +52,42 @@ enum Candidates {
 pub struct Names {
     funcs: Vec<Function>,
     by_entry: FxHashMap<u64, Candidates>,
-    /// What could not be read, one line per module.
+    /// Per module of the image: its symbols at its bias, and when mapped.
+    modules: Vec<(Mapped, u64, u64)>,
+    /// What could not be read, one line per problem.
     diagnostics: Vec<String>,
 }
 
-fn is_fixed_position(data: &[u8]) -> bool {
-    // e_type at offset 16: ET_EXEC (2) is linked at its run-time address.
-    data.len() > 18 && u16::from_le_bytes([data[16], data[17]]) == 2
-}
-
 impl Names {
-    /// Reads the site tables of `image`'s modules. A module whose file
-    /// cannot be read, or whose build id is no longer the recorded one, is
-    /// named in [`Names::diagnostics`] and left unnamed (its functions show
-    /// as addresses), never named from the wrong file.
-    pub fn load(image: &Image) -> Names {
+    /// Loads the symbols of `image`'s modules through `cache`.
+    pub fn load(image: &Image, cache: &SymbolCache) -> Names {
         let mut names = Names::default();
         let mut spans: FxHashMap<u64, Vec<(u64, u64, FuncId)>> = FxHashMap::default();
         for (mi, m) in image.modules.iter().enumerate() {
-            if let Err(why) = names.load_module(mi, m, &mut spans) {
-                names.diagnostics.push(format!(
-                    "{}: {why}; its functions show as addresses",
-                    m.path.display()
-                ));
+            let mapped = cache.module(&m.path, m.build_id.as_deref(), m.base);
+            let until = m.unloaded.unwrap_or(u64::MAX);
+            for &link in mapped.symbols.site_entries() {
+                let entry = link + mapped.bias;
+                let Some(sym) = mapped.lookup(entry) else {
+                    continue;
+                };
+                let id = FuncId(names.funcs.len() as u32);
+                names.funcs.push(Function {
+                    name: sym.name.clone(),
+                    signature: sym.signature.clone(),
+                    mangled: sym.mangled.clone(),
+                    module: mi,
+                    entry,
+                    start: sym.start,
+                });
+                spans.entry(entry).or_default().push((m.loaded, until, id));
             }
+            names
+                .diagnostics
+                .extend(mapped.diagnostics().iter().map(|d| d.to_string()));
+            names.modules.push((mapped, m.loaded, until));
         }
+        names.diagnostics.dedup();
         names.by_entry = spans
             .into_iter()
             .map(|(addr, mut c)| {
@@ -82,45 +101,6 @@ impl Names {
             })
             .collect();
         names
-    }
-
-    fn load_module(
-        &mut self,
-        mi: usize,
-        m: &Module,
-        spans: &mut FxHashMap<u64, Vec<(u64, u64, FuncId)>>,
-    ) -> Result<(), String> {
-        let data = std::fs::read(&m.path).map_err(|e| format!("cannot be read: {e}"))?;
-        if let (Some(recorded), Some(now)) = (&m.build_id, crate::sites::build_id(&data)) {
-            if *recorded != now {
-                return Err(format!(
-                    "build id is now {now}, the trace recorded {recorded} (the file changed \
-                     since)"
-                ));
-            }
-        }
-        let funcs = crate::sites::read(&data).map_err(|e| e.to_string())?;
-        let bias = if is_fixed_position(&data) { 0 } else { m.base };
-        let until = m.unloaded.unwrap_or(u64::MAX);
-        for f in funcs {
-            let Some(entry) = f
-                .sites
-                .iter()
-                .find(|s| s.kind == ftail_abi::SiteKind::Entry)
-                .map(|s| bias + s.addr + 5)
-            else {
-                continue;
-            };
-            let id = FuncId(self.funcs.len() as u32);
-            self.funcs.push(Function {
-                name: crate::trace::demangle(&f.name).into(),
-                mangled: f.name.into(),
-                module: mi,
-                entry,
-            });
-            spans.entry(entry).or_default().push((m.loaded, until, id));
-        }
-        Ok(())
     }
 
     /// The function entered at `addr` by an event at time `tsc`.
@@ -154,13 +134,43 @@ impl Names {
         }
     }
 
-    /// Lines naming the modules that could not be used, and why.
+    /// The symbol any address at time `tsc` falls in (an exit site, a
+    /// function without tables), as `name+offset`.
+    pub fn symbolize(&self, addr: u64, tsc: u64) -> Option<String> {
+        self.modules
+            .iter()
+            .filter(|(_, from, until)| *from <= tsc && tsc < *until)
+            .find_map(|(m, ..)| m.lookup(addr))
+            .map(|s| {
+                if s.offset == 0 {
+                    s.name.to_string()
+                } else {
+                    format!("{}+{:#x}", s.name, s.offset)
+                }
+            })
+    }
+
+    /// The source line where a function begins, from its module's DWARF
+    /// (its first byte's line: the line of its opening brace).
+    pub fn srcline(&self, id: FuncId) -> Option<SourceLine> {
+        let f = self.function(id);
+        self.modules.get(f.module)?.0.srcline(f.start)
+    }
+
+    /// Lines naming the modules that could not be used as recorded, and
+    /// why.
     pub fn diagnostics(&self) -> &[String] {
         &self.diagnostics
     }
 }
 
-/// The names of every image of a trace, loaded once each.
+/// The names of every image of a trace, each module read once.
 pub fn for_images(images: &[Image]) -> Vec<Names> {
-    images.iter().map(Names::load).collect()
+    for_images_with(images, SymbolOptions::default())
+}
+
+/// [`for_images`] with where to look for moved or stripped files.
+pub fn for_images_with(images: &[Image], opts: SymbolOptions) -> Vec<Names> {
+    let cache = SymbolCache::new(opts);
+    images.iter().map(|i| Names::load(i, &cache)).collect()
 }

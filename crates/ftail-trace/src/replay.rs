@@ -76,6 +76,8 @@ pub struct Options {
     pub absolute: bool,
     /// Colours (durations by size, how calls ended).
     pub color: bool,
+    /// The source line of each function entered (`--srcline`).
+    pub srcline: bool,
 }
 
 impl Default for Options {
@@ -87,6 +89,7 @@ impl Default for Options {
             merge_leaves: true,
             absolute: false,
             color: false,
+            srcline: false,
         }
     }
 }
@@ -115,6 +118,7 @@ pub fn replay(
             origin,
             last: None,
             buf: Vec::with_capacity(256),
+            srclines: vec![None; names.functions().len()],
         };
         r.run(out)?;
     }
@@ -154,6 +158,8 @@ struct ImageReplay<'a> {
     last: Option<u64>,
     /// The line being built (kept to reuse its allocation).
     buf: Vec<u8>,
+    /// Source lines looked up so far, by function.
+    srclines: Vec<Option<Option<Box<str>>>>,
 }
 
 impl ImageReplay<'_> {
@@ -273,6 +279,7 @@ impl ImageReplay<'_> {
                 indent(&mut line, depth);
                 self.name(&mut line, func, addr, tsc);
                 line.extend_from_slice(b"() {");
+                self.srcline(&mut line, func);
             }
             Shown::Leaf {
                 addr,
@@ -284,6 +291,7 @@ impl ImageReplay<'_> {
                 indent(&mut line, depth);
                 self.name(&mut line, func, addr, start);
                 line.extend_from_slice(b"();");
+                self.srcline(&mut line, func);
             }
             Shown::Leave {
                 addr,
@@ -304,6 +312,22 @@ impl ImageReplay<'_> {
         let r = out.write_all(&line);
         self.buf = line;
         r
+    }
+
+    /// ` /* file:line */` of the function's entry, when asked and known
+    /// (looked up once per function).
+    fn srcline(&mut self, line: &mut Vec<u8>, func: Option<FuncId>) {
+        let (true, Some(f)) = (self.opts.srcline, func) else {
+            return;
+        };
+        let names = self.names;
+        let text = self.srclines[f.0 as usize]
+            .get_or_insert_with(|| names.srcline(f).map(|s| s.to_string().into_boxed_str()));
+        if let Some(t) = text {
+            line.extend_from_slice(b" /* ");
+            line.extend_from_slice(t.as_bytes());
+            line.extend_from_slice(b" */");
+        }
     }
 
     /// The function's name, or the site's address.

@@ -280,14 +280,7 @@ fn is_fixed_position(data: &[u8]) -> bool {
 
 /// C++ names demangled; others as they are.
 pub fn demangle(name: &str) -> String {
-    if name.starts_with("_Z") {
-        if let Ok(sym) = cpp_demangle::Symbol::new(name) {
-            if let Ok(s) = sym.demangle(&cpp_demangle::DemangleOptions::new().no_params()) {
-                return s;
-            }
-        }
-    }
-    name.to_string()
+    crate::symbols::demangle(name, false).into_owned()
 }
 
 #[cfg(test)]

@@ -20,28 +20,10 @@ use ftail_abi::trace::EventKind;
 use crate::names::{FuncId, Names};
 use crate::reader::calls::Step;
 
-/// Shell-style glob: `*` any run, `?` one character.
+/// Whether `pattern` (a shell-style glob: `*`, `?`, `[a-z]`) matches
+/// `text`.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
+    crate::symbols::Glob::new(pattern).is_match(text)
 }
 
 /// What to show.
@@ -70,13 +52,15 @@ impl Matches {
     /// Matches every function of `names` against the filters' globs once.
     pub fn new(filters: &Filters, names: &Names) -> Matches {
         let any = |globs: &[String]| -> Vec<bool> {
+            let globs: Vec<crate::symbols::Glob> =
+                globs.iter().map(|g| crate::symbols::Glob::new(g)).collect();
             names
                 .functions()
                 .iter()
                 .map(|f| {
-                    globs
-                        .iter()
-                        .any(|g| glob(g, &f.name) || glob(g, &f.mangled))
+                    globs.iter().any(|g| {
+                        g.is_match(&f.name) || g.is_match(&f.signature) || g.is_match(&f.mangled)
+                    })
                 })
                 .collect()
         };

@@ -282,6 +282,9 @@ pub struct ModuleSymbols {
     names: Vec<Name>,
     /// Sorted by start; one entry per start.
     entries: Vec<Entry>,
+    /// Link-time entry addresses of the instrumented functions (entry
+    /// site + 5: what an entry event records), from the site tables.
+    site_entries: Vec<u64>,
     /// The file with DWARF, if any: the debug file or the binary.
     dwarf_file: Option<elf::ElfFile>,
     lines: OnceLock<Option<srcline::Lines>>,
@@ -309,12 +312,19 @@ impl ModuleSymbols {
         let found = locate::locate(path, build_id.as_deref(), opts);
         let mut diagnostics = found.diagnostics;
         let mut table = TableBuilder::default();
+        let mut site_entries = Vec::new();
         if let Some(bin) = &found.binary {
             // The tables are read only from a file with the recorded id
             // (`locate` returns no other).
             match crate::sites::read(&bin.data) {
                 Ok(funcs) => {
                     for f in funcs {
+                        site_entries.extend(
+                            f.sites
+                                .iter()
+                                .filter(|s| s.kind == ftail_abi::SiteKind::Entry)
+                                .map(|s| s.addr + 5),
+                        );
                         let name = table.name(f.name, Source::Sites);
                         table.push(f.start, u64::from(f.size), name, 0);
                         if let Some((start, size)) = f.cold {
@@ -359,11 +369,19 @@ impl ModuleSymbols {
             fixed,
             names,
             entries,
+            site_entries,
             dwarf_file,
             lines: OnceLock::new(),
             diagnostics,
             late_diagnostics: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Link-time entry addresses of the instrumented functions, as entry
+    /// events record them (entry site + 5); empty when the tables could not
+    /// be read from a file with the recorded build id.
+    pub fn site_entries(&self) -> &[u64] {
+        &self.site_entries
     }
 
     /// The recorded path.
