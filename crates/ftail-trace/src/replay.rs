@@ -1,6 +1,11 @@
 //! `ftail replay`: the call graph as text, in the style of uftrace and
 //! ftrace's function_graph: one line per call, durations on the closing
 //! line (or on the line of a call without traced callees).
+//!
+//! A function alive on a stack the thread switched away from (a
+//! coroutine) shows as slices: `} /* f (switched out) */` ends one,
+//! `f() { /* resumed */` opens the next where the stack ran again; each
+//! slice's duration is its own.
 
 use std::fmt::Write as _;
 
@@ -42,6 +47,17 @@ fn render_process(out: &mut String, p: &Process) {
                     let _ = writeln!(out, "{:>10} [{:>6}] | {indent}{name}() {{", "", t.tid);
                     stack.push((name, e.tsc));
                 }
+                // A function that was switched out runs again: a new slice
+                // of it, where execution is now.
+                Some(EventKind::Resumed) => {
+                    let name = syms.name(e.addr());
+                    let _ = writeln!(
+                        out,
+                        "{:>10} [{:>6}] | {indent}{name}() {{ /* resumed */",
+                        "", t.tid
+                    );
+                    stack.push((name, e.tsc));
+                }
                 Some(kind) => {
                     let Some((name, start)) = stack.pop() else {
                         i += 1;
@@ -52,6 +68,7 @@ fn render_process(out: &mut String, p: &Process) {
                         EventKind::TailExit => " (tail call)",
                         EventKind::Unwound => " (unwound)",
                         EventKind::Truncated => " (buffer full: exit not recorded)",
+                        EventKind::Suspended => " (switched out)",
                         _ => "",
                     };
                     let d = duration(e.tsc.saturating_sub(start), hz);

@@ -15,7 +15,8 @@ pub struct FunctionStats {
     /// Recorded calls (entries).
     pub calls: u64,
     /// Time from entry to exit, summed, in nanoseconds (a recursive
-    /// function's inner calls count again, as in uftrace).
+    /// function's inner calls count again, as in uftrace); for a function
+    /// switched out on a coroutine's stack, the slices it ran.
     pub total_ns: f64,
     /// Total minus the time of its traced callees.
     pub self_ns: f64,
@@ -36,6 +37,12 @@ pub fn stats(trace: &Trace) -> HashMap<String, FunctionStats> {
                         let name = syms.name(e.addr());
                         out.entry(name.clone()).or_default().calls += 1;
                         stack.push((name, e.tsc, 0));
+                    }
+                    // A suspended function's time is the sum of the slices
+                    // it ran (Entry or Resumed to its next close): the
+                    // time its stack was switched out is not its own.
+                    Some(EventKind::Resumed) => {
+                        stack.push((syms.name(e.addr()), e.tsc, 0));
                     }
                     Some(_) => {
                         let Some((name, start, callees)) = stack.pop() else {
