@@ -32,13 +32,33 @@ pub struct ThreadState {
     pub limit: u64,
     /// Base of the side stack of converted tail calls (`SideEntry` array).
     pub side: u64,
-    /// Number of entries on the side stack.
+    /// Number of entries on the side stack: the live ones and the dead
+    /// ones ([`SIDE_DEAD`]) below the top live one.
     pub side_depth: u64,
     /// Capacity of the side stack in entries.
     pub side_cap: u64,
     /// End of the reserve after `end` that holds the closing events written
     /// when the buffer fills up; 0 once used.
     pub reserve_end: u64,
+    /// Base of the store of parked frames (`StackEntry` array, mapped on
+    /// first use): frames alive on stacks the thread switched away from,
+    /// in the order they were open (see `stacks.rs`).
+    pub parked: u64,
+    /// Number of parked frames.
+    pub parked_len: u64,
+    /// Capacity of the parked store in entries (0 until mapped).
+    pub parked_cap: u64,
+    /// CFA the first function of a context made by `makecontext` has, set
+    /// by a switch into such a fresh context until the next event; 0 when
+    /// none is expected.
+    pub fresh_base: u64,
+    /// Nonzero while parked frames are being moved: a signal handler's
+    /// slow path that interrupts it leaves them alone.
+    pub busy: u64,
+    /// CFA of the first function of a `makecontext` context that ended
+    /// ([`BASE`]): the thread goes on at the context's `uc_link`, which
+    /// the next slow path looks up; 0 when none. Written by `tramp.rs`.
+    pub ended_base: u64,
 }
 
 /// A return address a convert thunk took off the stack, and where it was.
@@ -47,7 +67,8 @@ pub struct ThreadState {
 pub struct SideEntry {
     /// The tail-calling function's return address.
     pub ret: u64,
-    /// The stack slot it was taken from (the function's CFA − 8).
+    /// The stack slot it was taken from (the function's CFA − 8);
+    /// [`SIDE_DEAD`] set once the entry is free.
     pub slot: u64,
     /// The caller's rbx, while rbx points at this entry.
     pub rbx: u64,
@@ -62,6 +83,15 @@ pub const STATUS_NEW: u64 = 0;
 pub const STATUS_RECORDING: u64 = 1;
 /// Status: this thread records nothing (setup failed or runtime disabled).
 pub const STATUS_OFF: u64 = 2;
+/// Status: recording, but the thread switched stacks (a context switch
+/// was seen, or the first function of a context ended): the next event
+/// takes the slow path, which brings the trace stack in line first.
+pub const STATUS_SWITCHED: u64 = 3;
+
+/// Whether a thread with this status records.
+pub fn recording(status: u64) -> bool {
+    status == STATUS_RECORDING || status == STATUS_SWITCHED
+}
 
 const _: () = {
     use std::mem::offset_of;
@@ -77,6 +107,9 @@ const _: () = {
     assert!(offset_of!(ThreadState, side_depth) == 72);
     assert!(offset_of!(ThreadState, side_cap) == 80);
     assert!(offset_of!(ThreadState, reserve_end) == 88);
+    assert!(offset_of!(ThreadState, ended_base) == 136);
+    assert!(STATUS_RECORDING == 1 && STATUS_SWITCHED == 3);
+    assert!(MARKED == 1 << 63 && CONVERTED == 1 << 62 && BASE == 1 << 61);
     assert!(std::mem::size_of::<SideEntry>() == 32);
     assert!(offset_of!(SideEntry, slot) == 8);
     assert!(offset_of!(SideEntry, rbx) == 16);
@@ -91,7 +124,9 @@ pub struct StackEntry {
     /// address, plus nothing: the address just above the return address).
     pub cfa: u64,
     /// Entry address (site + 5) in the low 48 bits; [`MARKED`] when the
-    /// function has passed a tail site in `mark` mode.
+    /// function has passed a tail site in `mark` mode, [`CONVERTED`] while
+    /// its tail call runs through a convert thunk, [`BASE`] for the first
+    /// function of a `makecontext` context.
     pub word: u64,
 }
 
@@ -100,12 +135,25 @@ pub const MARKED: u64 = 1 << 63;
 /// Bit of [`StackEntry::word`]: the function's tail call runs through a
 /// convert thunk, which will report its exit when the callee returns.
 pub const CONVERTED: u64 = 1 << 62;
+/// Bit of [`StackEntry::word`]: the first function of a context made by
+/// `makecontext`. When it ends the context ends too, and the thread goes
+/// on at the context's `uc_link` (through libc's internal `setcontext`,
+/// which no wrapper sees) or exits: its exit takes the slow path, or its
+/// tail callers' pop notes it, and the next event brings the trace stack
+/// in line with the `uc_link` context ([`ThreadState::ended_base`],
+/// [`STATUS_SWITCHED`]).
+pub const BASE: u64 = 1 << 61;
+
+/// Bit of [`SideEntry::slot`]: the entry is free (its thunk has
+/// returned, or it was left behind by a longjmp). Slots are 8-aligned.
+pub const SIDE_DEAD: u64 = 1;
 
 thread_local! {
     static STATE: UnsafeCell<ThreadState> = const {
         UnsafeCell::new(ThreadState {
             cursor: 0, end: 0, depth: 0, stack: 0, stack_cap: 0, status: STATUS_NEW,
             lost: 0, limit: 0, side: 0, side_depth: 0, side_cap: 0, reserve_end: 0,
+            parked: 0, parked_len: 0, parked_cap: 0, fresh_base: 0, busy: 0, ended_base: 0,
         })
     };
 }

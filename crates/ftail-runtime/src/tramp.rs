@@ -24,6 +24,13 @@
 //! same thread cannot split, so a traced handler that interrupts a
 //! trampoline gets its own slots.
 //!
+//! A status other than "recording" (1) sends every trampoline to its slow
+//! path: a thread's first event, and the event after a stack switch
+//! (`STATUS_SWITCHED`, see `stacks.rs`). The exit paths also leave the
+//! fast path for the first function of a `makecontext` context (bit 61 of
+//! its trace-stack word, `BASE`), whose return is followed by a switch to
+//! its `uc_link` that no wrapper sees.
+//!
 //! After the four pushes of every trampoline the frame is:
 //! `[rsp]` r11, `[rsp+8]` rdx, `[rsp+16]` rcx, `[rsp+24]` rax,
 //! `[rsp+32]` site + 5, `[rsp+40]` the function's return address, and the
@@ -31,9 +38,10 @@
 
 use crate::hooks::{
     ftail_slow_entry, ftail_slow_exit, ftail_slow_full_entry, ftail_slow_full_exit,
-    ftail_slow_full_tail, ftail_slow_setup, ftail_slow_tail_return,
+    ftail_slow_full_tail, ftail_slow_setup, ftail_slow_side_enter, ftail_slow_side_leave,
+    ftail_slow_tail_mark, ftail_slow_tail_return,
 };
-use crate::state::{FTAIL_MAX_DEPTH, FTAIL_TLS_OFFSET, FTAIL_XSAVE_SIZE};
+use crate::state::{FTAIL_MAX_DEPTH, FTAIL_TLS_OFFSET, FTAIL_XSAVE_SIZE, STATUS_SWITCHED};
 
 extern "C" {
     /// Called by entry sites.
@@ -166,6 +174,54 @@ std::arch::global_asm!(
     .cfi_adjust_cfa_offset -8
     .endm
 
+    # Calls the side-stack slow path \fn(state, slot, rbx, results) with
+    # every register and the x87/SSE state saved, 16-byte aligned; \slot
+    # is the offset from rbp (after the six pushes) of the tail caller's
+    # return address slot. \fn writes two words at `results`, which come
+    # back in rax and rcx (both saved by FTAIL_PUSH4).
+    .macro FTAIL_SLOW_SIDE fn, slot
+    push %rsi
+    .cfi_adjust_cfa_offset 8
+    push %rdi
+    .cfi_adjust_cfa_offset 8
+    push %r8
+    .cfi_adjust_cfa_offset 8
+    push %r9
+    .cfi_adjust_cfa_offset 8
+    push %r10
+    .cfi_adjust_cfa_offset 8
+    push %rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %rbp, 0
+    mov %rsp, %rbp
+    .cfi_def_cfa_register %rbp
+    sub $16, %rsp                    # the results, at rbp-16
+    FTAIL_SAVE_EXTENDED
+    mov %r11, %rdi
+    lea \slot(%rbp), %rsi
+    mov %rbx, %rdx
+    lea -16(%rbp), %rcx
+    call \fn
+    FTAIL_RESTORE_EXTENDED
+    mov -16(%rbp), %rax
+    mov -8(%rbp), %rcx
+    mov %rbp, %rsp
+    .cfi_def_cfa_register %rsp
+    pop %rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %rbp
+    pop %r10
+    .cfi_adjust_cfa_offset -8
+    pop %r9
+    .cfi_adjust_cfa_offset -8
+    pop %r8
+    .cfi_adjust_cfa_offset -8
+    pop %rdi
+    .cfi_adjust_cfa_offset -8
+    pop %rsi
+    .cfi_adjust_cfa_offset -8
+    .endm
+
     # The slot reserved by xadd (rdx) is past the end of the mapped-ahead
     # part of the buffer: while the buffer is not full (the reserve is
     # unused) call \fn(state, cfa, site + 5, slot), which maps more and
@@ -202,6 +258,12 @@ std::arch::global_asm!(
     jne \done
     btq $63, -8(%rax)
     jnc \done                        # not marked: not a tail caller
+    btq $61, -8(%rax)
+    jnc .Lnot_base\@
+    mov -16(%rax), %rdx              # a context's first function ended:
+    mov %rdx, {ended_base}(%r11)     # its uc_link switch is unseen, the
+    movq ${switched}, 40(%r11)       # next event's slow path does it
+.Lnot_base\@:
     decq 16(%r11)
     cmp {maxdepth}(%rip), %rcx
     ja \loop                         # deeper than -D: not written
@@ -318,9 +380,9 @@ ftail_exit:
     lea 48(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f                           # not our frame on top: resynchronise
-    btq $63, -8(%rax)
-    jc 8f                            # top marked by a tail site
-    decq 16(%r11)                    # pop
+    testb $0xa0, -1(%rax)
+    jnz 8f                           # top marked by a tail site, or the
+    decq 16(%r11)                    # first function of a context: pop
     cmp {maxdepth}(%rip), %rcx
     ja .Lexit_callers                # popped entry was deeper than -D
     rdtsc
@@ -350,7 +412,7 @@ ftail_tail_mark:
     .cfi_startproc
     FTAIL_PUSH4
     cmpq $1, 40(%r11)
-    jne 9f
+    jne 7f
     mov 16(%r11), %rcx
     test %rcx, %rcx
     jz 9f
@@ -361,6 +423,10 @@ ftail_tail_mark:
     jne 9f                           # the tail caller's entry was not seen
     btsq $63, -8(%rcx)               # mark: ends when its callee returns
 9:  FTAIL_POP4_RET
+7:  cmpq ${switched}, 40(%r11)       # after a stack switch: in line first
+    jne 9b
+    FTAIL_SLOW {slow_tail_mark}
+    jmp 9b
     .cfi_endproc
     .size ftail_tail_mark, .-ftail_tail_mark
 
@@ -376,8 +442,15 @@ ftail_tail_mark:
     # until the callee returns: rbx is callee-saved, so the callee keeps
     # it, and the thunk's unwind info (`unwind.rs`) finds the return
     # address and the caller's rbx through it. A tail jump never reads rbx
-    # (the tail caller has restored it for its own caller). ZF=1 says "converted"; ZF=0 (side stack unavailable or
-    # full) leaves the stack alone and the thunk takes the original jump.
+    # (the tail caller has restored it for its own caller). ZF=1 says
+    # "converted"; ZF=0 (side stack unavailable or full) leaves the stack
+    # alone and the thunk takes the original jump. The side stack is one
+    # array per thread, but the thunks of several stacks (coroutines
+    # switched out inside a converted tail call) may be in flight: an
+    # entry is found again through rbx, never moved, and freed in place;
+    # when the top entry's slot is below ours (left behind by a longjmp,
+    # or another stack's) the Rust slow path decides and may reuse a freed
+    # entry.
     # Every call is matched by its own ret: a shadow stack stays in step.
     .p2align 4
     .globl ftail_convert_enter
@@ -389,21 +462,15 @@ ftail_convert_enter:
     cmpq $1, 40(%r11)
     jne 8f
 1:  lea 40(%rsp), %rdx               # our slot
-2:  mov 72(%r11), %rcx               # drop stale entries (longjmp past a
-    test %rcx, %rcx                  # thunk): their slot is below ours
+    mov 72(%r11), %rcx
+    test %rcx, %rcx
     jz 3f
     mov %rcx, %rax
     shl $5, %rax
     add 64(%r11), %rax               # &side[depth]; the top is at -32
     cmp %rdx, -24(%rax)
-    jae 3f
-    mov %rdx, %rax
-    sub -24(%rax), %rax              # never across stacks: within 256 MiB
-    cmp $0x10000000, %rax
-    jae 3f
-    decq 72(%r11)
-    jmp 2b
-3:  cmp 80(%r11), %rcx
+    jb 7f                            # top below our slot: left behind by
+3:  cmp 80(%r11), %rcx               # a longjmp, or another stack's
     jae 9f                           # full: take the original jump
     mov %rcx, %rax
     shl $5, %rax
@@ -412,7 +479,7 @@ ftail_convert_enter:
     incq 72(%r11)                    # (see ftail_entry)
     FTAIL_SIDE_ENTRY
     mov %rax, %rbx                   # borrowed until the callee returns
-    mov 16(%r11), %rcx               # flag the function's trace entry:
+2:  mov 16(%r11), %rcx               # flag the function's trace entry:
     test %rcx, %rcx                  # its exit comes from the thunk
     jz 4f
     shl $4, %rcx
@@ -445,6 +512,13 @@ ftail_convert_enter:
     ret
     int3
     .cfi_adjust_cfa_offset 32
+7:  FTAIL_SLOW_SIDE {slow_side_enter}, 88 # rax: the entry (0: full)
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    test %rax, %rax
+    jz 9b
+    mov %rax, %rbx                   # borrowed until the callee returns
+    jmp 2b
 8:  FTAIL_SLOW {slow_setup}
     mov {tls}(%rip), %r11
     add %fs:0, %r11
@@ -458,7 +532,9 @@ ftail_convert_enter:
     # returned into the thunk (rsp at the function's CFA; rax, rdx, xmm0-1
     # and st0-1 hold return values). Puts the saved return address back in
     # its slot and rbx back, records the function's exit and returns to
-    # its caller.
+    # its caller. The side entry is the one rbx points at (the callee kept
+    # rbx); when it is not the top one, the Rust slow path frees it in
+    # place. A missing entry (its return address is lost) is fatal: ud2.
     .p2align 4
     .globl ftail_convert_leave
     .hidden ftail_convert_leave
@@ -469,24 +545,23 @@ ftail_convert_leave:
     sub $8, %rsp                     # the slot again; the return address
     .cfi_adjust_cfa_offset 8         # goes back into it below
     FTAIL_PUSH4                      # slot: rsp+32; CFA: rsp+40
-    lea 32(%rsp), %rdx
-1:  mov 72(%r11), %rcx
-    test %rcx, %rcx
+    mov 72(%r11), %rcx               # rbx points at our side entry (the
+    test %rcx, %rcx                  # callee kept it): the top one?
     jz 6f
-    mov %rcx, %rax
-    shl $5, %rax
-    add 64(%r11), %rax
-    cmp %rdx, -24(%rax)
-    je 2f
-    ja 6f                            # our entry is missing: cannot go on
-    decq 72(%r11)                    # stale (below us): drop
-    jmp 1b
-2:  mov -32(%rax), %rcx
-    mov %rcx, 32(%rsp)               # the return address, back in place
-    mov -16(%rax), %rbx              # and the borrowed register
+    shl $5, %rcx
+    add 64(%r11), %rcx
+    sub $32, %rcx                    # &side[depth - 1]
+    cmp %rcx, %rbx
+    jne 6f                           # entries of other stacks above it, or
+    lea 32(%rsp), %rdx               # left behind by a longjmp: slow
+    cmp %rdx, 8(%rcx)
+    jne 6f
+    mov (%rcx), %rax
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov 16(%rcx), %rbx               # and the borrowed register
     decq 72(%r11)
-    cmpq $1, 40(%r11)
-    jne 9f
+2:  cmpq $1, 40(%r11)
+    jne 10f
     mov 16(%r11), %rcx               # the function's trace entry on top?
     test %rcx, %rcx
     jz 9f
@@ -496,6 +571,8 @@ ftail_convert_leave:
     lea 40(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f
+    testb $0x20, -1(%rax)            # the first function of a context
+    jnz 8f
     decq 16(%r11)                    # pop it
     cmp {maxdepth}(%rip), %rcx
     ja .Lleave_callers
@@ -533,7 +610,18 @@ ftail_convert_leave:
     pop %rdi
     pop %rsi
     jmp 9b
-6:  ud2                              # the side stack lost our entry
+10: cmpq ${switched}, 40(%r11)       # after a stack switch: in line first
+    je 8b
+    jmp 9b
+6:  FTAIL_SLOW_SIDE {slow_side_leave}, 80 # rax: return address, rcx: rbx
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    test %rax, %rax
+    jz 5f
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov %rcx, %rbx                   # and the borrowed register
+    jmp 2b
+5:  ud2                              # the side stack lost our entry
     .cfi_endproc
     .size ftail_convert_leave, .-ftail_convert_leave
 "#,
@@ -547,6 +635,11 @@ ftail_convert_leave:
     full_exit = sym ftail_slow_full_exit,
     full_tail = sym ftail_slow_full_tail,
     slow_tail_return = sym ftail_slow_tail_return,
+    slow_tail_mark = sym ftail_slow_tail_mark,
+    slow_side_enter = sym ftail_slow_side_enter,
+    slow_side_leave = sym ftail_slow_side_leave,
+    switched = const STATUS_SWITCHED,
+    ended_base = const std::mem::offset_of!(crate::state::ThreadState, ended_base),
     options(att_syntax)
 );
 
@@ -594,3 +687,77 @@ macro_rules! variadic_exec_wrapper {
 variadic_exec_wrapper!(execl, 0);
 variadic_exec_wrapper!(execlp, 1);
 variadic_exec_wrapper!(execle, 2);
+
+/// `swapcontext(oucp, ucp)`: lets [`crate::stacks::before_swapcontext`]
+/// record the switch (with the caller's stack pointer after the call, and
+/// `ucp`), then jumps to libc's function with every argument and the
+/// caller's stack untouched, so the context it saves returns to the
+/// caller. ABI: a plain function call; only `rdi` and `rsi` matter to
+/// libc's function, and the callee-saved registers are kept by the Rust
+/// call; rsp is 16-byte aligned for it (8 at entry plus three words).
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn swapcontext() {
+    std::arch::naked_asm!(
+        "push %rdi",
+        "push %rsi",
+        "sub $8, %rsp",
+        "lea 32(%rsp), %rdi",
+        "call {before}",
+        "mov %rax, %r11",
+        "add $8, %rsp",
+        "pop %rsi",
+        "pop %rdi",
+        "jmp *%r11",
+        before = sym crate::stacks::before_swapcontext,
+        options(att_syntax)
+    )
+}
+
+/// `setcontext(ucp)`: the same as [`swapcontext`], through
+/// [`crate::stacks::before_setcontext`].
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn setcontext() {
+    std::arch::naked_asm!(
+        "push %rdi",
+        "lea 16(%rsp), %rsi",
+        "xchg %rsi, %rdi",
+        "call {before}",
+        "mov %rax, %r11",
+        "pop %rdi",
+        "jmp *%r11",
+        before = sym crate::stacks::before_setcontext,
+        options(att_syntax)
+    )
+}
+
+/// `makecontext(ucp, func, argc, ...)`, variadic: saves the argument
+/// registers and `al` as the exec wrappers do, lets
+/// [`crate::stacks::before_makecontext`] record the context's stack, then
+/// jumps to libc's function with the stack arguments in place.
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn makecontext() {
+    std::arch::naked_asm!(
+        "push %rdi",
+        "push %rsi",
+        "push %rdx",
+        "push %rcx",
+        "push %r8",
+        "push %r9",
+        "push %rax",
+        "call {before}",
+        "mov %rax, %r11",
+        "pop %rax",
+        "pop %r9",
+        "pop %r8",
+        "pop %rcx",
+        "pop %rdx",
+        "pop %rsi",
+        "pop %rdi",
+        "jmp *%r11",
+        before = sym crate::stacks::before_makecontext,
+        options(att_syntax)
+    )
+}

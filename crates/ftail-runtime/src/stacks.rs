@@ -1,0 +1,575 @@
+//! Stacks: which stack a frame lives on, and the frames alive on stacks
+//! a thread switched away from (`swapcontext`, coroutine libraries, green
+//! threads).
+//!
+//! **The model.** A thread's trace stack is one list of open frames, but
+//! they may live on several stacks: a coroutine's first function nests
+//! under the function that switched to it, like a call. When the thread
+//! goes back to a stack with frames further down the trace stack while
+//! frames of another stack are still open above them, those frames are
+//! not gone, only switched out: they are *parked* — closed in the event
+//! file with `Suspended`, kept in a per-thread store — and *resumed* —
+//! reopened with `Resumed`, nested where execution is then — when their
+//! stack runs again. Frames of the current stack below the current CFA
+//! are gone (longjmp, exceptions): closed as `Unwound` (or `TailExit`
+//! when a tail site marked them). Parked frames below the position their
+//! stack resumes at are gone too and are dropped, and so is everything
+//! parked on a stack `makecontext` sets up again. So every thread's event
+//! file stays properly nested.
+//!
+//! **Which stack.** The `makecontext` wrapper registers each coroutine
+//! stack (`uc_stack`) and its context's `uc_link` in a table of regions
+//! read without locks; a frame is on the innermost registered region
+//! holding its return address. Frames on no region (the thread's own
+//! stack, `sigaltstack`, stacks nobody registered) are taken to be on one
+//! stack when their CFAs are less than [`SAME_STACK`] apart.
+//!
+//! **When.** The `swapcontext` and `setcontext` wrappers (`tramp.rs`) know
+//! both ends of a switch — the caller's stack pointer and the target
+//! context's saved one — and park and resume at the switch itself, with
+//! its time. The first function of a context started by `makecontext` is
+//! flagged on entry ([`BASE`](crate::state::BASE)); when it returns, libc
+//! switches to `uc_link` internally, unseen, so the next event does that
+//! switch first, from the `uc_link` context's saved stack pointer. After a
+//! switch the next event takes the slow path ([`STATUS_SWITCHED`]), and
+//! every slow-path event brings the trace stack in line with its CFA
+//! ([`sync`]): this also repairs a signal handler that ran between a
+//! wrapper and its switch, and catches switches nothing announced.
+//!
+//! **Exact and heuristic.** Exact: switches through `swapcontext` and
+//! `setcontext` and returns through `uc_link`, between stacks the thread
+//! runs on that `makecontext` registered or that lie far apart, in every
+//! tail mode (a tail call to `swapcontext` ends when the context is
+//! resumed). Heuristic: stacks nobody registered are told apart by
+//! distance only, and a switch nothing announced (a `siglongjmp` between
+//! stacks, an assembly switcher such as boost.context's) is seen only when
+//! its next event reaches a slow path: an entry above the innermost open
+//! frame's CFA is taken for a nested call. Parked frames that never run
+//! again (a coroutine abandoned, or left by `setcontext` for good) end as
+//! `(switched out)`; so does a context's first function that ends by a
+//! tail call into untraced code under `--tail=mark` (its end is not seen,
+//! the known limit of marking). Parked frames belong to their thread: a
+//! coroutine
+//! resumed on another thread starts afresh there. The region table holds
+//! [`MAX_REGIONS`] stacks (the oldest goes), the parked store as many
+//! frames as the trace stack (the oldest go).
+
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use ftail_abi::trace::EventKind;
+
+use crate::hooks::{pop, push, rdtsc, top, KeepErrno};
+use crate::state::{
+    recording, StackEntry, ThreadState, CONVERTED, MARKED, STATUS_RECORDING, STATUS_SWITCHED,
+};
+
+/// Two CFAs on no registered region further apart than this are on
+/// different stacks.
+const SAME_STACK: u64 = 256 << 20;
+
+/// Most coroutine stacks known at once; more evict the oldest.
+const MAX_REGIONS: usize = 1024;
+
+/// A coroutine stack, `[lo, hi)`, and the `uc_link` of the context made
+/// on it, written under a sequence lock: `seq` is odd while the writer
+/// changes it, and a reader that sees it change ignores what it read.
+/// `hi == 0`: free.
+struct Region {
+    seq: AtomicU64,
+    lo: AtomicU64,
+    hi: AtomicU64,
+    link: AtomicU64,
+}
+
+static REGIONS: [Region; MAX_REGIONS] = [const {
+    Region {
+        seq: AtomicU64::new(0),
+        lo: AtomicU64::new(0),
+        hi: AtomicU64::new(0),
+        link: AtomicU64::new(0),
+    }
+}; MAX_REGIONS];
+/// Slots of [`REGIONS`] ever used.
+static REGIONS_USED: AtomicUsize = AtomicUsize::new(0);
+/// The next slot to evict when all are taken.
+static REGIONS_NEXT: AtomicUsize = AtomicUsize::new(0);
+/// Held by the one `makecontext` wrapper that changes the table.
+static REGIONS_WRITER: AtomicBool = AtomicBool::new(false);
+
+impl Region {
+    /// `(lo, hi, link)` when the slot holds a region and was not being
+    /// changed.
+    fn read(&self) -> Option<(u64, u64, u64)> {
+        let s1 = self.seq.load(Ordering::Acquire);
+        if s1 & 1 != 0 {
+            return None;
+        }
+        let lo = self.lo.load(Ordering::Relaxed);
+        let hi = self.hi.load(Ordering::Relaxed);
+        let link = self.link.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        (self.seq.load(Ordering::Relaxed) == s1 && hi != 0).then_some((lo, hi, link))
+    }
+
+    /// Sets the slot (only the writer does).
+    fn write(&self, lo: u64, hi: u64, link: u64) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.lo.store(lo, Ordering::Relaxed);
+        self.hi.store(hi, Ordering::Relaxed);
+        self.link.store(link, Ordering::Relaxed);
+        self.seq.store(s + 2, Ordering::Release);
+    }
+}
+
+/// Records the coroutine stack `[lo, hi)` of a context whose successor is
+/// `link`. Regions it overlaps are gone (their memory is this stack now),
+/// except regions containing it whole: a coroutine may place another
+/// one's stack in its own frame.
+fn register_region(lo: u64, hi: u64, link: u64) {
+    // Another thread may be registering: wait a little for it. A signal
+    // handler that interrupted this very thread while it registers would
+    // wait for good, so after a while the stack is left unknown (the
+    // distance heuristic).
+    let mut tries = 0;
+    while REGIONS_WRITER
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        tries += 1;
+        if tries > 2000 {
+            return;
+        }
+        if tries % 100 == 0 {
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+        std::hint::spin_loop();
+    }
+    let used = REGIONS_USED.load(Ordering::Relaxed);
+    let mut free = None;
+    for (i, r) in REGIONS[..used].iter().enumerate() {
+        let (rlo, rhi) = (r.lo.load(Ordering::Relaxed), r.hi.load(Ordering::Relaxed));
+        let contains = rlo <= lo && hi <= rhi && (rlo, rhi) != (lo, hi);
+        if rhi != 0 && rlo < hi && lo < rhi && !contains {
+            r.write(0, 0, 0);
+        }
+        if r.hi.load(Ordering::Relaxed) == 0 && free.is_none() {
+            free = Some(i);
+        }
+    }
+    let slot = free.unwrap_or_else(|| {
+        if used < MAX_REGIONS {
+            REGIONS_USED.store(used + 1, Ordering::Release);
+            used
+        } else {
+            REGIONS_NEXT.fetch_add(1, Ordering::Relaxed) % MAX_REGIONS
+        }
+    });
+    REGIONS[slot].write(lo, hi, link);
+    REGIONS_WRITER.store(false, Ordering::Release);
+}
+
+/// The stack a CFA (or stack slot) lives on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StackId {
+    /// The innermost registered coroutine stack containing it.
+    Region(u64, u64),
+    /// No registered stack.
+    Other,
+}
+
+/// The stack holding the frame whose CFA is `cfa`: its last word, the
+/// return address, is at `cfa - 8` (a function whose CFA is the bottom
+/// of a coroutine stack placed in its caller's frame is not on it).
+fn stack_of(cfa: u64) -> StackId {
+    region_of(cfa).map_or(StackId::Other, |(lo, hi, _)| StackId::Region(lo, hi))
+}
+
+/// The innermost registered region holding the frame whose CFA is `cfa`.
+fn region_of(cfa: u64) -> Option<(u64, u64, u64)> {
+    let addr = cfa.wrapping_sub(8);
+    let used = REGIONS_USED.load(Ordering::Acquire);
+    let mut best: Option<(u64, u64, u64)> = None;
+    for r in &REGIONS[..used] {
+        if let Some((lo, hi, link)) = r.read() {
+            if lo <= addr && addr < hi && best.is_none_or(|(blo, bhi, _)| hi - lo < bhi - blo) {
+                best = Some((lo, hi, link));
+            }
+        }
+    }
+    best
+}
+
+/// A place on a stack: a CFA (or a stack pointer, taken as the CFA of
+/// what returns there) and the stack it is on, computed once.
+#[derive(Clone, Copy)]
+struct Place {
+    addr: u64,
+    id: StackId,
+}
+
+impl Place {
+    fn of(cfa: u64) -> Place {
+        Place {
+            addr: cfa,
+            id: stack_of(cfa),
+        }
+    }
+
+    /// Whether the frame whose CFA is `cfa` is on the same stack.
+    fn holds(&self, cfa: u64) -> bool {
+        match self.id {
+            StackId::Other if self.addr.abs_diff(cfa) >= SAME_STACK => return false,
+            StackId::Region(lo, hi) if cfa <= lo || cfa > hi => return false,
+            _ => {}
+        }
+        stack_of(cfa) == self.id
+    }
+}
+
+/// Whether the frames whose CFAs are `a` and `b` are on the same stack.
+pub fn same_stack(a: u64, b: u64) -> bool {
+    Place::of(a).holds(b)
+}
+
+/// How [`sync`] judges the frames of the event's own stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// A function is entering at the CFA: frames below it are gone, and so
+    /// is one at exactly the CFA unless a tail site marked it or a convert
+    /// thunk runs its tail call (the entering function is its tail
+    /// callee).
+    Entering,
+    /// A function is running, or leaving, at the CFA: frames below it are
+    /// gone.
+    Exiting,
+    /// Execution goes on with the stack pointer at this address after a
+    /// context switch (a context saved by `swapcontext` returns from it
+    /// there): frames below are gone, and so is one at exactly it — it
+    /// returned — unless its tail call runs through a convert thunk, which
+    /// reports its end when the callee returns. A marked one ends with its
+    /// tail callee (`swapcontext`, returning now).
+    Switch,
+}
+
+/// Brings the trace stack in line with execution at `cfa` (see the
+/// module docs); returns whether the stack there has no frames at all,
+/// open or parked (a fresh stack: what runs there nests where it is).
+pub(crate) fn sync(st: &mut ThreadState, cfa: u64, now: u64, rule: Rule) -> bool {
+    let ended = std::mem::take(&mut st.ended_base);
+    let link = if ended != 0 {
+        region_of(ended).map_or(0, |r| r.2)
+    } else {
+        0
+    };
+    if link != 0 {
+        // The first function of a context ended, and libc switched to its
+        // uc_link: execution went on where that context's stack pointer
+        // is (it was saved by the switch away from it, or made fresh).
+        // SAFETY: makecontext's contract: uc_link is a valid context for
+        // as long as the context made with it runs.
+        let to = unsafe {
+            (*(link as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RSP as usize]
+        };
+        align(st, to as u64, now, Rule::Switch);
+    }
+    align(st, cfa, now, rule)
+}
+
+/// [`sync`] without the pending `uc_link` switch.
+fn align(st: &mut ThreadState, cfa: u64, now: u64, rule: Rule) -> bool {
+    let here = Place::of(cfa);
+    let mut found = top(st).is_some_and(|t| here.holds(t.cfa));
+    if !found && st.depth > 0 {
+        // Execution is on another stack than the innermost open frame:
+        // frames of other stacks above this stack's innermost one were
+        // switched out.
+        // SAFETY: depth <= stack_cap entries of the stack mapping.
+        let entries =
+            unsafe { std::slice::from_raw_parts(st.stack as *const StackEntry, st.depth as usize) };
+        if let Some(k) = entries.iter().rposition(|e| here.holds(e.cfa)) {
+            found = true;
+            if st.busy == 0 {
+                park_above(st, k as u64 + 1, now);
+            }
+        }
+    }
+    close_gone(st, here, now, rule);
+    if top(st).is_some_and(|t| here.holds(t.cfa)) || st.busy != 0 || st.parked_len == 0 {
+        return !found;
+    }
+    let resumed = resume(st, here, now);
+    close_gone(st, here, now, rule);
+    !found && resumed == 0
+}
+
+/// Closes the innermost frames that are on the stack at `here` and gone
+/// by `rule`.
+fn close_gone(st: &mut ThreadState, here: Place, now: u64, rule: Rule) {
+    while let Some(t) = top(st) {
+        if !here.holds(t.cfa) {
+            break;
+        }
+        let gone = t.cfa < here.addr
+            || t.cfa == here.addr
+                && match rule {
+                    Rule::Entering => t.word & (MARKED | CONVERTED) == 0,
+                    Rule::Exiting => false,
+                    Rule::Switch => t.word & CONVERTED == 0,
+                };
+        if !gone {
+            break;
+        }
+        let kind = if t.word & MARKED != 0 {
+            EventKind::TailExit
+        } else {
+            EventKind::Unwound
+        };
+        pop(st, kind, 0, now);
+    }
+}
+
+/// Parks the open frames from index `from` up: their running slices end
+/// (`Suspended`) and they wait in the store until their stack runs again.
+fn park_above(st: &mut ThreadState, from: u64, now: u64) {
+    if st.parked == 0 && !map_parked(st) {
+        // No store: they are closed all the same, and later events of
+        // their stack find nothing open.
+        while st.depth > from {
+            pop(st, EventKind::Suspended, 0, now);
+        }
+        return;
+    }
+    st.busy = 1;
+    let stack = st.stack as *const StackEntry;
+    let parked = st.parked as *mut StackEntry;
+    // SAFETY: indices below depth lie in the stack mapping.
+    let entry = |i: u64| unsafe { *stack.add(i as usize) };
+    let n = (st.depth - from).min(st.parked_cap);
+    let first = st.depth - n;
+    let mut run_start = true;
+    for i in first..st.depth {
+        let e = entry(i);
+        if run_start || !same_stack(entry(i - 1).cfa, e.cfa) {
+            // The outermost frame of a run on one stack: what was parked
+            // of that stack at or below it is gone.
+            let at = Place::of(e.cfa);
+            retain_parked(st, |p| !(at.holds(p.cfa) && p.cfa <= e.cfa));
+        }
+        run_start = false;
+    }
+    let room = st.parked_cap - st.parked_len;
+    if room < n {
+        // Full: the oldest parked frames go (they are closed already).
+        let drop = (n - room) as usize;
+        // SAFETY: both ranges lie in the store; copy handles the overlap.
+        unsafe { std::ptr::copy(parked.add(drop), parked, st.parked_len as usize - drop) };
+        st.parked_len -= drop as u64;
+    }
+    for i in first..st.depth {
+        // SAFETY: parked_len < parked_cap after the room was made.
+        unsafe { *parked.add(st.parked_len as usize) = entry(i) };
+        st.parked_len += 1;
+    }
+    while st.depth > from {
+        pop(st, EventKind::Suspended, 0, now);
+    }
+    st.busy = 0;
+}
+
+/// Reopens the parked frames of the stack at `here` that are alive (at or
+/// above it), outermost first; drops the others. Returns how many.
+fn resume(st: &mut ThreadState, here: Place, now: u64) -> u64 {
+    st.busy = 1;
+    let parked = st.parked as *mut StackEntry;
+    let (mut kept, mut resumed, mut last) = (0, 0, u64::MAX);
+    for i in 0..st.parked_len as usize {
+        // SAFETY: i < parked_len entries of the store.
+        let e = unsafe { *parked.add(i) };
+        if !here.holds(e.cfa) {
+            // SAFETY: kept <= i.
+            unsafe { *parked.add(kept) = e };
+            kept += 1;
+        } else if e.cfa >= here.addr && e.cfa <= last {
+            push(st, e.cfa, e.word, EventKind::Resumed, now);
+            last = e.cfa;
+            resumed += 1;
+        }
+    }
+    st.parked_len = kept as u64;
+    st.busy = 0;
+    resumed
+}
+
+/// Keeps only the parked frames `keep` accepts.
+fn retain_parked(st: &mut ThreadState, keep: impl Fn(&StackEntry) -> bool) {
+    let parked = st.parked as *mut StackEntry;
+    let mut kept = 0;
+    for i in 0..st.parked_len as usize {
+        // SAFETY: i < parked_len entries of the store.
+        let e = unsafe { *parked.add(i) };
+        if keep(&e) {
+            // SAFETY: kept <= i.
+            unsafe { *parked.add(kept) = e };
+            kept += 1;
+        }
+    }
+    st.parked_len = kept as u64;
+}
+
+/// Maps the parked store, as big as the trace stack.
+fn map_parked(st: &mut ThreadState) -> bool {
+    let cap = st.stack_cap.max(16);
+    let bytes = cap as usize * std::mem::size_of::<StackEntry>();
+    // SAFETY: an anonymous private mapping, no aliasing.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    st.parked = p as u64;
+    st.parked_cap = cap;
+    st.parked_len = 0;
+    true
+}
+
+/// Unmaps the thread's parked store (thread exit).
+pub fn release(st: &mut ThreadState) {
+    if st.parked != 0 {
+        let bytes = st.parked_cap as usize * std::mem::size_of::<StackEntry>();
+        // SAFETY: the mapping map_parked made for this thread.
+        unsafe { libc::munmap(st.parked as *mut libc::c_void, bytes) };
+    }
+    st.parked = 0;
+    st.parked_cap = 0;
+    st.parked_len = 0;
+}
+
+/// libc's `swapcontext`, `setcontext` and `makecontext`, found once.
+static REAL: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
+const SWAP: usize = 0;
+const SET: usize = 1;
+const MAKE: usize = 2;
+
+/// The real function `which`, from the next object in the lookup order.
+fn real(which: usize) -> usize {
+    let f = REAL[which].load(Ordering::Relaxed);
+    if f != 0 {
+        return f;
+    }
+    let name = [c"swapcontext", c"setcontext", c"makecontext"][which];
+    let f = crate::next_symbol(name) as usize;
+    let f = match (f, which) {
+        (0, MAKE) => make_unavailable as *const () as usize,
+        (0, _) => switch_unavailable as *const () as usize,
+        _ => f,
+    };
+    REAL[which].store(f, Ordering::Relaxed);
+    f
+}
+
+extern "C" fn switch_unavailable() -> i32 {
+    // SAFETY: errno is thread-local.
+    unsafe { *libc::__errno_location() = libc::ENOSYS };
+    -1
+}
+
+extern "C" fn make_unavailable() {}
+
+/// Finds libc's functions at start-up, before any signal handler could
+/// need them (`dlsym` is not async-signal-safe).
+pub fn init() {
+    for which in [SWAP, SET, MAKE] {
+        real(which);
+    }
+}
+
+/// Called by the `swapcontext` wrapper (`tramp.rs`) with the caller's
+/// stack pointer after the call (`sp`) and the context switched to;
+/// returns libc's `swapcontext`.
+pub(crate) extern "C" fn before_swapcontext(sp: u64, ucp: *const libc::ucontext_t) -> usize {
+    switch_to(sp, ucp, false);
+    real(SWAP)
+}
+
+/// The same for `setcontext`.
+pub(crate) extern "C" fn before_setcontext(sp: u64, ucp: *const libc::ucontext_t) -> usize {
+    switch_to(sp, ucp, true);
+    real(SET)
+}
+
+/// Called by the `makecontext` wrapper: records the context's stack;
+/// returns libc's `makecontext`.
+pub(crate) extern "C" fn before_makecontext(ucp: *const libc::ucontext_t) -> usize {
+    let _errno = KeepErrno::save();
+    if !ucp.is_null() {
+        // SAFETY: makecontext's contract: ucp is a context with uc_stack
+        // set.
+        let (lo, size, link) = unsafe {
+            let uc = &*ucp;
+            (
+                uc.uc_stack.ss_sp as u64,
+                uc.uc_stack.ss_size as u64,
+                uc.uc_link as u64,
+            )
+        };
+        if lo != 0 && size != 0 {
+            let hi = lo.saturating_add(size);
+            register_region(lo, hi, link);
+            // The stack starts afresh: what this thread parked on it is
+            // gone.
+            // SAFETY: the calling thread's own state.
+            let st = unsafe { &mut *crate::state::current() };
+            if st.busy == 0 && st.parked_len > 0 {
+                retain_parked(st, |p| !(lo < p.cfa && p.cfa <= hi));
+            }
+        }
+    }
+    real(MAKE)
+}
+
+/// The bookkeeping of a switch from the caller of `swapcontext` or
+/// `setcontext` (`setting`), whose stack pointer after the call is `sp`,
+/// to the context `ucp`: first as for an entry at `sp`, then as for
+/// execution going on at the context's stack pointer. The next event
+/// takes the slow path, which also catches a signal handler that ran
+/// between this and the switch itself.
+fn switch_to(sp: u64, ucp: *const libc::ucontext_t, setting: bool) {
+    let _errno = KeepErrno::save();
+    // SAFETY: the calling thread's own state.
+    let st = unsafe { &mut *crate::state::current() };
+    if !recording(st.status) || ucp.is_null() {
+        return;
+    }
+    // SAFETY: the contract of swapcontext/setcontext: ucp is a valid
+    // context.
+    let to = unsafe { (*ucp).uc_mcontext.gregs[libc::REG_RSP as usize] } as u64;
+    st.status = STATUS_RECORDING;
+    st.fresh_base = 0;
+    let now = rdtsc();
+    sync(st, sp, now, Rule::Entering);
+    if setting {
+        // setcontext does not return: the functions that tail-called it
+        // end here.
+        while top(st).is_some_and(|t| t.cfa == sp && t.word & (MARKED | CONVERTED) != 0) {
+            pop(st, EventKind::TailExit, 0, now);
+        }
+    }
+    let fresh = align(st, to, now, Rule::Switch);
+    if fresh && matches!(stack_of(to), StackId::Region(..)) {
+        // A context made by makecontext starts its function with the
+        // stack pointer at `to`: its CFA is one word above.
+        st.fresh_base = to + 8;
+    }
+    st.status = STATUS_SWITCHED;
+}
