@@ -376,3 +376,66 @@ fn every_ret_matches_its_call_across_context_switches() {
     assert!(t.processes[0].threads[0].balance().is_balanced());
     assert!(t.processes[0].info["converted_tails"] != "0");
 }
+
+/// A coroutine on an 8 KiB stack that uses most of it, then takes the
+/// runtime's slow paths at its deepest (after a switch, buffer
+/// extensions, and a thread's first event when its set-up happens
+/// there): they run on the thread's spare stack, so the traced run uses
+/// only a few words more of the coroutine stack than the untraced one
+/// (the XSAVE area alone would overflow it).
+#[test]
+fn a_small_coroutine_stack_sees_only_the_fast_paths() {
+    let used = |out: &Output| -> u64 {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let n = text.strip_prefix("used ").and_then(|t| t.split(' ').next());
+        n.and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    for (cc, opt) in [("gcc", "-O2"), ("clang-19", "-O2")] {
+        if !have(cc) {
+            continue;
+        }
+        let dir = scratch();
+        let exe = dir.path().join("smallstack");
+        run_ok(
+            ftail_cc(cc)
+                .arg(opt)
+                .arg("-o")
+                .arg(&exe)
+                .arg(repo().join("tests/runtime/smallstack.c"))
+                .arg("-lpthread"),
+        );
+        let plain = used(&run(&mut Command::new(&exe)));
+        for mode in MODES {
+            for thread in [false, true] {
+                let what = format!("{cc} {opt} --tail={mode} thread={thread}");
+                let tdir = dir.path().join("trace");
+                let mut cmd = Command::new(ftail());
+                cmd.arg("record")
+                    .arg("-d")
+                    .arg(&tdir)
+                    .args(["--tail", mode]);
+                if thread {
+                    // The thread's first traced event is at the deepest
+                    // point of the coroutine.
+                    cmd.args(["-N", "thread_start", "-N", "bar", "-N", "dig"]);
+                }
+                cmd.arg("--").arg(&exe);
+                if thread {
+                    cmd.arg("thread");
+                }
+                let out = run(&mut cmd);
+                assert_eq!(out.status.code(), Some(0), "{what}");
+                let traced = used(&out);
+                assert!(
+                    traced <= plain + 256,
+                    "{what}: {traced} bytes, untraced {plain}"
+                );
+                let t = trace::open(&tdir).unwrap();
+                for th in &t.processes[0].threads {
+                    assert!(th.balance().is_balanced(), "{what}");
+                }
+            }
+        }
+    }
+}

@@ -313,7 +313,7 @@ fn pop_tail_callers(st: &mut ThreadState, cfa: u64, now: u64) {
 fn ready(st: &mut ThreadState) -> bool {
     if st.status == STATUS_NEW {
         st.status = STATUS_OFF;
-        if crate::buffer::setup_thread(st) {
+        if setup(st) {
             st.status = STATUS_RECORDING;
         }
     }
@@ -321,6 +321,15 @@ fn ready(st: &mut ThreadState) -> bool {
         st.status = STATUS_RECORDING;
     }
     st.status == STATUS_RECORDING
+}
+
+/// Sets a thread up, in a frame of its own: it builds a path on the
+/// stack, and every slow path calls `ready`, which must stay small (the
+/// program may run on a coroutine's small stack).
+#[cold]
+#[inline(never)]
+fn setup(st: &mut ThreadState) -> bool {
+    crate::buffer::setup_thread(st)
 }
 
 /// The innermost open frame.

@@ -53,6 +53,21 @@
 //! resumed on another thread starts afresh there. The region table holds
 //! [`MAX_REGIONS`] stacks (the oldest goes), the parked store as many
 //! frames as the trace stack (the oldest go).
+//!
+//! **Stack space.** Coroutine stacks are often small (8–64 KiB). A fast
+//! path uses 40 bytes below the traced function's stack pointer (the
+//! call and four pushes). A slow path saves the XSAVE area — its size
+//! comes from CPUID: 2432 bytes on an AVX-512 machine; the AMX tiles,
+//! which neither the runtime nor libc touch, are left out, 8 KiB less
+//! where they exist — and runs about 0.5 KiB of Rust frames, 4 KiB more
+//! when it sets a thread up; a wrapper's bookkeeping takes about 0.5 KiB.
+//! So on a stack with less than [`FTAIL_SLOW_ROOM`](crate::state::FTAIL_SLOW_ROOM)
+//! (the area plus 8 KiB) left on a registered coroutine stack, slow paths
+//! and wrappers move to the thread's spare stack (64 KiB, mapped on the
+//! first switch to such a stack): the coroutine stack then sees only the
+//! few words pushed before the move (about 100 bytes more than an
+//! untraced run, `tests/stacks.rs`). A stack nobody registered gets no
+//! such care: it needs the amounts above free below its deepest point.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -60,7 +75,8 @@ use ftail_abi::trace::EventKind;
 
 use crate::hooks::{pop, push, rdtsc, top, KeepErrno};
 use crate::state::{
-    recording, StackEntry, ThreadState, CONVERTED, MARKED, STATUS_RECORDING, STATUS_SWITCHED,
+    recording, StackEntry, ThreadState, CONVERTED, MARKED, SPARE_STACK, STATUS_OFF,
+    STATUS_RECORDING, STATUS_SWITCHED,
 };
 
 /// Two CFAs on no registered region further apart than this are on
@@ -281,6 +297,7 @@ pub(crate) fn sync(st: &mut ThreadState, cfa: u64, now: u64, rule: Rule) -> bool
 /// [`sync`] without the pending `uc_link` switch.
 fn align(st: &mut ThreadState, cfa: u64, now: u64, rule: Rule) -> bool {
     let here = Place::of(cfa);
+    running_on(st, here.id);
     let mut found = top(st).is_some_and(|t| here.holds(t.cfa));
     if !found && st.depth > 0 {
         // Execution is on another stack than the innermost open frame:
@@ -443,8 +460,60 @@ fn map_parked(st: &mut ThreadState) -> bool {
     true
 }
 
-/// Unmaps the thread's parked store (thread exit).
+/// Notes the coroutine stack the thread runs on, for the trampolines:
+/// their slow paths move to the thread's spare stack (mapped here, the
+/// first time) when little room is left on it.
+fn running_on(st: &mut ThreadState, id: StackId) {
+    st.coro_lo = match id {
+        StackId::Region(lo, _) => lo,
+        StackId::Other => 0,
+    };
+    if st.coro_lo != 0 && st.spare == 0 {
+        map_spare(st);
+    }
+}
+
+/// The guard page below a spare stack.
+const GUARD: u64 = 4096;
+
+/// Maps the thread's spare stack, [`SPARE_STACK`] bytes above a guard
+/// page; leaves `spare` 0 when it cannot (the slow paths then stay where
+/// they are).
+fn map_spare(st: &mut ThreadState) {
+    let bytes = (SPARE_STACK + GUARD) as usize;
+    // SAFETY: an anonymous private mapping, no aliasing; its lowest page
+    // becomes inaccessible, so an overflow faults instead of writing
+    // whatever lies below.
+    let p = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+            -1,
+            0,
+        );
+        if p != libc::MAP_FAILED {
+            libc::mprotect(p, GUARD as usize, libc::PROT_NONE);
+        }
+        p
+    };
+    if p != libc::MAP_FAILED {
+        st.spare = p as u64 + GUARD + SPARE_STACK;
+    }
+}
+
+/// Unmaps the thread's parked store and spare stack (thread exit, never
+/// inside a slow path).
 pub fn release(st: &mut ThreadState) {
+    if st.spare != 0 {
+        let base = st.spare - SPARE_STACK - GUARD;
+        // SAFETY: the mapping map_spare made for this thread; no slow
+        // path runs on it now.
+        unsafe { libc::munmap(base as *mut libc::c_void, (SPARE_STACK + GUARD) as usize) };
+    }
+    st.spare = 0;
+    st.coro_lo = 0;
     if st.parked != 0 {
         let bytes = st.parked_cap as usize * std::mem::size_of::<StackEntry>();
         // SAFETY: the mapping map_parked made for this thread.
@@ -498,14 +567,60 @@ pub fn init() {
 /// stack pointer after the call (`sp`) and the context switched to;
 /// returns libc's `swapcontext`.
 pub(crate) extern "C" fn before_swapcontext(sp: u64, ucp: *const libc::ucontext_t) -> usize {
-    switch_to(sp, ucp, false);
+    let mut args = (sp, ucp, false);
+    with_room(sp, &mut args);
     real(SWAP)
 }
 
 /// The same for `setcontext`.
 pub(crate) extern "C" fn before_setcontext(sp: u64, ucp: *const libc::ucontext_t) -> usize {
-    switch_to(sp, ucp, true);
+    let mut args = (sp, ucp, true);
+    with_room(sp, &mut args);
     real(SET)
+}
+
+type SwitchArgs = (u64, *const libc::ucontext_t, bool);
+
+extern "C" fn switch_with(args: *mut SwitchArgs) {
+    // SAFETY: `args` points at the caller's tuple, alive across the call.
+    let (sp, ucp, setting) = unsafe { *args };
+    switch_to(sp, ucp, setting);
+}
+
+/// Runs the bookkeeping of a switch whose caller's stack pointer is `sp`;
+/// on the thread's spare stack when `sp` is on a coroutine stack with
+/// little room left, as the trampolines' slow paths do
+/// (`FTAIL_SAVE_EXTENDED`).
+fn with_room(sp: u64, args: &mut SwitchArgs) {
+    let st = crate::state::current();
+    // SAFETY: the calling thread's own state.
+    let (spare, lo, busy) = unsafe { ((*st).spare, (*st).coro_lo, (*st).spare_busy) };
+    let room = crate::state::FTAIL_SLOW_ROOM.load(Ordering::Relaxed);
+    if spare == 0 || busy != 0 || sp.wrapping_sub(lo) >= room {
+        switch_with(args);
+        return;
+    }
+    // SAFETY: the spare stack is this thread's and free (busy == 0); it is
+    // taken for the call and given back after it (a signal handler's slow
+    // path in between leaves it alone). The call switches rsp to its
+    // 16-byte aligned top, calls a plain extern "C" function there and
+    // comes back with rsp restored from r12 (callee-saved, so the callee
+    // keeps it); clobber_abi covers the registers the call may change.
+    unsafe {
+        (*st).spare_busy = sp;
+        std::arch::asm!(
+            "mov r12, rsp",
+            "mov rsp, {top}",
+            "call {f}",
+            "mov rsp, r12",
+            top = in(reg) spare,
+            f = sym switch_with,
+            in("rdi") args as *mut SwitchArgs,
+            out("r12") _,
+            clobber_abi("C"),
+        );
+        (*st).spare_busy = 0;
+    }
 }
 
 /// Called by the `makecontext` wrapper: records the context's stack;
@@ -548,12 +663,21 @@ fn switch_to(sp: u64, ucp: *const libc::ucontext_t, setting: bool) {
     let _errno = KeepErrno::save();
     // SAFETY: the calling thread's own state.
     let st = unsafe { &mut *crate::state::current() };
-    if !recording(st.status) || ucp.is_null() {
+    if ucp.is_null() {
         return;
     }
     // SAFETY: the contract of swapcontext/setcontext: ucp is a valid
     // context.
     let to = unsafe { (*ucp).uc_mcontext.gregs[libc::REG_RSP as usize] } as u64;
+    // Even before the thread's first event (its set-up may happen on the
+    // coroutine's stack); not for a thread that records nothing (nothing
+    // would unmap its spare stack).
+    if st.status != STATUS_OFF {
+        running_on(st, stack_of(to));
+    }
+    if !recording(st.status) {
+        return;
+    }
     st.status = STATUS_RECORDING;
     st.fresh_base = 0;
     let now = rdtsc();

@@ -59,6 +59,16 @@ pub struct ThreadState {
     /// ([`BASE`]): the thread goes on at the context's `uc_link`, which
     /// the next slow path looks up; 0 when none. Written by `tramp.rs`.
     pub ended_base: u64,
+    /// Top of the thread's spare stack for slow paths (0: none), mapped
+    /// when the thread first runs on a registered coroutine stack.
+    pub spare: u64,
+    /// Bottom of the registered coroutine stack the thread last ran on
+    /// (0: none): a slow path with less than [`FTAIL_SLOW_ROOM`] bytes
+    /// left above it runs on the spare stack.
+    pub coro_lo: u64,
+    /// The frame pointer of the slow path running on the spare stack (0:
+    /// the spare stack is free); set and cleared by `tramp.rs`.
+    pub spare_busy: u64,
 }
 
 /// A return address a convert thunk took off the stack, and where it was.
@@ -108,6 +118,7 @@ const _: () = {
     assert!(offset_of!(ThreadState, side_cap) == 80);
     assert!(offset_of!(ThreadState, reserve_end) == 88);
     assert!(offset_of!(ThreadState, ended_base) == 136);
+    assert!(offset_of!(ThreadState, spare) == 144);
     assert!(STATUS_RECORDING == 1 && STATUS_SWITCHED == 3);
     assert!(MARKED == 1 << 63 && CONVERTED == 1 << 62 && BASE == 1 << 61);
     assert!(std::mem::size_of::<SideEntry>() == 32);
@@ -154,6 +165,7 @@ thread_local! {
             cursor: 0, end: 0, depth: 0, stack: 0, stack_cap: 0, status: STATUS_NEW,
             lost: 0, limit: 0, side: 0, side_depth: 0, side_cap: 0, reserve_end: 0,
             parked: 0, parked_len: 0, parked_cap: 0, fresh_base: 0, busy: 0, ended_base: 0,
+            spare: 0, coro_lo: 0, spare_busy: 0,
         })
     };
 }
@@ -166,23 +178,68 @@ pub static FTAIL_TLS_OFFSET: AtomicI64 = AtomicI64::new(0);
 /// functions are still tracked but not recorded. Read by the trampolines.
 pub static FTAIL_MAX_DEPTH: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// Bytes of the processor's XSAVE area for the enabled state components,
-/// rounded up to 64; 0 when it has no XSAVE (the slow paths then use
-/// fxsave). Set by [`compute_xsave_size`]; read by the trampolines.
+/// Bytes of the XSAVE area the slow paths save, rounded up to 64; 0 when
+/// the processor has no XSAVE (the slow paths then use fxsave). Set by
+/// [`compute_xsave_size`]; read by the trampolines.
 pub static FTAIL_XSAVE_SIZE: AtomicU64 = AtomicU64::new(0);
 
-/// Sets [`FTAIL_XSAVE_SIZE`] from CPUID.
+/// The state components the slow paths save with `xsave` (its EDX:EAX
+/// mask): every user component the OS enabled but the AMX tiles, which
+/// neither the runtime nor libc ever touch (8 KiB of the area on
+/// processors that have them). Read by the trampolines.
+pub static FTAIL_XSAVE_MASK: AtomicU64 = AtomicU64::new(0);
+
+/// XSAVE components 17 and 18: AMX tile configuration and tile data.
+const XSTATE_AMX: u64 = 3 << 17;
+
+/// Bytes of stack a slow path may need beyond its XSAVE area: Rust frames,
+/// a thread's set-up (which builds a path on the stack) included, with
+/// room to spare.
+const SLOW_FRAMES: u64 = 8 << 10;
+
+/// A slow path that finds fewer bytes than this left on the coroutine
+/// stack it runs on (see [`ThreadState::coro_lo`]) moves to the thread's
+/// spare stack. Set by [`compute_xsave_size`]; read by the trampolines.
+pub static FTAIL_SLOW_ROOM: AtomicU64 = AtomicU64::new(SLOW_FRAMES);
+
+/// Bytes of a thread's spare stack for slow paths (a guard page below).
+pub const SPARE_STACK: u64 = 64 << 10;
+
+/// Sets [`FTAIL_XSAVE_SIZE`], [`FTAIL_XSAVE_MASK`] and [`FTAIL_SLOW_ROOM`]
+/// from CPUID and XCR0.
 pub fn compute_xsave_size() {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
+    use std::sync::atomic::Ordering::Relaxed;
     // Leaf 0xD is read only when leaf 1 reports XSAVE enabled by the OS
-    // (OSXSAVE); its EBX is the area's size for the enabled components.
+    // (OSXSAVE). In the standard format each component i has a fixed
+    // offset (EBX of sub-leaf i) and size (EAX); the area ends with the
+    // last component saved.
     let osxsave = __cpuid(1).ecx & (1 << 27) != 0;
-    let size = if osxsave && __cpuid(0).eax >= 0xd {
-        u64::from(__cpuid_count(0xd, 0).ebx)
+    let (size, mask) = if osxsave && __cpuid(0).eax >= 0xd {
+        let (lo, hi): (u32, u32);
+        // SAFETY: xgetbv with ECX = 0 reads XCR0, available when OSXSAVE
+        // is set; it has no memory effects.
+        unsafe {
+            std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi,
+                options(nomem, nostack, preserves_flags));
+        }
+        let mask = ((u64::from(hi) << 32) | u64::from(lo)) & !XSTATE_AMX;
+        // The legacy area and the XSAVE header: 576 bytes.
+        let end = (2..63u32)
+            .filter(|&i| mask & (1u64 << i) != 0)
+            .map(|i| {
+                let c = __cpuid_count(0xd, i);
+                u64::from(c.ebx) + u64::from(c.eax)
+            })
+            .fold(576, u64::max);
+        (end, mask)
     } else {
-        0
+        (0, 0)
     };
-    FTAIL_XSAVE_SIZE.store((size + 63) & !63, std::sync::atomic::Ordering::Relaxed);
+    let size = (size + 63) & !63;
+    FTAIL_XSAVE_SIZE.store(size, Relaxed);
+    FTAIL_XSAVE_MASK.store(mask, Relaxed);
+    FTAIL_SLOW_ROOM.store(size + 64 + SLOW_FRAMES, Relaxed);
 }
 
 /// Address of this thread's state.

@@ -17,7 +17,10 @@
 //!   be the function's red zone; that is safe because an entry site runs
 //!   before the body has stored anything there and exit and tail sites run
 //!   when the body is done with it;
-//! * the stack is 16-byte aligned for the Rust slow paths by `and $-16`.
+//! * the stack is aligned for the Rust slow paths by `and $-64` (the
+//!   XSAVE area's alignment); on a coroutine stack with little room left
+//!   they run on the thread's spare stack (`FTAIL_SAVE_EXTENDED`), so a
+//!   small coroutine stack only sees the fast paths' few words.
 //!
 //! Per-thread state is `FTAIL_TLS_OFFSET + %fs:0` (see `state.rs`);
 //! events are reserved with a single `xadd`, which a signal handler on the
@@ -41,7 +44,10 @@ use crate::hooks::{
     ftail_slow_full_tail, ftail_slow_setup, ftail_slow_side_enter, ftail_slow_side_leave,
     ftail_slow_tail_mark, ftail_slow_tail_return,
 };
-use crate::state::{FTAIL_MAX_DEPTH, FTAIL_TLS_OFFSET, FTAIL_XSAVE_SIZE, STATUS_SWITCHED};
+use crate::state::{
+    ThreadState, FTAIL_MAX_DEPTH, FTAIL_SLOW_ROOM, FTAIL_TLS_OFFSET, FTAIL_XSAVE_MASK,
+    FTAIL_XSAVE_SIZE, STATUS_SWITCHED,
+};
 
 extern "C" {
     /// Called by entry sites.
@@ -90,12 +96,30 @@ std::arch::global_asm!(
     .endm
 
     # Saves the whole x87/SSE/AVX state below a 64-byte aligned rsp (rbp
-    # keeps the old rsp): with xsave when the processor has it
-    # ({xsave_size} holds the area's size; gcc's -fipa-ra lets a caller
-    # keep values in the upper halves of ymm registers across a call, and
-    # the slow path's libc calls may end in vzeroupper), else fxsave.
-    # Clobbers rax and rdx (saved by FTAIL_PUSH4); keeps rcx.
+    # keeps the old rsp, r11 points at the thread's state): with xsave
+    # when the processor has it ({xsave_size} holds the area's size and
+    # {xsave_mask} the components, all but AMX tiles; gcc's -fipa-ra lets
+    # a caller keep values in the upper halves of ymm registers across a
+    # call, and the slow path's libc calls may end in vzeroupper), else
+    # fxsave. On a coroutine stack with less than {slow_room} bytes left
+    # (a coroutine may have a small stack), the area and the Rust frames
+    # go on the thread's spare stack instead, unless another slow path
+    # uses it (this one interrupted it in a signal handler); the CFA rules
+    # are rbp-based, so unwinding and backtraces do not notice. Clobbers
+    # rax and rdx (saved by FTAIL_PUSH4); keeps rcx.
     .macro FTAIL_SAVE_EXTENDED
+    cmpq $0, {spare_busy}(%r11)
+    jne .Lstay\@
+    mov %rsp, %rax
+    sub {coro_lo}(%r11), %rax        # room left (huge when not on one)
+    cmp {slow_room}(%rip), %rax
+    jae .Lstay\@
+    mov {spare}(%r11), %rax
+    test %rax, %rax
+    jz .Lstay\@
+    mov %rbp, {spare_busy}(%r11)     # ours until FTAIL_RESTORE_EXTENDED
+    mov %rax, %rsp
+.Lstay\@:
     and $-64, %rsp
     mov {xsave_size}(%rip), %rax
     test %rax, %rax
@@ -109,8 +133,8 @@ std::arch::global_asm!(
     movq $0, 552(%rsp)
     movq $0, 560(%rsp)
     movq $0, 568(%rsp)
-    mov $-1, %eax
-    mov $-1, %edx
+    mov {xsave_mask}(%rip), %eax
+    mov {xsave_mask}+4(%rip), %edx
     xsave64 (%rsp)
     jmp .Lsaved\@
 .Lfxsave\@:
@@ -119,18 +143,25 @@ std::arch::global_asm!(
 .Lsaved\@:
     .endm
 
-    # Restores what FTAIL_SAVE_EXTENDED saved. Clobbers rax and rdx.
+    # Restores what FTAIL_SAVE_EXTENDED saved, and frees the spare stack
+    # if this slow path took it. Clobbers rax and rdx.
     .macro FTAIL_RESTORE_EXTENDED
     mov {xsave_size}(%rip), %rax
     test %rax, %rax
     jz .Lfxrstor\@
-    mov $-1, %eax
-    mov $-1, %edx
+    mov {xsave_mask}(%rip), %eax
+    mov {xsave_mask}+4(%rip), %edx
     xrstor64 (%rsp)
     jmp .Lrestored\@
 .Lfxrstor\@:
     fxrstor64 (%rsp)
 .Lrestored\@:
+    mov {tls}(%rip), %rax            # the Rust call clobbered r11
+    add %fs:0, %rax
+    cmp %rbp, {spare_busy}(%rax)
+    jne .Lspare_kept\@
+    movq $0, {spare_busy}(%rax)
+.Lspare_kept\@:
     .endm
 
     # Calls the Rust slow path \fn(state, cfa, site + 5) with every
@@ -627,6 +658,11 @@ ftail_convert_leave:
 "#,
     tls = sym FTAIL_TLS_OFFSET,
     xsave_size = sym FTAIL_XSAVE_SIZE,
+    xsave_mask = sym FTAIL_XSAVE_MASK,
+    slow_room = sym FTAIL_SLOW_ROOM,
+    spare = const std::mem::offset_of!(ThreadState, spare),
+    coro_lo = const std::mem::offset_of!(ThreadState, coro_lo),
+    spare_busy = const std::mem::offset_of!(ThreadState, spare_busy),
     maxdepth = sym FTAIL_MAX_DEPTH,
     slow_entry = sym ftail_slow_entry,
     slow_exit = sym ftail_slow_exit,
@@ -639,7 +675,7 @@ ftail_convert_leave:
     slow_side_enter = sym ftail_slow_side_enter,
     slow_side_leave = sym ftail_slow_side_leave,
     switched = const STATUS_SWITCHED,
-    ended_base = const std::mem::offset_of!(crate::state::ThreadState, ended_base),
+    ended_base = const std::mem::offset_of!(ThreadState, ended_base),
     options(att_syntax)
 );
 
