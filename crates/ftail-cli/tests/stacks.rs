@@ -439,3 +439,45 @@ fn a_small_coroutine_stack_sees_only_the_fast_paths() {
         }
     }
 }
+
+/// Five threads ping-pong with coroutines through tail calls to
+/// swapcontext while a timer signal runs traced code every 100 us,
+/// landing inside the runtime's switch bookkeeping, its slow paths and
+/// the switches themselves: nothing is taken for gone, every yield_to
+/// ends with its tail call, every thread stays balanced.
+#[test]
+fn a_timer_signal_during_switches_breaks_nothing() {
+    let dir = scratch();
+    let exe = dir.path().join("signals");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/runtime/stacks_signals.c"))
+            .arg("-lpthread"),
+    );
+    for mode in ["auto", "convert"] {
+        let tdir = dir.path().join("trace");
+        let out = run(Command::new(ftail())
+            .arg("record")
+            .arg("-d")
+            .arg(&tdir)
+            .args(["--tail", mode, "--buffer-events", "8000000", "--"])
+            .arg(&exe));
+        assert_eq!(out.status.code(), Some(0), "{mode}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "done 1\n", "{mode}");
+        let t = trace::open(&tdir).unwrap();
+        assert_eq!(t.processes[0].threads.len(), 5, "{mode}");
+        for th in &t.processes[0].threads {
+            let b = th.balance();
+            assert!(b.is_balanced(), "{mode} tid {}: {b:?}", th.tid);
+            assert_eq!(b.unwound, 0, "{mode} tid {}: {b:?}", th.tid);
+            assert_eq!(th.lost, 0, "{mode}");
+        }
+        let text = tree(&t);
+        let calls = text.matches("yield_to() {\n").count();
+        let ended = text.matches("} /* yield_to (tail call) */").count();
+        assert_eq!(calls, 5 * 3 * (2 * 10_000 + 1), "{mode}");
+        assert_eq!(ended, calls, "{mode}");
+    }
+}

@@ -103,8 +103,9 @@ pub unsafe extern "C" fn ftail_slow_setup(st: *mut ThreadState, cfa: u64, _addr:
     }
 }
 
-/// Slow path of `ftail_tail_mark` after a stack switch: brings the trace
-/// stack in line, then marks the tail-calling function's entry.
+/// Slow path of `ftail_tail_mark` when the thread is not plainly
+/// recording: sets it up, or after a stack switch brings the trace stack
+/// in line; then marks the tail-calling function's entry.
 ///
 /// # Safety
 ///
@@ -349,11 +350,23 @@ pub(crate) fn push(st: &mut ThreadState, cfa: u64, word: u64, kind: EventKind, n
         count_lost(st);
         return;
     }
-    // SAFETY: depth < stack_cap entries of the stack mapping.
+    use std::sync::atomic::{compiler_fence, Ordering::SeqCst};
+    // Written, reserved, written again (as in ftail_entry): a signal
+    // handler whose events run between the first write and the increment
+    // takes the same entry, but is done with it when it returns, and the
+    // entry is whole again after the second write (its two words written
+    // once each could mix the handler's CFA with this word).
+    let entry = StackEntry { cfa, word };
+    // SAFETY: depth < stack_cap entries of the stack mapping; `depth` is
+    // this thread's.
     unsafe {
-        *(st.stack as *mut StackEntry).add(depth as usize) = StackEntry { cfa, word };
+        let e = (st.stack as *mut StackEntry).add(depth as usize);
+        std::ptr::write_volatile(e, entry);
+        compiler_fence(SeqCst);
+        std::ptr::write_volatile(std::ptr::addr_of_mut!(st.depth), depth + 1);
+        compiler_fence(SeqCst);
+        std::ptr::write_volatile(e, entry);
     }
-    st.depth = depth + 1;
     if depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
         write_event(st, kind, word, now);
     }
@@ -466,8 +479,12 @@ fn close_on_full(st: &mut ThreadState, entry_lost: bool) {
 
 /// Appends one event, reserving its slot first (see `tramp.rs`).
 pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc: u64) {
-    let slot = st.cursor;
-    st.cursor += 16;
+    // One instruction reserves the slot, as the trampolines' xadd does: a
+    // signal handler's event cannot take it too.
+    // SAFETY: `cursor` is this thread's, aligned, and only ever accessed
+    // by it (and its signal handlers, which run to completion on it).
+    let cursor = unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut st.cursor) };
+    let slot = cursor.fetch_add(16, std::sync::atomic::Ordering::Relaxed);
     while slot + 16 > st.end && crate::buffer::extend(st) {}
     if slot + 16 > st.end {
         if st.reserve_end != 0 {

@@ -46,7 +46,7 @@ use crate::hooks::{
 };
 use crate::state::{
     ThreadState, FTAIL_MAX_DEPTH, FTAIL_SLOW_ROOM, FTAIL_TLS_OFFSET, FTAIL_XSAVE_MASK,
-    FTAIL_XSAVE_SIZE, STATUS_SWITCHED,
+    FTAIL_XSAVE_SIZE, STATUS_OFF, STATUS_SWITCHED,
 };
 
 extern "C" {
@@ -454,9 +454,9 @@ ftail_tail_mark:
     jne 9f                           # the tail caller's entry was not seen
     btsq $63, -8(%rcx)               # mark: ends when its callee returns
 9:  FTAIL_POP4_RET
-7:  cmpq ${switched}, 40(%r11)       # after a stack switch: in line first
-    jne 9b
-    FTAIL_SLOW {slow_tail_mark}
+7:  cmpq ${off}, 40(%r11)            # after a stack switch: in line
+    je 9b                            # first (a signal handler's slow path
+    FTAIL_SLOW {slow_tail_mark}      # may have made it 'recording' since)
     jmp 9b
     .cfi_endproc
     .size ftail_tail_mark, .-ftail_tail_mark
@@ -641,9 +641,9 @@ ftail_convert_leave:
     pop %rdi
     pop %rsi
     jmp 9b
-10: cmpq ${switched}, 40(%r11)       # after a stack switch: in line first
-    je 8b
-    jmp 9b
+10: cmpq ${off}, 40(%r11)            # after a stack switch: in line
+    je 9b                            # first (a signal handler's slow path
+    jmp 8b                           # may have made it 'recording' since)
 6:  FTAIL_SLOW_SIDE {slow_side_leave}, 80 # rax: return address, rcx: rbx
     mov {tls}(%rip), %r11
     add %fs:0, %r11
@@ -675,6 +675,7 @@ ftail_convert_leave:
     slow_side_enter = sym ftail_slow_side_enter,
     slow_side_leave = sym ftail_slow_side_leave,
     switched = const STATUS_SWITCHED,
+    off = const STATUS_OFF,
     ended_base = const std::mem::offset_of!(ThreadState, ended_base),
     options(att_syntax)
 );
