@@ -481,3 +481,49 @@ fn a_timer_signal_during_switches_breaks_nothing() {
         assert_eq!(ended, calls, "{mode}");
     }
 }
+
+/// Three thousand coroutines under a round-robin scheduler: each one's
+/// frames are parked and resumed by stack, never taken for another's.
+/// With a parked store of 64 frames, most are dropped (the oldest
+/// stacks' first), and the trace still stays balanced.
+#[test]
+fn thousands_of_coroutines_each_resume_their_own_frames() {
+    let dir = scratch();
+    let exe = dir.path().join("many");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/runtime/many_coroutines.c")),
+    );
+    let (n, rounds) = (3000u64, 3u64);
+    let args = [n.to_string(), rounds.to_string()];
+    let plain = run(Command::new(&exe).args(&args));
+    for entries in [None, Some("64")] {
+        let tdir = dir.path().join("trace");
+        let mut cmd = Command::new(ftail());
+        if let Some(e) = entries {
+            cmd.env("FTAIL_STACK_ENTRIES", e);
+        }
+        let out = run(cmd
+            .arg("record")
+            .arg("-d")
+            .arg(&tdir)
+            .arg("--")
+            .arg(&exe)
+            .args(&args));
+        assert_eq!(out.status.code(), Some(0), "{entries:?}");
+        assert_eq!(out.stdout, plain.stdout, "{entries:?}");
+        let t = trace::open(&tdir).unwrap();
+        let b = t.processes[0].threads[0].balance();
+        assert!(b.is_balanced(), "{entries:?}: {b:?}");
+        if entries.is_none() {
+            assert_eq!(b.unwound, 0, "{b:?}");
+            assert_eq!(b.suspended, n * rounds, "{b:?}");
+            assert_eq!(b.resumed, n * rounds, "{b:?}");
+            // main, then each body and its leaf calls.
+            assert_eq!(b.entries, 1 + n + n * rounds, "{b:?}");
+            assert_eq!(b.exits, b.entries, "{b:?}");
+        }
+    }
+}

@@ -26,6 +26,7 @@ mod gdbjit;
 mod hooks;
 mod key;
 mod modules;
+mod parked;
 mod patch;
 mod poke;
 mod stacks;

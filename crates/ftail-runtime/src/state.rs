@@ -40,13 +40,12 @@ pub struct ThreadState {
     /// End of the reserve after `end` that holds the closing events written
     /// when the buffer fills up; 0 once used.
     pub reserve_end: u64,
-    /// Base of the store of parked frames (`StackEntry` array, mapped on
-    /// first use): frames alive on stacks the thread switched away from,
-    /// in the order they were open (see `stacks.rs`).
+    /// Base of the store of parked frames (`parked.rs`, mapped on first
+    /// use): frames alive on stacks the thread switched away from.
     pub parked: u64,
     /// Number of parked frames.
     pub parked_len: u64,
-    /// Capacity of the parked store in entries (0 until mapped).
+    /// Capacity of the parked store in frames (0 until mapped).
     pub parked_cap: u64,
     /// CFA the first function of a context made by `makecontext` has, set
     /// by a switch into such a fresh context until the next event; 0 when
