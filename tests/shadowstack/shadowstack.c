@@ -11,10 +11,22 @@
  *    unwinding: what `incssp` does), then the top entry must have slot S
  *    and the same return address;
  *  - a `ret` at a slot no call pushed is allowed only into the kernel's
- *    signal-return trampoline (`mov $15,%rax; syscall`).
+ *    signal-return trampoline (`mov $15,%rax; syscall`);
+ *  - context switches (swapcontext, setcontext: load rsp, `push` the
+ *    target, `ret`) switch shadow stacks, as a CET-enabled libc does: each
+ *    context has its own. A `ret` popping what a `push` just wrote is such
+ *    a jump, checked instead of popped: it must go to the point a
+ *    suspended context's last call returns to (a context saved by
+ *    swapcontext: that context becomes current and pops that entry), or
+ *    to a point in a frame a context still has on that stack (a context
+ *    saved by getcontext: its frames below are abandoned, as by
+ *    longjmp), or start a new context on a stack no context uses (made by
+ *    makecontext: its shadow stack starts with the return address
+ *    makecontext placed above the entry point).
  * Anything else is a mismatch: "ret at RIP to X, shadow stack has Y".
  * Prints a summary line "calls=N rets=N unwound=N signal_returns=N
- * mismatches=N" and exits with the program's status (or 125 on error). */
+ * switches=N mismatches=N" and exits with the program's status (or 125 on
+ * error). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
@@ -28,17 +40,29 @@
 #include <unistd.h>
 
 struct entry { uint64_t ret, slot; };
-static struct entry *stack;
-static size_t depth, cap;
-static unsigned long calls, rets, unwound, sigrets, mismatches;
+/* One shadow stack per context; `cur` is the running one. */
+struct shadow { struct entry *e; size_t depth, cap; };
+static struct shadow *ctx;
+static size_t nctx, cur;
+static unsigned long calls, rets, unwound, sigrets, switches, mismatches;
+/* The slot and value of the last `push`, until a call writes a slot. */
+static uint64_t pushed_slot, pushed_value;
 
 static void push(uint64_t ret, uint64_t slot) {
-    if (depth == cap) {
-        cap = cap ? cap * 2 : 4096;
-        stack = realloc(stack, cap * sizeof *stack);
-        if (!stack) { perror("realloc"); exit(125); }
+    struct shadow *s = &ctx[cur];
+    if (s->depth == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 4096;
+        s->e = realloc(s->e, s->cap * sizeof *s->e);
+        if (!s->e) { perror("realloc"); exit(125); }
     }
-    stack[depth++] = (struct entry){ret, slot};
+    s->e[s->depth++] = (struct entry){ret, slot};
+}
+
+static void new_context(void) {
+    ctx = realloc(ctx, (nctx + 1) * sizeof *ctx);
+    if (!ctx) { perror("realloc"); exit(125); }
+    ctx[nctx] = (struct shadow){0};
+    cur = nctx++;
 }
 
 static int same_stack(uint64_t a, uint64_t b) {
@@ -56,7 +80,7 @@ static int peek(pid_t pid, uint64_t addr, uint8_t *out, size_t n) {
     return 0;
 }
 
-enum kind { OTHER, CALL, RET, SYSCALL };
+enum kind { OTHER, CALL, RET, SYSCALL, PUSH };
 
 static enum kind classify(const uint8_t *b) {
     int i = 0;
@@ -65,6 +89,8 @@ static enum kind classify(const uint8_t *b) {
         i++;
     if (b[i] == 0xe8) return CALL;
     if (b[i] == 0xff && ((b[i + 1] >> 3) & 7) == 2) return CALL;
+    if ((b[i] >= 0x50 && b[i] <= 0x57) || b[i] == 0x68 || b[i] == 0x6a) return PUSH;
+    if (b[i] == 0xff && ((b[i + 1] >> 3) & 7) == 6) return PUSH;
     if (b[i] == 0xc3 || b[i] == 0xc2) return RET;
     if (b[i] == 0x0f && b[i + 1] == 0x05) return SYSCALL;
     return OTHER;
@@ -76,20 +102,59 @@ static int is_sigreturn_trampoline(pid_t pid, uint64_t at) {
     return peek(pid, at, b, sizeof code) == 0 && memcmp(b, code, sizeof code) == 0;
 }
 
+/* A `ret` that pops what a `push` wrote: a jump to another context (see
+ * the rules above). */
+static void on_switch(pid_t pid, uint64_t rip, uint64_t slot, uint64_t target) {
+    switches++;
+    for (size_t i = 0; i < nctx; i++) {
+        struct shadow *s = &ctx[i];
+        if (s->depth && s->e[s->depth - 1].slot == slot && s->e[s->depth - 1].ret == target) {
+            cur = i;
+            s->depth--;
+            return;
+        }
+    }
+    for (size_t i = 0; i < nctx; i++) {
+        struct shadow *s = &ctx[i];
+        size_t k = s->depth;
+        while (k && !(s->e[k - 1].slot > slot && same_stack(s->e[k - 1].slot, slot))) k--;
+        if (k == 0) continue;
+        unwound += s->depth - k;
+        s->depth = k;
+        cur = i;
+        return;
+    }
+    uint64_t above;
+    if (peek(pid, slot + 8, (uint8_t *)&above, 8) != 0) {
+        mismatches++;
+        fprintf(stderr, "shadowstack: switch at %#lx to %#lx: unreadable stack\n",
+                (unsigned long)rip, (unsigned long)target);
+        return;
+    }
+    new_context();
+    push(above, slot + 8);
+}
+
 static void on_ret(pid_t pid, uint64_t rip, uint64_t slot, uint64_t target) {
     rets++;
-    while (depth && stack[depth - 1].slot < slot && same_stack(stack[depth - 1].slot, slot)) {
-        depth--;
+    if (slot == pushed_slot && target == pushed_value) {
+        pushed_slot = 0;
+        on_switch(pid, rip, slot, target);
+        return;
+    }
+    struct shadow *s = &ctx[cur];
+    while (s->depth && s->e[s->depth - 1].slot < slot && same_stack(s->e[s->depth - 1].slot, slot)) {
+        s->depth--;
         unwound++;
     }
-    if (depth && stack[depth - 1].slot == slot) {
-        if (stack[depth - 1].ret != target) {
+    if (s->depth && s->e[s->depth - 1].slot == slot) {
+        if (s->e[s->depth - 1].ret != target) {
             mismatches++;
             fprintf(stderr, "shadowstack: ret at %#lx to %#lx, shadow stack has %#lx\n",
                     (unsigned long)rip, (unsigned long)target,
-                    (unsigned long)stack[depth - 1].ret);
+                    (unsigned long)s->e[s->depth - 1].ret);
         }
-        depth--;
+        s->depth--;
         return;
     }
     if (is_sigreturn_trampoline(pid, target)) {
@@ -116,6 +181,7 @@ int main(int argc, char **argv) {
     int status;
     if (waitpid(pid, &status, 0) < 0 || !WIFSTOPPED(status)) return 125;
     ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_EXITKILL);
+    new_context();
     int sig = 0;
     for (;;) {
         struct user_regs_struct r;
@@ -143,12 +209,15 @@ int main(int argc, char **argv) {
                 push(ra, a.rsp);
                 calls++;
             }
+            pushed_slot = 0;
+        } else if (k == PUSH && a.rsp == rsp - 8) {
+            if (peek(pid, a.rsp, (uint8_t *)&pushed_value, 8) == 0) pushed_slot = a.rsp;
         } else if (k == RET) {
             on_ret(pid, rip, rsp, a.rip);
         }
     }
-    printf("calls=%lu rets=%lu unwound=%lu signal_returns=%lu mismatches=%lu\n", calls, rets,
-           unwound, sigrets, mismatches);
+    printf("calls=%lu rets=%lu unwound=%lu signal_returns=%lu switches=%lu mismatches=%lu\n",
+           calls, rets, unwound, sigrets, switches, mismatches);
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
     return 125;

@@ -447,7 +447,8 @@ pub mod trace {
         /// [`EventKind`] in the top 8 bits, an address in the low 48 bits:
         /// for an entry, the address right after the entry site (site + 5);
         /// for an exit, the address right after the exit or tail site that
-        /// produced it, or 0 when it was synthesised (unwound).
+        /// produced it, or 0 when it was synthesised (unwound, suspended);
+        /// for a resumed frame, its entry address again.
         pub word: u64,
     }
     const _: () = assert!(core::mem::size_of::<Event>() == 16);
@@ -474,6 +475,16 @@ pub mod trace {
         /// The thread's buffer filled up: the innermost open function is
         /// closed here, its real exit is not recorded.
         Truncated = 4,
+        /// The innermost open function is still alive, but on a stack the
+        /// thread switched away from (`swapcontext`, a coroutine library):
+        /// its running slice ends here. When its stack runs again it is
+        /// reopened by a [`EventKind::Resumed`] event; it may also never
+        /// run again.
+        Suspended = 5,
+        /// A function suspended earlier runs again: opens a new slice of
+        /// it, nested where execution is now. Pairs with a later exit like
+        /// an entry, but is not a new call.
+        Resumed = 6,
     }
 
     impl EventKind {
@@ -485,8 +496,16 @@ pub mod trace {
                 2 => EventKind::TailExit,
                 3 => EventKind::Unwound,
                 4 => EventKind::Truncated,
+                5 => EventKind::Suspended,
+                6 => EventKind::Resumed,
                 _ => return None,
             })
+        }
+
+        /// Whether the event opens a frame (an entry or a resumed slice);
+        /// every other kind closes the innermost open one.
+        pub fn opens(self) -> bool {
+            matches!(self, EventKind::Entry | EventKind::Resumed)
         }
     }
 

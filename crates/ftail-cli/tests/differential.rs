@@ -88,6 +88,7 @@ fn ftail_calls(dir: &Path, exe: &Path, args: &[&str], stdin: Option<&Path>) -> (
                         *pairs.entry((parent, name.clone())).or_default() += 1;
                         stack.push(name);
                     }
+                    Some(EventKind::Resumed) => stack.push(syms.name(e.addr(), e.tsc)),
                     Some(_) => {
                         stack.pop();
                     }

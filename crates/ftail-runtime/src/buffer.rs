@@ -251,6 +251,7 @@ pub fn release(st: &mut ThreadState) {
     st.side = 0;
     st.depth = 0;
     st.side_depth = 0;
+    crate::stacks::release(st);
 }
 
 fn map_stack(st: &mut ThreadState, entries: u64) -> bool {

@@ -19,6 +19,8 @@
 use std::ffi::CStr;
 use std::sync::OnceLock;
 
+use crate::next_symbol;
+
 /// The tracer's variables, as `NAME=value` strings, taken at start-up.
 struct Tracer {
     /// This library's path as `LD_PRELOAD` named it.
@@ -232,12 +234,6 @@ impl Writer {
         unsafe { *self.env.base.cast::<*const u8>().add(self.slot) = p };
         self.slot += 1;
     }
-}
-
-/// The real `name` from the next object in the lookup order (libc).
-fn next_symbol(name: &CStr) -> *mut libc::c_void {
-    // SAFETY: dlsym with a NUL-terminated name.
-    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) }
 }
 
 type Argv = *const *const libc::c_char;

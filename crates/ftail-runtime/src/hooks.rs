@@ -1,34 +1,28 @@
 //! The slow paths of the trampolines, in Rust: first event of a thread,
-//! and every case where the trace stack does not match the current stack
-//! (tail-call chains, frames left by longjmp or exceptions).
+//! every case where the trace stack does not match the current stack
+//! (tail-call chains, frames left by longjmp or exceptions, stack
+//! switches), and the convert thunks' side stack when it holds entries of
+//! several stacks.
 //!
-//! Resynchronisation compares CFAs: stacks grow down, so an open entry
-//! whose CFA is below the current one belongs to a frame that is gone.
-//! It is closed as `TailExit` when a tail site marked it, as `Unwound`
-//! otherwise, at the time it is detected. Entries on another stack (a
-//! signal handler on `sigaltstack`, a coroutine) are never dropped: an
-//! entry is considered on the same stack only within [`SAME_STACK`] bytes.
+//! Before an event is recorded, `stacks::sync` brings the trace stack in
+//! line with the event's CFA: frames on other stacks the thread switched
+//! away from are parked, frames of this stack that are gone are closed,
+//! and parked frames of this stack are reopened (see `stacks.rs`).
 
 use ftail_abi::trace::{EventKind, ADDR_MASK, KIND_SHIFT};
 
+use crate::stacks::{self, Rule};
 use crate::state::{
-    StackEntry, ThreadState, CONVERTED, FTAIL_MAX_DEPTH, MARKED, STATUS_NEW, STATUS_OFF,
-    STATUS_RECORDING,
+    SideEntry, StackEntry, ThreadState, BASE, FTAIL_MAX_DEPTH, MARKED, SIDE_DEAD, STATUS_NEW,
+    STATUS_OFF, STATUS_RECORDING, STATUS_SWITCHED,
 };
-
-/// Two CFAs further apart than this are on different stacks.
-const SAME_STACK: u64 = 256 << 20;
-
-fn same_stack(a: u64, b: u64) -> bool {
-    a.abs_diff(b) < SAME_STACK
-}
 
 /// Keeps the program's errno across a slow path: the system calls made
 /// there (setting a thread up, mapping more buffer) may fail and set it.
-struct KeepErrno(i32);
+pub(crate) struct KeepErrno(i32);
 
 impl KeepErrno {
-    fn save() -> KeepErrno {
+    pub(crate) fn save() -> KeepErrno {
         // SAFETY: errno is this thread's.
         KeepErrno(unsafe { *libc::__errno_location() })
     }
@@ -41,7 +35,7 @@ impl Drop for KeepErrno {
     }
 }
 
-fn rdtsc() -> u64 {
+pub(crate) fn rdtsc() -> u64 {
     // SAFETY: rdtsc has no memory effects and is available on every
     // x86-64 processor.
     unsafe { core::arch::x86_64::_rdtsc() }
@@ -61,8 +55,10 @@ pub unsafe extern "C" fn ftail_slow_entry(st: *mut ThreadState, cfa: u64, addr: 
         return;
     }
     let now = rdtsc();
-    close_gone_frames(st, cfa, now, true);
-    push(st, cfa, addr, now);
+    let base = std::mem::take(&mut st.fresh_base);
+    stacks::sync(st, cfa, now, Rule::Entering);
+    let word = (addr & ADDR_MASK) | if cfa == base { BASE } else { 0 };
+    push(st, cfa, word, EventKind::Entry, now);
 }
 
 /// Slow path of `ftail_exit`.
@@ -78,7 +74,8 @@ pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u
         return;
     }
     let now = rdtsc();
-    close_gone_frames(st, cfa, now, false);
+    st.fresh_base = 0;
+    stacks::sync(st, cfa, now, Rule::Exiting);
     let Some(open) = top(st) else { return };
     if open.cfa != cfa {
         // The exiting function's entry was never recorded (it was entered
@@ -89,15 +86,43 @@ pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u
     pop_tail_callers(st, cfa, now);
 }
 
-/// Slow path of `ftail_convert_enter`: sets the thread up.
+/// Slow path of `ftail_convert_enter` when the thread is not recording
+/// plainly: sets it up, or brings the trace stack in line after a stack
+/// switch (the tail-calling function, at `cfa`, is still running).
 ///
 /// # Safety
 ///
 /// As for [`ftail_slow_entry`].
-pub unsafe extern "C" fn ftail_slow_setup(st: *mut ThreadState, _cfa: u64, _addr: u64) {
+pub unsafe extern "C" fn ftail_slow_setup(st: *mut ThreadState, cfa: u64, _addr: u64) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
-    ready(unsafe { &mut *st });
+    let st = unsafe { &mut *st };
+    if ready(st) {
+        st.fresh_base = 0;
+        stacks::sync(st, cfa, rdtsc(), Rule::Exiting);
+    }
+}
+
+/// Slow path of `ftail_tail_mark` when the thread is not plainly
+/// recording: sets it up, or after a stack switch brings the trace stack
+/// in line; then marks the tail-calling function's entry.
+///
+/// # Safety
+///
+/// As for [`ftail_slow_entry`].
+pub unsafe extern "C" fn ftail_slow_tail_mark(st: *mut ThreadState, cfa: u64, _addr: u64) {
+    let _errno = KeepErrno::save();
+    // SAFETY: as above.
+    let st = unsafe { &mut *st };
+    if !ready(st) {
+        return;
+    }
+    st.fresh_base = 0;
+    stacks::sync(st, cfa, rdtsc(), Rule::Exiting);
+    if top(st).is_some_and(|t| t.cfa == cfa) {
+        // SAFETY: depth > 0 entries of the stack mapping.
+        unsafe { (*(st.stack as *mut StackEntry).add(st.depth as usize - 1)).word |= MARKED };
+    }
 }
 
 /// Slow path of `ftail_convert_leave`: the tail-calling function's entry is
@@ -114,10 +139,161 @@ pub unsafe extern "C" fn ftail_slow_tail_return(st: *mut ThreadState, cfa: u64, 
         return;
     }
     let now = rdtsc();
-    close_gone_frames(st, cfa, now, false);
+    st.fresh_base = 0;
+    stacks::sync(st, cfa, now, Rule::Exiting);
     if top(st).is_some_and(|t| t.cfa == cfa) {
         pop(st, EventKind::TailExit, 0, now);
         pop_tail_callers(st, cfa, now);
+    }
+}
+
+/// Slow path of `ftail_convert_enter`: the side stack's top entry is at a
+/// slot below the tail caller's `slot`. Entries of this stack below
+/// `slot` were left behind (a longjmp past a thunk) and are freed; entries
+/// of other stacks (coroutines switched out inside a converted tail call)
+/// stay where they are: their thunks' rbx points at them. Writes the new
+/// entry — into the lowest free one, so that a stack switching back and
+/// forth does not grow the side stack — and stores its address in
+/// `out[0]`, or 0 when the side stack is full (the thunk then takes the
+/// original jump).
+///
+/// # Safety
+///
+/// `st` is the calling thread's state, `slot` the tail caller's return
+/// address slot, `rbx` the caller's rbx, `out` two writable words; called
+/// only from the trampoline.
+pub unsafe extern "C" fn ftail_slow_side_enter(
+    st: *mut ThreadState,
+    slot: u64,
+    rbx: u64,
+    out: *mut [u64; 2],
+) {
+    let _errno = KeepErrno::save();
+    // SAFETY: the trampoline passes this thread's state and a frame slot.
+    let (st, out) = unsafe { (&mut *st, &mut *out) };
+    out[0] = 0;
+    free_left_behind(st, slot);
+    let side = st.side as *mut SideEntry;
+    let depth = st.side_depth as usize;
+    // SAFETY: i < side_depth <= side_cap entries of the side mapping.
+    let hole = (0..depth).find(|&i| unsafe { (*side.add(i)).slot } & SIDE_DEAD != 0);
+    let at = match hole {
+        Some(i) => i,
+        None if st.side_depth < st.side_cap => depth,
+        None => return,
+    };
+    // SAFETY: at < side_cap.
+    let e = unsafe { side.add(at) };
+    // A thunk on the slot of a tail callee of another thunk (whose entry
+    // rbx still points at) forms a chain with it (see FTAIL_SIDE_ENTRY).
+    let base = match side_index(st, rbx) {
+        // SAFETY: a live index.
+        Some(i) if unsafe { (*side.add(i)).slot } == slot => unsafe { (*side.add(i)).base },
+        _ => e as u64,
+    };
+    let entry = SideEntry {
+        // SAFETY: `slot` holds the tail caller's return address.
+        ret: unsafe { *(slot as *const u64) },
+        slot,
+        rbx,
+        base,
+    };
+    // Written, taken, written again: a signal handler's thunk that runs
+    // in between may take the same entry, but it is done with it before
+    // the handler returns (as in FTAIL_SIDE_ENTRY).
+    let write = |e: *mut SideEntry, v: SideEntry| {
+        // SAFETY: `e` lies in the side mapping.
+        unsafe { std::ptr::write_volatile(e, v) };
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    };
+    if at == depth {
+        write(e, entry);
+        st.side_depth += 1;
+    } else {
+        write(
+            e,
+            SideEntry {
+                slot: slot | SIDE_DEAD,
+                ..entry
+            },
+        );
+        // SAFETY: as above; one aligned store takes the entry.
+        unsafe { std::ptr::write_volatile(std::ptr::addr_of_mut!((*e).slot), slot) };
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    }
+    write(e, entry);
+    out[0] = e as u64;
+}
+
+/// Slow path of `ftail_convert_leave`: the thunk's entry (rbx points at
+/// it: the callee kept rbx) is not on top of the side stack, because
+/// entries of other stacks lie above it, or entries this thunk's callee
+/// left behind. Stores the return address and the caller's rbx in `out`
+/// (0, 0 when the entry is lost: the thunk cannot return) and frees the
+/// entry and those left behind.
+///
+/// # Safety
+///
+/// As for [`ftail_slow_side_enter`]; `slot` is the thunk's return slot.
+pub unsafe extern "C" fn ftail_slow_side_leave(
+    st: *mut ThreadState,
+    slot: u64,
+    rbx: u64,
+    out: *mut [u64; 2],
+) {
+    let _errno = KeepErrno::save();
+    // SAFETY: as above.
+    let (st, out) = unsafe { (&mut *st, &mut *out) };
+    *out = [0, 0];
+    let side = st.side as *mut SideEntry;
+    // SAFETY: indices below side_depth lie in the side mapping.
+    let slot_of = |i: usize| unsafe { (*side.add(i)).slot };
+    // The entry rbx points at; else, as a last resort, the innermost live
+    // one for this slot.
+    let found = side_index(st, rbx)
+        .filter(|&i| slot_of(i) & !SIDE_DEAD == slot)
+        .or_else(|| {
+            (0..st.side_depth as usize)
+                .rev()
+                .find(|&i| slot_of(i) == slot)
+        });
+    let Some(i) = found else { return };
+    // SAFETY: i < side_depth.
+    let e = unsafe { *side.add(i) };
+    *out = [e.ret, e.rbx];
+    // SAFETY: as above.
+    unsafe { (*side.add(i)).slot |= SIDE_DEAD };
+    free_left_behind(st, slot);
+}
+
+/// The index of the side-stack entry at address `p`, if it is one below
+/// the side stack's depth.
+fn side_index(st: &ThreadState, p: u64) -> Option<usize> {
+    let size = std::mem::size_of::<SideEntry>() as u64;
+    let off = p.wrapping_sub(st.side);
+    (p >= st.side && off.is_multiple_of(size) && off / size < st.side_depth)
+        .then_some((off / size) as usize)
+}
+
+/// Frees the live side-stack entries of this stack at slots below `slot`
+/// (frames gone: a longjmp or an exception left their thunks), then trims
+/// free entries off the top.
+fn free_left_behind(st: &mut ThreadState, slot: u64) {
+    let side = st.side as *mut SideEntry;
+    for i in 0..st.side_depth as usize {
+        // SAFETY: i < side_depth entries of the side mapping.
+        let e = unsafe { &mut *side.add(i) };
+        if e.slot & SIDE_DEAD == 0 && e.slot < slot && stacks::same_stack(e.slot + 8, slot + 8) {
+            e.slot |= SIDE_DEAD;
+        }
+    }
+    while st.side_depth > 0 {
+        // SAFETY: side_depth - 1 < side_cap.
+        let top = unsafe { (*side.add(st.side_depth as usize - 1)).slot };
+        if top & SIDE_DEAD == 0 {
+            break;
+        }
+        st.side_depth -= 1;
     }
 }
 
@@ -133,17 +309,32 @@ fn pop_tail_callers(st: &mut ThreadState, cfa: u64, now: u64) {
 }
 
 /// Sets the thread up on its first event; false when it records nothing.
+/// After a stack switch ([`STATUS_SWITCHED`]) the thread records plainly
+/// again: the caller brings the trace stack in line (`stacks::sync`).
 fn ready(st: &mut ThreadState) -> bool {
     if st.status == STATUS_NEW {
         st.status = STATUS_OFF;
-        if crate::buffer::setup_thread(st) {
+        if setup(st) {
             st.status = STATUS_RECORDING;
         }
+    }
+    if st.status == STATUS_SWITCHED {
+        st.status = STATUS_RECORDING;
     }
     st.status == STATUS_RECORDING
 }
 
-fn top(st: &ThreadState) -> Option<StackEntry> {
+/// Sets a thread up, in a frame of its own: it builds a path on the
+/// stack, and every slow path calls `ready`, which must stay small (the
+/// program may run on a coroutine's small stack).
+#[cold]
+#[inline(never)]
+fn setup(st: &mut ThreadState) -> bool {
+    crate::buffer::setup_thread(st)
+}
+
+/// The innermost open frame.
+pub(crate) fn top(st: &ThreadState) -> Option<StackEntry> {
     if st.depth == 0 {
         return None;
     }
@@ -152,51 +343,46 @@ fn top(st: &ThreadState) -> Option<StackEntry> {
     Some(unsafe { *(st.stack as *const StackEntry).add(st.depth as usize - 1) })
 }
 
-/// Closes open entries whose frames are gone: below `cfa` on this stack,
-/// and, when a function is entering, an unmarked entry at exactly `cfa`
-/// (the same call site ran again after a longjmp or exception).
-///
-/// An entry marked by a tail site at exactly `cfa` stays open on entry:
-/// the function entering is taken to be its tail callee (when the callee
-/// was untraced and a later call from the same depth enters instead, this
-/// is the known imprecision of `mark`; see DESIGN.md).
-fn close_gone_frames(st: &mut ThreadState, cfa: u64, now: u64, entering: bool) {
-    while let Some(t) = top(st) {
-        let marked = t.word & MARKED != 0;
-        let below = t.cfa < cfa && same_stack(t.cfa, cfa);
-        let replaced = entering && t.cfa == cfa && t.word & (MARKED | CONVERTED) == 0;
-        if !(below || replaced) {
-            break;
-        }
-        let kind = if marked {
-            EventKind::TailExit
-        } else {
-            EventKind::Unwound
-        };
-        pop(st, kind, 0, now);
-    }
-}
-
-fn push(st: &mut ThreadState, cfa: u64, addr: u64, now: u64) {
+/// Opens a frame: an entry, or a suspended frame resumed.
+pub(crate) fn push(st: &mut ThreadState, cfa: u64, word: u64, kind: EventKind, now: u64) {
     let depth = st.depth;
     if depth >= st.stack_cap {
         count_lost(st);
         return;
     }
-    // SAFETY: depth < stack_cap entries of the stack mapping.
+    use std::sync::atomic::{compiler_fence, Ordering::SeqCst};
+    // Written, reserved, written again (as in ftail_entry): a signal
+    // handler whose events run between the first write and the increment
+    // takes the same entry, but is done with it when it returns, and the
+    // entry is whole again after the second write (its two words written
+    // once each could mix the handler's CFA with this word).
+    let entry = StackEntry { cfa, word };
+    // SAFETY: depth < stack_cap entries of the stack mapping; `depth` is
+    // this thread's.
     unsafe {
-        *(st.stack as *mut StackEntry).add(depth as usize) = StackEntry {
-            cfa,
-            word: addr & ADDR_MASK,
-        };
+        let e = (st.stack as *mut StackEntry).add(depth as usize);
+        std::ptr::write_volatile(e, entry);
+        compiler_fence(SeqCst);
+        std::ptr::write_volatile(std::ptr::addr_of_mut!(st.depth), depth + 1);
+        compiler_fence(SeqCst);
+        std::ptr::write_volatile(e, entry);
     }
-    st.depth = depth + 1;
     if depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
-        write_event(st, EventKind::Entry, addr, now);
+        write_event(st, kind, word, now);
     }
 }
 
-fn pop(st: &mut ThreadState, kind: EventKind, addr: u64, now: u64) {
+/// Closes the innermost open frame. When it is the first function of a
+/// `makecontext` context and it returned (not switched out, not left by a
+/// longjmp), the thread is about to go on at the context's `uc_link`,
+/// unseen: the next event takes the slow path, which switches to it
+/// (`stacks::sync`).
+pub(crate) fn pop(st: &mut ThreadState, kind: EventKind, addr: u64, now: u64) {
+    let returned = matches!(kind, EventKind::Exit | EventKind::TailExit);
+    if let Some(t) = top(st).filter(|t| t.word & BASE != 0 && returned) {
+        st.ended_base = t.cfa;
+        st.status = STATUS_SWITCHED;
+    }
     st.depth -= 1;
     if st.depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
         write_event(st, kind, addr, now);
@@ -297,8 +483,12 @@ fn close_on_full(st: &mut ThreadState, entry_lost: bool) {
 
 /// Appends one event, reserving its slot first (see `tramp.rs`).
 pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc: u64) {
-    let slot = st.cursor;
-    st.cursor += 16;
+    // One instruction reserves the slot, as the trampolines' xadd does: a
+    // signal handler's event cannot take it too.
+    // SAFETY: `cursor` is this thread's, aligned, and only ever accessed
+    // by it (and its signal handlers, which run to completion on it).
+    let cursor = unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut st.cursor) };
+    let slot = cursor.fetch_add(16, std::sync::atomic::Ordering::Relaxed);
     while slot + 16 > st.end && crate::buffer::extend(st) {}
     if slot + 16 > st.end {
         if st.reserve_end != 0 {
@@ -337,7 +527,7 @@ pub fn close_all_open() {
     let st = crate::state::current();
     // SAFETY: the current thread's own state.
     let st = unsafe { &mut *st };
-    if st.status != STATUS_RECORDING {
+    if !crate::state::recording(st.status) {
         return;
     }
     let now = rdtsc();

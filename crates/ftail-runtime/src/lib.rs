@@ -7,7 +7,11 @@
 //! (`tramp.rs`), writes the run's metadata and, when asked, starts the
 //! control agent (`control.rs`) that changes the selection while the
 //! program runs. From then on each traced call and return appends a
-//! 16-byte event to the calling thread's file-backed buffer.
+//! 16-byte event to the calling thread's file-backed buffer. Threads that
+//! switch stacks (`swapcontext`, coroutines) keep properly nested event
+//! files: `stacks.rs` parks the frames of a stack switched away from and
+//! resumes them when it runs again; the `makecontext`, `swapcontext` and
+//! `setcontext` wrappers tell it about coroutine stacks and switches.
 //!
 //! **Invariants.** Nothing here is instrumented. The hot path (the
 //! trampolines' fast paths) never allocates, locks, makes a system call or
@@ -27,8 +31,10 @@ mod hooks;
 mod key;
 mod metadata;
 mod modules;
+mod parked;
 mod patch;
 mod poke;
+mod stacks;
 mod state;
 mod status;
 mod sync;
@@ -59,6 +65,7 @@ std::arch::global_asm!(
 
 /// Start-up: runs as the preloaded library's constructor.
 extern "C" fn init() {
+    stacks::init();
     let Some(cfg) = Config::from_env() else {
         return;
     };
@@ -166,7 +173,7 @@ extern "C" fn after_fork_in_child() {
     let st = state::current();
     // SAFETY: the calling (only) thread's own state.
     unsafe {
-        if (*st).status == state::STATUS_RECORDING {
+        if state::recording((*st).status) {
             (*st).status = state::STATUS_NEW;
         }
     }
@@ -216,4 +223,10 @@ pub extern "C" fn _exit(code: i32) -> ! {
 #[no_mangle]
 pub extern "C" fn _Exit(code: i32) -> ! {
     _exit(code)
+}
+
+/// The real `name` from the next object in the lookup order (libc).
+pub(crate) fn next_symbol(name: &std::ffi::CStr) -> *mut libc::c_void {
+    // SAFETY: dlsym with a NUL-terminated name.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) }
 }

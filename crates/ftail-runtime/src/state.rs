@@ -32,13 +32,42 @@ pub struct ThreadState {
     pub limit: u64,
     /// Base of the side stack of converted tail calls (`SideEntry` array).
     pub side: u64,
-    /// Number of entries on the side stack.
+    /// Number of entries on the side stack: the live ones and the dead
+    /// ones ([`SIDE_DEAD`]) below the top live one.
     pub side_depth: u64,
     /// Capacity of the side stack in entries.
     pub side_cap: u64,
     /// End of the reserve after `end` that holds the closing events written
     /// when the buffer fills up; 0 once used.
     pub reserve_end: u64,
+    /// Base of the store of parked frames (`parked.rs`, mapped on first
+    /// use): frames alive on stacks the thread switched away from.
+    pub parked: u64,
+    /// Number of parked frames.
+    pub parked_len: u64,
+    /// Capacity of the parked store in frames (0 until mapped).
+    pub parked_cap: u64,
+    /// CFA the first function of a context made by `makecontext` has, set
+    /// by a switch into such a fresh context until the next event; 0 when
+    /// none is expected.
+    pub fresh_base: u64,
+    /// Nonzero while parked frames are being moved: a signal handler's
+    /// slow path that interrupts it leaves them alone.
+    pub busy: u64,
+    /// CFA of the first function of a `makecontext` context that ended
+    /// ([`BASE`]): the thread goes on at the context's `uc_link`, which
+    /// the next slow path looks up; 0 when none. Written by `tramp.rs`.
+    pub ended_base: u64,
+    /// Top of the thread's spare stack for slow paths (0: none), mapped
+    /// when the thread first runs on a registered coroutine stack.
+    pub spare: u64,
+    /// Bottom of the registered coroutine stack the thread last ran on
+    /// (0: none): a slow path with less than [`FTAIL_SLOW_ROOM`] bytes
+    /// left above it runs on the spare stack.
+    pub coro_lo: u64,
+    /// The frame pointer of the slow path running on the spare stack (0:
+    /// the spare stack is free); set and cleared by `tramp.rs`.
+    pub spare_busy: u64,
 }
 
 /// A return address a convert thunk took off the stack, and where it was.
@@ -47,7 +76,8 @@ pub struct ThreadState {
 pub struct SideEntry {
     /// The tail-calling function's return address.
     pub ret: u64,
-    /// The stack slot it was taken from (the function's CFA − 8).
+    /// The stack slot it was taken from (the function's CFA − 8);
+    /// [`SIDE_DEAD`] set once the entry is free.
     pub slot: u64,
     /// The caller's rbx, while rbx points at this entry.
     pub rbx: u64,
@@ -62,6 +92,15 @@ pub const STATUS_NEW: u64 = 0;
 pub const STATUS_RECORDING: u64 = 1;
 /// Status: this thread records nothing (setup failed or runtime disabled).
 pub const STATUS_OFF: u64 = 2;
+/// Status: recording, but the thread switched stacks (a context switch
+/// was seen, or the first function of a context ended): the next event
+/// takes the slow path, which brings the trace stack in line first.
+pub const STATUS_SWITCHED: u64 = 3;
+
+/// Whether a thread with this status records.
+pub fn recording(status: u64) -> bool {
+    status == STATUS_RECORDING || status == STATUS_SWITCHED
+}
 
 const _: () = {
     use std::mem::offset_of;
@@ -77,6 +116,10 @@ const _: () = {
     assert!(offset_of!(ThreadState, side_depth) == 72);
     assert!(offset_of!(ThreadState, side_cap) == 80);
     assert!(offset_of!(ThreadState, reserve_end) == 88);
+    assert!(offset_of!(ThreadState, ended_base) == 136);
+    assert!(offset_of!(ThreadState, spare) == 144);
+    assert!(STATUS_RECORDING == 1 && STATUS_SWITCHED == 3);
+    assert!(MARKED == 1 << 63 && CONVERTED == 1 << 62 && BASE == 1 << 61);
     assert!(std::mem::size_of::<SideEntry>() == 32);
     assert!(offset_of!(SideEntry, slot) == 8);
     assert!(offset_of!(SideEntry, rbx) == 16);
@@ -91,7 +134,9 @@ pub struct StackEntry {
     /// address, plus nothing: the address just above the return address).
     pub cfa: u64,
     /// Entry address (site + 5) in the low 48 bits; [`MARKED`] when the
-    /// function has passed a tail site in `mark` mode.
+    /// function has passed a tail site in `mark` mode, [`CONVERTED`] while
+    /// its tail call runs through a convert thunk, [`BASE`] for the first
+    /// function of a `makecontext` context.
     pub word: u64,
 }
 
@@ -100,12 +145,26 @@ pub const MARKED: u64 = 1 << 63;
 /// Bit of [`StackEntry::word`]: the function's tail call runs through a
 /// convert thunk, which will report its exit when the callee returns.
 pub const CONVERTED: u64 = 1 << 62;
+/// Bit of [`StackEntry::word`]: the first function of a context made by
+/// `makecontext`. When it ends the context ends too, and the thread goes
+/// on at the context's `uc_link` (through libc's internal `setcontext`,
+/// which no wrapper sees) or exits: its exit takes the slow path, or its
+/// tail callers' pop notes it, and the next event brings the trace stack
+/// in line with the `uc_link` context ([`ThreadState::ended_base`],
+/// [`STATUS_SWITCHED`]).
+pub const BASE: u64 = 1 << 61;
+
+/// Bit of [`SideEntry::slot`]: the entry is free (its thunk has
+/// returned, or it was left behind by a longjmp). Slots are 8-aligned.
+pub const SIDE_DEAD: u64 = 1;
 
 thread_local! {
     static STATE: UnsafeCell<ThreadState> = const {
         UnsafeCell::new(ThreadState {
             cursor: 0, end: 0, depth: 0, stack: 0, stack_cap: 0, status: STATUS_NEW,
             lost: 0, limit: 0, side: 0, side_depth: 0, side_cap: 0, reserve_end: 0,
+            parked: 0, parked_len: 0, parked_cap: 0, fresh_base: 0, busy: 0, ended_base: 0,
+            spare: 0, coro_lo: 0, spare_busy: 0,
         })
     };
 }
@@ -118,23 +177,68 @@ pub static FTAIL_TLS_OFFSET: AtomicI64 = AtomicI64::new(0);
 /// functions are still tracked but not recorded. Read by the trampolines.
 pub static FTAIL_MAX_DEPTH: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// Bytes of the processor's XSAVE area for the enabled state components,
-/// rounded up to 64; 0 when it has no XSAVE (the slow paths then use
-/// fxsave). Set by [`compute_xsave_size`]; read by the trampolines.
+/// Bytes of the XSAVE area the slow paths save, rounded up to 64; 0 when
+/// the processor has no XSAVE (the slow paths then use fxsave). Set by
+/// [`compute_xsave_size`]; read by the trampolines.
 pub static FTAIL_XSAVE_SIZE: AtomicU64 = AtomicU64::new(0);
 
-/// Sets [`FTAIL_XSAVE_SIZE`] from CPUID.
+/// The state components the slow paths save with `xsave` (its EDX:EAX
+/// mask): every user component the OS enabled but the AMX tiles, which
+/// neither the runtime nor libc ever touch (8 KiB of the area on
+/// processors that have them). Read by the trampolines.
+pub static FTAIL_XSAVE_MASK: AtomicU64 = AtomicU64::new(0);
+
+/// XSAVE components 17 and 18: AMX tile configuration and tile data.
+const XSTATE_AMX: u64 = 3 << 17;
+
+/// Bytes of stack a slow path may need beyond its XSAVE area: Rust frames,
+/// a thread's set-up (which builds a path on the stack) included, with
+/// room to spare.
+const SLOW_FRAMES: u64 = 8 << 10;
+
+/// A slow path that finds fewer bytes than this left on the coroutine
+/// stack it runs on (see [`ThreadState::coro_lo`]) moves to the thread's
+/// spare stack. Set by [`compute_xsave_size`]; read by the trampolines.
+pub static FTAIL_SLOW_ROOM: AtomicU64 = AtomicU64::new(SLOW_FRAMES);
+
+/// Bytes of a thread's spare stack for slow paths (a guard page below).
+pub const SPARE_STACK: u64 = 64 << 10;
+
+/// Sets [`FTAIL_XSAVE_SIZE`], [`FTAIL_XSAVE_MASK`] and [`FTAIL_SLOW_ROOM`]
+/// from CPUID and XCR0.
 pub fn compute_xsave_size() {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
+    use std::sync::atomic::Ordering::Relaxed;
     // Leaf 0xD is read only when leaf 1 reports XSAVE enabled by the OS
-    // (OSXSAVE); its EBX is the area's size for the enabled components.
+    // (OSXSAVE). In the standard format each component i has a fixed
+    // offset (EBX of sub-leaf i) and size (EAX); the area ends with the
+    // last component saved.
     let osxsave = __cpuid(1).ecx & (1 << 27) != 0;
-    let size = if osxsave && __cpuid(0).eax >= 0xd {
-        u64::from(__cpuid_count(0xd, 0).ebx)
+    let (size, mask) = if osxsave && __cpuid(0).eax >= 0xd {
+        let (lo, hi): (u32, u32);
+        // SAFETY: xgetbv with ECX = 0 reads XCR0, available when OSXSAVE
+        // is set; it has no memory effects.
+        unsafe {
+            std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi,
+                options(nomem, nostack, preserves_flags));
+        }
+        let mask = ((u64::from(hi) << 32) | u64::from(lo)) & !XSTATE_AMX;
+        // The legacy area and the XSAVE header: 576 bytes.
+        let end = (2..63u32)
+            .filter(|&i| mask & (1u64 << i) != 0)
+            .map(|i| {
+                let c = __cpuid_count(0xd, i);
+                u64::from(c.ebx) + u64::from(c.eax)
+            })
+            .fold(576, u64::max);
+        (end, mask)
     } else {
-        0
+        (0, 0)
     };
-    FTAIL_XSAVE_SIZE.store((size + 63) & !63, std::sync::atomic::Ordering::Relaxed);
+    let size = (size + 63) & !63;
+    FTAIL_XSAVE_SIZE.store(size, Relaxed);
+    FTAIL_XSAVE_MASK.store(mask, Relaxed);
+    FTAIL_SLOW_ROOM.store(size + 64 + SLOW_FRAMES, Relaxed);
 }
 
 /// Address of this thread's state.

@@ -31,7 +31,7 @@ extern "C" fn on_exit(_: *mut libc::c_void) {
     let st = crate::state::current();
     // SAFETY: the exiting thread's own state.
     let st = unsafe { &mut *st };
-    if st.status == crate::state::STATUS_RECORDING {
+    if crate::state::recording(st.status) {
         crate::buffer::release(st);
     }
 }

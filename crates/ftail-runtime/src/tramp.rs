@@ -17,12 +17,22 @@
 //!   be the function's red zone; that is safe because an entry site runs
 //!   before the body has stored anything there and exit and tail sites run
 //!   when the body is done with it;
-//! * the stack is 16-byte aligned for the Rust slow paths by `and $-16`.
+//! * the stack is aligned for the Rust slow paths by `and $-64` (the
+//!   XSAVE area's alignment); on a coroutine stack with little room left
+//!   they run on the thread's spare stack (`FTAIL_SAVE_EXTENDED`), so a
+//!   small coroutine stack only sees the fast paths' few words.
 //!
 //! Per-thread state is `FTAIL_TLS_OFFSET + %fs:0` (see `state.rs`);
 //! events are reserved with a single `xadd`, which a signal handler on the
 //! same thread cannot split, so a traced handler that interrupts a
 //! trampoline gets its own slots.
+//!
+//! A status other than "recording" (1) sends every trampoline to its slow
+//! path: a thread's first event, and the event after a stack switch
+//! (`STATUS_SWITCHED`, see `stacks.rs`). The exit paths also leave the
+//! fast path for the first function of a `makecontext` context (bit 61 of
+//! its trace-stack word, `BASE`), whose return is followed by a switch to
+//! its `uc_link` that no wrapper sees.
 //!
 //! After the four pushes of every trampoline the frame is:
 //! `[rsp]` r11, `[rsp+8]` rdx, `[rsp+16]` rcx, `[rsp+24]` rax,
@@ -31,9 +41,13 @@
 
 use crate::hooks::{
     ftail_slow_entry, ftail_slow_exit, ftail_slow_full_entry, ftail_slow_full_exit,
-    ftail_slow_full_tail, ftail_slow_setup, ftail_slow_tail_return,
+    ftail_slow_full_tail, ftail_slow_setup, ftail_slow_side_enter, ftail_slow_side_leave,
+    ftail_slow_tail_mark, ftail_slow_tail_return,
 };
-use crate::state::{FTAIL_MAX_DEPTH, FTAIL_TLS_OFFSET, FTAIL_XSAVE_SIZE};
+use crate::state::{
+    ThreadState, FTAIL_MAX_DEPTH, FTAIL_SLOW_ROOM, FTAIL_TLS_OFFSET, FTAIL_XSAVE_MASK,
+    FTAIL_XSAVE_SIZE, STATUS_OFF, STATUS_SWITCHED,
+};
 
 extern "C" {
     /// Called by entry sites.
@@ -82,12 +96,30 @@ std::arch::global_asm!(
     .endm
 
     # Saves the whole x87/SSE/AVX state below a 64-byte aligned rsp (rbp
-    # keeps the old rsp): with xsave when the processor has it
-    # ({xsave_size} holds the area's size; gcc's -fipa-ra lets a caller
-    # keep values in the upper halves of ymm registers across a call, and
-    # the slow path's libc calls may end in vzeroupper), else fxsave.
-    # Clobbers rax and rdx (saved by FTAIL_PUSH4); keeps rcx.
+    # keeps the old rsp, r11 points at the thread's state): with xsave
+    # when the processor has it ({xsave_size} holds the area's size and
+    # {xsave_mask} the components, all but AMX tiles; gcc's -fipa-ra lets
+    # a caller keep values in the upper halves of ymm registers across a
+    # call, and the slow path's libc calls may end in vzeroupper), else
+    # fxsave. On a coroutine stack with less than {slow_room} bytes left
+    # (a coroutine may have a small stack), the area and the Rust frames
+    # go on the thread's spare stack instead, unless another slow path
+    # uses it (this one interrupted it in a signal handler); the CFA rules
+    # are rbp-based, so unwinding and backtraces do not notice. Clobbers
+    # rax and rdx (saved by FTAIL_PUSH4); keeps rcx.
     .macro FTAIL_SAVE_EXTENDED
+    cmpq $0, {spare_busy}(%r11)
+    jne .Lstay\@
+    mov %rsp, %rax
+    sub {coro_lo}(%r11), %rax        # room left (huge when not on one)
+    cmp {slow_room}(%rip), %rax
+    jae .Lstay\@
+    mov {spare}(%r11), %rax
+    test %rax, %rax
+    jz .Lstay\@
+    mov %rbp, {spare_busy}(%r11)     # ours until FTAIL_RESTORE_EXTENDED
+    mov %rax, %rsp
+.Lstay\@:
     and $-64, %rsp
     mov {xsave_size}(%rip), %rax
     test %rax, %rax
@@ -101,8 +133,8 @@ std::arch::global_asm!(
     movq $0, 552(%rsp)
     movq $0, 560(%rsp)
     movq $0, 568(%rsp)
-    mov $-1, %eax
-    mov $-1, %edx
+    mov {xsave_mask}(%rip), %eax
+    mov {xsave_mask}+4(%rip), %edx
     xsave64 (%rsp)
     jmp .Lsaved\@
 .Lfxsave\@:
@@ -111,18 +143,25 @@ std::arch::global_asm!(
 .Lsaved\@:
     .endm
 
-    # Restores what FTAIL_SAVE_EXTENDED saved. Clobbers rax and rdx.
+    # Restores what FTAIL_SAVE_EXTENDED saved, and frees the spare stack
+    # if this slow path took it. Clobbers rax and rdx.
     .macro FTAIL_RESTORE_EXTENDED
     mov {xsave_size}(%rip), %rax
     test %rax, %rax
     jz .Lfxrstor\@
-    mov $-1, %eax
-    mov $-1, %edx
+    mov {xsave_mask}(%rip), %eax
+    mov {xsave_mask}+4(%rip), %edx
     xrstor64 (%rsp)
     jmp .Lrestored\@
 .Lfxrstor\@:
     fxrstor64 (%rsp)
 .Lrestored\@:
+    mov {tls}(%rip), %rax            # the Rust call clobbered r11
+    add %fs:0, %rax
+    cmp %rbp, {spare_busy}(%rax)
+    jne .Lspare_kept\@
+    movq $0, {spare_busy}(%rax)
+.Lspare_kept\@:
     .endm
 
     # Calls the Rust slow path \fn(state, cfa, site + 5) with every
@@ -149,6 +188,54 @@ std::arch::global_asm!(
     mov 80(%rbp), %rdx
     call \fn
     FTAIL_RESTORE_EXTENDED
+    mov %rbp, %rsp
+    .cfi_def_cfa_register %rsp
+    pop %rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %rbp
+    pop %r10
+    .cfi_adjust_cfa_offset -8
+    pop %r9
+    .cfi_adjust_cfa_offset -8
+    pop %r8
+    .cfi_adjust_cfa_offset -8
+    pop %rdi
+    .cfi_adjust_cfa_offset -8
+    pop %rsi
+    .cfi_adjust_cfa_offset -8
+    .endm
+
+    # Calls the side-stack slow path \fn(state, slot, rbx, results) with
+    # every register and the x87/SSE state saved, 16-byte aligned; \slot
+    # is the offset from rbp (after the six pushes) of the tail caller's
+    # return address slot. \fn writes two words at `results`, which come
+    # back in rax and rcx (both saved by FTAIL_PUSH4).
+    .macro FTAIL_SLOW_SIDE fn, slot
+    push %rsi
+    .cfi_adjust_cfa_offset 8
+    push %rdi
+    .cfi_adjust_cfa_offset 8
+    push %r8
+    .cfi_adjust_cfa_offset 8
+    push %r9
+    .cfi_adjust_cfa_offset 8
+    push %r10
+    .cfi_adjust_cfa_offset 8
+    push %rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %rbp, 0
+    mov %rsp, %rbp
+    .cfi_def_cfa_register %rbp
+    sub $16, %rsp                    # the results, at rbp-16
+    FTAIL_SAVE_EXTENDED
+    mov %r11, %rdi
+    lea \slot(%rbp), %rsi
+    mov %rbx, %rdx
+    lea -16(%rbp), %rcx
+    call \fn
+    FTAIL_RESTORE_EXTENDED
+    mov -16(%rbp), %rax
+    mov -8(%rbp), %rcx
     mov %rbp, %rsp
     .cfi_def_cfa_register %rsp
     pop %rbp
@@ -202,6 +289,12 @@ std::arch::global_asm!(
     jne \done
     btq $63, -8(%rax)
     jnc \done                        # not marked: not a tail caller
+    btq $61, -8(%rax)
+    jnc .Lnot_base\@
+    mov -16(%rax), %rdx              # a context's first function ended:
+    mov %rdx, {ended_base}(%r11)     # its uc_link switch is unseen, the
+    movq ${switched}, 40(%r11)       # next event's slow path does it
+.Lnot_base\@:
     decq 16(%r11)
     cmp {maxdepth}(%rip), %rcx
     ja \loop                         # deeper than -D: not written
@@ -318,9 +411,9 @@ ftail_exit:
     lea 48(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f                           # not our frame on top: resynchronise
-    btq $63, -8(%rax)
-    jc 8f                            # top marked by a tail site
-    decq 16(%r11)                    # pop
+    testb $0xa0, -1(%rax)
+    jnz 8f                           # top marked by a tail site, or the
+    decq 16(%r11)                    # first function of a context: pop
     cmp {maxdepth}(%rip), %rcx
     ja .Lexit_callers                # popped entry was deeper than -D
     rdtsc
@@ -350,7 +443,7 @@ ftail_tail_mark:
     .cfi_startproc
     FTAIL_PUSH4
     cmpq $1, 40(%r11)
-    jne 9f
+    jne 7f
     mov 16(%r11), %rcx
     test %rcx, %rcx
     jz 9f
@@ -361,6 +454,10 @@ ftail_tail_mark:
     jne 9f                           # the tail caller's entry was not seen
     btsq $63, -8(%rcx)               # mark: ends when its callee returns
 9:  FTAIL_POP4_RET
+7:  cmpq ${off}, 40(%r11)            # after a stack switch: in line
+    je 9b                            # first (a signal handler's slow path
+    FTAIL_SLOW {slow_tail_mark}      # may have made it 'recording' since)
+    jmp 9b
     .cfi_endproc
     .size ftail_tail_mark, .-ftail_tail_mark
 
@@ -376,8 +473,15 @@ ftail_tail_mark:
     # until the callee returns: rbx is callee-saved, so the callee keeps
     # it, and the thunk's unwind info (`unwind.rs`) finds the return
     # address and the caller's rbx through it. A tail jump never reads rbx
-    # (the tail caller has restored it for its own caller). ZF=1 says "converted"; ZF=0 (side stack unavailable or
-    # full) leaves the stack alone and the thunk takes the original jump.
+    # (the tail caller has restored it for its own caller). ZF=1 says
+    # "converted"; ZF=0 (side stack unavailable or full) leaves the stack
+    # alone and the thunk takes the original jump. The side stack is one
+    # array per thread, but the thunks of several stacks (coroutines
+    # switched out inside a converted tail call) may be in flight: an
+    # entry is found again through rbx, never moved, and freed in place;
+    # when the top entry's slot is below ours (left behind by a longjmp,
+    # or another stack's) the Rust slow path decides and may reuse a freed
+    # entry.
     # Every call is matched by its own ret: a shadow stack stays in step.
     .p2align 4
     .globl ftail_convert_enter
@@ -389,21 +493,15 @@ ftail_convert_enter:
     cmpq $1, 40(%r11)
     jne 8f
 1:  lea 40(%rsp), %rdx               # our slot
-2:  mov 72(%r11), %rcx               # drop stale entries (longjmp past a
-    test %rcx, %rcx                  # thunk): their slot is below ours
+    mov 72(%r11), %rcx
+    test %rcx, %rcx
     jz 3f
     mov %rcx, %rax
     shl $5, %rax
     add 64(%r11), %rax               # &side[depth]; the top is at -32
     cmp %rdx, -24(%rax)
-    jae 3f
-    mov %rdx, %rax
-    sub -24(%rax), %rax              # never across stacks: within 256 MiB
-    cmp $0x10000000, %rax
-    jae 3f
-    decq 72(%r11)
-    jmp 2b
-3:  cmp 80(%r11), %rcx
+    jb 7f                            # top below our slot: left behind by
+3:  cmp 80(%r11), %rcx               # a longjmp, or another stack's
     jae 9f                           # full: take the original jump
     mov %rcx, %rax
     shl $5, %rax
@@ -412,7 +510,7 @@ ftail_convert_enter:
     incq 72(%r11)                    # (see ftail_entry)
     FTAIL_SIDE_ENTRY
     mov %rax, %rbx                   # borrowed until the callee returns
-    mov 16(%r11), %rcx               # flag the function's trace entry:
+2:  mov 16(%r11), %rcx               # flag the function's trace entry:
     test %rcx, %rcx                  # its exit comes from the thunk
     jz 4f
     shl $4, %rcx
@@ -445,6 +543,13 @@ ftail_convert_enter:
     ret
     int3
     .cfi_adjust_cfa_offset 32
+7:  FTAIL_SLOW_SIDE {slow_side_enter}, 88 # rax: the entry (0: full)
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    test %rax, %rax
+    jz 9b
+    mov %rax, %rbx                   # borrowed until the callee returns
+    jmp 2b
 8:  FTAIL_SLOW {slow_setup}
     mov {tls}(%rip), %r11
     add %fs:0, %r11
@@ -458,7 +563,9 @@ ftail_convert_enter:
     # returned into the thunk (rsp at the function's CFA; rax, rdx, xmm0-1
     # and st0-1 hold return values). Puts the saved return address back in
     # its slot and rbx back, records the function's exit and returns to
-    # its caller.
+    # its caller. The side entry is the one rbx points at (the callee kept
+    # rbx); when it is not the top one, the Rust slow path frees it in
+    # place. A missing entry (its return address is lost) is fatal: ud2.
     .p2align 4
     .globl ftail_convert_leave
     .hidden ftail_convert_leave
@@ -469,24 +576,23 @@ ftail_convert_leave:
     sub $8, %rsp                     # the slot again; the return address
     .cfi_adjust_cfa_offset 8         # goes back into it below
     FTAIL_PUSH4                      # slot: rsp+32; CFA: rsp+40
-    lea 32(%rsp), %rdx
-1:  mov 72(%r11), %rcx
-    test %rcx, %rcx
+    mov 72(%r11), %rcx               # rbx points at our side entry (the
+    test %rcx, %rcx                  # callee kept it): the top one?
     jz 6f
-    mov %rcx, %rax
-    shl $5, %rax
-    add 64(%r11), %rax
-    cmp %rdx, -24(%rax)
-    je 2f
-    ja 6f                            # our entry is missing: cannot go on
-    decq 72(%r11)                    # stale (below us): drop
-    jmp 1b
-2:  mov -32(%rax), %rcx
-    mov %rcx, 32(%rsp)               # the return address, back in place
-    mov -16(%rax), %rbx              # and the borrowed register
+    shl $5, %rcx
+    add 64(%r11), %rcx
+    sub $32, %rcx                    # &side[depth - 1]
+    cmp %rcx, %rbx
+    jne 6f                           # entries of other stacks above it, or
+    lea 32(%rsp), %rdx               # left behind by a longjmp: slow
+    cmp %rdx, 8(%rcx)
+    jne 6f
+    mov (%rcx), %rax
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov 16(%rcx), %rbx               # and the borrowed register
     decq 72(%r11)
-    cmpq $1, 40(%r11)
-    jne 9f
+2:  cmpq $1, 40(%r11)
+    jne 10f
     mov 16(%r11), %rcx               # the function's trace entry on top?
     test %rcx, %rcx
     jz 9f
@@ -496,6 +602,8 @@ ftail_convert_leave:
     lea 40(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f
+    testb $0x20, -1(%rax)            # the first function of a context
+    jnz 8f
     decq 16(%r11)                    # pop it
     cmp {maxdepth}(%rip), %rcx
     ja .Lleave_callers
@@ -533,12 +641,28 @@ ftail_convert_leave:
     pop %rdi
     pop %rsi
     jmp 9b
-6:  ud2                              # the side stack lost our entry
+10: cmpq ${off}, 40(%r11)            # after a stack switch: in line
+    je 9b                            # first (a signal handler's slow path
+    jmp 8b                           # may have made it 'recording' since)
+6:  FTAIL_SLOW_SIDE {slow_side_leave}, 80 # rax: return address, rcx: rbx
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    test %rax, %rax
+    jz 5f
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov %rcx, %rbx                   # and the borrowed register
+    jmp 2b
+5:  ud2                              # the side stack lost our entry
     .cfi_endproc
     .size ftail_convert_leave, .-ftail_convert_leave
 "#,
     tls = sym FTAIL_TLS_OFFSET,
     xsave_size = sym FTAIL_XSAVE_SIZE,
+    xsave_mask = sym FTAIL_XSAVE_MASK,
+    slow_room = sym FTAIL_SLOW_ROOM,
+    spare = const std::mem::offset_of!(ThreadState, spare),
+    coro_lo = const std::mem::offset_of!(ThreadState, coro_lo),
+    spare_busy = const std::mem::offset_of!(ThreadState, spare_busy),
     maxdepth = sym FTAIL_MAX_DEPTH,
     slow_entry = sym ftail_slow_entry,
     slow_exit = sym ftail_slow_exit,
@@ -547,6 +671,12 @@ ftail_convert_leave:
     full_exit = sym ftail_slow_full_exit,
     full_tail = sym ftail_slow_full_tail,
     slow_tail_return = sym ftail_slow_tail_return,
+    slow_tail_mark = sym ftail_slow_tail_mark,
+    slow_side_enter = sym ftail_slow_side_enter,
+    slow_side_leave = sym ftail_slow_side_leave,
+    switched = const STATUS_SWITCHED,
+    off = const STATUS_OFF,
+    ended_base = const std::mem::offset_of!(ThreadState, ended_base),
     options(att_syntax)
 );
 
@@ -590,3 +720,77 @@ macro_rules! variadic_exec_wrapper {
 variadic_exec_wrapper!(execl, 0);
 variadic_exec_wrapper!(execlp, 1);
 variadic_exec_wrapper!(execle, 2);
+
+/// `swapcontext(oucp, ucp)`: lets [`crate::stacks::before_swapcontext`]
+/// record the switch (with the caller's stack pointer after the call, and
+/// `ucp`), then jumps to libc's function with every argument and the
+/// caller's stack untouched, so the context it saves returns to the
+/// caller. ABI: a plain function call; only `rdi` and `rsi` matter to
+/// libc's function, and the callee-saved registers are kept by the Rust
+/// call; rsp is 16-byte aligned for it (8 at entry plus three words).
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn swapcontext() {
+    std::arch::naked_asm!(
+        "push %rdi",
+        "push %rsi",
+        "sub $8, %rsp",
+        "lea 32(%rsp), %rdi",
+        "call {before}",
+        "mov %rax, %r11",
+        "add $8, %rsp",
+        "pop %rsi",
+        "pop %rdi",
+        "jmp *%r11",
+        before = sym crate::stacks::before_swapcontext,
+        options(att_syntax)
+    )
+}
+
+/// `setcontext(ucp)`: the same as [`swapcontext`], through
+/// [`crate::stacks::before_setcontext`].
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn setcontext() {
+    std::arch::naked_asm!(
+        "push %rdi",
+        "lea 16(%rsp), %rsi",
+        "xchg %rsi, %rdi",
+        "call {before}",
+        "mov %rax, %r11",
+        "pop %rdi",
+        "jmp *%r11",
+        before = sym crate::stacks::before_setcontext,
+        options(att_syntax)
+    )
+}
+
+/// `makecontext(ucp, func, argc, ...)`, variadic: saves the argument
+/// registers and `al` as the exec wrappers do, lets
+/// [`crate::stacks::before_makecontext`] record the context's stack, then
+/// jumps to libc's function with the stack arguments in place.
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn makecontext() {
+    std::arch::naked_asm!(
+        "push %rdi",
+        "push %rsi",
+        "push %rdx",
+        "push %rcx",
+        "push %r8",
+        "push %r9",
+        "push %rax",
+        "call {before}",
+        "mov %rax, %r11",
+        "pop %rax",
+        "pop %r9",
+        "pop %r8",
+        "pop %rcx",
+        "pop %rdx",
+        "pop %rsi",
+        "pop %rdi",
+        "jmp *%r11",
+        before = sym crate::stacks::before_makecontext,
+        options(att_syntax)
+    )
+}

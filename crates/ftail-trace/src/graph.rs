@@ -76,15 +76,16 @@ impl Tree {
         i
     }
 
-    /// Adds one call at the end of `path` (names, outermost first); with
-    /// `every_node`, counts it on every node of the path (the inverted
-    /// tree: each caller path carries the calls made through it).
-    fn add(&mut self, path: &[Arc<str>], ticks: u64, every_node: bool) {
+    /// Adds one call (or, `new_call` false, a resumed slice's time) at
+    /// the end of `path` (names, outermost first); with `every_node`,
+    /// counts it on every node of the path (the inverted tree: each caller
+    /// path carries the calls made through it).
+    fn add(&mut self, path: &[Arc<str>], ticks: u64, every_node: bool, new_call: bool) {
         let mut at = 0;
         for (i, name) in path.iter().enumerate() {
             at = self.child(at, name);
             if every_node || i + 1 == path.len() {
-                self.nodes[at].calls += 1;
+                self.nodes[at].calls += u64::from(new_call);
                 self.nodes[at].ticks += ticks;
             }
         }
@@ -151,6 +152,7 @@ pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids:
         // The open calls' names (outermost first); for callee trees, the
         // index in it of the outermost open call of the function asked.
         let mut path: Vec<Arc<str>> = Vec::new();
+        let mut new_calls: Vec<bool> = Vec::new();
         let mut anchors: Vec<usize> = Vec::new();
         for item in Threshold::new(visible, filters.min_ticks) {
             match item {
@@ -178,11 +180,12 @@ pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids:
                         // is an entry and its leave.
                         continue;
                     }
+                    let new_call = new_calls.pop().unwrap_or(true);
                     match kind {
-                        Kind::Whole => tree.add(&path, ticks, false),
+                        Kind::Whole => tree.add(&path, ticks, false, new_call),
                         Kind::Callees(_) => {
                             if let Some(&a) = anchors.first() {
-                                tree.add(&path[a..], ticks, false);
+                                tree.add(&path[a..], ticks, false, new_call);
                                 if path.len() - 1 == a {
                                     anchors.clear();
                                 }
@@ -193,7 +196,7 @@ pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids:
                             let mangled = func.map(|f| names.function(f).mangled.clone());
                             if target(&name, mangled.as_deref(), g) {
                                 let up: Vec<Arc<str>> = path.iter().rev().cloned().collect();
-                                tree.add(&up, ticks, true);
+                                tree.add(&up, ticks, true, new_call);
                             }
                         }
                     }

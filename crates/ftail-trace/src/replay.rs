@@ -5,6 +5,10 @@
 //! image (a process, or what it became after `exec`) under a header of its
 //! own.
 //!
+//! A function alive on a stack the thread switched away from (a
+//! coroutine) shows as slices: `} /* f (switched out) */` ends one,
+//! `f() { /* resumed */` opens the next where its stack ran again.
+//!
 //! Streamed: each thread's events are read a block at a time, filtered
 //! ([`crate::view`]) and merged with the other threads' by time; output
 //! goes to the writer as it is made. Memory is the call depth per thread
@@ -275,10 +279,16 @@ impl ImageReplay<'_> {
                 func,
                 tsc,
                 depth,
+                resumed,
             } => {
                 indent(&mut line, depth);
                 self.name(&mut line, func, addr, tsc);
                 line.extend_from_slice(b"() {");
+                if resumed {
+                    // A function switched out on a coroutine's stack runs
+                    // again: a new slice of it, where execution is now.
+                    line.extend_from_slice(b" /* resumed */");
+                }
                 self.srcline(&mut line, func);
             }
             Shown::Leaf {
@@ -344,6 +354,7 @@ impl ImageReplay<'_> {
             EventKind::TailExit => " (tail call)",
             EventKind::Unwound => " (unwound)",
             EventKind::Truncated => " (buffer full: exit not recorded)",
+            EventKind::Suspended => " (switched out)",
             _ => "",
         };
         if self.opts.color && !text.is_empty() {

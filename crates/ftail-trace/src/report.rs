@@ -50,8 +50,11 @@ impl Default for Counters {
 }
 
 impl Counters {
-    fn add_call(&mut self, ticks: u64, callees: u64) {
-        self.calls += 1;
+    /// Adds a call's time; `new_call` is false for a resumed slice of a
+    /// call already counted (a suspended function's time is the slices it
+    /// ran: the time its stack was switched out is not its own).
+    fn add(&mut self, ticks: u64, callees: u64, new_call: bool) {
+        self.calls += u64::from(new_call);
         self.total += ticks;
         self.self_time += ticks.saturating_sub(callees);
         self.min = self.min.min(ticks);
@@ -128,17 +131,20 @@ fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
         }
     };
     // Open frames: the function (index, or !0 for an unknown address in
-    // `addr`), entry address, entry time, time of its callees.
-    let mut stack: Vec<(u32, u64, u64, u64)> = Vec::new();
+    // `addr`), entry address, entry time, time of its callees, whether a
+    // new call (not a resumed slice).
+    let mut stack: Vec<(u32, u64, u64, u64, bool)> = Vec::new();
     let mut calls = Calls::new(&mut events, header.stopped);
     for step in calls.by_ref() {
         match step {
-            Step::Enter { addr, tsc, .. } => {
+            Step::Enter {
+                addr, tsc, resumed, ..
+            } => {
                 let f = names.resolve(addr, tsc).map_or(u32::MAX, |f| f.0);
-                stack.push((f, addr, tsc, 0));
+                stack.push((f, addr, tsc, 0, !resumed));
             }
             Step::Leave { end, .. } => {
-                let Some((f, addr, start, callees)) = stack.pop() else {
+                let Some((f, addr, start, callees, new_call)) = stack.pop() else {
                     continue;
                 };
                 let ticks = end.saturating_sub(start);
@@ -147,7 +153,7 @@ fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
                 } else {
                     &mut out.by_func[f as usize]
                 };
-                c.add_call(ticks, callees);
+                c.add(ticks, callees, new_call);
                 if let Some(parent) = stack.last_mut() {
                     parent.3 += ticks;
                 }
@@ -177,10 +183,11 @@ fn fold_filtered(
         }
     };
     let visible = Visible::new(Calls::new(&mut events, header.stopped), names, m, filters);
-    let mut callees: Vec<u64> = Vec::new();
+    // Per open shown call: time of its callees, whether a new call.
+    let mut callees: Vec<(u64, bool)> = Vec::new();
     for item in Threshold::new(visible, filters.min_ticks) {
         match item {
-            Shown::Enter { .. } => callees.push(0),
+            Shown::Enter { resumed, .. } => callees.push((0, !resumed)),
             Shown::Leave {
                 addr,
                 func,
@@ -195,19 +202,19 @@ fn fold_filtered(
                 end,
                 ..
             } => {
-                let inner = if matches!(item, Shown::Leave { .. }) {
-                    callees.pop().unwrap_or(0)
+                let (inner, new_call) = if matches!(item, Shown::Leave { .. }) {
+                    callees.pop().unwrap_or((0, true))
                 } else {
-                    0
+                    (0, true)
                 };
                 let ticks = end.saturating_sub(start);
                 let c = match func {
                     Some(f) => &mut out.by_func[f.0 as usize],
                     None => out.unknown.entry(addr).or_default(),
                 };
-                c.add_call(ticks, inner);
+                c.add(ticks, inner, new_call);
                 if let Some(parent) = callees.last_mut() {
-                    *parent += ticks;
+                    parent.0 += ticks;
                 }
             }
         }

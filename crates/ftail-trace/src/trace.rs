@@ -184,6 +184,12 @@ pub struct Balance {
     pub unwound: u64,
     /// Frames closed when the buffer filled up (real exit not recorded).
     pub truncated: u64,
+    /// Slices closed because the thread switched to another stack while
+    /// the function was alive there.
+    pub suspended: u64,
+    /// Slices opened when a suspended function ran again (not calls:
+    /// `entries` counts those).
+    pub resumed: u64,
     /// Exits with no open entry.
     pub unmatched: u64,
     /// Entries still open at the end of the recording.
@@ -191,7 +197,8 @@ pub struct Balance {
 }
 
 impl Balance {
-    /// Whether every entry has exactly one exit.
+    /// Whether every entry (and every resumed slice) has exactly one
+    /// exit.
     pub fn is_balanced(&self) -> bool {
         self.unmatched == 0 && self.open_at_end == 0
     }
@@ -209,10 +216,16 @@ impl Thread {
                     depth += 1;
                     continue;
                 }
+                Some(EventKind::Resumed) => {
+                    b.resumed += 1;
+                    depth += 1;
+                    continue;
+                }
                 Some(EventKind::Exit) => b.exits += 1,
                 Some(EventKind::TailExit) => b.tail_exits += 1,
                 Some(EventKind::Unwound) => b.unwound += 1,
                 Some(EventKind::Truncated) => b.truncated += 1,
+                Some(EventKind::Suspended) => b.suspended += 1,
                 None => continue,
             }
             if depth == 0 {
@@ -351,6 +364,53 @@ mod tests {
         assert!(b.is_balanced(), "{b:?}");
         assert_eq!((b.entries, b.exits, b.tail_exits), (2, 1, 1));
         assert_eq!(t.processes[0].tsc_hz(), 1_000_000_000);
+    }
+
+    #[test]
+    fn suspended_and_resumed_slices_pair_like_exits_and_entries() {
+        let mut v = header(7, 8, 0);
+        event(&mut v, 10, EventKind::Entry as u8, 0x1005); // f
+        event(&mut v, 20, EventKind::Entry as u8, 0x2005); // co, on another stack
+        event(&mut v, 30, EventKind::Suspended as u8, 0);
+        event(&mut v, 40, EventKind::Resumed as u8, 0x2005);
+        event(&mut v, 45, EventKind::Exit as u8, 0x2010);
+        event(&mut v, 60, EventKind::Exit as u8, 0x1010);
+        let d = dir_with(&v);
+        let t = open(d.path()).unwrap();
+        let b = t.processes[0].threads[0].balance();
+        assert!(b.is_balanced(), "{b:?}");
+        assert_eq!((b.entries, b.resumed), (2, 1), "a resumed slice is no call");
+        assert_eq!((b.exits, b.suspended), (2, 1));
+        let text = crate::replay::render(&t);
+        let body: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once("| ").map(|x| x.1))
+            .collect();
+        assert_eq!(
+            body,
+            [
+                "0x1000() {",
+                "  0x2000() {",
+                "  } /* 0x2000 (switched out) */",
+                "  0x2000() { /* resumed */",
+                "  } /* 0x2000 */",
+                "} /* 0x1000 */",
+            ]
+        );
+        // The coroutine's time is its two slices: 10 + 5 ticks of 1 ns.
+        let listing = crate::reader::dir::TraceDir::open(d.path()).unwrap();
+        let names = crate::names::for_images(&listing.images);
+        let r = crate::report::report(&listing, &names, &Default::default());
+        let row = |n: &str| {
+            &r.rows[&crate::report::RowKey {
+                thread: None,
+                name: n.into(),
+            }]
+        };
+        let co = row("0x2000");
+        assert_eq!(co.calls, 1);
+        assert!((co.total_ns - 15.0).abs() < 1e-9, "{co:?}");
+        assert!((row("0x1000").self_ns - 35.0).abs() < 1e-9);
     }
 
     #[test]

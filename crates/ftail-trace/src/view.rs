@@ -83,7 +83,7 @@ impl Matches {
 /// among what is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shown {
-    /// A call begins (its exit comes later).
+    /// A call begins (its exit comes later), or resumes.
     Enter {
         /// Entry address, as recorded.
         addr: u64,
@@ -93,6 +93,8 @@ pub enum Shown {
         tsc: u64,
         /// Shown frames around it.
         depth: u32,
+        /// A new slice of a suspended call, not a new call.
+        resumed: bool,
     },
     /// A call ends.
     Leave {
@@ -201,7 +203,9 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
     fn next(&mut self) -> Option<Shown> {
         loop {
             match self.steps.next()? {
-                Step::Enter { addr, tsc, .. } => {
+                Step::Enter {
+                    addr, tsc, resumed, ..
+                } => {
                     let func = self.names.resolve(addr, tsc);
                     let f = self.enter(func, tsc);
                     self.stack.push(f);
@@ -211,6 +215,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                             func,
                             tsc,
                             depth: f.shown_depth - 1,
+                            resumed,
                         });
                     }
                 }
@@ -374,7 +379,13 @@ impl<I: Iterator<Item = Shown>> Iterator for Leaves<I> {
 
     fn next(&mut self) -> Option<Shown> {
         let item = self.items.next()?;
-        let Shown::Enter { tsc, depth, .. } = item else {
+        let Shown::Enter {
+            tsc,
+            depth,
+            resumed: false,
+            ..
+        } = item
+        else {
             return Some(item);
         };
         match self.items.peek() {
@@ -421,6 +432,7 @@ mod tests {
             func: None,
             tsc,
             depth,
+            resumed: false,
         }
     }
 

@@ -8,7 +8,7 @@ use ftail_abi::trace::{Event, EventKind, KIND_SHIFT};
 /// One step of a thread, with the pairing done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// A function was entered.
+    /// A function was entered, or a suspended one resumed.
     Enter {
         /// Its entry address (site + 5, as recorded).
         addr: u64,
@@ -16,6 +16,9 @@ pub enum Step {
         tsc: u64,
         /// Frames open around it (0 for the outermost).
         depth: u32,
+        /// A new slice of a call suspended on a stack the thread had
+        /// switched away from, not a new call.
+        resumed: bool,
     },
     /// The innermost open function ended.
     Leave {
@@ -27,7 +30,8 @@ pub enum Step {
         end: u64,
         /// Frames open around it.
         depth: u32,
-        /// How it ended: `Exit`, `TailExit`, `Unwound` or `Truncated`.
+        /// How it ended: `Exit`, `TailExit`, `Unwound`, `Truncated`, or
+        /// `Suspended` (its stack was switched away from: it may resume).
         how: EventKind,
     },
 }
@@ -105,13 +109,14 @@ impl<I: Iterator<Item = Event>> Iterator for Calls<I> {
             };
             self.last = e.tsc;
             match EventKind::from_u8((e.word >> KIND_SHIFT) as u8) {
-                Some(EventKind::Entry) => {
+                Some(kind) if kind.opens() => {
                     let depth = self.stack.len() as u32;
                     self.stack.push((e.addr(), e.tsc));
                     return Some(Step::Enter {
                         addr: e.addr(),
                         tsc: e.tsc,
                         depth,
+                        resumed: kind == EventKind::Resumed,
                     });
                 }
                 Some(how) => match self.leave(e.tsc, how) {
@@ -152,12 +157,14 @@ mod tests {
                 Step::Enter {
                     addr: 0x10,
                     tsc: 1,
-                    depth: 0
+                    depth: 0,
+                    resumed: false
                 },
                 Step::Enter {
                     addr: 0x20,
                     tsc: 2,
-                    depth: 1
+                    depth: 1,
+                    resumed: false
                 },
                 Step::Leave {
                     addr: 0x20,
