@@ -249,7 +249,11 @@ pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
         srcline: shape.srcline,
     };
     let mut sink = Sink::new(!shape.no_pager);
+    // A bar only when the output goes to a file (not to a pager or the
+    // terminal, which it would cut into).
+    let progress = crate::progress::Progress::start(&view.dir, "replaying", false);
     let r = ftail_trace::replay::replay(&o.trace, &o.names, &opts, &mut sink.out());
+    progress.finish();
     sink.finish(r)?;
     Ok(0)
 }
@@ -266,7 +270,9 @@ pub fn report(view: &ViewArgs, sort: &str, threads: bool, diff: Option<&Path>) -
         tids: view.tid.clone(),
         per_thread: threads,
     };
+    let progress = crate::progress::Progress::start(&view.dir, "reading", true);
     let r = report(&o.trace, &o.names, &opts);
+    progress.finish();
     let text = match diff {
         None => render(&r, key),
         Some(other) => {
@@ -291,6 +297,7 @@ pub fn graph(view: &ViewArgs, func: Option<&str>, callers: Option<&str>) -> Resu
         (None, None) => Kind::Whole,
     };
     let o = open(&view.dir, &view.symbols_dir)?;
+    let progress = crate::progress::Progress::start(&view.dir, "reading", true);
     let text = render(
         &o.trace,
         &o.names,
@@ -298,6 +305,7 @@ pub fn graph(view: &ViewArgs, func: Option<&str>, callers: Option<&str>) -> Resu
         &view.filters(&o.trace),
         &view.tid,
     );
+    progress.finish();
     if text.is_empty() {
         if let Kind::Callees(g) | Kind::Callers(g) = &kind {
             bail!(
@@ -314,7 +322,10 @@ pub fn graph(view: &ViewArgs, func: Option<&str>, callers: Option<&str>) -> Resu
 pub fn info(dir: &Path) -> Result<i32> {
     let trace = TraceDir::open(dir)?;
     let headers = ftail_trace::trace::open_headers(dir)?;
-    crate::out::stdout(&ftail_trace::info::render(&trace, &headers))?;
+    let progress = crate::progress::Progress::start(dir, "counting events", true);
+    let text = ftail_trace::info::render(&trace, &headers);
+    progress.finish();
+    crate::out::stdout(&text)?;
     Ok(0)
 }
 
@@ -323,7 +334,9 @@ pub fn dump(view: &ViewArgs) -> Result<i32> {
     let o = open(&view.dir, &view.symbols_dir)?;
     let range = view.filters(&o.trace).range;
     let mut sink = Sink::new(false);
+    let progress = crate::progress::Progress::start(&view.dir, "dumping", false);
     let r = ftail_trace::dump::dump(&o.trace, &o.names, &view.tid, range, &mut sink.out());
+    progress.finish();
     sink.finish(r)?;
     Ok(0)
 }

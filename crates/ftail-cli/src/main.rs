@@ -13,6 +13,7 @@ mod cc;
 mod ctl;
 mod out;
 mod private_dir;
+mod progress;
 mod record;
 mod sites;
 mod trace_dir;

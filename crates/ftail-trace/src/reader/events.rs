@@ -11,6 +11,15 @@ use ftail_abi::trace::{Event, EventFileHeader, EVENTS_MAGIC, TRACE_VERSION};
 /// Bytes read at a time.
 const BLOCK: usize = 256 << 10;
 
+/// Event bytes read so far by this process, over every thread's file: what
+/// a progress display compares with the trace's size.
+static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Event bytes read so far by this process (for progress displays).
+pub fn bytes_read() -> u64 {
+    BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The header fields of an event file that a reader uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Header {
@@ -126,6 +135,7 @@ impl Events {
                 }
             }
         }
+        BYTES_READ.fetch_add((n - rest) as u64, std::sync::atomic::Ordering::Relaxed);
         self.at = 0;
         self.len = n;
         if n < self.buf.len() {
