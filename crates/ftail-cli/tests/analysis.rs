@@ -427,3 +427,117 @@ fn progress_shows_on_a_terminal_only() {
     let quick = on_a_terminal(&["info", "-d", t], &[]);
     assert!(!quick.contains('['), "{quick:?}");
 }
+
+/// The threads fixture of the runtime tests, recorded.
+fn record_threads() -> Recorded {
+    let scratch = scratch();
+    let exe = scratch.path().join("threads");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/runtime/threads.c"))
+            .arg("-lpthread"),
+    );
+    let trace = scratch.path().join("trace");
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&trace)
+        .arg("--")
+        .arg(&exe));
+    assert!(out.status.success(), "{out:?}");
+    Recorded {
+        _scratch: scratch,
+        trace,
+    }
+}
+
+/// `--tid` keeps one thread; `report --threads` has a row per thread and
+/// function, and the threads' calls add up to the whole; `--diff` of a
+/// trace with itself changes nothing.
+#[test]
+fn threads_can_be_told_apart_and_runs_compared() {
+    let r = record_threads();
+    let t = ftail_trace::trace::open(&r.trace).unwrap();
+    let p = &t.processes[0];
+    let worker = p.threads.iter().find(|th| th.tid != p.pid).unwrap().tid;
+    let text = ftail_on(&r.trace, "replay", &["--tid", &worker.to_string()]);
+    let tids: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(tids.into_iter().collect::<Vec<_>>(), [worker.to_string()]);
+    let rows = ftail_on(&r.trace, "report", &["--threads", "-s", "calls"]);
+    let fib_calls: u64 = rows
+        .lines()
+        .filter(|l| l.ends_with(" fib"))
+        .map(|l| l.split_whitespace().nth(4).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(fib_calls, 8 * 1973, "{rows}");
+    assert_eq!(rows.lines().filter(|l| l.ends_with(" fib")).count(), 8);
+    let diff = ftail_on(
+        &r.trace,
+        "report",
+        &["--diff", r.trace.to_str().unwrap(), "-s", "calls"],
+    );
+    let changes: Vec<&str> = diff
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert!(
+        !changes.is_empty() && changes.iter().all(|c| *c == "+0.0%"),
+        "{diff}"
+    );
+}
+
+/// Colours on request, wall-clock time, and `live`: one command records
+/// and replays, with the program's exit status.
+#[test]
+fn colours_wall_clock_and_live() {
+    let r = record_fixture("gcc", "tour.c");
+    let coloured = ftail_on(&r.trace, "replay", &["--color", "always"]);
+    assert!(coloured.contains("\x1b[31m"), "the 3 ms call in red");
+    let plain = ftail_on(&r.trace, "replay", &["--color", "never"]);
+    assert!(!plain.contains('\x1b'));
+    let wall = ftail_on(
+        &r.trace,
+        "replay",
+        &["-f", "time", "--wall-clock", "-F", "slow"],
+    );
+    let secs: f64 = wall
+        .lines()
+        .find(|l| l.contains("slow"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - secs).abs() < 3600.0,
+        "{secs} is not about now ({now})"
+    );
+    let scratch = scratch();
+    let exe = scratch.path().join("tour");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/analysis/tour.c")),
+    );
+    let out = run(Command::new(ftail())
+        .args(["live", "--no-pager", "--"])
+        .arg(&exe));
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("forward() {") && text.contains("helper();"),
+        "{text}"
+    );
+    let out = run(Command::new(ftail()).args(["live", "--no-pager", "--", "sh", "-c", "exit 7"]));
+    assert_eq!(out.status.code(), Some(7));
+}
