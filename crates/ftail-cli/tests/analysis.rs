@@ -29,18 +29,13 @@ fn record_fixture_with(cc: &str, source: &str, flags: &[&str]) -> Recorded {
     let exe = scratch.path().join("tour");
     run_ok(
         ftail_cc(cc)
-            .args(flags)
             .args(["-O2", "-o"])
             .arg(&exe)
-            .arg(repo().join("tests/analysis").join(source)),
+            .arg(repo().join("tests/analysis").join(source))
+            .args(flags),
     );
     let trace = scratch.path().join("trace");
-    let out = run(Command::new(ftail())
-        .arg("record")
-        .arg("-d")
-        .arg(&trace)
-        .arg("--")
-        .arg(&exe));
+    let (out, _) = record_trace(&trace, &exe, &[], &[]);
     assert!(out.status.success(), "{out:?}");
     Recorded {
         _scratch: scratch,

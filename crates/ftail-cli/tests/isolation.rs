@@ -32,18 +32,7 @@ fn build(dir: &Path, cc: &str, flags: &[&str], source: &str, name: &str) -> Path
 /// Records `exe args` into `dir/trace-TAG`; returns the run's output and
 /// the trace.
 fn record(dir: &Path, tag: &str, exe: &Path, args: &[&str], extra: &[&str]) -> (Output, Trace) {
-    let tdir = dir.join(format!("trace-{tag}"));
-    let out = run(Command::new(ftail())
-        .arg("record")
-        .arg("-d")
-        .arg(&tdir)
-        .args(extra)
-        .arg("--")
-        .arg(exe)
-        .args(args));
-    let t = trace::open(&tdir)
-        .unwrap_or_else(|e| panic!("{e}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
-    (out, t)
+    record_trace(&dir.join(format!("trace-{tag}")), exe, args, extra)
 }
 
 /// Entries of the functions named `names` in process `p` of `t`.

@@ -30,18 +30,7 @@ fn build(dir: &Path, cc: &str, flags: &[&str], sources: &[PathBuf], name: &str) 
 
 /// Records `exe args`; returns the traced run's output and the trace.
 fn record(dir: &Path, exe: &Path, args: &[&str], extra: &[&str]) -> (Output, Trace) {
-    let tdir = dir.join("trace");
-    let out = run(Command::new(ftail())
-        .arg("record")
-        .arg("-d")
-        .arg(&tdir)
-        .args(extra)
-        .arg("--")
-        .arg(exe)
-        .args(args));
-    let t = trace::open(&tdir)
-        .unwrap_or_else(|e| panic!("{e}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
-    (out, t)
+    record_trace(&dir.join("trace"), exe, args, extra)
 }
 
 fn untraced(exe: &Path, args: &[&str]) -> Output {

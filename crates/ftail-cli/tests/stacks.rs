@@ -34,17 +34,7 @@ fn build(dir: &Path, cc: &str, opt: &str) -> PathBuf {
 /// Records `exe args` in `tail` mode; returns the traced run's output and
 /// the trace.
 fn record(dir: &Path, exe: &Path, args: &[&str], tail: &str) -> (Output, Trace) {
-    let tdir = dir.join("trace");
-    let out = run(Command::new(ftail())
-        .arg("record")
-        .arg("-d")
-        .arg(&tdir)
-        .args(["--tail", tail, "--"])
-        .arg(exe)
-        .args(args));
-    let t = trace::open(&tdir)
-        .unwrap_or_else(|e| panic!("{e}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
-    (out, t)
+    record_trace(&dir.join("trace"), exe, args, &["--tail", tail])
 }
 
 /// The replay's function column: the call tree without times and tids.

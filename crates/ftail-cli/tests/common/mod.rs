@@ -97,3 +97,24 @@ pub fn runtime() -> PathBuf {
     );
     p
 }
+
+/// Runs `ftail record -d TDIR EXTRA -- EXE ARGS`; returns the run's output
+/// and the trace (panics with ftail's stderr when there is none).
+pub fn record_trace(
+    tdir: &Path,
+    exe: &Path,
+    args: &[&str],
+    extra: &[&str],
+) -> (Output, ftail_trace::trace::Trace) {
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(tdir)
+        .args(extra)
+        .arg("--")
+        .arg(exe)
+        .args(args));
+    let t = ftail_trace::trace::open(tdir)
+        .unwrap_or_else(|e| panic!("{e}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    (out, t)
+}
