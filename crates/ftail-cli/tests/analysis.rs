@@ -230,6 +230,21 @@ fn srcline_shows_where_each_function_is() {
 fn info_says_what_the_trace_is() {
     let r = record_fixture("gcc", "tour.c");
     let text = ftail_on(&r.trace, "info", &[]);
+    let varying = [
+        (r"size on disk: .*", "size on disk: <size>"),
+        (r"parent pid       : \d+", "parent pid       : <pid>"),
+        (r"started          : .*", "started          : <time>"),
+        (r"clock            : .*", "clock            : <rate>"),
+        (r"(?m)^ +\d+ tour ", "    <tid> tour "),
+    ];
+    let mut golden = normalize(&text, &r.trace);
+    for (pattern, with) in varying {
+        golden = regex::Regex::new(pattern)
+            .unwrap()
+            .replace_all(&golden, with)
+            .into_owned();
+    }
+    expect_file!["golden/gcc-info.txt"].assert_eq(&golden);
     for want in [
         "command line     : ",
         "recorded with    : tail=auto",
