@@ -551,3 +551,38 @@ fn colours_wall_clock_and_live() {
     let out = run(Command::new(ftail()).args(["live", "--no-pager", "--", "sh", "-c", "exit 7"]));
     assert_eq!(out.status.code(), Some(7));
 }
+
+/// A binary rebuilt since it was recorded (another build id) is reported,
+/// and its functions show as addresses, never with the new file's names;
+/// `--symbols-dir` pointing at the recorded build brings the names back.
+#[test]
+fn a_rebuilt_binary_is_reported_not_misnamed() {
+    let r = record_fixture("gcc", "tour.c");
+    let exe = r.trace.parent().unwrap().join("tour");
+    let keep = r.trace.parent().unwrap().join("kept");
+    std::fs::create_dir(&keep).unwrap();
+    std::fs::copy(&exe, keep.join("tour")).unwrap();
+    // Another build of another program, under the recorded path.
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/analysis/recurse.c"))
+            .arg("-lpthread"),
+    );
+    let text = ftail_on(&r.trace, "replay", &[]);
+    assert!(text.contains("build id mismatch"), "{text}");
+    assert!(
+        !text.contains("parse()") && !text.contains("down()"),
+        "{text}"
+    );
+    let named = ftail_on(
+        &r.trace,
+        "replay",
+        &["--symbols-dir", keep.to_str().unwrap()],
+    );
+    assert!(
+        named.contains("parse() {") && named.contains("helper();"),
+        "{named}"
+    );
+}
