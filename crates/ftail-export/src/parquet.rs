@@ -21,7 +21,8 @@
 //! `duration_ns`, `self_ns` (less its shown callees' time), `exit`
 //! (`return`, `tail`, `unwound`, `truncated`, `suspended`), `resumed`
 //! (a later slice of a call whose stack was switched away from, not a
-//! new call: count calls with `NOT resumed`). Times are nanoseconds with
+//! new call: count calls with `NOT resumed`). A call that never ended (its
+//! process killed) has no row. Times are nanoseconds with
 //! the fraction the time-stamp counter resolves (DOUBLE), so that sums
 //! agree with `ftail report`.
 //!
