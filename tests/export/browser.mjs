@@ -78,12 +78,18 @@ async function speedscope(index, profile, shot) {
     await page.waitForFunction(() => document.title.includes(' - speedscope'), null, {
       timeout: 30000,
     })
-    await page.waitForTimeout(500)
-    const png = await page.screenshot({ path: shot })
-    const timeOrdered = await colours(page, png)
+    // The timeline is drawn on a canvas a moment later: screenshots until
+    // it shows (or 10 s have passed).
+    let timeOrdered = 0
+    for (let i = 0; i < 20 && timeOrdered <= 20; i++) {
+      await page.waitForTimeout(500)
+      timeOrdered = await colours(page, await page.screenshot({ path: shot }))
+    }
     // The sandwich view: every function in a table, as text.
     await page.getByText('Sandwich').click()
-    await page.waitForTimeout(500)
+    await page.waitForFunction(() => document.body.innerText.includes('Symbol Name'), null, {
+      timeout: 30000,
+    })
     await page.screenshot({ path: shot.replace(/\.png$/, '-sandwich.png') })
     const text = await page.evaluate(() => document.body.innerText)
     return { title: await page.title(), text, colours: timeOrdered, errors }
@@ -105,16 +111,21 @@ async function svg(file, shot, click, search) {
     // Click the first frame of CLICK: the graph zooms into it.
     const target = page.locator('g', { has: page.locator(`title:text-matches("^${click} \\\\(")`) }).first()
     await target.click()
-    await page.waitForTimeout(300)
-    const zoomed = await page.evaluate(() => {
-      const u = document.getElementById('unzoom')
-      return !!u && !u.classList.contains('hide')
-    })
+    const zoomed = await page
+      .waitForFunction(() => {
+        const u = document.getElementById('unzoom')
+        return !!u && !u.classList.contains('hide')
+      }, null, { timeout: 10000 })
+      .then(() => true, () => false)
     await page.screenshot({ path: shot.replace(/\.png$/, '-zoomed.png') })
     // Search: the page asks for a pattern in a prompt.
     page.once('dialog', d => d.accept(search))
     await page.locator('#search').click()
-    await page.waitForTimeout(300)
+    await page
+      .waitForFunction(() => document.getElementById('matched')?.textContent.includes('Matched'), null, {
+        timeout: 10000,
+      })
+      .catch(() => {})
     const matched = await page.evaluate(() => document.getElementById('matched')?.textContent ?? '')
     await page.screenshot({ path: shot.replace(/\.png$/, '-search.png') })
     return { frames, colours: colours0, zoomed, matched, errors }
