@@ -2,7 +2,7 @@
 //! whose `O` (open frame) and `C` (close frame) events map one to one onto
 //! ftail's entries and exits, at nanoseconds since the trace began. Frames
 //! (functions, with their file and line when asked) are shared by every
-//! profile and listed once at the end of the file. About 60 bytes a call.
+//! profile and listed once at the end of the file. About 80 bytes a call.
 //!
 //! Streamed: the events are written as they are read (JSON does not care
 //! that `shared.frames` comes after the profiles that use it); what is
