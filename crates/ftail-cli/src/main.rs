@@ -11,6 +11,7 @@ mod analyze;
 mod as_shim;
 mod cc;
 mod ctl;
+mod export;
 mod out;
 mod private_dir;
 mod progress;
@@ -150,11 +151,41 @@ enum Cmd {
         #[arg(short = 'd', long, default_value = "ftail.data")]
         dir: PathBuf,
     },
-    /// The raw events, one per line, thread after thread
-    #[command(after_help = "Examples:\n  ftail dump\n  ftail dump --tid 4242 --time-range ~1ms")]
+    /// The raw events, or the trace for Perfetto, Chrome, speedscope
+    #[command(
+        after_help = "Examples:\n  ftail dump\n  ftail dump --tid 4242 --time-range ~1ms\n  \
+                            ftail dump --perfetto -o trace.perfetto-trace\n  \
+                            ftail dump --chrome -o trace.json --time-range 1ms~2ms\n  \
+                            ftail dump --speedscope -o trace.speedscope.json\n  \
+                            ftail dump --flame-graph | flamegraph.pl > flame.svg"
+    )]
     Dump {
         #[command(flatten)]
         view: analyze::ViewArgs,
+        #[command(flatten)]
+        format: export::DumpArgs,
+    },
+    /// An interactive SVG flame graph, by self time or calls
+    #[command(
+        after_help = "Examples:\n  ftail flame\n  ftail flame -o out.svg -F parse\n  \
+                            ftail flame --weight calls --tid 4242\n  \
+                            ftail flame -d after.data --diff before.data -o diff.svg"
+    )]
+    Flame {
+        #[command(flatten)]
+        view: analyze::ViewArgs,
+        #[command(flatten)]
+        args: export::FlameArgs,
+    },
+    /// Write the calls as Parquet tables for SQL engines
+    #[command(after_help = "Examples:\n  ftail export --parquet calls.pq\n  \
+                            duckdb -c \"SELECT count(*) FROM 'calls.pq/calls/*/*.parquet'\"")]
+    Export {
+        #[command(flatten)]
+        view: analyze::ViewArgs,
+        /// Directory of the tables (calls, functions, threads)
+        #[arg(long, value_name = "DIR", required = true)]
+        parquet: PathBuf,
     },
     /// List and verify the sites of an executable or shared library
     #[command(after_help = "Examples:\n  ftail sites ./a.out\n  ftail sites --json libfoo.so")]
@@ -225,7 +256,15 @@ fn ftail_main() -> Result<i32> {
             callers,
         } => analyze::graph(&view, func.as_deref(), callers.as_deref()),
         Cmd::Info { dir } => analyze::info(&dir),
-        Cmd::Dump { view } => analyze::dump(&view),
+        Cmd::Dump { view, format } => match export::dump(&view, &format)? {
+            Some(code) => Ok(code),
+            None => match &format.output {
+                Some(out) => export::dump_text(&view, out),
+                None => analyze::dump(&view),
+            },
+        },
+        Cmd::Flame { view, args } => export::flame(&view, &args),
+        Cmd::Export { view, parquet } => export::parquet(&view, &parquet),
     }
 }
 

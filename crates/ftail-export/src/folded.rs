@@ -1,0 +1,175 @@
+//! Folded stacks, the text flame graphs are drawn from
+//! (`flamegraph.pl`, `inferno`): one line per call path,
+//! `outer;middle;leaf WEIGHT`, the weight being the time spent in the
+//! path's last function itself (self time, in ns; the default) or the
+//! calls it made (`--weight calls`).
+//!
+//! Self time, not call counts, by default: a function called a million
+//! times for a nanosecond is not where the time went. A path's self time
+//! is its calls' durations less their shown callees', as `ftail report`
+//! counts it, so the lines ending in a function add up to its `report`
+//! self time; with `-F`, paths start at the matching function.
+//!
+//! Each thread is folded into a tree of call paths per process image (one
+//! node per distinct path, which bounds memory), then the paths are
+//! spelled out, merged across images and sorted.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use rustc_hash::FxHashMap;
+
+use crate::{Input, Notes};
+use ftail_trace::view::Shown;
+
+/// What a flame graph's widths measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weight {
+    /// Time spent in the function itself, in nanoseconds.
+    #[default]
+    SelfTime,
+    /// Calls (a resumed slice is not a new call).
+    Calls,
+}
+
+impl Weight {
+    /// The unit the flame graph counts in.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Weight::SelfTime => "ns",
+            Weight::Calls => "calls",
+        }
+    }
+}
+
+/// A node of the call-path tree: a function under a parent path.
+struct Node {
+    parent: u32,
+    /// The function's id, or its entry address with the top bit set.
+    key: u64,
+    self_ticks: u64,
+    calls: u64,
+}
+
+/// The call paths of one process image.
+struct Tree {
+    nodes: Vec<Node>,
+    children: FxHashMap<(u32, u64), u32>,
+}
+
+impl Tree {
+    fn new() -> Tree {
+        Tree {
+            nodes: vec![Node {
+                parent: 0,
+                key: 0,
+                self_ticks: 0,
+                calls: 0,
+            }],
+            children: FxHashMap::default(),
+        }
+    }
+
+    fn child(&mut self, parent: u32, key: u64) -> u32 {
+        let next = self.nodes.len() as u32;
+        let id = *self.children.entry((parent, key)).or_insert(next);
+        if id == next {
+            self.nodes.push(Node {
+                parent,
+                key,
+                self_ticks: 0,
+                calls: 0,
+            });
+        }
+        id
+    }
+}
+
+/// Folds every selected thread of `input`: stack line (without weight)
+/// to weight, sorted by stack; lines of weight 0 are left out.
+pub fn fold(input: &Input, weight: Weight) -> (BTreeMap<String, u64>, Notes) {
+    let mut notes = crate::name_notes(input);
+    let matches = crate::matches(input);
+    let mut trees: Vec<Tree> = input.trace.images.iter().map(|_| Tree::new()).collect();
+    for (i, file) in crate::selected(input) {
+        let tree = &mut trees[i];
+        let _ = crate::stream_thread(input, i, &matches[i], file, &mut notes, |_, items| {
+            // Per open shown call: its node, its callees' ticks, whether a
+            // new call.
+            let mut stack: Vec<(u32, u64, bool)> = Vec::new();
+            for item in items {
+                match item {
+                    Shown::Enter {
+                        addr,
+                        func,
+                        resumed,
+                        ..
+                    } => {
+                        let parent = stack.last().map_or(0, |s| s.0);
+                        let key = func.map_or(addr | 1 << 63, |f| u64::from(f.0));
+                        stack.push((tree.child(parent, key), 0, !resumed));
+                    }
+                    Shown::Leave { start, end, .. } | Shown::Leaf { start, end, .. } => {
+                        let Some((node, callees, new_call)) = stack.pop() else {
+                            continue;
+                        };
+                        let ticks = end.saturating_sub(start);
+                        let n = &mut tree.nodes[node as usize];
+                        n.self_ticks += ticks.saturating_sub(callees);
+                        n.calls += u64::from(new_call);
+                        if let Some(parent) = stack.last_mut() {
+                            parent.1 += ticks;
+                        }
+                    }
+                }
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, tree) in trees.iter().enumerate() {
+        let image = &input.trace.images[i];
+        let clock = crate::Clock::new(input.trace, image);
+        let names = &input.names[i];
+        // Each node's path, spelled once (parents come before children).
+        let mut paths: Vec<String> = Vec::with_capacity(tree.nodes.len());
+        paths.push(String::new());
+        for (id, n) in tree.nodes.iter().enumerate().skip(1) {
+            let name = if n.key & 1 << 63 != 0 {
+                format!("{:#x}", (n.key & !(1 << 63)).saturating_sub(5))
+            } else {
+                names.functions()[n.key as usize].name.replace(';', ",")
+            };
+            let parent = &paths[n.parent as usize];
+            let path = if parent.is_empty() {
+                name
+            } else {
+                format!("{parent};{name}")
+            };
+            paths.push(path);
+            let w = match weight {
+                Weight::SelfTime => clock.span(n.self_ticks).round() as u64,
+                Weight::Calls => n.calls,
+            };
+            if w > 0 {
+                *lines.entry(paths[id].clone()).or_default() += w;
+            }
+        }
+    }
+    (lines, notes)
+}
+
+/// Writes `input`'s folded stacks to `out`; returns notes on what could
+/// not be read.
+///
+/// # Errors
+///
+/// Only the writer's.
+pub fn write<W: Write + ?Sized>(input: &Input, weight: Weight, out: &mut W) -> io::Result<Notes> {
+    let (lines, notes) = fold(input, weight);
+    for (stack, w) in &lines {
+        writeln!(out, "{stack} {w}")?;
+    }
+    out.flush()?;
+    Ok(notes)
+}

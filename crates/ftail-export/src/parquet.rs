@@ -1,0 +1,492 @@
+//! Parquet tables for SQL engines (DuckDB, ClickHouse, Spark, Trino…):
+//! one row per call, and what the calls refer to, in a directory laid
+//! out with Hive-style partitions by process image, so an engine reads it
+//! whole with a glob:
+//!
+//! ```text
+//! DIR/calls/image=KEY/thread-TID.parquet      one row per call
+//! DIR/functions/image=KEY/functions.parquet   one row per function
+//! DIR/threads/image=KEY/threads.parquet       one row per thread
+//! ```
+//!
+//! `KEY` names the process image as the trace does: its pid, or `PID~N`
+//! after its N-th `exec`. Function ids and call ids are per image and
+//! per thread: join calls to functions on (`image`, `function` = `id`),
+//! a call to its parent on (`image`, `tid`, `parent` = `id`).
+//!
+//! `calls` columns: `pid`, `tid`, `id` (the call's number in its thread,
+//! from 1, in order of entry), `parent` (null: outermost shown),
+//! `depth`, `function` (null: no table names it), `module` (its file),
+//! `address` (the entry site), `start_ns` (since the trace began),
+//! `duration_ns`, `self_ns` (less its shown callees' time), `exit`
+//! (`return`, `tail`, `unwound`, `truncated`, `suspended`), `resumed`
+//! (a later slice of a call whose stack was switched away from, not a
+//! new call: count calls with `NOT resumed`). A call that never ended (its
+//! process killed) has no row. Times are nanoseconds with
+//! the fraction the time-stamp counter resolves (DOUBLE), so that sums
+//! agree with `ftail report`.
+//!
+//! Rows are written as calls end, a row group (up to [`ROW_GROUP`]
+//! rows) at a time, compressed with zstd; a row group is all that is held.
+
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ftail_abi::trace::{EventKind, EVENTS_SUFFIX};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int32Type, Int64Type};
+use parquet::file::properties::{WriterProperties, WriterVersion};
+use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
+use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::Type;
+
+use crate::{Input, Notes};
+use ftail_trace::view::Shown;
+
+/// A `threads` row: tid, name, events lost, damage.
+type ThreadRow = (u32, String, u64, Option<String>);
+
+/// Rows per row group.
+pub const ROW_GROUP: usize = 1 << 18;
+
+const CALLS_SCHEMA: &str = "message call {
+    REQUIRED INT32 pid;
+    REQUIRED INT32 tid;
+    REQUIRED INT64 id;
+    OPTIONAL INT64 parent;
+    REQUIRED INT32 depth;
+    OPTIONAL INT32 function;
+    OPTIONAL BYTE_ARRAY module (STRING);
+    REQUIRED INT64 address;
+    REQUIRED DOUBLE start_ns;
+    REQUIRED DOUBLE duration_ns;
+    REQUIRED DOUBLE self_ns;
+    REQUIRED BYTE_ARRAY exit (STRING);
+    REQUIRED BOOLEAN resumed;
+}";
+
+const FUNCTIONS_SCHEMA: &str = "message function {
+    REQUIRED INT32 id;
+    REQUIRED BYTE_ARRAY module (STRING);
+    OPTIONAL BYTE_ARRAY build_id (STRING);
+    REQUIRED INT64 address;
+    REQUIRED BYTE_ARRAY name (STRING);
+    REQUIRED BYTE_ARRAY signature (STRING);
+    REQUIRED BYTE_ARRAY mangled (STRING);
+    OPTIONAL BYTE_ARRAY file (STRING);
+    OPTIONAL INT32 line;
+}";
+
+const THREADS_SCHEMA: &str = "message thread {
+    REQUIRED INT32 pid;
+    REQUIRED INT32 tid;
+    REQUIRED BYTE_ARRAY name (STRING);
+    REQUIRED INT64 lost;
+    OPTIONAL BYTE_ARRAY damage (STRING);
+}";
+
+fn pq(e: parquet::errors::ParquetError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn properties() -> Arc<WriterProperties> {
+    Arc::new(
+        WriterProperties::builder()
+            .set_writer_version(WriterVersion::PARQUET_2_0)
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+            .set_created_by(format!("ftail {}", env!("CARGO_PKG_VERSION")))
+            .build(),
+    )
+}
+
+fn schema(text: &str) -> io::Result<Arc<Type>> {
+    parse_message_type(text).map(Arc::new).map_err(pq)
+}
+
+/// One column's values for a row group, with definition levels for an
+/// optional column.
+enum Column {
+    I32(Vec<i32>, Option<Vec<i16>>),
+    I64(Vec<i64>, Option<Vec<i16>>),
+    F64(Vec<f64>),
+    Bytes(Vec<ByteArray>, Option<Vec<i16>>),
+    Bool(Vec<bool>),
+}
+
+impl Column {
+    fn clear(&mut self) {
+        match self {
+            Column::I32(v, d) => {
+                v.clear();
+                if let Some(d) = d {
+                    d.clear();
+                }
+            }
+            Column::I64(v, d) => {
+                v.clear();
+                if let Some(d) = d {
+                    d.clear();
+                }
+            }
+            Column::F64(v) => v.clear(),
+            Column::Bytes(v, d) => {
+                v.clear();
+                if let Some(d) = d {
+                    d.clear();
+                }
+            }
+            Column::Bool(v) => v.clear(),
+        }
+    }
+
+    fn write(&self, w: &mut SerializedColumnWriter) -> parquet::errors::Result<usize> {
+        match self {
+            Column::I32(v, d) => w.typed::<Int32Type>().write_batch(v, d.as_deref(), None),
+            Column::I64(v, d) => w.typed::<Int64Type>().write_batch(v, d.as_deref(), None),
+            Column::F64(v) => w.typed::<DoubleType>().write_batch(v, None, None),
+            Column::Bytes(v, d) => w
+                .typed::<ByteArrayType>()
+                .write_batch(v, d.as_deref(), None),
+            Column::Bool(v) => w.typed::<BoolType>().write_batch(v, None, None),
+        }
+    }
+}
+
+/// Pushes an optional value.
+macro_rules! opt {
+    ($col:expr, $variant:ident, $v:expr) => {
+        if let Column::$variant(vals, Some(defs)) = &mut $col {
+            match $v {
+                Some(x) => {
+                    vals.push(x);
+                    defs.push(1);
+                }
+                None => defs.push(0),
+            }
+        }
+    };
+}
+
+/// Pushes a required value.
+macro_rules! req {
+    ($col:expr, $variant:ident, $v:expr) => {
+        if let Column::$variant(vals, ..) = &mut $col {
+            vals.push($v);
+        }
+    };
+}
+
+/// A Parquet file written a row group at a time.
+struct Table {
+    path: PathBuf,
+    writer: SerializedFileWriter<BufWriter<File>>,
+    columns: Vec<Column>,
+    rows: usize,
+}
+
+impl Table {
+    fn create(path: PathBuf, schema_text: &str, columns: Vec<Column>) -> io::Result<Table> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(crate::named(dir))?;
+        }
+        let file = File::create(&path).map_err(crate::named(&path))?;
+        let writer = SerializedFileWriter::new(
+            BufWriter::with_capacity(1 << 20, file),
+            schema(schema_text)?,
+            properties(),
+        )
+        .map_err(pq)?;
+        Ok(Table {
+            path,
+            writer,
+            columns,
+            rows: 0,
+        })
+    }
+
+    /// Counts a row pushed into the columns; writes the row group when
+    /// full.
+    fn row_done(&mut self) -> io::Result<()> {
+        self.rows += 1;
+        if self.rows >= ROW_GROUP {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let path = self.path.display().to_string();
+        let mut rg = self.writer.next_row_group().map_err(pq)?;
+        for c in &self.columns {
+            let mut w = rg
+                .next_column()
+                .map_err(pq)?
+                .ok_or_else(|| io::Error::other(format!("{path}: schema has fewer columns")))?;
+            c.write(&mut w).map_err(pq)?;
+            w.close().map_err(pq)?;
+        }
+        rg.close().map_err(pq)?;
+        for c in &mut self.columns {
+            c.clear();
+        }
+        self.rows = 0;
+        Ok(())
+    }
+
+    fn close(mut self) -> io::Result<()> {
+        self.flush()?;
+        self.writer.close().map_err(pq)?;
+        Ok(())
+    }
+}
+
+fn calls_columns() -> Vec<Column> {
+    let n = ROW_GROUP;
+    vec![
+        Column::I32(Vec::with_capacity(n), None), // pid
+        Column::I32(Vec::with_capacity(n), None), // tid
+        Column::I64(Vec::with_capacity(n), None), // id
+        Column::I64(Vec::with_capacity(n), Some(Vec::with_capacity(n))), // parent
+        Column::I32(Vec::with_capacity(n), None), // depth
+        Column::I32(Vec::with_capacity(n), Some(Vec::with_capacity(n))), // function
+        Column::Bytes(Vec::with_capacity(n), Some(Vec::with_capacity(n))), // module
+        Column::I64(Vec::with_capacity(n), None), // address
+        Column::F64(Vec::with_capacity(n)),       // start_ns
+        Column::F64(Vec::with_capacity(n)),       // duration_ns
+        Column::F64(Vec::with_capacity(n)),       // self_ns
+        Column::Bytes(Vec::with_capacity(n), None), // exit
+        Column::Bool(Vec::with_capacity(n)),      // resumed
+    ]
+}
+
+/// The directory of a partition: `DIR/TABLE/image=KEY`.
+pub fn partition(dir: &Path, table: &str, image_key: &str) -> PathBuf {
+    dir.join(table).join(format!("image={image_key}"))
+}
+
+/// Writes `input`'s calls, functions and threads under `dir` (created if
+/// needed; files of an earlier export there are replaced); returns notes
+/// on what could not be read.
+///
+/// # Errors
+///
+/// Creating or writing a file, named.
+pub fn write(input: &Input, dir: &Path) -> io::Result<Notes> {
+    clear_previous(dir)?;
+    let mut notes = crate::name_notes(input);
+    let matches = crate::matches(input);
+    let exits: Vec<ByteArray> = ["return", "tail", "unwound", "truncated", "suspended"]
+        .iter()
+        .map(|s| ByteArray::from(*s))
+        .collect();
+    let exit_index = |how: EventKind| match how {
+        EventKind::TailExit => 1,
+        EventKind::Unwound => 2,
+        EventKind::Truncated => 3,
+        EventKind::Suspended => 4,
+        _ => 0,
+    };
+    let mut thread_rows: Vec<Vec<ThreadRow>> = vec![Vec::new(); input.trace.images.len()];
+    for (i, file) in crate::selected(input) {
+        let image = &input.trace.images[i];
+        let modules: Vec<ByteArray> = image
+            .modules
+            .iter()
+            .map(|m| ByteArray::from(m.path.to_string_lossy().as_ref()))
+            .collect();
+        let stem = file
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(EVENTS_SUFFIX))
+            .and_then(|n| n.rsplit_once('-'))
+            .map_or_else(|| file.tid.to_string(), |(_, t)| t.to_string());
+        let path = partition(dir, "calls", &image.key).join(format!("thread-{stem}.parquet"));
+        let mut table = Table::create(path, CALLS_SCHEMA, calls_columns())?;
+        let end = crate::stream_thread(input, i, &matches[i], file, &mut notes, |t, items| {
+            let (pid, tid) = (t.image.pid as i32, t.file.tid as i32);
+            // Per open shown call: id, callees' ticks, resumed.
+            let mut open: Vec<(i64, u64, bool)> = Vec::new();
+            let mut next_id = 1i64;
+            for item in items {
+                match item {
+                    Shown::Enter { resumed, .. } => {
+                        open.push((next_id, 0, resumed));
+                        next_id += 1;
+                    }
+                    Shown::Leave {
+                        addr,
+                        func,
+                        start,
+                        end,
+                        depth,
+                        how,
+                    }
+                    | Shown::Leaf {
+                        addr,
+                        func,
+                        start,
+                        end,
+                        depth,
+                        how,
+                    } => {
+                        let Some((id, callees, resumed)) = open.pop() else {
+                            continue;
+                        };
+                        let ticks = end.saturating_sub(start);
+                        if let Some(p) = open.last_mut() {
+                            p.1 += ticks;
+                        }
+                        let f = func.map(|f| t.names.function(f));
+                        let c = &mut table.columns;
+                        req!(c[0], I32, pid);
+                        req!(c[1], I32, tid);
+                        req!(c[2], I64, id);
+                        opt!(c[3], I64, open.last().map(|p| p.0));
+                        req!(c[4], I32, depth as i32);
+                        opt!(c[5], I32, func.map(|f| f.0 as i32));
+                        opt!(c[6], Bytes, f.and_then(|f| modules.get(f.module).cloned()));
+                        req!(c[7], I64, addr.saturating_sub(5) as i64);
+                        req!(c[8], F64, t.clock.ns(start));
+                        req!(c[9], F64, t.clock.span(ticks));
+                        req!(c[10], F64, t.clock.span(ticks.saturating_sub(callees)));
+                        req!(c[11], Bytes, exits[exit_index(how)].clone());
+                        req!(c[12], Bool, resumed);
+                        table.row_done()?;
+                    }
+                }
+            }
+            Ok::<(), io::Error>(())
+        })?;
+        table.close()?;
+        let header = file.header.as_ref().ok();
+        thread_rows[i].push((
+            file.tid,
+            crate::thread_name(file),
+            header.map_or(0, |h| h.lost),
+            end.and_then(|e| e.damage),
+        ));
+    }
+    for (i, image) in input.trace.images.iter().enumerate() {
+        if thread_rows[i].is_empty() {
+            continue;
+        }
+        write_functions(input, i, dir)?;
+        let path = partition(dir, "threads", &image.key).join("threads.parquet");
+        let n = thread_rows[i].len();
+        let mut t = Table::create(
+            path,
+            THREADS_SCHEMA,
+            vec![
+                Column::I32(Vec::with_capacity(n), None),
+                Column::I32(Vec::with_capacity(n), None),
+                Column::Bytes(Vec::with_capacity(n), None),
+                Column::I64(Vec::with_capacity(n), None),
+                Column::Bytes(Vec::with_capacity(n), Some(Vec::with_capacity(n))),
+            ],
+        )?;
+        for (tid, name, lost, damage) in std::mem::take(&mut thread_rows[i]) {
+            let c = &mut t.columns;
+            req!(c[0], I32, image.pid as i32);
+            req!(c[1], I32, tid as i32);
+            req!(c[2], Bytes, ByteArray::from(name.as_str()));
+            req!(c[3], I64, lost as i64);
+            opt!(c[4], Bytes, damage.map(|d| ByteArray::from(d.as_str())));
+            t.row_done()?;
+        }
+        t.close()?;
+    }
+    Ok(notes)
+}
+
+/// The functions table of image `i`.
+fn write_functions(input: &Input, i: usize, dir: &Path) -> io::Result<()> {
+    let image = &input.trace.images[i];
+    let names = &input.names[i];
+    let n = names.functions().len();
+    let path = partition(dir, "functions", &image.key).join("functions.parquet");
+    let mut t = Table::create(
+        path,
+        FUNCTIONS_SCHEMA,
+        vec![
+            Column::I32(Vec::with_capacity(n), None),
+            Column::Bytes(Vec::with_capacity(n), None),
+            Column::Bytes(Vec::with_capacity(n), Some(Vec::with_capacity(n))),
+            Column::I64(Vec::with_capacity(n), None),
+            Column::Bytes(Vec::with_capacity(n), None),
+            Column::Bytes(Vec::with_capacity(n), None),
+            Column::Bytes(Vec::with_capacity(n), None),
+            Column::Bytes(Vec::with_capacity(n), Some(Vec::with_capacity(n))),
+            Column::I32(Vec::with_capacity(n), Some(Vec::with_capacity(n))),
+        ],
+    )?;
+    for (id, f) in names.functions().iter().enumerate() {
+        let module = image.modules.get(f.module);
+        let src = names.srcline(ftail_trace::names::FuncId(id as u32));
+        let c = &mut t.columns;
+        req!(c[0], I32, id as i32);
+        req!(
+            c[1],
+            Bytes,
+            ByteArray::from(
+                module
+                    .map(|m| m.path.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+                    .as_str()
+            )
+        );
+        opt!(
+            c[2],
+            Bytes,
+            module
+                .and_then(|m| m.build_id.as_deref())
+                .map(ByteArray::from)
+        );
+        req!(c[3], I64, f.start as i64);
+        req!(c[4], Bytes, ByteArray::from(f.name.as_ref()));
+        req!(c[5], Bytes, ByteArray::from(f.signature.as_ref()));
+        req!(c[6], Bytes, ByteArray::from(f.mangled.as_ref()));
+        opt!(
+            c[7],
+            Bytes,
+            src.as_ref().map(|s| ByteArray::from(s.file.as_str()))
+        );
+        opt!(c[8], I32, src.map(|s| s.line as i32));
+        t.row_done()?;
+    }
+    t.close()
+}
+
+/// Removes the Parquet files an earlier export left in `dir`'s tables
+/// (and their partitions, once empty); nothing else.
+fn clear_previous(dir: &Path) -> io::Result<()> {
+    for table in ["calls", "functions", "threads"] {
+        let Ok(parts) = std::fs::read_dir(dir.join(table)) else {
+            continue;
+        };
+        for part in parts.filter_map(Result::ok) {
+            let p = part.path();
+            let is_partition = part.file_name().to_string_lossy().starts_with("image=");
+            if !is_partition || !part.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            for f in std::fs::read_dir(&p)
+                .map_err(crate::named(&p))?
+                .filter_map(Result::ok)
+            {
+                let is_ours = f.file_name().to_string_lossy().ends_with(".parquet")
+                    && f.file_type().is_ok_and(|t| t.is_file());
+                if is_ours {
+                    std::fs::remove_file(f.path()).map_err(crate::named(&f.path()))?;
+                }
+            }
+            let _ = std::fs::remove_dir(&p);
+        }
+    }
+    Ok(())
+}
