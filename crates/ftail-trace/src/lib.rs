@@ -1,5 +1,8 @@
 //! Reading what ftail produces: the site tables of instrumented binaries
-//! (and, with the runtime, traces), with the analyses and exporters on top.
+//! and traces, streamed (`reader`), named (`symbols`, `names`), filtered
+//! (`view`), and the text analyses on top (`replay`, `report`, `graph`,
+//! `info`, `dump`, `losses`). Export formats live in `ftail-export`, fed
+//! by this crate's streaming API.
 //!
 //! This crate only reads. It never writes a binary or a trace; its readers
 //! stop at the first damage with a message that names the place.
