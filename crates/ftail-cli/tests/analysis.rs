@@ -26,17 +26,8 @@ fn record_fixture(cc: &str, source: &str) -> Recorded {
 
 fn record_fixture_with(cc: &str, source: &str, flags: &[&str]) -> Recorded {
     let scratch = scratch();
-    let exe = scratch.path().join("tour");
-    run_ok(
-        ftail_cc(cc)
-            .args(["-O2", "-o"])
-            .arg(&exe)
-            .arg(repo().join("tests/analysis").join(source))
-            .args(flags),
-    );
-    let trace = scratch.path().join("trace");
-    let (out, _) = record_trace(&trace, &exe, &[], &[]);
-    assert!(out.status.success(), "{out:?}");
+    let source = repo().join("tests/analysis").join(source);
+    let trace = build_and_record(cc, &source, flags, scratch.path(), "tour", "trace");
     Recorded {
         _scratch: scratch,
         trace,
@@ -440,27 +431,7 @@ fn progress_shows_on_a_terminal_only() {
 
 /// The threads fixture of the runtime tests, recorded.
 fn record_threads() -> Recorded {
-    let scratch = scratch();
-    let exe = scratch.path().join("threads");
-    run_ok(
-        ftail_cc("gcc")
-            .args(["-O2", "-o"])
-            .arg(&exe)
-            .arg(repo().join("tests/runtime/threads.c"))
-            .arg("-lpthread"),
-    );
-    let trace = scratch.path().join("trace");
-    let out = run(Command::new(ftail())
-        .arg("record")
-        .arg("-d")
-        .arg(&trace)
-        .arg("--")
-        .arg(&exe));
-    assert!(out.status.success(), "{out:?}");
-    Recorded {
-        _scratch: scratch,
-        trace,
-    }
+    record_fixture_with("gcc", "../runtime/threads.c", &["-lpthread"])
 }
 
 /// `--tid` keeps one thread; `report --threads` has a row per thread and

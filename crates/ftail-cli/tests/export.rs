@@ -100,21 +100,8 @@ struct Recorded {
 
 fn record(cc: &str, source: &str, name: &str) -> Recorded {
     let scratch = scratch();
-    let exe = scratch.path().join("tour");
-    run_ok(
-        ftail_cc(cc)
-            .args(["-O2", "-g", "-o"])
-            .arg(&exe)
-            .arg(repo().join("tests/analysis").join(source)),
-    );
-    let trace = scratch.path().join(name);
-    let out = run(Command::new(ftail())
-        .arg("record")
-        .arg("-d")
-        .arg(&trace)
-        .arg("--")
-        .arg(&exe));
-    assert!(out.status.success(), "{out:?}");
+    let source = repo().join("tests/analysis").join(source);
+    let trace = build_and_record(cc, &source, &["-g"], scratch.path(), "tour", name);
     Recorded { scratch, trace }
 }
 

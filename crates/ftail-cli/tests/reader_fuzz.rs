@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use common::*;
@@ -18,21 +17,8 @@ fn seed() -> &'static (tempfile::TempDir, PathBuf) {
     static SEED: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     SEED.get_or_init(|| {
         let scratch = scratch();
-        let exe = scratch.path().join("tour");
-        run_ok(
-            ftail_cc("gcc")
-                .args(["-O2", "-o"])
-                .arg(&exe)
-                .arg(repo().join("tests/analysis/tour.c")),
-        );
-        let trace = scratch.path().join("trace");
-        let out = run(Command::new(ftail())
-            .arg("record")
-            .arg("-d")
-            .arg(&trace)
-            .arg("--")
-            .arg(&exe));
-        assert!(out.status.success(), "{out:?}");
+        let source = repo().join("tests/analysis/tour.c");
+        let trace = build_and_record("gcc", &source, &[], scratch.path(), "tour", "trace");
         (scratch, trace)
     })
 }

@@ -117,18 +117,30 @@ struct ThreadCounters {
     damage: Option<String>,
 }
 
-/// Folds one thread without filters: the fast path.
-fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
+/// Empty counters for `names`, and the thread's events; or the counters
+/// with the reason the events cannot be read.
+fn open_thread(
+    file: &ThreadFile,
+    names: &Names,
+) -> Result<(ThreadCounters, crate::reader::events::Header, Events), ThreadCounters> {
     let mut out = ThreadCounters {
         by_func: vec![Counters::default(); names.functions().len()],
         ..ThreadCounters::default()
     };
-    let (header, mut events) = match Events::open(&file.path) {
-        Ok(x) => x,
+    match Events::open(&file.path) {
+        Ok((header, events)) => Ok((out, header, events)),
         Err(e) => {
             out.damage = Some(e);
-            return out;
+            Err(out)
         }
+    }
+}
+
+/// Folds one thread without filters: the fast path.
+fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
+    let (mut out, header, mut events) = match open_thread(file, names) {
+        Ok(x) => x,
+        Err(out) => return out,
     };
     // Open frames: the function (index, or !0 for an unknown address in
     // `addr`), entry address, entry time, time of its callees, whether a
@@ -171,16 +183,9 @@ fn fold_filtered(
     filters: &Filters,
     m: &Matches,
 ) -> ThreadCounters {
-    let mut out = ThreadCounters {
-        by_func: vec![Counters::default(); names.functions().len()],
-        ..ThreadCounters::default()
-    };
-    let (header, mut events) = match Events::open(&file.path) {
+    let (mut out, header, mut events) = match open_thread(file, names) {
         Ok(x) => x,
-        Err(e) => {
-            out.damage = Some(e);
-            return out;
-        }
+        Err(out) => return out,
     };
     let visible = Visible::new(Calls::new(&mut events, header.stopped), names, m, filters);
     // Per open shown call: time of its callees, whether a new call.

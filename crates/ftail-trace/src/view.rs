@@ -416,16 +416,6 @@ impl<I: Iterator<Item = Shown>> Iterator for Leaves<I> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn globs_match_like_a_shell() {
-        assert!(glob("*", "main"));
-        assert!(glob("lua_*", "lua_pushnil"));
-        assert!(!glob("lua_*", "luaV_execute"));
-        assert!(glob("ns::Klass::*", "ns::Klass::method"));
-        assert!(glob("f?o", "foo"));
-        assert!(!glob("f?o", "fooo"));
-    }
-
     fn enter(tsc: u64, depth: u32) -> Shown {
         Shown::Enter {
             addr: 0x10 + u64::from(depth),

@@ -118,3 +118,28 @@ pub fn record_trace(
         .unwrap_or_else(|e| panic!("{e}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
     (out, t)
 }
+
+/// Builds `source` with `ftail cc CC -O2 FLAGS` into `dir/exe`, then
+/// records it into `dir/trace` (which must succeed); returns the trace
+/// directory.
+pub fn build_and_record(
+    cc: &str,
+    source: &Path,
+    flags: &[&str],
+    dir: &Path,
+    exe: &str,
+    trace: &str,
+) -> PathBuf {
+    let exe = dir.join(exe);
+    run_ok(
+        ftail_cc(cc)
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(source)
+            .args(flags),
+    );
+    let trace = dir.join(trace);
+    let (out, _) = record_trace(&trace, &exe, &[], &[]);
+    assert!(out.status.success(), "{out:?}");
+    trace
+}
