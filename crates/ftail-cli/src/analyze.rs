@@ -148,8 +148,14 @@ impl Sink {
     /// terminal and `pager` is true; standard output otherwise.
     pub fn new(pager: bool) -> Sink {
         if pager && std::io::stdout().is_terminal() {
-            let cmd = std::env::var("PAGER").unwrap_or_else(|_| "less -FRX".into());
-            if !cmd.trim().is_empty() {
+            // $PAGER as the user set it; else less, when there is one
+            // (without it, output goes to the terminal as it is).
+            let cmd = std::env::var("PAGER").ok().or_else(|| {
+                std::env::var_os("PATH")
+                    .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("less").is_file()))
+                    .then(|| "less -FRX".to_string())
+            });
+            if let Some(cmd) = cmd.filter(|c| !c.trim().is_empty()) {
                 if let Ok(mut child) = std::process::Command::new("sh")
                     .arg("-c")
                     .arg(&cmd)
