@@ -281,16 +281,22 @@ mod tests {
 /// * `KEY.status`: a [`ProcessStatus`], counters the process updates while
 ///   it runs (threads not recorded and why, disk full, modules skipped);
 /// * `KEY-TID.events` per thread (`KEY-TID~N.events` when a thread id
-///   comes back): an [`EventFileHeader`] followed by [`Event`]s.
+///   comes back): an [`EventFileHeader`] followed by [`Event`]s;
 ///
-/// Event and status files are file-backed shared mappings of the traced
-/// process, so whatever it recorded survives `_exit`, a crash or SIGKILL.
-/// A reader stops at the first event whose time is zero (never written).
+/// and one file for the whole trace, [`BUDGET_FILE`]: a [`TraceBudget`]
+/// that `ftail record` creates and every process maps, the bytes of event
+/// files all of them together may still take (`--max-size`).
+///
+/// Event, status and budget files are file-backed shared mappings of the
+/// traced process, so whatever it recorded survives `_exit`, a crash or
+/// SIGKILL. An event file grows as its thread writes, a chunk at a time,
+/// while the budget allows; a reader stops at the first event whose time
+/// is zero (never written) or at the end of the file.
 pub mod trace {
     use alloc::string::String;
 
     /// Version of the trace format; bumped on any change.
-    pub const TRACE_VERSION: u32 = 4;
+    pub const TRACE_VERSION: u32 = 5;
     /// Magic number at the start of every event file.
     pub const EVENTS_MAGIC: [u8; 8] = *b"FTAILEV1";
     /// File name of the metadata.
@@ -334,8 +340,11 @@ pub mod trace {
         /// [`AGENT_BIND_FAILED`] or [`AGENT_LOST_SOCKET`], with an errno in
         /// bits 8 and up where there is one.
         pub agent: u64,
+        /// Threads that stopped recording because the trace reached its
+        /// maximum size ([`TraceBudget::max_bytes`]).
+        pub threads_max_size: u64,
         /// Reserved, zero.
-        pub reserved: [u64; 7],
+        pub reserved: [u64; 6],
     }
     const _: () = assert!(core::mem::size_of::<ProcessStatus>() == 128);
 
@@ -349,6 +358,39 @@ pub mod trace {
     /// [`ProcessStatus::agent`]: the program closed or replaced the
     /// agent's descriptor and it could not listen again.
     pub const AGENT_LOST_SOCKET: u64 = 3;
+
+    /// File name of the trace's [`TraceBudget`].
+    pub const BUDGET_FILE: &str = "budget";
+    /// Magic number at the start of the budget file.
+    pub const BUDGET_MAGIC: [u8; 8] = *b"FTAILBG1";
+
+    /// How many bytes the event files of a whole trace may take, and how
+    /// many they took (`--max-size`). Created by `ftail record` before the
+    /// program starts; every traced process maps it shared and takes the
+    /// room for each part of an event file it grows with an atomic
+    /// compare-and-swap on [`TraceBudget::used_bytes`], so the limit holds
+    /// across processes and survives a crash.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct TraceBudget {
+        /// [`BUDGET_MAGIC`].
+        pub magic: [u8; 8],
+        /// [`TRACE_VERSION`].
+        pub version: u32,
+        /// Size of this structure in bytes.
+        pub size: u32,
+        /// The most bytes all event files together may take.
+        pub max_bytes: u64,
+        /// Bytes the event files took so far (given back when a thread's
+        /// file is trimmed at its end).
+        pub used_bytes: u64,
+        /// Free bytes on the trace directory's filesystem when recording
+        /// started (0: unknown), for messages.
+        pub free_bytes: u64,
+        /// Reserved, zero.
+        pub reserved: [u64; 3],
+    }
+    const _: () = assert!(core::mem::size_of::<TraceBudget>() == 64);
 
     /// Escapes a metadata value for one line of `key=value` text:
     /// backslash, and every control character as `\n`, `\t` or `\xHH`.
@@ -416,26 +458,41 @@ pub mod trace {
         pub pid: u32,
         /// Thread id.
         pub tid: u32,
-        /// Capacity of the file in events.
+        /// The most events the file may grow to (its thread's share of
+        /// the address space, or `--buffer-events`); the file itself
+        /// grows a chunk at a time as the thread writes.
         pub capacity: u64,
         /// Events dropped because the buffer or the trace stack was full.
         pub lost: u64,
         /// Thread name at the time the buffer was created (NUL-padded).
         pub name: [u8; 16],
         /// Why the thread stopped recording before its end, if it did:
-        /// [`STOPPED_BUFFER_FULL`] or [`STOPPED_DISK_FULL`]; the frames
-        /// still open then are closed as `Truncated` where they fit, and a
-        /// reader closes any left at that point.
+        /// one of the `STOPPED_*` values in the low 8 bits, an errno in
+        /// bits 8 and up where there is one; the frames still open then
+        /// are closed as `Truncated` where they fit, and a reader closes
+        /// any left at that point.
         pub stopped: u64,
         /// Reserved, zero.
         pub reserved: [u64; 2],
     }
 
-    /// [`EventFileHeader::stopped`]: the buffer reached its size.
+    /// [`EventFileHeader::stopped`]: the buffer reached the size
+    /// `--buffer-events` gives it.
     pub const STOPPED_BUFFER_FULL: u64 = 1;
     /// [`EventFileHeader::stopped`]: the trace directory's filesystem had
     /// no room for more of the buffer.
     pub const STOPPED_DISK_FULL: u64 = 2;
+    /// [`EventFileHeader::stopped`]: the trace reached its maximum size
+    /// ([`TraceBudget::max_bytes`]).
+    pub const STOPPED_MAX_SIZE: u64 = 3;
+    /// [`EventFileHeader::stopped`]: the process had no address space
+    /// left to reserve for the buffer to grow into
+    /// ([`EventFileHeader::capacity`] says how far it could).
+    pub const STOPPED_ADDRESS_SPACE: u64 = 4;
+    /// [`EventFileHeader::stopped`]: the event file could not be made
+    /// longer (reopening it failed, or the file size limit); the errno is
+    /// in bits 8 and up.
+    pub const STOPPED_FILE_ERROR: u64 = 5;
     const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 80);
 
     /// One event: 16 bytes.

@@ -4,7 +4,7 @@
 //! Only what is recognisably a trace is ever removed or renamed: a
 //! directory holding at least one `KEY.info` file and nothing but the
 //! files the runtime writes (`KEY.info`, `KEY.modules`, `KEY.status`,
-//! `KEY-TID.events`, where `KEY` is a pid, or `PID~N` after an exec, and
+//! `KEY-TID.events`, and the trace's `budget`, where `KEY` is a pid, or `PID~N` after an exec, and
 //! `TID` a thread id, or `TID~N` when one came back), owned by the user
 //! running ftail and reached without a symbolic link. Anything else in the
 //! way is an error that names it.
@@ -32,6 +32,9 @@ enum Found {
 /// Whether `name` is one of the files the runtime writes into a trace
 /// directory.
 fn is_trace_file(name: &str) -> bool {
+    if name == ftail_abi::trace::BUDGET_FILE {
+        return true;
+    }
     let key_ok = |key: &str| {
         let (pid, exec) = key.split_once('~').unwrap_or((key, "0"));
         is_number(pid) && is_number(exec)
@@ -94,7 +97,8 @@ fn examine(path: &Path) -> Result<Found> {
                 path.display()
             );
         }
-        info |= text.ends_with(".info");
+        // A run that recorded nothing leaves its budget file alone.
+        info |= text.ends_with(".info") || text == ftail_abi::trace::BUDGET_FILE;
         files.push(name);
     }
     if files.is_empty() {
@@ -192,6 +196,7 @@ mod tests {
             "4242~1-4242.events",
             "4242.status",
             "4242-4243~2.events",
+            "budget",
         ] {
             assert!(is_trace_file(name), "{name}");
         }

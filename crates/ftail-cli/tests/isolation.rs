@@ -213,7 +213,7 @@ fn a_full_disk_stops_the_recording_not_the_program() {
     // Exit 97 when the mount itself fails (no namespaces here).
     let script = format!(
         "mount -t tmpfs -o size=2m none {mnt} || exit 97; \
-         {ftail} record -d {mnt}/t -- {exe} 2000000 > {copy}.out 2> {copy}.err; \
+         {ftail} record -d {mnt}/t --max-size 1G -- {exe} 2000000 > {copy}.out 2> {copy}.err; \
          echo $? > {copy}.status; cp -a {mnt}/t {copy}",
         mnt = mnt.display(),
         ftail = ftail().display(),
@@ -324,7 +324,7 @@ fn huge_settings_are_clamped_and_arguments_cannot_forge_metadata() {
         p.info["version"],
         ftail_abi::trace::TRACE_VERSION.to_string()
     );
-    assert_eq!(p.info["buffer_events"], (1u64 << 32).to_string());
+    assert_eq!(p.info["buffer_events"], (1u64 << 36).to_string());
     assert_eq!(p.info["stack_entries"], (1u64 << 20).to_string());
     assert_eq!(p.args()[1], "1000\nversion=999");
     assert_eq!(p.threads[0].balance().entries, 1000 + 2, "leaf, nest, main");

@@ -585,6 +585,105 @@ fn a_full_buffer_loses_events_but_stays_balanced() {
     }
 }
 
+/// Issue 11: a thread kept only its first 4 Mi events; now its buffer
+/// grows as it writes, and its file is cut after its last event when the
+/// process exits (no room allocated ahead is left behind).
+#[test]
+fn issue_11_a_thread_keeps_every_event_past_the_old_limit() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("manycalls.c")],
+        "manycalls",
+    );
+    let calls = 3_000_000u64;
+    let (out, t) = record(dir.path(), &exe, &[&calls.to_string()], &[]);
+    assert_eq!(out.stdout, untraced(&exe, &[&calls.to_string()]).stdout);
+    assert_balanced(&t);
+    let th = &t.processes[0].threads[0];
+    assert_eq!((th.lost, th.stopped), (0, 0));
+    // leaf per call, nest (its recursion a loop at -O2), main: each
+    // entered and left.
+    let events = th.events.len() as u64;
+    assert!(events >= 2 * (calls + 2), "{events} events");
+    let file = std::fs::read_dir(dir.path().join("trace"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "events"))
+        .unwrap();
+    let len = std::fs::metadata(&file).unwrap().len();
+    let used = 80 + events * 16;
+    assert!(
+        len >= used && len < used + 4096,
+        "file of {len} bytes for {used} bytes of header and events"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("lost"), "{stderr}");
+}
+
+/// Issue 11: `--max-size` bounds the whole trace, every process of it
+/// together (four children and their parent write at once), and the
+/// summary says what was lost and why; every thread stays balanced.
+#[test]
+fn issue_11_max_size_holds_across_processes() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("forkcalls.c")],
+        "forkcalls",
+    );
+    let max = 8u64 << 20;
+    let (out, t) = record(dir.path(), &exe, &["4", "1000000"], &["--max-size", "8M"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(t.processes.len(), 5);
+    assert_balanced(&t);
+    let bytes: u64 = std::fs::read_dir(dir.path().join("trace"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "events"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    // The reserve that closes open frames may go past the maximum: a page
+    // per process at most here.
+    assert!(bytes <= max + 5 * 4096, "{bytes} bytes of event files");
+    let recorded: u64 = t
+        .processes
+        .iter()
+        .flat_map(|p| &p.threads)
+        .map(|th| th.events.len() as u64)
+        .sum();
+    assert!(recorded * 16 > max / 2, "only {recorded} events recorded");
+    let stopped = t
+        .processes
+        .iter()
+        .flat_map(|p| &p.threads)
+        .filter(|th| th.stopped == ftail_abi::trace::STOPPED_MAX_SIZE && th.lost > 0)
+        .count();
+    assert!(stopped >= 1, "no thread stopped at the maximum size");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("events lost: the trace reached its maximum size of 8.0 MiB (--max-size"),
+        "{stderr}"
+    );
+    let info = run_ok(
+        Command::new(ftail())
+            .args(["info", "-d"])
+            .arg(dir.path().join("trace")),
+    );
+    assert!(
+        info.contains("# maximum size: 8.0 MiB (--max-size)"),
+        "{info}"
+    );
+    assert!(
+        info.contains("the trace reached its maximum size"),
+        "{info}"
+    );
+}
+
 /// gdb unwinds through a trampoline with the unwind info the runtime's
 /// assembly carries: a backtrace taken in the entry slow path reaches the
 /// traced function's caller. (`--tail=mark`: convert thunks have no unwind

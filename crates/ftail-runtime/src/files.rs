@@ -169,6 +169,43 @@ pub fn open_append(name: &mut NameBuf) -> Result<i32, i32> {
     }
 }
 
+/// Opens the existing regular file `name` of the trace directory for
+/// reading and writing, never through a symbolic link, and checks that
+/// it is a regular file of this user's. Err(errno) on failure.
+pub fn open_rw(name: &mut NameBuf) -> Result<(i32, libc::stat), i32> {
+    let dir = open_dir()?;
+    let p = name.as_c().ok_or(libc::ENAMETOOLONG)?;
+    // SAFETY: `p` is NUL-terminated; O_NOFOLLOW refuses a link.
+    let fd = unsafe { libc::openat(dir.0, p, libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    match stat(fd) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == me => Ok((fd, st)),
+        Ok(_) => {
+            close(fd);
+            Err(libc::EACCES)
+        }
+        Err(e) => {
+            close(fd);
+            Err(e)
+        }
+    }
+}
+
+/// `fstat` of a descriptor this module returned.
+pub fn stat(fd: i32) -> Result<libc::stat, i32> {
+    // SAFETY: a zeroed stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat fills the buffer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(errno());
+    }
+    Ok(st)
+}
+
 /// Writes all of `bytes` to `fd`; false on any failure.
 pub fn write_all(fd: i32, mut bytes: &[u8]) -> bool {
     while !bytes.is_empty() {

@@ -465,13 +465,13 @@ fn close_on_full(st: &mut ThreadState, entry_lost: bool) {
     } else {
         st.depth + 1
     };
-    crate::buffer::set_stopped(st, ftail_abi::trace::STOPPED_BUFFER_FULL);
+    crate::buffer::set_stopped(st, st.limit_why);
     let (cursor, end) = (st.cursor, st.end);
     st.cursor = st.end;
     // On a full filesystem only the reserve's pages that can still be had
     // are written; the reader closes what did not fit.
     let want = open.min(max) * 16;
-    st.end = end + crate::buffer::writable_room(end, want.min(st.reserve_end - end));
+    st.end = end + crate::buffer::closing_room(st, end, want.min(st.reserve_end - end));
     st.reserve_end = 0;
     let now = rdtsc();
     for _ in 0..open.min(max) {

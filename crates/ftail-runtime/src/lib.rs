@@ -20,6 +20,7 @@
 
 mod agent;
 mod alloc;
+mod budget;
 mod buffer;
 mod children;
 mod config;
@@ -89,6 +90,7 @@ extern "C" fn init() {
         return;
     };
     status::create(files.status);
+    budget::init(CONFIG.get().map_or(u64::MAX, |c| c.max_size));
     metadata::write_modules(files.modules, "");
     thread_exit::init();
     let (hz, start_tsc) = calibrate_tsc();
@@ -137,6 +139,8 @@ extern "C" fn init() {
 
 extern "C" fn at_exit() {
     hooks::close_all_open();
+    // SAFETY: the calling thread's own state.
+    buffer::cut_at_exit(unsafe { &mut *state::current() });
 }
 
 /// The runtime's locks, in the order they are taken: whoever holds one

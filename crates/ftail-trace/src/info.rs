@@ -24,6 +24,14 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
         })
         .sum();
     let _ = writeln!(out, "# size on disk: {}", bytes(total_bytes));
+    if let Some(b) = &trace.budget {
+        let _ = writeln!(
+            out,
+            "# maximum size: {} (--max-size), {} of it used",
+            bytes(b.max_bytes),
+            bytes(b.used_bytes)
+        );
+    }
     for image in &trace.images {
         let i = &image.info;
         let get = |k: &str| i.get(k).map_or("-", String::as_str);
@@ -55,10 +63,17 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
             get("tracing"),
             get("control_agent")
         );
+        let per_thread = match get("buffer_events") {
+            "unlimited" => "no limit per thread".to_string(),
+            n => format!("at most {n} events per thread"),
+        };
+        let max = match i.get("max_size").map(|v| v.parse::<u64>()) {
+            Some(Ok(n)) => format!("up to {} for the whole trace", crate::losses::size(n)),
+            _ => "no limit for the whole trace".to_string(),
+        };
         let _ = writeln!(
             out,
-            "  buffers          : {} events per thread, {} trace-stack entries",
-            get("buffer_events"),
+            "  buffers          : grow {max}, {per_thread}; {} trace-stack entries",
             get("stack_entries")
         );
         let _ = writeln!(

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use ftail_abi::trace::{unescape_value, Event, EventKind, ProcessStatus};
+use ftail_abi::trace::{unescape_value, Event, EventKind, ProcessStatus, TraceBudget};
 
 pub use crate::reader::dir::{Error, Module};
 use crate::reader::dir::{ThreadFile, TraceDir};
@@ -17,6 +17,8 @@ pub struct Trace {
     pub dir: PathBuf,
     /// Every traced process, by pid.
     pub processes: Vec<Process>,
+    /// The trace's size budget (`--max-size`), if it has a readable one.
+    pub budget: Option<TraceBudget>,
 }
 
 /// One traced process image (a process, or what it became after `exec`).
@@ -100,6 +102,7 @@ pub fn open_headers(dir: &Path) -> Result<Trace, Error> {
 
 fn open_with(dir: &Path, events: bool) -> Result<Trace, Error> {
     let listing = TraceDir::open(dir)?;
+    let budget = listing.budget;
     let processes = listing
         .images
         .into_iter()
@@ -116,6 +119,7 @@ fn open_with(dir: &Path, events: bool) -> Result<Trace, Error> {
     Ok(Trace {
         dir: listing.dir,
         processes,
+        budget,
     })
 }
 
