@@ -472,8 +472,33 @@ pub mod trace {
         /// are closed as `Truncated` where they fit, and a reader closes
         /// any left at that point.
         pub stopped: u64,
+        /// Bytes of events when the file is a ring (`ftail record
+        /// --ring`): the events fill them, then start again at their
+        /// beginning, so the file keeps the latest; 0 when the file
+        /// grows and keeps every event.
+        pub ring: u64,
+        /// How many times the ring started again at its beginning (0: it
+        /// holds every event since the thread began).
+        pub laps: u64,
+        /// For a ring: one more than the number of frames open when its
+        /// events were last written, set when a snapshot copies it or
+        /// the process crashes (0: unknown). The ring's file keeps its
+        /// thread's trace stack right after the ring ([`StackSlot`]s,
+        /// outermost first), so with this a reader knows the functions
+        /// that ran all through the window.
+        pub open_at_end: u64,
         /// Reserved, zero.
-        pub reserved: [u64; 2],
+        pub reserved: u64,
+    }
+
+    /// One open frame of a ring's trace stack, as kept after the ring.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct StackSlot {
+        /// The frame's CFA.
+        pub cfa: u64,
+        /// Its entry address in the low 48 bits (flags above).
+        pub word: u64,
     }
 
     /// [`EventFileHeader::stopped`]: the buffer reached the size
@@ -493,7 +518,7 @@ pub mod trace {
     /// longer (reopening it failed, or the file size limit); the errno is
     /// in bits 8 and up.
     pub const STOPPED_FILE_ERROR: u64 = 5;
-    const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 80);
+    const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 96);
 
     /// One event: 16 bytes.
     #[repr(C)]
@@ -503,9 +528,10 @@ pub mod trace {
         pub tsc: u64,
         /// [`EventKind`] in the top 8 bits, an address in the low 48 bits:
         /// for an entry, the address right after the entry site (site + 5);
-        /// for an exit, the address right after the exit or tail site that
-        /// produced it, or 0 when it was synthesised (unwound, suspended);
-        /// for a resumed frame, its entry address again.
+        /// for every event that closes a frame, that frame's entry address
+        /// (so a reader that meets a close without its entry, at the start
+        /// of a ring, knows the function); for a resumed frame, its entry
+        /// address again.
         pub word: u64,
     }
     const _: () = assert!(core::mem::size_of::<Event>() == 16);
@@ -542,6 +568,12 @@ pub mod trace {
         /// it, nested where execution is now. Pairs with a later exit like
         /// an entry, but is not a new call.
         Resumed = 6,
+        /// Never in a file: a reader of a ring makes one, at the time of
+        /// its first event, for each function that was already running
+        /// when the ring's window began (its entry was overwritten; its
+        /// close is in the window, or it is still open). Opens a frame
+        /// like an entry; the call began earlier.
+        Earlier = 7,
     }
 
     impl EventKind {
@@ -555,6 +587,7 @@ pub mod trace {
                 4 => EventKind::Truncated,
                 5 => EventKind::Suspended,
                 6 => EventKind::Resumed,
+                7 => EventKind::Earlier,
                 _ => return None,
             })
         }
@@ -562,7 +595,10 @@ pub mod trace {
         /// Whether the event opens a frame (an entry or a resumed slice);
         /// every other kind closes the innermost open one.
         pub fn opens(self) -> bool {
-            matches!(self, EventKind::Entry | EventKind::Resumed)
+            matches!(
+                self,
+                EventKind::Entry | EventKind::Resumed | EventKind::Earlier
+            )
         }
     }
 

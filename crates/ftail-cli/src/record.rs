@@ -27,6 +27,10 @@ pub struct RecordOptions {
     pub buffer_events: Option<u64>,
     /// The most bytes of events the whole trace may take.
     pub max_size: MaxSize,
+    /// Bytes of each thread's ring (flight recorder), if asked for.
+    pub ring: Option<u64>,
+    /// The signal that takes a snapshot of the rings, if any.
+    pub snapshot_signal: Option<i32>,
     /// Start with tracing off.
     pub off: bool,
     /// Start the control agent.
@@ -59,6 +63,15 @@ pub struct RecordArgs {
     /// 1T) or a share of the free space where the trace is (25%)
     #[arg(long, value_name = "SIZE", default_value = "50%", value_parser = parse_max_size)]
     pub max_size: MaxSize,
+    /// Flight recorder: keep only the latest SIZE bytes of events per
+    /// thread (64K to 64G), in a ring that is the thread's event file
+    #[arg(long, value_name = "SIZE", value_parser = parse_ring)]
+    pub ring: Option<u64>,
+    /// Copy the rings into DIR/snapshot-N when the program receives
+    /// SIGNAL (a name like USR2 or a number); see also `ftail ctl PID
+    /// snapshot`
+    #[arg(long, value_name = "SIGNAL", value_parser = parse_signal)]
+    pub snapshot_signal: Option<i32>,
     /// Start with tracing off; switch it on with `ftail ctl PID on`
     /// (implies --ctl)
     #[arg(long)]
@@ -80,6 +93,8 @@ impl RecordArgs {
             tail: self.tail,
             buffer_events: self.buffer_events,
             max_size: self.max_size,
+            ring: self.ring,
+            snapshot_signal: self.snapshot_signal,
             off: self.off,
             ctl: self.ctl,
             command,
@@ -103,6 +118,12 @@ impl RecordArgs {
             a.extend(["--buffer-events".into(), n.to_string().into()]);
         }
         a.extend(["--max-size".into(), self.max_size.to_string().into()]);
+        if let Some(n) = self.ring {
+            a.extend(["--ring".into(), n.to_string().into()]);
+        }
+        if let Some(n) = self.snapshot_signal {
+            a.extend(["--snapshot-signal".into(), n.to_string().into()]);
+        }
         if self.off {
             a.push("--off".into());
         }
@@ -253,6 +274,69 @@ pub fn parse_max_size(text: &str) -> Result<MaxSize, String> {
         .ok_or_else(bad)
 }
 
+/// Parses `--ring`: a size as for `--max-size`, 64K to 64G.
+pub fn parse_ring(text: &str) -> Result<u64, String> {
+    let bad = || "must be a size from 64K to 64G (e.g. 1M, 256K)".to_string();
+    let t = text.trim_end_matches("iB").trim_end_matches('B');
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                _ => return Err(bad()),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| (64 << 10..=64 << 30).contains(n))
+        .ok_or_else(bad)
+}
+
+/// Parses `--snapshot-signal`: `USR2`, `SIGUSR2` or a number; not the
+/// signals that cannot be caught or that the runtime or a debugger use
+/// (KILL, STOP, TRAP).
+pub fn parse_signal(text: &str) -> Result<i32, String> {
+    const NAMES: [(&str, i32); 12] = [
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("PIPE", libc::SIGPIPE),
+        ("ALRM", libc::SIGALRM),
+        ("TERM", libc::SIGTERM),
+        ("CONT", libc::SIGCONT),
+        ("TSTP", libc::SIGTSTP),
+        ("WINCH", libc::SIGWINCH),
+        ("PWR", libc::SIGPWR),
+    ];
+    let name = text.trim_start_matches("SIG");
+    let n = NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, v)| v)
+        .or_else(|| text.parse::<i32>().ok());
+    match n {
+        Some(n)
+            if (1..=64).contains(&n)
+                && ![libc::SIGKILL, libc::SIGSTOP, libc::SIGTRAP].contains(&n) =>
+        {
+            Ok(n)
+        }
+        _ => Err(
+            "must be a signal the program does not use, by name (USR2) or number; \
+                  not KILL, STOP or TRAP"
+                .to_string(),
+        ),
+    }
+}
+
 /// Free bytes for an unprivileged user on the filesystem holding `dir`.
 pub fn free_space(dir: &Path) -> Result<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -334,7 +418,7 @@ fn runtime_env(
     o: &RecordOptions,
     dir: &Path,
     max_bytes: u64,
-) -> [(&'static str, Option<OsString>); 10] {
+) -> [(&'static str, Option<OsString>); 12] {
     let flag = |on: bool| Some(OsString::from(if on { "1" } else { "0" }));
     [
         ("FTAIL_DIR", Some(dir.into())),
@@ -349,6 +433,11 @@ fn runtime_env(
         // The budget file holds it; the runtime reads it from there and
         // uses this only where that file cannot be read.
         ("FTAIL_MAX_SIZE", Some(max_bytes.to_string().into())),
+        ("FTAIL_RING", o.ring.map(|n| n.to_string().into())),
+        (
+            "FTAIL_SNAPSHOT_SIGNAL",
+            o.snapshot_signal.map(|n| n.to_string().into()),
+        ),
         // Not an option (yet): always the runtime's default.
         ("FTAIL_STACK_ENTRIES", None),
         ("FTAIL_OFF", flag(o.off)),

@@ -121,7 +121,8 @@ fn traced(name: &str, variant: &str, dir: &std::path::Path, mode: &str) {
         }
     }
     // Bytes written: headers and events (the files are sparse beyond).
-    let bytes = threads * 80 + events * 16;
+    let bytes =
+        threads * std::mem::size_of::<ftail_abi::trace::EventFileHeader>() as u64 + events * 16;
     let line = format!(
         "{name} {variant} --tail={mode}: {} processes, {threads} threads, {events} events \
          recorded, {lost} lost at the buffer limit, {bytes} bytes of events\n",

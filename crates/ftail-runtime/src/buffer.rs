@@ -41,31 +41,52 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     };
     // SAFETY: getpid/gettid have no preconditions.
     let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid) as i32) };
-    if st.file_base != 0 {
-        // The parent's file, inherited by a forked child: not this
-        // thread's to write.
+    // The parent's file, inherited by a forked child, is not this
+    // thread's to write; it goes once the child's own is made (a ring's
+    // file holds the trace stack, which the child's file takes over).
+    let inherited = (st.file_base, st.map_len);
+    st.file_base = 0;
+    let drop_inherited = |st: &mut ThreadState| {
+        if inherited.0 == 0 {
+            return;
+        }
+        if st.stack >= inherited.0 && st.stack < inherited.0 + inherited.1 {
+            st.stack = 0;
+        }
         // SAFETY: the mapping setup_thread made in the parent, copied
-        // into this process; nothing writes it (status was reset).
-        unsafe { libc::munmap(st.file_base as *mut libc::c_void, st.map_len as usize) };
-        st.file_base = 0;
-    }
+        // into this process; nothing writes it (status was reset) and
+        // the trace stack is no longer in it.
+        unsafe { libc::munmap(inherited.0 as *mut libc::c_void, inherited.1 as usize) };
+    };
     let (fd, n) = match create_event_file(tid as u32) {
         Ok(v) => v,
         Err(errno) => {
+            drop_inherited(st);
             crate::status::thread_failed(tid as u32, errno);
             return false;
         }
     };
     let reserve = cfg.stack_entries * 16;
     // The buffer proper may grow to `cap` bytes of file; its mapping
-    // also holds the reserve that closes open frames when it stops.
+    // also holds the reserve that closes open frames when it stops. A
+    // ring is all file from the start, taken from the budget whole.
     let by_events = HEADER + cfg.buffer_events * 16;
-    let cap = by_events
-        .min(crate::budget::max().saturating_add(HEADER))
-        .min(MAX_MAP);
+    let cap = if cfg.ring != 0 {
+        HEADER + cfg.ring
+    } else {
+        by_events
+            .min(crate::budget::max().saturating_add(HEADER))
+            .min(MAX_MAP)
+    };
+    // (A ring's file also keeps the trace stack, after the ring.)
     let wanted = (cap + reserve).div_ceil(PAGE) * PAGE;
     // The first step of the file: the header's page and a first chunk.
-    let mut first = crate::budget::take(PAGE + FIRST_CHUNK);
+    let mut first = if cfg.ring != 0 {
+        crate::budget::force(wanted);
+        wanted
+    } else {
+        crate::budget::take(PAGE + FIRST_CHUNK)
+    };
     if first == 0 {
         // The trace is already at its maximum size: the header's page
         // anyway, so that the thread's losses are counted.
@@ -79,13 +100,17 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         crate::status::thread_failed(tid as u32, errno);
         false
     };
+    let fail = |st: &mut ThreadState, errno: i32, taken: u64| {
+        drop_inherited(st);
+        fail(errno, taken)
+    };
     let ino = match crate::files::stat(fd) {
         Ok(s) => s.st_ino,
-        Err(errno) => return fail(errno, first),
+        Err(errno) => return fail(st, errno, first),
     };
     // SAFETY: fd is a regular file we own.
     if unsafe { libc::ftruncate(fd, first as libc::off_t) } != 0 {
-        return fail(crate::files::errno(), first);
+        return fail(st, crate::files::errno(), first);
     }
     // Reserve the address space the file may grow into; a process short
     // of it (many threads, a ulimit) gets less.
@@ -107,8 +132,8 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
             break p;
         }
         let errno = crate::files::errno();
-        if map_len <= MIN_MAP + reserve {
-            return fail(errno, first);
+        if map_len <= MIN_MAP + reserve || cfg.ring != 0 {
+            return fail(st, errno, first);
         }
         map_len = (map_len / 2).max(MIN_MAP + reserve).div_ceil(PAGE) * PAGE;
     };
@@ -118,7 +143,11 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     let mut name = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes.
     unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
-    let limit = (cap.min(map_len - reserve) - HEADER) / 16 * 16 + HEADER;
+    let limit = if cfg.ring != 0 {
+        cap
+    } else {
+        (cap.min(map_len - reserve) - HEADER) / 16 * 16 + HEADER
+    };
     let header = EventFileHeader {
         magic: EVENTS_MAGIC,
         version: TRACE_VERSION,
@@ -129,14 +158,21 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         lost: 0,
         name,
         stopped: 0,
-        reserved: [0; 2],
+        ring: cfg.ring,
+        laps: 0,
+        open_at_end: 0,
+        reserved: 0,
     };
     // The header's page is allocated first: on a full filesystem, touching
     // it would raise SIGBUS in the program.
-    if let Err(errno) = populate(base as u64, PAGE) {
+    // A ring's whole file is allocated at once: it stays in the cache,
+    // and its trace stack is written from the trampolines.
+    let now = if cfg.ring != 0 { map_len } else { PAGE };
+    if let Err(errno) = populate(base as u64, now) {
         // SAFETY: unmapping the mapping just made.
         unsafe { libc::munmap(base, map_len as usize) };
         crate::budget::give_back(first);
+        drop_inherited(st);
         crate::status::thread_failed(tid as u32, errno);
         return false;
     }
@@ -155,6 +191,35 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     } else {
         STOPPED_MAX_SIZE
     };
+    if cfg.ring != 0 {
+        // The trace stack moves into the file (a forked child's frames
+        // come along).
+        let in_file = base + limit;
+        if st.stack != 0 {
+            let n = st.depth.min(cfg.stack_entries) as usize;
+            // SAFETY: both arrays hold at least n entries; they do not
+            // overlap (the file's was just mapped).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    st.stack as *const StackEntry,
+                    in_file as *mut StackEntry,
+                    n,
+                )
+            };
+            if !(st.stack >= inherited.0 && st.stack < inherited.0 + inherited.1) {
+                // SAFETY: the anonymous stack map_stack made earlier.
+                unsafe {
+                    libc::munmap(
+                        st.stack as *mut libc::c_void,
+                        st.stack_cap as usize * std::mem::size_of::<StackEntry>(),
+                    )
+                };
+            }
+        }
+        st.stack = in_file;
+        st.stack_cap = cfg.stack_entries;
+    }
+    drop_inherited(st);
     if st.stack == 0 && !map_stack(st, cfg.stack_entries) {
         return false;
     }
@@ -172,7 +237,13 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     st.limit = base + limit;
     st.reserve_end = base + map_len;
     st.lost = base + std::mem::offset_of!(EventFileHeader, lost) as u64;
-    extend(st);
+    st.ring = cfg.ring;
+    if st.ring != 0 {
+        st.end = base + limit;
+        crate::snapshot::register(st);
+    } else {
+        extend(st);
+    }
     replay_open_frames(st);
     crate::thread_exit::watch();
     crate::status::thread_recorded();
@@ -180,7 +251,7 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
 }
 
 /// The name of event file `KEY-TID.events`, or `KEY-TID~N.events`.
-fn event_file_name(tid: u32, n: u64) -> crate::files::NameBuf {
+pub(crate) fn event_file_name(tid: u32, n: u64) -> crate::files::NameBuf {
     let mut name = crate::files::key_name(b"-");
     name.push_num(u64::from(tid));
     if n > 0 {
@@ -281,7 +352,7 @@ const MAX_STEP: u64 = 32 << 20;
 /// budget is spent or the filesystem has no room for more.
 /// Async-signal-safe.
 pub fn extend(st: &mut ThreadState) -> bool {
-    if st.lost == 0 {
+    if st.lost == 0 || st.ring != 0 {
         return false;
     }
     if st.end >= st.limit {
@@ -360,6 +431,39 @@ fn writable_room(from: u64, len: u64) -> u64 {
     room.min(len)
 }
 
+/// In a ring, a slot for one event: the next one, or, once the cursor
+/// has passed the ring's end, its first one, the cursor starting again
+/// after it (`laps` counted in the header). The cursor moves with
+/// single atomic instructions, so a signal handler's events that come in
+/// between take slots of their own, whichever of the two wrapped.
+pub fn ring_slot(st: &mut ThreadState) -> u64 {
+    use std::sync::atomic::AtomicU64;
+    let start = st.file_base + HEADER;
+    // SAFETY: `cursor` is this thread's, aligned, and only ever accessed
+    // by it and its signal handlers (single instructions, as in tramp.rs).
+    let cursor = unsafe { AtomicU64::from_ptr(&mut st.cursor) };
+    loop {
+        let c = cursor.load(Ordering::Relaxed);
+        if c + 16 <= st.end {
+            let slot = cursor.fetch_add(16, Ordering::Relaxed);
+            if slot + 16 <= st.end {
+                return slot;
+            }
+            continue;
+        }
+        if cursor
+            .compare_exchange(c, start + 16, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let laps = st.file_base + std::mem::offset_of!(EventFileHeader, laps) as u64;
+            // SAFETY: the header's `laps` word, in the mapping's first
+            // page, aligned; only this thread writes it.
+            unsafe { AtomicU64::from_ptr(laps as *mut u64).fetch_add(1, Ordering::Relaxed) };
+            return start;
+        }
+    }
+}
+
 /// Records in the event file's header why the thread stopped recording
 /// (the first reason only).
 pub fn set_stopped(st: &ThreadState, why: u64) {
@@ -387,12 +491,15 @@ pub fn set_stopped(st: &ThreadState, why: u64) {
 pub fn release(st: &mut ThreadState) {
     crate::hooks::close_all_open();
     st.status = crate::state::STATUS_OFF;
+    if st.ring != 0 {
+        crate::snapshot::unregister(st);
+    }
     cut(st);
     // SAFETY: these are the mappings setup_thread made for this thread;
     // status OFF keeps the trampolines from touching them again.
     unsafe {
         libc::munmap(st.file_base as *mut libc::c_void, st.map_len as usize);
-        if st.stack != 0 {
+        if st.stack != 0 && st.ring == 0 {
             let bytes = st.stack_cap as usize * std::mem::size_of::<StackEntry>();
             libc::munmap(st.stack as *mut libc::c_void, bytes);
         }
@@ -435,7 +542,7 @@ pub fn cut_at_exit(st: &mut ThreadState) {
 /// reserve holds events past `end` (the thread stopped) or there is no
 /// file; `end` moves back with it.
 fn cut(st: &mut ThreadState) {
-    if st.file_base == 0 || st.reserve_end == 0 {
+    if st.file_base == 0 || st.reserve_end == 0 || st.ring != 0 {
         return;
     }
     let keep = (st.cursor.min(st.end) - st.file_base).div_ceil(PAGE) * PAGE;

@@ -39,6 +39,12 @@ pub struct Config {
     pub max_size: u64,
     /// Trace-stack entries per thread.
     pub stack_entries: u64,
+    /// Bytes of each thread's ring (`--ring`; 0: no ring, the buffers
+    /// grow and keep everything).
+    pub ring: u64,
+    /// The signal that takes a snapshot of the rings (`--snapshot-signal`;
+    /// 0: none).
+    pub snapshot_signal: i32,
     /// Start with tracing off (`--off`).
     pub off: bool,
     /// Start the control agent (`--ctl`, implied by `--off`).
@@ -50,6 +56,10 @@ pub struct Config {
 /// buffer grows as the thread writes; `--max-size` bounds the whole
 /// trace.
 pub const MAX_BUFFER_EVENTS: u64 = 1 << 36;
+/// The smallest and largest ring per thread (`--ring`).
+pub const MIN_RING: u64 = 4 << 10;
+/// See [`MIN_RING`].
+pub const MAX_RING: u64 = 1 << 36;
 /// Most trace-stack entries per thread (frames deeper than this are
 /// counted as lost); each costs 64 bytes of reserved address space.
 pub const MAX_STACK_ENTRIES: u64 = 1 << 20;
@@ -96,6 +106,15 @@ impl Config {
                 .clamp(16, MAX_BUFFER_EVENTS),
             buffer_events_set: var("FTAIL_BUFFER_EVENTS").is_some(),
             max_size: num("FTAIL_MAX_SIZE", u64::MAX).max(1 << 20),
+            ring: match num("FTAIL_RING", 0) {
+                0 => 0,
+                n => n.clamp(MIN_RING, MAX_RING) / 16 * 16,
+            },
+            snapshot_signal: match num("FTAIL_SNAPSHOT_SIGNAL", 0) {
+                // Not those the runtime or the loader need for themselves.
+                n @ 1..=64 if ![9, 19, 5].contains(&n) => n as i32,
+                _ => 0,
+            },
             stack_entries: num("FTAIL_STACK_ENTRIES", 1 << 16).clamp(16, MAX_STACK_ENTRIES),
             off: var("FTAIL_OFF").is_some_and(|v| v == "1"),
             ctl: var("FTAIL_CTL").is_some_and(|v| v == "1"),

@@ -194,8 +194,8 @@ fn apply(plan: &ModulePlan, selection: &Selection, writes_how: Writes) -> Patche
 }
 
 /// Runs one control command: `on`, `off`, `filter GLOB,...`,
-/// `exclude GLOB,...` (empty: none) or `status`. Returns a one-line
-/// answer.
+/// `exclude GLOB,...` (empty: none), `status` or `snapshot` (copies the
+/// rings, `snapshot.rs`). Returns a one-line answer.
 pub fn command(line: &str) -> Result<String, String> {
     CONTROL.with(|c| match c.as_mut() {
         Some(c) => run_command(c, line),
@@ -219,6 +219,15 @@ fn run_command(c: &mut Control, line: &str) -> Result<String, String> {
         "filter" => selection.include = globs(),
         "exclude" => selection.exclude = globs(),
         "status" => {}
+        "snapshot" => {
+            return match crate::snapshot::take() {
+                Ok((n, threads)) => Ok(format!("snapshot=snapshot-{n} threads={threads}")),
+                Err(errno) => Err(format!(
+                    "the snapshot failed: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                )),
+            }
+        }
         _ => return Err(format!("unknown command {verb:?}")),
     }
     let how = if verb == "status" {

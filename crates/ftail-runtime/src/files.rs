@@ -62,7 +62,7 @@ impl NameBuf {
     }
 
     /// The name with its NUL, or `None` when it did not fit.
-    fn as_c(&mut self) -> Option<*const libc::c_char> {
+    pub fn as_c(&mut self) -> Option<*const libc::c_char> {
         if self.overflowed || self.buf[..self.len].contains(&0) {
             return None;
         }
@@ -90,12 +90,25 @@ impl Drop for Dir {
 /// Opens the trace directory, refusing a symbolic link and a directory
 /// another user owns. Err(errno) on failure.
 fn open_dir() -> Result<Dir, i32> {
+    open_dir_flags(libc::O_PATH)
+}
+
+/// The trace directory opened for reading its entries; the descriptor
+/// is the caller's to close. Err(errno) on failure.
+pub fn open_dir_for_listing() -> Result<i32, i32> {
+    let d = open_dir_flags(libc::O_RDONLY)?;
+    let fd = d.0;
+    std::mem::forget(d);
+    Ok(fd)
+}
+
+fn open_dir_flags(mode: i32) -> Result<Dir, i32> {
     let cfg = crate::CONFIG.get().ok_or(libc::ENOENT)?;
     // SAFETY: `dir_c` is NUL-terminated; O_PATH opens without reading.
     let fd = unsafe {
         libc::open(
             cfg.dir_c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     };
     if fd < 0 {

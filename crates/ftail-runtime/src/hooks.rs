@@ -66,7 +66,7 @@ pub unsafe extern "C" fn ftail_slow_entry(st: *mut ThreadState, cfa: u64, addr: 
 /// # Safety
 ///
 /// As for [`ftail_slow_entry`].
-pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u64) {
+pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, _addr: u64) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
     let st = unsafe { &mut *st };
@@ -82,7 +82,7 @@ pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u
         // before tracing started, or the trace stack was full).
         return;
     }
-    pop(st, EventKind::Exit, addr, now);
+    pop(st, EventKind::Exit, now);
     pop_tail_callers(st, cfa, now);
 }
 
@@ -142,7 +142,7 @@ pub unsafe extern "C" fn ftail_slow_tail_return(st: *mut ThreadState, cfa: u64, 
     st.fresh_base = 0;
     stacks::sync(st, cfa, now, Rule::Exiting);
     if top(st).is_some_and(|t| t.cfa == cfa) {
-        pop(st, EventKind::TailExit, 0, now);
+        pop(st, EventKind::TailExit, now);
         pop_tail_callers(st, cfa, now);
     }
 }
@@ -304,7 +304,7 @@ fn pop_tail_callers(st: &mut ThreadState, cfa: u64, now: u64) {
         if t.cfa != cfa || t.word & MARKED == 0 {
             break;
         }
-        pop(st, EventKind::TailExit, 0, now);
+        pop(st, EventKind::TailExit, now);
     }
 }
 
@@ -377,16 +377,29 @@ pub(crate) fn push(st: &mut ThreadState, cfa: u64, word: u64, kind: EventKind, n
 /// longjmp), the thread is about to go on at the context's `uc_link`,
 /// unseen: the next event takes the slow path, which switches to it
 /// (`stacks::sync`).
-pub(crate) fn pop(st: &mut ThreadState, kind: EventKind, addr: u64, now: u64) {
+///
+/// The event carries the frame's entry address.
+pub(crate) fn pop(st: &mut ThreadState, kind: EventKind, now: u64) {
     let returned = matches!(kind, EventKind::Exit | EventKind::TailExit);
-    if let Some(t) = top(st).filter(|t| t.word & BASE != 0 && returned) {
+    let Some(t) = top(st) else { return };
+    if t.word & BASE != 0 && returned {
         st.ended_base = t.cfa;
         st.status = STATUS_SWITCHED;
     }
     st.depth -= 1;
     if st.depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
-        write_event(st, kind, addr, now);
+        write_event(st, kind, t.word & ADDR_MASK, now);
     }
+}
+
+/// The entry address of the frame a trampoline just popped (it is still
+/// in the trace stack's slot above the top).
+fn popped(st: &ThreadState) -> u64 {
+    if st.depth >= st.stack_cap {
+        return 0;
+    }
+    // SAFETY: depth < stack_cap entries of the stack mapping.
+    unsafe { (*(st.stack as *const StackEntry).add(st.depth as usize)).word & ADDR_MASK }
 }
 
 /// An entry's reserved slot lies past the mapped-ahead part of the buffer:
@@ -415,12 +428,13 @@ pub unsafe extern "C" fn ftail_slow_full_entry(
 pub unsafe extern "C" fn ftail_slow_full_exit(
     st: *mut ThreadState,
     _cfa: u64,
-    addr: u64,
+    _addr: u64,
     slot: u64,
 ) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
-    on_full(unsafe { &mut *st }, EventKind::Exit, addr, slot);
+    let st = unsafe { &mut *st };
+    on_full(st, EventKind::Exit, popped(st), slot);
 }
 
 /// The same for the tail exit a convert thunk writes.
@@ -436,12 +450,18 @@ pub unsafe extern "C" fn ftail_slow_full_tail(
 ) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
-    on_full(unsafe { &mut *st }, EventKind::TailExit, 0, slot);
+    let st = unsafe { &mut *st };
+    on_full(st, EventKind::TailExit, popped(st), slot);
 }
 
 /// Maps more of the buffer and writes the event into its slot; when the
 /// buffer is full, closes what is open instead.
 fn on_full(st: &mut ThreadState, kind: EventKind, addr: u64, slot: u64) {
+    if st.ring != 0 {
+        // A ring never fills: its first slot again.
+        store(crate::buffer::ring_slot(st), kind, addr, rdtsc());
+        return;
+    }
     while slot + 16 > st.end && crate::buffer::extend(st) {}
     if slot + 16 <= st.end {
         store(slot, kind, addr, rdtsc());
@@ -474,8 +494,16 @@ fn close_on_full(st: &mut ThreadState, entry_lost: bool) {
     st.end = end + crate::buffer::closing_room(st, end, want.min(st.reserve_end - end));
     st.reserve_end = 0;
     let now = rdtsc();
-    for _ in 0..open.min(max) {
-        write_event(st, EventKind::Truncated, 0, now);
+    // The frames still open, innermost first: below the top when the
+    // entry was lost, from the one just popped when an exit was.
+    for i in (0..open.min(max)).rev() {
+        let addr = if i < st.stack_cap {
+            // SAFETY: i < stack_cap entries of the stack mapping.
+            unsafe { (*(st.stack as *const StackEntry).add(i as usize)).word & ADDR_MASK }
+        } else {
+            0
+        };
+        write_event(st, EventKind::Truncated, addr, now);
     }
     st.cursor = cursor.max(end + 16);
     st.end = end;
@@ -488,7 +516,10 @@ pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc:
     // SAFETY: `cursor` is this thread's, aligned, and only ever accessed
     // by it (and its signal handlers, which run to completion on it).
     let cursor = unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut st.cursor) };
-    let slot = cursor.fetch_add(16, std::sync::atomic::Ordering::Relaxed);
+    let mut slot = cursor.fetch_add(16, std::sync::atomic::Ordering::Relaxed);
+    if slot + 16 > st.end && st.ring != 0 {
+        slot = crate::buffer::ring_slot(st);
+    }
     while slot + 16 > st.end && crate::buffer::extend(st) {}
     if slot + 16 > st.end {
         if st.reserve_end != 0 {
@@ -532,6 +563,6 @@ pub fn close_all_open() {
     }
     let now = rdtsc();
     while st.depth > 0 {
-        pop(st, EventKind::Unwound, 0, now);
+        pop(st, EventKind::Unwound, now);
     }
 }

@@ -35,6 +35,7 @@ mod modules;
 mod parked;
 mod patch;
 mod poke;
+mod snapshot;
 mod stacks;
 mod state;
 mod status;
@@ -131,6 +132,12 @@ extern "C" fn init() {
             Some(after_fork_in_parent),
             Some(after_fork_in_child),
         );
+    }
+    if cfg.ring != 0 {
+        snapshot::install_crash_handlers();
+    }
+    if cfg.snapshot_signal != 0 {
+        snapshot::install(cfg.snapshot_signal);
     }
     if cfg.ctl || cfg.off {
         control::start_agent();

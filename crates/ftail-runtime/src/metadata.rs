@@ -51,7 +51,7 @@ fn info_text(s: &Start) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let p = s.patched;
-    let fields: [(&str, String); 23] = [
+    let fields: [(&str, String); 25] = [
         ("version", TRACE_VERSION.to_string()),
         ("pid", std::process::id().to_string()),
         // SAFETY: getppid has no preconditions.
@@ -76,6 +76,8 @@ fn info_text(s: &Start) -> String {
                 "unlimited".to_string()
             },
         ),
+        ("ring", cfg.ring.to_string()),
+        ("snapshot_signal", cfg.snapshot_signal.to_string()),
         (
             "max_size",
             match crate::budget::max() {

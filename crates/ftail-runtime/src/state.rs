@@ -85,6 +85,9 @@ pub struct ThreadState {
     /// Why the thread stops when `end` reaches `limit` (a
     /// `STOPPED_*` value).
     pub limit_why: u64,
+    /// Bytes of events of the thread's ring (0: its buffer grows): when
+    /// the cursor passes `end` it starts again after the header.
+    pub ring: u64,
 }
 
 /// A return address a convert thunk took off the stack, and where it was.
@@ -182,7 +185,7 @@ thread_local! {
             lost: 0, limit: 0, side: 0, side_depth: 0, side_cap: 0, reserve_end: 0,
             parked: 0, parked_len: 0, parked_cap: 0, fresh_base: 0, busy: 0, ended_base: 0,
             spare: 0, coro_lo: 0, spare_busy: 0, file_base: 0, map_len: 0, file_len: 0,
-            file_id: 0, file_ino: 0, limit_why: 0,
+            file_id: 0, file_ino: 0, limit_why: 0, ring: 0,
         })
     };
 }

@@ -298,6 +298,7 @@ std::arch::global_asm!(
     decq 16(%r11)
     cmp {maxdepth}(%rip), %rcx
     ja \loop                         # deeper than -D: not written
+    mov -8(%rax), %rcx               # the popped entry's word
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
@@ -305,7 +306,9 @@ std::arch::global_asm!(
     xadd %rdx, (%r11)
     cmp 8(%r11), %rdx
     jae .Ltail_callers_full\@
-    movabs $0x0200000000000000, %rcx # kind TailExit (2), no address
+    shl $16, %rcx                    # its entry address, without flags,
+    shr $16, %rcx
+    bts $57, %rcx                    # kind TailExit (2)
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)
     jmp \loop
@@ -416,6 +419,7 @@ ftail_exit:
     decq 16(%r11)                    # first function of a context: pop
     cmp {maxdepth}(%rip), %rcx
     ja .Lexit_callers                # popped entry was deeper than -D
+    mov -8(%rax), %rcx               # the popped entry's word
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
@@ -423,7 +427,8 @@ ftail_exit:
     xadd %rdx, (%r11)
     cmp 8(%r11), %rdx
     jae 7f
-    mov 32(%rsp), %rcx
+    shl $16, %rcx                    # its entry address, without flags,
+    shr $16, %rcx
     bts $56, %rcx                    # kind Exit (1)
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)
@@ -607,6 +612,7 @@ ftail_convert_leave:
     decq 16(%r11)                    # pop it
     cmp {maxdepth}(%rip), %rcx
     ja .Lleave_callers
+    mov -8(%rax), %rcx               # the popped entry's word
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
@@ -614,7 +620,9 @@ ftail_convert_leave:
     xadd %rdx, (%r11)
     cmp 8(%r11), %rdx
     jae 7f
-    movabs $0x0200000000000000, %rcx # kind TailExit (2), no address
+    shl $16, %rcx                    # its entry address, without flags,
+    shr $16, %rcx
+    bts $57, %rcx                    # kind TailExit (2)
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)
     FTAIL_TAIL_CALLERS 40, .Lleave_callers, 9f

@@ -71,11 +71,28 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
             Some(Ok(n)) => format!("up to {} for the whole trace", crate::losses::size(n)),
             _ => "no limit for the whole trace".to_string(),
         };
-        let _ = writeln!(
-            out,
-            "  buffers          : grow {max}, {per_thread}; {} trace-stack entries",
-            get("stack_entries")
-        );
+        match i.get("ring").and_then(|v| v.parse::<u64>().ok()) {
+            Some(ring) if ring > 0 => {
+                let _ = writeln!(
+                    out,
+                    "  buffers          : a ring of {} per thread (flight recorder{}); {} \
+                     trace-stack entries",
+                    bytes(ring),
+                    match get("snapshot_signal") {
+                        "0" | "-" => String::new(),
+                        n => format!(", snapshots on signal {n}"),
+                    },
+                    get("stack_entries")
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "  buffers          : grow {max}, {per_thread}; {} trace-stack entries",
+                    get("stack_entries")
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "  clock            : {:.3} MHz time-stamp counter",
@@ -96,13 +113,23 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
                 Ok((h, mut events)) => {
                     let (mut n, mut lo, mut hi) = (0u64, u64::MAX, 0u64);
                     for e in events.by_ref() {
+                        if e.kind() == Some(ftail_abi::trace::EventKind::Earlier) {
+                            continue;
+                        }
                         n += 1;
                         lo = lo.min(e.tsc);
                         hi = hi.max(e.tsc);
                     }
-                    (n, h.lost, (lo, hi), events.damage().map(str::to_string))
+                    let note = match events.damage() {
+                        Some(d) => format!("  (damaged: {d})"),
+                        None if h.ring > 0 && h.laps > 0 => {
+                            format!("  (the latest: the ring went round {} times)", h.laps)
+                        }
+                        None => String::new(),
+                    };
+                    (n, h.lost, (lo, hi), note)
                 }
-                Err(e) => (0, 0, (u64::MAX, 0), Some(e)),
+                Err(e) => (0, 0, (u64::MAX, 0), format!("  (damaged: {e})")),
             };
             all += count;
             first = first.min(range.0);
@@ -115,7 +142,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
                 if name.is_empty() { "-" } else { name },
                 count,
                 lost,
-                damage.map_or(String::new(), |d| format!("  (damaged: {d})"))
+                damage
             );
         }
         if first <= last {

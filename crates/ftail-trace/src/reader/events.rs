@@ -2,11 +2,21 @@
 //! in order, up to the first slot the runtime never wrote (its time is 0)
 //! or the first damage. Memory stays one block whatever the file's size
 //! (event files are sparse and may be gigabytes of unwritten room).
+//!
+//! A ring (`ftail record --ring`) that went round is read from its oldest
+//! event, the one with the earliest time, to its newest, and starts with
+//! an `Earlier` event (at its first event's time) for each function
+//! already running when its window began: those whose close is in the
+//! window without their entry, found in a first pass over the ring
+//! (every close carries its frame's entry address), and those open
+//! throughout.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ftail_abi::trace::{Event, EventFileHeader, EVENTS_MAGIC, TRACE_VERSION};
+use ftail_abi::trace::{
+    Event, EventFileHeader, EventKind, EVENTS_MAGIC, KIND_SHIFT, TRACE_VERSION,
+};
 
 /// Bytes read at a time.
 const BLOCK: usize = 256 << 10;
@@ -32,6 +42,12 @@ pub struct Header {
     pub stopped: u64,
     /// Where the events start.
     pub header_size: u64,
+    /// Bytes of the ring when the file is one (0: it is not).
+    pub ring: u64,
+    /// How many times the ring went round.
+    pub laps: u64,
+    /// For a ring: one more than the frames open at its end, when known.
+    pub open_at_end: u64,
 }
 
 /// Reads and checks an event file's header. Errors say what is wrong.
@@ -59,6 +75,9 @@ pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
         stopped: u64_at(std::mem::offset_of!(EventFileHeader, stopped)),
         header_size: u64::from(u32_at(std::mem::offset_of!(EventFileHeader, header_size)))
             .max(hsize as u64),
+        ring: u64_at(std::mem::offset_of!(EventFileHeader, ring)) / 16 * 16,
+        laps: u64_at(std::mem::offset_of!(EventFileHeader, laps)),
+        open_at_end: u64_at(std::mem::offset_of!(EventFileHeader, open_at_end)),
     })
 }
 
@@ -76,6 +95,12 @@ pub struct Events {
     offset: u64,
     count: u64,
     damage: Option<String>,
+    /// File offset where the current stretch of events ends (a ring is
+    /// read in two), and where the next one starts and ends.
+    stretch_end: u64,
+    next_stretch: Option<(u64, u64)>,
+    /// Events to yield before the file's (a ring's `Earlier` frames).
+    pending: std::collections::VecDeque<Event>,
 }
 
 impl Events {
@@ -92,7 +117,7 @@ impl Events {
         let skip = header.header_size - std::mem::size_of::<EventFileHeader>() as u64;
         std::io::copy(&mut (&mut file).take(skip), &mut std::io::sink())
             .map_err(|e| named(e.to_string()))?;
-        let events = Events {
+        let mut events = Events {
             path: path.to_path_buf(),
             file: Some(file),
             buf: vec![0; BLOCK],
@@ -101,7 +126,29 @@ impl Events {
             offset: header.header_size,
             count: 0,
             damage: None,
+            stretch_end: u64::MAX,
+            next_stretch: None,
+            pending: std::collections::VecDeque::new(),
         };
+        if header.ring != 0 {
+            let start = header.header_size;
+            let end = start + header.ring;
+            events.stretch_end = end;
+            if header.laps > 0 {
+                let head = oldest(path, start, end).map_err(named)?;
+                if head != start {
+                    use std::io::{Seek, SeekFrom};
+                    if let Some(f) = events.file.as_mut() {
+                        f.seek(SeekFrom::Start(head))
+                            .map_err(|e| named(e.to_string()))?;
+                    }
+                    events.offset = head;
+                    events.stretch_end = end;
+                    events.next_stretch = Some((start, head));
+                }
+                events.pending = earlier(path, &header, head).map_err(named)?;
+            }
+        }
         Ok((header, events))
     }
 
@@ -121,11 +168,38 @@ impl Events {
             return false;
         };
         self.offset += self.at as u64;
-        let rest = self.len - self.at;
+        let mut rest = self.len - self.at;
+        if self.offset + rest as u64 >= self.stretch_end {
+            // The end of a ring's first stretch: on to its second.
+            match self.next_stretch.take() {
+                Some((start, end)) => {
+                    use std::io::{Seek, SeekFrom};
+                    if let Err(e) = file.seek(SeekFrom::Start(start)) {
+                        self.stop(Some(format!("seek error: {e}")));
+                        return false;
+                    }
+                    self.offset = start;
+                    self.stretch_end = end;
+                    self.at = 0;
+                    self.len = 0;
+                    rest = 0;
+                }
+                None => {
+                    self.file = None;
+                    return false;
+                }
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return false;
+        };
         self.buf.copy_within(self.at..self.len, 0);
+        let room = (self.stretch_end - self.offset)
+            .min(self.buf.len() as u64)
+            .max(rest as u64) as usize;
         let mut n = rest;
-        while n < self.buf.len() {
-            match file.read(&mut self.buf[n..]) {
+        while n < room {
+            match file.read(&mut self.buf[n..room]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -138,8 +212,11 @@ impl Events {
         BYTES_READ.fetch_add((n - rest) as u64, std::sync::atomic::Ordering::Relaxed);
         self.at = 0;
         self.len = n;
-        if n < self.buf.len() {
+        if n < room {
             self.file = None; // end of file: nothing more to read
+        }
+        if n < 16 && self.next_stretch.is_some() && self.file.is_some() {
+            return self.refill();
         }
         n >= 16
     }
@@ -162,6 +239,9 @@ impl Iterator for Events {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
+        if let Some(e) = self.pending.pop_front() {
+            return Some(e);
+        }
         if self.len - self.at < 16 && !self.refill() {
             return None;
         }
@@ -181,5 +261,191 @@ impl Iterator for Events {
         self.at += 16;
         self.count += 1;
         Some(ev)
+    }
+}
+
+/// A ring's events, slot by slot, from `from` to `to` (file offsets),
+/// read a block at a time.
+fn ring_slots(
+    path: &Path,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(u64, Event),
+) -> Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; BLOCK];
+    let mut at = from;
+    while at < to {
+        let want = ((to - at) as usize).min(BLOCK);
+        let mut n = 0;
+        while n < want {
+            match file.read(&mut buf[n..want]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if n < 16 {
+            break;
+        }
+        for slot in buf[..n / 16 * 16].chunks_exact(16) {
+            let e = Event {
+                tsc: u64::from_le_bytes(slot[..8].try_into().unwrap_or_default()),
+                word: u64::from_le_bytes(slot[8..].try_into().unwrap_or_default()),
+            };
+            each(at, e);
+            at += 16;
+        }
+        if n < want {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The file offset of a ring's oldest event: the slot with the earliest
+/// time (the writer overwrites the oldest next).
+fn oldest(path: &Path, start: u64, end: u64) -> Result<u64, String> {
+    let (mut best, mut at) = (u64::MAX, start);
+    ring_slots(path, start, end, |offset, e| {
+        if e.tsc != 0 && e.tsc < best {
+            best = e.tsc;
+            at = offset;
+        }
+    })?;
+    Ok(at)
+}
+
+/// The `Earlier` events a ring whose oldest event is at `head` starts
+/// with, outermost first, at the window's first time: the frames open
+/// all through the window, the outermost of the trace stack kept after
+/// the ring (when the header says how deep it was at the end), then one
+/// per close found at depth 0 in the window, innermost last.
+fn earlier(
+    path: &Path,
+    header: &Header,
+    head: u64,
+) -> Result<std::collections::VecDeque<Event>, String> {
+    let (start, end) = (header.header_size, header.header_size + header.ring);
+    let (mut depth, mut opens, mut closes) = (0u64, 0u64, 0u64);
+    let mut first = 0u64;
+    let mut found = Vec::new();
+    let mut visit = |_: u64, e: Event| {
+        if e.tsc == 0 {
+            return;
+        }
+        if first == 0 {
+            first = e.tsc;
+        }
+        match e.kind() {
+            Some(k) if k.opens() => {
+                opens += 1;
+                depth += 1;
+            }
+            Some(_) => {
+                closes += 1;
+                if depth > 0 {
+                    depth -= 1;
+                } else {
+                    found.push(e.addr());
+                }
+            }
+            None => {}
+        }
+    };
+    ring_slots(path, head, end, &mut visit)?;
+    ring_slots(path, start, head, &mut visit)?;
+    let mut outer = Vec::new();
+    if header.open_at_end > 0 {
+        let at_end = header.open_at_end - 1;
+        let at_start = (at_end + closes).saturating_sub(opens);
+        let through = at_start.saturating_sub(found.len() as u64).min(at_end);
+        ring_slots(path, end, end + through * 16, |_, slot| {
+            outer.push(slot.word & ftail_abi::trace::ADDR_MASK);
+        })?;
+    }
+    let word = |addr: u64| ((EventKind::Earlier as u64) << KIND_SHIFT) | addr;
+    Ok(outer
+        .into_iter()
+        .chain(found.into_iter().rev())
+        .map(|addr| Event {
+            tsc: first,
+            word: word(addr),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(tsc: u64, kind: EventKind, addr: u64) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&tsc.to_le_bytes());
+        b[8..].copy_from_slice(&(((kind as u64) << KIND_SHIFT) | addr).to_le_bytes());
+        b
+    }
+
+    /// A ring that went round is read from its oldest event, after the
+    /// frames that were running when its window began: those open all
+    /// through it (from the trace stack kept after the ring, as deep as
+    /// the header says) and those whose close is in it.
+    #[test]
+    fn a_ring_reads_from_its_oldest_event_with_the_frames_before_it() {
+        use EventKind::*;
+        let window = [
+            (Exit, 0x30),
+            (Entry, 0x40),
+            (Exit, 0x40),
+            (TailExit, 0x20),
+            (Entry, 0x50),
+            (Entry, 0x60),
+            (Exit, 0x60),
+            (Entry, 0x70),
+        ];
+        let hsize = std::mem::size_of::<EventFileHeader>();
+        let mut file = vec![0u8; hsize];
+        file[..8].copy_from_slice(&EVENTS_MAGIC);
+        let mut put =
+            |field: usize, v: u64| file[field..field + 8].copy_from_slice(&v.to_le_bytes());
+        put(std::mem::offset_of!(EventFileHeader, ring), 8 * 16);
+        put(std::mem::offset_of!(EventFileHeader, laps), 3);
+        put(std::mem::offset_of!(EventFileHeader, open_at_end), 3 + 1);
+        file[8..12].copy_from_slice(&TRACE_VERSION.to_le_bytes());
+        file[12..16].copy_from_slice(&(hsize as u32).to_le_bytes());
+        let mut ring = [[0u8; 16]; 8];
+        for (j, &(kind, addr)) in window.iter().enumerate() {
+            ring[(3 + j) % 8] = ev(100 + j as u64, kind, addr);
+        }
+        file.extend(ring.iter().flatten());
+        // The trace stack after the ring: main, 0x50, 0x70 (cfa, word).
+        for addr in [0x10u64, 0x50, 0x70] {
+            file.extend(0x7ff0u64.to_le_bytes());
+            file.extend((addr | 1 << 63).to_le_bytes());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.events");
+        std::fs::write(&path, &file).unwrap();
+        let (h, events) = Events::open(&path).unwrap();
+        assert_eq!((h.ring, h.laps), (128, 3));
+        let got: Vec<(EventKind, u64, u64)> = events
+            .map(|e| (e.kind().unwrap(), e.addr(), e.tsc))
+            .collect();
+        let mut want = vec![
+            (Earlier, 0x10, 100),
+            (Earlier, 0x20, 100),
+            (Earlier, 0x30, 100),
+        ];
+        want.extend(
+            window
+                .iter()
+                .enumerate()
+                .map(|(j, &(k, a))| (k, a, 100 + j as u64)),
+        );
+        assert_eq!(got, want);
     }
 }
