@@ -22,19 +22,28 @@
 //!
 //! # Sites
 //!
-//! A site is a 5-byte nop ([`NOP5`]) the runtime may overwrite with a
-//! `call`/`jmp rel32`. What follows the nop depends on the [`SiteKind`]:
-//! nothing in particular for an entry site, the `ret` (or return-thunk jump)
-//! for an exit site, and the tail jump itself for a tail site. Every exit and
-//! tail site executes with the stack pointer at the function's CFA − 8, i.e.
-//! with the return address on top of the stack.
+//! A site is 5 bytes of code the runtime may overwrite with a `call` or
+//! `jmp rel32`; what they hold untraced depends on the [`SiteKind`]:
+//! * an entry site is a 5-byte nop ([`NOP5`]), the function's first
+//!   instruction (after `endbr64`);
+//! * an exit site is the `ret` itself followed by `int3` padding up to 5
+//!   bytes ([`EXIT_SITE`] for a plain `ret`): untraced only the `ret`
+//!   runs, the padding never does (it is also what `-mharden-sls`
+//!   places after a `ret`);
+//! * a direct tail site, a return-thunk exit and a retpoline tail are the
+//!   `jmp rel32` itself (a conditional one is inverted around it), so
+//!   untraced nothing but the jump runs;
+//! * only an indirect tail site (`jmp *operand`) is a nop before its jump.
+//!
+//! Every exit and tail site executes with the stack pointer at the
+//! function's CFA − 8, i.e. with the return address on top of the stack.
 #![deny(missing_docs)]
 #![no_std]
 
 extern crate alloc;
 
 /// Version of the site-table layout; bumped on any change.
-pub const SITES_VERSION: u32 = 1;
+pub const SITES_VERSION: u32 = 2;
 
 /// Section holding one [`SitesNote`] per object file.
 pub const NOTE_SECTION: &str = ".note.ftail";
@@ -53,6 +62,9 @@ pub const NAMES_SECTION: &str = "__ftail_names";
 pub const NOP5: [u8; 5] = [0x0f, 0x1f, 0x44, 0x00, 0x00];
 /// Length of a site in bytes.
 pub const SITE_LEN: usize = NOP5.len();
+/// An exit site for a plain `ret`: the `ret` and four bytes of `int3`
+/// padding, never executed.
+pub const EXIT_SITE: [u8; 5] = [0xc3, 0xcc, 0xcc, 0xcc, 0xcc];
 
 /// Descriptor of the per-object note: where that object's functions are.
 #[repr(C)]
@@ -129,30 +141,32 @@ pub const NO_REG: u8 = 0xff;
 pub struct SiteFlags;
 impl SiteFlags {
     /// The tail call was conditional (`jcc f`) in the compiler's output; the
-    /// rewriter inverted the branch around the site and an unconditional jump.
+    /// rewriter inverted the branch around the site, an unconditional jump.
     pub const CONDITIONAL: u8 = 1;
     /// The site sits in the function's cold partition.
     pub const COLD: u8 = 2;
 }
 
-/// What a site is and what follows its nop.
+/// What a site is, and what its 5 bytes hold untraced.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SiteKind {
-    /// Function entry: the nop is the first instruction (after `endbr64`).
+    /// Function entry: a 5-byte nop, the first instruction (after
+    /// `endbr64`).
     Entry = 1,
-    /// The nop is followed by `ret`.
+    /// A `ret` (`ret`, `rep ret`, `ret $n`) followed by `int3` padding to
+    /// 5 bytes.
     Exit = 2,
-    /// The nop is followed by `jmp __x86_return_thunk`
+    /// `jmp rel32` to `__x86_return_thunk`
     /// (`-mfunction-return=thunk-extern`), which returns.
     ExitThunk = 3,
-    /// The nop is followed by `jmp rel32` to the tail callee.
+    /// `jmp rel32` to the tail callee.
     TailDirect = 4,
-    /// The nop is followed by an indirect `jmp *operand` tail call.
+    /// A 5-byte nop followed by an indirect `jmp *operand` tail call.
     TailIndirect = 5,
-    /// The nop is followed by `jmp rel32` to a retpoline thunk
-    /// (`__x86_indirect_thunk_REG`, `__llvm_retpoline_REG`); the callee's
-    /// address is in register [`SiteRecord::reg`].
+    /// `jmp rel32` to a retpoline thunk (`__x86_indirect_thunk_REG`,
+    /// `__llvm_retpoline_REG`); the callee's address is in register
+    /// [`SiteRecord::reg`].
     TailRetpoline = 6,
     /// Not a site: the address of an indirect jump the rewriter proved stays
     /// inside the function (switch table, computed goto). Recorded so that
@@ -188,7 +202,7 @@ impl SiteKind {
         }
     }
 
-    /// Whether the record is a patchable 5-byte nop.
+    /// Whether the record is a patchable site.
     pub fn is_site(self) -> bool {
         self != SiteKind::LocalIndirect
     }
@@ -204,6 +218,19 @@ impl SiteKind {
     /// Whether the site is a function exit.
     pub fn is_exit(self) -> bool {
         matches!(self, SiteKind::Exit | SiteKind::ExitThunk)
+    }
+
+    /// Whether the site is its own `jmp rel32` (patched by retargeting it).
+    pub fn is_jump(self) -> bool {
+        matches!(
+            self,
+            SiteKind::ExitThunk | SiteKind::TailDirect | SiteKind::TailRetpoline
+        )
+    }
+
+    /// Whether the site is a 5-byte nop before what it marks.
+    pub fn is_nop(self) -> bool {
+        matches!(self, SiteKind::Entry | SiteKind::TailIndirect)
     }
 }
 

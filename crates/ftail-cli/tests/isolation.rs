@@ -373,6 +373,41 @@ fn a_module_with_damaged_tables_is_left_untraced() {
     assert!(!ok, "ftail sites accepts the damaged file: {text}");
 }
 
+/// Issue 11: a program built by an older ftail (site tables of version 1,
+/// nops before every `ret`) runs untraced, and the trace says why and
+/// what to do, instead of patching sites of another layout.
+#[test]
+fn issue_11_old_site_tables_are_refused_clearly() {
+    use object::{Object, ObjectSection};
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], "manycalls.c", "manycalls");
+    let mut data = std::fs::read(&exe).unwrap();
+    let (offset, _) = {
+        let file = object::File::parse(&*data).unwrap();
+        let note = file.section_by_name(ftail_abi::NOTE_SECTION).unwrap();
+        note.file_range().unwrap()
+    };
+    // namesz, descsz, type, "ftail\0" padded to 8; then the version.
+    let at = offset as usize + 12 + 8;
+    data[at..at + 4].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&exe, data).unwrap();
+    let plain = run(Command::new(&exe).arg("100"));
+    let (out, t) = record(dir.path(), "old", &exe, &["100"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, plain.stdout);
+    let p = &t.processes[0];
+    assert_eq!(p.skipped_modules.len(), 1, "{:?}", p.skipped_modules);
+    let (_, why, _) = &p.skipped_modules[0];
+    assert!(
+        why.contains("site tables are of version 1, from an older ftail")
+            && why.contains("build it again with this ftail"),
+        "{why}"
+    );
+    assert!(p.threads.iter().all(|th| th.events.is_empty()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("from an older ftail"), "{stderr}");
+}
+
 /// A library loaded and unloaded 600 times is traced every time: each
 /// unload gives its stub area, unwind registrations and trap table back
 /// (before: after about 245 cycles no memory near it was left for stubs
