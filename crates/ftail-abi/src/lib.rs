@@ -485,9 +485,9 @@ pub mod trace {
         pub pid: u32,
         /// Thread id.
         pub tid: u32,
-        /// The most events the file may grow to (its thread's share of
-        /// the address space, or `--buffer-events`); the file itself
-        /// grows a chunk at a time as the thread writes.
+        /// The most bytes of events the file may grow to (its thread's
+        /// share of the address space, or `--buffer-events`); the file
+        /// itself grows a chunk at a time as the thread writes.
         pub capacity: u64,
         /// Events dropped because the buffer or the trace stack was full.
         pub lost: u64,
@@ -514,9 +514,15 @@ pub mod trace {
         /// outermost first), so with this a reader knows the functions
         /// that ran all through the window.
         pub open_at_end: u64,
-        /// Reserved, zero.
-        pub reserved: u64,
+        /// How the events are written: [`FORMAT_WIDE`] (16-byte [`Event`]s,
+        /// rings) or [`FORMAT_COMPACT`] (the records of [`compact`]).
+        pub format: u64,
     }
+
+    /// [`EventFileHeader::format`]: 16-byte [`Event`]s.
+    pub const FORMAT_WIDE: u64 = 0;
+    /// [`EventFileHeader::format`]: compact records ([`compact`]).
+    pub const FORMAT_COMPACT: u64 = 1;
 
     /// One open frame of a ring's trace stack, as kept after the ring.
     #[repr(C)]
@@ -637,6 +643,202 @@ pub mod trace {
         /// The event's address field.
         pub fn addr(&self) -> u64 {
             self.word & ADDR_MASK
+        }
+    }
+
+    /// The compact event format (`FORMAT_COMPACT`): what a thread that
+    /// keeps every event writes, about 6 bytes per event.
+    ///
+    /// A stream of little-endian 32-bit words. Every record starts with a
+    /// *head* word whose low 3 bits, its tag, are never 0, so the first
+    /// word that is 0 is where the thread stopped writing (a reader stops
+    /// there, as at the end of the file). Every record is written with a
+    /// single store, or its head last, so a record whose head is there
+    /// is whole.
+    ///
+    /// | tag | size | fields (bit ranges of the record as one integer) |
+    /// |---|---|---|
+    /// | 1 entry | 8 | 3–16: time offset; 17–63: entry address |
+    /// | 2–6 close | 4 | 3–31: time offset; the kind: 2 exit, 3 tail exit, 4 unwound, 5 truncated, 6 suspended |
+    /// | 7 extended | 4 × words | head 3–7: subtype, 8–15: words (with the head), 16–31: per subtype |
+    ///
+    /// Times: a *time* record (extended, subtype [`SUB_TIME`]: the head
+    /// and the 64-bit counter) sets the stream's *base*; an entry's or a
+    /// close's time is the base plus its offset. A writer writes a time
+    /// record whenever the offset would not fit (after
+    /// [`ENTRY_SPAN`] ticks for an entry, [`CLOSE_SPAN`] for a close),
+    /// and when the counter went backwards (a resynchronised clock):
+    /// decoding is exact whatever the gaps, and needs no other state. An
+    /// *event* record (subtype [`SUB_EVENT`]: kind in head bits 16–23,
+    /// then the 64-bit counter, then for a kind that opens a frame the
+    /// 64-bit address) carries its own time and does not touch the base:
+    /// resumed frames, and events written while a time record is being
+    /// written (a signal handler's). A *pad* record (subtype [`SUB_PAD`])
+    /// fills a slot given up. Subtypes from [`SUB_PAYLOAD`] up are
+    /// reserved for payloads (argument and return values) that a reader
+    /// skips by their length.
+    ///
+    /// Closes carry no address: the reader knows which frame closes.
+    pub mod compact {
+        use super::{Event, EventKind, ADDR_MASK, KIND_SHIFT};
+
+        /// Tag of an entry record.
+        pub const TAG_ENTRY: u32 = 1;
+        /// Tag of an extended record.
+        pub const TAG_EXT: u32 = 7;
+        /// Extended subtype: a time record.
+        pub const SUB_TIME: u32 = 0;
+        /// Extended subtype: an event with its own time.
+        pub const SUB_EVENT: u32 = 1;
+        /// Extended subtype: padding.
+        pub const SUB_PAD: u32 = 2;
+        /// Extended subtypes from here up: payloads, skipped today.
+        pub const SUB_PAYLOAD: u32 = 16;
+        /// Bits of an entry's time offset.
+        pub const ENTRY_BITS: u32 = 14;
+        /// Bits of a close's time offset.
+        pub const CLOSE_BITS: u32 = 29;
+        /// Ticks an entry's offset spans.
+        pub const ENTRY_SPAN: u64 = 1 << ENTRY_BITS;
+        /// Ticks a close's offset spans.
+        pub const CLOSE_SPAN: u64 = 1 << CLOSE_BITS;
+        /// Size of an entry record.
+        pub const ENTRY_SIZE: u64 = 8;
+        /// Size of a close record.
+        pub const CLOSE_SIZE: u64 = 4;
+        /// Size of a time record.
+        pub const TIME_SIZE: u64 = 12;
+
+        /// The tag of a close of `kind` (`None` for kinds that open).
+        pub fn close_tag(kind: EventKind) -> Option<u32> {
+            Some(match kind {
+                EventKind::Exit => 2,
+                EventKind::TailExit => 3,
+                EventKind::Unwound => 4,
+                EventKind::Truncated => 5,
+                EventKind::Suspended => 6,
+                _ => return None,
+            })
+        }
+
+        /// An entry record: `offset` < [`ENTRY_SPAN`], `addr` 47 bits.
+        pub fn entry(offset: u64, addr: u64) -> u64 {
+            u64::from(TAG_ENTRY) | (offset << 3) | ((addr & ((1 << 47) - 1)) << 17)
+        }
+
+        /// A close record: `offset` < [`CLOSE_SPAN`].
+        pub fn close(tag: u32, offset: u64) -> u32 {
+            tag | ((offset as u32) << 3)
+        }
+
+        /// The head of an extended record of `words` words.
+        pub fn ext_head(sub: u32, words: u32, extra: u32) -> u32 {
+            TAG_EXT | (sub << 3) | (words << 8) | (extra << 16)
+        }
+
+        /// What one record decodes to.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Record {
+            /// An event.
+            Event(Event),
+            /// A record that is no event (time, pad, payload).
+            Other,
+            /// The first unwritten word: the end of the events.
+            End,
+            /// More bytes are needed to decode the record (at least this
+            /// many from its start).
+            Need(usize),
+            /// Not a record of this format; why.
+            Bad(&'static str),
+        }
+
+        /// Decodes records one by one, keeping the stream's base.
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct Decoder {
+            /// The base of times, once a time record set it.
+            pub base: Option<u64>,
+        }
+
+        fn u32_at(b: &[u8], at: usize) -> u32 {
+            u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+        }
+
+        fn u64_at(b: &[u8], at: usize) -> u64 {
+            u64::from(u32_at(b, at)) | (u64::from(u32_at(b, at + 4)) << 32)
+        }
+
+        impl Decoder {
+            /// Decodes the record at the start of `b`; returns it and its
+            /// size in bytes (0 unless it is a record).
+            pub fn next(&mut self, b: &[u8]) -> (Record, usize) {
+                if b.len() < 4 {
+                    return (Record::Need(4), 0);
+                }
+                let head = u32_at(b, 0);
+                let tag = head & 7;
+                let event = |kind: EventKind, tsc: u64, addr: u64| {
+                    Record::Event(Event {
+                        tsc: tsc.max(1),
+                        word: ((kind as u64) << KIND_SHIFT) | (addr & ADDR_MASK),
+                    })
+                };
+                match tag {
+                    0 if head == 0 => (Record::End, 0),
+                    0 => (Record::Bad("a record with tag 0"), 0),
+                    1 => {
+                        if b.len() < 8 {
+                            return (Record::Need(8), 0);
+                        }
+                        let Some(base) = self.base else {
+                            return (Record::Bad("an entry before any time record"), 0);
+                        };
+                        let r = u64_at(b, 0);
+                        let offset = (r >> 3) & (ENTRY_SPAN - 1);
+                        (event(EventKind::Entry, base + offset, r >> 17), 8)
+                    }
+                    2..=6 => {
+                        let Some(base) = self.base else {
+                            return (Record::Bad("a close before any time record"), 0);
+                        };
+                        let kind = match tag {
+                            2 => EventKind::Exit,
+                            3 => EventKind::TailExit,
+                            4 => EventKind::Unwound,
+                            5 => EventKind::Truncated,
+                            _ => EventKind::Suspended,
+                        };
+                        (event(kind, base + u64::from(head >> 3), 0), 4)
+                    }
+                    _ => {
+                        let sub = (head >> 3) & 31;
+                        let words = ((head >> 8) & 0xff) as usize;
+                        if words == 0 {
+                            return (Record::Bad("an extended record of no words"), 0);
+                        }
+                        let size = words * 4;
+                        if b.len() < size {
+                            return (Record::Need(size), 0);
+                        }
+                        match sub {
+                            SUB_TIME if words >= 3 => {
+                                self.base = Some(u64_at(b, 4));
+                                (Record::Other, size)
+                            }
+                            SUB_EVENT if words >= 3 => {
+                                let Some(kind) = EventKind::from_u8((head >> 16) as u8) else {
+                                    return (Record::Bad("an event record of no known kind"), 0);
+                                };
+                                let addr = if words >= 5 { u64_at(b, 12) } else { 0 };
+                                (event(kind, u64_at(b, 4), addr), size)
+                            }
+                            SUB_TIME | SUB_EVENT => {
+                                (Record::Bad("an extended record too short"), 0)
+                            }
+                            _ => (Record::Other, size),
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -55,8 +55,8 @@ pub struct RecordArgs {
     /// (mark where the callee is traced, convert elsewhere)
     #[arg(long, default_value = "auto", value_parser = ["auto", "mark", "convert"])]
     pub tail: String,
-    /// Keep at most N events per thread, 16 to 2^32 (16 bytes each;
-    /// default: no limit but --max-size)
+    /// Keep at most about N events per thread, 16 to 2^32 (8 bytes
+    /// each, 16 in a ring; default: no limit but --max-size)
     #[arg(long, value_name = "N", value_parser = parse_buffer_events)]
     pub buffer_events: Option<u64>,
     /// Most bytes of events the whole trace may take: a size (500M, 2G,
@@ -385,7 +385,7 @@ fn write_budget(dir: &Path, max_bytes: u64, free_bytes: u64) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// The largest `--buffer-events`: 2^32 events of 16 bytes, 64 GiB of
+/// The largest `--buffer-events`: 2^32 events of up to 16 bytes, 64 GiB of
 /// (sparse) file per thread.
 const MAX_BUFFER_EVENTS: u64 = 1 << 32;
 /// The smallest `--buffer-events`.
@@ -397,7 +397,7 @@ pub fn parse_buffer_events(text: &str) -> Result<u64, String> {
         Ok(n) if (MIN_BUFFER_EVENTS..=MAX_BUFFER_EVENTS).contains(&n) => Ok(n),
         _ => Err(format!(
             "must be a number from {MIN_BUFFER_EVENTS} to {MAX_BUFFER_EVENTS} (2^32; \
-             each event takes 16 bytes)"
+             each event takes up to 16 bytes)"
         )),
     }
 }

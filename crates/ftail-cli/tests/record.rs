@@ -614,10 +614,18 @@ fn issue_11_a_thread_keeps_every_event_past_the_old_limit() {
         .find(|p| p.extension().is_some_and(|x| x == "events"))
         .unwrap();
     let len = std::fs::metadata(&file).unwrap().len();
-    let used = std::mem::size_of::<ftail_abi::trace::EventFileHeader>() as u64 + events * 16;
+    let (_, mut stream) = ftail_trace::reader::events::Events::open(&file).unwrap();
+    assert_eq!(stream.by_ref().count() as u64, events);
+    let used = std::mem::size_of::<ftail_abi::trace::EventFileHeader>() as u64 + stream.consumed();
     assert!(
         len >= used && len < used + 4096,
         "file of {len} bytes for {used} bytes of header and events"
+    );
+    // Compact records: an 8-byte entry and a 4-byte exit per call.
+    assert!(
+        stream.consumed() * 10 <= events * 61,
+        "{} bytes for {events} events",
+        stream.consumed()
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("lost"), "{stderr}");

@@ -18,8 +18,9 @@
 use std::sync::atomic::Ordering;
 
 use ftail_abi::trace::{
-    EventFileHeader, EventKind, EVENTS_MAGIC, EVENTS_SUFFIX, STOPPED_ADDRESS_SPACE,
-    STOPPED_BUFFER_FULL, STOPPED_DISK_FULL, STOPPED_FILE_ERROR, STOPPED_MAX_SIZE, TRACE_VERSION,
+    EventFileHeader, EventKind, EVENTS_MAGIC, EVENTS_SUFFIX, FORMAT_COMPACT, FORMAT_WIDE,
+    STOPPED_ADDRESS_SPACE, STOPPED_BUFFER_FULL, STOPPED_DISK_FULL, STOPPED_FILE_ERROR,
+    STOPPED_MAX_SIZE, TRACE_VERSION,
 };
 
 use crate::state::{StackEntry, ThreadState};
@@ -70,7 +71,9 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     // The buffer proper may grow to `cap` bytes of file; its mapping
     // also holds the reserve that closes open frames when it stops. A
     // ring is all file from the start, taken from the budget whole.
-    let by_events = HEADER + cfg.buffer_events * 16;
+    // `--buffer-events`: 16 bytes an event in a ring, 8 (an entry's size,
+    // twice a close's) in the compact format.
+    let by_events = HEADER + cfg.buffer_events * if cfg.ring != 0 { 16 } else { 8 };
     let cap = if cfg.ring != 0 {
         HEADER + cfg.ring
     } else {
@@ -154,14 +157,18 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         header_size: HEADER as u32,
         pid: pid as u32,
         tid: tid as u32,
-        capacity: (limit - HEADER) / 16,
+        capacity: limit - HEADER,
         lost: 0,
         name,
         stopped: 0,
         ring: cfg.ring,
         laps: 0,
         open_at_end: 0,
-        reserved: 0,
+        format: if cfg.ring != 0 {
+            FORMAT_WIDE
+        } else {
+            FORMAT_COMPACT
+        },
     };
     // The header's page is allocated first: on a full filesystem, touching
     // it would raise SIGBUS in the program.
@@ -238,6 +245,8 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     st.reserve_end = base + map_len;
     st.lost = base + std::mem::offset_of!(EventFileHeader, lost) as u64;
     st.ring = cfg.ring;
+    st.compact = u64::from(cfg.ring == 0);
+    st.base = crate::state::NO_BASE;
     if st.ring != 0 {
         st.end = base + limit;
         crate::snapshot::register(st);

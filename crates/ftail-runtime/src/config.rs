@@ -51,7 +51,7 @@ pub struct Config {
     pub ctl: bool,
 }
 
-/// Most events a thread's buffer may grow to (1 TiB of 16-byte events);
+/// Most events a thread's buffer may grow to (2^36: 0.5 to 1 TiB);
 /// larger values are clamped, and `KEY.info` says what was used. The
 /// buffer grows as the thread writes; `--max-size` bounds the whole
 /// trace.

@@ -9,12 +9,12 @@
 //! away from are parked, frames of this stack that are gone are closed,
 //! and parked frames of this stack are reopened (see `stacks.rs`).
 
-use ftail_abi::trace::{EventKind, ADDR_MASK, KIND_SHIFT};
+use ftail_abi::trace::{compact, EventKind, ADDR_MASK, KIND_SHIFT};
 
 use crate::stacks::{self, Rule};
 use crate::state::{
     SideEntry, StackEntry, ThreadState, BASE, FTAIL_MAX_DEPTH, MARKED, SIDE_DEAD, STATUS_NEW,
-    STATUS_OFF, STATUS_RECORDING, STATUS_SWITCHED,
+    STATUS_OFF, STATUS_RECORDING, STATUS_SWITCHED, TIME_POISON,
 };
 
 /// Keeps the program's errno across a slow path: the system calls made
@@ -462,12 +462,75 @@ fn on_full(st: &mut ThreadState, kind: EventKind, addr: u64, slot: u64) {
         store(crate::buffer::ring_slot(st), kind, addr, rdtsc());
         return;
     }
+    if st.compact != 0 {
+        give_up_slot(st, kind, slot);
+        if slot + compact_size(kind) <= st.end {
+            write_event(st, kind, addr, rdtsc());
+        }
+        return;
+    }
     while slot + 16 > st.end && crate::buffer::extend(st) {}
     if slot + 16 <= st.end {
         store(slot, kind, addr, rdtsc());
     } else {
         close_on_full(st, kind == EventKind::Entry);
     }
+}
+
+/// Bytes of the compact record the trampolines reserve for `kind`.
+fn compact_size(kind: EventKind) -> u64 {
+    if kind == EventKind::Entry {
+        compact::ENTRY_SIZE
+    } else {
+        compact::CLOSE_SIZE
+    }
+}
+
+/// A compact trampoline reserved `slot` for a `kind` record but could not
+/// write it there: fills it with padding where the buffer reaches it
+/// (mapping more when it can), so the stream has no hole. When the
+/// buffer cannot reach it, the buffer is full: closes what is open (the
+/// first time) or counts the event as lost.
+fn give_up_slot(st: &mut ThreadState, kind: EventKind, slot: u64) {
+    let size = compact_size(kind);
+    while slot + size > st.end && crate::buffer::extend(st) {}
+    if slot + size <= st.end {
+        pad(slot, size);
+    } else if st.reserve_end != 0 {
+        close_on_full(st, kind == EventKind::Entry);
+    } else {
+        count_lost(st);
+    }
+}
+
+/// Slow path of the compact trampolines: the event's time does not fit
+/// the base (`slot` 0: nothing reserved yet), or a signal handler wrote
+/// a time record between the trampoline's reading of the base and its
+/// reservation of `slot` (given up: padded). Writes the event as
+/// [`write_event`] does.
+///
+/// # Safety
+///
+/// As for [`ftail_slow_entry`]; `kind` is an [`EventKind`] byte.
+pub unsafe extern "C" fn ftail_slow_compact(
+    st: *mut ThreadState,
+    _cfa: u64,
+    addr: u64,
+    slot: u64,
+    kind: u64,
+) {
+    let _errno = KeepErrno::save();
+    // SAFETY: as above.
+    let st = unsafe { &mut *st };
+    let kind = EventKind::from_u8(kind as u8).unwrap_or(EventKind::Exit);
+    if slot != 0 {
+        let full = slot + compact_size(kind) > st.end;
+        give_up_slot(st, kind, slot);
+        if full && slot + compact_size(kind) > st.end {
+            return;
+        }
+    }
+    write_event(st, kind, addr, rdtsc());
 }
 
 /// The first time a thread's buffer is full: counts the event that did not
@@ -511,6 +574,10 @@ fn close_on_full(st: &mut ThreadState, entry_lost: bool) {
 
 /// Appends one event, reserving its slot first (see `tramp.rs`).
 pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc: u64) {
+    if st.compact != 0 {
+        write_compact(st, kind, addr, tsc);
+        return;
+    }
     // One instruction reserves the slot, as the trampolines' xadd does: a
     // signal handler's event cannot take it too.
     // SAFETY: `cursor` is this thread's, aligned, and only ever accessed
@@ -530,6 +597,145 @@ pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc:
         return;
     }
     store(slot, kind, addr, tsc);
+}
+
+/// Reserves `size` bytes of the buffer, mapping more as needed: the
+/// slot, or `None` when the buffer is full (what is open is then closed,
+/// the first time, else the event counted as lost).
+fn reserve(st: &mut ThreadState, size: u64, kind: EventKind) -> Option<u64> {
+    // SAFETY: as in write_event.
+    let cursor = unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut st.cursor) };
+    let slot = cursor.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+    while slot + size > st.end && crate::buffer::extend(st) {}
+    if slot + size > st.end {
+        if st.reserve_end != 0 {
+            close_on_full(st, kind == EventKind::Entry);
+        } else {
+            count_lost(st);
+        }
+        return None;
+    }
+    Some(slot)
+}
+
+/// The thread's compact base, read or changed with single instructions
+/// (a signal handler may change it between any two).
+fn base_cell(st: &mut ThreadState) -> &'static std::sync::atomic::AtomicU64 {
+    // SAFETY: `base` is this thread's, aligned, and accessed only by it
+    // and its signal handlers, which run to completion on it.
+    unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut st.base) }
+}
+
+/// Writes one event as a compact record (`ftail_abi::trace::compact`):
+/// an entry or close with its time as an offset from the base, after a
+/// time record that moves the base when the offset would not fit; an
+/// event record with its own time for a resumed frame, or while a time
+/// record is being written (the base poisoned: this is a signal
+/// handler's event). Exact whatever handlers interleave: a record whose
+/// base changed between reading it and reserving the slot gives the slot
+/// up (padding) and is written again.
+fn write_compact(st: &mut ThreadState, kind: EventKind, addr: u64, tsc: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(tag) = compact::close_tag(kind).or((kind == EventKind::Entry).then_some(0)) else {
+        write_timed(st, kind, addr, tsc);
+        return;
+    };
+    let span = if tag == 0 {
+        compact::ENTRY_SPAN
+    } else {
+        compact::CLOSE_SPAN
+    };
+    loop {
+        let base = base_cell(st).load(Relaxed);
+        if base == TIME_POISON {
+            write_timed(st, kind, addr, tsc);
+            return;
+        }
+        let offset = tsc.wrapping_sub(base);
+        if offset >= span {
+            if !write_time(st, tsc, kind) {
+                return;
+            }
+            continue;
+        }
+        let size = if tag == 0 {
+            compact::ENTRY_SIZE
+        } else {
+            compact::CLOSE_SIZE
+        };
+        let Some(slot) = reserve(st, size, kind) else {
+            return;
+        };
+        if base_cell(st).load(Relaxed) != base {
+            pad(slot, size);
+            continue;
+        }
+        // SAFETY: [slot, slot + size) lies in the mapping, below `end`;
+        // one store writes the whole record.
+        unsafe {
+            if tag == 0 {
+                std::ptr::write_volatile(slot as *mut u64, compact::entry(offset, addr));
+            } else {
+                std::ptr::write_volatile(slot as *mut u32, compact::close(tag, offset));
+            }
+        }
+        return;
+    }
+}
+
+/// Writes a time record for `tsc` and makes it the base; false when the
+/// buffer is full. The base is poisoned while the record is written, and
+/// set only if nobody set another base meanwhile (a handler's time record,
+/// which then lies after this one in the stream and stays the base).
+fn write_time(st: &mut ThreadState, tsc: u64, kind: EventKind) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let old = base_cell(st).swap(TIME_POISON, Relaxed);
+    let Some(slot) = reserve(st, compact::TIME_SIZE, kind) else {
+        let _ = base_cell(st).compare_exchange(TIME_POISON, old, Relaxed, Relaxed);
+        return false;
+    };
+    // SAFETY: [slot, slot + 12) lies in the mapping; the head is written
+    // last, so a reader never sees a time record without its time.
+    unsafe {
+        std::ptr::write_unaligned((slot + 4) as *mut u64, tsc);
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        std::ptr::write_volatile(slot as *mut u32, compact::ext_head(compact::SUB_TIME, 3, 0));
+    }
+    let _ = base_cell(st).compare_exchange(TIME_POISON, tsc, Relaxed, Relaxed);
+    true
+}
+
+/// Writes an event record that carries its own time (and, for a kind
+/// that opens a frame, its address).
+fn write_timed(st: &mut ThreadState, kind: EventKind, addr: u64, tsc: u64) {
+    let words: u32 = if kind.opens() { 5 } else { 3 };
+    let Some(slot) = reserve(st, u64::from(words) * 4, kind) else {
+        return;
+    };
+    // SAFETY: [slot, slot + 4 * words) lies in the mapping; the head is
+    // written last.
+    unsafe {
+        std::ptr::write_unaligned((slot + 4) as *mut u64, tsc);
+        if kind.opens() {
+            std::ptr::write_unaligned((slot + 12) as *mut u64, addr & ADDR_MASK);
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        std::ptr::write_volatile(
+            slot as *mut u32,
+            compact::ext_head(compact::SUB_EVENT, words, kind as u32),
+        );
+    }
+}
+
+/// Fills a reserved slot of `size` bytes with a pad record.
+fn pad(slot: u64, size: u64) {
+    // SAFETY: the caller's slot lies in the mapping, below `end`.
+    unsafe {
+        std::ptr::write_volatile(
+            slot as *mut u32,
+            compact::ext_head(compact::SUB_PAD, (size / 4) as u32, 0),
+        )
+    };
 }
 
 /// Writes one event into a slot below `end`.
@@ -564,5 +770,116 @@ pub fn close_all_open() {
     let now = rdtsc();
     while st.depth > 0 {
         pop(st, EventKind::Unwound, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftail_abi::trace::compact::{Decoder, Record, CLOSE_SPAN, ENTRY_SPAN};
+
+    /// A thread state writing compact records into `buf` (no file: the
+    /// buffer never grows).
+    fn state(buf: &mut [u64]) -> Box<ThreadState> {
+        // SAFETY: ThreadState is plain u64 fields; all zero is valid.
+        let mut st: Box<ThreadState> = Box::new(unsafe { std::mem::zeroed() });
+        let start = buf.as_mut_ptr() as u64;
+        let end = start + (buf.len() * 8) as u64;
+        st.cursor = start;
+        st.end = end;
+        st.limit = end;
+        st.reserve_end = end;
+        st.compact = 1;
+        st.base = crate::state::NO_BASE;
+        st
+    }
+
+    fn decode(bytes: &[u8]) -> Vec<(EventKind, u64, u64)> {
+        let mut d = Decoder::default();
+        let mut at = 0;
+        let mut out = Vec::new();
+        loop {
+            match d.next(&bytes[at..]) {
+                (Record::Event(e), n) => {
+                    out.push((e.kind().unwrap(), e.tsc, e.addr()));
+                    at += n;
+                }
+                (Record::Other, n) => at += n,
+                (Record::End, _) => return out,
+                (r, _) => panic!("{r:?} at {at}"),
+            }
+        }
+    }
+
+    /// Every kind of event, gaps that do and do not fit an offset, a
+    /// clock that goes backwards, and events written while a time record
+    /// is (a poisoned base) decode to exactly what was written.
+    #[test]
+    fn compact_records_decode_exactly() {
+        let mut buf = vec![0u64; 4096];
+        let mut st = state(&mut buf);
+        let t0 = 1_000_000_000_000u64;
+        let mut want = Vec::new();
+        let mut put = |st: &mut ThreadState, kind: EventKind, tsc: u64, addr: u64| {
+            write_event(st, kind, addr, tsc);
+            let addr = if kind.opens() { addr } else { 0 };
+            want.push((kind, tsc, addr));
+        };
+        put(&mut st, EventKind::Entry, t0, 0x5555_0000_1005);
+        put(&mut st, EventKind::Exit, t0 + 100, 0);
+        put(
+            &mut st,
+            EventKind::Entry,
+            t0 + ENTRY_SPAN - 1,
+            0x7fff_ffff_fff5,
+        );
+        put(&mut st, EventKind::Entry, t0 + ENTRY_SPAN, 0x1005);
+        put(
+            &mut st,
+            EventKind::TailExit,
+            t0 + ENTRY_SPAN + CLOSE_SPAN - 1,
+            0,
+        );
+        put(&mut st, EventKind::Unwound, t0 + ENTRY_SPAN + CLOSE_SPAN, 0);
+        put(&mut st, EventKind::Resumed, t0 + 5 * CLOSE_SPAN, 0x2005);
+        put(&mut st, EventKind::Suspended, t0 + 5 * CLOSE_SPAN + 7, 0);
+        // The counter went backwards (a resynchronised clock).
+        put(&mut st, EventKind::Entry, t0 - 5_000, 0x3005);
+        put(&mut st, EventKind::Truncated, t0 - 4_000, 0);
+        // A signal handler's events while a time record is written.
+        let base = st.base;
+        st.base = TIME_POISON;
+        put(&mut st, EventKind::Entry, t0 + 1, 0x4005);
+        put(&mut st, EventKind::Exit, t0 + 2, 0);
+        st.base = base;
+        put(&mut st, EventKind::Exit, t0 - 3_000, 0);
+        let used = (st.cursor - buf.as_ptr() as u64) as usize;
+        // SAFETY: viewing the u64 buffer as bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), buf.len() * 8) };
+        assert_eq!(decode(&bytes[..used + 4]), want);
+        // Entries 8 bytes, closes 4, time records 12, timed events 12/20.
+        assert_eq!(used, 4 * 8 + 6 * 4 + 5 * 12 + 20 + 20 + 12);
+    }
+
+    /// A slot a trampoline gave up (the base moved under it) becomes
+    /// padding that a reader skips.
+    #[test]
+    fn given_up_slots_are_padding() {
+        let mut buf = vec![0u64; 64];
+        let mut st = state(&mut buf);
+        write_event(&mut st, EventKind::Entry, 0x1005, 5_000);
+        let slot = st.cursor;
+        st.cursor += 8;
+        give_up_slot(&mut st, EventKind::Entry, slot);
+        write_event(&mut st, EventKind::Exit, 0, 5_010);
+        // SAFETY: as above.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), 64 * 8) };
+        assert_eq!(
+            decode(bytes),
+            [
+                (EventKind::Entry, 5_000, 0x1005),
+                (EventKind::Exit, 5_010, 0)
+            ]
+        );
     }
 }

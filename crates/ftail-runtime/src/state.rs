@@ -88,7 +88,23 @@ pub struct ThreadState {
     /// Bytes of events of the thread's ring (0: its buffer grows): when
     /// the cursor passes `end` it starts again after the header.
     pub ring: u64,
+    /// Nonzero when the thread writes compact records (`FORMAT_COMPACT`).
+    pub compact: u64,
+    /// The compact stream's base of times: the time of its last time
+    /// record ([`TIME_POISON`] while one is being written, [`NO_BASE`]
+    /// before the first). Read by the compact trampolines.
+    pub base: u64,
 }
+
+/// [`ThreadState::base`] while a time record is being written: any
+/// offset from it is too large, so an event written meanwhile (a signal
+/// handler's) takes the slow path, which gives it its own time.
+pub const TIME_POISON: u64 = 1 << 63;
+
+/// [`ThreadState::base`] before the first time record: any counter value
+/// below 2^63 is at least 2^62 ticks from it, so the first event writes
+/// a time record.
+pub const NO_BASE: u64 = 3 << 62;
 
 /// A return address a convert thunk took off the stack, and where it was.
 #[repr(C)]
@@ -185,7 +201,7 @@ thread_local! {
             lost: 0, limit: 0, side: 0, side_depth: 0, side_cap: 0, reserve_end: 0,
             parked: 0, parked_len: 0, parked_cap: 0, fresh_base: 0, busy: 0, ended_base: 0,
             spare: 0, coro_lo: 0, spare_busy: 0, file_base: 0, map_len: 0, file_len: 0,
-            file_id: 0, file_ino: 0, limit_why: 0, ring: 0,
+            file_id: 0, file_ino: 0, limit_why: 0, ring: 0, compact: 0, base: 0,
         })
     };
 }

@@ -106,7 +106,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
             get("converted_tails"),
             get("skipped_sites")
         );
-        let (mut first, mut last, mut all) = (u64::MAX, 0u64, 0u64);
+        let (mut first, mut last, mut all, mut bytes_all) = (u64::MAX, 0u64, 0u64, 0u64);
         let _ = writeln!(out, "  threads          : {}", image.threads.len());
         for t in &image.threads {
             let (count, lost, range, damage) = match Events::open(&t.path) {
@@ -127,6 +127,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
                         }
                         None => String::new(),
                     };
+                    bytes_all += events.consumed();
                     (n, h.lost, (lo, hi), note)
                 }
                 Err(e) => (0, 0, (u64::MAX, 0), format!("  (damaged: {e})")),
@@ -148,9 +149,11 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
         if first <= last {
             let _ = writeln!(
                 out,
-                "  duration         : {} ({} events)",
+                "  duration         : {} ({} events, {} of them: {:.2} bytes each)",
                 crate::replay::format_ns((last - first) as f64 * 1e9 / hz).trim(),
-                all
+                all,
+                bytes(bytes_all),
+                bytes_all as f64 / all.max(1) as f64
             );
         }
         let _ = writeln!(out, "  modules          : {}", image.modules.len());

@@ -327,7 +327,7 @@ mod tests {
             ring: 0,
             laps: 0,
             open_at_end: 0,
-            reserved: 0,
+            format: 0,
         };
         let mut v = Vec::new();
         v.extend_from_slice(&h.magic);

@@ -15,7 +15,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ftail_abi::trace::{
-    Event, EventFileHeader, EventKind, EVENTS_MAGIC, KIND_SHIFT, TRACE_VERSION,
+    compact, Event, EventFileHeader, EventKind, EVENTS_MAGIC, FORMAT_COMPACT, FORMAT_WIDE,
+    KIND_SHIFT, TRACE_VERSION,
 };
 
 /// Bytes read at a time.
@@ -48,6 +49,8 @@ pub struct Header {
     pub laps: u64,
     /// For a ring: one more than the frames open at its end, when known.
     pub open_at_end: u64,
+    /// `FORMAT_WIDE` or `FORMAT_COMPACT`.
+    pub format: u64,
 }
 
 /// Reads and checks an event file's header. Errors say what is wrong.
@@ -78,6 +81,7 @@ pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
         ring: u64_at(std::mem::offset_of!(EventFileHeader, ring)) / 16 * 16,
         laps: u64_at(std::mem::offset_of!(EventFileHeader, laps)),
         open_at_end: u64_at(std::mem::offset_of!(EventFileHeader, open_at_end)),
+        format: u64_at(std::mem::offset_of!(EventFileHeader, format)),
     })
 }
 
@@ -101,6 +105,10 @@ pub struct Events {
     next_stretch: Option<(u64, u64)>,
     /// Events to yield before the file's (a ring's `Earlier` frames).
     pending: std::collections::VecDeque<Event>,
+    /// The compact decoder, for a file of that format.
+    compact: Option<compact::Decoder>,
+    /// Bytes of records read (the file's events, however written).
+    consumed: u64,
 }
 
 impl Events {
@@ -129,7 +137,12 @@ impl Events {
             stretch_end: u64::MAX,
             next_stretch: None,
             pending: std::collections::VecDeque::new(),
+            compact: (header.format == FORMAT_COMPACT).then(compact::Decoder::default),
+            consumed: 0,
         };
+        if header.format != FORMAT_COMPACT && header.format != FORMAT_WIDE {
+            return Err(named(format!("unknown event format {}", header.format)));
+        }
         if header.ring != 0 {
             let start = header.header_size;
             let end = start + header.ring;
@@ -161,6 +174,11 @@ impl Events {
     /// Events read so far.
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// Bytes of the file's records read so far (for bytes per event).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
     }
 
     fn refill(&mut self) -> bool {
@@ -218,7 +236,7 @@ impl Events {
         if n < 16 && self.next_stretch.is_some() && self.file.is_some() {
             return self.refill();
         }
-        n >= 16
+        n > rest
     }
 
     fn stop(&mut self, why: Option<String>) {
@@ -242,8 +260,14 @@ impl Iterator for Events {
         if let Some(e) = self.pending.pop_front() {
             return Some(e);
         }
-        if self.len - self.at < 16 && !self.refill() {
-            return None;
+        if self.compact.is_some() {
+            return self.next_compact();
+        }
+        if self.len - self.at < 16 {
+            self.refill();
+            if self.len - self.at < 16 {
+                return None;
+            }
         }
         let b = &self.buf[self.at..self.at + 16];
         let ev = Event {
@@ -254,13 +278,55 @@ impl Iterator for Events {
             self.stop(None); // the first slot never written
             return None;
         }
-        if ev.kind().is_none() {
+        if ev.kind().is_none() || ev.kind() == Some(EventKind::Earlier) {
             self.stop(Some(format!("unknown kind {}", ev.word >> 56)));
             return None;
         }
         self.at += 16;
         self.count += 1;
+        self.consumed += 16;
         Some(ev)
+    }
+}
+
+impl Events {
+    /// The next event of a compact file: records decoded until one is an
+    /// event, the first unwritten word, or damage.
+    fn next_compact(&mut self) -> Option<Event> {
+        loop {
+            let decoder = self.compact.as_mut()?;
+            let (record, size) = decoder.next(&self.buf[self.at..self.len]);
+            match record {
+                compact::Record::Event(e) => {
+                    self.at += size;
+                    self.consumed += size as u64;
+                    self.count += 1;
+                    return Some(e);
+                }
+                compact::Record::Other => {
+                    self.at += size;
+                    self.consumed += size as u64;
+                }
+                compact::Record::End => {
+                    self.stop(None);
+                    return None;
+                }
+                compact::Record::Need(n) => {
+                    let had = self.len - self.at;
+                    if !self.refill() || self.len - self.at < n {
+                        if self.len - self.at > 0 && had > 0 {
+                            // A record cut short by the end of the file.
+                            self.stop(Some("a record cut short by the end of the file".into()));
+                        }
+                        return None;
+                    }
+                }
+                compact::Record::Bad(why) => {
+                    self.stop(Some(why.to_string()));
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -447,5 +513,76 @@ mod tests {
                 .map(|(j, &(k, a))| (k, a, 100 + j as u64)),
         );
         assert_eq!(got, want);
+    }
+
+    fn header(format: u64) -> Vec<u8> {
+        let hsize = std::mem::size_of::<EventFileHeader>();
+        let mut file = vec![0u8; hsize];
+        file[..8].copy_from_slice(&EVENTS_MAGIC);
+        file[8..12].copy_from_slice(&TRACE_VERSION.to_le_bytes());
+        file[12..16].copy_from_slice(&(hsize as u32).to_le_bytes());
+        let at = std::mem::offset_of!(EventFileHeader, format);
+        file[at..at + 8].copy_from_slice(&format.to_le_bytes());
+        file
+    }
+
+    /// A compact file reads as the events it holds: times from the base,
+    /// padding and payloads skipped by their length, up to the first
+    /// unwritten word; damage is named with its offset.
+    #[test]
+    fn a_compact_file_reads_record_by_record() {
+        use compact::*;
+        let mut file = header(FORMAT_COMPACT);
+        let hsize = file.len();
+        file.extend(ext_head(SUB_TIME, 3, 0).to_le_bytes());
+        file.extend(1_000_000u64.to_le_bytes());
+        file.extend(entry(5, 0x1005).to_le_bytes());
+        file.extend(ext_head(SUB_PAD, 2, 0).to_le_bytes());
+        file.extend(0u32.to_le_bytes());
+        file.extend(ext_head(SUB_PAYLOAD, 3, 0).to_le_bytes());
+        file.extend(0u64.to_le_bytes());
+        file.extend(close(close_tag(EventKind::Suspended).unwrap(), 70).to_le_bytes());
+        file.extend(ext_head(SUB_EVENT, 5, EventKind::Resumed as u32).to_le_bytes());
+        file.extend(2_000_000u64.to_le_bytes());
+        file.extend(0x1005u64.to_le_bytes());
+        file.extend(close(close_tag(EventKind::Exit).unwrap(), 80).to_le_bytes());
+        file.extend([0u8; 64]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.events");
+        std::fs::write(&path, &file).unwrap();
+        let (_, mut events) = Events::open(&path).unwrap();
+        let got: Vec<(EventKind, u64, u64)> = events
+            .by_ref()
+            .map(|e| (e.kind().unwrap(), e.tsc, e.addr()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (EventKind::Entry, 1_000_005, 0x1005),
+                (EventKind::Suspended, 1_000_070, 0),
+                (EventKind::Resumed, 2_000_000, 0x1005),
+                (EventKind::Exit, 1_000_080, 0),
+            ]
+        );
+        assert_eq!(events.damage(), None);
+        assert_eq!(events.consumed(), 12 + 8 + 8 + 12 + 4 + 20 + 4);
+
+        // A close before any time record is damage, named.
+        let mut bad = header(FORMAT_COMPACT);
+        bad.extend(close(2, 1).to_le_bytes());
+        std::fs::write(&path, &bad).unwrap();
+        let (_, mut events) = Events::open(&path).unwrap();
+        assert_eq!(events.next(), None);
+        let damage = events.damage().unwrap();
+        assert!(
+            damage.ends_with(&format!(
+                "event 0 at offset {hsize}: a close before any time record"
+            )),
+            "{damage}"
+        );
+        // An unknown format is refused.
+        std::fs::write(&path, header(7)).unwrap();
+        let err = Events::open(&path).err().unwrap();
+        assert!(err.ends_with("unknown event format 7"), "{err}");
     }
 }
