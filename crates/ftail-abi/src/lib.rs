@@ -22,19 +22,28 @@
 //!
 //! # Sites
 //!
-//! A site is a 5-byte nop ([`NOP5`]) the runtime may overwrite with a
-//! `call`/`jmp rel32`. What follows the nop depends on the [`SiteKind`]:
-//! nothing in particular for an entry site, the `ret` (or return-thunk jump)
-//! for an exit site, and the tail jump itself for a tail site. Every exit and
-//! tail site executes with the stack pointer at the function's CFA − 8, i.e.
-//! with the return address on top of the stack.
+//! A site is 5 bytes of code the runtime may overwrite with a `call` or
+//! `jmp rel32`; what they hold untraced depends on the [`SiteKind`]:
+//! * an entry site is a 5-byte nop ([`NOP5`]), the function's first
+//!   instruction (after `endbr64`);
+//! * an exit site is the `ret` itself followed by `int3` padding up to 5
+//!   bytes ([`EXIT_SITE`] for a plain `ret`): untraced only the `ret`
+//!   runs, the padding never does (it is also what `-mharden-sls`
+//!   places after a `ret`);
+//! * a direct tail site, a return-thunk exit and a retpoline tail are the
+//!   `jmp rel32` itself (a conditional one is inverted around it), so
+//!   untraced nothing but the jump runs;
+//! * only an indirect tail site (`jmp *operand`) is a nop before its jump.
+//!
+//! Every exit and tail site executes with the stack pointer at the
+//! function's CFA − 8, i.e. with the return address on top of the stack.
 #![deny(missing_docs)]
 #![no_std]
 
 extern crate alloc;
 
 /// Version of the site-table layout; bumped on any change.
-pub const SITES_VERSION: u32 = 1;
+pub const SITES_VERSION: u32 = 2;
 
 /// Section holding one [`SitesNote`] per object file.
 pub const NOTE_SECTION: &str = ".note.ftail";
@@ -53,6 +62,9 @@ pub const NAMES_SECTION: &str = "__ftail_names";
 pub const NOP5: [u8; 5] = [0x0f, 0x1f, 0x44, 0x00, 0x00];
 /// Length of a site in bytes.
 pub const SITE_LEN: usize = NOP5.len();
+/// An exit site for a plain `ret`: the `ret` and four bytes of `int3`
+/// padding, never executed.
+pub const EXIT_SITE: [u8; 5] = [0xc3, 0xcc, 0xcc, 0xcc, 0xcc];
 
 /// Descriptor of the per-object note: where that object's functions are.
 #[repr(C)]
@@ -129,30 +141,32 @@ pub const NO_REG: u8 = 0xff;
 pub struct SiteFlags;
 impl SiteFlags {
     /// The tail call was conditional (`jcc f`) in the compiler's output; the
-    /// rewriter inverted the branch around the site and an unconditional jump.
+    /// rewriter inverted the branch around the site, an unconditional jump.
     pub const CONDITIONAL: u8 = 1;
     /// The site sits in the function's cold partition.
     pub const COLD: u8 = 2;
 }
 
-/// What a site is and what follows its nop.
+/// What a site is, and what its 5 bytes hold untraced.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SiteKind {
-    /// Function entry: the nop is the first instruction (after `endbr64`).
+    /// Function entry: a 5-byte nop, the first instruction (after
+    /// `endbr64`).
     Entry = 1,
-    /// The nop is followed by `ret`.
+    /// A `ret` (`ret`, `rep ret`, `ret $n`) followed by `int3` padding to
+    /// 5 bytes.
     Exit = 2,
-    /// The nop is followed by `jmp __x86_return_thunk`
+    /// `jmp rel32` to `__x86_return_thunk`
     /// (`-mfunction-return=thunk-extern`), which returns.
     ExitThunk = 3,
-    /// The nop is followed by `jmp rel32` to the tail callee.
+    /// `jmp rel32` to the tail callee.
     TailDirect = 4,
-    /// The nop is followed by an indirect `jmp *operand` tail call.
+    /// A 5-byte nop followed by an indirect `jmp *operand` tail call.
     TailIndirect = 5,
-    /// The nop is followed by `jmp rel32` to a retpoline thunk
-    /// (`__x86_indirect_thunk_REG`, `__llvm_retpoline_REG`); the callee's
-    /// address is in register [`SiteRecord::reg`].
+    /// `jmp rel32` to a retpoline thunk (`__x86_indirect_thunk_REG`,
+    /// `__llvm_retpoline_REG`); the callee's address is in register
+    /// [`SiteRecord::reg`].
     TailRetpoline = 6,
     /// Not a site: the address of an indirect jump the rewriter proved stays
     /// inside the function (switch table, computed goto). Recorded so that
@@ -188,7 +202,7 @@ impl SiteKind {
         }
     }
 
-    /// Whether the record is a patchable 5-byte nop.
+    /// Whether the record is a patchable site.
     pub fn is_site(self) -> bool {
         self != SiteKind::LocalIndirect
     }
@@ -204,6 +218,19 @@ impl SiteKind {
     /// Whether the site is a function exit.
     pub fn is_exit(self) -> bool {
         matches!(self, SiteKind::Exit | SiteKind::ExitThunk)
+    }
+
+    /// Whether the site is its own `jmp rel32` (patched by retargeting it).
+    pub fn is_jump(self) -> bool {
+        matches!(
+            self,
+            SiteKind::ExitThunk | SiteKind::TailDirect | SiteKind::TailRetpoline
+        )
+    }
+
+    /// Whether the site is a 5-byte nop before what it marks.
+    pub fn is_nop(self) -> bool {
+        matches!(self, SiteKind::Entry | SiteKind::TailIndirect)
     }
 }
 
@@ -281,16 +308,22 @@ mod tests {
 /// * `KEY.status`: a [`ProcessStatus`], counters the process updates while
 ///   it runs (threads not recorded and why, disk full, modules skipped);
 /// * `KEY-TID.events` per thread (`KEY-TID~N.events` when a thread id
-///   comes back): an [`EventFileHeader`] followed by [`Event`]s.
+///   comes back): an [`EventFileHeader`] followed by [`Event`]s;
 ///
-/// Event and status files are file-backed shared mappings of the traced
-/// process, so whatever it recorded survives `_exit`, a crash or SIGKILL.
-/// A reader stops at the first event whose time is zero (never written).
+/// and one file for the whole trace, [`BUDGET_FILE`]: a [`TraceBudget`]
+/// that `ftail record` creates and every process maps, the bytes of event
+/// files all of them together may still take (`--max-size`).
+///
+/// Event, status and budget files are file-backed shared mappings of the
+/// traced process, so whatever it recorded survives `_exit`, a crash or
+/// SIGKILL. An event file grows as its thread writes, a chunk at a time,
+/// while the budget allows; a reader stops at the first event whose time
+/// is zero (never written) or at the end of the file.
 pub mod trace {
     use alloc::string::String;
 
     /// Version of the trace format; bumped on any change.
-    pub const TRACE_VERSION: u32 = 4;
+    pub const TRACE_VERSION: u32 = 5;
     /// Magic number at the start of every event file.
     pub const EVENTS_MAGIC: [u8; 8] = *b"FTAILEV1";
     /// File name of the metadata.
@@ -334,8 +367,11 @@ pub mod trace {
         /// [`AGENT_BIND_FAILED`] or [`AGENT_LOST_SOCKET`], with an errno in
         /// bits 8 and up where there is one.
         pub agent: u64,
+        /// Threads that stopped recording because the trace reached its
+        /// maximum size ([`TraceBudget::max_bytes`]).
+        pub threads_max_size: u64,
         /// Reserved, zero.
-        pub reserved: [u64; 7],
+        pub reserved: [u64; 6],
     }
     const _: () = assert!(core::mem::size_of::<ProcessStatus>() == 128);
 
@@ -349,6 +385,39 @@ pub mod trace {
     /// [`ProcessStatus::agent`]: the program closed or replaced the
     /// agent's descriptor and it could not listen again.
     pub const AGENT_LOST_SOCKET: u64 = 3;
+
+    /// File name of the trace's [`TraceBudget`].
+    pub const BUDGET_FILE: &str = "budget";
+    /// Magic number at the start of the budget file.
+    pub const BUDGET_MAGIC: [u8; 8] = *b"FTAILBG1";
+
+    /// How many bytes the event files of a whole trace may take, and how
+    /// many they took (`--max-size`). Created by `ftail record` before the
+    /// program starts; every traced process maps it shared and takes the
+    /// room for each part of an event file it grows with an atomic
+    /// compare-and-swap on [`TraceBudget::used_bytes`], so the limit holds
+    /// across processes and survives a crash.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct TraceBudget {
+        /// [`BUDGET_MAGIC`].
+        pub magic: [u8; 8],
+        /// [`TRACE_VERSION`].
+        pub version: u32,
+        /// Size of this structure in bytes.
+        pub size: u32,
+        /// The most bytes all event files together may take.
+        pub max_bytes: u64,
+        /// Bytes the event files took so far (given back when a thread's
+        /// file is trimmed at its end).
+        pub used_bytes: u64,
+        /// Free bytes on the trace directory's filesystem when recording
+        /// started (0: unknown), for messages.
+        pub free_bytes: u64,
+        /// Reserved, zero.
+        pub reserved: [u64; 3],
+    }
+    const _: () = assert!(core::mem::size_of::<TraceBudget>() == 64);
 
     /// Escapes a metadata value for one line of `key=value` text:
     /// backslash, and every control character as `\n`, `\t` or `\xHH`.
@@ -416,27 +485,73 @@ pub mod trace {
         pub pid: u32,
         /// Thread id.
         pub tid: u32,
-        /// Capacity of the file in events.
+        /// The most bytes of events the file may grow to (its thread's
+        /// share of the address space, or `--buffer-events`); the file
+        /// itself grows a chunk at a time as the thread writes.
         pub capacity: u64,
         /// Events dropped because the buffer or the trace stack was full.
         pub lost: u64,
         /// Thread name at the time the buffer was created (NUL-padded).
         pub name: [u8; 16],
         /// Why the thread stopped recording before its end, if it did:
-        /// [`STOPPED_BUFFER_FULL`] or [`STOPPED_DISK_FULL`]; the frames
-        /// still open then are closed as `Truncated` where they fit, and a
-        /// reader closes any left at that point.
+        /// one of the `STOPPED_*` values in the low 8 bits, an errno in
+        /// bits 8 and up where there is one; the frames still open then
+        /// are closed as `Truncated` where they fit, and a reader closes
+        /// any left at that point.
         pub stopped: u64,
-        /// Reserved, zero.
-        pub reserved: [u64; 2],
+        /// Bytes of events when the file is a ring (`ftail record
+        /// --ring`): the events fill them, then start again at their
+        /// beginning, so the file keeps the latest; 0 when the file
+        /// grows and keeps every event.
+        pub ring: u64,
+        /// How many times the ring started again at its beginning (0: it
+        /// holds every event since the thread began).
+        pub laps: u64,
+        /// For a ring: one more than the number of frames open when its
+        /// events were last written, set when a snapshot copies it or
+        /// the process crashes (0: unknown). The ring's file keeps its
+        /// thread's trace stack right after the ring ([`StackSlot`]s,
+        /// outermost first), so with this a reader knows the functions
+        /// that ran all through the window.
+        pub open_at_end: u64,
+        /// How the events are written: [`FORMAT_WIDE`] (16-byte [`Event`]s,
+        /// rings) or [`FORMAT_COMPACT`] (the records of [`compact`]).
+        pub format: u64,
     }
 
-    /// [`EventFileHeader::stopped`]: the buffer reached its size.
+    /// [`EventFileHeader::format`]: 16-byte [`Event`]s.
+    pub const FORMAT_WIDE: u64 = 0;
+    /// [`EventFileHeader::format`]: compact records ([`compact`]).
+    pub const FORMAT_COMPACT: u64 = 1;
+
+    /// One open frame of a ring's trace stack, as kept after the ring.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct StackSlot {
+        /// The frame's CFA.
+        pub cfa: u64,
+        /// Its entry address in the low 48 bits (flags above).
+        pub word: u64,
+    }
+
+    /// [`EventFileHeader::stopped`]: the buffer reached the size
+    /// `--buffer-events` gives it.
     pub const STOPPED_BUFFER_FULL: u64 = 1;
     /// [`EventFileHeader::stopped`]: the trace directory's filesystem had
     /// no room for more of the buffer.
     pub const STOPPED_DISK_FULL: u64 = 2;
-    const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 80);
+    /// [`EventFileHeader::stopped`]: the trace reached its maximum size
+    /// ([`TraceBudget::max_bytes`]).
+    pub const STOPPED_MAX_SIZE: u64 = 3;
+    /// [`EventFileHeader::stopped`]: the process had no address space
+    /// left to reserve for the buffer to grow into
+    /// ([`EventFileHeader::capacity`] says how far it could).
+    pub const STOPPED_ADDRESS_SPACE: u64 = 4;
+    /// [`EventFileHeader::stopped`]: the event file could not be made
+    /// longer (reopening it failed, or the file size limit); the errno is
+    /// in bits 8 and up.
+    pub const STOPPED_FILE_ERROR: u64 = 5;
+    const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 96);
 
     /// One event: 16 bytes.
     #[repr(C)]
@@ -446,9 +561,10 @@ pub mod trace {
         pub tsc: u64,
         /// [`EventKind`] in the top 8 bits, an address in the low 48 bits:
         /// for an entry, the address right after the entry site (site + 5);
-        /// for an exit, the address right after the exit or tail site that
-        /// produced it, or 0 when it was synthesised (unwound, suspended);
-        /// for a resumed frame, its entry address again.
+        /// for every event that closes a frame, that frame's entry address
+        /// (so a reader that meets a close without its entry, at the start
+        /// of a ring, knows the function); for a resumed frame, its entry
+        /// address again.
         pub word: u64,
     }
     const _: () = assert!(core::mem::size_of::<Event>() == 16);
@@ -485,6 +601,12 @@ pub mod trace {
         /// it, nested where execution is now. Pairs with a later exit like
         /// an entry, but is not a new call.
         Resumed = 6,
+        /// Never in a file: a reader of a ring makes one, at the time of
+        /// its first event, for each function that was already running
+        /// when the ring's window began (its entry was overwritten; its
+        /// close is in the window, or it is still open). Opens a frame
+        /// like an entry; the call began earlier.
+        Earlier = 7,
     }
 
     impl EventKind {
@@ -498,6 +620,7 @@ pub mod trace {
                 4 => EventKind::Truncated,
                 5 => EventKind::Suspended,
                 6 => EventKind::Resumed,
+                7 => EventKind::Earlier,
                 _ => return None,
             })
         }
@@ -505,7 +628,10 @@ pub mod trace {
         /// Whether the event opens a frame (an entry or a resumed slice);
         /// every other kind closes the innermost open one.
         pub fn opens(self) -> bool {
-            matches!(self, EventKind::Entry | EventKind::Resumed)
+            matches!(
+                self,
+                EventKind::Entry | EventKind::Resumed | EventKind::Earlier
+            )
         }
     }
 
@@ -517,6 +643,202 @@ pub mod trace {
         /// The event's address field.
         pub fn addr(&self) -> u64 {
             self.word & ADDR_MASK
+        }
+    }
+
+    /// The compact event format (`FORMAT_COMPACT`): what a thread that
+    /// keeps every event writes, about 6 bytes per event.
+    ///
+    /// A stream of little-endian 32-bit words. Every record starts with a
+    /// *head* word whose low 3 bits, its tag, are never 0, so the first
+    /// word that is 0 is where the thread stopped writing (a reader stops
+    /// there, as at the end of the file). Every record is written with a
+    /// single store, or its head last, so a record whose head is there
+    /// is whole.
+    ///
+    /// | tag | size | fields (bit ranges of the record as one integer) |
+    /// |---|---|---|
+    /// | 1 entry | 8 | 3–16: time offset; 17–63: entry address |
+    /// | 2–6 close | 4 | 3–31: time offset; the kind: 2 exit, 3 tail exit, 4 unwound, 5 truncated, 6 suspended |
+    /// | 7 extended | 4 × words | head 3–7: subtype, 8–15: words (with the head), 16–31: per subtype |
+    ///
+    /// Times: a *time* record (extended, subtype [`SUB_TIME`]: the head
+    /// and the 64-bit counter) sets the stream's *base*; an entry's or a
+    /// close's time is the base plus its offset. A writer writes a time
+    /// record whenever the offset would not fit (after
+    /// [`ENTRY_SPAN`] ticks for an entry, [`CLOSE_SPAN`] for a close),
+    /// and when the counter went backwards (a resynchronised clock):
+    /// decoding is exact whatever the gaps, and needs no other state. An
+    /// *event* record (subtype [`SUB_EVENT`]: kind in head bits 16–23,
+    /// then the 64-bit counter, then for a kind that opens a frame the
+    /// 64-bit address) carries its own time and does not touch the base:
+    /// resumed frames, and events written while a time record is being
+    /// written (a signal handler's). A *pad* record (subtype [`SUB_PAD`])
+    /// fills a slot given up. Subtypes from [`SUB_PAYLOAD`] up are
+    /// reserved for payloads (argument and return values) that a reader
+    /// skips by their length.
+    ///
+    /// Closes carry no address: the reader knows which frame closes.
+    pub mod compact {
+        use super::{Event, EventKind, ADDR_MASK, KIND_SHIFT};
+
+        /// Tag of an entry record.
+        pub const TAG_ENTRY: u32 = 1;
+        /// Tag of an extended record.
+        pub const TAG_EXT: u32 = 7;
+        /// Extended subtype: a time record.
+        pub const SUB_TIME: u32 = 0;
+        /// Extended subtype: an event with its own time.
+        pub const SUB_EVENT: u32 = 1;
+        /// Extended subtype: padding.
+        pub const SUB_PAD: u32 = 2;
+        /// Extended subtypes from here up: payloads, skipped today.
+        pub const SUB_PAYLOAD: u32 = 16;
+        /// Bits of an entry's time offset.
+        pub const ENTRY_BITS: u32 = 14;
+        /// Bits of a close's time offset.
+        pub const CLOSE_BITS: u32 = 29;
+        /// Ticks an entry's offset spans.
+        pub const ENTRY_SPAN: u64 = 1 << ENTRY_BITS;
+        /// Ticks a close's offset spans.
+        pub const CLOSE_SPAN: u64 = 1 << CLOSE_BITS;
+        /// Size of an entry record.
+        pub const ENTRY_SIZE: u64 = 8;
+        /// Size of a close record.
+        pub const CLOSE_SIZE: u64 = 4;
+        /// Size of a time record.
+        pub const TIME_SIZE: u64 = 12;
+
+        /// The tag of a close of `kind` (`None` for kinds that open).
+        pub fn close_tag(kind: EventKind) -> Option<u32> {
+            Some(match kind {
+                EventKind::Exit => 2,
+                EventKind::TailExit => 3,
+                EventKind::Unwound => 4,
+                EventKind::Truncated => 5,
+                EventKind::Suspended => 6,
+                _ => return None,
+            })
+        }
+
+        /// An entry record: `offset` < [`ENTRY_SPAN`], `addr` 47 bits.
+        pub fn entry(offset: u64, addr: u64) -> u64 {
+            u64::from(TAG_ENTRY) | (offset << 3) | ((addr & ((1 << 47) - 1)) << 17)
+        }
+
+        /// A close record: `offset` < [`CLOSE_SPAN`].
+        pub fn close(tag: u32, offset: u64) -> u32 {
+            tag | ((offset as u32) << 3)
+        }
+
+        /// The head of an extended record of `words` words.
+        pub fn ext_head(sub: u32, words: u32, extra: u32) -> u32 {
+            TAG_EXT | (sub << 3) | (words << 8) | (extra << 16)
+        }
+
+        /// What one record decodes to.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Record {
+            /// An event.
+            Event(Event),
+            /// A record that is no event (time, pad, payload).
+            Other,
+            /// The first unwritten word: the end of the events.
+            End,
+            /// More bytes are needed to decode the record (at least this
+            /// many from its start).
+            Need(usize),
+            /// Not a record of this format; why.
+            Bad(&'static str),
+        }
+
+        /// Decodes records one by one, keeping the stream's base.
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct Decoder {
+            /// The base of times, once a time record set it.
+            pub base: Option<u64>,
+        }
+
+        fn u32_at(b: &[u8], at: usize) -> u32 {
+            u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+        }
+
+        fn u64_at(b: &[u8], at: usize) -> u64 {
+            u64::from(u32_at(b, at)) | (u64::from(u32_at(b, at + 4)) << 32)
+        }
+
+        impl Decoder {
+            /// Decodes the record at the start of `b`; returns it and its
+            /// size in bytes (0 unless it is a record).
+            pub fn next(&mut self, b: &[u8]) -> (Record, usize) {
+                if b.len() < 4 {
+                    return (Record::Need(4), 0);
+                }
+                let head = u32_at(b, 0);
+                let tag = head & 7;
+                let event = |kind: EventKind, tsc: u64, addr: u64| {
+                    Record::Event(Event {
+                        tsc: tsc.max(1),
+                        word: ((kind as u64) << KIND_SHIFT) | (addr & ADDR_MASK),
+                    })
+                };
+                match tag {
+                    0 if head == 0 => (Record::End, 0),
+                    0 => (Record::Bad("a record with tag 0"), 0),
+                    1 => {
+                        if b.len() < 8 {
+                            return (Record::Need(8), 0);
+                        }
+                        let Some(base) = self.base else {
+                            return (Record::Bad("an entry before any time record"), 0);
+                        };
+                        let r = u64_at(b, 0);
+                        let offset = (r >> 3) & (ENTRY_SPAN - 1);
+                        (event(EventKind::Entry, base + offset, r >> 17), 8)
+                    }
+                    2..=6 => {
+                        let Some(base) = self.base else {
+                            return (Record::Bad("a close before any time record"), 0);
+                        };
+                        let kind = match tag {
+                            2 => EventKind::Exit,
+                            3 => EventKind::TailExit,
+                            4 => EventKind::Unwound,
+                            5 => EventKind::Truncated,
+                            _ => EventKind::Suspended,
+                        };
+                        (event(kind, base + u64::from(head >> 3), 0), 4)
+                    }
+                    _ => {
+                        let sub = (head >> 3) & 31;
+                        let words = ((head >> 8) & 0xff) as usize;
+                        if words == 0 {
+                            return (Record::Bad("an extended record of no words"), 0);
+                        }
+                        let size = words * 4;
+                        if b.len() < size {
+                            return (Record::Need(size), 0);
+                        }
+                        match sub {
+                            SUB_TIME if words >= 3 => {
+                                self.base = Some(u64_at(b, 4));
+                                (Record::Other, size)
+                            }
+                            SUB_EVENT if words >= 3 => {
+                                let Some(kind) = EventKind::from_u8((head >> 16) as u8) else {
+                                    return (Record::Bad("an event record of no known kind"), 0);
+                                };
+                                let addr = if words >= 5 { u64_at(b, 12) } else { 0 };
+                                (event(kind, u64_at(b, 4), addr), size)
+                            }
+                            SUB_TIME | SUB_EVENT => {
+                                (Record::Bad("an extended record too short"), 0)
+                            }
+                            _ => (Record::Other, size),
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -84,12 +84,13 @@ enum Cmd {
     #[command(after_help = "The program must run under `ftail record --ctl` \
                             (or --off).\n\nExamples:\n  ftail ctl 4242 on\n  \
                             ftail ctl 4242 -F 'lua_*' -N lua_gettop\n  ftail ctl 4242 off\n  \
-                            ftail ctl 4242 status")]
+                            ftail ctl 4242 status\n  ftail ctl 4242 snapshot")]
     Ctl {
         /// Process id of the traced program
         pid: u32,
-        /// on, off or status (after any filter change)
-        #[arg(value_parser = ["on", "off", "status"])]
+        /// on, off or status (after any filter change), or snapshot (copy
+        /// the rings of `ftail record --ring` into DIR/snapshot-N)
+        #[arg(value_parser = ["on", "off", "status", "snapshot"])]
         action: Option<String>,
         /// Trace only functions matching GLOB from now on (repeatable;
         /// '*' for all)

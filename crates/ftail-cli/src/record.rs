@@ -22,8 +22,15 @@ pub struct RecordOptions {
     pub depth: Option<u64>,
     /// Tail strategy asked for.
     pub tail: String,
-    /// Events per thread buffer.
-    pub buffer_events: u64,
+    /// The most events one thread keeps (none: as many as `max_size`
+    /// allows).
+    pub buffer_events: Option<u64>,
+    /// The most bytes of events the whole trace may take.
+    pub max_size: MaxSize,
+    /// Bytes of each thread's ring (flight recorder), if asked for.
+    pub ring: Option<u64>,
+    /// The signal that takes a snapshot of the rings, if any.
+    pub snapshot_signal: Option<i32>,
     /// Start with tracing off.
     pub off: bool,
     /// Start the control agent.
@@ -48,11 +55,23 @@ pub struct RecordArgs {
     /// (mark where the callee is traced, convert elsewhere)
     #[arg(long, default_value = "auto", value_parser = ["auto", "mark", "convert"])]
     pub tail: String,
-    /// Events per thread buffer, 16 to 2^32 (16 bytes each; the
-    /// default is 64 MiB)
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_BUFFER_EVENTS,
-          value_parser = parse_buffer_events)]
-    pub buffer_events: u64,
+    /// Keep at most about N events per thread, 16 to 2^32 (8 bytes
+    /// each, 16 in a ring; default: no limit but --max-size)
+    #[arg(long, value_name = "N", value_parser = parse_buffer_events)]
+    pub buffer_events: Option<u64>,
+    /// Most bytes of events the whole trace may take: a size (500M, 2G,
+    /// 1T) or a share of the free space where the trace is (25%)
+    #[arg(long, value_name = "SIZE", default_value = "50%", value_parser = parse_max_size)]
+    pub max_size: MaxSize,
+    /// Flight recorder: keep only the latest SIZE bytes of events per
+    /// thread (64K to 64G), in a ring that is the thread's event file
+    #[arg(long, value_name = "SIZE", value_parser = parse_ring)]
+    pub ring: Option<u64>,
+    /// Copy the rings into DIR/snapshot-N when the program receives
+    /// SIGNAL (a name like USR2 or a number); see also `ftail ctl PID
+    /// snapshot`
+    #[arg(long, value_name = "SIGNAL", value_parser = parse_signal)]
+    pub snapshot_signal: Option<i32>,
     /// Start with tracing off; switch it on with `ftail ctl PID on`
     /// (implies --ctl)
     #[arg(long)]
@@ -73,6 +92,9 @@ impl RecordArgs {
             depth: self.depth,
             tail: self.tail,
             buffer_events: self.buffer_events,
+            max_size: self.max_size,
+            ring: self.ring,
+            snapshot_signal: self.snapshot_signal,
             off: self.off,
             ctl: self.ctl,
             command,
@@ -92,10 +114,16 @@ impl RecordArgs {
             a.extend(["-D".into(), d.to_string().into()]);
         }
         a.extend(["--tail".into(), self.tail.clone().into()]);
-        a.extend([
-            "--buffer-events".into(),
-            self.buffer_events.to_string().into(),
-        ]);
+        if let Some(n) = self.buffer_events {
+            a.extend(["--buffer-events".into(), n.to_string().into()]);
+        }
+        a.extend(["--max-size".into(), self.max_size.to_string().into()]);
+        if let Some(n) = self.ring {
+            a.extend(["--ring".into(), n.to_string().into()]);
+        }
+        if let Some(n) = self.snapshot_signal {
+            a.extend(["--snapshot-signal".into(), n.to_string().into()]);
+        }
         if self.off {
             a.push("--off".into());
         }
@@ -177,9 +205,187 @@ pub fn live(
     Ok(crate::exit_code(status))
 }
 
-/// Events per thread buffer when `--buffer-events` is not given.
-pub const DEFAULT_BUFFER_EVENTS: u64 = 1 << 22;
-/// The largest `--buffer-events`: 2^32 events of 16 bytes, 64 GiB of
+/// `--max-size`: a number of bytes, or a share of the free space on the
+/// trace directory's filesystem when recording starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxSize {
+    /// This many bytes.
+    Bytes(u64),
+    /// This many percent of the free space.
+    Percent(u8),
+}
+
+impl std::fmt::Display for MaxSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxSize::Bytes(n) => write!(f, "{n}"),
+            MaxSize::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl MaxSize {
+    /// The size in bytes, given the free bytes where the trace is.
+    pub fn bytes(self, free: u64) -> u64 {
+        match self {
+            MaxSize::Bytes(n) => n,
+            MaxSize::Percent(p) => (u128::from(free) * u128::from(p) / 100) as u64,
+        }
+    }
+}
+
+/// The smallest `--max-size`: 1 MiB.
+const MIN_MAX_SIZE: u64 = 1 << 20;
+
+/// Parses `--max-size`: `N`, `N` with a binary suffix (`K`, `M`, `G`, `T`,
+/// optionally followed by `iB` or `B`), or `N%` (1 to 100).
+pub fn parse_max_size(text: &str) -> Result<MaxSize, String> {
+    let bad = || {
+        "must be a size of at least 1M (e.g. 500M, 2G, 1T) or a share of the free \
+         space from 1% to 100% (e.g. 25%)"
+            .to_string()
+    };
+    if let Some(p) = text.strip_suffix('%') {
+        return match p.parse::<u8>() {
+            Ok(p) if (1..=100).contains(&p) => Ok(MaxSize::Percent(p)),
+            _ => Err(bad()),
+        };
+    }
+    let t = text.trim_end_matches("iB").trim_end_matches('B');
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(bad()),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|&n| n >= MIN_MAX_SIZE)
+        .map(MaxSize::Bytes)
+        .ok_or_else(bad)
+}
+
+/// Parses `--ring`: a size as for `--max-size`, 64K to 64G.
+pub fn parse_ring(text: &str) -> Result<u64, String> {
+    let bad = || "must be a size from 64K to 64G (e.g. 1M, 256K)".to_string();
+    let t = text.trim_end_matches("iB").trim_end_matches('B');
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                _ => return Err(bad()),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| (64 << 10..=64 << 30).contains(n))
+        .ok_or_else(bad)
+}
+
+/// Parses `--snapshot-signal`: `USR2`, `SIGUSR2` or a number; not the
+/// signals that cannot be caught or that the runtime or a debugger use
+/// (KILL, STOP, TRAP).
+pub fn parse_signal(text: &str) -> Result<i32, String> {
+    const NAMES: [(&str, i32); 12] = [
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("PIPE", libc::SIGPIPE),
+        ("ALRM", libc::SIGALRM),
+        ("TERM", libc::SIGTERM),
+        ("CONT", libc::SIGCONT),
+        ("TSTP", libc::SIGTSTP),
+        ("WINCH", libc::SIGWINCH),
+        ("PWR", libc::SIGPWR),
+    ];
+    let name = text.trim_start_matches("SIG");
+    let n = NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, v)| v)
+        .or_else(|| text.parse::<i32>().ok());
+    match n {
+        Some(n)
+            if (1..=64).contains(&n)
+                && ![libc::SIGKILL, libc::SIGSTOP, libc::SIGTRAP].contains(&n) =>
+        {
+            Ok(n)
+        }
+        _ => Err(
+            "must be a signal the program does not use, by name (USR2) or number; \
+                  not KILL, STOP or TRAP"
+                .to_string(),
+        ),
+    }
+}
+
+/// Free bytes for an unprivileged user on the filesystem holding `dir`.
+pub fn free_space(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .with_context(|| format!("{}: a NUL in the path", dir.display()))?;
+    // SAFETY: a zeroed statvfs is a valid value to be overwritten.
+    let mut fs: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs with a NUL-terminated path fills the buffer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut fs) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("finding the free space on {}", dir.display()));
+    }
+    Ok(fs.f_bavail.saturating_mul(fs.f_frsize))
+}
+
+/// Writes the trace's budget file ([`BUDGET_FILE`]): the bytes its event
+/// files may take, which every traced process maps and counts against.
+fn write_budget(dir: &Path, max_bytes: u64, free_bytes: u64) -> Result<()> {
+    use ftail_abi::trace::{TraceBudget, BUDGET_FILE, BUDGET_MAGIC, TRACE_VERSION};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let b = TraceBudget {
+        magic: BUDGET_MAGIC,
+        version: TRACE_VERSION,
+        size: std::mem::size_of::<TraceBudget>() as u32,
+        max_bytes,
+        used_bytes: 0,
+        free_bytes,
+        reserved: [0; 3],
+    };
+    let mut bytes = Vec::with_capacity(64);
+    bytes.extend_from_slice(&b.magic);
+    bytes.extend_from_slice(&b.version.to_le_bytes());
+    bytes.extend_from_slice(&b.size.to_le_bytes());
+    for v in [b.max_bytes, b.used_bytes, b.free_bytes, 0, 0, 0] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let path = dir.join(BUDGET_FILE);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .and_then(|mut f| f.write_all(&bytes))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The largest `--buffer-events`: 2^32 events of up to 16 bytes, 64 GiB of
 /// (sparse) file per thread.
 const MAX_BUFFER_EVENTS: u64 = 1 << 32;
 /// The smallest `--buffer-events`.
@@ -191,7 +397,7 @@ pub fn parse_buffer_events(text: &str) -> Result<u64, String> {
         Ok(n) if (MIN_BUFFER_EVENTS..=MAX_BUFFER_EVENTS).contains(&n) => Ok(n),
         _ => Err(format!(
             "must be a number from {MIN_BUFFER_EVENTS} to {MAX_BUFFER_EVENTS} (2^32; \
-             each event takes 16 bytes)"
+             each event takes up to 16 bytes)"
         )),
     }
 }
@@ -208,7 +414,11 @@ pub fn parse_depth(text: &str) -> Result<u64, String> {
 /// `config.rs`), with the value the command line gives it; `None` removes
 /// it, leaving the runtime's default. The traced program gets exactly
 /// these, whatever the caller's environment held.
-fn runtime_env(o: &RecordOptions, dir: &Path) -> [(&'static str, Option<OsString>); 9] {
+fn runtime_env(
+    o: &RecordOptions,
+    dir: &Path,
+    max_bytes: u64,
+) -> [(&'static str, Option<OsString>); 12] {
     let flag = |on: bool| Some(OsString::from(if on { "1" } else { "0" }));
     [
         ("FTAIL_DIR", Some(dir.into())),
@@ -218,7 +428,15 @@ fn runtime_env(o: &RecordOptions, dir: &Path) -> [(&'static str, Option<OsString
         ("FTAIL_DEPTH", o.depth.map(|d| d.to_string().into())),
         (
             "FTAIL_BUFFER_EVENTS",
-            Some(o.buffer_events.to_string().into()),
+            o.buffer_events.map(|n| n.to_string().into()),
+        ),
+        // The budget file holds it; the runtime reads it from there and
+        // uses this only where that file cannot be read.
+        ("FTAIL_MAX_SIZE", Some(max_bytes.to_string().into())),
+        ("FTAIL_RING", o.ring.map(|n| n.to_string().into())),
+        (
+            "FTAIL_SNAPSHOT_SIGNAL",
+            o.snapshot_signal.map(|n| n.to_string().into()),
         ),
         // Not an option (yet): always the runtime's default.
         ("FTAIL_STACK_ENTRIES", None),
@@ -239,6 +457,20 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         .dir
         .canonicalize()
         .with_context(|| format!("{}", o.dir.display()))?;
+    let budget = free_space(&dir).and_then(|free| {
+        let max = o.max_size.bytes(free).max(MIN_MAX_SIZE);
+        write_budget(&dir, max, free)?;
+        Ok(max)
+    });
+    let max_bytes = match budget {
+        Ok(m) => m,
+        Err(e) => {
+            if created {
+                let _ = std::fs::remove_dir(&dir);
+            }
+            return Err(e);
+        }
+    };
     let mut preload = runtime.into_os_string();
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
@@ -246,7 +478,7 @@ pub fn run(o: RecordOptions) -> Result<i32> {
     }
     let mut cmd = Command::new(program);
     cmd.args(args).env("LD_PRELOAD", preload);
-    for (name, value) in runtime_env(&o, &dir) {
+    for (name, value) in runtime_env(&o, &dir, max_bytes) {
         match value {
             Some(v) => cmd.env(name, v),
             None => cmd.env_remove(name),
@@ -257,6 +489,7 @@ pub fn run(o: RecordOptions) -> Result<i32> {
     let err = crate::watch::exec(&mut cmd, &|| summary(&shown, &program_path));
     // Nothing ran: leave no empty trace directory behind.
     if created {
+        let _ = std::fs::remove_file(dir.join(ftail_abi::trace::BUDGET_FILE));
         let _ = std::fs::remove_dir(&dir);
     }
     Err(err).with_context(|| format!("running {}", program.to_string_lossy()))
@@ -441,6 +674,20 @@ mod tests {
             lines[11].starts_with("ftail: 2 more threads: 10 events lost: "),
             "{lines:#?}"
         );
+    }
+
+    #[test]
+    fn max_sizes_parse_as_bytes_or_shares() {
+        use super::{parse_max_size, MaxSize};
+        assert_eq!(parse_max_size("500M"), Ok(MaxSize::Bytes(500 << 20)));
+        assert_eq!(parse_max_size("2GiB"), Ok(MaxSize::Bytes(2 << 30)));
+        assert_eq!(parse_max_size("1t"), Ok(MaxSize::Bytes(1 << 40)));
+        assert_eq!(parse_max_size("1048576"), Ok(MaxSize::Bytes(1 << 20)));
+        assert_eq!(parse_max_size("25%"), Ok(MaxSize::Percent(25)));
+        assert_eq!(MaxSize::Percent(25).bytes(1000), 250);
+        for bad in ["", "1K", "0%", "101%", "1.5G", "G", "5X", "99999999999T"] {
+            assert!(parse_max_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

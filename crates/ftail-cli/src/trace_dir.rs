@@ -4,7 +4,8 @@
 //! Only what is recognisably a trace is ever removed or renamed: a
 //! directory holding at least one `KEY.info` file and nothing but the
 //! files the runtime writes (`KEY.info`, `KEY.modules`, `KEY.status`,
-//! `KEY-TID.events`, where `KEY` is a pid, or `PID~N` after an exec, and
+//! `KEY-TID.events`, the trace's `budget`, and snapshot directories
+//! `snapshot-N` holding such files, where `KEY` is a pid, or `PID~N` after an exec, and
 //! `TID` a thread id, or `TID~N` when one came back), owned by the user
 //! running ftail and reached without a symbolic link. Anything else in the
 //! way is an error that names it.
@@ -32,6 +33,9 @@ enum Found {
 /// Whether `name` is one of the files the runtime writes into a trace
 /// directory.
 fn is_trace_file(name: &str) -> bool {
+    if name == ftail_abi::trace::BUDGET_FILE {
+        return true;
+    }
     let key_ok = |key: &str| {
         let (pid, exec) = key.split_once('~').unwrap_or((key, "0"));
         is_number(pid) && is_number(exec)
@@ -46,6 +50,11 @@ fn is_trace_file(name: &str) -> bool {
         .or_else(|| name.strip_suffix(".modules"))
         .or_else(|| name.strip_suffix(".status"))
         .is_some_and(key_ok)
+}
+
+/// Whether `name` is a snapshot's directory, `snapshot-N`.
+fn is_snapshot_dir(name: &str) -> bool {
+    name.strip_prefix("snapshot-").is_some_and(is_number)
 }
 
 fn is_number(s: &str) -> bool {
@@ -87,6 +96,16 @@ fn examine(path: &Path) -> Result<Found> {
         let name = entry.file_name();
         let text = name.to_string_lossy();
         let regular = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_snapshot_dir(&text) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            // `ftail ctl PID snapshot`: trace files only, checked alike.
+            match examine(&entry.path())? {
+                Found::Trace(_) | Found::Empty => {
+                    files.push(name);
+                    continue;
+                }
+                Found::Missing => {}
+            }
+        }
         if !regular || !is_trace_file(&text) {
             bail!(
                 "{} exists and does not look like a trace directory (it holds {text:?}); \
@@ -94,7 +113,8 @@ fn examine(path: &Path) -> Result<Found> {
                 path.display()
             );
         }
-        info |= text.ends_with(".info");
+        // A run that recorded nothing leaves its budget file alone.
+        info |= text.ends_with(".info") || text == ftail_abi::trace::BUDGET_FILE;
         files.push(name);
     }
     if files.is_empty() {
@@ -115,6 +135,10 @@ fn remove(path: &Path, found: Found) -> Result<()> {
     if let Found::Trace(files) = found {
         for f in files {
             let file = path.join(&f);
+            if is_snapshot_dir(&f.to_string_lossy()) {
+                remove(&file, examine(&file)?)?;
+                continue;
+            }
             std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
         }
     }
@@ -192,6 +216,7 @@ mod tests {
             "4242~1-4242.events",
             "4242.status",
             "4242-4243~2.events",
+            "budget",
         ] {
             assert!(is_trace_file(name), "{name}");
         }

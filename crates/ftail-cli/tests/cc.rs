@@ -279,36 +279,53 @@ fn sites_reports_damage_precisely() {
     let exe = built_shapes(dir.path());
     let data = std::fs::read(&exe).unwrap();
 
-    // A site whose nop was overwritten is a mismatch (exit 1), not a crash.
-    let mut broken = data.clone();
-    let nop = broken
-        .windows(6)
-        .position(|w| w == [0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3])
-        .expect("an exit site");
-    broken[nop] = 0x90;
-    let path = dir.path().join("broken-site");
-    std::fs::write(&path, &broken).unwrap();
-    let out = run(Command::new(ftail()).args(["sites", "-q"]).arg(&path));
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("mismatch:") && text.contains("not the 5-byte nop"),
-        "{text}"
-    );
+    // A site whose bytes were overwritten is a mismatch (exit 1), not a
+    // crash: an entry's nop, an exit's int3 padding.
+    for (pattern, at, why) in [
+        (&[0x0f, 0x1f, 0x44, 0x00, 0x00][..], 0, "not the 5-byte nop"),
+        (
+            &[0xc3, 0xcc, 0xcc, 0xcc, 0xcc][..],
+            2,
+            "not padded with int3",
+        ),
+    ] {
+        let mut broken = data.clone();
+        let site = broken
+            .windows(5)
+            .position(|w| w == pattern)
+            .expect("a site");
+        broken[site + at] = 0x90;
+        let path = dir.path().join("broken-site");
+        std::fs::write(&path, &broken).unwrap();
+        let out = run(Command::new(ftail()).args(["sites", "-q"]).arg(&path));
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("mismatch:") && text.contains(why), "{text}");
+    }
 
     // A table of an unknown version is refused with its address.
-    let mut versioned = data.clone();
-    let desc = note_desc_offset(&versioned);
-    versioned[desc..desc + 4].copy_from_slice(&99u32.to_le_bytes());
-    let path = dir.path().join("bad-version");
-    std::fs::write(&path, &versioned).unwrap();
-    let out = run(Command::new(ftail()).arg("sites").arg(&path));
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("table version 99, this ftail reads version 1"),
-        "{err}"
-    );
+    let desc = note_desc_offset(&data);
+    for (version, why) in [
+        (
+            99u32,
+            "site tables of version 99, from a newer ftail (this one reads version 2)",
+        ),
+        // Tables of the nop-before-ret layout: a clear refusal.
+        (
+            1,
+            "site tables of version 1, from an older ftail (this one reads version 2): \
+             rebuild the program with this ftail",
+        ),
+    ] {
+        let mut versioned = data.clone();
+        versioned[desc..desc + 4].copy_from_slice(&version.to_le_bytes());
+        let path = dir.path().join("bad-version");
+        std::fs::write(&path, &versioned).unwrap();
+        let out = run(Command::new(ftail()).arg("sites").arg(&path));
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{err}");
+    }
 
     // A function table pointing outside the file is named, not followed.
     let mut pointing = data.clone();

@@ -327,6 +327,11 @@ fn out_of_range_buffer_sizes_and_depths_are_refused() {
         ("--buffer-events", "4294967297"),
         ("--buffer-events", "15"),
         ("--buffer-events", "64Mi"),
+        ("--max-size", "1K"),
+        ("--max-size", "0%"),
+        ("--max-size", "101%"),
+        ("--max-size", "1.5G"),
+        ("--max-size", "99999999999T"),
         ("-D", "0"),
     ] {
         let out = run(Command::new(ftail())
@@ -369,6 +374,7 @@ fn the_program_gets_the_runtime_settings_of_the_command_line_only() {
     let stray = [
         ("FTAIL_STACK_ENTRIES", "1152921504606846976"),
         ("FTAIL_BUFFER_EVENTS", "1152921504606846976"),
+        ("FTAIL_MAX_SIZE", "1"),
         ("FTAIL_DEPTH", "1"),
         ("FTAIL_FILTER", "nothing"),
         ("FTAIL_OFF", "1"),
@@ -380,7 +386,7 @@ fn the_program_gets_the_runtime_settings_of_the_command_line_only() {
         .arg("record")
         .arg("-d")
         .arg(&trace)
-        .args(["--buffer-events", "1000", "--", "env"]));
+        .args(["--buffer-events", "1000", "--max-size", "3M", "--", "env"]));
     assert!(out.status.success(), "{}", stderr_of(&out));
     let env = String::from_utf8_lossy(&out.stdout);
     let mut runtime: Vec<&str> = env
@@ -395,6 +401,7 @@ fn the_program_gets_the_runtime_settings_of_the_command_line_only() {
             "FTAIL_CTL=0",
             "FTAIL_EXCLUDE=",
             "FTAIL_FILTER=",
+            "FTAIL_MAX_SIZE=3145728",
             "FTAIL_OFF=0",
             "FTAIL_TAIL=auto",
         ]

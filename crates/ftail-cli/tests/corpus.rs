@@ -120,12 +120,26 @@ fn traced(name: &str, variant: &str, dir: &std::path::Path, mode: &str) {
             }
         }
     }
-    // Bytes written: headers and events (the files are sparse beyond).
-    let bytes = threads * 80 + events * 16;
+    // Bytes written: headers and the records read (the files end at most
+    // a page or two beyond).
+    let listing = ftail_trace::reader::dir::TraceDir::open(&tdir).unwrap();
+    let records: u64 = listing
+        .images
+        .iter()
+        .flat_map(|i| &i.threads)
+        .filter_map(|t| {
+            let (_, mut e) = ftail_trace::reader::events::Events::open(&t.path).ok()?;
+            e.by_ref().for_each(drop);
+            Some(e.consumed())
+        })
+        .sum();
+    let bytes = threads * std::mem::size_of::<ftail_abi::trace::EventFileHeader>() as u64 + records;
     let line = format!(
         "{name} {variant} --tail={mode}: {} processes, {threads} threads, {events} events \
-         recorded, {lost} lost at the buffer limit, {bytes} bytes of events\n",
-        trace.processes.len()
+         recorded, {lost} lost at the buffer limit, {bytes} bytes of events ({:.2} per \
+         event)\n",
+        trace.processes.len(),
+        records as f64 / events.max(1) as f64
     );
     std::fs::write(tdir.with_extension("txt"), &line).unwrap();
     let _ = std::fs::remove_dir_all(&tdir);

@@ -202,7 +202,7 @@ fn a_full_disk_stops_the_recording_not_the_program() {
     // Exit 97 when the mount itself fails (no namespaces here).
     let script = format!(
         "mount -t tmpfs -o size=2m none {mnt} || exit 97; \
-         {ftail} record -d {mnt}/t -- {exe} 2000000 > {copy}.out 2> {copy}.err; \
+         {ftail} record -d {mnt}/t --max-size 1G -- {exe} 2000000 > {copy}.out 2> {copy}.err; \
          echo $? > {copy}.status; cp -a {mnt}/t {copy}",
         mnt = mnt.display(),
         ftail = ftail().display(),
@@ -313,7 +313,7 @@ fn huge_settings_are_clamped_and_arguments_cannot_forge_metadata() {
         p.info["version"],
         ftail_abi::trace::TRACE_VERSION.to_string()
     );
-    assert_eq!(p.info["buffer_events"], (1u64 << 32).to_string());
+    assert_eq!(p.info["buffer_events"], (1u64 << 36).to_string());
     assert_eq!(p.info["stack_entries"], (1u64 << 20).to_string());
     assert_eq!(p.args()[1], "1000\nversion=999");
     assert_eq!(p.threads[0].balance().entries, 1000 + 2, "leaf, nest, main");
@@ -360,6 +360,41 @@ fn a_module_with_damaged_tables_is_left_untraced() {
     assert!(p.threads.iter().all(|th| th.events.is_empty()));
     let (ok, text) = sites(&exe);
     assert!(!ok, "ftail sites accepts the damaged file: {text}");
+}
+
+/// Issue 11: a program built by an older ftail (site tables of version 1,
+/// nops before every `ret`) runs untraced, and the trace says why and
+/// what to do, instead of patching sites of another layout.
+#[test]
+fn issue_11_old_site_tables_are_refused_clearly() {
+    use object::{Object, ObjectSection};
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], "manycalls.c", "manycalls");
+    let mut data = std::fs::read(&exe).unwrap();
+    let (offset, _) = {
+        let file = object::File::parse(&*data).unwrap();
+        let note = file.section_by_name(ftail_abi::NOTE_SECTION).unwrap();
+        note.file_range().unwrap()
+    };
+    // namesz, descsz, type, "ftail\0" padded to 8; then the version.
+    let at = offset as usize + 12 + 8;
+    data[at..at + 4].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&exe, data).unwrap();
+    let plain = run(Command::new(&exe).arg("100"));
+    let (out, t) = record(dir.path(), "old", &exe, &["100"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, plain.stdout);
+    let p = &t.processes[0];
+    assert_eq!(p.skipped_modules.len(), 1, "{:?}", p.skipped_modules);
+    let (_, why, _) = &p.skipped_modules[0];
+    assert!(
+        why.contains("site tables are of version 1, from an older ftail")
+            && why.contains("build it again with this ftail"),
+        "{why}"
+    );
+    assert!(p.threads.iter().all(|th| th.events.is_empty()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("from an older ftail"), "{stderr}");
 }
 
 /// A library loaded and unloaded 600 times is traced every time: each

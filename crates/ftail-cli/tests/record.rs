@@ -574,6 +574,280 @@ fn a_full_buffer_loses_events_but_stays_balanced() {
     }
 }
 
+/// Issue 11: a thread kept only its first 4 Mi events; now its buffer
+/// grows as it writes, and its file is cut after its last event when the
+/// process exits (no room allocated ahead is left behind).
+#[test]
+fn issue_11_a_thread_keeps_every_event_past_the_old_limit() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("manycalls.c")],
+        "manycalls",
+    );
+    let calls = 3_000_000u64;
+    let (out, t) = record(dir.path(), &exe, &[&calls.to_string()], &[]);
+    assert_eq!(out.stdout, untraced(&exe, &[&calls.to_string()]).stdout);
+    assert_balanced(&t);
+    let th = &t.processes[0].threads[0];
+    assert_eq!((th.lost, th.stopped), (0, 0));
+    // leaf per call, nest (its recursion a loop at -O2), main: each
+    // entered and left.
+    let events = th.events.len() as u64;
+    assert!(events >= 2 * (calls + 2), "{events} events");
+    let file = std::fs::read_dir(dir.path().join("trace"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "events"))
+        .unwrap();
+    let len = std::fs::metadata(&file).unwrap().len();
+    let (_, mut stream) = ftail_trace::reader::events::Events::open(&file).unwrap();
+    assert_eq!(stream.by_ref().count() as u64, events);
+    let used = std::mem::size_of::<ftail_abi::trace::EventFileHeader>() as u64 + stream.consumed();
+    assert!(
+        len >= used && len < used + 4096,
+        "file of {len} bytes for {used} bytes of header and events"
+    );
+    // Compact records: an 8-byte entry and a 4-byte exit per call.
+    assert!(
+        stream.consumed() * 10 <= events * 61,
+        "{} bytes for {events} events",
+        stream.consumed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("lost"), "{stderr}");
+}
+
+/// Issue 11: `--max-size` bounds the whole trace, every process of it
+/// together (four children and their parent write at once), and the
+/// summary says what was lost and why; every thread stays balanced.
+#[test]
+fn issue_11_max_size_holds_across_processes() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("forkcalls.c")],
+        "forkcalls",
+    );
+    let max = 8u64 << 20;
+    let (out, t) = record(dir.path(), &exe, &["4", "1000000"], &["--max-size", "8M"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(t.processes.len(), 5);
+    assert_balanced(&t);
+    let bytes: u64 = std::fs::read_dir(dir.path().join("trace"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "events"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    // The reserve that closes open frames may go past the maximum: a page
+    // per process at most here.
+    assert!(bytes <= max + 5 * 4096, "{bytes} bytes of event files");
+    let recorded: u64 = t
+        .processes
+        .iter()
+        .flat_map(|p| &p.threads)
+        .map(|th| th.events.len() as u64)
+        .sum();
+    assert!(recorded * 16 > max / 2, "only {recorded} events recorded");
+    let stopped = t
+        .processes
+        .iter()
+        .flat_map(|p| &p.threads)
+        .filter(|th| th.stopped == ftail_abi::trace::STOPPED_MAX_SIZE && th.lost > 0)
+        .count();
+    assert!(stopped >= 1, "no thread stopped at the maximum size");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("events lost: the trace reached its maximum size of 8.0 MiB (--max-size"),
+        "{stderr}"
+    );
+    let info = run_ok(
+        Command::new(ftail())
+            .args(["info", "-d"])
+            .arg(dir.path().join("trace")),
+    );
+    assert!(
+        info.contains("# maximum size: 8.0 MiB (--max-size)"),
+        "{info}"
+    );
+    assert!(
+        info.contains("the trace reached its maximum size"),
+        "{info}"
+    );
+}
+
+/// The replay lines of a trace directory, without its header lines.
+fn replay_lines(tdir: &Path) -> Vec<String> {
+    let text = run_ok(
+        Command::new(ftail())
+            .args(["replay", "--no-pager", "-d"])
+            .arg(tdir),
+    );
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split("| ").nth(1).unwrap_or("").to_string())
+        .collect()
+}
+
+/// Issue 11: `--ring` keeps each thread's latest events in a ring that
+/// is its event file; a replay shows the functions that were running
+/// when the window began as open at its start, and every thread stays
+/// balanced (in every tail mode).
+#[test]
+fn issue_11_a_ring_keeps_the_latest_events() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("crash.c")], "crash");
+    for mode in MODES {
+        let (out, t) = record(
+            dir.path(),
+            &exe,
+            &["100000"],
+            &["--tail", mode, "--ring", "64K"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_balanced(&t);
+        let th = &t.processes[0].threads[0];
+        let b = th.balance();
+        // 64 KiB of 16-byte events, and the frames open at its start.
+        assert_eq!(
+            b.entries + b.exits + b.unwound + b.tail_exits,
+            4096,
+            "{b:?}"
+        );
+        assert_eq!(b.earlier, 2, "main and nest: {b:?}");
+        let lines = replay_lines(&dir.path().join("trace"));
+        assert_eq!(lines[0], "main() { /* began before the window */", "{mode}");
+        assert_eq!(
+            lines[1], "  nest() { /* began before the window */",
+            "{mode}"
+        );
+        assert!(
+            lines.iter().any(|l| l.trim().starts_with("fail()")),
+            "{mode}: no fail()"
+        );
+        assert_eq!(lines.last().unwrap().trim(), "} /* main */");
+        let file = std::fs::read_dir(dir.path().join("trace"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "events"))
+            .unwrap();
+        // Header, ring and trace stack: the file does not grow.
+        assert!(std::fs::metadata(&file).unwrap().len() < 2 << 20);
+    }
+}
+
+/// Issue 11: a program that crashes (a fault, `abort`) under `--ring`
+/// dies of its signal as it would untraced (the signal is handed on,
+/// never swallowed), and its ring shows where it was: every function
+/// open at the crash, named, the outer ones begun before the window. A
+/// SIGKILL keeps the ring too.
+#[test]
+fn issue_11_a_crash_keeps_the_ring_and_its_signal() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], &[fixture("crash.c")], "crash");
+    for (how, sig) in [("abort", 6), ("segv", 11), ("kill", 9)] {
+        let plain = untraced(&exe, &["100000", how]);
+        assert_eq!(plain.status.signal(), Some(sig), "{how} untraced");
+        let (out, t) = record(dir.path(), &exe, &["100000", how], &["--ring", "64K"]);
+        assert_eq!(out.status.signal(), Some(sig), "{how}: {out:?}");
+        assert_eq!(out.stdout, plain.stdout);
+        let th = &t.processes[0].threads[0];
+        assert!(th.damage.is_none(), "{:?}", th.damage);
+        let lines = replay_lines(&dir.path().join("trace"));
+        assert_eq!(lines.last().unwrap().trim(), "fail() {", "{how}");
+        if how != "kill" {
+            // The crash noted how deep the stack was: all of it is named.
+            assert_eq!(lines[0], "main() { /* began before the window */", "{how}");
+            assert_eq!(lines[1], "  nest() { /* began before the window */");
+            assert_eq!(th.balance().open_at_end, 3, "{how}");
+        }
+    }
+}
+
+/// Issue 11: `ftail ctl PID snapshot` and `--snapshot-signal` copy the
+/// rings as they are into DIR/snapshot-N, each a trace of its own, while
+/// the program runs on; recording again keeps the whole directory as
+/// `.old`.
+#[test]
+fn issue_11_snapshots_of_a_running_ring() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("ctlwait.c")],
+        "ctlwait",
+    );
+    let tdir = dir.path().join("trace");
+    let mut child = Command::new(ftail())
+        .args([
+            "record",
+            "--ctl",
+            "--ring",
+            "64K",
+            "--snapshot-signal",
+            "USR2",
+            "-d",
+        ])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pid = lines.next().unwrap().unwrap();
+    let mut round = |n: u32| {
+        writeln!(stdin, "{n}").unwrap();
+        assert_eq!(lines.next().unwrap().unwrap(), format!("done {n}"));
+    };
+    round(1);
+    let mut answer = String::new();
+    for _ in 0..100 {
+        let out = run(Command::new(ftail()).args(["ctl", &pid, "snapshot"]));
+        if out.status.success() {
+            answer = String::from_utf8_lossy(&out.stdout).into_owned();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(answer.trim(), "snapshot=snapshot-1 threads=1");
+    round(2);
+    run_ok(Command::new("kill").args(["-USR2", &pid]));
+    round(3);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let calls = |d: &Path| {
+        replay_lines(d)
+            .iter()
+            .filter(|l| l.trim_start().starts_with("round_of_calls"))
+            .count()
+    };
+    assert_eq!(calls(&tdir.join("snapshot-1")), 1);
+    assert_eq!(calls(&tdir.join("snapshot-2")), 2);
+    assert_eq!(calls(&tdir), 3);
+    for snap in ["snapshot-1", "snapshot-2"] {
+        let t = trace::open(&tdir.join(snap)).unwrap();
+        let th = &t.processes[0].threads[0];
+        // Taken while main ran: main stays open at the snapshot's end.
+        assert_eq!(th.balance().open_at_end, 1, "{snap}");
+    }
+    // A new recording keeps this one, snapshots included, as trace.old.
+    let other = build(dir.path(), "gcc", &["-O2"], &[fixture("crash.c")], "crash");
+    let (out, _) = record(dir.path(), &other, &["10"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(calls(&dir.path().join("trace.old/snapshot-2")), 2);
+}
+
 /// gdb unwinds through a trampoline with the unwind info the runtime's
 /// assembly carries: a backtrace taken in the entry slow path reaches the
 /// traced function's caller. (`--tail=mark`: convert thunks have no unwind

@@ -404,7 +404,7 @@ impl<'p, 'a> Rewriter<'p, 'a> {
             let local_label =
                 |t: &str| t.starts_with(".L") || t.starts_with(|c: char| c.is_ascii_digit());
             let placed = match fl {
-                Flow::Ret => Some(self.nop_site(SiteKind::Exit, NO_REG, cold_flag, None)),
+                Flow::Ret => Some(self.exit_site(insn, cold_flag)),
                 Flow::JmpDirect { target, .. } if internal(target) => None,
                 Flow::JmpDirect { target, operand } => {
                     let (kind, reg) = if is_return_thunk(target) {
@@ -428,8 +428,7 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                     } else {
                         (SiteKind::TailDirect, NO_REG)
                     };
-                    let stmt = format!("\tjmp.d32\t{operand}");
-                    Some(self.nop_site(kind, reg, cold_flag, Some(stmt)))
+                    Some(self.jump_site(kind, reg, cold_flag, operand))
                 }
                 Flow::JmpIndirect { operand } => {
                     if self.jump_is_local(i, computed_goto) {
@@ -588,7 +587,39 @@ impl<'p, 'a> Rewriter<'p, 'a> {
         (edit, site(&l, SiteKind::LocalIndirect, NO_REG, flags))
     }
 
-    /// `jCC f` becomes `jNCC skip; site: nop5; jmp.d32 f; int3; skip:`.
+    /// An exit site: the `ret` itself, labelled, followed by `int3`
+    /// padding up to 5 bytes (never executed; the runtime writes a `jmp`
+    /// over the whole when the function is traced).
+    fn exit_site(&mut self, insn: &crate::parse::Insn<'_>, flags: u8) -> (Edit, SiteOut) {
+        let l = self.label();
+        // `ret` is c3, `ret $n` c2 iw; each prefix (`rep`, `bnd`) a byte.
+        let len = insn.prefixes.len() + if insn.operands.is_empty() { 1 } else { 3 };
+        let pad = vec!["0xcc"; 5usize.saturating_sub(len)].join(", ");
+        let edit = Edit {
+            before_stmt: vec![format!("{l}:")],
+            after: if pad.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!("\t.byte\t{pad}")]
+            },
+            ..Edit::default()
+        };
+        (edit, site(&l, SiteKind::Exit, NO_REG, flags))
+    }
+
+    /// A direct jump out of the function that is its own site: `site:
+    /// jmp.d32 f` (rel32 always, so that the runtime can retarget it).
+    fn jump_site(&mut self, kind: SiteKind, reg: u8, flags: u8, operand: &str) -> (Edit, SiteOut) {
+        let l = self.label();
+        let edit = Edit {
+            before_stmt: vec![format!("{l}:")],
+            stmt: Some(format!("\tjmp.d32\t{operand}")),
+            ..Edit::default()
+        };
+        (edit, site(&l, kind, reg, flags))
+    }
+
+    /// `jCC f` becomes `jNCC skip; site: jmp.d32 f; int3; skip:`.
     fn conditional_site(
         &mut self,
         cc: &str,
@@ -600,7 +631,7 @@ impl<'p, 'a> Rewriter<'p, 'a> {
         let l = self.label();
         let skip = self.label();
         let inv = inverse_cc(cc).unwrap_or("mp");
-        let stmt = format!("\tj{inv}\t{skip}\n{l}:\n{NOP5}\n\tjmp.d32\t{operand}\n\tint3\n{skip}:");
+        let stmt = format!("\tj{inv}\t{skip}\n{l}:\n\tjmp.d32\t{operand}\n\tint3\n{skip}:");
         let edit = Edit {
             stmt: Some(stmt),
             ..Edit::default()

@@ -2,6 +2,15 @@
 //! directory, so that what a thread recorded survives `_exit`, `exec`, a
 //! crash or SIGKILL.
 //!
+//! A thread's file grows as it writes: its mapping reserves the address
+//! space the file may grow into (up to the trace's maximum size, less
+//! when the process has not that much left), and the file is made longer
+//! a step at a time, each step's bytes taken from the trace's budget
+//! (`budget.rs`) first; the pages are allocated ahead of the writer a
+//! chunk at a time. A thread stops recording, and says why in its file's
+//! header, when the budget is spent (`--max-size`), its `--buffer-events`
+//! is reached, its reserved address space is, or the filesystem is full.
+//!
 //! Set up on a thread's first event, possibly inside a signal handler, so
 //! this uses only async-signal-safe system calls and no allocation: the
 //! path is built in a stack buffer.
@@ -9,12 +18,21 @@
 use std::sync::atomic::Ordering;
 
 use ftail_abi::trace::{
-    EventFileHeader, EventKind, EVENTS_MAGIC, EVENTS_SUFFIX, STOPPED_DISK_FULL, TRACE_VERSION,
+    EventFileHeader, EventKind, EVENTS_MAGIC, EVENTS_SUFFIX, FORMAT_COMPACT, FORMAT_WIDE,
+    STOPPED_ADDRESS_SPACE, STOPPED_BUFFER_FULL, STOPPED_DISK_FULL, STOPPED_FILE_ERROR,
+    STOPPED_MAX_SIZE, TRACE_VERSION,
 };
 
 use crate::state::{StackEntry, ThreadState};
 
 const HEADER: u64 = std::mem::size_of::<EventFileHeader>() as u64;
+const PAGE: u64 = 4096;
+
+/// The most address space one thread's file may reserve (256 GiB).
+const MAX_MAP: u64 = 1 << 38;
+/// The least: when even this much cannot be reserved, the thread
+/// records nothing.
+const MIN_MAP: u64 = 1 << 20;
 
 /// Maps a new event file for the calling thread; false on any failure (the
 /// thread then records nothing).
@@ -24,64 +42,191 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     };
     // SAFETY: getpid/gettid have no preconditions.
     let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid) as i32) };
-    let fd = match create_event_file(tid as u32) {
-        Ok(fd) => fd,
+    // The parent's file, inherited by a forked child, is not this
+    // thread's to write; it goes once the child's own is made (a ring's
+    // file holds the trace stack, which the child's file takes over).
+    let inherited = (st.file_base, st.map_len);
+    st.file_base = 0;
+    let drop_inherited = |st: &mut ThreadState| {
+        if inherited.0 == 0 {
+            return;
+        }
+        if st.stack >= inherited.0 && st.stack < inherited.0 + inherited.1 {
+            st.stack = 0;
+        }
+        // SAFETY: the mapping setup_thread made in the parent, copied
+        // into this process; nothing writes it (status was reset) and
+        // the trace stack is no longer in it.
+        unsafe { libc::munmap(inherited.0 as *mut libc::c_void, inherited.1 as usize) };
+    };
+    let (fd, n) = match create_event_file(tid as u32) {
+        Ok(v) => v,
         Err(errno) => {
+            drop_inherited(st);
             crate::status::thread_failed(tid as u32, errno);
             return false;
         }
     };
-    let size = file_size(cfg);
     let reserve = cfg.stack_entries * 16;
-    // SAFETY: fd is a regular file we own; the mapping covers it exactly.
-    let base = unsafe {
-        let ok = libc::ftruncate(fd, size as libc::off_t) == 0;
-        let p = if ok {
+    // The buffer proper may grow to `cap` bytes of file; its mapping
+    // also holds the reserve that closes open frames when it stops. A
+    // ring is all file from the start, taken from the budget whole.
+    // `--buffer-events`: 16 bytes an event in a ring, 8 (an entry's size,
+    // twice a close's) in the compact format.
+    let by_events = HEADER + cfg.buffer_events * if cfg.ring != 0 { 16 } else { 8 };
+    let cap = if cfg.ring != 0 {
+        HEADER + cfg.ring
+    } else {
+        by_events
+            .min(crate::budget::max().saturating_add(HEADER))
+            .min(MAX_MAP)
+    };
+    // (A ring's file also keeps the trace stack, after the ring.)
+    let wanted = (cap + reserve).div_ceil(PAGE) * PAGE;
+    // The first step of the file: the header's page and a first chunk.
+    let mut first = if cfg.ring != 0 {
+        crate::budget::force(wanted);
+        wanted
+    } else {
+        crate::budget::take(PAGE + FIRST_CHUNK)
+    };
+    if first == 0 {
+        // The trace is already at its maximum size: the header's page
+        // anyway, so that the thread's losses are counted.
+        crate::budget::force(PAGE);
+        first = PAGE;
+    }
+    let fail = |errno: i32, taken: u64| {
+        crate::budget::give_back(taken);
+        // SAFETY: fd is the file just created, ours to close.
+        unsafe { libc::close(fd) };
+        crate::status::thread_failed(tid as u32, errno);
+        false
+    };
+    let fail = |st: &mut ThreadState, errno: i32, taken: u64| {
+        drop_inherited(st);
+        fail(errno, taken)
+    };
+    let ino = match crate::files::stat(fd) {
+        Ok(s) => s.st_ino,
+        Err(errno) => return fail(st, errno, first),
+    };
+    // SAFETY: fd is a regular file we own.
+    if unsafe { libc::ftruncate(fd, first as libc::off_t) } != 0 {
+        return fail(st, crate::files::errno(), first);
+    }
+    // Reserve the address space the file may grow into; a process short
+    // of it (many threads, a ulimit) gets less.
+    let mut map_len = wanted;
+    let base = loop {
+        // SAFETY: a shared mapping of a file we own; the part past its
+        // end is only touched once the file has grown over it.
+        let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                size as usize,
+                map_len as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
                 fd,
                 0,
             )
-        } else {
-            libc::MAP_FAILED
         };
-        let errno = crate::files::errno();
-        libc::close(fd);
-        if p == libc::MAP_FAILED {
-            crate::status::thread_failed(tid as u32, errno);
-            return false;
+        if p != libc::MAP_FAILED {
+            break p;
         }
-        p
+        let errno = crate::files::errno();
+        if map_len <= MIN_MAP + reserve || cfg.ring != 0 {
+            return fail(st, errno, first);
+        }
+        map_len = (map_len / 2).max(MIN_MAP + reserve).div_ceil(PAGE) * PAGE;
     };
+    // SAFETY: closing the descriptor created above; the mapping keeps the
+    // file.
+    unsafe { libc::close(fd) };
     let mut name = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes.
     unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+    let limit = if cfg.ring != 0 {
+        cap
+    } else {
+        (cap.min(map_len - reserve) - HEADER) / 16 * 16 + HEADER
+    };
     let header = EventFileHeader {
         magic: EVENTS_MAGIC,
         version: TRACE_VERSION,
         header_size: HEADER as u32,
         pid: pid as u32,
         tid: tid as u32,
-        capacity: cfg.buffer_events,
+        capacity: limit - HEADER,
         lost: 0,
         name,
         stopped: 0,
-        reserved: [0; 2],
+        ring: cfg.ring,
+        laps: 0,
+        open_at_end: 0,
+        format: if cfg.ring != 0 {
+            FORMAT_WIDE
+        } else {
+            FORMAT_COMPACT
+        },
     };
     // The header's page is allocated first: on a full filesystem, touching
     // it would raise SIGBUS in the program.
-    if let Err(errno) = populate(base as u64, 4096) {
+    // A ring's whole file is allocated at once: it stays in the cache,
+    // and its trace stack is written from the trampolines.
+    let now = if cfg.ring != 0 { map_len } else { PAGE };
+    if let Err(errno) = populate(base as u64, now) {
         // SAFETY: unmapping the mapping just made.
-        unsafe { libc::munmap(base, size as usize) };
+        unsafe { libc::munmap(base, map_len as usize) };
+        crate::budget::give_back(first);
+        drop_inherited(st);
         crate::status::thread_failed(tid as u32, errno);
         return false;
     }
     // SAFETY: the mapping is at least HEADER bytes and page-aligned.
     unsafe { std::ptr::write(base.cast::<EventFileHeader>(), header) };
     let base = base as u64;
+    st.file_base = base;
+    st.map_len = map_len;
+    st.file_len = first;
+    st.file_id = u64::from(tid as u32) | (n << 32);
+    st.file_ino = ino;
+    st.limit_why = if map_len < wanted || cap == MAX_MAP && cap < by_events {
+        STOPPED_ADDRESS_SPACE
+    } else if cap == by_events {
+        STOPPED_BUFFER_FULL
+    } else {
+        STOPPED_MAX_SIZE
+    };
+    if cfg.ring != 0 {
+        // The trace stack moves into the file (a forked child's frames
+        // come along).
+        let in_file = base + limit;
+        if st.stack != 0 {
+            let n = st.depth.min(cfg.stack_entries) as usize;
+            // SAFETY: both arrays hold at least n entries; they do not
+            // overlap (the file's was just mapped).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    st.stack as *const StackEntry,
+                    in_file as *mut StackEntry,
+                    n,
+                )
+            };
+            if !(st.stack >= inherited.0 && st.stack < inherited.0 + inherited.1) {
+                // SAFETY: the anonymous stack map_stack made earlier.
+                unsafe {
+                    libc::munmap(
+                        st.stack as *mut libc::c_void,
+                        st.stack_cap as usize * std::mem::size_of::<StackEntry>(),
+                    )
+                };
+            }
+        }
+        st.stack = in_file;
+        st.stack_cap = cfg.stack_entries;
+    }
+    drop_inherited(st);
     if st.stack == 0 && !map_stack(st, cfg.stack_entries) {
         return false;
     }
@@ -96,54 +241,141 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     }
     st.cursor = base + HEADER;
     st.end = base + HEADER;
-    st.limit = base + size - reserve;
-    st.reserve_end = base + size;
+    st.limit = base + limit;
+    st.reserve_end = base + map_len;
     st.lost = base + std::mem::offset_of!(EventFileHeader, lost) as u64;
-    extend(st);
+    st.ring = cfg.ring;
+    st.compact = u64::from(cfg.ring == 0);
+    st.base = crate::state::NO_BASE;
+    if st.ring != 0 {
+        st.end = base + limit;
+        crate::snapshot::register(st);
+    } else {
+        extend(st);
+    }
     replay_open_frames(st);
     crate::thread_exit::watch();
     crate::status::thread_recorded();
     true
 }
 
+/// The name of event file `KEY-TID.events`, or `KEY-TID~N.events`.
+pub(crate) fn event_file_name(tid: u32, n: u64) -> crate::files::NameBuf {
+    let mut name = crate::files::key_name(b"-");
+    name.push_num(u64::from(tid));
+    if n > 0 {
+        name.push(b"~").push_num(n);
+    }
+    name.push(EVENTS_SUFFIX.as_bytes());
+    name
+}
+
 /// Creates `KEY-TID.events` (`KEY-TID~N.events` when a thread of the same
-/// id recorded before: thread ids come back); Err(errno) on failure.
-fn create_event_file(tid: u32) -> Result<i32, i32> {
+/// id recorded before: thread ids come back); its descriptor and N, or
+/// Err(errno) on failure.
+fn create_event_file(tid: u32) -> Result<(i32, u64), i32> {
     let mut last = libc::EEXIST;
     for n in 0..100 {
-        let mut name = crate::files::key_name(b"-");
-        name.push_num(u64::from(tid));
-        if n > 0 {
-            name.push(b"~").push_num(n);
-        }
-        name.push(EVENTS_SUFFIX.as_bytes());
-        match crate::files::create(&mut name) {
+        match crate::files::create(&mut event_file_name(tid, n)) {
             Err(libc::EEXIST) => continue,
             Err(e) => {
                 last = e;
                 break;
             }
-            Ok(fd) => return Ok(fd),
+            Ok(fd) => return Ok((fd, n)),
         }
     }
     Err(last)
 }
 
-/// Smallest and largest step of [`extend`].
+/// Makes the thread's event file `len` bytes long (longer or shorter),
+/// through a descriptor opened for the purpose (the runtime keeps none
+/// the program could close or inherit) and checked to be the same file.
+/// Err(errno) on failure. Async-signal-safe.
+fn set_file_len(st: &ThreadState, len: u64) -> Result<(), i32> {
+    let mut name = event_file_name(st.file_id as u32, st.file_id >> 32);
+    let (fd, meta) = crate::files::open_rw(&mut name)?;
+    let r = if meta.st_ino != st.file_ino {
+        Err(libc::ESTALE)
+    // SAFETY: a regular file we opened and own.
+    } else if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
+        Err(crate::files::errno())
+    } else {
+        Ok(())
+    };
+    crate::files::close(fd);
+    r
+}
+
+/// Makes the file long enough for the buffer to reach `to` (an address in
+/// its mapping), in steps that grow with what the thread has written (64
+/// KiB at first, 32 MiB at most), each taken from the trace's budget;
+/// with `force`, takes exactly what is missing whatever the budget says
+/// (the reserve). Where the file ends afterwards; on failure the thread
+/// stops recording, with the reason in its header.
+fn grow_file(st: &mut ThreadState, to: u64, force: bool) -> u64 {
+    let file_end = st.file_base + st.file_len;
+    if to <= file_end {
+        return file_end;
+    }
+    let missing = (to - file_end).div_ceil(PAGE) * PAGE;
+    let grant = if force {
+        crate::budget::force(missing);
+        missing
+    } else {
+        let step = st.file_len.clamp(FIRST_CHUNK, MAX_STEP);
+        let step = step.max(missing).min(st.map_len - st.file_len);
+        crate::budget::take(step)
+    };
+    if grant == 0 {
+        stop(st, STOPPED_MAX_SIZE);
+        crate::status::thread_max_size();
+        return file_end;
+    }
+    if let Err(errno) = set_file_len(st, st.file_len + grant) {
+        crate::budget::give_back(grant);
+        stop(st, STOPPED_FILE_ERROR | (errno as u64) << 8);
+        return file_end;
+    }
+    st.file_len += grant;
+    st.file_base + st.file_len
+}
+
+/// The thread stops recording: its buffer ends where it is mapped up to
+/// now, and its header says why.
+fn stop(st: &mut ThreadState, why: u64) {
+    st.limit = st.end;
+    set_stopped(st, why);
+}
+
+/// Smallest and largest step of [`extend`], and the largest step of the
+/// file's growth.
 const FIRST_CHUNK: u64 = 64 << 10;
 const MAX_CHUNK: u64 = 2 << 20;
+const MAX_STEP: u64 = 32 << 20;
 
 /// Makes the next part of the buffer usable: `end` moves forward by as
-/// much as is already used (64 KiB at first, 2 MiB at most), those pages
-/// allocated ahead ([`populate`]). False when the buffer is full or the
-/// filesystem has no room for more. Async-signal-safe.
+/// much as is already used (64 KiB at first, 2 MiB at most), the file
+/// made longer first where needed ([`grow_file`]), those pages allocated
+/// ahead ([`populate`]). False when the buffer is full, the trace's
+/// budget is spent or the filesystem has no room for more.
+/// Async-signal-safe.
 pub fn extend(st: &mut ThreadState) -> bool {
-    if st.end >= st.limit || st.lost == 0 {
+    if st.lost == 0 || st.ring != 0 {
         return false;
     }
-    let events = st.lost - std::mem::offset_of!(EventFileHeader, lost) as u64 + HEADER;
+    if st.end >= st.limit {
+        set_stopped(st, st.limit_why);
+        return false;
+    }
+    let events = st.file_base + HEADER;
     let chunk = (st.end - events).clamp(FIRST_CHUNK, MAX_CHUNK);
-    let new_end = (st.end + chunk).min(st.limit);
+    let mut new_end = (st.end + chunk).min(st.limit);
+    let file_end = grow_file(st, new_end, false);
+    if file_end <= st.end {
+        return false;
+    }
+    new_end = new_end.min(file_end);
     if populate(st.end, new_end - st.end).is_err() {
         // The filesystem is full: touching these pages would raise SIGBUS
         // in the program. The thread stops recording here, as if its
@@ -185,10 +417,19 @@ pub fn populate(from: u64, len: u64) -> Result<(), i32> {
     }
 }
 
+/// Room for the events that close a stopped thread's open frames, `len`
+/// bytes at `from` (its buffer's end, in the reserve): the file is made
+/// long enough whatever the budget says (a few bytes per open frame),
+/// then as much as can be written is ([`writable_room`]).
+pub fn closing_room(st: &mut ThreadState, from: u64, len: u64) -> u64 {
+    let file_end = grow_file(st, from + len, true);
+    writable_room(from, len.min(file_end.saturating_sub(from)))
+}
+
 /// The bytes at and after `from` (up to `len`) that can be written: all
 /// of them, or, on a full filesystem, those in pages that could still be
 /// allocated one by one.
-pub fn writable_room(from: u64, len: u64) -> u64 {
+fn writable_room(from: u64, len: u64) -> u64 {
     if populate(from, len).is_ok() {
         return len;
     }
@@ -197,6 +438,39 @@ pub fn writable_room(from: u64, len: u64) -> u64 {
         room += 4096;
     }
     room.min(len)
+}
+
+/// In a ring, a slot for one event: the next one, or, once the cursor
+/// has passed the ring's end, its first one, the cursor starting again
+/// after it (`laps` counted in the header). The cursor moves with
+/// single atomic instructions, so a signal handler's events that come in
+/// between take slots of their own, whichever of the two wrapped.
+pub fn ring_slot(st: &mut ThreadState) -> u64 {
+    use std::sync::atomic::AtomicU64;
+    let start = st.file_base + HEADER;
+    // SAFETY: `cursor` is this thread's, aligned, and only ever accessed
+    // by it and its signal handlers (single instructions, as in tramp.rs).
+    let cursor = unsafe { AtomicU64::from_ptr(&mut st.cursor) };
+    loop {
+        let c = cursor.load(Ordering::Relaxed);
+        if c + 16 <= st.end {
+            let slot = cursor.fetch_add(16, Ordering::Relaxed);
+            if slot + 16 <= st.end {
+                return slot;
+            }
+            continue;
+        }
+        if cursor
+            .compare_exchange(c, start + 16, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let laps = st.file_base + std::mem::offset_of!(EventFileHeader, laps) as u64;
+            // SAFETY: the header's `laps` word, in the mapping's first
+            // page, aligned; only this thread writes it.
+            unsafe { AtomicU64::from_ptr(laps as *mut u64).fetch_add(1, Ordering::Relaxed) };
+            return start;
+        }
+    }
 }
 
 /// Records in the event file's header why the thread stopped recording
@@ -217,28 +491,24 @@ pub fn set_stopped(st: &ThreadState, why: u64) {
     }
 }
 
-/// Bytes of an event file: the header, the buffer, then room to close
-/// every frame the trace stack can hold when the buffer fills up (see
-/// hooks::close_on_full). The file is sparse: unused room costs no disk.
-fn file_size(cfg: &crate::config::Config) -> u64 {
-    HEADER + (cfg.buffer_events + cfg.stack_entries) * 16
-}
-
 /// Releases the calling thread's buffers when it exits: frames still open
-/// are closed, then the event file and the stacks are unmapped (thousands
-/// of short-lived threads must not pile up mappings). Later events of the
-/// thread (from other libraries' TLS destructors) are not recorded.
+/// are closed, the event file is cut after its last event (the room
+/// allocated ahead goes back to the budget), then it and the stacks are
+/// unmapped (thousands of short-lived threads must not pile up mappings).
+/// Later events of the thread (from other libraries' TLS destructors) are
+/// not recorded.
 pub fn release(st: &mut ThreadState) {
     crate::hooks::close_all_open();
-    let header = std::mem::offset_of!(EventFileHeader, lost) as u64;
-    let base = st.lost - header;
-    let size = crate::CONFIG.get().map_or(0, file_size);
     st.status = crate::state::STATUS_OFF;
+    if st.ring != 0 {
+        crate::snapshot::unregister(st);
+    }
+    cut(st);
     // SAFETY: these are the mappings setup_thread made for this thread;
     // status OFF keeps the trampolines from touching them again.
     unsafe {
-        libc::munmap(base as *mut libc::c_void, size as usize);
-        if st.stack != 0 {
+        libc::munmap(st.file_base as *mut libc::c_void, st.map_len as usize);
+        if st.stack != 0 && st.ring == 0 {
             let bytes = st.stack_cap as usize * std::mem::size_of::<StackEntry>();
             libc::munmap(st.stack as *mut libc::c_void, bytes);
         }
@@ -247,11 +517,55 @@ pub fn release(st: &mut ThreadState) {
             libc::munmap(st.side as *mut libc::c_void, bytes);
         }
     }
+    st.file_base = 0;
+    st.lost = 0;
     st.stack = 0;
     st.side = 0;
     st.depth = 0;
     st.side_depth = 0;
     crate::stacks::release(st);
+}
+
+/// Cuts the calling thread's event file after its last event at process
+/// exit: the room allocated ahead goes back to the trace's budget. Events
+/// recorded afterwards (later exit handlers) grow it again. Signals are
+/// blocked meanwhile: a handler's events must not land in the part being
+/// cut.
+pub fn cut_at_exit(st: &mut ThreadState) {
+    if !crate::state::recording(st.status) {
+        return;
+    }
+    // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask
+    // fill and apply it for this thread only.
+    unsafe {
+        let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
+            (std::mem::zeroed(), std::mem::zeroed());
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        cut(st);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+}
+
+/// Cuts the event file after the page of its last event, unless the
+/// reserve holds events past `end` (the thread stopped) or there is no
+/// file; `end` moves back with it.
+fn cut(st: &mut ThreadState) {
+    if st.file_base == 0 || st.reserve_end == 0 || st.ring != 0 {
+        return;
+    }
+    let keep = (st.cursor.min(st.end) - st.file_base).div_ceil(PAGE) * PAGE;
+    if keep >= st.file_len {
+        return;
+    }
+    let end = st.end;
+    st.end = st.end.min(st.file_base + keep);
+    if set_file_len(st, keep).is_ok() {
+        crate::budget::give_back(st.file_len - keep);
+        st.file_len = keep;
+    } else {
+        st.end = end;
+    }
 }
 
 fn map_stack(st: &mut ThreadState, entries: u64) -> bool {

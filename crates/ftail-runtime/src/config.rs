@@ -29,20 +29,37 @@ pub struct Config {
     pub depth: u64,
     /// Tail strategy.
     pub tail: TailMode,
-    /// Events per thread buffer.
+    /// The most events one thread's buffer may grow to
+    /// ([`MAX_BUFFER_EVENTS`] unless `--buffer-events` lowers it).
     pub buffer_events: u64,
+    /// Whether `--buffer-events` set [`Config::buffer_events`].
+    pub buffer_events_set: bool,
+    /// The most bytes the trace's event files may take together, when
+    /// no budget file says so (`FTAIL_MAX_SIZE`; `u64::MAX`: no limit).
+    pub max_size: u64,
     /// Trace-stack entries per thread.
     pub stack_entries: u64,
+    /// Bytes of each thread's ring (`--ring`; 0: no ring, the buffers
+    /// grow and keep everything).
+    pub ring: u64,
+    /// The signal that takes a snapshot of the rings (`--snapshot-signal`;
+    /// 0: none).
+    pub snapshot_signal: i32,
     /// Start with tracing off (`--off`).
     pub off: bool,
     /// Start the control agent (`--ctl`, implied by `--off`).
     pub ctl: bool,
 }
 
-/// Most events a thread's buffer holds (64 GiB of 16-byte events; the
-/// file is sparse). Larger values are clamped, and `KEY.info` says what
-/// was used.
-pub const MAX_BUFFER_EVENTS: u64 = 1 << 32;
+/// Most events a thread's buffer may grow to (2^36: 0.5 to 1 TiB);
+/// larger values are clamped, and `KEY.info` says what was used. The
+/// buffer grows as the thread writes; `--max-size` bounds the whole
+/// trace.
+pub const MAX_BUFFER_EVENTS: u64 = 1 << 36;
+/// The smallest and largest ring per thread (`--ring`).
+pub const MIN_RING: u64 = 4 << 10;
+/// See [`MIN_RING`].
+pub const MAX_RING: u64 = 1 << 36;
 /// Most trace-stack entries per thread (frames deeper than this are
 /// counted as lost); each costs 64 bytes of reserved address space.
 pub const MAX_STACK_ENTRIES: u64 = 1 << 20;
@@ -85,7 +102,19 @@ impl Config {
                 Some("convert") => TailMode::Convert,
                 _ => TailMode::Auto,
             },
-            buffer_events: num("FTAIL_BUFFER_EVENTS", 1 << 22).clamp(16, MAX_BUFFER_EVENTS),
+            buffer_events: num("FTAIL_BUFFER_EVENTS", MAX_BUFFER_EVENTS)
+                .clamp(16, MAX_BUFFER_EVENTS),
+            buffer_events_set: var("FTAIL_BUFFER_EVENTS").is_some(),
+            max_size: num("FTAIL_MAX_SIZE", u64::MAX).max(1 << 20),
+            ring: match num("FTAIL_RING", 0) {
+                0 => 0,
+                n => n.clamp(MIN_RING, MAX_RING) / 16 * 16,
+            },
+            snapshot_signal: match num("FTAIL_SNAPSHOT_SIGNAL", 0) {
+                // Not those the runtime or the loader need for themselves.
+                n @ 1..=64 if ![9, 19, 5].contains(&n) => n as i32,
+                _ => 0,
+            },
             stack_entries: num("FTAIL_STACK_ENTRIES", 1 << 16).clamp(16, MAX_STACK_ENTRIES),
             off: var("FTAIL_OFF").is_some_and(|v| v == "1"),
             ctl: var("FTAIL_CTL").is_some_and(|v| v == "1"),

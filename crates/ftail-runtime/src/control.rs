@@ -87,14 +87,10 @@ pub fn add_module(m: &Module, tsc: u64) -> Patched {
             return Patched::default();
         };
         let plan = plan_module(m, c.trampolines);
-        let slot = poke::publish_sites(plan.sites.iter().map(|s| s.addr).collect());
+        let slot = poke::publish_sites(plan.sites.iter().map(|s| (s.addr, s.resume)).collect());
         let mut done = apply(&plan, &c.selection, Writes::Quiescent);
         let mut lines = String::new();
-        let damage = m
-            .damage
-            .as_deref()
-            .map(|d| format!("damaged site tables: {d}"));
-        if let Some(why) = damage.as_deref().or(plan.failure) {
+        if let Some(why) = m.damage.as_deref().or(plan.failure) {
             done.modules_skipped = 1;
             lines.push_str(&metadata::skip_line(m, why));
         }
@@ -170,9 +166,9 @@ fn apply(plan: &ModulePlan, selection: &Selection, writes_how: Writes) -> Patche
         // mapped while the module is planned (unloaded modules are
         // forgotten first).
         let now = unsafe { std::slice::from_raw_parts(site.addr as *const u8, 5) };
-        if want != ftail_abi::NOP5 {
+        if want != site.off {
             done.sites += 1;
-            done.converted += u64::from(want[0] == 0xe9);
+            done.converted += u64::from(ModulePlan::is_converted(site, &want));
         }
         if now == want {
             continue;
@@ -194,8 +190,8 @@ fn apply(plan: &ModulePlan, selection: &Selection, writes_how: Writes) -> Patche
 }
 
 /// Runs one control command: `on`, `off`, `filter GLOB,...`,
-/// `exclude GLOB,...` (empty: none) or `status`. Returns a one-line
-/// answer.
+/// `exclude GLOB,...` (empty: none), `status` or `snapshot` (copies the
+/// rings, `snapshot.rs`). Returns a one-line answer.
 pub fn command(line: &str) -> Result<String, String> {
     CONTROL.with(|c| match c.as_mut() {
         Some(c) => run_command(c, line),
@@ -219,6 +215,15 @@ fn run_command(c: &mut Control, line: &str) -> Result<String, String> {
         "filter" => selection.include = globs(),
         "exclude" => selection.exclude = globs(),
         "status" => {}
+        "snapshot" => {
+            return match crate::snapshot::take() {
+                Ok((n, threads)) => Ok(format!("snapshot=snapshot-{n} threads={threads}")),
+                Err(errno) => Err(format!(
+                    "the snapshot failed: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                )),
+            }
+        }
         _ => return Err(format!("unknown command {verb:?}")),
     }
     let how = if verb == "status" {

@@ -62,7 +62,7 @@ impl NameBuf {
     }
 
     /// The name with its NUL, or `None` when it did not fit.
-    fn as_c(&mut self) -> Option<*const libc::c_char> {
+    pub fn as_c(&mut self) -> Option<*const libc::c_char> {
         if self.overflowed || self.buf[..self.len].contains(&0) {
             return None;
         }
@@ -90,12 +90,25 @@ impl Drop for Dir {
 /// Opens the trace directory, refusing a symbolic link and a directory
 /// another user owns. Err(errno) on failure.
 fn open_dir() -> Result<Dir, i32> {
+    open_dir_flags(libc::O_PATH)
+}
+
+/// The trace directory opened for reading its entries; the descriptor
+/// is the caller's to close. Err(errno) on failure.
+pub fn open_dir_for_listing() -> Result<i32, i32> {
+    let d = open_dir_flags(libc::O_RDONLY)?;
+    let fd = d.0;
+    std::mem::forget(d);
+    Ok(fd)
+}
+
+fn open_dir_flags(mode: i32) -> Result<Dir, i32> {
     let cfg = crate::CONFIG.get().ok_or(libc::ENOENT)?;
     // SAFETY: `dir_c` is NUL-terminated; O_PATH opens without reading.
     let fd = unsafe {
         libc::open(
             cfg.dir_c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     };
     if fd < 0 {
@@ -167,6 +180,43 @@ pub fn open_append(name: &mut NameBuf) -> Result<i32, i32> {
     } else {
         Ok(fd)
     }
+}
+
+/// Opens the existing regular file `name` of the trace directory for
+/// reading and writing, never through a symbolic link, and checks that
+/// it is a regular file of this user's. Err(errno) on failure.
+pub fn open_rw(name: &mut NameBuf) -> Result<(i32, libc::stat), i32> {
+    let dir = open_dir()?;
+    let p = name.as_c().ok_or(libc::ENAMETOOLONG)?;
+    // SAFETY: `p` is NUL-terminated; O_NOFOLLOW refuses a link.
+    let fd = unsafe { libc::openat(dir.0, p, libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    match stat(fd) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == me => Ok((fd, st)),
+        Ok(_) => {
+            close(fd);
+            Err(libc::EACCES)
+        }
+        Err(e) => {
+            close(fd);
+            Err(e)
+        }
+    }
+}
+
+/// `fstat` of a descriptor this module returned.
+pub fn stat(fd: i32) -> Result<libc::stat, i32> {
+    // SAFETY: a zeroed stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat fills the buffer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(errno());
+    }
+    Ok(st)
 }
 
 /// Writes all of `bytes` to `fd`; false on any failure.

@@ -9,12 +9,12 @@
 //! away from are parked, frames of this stack that are gone are closed,
 //! and parked frames of this stack are reopened (see `stacks.rs`).
 
-use ftail_abi::trace::{EventKind, ADDR_MASK, KIND_SHIFT};
+use ftail_abi::trace::{compact, EventKind, ADDR_MASK, KIND_SHIFT};
 
 use crate::stacks::{self, Rule};
 use crate::state::{
     SideEntry, StackEntry, ThreadState, BASE, FTAIL_MAX_DEPTH, MARKED, SIDE_DEAD, STATUS_NEW,
-    STATUS_OFF, STATUS_RECORDING, STATUS_SWITCHED,
+    STATUS_OFF, STATUS_RECORDING, STATUS_SWITCHED, TIME_POISON,
 };
 
 /// Keeps the program's errno across a slow path: the system calls made
@@ -66,7 +66,7 @@ pub unsafe extern "C" fn ftail_slow_entry(st: *mut ThreadState, cfa: u64, addr: 
 /// # Safety
 ///
 /// As for [`ftail_slow_entry`].
-pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u64) {
+pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, _addr: u64) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
     let st = unsafe { &mut *st };
@@ -82,7 +82,7 @@ pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, addr: u
         // before tracing started, or the trace stack was full).
         return;
     }
-    pop(st, EventKind::Exit, addr, now);
+    pop(st, EventKind::Exit, now);
     pop_tail_callers(st, cfa, now);
 }
 
@@ -142,7 +142,7 @@ pub unsafe extern "C" fn ftail_slow_tail_return(st: *mut ThreadState, cfa: u64, 
     st.fresh_base = 0;
     stacks::sync(st, cfa, now, Rule::Exiting);
     if top(st).is_some_and(|t| t.cfa == cfa) {
-        pop(st, EventKind::TailExit, 0, now);
+        pop(st, EventKind::TailExit, now);
         pop_tail_callers(st, cfa, now);
     }
 }
@@ -304,7 +304,7 @@ fn pop_tail_callers(st: &mut ThreadState, cfa: u64, now: u64) {
         if t.cfa != cfa || t.word & MARKED == 0 {
             break;
         }
-        pop(st, EventKind::TailExit, 0, now);
+        pop(st, EventKind::TailExit, now);
     }
 }
 
@@ -377,16 +377,29 @@ pub(crate) fn push(st: &mut ThreadState, cfa: u64, word: u64, kind: EventKind, n
 /// longjmp), the thread is about to go on at the context's `uc_link`,
 /// unseen: the next event takes the slow path, which switches to it
 /// (`stacks::sync`).
-pub(crate) fn pop(st: &mut ThreadState, kind: EventKind, addr: u64, now: u64) {
+///
+/// The event carries the frame's entry address.
+pub(crate) fn pop(st: &mut ThreadState, kind: EventKind, now: u64) {
     let returned = matches!(kind, EventKind::Exit | EventKind::TailExit);
-    if let Some(t) = top(st).filter(|t| t.word & BASE != 0 && returned) {
+    let Some(t) = top(st) else { return };
+    if t.word & BASE != 0 && returned {
         st.ended_base = t.cfa;
         st.status = STATUS_SWITCHED;
     }
     st.depth -= 1;
     if st.depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
-        write_event(st, kind, addr, now);
+        write_event(st, kind, t.word & ADDR_MASK, now);
     }
+}
+
+/// The entry address of the frame a trampoline just popped (it is still
+/// in the trace stack's slot above the top).
+fn popped(st: &ThreadState) -> u64 {
+    if st.depth >= st.stack_cap {
+        return 0;
+    }
+    // SAFETY: depth < stack_cap entries of the stack mapping.
+    unsafe { (*(st.stack as *const StackEntry).add(st.depth as usize)).word & ADDR_MASK }
 }
 
 /// An entry's reserved slot lies past the mapped-ahead part of the buffer:
@@ -415,12 +428,13 @@ pub unsafe extern "C" fn ftail_slow_full_entry(
 pub unsafe extern "C" fn ftail_slow_full_exit(
     st: *mut ThreadState,
     _cfa: u64,
-    addr: u64,
+    _addr: u64,
     slot: u64,
 ) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
-    on_full(unsafe { &mut *st }, EventKind::Exit, addr, slot);
+    let st = unsafe { &mut *st };
+    on_full(st, EventKind::Exit, popped(st), slot);
 }
 
 /// The same for the tail exit a convert thunk writes.
@@ -436,18 +450,87 @@ pub unsafe extern "C" fn ftail_slow_full_tail(
 ) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
-    on_full(unsafe { &mut *st }, EventKind::TailExit, 0, slot);
+    let st = unsafe { &mut *st };
+    on_full(st, EventKind::TailExit, popped(st), slot);
 }
 
 /// Maps more of the buffer and writes the event into its slot; when the
 /// buffer is full, closes what is open instead.
 fn on_full(st: &mut ThreadState, kind: EventKind, addr: u64, slot: u64) {
+    if st.ring != 0 {
+        // A ring never fills: its first slot again.
+        store(crate::buffer::ring_slot(st), kind, addr, rdtsc());
+        return;
+    }
+    if st.compact != 0 {
+        give_up_slot(st, kind, slot);
+        if slot + compact_size(kind) <= st.end {
+            write_event(st, kind, addr, rdtsc());
+        }
+        return;
+    }
     while slot + 16 > st.end && crate::buffer::extend(st) {}
     if slot + 16 <= st.end {
         store(slot, kind, addr, rdtsc());
     } else {
         close_on_full(st, kind == EventKind::Entry);
     }
+}
+
+/// Bytes of the compact record the trampolines reserve for `kind`.
+fn compact_size(kind: EventKind) -> u64 {
+    if kind == EventKind::Entry {
+        compact::ENTRY_SIZE
+    } else {
+        compact::CLOSE_SIZE
+    }
+}
+
+/// A compact trampoline reserved `slot` for a `kind` record but could not
+/// write it there: fills it with padding where the buffer reaches it
+/// (mapping more when it can), so the stream has no hole. When the
+/// buffer cannot reach it, the buffer is full: closes what is open (the
+/// first time) or counts the event as lost.
+fn give_up_slot(st: &mut ThreadState, kind: EventKind, slot: u64) {
+    let size = compact_size(kind);
+    while slot + size > st.end && crate::buffer::extend(st) {}
+    if slot + size <= st.end {
+        pad(slot, size);
+    } else if st.reserve_end != 0 {
+        close_on_full(st, kind == EventKind::Entry);
+    } else {
+        count_lost(st);
+    }
+}
+
+/// Slow path of the compact trampolines: the event's time does not fit
+/// the base (`slot` 0: nothing reserved yet), or a signal handler wrote
+/// a time record between the trampoline's reading of the base and its
+/// reservation of `slot` (given up: padded). Writes the event as
+/// [`write_event`] does.
+///
+/// # Safety
+///
+/// As for [`ftail_slow_entry`]; `kind` is an [`EventKind`] byte.
+pub unsafe extern "C" fn ftail_slow_compact(
+    st: *mut ThreadState,
+    _cfa: u64,
+    addr: u64,
+    slot: u64,
+    kind: u64,
+) {
+    let _errno = KeepErrno::save();
+    // SAFETY: as above.
+    let st = unsafe { &mut *st };
+    let kind = EventKind::from_u8(kind as u8).unwrap_or(EventKind::Exit);
+    if slot != 0 {
+        let full = slot + compact_size(kind) > st.end;
+        give_up_slot(st, kind, slot);
+        if full && slot + compact_size(kind) > st.end {
+            return;
+        }
+    }
+    write_event(st, kind, addr, rdtsc());
 }
 
 /// The first time a thread's buffer is full: counts the event that did not
@@ -465,17 +548,25 @@ fn close_on_full(st: &mut ThreadState, entry_lost: bool) {
     } else {
         st.depth + 1
     };
-    crate::buffer::set_stopped(st, ftail_abi::trace::STOPPED_BUFFER_FULL);
+    crate::buffer::set_stopped(st, st.limit_why);
     let (cursor, end) = (st.cursor, st.end);
     st.cursor = st.end;
     // On a full filesystem only the reserve's pages that can still be had
     // are written; the reader closes what did not fit.
     let want = open.min(max) * 16;
-    st.end = end + crate::buffer::writable_room(end, want.min(st.reserve_end - end));
+    st.end = end + crate::buffer::closing_room(st, end, want.min(st.reserve_end - end));
     st.reserve_end = 0;
     let now = rdtsc();
-    for _ in 0..open.min(max) {
-        write_event(st, EventKind::Truncated, 0, now);
+    // The frames still open, innermost first: below the top when the
+    // entry was lost, from the one just popped when an exit was.
+    for i in (0..open.min(max)).rev() {
+        let addr = if i < st.stack_cap {
+            // SAFETY: i < stack_cap entries of the stack mapping.
+            unsafe { (*(st.stack as *const StackEntry).add(i as usize)).word & ADDR_MASK }
+        } else {
+            0
+        };
+        write_event(st, EventKind::Truncated, addr, now);
     }
     st.cursor = cursor.max(end + 16);
     st.end = end;
@@ -483,12 +574,19 @@ fn close_on_full(st: &mut ThreadState, entry_lost: bool) {
 
 /// Appends one event, reserving its slot first (see `tramp.rs`).
 pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc: u64) {
+    if st.compact != 0 {
+        write_compact(st, kind, addr, tsc);
+        return;
+    }
     // One instruction reserves the slot, as the trampolines' xadd does: a
     // signal handler's event cannot take it too.
     // SAFETY: `cursor` is this thread's, aligned, and only ever accessed
     // by it (and its signal handlers, which run to completion on it).
     let cursor = unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut st.cursor) };
-    let slot = cursor.fetch_add(16, std::sync::atomic::Ordering::Relaxed);
+    let mut slot = cursor.fetch_add(16, std::sync::atomic::Ordering::Relaxed);
+    if slot + 16 > st.end && st.ring != 0 {
+        slot = crate::buffer::ring_slot(st);
+    }
     while slot + 16 > st.end && crate::buffer::extend(st) {}
     if slot + 16 > st.end {
         if st.reserve_end != 0 {
@@ -499,6 +597,145 @@ pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc:
         return;
     }
     store(slot, kind, addr, tsc);
+}
+
+/// Reserves `size` bytes of the buffer, mapping more as needed: the
+/// slot, or `None` when the buffer is full (what is open is then closed,
+/// the first time, else the event counted as lost).
+fn reserve(st: &mut ThreadState, size: u64, kind: EventKind) -> Option<u64> {
+    // SAFETY: as in write_event.
+    let cursor = unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut st.cursor) };
+    let slot = cursor.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+    while slot + size > st.end && crate::buffer::extend(st) {}
+    if slot + size > st.end {
+        if st.reserve_end != 0 {
+            close_on_full(st, kind == EventKind::Entry);
+        } else {
+            count_lost(st);
+        }
+        return None;
+    }
+    Some(slot)
+}
+
+/// The thread's compact base, read or changed with single instructions
+/// (a signal handler may change it between any two).
+fn base_cell(st: &mut ThreadState) -> &'static std::sync::atomic::AtomicU64 {
+    // SAFETY: `base` is this thread's, aligned, and accessed only by it
+    // and its signal handlers, which run to completion on it.
+    unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut st.base) }
+}
+
+/// Writes one event as a compact record (`ftail_abi::trace::compact`):
+/// an entry or close with its time as an offset from the base, after a
+/// time record that moves the base when the offset would not fit; an
+/// event record with its own time for a resumed frame, or while a time
+/// record is being written (the base poisoned: this is a signal
+/// handler's event). Exact whatever handlers interleave: a record whose
+/// base changed between reading it and reserving the slot gives the slot
+/// up (padding) and is written again.
+fn write_compact(st: &mut ThreadState, kind: EventKind, addr: u64, tsc: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(tag) = compact::close_tag(kind).or((kind == EventKind::Entry).then_some(0)) else {
+        write_timed(st, kind, addr, tsc);
+        return;
+    };
+    let span = if tag == 0 {
+        compact::ENTRY_SPAN
+    } else {
+        compact::CLOSE_SPAN
+    };
+    loop {
+        let base = base_cell(st).load(Relaxed);
+        if base == TIME_POISON {
+            write_timed(st, kind, addr, tsc);
+            return;
+        }
+        let offset = tsc.wrapping_sub(base);
+        if offset >= span {
+            if !write_time(st, tsc, kind) {
+                return;
+            }
+            continue;
+        }
+        let size = if tag == 0 {
+            compact::ENTRY_SIZE
+        } else {
+            compact::CLOSE_SIZE
+        };
+        let Some(slot) = reserve(st, size, kind) else {
+            return;
+        };
+        if base_cell(st).load(Relaxed) != base {
+            pad(slot, size);
+            continue;
+        }
+        // SAFETY: [slot, slot + size) lies in the mapping, below `end`;
+        // one store writes the whole record.
+        unsafe {
+            if tag == 0 {
+                std::ptr::write_volatile(slot as *mut u64, compact::entry(offset, addr));
+            } else {
+                std::ptr::write_volatile(slot as *mut u32, compact::close(tag, offset));
+            }
+        }
+        return;
+    }
+}
+
+/// Writes a time record for `tsc` and makes it the base; false when the
+/// buffer is full. The base is poisoned while the record is written, and
+/// set only if nobody set another base meanwhile (a handler's time record,
+/// which then lies after this one in the stream and stays the base).
+fn write_time(st: &mut ThreadState, tsc: u64, kind: EventKind) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let old = base_cell(st).swap(TIME_POISON, Relaxed);
+    let Some(slot) = reserve(st, compact::TIME_SIZE, kind) else {
+        let _ = base_cell(st).compare_exchange(TIME_POISON, old, Relaxed, Relaxed);
+        return false;
+    };
+    // SAFETY: [slot, slot + 12) lies in the mapping; the head is written
+    // last, so a reader never sees a time record without its time.
+    unsafe {
+        std::ptr::write_unaligned((slot + 4) as *mut u64, tsc);
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        std::ptr::write_volatile(slot as *mut u32, compact::ext_head(compact::SUB_TIME, 3, 0));
+    }
+    let _ = base_cell(st).compare_exchange(TIME_POISON, tsc, Relaxed, Relaxed);
+    true
+}
+
+/// Writes an event record that carries its own time (and, for a kind
+/// that opens a frame, its address).
+fn write_timed(st: &mut ThreadState, kind: EventKind, addr: u64, tsc: u64) {
+    let words: u32 = if kind.opens() { 5 } else { 3 };
+    let Some(slot) = reserve(st, u64::from(words) * 4, kind) else {
+        return;
+    };
+    // SAFETY: [slot, slot + 4 * words) lies in the mapping; the head is
+    // written last.
+    unsafe {
+        std::ptr::write_unaligned((slot + 4) as *mut u64, tsc);
+        if kind.opens() {
+            std::ptr::write_unaligned((slot + 12) as *mut u64, addr & ADDR_MASK);
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        std::ptr::write_volatile(
+            slot as *mut u32,
+            compact::ext_head(compact::SUB_EVENT, words, kind as u32),
+        );
+    }
+}
+
+/// Fills a reserved slot of `size` bytes with a pad record.
+fn pad(slot: u64, size: u64) {
+    // SAFETY: the caller's slot lies in the mapping, below `end`.
+    unsafe {
+        std::ptr::write_volatile(
+            slot as *mut u32,
+            compact::ext_head(compact::SUB_PAD, (size / 4) as u32, 0),
+        )
+    };
 }
 
 /// Writes one event into a slot below `end`.
@@ -532,6 +769,117 @@ pub fn close_all_open() {
     }
     let now = rdtsc();
     while st.depth > 0 {
-        pop(st, EventKind::Unwound, 0, now);
+        pop(st, EventKind::Unwound, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftail_abi::trace::compact::{Decoder, Record, CLOSE_SPAN, ENTRY_SPAN};
+
+    /// A thread state writing compact records into `buf` (no file: the
+    /// buffer never grows).
+    fn state(buf: &mut [u64]) -> Box<ThreadState> {
+        // SAFETY: ThreadState is plain u64 fields; all zero is valid.
+        let mut st: Box<ThreadState> = Box::new(unsafe { std::mem::zeroed() });
+        let start = buf.as_mut_ptr() as u64;
+        let end = start + (buf.len() * 8) as u64;
+        st.cursor = start;
+        st.end = end;
+        st.limit = end;
+        st.reserve_end = end;
+        st.compact = 1;
+        st.base = crate::state::NO_BASE;
+        st
+    }
+
+    fn decode(bytes: &[u8]) -> Vec<(EventKind, u64, u64)> {
+        let mut d = Decoder::default();
+        let mut at = 0;
+        let mut out = Vec::new();
+        loop {
+            match d.next(&bytes[at..]) {
+                (Record::Event(e), n) => {
+                    out.push((e.kind().unwrap(), e.tsc, e.addr()));
+                    at += n;
+                }
+                (Record::Other, n) => at += n,
+                (Record::End, _) => return out,
+                (r, _) => panic!("{r:?} at {at}"),
+            }
+        }
+    }
+
+    /// Every kind of event, gaps that do and do not fit an offset, a
+    /// clock that goes backwards, and events written while a time record
+    /// is (a poisoned base) decode to exactly what was written.
+    #[test]
+    fn compact_records_decode_exactly() {
+        let mut buf = vec![0u64; 4096];
+        let mut st = state(&mut buf);
+        let t0 = 1_000_000_000_000u64;
+        let mut want = Vec::new();
+        let mut put = |st: &mut ThreadState, kind: EventKind, tsc: u64, addr: u64| {
+            write_event(st, kind, addr, tsc);
+            let addr = if kind.opens() { addr } else { 0 };
+            want.push((kind, tsc, addr));
+        };
+        put(&mut st, EventKind::Entry, t0, 0x5555_0000_1005);
+        put(&mut st, EventKind::Exit, t0 + 100, 0);
+        put(
+            &mut st,
+            EventKind::Entry,
+            t0 + ENTRY_SPAN - 1,
+            0x7fff_ffff_fff5,
+        );
+        put(&mut st, EventKind::Entry, t0 + ENTRY_SPAN, 0x1005);
+        put(
+            &mut st,
+            EventKind::TailExit,
+            t0 + ENTRY_SPAN + CLOSE_SPAN - 1,
+            0,
+        );
+        put(&mut st, EventKind::Unwound, t0 + ENTRY_SPAN + CLOSE_SPAN, 0);
+        put(&mut st, EventKind::Resumed, t0 + 5 * CLOSE_SPAN, 0x2005);
+        put(&mut st, EventKind::Suspended, t0 + 5 * CLOSE_SPAN + 7, 0);
+        // The counter went backwards (a resynchronised clock).
+        put(&mut st, EventKind::Entry, t0 - 5_000, 0x3005);
+        put(&mut st, EventKind::Truncated, t0 - 4_000, 0);
+        // A signal handler's events while a time record is written.
+        let base = st.base;
+        st.base = TIME_POISON;
+        put(&mut st, EventKind::Entry, t0 + 1, 0x4005);
+        put(&mut st, EventKind::Exit, t0 + 2, 0);
+        st.base = base;
+        put(&mut st, EventKind::Exit, t0 - 3_000, 0);
+        let used = (st.cursor - buf.as_ptr() as u64) as usize;
+        // SAFETY: viewing the u64 buffer as bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), buf.len() * 8) };
+        assert_eq!(decode(&bytes[..used + 4]), want);
+        // Entries 8 bytes, closes 4, time records 12, timed events 12/20.
+        assert_eq!(used, 4 * 8 + 6 * 4 + 5 * 12 + 20 + 20 + 12);
+    }
+
+    /// A slot a trampoline gave up (the base moved under it) becomes
+    /// padding that a reader skips.
+    #[test]
+    fn given_up_slots_are_padding() {
+        let mut buf = vec![0u64; 64];
+        let mut st = state(&mut buf);
+        write_event(&mut st, EventKind::Entry, 0x1005, 5_000);
+        let slot = st.cursor;
+        st.cursor += 8;
+        give_up_slot(&mut st, EventKind::Entry, slot);
+        write_event(&mut st, EventKind::Exit, 0, 5_010);
+        // SAFETY: as above.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), 64 * 8) };
+        assert_eq!(
+            decode(bytes),
+            [
+                (EventKind::Entry, 5_000, 0x1005),
+                (EventKind::Exit, 5_010, 0)
+            ]
+        );
     }
 }

@@ -7,7 +7,9 @@
 //! (`tramp.rs`), writes the run's metadata and, when asked, starts the
 //! control agent (`control.rs`) that changes the selection while the
 //! program runs. From then on each traced call and return appends a
-//! 16-byte event to the calling thread's file-backed buffer. Threads that
+//! compact record (8 bytes an entry, 4 a return; `ftail_abi::trace::
+//! compact`) to the calling thread's file-backed buffer (a 16-byte event
+//! to its ring under `--ring`). Threads that
 //! switch stacks (`swapcontext`, coroutines) keep properly nested event
 //! files: `stacks.rs` parks the frames of a stack switched away from and
 //! resumes them when it runs again; the `makecontext`, `swapcontext` and
@@ -20,6 +22,7 @@
 
 mod agent;
 mod alloc;
+mod budget;
 mod buffer;
 mod children;
 mod config;
@@ -34,6 +37,7 @@ mod modules;
 mod parked;
 mod patch;
 mod poke;
+mod snapshot;
 mod stacks;
 mod state;
 mod status;
@@ -89,15 +93,32 @@ extern "C" fn init() {
         return;
     };
     status::create(files.status);
+    budget::init(CONFIG.get().map_or(u64::MAX, |c| c.max_size));
     metadata::write_modules(files.modules, "");
     thread_exit::init();
     let (hz, start_tsc) = calibrate_tsc();
+    // Rings write 16-byte events (a reader must name the functions a
+    // window's first closes end); threads that keep everything write
+    // compact records.
+    let ring = CONFIG.get().is_some_and(|c| c.ring != 0);
     let trampolines = patch::Trampolines {
-        entry: tramp::ftail_entry as *const () as u64,
-        exit: tramp::ftail_exit as *const () as u64,
+        entry: if ring {
+            tramp::ftail_entry as *const () as u64
+        } else {
+            tramp::ftail_entry_c as *const () as u64
+        },
+        exit: if ring {
+            tramp::ftail_exit as *const () as u64
+        } else {
+            tramp::ftail_exit_c as *const () as u64
+        },
         tail_mark: tramp::ftail_tail_mark as *const () as u64,
         convert_enter: tramp::ftail_convert_enter as *const () as u64,
-        convert_leave: tramp::ftail_convert_leave as *const () as u64,
+        convert_leave: if ring {
+            tramp::ftail_convert_leave as *const () as u64
+        } else {
+            tramp::ftail_convert_leave_c as *const () as u64
+        },
     };
     let cfg = CONFIG.get().expect("set above");
     control::init(
@@ -130,6 +151,12 @@ extern "C" fn init() {
             Some(after_fork_in_child),
         );
     }
+    if cfg.ring != 0 {
+        snapshot::install_crash_handlers();
+    }
+    if cfg.snapshot_signal != 0 {
+        snapshot::install(cfg.snapshot_signal);
+    }
     if cfg.ctl || cfg.off {
         control::start_agent();
     }
@@ -137,6 +164,8 @@ extern "C" fn init() {
 
 extern "C" fn at_exit() {
     hooks::close_all_open();
+    // SAFETY: the calling thread's own state.
+    buffer::cut_at_exit(unsafe { &mut *state::current() });
 }
 
 /// The runtime's locks, in the order they are taken: whoever holds one

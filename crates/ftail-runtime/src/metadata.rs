@@ -51,7 +51,7 @@ fn info_text(s: &Start) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let p = s.patched;
-    let fields: [(&str, String); 22] = [
+    let fields: [(&str, String); 25] = [
         ("version", TRACE_VERSION.to_string()),
         ("pid", std::process::id().to_string()),
         // SAFETY: getppid has no preconditions.
@@ -68,7 +68,23 @@ fn info_text(s: &Start) -> String {
             "depth",
             (if cfg.depth == u64::MAX { 0 } else { cfg.depth }).to_string(),
         ),
-        ("buffer_events", cfg.buffer_events.to_string()),
+        (
+            "buffer_events",
+            if cfg.buffer_events_set {
+                cfg.buffer_events.to_string()
+            } else {
+                "unlimited".to_string()
+            },
+        ),
+        ("ring", cfg.ring.to_string()),
+        ("snapshot_signal", cfg.snapshot_signal.to_string()),
+        (
+            "max_size",
+            match crate::budget::max() {
+                u64::MAX => "unlimited".to_string(),
+                n => n.to_string(),
+            },
+        ),
         ("stack_entries", cfg.stack_entries.to_string()),
         ("tracing", (if cfg.off { "off" } else { "on" }).to_string()),
         ("control_agent", (cfg.ctl || cfg.off).to_string()),

@@ -60,6 +60,7 @@ unsafe extern "C" fn visit(
     let mut readable = Vec::new();
     let mut dynamic = None;
     let mut build_id = None;
+    let mut other_version = None;
     for ph in phdrs {
         match ph.p_type {
             libc::PT_NOTE => {
@@ -67,7 +68,7 @@ unsafe extern "C" fn visit(
                 // SAFETY: a PT_NOTE segment is mapped readable for its memsz.
                 let bytes =
                     unsafe { std::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize) };
-                collect_notes(start, bytes, &mut funcs, &mut build_id);
+                collect_notes(start, bytes, &mut funcs, &mut build_id, &mut other_version);
             }
             libc::PT_DYNAMIC => dynamic = Some(base + ph.p_vaddr),
             libc::PT_LOAD => {
@@ -86,9 +87,25 @@ unsafe extern "C" fn visit(
             _ => {}
         }
     }
-    let damage = check_tables(&funcs, &readable).err();
+    let mut damage = check_tables(&funcs, &readable)
+        .err()
+        .map(|d| format!("damaged site tables: {d}"));
     if damage.is_some() {
         funcs.clear();
+    }
+    if let Some(v) = other_version.filter(|_| damage.is_none()) {
+        // Sites of another layout would be patched wrong: the whole module
+        // is left alone, and says why.
+        funcs.clear();
+        damage = Some(format!(
+            "its site tables are of version {v}, from {} ftail (this one reads version \
+             {SITES_VERSION}): build it again with this ftail",
+            if v < SITES_VERSION {
+                "an older"
+            } else {
+                "a newer"
+            }
+        ));
     }
     if !funcs.is_empty() || damage.is_some() {
         let path = if info.dlpi_name.is_null() {
@@ -164,6 +181,7 @@ fn collect_notes(
     bytes: &[u8],
     funcs: &mut Vec<*const FuncRecord>,
     build_id: &mut Option<Vec<u8>>,
+    other_version: &mut Option<u32>,
 ) {
     let mut off = 0;
     let align4 = |n: usize| (n + 3) & !3;
@@ -188,7 +206,11 @@ fn collect_notes(
         // by `check_tables`.
         if ours && descsz as usize >= std::mem::size_of::<SitesNote>() {
             let desc = start + desc_at as u64;
-            if u32_at(bytes, desc_at) == Some(SITES_VERSION) {
+            let version = u32_at(bytes, desc_at);
+            if version.is_some_and(|v| v != SITES_VERSION) {
+                *other_version = version;
+            }
+            if version == Some(SITES_VERSION) {
                 let rel = u32_at(bytes, desc_at + 4).unwrap_or(0) as i32;
                 let n = u32_at(bytes, desc_at + 8).unwrap_or(0);
                 let first = (desc + 4).wrapping_add(rel as i64 as u64);

@@ -1,16 +1,24 @@
-//! Writing the sites: `call rel32` to a trampoline (through a near stub
-//! when the trampoline is out of rel32 range), or, for tail sites in
-//! `convert` mode, `jmp rel32` to a per-site thunk.
+//! Writing the sites: an entry's nop becomes `call rel32` to its
+//! trampoline (through a near stub when the trampoline is out of rel32
+//! range); an exit's `ret` and padding become `jmp rel32` to a stub that
+//! calls the exit trampoline and returns with the same `ret`; a direct
+//! tail, return-thunk or retpoline jump is retargeted to a stub that
+//! calls the trampoline and jumps on to the original target (`mark`), or
+//! to the site's convert thunk; an indirect tail's nop becomes a `call`
+//! to the mark trampoline or a `jmp` to its convert thunk.
 //!
 //! A module is *planned* once, when it is found ([`plan_module`]): every
-//! site's patched form is decided and the near stubs and convert thunks
-//! are written then, so that switching functions on and off later
-//! (`control.rs`) only ever writes 5-byte sites (`poke.rs`). A site that
-//! does not hold the 5-byte nop when planned is left alone for good.
+//! site's patched form is decided and the near stubs, site stubs and
+//! convert thunks are written then, so that switching functions on and
+//! off later (`control.rs`) only ever writes 5-byte sites (`poke.rs`). A
+//! site that does not hold its kind's untraced form when planned is left
+//! alone for good.
 
 use std::collections::BTreeMap;
 
 use ftail_abi::{SiteKind, NOP5};
+
+use crate::modules::Site;
 
 use crate::config::TailMode;
 use crate::modules::{func_name, func_sites, got_symbols, Module};
@@ -225,24 +233,32 @@ fn plt_slot(at: u64) -> Option<u64> {
     })
 }
 
-/// A site and the bytes that switch it on.
+/// A site and the bytes that switch it on and off.
 pub struct SitePlan {
     /// Address of the 5-byte site.
     pub addr: u64,
     /// Index of its function in [`ModulePlan::names`].
     pub func: u32,
+    /// What the site holds untraced (as the compiler side left it).
+    pub off: [u8; 5],
     /// What the site becomes when its function is traced.
     pub on: OnBytes,
+    /// Where a thread that meets the site while its first byte is the
+    /// `int3` of a live change goes on, doing what the untraced site does
+    /// (`poke.rs`): past a nop, to a `ret` like the site's, or to the
+    /// jump's target.
+    pub resume: u64,
 }
 
 /// The patched forms of a site.
 #[derive(Clone, Copy)]
 pub enum OnBytes {
-    /// Always this `call` (entry, exit; tails that are only ever marked).
+    /// Always this `call` or `jmp` (entry, exit; tails that are only ever
+    /// marked).
     Fixed([u8; 5]),
-    /// A tail site with a convert thunk: `jmp thunk`, or the `call` to the
-    /// mark trampoline when `mark_if_traced` names a function of this
-    /// module that is traced (the `auto` rule).
+    /// A tail site with a convert thunk: `jmp thunk`, or the mark form
+    /// when `mark_if_traced` names a function of this module that is
+    /// traced (the `auto` rule).
     Tail {
         mark: [u8; 5],
         convert: [u8; 5],
@@ -349,7 +365,7 @@ impl ModulePlan {
     /// What the site should hold given which functions are traced.
     pub fn wanted(&self, site: &SitePlan, traced: &[bool]) -> [u8; 5] {
         if !traced[site.func as usize] {
-            return NOP5;
+            return site.off;
         }
         match site.on {
             OnBytes::Fixed(b) => b,
@@ -364,9 +380,14 @@ impl ModulePlan {
         }
     }
 
+    /// Whether the site, holding `bytes`, goes through its convert thunk.
+    pub fn is_converted(site: &SitePlan, bytes: &[u8]) -> bool {
+        matches!(site.on, OnBytes::Tail { convert, .. } if bytes == convert)
+    }
+
     /// Whether `bytes` is one of the forms the site may hold.
     pub fn is_ours(site: &SitePlan, bytes: &[u8]) -> bool {
-        bytes == NOP5
+        bytes == site.off
             || match site.on {
                 OnBytes::Fixed(b) => bytes == b,
                 OnBytes::Tail { mark, convert, .. } => bytes == mark || bytes == convert,
@@ -374,8 +395,42 @@ impl ModulePlan {
     }
 }
 
+/// A `ret` the compiler side left as an exit site: `ret`, `rep ret`,
+/// `bnd ret` or `ret $n`, padded with `int3` to 5 bytes; its length.
+fn exit_ret_len(b: &[u8; 5]) -> Option<usize> {
+    let len = match b {
+        [0xc3, ..] => 1,
+        [0xf3 | 0xf2, 0xc3, ..] => 2,
+        [0xc2, ..] => 3,
+        _ => return None,
+    };
+    b[len..].iter().all(|&x| x == 0xcc).then_some(len)
+}
+
+/// The target of a `jmp rel32` at `at` holding `b`.
+fn jmp_target(at: u64, b: &[u8; 5]) -> Option<u64> {
+    (b[0] == 0xe9).then(|| {
+        let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+        (at + 5).wrapping_add(rel as i64 as u64)
+    })
+}
+
+/// A stub in a module's area that sites jump to: `call TRAMPOLINE` (its
+/// near stub), then the site's own ending — its `ret` (exits) or a jump
+/// to its target (return-thunk exits and marked tails). Shared by every
+/// site with the same trampoline and ending. Its frame is that of the
+/// function it ends (CFA = rsp + 8 throughout), which its unwind info
+/// says.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stub {
+    /// `call exit; RET` (the `ret`'s bytes, up to 4).
+    Exit([u8; 4], u8),
+    /// `call TRAMPOLINE; jmp TARGET` (trampoline 1: exit, 2: tail mark).
+    Jump(u8, u64),
+}
+
 /// Plans module `m`: decides each site's patched form and writes the near
-/// stubs and convert thunks; no site is written here.
+/// stubs, site stubs and convert thunks; no site is written here.
 pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
     let mode = crate::CONFIG.get().map_or(TailMode::Auto, |c| c.tail);
     let mut plan = ModulePlan {
@@ -405,7 +460,11 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
     } else {
         got_symbols(m)
     };
-    let mut tails: Vec<(usize, TailJump)> = Vec::new();
+    // First the sites and what they need; stubs and thunks are written
+    // once the area for them is mapped.
+    let mut needs: Vec<Option<Stub>> = Vec::new();
+    let mut tails: Vec<(usize, TailJump, u64)> = Vec::new();
+    let mut stubs_wanted: BTreeMap<Stub, u64> = BTreeMap::new();
     for (fi, &f) in m.funcs.iter().enumerate() {
         // SAFETY: as above.
         plan.names.push(unsafe { func_name(f) });
@@ -417,67 +476,81 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
             if !kind.is_site() {
                 continue;
             }
-            let inside = m
-                .text
-                .iter()
-                .any(|s| site.addr >= s.0 && site.addr + 10 <= s.1);
-            // SAFETY: checked to lie in an executable segment of the module.
-            if !inside || unsafe { std::slice::from_raw_parts(site.addr as *const u8, 5) } != NOP5 {
-                plan.skipped += 1;
-                continue;
-            }
-            let trampoline = match kind {
-                SiteKind::Entry => 0,
-                SiteKind::Exit | SiteKind::ExitThunk => 1,
-                _ => 2,
-            };
-            if trampoline == 2 {
-                if let Some((jump, target)) = tail_plan(mode, site.addr, &starts, &got) {
-                    tails.push((plan.sites.len(), jump));
-                    plan.sites.push(SitePlan {
-                        addr: site.addr,
-                        func: fi as u32,
-                        on: OnBytes::Tail {
-                            mark: [0; 5],
-                            convert: [0; 5],
-                            mark_if_traced: target,
-                        },
-                    });
-                    continue;
+            match site_plan(mode, &m.text, &site, kind, fi as u32, &starts, &got) {
+                Some((sp, stub, tail)) => {
+                    if let Some(st) = stub {
+                        stubs_wanted.insert(st, 0);
+                    }
+                    if let Some((jump, fallback)) = tail {
+                        tails.push((plan.sites.len(), jump, fallback));
+                    }
+                    needs.push(stub);
+                    plan.sites.push(sp);
                 }
+                None => plan.skipped += 1,
             }
-            plan.sites.push(SitePlan {
-                addr: site.addr,
-                func: fi as u32,
-                on: OnBytes::Fixed([trampoline as u8; 5]),
-            });
         }
     }
     let near = m.text.first().map_or(m.base, |s| s.0);
-    let area_len = (5 * STUB + tails.len() as u64 * THUNK + PAGE - 1) & !(PAGE - 1);
+    let stubs_len = stubs_wanted.len() as u64 * SITE_STUB;
+    let area_len = (5 * STUB + stubs_len + tails.len() as u64 * THUNK + PAGE - 1) & !(PAGE - 1);
     let Some(area) = take_area(near, area_len) else {
         plan.skipped += plan.sites.len() as u64;
         plan.sites.clear();
         plan.failure = Some("no free memory within reach for its stubs");
         return plan;
     };
-    let stubs = write_stubs(area, t);
-    for s in &mut plan.sites {
-        if let OnBytes::Fixed([i, ..]) = s.on {
-            s.on = OnBytes::Fixed(call_or_jmp(0xe8, s.addr, stubs[i as usize]));
-        }
+    let near_stubs = write_stubs(area, t);
+    let mut next = area + 5 * STUB;
+    for (stub, at) in stubs_wanted.iter_mut() {
+        write_site_stub(next, *stub, &near_stubs);
+        *at = next;
+        next += SITE_STUB;
     }
-    let mut next_thunk = area + 5 * STUB;
+    let stubs_range = (area + 5 * STUB, stubs_len);
+    for (s, need) in plan.sites.iter_mut().zip(&needs) {
+        let via = need.map(|st| stubs_wanted[&st]);
+        if let Some(at) = via {
+            if let Stub::Exit(..) = need.expect("a stub") {
+                // A thread that traps on the site's int3 mid-change
+                // returns through the stub's own `ret`.
+                s.resume = at + 5;
+            }
+        }
+        let fix = |b: [u8; 5]| match (b[0], via) {
+            (0, _) => call_or_jmp(0xe8, s.addr, near_stubs[0]),
+            (1, Some(at)) => call_or_jmp(0xe9, s.addr, at),
+            (2, Some(at)) => call_or_jmp(0xe9, s.addr, at),
+            (_, _) => call_or_jmp(0xe8, s.addr, near_stubs[2]),
+        };
+        s.on = match s.on {
+            OnBytes::Fixed(b) => OnBytes::Fixed(fix(b)),
+            OnBytes::Tail {
+                mark,
+                convert,
+                mark_if_traced,
+            } => OnBytes::Tail {
+                mark: fix(mark),
+                convert,
+                mark_if_traced,
+            },
+        };
+    }
+    let mut next_thunk = next;
     let mut layouts = Vec::new();
-    for (i, jump) in tails {
+    for (i, jump, fallback) in tails {
         let s = &mut plan.sites[i];
-        let mark = call_or_jmp(0xe8, s.addr, stubs[2]);
-        s.on = match write_thunk(next_thunk, s.addr, &jump, &stubs) {
+        let OnBytes::Tail {
+            mark,
+            mark_if_traced,
+            ..
+        } = s.on
+        else {
+            unreachable!("tails are planned as Tail")
+        };
+        s.on = match write_thunk(next_thunk, s.addr, &jump, fallback, &near_stubs) {
             Some(layout) => {
                 layouts.push(layout);
-                let OnBytes::Tail { mark_if_traced, .. } = s.on else {
-                    unreachable!("tails are planned as Tail")
-                };
                 plan.thunks += 1;
                 let convert = call_or_jmp(0xe9, s.addr, next_thunk);
                 next_thunk += THUNK;
@@ -504,9 +577,115 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
     };
     plan.area = Some(Area {
         at: (area, area_len),
-        unwind: crate::unwind::register_thunks(&layouts),
+        unwind: crate::unwind::register_thunks(&layouts, stubs_range),
     });
     plan
+}
+
+/// Bytes per site stub.
+const SITE_STUB: u64 = 32;
+
+/// One site's plan, if it holds its kind's untraced form: the plan (its
+/// `on` bytes for now name what they call: 0 the entry trampoline, 1 an
+/// exit stub, 2 a mark stub, 3 the mark trampoline itself; filled in
+/// once the stubs are written), the stub it needs, and for a tail with a
+/// convert thunk its decoded jump and the thunk's fallback target.
+#[allow(clippy::type_complexity)]
+fn site_plan(
+    mode: TailMode,
+    text: &[(u64, u64, u32)],
+    site: &Site,
+    kind: SiteKind,
+    func: u32,
+    starts: &BTreeMap<u64, u32>,
+    got: &BTreeMap<u64, String>,
+) -> Option<(SitePlan, Option<Stub>, Option<(TailJump, u64)>)> {
+    let addr = site.addr;
+    // The site, and the jump after an indirect tail's nop, lie in one
+    // executable segment of the module.
+    let after = if kind.is_nop() { 5 } else { 0 };
+    if !text.iter().any(|s| addr >= s.0 && addr + 5 + after <= s.1) {
+        return None;
+    }
+    // SAFETY: checked to lie in an executable segment of the module.
+    let off: [u8; 5] = unsafe { std::ptr::read_unaligned(addr as *const [u8; 5]) };
+    let mut sp = SitePlan {
+        addr,
+        func,
+        off,
+        on: OnBytes::Fixed([0; 5]),
+        resume: addr + 5,
+    };
+    match kind {
+        SiteKind::Entry => {
+            (off == NOP5).then_some(())?;
+            Some((sp, None, None))
+        }
+        SiteKind::Exit => {
+            let len = exit_ret_len(&off)?;
+            let mut ret = [0xcc; 4];
+            ret[..len].copy_from_slice(&off[..len]);
+            sp.on = OnBytes::Fixed([1; 5]);
+            Some((sp, Some(Stub::Exit(ret, len as u8)), None))
+        }
+        SiteKind::ExitThunk => {
+            let target = jmp_target(addr, &off)?;
+            sp.resume = target;
+            sp.on = OnBytes::Fixed([1; 5]);
+            Some((sp, Some(Stub::Jump(1, target)), None))
+        }
+        SiteKind::TailDirect | SiteKind::TailRetpoline | SiteKind::TailIndirect => {
+            let (jump_at, stub, fallback) = if kind == SiteKind::TailIndirect {
+                (off == NOP5).then_some(())?;
+                (addr + 5, None, addr + 5)
+            } else {
+                let target = jmp_target(addr, &off)?;
+                sp.resume = target;
+                (addr, Some(Stub::Jump(2, target)), target)
+            };
+            let mark = if stub.is_some() { [2; 5] } else { [3; 5] };
+            match tail_plan(mode, jump_at, starts, got) {
+                Some((jump, target)) => {
+                    sp.on = OnBytes::Tail {
+                        mark,
+                        convert: [0; 5],
+                        mark_if_traced: target,
+                    };
+                    Some((sp, stub, Some((jump, fallback))))
+                }
+                None => {
+                    sp.on = OnBytes::Fixed(mark);
+                    Some((sp, stub, None))
+                }
+            }
+        }
+        SiteKind::LocalIndirect => None,
+    }
+}
+
+/// Writes a site stub at `at`: `call NEAR_STUB; RET; int3` or `call
+/// NEAR_STUB; jmp TARGET; int3` (an absolute `jmp *0(%rip)` when TARGET
+/// is out of rel32 reach).
+fn write_site_stub(at: u64, stub: Stub, near_stubs: &[u64; 5]) {
+    let mut code = [0xccu8; SITE_STUB as usize];
+    let trampoline = match stub {
+        Stub::Exit(..) => 1,
+        Stub::Jump(t, _) => t as usize,
+    };
+    code[..5].copy_from_slice(&call_or_jmp(0xe8, at, near_stubs[trampoline]));
+    match stub {
+        Stub::Exit(ret, len) => code[5..5 + len as usize].copy_from_slice(&ret[..len as usize]),
+        Stub::Jump(_, target) if fits_rel32(at + 10, target) => {
+            code[5..10].copy_from_slice(&call_or_jmp(0xe9, at + 5, target));
+        }
+        Stub::Jump(_, target) => {
+            code[5..11].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
+            code[11..19].copy_from_slice(&target.to_le_bytes());
+        }
+    }
+    // SAFETY: [at, at + SITE_STUB) lies in the writable area mapped for
+    // the module's stubs.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };
 }
 
 /// Where the parts of a written convert thunk are, for its unwind info.
@@ -524,17 +703,18 @@ pub struct ThunkLayout {
 /// Decides a tail site's strategy: `Some((jump, target))` when it gets a
 /// convert thunk, with the index of the function it jumps to when that is
 /// a function of the same module (`auto` marks those while they are
-/// traced); `None` to always mark.
+/// traced); `None` to always mark. `at` is the tail jump: the site itself,
+/// or what follows an indirect tail's nop.
 fn tail_plan(
     mode: TailMode,
-    site: u64,
+    at: u64,
     starts: &BTreeMap<u64, u32>,
     got: &BTreeMap<u64, String>,
 ) -> Option<(TailJump, Option<u32>)> {
     if mode == TailMode::Mark {
         return None;
     }
-    let jump = decode_tail_jump(site + 5)?;
+    let jump = decode_tail_jump(at)?;
     let mut target_func = None;
     let slot = match &jump {
         TailJump::Direct(target) => {
@@ -543,11 +723,11 @@ fn tail_plan(
         }
         TailJump::Indirect {
             bytes,
-            rip_disp: Some(at),
+            rip_disp: Some(at_disp),
             ..
         } => {
-            let disp = i32::from_le_bytes(bytes[*at..*at + 4].try_into().ok()?);
-            Some((site + 5 + bytes.len() as u64).wrapping_add(disp as i64 as u64))
+            let disp = i32::from_le_bytes(bytes[*at_disp..*at_disp + 4].try_into().ok()?);
+            Some((at + bytes.len() as u64).wrapping_add(disp as i64 as u64))
         }
         TailJump::Indirect { .. } => None,
     };
@@ -585,8 +765,16 @@ fn call_or_jmp(opcode: u8, at: u64, target: u64) -> [u8; 5] {
 }
 
 /// Writes the thunk for the tail site at `site` at `at`:
-/// `call enter; jnz 1f; call TARGET; jmp leave; int3; 1: jmp site+5; int3`.
-fn write_thunk(at: u64, site: u64, jump: &TailJump, stubs: &[u64; 5]) -> Option<ThunkLayout> {
+/// `call enter; jnz 1f; call TARGET; jmp leave; int3; 1: jmp FALLBACK;
+/// int3`, FALLBACK being the original jump (after an indirect tail's nop)
+/// or its target (a direct tail, which is the site itself).
+fn write_thunk(
+    at: u64,
+    site: u64,
+    jump: &TailJump,
+    fallback_to: u64,
+    stubs: &[u64; 5],
+) -> Option<ThunkLayout> {
     let mut code: Vec<u8> = Vec::with_capacity(THUNK as usize);
     code.extend(call_or_jmp(0xe8, at, stubs[3]));
     let jnz_at = code.len();
@@ -624,10 +812,10 @@ fn write_thunk(at: u64, site: u64, jump: &TailJump, stubs: &[u64; 5]) -> Option<
     code[jnz_at + 1] = (code.len() - jnz_at - 2) as u8;
     let fallback = code.len() as u64;
     let fallback_at = at + fallback;
-    if !fits_rel32(fallback_at + 5, site + 5) {
+    if !fits_rel32(fallback_at + 5, fallback_to) {
         return None;
     }
-    code.extend(call_or_jmp(0xe9, fallback_at, site + 5));
+    code.extend(call_or_jmp(0xe9, fallback_at, fallback_to));
     code.push(0xcc);
     if code.len() as u64 > THUNK {
         return None;

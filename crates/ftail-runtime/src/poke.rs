@@ -13,10 +13,23 @@
 //! "Serialise" is `membarrier(PRIVATE_EXPEDITED_SYNC_CORE)`: every thread
 //! of the process executes a core-serialising instruction before it runs
 //! user code again. A thread that reaches a site while it holds `int3`
-//! traps; [`on_sigtrap`] lets it step over the site as if it were the nop
-//! (that call records nothing), or restart it once the site is complete.
-//! Every instruction the protocol writes is a single instruction, so a
-//! thread is never left in the middle of one.
+//! traps; [`on_sigtrap`] lets it do what the untraced site does (that
+//! call records nothing): go on past an entry's or indirect tail's nop,
+//! to a `ret` like an exit site's (a real `ret` instruction, so a shadow
+//! stack stays in step), or to a jump site's target; or it restarts the
+//! site once it is complete. Every instruction the protocol writes is a
+//! single instruction, so a thread is never left in the middle of one.
+//!
+//! An exit site's bytes 1–4 are `int3` padding no thread ever executes,
+//! and a jump site's are its rel32: could the switch be a single store
+//! of the first byte once the rest is in place? x86 does not promise it:
+//! a core that runs code another core modifies must execute a
+//! serialising instruction before it runs the new code (Intel SDM vol. 3,
+//! 8.1.3, cross-modifying code), and only a single-byte `int3` is known
+//! to be safe without one (the kernel's `text_poke_bp` relies on exactly
+//! that). A `ret` (c3) turned into `jmp` (e9) is a different first byte,
+//! which a core may execute with stale bytes after it. So every live
+//! change keeps the three steps; they cost only at switching time.
 
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
@@ -168,21 +181,24 @@ fn sync_cores(lo: u64, len: usize, prot: i32) {
 // ---------------------------------------------------------------------
 // The SIGTRAP handler.
 
-/// Sorted site addresses of each planned module, for the handler. A
+/// Each planned module's sites, sorted by address, with where a thread
+/// that traps on one goes on (see [`on_site_trap`]), for the handler. A
 /// module's slot is emptied when it is unloaded and reused by the next
 /// module; its table is freed then unless a handler is running (it may be
 /// reading it), in which case it is left allocated for good.
 const MAX_TABLES: usize = 1024;
-static TABLES: [AtomicPtr<Box<[u64]>>; MAX_TABLES] =
+type Table = Box<[(u64, u64)]>;
+static TABLES: [AtomicPtr<Table>; MAX_TABLES] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_TABLES];
 /// One past the highest slot ever used (the handler scans that far).
 static TABLES_USED: AtomicUsize = AtomicUsize::new(0);
 /// SIGTRAP handlers running now, in any thread.
 static HANDLERS_RUNNING: AtomicUsize = AtomicUsize::new(0);
 
-/// Publishes a module's site addresses; returns its slot. Called under
-/// the control lock (one publisher at a time).
-pub fn publish_sites(mut addrs: Vec<u64>) -> Option<usize> {
+/// Publishes a module's sites (address, where a thread that traps on it
+/// mid-change goes on); returns its slot. Called under the control lock
+/// (one publisher at a time).
+pub fn publish_sites(mut addrs: Vec<(u64, u64)>) -> Option<usize> {
     addrs.sort_unstable();
     let slot = TABLES
         .iter()
@@ -204,14 +220,21 @@ pub fn withdraw_sites(slot: usize) {
     }
 }
 
-fn is_site(addr: u64) -> bool {
+/// Where a thread that trapped on the site at `addr` goes on while the
+/// site is still `int3`, if `addr` is a site.
+fn resume_of(addr: u64) -> Option<u64> {
     let used = TABLES_USED.load(Ordering::Acquire).min(MAX_TABLES);
-    TABLES[..used].iter().any(|t| {
+    TABLES[..used].iter().find_map(|t| {
         let t = t.load(Ordering::SeqCst);
+        if t.is_null() {
+            return None;
+        }
         // SAFETY: a table loaded while HANDLERS_RUNNING counts this
         // handler is not freed until the handler returns (see
         // withdraw_sites).
-        !t.is_null() && unsafe { (*t).binary_search(&addr).is_ok() }
+        let table = unsafe { &*t };
+        let i = table.binary_search_by_key(&addr, |e| e.0).ok()?;
+        Some(table[i].1)
     })
 }
 
@@ -241,9 +264,10 @@ fn install_trap_handler() {
 }
 
 /// SIGTRAP: a thread hit a site while it held `int3` (its first byte, so
-/// RIP is the site + 1). While the site is still `int3` the thread skips
-/// it like the nop; once it is complete the thread runs it again. Any other
-/// trap goes to the previous handler, or takes the default action.
+/// RIP is the site + 1). While the site is still `int3` the thread does
+/// what the untraced site does (see the module docs); once it is complete
+/// the thread runs it again. Any other trap goes to the previous handler,
+/// or takes the default action.
 extern "C" fn on_sigtrap(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     HANDLERS_RUNNING.fetch_add(1, Ordering::SeqCst);
     let ours = on_site_trap(ctx);
@@ -260,10 +284,10 @@ fn on_site_trap(ctx: *mut libc::c_void) -> bool {
     // SAFETY: the kernel passes this thread's saved context.
     let rip = unsafe { (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] } as u64;
     let site = rip.wrapping_sub(1);
-    if is_site(site) {
+    if let Some(untraced) = resume_of(site) {
         // SAFETY: `site` is a mapped, executable site address.
         let still_int3 = unsafe { std::ptr::read_volatile(site as *const u8) } == 0xcc;
-        let resume = if still_int3 { site + 5 } else { site };
+        let resume = if still_int3 { untraced } else { site };
         // SAFETY: as above; the resume point is an instruction boundary.
         unsafe { (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = resume as i64 };
         return true;

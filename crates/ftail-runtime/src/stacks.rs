@@ -503,7 +503,7 @@ fn close_gone(st: &mut ThreadState, here: Place, now: u64, rule: Rule) {
         } else {
             EventKind::Unwound
         };
-        pop(st, kind, 0, now);
+        pop(st, kind, now);
     }
 }
 
@@ -533,7 +533,7 @@ fn park_above(st: &mut ThreadState, from: u64, now: u64) {
         i = j;
     }
     while st.depth > from {
-        pop(st, EventKind::Suspended, 0, now);
+        pop(st, EventKind::Suspended, now);
     }
     st.busy = 0;
 }
@@ -779,7 +779,7 @@ fn switch_to(sp: u64, ucp: *const libc::ucontext_t, setting: bool) {
         // setcontext does not return: the functions that tail-called it
         // end here.
         while top(st).is_some_and(|t| t.cfa == sp && t.word & (MARKED | CONVERTED) != 0) {
-            pop(st, EventKind::TailExit, 0, now);
+            pop(st, EventKind::TailExit, now);
         }
     }
     let fresh = align(st, to, now, Rule::Switch);

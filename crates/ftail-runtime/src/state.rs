@@ -28,7 +28,8 @@ pub struct ThreadState {
     /// Address of the event file's lost-event counter (0 when none).
     pub lost: u64,
     /// End of the buffer proper; `end` advances towards it a chunk at a
-    /// time (`buffer::extend`), and the reserve follows it.
+    /// time (`buffer::extend`) while the trace's budget allows, and the
+    /// reserve follows it.
     pub limit: u64,
     /// Base of the side stack of converted tail calls (`SideEntry` array).
     pub side: u64,
@@ -68,7 +69,42 @@ pub struct ThreadState {
     /// The frame pointer of the slow path running on the spare stack (0:
     /// the spare stack is free); set and cleared by `tramp.rs`.
     pub spare_busy: u64,
+    /// Start of the event file's mapping (0: none). The mapping is the
+    /// address space reserved for the file to grow into (`map_len`
+    /// bytes); only its first `file_len` bytes are file.
+    pub file_base: u64,
+    /// Bytes of the event file's mapping.
+    pub map_len: u64,
+    /// Bytes of the event file, all taken from the trace's budget.
+    pub file_len: u64,
+    /// The event file's name: thread id, and in bits 32 and up the `~N`
+    /// of a thread id that came back.
+    pub file_id: u64,
+    /// The event file's inode, checked when it is opened again to grow.
+    pub file_ino: u64,
+    /// Why the thread stops when `end` reaches `limit` (a
+    /// `STOPPED_*` value).
+    pub limit_why: u64,
+    /// Bytes of events of the thread's ring (0: its buffer grows): when
+    /// the cursor passes `end` it starts again after the header.
+    pub ring: u64,
+    /// Nonzero when the thread writes compact records (`FORMAT_COMPACT`).
+    pub compact: u64,
+    /// The compact stream's base of times: the time of its last time
+    /// record ([`TIME_POISON`] while one is being written, [`NO_BASE`]
+    /// before the first). Read by the compact trampolines.
+    pub base: u64,
 }
+
+/// [`ThreadState::base`] while a time record is being written: any
+/// offset from it is too large, so an event written meanwhile (a signal
+/// handler's) takes the slow path, which gives it its own time.
+pub const TIME_POISON: u64 = 1 << 63;
+
+/// [`ThreadState::base`] before the first time record: any counter value
+/// below 2^63 is at least 2^62 ticks from it, so the first event writes
+/// a time record.
+pub const NO_BASE: u64 = 3 << 62;
 
 /// A return address a convert thunk took off the stack, and where it was.
 #[repr(C)]
@@ -164,7 +200,8 @@ thread_local! {
             cursor: 0, end: 0, depth: 0, stack: 0, stack_cap: 0, status: STATUS_NEW,
             lost: 0, limit: 0, side: 0, side_depth: 0, side_cap: 0, reserve_end: 0,
             parked: 0, parked_len: 0, parked_cap: 0, fresh_base: 0, busy: 0, ended_base: 0,
-            spare: 0, coro_lo: 0, spare_busy: 0,
+            spare: 0, coro_lo: 0, spare_busy: 0, file_base: 0, map_len: 0, file_len: 0,
+            file_id: 0, file_ino: 0, limit_why: 0, ring: 0, compact: 0, base: 0,
         })
     };
 }

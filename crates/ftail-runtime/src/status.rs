@@ -103,6 +103,11 @@ pub fn thread_disk_full() {
     add(offset!(threads_disk_full), 1);
 }
 
+/// A thread stopped recording: the trace reached its maximum size.
+pub fn thread_max_size() {
+    add(offset!(threads_max_size), 1);
+}
+
 /// A module found after start-up was left untraced, or some of its sites.
 pub fn skipped(modules: u64, sites: u64) {
     add(offset!(modules_skipped), modules);

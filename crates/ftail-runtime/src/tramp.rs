@@ -40,9 +40,9 @@
 //! function's CFA is `rsp + 48`.
 
 use crate::hooks::{
-    ftail_slow_entry, ftail_slow_exit, ftail_slow_full_entry, ftail_slow_full_exit,
-    ftail_slow_full_tail, ftail_slow_setup, ftail_slow_side_enter, ftail_slow_side_leave,
-    ftail_slow_tail_mark, ftail_slow_tail_return,
+    ftail_slow_compact, ftail_slow_entry, ftail_slow_exit, ftail_slow_full_entry,
+    ftail_slow_full_exit, ftail_slow_full_tail, ftail_slow_setup, ftail_slow_side_enter,
+    ftail_slow_side_leave, ftail_slow_tail_mark, ftail_slow_tail_return,
 };
 use crate::state::{
     ThreadState, FTAIL_MAX_DEPTH, FTAIL_SLOW_ROOM, FTAIL_TLS_OFFSET, FTAIL_XSAVE_MASK,
@@ -60,6 +60,12 @@ extern "C" {
     pub fn ftail_convert_enter();
     /// Jumped to by convert thunks after the tail callee returned.
     pub fn ftail_convert_leave();
+    /// [`ftail_entry`] for the compact format.
+    pub fn ftail_entry_c();
+    /// [`ftail_exit`] for the compact format.
+    pub fn ftail_exit_c();
+    /// [`ftail_convert_leave`] for the compact format.
+    pub fn ftail_convert_leave_c();
 }
 
 std::arch::global_asm!(
@@ -164,9 +170,9 @@ std::arch::global_asm!(
 .Lspare_kept\@:
     .endm
 
-    # Calls the Rust slow path \fn(state, cfa, site + 5) with every
-    # register and the x87/SSE state saved; 16-byte aligned.
-    .macro FTAIL_SLOW fn
+    # Calls the Rust slow path \fn(state, cfa, site + 5, rcx, \kind) with
+    # every register and the x87/SSE state saved; 16-byte aligned.
+    .macro FTAIL_SLOW fn, kind=0
     push %rsi
     .cfi_adjust_cfa_offset 8
     push %rdi
@@ -186,6 +192,7 @@ std::arch::global_asm!(
     mov %r11, %rdi
     lea 96(%rbp), %rsi
     mov 80(%rbp), %rdx
+    mov $\kind, %r8d
     call \fn
     FTAIL_RESTORE_EXTENDED
     mov %rbp, %rsp
@@ -298,6 +305,7 @@ std::arch::global_asm!(
     decq 16(%r11)
     cmp {maxdepth}(%rip), %rcx
     ja \loop                         # deeper than -D: not written
+    mov -8(%rax), %rcx               # the popped entry's word
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
@@ -305,12 +313,71 @@ std::arch::global_asm!(
     xadd %rdx, (%r11)
     cmp 8(%r11), %rdx
     jae .Ltail_callers_full\@
-    movabs $0x0200000000000000, %rcx # kind TailExit (2), no address
+    shl $16, %rcx                    # its entry address, without flags,
+    shr $16, %rcx
+    bts $57, %rcx                    # kind TailExit (2)
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)
     jmp \loop
 .Ltail_callers_full\@:
     FTAIL_FULL {full_tail}, \loop
+    .endm
+
+    # FTAIL_TAIL_CALLERS for the compact format: 4-byte tail exits.
+    .macro FTAIL_TAIL_CALLERS_C cfa_off, loop, done
+\loop:
+    mov 16(%r11), %rcx
+    test %rcx, %rcx
+    jz \done
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax
+    lea \cfa_off(%rsp), %rdx
+    cmp %rdx, -16(%rax)
+    jne \done
+    btq $63, -8(%rax)
+    jnc \done                        # not marked: not a tail caller
+    btq $61, -8(%rax)
+    jnc .Lnot_base\@
+    mov -16(%rax), %rdx              # a context's first function ended:
+    mov %rdx, {ended_base}(%r11)     # its uc_link switch is unseen, the
+    movq ${switched}, 40(%r11)       # next event's slow path does it
+.Lnot_base\@:
+    decq 16(%r11)
+    cmp {maxdepth}(%rip), %rcx
+    ja \loop                         # deeper than -D: not written
+    mov -8(%rax), %rcx               # the popped entry's word
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov {tbase}(%r11), %rcx
+    sub %rcx, %rax                   # the time's offset from the base
+    cmp ${close_span}, %rax
+    jae .Ltc_time\@                  # too far, or the base poisoned
+    lea 3(,%rax,8), %rax             # tag TailExit (3) | offset << 3
+    mov $4, %edx
+    xadd %rdx, (%r11)
+    cmp %rcx, {tbase}(%r11)
+    jne .Ltc_redo\@                  # a handler moved the base meanwhile
+    lea 4(%rdx), %rcx
+    cmp 8(%r11), %rcx
+    ja .Ltail_callers_full\@
+    mov %eax, (%rdx)
+    jmp \loop
+.Ltail_callers_full\@:
+    FTAIL_FULL {full_tail}, \loop
+.Ltc_redo\@:
+    mov %rdx, %rcx
+    FTAIL_SLOW {slow_compact}, 2
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    jmp \loop
+.Ltc_time\@:
+    xor %ecx, %ecx
+    FTAIL_SLOW {slow_compact}, 2
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    jmp \loop
     .endm
 
     # Fills the side entry at rax for the slot at rdx: return address,
@@ -416,6 +483,7 @@ ftail_exit:
     decq 16(%r11)                    # first function of a context: pop
     cmp {maxdepth}(%rip), %rcx
     ja .Lexit_callers                # popped entry was deeper than -D
+    mov -8(%rax), %rcx               # the popped entry's word
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
@@ -423,7 +491,8 @@ ftail_exit:
     xadd %rdx, (%r11)
     cmp 8(%r11), %rdx
     jae 7f
-    mov 32(%rsp), %rcx
+    shl $16, %rcx                    # its entry address, without flags,
+    shr $16, %rcx
     bts $56, %rcx                    # kind Exit (1)
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)
@@ -434,6 +503,145 @@ ftail_exit:
     jmp 9b
     .cfi_endproc
     .size ftail_exit, .-ftail_exit
+
+
+    # The same three for the compact format (`ftail_abi::trace::compact`,
+    # threads that keep every event): an entry is one 8-byte store, a
+    # close one 4-byte store, each with its time as an offset from the
+    # thread's base. Read the base, check the offset fits, reserve, check
+    # that the base is still the one read (a signal handler that wrote a
+    # time record in between moved it; the slot is then given up and the
+    # record written again by the slow path), store. A base poisoned by a
+    # time record being written fails the fit check.
+    .p2align 4
+    .globl ftail_entry_c
+    .hidden ftail_entry_c
+    .type ftail_entry_c, @function
+ftail_entry_c:
+    .cfi_startproc
+    FTAIL_PUSH4
+    cmpq $1, 40(%r11)                # status == recording?
+    jne 8f
+    mov 16(%r11), %rcx               # depth
+    lea 48(%rsp), %rdx               # the function's CFA
+    test %rcx, %rcx
+    jz 1f
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax               # &stack[depth]; the top is at -16
+    cmp %rdx, -16(%rax)
+    ja 1f                            # top CFA above ours: a new frame
+    jb 8f                            # below ours: frames gone, resync
+    mov -8(%rax), %rax
+    shr $62, %rax                    # same CFA: a tail callee of a marked
+    jz 8f                            # or converted entry, else replaced
+1:  cmp 32(%r11), %rcx
+    jae 8f                           # trace stack full
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax               # &stack[depth]
+    mov %rdx, (%rax)                 # written, reserved, written again:
+    mov 32(%rsp), %rdx               # a signal handler that ran between
+    mov %rdx, 8(%rax)                # the first writes and the increment
+    incq 16(%r11)                    # may have reused the slot
+    lea 48(%rsp), %rdx
+    mov %rdx, (%rax)
+    mov 32(%rsp), %rdx
+    mov %rdx, 8(%rax)
+    cmp {maxdepth}(%rip), %rcx
+    jae 9f                           # deeper than -D: tracked, not written
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov {tbase}(%r11), %rcx
+    sub %rcx, %rax                   # the time's offset from the base
+    cmp ${entry_span}, %rax
+    jae .Lentry_c_time               # too far, or the base poisoned
+    lea 1(,%rax,8), %rax             # tag Entry (1) | offset << 3
+    mov 32(%rsp), %rdx
+    shl $17, %rdx
+    or %rdx, %rax                    # | (site + 5) << 17
+    mov $8, %edx
+    xadd %rdx, (%r11)                # reserve the record
+    cmp %rcx, {tbase}(%r11)
+    jne .Lentry_c_redo               # a handler moved the base meanwhile
+    lea 8(%rdx), %rcx
+    cmp 8(%r11), %rcx
+    ja 7f
+    mov %rax, (%rdx)                 # one store: the record is whole
+9:  FTAIL_POP4_RET
+7:  FTAIL_FULL {full_entry}, 9b
+.Lentry_c_redo:
+    mov %rdx, %rcx
+    FTAIL_SLOW {slow_compact}, 0
+    jmp 9b
+.Lentry_c_time:
+    xor %ecx, %ecx
+    FTAIL_SLOW {slow_compact}, 0
+    jmp 9b
+8:  FTAIL_SLOW {slow_entry}
+    jmp 9b
+    .cfi_endproc
+    .size ftail_entry_c, .-ftail_entry_c
+
+    .p2align 4
+    .globl ftail_exit_c
+    .hidden ftail_exit_c
+    .type ftail_exit_c, @function
+ftail_exit_c:
+    .cfi_startproc
+    FTAIL_PUSH4
+    cmpq $1, 40(%r11)
+    jne 8f
+    mov 16(%r11), %rcx               # depth
+    test %rcx, %rcx
+    jz 9f                            # nothing open: entry not seen
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax               # &stack[depth]; the top is at -16
+    lea 48(%rsp), %rdx
+    cmp %rdx, -16(%rax)
+    jne 8f                           # not our frame on top: resynchronise
+    testb $0xa0, -1(%rax)
+    jnz 8f                           # top marked by a tail site, or the
+    decq 16(%r11)                    # first function of a context: pop
+    cmp {maxdepth}(%rip), %rcx
+    ja .Lexit_c_callers                # popped entry was deeper than -D
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov {tbase}(%r11), %rcx
+    sub %rcx, %rax                   # the time's offset from the base
+    cmp ${close_span}, %rax
+    jae .Lexit_c_time                # too far, or the base poisoned
+    lea 2(,%rax,8), %rax             # tag Exit (2) | offset << 3
+    mov $4, %edx
+    xadd %rdx, (%r11)
+    cmp %rcx, {tbase}(%r11)
+    jne .Lexit_c_redo                # a handler moved the base meanwhile
+    lea 4(%rdx), %rcx
+    cmp 8(%r11), %rcx
+    ja 7f
+    mov %eax, (%rdx)
+    FTAIL_TAIL_CALLERS_C 48, .Lexit_c_callers, 9f
+9:  FTAIL_POP4_RET
+7:  FTAIL_FULL {full_exit}, .Lexit_c_callers
+.Lexit_c_redo:
+    mov %rdx, %rcx
+    FTAIL_SLOW {slow_compact}, 1
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    jmp .Lexit_c_callers
+.Lexit_c_time:
+    xor %ecx, %ecx
+    FTAIL_SLOW {slow_compact}, 1
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    jmp .Lexit_c_callers
+8:  FTAIL_SLOW {slow_exit}
+    jmp 9b
+    .cfi_endproc
+    .size ftail_exit_c, .-ftail_exit_c
 
     .p2align 4
     .globl ftail_tail_mark
@@ -607,6 +815,7 @@ ftail_convert_leave:
     decq 16(%r11)                    # pop it
     cmp {maxdepth}(%rip), %rcx
     ja .Lleave_callers
+    mov -8(%rax), %rcx               # the popped entry's word
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
@@ -614,7 +823,9 @@ ftail_convert_leave:
     xadd %rdx, (%r11)
     cmp 8(%r11), %rdx
     jae 7f
-    movabs $0x0200000000000000, %rcx # kind TailExit (2), no address
+    shl $16, %rcx                    # its entry address, without flags,
+    shr $16, %rcx
+    bts $57, %rcx                    # kind TailExit (2)
     mov %rcx, 8(%rdx)
     mov %rax, (%rdx)
     FTAIL_TAIL_CALLERS 40, .Lleave_callers, 9f
@@ -655,6 +866,114 @@ ftail_convert_leave:
 5:  ud2                              # the side stack lost our entry
     .cfi_endproc
     .size ftail_convert_leave, .-ftail_convert_leave
+
+    .p2align 4
+    .globl ftail_convert_leave_c
+    .hidden ftail_convert_leave_c
+    .type ftail_convert_leave_c, @function
+ftail_convert_leave_c:
+    .cfi_startproc
+    .cfi_def_cfa_offset 0            # jumped to: no return address yet
+    sub $8, %rsp                     # the slot again; the return address
+    .cfi_adjust_cfa_offset 8         # goes back into it below
+    FTAIL_PUSH4                      # slot: rsp+32; CFA: rsp+40
+    mov 72(%r11), %rcx               # rbx points at our side entry (the
+    test %rcx, %rcx                  # callee kept it): the top one?
+    jz 6f
+    shl $5, %rcx
+    add 64(%r11), %rcx
+    sub $32, %rcx                    # &side[depth - 1]
+    cmp %rcx, %rbx
+    jne 6f                           # entries of other stacks above it, or
+    lea 32(%rsp), %rdx               # left behind by a longjmp: slow
+    cmp %rdx, 8(%rcx)
+    jne 6f
+    mov (%rcx), %rax
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov 16(%rcx), %rbx               # and the borrowed register
+    decq 72(%r11)
+2:  cmpq $1, 40(%r11)
+    jne 10f
+    mov 16(%r11), %rcx               # the function's trace entry on top?
+    test %rcx, %rcx
+    jz 9f
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax
+    lea 40(%rsp), %rdx
+    cmp %rdx, -16(%rax)
+    jne 8f
+    testb $0x20, -1(%rax)            # the first function of a context
+    jnz 8f
+    decq 16(%r11)                    # pop it
+    cmp {maxdepth}(%rip), %rcx
+    ja .Lleave_c_callers
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov {tbase}(%r11), %rcx
+    sub %rcx, %rax                   # the time's offset from the base
+    cmp ${close_span}, %rax
+    jae .Lleave_c_time               # too far, or the base poisoned
+    lea 3(,%rax,8), %rax             # tag TailExit (3) | offset << 3
+    mov $4, %edx
+    xadd %rdx, (%r11)
+    cmp %rcx, {tbase}(%r11)
+    jne .Lleave_c_redo               # a handler moved the base meanwhile
+    lea 4(%rdx), %rcx
+    cmp 8(%r11), %rcx
+    ja 7f
+    mov %eax, (%rdx)
+    FTAIL_TAIL_CALLERS_C 40, .Lleave_c_callers, 9f
+9:  FTAIL_POP4_RET
+7:  FTAIL_FULL {full_tail}, .Lleave_c_callers # (CFA/site arguments unused)
+.Lleave_c_redo:                      # (CFA/site arguments unused)
+    mov %rdx, %rcx
+    FTAIL_SLOW {slow_compact}, 2
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    jmp .Lleave_c_callers
+.Lleave_c_time:
+    xor %ecx, %ecx
+    FTAIL_SLOW {slow_compact}, 2
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    jmp .Lleave_c_callers
+8:  push %rsi                        # resynchronise in Rust: the same
+    push %rdi                        # frame layout as FTAIL_SLOW expects
+    push %r8                         # but with the CFA 8 bytes lower
+    push %r9
+    push %r10
+    push %rbp
+    mov %rsp, %rbp
+    FTAIL_SAVE_EXTENDED
+    mov %r11, %rdi
+    lea 88(%rbp), %rsi
+    xor %edx, %edx
+    call {slow_tail_return}
+    FTAIL_RESTORE_EXTENDED
+    mov %rbp, %rsp
+    pop %rbp
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    jmp 9b
+10: cmpq ${off}, 40(%r11)            # after a stack switch: in line
+    je 9b                            # first (a signal handler's slow path
+    jmp 8b                           # may have made it 'recording' since)
+6:  FTAIL_SLOW_SIDE {slow_side_leave}, 80 # rax: return address, rcx: rbx
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    test %rax, %rax
+    jz 5f
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov %rcx, %rbx                   # and the borrowed register
+    jmp 2b
+5:  ud2                              # the side stack lost our entry
+    .cfi_endproc
+    .size ftail_convert_leave_c, .-ftail_convert_leave_c
 "#,
     tls = sym FTAIL_TLS_OFFSET,
     xsave_size = sym FTAIL_XSAVE_SIZE,
@@ -674,6 +993,10 @@ ftail_convert_leave:
     slow_tail_mark = sym ftail_slow_tail_mark,
     slow_side_enter = sym ftail_slow_side_enter,
     slow_side_leave = sym ftail_slow_side_leave,
+    slow_compact = sym ftail_slow_compact,
+    tbase = const std::mem::offset_of!(ThreadState, base),
+    entry_span = const ftail_abi::trace::compact::ENTRY_SPAN,
+    close_span = const ftail_abi::trace::compact::CLOSE_SPAN,
     switched = const STATUS_SWITCHED,
     off = const STATUS_OFF,
     ended_base = const std::mem::offset_of!(ThreadState, ended_base),

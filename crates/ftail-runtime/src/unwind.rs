@@ -1,5 +1,5 @@
-//! Unwind information for the convert thunks, which are written at run
-//! time: one `.eh_frame`-format block per module (a CIE, one FDE per
+//! Unwind information for the convert thunks and the site stubs, which
+//! are written at run time: one `.eh_frame`-format block per module (a CIE, one FDE per
 //! thunk, a zero terminator) registered with libgcc's `__register_frame`,
 //! so that a C++ exception or a backtrace taken inside a tail callee
 //! passes through the thunk to the tail caller's caller; and given to gdb
@@ -64,13 +64,14 @@ const RBX: u8 = 3;
 const RSP: u8 = 7;
 const RA: u8 = 16;
 
-/// Registers the unwind info of a module's thunks (nothing when none).
-pub fn register_thunks(thunks: &[ThunkLayout]) -> Option<Registration> {
-    if thunks.is_empty() {
+/// Registers the unwind info of a module's thunks and site stubs
+/// (`stubs`: their address range; nothing when there are neither).
+pub fn register_thunks(thunks: &[ThunkLayout], stubs: (u64, u64)) -> Option<Registration> {
+    if thunks.is_empty() && stubs.1 == 0 {
         return None;
     }
     // Both stay allocated while registered: libgcc reads them.
-    let block = Box::into_raw(eh_frame(thunks).into_boxed_slice());
+    let block = Box::into_raw(eh_frame(thunks, stubs).into_boxed_slice());
     let object = Box::into_raw(vec![0u8; LIBGCC_OBJECT].into_boxed_slice());
     // SAFETY: `block` is a well-formed .eh_frame block (CIE, FDEs, zero
     // terminator) and `object` zeroed room for libgcc's bookkeeping; both
@@ -78,8 +79,14 @@ pub fn register_thunks(thunks: &[ThunkLayout]) -> Option<Registration> {
     unsafe { __register_frame_info(block.cast::<u8>(), object.cast::<u8>()) };
     // SAFETY: `block` is live (see above).
     let eh: &[u8] = unsafe { &*block };
-    let start = thunks.iter().map(|t| t.start).min().unwrap_or(0);
-    let end = thunks.iter().map(|t| t.start + t.len).max().unwrap_or(0);
+    let ranges = || {
+        thunks
+            .iter()
+            .map(|t| (t.start, t.start + t.len))
+            .chain((stubs.1 > 0).then_some((stubs.0, stubs.0 + stubs.1)))
+    };
+    let start = ranges().map(|r| r.0).min().unwrap_or(0);
+    let end = ranges().map(|r| r.1).max().unwrap_or(0);
     let named: Vec<crate::gdbjit::Thunk> = thunks
         .iter()
         .map(|t| crate::gdbjit::Thunk {
@@ -105,8 +112,8 @@ pub fn deregister(r: Registration) {
     }
 }
 
-/// The `.eh_frame` block for `thunks`.
-fn eh_frame(thunks: &[ThunkLayout]) -> Vec<u8> {
+/// The `.eh_frame` block for `thunks` and the site stubs in `stubs`.
+fn eh_frame(thunks: &[ThunkLayout], stubs: (u64, u64)) -> Vec<u8> {
     let mut out = Vec::new();
     // CIE: version 1, no augmentation, code alignment 1, data alignment
     // -8, return address column 16; CFA = rsp + 8, RA at CFA − 8.
@@ -114,6 +121,17 @@ fn eh_frame(thunks: &[ThunkLayout]) -> Vec<u8> {
         b.extend([1, 0, 1, 0x78, RA]);
         b.extend([DW_CFA_DEF_CFA, RSP, 8, DW_CFA_OFFSET | RA, 1]);
     });
+    if stubs.1 > 0 {
+        // The site stubs run in the frame of the function they end, its
+        // return address on top of the stack: the CIE's rule throughout.
+        let fde = entry(&mut out, 0, |b| {
+            b.extend(stubs.0.to_le_bytes());
+            b.extend(stubs.1.to_le_bytes());
+        });
+        let pointer_field = fde + 4;
+        let cie_pointer = (pointer_field - cie) as u32;
+        out[pointer_field..pointer_field + 4].copy_from_slice(&cie_pointer.to_le_bytes());
+    }
     for t in thunks {
         // The CIE pointer (patched below) is relative to its own field.
         let fde = entry(&mut out, 0, |b| {

@@ -45,7 +45,7 @@ pub fn dump(
                 }
                 let kind = e.kind().unwrap_or(EventKind::Exit);
                 let ns = e.tsc.saturating_sub(origin) as f64 * 1e9 / hz;
-                let func = if kind == EventKind::Entry {
+                let func = if kind.opens() {
                     n.name(e.addr(), e.tsc).to_string()
                 } else {
                     String::new()

@@ -24,6 +24,14 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
         })
         .sum();
     let _ = writeln!(out, "# size on disk: {}", bytes(total_bytes));
+    if let Some(b) = &trace.budget {
+        let _ = writeln!(
+            out,
+            "# maximum size: {} (--max-size), {} of it used",
+            bytes(b.max_bytes),
+            bytes(b.used_bytes)
+        );
+    }
     for image in &trace.images {
         let i = &image.info;
         let get = |k: &str| i.get(k).map_or("-", String::as_str);
@@ -55,12 +63,36 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
             get("tracing"),
             get("control_agent")
         );
-        let _ = writeln!(
-            out,
-            "  buffers          : {} events per thread, {} trace-stack entries",
-            get("buffer_events"),
-            get("stack_entries")
-        );
+        let per_thread = match get("buffer_events") {
+            "unlimited" => "no limit per thread".to_string(),
+            n => format!("at most {n} events per thread"),
+        };
+        let max = match i.get("max_size").map(|v| v.parse::<u64>()) {
+            Some(Ok(n)) => format!("up to {} for the whole trace", crate::losses::size(n)),
+            _ => "no limit for the whole trace".to_string(),
+        };
+        match i.get("ring").and_then(|v| v.parse::<u64>().ok()) {
+            Some(ring) if ring > 0 => {
+                let _ = writeln!(
+                    out,
+                    "  buffers          : a ring of {} per thread (flight recorder{}); {} \
+                     trace-stack entries",
+                    bytes(ring),
+                    match get("snapshot_signal") {
+                        "0" | "-" => String::new(),
+                        n => format!(", snapshots on signal {n}"),
+                    },
+                    get("stack_entries")
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "  buffers          : grow {max}, {per_thread}; {} trace-stack entries",
+                    get("stack_entries")
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "  clock            : {:.3} MHz time-stamp counter",
@@ -74,20 +106,31 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
             get("converted_tails"),
             get("skipped_sites")
         );
-        let (mut first, mut last, mut all) = (u64::MAX, 0u64, 0u64);
+        let (mut first, mut last, mut all, mut bytes_all) = (u64::MAX, 0u64, 0u64, 0u64);
         let _ = writeln!(out, "  threads          : {}", image.threads.len());
         for t in &image.threads {
             let (count, lost, range, damage) = match Events::open(&t.path) {
                 Ok((h, mut events)) => {
                     let (mut n, mut lo, mut hi) = (0u64, u64::MAX, 0u64);
                     for e in events.by_ref() {
+                        if e.kind() == Some(ftail_abi::trace::EventKind::Earlier) {
+                            continue;
+                        }
                         n += 1;
                         lo = lo.min(e.tsc);
                         hi = hi.max(e.tsc);
                     }
-                    (n, h.lost, (lo, hi), events.damage().map(str::to_string))
+                    let note = match events.damage() {
+                        Some(d) => format!("  (damaged: {d})"),
+                        None if h.ring > 0 && h.laps > 0 => {
+                            format!("  (the latest: the ring went round {} times)", h.laps)
+                        }
+                        None => String::new(),
+                    };
+                    bytes_all += events.consumed();
+                    (n, h.lost, (lo, hi), note)
                 }
-                Err(e) => (0, 0, (u64::MAX, 0), Some(e)),
+                Err(e) => (0, 0, (u64::MAX, 0), format!("  (damaged: {e})")),
             };
             all += count;
             first = first.min(range.0);
@@ -100,15 +143,17 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
                 if name.is_empty() { "-" } else { name },
                 count,
                 lost,
-                damage.map_or(String::new(), |d| format!("  (damaged: {d})"))
+                damage
             );
         }
         if first <= last {
             let _ = writeln!(
                 out,
-                "  duration         : {} ({} events)",
+                "  duration         : {} ({} events, {} of them: {:.2} bytes each)",
                 crate::replay::format_ns((last - first) as f64 * 1e9 / hz).trim(),
-                all
+                all,
+                bytes(bytes_all),
+                bytes_all as f64 / all.max(1) as f64
             );
         }
         let _ = writeln!(out, "  modules          : {}", image.modules.len());

@@ -5,7 +5,8 @@
 //! whole.
 
 use ftail_abi::trace::{
-    AGENT_BIND_FAILED, AGENT_LOST_SOCKET, STOPPED_BUFFER_FULL, STOPPED_DISK_FULL,
+    AGENT_BIND_FAILED, AGENT_LOST_SOCKET, STOPPED_ADDRESS_SPACE, STOPPED_BUFFER_FULL,
+    STOPPED_DISK_FULL, STOPPED_FILE_ERROR, STOPPED_MAX_SIZE,
 };
 
 use crate::trace::Trace;
@@ -17,31 +18,74 @@ const NAMED: usize = 10;
 /// a trace read with or without its events (`trace::open_headers`).
 pub fn notes(trace: &Trace) -> Vec<String> {
     let mut out = Vec::new();
-    let mut full = Vec::new();
-    let mut disk = Vec::new();
+    // Threads that lost events, by reason, in the order reasons appear.
+    let mut by_reason: Vec<(String, Vec<(String, u64)>)> = Vec::new();
     for p in &trace.processes {
         let who = format!("process {}", p.key);
         process_notes(p, &who, &mut out);
         for th in p.threads.iter().filter(|th| th.lost > 0) {
             let place = format!("{who} thread {}", th.tid);
-            match th.stopped {
-                STOPPED_DISK_FULL => disk.push((place, th.lost)),
-                STOPPED_BUFFER_FULL | 0 => full.push((place, th.lost)),
-                _ => full.push((place, th.lost)),
+            let why = reason(trace, th.stopped);
+            match by_reason.iter_mut().find(|(r, _)| *r == why) {
+                Some((_, places)) => places.push((place, th.lost)),
+                None => by_reason.push((why, vec![(place, th.lost)])),
             }
         }
     }
-    lost_lines(
-        &full,
-        "events lost: its buffer was full (--buffer-events sets its size)",
-        &mut out,
-    );
-    lost_lines(
-        &disk,
-        "events lost: the trace directory's filesystem was full",
-        &mut out,
-    );
+    for (why, places) in &by_reason {
+        lost_lines(places, why, &mut out);
+    }
     out
+}
+
+/// Why a thread with `stopped` in its header lost events, as the end of a
+/// sentence that starts with "N events lost".
+fn reason(trace: &Trace, stopped: u64) -> String {
+    match stopped & 0xff {
+        STOPPED_DISK_FULL => "events lost: the trace directory's filesystem was full".into(),
+        STOPPED_MAX_SIZE => {
+            let size = trace.budget.map_or(String::new(), |b| {
+                let free = if b.free_bytes > 0 {
+                    format!("; {} were free when recording began", size(b.free_bytes))
+                } else {
+                    String::new()
+                };
+                format!(" of {} (--max-size{free})", size(b.max_bytes))
+            });
+            if size.is_empty() {
+                "events lost: the trace reached its maximum size (--max-size)".into()
+            } else {
+                format!("events lost: the trace reached its maximum size{size}")
+            }
+        }
+        STOPPED_ADDRESS_SPACE => "events lost: the process had no address space left for its \
+             buffer to grow into (too many threads at once, or a ulimit -v)"
+            .into(),
+        STOPPED_FILE_ERROR => format!(
+            "events lost: its event file could not be made longer ({})",
+            std::io::Error::from_raw_os_error((stopped >> 8) as i32)
+        ),
+        STOPPED_BUFFER_FULL | 0 => {
+            "events lost: its buffer was full (--buffer-events sets its size)".into()
+        }
+        _ => "events lost: its buffer was full".into(),
+    }
+}
+
+/// A byte count for people: `512.0 MiB`.
+pub fn size(n: u64) -> String {
+    let (v, unit) = if n >= 1 << 40 {
+        (n as f64 / (1u64 << 40) as f64, "TiB")
+    } else if n >= 1 << 30 {
+        (n as f64 / (1u64 << 30) as f64, "GiB")
+    } else if n >= 1 << 20 {
+        (n as f64 / (1u64 << 20) as f64, "MiB")
+    } else if n >= 1 << 10 {
+        (n as f64 / 1024.0, "KiB")
+    } else {
+        (n as f64, "B")
+    };
+    format!("{v:.1} {unit}")
 }
 
 fn process_notes(p: &crate::trace::Process, who: &str, out: &mut Vec<String>) {

@@ -280,11 +280,16 @@ impl ImageReplay<'_> {
                 tsc,
                 depth,
                 resumed,
+                earlier,
             } => {
                 indent(&mut line, depth);
                 self.name(&mut line, func, addr, tsc);
                 line.extend_from_slice(b"() {");
-                if resumed {
+                if earlier {
+                    // A ring's window began while it ran: its entry was
+                    // overwritten.
+                    line.extend_from_slice(b" /* began before the window */");
+                } else if resumed {
                     // A function switched out on a coroutine's stack runs
                     // again: a new slice of it, where execution is now.
                     line.extend_from_slice(b" /* resumed */");

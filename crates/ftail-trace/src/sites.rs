@@ -232,10 +232,19 @@ fn read_unit(
     if version != ftail_abi::SITES_VERSION {
         return Err(corrupt(
             desc_addr,
-            &format!(
-                "table version {version}, this ftail reads version {}",
-                ftail_abi::SITES_VERSION
-            ),
+            &if version < ftail_abi::SITES_VERSION {
+                format!(
+                    "site tables of version {version}, from an older ftail (this one reads \
+                     version {}): rebuild the program with this ftail",
+                    ftail_abi::SITES_VERSION
+                )
+            } else {
+                format!(
+                    "site tables of version {version}, from a newer ftail (this one reads \
+                     version {})",
+                    ftail_abi::SITES_VERSION
+                )
+            },
         ));
     }
     let funcs = rel(desc_addr + 4, u32_at(desc, 4) as i32);
@@ -369,10 +378,10 @@ fn check_site(
             Err(format!("recorded local indirect jump is `{i}`"))
         };
     }
-    let nop = img.bytes(s.addr, 5).ok_or("site lies outside the file")?;
-    if nop != NOP5 {
+    let bytes = img.bytes(s.addr, 5).ok_or("site lies outside the file")?;
+    if s.kind.is_nop() && bytes != NOP5 {
         return Err(format!(
-            "{} site holds {nop:02x?}, not the 5-byte nop",
+            "{} site holds {bytes:02x?}, not the 5-byte nop",
             s.kind.name()
         ));
     }
@@ -395,18 +404,23 @@ fn check_site(
             Ok(())
         }
         SiteKind::Exit => {
-            let i = after()?;
-            matches!(i.code(), Code::Retnq | Code::Retnq_imm16)
-                .then_some(())
-                .ok_or(format!("exit site is followed by `{i}`, not ret"))
+            // The `ret` itself, then int3 up to the site's 5 bytes.
+            let i = decode_at(img, s.addr).ok_or("undecodable exit site")?;
+            if !matches!(i.code(), Code::Retnq | Code::Retnq_imm16) {
+                return Err(format!("exit site holds `{i}`, not ret"));
+            }
+            let len = i.len();
+            if len > 5 || bytes[len..].iter().any(|&b| b != 0xcc) {
+                return Err(format!(
+                    "exit site holds {bytes:02x?}: `{i}` not padded with int3 to 5 bytes"
+                ));
+            }
+            Ok(())
         }
         SiteKind::ExitThunk | SiteKind::TailDirect | SiteKind::TailRetpoline => {
-            let i = after()?;
+            let i = decode_at(img, s.addr).ok_or("undecodable jump site")?;
             if i.code() != Code::Jmp_rel32_64 {
-                return Err(format!(
-                    "{} site is followed by `{i}`, not jmp rel32",
-                    s.kind.name()
-                ));
+                return Err(format!("{} site holds `{i}`, not jmp rel32", s.kind.name()));
             }
             let name = target_name(&i);
             match (s.kind, name) {
@@ -461,6 +475,8 @@ fn check_complete(img: &Image, f: &Function) -> Vec<(u64, String)> {
     let site_before = |ip: u64, want: &dyn Fn(SiteKind) -> bool| {
         by_addr.get(&(ip.wrapping_sub(5))).is_some_and(|&k| want(k))
     };
+    let site_at =
+        |ip: u64, want: &dyn Fn(SiteKind) -> bool| by_addr.get(&ip).is_some_and(|&k| want(k));
     // A jump to the function's start (up to its entry site) enters it
     // again: a self tail call, which needs its tail site like any other.
     let entry = f
@@ -479,12 +495,12 @@ fn check_complete(img: &Image, f: &Function) -> Vec<(u64, String)> {
         for i in &mut d {
             let ip = i.ip();
             let problem = match i.flow_control() {
-                FlowControl::Return if !site_before(ip, &|k| k == SiteKind::Exit) => {
-                    Some("ret without an exit site".to_string())
+                FlowControl::Return if !site_at(ip, &|k| k == SiteKind::Exit) => {
+                    Some("ret that is not an exit site".to_string())
                 }
                 FlowControl::UnconditionalBranch
                     if leaves(i.near_branch_target())
-                        && !site_before(ip, &|k| k.is_tail() || k == SiteKind::ExitThunk)
+                        && !site_at(ip, &|k| k.is_jump())
                         && by_addr.get(&ip) != Some(&SiteKind::LocalIndirect) =>
                 {
                     Some(format!(

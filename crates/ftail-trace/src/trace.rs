@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use ftail_abi::trace::{unescape_value, Event, EventKind, ProcessStatus};
+use ftail_abi::trace::{unescape_value, Event, EventKind, ProcessStatus, TraceBudget};
 
 pub use crate::reader::dir::{Error, Module};
 use crate::reader::dir::{ThreadFile, TraceDir};
@@ -17,6 +17,8 @@ pub struct Trace {
     pub dir: PathBuf,
     /// Every traced process, by pid.
     pub processes: Vec<Process>,
+    /// The trace's size budget (`--max-size`), if it has a readable one.
+    pub budget: Option<TraceBudget>,
 }
 
 /// One traced process image (a process, or what it became after `exec`).
@@ -100,6 +102,7 @@ pub fn open_headers(dir: &Path) -> Result<Trace, Error> {
 
 fn open_with(dir: &Path, events: bool) -> Result<Trace, Error> {
     let listing = TraceDir::open(dir)?;
+    let budget = listing.budget;
     let processes = listing
         .images
         .into_iter()
@@ -116,6 +119,7 @@ fn open_with(dir: &Path, events: bool) -> Result<Trace, Error> {
     Ok(Trace {
         dir: listing.dir,
         processes,
+        budget,
     })
 }
 
@@ -161,7 +165,7 @@ fn close_at_stop(events: &mut Vec<Event>) {
     let mut depth = 0u64;
     for e in events.iter() {
         match e.kind() {
-            Some(EventKind::Entry) => depth += 1,
+            Some(k) if k.opens() => depth += 1,
             Some(_) => depth = depth.saturating_sub(1),
             None => {}
         }
@@ -190,6 +194,9 @@ pub struct Balance {
     /// Slices opened when a suspended function ran again (not calls:
     /// `entries` counts those).
     pub resumed: u64,
+    /// Frames a ring's reader opened at its start for functions already
+    /// running when its window began (not calls seen to begin).
+    pub earlier: u64,
     /// Exits with no open entry.
     pub unmatched: u64,
     /// Entries still open at the end of the recording.
@@ -218,6 +225,11 @@ impl Thread {
                 }
                 Some(EventKind::Resumed) => {
                     b.resumed += 1;
+                    depth += 1;
+                    continue;
+                }
+                Some(EventKind::Earlier) => {
+                    b.earlier += 1;
                     depth += 1;
                     continue;
                 }
@@ -312,7 +324,10 @@ mod tests {
             lost,
             name: *b"worker\0\0\0\0\0\0\0\0\0\0",
             stopped: 0,
-            reserved: [0; 2],
+            ring: 0,
+            laps: 0,
+            open_at_end: 0,
+            format: 0,
         };
         let mut v = Vec::new();
         v.extend_from_slice(&h.magic);
@@ -424,7 +439,7 @@ mod tests {
         assert_eq!(th.events.len(), 1);
         let damage = th.damage.as_deref().unwrap();
         assert!(
-            damage.ends_with("7-8.events: event 1 at offset 96: unknown kind 127"),
+            damage.ends_with("7-8.events: event 1 at offset 112: unknown kind 127"),
             "{damage}"
         );
         let b = th.balance();

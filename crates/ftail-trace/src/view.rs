@@ -95,6 +95,8 @@ pub enum Shown {
         depth: u32,
         /// A new slice of a suspended call, not a new call.
         resumed: bool,
+        /// The call began before a ring's window (also `resumed`).
+        earlier: bool,
     },
     /// A call ends.
     Leave {
@@ -204,7 +206,11 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
         loop {
             match self.steps.next()? {
                 Step::Enter {
-                    addr, tsc, resumed, ..
+                    addr,
+                    tsc,
+                    resumed,
+                    earlier,
+                    ..
                 } => {
                     let func = self.names.resolve(addr, tsc);
                     let f = self.enter(func, tsc);
@@ -216,6 +222,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                             tsc,
                             depth: f.shown_depth - 1,
                             resumed,
+                            earlier,
                         });
                     }
                 }
@@ -423,6 +430,7 @@ mod tests {
             tsc,
             depth,
             resumed: false,
+            earlier: false,
         }
     }
 

@@ -21,8 +21,16 @@ fn is_ours(n: &str) -> bool {
     n.starts_with(".Lftail_") && n.ends_with(':')
 }
 
-/// Undoes the rewrite: drops inserted labels and nops and the tables, turns
-/// `jmp.d32` back into `jmp` and inverted conditional tails back into `jcc`.
+/// Whether `l` is a `ret` statement (`ret`, `rep ret`, `ret $n`, ...).
+fn is_ret(l: &str) -> bool {
+    l.split(' ')
+        .find(|w| !matches!(*w, "rep" | "repz" | "bnd"))
+        .is_some_and(|m| matches!(m, "ret" | "retq" | "retl"))
+}
+
+/// Undoes the rewrite: drops inserted labels, nops, exit sites' `int3`
+/// padding and the tables, turns `jmp.d32` back into `jmp` and inverted
+/// conditional tails back into `jcc`.
 pub fn strip_sites(output: &str) -> Vec<String> {
     let body = output.split("# ftail site tables\n").next().unwrap();
     let lines: Vec<String> = body.lines().map(norm).filter(|l| !l.is_empty()).collect();
@@ -30,14 +38,23 @@ pub fn strip_sites(output: &str) -> Vec<String> {
     let mut i = 0;
     while i < lines.len() {
         let l = &lines[i];
-        // jNCC .Lftail_k / .Lftail_s: / nop / jmp.d32 T / int3 / .Lftail_k:
+        // jNCC .Lftail_k / .Lftail_s: / jmp.d32 T / int3 / .Lftail_k:
         if let Some((jcc, skip)) = l.split_once(' ') {
-            if jcc.starts_with('j') && skip.starts_with(".Lftail_") && i + 5 < lines.len() {
-                let target = lines[i + 3].trim_start_matches("jmp.d32 ").to_string();
+            if jcc.starts_with('j') && skip.starts_with(".Lftail_") && i + 4 < lines.len() {
+                let target = lines[i + 2].trim_start_matches("jmp.d32 ").to_string();
                 out.push(format!("j{} {target}", invert(&jcc[1..])));
-                i += 6;
+                i += 5;
                 continue;
             }
+        }
+        // An exit site: .Lftail_s: / ret / .byte 0xcc, ...
+        if is_ours(l) && i + 2 < lines.len() && is_ret(&lines[i + 1]) {
+            out.push(lines[i + 1].clone());
+            i += 2;
+            if lines[i].starts_with(".byte 0xcc") {
+                i += 1;
+            }
+            continue;
         }
         if !is_ours(l) && l != NOP5 {
             out.push(l.replace("jmp.d32 ", "jmp "));
@@ -126,7 +143,14 @@ pub fn render_sites(r: &Rewritten) -> String {
             continue;
         }
         let next = &lines[i + 1];
-        if next == NOP5 {
+        let conditional =
+            i > 0 && lines[i - 1].starts_with('j') && lines[i - 1].contains(".Lftail_");
+        if is_ret(next) {
+            let _ = writeln!(out, "{func}: exit site `{next}`");
+        } else if next.starts_with("jmp.d32") {
+            let kind = if conditional { "cond-site" } else { "site" };
+            let _ = writeln!(out, "{func}: {kind} `{next}`");
+        } else if next == NOP5 {
             let guarded = lines[i + 2..]
                 .iter()
                 .find(|x| !(x.starts_with(".L") && x.ends_with(':')) && *x != NOP5)

@@ -17,8 +17,12 @@ pub enum Step {
         /// Frames open around it (0 for the outermost).
         depth: u32,
         /// A new slice of a call suspended on a stack the thread had
-        /// switched away from, not a new call.
+        /// switched away from, or (with `earlier`) of a call already
+        /// running when a ring's window began: not a new call.
         resumed: bool,
+        /// The call began before the window of a ring (flight recorder):
+        /// shown open at its start.
+        earlier: bool,
     },
     /// The innermost open function ended.
     Leave {
@@ -116,7 +120,8 @@ impl<I: Iterator<Item = Event>> Iterator for Calls<I> {
                         addr: e.addr(),
                         tsc: e.tsc,
                         depth,
-                        resumed: kind == EventKind::Resumed,
+                        resumed: kind != EventKind::Entry,
+                        earlier: kind == EventKind::Earlier,
                     });
                 }
                 Some(how) => match self.leave(e.tsc, how) {
@@ -158,13 +163,15 @@ mod tests {
                     addr: 0x10,
                     tsc: 1,
                     depth: 0,
-                    resumed: false
+                    resumed: false,
+                    earlier: false
                 },
                 Step::Enter {
                     addr: 0x20,
                     tsc: 2,
                     depth: 1,
-                    resumed: false
+                    resumed: false,
+                    earlier: false
                 },
                 Step::Leave {
                     addr: 0x20,

@@ -8,7 +8,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ftail_abi::trace::{
-    unescape_value, ProcessStatus, EVENTS_SUFFIX, STATUS_MAGIC, STATUS_SUFFIX, TRACE_VERSION,
+    unescape_value, ProcessStatus, TraceBudget, BUDGET_FILE, BUDGET_MAGIC, EVENTS_SUFFIX,
+    STATUS_MAGIC, STATUS_SUFFIX, TRACE_VERSION,
 };
 
 use super::events::{Events, Header};
@@ -20,6 +21,8 @@ pub struct TraceDir {
     pub dir: PathBuf,
     /// Every process image, ordered by pid, then exec generation.
     pub images: Vec<Image>,
+    /// The trace's size budget (`--max-size`), if it has a readable one.
+    pub budget: Option<TraceBudget>,
 }
 
 /// One traced process image (a process, or what it became after `exec`).
@@ -201,6 +204,7 @@ impl TraceDir {
         Ok(TraceDir {
             dir: dir.to_path_buf(),
             images,
+            budget: read_budget(&dir.join(BUDGET_FILE)),
         })
     }
 }
@@ -308,6 +312,30 @@ fn read_status(path: &Path) -> Option<ProcessStatus> {
         modules_skipped: u64_at(offset_of!(ProcessStatus, modules_skipped)),
         sites_skipped: u64_at(offset_of!(ProcessStatus, sites_skipped)),
         agent: u64_at(offset_of!(ProcessStatus, agent)),
-        reserved: [0; 7],
+        threads_max_size: u64_at(offset_of!(ProcessStatus, threads_max_size)),
+        reserved: [0; 6],
+    })
+}
+
+/// The trace's budget file, if it is there, whole and of this version.
+fn read_budget(path: &Path) -> Option<TraceBudget> {
+    let data = std::fs::read(path).ok()?;
+    if data.len() < std::mem::size_of::<TraceBudget>() || data[..8] != BUDGET_MAGIC {
+        return None;
+    }
+    let u64_at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().unwrap_or_default());
+    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap_or_default());
+    if u32_at(8) != TRACE_VERSION {
+        return None;
+    }
+    use std::mem::offset_of;
+    Some(TraceBudget {
+        magic: BUDGET_MAGIC,
+        version: TRACE_VERSION,
+        size: u32_at(12),
+        max_bytes: u64_at(offset_of!(TraceBudget, max_bytes)),
+        used_bytes: u64_at(offset_of!(TraceBudget, used_bytes)),
+        free_bytes: u64_at(offset_of!(TraceBudget, free_bytes)),
+        reserved: [0; 3],
     })
 }

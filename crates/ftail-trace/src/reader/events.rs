@@ -2,11 +2,22 @@
 //! in order, up to the first slot the runtime never wrote (its time is 0)
 //! or the first damage. Memory stays one block whatever the file's size
 //! (event files are sparse and may be gigabytes of unwritten room).
+//!
+//! A ring (`ftail record --ring`) that went round is read from its oldest
+//! event, the one with the earliest time, to its newest, and starts with
+//! an `Earlier` event (at its first event's time) for each function
+//! already running when its window began: those whose close is in the
+//! window without their entry, found in a first pass over the ring
+//! (every close carries its frame's entry address), and those open
+//! throughout.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ftail_abi::trace::{Event, EventFileHeader, EVENTS_MAGIC, TRACE_VERSION};
+use ftail_abi::trace::{
+    compact, Event, EventFileHeader, EventKind, EVENTS_MAGIC, FORMAT_COMPACT, FORMAT_WIDE,
+    KIND_SHIFT, TRACE_VERSION,
+};
 
 /// Bytes read at a time.
 const BLOCK: usize = 256 << 10;
@@ -32,6 +43,14 @@ pub struct Header {
     pub stopped: u64,
     /// Where the events start.
     pub header_size: u64,
+    /// Bytes of the ring when the file is one (0: it is not).
+    pub ring: u64,
+    /// How many times the ring went round.
+    pub laps: u64,
+    /// For a ring: one more than the frames open at its end, when known.
+    pub open_at_end: u64,
+    /// `FORMAT_WIDE` or `FORMAT_COMPACT`.
+    pub format: u64,
 }
 
 /// Reads and checks an event file's header. Errors say what is wrong.
@@ -59,6 +78,10 @@ pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
         stopped: u64_at(std::mem::offset_of!(EventFileHeader, stopped)),
         header_size: u64::from(u32_at(std::mem::offset_of!(EventFileHeader, header_size)))
             .max(hsize as u64),
+        ring: u64_at(std::mem::offset_of!(EventFileHeader, ring)) / 16 * 16,
+        laps: u64_at(std::mem::offset_of!(EventFileHeader, laps)),
+        open_at_end: u64_at(std::mem::offset_of!(EventFileHeader, open_at_end)),
+        format: u64_at(std::mem::offset_of!(EventFileHeader, format)),
     })
 }
 
@@ -76,6 +99,16 @@ pub struct Events {
     offset: u64,
     count: u64,
     damage: Option<String>,
+    /// File offset where the current stretch of events ends (a ring is
+    /// read in two), and where the next one starts and ends.
+    stretch_end: u64,
+    next_stretch: Option<(u64, u64)>,
+    /// Events to yield before the file's (a ring's `Earlier` frames).
+    pending: std::collections::VecDeque<Event>,
+    /// The compact decoder, for a file of that format.
+    compact: Option<compact::Decoder>,
+    /// Bytes of records read (the file's events, however written).
+    consumed: u64,
 }
 
 impl Events {
@@ -92,7 +125,7 @@ impl Events {
         let skip = header.header_size - std::mem::size_of::<EventFileHeader>() as u64;
         std::io::copy(&mut (&mut file).take(skip), &mut std::io::sink())
             .map_err(|e| named(e.to_string()))?;
-        let events = Events {
+        let mut events = Events {
             path: path.to_path_buf(),
             file: Some(file),
             buf: vec![0; BLOCK],
@@ -101,7 +134,34 @@ impl Events {
             offset: header.header_size,
             count: 0,
             damage: None,
+            stretch_end: u64::MAX,
+            next_stretch: None,
+            pending: std::collections::VecDeque::new(),
+            compact: (header.format == FORMAT_COMPACT).then(compact::Decoder::default),
+            consumed: 0,
         };
+        if header.format != FORMAT_COMPACT && header.format != FORMAT_WIDE {
+            return Err(named(format!("unknown event format {}", header.format)));
+        }
+        if header.ring != 0 {
+            let start = header.header_size;
+            let end = start + header.ring;
+            events.stretch_end = end;
+            if header.laps > 0 {
+                let head = oldest(path, start, end).map_err(named)?;
+                if head != start {
+                    use std::io::{Seek, SeekFrom};
+                    if let Some(f) = events.file.as_mut() {
+                        f.seek(SeekFrom::Start(head))
+                            .map_err(|e| named(e.to_string()))?;
+                    }
+                    events.offset = head;
+                    events.stretch_end = end;
+                    events.next_stretch = Some((start, head));
+                }
+                events.pending = earlier(path, &header, head).map_err(named)?;
+            }
+        }
         Ok((header, events))
     }
 
@@ -116,16 +176,48 @@ impl Events {
         self.count
     }
 
+    /// Bytes of the file's records read so far (for bytes per event).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
     fn refill(&mut self) -> bool {
         let Some(file) = self.file.as_mut() else {
             return false;
         };
         self.offset += self.at as u64;
-        let rest = self.len - self.at;
+        let mut rest = self.len - self.at;
+        if self.offset + rest as u64 >= self.stretch_end {
+            // The end of a ring's first stretch: on to its second.
+            match self.next_stretch.take() {
+                Some((start, end)) => {
+                    use std::io::{Seek, SeekFrom};
+                    if let Err(e) = file.seek(SeekFrom::Start(start)) {
+                        self.stop(Some(format!("seek error: {e}")));
+                        return false;
+                    }
+                    self.offset = start;
+                    self.stretch_end = end;
+                    self.at = 0;
+                    self.len = 0;
+                    rest = 0;
+                }
+                None => {
+                    self.file = None;
+                    return false;
+                }
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return false;
+        };
         self.buf.copy_within(self.at..self.len, 0);
+        let room = (self.stretch_end - self.offset)
+            .min(self.buf.len() as u64)
+            .max(rest as u64) as usize;
         let mut n = rest;
-        while n < self.buf.len() {
-            match file.read(&mut self.buf[n..]) {
+        while n < room {
+            match file.read(&mut self.buf[n..room]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -138,10 +230,13 @@ impl Events {
         BYTES_READ.fetch_add((n - rest) as u64, std::sync::atomic::Ordering::Relaxed);
         self.at = 0;
         self.len = n;
-        if n < self.buf.len() {
+        if n < room {
             self.file = None; // end of file: nothing more to read
         }
-        n >= 16
+        if n < 16 && self.next_stretch.is_some() && self.file.is_some() {
+            return self.refill();
+        }
+        n > rest
     }
 
     fn stop(&mut self, why: Option<String>) {
@@ -162,8 +257,17 @@ impl Iterator for Events {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
-        if self.len - self.at < 16 && !self.refill() {
-            return None;
+        if let Some(e) = self.pending.pop_front() {
+            return Some(e);
+        }
+        if self.compact.is_some() {
+            return self.next_compact();
+        }
+        if self.len - self.at < 16 {
+            self.refill();
+            if self.len - self.at < 16 {
+                return None;
+            }
         }
         let b = &self.buf[self.at..self.at + 16];
         let ev = Event {
@@ -174,12 +278,311 @@ impl Iterator for Events {
             self.stop(None); // the first slot never written
             return None;
         }
-        if ev.kind().is_none() {
+        if ev.kind().is_none() || ev.kind() == Some(EventKind::Earlier) {
             self.stop(Some(format!("unknown kind {}", ev.word >> 56)));
             return None;
         }
         self.at += 16;
         self.count += 1;
+        self.consumed += 16;
         Some(ev)
+    }
+}
+
+impl Events {
+    /// The next event of a compact file: records decoded until one is an
+    /// event, the first unwritten word, or damage.
+    fn next_compact(&mut self) -> Option<Event> {
+        loop {
+            let decoder = self.compact.as_mut()?;
+            let (record, size) = decoder.next(&self.buf[self.at..self.len]);
+            match record {
+                compact::Record::Event(e) => {
+                    self.at += size;
+                    self.consumed += size as u64;
+                    self.count += 1;
+                    return Some(e);
+                }
+                compact::Record::Other => {
+                    self.at += size;
+                    self.consumed += size as u64;
+                }
+                compact::Record::End => {
+                    self.stop(None);
+                    return None;
+                }
+                compact::Record::Need(n) => {
+                    let had = self.len - self.at;
+                    if !self.refill() || self.len - self.at < n {
+                        if self.len - self.at > 0 && had > 0 {
+                            // A record cut short by the end of the file.
+                            self.stop(Some("a record cut short by the end of the file".into()));
+                        }
+                        return None;
+                    }
+                }
+                compact::Record::Bad(why) => {
+                    self.stop(Some(why.to_string()));
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// A ring's events, slot by slot, from `from` to `to` (file offsets),
+/// read a block at a time.
+fn ring_slots(
+    path: &Path,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(u64, Event),
+) -> Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; BLOCK];
+    let mut at = from;
+    while at < to {
+        let want = ((to - at) as usize).min(BLOCK);
+        let mut n = 0;
+        while n < want {
+            match file.read(&mut buf[n..want]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if n < 16 {
+            break;
+        }
+        for slot in buf[..n / 16 * 16].chunks_exact(16) {
+            let e = Event {
+                tsc: u64::from_le_bytes(slot[..8].try_into().unwrap_or_default()),
+                word: u64::from_le_bytes(slot[8..].try_into().unwrap_or_default()),
+            };
+            each(at, e);
+            at += 16;
+        }
+        if n < want {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The file offset of a ring's oldest event: the slot with the earliest
+/// time (the writer overwrites the oldest next).
+fn oldest(path: &Path, start: u64, end: u64) -> Result<u64, String> {
+    let (mut best, mut at) = (u64::MAX, start);
+    ring_slots(path, start, end, |offset, e| {
+        if e.tsc != 0 && e.tsc < best {
+            best = e.tsc;
+            at = offset;
+        }
+    })?;
+    Ok(at)
+}
+
+/// The `Earlier` events a ring whose oldest event is at `head` starts
+/// with, outermost first, at the window's first time: the frames open
+/// all through the window, the outermost of the trace stack kept after
+/// the ring (when the header says how deep it was at the end), then one
+/// per close found at depth 0 in the window, innermost last.
+fn earlier(
+    path: &Path,
+    header: &Header,
+    head: u64,
+) -> Result<std::collections::VecDeque<Event>, String> {
+    let (start, end) = (header.header_size, header.header_size + header.ring);
+    let (mut depth, mut opens, mut closes) = (0u64, 0u64, 0u64);
+    let mut first = 0u64;
+    let mut found = Vec::new();
+    let mut visit = |_: u64, e: Event| {
+        if e.tsc == 0 {
+            return;
+        }
+        if first == 0 {
+            first = e.tsc;
+        }
+        match e.kind() {
+            Some(k) if k.opens() => {
+                opens += 1;
+                depth += 1;
+            }
+            Some(_) => {
+                closes += 1;
+                if depth > 0 {
+                    depth -= 1;
+                } else {
+                    found.push(e.addr());
+                }
+            }
+            None => {}
+        }
+    };
+    ring_slots(path, head, end, &mut visit)?;
+    ring_slots(path, start, head, &mut visit)?;
+    let mut outer = Vec::new();
+    if header.open_at_end > 0 {
+        let at_end = header.open_at_end - 1;
+        let at_start = (at_end + closes).saturating_sub(opens);
+        let through = at_start.saturating_sub(found.len() as u64).min(at_end);
+        ring_slots(path, end, end + through * 16, |_, slot| {
+            outer.push(slot.word & ftail_abi::trace::ADDR_MASK);
+        })?;
+    }
+    let word = |addr: u64| ((EventKind::Earlier as u64) << KIND_SHIFT) | addr;
+    Ok(outer
+        .into_iter()
+        .chain(found.into_iter().rev())
+        .map(|addr| Event {
+            tsc: first,
+            word: word(addr),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(tsc: u64, kind: EventKind, addr: u64) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&tsc.to_le_bytes());
+        b[8..].copy_from_slice(&(((kind as u64) << KIND_SHIFT) | addr).to_le_bytes());
+        b
+    }
+
+    /// A ring that went round is read from its oldest event, after the
+    /// frames that were running when its window began: those open all
+    /// through it (from the trace stack kept after the ring, as deep as
+    /// the header says) and those whose close is in it.
+    #[test]
+    fn a_ring_reads_from_its_oldest_event_with_the_frames_before_it() {
+        use EventKind::*;
+        let window = [
+            (Exit, 0x30),
+            (Entry, 0x40),
+            (Exit, 0x40),
+            (TailExit, 0x20),
+            (Entry, 0x50),
+            (Entry, 0x60),
+            (Exit, 0x60),
+            (Entry, 0x70),
+        ];
+        let hsize = std::mem::size_of::<EventFileHeader>();
+        let mut file = vec![0u8; hsize];
+        file[..8].copy_from_slice(&EVENTS_MAGIC);
+        let mut put =
+            |field: usize, v: u64| file[field..field + 8].copy_from_slice(&v.to_le_bytes());
+        put(std::mem::offset_of!(EventFileHeader, ring), 8 * 16);
+        put(std::mem::offset_of!(EventFileHeader, laps), 3);
+        put(std::mem::offset_of!(EventFileHeader, open_at_end), 3 + 1);
+        file[8..12].copy_from_slice(&TRACE_VERSION.to_le_bytes());
+        file[12..16].copy_from_slice(&(hsize as u32).to_le_bytes());
+        let mut ring = [[0u8; 16]; 8];
+        for (j, &(kind, addr)) in window.iter().enumerate() {
+            ring[(3 + j) % 8] = ev(100 + j as u64, kind, addr);
+        }
+        file.extend(ring.iter().flatten());
+        // The trace stack after the ring: main, 0x50, 0x70 (cfa, word).
+        for addr in [0x10u64, 0x50, 0x70] {
+            file.extend(0x7ff0u64.to_le_bytes());
+            file.extend((addr | 1 << 63).to_le_bytes());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.events");
+        std::fs::write(&path, &file).unwrap();
+        let (h, events) = Events::open(&path).unwrap();
+        assert_eq!((h.ring, h.laps), (128, 3));
+        let got: Vec<(EventKind, u64, u64)> = events
+            .map(|e| (e.kind().unwrap(), e.addr(), e.tsc))
+            .collect();
+        let mut want = vec![
+            (Earlier, 0x10, 100),
+            (Earlier, 0x20, 100),
+            (Earlier, 0x30, 100),
+        ];
+        want.extend(
+            window
+                .iter()
+                .enumerate()
+                .map(|(j, &(k, a))| (k, a, 100 + j as u64)),
+        );
+        assert_eq!(got, want);
+    }
+
+    fn header(format: u64) -> Vec<u8> {
+        let hsize = std::mem::size_of::<EventFileHeader>();
+        let mut file = vec![0u8; hsize];
+        file[..8].copy_from_slice(&EVENTS_MAGIC);
+        file[8..12].copy_from_slice(&TRACE_VERSION.to_le_bytes());
+        file[12..16].copy_from_slice(&(hsize as u32).to_le_bytes());
+        let at = std::mem::offset_of!(EventFileHeader, format);
+        file[at..at + 8].copy_from_slice(&format.to_le_bytes());
+        file
+    }
+
+    /// A compact file reads as the events it holds: times from the base,
+    /// padding and payloads skipped by their length, up to the first
+    /// unwritten word; damage is named with its offset.
+    #[test]
+    fn a_compact_file_reads_record_by_record() {
+        use compact::*;
+        let mut file = header(FORMAT_COMPACT);
+        let hsize = file.len();
+        file.extend(ext_head(SUB_TIME, 3, 0).to_le_bytes());
+        file.extend(1_000_000u64.to_le_bytes());
+        file.extend(entry(5, 0x1005).to_le_bytes());
+        file.extend(ext_head(SUB_PAD, 2, 0).to_le_bytes());
+        file.extend(0u32.to_le_bytes());
+        file.extend(ext_head(SUB_PAYLOAD, 3, 0).to_le_bytes());
+        file.extend(0u64.to_le_bytes());
+        file.extend(close(close_tag(EventKind::Suspended).unwrap(), 70).to_le_bytes());
+        file.extend(ext_head(SUB_EVENT, 5, EventKind::Resumed as u32).to_le_bytes());
+        file.extend(2_000_000u64.to_le_bytes());
+        file.extend(0x1005u64.to_le_bytes());
+        file.extend(close(close_tag(EventKind::Exit).unwrap(), 80).to_le_bytes());
+        file.extend([0u8; 64]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.events");
+        std::fs::write(&path, &file).unwrap();
+        let (_, mut events) = Events::open(&path).unwrap();
+        let got: Vec<(EventKind, u64, u64)> = events
+            .by_ref()
+            .map(|e| (e.kind().unwrap(), e.tsc, e.addr()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (EventKind::Entry, 1_000_005, 0x1005),
+                (EventKind::Suspended, 1_000_070, 0),
+                (EventKind::Resumed, 2_000_000, 0x1005),
+                (EventKind::Exit, 1_000_080, 0),
+            ]
+        );
+        assert_eq!(events.damage(), None);
+        assert_eq!(events.consumed(), 12 + 8 + 8 + 12 + 4 + 20 + 4);
+
+        // A close before any time record is damage, named.
+        let mut bad = header(FORMAT_COMPACT);
+        bad.extend(close(2, 1).to_le_bytes());
+        std::fs::write(&path, &bad).unwrap();
+        let (_, mut events) = Events::open(&path).unwrap();
+        assert_eq!(events.next(), None);
+        let damage = events.damage().unwrap();
+        assert!(
+            damage.ends_with(&format!(
+                "event 0 at offset {hsize}: a close before any time record"
+            )),
+            "{damage}"
+        );
+        // An unknown format is refused.
+        std::fs::write(&path, header(7)).unwrap();
+        let err = Events::open(&path).err().unwrap();
+        assert!(err.ends_with("unknown event format 7"), "{err}");
     }
 }
