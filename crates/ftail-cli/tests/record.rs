@@ -870,7 +870,10 @@ fn gdb_backtraces_pass_through_trampolines_and_thunks() {
     let out = run(Command::new("gdb")
         .args(["-q", "-batch", "-nx"])
         .args(["-ex", "set breakpoint pending on"])
-        .args(["-ex", "break ftail_runtime::hooks::ftail_slow_entry"])
+        .args([
+            "-ex",
+            "break ftail_runtime::record::hooks::ftail_slow_entry",
+        ])
         .args(["-ex", "run", "-ex", "bt", "-ex", "kill"])
         .arg("--args")
         .arg("env")

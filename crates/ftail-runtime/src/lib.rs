@@ -1,50 +1,53 @@
 //! ftail's runtime: the library `ftail record` preloads into the traced
 //! process.
 //!
+//! The code is laid out along its data path, one folder a room, imports
+//! going only downwards in this list:
+//! * `control/`: which functions are traced and changing that while the
+//!   program runs (`selection`), the control agent, the dynamic loader's
+//!   hook, the metadata a process image writes;
+//! * `plan/`: each module with site tables is planned once, when found:
+//!   every site's patched form decided, its stubs and thunks written;
+//! * `found/`: the loaded modules that carry site tables;
+//! * `code/`: what is written into the code — trampolines (`tramp`),
+//!   stubs and convert thunks (`stubs`), their unwind info, site writes
+//!   before and while threads run (`poke`);
+//! * `record/`: events recorded — per-thread state, event files and rings
+//!   (`buffer`), writing events (`write`), the trampolines' slow paths
+//!   (`hooks`), stack switches (`stacks`, `parked`), a thread's start and
+//!   end (`thread`), snapshots, the size budget;
+//! * `process/`: the runtime's own memory and lock, settings, files.
+//!
 //! At start-up ([`init`]) it reads its configuration from the environment,
-//! finds every loaded module with site tables, plans each (`patch.rs`),
-//! patches the sites of the selected functions to call the trampolines
-//! (`tramp.rs`), writes the run's metadata and, when asked, starts the
-//! control agent (`control.rs`) that changes the selection while the
-//! program runs. From then on each traced call and return appends a
-//! compact record (8 bytes an entry, 4 a return; `ftail_abi::trace::
-//! compact`) to the calling thread's file-backed buffer (a 16-byte event
-//! to its ring under `--ring`). Threads that
-//! switch stacks (`swapcontext`, coroutines) keep properly nested event
-//! files: `stacks.rs` parks the frames of a stack switched away from and
-//! resumes them when it runs again; the `makecontext`, `swapcontext` and
-//! `setcontext` wrappers tell it about coroutine stacks and switches.
+//! finds every loaded module with site tables, plans each, patches the
+//! sites of the selected functions to call the trampolines, writes the
+//! run's metadata and, when asked, starts the control agent. From then on
+//! each traced call and return appends a compact record (8 bytes an entry,
+//! 4 a return; `ftail_abi::trace::compact`) to the calling thread's
+//! file-backed buffer (a 16-byte event to its ring under `--ring`).
+//! Threads that switch stacks (`swapcontext`, coroutines) keep properly
+//! nested event files: `record::stacks` parks the frames of a stack
+//! switched away from and resumes them when it runs again; the
+//! `makecontext`, `swapcontext` and `setcontext` wrappers tell it about
+//! coroutine stacks and switches.
 //!
 //! **Invariants.** Nothing here is instrumented. The hot path (the
 //! trampolines' fast paths) never allocates, locks, makes a system call or
 //! unwinds; the slow paths use only async-signal-safe system calls. No
 //! return address is ever written.
 
-mod agent;
-mod alloc;
-mod budget;
-mod buffer;
-mod children;
-mod config;
+mod code;
 mod control;
-mod dlhook;
-mod files;
-mod gdbjit;
-mod hooks;
-mod key;
-mod metadata;
-mod modules;
-mod parked;
-mod patch;
-mod poke;
-mod snapshot;
-mod stacks;
-mod state;
-mod status;
-mod sync;
-mod thread_exit;
-mod tramp;
-mod unwind;
+mod found;
+mod plan;
+mod process;
+mod record;
+
+use code::{stubs, tramp};
+use control::{agent, dlhook, metadata, selection};
+use found::modules;
+use process::{alloc, config, key, status, sync};
+use record::{budget, buffer, children, snapshot, stacks, state, thread, write};
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
@@ -95,13 +98,13 @@ extern "C" fn init() {
     status::create(files.status);
     budget::init(CONFIG.get().map_or(u64::MAX, |c| c.max_size));
     metadata::write_modules(files.modules, "");
-    thread_exit::init();
+    thread::init();
     let (hz, start_tsc) = calibrate_tsc();
     // Rings write 16-byte events (a reader must name the functions a
     // window's first closes end); threads that keep everything write
     // compact records.
     let ring = CONFIG.get().is_some_and(|c| c.ring != 0);
-    let trampolines = patch::Trampolines {
+    let trampolines = stubs::Trampolines {
         entry: if ring {
             tramp::ftail_entry as *const () as u64
         } else {
@@ -121,18 +124,18 @@ extern "C" fn init() {
         },
     };
     let cfg = CONFIG.get().expect("set above");
-    control::init(
-        control::Selection {
+    selection::init(
+        selection::Selection {
             enabled: !cfg.off,
             include: cfg.include.clone(),
             exclude: cfg.exclude.clone(),
         },
         trampolines,
     );
-    let mut patched = patch::Patched::default();
+    let mut patched = plan::Patched::default();
     let bases: Vec<u64> = modules.iter().map(|m| m.base).collect();
     for m in &modules {
-        patched += control::add_module(m, start_tsc);
+        patched += selection::add_module(m, start_tsc);
     }
     let start = metadata::Start {
         hz,
@@ -158,12 +161,12 @@ extern "C" fn init() {
         snapshot::install(cfg.snapshot_signal);
     }
     if cfg.ctl || cfg.off {
-        control::start_agent();
+        agent::start();
     }
 }
 
 extern "C" fn at_exit() {
-    hooks::close_all_open();
+    write::close_all_open();
     // SAFETY: the calling thread's own state.
     buffer::cut_at_exit(unsafe { &mut *state::current() });
 }
@@ -173,7 +176,7 @@ extern "C" fn at_exit() {
 fn locks_in_order() -> [&'static sync::RawLock; 4] {
     [
         dlhook::lock(),
-        control::lock(),
+        selection::lock(),
         agent::lock(),
         alloc::lock(),
     ]
@@ -209,7 +212,7 @@ extern "C" fn after_fork_in_child() {
     if let Some(start) = START.get() {
         if let Some(files) = key::choose() {
             status::create(files.status);
-            metadata::write_modules(files.modules, &control::loaded_lines());
+            metadata::write_modules(files.modules, &selection::loaded_lines());
             metadata::write_info(files.info, start);
         }
     }
@@ -240,7 +243,7 @@ fn calibrate_tsc() -> (u64, u64) {
 /// thread's trace stays balanced, then leave as `_exit` does.
 #[no_mangle]
 pub extern "C" fn _exit(code: i32) -> ! {
-    hooks::close_all_open();
+    write::close_all_open();
     // SAFETY: exit_group ends the process; nothing runs after it.
     unsafe {
         libc::syscall(libc::SYS_exit_group, code);

@@ -192,7 +192,7 @@ fn bytes(n: u64) -> String {
     } else if n >= 1 << 10 {
         (n as f64 / 1024.0, "KiB")
     } else {
-        (n as f64, "B")
+        return format!("{n} B");
     };
     format!("{v:.1} {unit}")
 }

@@ -39,12 +39,12 @@
 //! `[rsp+32]` site + 5, `[rsp+40]` the function's return address, and the
 //! function's CFA is `rsp + 48`.
 
-use crate::hooks::{
+use crate::record::hooks::{
     ftail_slow_compact, ftail_slow_entry, ftail_slow_exit, ftail_slow_full_entry,
     ftail_slow_full_exit, ftail_slow_full_tail, ftail_slow_setup, ftail_slow_side_enter,
     ftail_slow_side_leave, ftail_slow_tail_mark, ftail_slow_tail_return,
 };
-use crate::state::{
+use crate::record::state::{
     ThreadState, FTAIL_MAX_DEPTH, FTAIL_SLOW_ROOM, FTAIL_TLS_OFFSET, FTAIL_XSAVE_MASK,
     FTAIL_XSAVE_SIZE, STATUS_OFF, STATUS_SWITCHED,
 };
@@ -1006,7 +1006,7 @@ ftail_convert_leave_c:
 /// The variadic exec functions (`execl`, `execlp`, `execle`) cannot be
 /// written in Rust, so their wrappers are assembly: they store the six
 /// integer argument registers in a row on the stack and call
-/// [`crate::children::variadic_exec`] with it and the address of the
+/// [`crate::record::children::variadic_exec`] with it and the address of the
 /// caller's stack arguments (the variadic arguments past the sixth), and
 /// return what it returns (it returns only when the exec failed). rsp is
 /// 16-byte aligned for the call: 8 at entry, then seven pushes.
@@ -1033,7 +1033,7 @@ macro_rules! variadic_exec_wrapper {
                 "leave",
                 "ret",
                 which = const $which,
-                gather = sym crate::children::variadic_exec,
+                gather = sym crate::record::children::variadic_exec,
                 options(att_syntax)
             )
         }
@@ -1044,7 +1044,7 @@ variadic_exec_wrapper!(execl, 0);
 variadic_exec_wrapper!(execlp, 1);
 variadic_exec_wrapper!(execle, 2);
 
-/// `swapcontext(oucp, ucp)`: lets [`crate::stacks::before_swapcontext`]
+/// `swapcontext(oucp, ucp)`: lets [`crate::record::stacks::before_swapcontext`]
 /// record the switch (with the caller's stack pointer after the call, and
 /// `ucp`), then jumps to libc's function with every argument and the
 /// caller's stack untouched, so the context it saves returns to the
@@ -1065,13 +1065,13 @@ pub extern "C" fn swapcontext() {
         "pop %rsi",
         "pop %rdi",
         "jmp *%r11",
-        before = sym crate::stacks::before_swapcontext,
+        before = sym crate::record::stacks::before_swapcontext,
         options(att_syntax)
     )
 }
 
 /// `setcontext(ucp)`: the same as [`swapcontext`], through
-/// [`crate::stacks::before_setcontext`].
+/// [`crate::record::stacks::before_setcontext`].
 #[unsafe(naked)]
 #[no_mangle]
 pub extern "C" fn setcontext() {
@@ -1083,14 +1083,14 @@ pub extern "C" fn setcontext() {
         "mov %rax, %r11",
         "pop %rdi",
         "jmp *%r11",
-        before = sym crate::stacks::before_setcontext,
+        before = sym crate::record::stacks::before_setcontext,
         options(att_syntax)
     )
 }
 
 /// `makecontext(ucp, func, argc, ...)`, variadic: saves the argument
 /// registers and `al` as the exec wrappers do, lets
-/// [`crate::stacks::before_makecontext`] record the context's stack, then
+/// [`crate::record::stacks::before_makecontext`] record the context's stack, then
 /// jumps to libc's function with the stack arguments in place.
 #[unsafe(naked)]
 #[no_mangle]
@@ -1113,7 +1113,7 @@ pub extern "C" fn makecontext() {
         "pop %rsi",
         "pop %rdi",
         "jmp *%r11",
-        before = sym crate::stacks::before_makecontext,
+        before = sym crate::record::stacks::before_makecontext,
         options(att_syntax)
     )
 }

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use ftail_abi::trace::{AGENT_BIND_FAILED, AGENT_LISTENING, AGENT_LOST_SOCKET};
 
-use crate::files::errno;
-use crate::sync::{Locked, RawLock};
+use crate::process::files::errno;
+use crate::process::sync::{Locked, RawLock};
 
 /// The longest command line accepted.
 pub const MAX_LINE: usize = 64 << 10;
@@ -187,7 +187,7 @@ enum Next {
 /// Writes the whole answer (short, to a nonblocking socket); false when
 /// the client does not take it.
 fn answer(c: &Client, text: &str) -> bool {
-    c.sock.still_ours() && crate::files::write_all(c.sock.fd, text.as_bytes())
+    c.sock.still_ours() && crate::process::files::write_all(c.sock.fd, text.as_bytes())
 }
 
 /// Reads what the client sent and answers every complete line.
@@ -208,7 +208,7 @@ fn serve(c: &mut Client) -> Next {
     while let Some(end) = c.pending.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = c.pending.drain(..=end).collect();
         let line = String::from_utf8_lossy(&line[..end]).into_owned();
-        let text = match crate::control::command(&line) {
+        let text = match crate::control::selection::command(&line) {
             Ok(s) => format!("ok {s}\n"),
             Err(e) => format!("error {e}\n"),
         };
@@ -238,11 +238,11 @@ pub fn run(name: &str) {
         Err(e) => {
             // Another process holds the name (a squatter, or a stale
             // agent): say so where `ftail record` and `ftail ctl` look.
-            crate::status::agent(AGENT_BIND_FAILED | ((e as u64) << 8));
+            crate::process::status::agent(AGENT_BIND_FAILED | ((e as u64) << 8));
             return;
         }
     };
-    crate::status::agent(AGENT_LISTENING);
+    crate::process::status::agent(AGENT_LISTENING);
     let mut clients: Vec<Client> = Vec::new();
     loop {
         if !listener.still_ours() {
@@ -251,7 +251,7 @@ pub fn run(name: &str) {
             match listen(name) {
                 Ok(l) => std::mem::replace(&mut listener, l).forget(),
                 Err(e) => {
-                    crate::status::agent(AGENT_LOST_SOCKET | ((e as u64) << 8));
+                    crate::process::status::agent(AGENT_LOST_SOCKET | ((e as u64) << 8));
                     clients.into_iter().for_each(|c| c.sock.close());
                     listener.forget();
                     return;
@@ -328,4 +328,17 @@ fn accept(listener: &Owned, clients: &mut Vec<Client>) {
     } else {
         clients.push(client);
     }
+}
+
+/// The abstract socket name of process `pid`'s control agent.
+pub fn agent_name(pid: u32) -> String {
+    format!("ftail-ctl-{pid}")
+}
+
+/// Starts the control agent thread .
+pub fn start() {
+    let name = agent_name(std::process::id());
+    let _ = std::thread::Builder::new()
+        .name("ftail-ctl".into())
+        .spawn(move || run(&name));
 }

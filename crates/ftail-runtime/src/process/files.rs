@@ -240,10 +240,3 @@ pub fn close(fd: i32) {
     // SAFETY: the caller owns `fd`.
     unsafe { libc::close(fd) };
 }
-
-/// The name `KEY` + `suffix` of this process image's file.
-pub fn key_name(suffix: &[u8]) -> NameBuf {
-    let mut n = NameBuf::new();
-    n.push(crate::key::get()).push(suffix);
-    n
-}

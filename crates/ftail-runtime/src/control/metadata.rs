@@ -9,9 +9,10 @@
 
 use ftail_abi::trace::{escape_value, TRACE_VERSION};
 
-use crate::files::{self, key_name};
-use crate::modules::Module;
-use crate::patch::Patched;
+use crate::found::modules::Module;
+use crate::plan::Patched;
+use crate::process::files;
+use crate::process::key::key_name;
 
 /// What start-up measured and did, for `KEY.info` (kept for forked
 /// children, which write their own).
@@ -80,7 +81,7 @@ fn info_text(s: &Start) -> String {
         ("snapshot_signal", cfg.snapshot_signal.to_string()),
         (
             "max_size",
-            match crate::budget::max() {
+            match crate::record::budget::max() {
                 u64::MAX => "unlimited".to_string(),
                 n => n.to_string(),
             },

@@ -21,8 +21,6 @@
 //! Before the call and on the fallback path the thunk was jumped to with
 //! the return address on the stack, which is the CIE's default rule.
 
-use crate::patch::ThunkLayout;
-
 extern "C" {
     /// libgcc: registers a block of CIEs and FDEs, ended by a zero word,
     /// with `object` as libgcc's bookkeeping for it; both must stay
@@ -38,7 +36,7 @@ extern "C" {
 pub struct Registration {
     block: *mut [u8],
     object: *mut [u8],
-    jit: crate::gdbjit::Entry,
+    jit: crate::code::gdbjit::Entry,
 }
 
 // SAFETY: the pointers are owned allocations, only touched by planning
@@ -87,21 +85,21 @@ pub fn register_thunks(thunks: &[ThunkLayout], stubs: (u64, u64)) -> Option<Regi
     };
     let start = ranges().map(|r| r.0).min().unwrap_or(0);
     let end = ranges().map(|r| r.1).max().unwrap_or(0);
-    let named: Vec<crate::gdbjit::Thunk> = thunks
+    let named: Vec<crate::code::gdbjit::Thunk> = thunks
         .iter()
-        .map(|t| crate::gdbjit::Thunk {
+        .map(|t| crate::code::gdbjit::Thunk {
             start: t.start,
             len: t.len,
         })
         .collect();
-    let jit = crate::gdbjit::register((start, end - start), &named, eh);
+    let jit = crate::code::gdbjit::register((start, end - start), &named, eh);
     Some(Registration { block, object, jit })
 }
 
 /// Takes a module's thunks' unwind information back from libgcc and gdb
 /// (the module is unloaded) and frees it.
 pub fn deregister(r: Registration) {
-    crate::gdbjit::unregister(r.jit);
+    crate::code::gdbjit::unregister(r.jit);
     // SAFETY: `block` was registered by `register_thunks` and not since
     // deregistered; afterwards libgcc no longer reads it or the object,
     // and both were allocated as boxed slices there.
@@ -170,4 +168,16 @@ fn entry(out: &mut Vec<u8>, id: u32, body: impl FnOnce(&mut Vec<u8>)) -> usize {
     out.extend((b.len() as u32).to_le_bytes());
     out.extend(b);
     start
+}
+
+/// Where the parts of a written convert thunk are, for its unwind info.
+pub struct ThunkLayout {
+    /// Address of the thunk.
+    pub start: u64,
+    /// Offset of the `call` to the tail target.
+    pub call: u64,
+    /// Offset of the fallback `jmp` (taken when not converted).
+    pub fallback: u64,
+    /// Length in bytes.
+    pub len: u64,
 }

@@ -31,8 +31,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use ftail_abi::trace::EventFileHeader;
 
-use crate::files::{self, errno, NameBuf};
-use crate::state::ThreadState;
+use crate::process::files::{self, errno, NameBuf};
+use crate::record::state::ThreadState;
 
 /// Most threads a snapshot or a crash finds at once; threads beyond
 /// keep their rings but not their depth.
@@ -163,7 +163,8 @@ fn note_depths_in_copies(out: i32) {
         let Some(seen) = (addr != 0).then(|| read_state(addr)).flatten() else {
             continue;
         };
-        let mut name = crate::buffer::event_file_name(seen.file_id as u32, seen.file_id >> 32);
+        let mut name =
+            crate::record::buffer::event_file_name(seen.file_id as u32, seen.file_id >> 32);
         let Some(p) = name.as_c() else { continue };
         // SAFETY: a NUL-terminated name in the snapshot's directory, never
         // followed through a link.
@@ -248,7 +249,7 @@ pub fn install_crash_handlers() {
 /// signal raised again if something sent it (a fault simply happens
 /// again when the handler returns).
 extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let _errno = crate::hooks::KeepErrno::save();
+    let _errno = crate::record::write::KeepErrno::save();
     note_depths_live();
     let i = sig as usize;
     let old = CRASH_OLD[i].load(Ordering::Relaxed);
@@ -290,7 +291,7 @@ extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
 /// Copies every file of this image from `dir` to `out`; the number of
 /// event files copied.
 fn copy_image_files(dir: i32, out: i32) -> Result<u64, i32> {
-    let key = crate::key::get();
+    let key = crate::process::key::get();
     let mut threads = 0u64;
     let mut buf = [0u8; 1024];
     loop {
@@ -392,7 +393,7 @@ fn send_all(src: i32, dst: i32) -> Result<(), i32> {
 /// the program's errno), then runs the handler the program had before,
 /// if it had one.
 extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let _errno = crate::hooks::KeepErrno::save();
+    let _errno = crate::record::write::KeepErrno::save();
     let _ = take();
     let old = PREVIOUS.load(Ordering::Relaxed);
     if old == libc::SIG_DFL || old == libc::SIG_IGN {

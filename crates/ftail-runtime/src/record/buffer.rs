@@ -18,12 +18,12 @@
 use std::sync::atomic::Ordering;
 
 use ftail_abi::trace::{
-    EventFileHeader, EventKind, EVENTS_MAGIC, EVENTS_SUFFIX, FORMAT_COMPACT, FORMAT_WIDE,
+    EventFileHeader, EVENTS_MAGIC, EVENTS_SUFFIX, FORMAT_COMPACT, FORMAT_WIDE,
     STOPPED_ADDRESS_SPACE, STOPPED_BUFFER_FULL, STOPPED_DISK_FULL, STOPPED_FILE_ERROR,
     STOPPED_MAX_SIZE, TRACE_VERSION,
 };
 
-use crate::state::{StackEntry, ThreadState};
+use crate::record::state::{StackEntry, ThreadState};
 
 const HEADER: u64 = std::mem::size_of::<EventFileHeader>() as u64;
 const PAGE: u64 = 4096;
@@ -63,7 +63,7 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         Ok(v) => v,
         Err(errno) => {
             drop_inherited(st);
-            crate::status::thread_failed(tid as u32, errno);
+            crate::process::status::thread_failed(tid as u32, errno);
             return false;
         }
     };
@@ -78,42 +78,42 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         HEADER + cfg.ring
     } else {
         by_events
-            .min(crate::budget::max().saturating_add(HEADER))
+            .min(crate::record::budget::max().saturating_add(HEADER))
             .min(MAX_MAP)
     };
     // (A ring's file also keeps the trace stack, after the ring.)
     let wanted = (cap + reserve).div_ceil(PAGE) * PAGE;
     // The first step of the file: the header's page and a first chunk.
     let mut first = if cfg.ring != 0 {
-        crate::budget::force(wanted);
+        crate::record::budget::force(wanted);
         wanted
     } else {
-        crate::budget::take(PAGE + FIRST_CHUNK)
+        crate::record::budget::take(PAGE + FIRST_CHUNK)
     };
     if first == 0 {
         // The trace is already at its maximum size: the header's page
         // anyway, so that the thread's losses are counted.
-        crate::budget::force(PAGE);
+        crate::record::budget::force(PAGE);
         first = PAGE;
     }
     let fail = |errno: i32, taken: u64| {
-        crate::budget::give_back(taken);
+        crate::record::budget::give_back(taken);
         // SAFETY: fd is the file just created, ours to close.
         unsafe { libc::close(fd) };
-        crate::status::thread_failed(tid as u32, errno);
+        crate::process::status::thread_failed(tid as u32, errno);
         false
     };
     let fail = |st: &mut ThreadState, errno: i32, taken: u64| {
         drop_inherited(st);
         fail(errno, taken)
     };
-    let ino = match crate::files::stat(fd) {
+    let ino = match crate::process::files::stat(fd) {
         Ok(s) => s.st_ino,
         Err(errno) => return fail(st, errno, first),
     };
     // SAFETY: fd is a regular file we own.
     if unsafe { libc::ftruncate(fd, first as libc::off_t) } != 0 {
-        return fail(st, crate::files::errno(), first);
+        return fail(st, crate::process::files::errno(), first);
     }
     // Reserve the address space the file may grow into; a process short
     // of it (many threads, a ulimit) gets less.
@@ -134,7 +134,7 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         if p != libc::MAP_FAILED {
             break p;
         }
-        let errno = crate::files::errno();
+        let errno = crate::process::files::errno();
         if map_len <= MIN_MAP + reserve || cfg.ring != 0 {
             return fail(st, errno, first);
         }
@@ -178,9 +178,9 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     if let Err(errno) = populate(base as u64, now) {
         // SAFETY: unmapping the mapping just made.
         unsafe { libc::munmap(base, map_len as usize) };
-        crate::budget::give_back(first);
+        crate::record::budget::give_back(first);
         drop_inherited(st);
-        crate::status::thread_failed(tid as u32, errno);
+        crate::process::status::thread_failed(tid as u32, errno);
         return false;
     }
     // SAFETY: the mapping is at least HEADER bytes and page-aligned.
@@ -231,7 +231,9 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         return false;
     }
     if st.side == 0 {
-        match map_anon(cfg.stack_entries * std::mem::size_of::<crate::state::SideEntry>() as u64) {
+        match map_anon(
+            cfg.stack_entries * std::mem::size_of::<crate::record::state::SideEntry>() as u64,
+        ) {
             Some(p) => {
                 st.side = p;
                 st.side_cap = cfg.stack_entries;
@@ -246,22 +248,18 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     st.lost = base + std::mem::offset_of!(EventFileHeader, lost) as u64;
     st.ring = cfg.ring;
     st.compact = u64::from(cfg.ring == 0);
-    st.base = crate::state::NO_BASE;
+    st.base = crate::record::state::NO_BASE;
     if st.ring != 0 {
         st.end = base + limit;
-        crate::snapshot::register(st);
     } else {
         extend(st);
     }
-    replay_open_frames(st);
-    crate::thread_exit::watch();
-    crate::status::thread_recorded();
     true
 }
 
 /// The name of event file `KEY-TID.events`, or `KEY-TID~N.events`.
-pub(crate) fn event_file_name(tid: u32, n: u64) -> crate::files::NameBuf {
-    let mut name = crate::files::key_name(b"-");
+pub(crate) fn event_file_name(tid: u32, n: u64) -> crate::process::files::NameBuf {
+    let mut name = crate::process::key::key_name(b"-");
     name.push_num(u64::from(tid));
     if n > 0 {
         name.push(b"~").push_num(n);
@@ -276,7 +274,7 @@ pub(crate) fn event_file_name(tid: u32, n: u64) -> crate::files::NameBuf {
 fn create_event_file(tid: u32) -> Result<(i32, u64), i32> {
     let mut last = libc::EEXIST;
     for n in 0..100 {
-        match crate::files::create(&mut event_file_name(tid, n)) {
+        match crate::process::files::create(&mut event_file_name(tid, n)) {
             Err(libc::EEXIST) => continue,
             Err(e) => {
                 last = e;
@@ -294,16 +292,16 @@ fn create_event_file(tid: u32) -> Result<(i32, u64), i32> {
 /// Err(errno) on failure. Async-signal-safe.
 fn set_file_len(st: &ThreadState, len: u64) -> Result<(), i32> {
     let mut name = event_file_name(st.file_id as u32, st.file_id >> 32);
-    let (fd, meta) = crate::files::open_rw(&mut name)?;
+    let (fd, meta) = crate::process::files::open_rw(&mut name)?;
     let r = if meta.st_ino != st.file_ino {
         Err(libc::ESTALE)
     // SAFETY: a regular file we opened and own.
     } else if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
-        Err(crate::files::errno())
+        Err(crate::process::files::errno())
     } else {
         Ok(())
     };
-    crate::files::close(fd);
+    crate::process::files::close(fd);
     r
 }
 
@@ -320,20 +318,20 @@ fn grow_file(st: &mut ThreadState, to: u64, force: bool) -> u64 {
     }
     let missing = (to - file_end).div_ceil(PAGE) * PAGE;
     let grant = if force {
-        crate::budget::force(missing);
+        crate::record::budget::force(missing);
         missing
     } else {
         let step = st.file_len.clamp(FIRST_CHUNK, MAX_STEP);
         let step = step.max(missing).min(st.map_len - st.file_len);
-        crate::budget::take(step)
+        crate::record::budget::take(step)
     };
     if grant == 0 {
         stop(st, STOPPED_MAX_SIZE);
-        crate::status::thread_max_size();
+        crate::process::status::thread_max_size();
         return file_end;
     }
     if let Err(errno) = set_file_len(st, st.file_len + grant) {
-        crate::budget::give_back(grant);
+        crate::record::budget::give_back(grant);
         stop(st, STOPPED_FILE_ERROR | (errno as u64) << 8);
         return file_end;
     }
@@ -382,7 +380,7 @@ pub fn extend(st: &mut ThreadState) -> bool {
         // buffer were full.
         st.limit = st.end;
         set_stopped(st, STOPPED_DISK_FULL);
-        crate::status::thread_disk_full();
+        crate::process::status::thread_disk_full();
         return false;
     }
     st.end = new_end;
@@ -411,7 +409,7 @@ pub fn populate(from: u64, len: u64) -> Result<(), i32> {
             MADV_POPULATE_WRITE,
         )
     };
-    match (r, crate::files::errno()) {
+    match (r, crate::process::files::errno()) {
         (0, _) | (_, libc::EINVAL) => Ok(()),
         (_, e) => Err(e),
     }
@@ -491,18 +489,11 @@ pub fn set_stopped(st: &ThreadState, why: u64) {
     }
 }
 
-/// Releases the calling thread's buffers when it exits: frames still open
-/// are closed, the event file is cut after its last event (the room
-/// allocated ahead goes back to the budget), then it and the stacks are
-/// unmapped (thousands of short-lived threads must not pile up mappings).
-/// Later events of the thread (from other libraries' TLS destructors) are
-/// not recorded.
+/// Gives back the calling thread's buffers once its frames are closed and
+/// it records no more (`thread::release`): the event file is cut after
+/// its last event (the room allocated ahead goes back to the budget),
+/// then it and the stacks are unmapped.
 pub fn release(st: &mut ThreadState) {
-    crate::hooks::close_all_open();
-    st.status = crate::state::STATUS_OFF;
-    if st.ring != 0 {
-        crate::snapshot::unregister(st);
-    }
     cut(st);
     // SAFETY: these are the mappings setup_thread made for this thread;
     // status OFF keeps the trampolines from touching them again.
@@ -513,7 +504,8 @@ pub fn release(st: &mut ThreadState) {
             libc::munmap(st.stack as *mut libc::c_void, bytes);
         }
         if st.side != 0 {
-            let bytes = st.side_cap as usize * std::mem::size_of::<crate::state::SideEntry>();
+            let bytes =
+                st.side_cap as usize * std::mem::size_of::<crate::record::state::SideEntry>();
             libc::munmap(st.side as *mut libc::c_void, bytes);
         }
     }
@@ -523,7 +515,6 @@ pub fn release(st: &mut ThreadState) {
     st.side = 0;
     st.depth = 0;
     st.side_depth = 0;
-    crate::stacks::release(st);
 }
 
 /// Cuts the calling thread's event file after its last event at process
@@ -532,7 +523,7 @@ pub fn release(st: &mut ThreadState) {
 /// blocked meanwhile: a handler's events must not land in the part being
 /// cut.
 pub fn cut_at_exit(st: &mut ThreadState) {
-    if !crate::state::recording(st.status) {
+    if !crate::record::state::recording(st.status) {
         return;
     }
     // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask
@@ -561,7 +552,7 @@ fn cut(st: &mut ThreadState) {
     let end = st.end;
     st.end = st.end.min(st.file_base + keep);
     if set_file_len(st, keep).is_ok() {
-        crate::budget::give_back(st.file_len - keep);
+        crate::record::budget::give_back(st.file_len - keep);
         st.file_len = keep;
     } else {
         st.end = end;
@@ -592,17 +583,4 @@ fn map_anon(bytes: u64) -> Option<u64> {
         )
     };
     (p != libc::MAP_FAILED).then_some(p as u64)
-}
-
-/// In a forked child the trace stack holds the parent's open frames: write
-/// them again as entries, so the child's file is balanced on its own.
-fn replay_open_frames(st: &mut ThreadState) {
-    // SAFETY: rdtsc has no memory effects.
-    let now = unsafe { core::arch::x86_64::_rdtsc() };
-    let max = crate::state::FTAIL_MAX_DEPTH.load(Ordering::Relaxed);
-    for i in 0..st.depth.min(max) {
-        // SAFETY: i < depth <= stack_cap entries of the stack mapping.
-        let e = unsafe { *(st.stack as *const StackEntry).add(i as usize) };
-        crate::hooks::write_event(st, EventKind::Entry, e.word, now);
-    }
 }

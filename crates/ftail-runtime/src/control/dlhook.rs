@@ -14,9 +14,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::modules::{loaded, Module};
-use crate::sync::{Locked, RawLock};
-use crate::{control, patch, poke};
+use crate::code::poke;
+use crate::control::selection as control;
+use crate::found::modules::{loaded, Module};
+use crate::process::sync::{Locked, RawLock};
 
 /// Load biases of the modules already patched (or seen without tables).
 static PATCHED: Locked<Option<BTreeSet<u64>>> = Locked::new(None);
@@ -65,7 +66,7 @@ pub fn install(patched: impl IntoIterator<Item = u64>) -> bool {
         return false;
     }
     let hook = on_objects_changed as *const () as u64;
-    let Some(dest) = patch::reachable(target, hook) else {
+    let Some(dest) = crate::code::stubs::reachable(target, hook) else {
         return false;
     };
     let rel = (dest.wrapping_sub(target + 5) as i32).to_le_bytes();
@@ -102,7 +103,7 @@ fn catch_up(patched: &mut BTreeSet<u64>) {
         .collect();
     for m in fresh {
         let done = control::add_module(&m, tsc);
-        crate::status::skipped(done.modules_skipped, done.skipped);
+        crate::process::status::skipped(done.modules_skipped, done.skipped);
         patched.insert(m.base);
     }
 }

@@ -21,7 +21,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::UnsafeCell;
 
-use crate::sync::RawLock;
+use crate::process::sync::RawLock;
 
 /// Smallest block: room for the free-list link, and 16-byte alignment.
 const SMALLEST_CLASS: usize = 16;

@@ -6,7 +6,7 @@
 
 use std::cell::UnsafeCell;
 
-use crate::files::{self, NameBuf};
+use crate::process::files::{self, NameBuf};
 
 struct KeyBuf(UnsafeCell<([u8; 48], usize)>);
 
@@ -88,4 +88,11 @@ pub fn get() -> &'static [u8] {
         let k = &*KEY.0.get();
         &k.0[..k.1]
     }
+}
+
+/// The name `KEY` + `suffix` of this process image's file.
+pub fn key_name(suffix: &[u8]) -> NameBuf {
+    let mut n = NameBuf::new();
+    n.push(get()).push(suffix);
+    n
 }

@@ -29,7 +29,7 @@
 //! both ends of a switch — the caller's stack pointer and the target
 //! context's saved one — and park and resume at the switch itself, with
 //! its time. The first function of a context started by `makecontext` is
-//! flagged on entry ([`BASE`](crate::state::BASE)); when it returns, libc
+//! flagged on entry ([`BASE`](crate::record::state::BASE)); when it returns, libc
 //! switches to `uc_link` internally, unseen, so the next event does that
 //! switch first, from the `uc_link` context's saved stack pointer. After a
 //! switch the next event takes the slow path ([`STATUS_SWITCHED`]), and
@@ -65,7 +65,7 @@
 //! where they exist — and runs about 0.5 KiB of Rust frames, 4 KiB more
 //! when it sets a thread up; a wrapper's bookkeeping takes about 0.5 KiB.
 //! So a slow path or a wrapper that finds less than
-//! [`FTAIL_SLOW_ROOM`](crate::state::FTAIL_SLOW_ROOM) (the area plus
+//! [`FTAIL_SLOW_ROOM`](crate::record::state::FTAIL_SLOW_ROOM) (the area plus
 //! 8 KiB) left on a registered coroutine stack moves to the thread's
 //! spare stack (64 KiB, mapped on the first switch to such a stack): the
 //! coroutine stack then sees only the few words pushed before the move
@@ -77,12 +77,12 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use ftail_abi::trace::EventKind;
 
-use crate::hooks::{pop, push, rdtsc, top, KeepErrno};
-use crate::parked;
-use crate::state::{
+use crate::record::parked;
+use crate::record::state::{
     recording, StackEntry, ThreadState, CONVERTED, MARKED, SPARE_STACK, STATUS_OFF,
     STATUS_RECORDING, STATUS_SWITCHED,
 };
+use crate::record::write::{pop, push, rdtsc, top, KeepErrno};
 
 /// Two CFAs on no registered region further apart than this are on
 /// different stacks.
@@ -684,10 +684,10 @@ extern "C" fn switch_with(args: *mut SwitchArgs) {
 /// little room left, as the trampolines' slow paths do
 /// (`FTAIL_SAVE_EXTENDED`).
 fn with_room(sp: u64, args: &mut SwitchArgs) {
-    let st = crate::state::current();
+    let st = crate::record::state::current();
     // SAFETY: the calling thread's own state.
     let (spare, lo, busy) = unsafe { ((*st).spare, (*st).coro_lo, (*st).spare_busy) };
-    let room = crate::state::FTAIL_SLOW_ROOM.load(Ordering::Relaxed);
+    let room = crate::record::state::FTAIL_SLOW_ROOM.load(Ordering::Relaxed);
     if spare == 0 || busy != 0 || sp.wrapping_sub(lo) >= room {
         switch_with(args);
         return;
@@ -736,7 +736,7 @@ pub(crate) extern "C" fn before_makecontext(ucp: *const libc::ucontext_t) -> usi
             // The stack starts afresh: what this thread parked on it is
             // gone.
             // SAFETY: the calling thread's own state.
-            let st = unsafe { &mut *crate::state::current() };
+            let st = unsafe { &mut *crate::record::state::current() };
             if st.busy == 0 && st.parked_len > 0 {
                 parked::take(st, (lo, hi), |_, _| true);
                 parked::take(st, (0, 0), |_, p| lo < p.cfa && p.cfa <= hi);
@@ -755,7 +755,7 @@ pub(crate) extern "C" fn before_makecontext(ucp: *const libc::ucontext_t) -> usi
 fn switch_to(sp: u64, ucp: *const libc::ucontext_t, setting: bool) {
     let _errno = KeepErrno::save();
     // SAFETY: the calling thread's own state.
-    let st = unsafe { &mut *crate::state::current() };
+    let st = unsafe { &mut *crate::record::state::current() };
     if ucp.is_null() {
         return;
     }

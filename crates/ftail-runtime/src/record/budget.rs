@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use ftail_abi::trace::{TraceBudget, BUDGET_FILE, BUDGET_MAGIC, TRACE_VERSION};
 
-use crate::files::{self, NameBuf};
+use crate::process::files::{self, NameBuf};
 
 /// The mapped budget file (null: none, [`LOCAL_USED`] counts instead).
 static SHARED: AtomicPtr<TraceBudget> = AtomicPtr::new(std::ptr::null_mut());

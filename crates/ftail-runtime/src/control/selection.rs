@@ -20,12 +20,13 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::glob;
-use crate::metadata;
-use crate::modules::Module;
-use crate::patch::{plan_module, ModulePlan, Patched, Trampolines};
-use crate::poke;
-use crate::sync::{Locked, RawLock};
+use crate::code::poke;
+use crate::code::stubs::Trampolines;
+use crate::control::metadata;
+use crate::found::modules::Module;
+use crate::plan::{plan_module, ModulePlan, Patched};
+use crate::process::config::glob;
+use crate::process::sync::{Locked, RawLock};
 
 /// What is traced.
 #[derive(Debug, Clone)]
@@ -216,7 +217,7 @@ fn run_command(c: &mut Control, line: &str) -> Result<String, String> {
         "exclude" => selection.exclude = globs(),
         "status" => {}
         "snapshot" => {
-            return match crate::snapshot::take() {
+            return match crate::record::snapshot::take() {
                 Ok((n, threads)) => Ok(format!("snapshot=snapshot-{n} threads={threads}")),
                 Err(errno) => Err(format!(
                     "the snapshot failed: {}",
@@ -268,17 +269,4 @@ pub unsafe extern "C" fn ftail_ctl(command_text: *const libc::c_char) -> libc::c
         Ok(_) => 0,
         Err(_) => -1,
     }
-}
-
-/// The abstract socket name of process `pid`'s control agent.
-pub fn agent_name(pid: u32) -> String {
-    format!("ftail-ctl-{pid}")
-}
-
-/// Starts the control agent thread (`agent.rs`).
-pub fn start_agent() {
-    let name = agent_name(std::process::id());
-    let _ = std::thread::Builder::new()
-        .name("ftail-ctl".into())
-        .spawn(move || crate::agent::run(&name));
 }

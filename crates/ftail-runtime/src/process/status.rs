@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use ftail_abi::trace::{ProcessStatus, STATUS_MAGIC, TRACE_VERSION};
 
-use crate::files;
+use crate::process::files;
 
 /// The mapped status of this process image (null when it could not be
 /// made: then nothing is counted).

@@ -13,7 +13,7 @@
 //! thread itself touches it (`stacks.rs` keeps its signal handlers out
 //! while it does: `ThreadState::busy`). No allocation, no locks.
 
-use crate::state::{StackEntry, ThreadState};
+use crate::record::state::{StackEntry, ThreadState};
 
 /// A stack's key: its registered region, or `(0, 0)` for no region.
 pub type Key = (u64, u64);

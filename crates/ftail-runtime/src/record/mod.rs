@@ -1,0 +1,18 @@
+//! Events recorded: each thread's state, its event file or ring, the
+//! trace stack the events keep balanced, the trampolines' slow paths,
+//! stack switches, a thread's start and end, snapshots, the trace's size
+//! budget, and closing frames before an `exec`.
+//!
+//! Imports go one way: `hooks` → `stacks`/`parked` → `write` → `buffer`
+//! → `state`; `thread` starts and ends a thread over all of them.
+
+pub mod budget;
+pub mod buffer;
+pub mod children;
+pub mod hooks;
+pub mod parked;
+pub mod snapshot;
+pub mod stacks;
+pub mod state;
+pub mod thread;
+pub mod write;
