@@ -7,6 +7,10 @@
 //! `scripts/test-all` and CI always set. Sources are fetched once into
 //! `corpus/.cache`; builds go to `target/corpus/NAME-VARIANT` and each
 //! leaves `sites.txt` there with the summary line of every binary.
+//!
+//! CI traces Lua in every tail mode and the others in `auto`;
+//! `FTAIL_CORPUS_MODES=all` traces every suite in every mode (by hand:
+//! about half an hour more).
 
 mod common;
 
@@ -15,6 +19,12 @@ use std::process::Command;
 use common::*;
 
 fn corpus(name: &str, variant: &str, cc: &str, traced_modes: &[&str]) {
+    let every_mode = std::env::var("FTAIL_CORPUS_MODES").is_ok_and(|v| v == "all");
+    let traced_modes: &[&str] = if every_mode {
+        &["auto", "mark", "convert"]
+    } else {
+        traced_modes
+    };
     if !full_suite() {
         eprintln!("skipping the {name} corpus build: set FTAIL_CORPUS=1 (scripts/test-all does)");
         return;
