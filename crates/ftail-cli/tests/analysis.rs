@@ -230,7 +230,10 @@ fn info_says_what_the_trace_is() {
         // The default maximum size is a share of the free space on the trace's filesystem.
         (r"maximum size: [^(]*\(", "maximum size: <free share> ("),
         (r"grow up to [^ ]+ [^ ]+ ", "grow up to <free share> "),
-        (r"KiB of it used|[0-9.]+ [KMG]iB of it used", "<used> of it used"),
+        (
+            r"KiB of it used|[0-9.]+ [KMG]iB of it used",
+            "<used> of it used",
+        ),
     ];
     let mut golden = normalize(&text, &r.trace);
     for (pattern, with) in varying {

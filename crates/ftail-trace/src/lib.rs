@@ -19,4 +19,5 @@ pub mod report;
 pub mod sites;
 pub mod symbols;
 pub mod trace;
+pub mod values;
 pub mod view;
