@@ -66,10 +66,26 @@ pub unsafe extern "C" fn ftail_slow_entry(st: *mut ThreadState, cfa: u64, addr: 
 /// # Safety
 ///
 /// As for [`ftail_slow_entry`].
-pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, _addr: u64) {
+/// `area` is the saved SSE state and rax is at `cfa - 24`: the return
+/// value, when the function's is recorded (`args.rs`).
+pub unsafe extern "C" fn ftail_slow_exit(
+    st: *mut ThreadState,
+    cfa: u64,
+    _addr: u64,
+    _rcx: u64,
+    _kind: u64,
+    area: u64,
+) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
     let st = unsafe { &mut *st };
+    // SAFETY: FTAIL_SLOW's frame and area.
+    unsafe { crate::args::capture_ret(st, cfa - 24, area) };
+    slow_exit(st, cfa);
+    st.ret_state = 0;
+}
+
+fn slow_exit(st: &mut ThreadState, cfa: u64) {
     if !ready(st) {
         return;
     }
@@ -131,10 +147,27 @@ pub unsafe extern "C" fn ftail_slow_tail_mark(st: *mut ThreadState, cfa: u64, _a
 /// # Safety
 ///
 /// As for [`ftail_slow_entry`].
-pub unsafe extern "C" fn ftail_slow_tail_return(st: *mut ThreadState, cfa: u64, _addr: u64) {
+/// In the compact format `area` is the saved SSE state and rax is at
+/// `cfa - 16` (the return value, see `args.rs`).
+pub unsafe extern "C" fn ftail_slow_tail_return(
+    st: *mut ThreadState,
+    cfa: u64,
+    _addr: u64,
+    _rcx: u64,
+    _kind: u64,
+    area: u64,
+) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
     let st = unsafe { &mut *st };
+    // SAFETY: the frame and area of ftail_convert_leave_c (only compact
+    // threads capture).
+    unsafe { crate::args::capture_ret(st, cfa - 16, area) };
+    slow_tail_return(st, cfa);
+    st.ret_state = 0;
+}
+
+fn slow_tail_return(st: &mut ThreadState, cfa: u64) {
     if !ready(st) {
         return;
     }
@@ -299,7 +332,7 @@ fn free_left_behind(st: &mut ThreadState, slot: u64) {
 
 /// Pops the entries that handed their frame at `cfa` to the function that
 /// just ended (tail callers marked by a tail site): they end with it.
-fn pop_tail_callers(st: &mut ThreadState, cfa: u64, now: u64) {
+pub(crate) fn pop_tail_callers(st: &mut ThreadState, cfa: u64, now: u64) {
     while let Some(t) = top(st) {
         if t.cfa != cfa || t.word & MARKED == 0 {
             break;
@@ -311,7 +344,7 @@ fn pop_tail_callers(st: &mut ThreadState, cfa: u64, now: u64) {
 /// Sets the thread up on its first event; false when it records nothing.
 /// After a stack switch ([`STATUS_SWITCHED`]) the thread records plainly
 /// again: the caller brings the trace stack in line (`stacks::sync`).
-fn ready(st: &mut ThreadState) -> bool {
+pub(crate) fn ready(st: &mut ThreadState) -> bool {
     if st.status == STATUS_NEW {
         st.status = STATUS_OFF;
         if setup(st) {
@@ -388,6 +421,9 @@ pub(crate) fn pop(st: &mut ThreadState, kind: EventKind, now: u64) {
     }
     st.depth -= 1;
     if st.depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
+        if returned && t.word & crate::state::RETVAL != 0 {
+            crate::args::write_ret(st, t.word);
+        }
         write_event(st, kind, t.word & ADDR_MASK, now);
     }
 }
@@ -602,7 +638,7 @@ pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc:
 /// Reserves `size` bytes of the buffer, mapping more as needed: the
 /// slot, or `None` when the buffer is full (what is open is then closed,
 /// the first time, else the event counted as lost).
-fn reserve(st: &mut ThreadState, size: u64, kind: EventKind) -> Option<u64> {
+pub(crate) fn reserve(st: &mut ThreadState, size: u64, kind: EventKind) -> Option<u64> {
     // SAFETY: as in write_event.
     let cursor = unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut st.cursor) };
     let slot = cursor.fetch_add(size, std::sync::atomic::Ordering::Relaxed);

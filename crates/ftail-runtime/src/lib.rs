@@ -22,6 +22,7 @@
 
 mod agent;
 mod alloc;
+mod args;
 mod budget;
 mod buffer;
 mod children;
@@ -119,8 +120,10 @@ extern "C" fn init() {
         } else {
             tramp::ftail_convert_leave_c as *const () as u64
         },
+        entry_spec: tramp::ftail_entry_spec as *const () as u64,
     };
     let cfg = CONFIG.get().expect("set above");
+    args::init(&cfg.dir_c);
     control::init(
         control::Selection {
             enabled: !cfg.off,

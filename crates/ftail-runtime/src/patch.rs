@@ -36,16 +36,22 @@ pub struct Trampolines {
     pub convert_enter: u64,
     /// `ftail_convert_leave`.
     pub convert_leave: u64,
+    /// `ftail_entry_spec`, which the spec stubs call (`args.rs`).
+    pub entry_spec: u64,
 }
 
+/// Near stubs per module, one per trampoline.
+const NEAR: usize = 6;
+
 impl Trampolines {
-    fn all(&self) -> [u64; 5] {
+    fn all(&self) -> [u64; NEAR] {
         [
             self.entry,
             self.exit,
             self.tail_mark,
             self.convert_enter,
             self.convert_leave,
+            self.entry_spec,
         ]
     }
 }
@@ -492,8 +498,16 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
         }
     }
     let near = m.text.first().map_or(m.base, |s| s.0);
-    let stubs_len = stubs_wanted.len() as u64 * SITE_STUB;
-    let area_len = (5 * STUB + stubs_len + tails.len() as u64 * THUNK + PAGE - 1) & !(PAGE - 1);
+    // Functions whose values are recorded get a spec stub (args.rs).
+    let specs: Vec<_> = plan
+        .names
+        .iter()
+        .map(|n| crate::args::spec_for(n))
+        .collect();
+    let spec_stubs = specs.iter().flatten().count() as u64 * crate::args::SPEC_STUB;
+    let stubs_len = stubs_wanted.len() as u64 * SITE_STUB + spec_stubs;
+    let area_len =
+        (NEAR as u64 * STUB + stubs_len + tails.len() as u64 * THUNK + PAGE - 1) & !(PAGE - 1);
     let Some(area) = take_area(near, area_len) else {
         plan.skipped += plan.sites.len() as u64;
         plan.sites.clear();
@@ -501,13 +515,24 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
         return plan;
     };
     let near_stubs = write_stubs(area, t);
-    let mut next = area + 5 * STUB;
+    let mut next = area + NEAR as u64 * STUB;
     for (stub, at) in stubs_wanted.iter_mut() {
         write_site_stub(next, *stub, &near_stubs);
         *at = next;
         next += SITE_STUB;
     }
-    let stubs_range = (area + 5 * STUB, stubs_len);
+    let mut spec_at = vec![None; specs.len()];
+    for (at, spec) in spec_at.iter_mut().zip(&specs) {
+        if let Some(spec) = spec {
+            let code = crate::args::spec_stub(next, near_stubs[NEAR - 1], spec);
+            // SAFETY: [next, next + SPEC_STUB) lies in the writable area
+            // mapped for the module's stubs.
+            unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), next as *mut u8, code.len()) };
+            *at = Some(next);
+            next += crate::args::SPEC_STUB;
+        }
+    }
+    let stubs_range = (area + NEAR as u64 * STUB, stubs_len);
     for (s, need) in plan.sites.iter_mut().zip(&needs) {
         let via = need.map(|st| stubs_wanted[&st]);
         if let Some(at) = via {
@@ -518,7 +543,11 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
             }
         }
         let fix = |b: [u8; 5]| match (b[0], via) {
-            (0, _) => call_or_jmp(0xe8, s.addr, near_stubs[0]),
+            (0, _) => call_or_jmp(
+                0xe8,
+                s.addr,
+                spec_at[s.func as usize].unwrap_or(near_stubs[0]),
+            ),
             (1, Some(at)) => call_or_jmp(0xe9, s.addr, at),
             (2, Some(at)) => call_or_jmp(0xe9, s.addr, at),
             (_, _) => call_or_jmp(0xe8, s.addr, near_stubs[2]),
@@ -666,7 +695,7 @@ fn site_plan(
 /// Writes a site stub at `at`: `call NEAR_STUB; RET; int3` or `call
 /// NEAR_STUB; jmp TARGET; int3` (an absolute `jmp *0(%rip)` when TARGET
 /// is out of rel32 reach).
-fn write_site_stub(at: u64, stub: Stub, near_stubs: &[u64; 5]) {
+fn write_site_stub(at: u64, stub: Stub, near_stubs: &[u64; NEAR]) {
     let mut code = [0xccu8; SITE_STUB as usize];
     let trampoline = match stub {
         Stub::Exit(..) => 1,
@@ -739,8 +768,8 @@ fn tail_plan(
 }
 
 /// Near stubs `jmp *0(%rip); .quad target`, one per trampoline.
-fn write_stubs(area: u64, t: Trampolines) -> [u64; 5] {
-    let mut out = [0; 5];
+fn write_stubs(area: u64, t: Trampolines) -> [u64; NEAR] {
+    let mut out = [0; NEAR];
     for (i, &target) in t.all().iter().enumerate() {
         let stub = area + i as u64 * STUB;
         let code = stub_code(target);
@@ -773,7 +802,7 @@ fn write_thunk(
     site: u64,
     jump: &TailJump,
     fallback_to: u64,
-    stubs: &[u64; 5],
+    stubs: &[u64; NEAR],
 ) -> Option<ThunkLayout> {
     let mut code: Vec<u8> = Vec::with_capacity(THUNK as usize);
     code.extend(call_or_jmp(0xe8, at, stubs[3]));

@@ -8,6 +8,7 @@
 //! stop at the first damage with a message that names the place.
 #![deny(missing_docs)]
 
+pub mod autoargs;
 pub mod dump;
 pub mod graph;
 pub mod info;
