@@ -187,3 +187,74 @@ fn bad_specs_are_refused_with_a_reason() {
     let out = run(Command::new(ftail()).args(["record", "-R", "foo@retval%rax", "--", "true"]));
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `-a`: the specs come from DWARF. At -O0 every parameter is where the
+/// ABI puts it at entry; at -O2 where the location lists say, and a
+/// value is either right or shown as optimised out, never wrong.
+fn check_auto(cc: &str, opt: &str) {
+    let dir = scratch();
+    let exe = build(dir.path(), cc, opt);
+    let trace = dir.path().join("trace");
+    let out = run(Command::new(ftail())
+        .args(["record", "-a", "-d"])
+        .arg(&trace)
+        .arg("--")
+        .arg(&exe));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replay = run_ok(
+        Command::new(ftail())
+            .args(["replay", "--no-pager", "-d"])
+            .arg(&trace),
+    );
+    let recorded = calls(&replay);
+    let ok = |want: &str| {
+        let (wname, wrest) = want.split_once('(').unwrap();
+        let (wargs, wret) = wrest.rsplit_once(')').unwrap();
+        recorded.iter().any(|c| {
+            let Some((name, rest)) = c.split_once('(') else {
+                return false;
+            };
+            let Some((args, ret)) = rest.rsplit_once(')') else {
+                return false;
+            };
+            name == wname
+                && ret == wret
+                && args.split(", ").count() == wargs.split(", ").count()
+                && args
+                    .split(", ")
+                    .zip(wargs.split(", "))
+                    .all(|(a, w)| a == w || a == "<optimised out>")
+        })
+    };
+    for want in [
+        "add(1, 2) = 3",
+        "scale(1.5, 0.25) = 0.375",
+        "halve(3.0) = 1.5",
+        "is_odd(7) = true",
+        "upper('q') = 'Q'",
+        "length(\"hello\") = 5",
+        "keep(NULL, 10) = 10",
+        "next_colour(GREEN) = BLUE",
+        "eight(1, 2, 3, 4, 5, 6, 7, 8) = 204",
+        "twice(5, 6) = 16",
+        "add(20, 22) = 42",
+        "add(2, 100) = 102",
+    ] {
+        assert!(ok(want), "{cc} {opt} -a: {want:?} not recorded:\n{replay}");
+    }
+    assert!(replay.contains("keep((bad pointer 0x"), "{replay}");
+}
+
+#[test]
+fn auto_args_come_from_the_debug_info() {
+    for opt in ["-O0", "-O2"] {
+        check_auto("gcc", opt);
+        if have("clang-19") {
+            check_auto("clang-19", opt);
+        }
+    }
+}

@@ -261,10 +261,30 @@ impl ImageReplay<'_> {
     }
 
     /// ` = 42`: the recorded return value, if any.
-    fn ret(&mut self, line: &mut Vec<u8>, ret: &Option<crate::values::Values>) {
+    fn ret(
+        &mut self,
+        line: &mut Vec<u8>,
+        ret: &Option<crate::values::Values>,
+        func: Option<crate::names::FuncId>,
+    ) {
         if let Some(v) = ret {
             self.text.clear();
-            crate::values::write_list(&mut self.text, v, self.enums);
+            let named = v
+                .iter()
+                .any(|v| v.ty.class() == ftail_abi::argspec::class::ENUM);
+            match func.filter(|_| named) {
+                Some(f) => {
+                    let name = &self.names.function(f).name;
+                    let mut v = v.to_vec();
+                    for x in &mut v {
+                        if x.enum_id == 0 {
+                            x.enum_id = self.enums.returned_by(name).unwrap_or(0);
+                        }
+                    }
+                    crate::values::write_list(&mut self.text, &v, self.enums);
+                }
+                None => crate::values::write_list(&mut self.text, v, self.enums),
+            }
             line.extend_from_slice(b" = ");
             line.extend_from_slice(self.text.as_bytes());
         }
@@ -339,7 +359,7 @@ impl ImageReplay<'_> {
                 indent(&mut line, depth);
                 self.name(&mut line, func, addr, start);
                 self.args(&mut line, args);
-                self.ret(&mut line, ret);
+                self.ret(&mut line, ret, func);
                 line.push(b';');
                 self.srcline(&mut line, func);
             }
@@ -355,7 +375,7 @@ impl ImageReplay<'_> {
                 indent(&mut line, depth);
                 line.push(b'}');
                 if ret.is_some() {
-                    self.ret(&mut line, ret);
+                    self.ret(&mut line, ret, func);
                     line.push(b';');
                 }
                 line.extend_from_slice(b" /* ");

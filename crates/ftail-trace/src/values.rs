@@ -86,6 +86,9 @@ pub fn decode(b: &[u8]) -> Option<Values> {
 #[derive(Debug, Clone, Default)]
 pub struct Enums {
     names: HashMap<(u32, i64), String>,
+    /// The enum a function returns, by the function's name (a return
+    /// value's record does not carry it).
+    returns: HashMap<String, u32>,
 }
 
 impl Enums {
@@ -99,10 +102,24 @@ impl Enums {
                     if let (Ok(n), Ok(v)) = (n.parse(), v.parse()) {
                         e.names.insert((n, v), name.to_string());
                     }
+                } else if let Some((glob, spec)) = ftail_abi::argspec::FnSpec::parse_line(line) {
+                    if spec.has_ret != 0 && spec.ret.ty.class() == class::ENUM {
+                        e.returns
+                            .entry(glob.to_string())
+                            .or_insert(u32::from(spec.ret.aux));
+                    }
                 }
             }
         }
         e
+    }
+}
+
+impl Enums {
+    /// The enum that the function `name` returns, when the spec file
+    /// names one for it.
+    pub fn returned_by(&self, name: &str) -> Option<u32> {
+        self.returns.get(name).copied()
     }
 }
 
