@@ -42,6 +42,8 @@
 
 extern crate alloc;
 
+pub mod argspec;
+
 /// Version of the site-table layout; bumped on any change.
 pub const SITES_VERSION: u32 = 2;
 
@@ -675,8 +677,9 @@ pub mod trace {
     /// resumed frames, and events written while a time record is being
     /// written (a signal handler's). A *pad* record (subtype [`SUB_PAD`])
     /// fills a slot given up. Subtypes from [`SUB_PAYLOAD`] up are
-    /// reserved for payloads (argument and return values) that a reader
-    /// skips by their length.
+    /// payloads, which a reader that does not know them skips by their
+    /// length: [`SUB_ARGS`] and [`SUB_RETVAL`] carry argument and return
+    /// values (`crate::argspec` describes them).
     ///
     /// Closes carry no address: the reader knows which frame closes.
     pub mod compact {
@@ -692,8 +695,15 @@ pub mod trace {
         pub const SUB_EVENT: u32 = 1;
         /// Extended subtype: padding.
         pub const SUB_PAD: u32 = 2;
-        /// Extended subtypes from here up: payloads, skipped today.
+        /// Extended subtypes from here up: payloads (a reader that does
+        /// not know one skips it by its length).
         pub const SUB_PAYLOAD: u32 = 16;
+        /// Payload: a function's arguments, right before its entry
+        /// (`crate::argspec`).
+        pub const SUB_ARGS: u32 = 16;
+        /// Payload: a return value, right before the close it belongs to
+        /// (`crate::argspec`).
+        pub const SUB_RETVAL: u32 = 17;
         /// Bits of an entry's time offset.
         pub const ENTRY_BITS: u32 = 14;
         /// Bits of a close's time offset.

@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod argspec;
 mod as_shim;
 mod cc;
 mod ctl;

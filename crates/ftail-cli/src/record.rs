@@ -35,6 +35,12 @@ pub struct RecordOptions {
     pub off: bool,
     /// Start the control agent.
     pub ctl: bool,
+    /// `-A` specs (checked).
+    pub args: Vec<String>,
+    /// `-R` specs (checked).
+    pub retval: Vec<String>,
+    /// `-a`: arguments and return values from the debug info.
+    pub auto_args: bool,
     /// The program and its arguments.
     pub command: Vec<OsString>,
 }
@@ -80,6 +86,28 @@ pub struct RecordArgs {
     /// control thread in the program)
     #[arg(long)]
     pub ctl: bool,
+    /// Record the arguments of functions matching GLOB, in uftrace's
+    /// syntax: GLOB@arg1/i32,arg2/s,fparg1/f64 (repeatable; formats d i
+    /// u x [8-64], s[N], c, b, p, f32, f64; locations %rdi.. %xmm0..
+    /// %stack+N)
+    #[arg(short = 'A', long = "argument", value_name = "GLOB@SPEC", value_parser = check_args)]
+    pub args: Vec<String>,
+    /// Record the return value of functions matching GLOB, as FMT
+    /// (default: d, a 64-bit integer; f32/f64 for floats) (repeatable)
+    #[arg(short = 'R', long = "retval", value_name = "GLOB[@FMT]", value_parser = check_retval)]
+    pub retval: Vec<String>,
+    /// Record every traced function's arguments and return value as its
+    /// debug info (DWARF) describes them
+    #[arg(short = 'a', long)]
+    pub auto_args: bool,
+}
+
+fn check_args(text: &str) -> Result<String, String> {
+    crate::argspec::parse_args(text).map(|_| text.to_string())
+}
+
+fn check_retval(text: &str) -> Result<String, String> {
+    crate::argspec::parse_retval(text).map(|_| text.to_string())
 }
 
 impl RecordArgs {
@@ -97,6 +125,9 @@ impl RecordArgs {
             snapshot_signal: self.snapshot_signal,
             off: self.off,
             ctl: self.ctl,
+            args: self.args,
+            retval: self.retval,
+            auto_args: self.auto_args,
             command,
         }
     }
@@ -129,6 +160,15 @@ impl RecordArgs {
         }
         if self.ctl {
             a.push("--ctl".into());
+        }
+        for s in &self.args {
+            a.extend(["-A".into(), s.into()]);
+        }
+        for s in &self.retval {
+            a.extend(["-R".into(), s.into()]);
+        }
+        if self.auto_args {
+            a.push("--auto-args".into());
         }
         a
     }
@@ -418,7 +458,8 @@ fn runtime_env(
     o: &RecordOptions,
     dir: &Path,
     max_bytes: u64,
-) -> [(&'static str, Option<OsString>); 12] {
+    has_specs: bool,
+) -> [(&'static str, Option<OsString>); 13] {
     let flag = |on: bool| Some(OsString::from(if on { "1" } else { "0" }));
     [
         ("FTAIL_DIR", Some(dir.into())),
@@ -442,6 +483,8 @@ fn runtime_env(
         ("FTAIL_STACK_ENTRIES", None),
         ("FTAIL_OFF", flag(o.off)),
         ("FTAIL_CTL", flag(o.ctl || o.off)),
+        // The spec file (ftail_abi::argspec) is in the trace directory.
+        ("FTAIL_ARGSPEC", has_specs.then(|| "1".into())),
     ]
 }
 
@@ -462,10 +505,16 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         write_budget(&dir, max, free)?;
         Ok(max)
     });
-    let max_bytes = match budget {
+    let specs = budget.and_then(|max| {
+        let has = crate::argspec::write_spec_file(&dir, &o, Path::new(program))?;
+        Ok((max, has))
+    });
+    let (max_bytes, has_specs) = match specs {
         Ok(m) => m,
         Err(e) => {
             if created {
+                let _ = std::fs::remove_file(dir.join(ftail_abi::trace::BUDGET_FILE));
+                let _ = std::fs::remove_file(dir.join(ftail_abi::argspec::SPEC_FILE));
                 let _ = std::fs::remove_dir(&dir);
             }
             return Err(e);
@@ -478,7 +527,7 @@ pub fn run(o: RecordOptions) -> Result<i32> {
     }
     let mut cmd = Command::new(program);
     cmd.args(args).env("LD_PRELOAD", preload);
-    for (name, value) in runtime_env(&o, &dir, max_bytes) {
+    for (name, value) in runtime_env(&o, &dir, max_bytes, has_specs) {
         match value {
             Some(v) => cmd.env(name, v),
             None => cmd.env_remove(name),
@@ -490,6 +539,7 @@ pub fn run(o: RecordOptions) -> Result<i32> {
     // Nothing ran: leave no empty trace directory behind.
     if created {
         let _ = std::fs::remove_file(dir.join(ftail_abi::trace::BUDGET_FILE));
+        let _ = std::fs::remove_file(dir.join(ftail_abi::argspec::SPEC_FILE));
         let _ = std::fs::remove_dir(&dir);
     }
     Err(err).with_context(|| format!("running {}", program.to_string_lossy()))
@@ -533,7 +583,7 @@ fn nothing_recorded(dir: &Path, program: &Path) -> Vec<String> {
 }
 
 /// Where `program` is found, as `exec` would find it.
-fn which(program: &Path) -> Option<PathBuf> {
+pub(crate) fn which(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return Some(program.to_path_buf());
     }

@@ -33,7 +33,7 @@ enum Found {
 /// Whether `name` is one of the files the runtime writes into a trace
 /// directory.
 fn is_trace_file(name: &str) -> bool {
-    if name == ftail_abi::trace::BUDGET_FILE {
+    if name == ftail_abi::trace::BUDGET_FILE || name == ftail_abi::argspec::SPEC_FILE {
         return true;
     }
     let key_ok = |key: &str| {

@@ -326,6 +326,7 @@ pub fn write(input: &Input, dir: &Path) -> io::Result<Notes> {
                         end,
                         depth,
                         how,
+                        ..
                     }
                     | Shown::Leaf {
                         addr,
@@ -334,6 +335,7 @@ pub fn write(input: &Input, dir: &Path) -> io::Result<Notes> {
                         end,
                         depth,
                         how,
+                        ..
                     } => {
                         let Some((id, callees, resumed)) = open.pop() else {
                             continue;

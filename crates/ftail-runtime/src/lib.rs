@@ -47,7 +47,7 @@ use code::{stubs, tramp};
 use control::{agent, dlhook, metadata, selection};
 use found::modules;
 use process::{alloc, config, key, status, sync};
-use record::{budget, buffer, children, snapshot, stacks, state, thread, write};
+use record::{budget, buffer, children, frames, snapshot, stacks, state, thread};
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
@@ -122,8 +122,10 @@ extern "C" fn init() {
         } else {
             tramp::ftail_convert_leave_c as *const () as u64
         },
+        entry_spec: tramp::ftail_entry_spec as *const () as u64,
     };
     let cfg = CONFIG.get().expect("set above");
+    record::args::init(&cfg.dir_c);
     selection::init(
         selection::Selection {
             enabled: !cfg.off,
@@ -166,7 +168,7 @@ extern "C" fn init() {
 }
 
 extern "C" fn at_exit() {
-    write::close_all_open();
+    frames::close_all_open();
     // SAFETY: the calling thread's own state.
     buffer::cut_at_exit(unsafe { &mut *state::current() });
 }
@@ -243,7 +245,7 @@ fn calibrate_tsc() -> (u64, u64) {
 /// thread's trace stays balanced, then leave as `_exit` does.
 #[no_mangle]
 pub extern "C" fn _exit(code: i32) -> ! {
-    write::close_all_open();
+    frames::close_all_open();
     // SAFETY: exit_group ends the process; nothing runs after it.
     unsafe {
         libc::syscall(libc::SYS_exit_group, code);

@@ -8,6 +8,7 @@
 //! stop at the first damage with a message that names the place.
 #![deny(missing_docs)]
 
+pub mod autoargs;
 pub mod dump;
 pub mod graph;
 pub mod info;
@@ -19,4 +20,5 @@ pub mod report;
 pub mod sites;
 pub mod symbols;
 pub mod trace;
+pub mod values;
 pub mod view;

@@ -113,6 +113,7 @@ pub fn replay(
         .min()
         .unwrap_or(0);
     header(opts, out)?;
+    let enums = crate::values::Enums::load(&trace.dir);
     for (image, names) in trace.images.iter().zip(names) {
         let mut r = ImageReplay {
             image,
@@ -123,6 +124,8 @@ pub fn replay(
             last: None,
             buf: Vec::with_capacity(256),
             srclines: vec![None; names.functions().len()],
+            enums: &enums,
+            text: String::new(),
         };
         r.run(out)?;
     }
@@ -164,6 +167,10 @@ struct ImageReplay<'a> {
     buf: Vec<u8>,
     /// Source lines looked up so far, by function.
     srclines: Vec<Option<Option<Box<str>>>>,
+    /// The enums' names, for recorded values.
+    enums: &'a crate::values::Enums,
+    /// Scratch for values shown.
+    text: String,
 }
 
 impl ImageReplay<'_> {
@@ -211,9 +218,10 @@ impl ImageReplay<'_> {
             }
             let slot = std::rc::Rc::new(std::cell::RefCell::new(None));
             damage.push((t.tid, slot.clone()));
+            let feed = events.values();
             let events = KeepDamage { events, slot };
             let visible = Visible::new(
-                Calls::new(events, header.stopped),
+                Calls::new(events, header.stopped).values(feed),
                 self.names,
                 &matches,
                 &self.opts.filters,
@@ -239,6 +247,47 @@ impl ImageReplay<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `(1, "abc")`: the recorded arguments, or `()`.
+    fn args(&mut self, line: &mut Vec<u8>, args: &Option<crate::values::Values>) {
+        line.push(b'(');
+        if let Some(v) = args {
+            self.text.clear();
+            crate::values::write_list(&mut self.text, v, self.enums);
+            line.extend_from_slice(self.text.as_bytes());
+        }
+        line.push(b')');
+    }
+
+    /// ` = 42`: the recorded return value, if any.
+    fn ret(
+        &mut self,
+        line: &mut Vec<u8>,
+        ret: &Option<crate::values::Values>,
+        func: Option<crate::names::FuncId>,
+    ) {
+        if let Some(v) = ret {
+            self.text.clear();
+            let named = v
+                .iter()
+                .any(|v| v.ty.class() == ftail_abi::argspec::class::ENUM);
+            match func.filter(|_| named) {
+                Some(f) => {
+                    let name = &self.names.function(f).name;
+                    let mut v = v.to_vec();
+                    for x in &mut v {
+                        if x.enum_id == 0 {
+                            x.enum_id = self.enums.returned_by(name).unwrap_or(0);
+                        }
+                    }
+                    crate::values::write_list(&mut self.text, &v, self.enums);
+                }
+                None => crate::values::write_list(&mut self.text, v, self.enums),
+            }
+            line.extend_from_slice(b" = ");
+            line.extend_from_slice(self.text.as_bytes());
+        }
     }
 
     /// Writes one line. The hot path of replay: it builds the line in a
@@ -281,10 +330,12 @@ impl ImageReplay<'_> {
                 depth,
                 resumed,
                 earlier,
+                ref args,
             } => {
                 indent(&mut line, depth);
                 self.name(&mut line, func, addr, tsc);
-                line.extend_from_slice(b"() {");
+                self.args(&mut line, args);
+                line.extend_from_slice(b" {");
                 if earlier {
                     // A ring's window began while it ran: its entry was
                     // overwritten.
@@ -301,11 +352,15 @@ impl ImageReplay<'_> {
                 func,
                 start,
                 depth,
+                ref args,
+                ref ret,
                 ..
             } => {
                 indent(&mut line, depth);
                 self.name(&mut line, func, addr, start);
-                line.extend_from_slice(b"();");
+                self.args(&mut line, args);
+                self.ret(&mut line, ret, func);
+                line.push(b';');
                 self.srcline(&mut line, func);
             }
             Shown::Leave {
@@ -314,10 +369,16 @@ impl ImageReplay<'_> {
                 start,
                 depth,
                 how,
+                ref ret,
                 ..
             } => {
                 indent(&mut line, depth);
-                line.extend_from_slice(b"} /* ");
+                line.push(b'}');
+                if ret.is_some() {
+                    self.ret(&mut line, ret, func);
+                    line.push(b';');
+                }
+                line.extend_from_slice(b" /* ");
                 self.name(&mut line, func, addr, start);
                 line.extend_from_slice(self.how(how).as_bytes());
                 line.extend_from_slice(b" */");

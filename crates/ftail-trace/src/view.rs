@@ -13,6 +13,7 @@
 //! Globs match a function's demangled name (`ns::Klass::*`) or its symbol
 //! (`_ZN2ns*`). Memory is the call depth plus that queue.
 
+use crate::values::Values;
 use std::collections::VecDeque;
 
 use ftail_abi::trace::EventKind;
@@ -81,7 +82,7 @@ impl Matches {
 
 /// A step that is shown, with the function it is about and its depth
 /// among what is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shown {
     /// A call begins (its exit comes later), or resumes.
     Enter {
@@ -97,6 +98,8 @@ pub enum Shown {
         resumed: bool,
         /// The call began before a ring's window (also `resumed`).
         earlier: bool,
+        /// Its arguments, when recorded.
+        args: Option<Values>,
     },
     /// A call ends.
     Leave {
@@ -112,6 +115,8 @@ pub enum Shown {
         depth: u32,
         /// How it ended.
         how: EventKind,
+        /// Its return value, when recorded.
+        ret: Option<Values>,
     },
     /// A call with nothing shown inside, on one line.
     Leaf {
@@ -127,6 +132,10 @@ pub enum Shown {
         depth: u32,
         /// How it ended.
         how: EventKind,
+        /// Its arguments, when recorded.
+        args: Option<Values>,
+        /// Its return value, when recorded.
+        ret: Option<Values>,
     },
 }
 
@@ -210,6 +219,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                     tsc,
                     resumed,
                     earlier,
+                    args,
                     ..
                 } => {
                     let func = self.names.resolve(addr, tsc);
@@ -223,6 +233,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                             depth: f.shown_depth - 1,
                             resumed,
                             earlier,
+                            args,
                         });
                     }
                 }
@@ -231,6 +242,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                     start,
                     end,
                     how,
+                    ret,
                     ..
                 } => {
                     let Some(f) = self.stack.pop() else { continue };
@@ -242,6 +254,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                             end,
                             depth: f.shown_depth - 1,
                             how,
+                            ret,
                         });
                     }
                 }
@@ -301,14 +314,11 @@ impl<I: Iterator<Item = Shown>> Threshold<I> {
     /// The next item that can leave the queue.
     fn pop_decided(&mut self) -> Option<Shown> {
         loop {
-            let (item, decision) = self.queue.front().copied()?;
+            let (item, decision) = self.queue.front()?;
             match (item, decision) {
                 (Shown::Enter { .. }, None) if !self.done => return None,
                 (Shown::Enter { .. }, Some(false)) => self.drop_subtree(),
-                _ => {
-                    self.queue.pop_front();
-                    return Some(item);
-                }
+                _ => return self.queue.pop_front().map(|(item, _)| item),
             }
         }
     }
@@ -356,8 +366,9 @@ impl<I: Iterator<Item = Shown>> Iterator for Threshold<I> {
                         Shown::Leave { start, .. } => Some(start),
                         _ => None,
                     };
+                    let at = item.tsc();
                     self.queue.push_back((item, None));
-                    self.decide(item.tsc(), leave);
+                    self.decide(at, leave);
                 }
             }
         }
@@ -397,14 +408,26 @@ impl<I: Iterator<Item = Shown>> Iterator for Leaves<I> {
         };
         match self.items.peek() {
             Some(&Shown::Leave {
-                addr,
-                func,
                 start,
-                end,
                 depth: d,
                 how,
+                ..
             }) if start == tsc && d == depth && how == EventKind::Exit => {
-                self.items.next();
+                let Some(Shown::Leave {
+                    addr,
+                    func,
+                    start,
+                    end,
+                    how,
+                    ret,
+                    ..
+                }) = self.items.next()
+                else {
+                    return Some(item);
+                };
+                let Shown::Enter { args, .. } = item else {
+                    return None;
+                };
                 Some(Shown::Leaf {
                     addr,
                     func,
@@ -412,6 +435,8 @@ impl<I: Iterator<Item = Shown>> Iterator for Leaves<I> {
                     end,
                     depth,
                     how,
+                    args,
+                    ret,
                 })
             }
             _ => Some(item),
@@ -431,6 +456,7 @@ mod tests {
             depth,
             resumed: false,
             earlier: false,
+            args: None,
         }
     }
 
@@ -442,6 +468,7 @@ mod tests {
             end,
             depth,
             how: EventKind::Exit,
+            ret: None,
         }
     }
 

@@ -21,16 +21,22 @@ pub struct Trampolines {
     pub convert_enter: u64,
     /// `ftail_convert_leave`.
     pub convert_leave: u64,
+    /// `ftail_entry_spec`, which the spec stubs call (`record::args`).
+    pub entry_spec: u64,
 }
 
+/// Near stubs per module, one per trampoline.
+pub const NEAR: usize = 6;
+
 impl Trampolines {
-    pub fn all(&self) -> [u64; 5] {
+    pub fn all(&self) -> [u64; NEAR] {
         [
             self.entry,
             self.exit,
             self.tail_mark,
             self.convert_enter,
             self.convert_leave,
+            self.entry_spec,
         ]
     }
 }
@@ -173,7 +179,7 @@ pub const SITE_STUB: u64 = 32;
 /// Writes a site stub at `at`: `call NEAR_STUB; RET; int3` or `call
 /// NEAR_STUB; jmp TARGET; int3` (an absolute `jmp *0(%rip)` when TARGET
 /// is out of rel32 reach).
-pub fn write_site_stub(at: u64, stub: Stub, near_stubs: &[u64; 5]) {
+pub fn write_site_stub(at: u64, stub: Stub, near_stubs: &[u64; NEAR]) {
     let mut code = [0xccu8; SITE_STUB as usize];
     let trampoline = match stub {
         Stub::Exit(..) => 1,
@@ -196,8 +202,8 @@ pub fn write_site_stub(at: u64, stub: Stub, near_stubs: &[u64; 5]) {
 }
 
 /// Near stubs `jmp *0(%rip); .quad target`, one per trampoline.
-pub fn write_stubs(area: u64, t: Trampolines) -> [u64; 5] {
-    let mut out = [0; 5];
+pub fn write_stubs(area: u64, t: Trampolines) -> [u64; NEAR] {
+    let mut out = [0; NEAR];
     for (i, &target) in t.all().iter().enumerate() {
         let stub = area + i as u64 * STUB;
         let code = stub_code(target);
@@ -230,7 +236,7 @@ pub fn write_thunk(
     site: u64,
     jump: &TailJump,
     fallback_to: u64,
-    stubs: &[u64; 5],
+    stubs: &[u64; NEAR],
 ) -> Option<ThunkLayout> {
     let mut code: Vec<u8> = Vec::with_capacity(THUNK as usize);
     code.extend(call_or_jmp(0xe8, at, stubs[3]));
@@ -306,4 +312,13 @@ pub fn reachable(from: u64, to: u64) -> Option<u64> {
         );
     }
     Some(stub)
+}
+
+/// Writes a function's spec stub at `at` (`record::args::spec_stub`: a
+/// call to the spec trampoline's near stub, then the spec itself).
+pub fn write_spec_stub(at: u64, entry_spec: u64, spec: &ftail_abi::argspec::FnSpec) {
+    let code = crate::record::args::spec_stub(at, entry_spec, spec);
+    // SAFETY: [at, at + SPEC_STUB) lies in the writable area mapped for
+    // the module's stubs.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };
 }

@@ -66,6 +66,9 @@ extern "C" {
     pub fn ftail_exit_c();
     /// [`ftail_convert_leave`] for the compact format.
     pub fn ftail_convert_leave_c();
+    /// [`ftail_entry`] of a function with a spec (`args.rs`), through
+    /// its spec stub.
+    pub fn ftail_entry_spec();
 }
 
 std::arch::global_asm!(
@@ -170,8 +173,9 @@ std::arch::global_asm!(
 .Lspare_kept\@:
     .endm
 
-    # Calls the Rust slow path \fn(state, cfa, site + 5, rcx, \kind) with
-    # every register and the x87/SSE state saved; 16-byte aligned.
+    # Calls the Rust slow path \fn(state, cfa, site + 5, rcx, \kind, area)
+    # with every register and the x87/SSE state saved (area: where, for
+    # the values recorded by args.rs); 16-byte aligned.
     .macro FTAIL_SLOW fn, kind=0
     push %rsi
     .cfi_adjust_cfa_offset 8
@@ -193,6 +197,7 @@ std::arch::global_asm!(
     lea 96(%rbp), %rsi
     mov 80(%rbp), %rdx
     mov $\kind, %r8d
+    mov %rsp, %r9
     call \fn
     FTAIL_RESTORE_EXTENDED
     mov %rbp, %rsp
@@ -337,6 +342,8 @@ std::arch::global_asm!(
     jne \done
     btq $63, -8(%rax)
     jnc \done                        # not marked: not a tail caller
+    btq $60, -8(%rax)
+    jc .Ltc_retval\@                 # its return value is recorded
     btq $61, -8(%rax)
     jnc .Lnot_base\@
     mov -16(%rax), %rdx              # a context's first function ended:
@@ -378,6 +385,12 @@ std::arch::global_asm!(
     mov {tls}(%rip), %r11
     add %fs:0, %r11
     jmp \loop
+.Ltc_retval\@:                      # the rest of the chain in Rust, with
+    lea \cfa_off(%rsp), %rcx         # the return value (rax in the frame,
+    FTAIL_SLOW {slow_ret_callers}    # xmm0 in the area)
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    jmp \done
     .endm
 
     # Fills the side entry at rax for the slot at rdx: return address,
@@ -602,9 +615,9 @@ ftail_exit_c:
     lea 48(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f                           # not our frame on top: resynchronise
-    testb $0xa0, -1(%rax)
-    jnz 8f                           # top marked by a tail site, or the
-    decq 16(%r11)                    # first function of a context: pop
+    testb $0xb0, -1(%rax)
+    jnz 8f                           # top marked by a tail site, the first
+    decq 16(%r11)                    # of a context, or its value recorded
     cmp {maxdepth}(%rip), %rcx
     ja .Lexit_c_callers                # popped entry was deeper than -D
     rdtsc
@@ -642,6 +655,23 @@ ftail_exit_c:
     jmp 9b
     .cfi_endproc
     .size ftail_exit_c, .-ftail_exit_c
+
+    # Entry of a function whose arguments or return value are recorded
+    # (args.rs): its entry site calls the function's spec stub, which
+    # calls here (so [rsp] is the stub's address + 5, [rsp+8] the site's
+    # + 5, and the function's CFA is rsp + 24). Always the slow path,
+    # with every register saved: it reads the arguments.
+    .p2align 4
+    .globl ftail_entry_spec
+    .hidden ftail_entry_spec
+    .type ftail_entry_spec, @function
+ftail_entry_spec:
+    .cfi_startproc
+    FTAIL_PUSH4
+    FTAIL_SLOW {slow_entry_spec}
+    FTAIL_POP4_RET
+    .cfi_endproc
+    .size ftail_entry_spec, .-ftail_entry_spec
 
     .p2align 4
     .globl ftail_tail_mark
@@ -903,8 +933,8 @@ ftail_convert_leave_c:
     lea 40(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f
-    testb $0x20, -1(%rax)            # the first function of a context
-    jnz 8f
+    testb $0x30, -1(%rax)            # the first function of a context,
+    jnz 8f                           # or its return value recorded
     decq 16(%r11)                    # pop it
     cmp {maxdepth}(%rip), %rcx
     ja .Lleave_c_callers
@@ -950,6 +980,7 @@ ftail_convert_leave_c:
     mov %r11, %rdi
     lea 88(%rbp), %rsi
     xor %edx, %edx
+    mov %rsp, %r9                    # the area (args.rs)
     call {slow_tail_return}
     FTAIL_RESTORE_EXTENDED
     mov %rbp, %rsp
@@ -994,6 +1025,8 @@ ftail_convert_leave_c:
     slow_side_enter = sym ftail_slow_side_enter,
     slow_side_leave = sym ftail_slow_side_leave,
     slow_compact = sym ftail_slow_compact,
+    slow_entry_spec = sym crate::record::args::ftail_slow_entry_spec,
+    slow_ret_callers = sym crate::record::args::ftail_slow_ret_callers,
     tbase = const std::mem::offset_of!(ThreadState, base),
     entry_span = const ftail_abi::trace::compact::ENTRY_SPAN,
     close_span = const ftail_abi::trace::compact::CLOSE_SPAN,

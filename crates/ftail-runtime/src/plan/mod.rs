@@ -21,11 +21,12 @@ use ftail_abi::{SiteKind, NOP5};
 
 use crate::code::jumps::{decode_tail_jump, exit_ret_len, jmp_target, plt_slot, TailJump};
 use crate::code::stubs::{
-    call_or_jmp, take_area, write_site_stub, write_stubs, write_thunk, Area, Stub, Trampolines,
-    PAGE, SITE_STUB, STUB, THUNK,
+    call_or_jmp, take_area, write_site_stub, write_spec_stub, write_stubs, write_thunk, Area, Stub,
+    Trampolines, NEAR, PAGE, SITE_STUB, STUB, THUNK,
 };
 use crate::found::modules::{func_name, func_sites, got_symbols, Module, Site};
 use crate::process::config::TailMode;
+use crate::record::args;
 
 /// What patching one module did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -234,8 +235,12 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
         }
     }
     let near = m.text.first().map_or(m.base, |s| s.0);
-    let stubs_len = stubs_wanted.len() as u64 * SITE_STUB;
-    let area_len = (5 * STUB + stubs_len + tails.len() as u64 * THUNK + PAGE - 1) & !(PAGE - 1);
+    // Functions whose values are recorded get a spec stub (record::args).
+    let specs: Vec<_> = plan.names.iter().map(|n| args::spec_for(n)).collect();
+    let spec_stubs = specs.iter().flatten().count() as u64 * args::SPEC_STUB;
+    let stubs_len = stubs_wanted.len() as u64 * SITE_STUB + spec_stubs;
+    let area_len =
+        (NEAR as u64 * STUB + stubs_len + tails.len() as u64 * THUNK + PAGE - 1) & !(PAGE - 1);
     let Some(area) = take_area(near, area_len) else {
         plan.skipped += plan.sites.len() as u64;
         plan.sites.clear();
@@ -243,13 +248,21 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
         return plan;
     };
     let near_stubs = write_stubs(area, t);
-    let mut next = area + 5 * STUB;
+    let mut next = area + NEAR as u64 * STUB;
     for (stub, at) in stubs_wanted.iter_mut() {
         write_site_stub(next, *stub, &near_stubs);
         *at = next;
         next += SITE_STUB;
     }
-    let stubs_range = (area + 5 * STUB, stubs_len);
+    let mut spec_at = vec![None; specs.len()];
+    for (at, spec) in spec_at.iter_mut().zip(&specs) {
+        if let Some(spec) = spec {
+            write_spec_stub(next, near_stubs[NEAR - 1], spec);
+            *at = Some(next);
+            next += args::SPEC_STUB;
+        }
+    }
+    let stubs_range = (area + NEAR as u64 * STUB, stubs_len);
     for (s, need) in plan.sites.iter_mut().zip(&needs) {
         let via = need.map(|st| stubs_wanted[&st]);
         if let Some(at) = via {
@@ -260,7 +273,11 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
             }
         }
         let fix = |b: [u8; 5]| match (b[0], via) {
-            (0, _) => call_or_jmp(0xe8, s.addr, near_stubs[0]),
+            (0, _) => call_or_jmp(
+                0xe8,
+                s.addr,
+                spec_at[s.func as usize].unwrap_or(near_stubs[0]),
+            ),
             (1, Some(at)) => call_or_jmp(0xe9, s.addr, at),
             (2, Some(at)) => call_or_jmp(0xe9, s.addr, at),
             (_, _) => call_or_jmp(0xe8, s.addr, near_stubs[2]),

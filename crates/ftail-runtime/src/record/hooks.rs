@@ -11,14 +11,15 @@
 
 use ftail_abi::trace::{EventKind, ADDR_MASK};
 
+use crate::record::frames::{pop, popped, push, top};
 use crate::record::stacks::{self, Rule};
 use crate::record::state::{
     SideEntry, StackEntry, ThreadState, BASE, MARKED, SIDE_DEAD, STATUS_NEW, STATUS_OFF,
     STATUS_RECORDING, STATUS_SWITCHED,
 };
+use crate::record::values::capture_ret;
 use crate::record::write::{
-    close_on_full, compact_size, give_up_slot, pop, popped, push, rdtsc, store, top, write_event,
-    KeepErrno,
+    close_on_full, compact_size, give_up_slot, rdtsc, store, write_event, KeepErrno,
 };
 
 /// Slow path of `ftail_entry`.
@@ -46,10 +47,26 @@ pub unsafe extern "C" fn ftail_slow_entry(st: *mut ThreadState, cfa: u64, addr: 
 /// # Safety
 ///
 /// As for [`ftail_slow_entry`].
-pub unsafe extern "C" fn ftail_slow_exit(st: *mut ThreadState, cfa: u64, _addr: u64) {
+/// `area` is the saved SSE state and rax is at `cfa - 24`: the return
+/// value, when the function's is recorded (`values`).
+pub unsafe extern "C" fn ftail_slow_exit(
+    st: *mut ThreadState,
+    cfa: u64,
+    _addr: u64,
+    _rcx: u64,
+    _kind: u64,
+    area: u64,
+) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
     let st = unsafe { &mut *st };
+    // SAFETY: FTAIL_SLOW's frame and area.
+    unsafe { capture_ret(st, cfa - 24, area) };
+    slow_exit(st, cfa);
+    st.ret_state = 0;
+}
+
+fn slow_exit(st: &mut ThreadState, cfa: u64) {
     if !ready(st) {
         return;
     }
@@ -111,10 +128,27 @@ pub unsafe extern "C" fn ftail_slow_tail_mark(st: *mut ThreadState, cfa: u64, _a
 /// # Safety
 ///
 /// As for [`ftail_slow_entry`].
-pub unsafe extern "C" fn ftail_slow_tail_return(st: *mut ThreadState, cfa: u64, _addr: u64) {
+/// In the compact format `area` is the saved SSE state and rax is at
+/// `cfa - 16` (the return value, see `values`).
+pub unsafe extern "C" fn ftail_slow_tail_return(
+    st: *mut ThreadState,
+    cfa: u64,
+    _addr: u64,
+    _rcx: u64,
+    _kind: u64,
+    area: u64,
+) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
     let st = unsafe { &mut *st };
+    // SAFETY: the frame and area of ftail_convert_leave_c (only compact
+    // threads capture).
+    unsafe { capture_ret(st, cfa - 16, area) };
+    slow_tail_return(st, cfa);
+    st.ret_state = 0;
+}
+
+fn slow_tail_return(st: &mut ThreadState, cfa: u64) {
     if !ready(st) {
         return;
     }
@@ -279,7 +313,7 @@ fn free_left_behind(st: &mut ThreadState, slot: u64) {
 
 /// Pops the entries that handed their frame at `cfa` to the function that
 /// just ended (tail callers marked by a tail site): they end with it.
-fn pop_tail_callers(st: &mut ThreadState, cfa: u64, now: u64) {
+pub(crate) fn pop_tail_callers(st: &mut ThreadState, cfa: u64, now: u64) {
     while let Some(t) = top(st) {
         if t.cfa != cfa || t.word & MARKED == 0 {
             break;
@@ -291,7 +325,7 @@ fn pop_tail_callers(st: &mut ThreadState, cfa: u64, now: u64) {
 /// Sets the thread up on its first event; false when it records nothing.
 /// After a stack switch ([`STATUS_SWITCHED`]) the thread records plainly
 /// again: the caller brings the trace stack in line (`stacks::sync`).
-fn ready(st: &mut ThreadState) -> bool {
+pub(crate) fn ready(st: &mut ThreadState) -> bool {
     if st.status == STATUS_NEW {
         st.status = STATUS_OFF;
         if setup(st) {

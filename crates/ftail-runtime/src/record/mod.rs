@@ -3,16 +3,20 @@
 //! stack switches, a thread's start and end, snapshots, the trace's size
 //! budget, and closing frames before an `exec`.
 //!
-//! Imports go one way: `hooks` → `stacks`/`parked` → `write` → `buffer`
-//! → `state`; `thread` starts and ends a thread over all of them.
+//! Imports go one way: `args` → `hooks` → `stacks`/`parked` → `frames`
+//! → `values` → `write` → `buffer` → `state`; `thread` starts and ends a
+//! thread over them.
 
+pub mod args;
 pub mod budget;
 pub mod buffer;
 pub mod children;
+pub mod frames;
 pub mod hooks;
 pub mod parked;
 pub mod snapshot;
 pub mod stacks;
 pub mod state;
 pub mod thread;
+pub mod values;
 pub mod write;

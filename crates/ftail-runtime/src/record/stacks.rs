@@ -77,12 +77,13 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use ftail_abi::trace::EventKind;
 
+use crate::record::frames::{pop, push, top};
 use crate::record::parked;
 use crate::record::state::{
     recording, StackEntry, ThreadState, CONVERTED, MARKED, SPARE_STACK, STATUS_OFF,
     STATUS_RECORDING, STATUS_SWITCHED,
 };
-use crate::record::write::{pop, push, rdtsc, top, KeepErrno};
+use crate::record::write::{rdtsc, KeepErrno};
 
 /// Two CFAs on no registered region further apart than this are on
 /// different stacks.

@@ -94,6 +94,14 @@ pub struct ThreadState {
     /// record ([`TIME_POISON`] while one is being written, [`NO_BASE`]
     /// before the first). Read by the compact trampolines.
     pub base: u64,
+    /// The return value a slow path is closing frames with (`args.rs`):
+    /// rax, the low half of xmm0, and whether they are set (1) or were
+    /// written already for this tail chain (2); 0 otherwise.
+    pub ret_rax: u64,
+    /// See [`ThreadState::ret_rax`].
+    pub ret_xmm0: u64,
+    /// See [`ThreadState::ret_rax`].
+    pub ret_state: u64,
 }
 
 /// [`ThreadState::base`] while a time record is being written: any
@@ -156,6 +164,7 @@ const _: () = {
     assert!(offset_of!(ThreadState, spare) == 144);
     assert!(STATUS_RECORDING == 1 && STATUS_SWITCHED == 3);
     assert!(MARKED == 1 << 63 && CONVERTED == 1 << 62 && BASE == 1 << 61);
+    assert!(RETVAL == 1 << 60 && RET_TY_SHIFT == 48);
     assert!(std::mem::size_of::<SideEntry>() == 32);
     assert!(offset_of!(SideEntry, slot) == 8);
     assert!(offset_of!(SideEntry, rbx) == 16);
@@ -189,6 +198,12 @@ pub const CONVERTED: u64 = 1 << 62;
 /// in line with the `uc_link` context ([`ThreadState::ended_base`],
 /// [`STATUS_SWITCHED`]).
 pub const BASE: u64 = 1 << 61;
+/// Bit of [`StackEntry::word`]: the function's return value is recorded
+/// (`args.rs`), with its type in the byte at [`RET_TY_SHIFT`]: its exits
+/// and tail exits take the slow paths.
+pub const RETVAL: u64 = 1 << 60;
+/// Shift of the recorded return value's type in [`StackEntry::word`].
+pub const RET_TY_SHIFT: u32 = 48;
 
 /// Bit of [`SideEntry::slot`]: the entry is free (its thunk has
 /// returned, or it was left behind by a longjmp). Slots are 8-aligned.
@@ -202,6 +217,7 @@ thread_local! {
             parked: 0, parked_len: 0, parked_cap: 0, fresh_base: 0, busy: 0, ended_base: 0,
             spare: 0, coro_lo: 0, spare_busy: 0, file_base: 0, map_len: 0, file_len: 0,
             file_id: 0, file_ino: 0, limit_why: 0, ring: 0, compact: 0, base: 0,
+            ret_rax: 0, ret_xmm0: 0, ret_state: 0,
         })
     };
 }

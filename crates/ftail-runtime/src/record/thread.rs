@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use ftail_abi::trace::EventKind;
 
 use crate::record::state::{StackEntry, ThreadState};
-use crate::record::{buffer, snapshot, stacks, write};
+use crate::record::{buffer, frames, snapshot, stacks, write};
 
 /// Sets the calling thread up on its first event; false when it records
 /// nothing (no event file could be made).
@@ -33,7 +33,7 @@ pub fn setup(st: &mut ThreadState) -> bool {
 /// Later events of the thread (from other libraries' TLS destructors) are
 /// not recorded.
 pub fn release(st: &mut ThreadState) {
-    write::close_all_open();
+    frames::close_all_open();
     st.status = crate::record::state::STATUS_OFF;
     if st.ring != 0 {
         snapshot::unregister(st);

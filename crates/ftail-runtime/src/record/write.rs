@@ -1,17 +1,13 @@
-//! Writing events into the calling thread's buffer, and the trace stack
-//! they keep balanced: [`push`] opens a frame and writes its entry,
-//! [`pop`] closes one; [`write_event`] appends a compact record (or a
-//! 16-byte event in a ring), mapping more of the buffer as it goes, and
-//! closes every open frame from the reserve the first time the buffer is
-//! full. Called from the trampolines' slow paths (`hooks`), the stack
-//! bookkeeping (`stacks`) and a thread's start and end (`thread`); never
-//! calls back into them.
+//! Writing events into the calling thread's buffer: [`write_event`]
+//! appends a compact record (or a 16-byte event in a ring), mapping more
+//! of the buffer as it goes, and closes every open frame from the reserve
+//! the first time the buffer is full; [`reserve`] takes room for a record
+//! of any length (payloads, `values`). Never calls upwards (`frames`,
+//! `hooks`, `stacks`, `thread`).
 
 use ftail_abi::trace::{compact, EventKind, ADDR_MASK, KIND_SHIFT};
 
-use crate::record::state::{
-    StackEntry, ThreadState, BASE, FTAIL_MAX_DEPTH, STATUS_SWITCHED, TIME_POISON,
-};
+use crate::record::state::{StackEntry, ThreadState, FTAIL_MAX_DEPTH, TIME_POISON};
 
 /// Keeps the program's errno across a slow path: the system calls made
 /// there (setting a thread up, mapping more buffer) may fail and set it.
@@ -35,75 +31,6 @@ pub(crate) fn rdtsc() -> u64 {
     // SAFETY: rdtsc has no memory effects and is available on every
     // x86-64 processor.
     unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// The innermost open frame.
-pub(crate) fn top(st: &ThreadState) -> Option<StackEntry> {
-    if st.depth == 0 {
-        return None;
-    }
-    // SAFETY: depth <= stack_cap and the stack mapping holds stack_cap
-    // entries (buffer::setup_thread).
-    Some(unsafe { *(st.stack as *const StackEntry).add(st.depth as usize - 1) })
-}
-
-/// Opens a frame: an entry, or a suspended frame resumed.
-pub(crate) fn push(st: &mut ThreadState, cfa: u64, word: u64, kind: EventKind, now: u64) {
-    let depth = st.depth;
-    if depth >= st.stack_cap {
-        count_lost(st);
-        return;
-    }
-    use std::sync::atomic::{compiler_fence, Ordering::SeqCst};
-    // Written, reserved, written again (as in ftail_entry): a signal
-    // handler whose events run between the first write and the increment
-    // takes the same entry, but is done with it when it returns, and the
-    // entry is whole again after the second write (its two words written
-    // once each could mix the handler's CFA with this word).
-    let entry = StackEntry { cfa, word };
-    // SAFETY: depth < stack_cap entries of the stack mapping; `depth` is
-    // this thread's.
-    unsafe {
-        let e = (st.stack as *mut StackEntry).add(depth as usize);
-        std::ptr::write_volatile(e, entry);
-        compiler_fence(SeqCst);
-        std::ptr::write_volatile(std::ptr::addr_of_mut!(st.depth), depth + 1);
-        compiler_fence(SeqCst);
-        std::ptr::write_volatile(e, entry);
-    }
-    if depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
-        write_event(st, kind, word, now);
-    }
-}
-
-/// Closes the innermost open frame. When it is the first function of a
-/// `makecontext` context and it returned (not switched out, not left by a
-/// longjmp), the thread is about to go on at the context's `uc_link`,
-/// unseen: the next event takes the slow path, which switches to it
-/// (`stacks::sync`).
-///
-/// The event carries the frame's entry address.
-pub(crate) fn pop(st: &mut ThreadState, kind: EventKind, now: u64) {
-    let returned = matches!(kind, EventKind::Exit | EventKind::TailExit);
-    let Some(t) = top(st) else { return };
-    if t.word & BASE != 0 && returned {
-        st.ended_base = t.cfa;
-        st.status = STATUS_SWITCHED;
-    }
-    st.depth -= 1;
-    if st.depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
-        write_event(st, kind, t.word & ADDR_MASK, now);
-    }
-}
-
-/// The entry address of the frame a trampoline just popped (it is still
-/// in the trace stack's slot above the top).
-pub(crate) fn popped(st: &ThreadState) -> u64 {
-    if st.depth >= st.stack_cap {
-        return 0;
-    }
-    // SAFETY: depth < stack_cap entries of the stack mapping.
-    unsafe { (*(st.stack as *const StackEntry).add(st.depth as usize)).word & ADDR_MASK }
 }
 
 /// Bytes of the compact record the trampolines reserve for `kind`.
@@ -201,7 +128,7 @@ pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc:
 /// Reserves `size` bytes of the buffer, mapping more as needed: the
 /// slot, or `None` when the buffer is full (what is open is then closed,
 /// the first time, else the event counted as lost).
-fn reserve(st: &mut ThreadState, size: u64, kind: EventKind) -> Option<u64> {
+pub(crate) fn reserve(st: &mut ThreadState, size: u64, kind: EventKind) -> Option<u64> {
     // SAFETY: as in write_event.
     let cursor = unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut st.cursor) };
     let slot = cursor.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
@@ -354,21 +281,6 @@ pub(crate) fn count_lost(st: &mut ThreadState) {
         // SAFETY: `lost` points at the event file header's counter, mapped
         // for the thread's lifetime.
         unsafe { *(st.lost as *mut u64) += 1 };
-    }
-}
-
-/// Closes every open entry of the calling thread as `Unwound` (process
-/// exit: `main` and whatever called `exit` never return).
-pub fn close_all_open() {
-    let st = crate::record::state::current();
-    // SAFETY: the current thread's own state.
-    let st = unsafe { &mut *st };
-    if !crate::record::state::recording(st.status) {
-        return;
-    }
-    let now = rdtsc();
-    while st.depth > 0 {
-        pop(st, EventKind::Unwound, now);
     }
 }
 

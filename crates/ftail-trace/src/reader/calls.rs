@@ -3,10 +3,15 @@
 //! state (one small entry per frame), so memory follows call depth, not
 //! trace size.
 
+use std::sync::Arc;
+
 use ftail_abi::trace::{Event, EventKind, KIND_SHIFT};
 
+use super::events::ValueFeed;
+use crate::values::Values;
+
 /// One step of a thread, with the pairing done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// A function was entered, or a suspended one resumed.
     Enter {
@@ -23,6 +28,8 @@ pub enum Step {
         /// The call began before the window of a ring (flight recorder):
         /// shown open at its start.
         earlier: bool,
+        /// Its arguments, when recorded (`ftail record -A/-a`).
+        args: Option<Values>,
     },
     /// The innermost open function ended.
     Leave {
@@ -37,6 +44,9 @@ pub enum Step {
         /// How it ended: `Exit`, `TailExit`, `Unwound`, `Truncated`, or
         /// `Suspended` (its stack was switched away from: it may resume).
         how: EventKind,
+        /// Its return value, when recorded (`ftail record -R/-a`): for
+        /// the frames a tail chain ends, the chain's.
+        ret: Option<Values>,
     },
 }
 
@@ -64,6 +74,13 @@ pub struct Calls<I> {
     last: u64,
     /// Exits that found nothing open.
     unmatched: u64,
+    /// Where the events' values come from, if they are wanted.
+    values: Option<Arc<ValueFeed>>,
+    /// Events read.
+    index: u64,
+    /// The return value of the close just read, for the tail exits that
+    /// follow it (they end the same chain).
+    chain: Option<Values>,
 }
 
 impl<I: Iterator<Item = Event>> Calls<I> {
@@ -75,7 +92,17 @@ impl<I: Iterator<Item = Event>> Calls<I> {
             close_at_end: stopped != 0,
             last: 0,
             unmatched: 0,
+            values: None,
+            index: 0,
+            chain: None,
         }
+    }
+
+    /// Attaches the values recorded with the events ([`Step::Enter::args`],
+    /// [`Step::Leave::ret`]), from their [`super::events::Events::values`].
+    pub fn values(mut self, feed: Arc<ValueFeed>) -> Calls<I> {
+        self.values = Some(feed);
+        self
     }
 
     /// The frames open now (entry address, entry time), outermost first.
@@ -88,7 +115,7 @@ impl<I: Iterator<Item = Event>> Calls<I> {
         self.unmatched
     }
 
-    fn leave(&mut self, end: u64, how: EventKind) -> Option<Step> {
+    fn leave(&mut self, end: u64, how: EventKind, ret: Option<Values>) -> Option<Step> {
         let (addr, start) = self.stack.pop()?;
         Some(Step::Leave {
             addr,
@@ -96,6 +123,7 @@ impl<I: Iterator<Item = Event>> Calls<I> {
             end,
             depth: self.stack.len() as u32,
             how,
+            ret,
         })
     }
 }
@@ -107,12 +135,16 @@ impl<I: Iterator<Item = Event>> Iterator for Calls<I> {
         loop {
             let Some(e) = self.events.next() else {
                 if self.close_at_end {
-                    return self.leave(self.last, EventKind::Truncated);
+                    return self.leave(self.last, EventKind::Truncated, None);
                 }
                 return None;
             };
             self.last = e.tsc;
-            match EventKind::from_u8((e.word >> KIND_SHIFT) as u8) {
+            let values = self.values.as_ref().and_then(|f| f.take(self.index));
+            self.index += 1;
+            let kind = EventKind::from_u8((e.word >> KIND_SHIFT) as u8);
+            let chain = self.chain.take();
+            match kind {
                 Some(kind) if kind.opens() => {
                     let depth = self.stack.len() as u32;
                     self.stack.push((e.addr(), e.tsc));
@@ -122,12 +154,21 @@ impl<I: Iterator<Item = Event>> Iterator for Calls<I> {
                         depth,
                         resumed: kind != EventKind::Entry,
                         earlier: kind == EventKind::Earlier,
+                        args: values.filter(|_| kind == EventKind::Entry),
                     });
                 }
-                Some(how) => match self.leave(e.tsc, how) {
-                    Some(step) => return Some(step),
-                    None => self.unmatched += 1,
-                },
+                Some(how) => {
+                    let ret = match how {
+                        EventKind::Exit => values,
+                        EventKind::TailExit => values.or(chain),
+                        _ => None,
+                    };
+                    self.chain.clone_from(&ret);
+                    match self.leave(e.tsc, how, ret) {
+                        Some(step) => return Some(step),
+                        None => self.unmatched += 1,
+                    }
+                }
                 None => {}
             }
         }
@@ -164,28 +205,32 @@ mod tests {
                     tsc: 1,
                     depth: 0,
                     resumed: false,
-                    earlier: false
+                    earlier: false,
+                    args: None
                 },
                 Step::Enter {
                     addr: 0x20,
                     tsc: 2,
                     depth: 1,
                     resumed: false,
-                    earlier: false
+                    earlier: false,
+                    args: None
                 },
                 Step::Leave {
                     addr: 0x20,
                     start: 2,
                     end: 3,
                     depth: 1,
-                    how: EventKind::TailExit
+                    how: EventKind::TailExit,
+                    ret: None
                 },
                 Step::Leave {
                     addr: 0x10,
                     start: 1,
                     end: 4,
                     depth: 0,
-                    how: EventKind::Exit
+                    how: EventKind::Exit,
+                    ret: None
                 },
             ]
         );

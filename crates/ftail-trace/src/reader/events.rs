@@ -109,6 +109,52 @@ pub struct Events {
     compact: Option<compact::Decoder>,
     /// Bytes of records read (the file's events, however written).
     consumed: u64,
+    /// A payload read and not yet given to the event it precedes.
+    payload: Option<crate::values::Values>,
+    /// Where payloads go once their event is read ([`Events::values`]).
+    feed: std::sync::Arc<ValueFeed>,
+}
+
+/// Values recorded with events (`ftail record -A/-R`), handed from an
+/// [`Events`] to whoever pairs its events ([`super::calls::Calls`]): each
+/// with the index of the event it belongs to (an argument payload goes
+/// with the entry it precedes, a return value with the close).
+#[derive(Debug, Default)]
+pub struct ValueFeed {
+    waiting: std::sync::atomic::AtomicUsize,
+    queue: std::sync::Mutex<std::collections::VecDeque<(u64, crate::values::Values)>>,
+}
+
+impl ValueFeed {
+    fn put(&self, index: u64, v: crate::values::Values) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.push_back((index, v));
+            self.waiting
+                .store(q.len(), std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// The values of event `index` (events counted from 0), if any;
+    /// values of earlier events are dropped.
+    pub fn take(&self, index: u64) -> Option<crate::values::Values> {
+        if self.waiting.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut q = self.queue.lock().ok()?;
+        let mut found = None;
+        while let Some(&(i, _)) = q.front() {
+            if i > index {
+                break;
+            }
+            let (i, v) = q.pop_front()?;
+            if i == index {
+                found = Some(v);
+            }
+        }
+        self.waiting
+            .store(q.len(), std::sync::atomic::Ordering::Release);
+        found
+    }
 }
 
 impl Events {
@@ -139,6 +185,8 @@ impl Events {
             pending: std::collections::VecDeque::new(),
             compact: (header.format == FORMAT_COMPACT).then(compact::Decoder::default),
             consumed: 0,
+            payload: None,
+            feed: Default::default(),
         };
         if header.format != FORMAT_COMPACT && header.format != FORMAT_WIDE {
             return Err(named(format!("unknown event format {}", header.format)));
@@ -179,6 +227,12 @@ impl Events {
     /// Bytes of the file's records read so far (for bytes per event).
     pub fn consumed(&self) -> u64 {
         self.consumed
+    }
+
+    /// Where the values recorded with the events go as they are read
+    /// (`ftail record -A/-R`); give it to [`super::calls::Calls::values`].
+    pub fn values(&self) -> std::sync::Arc<ValueFeed> {
+        self.feed.clone()
     }
 
     fn refill(&mut self) -> bool {
@@ -300,10 +354,20 @@ impl Events {
                 compact::Record::Event(e) => {
                     self.at += size;
                     self.consumed += size as u64;
+                    if let Some(v) = self.payload.take() {
+                        self.feed.put(self.count, v);
+                    }
                     self.count += 1;
                     return Some(e);
                 }
                 compact::Record::Other => {
+                    let record = &self.buf[self.at..self.at + size];
+                    let sub = (u32::from_le_bytes([record[0], record[1], record[2], record[3]])
+                        >> 3)
+                        & 31;
+                    if sub == compact::SUB_ARGS || sub == compact::SUB_RETVAL {
+                        self.payload = crate::values::decode(record);
+                    }
                     self.at += size;
                     self.consumed += size as u64;
                 }
@@ -513,6 +577,71 @@ mod tests {
                 .map(|(j, &(k, a))| (k, a, 100 + j as u64)),
         );
         assert_eq!(got, want);
+    }
+
+    /// Payloads go with the event that follows them: arguments with an
+    /// entry, a return value with a close and the tail exits right after
+    /// it (one tail chain); a payload of no known subtype is skipped.
+    #[test]
+    fn payloads_go_with_the_events_they_precede() {
+        use crate::reader::calls::{Calls, Step};
+        use compact::*;
+        use ftail_abi::argspec::{class, value, Ty};
+        let int = |ty: Ty, v: u64| {
+            let mut b = value::desc(ty.0, 0, 8).to_le_bytes().to_vec();
+            b.extend(v.to_le_bytes());
+            b
+        };
+        let i32t = Ty::new(class::SIGNED, 4);
+        let mut file = header(FORMAT_COMPACT);
+        file.extend(ext_head(SUB_TIME, 3, 0).to_le_bytes());
+        file.extend(1_000_000u64.to_le_bytes());
+        file.extend(entry(1, 0x1005).to_le_bytes()); // outer
+        file.extend(ext_head(SUB_ARGS, 7, 2).to_le_bytes());
+        file.extend(int(i32t, 7));
+        file.extend(int(i32t, -2i64 as u64));
+        file.extend(entry(2, 0x2005).to_le_bytes()); // a(7, -2)
+        file.extend(entry(3, 0x3005).to_le_bytes()); // its tail callee b
+        file.extend(ext_head(SUB_PAYLOAD + 9, 2, 0).to_le_bytes());
+        file.extend(0u32.to_le_bytes());
+        file.extend(ext_head(SUB_RETVAL, 4, 1).to_le_bytes());
+        file.extend(int(i32t, 42));
+        file.extend(close(close_tag(EventKind::Exit).unwrap(), 4).to_le_bytes());
+        file.extend(close(close_tag(EventKind::TailExit).unwrap(), 4).to_le_bytes());
+        file.extend(close(close_tag(EventKind::Exit).unwrap(), 5).to_le_bytes());
+        file.extend([0u8; 16]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.events");
+        std::fs::write(&path, &file).unwrap();
+        let (h, events) = Events::open(&path).unwrap();
+        let feed = events.values();
+        let shown: Vec<String> = Calls::new(events, h.stopped)
+            .values(feed)
+            .map(|s| {
+                let list = |v: &Option<crate::values::Values>| {
+                    let mut out = String::new();
+                    if let Some(v) = v {
+                        crate::values::write_list(&mut out, v, &Default::default());
+                    }
+                    out
+                };
+                match s {
+                    Step::Enter { addr, args, .. } => format!("{addr:x}({})", list(&args)),
+                    Step::Leave { addr, ret, .. } => format!("{addr:x} = {}", list(&ret)),
+                }
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "1005()",
+                "2005(7, -2)",
+                "3005()",
+                "3005 = 42",
+                "2005 = 42",
+                "1005 = ",
+            ]
+        );
     }
 
     fn header(format: u64) -> Vec<u8> {

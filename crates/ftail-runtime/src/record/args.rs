@@ -1,0 +1,254 @@
+//! Argument and return values (`ftail record -A/-R/-a`).
+//!
+//! `ftail record` writes the spec rules (`ftail_abi::argspec`) into the
+//! trace directory and sets `FTAIL_ARGSPEC=1`; [`init`] reads them once.
+//! When a module is planned (`plan`), each function whose name a rule
+//! matches gets a *spec stub* in the module's stub area: `call
+//! ftail_entry_spec; ret` followed by its [`FnSpec`], and its entry site
+//! calls that stub instead of the entry trampoline. So the spec is found
+//! from the return address, with no lookup, allocation or lock, and
+//! functions without a spec keep today's sites and trampolines: they pay
+//! nothing.
+//!
+//! The spec's entry path is always the slow path (every register saved):
+//! [`ftail_slow_entry_spec`] writes the arguments as a payload right
+//! before the entry record, and when the return value is wanted flags the
+//! frame's trace-stack word with [`RETVAL`] and the value's type. Every
+//! exit or tail exit of a flagged frame leaves the fast paths (the compact
+//! exit tests that bit with the ones it already tests; a tail chain's
+//! loop checks it only for marked frames), and the slow paths capture rax
+//! and xmm0 from the trampoline's frame ([`capture_ret`]) before closing
+//! frames: `frames::pop` writes the value right before the first close of
+//! a flagged frame, once per chain ([`write_ret`]).
+//!
+//! Memory that a value points at (strings) is read with `process_vm_readv`
+//! on this process, which fails with `EFAULT` instead of faulting on an
+//! unmapped or protected address, and copies at most the spec's bound.
+//! Payloads are written only by threads that keep every event (compact
+//! format); rings (`--ring`) record the calls without values.
+
+use std::sync::OnceLock;
+
+use ftail_abi::argspec::{ArgSpec, FnSpec, Ty, SPEC_FILE};
+use ftail_abi::trace::{EventKind, ADDR_MASK};
+
+use crate::record::frames::push;
+use crate::record::hooks::{pop_tail_callers, ready};
+use crate::record::stacks::{self, Rule};
+use crate::record::state::{ThreadState, BASE, RETVAL, RET_TY_SHIFT};
+use crate::record::values::{capture_ret, write_args, Regs};
+use crate::record::write::{rdtsc, KeepErrno};
+
+/// The rules, in the order given (the first that matches a function
+/// gives its arguments, the first with a return value its return value).
+static RULES: OnceLock<Vec<(String, FnSpec)>> = OnceLock::new();
+
+/// Bytes of a spec stub: `call` (5), `ret`, two `int3`, the spec.
+pub const SPEC_STUB: u64 = 8 + std::mem::size_of::<FnSpec>() as u64;
+const _: () = assert!(SPEC_STUB == 64);
+
+/// Reads the rules, when `ftail record` asked for values: the spec file
+/// of the trace directory `dir`.
+pub fn init(dir: &std::ffi::CStr) {
+    if std::env::var_os("FTAIL_ARGSPEC").is_none_or(|v| v != "1") {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(dir.to_bytes())).join(SPEC_FILE);
+    let rules = std::fs::read_to_string(path)
+        .map(|text| {
+            text.lines()
+                .filter_map(FnSpec::parse_line)
+                .map(|(g, s)| (g.to_string(), s))
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = RULES.set(rules);
+}
+
+/// The spec of the function `name`, if a rule matches it.
+pub fn spec_for(name: &str) -> Option<FnSpec> {
+    let rules = RULES.get()?;
+    let mut spec = FnSpec::default();
+    let mut found = false;
+    for (glob, s) in rules {
+        if !crate::process::config::glob(glob, name) {
+            continue;
+        }
+        if spec.nargs == 0 && s.nargs > 0 {
+            spec.nargs = s.nargs;
+            spec.args = s.args;
+            found = true;
+        }
+        if spec.has_ret == 0 && s.has_ret != 0 {
+            spec.has_ret = 1;
+            spec.ret = s.ret;
+            found = true;
+        }
+    }
+    found.then_some(spec)
+}
+
+/// The spec stub's bytes: `call` to `entry_spec` (a near stub of the
+/// module, within rel32 reach of `at`), `ret`, padding, the spec.
+pub fn spec_stub(at: u64, entry_spec: u64, spec: &FnSpec) -> [u8; SPEC_STUB as usize] {
+    let mut code = [0xccu8; SPEC_STUB as usize];
+    let rel = (entry_spec.wrapping_sub(at + 5) as i32).to_le_bytes();
+    code[0] = 0xe8;
+    code[1..5].copy_from_slice(&rel);
+    code[5] = 0xc3;
+    let s = spec_bytes(spec);
+    code[8..].copy_from_slice(&s);
+    code
+}
+
+fn spec_bytes(spec: &FnSpec) -> [u8; 56] {
+    let mut out = [0u8; 56];
+    out[0] = spec.nargs;
+    out[1] = spec.has_ret;
+    let put = |out: &mut [u8; 56], i: usize, a: &ArgSpec| {
+        out[i] = a.ty.0;
+        out[i + 1] = a.loc;
+        out[i + 2..i + 4].copy_from_slice(&a.aux.to_le_bytes());
+    };
+    put(&mut out, 4, &spec.ret);
+    for (i, a) in spec.args.iter().enumerate() {
+        put(&mut out, 8 + 4 * i, a);
+    }
+    out
+}
+
+fn spec_from_bytes(b: &[u8; 56]) -> FnSpec {
+    let get = |i: usize| ArgSpec {
+        ty: Ty(b[i]),
+        loc: b[i + 1],
+        aux: u16::from_le_bytes([b[i + 2], b[i + 3]]),
+    };
+    let mut spec = FnSpec {
+        nargs: b[0].min(ftail_abi::argspec::MAX_ARGS as u8),
+        has_ret: b[1],
+        pad: 0,
+        ret: get(4),
+        ..FnSpec::default()
+    };
+    for (i, a) in spec.args.iter_mut().enumerate() {
+        *a = get(8 + 4 * i);
+    }
+    spec
+}
+
+/// Slow path of `ftail_entry_spec`: `frame` is `rbp + 96` of
+/// `FTAIL_SLOW`'s frame, where the trampoline's pushes put the spec
+/// stub's return address below the site's, so the function's CFA is
+/// `frame + 8`, the entry address at `frame - 8`, the saved argument
+/// registers below; `stub` is the spec stub's address + 5; `area` the
+/// saved SSE state.
+///
+/// # Safety
+///
+/// Called only from `ftail_entry_spec` with its frame, on the calling
+/// thread's state.
+pub unsafe extern "C" fn ftail_slow_entry_spec(
+    st: *mut ThreadState,
+    frame: u64,
+    stub: u64,
+    _rcx: u64,
+    _kind: u64,
+    area: u64,
+) {
+    let _errno = KeepErrno::save();
+    // SAFETY: the trampoline passes this thread's state.
+    let st = unsafe { &mut *st };
+    if !ready(st) {
+        return;
+    }
+    // SAFETY: the trampoline's frame (see above); the spec follows the
+    // stub's `call` and `ret` in the module's stub area, written when
+    // the module was planned and kept while its sites may call it.
+    let (cfa, addr, spec) = unsafe {
+        let spec = std::ptr::read_unaligned((stub + 3) as *const [u8; 56]);
+        (
+            frame + 8,
+            std::ptr::read((frame - 8) as *const u64),
+            spec_from_bytes(&spec),
+        )
+    };
+    let now = rdtsc();
+    let base = std::mem::take(&mut st.fresh_base);
+    stacks::sync(st, cfa, now, Rule::Entering);
+    let mut word = (addr & ADDR_MASK) | if cfa == base { BASE } else { 0 };
+    if st.compact != 0 {
+        if spec.has_ret != 0 {
+            word |= RETVAL | (u64::from(spec.ret.ty.0) << RET_TY_SHIFT);
+        }
+        let max = crate::record::state::FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed);
+        if spec.nargs > 0 && st.depth < st.stack_cap && st.depth < max {
+            let regs = Regs { frame, area, cfa };
+            write_args(st, &spec, &regs);
+        }
+    }
+    push(st, cfa, word, EventKind::Entry, now);
+}
+
+/// Slow path of a tail chain's loop (`FTAIL_TAIL_CALLERS_C`) that met a
+/// marked frame whose return value is recorded: closes the rest of the
+/// chain ending at `cfa` with the value (rax saved at `frame - 24`, where
+/// both trampolines that run the loop keep it).
+///
+/// # Safety
+///
+/// Called only from the loop, with `FTAIL_SLOW`'s frame and area.
+pub unsafe extern "C" fn ftail_slow_ret_callers(
+    st: *mut ThreadState,
+    frame: u64,
+    _site: u64,
+    cfa: u64,
+    _kind: u64,
+    area: u64,
+) {
+    let _errno = KeepErrno::save();
+    // SAFETY: the trampoline passes this thread's state.
+    let st = unsafe { &mut *st };
+    // SAFETY: the trampoline's frame and area (see above).
+    unsafe { capture_ret(st, frame - 24, area) };
+    pop_tail_callers(st, cfa, rdtsc());
+    st.ret_state = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftail_abi::argspec::{class, LOC_STACK, LOC_XMM};
+
+    #[test]
+    fn specs_survive_their_stub() {
+        let mut spec = FnSpec {
+            has_ret: 1,
+            ret: ArgSpec {
+                ty: Ty::new(class::FLOAT, 8),
+                loc: LOC_XMM,
+                aux: 0,
+            },
+            ..FnSpec::default()
+        };
+        spec.push(ArgSpec {
+            ty: Ty::new(class::STRING, 8),
+            loc: 1,
+            aux: 300,
+        });
+        spec.push(ArgSpec {
+            ty: Ty::new(class::SIGNED, 4),
+            loc: LOC_STACK + 2,
+            aux: 0,
+        });
+        let code = spec_stub(0x1000, 0x2000, &spec);
+        assert_eq!(code[0], 0xe8);
+        assert_eq!(
+            i32::from_le_bytes(code[1..5].try_into().unwrap()),
+            0x2000 - 0x1005
+        );
+        assert_eq!(code[5], 0xc3);
+        let back = spec_from_bytes(code[8..].try_into().unwrap());
+        assert_eq!(back, spec);
+    }
+}

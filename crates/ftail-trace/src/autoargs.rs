@@ -1,0 +1,433 @@
+//! `ftail record -a`: argument and return-value specs from DWARF.
+//!
+//! The specs are computed here, by `ftail record` before it starts the
+//! program, rather than by the runtime: reading DWARF needs `gimli` and
+//! free allocation, and the runtime depends on nothing but `libc` and
+//! keeps its allocations to start-up. The rules go to the trace
+//! directory's spec file like `-A`/`-R`'s, one per instrumented function
+//! (matched by its entry address to a `DW_TAG_subprogram`'s `low_pc`,
+//! so `foo.isra.0` gets its own parameters), with the enums' names for
+//! the reader.
+//!
+//! Where a parameter is at the function's entry: the location list's
+//! entry that covers `low_pc` (`DW_OP_regN`, or `DW_OP_entry_value` of
+//! one); a location list with no entry there, or one that is not an
+//! argument register, is *optimised out* (never a guess); a single
+//! location in memory (`-O0`'s `DW_OP_fbreg`, valid only after the
+//! prologue) means the parameter arrives where the SysV ABI puts it,
+//! counted over the parameters before it; after a parameter the count
+//! cannot follow (a struct passed by value) the rest are optimised out.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+use ftail_abi::argspec::{
+    class, enum_lines, ArgSpec, FnSpec, Ty, LOC_INT, LOC_NONE, LOC_STACK, LOC_XMM, MAX_STRING,
+};
+use gimli::{AttributeValue, EndianSlice, LittleEndian, UnitOffset};
+use object::{Object, ObjectSection};
+
+type R<'a> = EndianSlice<'a, LittleEndian>;
+
+/// The spec file's lines (`ftail_abi::argspec`) for every instrumented
+/// function of the executable at `path` that its debug info describes.
+///
+/// # Errors
+///
+/// When the file cannot be read or is not an ELF file.
+pub fn specs(path: &Path) -> Result<Vec<String>, String> {
+    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+    let file = object::File::parse(&*data).map_err(|e| e.to_string())?;
+    let funcs = crate::sites::read(&data).map_err(|e| format!("{e:?}"))?;
+    let load = |id: gimli::SectionId| -> Result<Cow<[u8]>, gimli::Error> {
+        Ok(file
+            .section_by_name(id.name())
+            .and_then(|s| s.uncompressed_data().ok())
+            .unwrap_or(Cow::Borrowed(&[])))
+    };
+    let owned = gimli::DwarfSections::load(load).map_err(|e: gimli::Error| e.to_string())?;
+    let dwarf = owned.borrow(|s| EndianSlice::new(s, LittleEndian));
+    let mut found = Found::default();
+    let mut units = dwarf.units();
+    while let Ok(Some(header)) = units.next() {
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
+        let _ = walk(&dwarf, &unit, &mut found);
+    }
+    let mut lines = found.enum_lines;
+    for f in &funcs {
+        if let Some(spec) = found.specs.get(&f.start) {
+            if spec.nargs > 0 || spec.has_ret != 0 {
+                lines.push(spec.to_line(&f.name));
+            }
+        }
+    }
+    Ok(lines)
+}
+
+#[derive(Default)]
+struct Found {
+    specs: HashMap<u64, FnSpec>,
+    /// Enum numbers by (unit offset, DIE offset).
+    enums: HashMap<(usize, usize), u16>,
+    enum_lines: Vec<String>,
+}
+
+/// What a type is, for recording.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Int(Ty),
+    Float(Ty),
+    /// Anything else (a struct, `long double`, an array).
+    Other {
+        size: u64,
+    },
+}
+
+fn walk(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, found: &mut Found) -> gimli::Result<()> {
+    let mut entries = unit.entries();
+    while let Some((_, die)) = entries.next_dfs()? {
+        if die.tag() != gimli::DW_TAG_subprogram {
+            continue;
+        }
+        // An address, or an index into .debug_addr (DWARF 5, clang).
+        let Some(low) = die.attr_value(gimli::DW_AT_low_pc)? else {
+            continue;
+        };
+        let Some(low) = dwarf.attr_address(unit, low)? else {
+            continue;
+        };
+        let spec = function(dwarf, unit, die.offset(), low, found)?;
+        found.specs.entry(low).or_insert(spec);
+    }
+    Ok(())
+}
+
+/// The DIE's attribute, or its abstract origin's or specification's.
+fn attr<'a>(
+    unit: &gimli::Unit<R<'a>>,
+    at: UnitOffset,
+    name: gimli::DwAt,
+) -> gimli::Result<Option<AttributeValue<R<'a>>>> {
+    let mut at = at;
+    for _ in 0..4 {
+        let die = unit.entry(at)?;
+        if let Some(v) = die.attr_value(name)? {
+            return Ok(Some(v));
+        }
+        match die
+            .attr_value(gimli::DW_AT_abstract_origin)?
+            .or(die.attr_value(gimli::DW_AT_specification)?)
+        {
+            Some(AttributeValue::UnitRef(o)) => at = o,
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+fn function(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    at: UnitOffset,
+    low: u64,
+    found: &mut Found,
+) -> gimli::Result<FnSpec> {
+    let mut spec = FnSpec::default();
+    let ret = match attr(unit, at, gimli::DW_AT_type)? {
+        Some(AttributeValue::UnitRef(t)) => Some(kind(dwarf, unit, t, found)?),
+        _ => None,
+    };
+    let mut ints = 0u8;
+    let mut sses = 0u8;
+    let mut stack = 0u8;
+    match ret {
+        Some(Kind::Int(ty)) => {
+            spec.has_ret = 1;
+            spec.ret = ArgSpec {
+                ty,
+                loc: LOC_INT,
+                aux: if ty.class() == class::STRING {
+                    MAX_STRING
+                } else {
+                    aux_of(ty, unit, at, found)?
+                },
+            };
+        }
+        Some(Kind::Float(ty)) => {
+            spec.has_ret = 1;
+            spec.ret = ArgSpec {
+                ty,
+                loc: LOC_XMM,
+                aux: 0,
+            };
+        }
+        // Returned in memory: its address is the hidden first argument.
+        Some(Kind::Other { size }) if size > 16 => ints = 1,
+        _ => {}
+    }
+    let mut abi_known = true;
+    let mut tree = unit.entries_tree(Some(at))?;
+    let root = tree.root()?;
+    let mut children = root.children();
+    while let Some(child) = children.next()? {
+        let die = child.entry();
+        if die.tag() != gimli::DW_TAG_formal_parameter {
+            continue;
+        }
+        let off = die.offset();
+        let k = match attr(unit, off, gimli::DW_AT_type)? {
+            Some(AttributeValue::UnitRef(t)) => kind(dwarf, unit, t, found)?,
+            _ => Kind::Other { size: 0 },
+        };
+        // Where the ABI puts it, counted over the parameters before.
+        let abi = match k {
+            Kind::Int(_) if ints < 6 => {
+                ints += 1;
+                Some(LOC_INT + ints - 1)
+            }
+            Kind::Float(_) if sses < 8 => {
+                sses += 1;
+                Some(LOC_XMM + sses - 1)
+            }
+            Kind::Int(_) | Kind::Float(_) => {
+                stack += 1;
+                Some(LOC_STACK + stack - 1)
+            }
+            Kind::Other { .. } => {
+                abi_known = false;
+                None
+            }
+        };
+        let loc = match die.attr_value(gimli::DW_AT_location)? {
+            None => LOC_NONE,
+            Some(AttributeValue::Exprloc(e)) => match register(e, unit)? {
+                Where::Reg(l) => l,
+                Where::Memory if abi_known => abi.unwrap_or(LOC_NONE),
+                _ => LOC_NONE,
+            },
+            // A location list (an offset, or DWARF 5's index).
+            Some(v) => match dwarf.attr_locations_offset(unit, v)? {
+                Some(o) => listed(dwarf, unit, o, low)?,
+                None => LOC_NONE,
+            },
+        };
+        let (ty, aux) = match k {
+            Kind::Int(ty) if ty.class() == class::STRING => (ty, MAX_STRING),
+            Kind::Int(ty) => (ty, aux_of(ty, unit, off, found)?),
+            Kind::Float(ty) => (ty, 0),
+            Kind::Other { .. } => continue,
+        };
+        if !spec.push(ArgSpec { ty, loc, aux }) {
+            break;
+        }
+    }
+    Ok(spec)
+}
+
+/// An enum's number for a value of type `ty` declared at `at`.
+fn aux_of(ty: Ty, unit: &gimli::Unit<R>, at: UnitOffset, found: &mut Found) -> gimli::Result<u16> {
+    if ty.class() != class::ENUM {
+        return Ok(0);
+    }
+    let Some(AttributeValue::UnitRef(t)) = attr(unit, at, gimli::DW_AT_type)? else {
+        return Ok(0);
+    };
+    let t = strip(unit, t)?;
+    let key = (unit_key(unit), t.0);
+    Ok(found.enums.get(&key).copied().unwrap_or(0))
+}
+
+fn unit_key(unit: &gimli::Unit<R>) -> usize {
+    match unit.header.offset() {
+        gimli::UnitSectionOffset::DebugInfoOffset(o) => o.0,
+        gimli::UnitSectionOffset::DebugTypesOffset(o) => o.0 | (1 << 62),
+    }
+}
+
+/// Follows typedefs and qualifiers.
+fn strip(unit: &gimli::Unit<R>, mut t: UnitOffset) -> gimli::Result<UnitOffset> {
+    for _ in 0..16 {
+        let die = unit.entry(t)?;
+        match die.tag() {
+            gimli::DW_TAG_typedef
+            | gimli::DW_TAG_const_type
+            | gimli::DW_TAG_volatile_type
+            | gimli::DW_TAG_restrict_type
+            | gimli::DW_TAG_atomic_type => match die.attr_value(gimli::DW_AT_type)? {
+                Some(AttributeValue::UnitRef(n)) => t = n,
+                _ => return Ok(t),
+            },
+            _ => return Ok(t),
+        }
+    }
+    Ok(t)
+}
+
+fn kind(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    t: UnitOffset,
+    found: &mut Found,
+) -> gimli::Result<Kind> {
+    let t = strip(unit, t)?;
+    let die = unit.entry(t)?;
+    let size = die
+        .attr_value(gimli::DW_AT_byte_size)?
+        .and_then(|v| v.udata_value())
+        .unwrap_or(0);
+    let sized = |c: u8| match size {
+        1 | 2 | 4 | 8 => Kind::Int(Ty::new(c, size as u8)),
+        _ => Kind::Other { size },
+    };
+    Ok(match die.tag() {
+        gimli::DW_TAG_base_type => {
+            let enc = match die.attr_value(gimli::DW_AT_encoding)? {
+                Some(AttributeValue::Encoding(e)) => e,
+                _ => return Ok(Kind::Other { size }),
+            };
+            match enc {
+                gimli::DW_ATE_boolean => Kind::Int(Ty::new(class::BOOL, 1)),
+                gimli::DW_ATE_float if size == 4 || size == 8 => {
+                    Kind::Float(Ty::new(class::FLOAT, size as u8))
+                }
+                gimli::DW_ATE_signed_char | gimli::DW_ATE_unsigned_char if size == 1 => {
+                    Kind::Int(Ty::new(class::CHAR, 1))
+                }
+                gimli::DW_ATE_signed => sized(class::SIGNED),
+                gimli::DW_ATE_unsigned | gimli::DW_ATE_UTF => sized(class::UNSIGNED),
+                _ => Kind::Other { size },
+            }
+        }
+        gimli::DW_TAG_pointer_type => {
+            let chars = match die.attr_value(gimli::DW_AT_type)? {
+                Some(AttributeValue::UnitRef(p)) => {
+                    let p = unit.entry(strip(unit, p)?)?;
+                    p.tag() == gimli::DW_TAG_base_type
+                        && matches!(
+                            p.attr_value(gimli::DW_AT_encoding)?,
+                            Some(AttributeValue::Encoding(
+                                gimli::DW_ATE_signed_char | gimli::DW_ATE_unsigned_char
+                            ))
+                        )
+                }
+                _ => false,
+            };
+            Kind::Int(Ty::new(
+                if chars { class::STRING } else { class::POINTER },
+                8,
+            ))
+        }
+        gimli::DW_TAG_reference_type | gimli::DW_TAG_rvalue_reference_type => {
+            Kind::Int(Ty::new(class::POINTER, 8))
+        }
+        gimli::DW_TAG_enumeration_type => {
+            let key = (unit_key(unit), t.0);
+            if !found.enums.contains_key(&key) {
+                let n = found.enums.len() as u16 + 1;
+                found.enums.insert(key, n);
+                let name = match die.attr_value(gimli::DW_AT_name)? {
+                    Some(v) => name_of(dwarf, unit, v).unwrap_or_else(|| format!("enum{n}")),
+                    None => format!("enum{n}"),
+                };
+                let mut values = Vec::new();
+                let mut tree = unit.entries_tree(Some(t))?;
+                let mut c = tree.root()?.children();
+                while let Some(e) = c.next()? {
+                    let e = e.entry();
+                    if e.tag() != gimli::DW_TAG_enumerator {
+                        continue;
+                    }
+                    let v = match e.attr_value(gimli::DW_AT_const_value)? {
+                        Some(AttributeValue::Sdata(v)) => v,
+                        Some(AttributeValue::Udata(v)) => v as i64,
+                        Some(AttributeValue::Data1(v)) => i64::from(v),
+                        Some(AttributeValue::Data2(v)) => i64::from(v),
+                        Some(AttributeValue::Data4(v)) => i64::from(v),
+                        Some(AttributeValue::Data8(v)) => v as i64,
+                        _ => continue,
+                    };
+                    if let Some(name) = e.attr(gimli::DW_AT_name)? {
+                        if let Some(s) = name_of(dwarf, unit, name.value()) {
+                            values.push((v, s));
+                        }
+                    }
+                }
+                found.enum_lines.extend(enum_lines(n, &name, &values));
+            }
+            sized(class::ENUM)
+        }
+        _ => Kind::Other { size },
+    })
+}
+
+fn name_of(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, v: AttributeValue<R>) -> Option<String> {
+    let s = dwarf.attr_string(unit, v).ok()?;
+    Some(s.to_string_lossy().into_owned())
+}
+
+enum Where {
+    Reg(u8),
+    Memory,
+    Nowhere,
+}
+
+/// Maps a DWARF register number to an argument location.
+fn arg_reg(r: u16) -> Option<u8> {
+    Some(match r {
+        5 => LOC_INT,
+        4 => LOC_INT + 1,
+        1 => LOC_INT + 2,
+        2 => LOC_INT + 3,
+        8 => LOC_INT + 4,
+        9 => LOC_INT + 5,
+        17..=24 => LOC_XMM + (r - 17) as u8,
+        _ => return None,
+    })
+}
+
+fn register(e: gimli::Expression<R>, unit: &gimli::Unit<R>) -> gimli::Result<Where> {
+    let mut ops = e.operations(unit.encoding());
+    Ok(match ops.next()? {
+        Some(gimli::Operation::Register { register }) => match arg_reg(register.0) {
+            Some(l) => Where::Reg(l),
+            None => Where::Nowhere,
+        },
+        Some(gimli::Operation::EntryValue { expression }) => {
+            let mut inner = gimli::Expression(expression).operations(unit.encoding());
+            match inner.next()? {
+                Some(gimli::Operation::Register { register }) => match arg_reg(register.0) {
+                    Some(l) => Where::Reg(l),
+                    None => Where::Nowhere,
+                },
+                _ => Where::Nowhere,
+            }
+        }
+        Some(gimli::Operation::FrameOffset { .. })
+        | Some(gimli::Operation::RegisterOffset { .. })
+        | Some(gimli::Operation::Address { .. }) => Where::Memory,
+        _ => Where::Nowhere,
+    })
+}
+
+/// The location at `pc` from a location list: an argument register, or
+/// optimised out.
+fn listed(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    o: gimli::LocationListsOffset,
+    pc: u64,
+) -> gimli::Result<u8> {
+    let mut locs = dwarf.locations(unit, o)?;
+    while let Some(l) = locs.next()? {
+        if l.range.begin <= pc && pc < l.range.end {
+            return Ok(match register(l.data, unit)? {
+                Where::Reg(r) => r,
+                _ => LOC_NONE,
+            });
+        }
+    }
+    Ok(LOC_NONE)
+}
