@@ -3,10 +3,11 @@
 # arguments (-A) with ftail, next to uftrace's with the same specs.
 # A tiny function add(a, b) is called N times; each row is the recorded
 # run's time minus the plain recorded run's (same tracer, no spec),
-# divided by N, best of 5 runs each. Usage: bench/args.sh [N]
+# divided by N; min and median of RUNS (5) hyperfine runs each.
+# Usage: bench/args.sh [N]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-need gcc uftrace
+need gcc uftrace hyperfine
 build_ftail
 N="${1:-2000000}"
 SRC="$WORK/argsloop.c"
@@ -23,33 +24,33 @@ C
 "$FTAIL" cc gcc -O2 -o "$WORK/argsloop-ftail" "$SRC"
 gcc -O2 -pg -mfentry -o "$WORK/argsloop-pg" "$SRC"
 T="$WORK/args-trace"
-
-# best of 5, in seconds
-best() {
-  local b=999
-  for _ in 1 2 3 4 5; do
-    rm -rf "$T"
-    local s e
-    s=$(date +%s.%N)
-    "$@" >/dev/null 2>&1
-    e=$(date +%s.%N)
-    b=$(echo "$e - $s" | bc -l | awk -v b="$b" '{ print ($1 < b) ? $1 : b }')
-  done
-  echo "$b"
-}
-
-ns_per_call() { echo "($1 - $2) * 1000000000 / $N" | bc -l | xargs printf '%.1f'; }
-
-F0=$(best "$FTAIL" record -d "$T" -- "$WORK/argsloop-ftail" "$N")
-FR=$(best "$FTAIL" record -d "$T" -R 'add@i32' -- "$WORK/argsloop-ftail" "$N")
-FA=$(best "$FTAIL" record -d "$T" -A 'add@arg1/i32,arg2/i32' -- "$WORK/argsloop-ftail" "$N")
-U0=$(best uftrace record -d "$T" "$WORK/argsloop-pg" "$N")
-UR=$(best uftrace record -d "$T" -R 'add@retval/i32' "$WORK/argsloop-pg" "$N")
-UA=$(best uftrace record -d "$T" -A 'add@arg1/i32,arg2/i32' "$WORK/argsloop-pg" "$N")
+RUNS="${RUNS:-5}"
+cd "$WORK"
+hyperfine --style basic --runs "$RUNS" --warmup 1 --export-json args.json \
+  --prepare "rm -rf $T" \
+  "$FTAIL record -d $T -- ./argsloop-ftail $N" \
+  "$FTAIL record -d $T -R add@i32 -- ./argsloop-ftail $N" \
+  "$FTAIL record -d $T -A add@arg1/i32,arg2/i32 -- ./argsloop-ftail $N" \
+  "uftrace record -d $T ./argsloop-pg $N" \
+  "uftrace record -d $T -R add@retval/i32 ./argsloop-pg $N" \
+  "uftrace record -d $T -A add@arg1/i32,arg2/i32 ./argsloop-pg $N" \
+  >/dev/null 2>&1
 rm -rf "$T"
-echo "calls: $N; extra ns per call over the same tracer without a spec"
-printf '%-28s %10s %10s\n' spec ftail uftrace
-printf '%-28s %10s %10s\n' "-R add@i32" "$(ns_per_call "$FR" "$F0")" "$(ns_per_call "$UR" "$U0")"
-printf '%-28s %10s %10s\n' "-A add@arg1/i32,arg2/i32" "$(ns_per_call "$FA" "$F0")" "$(ns_per_call "$UA" "$U0")"
-printf '%-28s %10s %10s\n' "(plain recording, ns/call)" \
-  "$(ns_per_call "$F0" 0)" "$(ns_per_call "$U0" 0)"
+python3 - "$N" <<'PY'
+import json, statistics, sys
+n = int(sys.argv[1])
+r = json.load(open("args.json"))["results"]
+t = [(min(x["times"]), statistics.median(x["times"])) for x in r]
+def extra(i, base):
+    return ((t[i][0] - t[base][0]) / n * 1e9, (t[i][1] - t[base][1]) / n * 1e9)
+print(f"calls: {n}; extra ns per call over the same tracer recording without a spec (min / median of {len(r[0]['times'])} runs)")
+print("| spec | ftail | uftrace | ftail / uftrace (min) |")
+print("|---|---|---|---|")
+for name, f, u in [("-R (return value, int)", 1, 4), ("-A (two int arguments)", 2, 5)]:
+    fm, fd = extra(f, 0)
+    um, ud = extra(u, 3)
+    print(f"| {name} | {fm:.1f} / {fd:.1f} | {um:.1f} / {ud:.1f} | {fm / um:.1f} |")
+fm, fd = t[0][0] / n * 1e9, t[0][1] / n * 1e9
+um, ud = t[3][0] / n * 1e9, t[3][1] / n * 1e9
+print(f"| recording without a spec, ns per call (whole run / calls) | {fm:.1f} / {fd:.1f} | {um:.1f} / {ud:.1f} | {fm / um:.2f} |")
+PY
