@@ -1144,3 +1144,47 @@ fn avx_arguments_survive_the_slow_paths() {
         assert!(totals(&t).entries >= 200_000, "{mode}");
     }
 }
+
+/// Once a thread's buffer is full its later events are only counted, and
+/// counting must cost about what recording does, not a slow path per
+/// event: before, every event whose time offset no longer fitted the
+/// unwritable base went through the slow path (about 150 ns each), so a
+/// capped run was several times slower than one that kept everything.
+/// The margin (3×) is wide: the two differed by 7× before, and capped
+/// runs are now a little faster than uncapped ones.
+#[test]
+fn a_full_buffer_counts_lost_events_on_the_fast_path() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[repo().join("bench/hotloop.c")],
+        "hotloop",
+    );
+    let calls = "3000000";
+    let best = |extra: &[&str]| {
+        (0..3)
+            .map(|_| {
+                let tdir = dir.path().join("trace");
+                let _ = std::fs::remove_dir_all(&tdir);
+                let _ = std::fs::remove_dir_all(dir.path().join("trace.old"));
+                let start = std::time::Instant::now();
+                let (out, _) = record_trace(&tdir, &exe, &[calls], extra);
+                assert!(out.status.success(), "{out:?}");
+                start.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    let everything = best(&[]);
+    let capped = best(&["--buffer-events", "4096"]);
+    let tdir = dir.path().join("trace");
+    let t = trace::open(&tdir).unwrap();
+    let lost: u64 = t.processes[0].threads.iter().map(|th| th.lost).sum();
+    assert!(lost > 5_000_000, "only {lost} events lost");
+    assert!(
+        capped < everything * 3,
+        "capped at 4096 events: {capped:?}; keeping all 6 M events: {everything:?}"
+    );
+}

@@ -359,7 +359,10 @@ const MAX_STEP: u64 = 32 << 20;
 /// budget is spent or the filesystem has no room for more.
 /// Async-signal-safe.
 pub fn extend(st: &mut ThreadState) -> bool {
-    if st.lost == 0 || st.ring != 0 {
+    // A thread that stopped (its open frames closed from the reserve,
+    // `reserve_end` 0) never records again, even if the trace's budget
+    // has room again: its file ends balanced where it stopped.
+    if st.lost == 0 || st.ring != 0 || st.reserve_end == 0 {
         return false;
     }
     if st.end >= st.limit {

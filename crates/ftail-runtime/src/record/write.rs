@@ -217,7 +217,13 @@ fn write_time(st: &mut ThreadState, tsc: u64, kind: EventKind) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
     let old = base_cell(st).swap(TIME_POISON, Relaxed);
     let Some(slot) = reserve(st, compact::TIME_SIZE, kind) else {
-        let _ = base_cell(st).compare_exchange(TIME_POISON, old, Relaxed, Relaxed);
+        // Once the thread has stopped (its buffer full, its open frames
+        // closed from the reserve) nothing is written again: the base
+        // then only has to keep offsets small, so that the trampolines
+        // count later events as lost on their fast path instead of coming
+        // here for every event whose offset no longer fits.
+        let base = if st.reserve_end == 0 { tsc } else { old };
+        let _ = base_cell(st).compare_exchange(TIME_POISON, base, Relaxed, Relaxed);
         return false;
     };
     // SAFETY: [slot, slot + 12) lies in the mapping; the head is written
