@@ -2,7 +2,8 @@
 # Per-event cost of tracing on a call-heavy loop (10 M calls of a tiny
 # function = 20 M events), against a baseline and the floor measured in the
 # same run: keeping every event (the default) and in a 1 MiB flight-recorder
-# ring (--ring 1M). hyperfine min/median of RUNS runs each; prints a table,
+# ring (--ring 1M), and past a full buffer (--buffer-events: events
+# counted as lost). hyperfine min/median of RUNS runs each; prints a table,
 # the bytes per event a recording keeps (`ftail info`) and the instructions
 # an untraced call adds (callgrind, 1 M calls).
 # Usage: bench/event-cost.sh [RUNS] [CALLS]
@@ -27,6 +28,7 @@ hyperfine --style basic --runs "$runs" --warmup 1 --export-json event.json \
   "$ftail record -d trace --tail mark -- ./hotloop $n" \
   "$ftail record -d trace --tail convert -- ./hotloop $n" \
   "$ftail record -d trace --ring 1M --tail mark -- ./hotloop $n" \
+  "$ftail record -d trace --buffer-events 262144 --tail mark -- ./hotloop $n" \
   >/dev/null 2>&1
 # What a recording keeps: events and bytes, from `ftail info`.
 rm -rf bytes bytes.old
@@ -44,7 +46,8 @@ r = json.load(open("event.json"))["results"]
 name = ["plain -O2 build", "instrumented, untraced", "floor (rdtsc + 16-byte store per event, cache-resident buffer)",
         "floor into a fresh file-backed mapping (every event kept)",
         "ftail record --tail=mark (every event kept)", "ftail record --tail=convert (every event kept)",
-        "ftail record --ring 1M --tail=mark (flight recorder)"]
+        "ftail record --ring 1M --tail=mark (flight recorder)",
+        "ftail record --buffer-events 262144 --tail=mark (2 MiB kept, the rest lost)"]
 t = [(min(x["times"]), statistics.median(x["times"])) for x in r]
 ev = 2 * n
 print("| run | min | median | ns per event over plain (min / median) |")
@@ -61,6 +64,8 @@ print(f"\nrecorded events: {m.group(1)} (expected {ev} + a few), {m.group(2)}: {
 print(f"ftail per-event cost / floor per-event cost (min): {ours / floor:.2f}")
 print(f"ftail per-event cost / file-backed floor per-event cost (min): {ours / file_floor:.2f}")
 print(f"flight recorder per-event cost / floor per-event cost (min): {ring / floor:.2f}")
+print(f"capped at 262 144 events' worth: {(t[7][0] - t[0][0]) / ev * 1e9:.1f} ns per event over plain (min), "
+      f"almost all of them lost")
 print(f"callgrind, 1 M calls: plain {ip:,}, instrumented untraced {ii:,} instructions: "
       f"{(ii - ip) / 1e6:.2f} more per call")
 PY
