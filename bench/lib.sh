@@ -67,3 +67,9 @@ instructions() {
 
 # Bytes of code (the "text" column of size(1)).
 text_size() { size "$1" | awk 'NR == 2 { print $1 }'; }
+
+# Bytes of executable code alone: the .text sections (size -A).
+code_size() { size -A "$1" | awk '$1 ~ /^\.text/ { s += $2 } END { print s + 0 }'; }
+
+# Bytes of ftail's site tables: the note and the __ftail_* sections.
+tables_size() { size -A "$1" | awk '$1 ~ /^(__ftail_|\.note\.ftail)/ { s += $2 } END { print s + 0 }'; }

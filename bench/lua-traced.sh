@@ -1,27 +1,41 @@
 #!/usr/bin/env bash
 # Wall time of Lua's official test suite (all.lua) untraced and fully
 # traced (every function of lua, every site patched, --tail=auto), on the
-# gcc build the corpus tests leave in target/corpus/lua54-gcc.
-# Usage: bench/lua-traced.sh [RUNS]   (default 3)
+# gcc build the corpus tests leave in target/corpus/lua54-gcc. Traced
+# runs: "capped" keeps each thread's first 262 144 events' worth (2 MiB
+# of compact events; the rest are counted as lost, every call still goes
+# through the trampolines), "ring" is the flight recorder with a 4 MiB
+# ring per thread (every event written, the latest kept).
+# Usage: bench/lua-traced.sh [RUNS] [MODES]   (default 3, "capped ring")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
+modes=${2:-capped ring}
 command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hyperfine)" >&2; exit 1; }
 lua=target/corpus/lua54-gcc
 [ -x "$lua/lua" ] || { echo "build it first: FTAIL_CORPUS=1 cargo test --release -p ftail-cli --test corpus lua_gcc_c" >&2; exit 1; }
 ftail="$PWD/target/release/ftail"
 cd "$lua/testes"
 ulimit -S -s 1100
+cmds=('true | env --default-signal=HUP ../lua -W all.lua >/dev/null 2>&1')
+names=(untraced)
+for m in $modes; do
+  case $m in
+    capped) opt="--buffer-events 262144"; names+=("ftail record --buffer-events 262144 (auto)") ;;
+    ring) opt="--ring 4M"; names+=("ftail record --ring 4M (auto)") ;;
+    *) echo "unknown mode $m (capped, ring)" >&2; exit 2 ;;
+  esac
+  cmds+=("true | env --default-signal=HUP $ftail record -d /tmp/ftail-lua-trace $opt -- ../lua -W all.lua >/dev/null 2>&1")
+done
 hyperfine --style basic --runs "$runs" --export-json /tmp/ftail-lua.json \
-  'true | env --default-signal=HUP ../lua -W all.lua >/dev/null 2>&1' \
-  "true | env --default-signal=HUP $ftail record -d /tmp/ftail-lua-trace --buffer-events 262144 -- ../lua -W all.lua >/dev/null 2>&1" \
-  >/dev/null
-python3 - <<'PY'
-import json, statistics
+  --prepare "rm -rf /tmp/ftail-lua-trace /tmp/ftail-lua-trace.old" "${cmds[@]}" >/dev/null
+printf '%s\n' "${names[@]}" | python3 -c '
+import json, statistics, sys
+names = sys.stdin.read().splitlines()
 r = json.load(open("/tmp/ftail-lua.json"))["results"]
 t = [(min(x["times"]), statistics.median(x["times"])) for x in r]
-print("| run | min | median |\n|---|---|---|")
-for name, (mn, md) in zip(["untraced", "ftail record (auto)"], t):
-    print(f"| {name} | {mn:.2f} s | {md:.2f} s |")
-print(f"| ratio traced / untraced | {t[1][0]/t[0][0]:.2f} | {t[1][1]/t[0][1]:.2f} |")
-PY
+print("| run | min | median | ratio to untraced (min / median) |\n|---|---|---|---|")
+for i, (name, (mn, md)) in enumerate(zip(names, t)):
+    ratio = "" if i == 0 else f"{mn/t[0][0]:.2f} / {md/t[0][1]:.2f}"
+    print(f"| {name} | {mn:.2f} s | {md:.2f} s | {ratio} |")
+'

@@ -6,7 +6,8 @@
 #   -mfentry), gcc -O2 -finstrument-functions with a minimal counting hook
 #   (tests/differential/finstr-hook.c: no timestamps, no trace), and clang
 #   XRay in basic mode (clang-19 -O2 -fxray-instrument, every function).
-# Prints ns per traced call over the plain build, min and median.
+# ftail keeps every event (its default). Prints ns per traced call over
+# the plain build, min and median.
 # Usage: bench/peers.sh [RUNS] [CALLS]   (default 5, 10000000)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -25,12 +26,11 @@ gcc -O2 -c -o hook.o "$ROOT/tests/differential/finstr-hook.c"
 gcc -O2 -finstrument-functions -o finstr "$src" hook.o
 clang-19 -O2 -o plain-clang "$src"
 clang-19 -O2 -fxray-instrument -fxray-instruction-threshold=1 -o xray "$src"
-buf=$((2 * n + 1024))
 xray_env="XRAY_OPTIONS='patch_premain=true xray_mode=xray-basic verbosity=0 xray_logfile_base=$d/xray-log.' XRAY_BASIC_OPTIONS='func_duration_threshold_us=0'"
 hyperfine --style basic --runs "$runs" --warmup 1 --export-json peers.json \
   --prepare "rm -rf $d/xray-log.* $d/uftrace.data $d/ftail.data*" \
   "./plain-gcc $n" \
-  "$FTAIL record -d ftail.data --buffer-events $buf --tail mark -- ./ftail $n" \
+  "$FTAIL record -d ftail.data --tail mark -- ./ftail $n" \
   "uftrace record -d uftrace.data ./uftrace $n" \
   "./finstr $n" \
   "./plain-clang $n" \

@@ -6,7 +6,9 @@
 # --tail=convert, and the alternative the discussion feared — building
 # with -fno-optimize-sibling-calls so there are no tail calls at all —
 # plain and traced. Ratios are to the plain build, all in one hyperfine
-# run (min and median of RUNS).
+# run (min and median of RUNS); traced runs keep every event (the
+# default). Also the instructions each build executes per outer call
+# (callgrind, 100 000 outer calls).
 # Usage: bench/tails.sh [RUNS] [CALLS]   (default 5, 2000000)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -24,15 +26,20 @@ gcc -O2 -fno-optimize-sibling-calls -o nosib-plain "$src"
 "$FTAIL" cc gcc -O2 -fno-optimize-sibling-calls -o nosib-ftail "$src"
 tails=$("$FTAIL" sites ftail | tail -1)
 nosib=$("$FTAIL" sites nosib-ftail | tail -1)
-buf=$((12 * n + 1024))
-rec="$FTAIL record -d trace --buffer-events $buf"
+rec="$FTAIL record -d trace"
 hyperfine --style basic --runs "$runs" --warmup 1 --export-json tails.json \
+  --prepare "rm -rf trace trace.old" \
   "./plain $n" "./ftail $n" \
   "$rec --tail mark -- ./ftail $n" "$rec --tail convert -- ./ftail $n" \
   "./nosib-plain $n" "$rec -- ./nosib-ftail $n" >/dev/null 2>&1
-python3 - "$n" "$tails" "$nosib" <<'PY'
+ci=100000
+ins=()
+for b in plain ftail nosib-plain nosib-ftail; do ins+=("$(instructions "./$b" $ci)"); done
+python3 - "$n" "$tails" "$nosib" "$ci" "${ins[@]}" <<'PY'
 import json, statistics, sys
 n = int(sys.argv[1])
+ci = int(sys.argv[4])
+ins = [int(x) for x in sys.argv[5:9]]
 r = json.load(open("tails.json"))["results"]
 t = [(min(x["times"]), statistics.median(x["times"])) for x in r]
 names = ["plain -O2 (tail calls are jumps)", "instrumented, untraced",
@@ -43,4 +50,8 @@ print("|---|---|---|---|---|")
 for name, (mn, md) in zip(names, t):
     print(f"| {name} | {mn*1e3:.1f} ms | {md*1e3:.1f} ms | {mn/n*1e9:.1f} | {mn/t[0][0]:.2f} / {md/t[0][1]:.2f} |")
 print(f"\nSites: `{sys.argv[2]}`; with -fno-optimize-sibling-calls: `{sys.argv[3]}`.")
+print(f"\nInstructions (callgrind, {ci:,} outer calls of 5 calls each): plain {ins[0]:,}, "
+      f"instrumented {ins[1]:,} ({(ins[1] - ins[0]) / ci:.2f} more per outer call, "
+      f"{(ins[1] - ins[0]) / ci / 5:.2f} per call); -fno-optimize-sibling-calls plain {ins[2]:,}, "
+      f"instrumented {ins[3]:,} ({(ins[3] - ins[2]) / ci:.2f} more per outer call).")
 PY

@@ -32,7 +32,7 @@ row() {
   ii=$(instructions "$instr" $small)
   hyperfine --style basic --runs "$runs" --warmup 1 --export-json "untraced-$name.json" \
     "$plain $big" "$instr $big" >/dev/null 2>&1
-  rows+=("$name|$what|$ip|$ii|$(text_size "$plain")|$(text_size "$instr")|untraced-$name.json")
+  rows+=("$name|$what|$ip|$ii|$(text_size "$plain")|$(text_size "$instr")|untraced-$name.json|$(code_size "$plain")|$(code_size "$instr")|$(tables_size "$instr")")
 }
 row speedtest1 "$st_plain" "$st_ftail" "--size 1" "--size 60" \
   "callgrind: --size 1; wall: --size 60"
@@ -45,14 +45,15 @@ row zstd-decompress "$zstd_plain" "$zstd_ftail" "-q -d -c $data.zst" "-q -d -c $
 
 printf '%s\n' "${rows[@]}" | python3 -c '
 import json, statistics, sys
-print("| program (workload) | instructions plain / instrumented | ratio | wall min plain / instrumented | ratio min | ratio median | code size growth |")
-print("|---|---|---|---|---|---|---|")
+print("| program (workload) | instructions plain / instrumented | ratio | wall min plain / instrumented | ratio min | ratio median | size(1) text growth | .text growth | site tables |")
+print("|---|---|---|---|---|---|---|---|---|")
 for line in sys.stdin:
-    name, what, ip, ii, sp, si, js = line.strip().split("|")
+    name, what, ip, ii, sp, si, js, cp, ci, tb = line.strip().split("|")
     r = json.load(open(js))["results"]
     mn = [min(x["times"]) for x in r]
     md = [statistics.median(x["times"]) for x in r]
-    ip, ii, sp, si = int(ip), int(ii), int(sp), int(si)
+    ip, ii, sp, si, cp, ci, tb = int(ip), int(ii), int(sp), int(si), int(cp), int(ci), int(tb)
     print(f"| {name} ({what}) | {ip:,} / {ii:,} | {ii/ip:.4f} | {mn[0]*1e3:.0f} / {mn[1]*1e3:.0f} ms "
-          f"| {mn[1]/mn[0]:.3f} | {md[1]/md[0]:.3f} | {100*(si-sp)/sp:+.1f} % ({sp:,} to {si:,} bytes) |")
+          f"| {mn[1]/mn[0]:.3f} | {md[1]/md[0]:.3f} | {100*(si-sp)/sp:+.1f} % ({sp:,} to {si:,} bytes) "
+          f"| {100*(ci-cp)/cp:+.1f} % ({cp:,} to {ci:,} bytes) | {tb:,} bytes ({100*tb/sp:.1f} % of plain text) |")
 '
