@@ -616,8 +616,9 @@ ftail_exit_c:
     cmp %rdx, -16(%rax)
     jne 8f                           # not our frame on top: resynchronise
     testb $0xb0, -1(%rax)
-    jnz 8f                           # top marked by a tail site, the first
-    decq 16(%r11)                    # of a context, or its value recorded
+    jnz .Lexit_c_flags               # marked, a context's first, a value
+.Lexit_c_pop:
+    decq 16(%r11)
     cmp {maxdepth}(%rip), %rcx
     ja .Lexit_c_callers                # popped entry was deeper than -D
     rdtsc
@@ -651,16 +652,56 @@ ftail_exit_c:
     mov {tls}(%rip), %r11
     add %fs:0, %r11
     jmp .Lexit_c_callers
+.Lexit_c_flags:
+    testb $0xa0, -1(%rax)
+    jnz 8f                           # marked by a tail site, or the first
+    cmp {maxdepth}(%rip), %rcx       # function of a context: in Rust
+    ja .Lexit_c_pop                  # deeper than -D: no record, no value
+    movzbl -2(%rax), %eax            # the return value's type
+    mov %eax, %edx
+    and $15, %edx
+    mov ${inline_classes}, %ecx
+    bt %edx, %ecx
+    jnc 8f                           # strings, enums: in Rust
+    or $0x80000, %eax                # descriptor: type, 8 bytes of data
+    mov $16, %edx
+    xadd %rdx, (%r11)                # reserve the payload (16 bytes)
+    lea 16(%rdx), %rcx
+    cmp 8(%r11), %rcx
+    ja .Lexit_c_value_full
+    mov %eax, 4(%rdx)
+    and $15, %eax
+    cmp ${float_class}, %eax
+    je 1f
+    mov 24(%rsp), %rax               # the function's rax (FTAIL_PUSH4)
+    jmp 2f
+1:  movq %xmm0, %rax
+2:  mov %rax, 8(%rdx)
+    movl ${retval_head}, (%rdx)      # the head, written last
+    mov 16(%r11), %rcx               # depth
+    jmp .Lexit_c_pop
+.Lexit_c_value_full:                 # past the mapped part: give the slot
+    mov %rdx, %rcx                   # up, then the exit in Rust
+    FTAIL_SLOW {give_up}, 16
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
 8:  FTAIL_SLOW {slow_exit}
     jmp 9b
     .cfi_endproc
     .size ftail_exit_c, .-ftail_exit_c
 
     # Entry of a function whose arguments or return value are recorded
-    # (args.rs): its entry site calls the function's spec stub, which
+    # (record::args): its entry site calls the function's spec stub, which
     # calls here (so [rsp] is the stub's address + 5, [rsp+8] the site's
-    # + 5, and the function's CFA is rsp + 24). Always the slow path,
-    # with every register saved: it reads the arguments.
+    # + 5, and the function's CFA is rsp + 24). The spec follows the stub
+    # (at [rsp] + 3), then the inline path's flag and argument offsets (at
+    # [rsp] + 59 and + 60). A compact thread whose function's arguments
+    # are all integers, pointers, floats, bools or chars in registers
+    # takes the inline path: the entry_c fast path with the arguments
+    # written as a payload record right before the entry record, and the
+    # trace-stack word flagged when the return value is recorded (the
+    # exit then writes it). Anything else goes to the Rust slow path,
+    # every register saved.
     .p2align 4
     .globl ftail_entry_spec
     .hidden ftail_entry_spec
@@ -668,8 +709,173 @@ ftail_exit_c:
 ftail_entry_spec:
     .cfi_startproc
     FTAIL_PUSH4
+    cmpq $1, 40(%r11)                # status == recording?
+    jne .Lspec_slow
+    cmpq $0, {compact}(%r11)
+    je .Lspec_slow                   # a ring: no values, in Rust as before
+    mov 32(%rsp), %rax               # the spec stub + 5
+    testb ${fast_args}, 59(%rax)
+    jz .Lspec_slow                   # strings, enums, stack arguments
+    push %rsi
+    .cfi_adjust_cfa_offset 8
+    push %rdi
+    .cfi_adjust_cfa_offset 8
+    push %r8
+    .cfi_adjust_cfa_offset 8
+    push %r9
+    .cfi_adjust_cfa_offset 8
+    # 0 r9, 8 r8, 16 rdi, 24 rsi, 32 r11, 40 rdx, 48 rcx, 56 rax,
+    # 64 stub + 5, 72 site + 5; the function's CFA is 88(%rsp).
+    mov 64(%rsp), %rsi               # the spec stub + 5
+    mov 72(%rsp), %rdi               # the trace-stack word: site + 5,
+    cmpb $0, 4(%rsi)                 # flagged when the return value is
+    je 2f                            # recorded, with its type
+    movzbl 7(%rsi), %eax
+    shl ${ret_ty_shift}, %rax
+    bts ${retval_bit}, %rax
+    or %rax, %rdi
+2:  mov 16(%r11), %rcx               # depth
+    lea 88(%rsp), %rdx               # the function's CFA
+    test %rcx, %rcx
+    jz 1f
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax               # &stack[depth]; the top is at -16
+    cmp %rdx, -16(%rax)
+    ja 1f                            # top CFA above ours: a new frame
+    jb .Lspec_slow_pop               # below ours: frames gone, resync
+    mov -8(%rax), %rax
+    shr $62, %rax                    # same CFA: a tail callee of a marked
+    jz .Lspec_slow_pop               # or converted entry, else replaced
+1:  cmp 32(%r11), %rcx
+    jae .Lspec_slow_pop              # trace stack full
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax               # &stack[depth]
+    mov %rdx, (%rax)                 # written, reserved, written again
+    mov %rdi, 8(%rax)                # (see ftail_entry_c)
+    incq 16(%r11)
+    mov %rdx, (%rax)
+    mov %rdi, 8(%rax)
+    cmp {maxdepth}(%rip), %rcx
+    jae .Lspec_pop                   # deeper than -D: tracked, not written
+    movzbl 3(%rsi), %ecx             # arguments
+    test %ecx, %ecx
+    jz .Lspec_pop
+    sub $64, %rsp                    # the low 8 bytes of xmm0-7 below
+    .cfi_adjust_cfa_offset 64
+    movq %xmm0, (%rsp)
+    movq %xmm1, 8(%rsp)
+    movq %xmm2, 16(%rsp)
+    movq %xmm3, 24(%rsp)
+    movq %xmm4, 32(%rsp)
+    movq %xmm5, 40(%rsp)
+    movq %xmm6, 48(%rsp)
+    movq %xmm7, 56(%rsp)
+    lea (%rcx,%rcx,2), %eax          # 3 words an argument: descriptor
+    lea 4(,%rax,4), %r8              # and 8 bytes; and the head
+    mov %r8, %rdx
+    xadd %rdx, (%r11)                # reserve the payload
+    add %rdx, %r8
+    cmp 8(%r11), %r8
+    ja .Lspec_args_full
+    lea 4(%rdx), %rdi                # where the next value goes
+    lea 11(%rsi), %r8                # its type and place in the spec
+    lea 60(%rsi), %r9                # and its offset from rsp
+3:  movzbl (%r8), %eax
+    or $0x80000, %eax                # descriptor: type, 8 bytes of data
+    mov %eax, (%rdi)
+    movzbl (%r9), %eax
+    mov (%rsp,%rax), %rax
+    mov %rax, 4(%rdi)
+    add $12, %rdi
+    add $4, %r8
+    inc %r9
+    dec %ecx
+    jnz 3b
+    movzbl 3(%rsi), %ecx             # the head, written last
+    lea 1(%rcx,%rcx,2), %eax         # words
+    shl $8, %eax
+    shl $16, %ecx                    # values
+    or %ecx, %eax
+    or ${args_head}, %eax            # tag and subtype
+    mov %eax, (%rdx)
+    add $64, %rsp
+    .cfi_adjust_cfa_offset -64
+.Lspec_pop:
+    pop %r9
+    .cfi_adjust_cfa_offset -8
+    pop %r8
+    .cfi_adjust_cfa_offset -8
+    pop %rdi
+    .cfi_adjust_cfa_offset -8
+    pop %rsi
+    .cfi_adjust_cfa_offset -8
+.Lspec_entry:
+    mov 16(%r11), %rcx               # the entry's depth (pushed above)
+    dec %rcx
+    cmp {maxdepth}(%rip), %rcx
+    jae 9f
+    rdtsc                            # the entry record, as in ftail_entry_c
+    shl $32, %rdx
+    or %rdx, %rax
+    mov {tbase}(%r11), %rcx
+    sub %rcx, %rax
+    cmp ${entry_span}, %rax
+    jae .Lspec_time
+    lea 1(,%rax,8), %rax
+    mov 40(%rsp), %rdx               # site + 5
+    shl $17, %rdx
+    or %rdx, %rax
+    mov $8, %edx
+    xadd %rdx, (%r11)
+    cmp %rcx, {tbase}(%r11)
+    jne .Lspec_redo
+    lea 8(%rdx), %rcx
+    cmp 8(%r11), %rcx
+    ja 7f
+    mov %rax, (%rdx)
+9:  FTAIL_POP4_RET
+7:  FTAIL_FULL {full_entry_spec}, 9b
+.Lspec_redo:
+    mov %rdx, %rcx
+    FTAIL_SLOW {slow_compact_spec}, 0
+    jmp 9b
+.Lspec_time:
+    xor %ecx, %ecx
+    FTAIL_SLOW {slow_compact_spec}, 0
+    jmp 9b
+.Lspec_slow:
     FTAIL_SLOW {slow_entry_spec}
-    FTAIL_POP4_RET
+    jmp 9b
+    .cfi_adjust_cfa_offset 96
+.Lspec_args_full:                    # the payload's slot is past the
+    add $64, %rsp                    # mapped part: in Rust, then the entry
+    .cfi_adjust_cfa_offset -64
+    pop %r9
+    .cfi_adjust_cfa_offset -8
+    pop %r8
+    .cfi_adjust_cfa_offset -8
+    pop %rdi
+    .cfi_adjust_cfa_offset -8
+    pop %rsi
+    .cfi_adjust_cfa_offset -8
+    mov %rdx, %rcx
+    FTAIL_SLOW {args_room}
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    jmp .Lspec_entry
+    .cfi_adjust_cfa_offset 32
+.Lspec_slow_pop:
+    pop %r9
+    .cfi_adjust_cfa_offset -8
+    pop %r8
+    .cfi_adjust_cfa_offset -8
+    pop %rdi
+    .cfi_adjust_cfa_offset -8
+    pop %rsi
+    .cfi_adjust_cfa_offset -8
+    jmp .Lspec_slow
     .cfi_endproc
     .size ftail_entry_spec, .-ftail_entry_spec
 
@@ -1026,6 +1232,21 @@ ftail_convert_leave_c:
     slow_side_leave = sym ftail_slow_side_leave,
     slow_compact = sym ftail_slow_compact,
     slow_entry_spec = sym crate::record::args::ftail_slow_entry_spec,
+    slow_compact_spec = sym crate::record::args::ftail_slow_compact_spec,
+    full_entry_spec = sym crate::record::args::ftail_slow_full_entry_spec,
+    args_room = sym crate::record::args::ftail_slow_args_room,
+    give_up = sym crate::record::args::ftail_slow_give_up,
+    compact = const std::mem::offset_of!(ThreadState, compact),
+    fast_args = const crate::record::args::FAST_ARGS,
+    inline_classes = const crate::record::args::INLINE_CLASSES,
+    float_class = const ftail_abi::argspec::class::FLOAT,
+    ret_ty_shift = const crate::record::state::RET_TY_SHIFT,
+    retval_bit = const crate::record::state::RETVAL.trailing_zeros(),
+    args_head = const ftail_abi::trace::compact::TAG_EXT | ftail_abi::trace::compact::SUB_ARGS << 3,
+    retval_head = const ftail_abi::trace::compact::TAG_EXT
+        | ftail_abi::trace::compact::SUB_RETVAL << 3
+        | 4 << 8
+        | 1 << 16,
     slow_ret_callers = sym crate::record::args::ftail_slow_ret_callers,
     tbase = const std::mem::offset_of!(ThreadState, base),
     entry_span = const ftail_abi::trace::compact::ENTRY_SPAN,

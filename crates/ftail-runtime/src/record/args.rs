@@ -29,23 +29,61 @@
 
 use std::sync::OnceLock;
 
-use ftail_abi::argspec::{ArgSpec, FnSpec, Ty, SPEC_FILE};
+use ftail_abi::argspec::{class, ArgSpec, FnSpec, Ty, LOC_INT, LOC_XMM, SPEC_FILE};
 use ftail_abi::trace::{EventKind, ADDR_MASK};
 
 use crate::record::frames::push;
-use crate::record::hooks::{pop_tail_callers, ready};
+use crate::record::hooks::{compact_slow, on_full, pop_tail_callers, ready};
 use crate::record::stacks::{self, Rule};
 use crate::record::state::{ThreadState, BASE, RETVAL, RET_TY_SHIFT};
 use crate::record::values::{capture_ret, write_args, Regs};
-use crate::record::write::{rdtsc, KeepErrno};
+use crate::record::write::{give_up_room, rdtsc, KeepErrno};
 
 /// The rules, in the order given (the first that matches a function
 /// gives its arguments, the first with a return value its return value).
 static RULES: OnceLock<Vec<(String, FnSpec)>> = OnceLock::new();
 
-/// Bytes of a spec stub: `call` (5), `ret`, two `int3`, the spec.
-pub const SPEC_STUB: u64 = 8 + std::mem::size_of::<FnSpec>() as u64;
-const _: () = assert!(SPEC_STUB == 64);
+/// Bytes of a spec stub: `call` (5), `ret`, two `int3`, the spec, then
+/// what the trampoline's inline path needs ([`FAST_DATA`]).
+pub const SPEC_STUB: u64 = 8 + std::mem::size_of::<FnSpec>() as u64 + FAST_DATA;
+const _: () = assert!(SPEC_STUB == 80);
+
+/// Bytes after the spec for `ftail_entry_spec`'s inline path: a flag
+/// byte ([`FAST_ARGS`]), then per argument the offset from `rsp` of where
+/// that path has put its register (see [`fast_offset`]).
+const FAST_DATA: u64 = 16;
+
+/// Flag: every argument is an integer, pointer, float, `bool` or `char`
+/// in a register, so `ftail_entry_spec` writes them inline (strings,
+/// enums, stack and optimised-out arguments take the slow path).
+pub const FAST_ARGS: u8 = 1;
+
+/// Classes whose value is the register's 8 bytes as they are: written by
+/// the trampolines inline (a bit per class, for `bt`).
+pub const INLINE_CLASSES: u32 = 1 << class::SIGNED
+    | 1 << class::UNSIGNED
+    | 1 << class::HEX
+    | 1 << class::POINTER
+    | 1 << class::FLOAT
+    | 1 << class::BOOL
+    | 1 << class::CHAR;
+
+/// Where `ftail_entry_spec`'s inline path finds an argument: it pushes
+/// rsi, rdi, r8 and r9 after FTAIL_PUSH4's rax, rcx, rdx and r11, then
+/// stores the low 8 bytes of xmm0–xmm7 below them, so `rsp + offset`
+/// holds: xmm n at 8 n, then r9, r8, rdi, rsi, r11, rdx, rcx, rax.
+fn fast_offset(a: &ArgSpec) -> Option<u8> {
+    if INLINE_CLASSES & (1 << (a.ty.class() & 31)) == 0 {
+        return None;
+    }
+    match a.loc {
+        l if (LOC_XMM..LOC_XMM + 8).contains(&l) => Some(8 * (l - LOC_XMM)),
+        l if l < LOC_XMM => [80, 88, 104, 112, 72, 64]
+            .get(usize::from(l - LOC_INT))
+            .copied(),
+        _ => None,
+    }
+}
 
 /// Reads the rules, when `ftail record` asked for values: the spec file
 /// of the trace directory `dir`.
@@ -98,7 +136,13 @@ pub fn spec_stub(at: u64, entry_spec: u64, spec: &FnSpec) -> [u8; SPEC_STUB as u
     code[1..5].copy_from_slice(&rel);
     code[5] = 0xc3;
     let s = spec_bytes(spec);
-    code[8..].copy_from_slice(&s);
+    code[8..64].copy_from_slice(&s);
+    code[64..].fill(0);
+    let offsets: Option<Vec<u8>> = spec.args().iter().map(fast_offset).collect();
+    if let Some(offsets) = offsets {
+        code[64] = FAST_ARGS;
+        code[65..65 + offsets.len()].copy_from_slice(&offsets);
+    }
     code
 }
 
@@ -215,6 +259,96 @@ pub unsafe extern "C" fn ftail_slow_ret_callers(
     st.ret_state = 0;
 }
 
+/// The entry record of `ftail_entry_spec`'s inline path could not be
+/// written inline (its time does not fit the base, or a signal handler
+/// moved the base): as `ftail_slow_compact`, with the function's address
+/// read from the frame (the site's return address is at `frame - 8`).
+///
+/// # Safety
+///
+/// Called only from `ftail_entry_spec` with `FTAIL_SLOW`'s frame.
+pub unsafe extern "C" fn ftail_slow_compact_spec(
+    st: *mut ThreadState,
+    frame: u64,
+    _stub: u64,
+    slot: u64,
+    kind: u64,
+) {
+    let _errno = KeepErrno::save();
+    // SAFETY: the trampoline passes this thread's state and its frame.
+    let (st, addr) = unsafe { (&mut *st, std::ptr::read((frame - 8) as *const u64)) };
+    compact_slow(st, addr, slot, kind);
+}
+
+/// The entry record's slot of `ftail_entry_spec`'s inline path lies past
+/// the mapped part of the buffer (`ftail_slow_full_entry` for it).
+///
+/// # Safety
+///
+/// As for [`ftail_slow_compact_spec`].
+pub unsafe extern "C" fn ftail_slow_full_entry_spec(
+    st: *mut ThreadState,
+    frame: u64,
+    _stub: u64,
+    slot: u64,
+) {
+    let _errno = KeepErrno::save();
+    // SAFETY: as above.
+    let (st, addr) = unsafe { (&mut *st, std::ptr::read((frame - 8) as *const u64)) };
+    on_full(st, EventKind::Entry, addr, slot);
+}
+
+/// The arguments' slot of `ftail_entry_spec`'s inline path lies past the
+/// mapped part of the buffer: gives it up and writes the arguments here
+/// (mapping more of the buffer), before the trampoline writes the entry.
+///
+/// # Safety
+///
+/// As for [`ftail_slow_compact_spec`]; `stub` is the spec stub's address
+/// + 5, `area` the saved SSE state.
+pub unsafe extern "C" fn ftail_slow_args_room(
+    st: *mut ThreadState,
+    frame: u64,
+    stub: u64,
+    slot: u64,
+    _kind: u64,
+    area: u64,
+) {
+    let _errno = KeepErrno::save();
+    // SAFETY: the trampoline's state, frame and spec stub (see
+    // ftail_slow_entry_spec).
+    let (st, spec) = unsafe {
+        let spec = std::ptr::read_unaligned((stub + 3) as *const [u8; 56]);
+        (&mut *st, spec_from_bytes(&spec))
+    };
+    give_up_room(st, slot, 4 + 12 * u64::from(spec.nargs));
+    let regs = Regs {
+        frame,
+        area,
+        cfa: frame + 8,
+    };
+    write_args(st, &spec, &regs);
+}
+
+/// A return value's 16-byte slot of `ftail_exit_c`'s inline path lies
+/// past the mapped part of the buffer: gives it up (the exit then takes
+/// the slow path, which writes the value).
+///
+/// # Safety
+///
+/// As for [`crate::record::hooks::ftail_slow_exit`]; `slot` is the slot.
+pub unsafe extern "C" fn ftail_slow_give_up(
+    st: *mut ThreadState,
+    _cfa: u64,
+    _site: u64,
+    slot: u64,
+    size: u64,
+) {
+    let _errno = KeepErrno::save();
+    // SAFETY: the trampoline passes this thread's state.
+    give_up_room(unsafe { &mut *st }, slot, size);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,7 +382,31 @@ mod tests {
             0x2000 - 0x1005
         );
         assert_eq!(code[5], 0xc3);
-        let back = spec_from_bytes(code[8..].try_into().unwrap());
+        let back = spec_from_bytes(code[8..64].try_into().unwrap());
         assert_eq!(back, spec);
+        // A string and a stack argument: the slow path reads them.
+        assert_eq!(code[64], 0);
+    }
+
+    #[test]
+    fn register_arguments_get_the_inline_path_and_their_offsets() {
+        let mut spec = FnSpec::default();
+        for (ty, loc) in [
+            (Ty::new(class::SIGNED, 4), LOC_INT),
+            (Ty::new(class::FLOAT, 8), LOC_XMM + 1),
+            (Ty::new(class::POINTER, 8), LOC_INT + 5),
+        ] {
+            spec.push(ArgSpec { ty, loc, aux: 0 });
+        }
+        let code = spec_stub(0x1000, 0x2000, &spec);
+        assert_eq!(code[64], FAST_ARGS);
+        // rdi, xmm1 and r9 where ftail_entry_spec puts them.
+        assert_eq!(&code[65..68], &[80, 8, 64]);
+        spec.push(ArgSpec {
+            ty: Ty::new(class::ENUM, 4),
+            loc: LOC_INT + 1,
+            aux: 3,
+        });
+        assert_eq!(spec_stub(0x1000, 0x2000, &spec)[64], 0);
     }
 }

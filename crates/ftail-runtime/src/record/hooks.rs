@@ -401,7 +401,7 @@ pub unsafe extern "C" fn ftail_slow_full_tail(
 
 /// Maps more of the buffer and writes the event into its slot; when the
 /// buffer is full, closes what is open instead.
-fn on_full(st: &mut ThreadState, kind: EventKind, addr: u64, slot: u64) {
+pub(crate) fn on_full(st: &mut ThreadState, kind: EventKind, addr: u64, slot: u64) {
     if st.ring != 0 {
         // A ring never fills: its first slot again.
         store(crate::record::buffer::ring_slot(st), kind, addr, rdtsc());
@@ -440,7 +440,12 @@ pub unsafe extern "C" fn ftail_slow_compact(
 ) {
     let _errno = KeepErrno::save();
     // SAFETY: as above.
-    let st = unsafe { &mut *st };
+    compact_slow(unsafe { &mut *st }, addr, slot, kind);
+}
+
+/// What [`ftail_slow_compact`] does, for the trampoline that knows the
+/// function's address another way (`args::ftail_slow_compact_spec`).
+pub(crate) fn compact_slow(st: &mut ThreadState, addr: u64, slot: u64, kind: u64) {
     let kind = EventKind::from_u8(kind as u8).unwrap_or(EventKind::Exit);
     if slot != 0 {
         let full = slot + compact_size(kind) > st.end;

@@ -59,6 +59,21 @@ pub(crate) fn give_up_slot(st: &mut ThreadState, kind: EventKind, slot: u64) {
     }
 }
 
+/// A payload's `size`-byte slot at `slot` that a trampoline reserved but
+/// could not fill (it lies past the mapped part of the buffer): padded
+/// once the buffer reaches it (mapping more when it can), or as far as
+/// the buffer reaches, so the stream has no hole. Nothing is counted or
+/// closed here: the event the payload went with comes next, through a
+/// slow path that does that.
+pub(crate) fn give_up_room(st: &mut ThreadState, slot: u64, size: u64) {
+    while slot + size > st.end && crate::record::buffer::extend(st) {}
+    if slot + size <= st.end {
+        pad(slot, size);
+    } else if slot < st.end {
+        pad(slot, st.end - slot);
+    }
+}
+
 /// The first time a thread's buffer is full: counts the event that did not
 /// fit, and writes a `Truncated` exit for every frame whose entry is in
 /// the file into the reserve kept at the end of the buffer, so the file
