@@ -6,8 +6,9 @@ every profile's open/close events are balanced and close the frame they
 opened, in time order.
 
 Prints the calls as JSON: per thread id, [depth, name, duration_ns,
-exit note or "", resumed] in order of entry (the form perfetto_check.py
-prints).
+exit note or "", resumed, arguments, return value] in order of entry
+(the form perfetto_check.py prints; Chrome's `B` args `arg1`, `arg2`…
+and `E` arg `retval`; speedscope has no values: [] and null).
 Usage: json_check.py chrome|speedscope FILE
 """
 import json
@@ -38,7 +39,10 @@ def chrome(doc):
         stack = stacks.setdefault(tid, [])
         args = e.get("args", {})
         if e["ph"] == "B":
-            call = [len(stack), e["name"], None, "", bool(args.get("resumed"))]
+            values = [args[f"arg{i}"] for i in range(1, len(args) + 1) if f"arg{i}" in args]
+            if any(not isinstance(v, str) for v in values) or "retval" in args:
+                fail(f"thread {tid}: bad values at {e}")
+            call = [len(stack), e["name"], None, "", bool(args.get("resumed")), values, None]
             calls.setdefault(tid, []).append(call)
             stack.append((call, e["ts"]))
         else:
@@ -49,6 +53,7 @@ def chrome(doc):
                 fail(f"thread {tid}: {e['name']} ends while {call[1]} is open")
             call[2] = round((e["ts"] - ts) * 1000)
             call[3] = args.get("exit", "")
+            call[6] = args.get("retval")
     for tid, stack in stacks.items():
         if stack:
             fail(f"thread {tid}: {len(stack)} calls never end")
@@ -70,7 +75,7 @@ def speedscope(doc):
                 fail(f"profile {p['name']}: time goes back at {e}")
             last = e["at"]
             if e["type"] == "O":
-                call = [len(stack), frames[e["frame"]]["name"], None, "", False]
+                call = [len(stack), frames[e["frame"]]["name"], None, "", False, [], None]
                 out.append(call)
                 stack.append((e["frame"], e["at"], call))
             elif e["type"] == "C":

@@ -11,7 +11,10 @@ checks it the way the trace processor would use it:
 * slices are balanced per track and timestamps never go back.
 
 Prints the calls as JSON: per thread id, [depth, name, duration_ns,
-exit note or "", resumed] in order of entry.
+exit note or "", resumed, arguments, return value] in order of entry;
+the arguments are the string annotations `arg1`, `arg2`… of the slice's
+begin, in order (every one from 1 up must be there), the return value the
+`retval` annotation of its end (null when there is none).
 Usage: perfetto_check.py TRACE
 """
 import json
@@ -92,18 +95,33 @@ def main(path):
         state["last"] = p.timestamp
         notes = {}
         for a in ev.debug_annotations:
-            if a.name_iid not in state["annotations"]:
+            if a.HasField("name"):
+                name = a.name
+            elif a.name_iid not in state["annotations"]:
                 fail(f"packet {n}: annotation name iid {a.name_iid} not interned")
-            name = state["annotations"][a.name_iid]
-            notes[name] = a.string_value or a.bool_value or a.uint_value
+            else:
+                name = state["annotations"][a.name_iid]
+            if name in notes:
+                fail(f"packet {n}: annotation {name} twice")
+            if name == "retval" or name.startswith("arg"):
+                if not a.HasField("string_value"):
+                    fail(f"packet {n}: value {name} is not a string")
+                notes[name] = a.string_value
+            else:
+                notes[name] = a.string_value or a.bool_value or a.uint_value
         tid = threads[state["track"]]
         if ev.type == TE.TYPE_SLICE_BEGIN:
             if ev.name_iid not in state["names"]:
                 fail(f"packet {n}: name iid {ev.name_iid} not interned")
             if ev.source_location_iid and ev.source_location_iid not in state["locations"]:
                 fail(f"packet {n}: source location iid not interned")
+            args = [notes[f"arg{i}"] for i in range(1, len(notes) + 1) if f"arg{i}" in notes]
+            if len([k for k in notes if k.startswith("arg")]) != len(args):
+                fail(f"packet {n}: arguments not numbered from arg1: {sorted(notes)}")
+            if "retval" in notes:
+                fail(f"packet {n}: a return value on a slice's begin")
             call = [len(state["stack"]), state["names"][ev.name_iid], None, "",
-                    bool(notes.get("resumed"))]
+                    bool(notes.get("resumed")), args, None]
             calls[tid].append(call)
             state["stack"].append((call, p.timestamp))
         elif ev.type == TE.TYPE_SLICE_END:
@@ -112,6 +130,9 @@ def main(path):
             call, start = state["stack"].pop()
             call[2] = p.timestamp - start
             call[3] = notes.get("exit", "")
+            call[6] = notes.get("retval")
+            if any(k.startswith("arg") for k in notes):
+                fail(f"packet {n}: arguments on a slice's end")
         elif ev.type == TE.TYPE_INSTANT:
             if ev.name_iid not in state["names"]:
                 fail(f"packet {n}: instant name iid not interned")

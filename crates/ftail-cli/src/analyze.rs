@@ -265,7 +265,13 @@ pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
 }
 
 /// `ftail report`.
-pub fn report(view: &ViewArgs, sort: &str, threads: bool, diff: Option<&Path>) -> Result<i32> {
+pub fn report(
+    view: &ViewArgs,
+    sort: &str,
+    threads: bool,
+    values: bool,
+    diff: Option<&Path>,
+) -> Result<i32> {
     use ftail_trace::report::{render, render_diff, report, Options, SortKey};
     let Some(key) = SortKey::parse(sort) else {
         bail!("unknown sort key {sort:?}");
@@ -275,6 +281,7 @@ pub fn report(view: &ViewArgs, sort: &str, threads: bool, diff: Option<&Path>) -
         filters: view.filters(&o.trace),
         tids: view.tid.clone(),
         per_thread: threads,
+        values,
     };
     let progress = crate::progress::Progress::start(&view.dir, "reading", true);
     let r = report(&o.trace, &o.names, &opts);

@@ -117,7 +117,8 @@ enum Cmd {
     /// Per function: calls, total, self, average, min and max time
     #[command(
         after_help = "Examples:\n  ftail report\n  ftail report -s self --threads\n  \
-                            ftail report --diff before.data -d after.data"
+                            ftail report --diff before.data -d after.data\n  \
+                            ftail report --args -F add   (a trace recorded with -A/-R/-a)"
     )]
     Report {
         #[command(flatten)]
@@ -129,6 +130,12 @@ enum Cmd {
         /// One row per thread and function
         #[arg(long)]
         threads: bool,
+        /// With values recorded (record -A/-R/-a): one row per function and
+        /// distinct argument list, shown as replay shows a call,
+        /// `add(1, 2) = 3`, with the return value its calls gave most
+        /// often and, when they differ, `/* N of M calls; K values */`
+        #[arg(long, conflicts_with = "diff")]
+        args: bool,
         /// Compare with another trace: per function, both and the change
         #[arg(long, value_name = "OTHER_DIR")]
         diff: Option<PathBuf>,
@@ -250,8 +257,9 @@ fn ftail_main() -> Result<i32> {
             view,
             sort,
             threads,
+            args,
             diff,
-        } => analyze::report(&view, &sort, threads, diff.as_deref()),
+        } => analyze::report(&view, &sort, threads, args, diff.as_deref()),
         Cmd::Graph {
             view,
             func,

@@ -258,3 +258,70 @@ fn auto_args_come_from_the_debug_info() {
         }
     }
 }
+
+/// `ftail report --args`'s rows: function column (the call as replay
+/// shows one) to calls.
+fn report_calls(trace: &Path, extra: &[&str]) -> HashMap<String, u64> {
+    let text = run_ok(
+        Command::new(ftail())
+            .args(["report", "-d"])
+            .arg(trace)
+            .args(extra),
+    );
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            // TOTAL, SELF (12 wide), CALLS (10), AVERAGE, MIN, MAX (12),
+            // two spaces after each, then the function.
+            let calls = l[28..38].trim().parse().unwrap();
+            (l[82..].to_string(), calls)
+        })
+        .collect()
+}
+
+#[test]
+fn report_groups_calls_by_their_values() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", "-O2");
+    let trace = dir.path().join("trace");
+    let out = run(Command::new(ftail())
+        .args(["record", "-d"])
+        .arg(&trace)
+        .args(SPECS)
+        .arg("--")
+        .arg(&exe));
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows = report_calls(&trace, &["--args"]);
+    // Every call the program printed is a row of its own, once.
+    for line in printed.lines() {
+        let want = match line {
+            // Called directly and at the end of chain()'s tail chain.
+            "twice(5, 6) = 16" => 2,
+            _ => 1,
+        };
+        assert_eq!(rows.get(line), Some(&want), "{line:?}: {rows:#?}");
+    }
+    assert_eq!(rows.get("add(10, 6) = 16"), Some(&2), "{rows:#?}");
+    // Functions without values keep their plain name.
+    assert_eq!(rows.get("main"), Some(&1), "{rows:#?}");
+    assert_eq!(rows.get("worker"), Some(&3), "{rows:#?}");
+    // The rows of a function add up to its plain row.
+    let plain = report_calls(&trace, &[]);
+    let adds: u64 = rows
+        .iter()
+        .filter(|(k, _)| k.starts_with("add("))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(adds, plain["add"]);
+    assert_eq!(adds, 7);
+    // Filters apply as without values.
+    let only = report_calls(&trace, &["--args", "-F", "chain"]);
+    let mut names: Vec<&str> = only.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["add(10, 6) = 16", "chain(5) = 16", "twice(5, 6) = 16"]
+    );
+}

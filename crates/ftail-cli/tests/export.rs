@@ -521,3 +521,207 @@ fn parquet_answers_the_readme_queries_as_report_does() {
         .collect();
     assert_eq!(names.len(), 2, "{again}");
 }
+
+/// The values the exports are checked with: the args fixture's
+/// (`tests/args/args.c`) functions of every kind of value.
+const VALUE_SPECS: &[&str] = &[
+    "-A",
+    "add@arg1/i32,arg2/i32",
+    "-R",
+    "add@i32",
+    "-A",
+    "scale@fparg1,fparg2/f32",
+    "-R",
+    "scale@f64",
+    "-A",
+    "upper@arg1/c",
+    "-R",
+    "upper@c",
+    "-A",
+    "length@arg1/s",
+    "-R",
+    "length@u64",
+    "-A",
+    "keep@arg1/s,arg2/i32",
+    "-R",
+    "keep@i32",
+    "-A",
+    "chain@arg1/i32",
+    "-R",
+    "chain@i32",
+    "-A",
+    "twice@arg1/i32,arg2/i32",
+    "-R",
+    "twice@i32",
+    "-R",
+    "next_colour@i32",
+];
+
+/// A call and its values as text: name, arguments (`1, 2`; empty when
+/// none), return value.
+type Valued = (String, String, Option<String>);
+
+/// The args fixture built with gcc and recorded with [`VALUE_SPECS`];
+/// what it printed.
+fn record_values() -> (Recorded, String) {
+    let scratch = scratch();
+    let exe = scratch.path().join("args");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-g", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/args/args.c"))
+            .arg("-lpthread"),
+    );
+    let trace = scratch.path().join("trace");
+    let out = run(Command::new(ftail())
+        .args(["record", "-d"])
+        .arg(&trace)
+        .args(VALUE_SPECS)
+        .arg("--")
+        .arg(&exe));
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    (Recorded { scratch, trace }, printed)
+}
+
+/// `ftail replay --no-merge`'s calls with their values, per thread in
+/// order of entry.
+fn replay_values(r: &Recorded) -> BTreeMap<u64, Vec<Valued>> {
+    let text = r.ftail("replay", &["--no-pager", "--no-merge", "-f", "tid"]);
+    let mut out: BTreeMap<u64, Vec<Valued>> = BTreeMap::new();
+    let mut open: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (tid, body) = line.split_once("] | ").unwrap();
+        let tid: u64 = tid.trim_start_matches('[').trim().parse().unwrap();
+        let body = body.trim();
+        let calls = out.entry(tid).or_default();
+        let stack = open.entry(tid).or_default();
+        if let Some(rest) = body.strip_prefix('}') {
+            let i = stack.pop().unwrap();
+            calls[i].2 = rest
+                .strip_prefix(" = ")
+                .map(|r| r.split_once("; /* ").unwrap().0.to_string());
+        } else {
+            let head = body.strip_suffix(" {").unwrap_or_else(|| panic!("{line}"));
+            let (name, rest) = head.split_once('(').unwrap();
+            let args = rest.rsplit_once(')').unwrap().0;
+            stack.push(calls.len());
+            calls.push((name.to_string(), args.to_string(), None));
+        }
+    }
+    out
+}
+
+/// A call as the program printed it: `add(1, 2) = 3`.
+fn shown(c: &Valued) -> String {
+    match &c.2 {
+        Some(r) => format!("{}({}) = {r}", c.0, c.1),
+        None => format!("{}({})", c.0, c.1),
+    }
+}
+
+/// Checks an export's calls with values against the replay's and the
+/// program's output.
+fn assert_same_values(
+    what: &str,
+    got: &BTreeMap<u64, Vec<Valued>>,
+    want: &BTreeMap<u64, Vec<Valued>>,
+    printed: &str,
+) {
+    assert_eq!(got, want, "{what}: the values are not the replay's");
+    let all: Vec<String> = got.values().flatten().map(shown).collect();
+    let traced = ["add", "scale", "upper", "length", "keep", "chain", "twice"];
+    let mut checked = 0;
+    for line in printed.lines() {
+        if traced.iter().any(|f| line.starts_with(&format!("{f}("))) {
+            assert!(all.iter().any(|c| c == line), "{what}: {line:?}: {all:?}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 12, "{printed}");
+    assert!(all.iter().any(|c| c == "next_colour() = 6"), "{all:?}");
+    assert!(all.iter().any(|c| c == "main()"), "{all:?}");
+}
+
+#[test]
+fn exports_carry_recorded_values_as_replay_shows_them() {
+    let (r, printed) = record_values();
+    let want = replay_values(&r);
+
+    // Chrome JSON, parsed here: `B` args `arg1`…, `E` args `retval`.
+    let chrome = r.path("v.json");
+    r.ftail("dump", &["--chrome", "-o", chrome.to_str().unwrap()]);
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&chrome).unwrap()).unwrap();
+    let mut got: BTreeMap<u64, Vec<Valued>> = BTreeMap::new();
+    let mut open: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for e in doc["traceEvents"].as_array().unwrap() {
+        let Some(tid) = e["tid"].as_u64() else {
+            continue;
+        };
+        let args = e["args"].as_object();
+        let calls = got.entry(tid).or_default();
+        let stack = open.entry(tid).or_default();
+        match e["ph"].as_str().unwrap() {
+            "B" => {
+                let mut values = Vec::new();
+                if let Some(a) = args {
+                    while let Some(v) = a.get(&format!("arg{}", values.len() + 1)) {
+                        values.push(v.as_str().unwrap().to_string());
+                    }
+                    let named = a.keys().filter(|k| k.starts_with("arg")).count();
+                    assert_eq!(named, values.len(), "{e}");
+                    assert!(!a.contains_key("retval"), "{e}");
+                }
+                stack.push(calls.len());
+                calls.push((
+                    e["name"].as_str().unwrap().to_string(),
+                    values.join(", "),
+                    None,
+                ));
+            }
+            "E" => {
+                let i = stack.pop().unwrap();
+                calls[i].2 = args
+                    .and_then(|a| a.get("retval"))
+                    .map(|v| v.as_str().unwrap().to_string());
+            }
+            _ => {}
+        }
+    }
+    got.retain(|_, c| !c.is_empty());
+    assert_same_values("chrome", &got, &want, &printed);
+
+    // Perfetto, decoded with its own schema: debug annotations.
+    let Some(readers) = readers() else { return };
+    let perfetto = r.path("v.perfetto-trace");
+    r.ftail("dump", &["--perfetto", "-o", perfetto.to_str().unwrap()]);
+    let decoded = readers.python("perfetto_check.py", &[&perfetto]);
+    let got: BTreeMap<u64, Vec<Valued>> = decoded["calls"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(tid, calls)| {
+            let calls = calls
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    let args: Vec<&str> = c[5]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|a| a.as_str().unwrap())
+                        .collect();
+                    (
+                        c[1].as_str().unwrap().to_string(),
+                        args.join(", "),
+                        c[6].as_str().map(str::to_string),
+                    )
+                })
+                .collect();
+            (tid.parse().unwrap(), calls)
+        })
+        .collect();
+    assert_same_values("perfetto", &got, &want, &printed);
+}

@@ -10,6 +10,12 @@
 //! events (`i`) mark where a buffer filled up and how many events a thread
 //! lost. About 130 bytes a call.
 //!
+//! Recorded values (`ftail record -A/-R/-a`) go in the `args` of the
+//! events, as `ftail replay` writes them (strings quoted, `NULL`, `(bad
+//! pointer 0x…)`): the arguments in the `B` event as `arg1`, `arg2`…, the
+//! return value in the `E` event as `retval` (viewers show a slice's `B`
+//! and `E` args together).
+//!
 //! Begin/end pairs rather than `X` (complete) events: viewers rebuild
 //! the nesting of `X` events from start + duration, sums that rounding
 //! can put a callee's end after its caller's (a tail call ends both at
@@ -55,6 +61,27 @@ struct Args<'a> {
     src: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     count: Option<u64>,
+    /// Recorded arguments, `arg1`, `arg2`…
+    #[serde(flatten)]
+    values: ArgValues<'a>,
+    /// The recorded return value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retval: Option<&'a str>,
+}
+
+/// Arguments as `"arg1": "…", "arg2": "…"`, flattened into [`Args`].
+#[derive(Default)]
+struct ArgValues<'a>(&'a [String]);
+
+impl Serialize for ArgValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (i, v) in self.0.iter().enumerate() {
+            m.serialize_entry(&crate::arg_name(i), v)?;
+        }
+        m.end()
+    }
 }
 
 impl Args<'_> {
@@ -64,6 +91,8 @@ impl Args<'_> {
             && self.resumed.is_none()
             && self.src.is_none()
             && self.count.is_none()
+            && self.values.0.is_empty()
+            && self.retval.is_none()
     }
 }
 
@@ -128,6 +157,7 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
         })?;
     }
     let matches = crate::matches(input);
+    let text = crate::ValueText::new(input);
     for (i, file) in crate::selected(input) {
         let end = crate::stream_thread(input, i, &matches[i], file, &mut notes, |t, items| {
             let pid = t.image.pid;
@@ -161,6 +191,7 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
                         func,
                         tsc,
                         resumed,
+                        args,
                         ..
                     } => {
                         let name = match func {
@@ -168,6 +199,7 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
                             None => Name::Address(crate::function_name(t.names, None, addr)),
                         };
                         let src = srcline(t, &mut srclines, func);
+                        let args = args.map(|v| text.args(&v)).unwrap_or_default();
                         o.event(&Event {
                             name: name.as_str(),
                             ph: "B",
@@ -179,13 +211,29 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
                             args: Args {
                                 resumed: resumed.then_some(true),
                                 src: src.as_deref(),
+                                values: ArgValues(&args),
                                 ..Args::default()
                             },
                         })?;
                         open.push(name);
                     }
-                    Shown::Leave { end, how, .. } | Shown::Leaf { end, how, .. } => {
+                    Shown::Leave {
+                        end,
+                        how,
+                        ret,
+                        func,
+                        ..
+                    }
+                    | Shown::Leaf {
+                        end,
+                        how,
+                        ret,
+                        func,
+                        ..
+                    } => {
                         let name = open.pop();
+                        let function = func.map(|f| &*t.names.function(f).name);
+                        let retval = ret.map(|v| text.ret(&v, function));
                         if how == EventKind::Truncated && !buffer_full {
                             buffer_full = true;
                             o.event(&Event {
@@ -209,6 +257,7 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
                             s: None,
                             args: Args {
                                 exit: crate::exit_note(how),
+                                retval: retval.as_deref(),
                                 ..Args::default()
                             },
                         })?;

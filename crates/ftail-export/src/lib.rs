@@ -242,6 +242,7 @@ pub fn stream_thread<E>(
     };
     let mut last_tsc = 0;
     {
+        let feed = events.values();
         let counted = Counted {
             events: &mut events,
             progress: input.progress,
@@ -249,7 +250,7 @@ pub fn stream_thread<E>(
             last: &mut last_tsc,
         };
         let visible = Visible::new(
-            Calls::new(counted, thread.header.stopped),
+            Calls::new(counted, thread.header.stopped).values(feed),
             names,
             matches,
             input.filters,
@@ -262,6 +263,38 @@ pub fn stream_thread<E>(
         notes.push(format!("read up to damage: {d}"));
     }
     Ok(Some(ThreadEnd { last_tsc, damage }))
+}
+
+/// Recorded values (`ftail record -A/-R/-a`) as the exports show them:
+/// each argument on its own, the return value whole, both as `ftail
+/// replay` writes them.
+pub struct ValueText {
+    enums: ftail_trace::values::Enums,
+}
+
+impl ValueText {
+    /// For the trace of `input` (the enums' names of its spec file).
+    pub fn new(input: &Input) -> ValueText {
+        ValueText {
+            enums: ftail_trace::values::Enums::load(&input.trace.dir),
+        }
+    }
+
+    /// Each argument as text.
+    pub fn args(&self, values: &[ftail_trace::values::Value]) -> Vec<String> {
+        values.iter().map(|v| v.to_text(&self.enums)).collect()
+    }
+
+    /// The return value as text; `function` is the function's name, when
+    /// known (an enum it returns is named by it).
+    pub fn ret(&self, values: &[ftail_trace::values::Value], function: Option<&str>) -> String {
+        ftail_trace::values::ret_text(values, function, &self.enums)
+    }
+}
+
+/// An argument's name in the exports: `arg1`, `arg2`…
+pub fn arg_name(index: usize) -> String {
+    format!("arg{}", index + 1)
 }
 
 /// Per image of `input`: whether `-F` and `-N` match each function.

@@ -19,6 +19,10 @@
 //!   to it by iid. A call that did not simply return ends with a debug
 //!   annotation `exit` (`tail call`, `unwound`, `buffer full`, `switched
 //!   out`); a resumed slice begins with `resumed: true`;
+//! * recorded values (`ftail record -A/-R/-a`) are debug annotations as
+//!   `ftail replay` writes them (strings quoted, `NULL`, `(bad pointer
+//!   0x…)`): `arg1`, `arg2`… on the slice's begin, `retval` on its end
+//!   (names interned once per sequence, with the first value sent);
 //! * instant events mark where a thread's buffer filled up and, at its
 //!   end, how many events it lost.
 //!
@@ -90,6 +94,7 @@ const DA_NAME_IID: u32 = 1;
 const DA_BOOL_VALUE: u32 = 2;
 const DA_UINT_VALUE: u32 = 3;
 const DA_STRING_VALUE: u32 = 6;
+const DA_NAME: u32 = 10;
 
 // InternedData and its entries (EventName, DebugAnnotationName,
 // SourceLocation).
@@ -111,6 +116,11 @@ const ANNOTATION_NAMES: [&str; 3] = ["exit", "resumed", "count"];
 const EXIT: u64 = 1;
 const RESUMED: u64 = 2;
 const COUNT: u64 = 3;
+/// The values' annotation names, interned on a sequence with its first
+/// value: `retval`, then `arg1` to `arg12` (`MAX_ARGS`).
+const RETVAL: u64 = ANNOTATION_NAMES.len() as u64 + 1;
+const FIRST_ARG: u64 = RETVAL + 1;
+const INTERNED_ARGS: usize = ftail_abi::argspec::MAX_ARGS;
 const INSTANT_NAMES: [&str; 2] = ["buffer full", "events lost"];
 const BUFFER_FULL: u64 = 1;
 const EVENTS_LOST: u64 = 2;
@@ -128,6 +138,7 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
         body: Vec::with_capacity(128),
         inner: Vec::with_capacity(64),
         interned: Vec::with_capacity(128),
+        text: crate::ValueText::new(input),
     };
     let mut notes = crate::name_notes(input);
     w.clock_snapshot(input)?;
@@ -149,6 +160,7 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
                 next_location: 1,
                 srclines,
                 buffer_full: false,
+                value_names: false,
             };
             for item in items {
                 w.item(t, &mut state, &item)?;
@@ -191,6 +203,39 @@ struct ThreadState {
     next_location: u64,
     srclines: bool,
     buffer_full: bool,
+    /// The values' annotation names are interned.
+    value_names: bool,
+}
+
+impl ThreadState {
+    /// Interns the values' annotation names into `interned` the first
+    /// time a value is sent on the sequence.
+    fn value_names(&mut self, interned: &mut Vec<u8>, inner: &mut Vec<u8>) {
+        if std::mem::replace(&mut self.value_names, true) {
+            return;
+        }
+        let names =
+            std::iter::once("retval".to_string()).chain((0..INTERNED_ARGS).map(crate::arg_name));
+        for (i, n) in names.enumerate() {
+            message(interned, ID_DEBUG_ANNOTATION_NAMES, inner, |e| {
+                uint(e, IID, RETVAL + i as u64);
+                string(e, NAME, &n);
+            });
+        }
+    }
+}
+
+/// A string annotation: its name interned as `iid`, or spelled out when
+/// past the interned ones.
+fn annotation(b: &mut Vec<u8>, inner: &mut Vec<u8>, iid: u64, name: &str, value: &str) {
+    message(b, TE_DEBUG_ANNOTATIONS, inner, |a| {
+        if iid < FIRST_ARG + INTERNED_ARGS as u64 {
+            uint(a, DA_NAME_IID, iid);
+        } else {
+            string(a, DA_NAME, name);
+        }
+        string(a, DA_STRING_VALUE, value);
+    });
 }
 
 struct Writer<'o, W: ?Sized> {
@@ -200,6 +245,7 @@ struct Writer<'o, W: ?Sized> {
     body: Vec<u8>,
     inner: Vec<u8>,
     interned: Vec<u8>,
+    text: crate::ValueText,
 }
 
 impl<W: Write + ?Sized> Writer<'_, W> {
@@ -327,6 +373,7 @@ impl<W: Write + ?Sized> Writer<'_, W> {
                 func,
                 tsc,
                 resumed,
+                ref args,
                 ..
             } => {
                 let key = func.map_or(addr | 1 << 63, |f| u64::from(f.0));
@@ -375,6 +422,10 @@ impl<W: Write + ?Sized> Writer<'_, W> {
                     },
                     _ => 0,
                 };
+                let args = args.as_ref().map(|v| self.text.args(v)).unwrap_or_default();
+                if !args.is_empty() {
+                    s.value_names(&mut self.interned, &mut self.inner);
+                }
                 self.packet.clear();
                 uint(&mut self.packet, TIMESTAMP, t.clock.ns(tsc).round() as u64);
                 uint(&mut self.packet, TRUSTED_SEQUENCE_ID, s.seq);
@@ -399,18 +450,52 @@ impl<W: Write + ?Sized> Writer<'_, W> {
                             uint(a, DA_BOOL_VALUE, 1);
                         });
                     }
+                    for (i, v) in args.iter().enumerate() {
+                        annotation(b, inner, FIRST_ARG + i as u64, &crate::arg_name(i), v);
+                    }
                 });
                 self.emit()
             }
-            Shown::Leave { end, how, .. } | Shown::Leaf { end, how, .. } => {
+            Shown::Leave {
+                end,
+                how,
+                ref ret,
+                func,
+                ..
+            }
+            | Shown::Leaf {
+                end,
+                how,
+                ref ret,
+                func,
+                ..
+            } => {
                 let ns = t.clock.ns(end);
                 if how == EventKind::Truncated && !s.buffer_full {
                     s.buffer_full = true;
                     self.instant(s.seq, ns, BUFFER_FULL, None)?;
                 }
+                let retval = ret.as_ref().map(|v| {
+                    let function = func.map(|f| &*t.names.function(f).name);
+                    self.text.ret(v, function)
+                });
+                self.interned.clear();
+                if retval.is_some() {
+                    s.value_names(&mut self.interned, &mut self.inner);
+                }
                 self.packet.clear();
                 uint(&mut self.packet, TIMESTAMP, ns.round() as u64);
                 uint(&mut self.packet, TRUSTED_SEQUENCE_ID, s.seq);
+                if retval.is_some() {
+                    uint(
+                        &mut self.packet,
+                        SEQUENCE_FLAGS,
+                        SEQ_NEEDS_INCREMENTAL_STATE,
+                    );
+                }
+                if !self.interned.is_empty() {
+                    bytes(&mut self.packet, INTERNED_DATA, &self.interned);
+                }
                 let inner = &mut self.inner;
                 message(&mut self.packet, TRACK_EVENT, &mut self.body, |b| {
                     uint(b, TE_TYPE, TYPE_SLICE_END);
@@ -419,6 +504,9 @@ impl<W: Write + ?Sized> Writer<'_, W> {
                             uint(a, DA_NAME_IID, EXIT);
                             string(a, DA_STRING_VALUE, note);
                         });
+                    }
+                    if let Some(v) = &retval {
+                        annotation(b, inner, RETVAL, "retval", v);
                     }
                 });
                 self.emit()

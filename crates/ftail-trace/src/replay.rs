@@ -269,22 +269,9 @@ impl ImageReplay<'_> {
     ) {
         if let Some(v) = ret {
             self.text.clear();
-            let named = v
-                .iter()
-                .any(|v| v.ty.class() == ftail_abi::argspec::class::ENUM);
-            match func.filter(|_| named) {
-                Some(f) => {
-                    let name = &self.names.function(f).name;
-                    let mut v = v.to_vec();
-                    for x in &mut v {
-                        if x.enum_id == 0 {
-                            x.enum_id = self.enums.returned_by(name).unwrap_or(0);
-                        }
-                    }
-                    crate::values::write_list(&mut self.text, &v, self.enums);
-                }
-                None => crate::values::write_list(&mut self.text, v, self.enums),
-            }
+            let names = self.names;
+            let function = func.map(|f| &*names.function(f).name);
+            crate::values::write_ret(&mut self.text, v, function, self.enums);
             line.extend_from_slice(b" = ");
             line.extend_from_slice(self.text.as_bytes());
         }

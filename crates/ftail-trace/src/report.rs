@@ -8,6 +8,12 @@
 //! depth, whatever the trace's size. With no filter the fold resolves
 //! each entry with one hash probe and touches nothing else; filters go
 //! through the same pipeline as replay ([`crate::view`]).
+//!
+//! With recorded values (`ftail record -A/-R/-a`), [`Options::values`]
+//! groups calls by function *and* arguments: one row per distinct
+//! argument list (`add(1, 2)`), with the return value its calls gave
+//! most often (`= 3`, and how often when they differ). Memory is then
+//! the number of distinct argument lists and return values.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -113,8 +119,23 @@ impl FunctionStats {
 struct ThreadCounters {
     by_func: Vec<Counters>,
     unknown: FxHashMap<u64, Counters>,
+    /// With [`Options::values`]: per function (index, or `u32::MAX` and
+    /// the address) and argument list.
+    by_values: FxHashMap<ValueKey, ValueCounters>,
     /// Damage met reading the thread, if any.
     damage: Option<String>,
+}
+
+/// A function (index, or `u32::MAX` with the entry address for one no
+/// table names) and its arguments as text, when recorded.
+type ValueKey = (u32, u64, Option<Box<str>>);
+
+/// The calls of one argument list: their counters, and how often each
+/// return value came back.
+#[derive(Debug, Default)]
+struct ValueCounters {
+    counters: Counters,
+    returns: FxHashMap<Box<str>, u64>,
 }
 
 /// Empty counters for `names`, and the thread's events; or the counters
@@ -228,6 +249,79 @@ fn fold_filtered(
     out
 }
 
+/// Folds one thread by function and argument values, through the
+/// filters.
+fn fold_values(
+    file: &ThreadFile,
+    names: &Names,
+    filters: &Filters,
+    m: &Matches,
+    enums: &crate::values::Enums,
+) -> ThreadCounters {
+    let (mut out, header, mut events) = match open_thread(file, names) {
+        Ok(x) => x,
+        Err(out) => return out,
+    };
+    let feed = events.values();
+    let visible = Visible::new(
+        Calls::new(&mut events, header.stopped).values(feed),
+        names,
+        m,
+        filters,
+    );
+    // Per open shown call: time of its callees, whether a new call, its
+    // arguments.
+    let mut open: Vec<(u64, bool, Option<Box<str>>)> = Vec::new();
+    let text = |v: &crate::values::Values| -> Box<str> {
+        crate::values::args_text(v, enums).into_boxed_str()
+    };
+    for item in Threshold::new(visible, filters.min_ticks) {
+        match item {
+            Shown::Enter {
+                resumed, ref args, ..
+            } => open.push((0, !resumed, args.as_ref().map(text))),
+            Shown::Leave {
+                addr,
+                func,
+                start,
+                end,
+                ref ret,
+                ..
+            }
+            | Shown::Leaf {
+                addr,
+                func,
+                start,
+                end,
+                ref ret,
+                ..
+            } => {
+                let (inner, new_call, args) = match item {
+                    Shown::Leaf { ref args, .. } => (0, true, args.as_ref().map(text)),
+                    _ => open.pop().unwrap_or((0, true, None)),
+                };
+                let ticks = end.saturating_sub(start);
+                let key = match func {
+                    Some(f) => (f.0, 0, args),
+                    None => (u32::MAX, addr, args),
+                };
+                let c = out.by_values.entry(key).or_default();
+                c.counters.add(ticks, inner, new_call);
+                if let Some(v) = ret {
+                    let name = func.map(|f| &*names.function(f).name);
+                    let r = crate::values::ret_text(v, name, enums);
+                    *c.returns.entry(r.into_boxed_str()).or_default() += 1;
+                }
+                if let Some(parent) = open.last_mut() {
+                    parent.0 += ticks;
+                }
+            }
+        }
+    }
+    out.damage = events.damage().map(str::to_string);
+    out
+}
+
 /// How to report.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -237,6 +331,9 @@ pub struct Options {
     pub tids: Vec<u32>,
     /// One row per thread and function, not per function.
     pub per_thread: bool,
+    /// One row per function and argument list, with the return values
+    /// (recorded with `ftail record -A/-R/-a`).
+    pub values: bool,
 }
 
 /// A row's key: the function's name, and the thread when per thread.
@@ -246,6 +343,9 @@ pub struct RowKey {
     pub thread: Option<(String, u32)>,
     /// The function's name.
     pub name: Arc<str>,
+    /// Its arguments as replay shows them (`1, "abc"`), with
+    /// [`Options::values`] when they were recorded.
+    pub args: Option<Box<str>>,
 }
 
 /// What a report found.
@@ -253,6 +353,9 @@ pub struct RowKey {
 pub struct Report {
     /// Per row.
     pub rows: BTreeMap<RowKey, FunctionStats>,
+    /// With [`Options::values`]: per row with recorded return values,
+    /// how many calls returned each.
+    pub returns: BTreeMap<RowKey, BTreeMap<Box<str>, u64>>,
     /// Threads read up to damage: one line each.
     pub damage: Vec<String>,
     /// Modules that could not be named.
@@ -278,10 +381,17 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
         .flat_map(|(i, img)| img.threads.iter().map(move |t| (i, t)))
         .filter(|(_, t)| opts.tids.is_empty() || opts.tids.contains(&t.tid))
         .collect();
+    let enums = if opts.values {
+        crate::values::Enums::load(&trace.dir)
+    } else {
+        crate::values::Enums::default()
+    };
     let folded: Vec<(usize, u32, ThreadCounters)> = jobs
         .par_iter()
         .map(|&(i, t)| {
-            let c = if plain {
+            let c = if opts.values {
+                fold_values(t, &names[i], &opts.filters, &matches[i], &enums)
+            } else if plain {
                 fold_plain(t, &names[i])
             } else {
                 fold_filtered(t, &names[i], &opts.filters, &matches[i])
@@ -297,24 +407,47 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
         let image = &trace.images[i];
         let hz = image.tsc_hz().max(1) as f64;
         let thread = opts.per_thread.then(|| (image.key.clone(), tid));
-        let mut add = |name: Arc<str>, counters: &Counters| {
+        let mut add = |name: Arc<str>, args: Option<Box<str>>, counters: &Counters| {
             if counters.calls == 0 {
-                return;
+                return None;
             }
             let stats = FunctionStats::from(counters, hz);
+            let key = RowKey {
+                thread: thread.clone(),
+                name,
+                args,
+            };
             out.rows
-                .entry(RowKey {
-                    thread: thread.clone(),
-                    name,
-                })
+                .entry(key.clone())
                 .and_modify(|s| s.merge(&stats))
                 .or_insert(stats);
+            Some(key)
         };
+        let unknown = |addr: u64| -> Arc<str> { format!("{:#x}", addr.saturating_sub(5)).into() };
         for (f, counters) in c.by_func.iter().enumerate() {
-            add(names[i].functions()[f].name.clone(), counters);
+            add(names[i].functions()[f].name.clone(), None, counters);
         }
         for (addr, counters) in &c.unknown {
-            add(format!("{:#x}", addr.saturating_sub(5)).into(), counters);
+            add(unknown(*addr), None, counters);
+        }
+        let mut returns = Vec::new();
+        for ((f, addr, args), v) in c.by_values {
+            let name = match f {
+                u32::MAX => unknown(addr),
+                f => names[i].functions()[f as usize].name.clone(),
+            };
+            if let Some(key) = add(name, args, &v.counters) {
+                returns.push((key, v.returns));
+            }
+        }
+        for (key, rets) in returns {
+            if rets.is_empty() {
+                continue;
+            }
+            let row = out.returns.entry(key).or_default();
+            for (r, n) in rets {
+                *row.entry(r).or_default() += n;
+            }
         }
         if let Some(d) = c.damage {
             out.damage.push(d);
@@ -405,7 +538,7 @@ pub fn render(r: &Report, key: SortKey) -> String {
         if let Some((key, tid)) = &k.thread {
             let _ = write!(out, "{key:>7}  {tid:>7}  ");
         }
-        let _ = writeln!(out, "{}", k.name);
+        let _ = writeln!(out, "{}", call(k, r.returns.get(k)));
     }
     for d in &r.diagnostics {
         let _ = writeln!(out, "# {d}");
@@ -414,6 +547,29 @@ pub fn render(r: &Report, key: SortKey) -> String {
         let _ = writeln!(out, "# read up to damage: {d}");
     }
     out
+}
+
+/// A row's function: its name, or with [`Options::values`] its call as
+/// replay shows one, `add(1, 2) = 3`, with the return value its calls
+/// gave most often and, when they differ, how often and how many values
+/// there were: `rand(6) = 4 /* 3 of 10 calls; 6 values */`.
+fn call(k: &RowKey, returns: Option<&BTreeMap<Box<str>, u64>>) -> String {
+    let mut s = k.name.to_string();
+    if k.args.is_none() && returns.is_none() {
+        return s;
+    }
+    let _ = write!(s, "({})", k.args.as_deref().unwrap_or(""));
+    let Some(returns) = returns else { return s };
+    // The most frequent value; of equally frequent ones, the first.
+    let Some((value, &n)) = returns.iter().rev().max_by_key(|(_, &n)| n) else {
+        return s;
+    };
+    let _ = write!(s, " = {value}");
+    if returns.len() > 1 {
+        let all: u64 = returns.values().sum();
+        let _ = write!(s, " /* {n} of {all} calls; {} values */", returns.len());
+    }
+    s
 }
 
 /// Two runs side by side, per function: calls, total and self time of
@@ -485,4 +641,38 @@ pub fn render_diff(base: &Report, other: &Report, key: SortKey) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(args: Option<&str>) -> RowKey {
+        RowKey {
+            thread: None,
+            name: "roll".into(),
+            args: args.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn rows_with_values_show_the_most_frequent_return_value() {
+        let returns = |v: &[(&str, u64)]| -> BTreeMap<Box<str>, u64> {
+            v.iter().map(|&(r, n)| (r.into(), n)).collect()
+        };
+        assert_eq!(call(&key(None), None), "roll");
+        assert_eq!(call(&key(Some("6")), None), "roll(6)");
+        assert_eq!(
+            call(&key(Some("6")), Some(&returns(&[("4", 1)]))),
+            "roll(6) = 4"
+        );
+        assert_eq!(call(&key(None), Some(&returns(&[("4", 1)]))), "roll() = 4");
+        assert_eq!(
+            call(
+                &key(Some("6")),
+                Some(&returns(&[("1", 2), ("4", 3), ("6", 3), ("2", 1)]))
+            ),
+            "roll(6) = 4 /* 3 of 9 calls; 4 values */"
+        );
+    }
 }

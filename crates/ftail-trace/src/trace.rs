@@ -420,6 +420,7 @@ mod tests {
             &r.rows[&crate::report::RowKey {
                 thread: None,
                 name: n.into(),
+                args: None,
             }]
         };
         let co = row("0x2000");

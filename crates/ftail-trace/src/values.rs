@@ -220,6 +220,41 @@ pub fn write_list(out: &mut String, values: &[Value], enums: &Enums) {
     }
 }
 
+/// Appends a return value as replay shows it after ` = `: an enum that
+/// its record does not name takes the enum the spec file gives for
+/// `function` (the function's name, when known).
+pub fn write_ret(out: &mut String, values: &[Value], function: Option<&str>, enums: &Enums) {
+    let unnamed = values
+        .iter()
+        .any(|v| v.ty.class() == class::ENUM && v.enum_id == 0);
+    match function.filter(|_| unnamed) {
+        Some(name) => {
+            let mut v = values.to_vec();
+            for x in &mut v {
+                if x.enum_id == 0 {
+                    x.enum_id = enums.returned_by(name).unwrap_or(0);
+                }
+            }
+            write_list(out, &v, enums);
+        }
+        None => write_list(out, values, enums),
+    }
+}
+
+/// Recorded arguments as text, without parentheses: `1, "abc"`.
+pub fn args_text(values: &[Value], enums: &Enums) -> String {
+    let mut s = String::new();
+    write_list(&mut s, values, enums);
+    s
+}
+
+/// A recorded return value as text (see [`write_ret`]).
+pub fn ret_text(values: &[Value], function: Option<&str>, enums: &Enums) -> String {
+    let mut s = String::new();
+    write_ret(&mut s, values, function, enums);
+    s
+}
+
 fn escape(out: &mut String, bytes: &[u8], quote: char) {
     for &b in bytes {
         match b {
