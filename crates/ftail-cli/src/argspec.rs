@@ -238,9 +238,18 @@ pub fn write_spec_file(
     if o.auto_args {
         let exe = crate::record::which(program)
             .with_context(|| format!("-a: finding {}", program.display()))?;
-        let auto = ftail_trace::autoargs::specs(&exe)
+        let mut enums = 0;
+        let auto = ftail_trace::autoargs::specs(&exe, &mut enums)
             .map_err(|e| anyhow::anyhow!("-a: reading the debug info of {}: {e}", exe.display()))?;
         lines.extend(auto);
+        // The libraries it loads at start-up: those built through ftail
+        // (with site tables) and with debug info add their functions'
+        // rules; the others (libc, …) have nothing to add.
+        for lib in ftail_trace::autoargs::needed_libraries(&exe) {
+            if let Ok(auto) = ftail_trace::autoargs::specs(&lib, &mut enums) {
+                lines.extend(auto);
+            }
+        }
     }
     let path = dir.join(ftail_abi::argspec::SPEC_FILE);
     if lines.is_empty() {

@@ -97,7 +97,8 @@ pub struct RecordArgs {
     #[arg(short = 'R', long = "retval", value_name = "GLOB[@FMT]", value_parser = check_retval)]
     pub retval: Vec<String>,
     /// Record every traced function's arguments and return value as its
-    /// debug info (DWARF) describes them
+    /// debug info (DWARF) describes them: the program's and those of the
+    /// libraries it loads at start-up (not of libraries it dlopens later)
     #[arg(short = 'a', long)]
     pub auto_args: bool,
 }

@@ -325,3 +325,55 @@ fn report_groups_calls_by_their_values() {
         ["add(10, 6) = 16", "chain(5) = 16", "twice(5, 6) = 16"]
     );
 }
+
+/// `-a` also reads the libraries the program loads at start-up (found as
+/// the loader finds them: here through `$ORIGIN` in its run path), each
+/// with its own enums: the library's `TRIANGLE` and the program's `ANGRY`
+/// are both named right (before: the library's functions recorded
+/// nothing).
+#[test]
+fn auto_args_come_from_the_libraries_debug_info_too() {
+    let dir = scratch();
+    let src = repo().join("tests/args");
+    let lib = dir.path().join("libshape.so");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-g", "-O2", "-fPIC", "-shared", "-o"])
+            .arg(&lib)
+            .arg(src.join("shape.c")),
+    );
+    let exe = dir.path().join("uses_shape");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-g", "-O2", "-o"])
+            .arg(&exe)
+            .arg(src.join("uses_shape.c"))
+            .arg("-L")
+            .arg(dir.path())
+            .args(["-lshape", "-Wl,-rpath,$ORIGIN"]),
+    );
+    let trace = dir.path().join("trace");
+    let out = run(Command::new(ftail())
+        .args(["record", "-a", "-d"])
+        .arg(&trace)
+        .arg("--")
+        .arg(&exe));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "3 42 1\n");
+    let replay = run_ok(
+        Command::new(ftail())
+            .args(["replay", "--no-pager", "-d"])
+            .arg(&trace),
+    );
+    let recorded = calls(&replay);
+    for want in [
+        "sides(TRIANGLE) = 3",
+        "area(6, 7) = 42",
+        "flip(CALM) = ANGRY",
+    ] {
+        assert!(
+            recorded.iter().any(|c| c == want),
+            "{want:?} not recorded:\n{replay}"
+        );
+    }
+}

@@ -33,10 +33,14 @@ type R<'a> = EndianSlice<'a, LittleEndian>;
 /// The spec file's lines (`ftail_abi::argspec`) for every instrumented
 /// function of the executable at `path` that its debug info describes.
 ///
+/// Enums are numbered from `enums_before + 1` (so that the rules of
+/// several modules share one spec file); `enums_before` comes back
+/// counting this module's too.
+///
 /// # Errors
 ///
 /// When the file cannot be read or is not an ELF file.
-pub fn specs(path: &Path) -> Result<Vec<String>, String> {
+pub fn specs(path: &Path, enums_before: &mut u16) -> Result<Vec<String>, String> {
     let data = std::fs::read(path).map_err(|e| e.to_string())?;
     let file = object::File::parse(&*data).map_err(|e| e.to_string())?;
     let funcs = crate::sites::read(&data).map_err(|e| format!("{e:?}"))?;
@@ -48,7 +52,10 @@ pub fn specs(path: &Path) -> Result<Vec<String>, String> {
     };
     let owned = gimli::DwarfSections::load(load).map_err(|e: gimli::Error| e.to_string())?;
     let dwarf = owned.borrow(|s| EndianSlice::new(s, LittleEndian));
-    let mut found = Found::default();
+    let mut found = Found {
+        enum_base: *enums_before,
+        ..Found::default()
+    };
     let mut units = dwarf.units();
     while let Ok(Some(header)) = units.next() {
         let Ok(unit) = dwarf.unit(header) else {
@@ -56,6 +63,7 @@ pub fn specs(path: &Path) -> Result<Vec<String>, String> {
         };
         let _ = walk(&dwarf, &unit, &mut found);
     }
+    *enums_before += found.enums.len() as u16;
     let mut lines = found.enum_lines;
     for f in &funcs {
         if let Some(spec) = found.specs.get(&f.start) {
@@ -73,6 +81,8 @@ struct Found {
     /// Enum numbers by (unit offset, DIE offset).
     enums: HashMap<(usize, usize), u16>,
     enum_lines: Vec<String>,
+    /// Enums numbered by modules read before this one.
+    enum_base: u16,
 }
 
 /// What a type is, for recording.
@@ -326,7 +336,7 @@ fn kind(
         gimli::DW_TAG_enumeration_type => {
             let key = (unit_key(unit), t.0);
             if !found.enums.contains_key(&key) {
-                let n = found.enums.len() as u16 + 1;
+                let n = found.enum_base + found.enums.len() as u16 + 1;
                 found.enums.insert(key, n);
                 let name = match die.attr_value(gimli::DW_AT_name)? {
                     Some(v) => name_of(dwarf, unit, v).unwrap_or_else(|| format!("enum{n}")),
@@ -430,4 +440,115 @@ fn listed(
         }
     }
     Ok(LOC_NONE)
+}
+
+/// The shared libraries the program at `path` loads at start-up, found as
+/// the dynamic loader finds them (`DT_NEEDED`, searched in `DT_RPATH`
+/// when there is no `DT_RUNPATH`, `LD_LIBRARY_PATH`, `DT_RUNPATH`, then
+/// the default directories; `$ORIGIN` is the needing object's directory),
+/// each once, in the order found. Libraries loaded later with `dlopen`
+/// cannot be known here.
+pub fn needed_libraries(path: &Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<std::path::PathBuf> = Vec::new();
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(object) = todo.pop() {
+        for lib in needed_by(&object) {
+            if !found.contains(&lib) {
+                found.push(lib.clone());
+                todo.push(lib);
+            }
+        }
+    }
+    found
+}
+
+/// The libraries `path` itself names, resolved (those not found are left
+/// out: the loader will say so when the program starts).
+fn needed_by(path: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(data) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let Some(dynamic) = dynamic_strings(&data) else {
+        return Vec::new();
+    };
+    let origin = path
+        .parent()
+        .and_then(|p| p.to_str())
+        .unwrap_or(".")
+        .to_string();
+    let expand = |list: &str| -> Vec<String> {
+        list.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| d.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin))
+            .collect()
+    };
+    let mut dirs = Vec::new();
+    if dynamic.runpath.is_none() {
+        dirs.extend(dynamic.rpath.as_deref().map(expand).unwrap_or_default());
+    }
+    if let Ok(list) = std::env::var("LD_LIBRARY_PATH") {
+        dirs.extend(expand(&list));
+    }
+    dirs.extend(dynamic.runpath.as_deref().map(expand).unwrap_or_default());
+    dirs.extend(
+        [
+            "/lib/x86_64-linux-gnu",
+            "/usr/lib/x86_64-linux-gnu",
+            "/lib64",
+            "/usr/lib64",
+            "/lib",
+            "/usr/lib",
+            "/usr/local/lib",
+        ]
+        .map(String::from),
+    );
+    dynamic
+        .needed
+        .iter()
+        .filter_map(|name| {
+            if name.contains('/') {
+                let p = std::path::PathBuf::from(name);
+                return p.is_file().then_some(p);
+            }
+            dirs.iter()
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.is_file())
+        })
+        .collect()
+}
+
+/// What the dynamic section of an ELF file names.
+struct DynamicStrings {
+    needed: Vec<String>,
+    rpath: Option<String>,
+    runpath: Option<String>,
+}
+
+fn dynamic_strings(data: &[u8]) -> Option<DynamicStrings> {
+    use object::elf::{FileHeader64, DT_NEEDED, DT_RPATH, DT_RUNPATH};
+    use object::read::elf::{Dyn, FileHeader};
+    let elf = FileHeader64::<object::Endianness>::parse(data).ok()?;
+    let endian = elf.endian().ok()?;
+    let sections = elf.sections(endian, data).ok()?;
+    let (entries, strtab) = sections.dynamic(endian, data).ok()??;
+    let strings = sections.strings(endian, data, strtab).ok()?;
+    let mut out = DynamicStrings {
+        needed: Vec::new(),
+        rpath: None,
+        runpath: None,
+    };
+    for d in entries {
+        let text = || {
+            d.string(endian, strings)
+                .ok()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+        };
+        match d.tag32(endian) {
+            Some(DT_NEEDED) => out.needed.extend(text()),
+            Some(DT_RPATH) => out.rpath = text(),
+            Some(DT_RUNPATH) => out.runpath = text(),
+            _ => {}
+        }
+    }
+    Some(out)
 }
