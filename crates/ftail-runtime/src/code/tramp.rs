@@ -173,6 +173,41 @@ std::arch::global_asm!(
 .Lspare_kept\@:
     .endm
 
+    # Opens the traced function's frame on the trace stack: the top entry
+    # is checked against the function's CFA (\cfa(%rsp)), and anything
+    # irregular (frames gone, an entry replaced, a full trace stack) goes
+    # to \slow before anything is written; else (CFA, \word) is pushed.
+    # Leaves rcx = the depth before the push and rax = the entry's
+    # address; clobbers rdx.
+    .macro FTAIL_TRACE_PUSH cfa, word, slow
+    mov 16(%r11), %rcx               # depth
+    lea \cfa(%rsp), %rdx             # the function's CFA
+    test %rcx, %rcx
+    jz 1f
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax               # &stack[depth]; the top is at -16
+    cmp %rdx, -16(%rax)
+    ja 1f                            # top CFA above ours: a new frame
+    jb \slow                         # below ours: frames gone, resync
+    mov -8(%rax), %rax
+    shr $62, %rax                    # same CFA: a tail callee of a marked
+    jz \slow                         # or converted entry, else replaced
+1:  cmp 32(%r11), %rcx
+    jae \slow                        # trace stack full
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax               # &stack[depth]
+    mov %rdx, (%rax)                 # written, reserved, written again:
+    mov \word, %rdx                  # a signal handler that ran between
+    mov %rdx, 8(%rax)                # the first writes and the increment
+    incq 16(%r11)                    # may have reused the slot
+    lea \cfa(%rsp), %rdx
+    mov %rdx, (%rax)
+    mov \word, %rdx
+    mov %rdx, 8(%rax)
+    .endm
+
     # Calls the Rust slow path \fn(state, cfa, site + 5, rcx, \kind, area)
     # with every register and the x87/SSE state saved (area: where, for
     # the values recorded by args.rs); 16-byte aligned.
@@ -428,32 +463,7 @@ ftail_entry:
     FTAIL_PUSH4
     cmpq $1, 40(%r11)                # status == recording?
     jne 8f
-    mov 16(%r11), %rcx               # depth
-    lea 48(%rsp), %rdx               # the function's CFA
-    test %rcx, %rcx
-    jz 1f
-    mov %rcx, %rax
-    shl $4, %rax
-    add 24(%r11), %rax               # &stack[depth]; the top is at -16
-    cmp %rdx, -16(%rax)
-    ja 1f                            # top CFA above ours: a new frame
-    jb 8f                            # below ours: frames gone, resync
-    mov -8(%rax), %rax
-    shr $62, %rax                    # same CFA: a tail callee of a marked
-    jz 8f                            # or converted entry, else replaced
-1:  cmp 32(%r11), %rcx
-    jae 8f                           # trace stack full
-    mov %rcx, %rax
-    shl $4, %rax
-    add 24(%r11), %rax               # &stack[depth]
-    mov %rdx, (%rax)                 # written, reserved, written again:
-    mov 32(%rsp), %rdx               # a signal handler that ran between
-    mov %rdx, 8(%rax)                # the first writes and the increment
-    incq 16(%r11)                    # may have reused the slot
-    lea 48(%rsp), %rdx
-    mov %rdx, (%rax)
-    mov 32(%rsp), %rdx
-    mov %rdx, 8(%rax)
+    FTAIL_TRACE_PUSH 48, 32(%rsp), 8f
     cmp {maxdepth}(%rip), %rcx
     jae 9f                           # deeper than -D: tracked, not written
     rdtsc
@@ -535,32 +545,7 @@ ftail_entry_c:
     FTAIL_PUSH4
     cmpq $1, 40(%r11)                # status == recording?
     jne 8f
-    mov 16(%r11), %rcx               # depth
-    lea 48(%rsp), %rdx               # the function's CFA
-    test %rcx, %rcx
-    jz 1f
-    mov %rcx, %rax
-    shl $4, %rax
-    add 24(%r11), %rax               # &stack[depth]; the top is at -16
-    cmp %rdx, -16(%rax)
-    ja 1f                            # top CFA above ours: a new frame
-    jb 8f                            # below ours: frames gone, resync
-    mov -8(%rax), %rax
-    shr $62, %rax                    # same CFA: a tail callee of a marked
-    jz 8f                            # or converted entry, else replaced
-1:  cmp 32(%r11), %rcx
-    jae 8f                           # trace stack full
-    mov %rcx, %rax
-    shl $4, %rax
-    add 24(%r11), %rax               # &stack[depth]
-    mov %rdx, (%rax)                 # written, reserved, written again:
-    mov 32(%rsp), %rdx               # a signal handler that ran between
-    mov %rdx, 8(%rax)                # the first writes and the increment
-    incq 16(%r11)                    # may have reused the slot
-    lea 48(%rsp), %rdx
-    mov %rdx, (%rax)
-    mov 32(%rsp), %rdx
-    mov %rdx, 8(%rax)
+    FTAIL_TRACE_PUSH 48, 32(%rsp), 8f
     cmp {maxdepth}(%rip), %rcx
     jae 9f                           # deeper than -D: tracked, not written
     rdtsc
@@ -734,29 +719,7 @@ ftail_entry_spec:
     shl ${ret_ty_shift}, %rax
     bts ${retval_bit}, %rax
     or %rax, %rdi
-2:  mov 16(%r11), %rcx               # depth
-    lea 88(%rsp), %rdx               # the function's CFA
-    test %rcx, %rcx
-    jz 1f
-    mov %rcx, %rax
-    shl $4, %rax
-    add 24(%r11), %rax               # &stack[depth]; the top is at -16
-    cmp %rdx, -16(%rax)
-    ja 1f                            # top CFA above ours: a new frame
-    jb .Lspec_slow_pop               # below ours: frames gone, resync
-    mov -8(%rax), %rax
-    shr $62, %rax                    # same CFA: a tail callee of a marked
-    jz .Lspec_slow_pop               # or converted entry, else replaced
-1:  cmp 32(%r11), %rcx
-    jae .Lspec_slow_pop              # trace stack full
-    mov %rcx, %rax
-    shl $4, %rax
-    add 24(%r11), %rax               # &stack[depth]
-    mov %rdx, (%rax)                 # written, reserved, written again
-    mov %rdi, 8(%rax)                # (see ftail_entry_c)
-    incq 16(%r11)
-    mov %rdx, (%rax)
-    mov %rdi, 8(%rax)
+2:  FTAIL_TRACE_PUSH 88, %rdi, .Lspec_slow_pop
     cmp {maxdepth}(%rip), %rcx
     jae .Lspec_pop                   # deeper than -D: tracked, not written
     movzbl 3(%rsi), %ecx             # arguments
