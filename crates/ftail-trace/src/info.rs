@@ -196,3 +196,18 @@ fn bytes(n: u64) -> String {
     };
     format!("{v:.1} {unit}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::bytes;
+
+    #[test]
+    fn sizes_read_as_whole_bytes_or_one_decimal_of_a_unit() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(228), "228 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(3 << 20), "3.0 MiB");
+        assert_eq!(bytes(30 << 30 | 200 << 20), "30.2 GiB");
+    }
+}
