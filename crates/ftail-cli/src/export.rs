@@ -3,7 +3,6 @@
 //! with a progress bar on a terminal and a line saying where the output
 //! went and what opens it.
 
-use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,11 +96,16 @@ impl Dest {
     fn write<T>(&self, f: impl FnOnce(&mut dyn Write) -> std::io::Result<T>) -> Result<T> {
         let r = match self {
             Dest::File(p) => {
-                let file = File::create(p).with_context(|| format!("creating {}", p.display()))?;
-                let mut w = BufWriter::with_capacity(1 << 20, file);
-                f(&mut w)
+                // Private, never through a link, and renamed into place
+                // only once complete.
+                let mut out = ftail_export::output::create_file(p)?;
+                let mut w = BufWriter::with_capacity(1 << 20, out.writer());
+                let t = f(&mut w)
                     .and_then(|t| w.flush().map(|()| t))
-                    .with_context(|| format!("writing {}", p.display()))
+                    .with_context(|| format!("writing {}", p.display()))?;
+                drop(w);
+                out.commit()?;
+                Ok(t)
             }
             Dest::Stdout => {
                 let mut w = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());

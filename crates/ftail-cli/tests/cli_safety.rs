@@ -35,20 +35,6 @@ fn ftail_into_closed_pipe(args: &[&std::ffi::OsStr], both: bool) -> Output {
     run(&mut cmd)
 }
 
-/// A small program built through `ftail cc`.
-fn small_program(dir: &Path) -> PathBuf {
-    let src = dir.join("small.c");
-    std::fs::write(
-        &src,
-        "int add(int a, int b) { return a + b; }\n\
-         int main(int argc, char **argv) { (void)argv; return add(argc, -1); }\n",
-    )
-    .unwrap();
-    let exe = dir.join("small");
-    run_ok(ftail_cc("gcc").args(["-O0", "-o"]).arg(&exe).arg(&src));
-    exe
-}
-
 fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -176,35 +162,6 @@ fn an_empty_directory_is_not_taken_for_a_trace() {
     let now = names(&trace);
     assert!(record_into(&trace, &exe).status.success());
     assert_eq!(names(&old), now);
-}
-
-/// Whether this test runs as root, which it needs to act as another user;
-/// says so when it does not.
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipping: needs root to act as another user (CI runs as root)");
-    }
-    root
-}
-
-/// The uid and gid of `nobody`, the other user of these tests.
-const NOBODY: u32 = 65534;
-
-/// Gives `path` and everything under it to `nobody`.
-fn give_away(path: &Path) {
-    run_ok(
-        Command::new("chown")
-            .arg("-R")
-            .arg(format!("{NOBODY}:{NOBODY}"))
-            .arg(path),
-    );
-}
-
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
 }
 
 #[test]

@@ -24,6 +24,7 @@
 pub mod chrome;
 pub mod flame;
 pub mod folded;
+pub mod output;
 pub mod parquet;
 pub mod perfetto;
 pub mod progress;

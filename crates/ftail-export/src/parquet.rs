@@ -30,11 +30,14 @@
 //! rows) at a time, compressed with zstd; a row group is all that is held.
 
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ftail_abi::trace::{EventKind, EVENTS_SUFFIX};
+use rustix::fs::FileType;
+
+use crate::output::{OutputDir, OutputFile};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int32Type, Int64Type};
 use parquet::file::properties::{WriterProperties, WriterVersion};
@@ -181,17 +184,22 @@ macro_rules! req {
 /// A Parquet file written a row group at a time.
 struct Table {
     path: PathBuf,
+    out: OutputFile,
     writer: SerializedFileWriter<BufWriter<File>>,
     columns: Vec<Column>,
     rows: usize,
 }
 
 impl Table {
-    fn create(path: PathBuf, schema_text: &str, columns: Vec<Column>) -> io::Result<Table> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(crate::named(dir))?;
-        }
-        let file = File::create(&path).map_err(crate::named(&path))?;
+    fn create(
+        dir: &OutputDir,
+        name: &str,
+        schema_text: &str,
+        columns: Vec<Column>,
+    ) -> io::Result<Table> {
+        let mut out = dir.file(name)?;
+        let path = out.path().to_path_buf();
+        let file = out.writer().try_clone().map_err(crate::named(&path))?;
         let writer = SerializedFileWriter::new(
             BufWriter::with_capacity(1 << 20, file),
             schema(schema_text)?,
@@ -200,6 +208,7 @@ impl Table {
         .map_err(pq)?;
         Ok(Table {
             path,
+            out,
             writer,
             columns,
             rows: 0,
@@ -238,10 +247,13 @@ impl Table {
         Ok(())
     }
 
+    /// Writes the footer and gives the file its name.
     fn close(mut self) -> io::Result<()> {
         self.flush()?;
-        self.writer.close().map_err(pq)?;
-        Ok(())
+        let mut buf = self.writer.into_inner().map_err(pq)?;
+        buf.flush().map_err(crate::named(&self.path))?;
+        drop(buf);
+        self.out.commit()
     }
 }
 
@@ -264,20 +276,22 @@ fn calls_columns() -> Vec<Column> {
     ]
 }
 
-/// The directory of a partition: `DIR/TABLE/image=KEY`.
-pub fn partition(dir: &Path, table: &str, image_key: &str) -> PathBuf {
-    dir.join(table).join(format!("image={image_key}"))
+/// The directory of a partition, `DIR/TABLE/image=KEY`, created private.
+fn partition(dir: &OutputDir, table: &str, image_key: &str) -> io::Result<OutputDir> {
+    dir.subdir(table)?.subdir(&format!("image={image_key}"))
 }
 
 /// Writes `input`'s calls, functions and threads under `dir` (created if
-/// needed; files of an earlier export there are replaced); returns notes
-/// on what could not be read.
+/// needed, as [`OutputDir::create`] does; files of an earlier export there
+/// are replaced); returns notes on what could not be read.
 ///
 /// # Errors
 ///
-/// Creating or writing a file, named.
+/// Creating or writing a file, named; a `dir` that is not a private
+/// directory of this user's.
 pub fn write(input: &Input, dir: &Path) -> io::Result<Notes> {
-    clear_previous(dir)?;
+    let dir = OutputDir::create(dir)?;
+    clear_previous(&dir)?;
     let mut notes = crate::name_notes(input);
     let matches = crate::matches(input);
     let exits: Vec<ByteArray> = ["return", "tail", "unwound", "truncated", "suspended"]
@@ -306,8 +320,9 @@ pub fn write(input: &Input, dir: &Path) -> io::Result<Notes> {
             .and_then(|n| n.strip_suffix(EVENTS_SUFFIX))
             .and_then(|n| n.rsplit_once('-'))
             .map_or_else(|| file.tid.to_string(), |(_, t)| t.to_string());
-        let path = partition(dir, "calls", &image.key).join(format!("thread-{stem}.parquet"));
-        let mut table = Table::create(path, CALLS_SCHEMA, calls_columns())?;
+        let part = partition(&dir, "calls", &image.key)?;
+        let name = format!("thread-{stem}.parquet");
+        let mut table = Table::create(&part, &name, CALLS_SCHEMA, calls_columns())?;
         let end = crate::stream_thread(input, i, &matches[i], file, &mut notes, |t, items| {
             let (pid, tid) = (t.image.pid as i32, t.file.tid as i32);
             // Per open shown call: id, callees' ticks, resumed.
@@ -378,11 +393,12 @@ pub fn write(input: &Input, dir: &Path) -> io::Result<Notes> {
         if thread_rows[i].is_empty() {
             continue;
         }
-        write_functions(input, i, dir)?;
-        let path = partition(dir, "threads", &image.key).join("threads.parquet");
+        write_functions(input, i, &dir)?;
+        let part = partition(&dir, "threads", &image.key)?;
         let n = thread_rows[i].len();
         let mut t = Table::create(
-            path,
+            &part,
+            "threads.parquet",
             THREADS_SCHEMA,
             vec![
                 Column::I32(Vec::with_capacity(n), None),
@@ -407,13 +423,14 @@ pub fn write(input: &Input, dir: &Path) -> io::Result<Notes> {
 }
 
 /// The functions table of image `i`.
-fn write_functions(input: &Input, i: usize, dir: &Path) -> io::Result<()> {
+fn write_functions(input: &Input, i: usize, dir: &OutputDir) -> io::Result<()> {
     let image = &input.trace.images[i];
     let names = &input.names[i];
     let n = names.functions().len();
-    let path = partition(dir, "functions", &image.key).join("functions.parquet");
+    let part = partition(dir, "functions", &image.key)?;
     let mut t = Table::create(
-        path,
+        &part,
+        "functions.parquet",
         FUNCTIONS_SCHEMA,
         vec![
             Column::I32(Vec::with_capacity(n), None),
@@ -465,29 +482,26 @@ fn write_functions(input: &Input, i: usize, dir: &Path) -> io::Result<()> {
 }
 
 /// Removes the Parquet files an earlier export left in `dir`'s tables
-/// (and their partitions, once empty); nothing else.
-fn clear_previous(dir: &Path) -> io::Result<()> {
+/// (and their partitions, once empty); nothing else, and nothing reached
+/// through a link.
+fn clear_previous(dir: &OutputDir) -> io::Result<()> {
     for table in ["calls", "functions", "threads"] {
-        let Ok(parts) = std::fs::read_dir(dir.join(table)) else {
+        let Some(table) = dir.existing_subdir(table) else {
             continue;
         };
-        for part in parts.filter_map(Result::ok) {
-            let p = part.path();
-            let is_partition = part.file_name().to_string_lossy().starts_with("image=");
-            if !is_partition || !part.file_type().is_ok_and(|t| t.is_dir()) {
+        for (part, kind) in table.entries()? {
+            if !part.starts_with("image=") || kind != FileType::Directory {
                 continue;
             }
-            for f in std::fs::read_dir(&p)
-                .map_err(crate::named(&p))?
-                .filter_map(Result::ok)
-            {
-                let is_ours = f.file_name().to_string_lossy().ends_with(".parquet")
-                    && f.file_type().is_ok_and(|t| t.is_file());
-                if is_ours {
-                    std::fs::remove_file(f.path()).map_err(crate::named(&f.path()))?;
+            let Some(p) = table.existing_subdir(&part) else {
+                continue;
+            };
+            for (f, kind) in p.entries()? {
+                if f.ends_with(".parquet") && kind == FileType::RegularFile {
+                    p.remove_file(&f)?;
                 }
             }
-            let _ = std::fs::remove_dir(&p);
+            table.remove_empty_subdir(&part);
         }
     }
     Ok(())

@@ -143,3 +143,47 @@ pub fn build_and_record(
     assert!(out.status.success(), "{out:?}");
     trace
 }
+
+/// A small program built through `ftail cc`.
+pub fn small_program(dir: &Path) -> PathBuf {
+    let src = dir.join("small.c");
+    std::fs::write(
+        &src,
+        "int add(int a, int b) { return a + b; }\n\
+         int main(int argc, char **argv) { (void)argv; return add(argc, -1); }\n",
+    )
+    .unwrap();
+    let exe = dir.join("small");
+    run_ok(ftail_cc("gcc").args(["-O0", "-o"]).arg(&exe).arg(&src));
+    exe
+}
+
+/// Whether this test runs as root, which it needs to act as another user;
+/// says so when it does not.
+pub fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipping: needs root to act as another user (CI runs as root)");
+    }
+    root
+}
+
+/// The uid and gid of `nobody`, the other user of these tests.
+pub const NOBODY: u32 = 65534;
+
+/// Gives `path` and everything under it to `nobody`.
+pub fn give_away(path: &Path) {
+    run_ok(
+        Command::new("chown")
+            .arg("-R")
+            .arg(format!("{NOBODY}:{NOBODY}"))
+            .arg(path),
+    );
+}
+
+/// The permission bits of `path` itself (a link is not followed).
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
