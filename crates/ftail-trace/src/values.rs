@@ -464,6 +464,79 @@ mod tests {
     }
 
     #[test]
+    fn the_default_format_is_uftraces() {
+        let auto = Ty::new(class::AUTO, 8);
+        let shown: Vec<String> = [
+            0xffff_ffffu64,
+            (-1i64) as u64,
+            100_000,
+            100_001,
+            (-100_001i64) as u64,
+            0x1_2345_6789,
+            0xffff_0000,
+        ]
+        .iter()
+        .map(|&raw| {
+            let v = decode(&record(&[(auto, 0, &raw.to_le_bytes())])).unwrap();
+            v[0].to_text(&Enums::default())
+        })
+        .collect();
+        assert_eq!(
+            shown,
+            [
+                "-1",
+                "-1",
+                "100000",
+                "0x186a1",
+                "0xfffffffffffe795f",
+                "0x123456789",
+                "0xffff0000"
+            ]
+        );
+    }
+
+    #[test]
+    fn aggregates_and_wide_enumerators_show_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = ftail_abi::argspec::enum_lines(1, "mask", &[(0xffff_0000, "HIGH".into())]);
+        text.push(ftail_abi::argspec::aggregate_line(2, "point"));
+        text.push("make\tg:none:2\t".into());
+        text.push("forward\t-\ta:r0".into());
+        text.push(String::new());
+        std::fs::write(dir.path().join(SPEC_FILE), text.join("\n")).unwrap();
+        let enums = Enums::load(dir.path());
+        // The register holds the enum's 4 bytes sign-extended.
+        let mut data = (-65536i64 as u64).to_le_bytes().to_vec();
+        data.extend(1u32.to_le_bytes());
+        let v = decode(&record(&[(Ty::new(class::ENUM, 4), 0, &data)])).unwrap();
+        assert_eq!(v[0].to_text(&enums), "HIGH");
+        let g = Ty::new(class::AGGREGATE, 8);
+        let v = decode(&record(&[(g, 0, &2u32.to_le_bytes())])).unwrap();
+        assert_eq!(v[0].to_text(&enums), "point{...}");
+        // A return value's record does not name it: the rule does.
+        let r = decode(&record(&[(g, 0, &0u32.to_le_bytes())])).unwrap();
+        assert_eq!(
+            ret_text(&r, Some("make"), &enums).as_deref(),
+            Some("point{...}")
+        );
+        // A function whose rule has no return value shows none (the
+        // value of the tail chain it ended in).
+        let i = decode(&record(&[(
+            Ty::new(class::AUTO, 8),
+            0,
+            &10u64.to_le_bytes(),
+        )]))
+        .unwrap();
+        assert_eq!(ret_text(&i, Some("forward"), &enums), None);
+        assert_eq!(ret_text(&i, Some("make"), &enums).as_deref(), Some("10"));
+        // Without a spec file, every value shows.
+        assert_eq!(
+            ret_text(&i, Some("forward"), &Enums::default()).as_deref(),
+            Some("10")
+        );
+    }
+
+    #[test]
     fn damaged_payloads_decode_to_nothing() {
         let mut r = record(&[(Ty::new(class::STRING, 8), 0, b"abcdefgh")]);
         r.truncate(8);
