@@ -15,7 +15,14 @@
 //! (rdi, rsi, rdx, rcx, r8, r9; for a return value `r0` is rax), `x0`–`x7`
 //! (xmm registers), `sN` (the N-th 8-byte stack slot above the return
 //! address, from 0) or `none` (optimised out), and `AUX` the most bytes
-//! of a string, or an enum's number in the spec file's `enum` lines.
+//! of a string, an enum's number in the spec file's `enum` lines, or an
+//! aggregate's in its `aggregate` lines.
+//!
+//! Several rules may match one function: their arguments are merged in
+//! the order the rules come, an argument at a location an earlier rule
+//! already gave taking that one's place (and format), and the last rule
+//! with a return value gives the return value ([`FnSpec::merge`]), as
+//! uftrace merges its `-A` options.
 //!
 //! # Payloads
 //!
@@ -29,7 +36,9 @@
 //! of values; each value is a descriptor word ([`value::desc`]: type,
 //! flags, bytes of data) followed by its data padded to whole words:
 //! 8 bytes for integers, pointers, floats (the register's low bytes),
-//! bools, chars and enums (for an enum, then 4 bytes of its number); a
+//! bools, chars and enums (for an enum, then 4 bytes of its number); an
+//! aggregate's 4 bytes of its number (0 for a return value: the reader
+//! finds it from the function's rule); a
 //! string's bytes (no NUL), or for a string that could not be read the
 //! 8-byte pointer with [`value::BAD_POINTER`]. Readers older than the
 //! payloads skip them by their length.
@@ -74,6 +83,18 @@ pub mod class {
     pub const CHAR: u8 = 8;
     /// An enum, shown by name.
     pub const ENUM: u8 = 9;
+    /// An integer of unknown type (uftrace's default format): the
+    /// register's 8 bytes, shown in decimal when small, in hexadecimal
+    /// when large, and as a negative `int` when only the low 32 bits
+    /// hold a small negative number (an `int` in a 64-bit register).
+    pub const AUTO: u8 = 10;
+    /// An aggregate passed or returned by value (a struct, a union, a
+    /// class): shown as its type's name and `{...}`, as uftrace does;
+    /// nothing of it is read.
+    pub const AGGREGATE: u8 = 11;
+    /// A C++ `std::string` (libstdc++, either ABI), given by its
+    /// address: recorded as the [`STRING`] its first word points at.
+    pub const STD_STRING: u8 = 12;
 }
 
 impl Ty {
@@ -96,7 +117,7 @@ impl Ty {
         1 << ((self.0 >> 4) & 3)
     }
     /// The type's name in rules (`i32`, `u8`, `x64`, `p`, `f64`, `s`,
-    /// `b`, `c`, `e32`).
+    /// `b`, `c`, `e32`, `a`, `g`).
     pub fn name(self) -> String {
         let bits = u32::from(self.size()) * 8;
         match self.class() {
@@ -109,6 +130,9 @@ impl Ty {
             class::BOOL => "b".into(),
             class::CHAR => "c".into(),
             class::ENUM => alloc::format!("e{bits}"),
+            class::AUTO => "a".into(),
+            class::AGGREGATE => "g".into(),
+            class::STD_STRING => "S".into(),
             _ => "-".into(),
         }
     }
@@ -131,6 +155,9 @@ impl Ty {
             "c" => Ty::new(class::CHAR, 1),
             "f32" => Ty::new(class::FLOAT, 4),
             "f64" => Ty::new(class::FLOAT, 8),
+            "a" => Ty::new(class::AUTO, 8),
+            "g" => Ty::new(class::AGGREGATE, 8),
+            "S" => Ty::new(class::STD_STRING, 8),
             _ => {
                 let (c, bits) = name.split_at(1.min(name.len()));
                 let class = match c {
@@ -244,6 +271,28 @@ impl FnSpec {
         true
     }
 
+    /// Merges a later matching rule's spec into this one: each of its
+    /// arguments replaces the argument at the same location (an
+    /// optimised-out one has none) or comes after the others, and its
+    /// return value, if it has one, replaces this one's.
+    pub fn merge(&mut self, later: &FnSpec) {
+        for a in later.args() {
+            let same = self.args[..usize::from(self.nargs).min(MAX_ARGS)]
+                .iter_mut()
+                .find(|b| b.loc == a.loc && a.loc != LOC_NONE);
+            match same {
+                Some(b) => *b = *a,
+                None => {
+                    self.push(*a);
+                }
+            }
+        }
+        if later.has_ret != 0 {
+            self.has_ret = 1;
+            self.ret = later.ret;
+        }
+    }
+
     /// The rule for `glob` (no tab or newline in it), as a line without
     /// its newline.
     pub fn to_line(&self, glob: &str) -> String {
@@ -311,6 +360,12 @@ pub mod value {
     pub const fn parse_desc(d: u32) -> (u8, u8, u16) {
         (d as u8, (d >> 8) as u8, (d >> 16) as u16)
     }
+}
+
+/// The spec file's line that names aggregate `number` (for the reader):
+/// `aggregate<TAB>N<TAB>NAME`.
+pub fn aggregate_line(number: u16, name: &str) -> String {
+    alloc::format!("aggregate\t{number}\t{name}")
 }
 
 /// The rules of a spec file, with the enums' names: `enum<TAB>N<TAB>NAME`
@@ -386,6 +441,20 @@ mod tests {
     }
 
     #[test]
+    fn later_rules_merge_into_earlier_ones() {
+        let rule = |line: &str| FnSpec::parse_line(line).unwrap().1;
+        let mut spec = rule("mul\t-\tx64:r1");
+        spec.merge(&rule("mul\ta:r0\ta:r0"));
+        assert_eq!(spec.to_line("mul"), "mul\ta:r0\tx64:r1,a:r0");
+        // The same location again: its format replaced in place.
+        spec.merge(&rule("m*\ti32:r0\ti32:r1,i32:none,i32:none"));
+        assert_eq!(
+            spec.to_line("mul"),
+            "mul\ti32:r0\ti32:r1,a:r0,i32:none,i32:none"
+        );
+    }
+
+    #[test]
     fn bad_rules_are_refused() {
         for bad in [
             "",
@@ -397,6 +466,7 @@ mod tests {
             "f\t-\ti33:r0",
             "f\t-\ti32:r0:1:2",
             "enum\t1\tcolour",
+            "aggregate\t1\tpoint",
         ] {
             assert_eq!(FnSpec::parse_line(bad), None, "{bad:?}");
         }

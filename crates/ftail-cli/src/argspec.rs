@@ -7,7 +7,10 @@
 //! (optionally with a size: `i32`, `u8`, `x16`…), `s` (a string, at most
 //! 64 bytes; `s200` for another bound up to 512), `c` (char), `b` (bool),
 //! `p` (pointer), `f`/`f64`, `f32`. LOC is `%rdi`…`%r9`, `%xmm0`…`%xmm7` or
-//! `%stack+N` (the N-th 8-byte stack argument). Without LOC, `argN` is
+//! `%stack+N` (the N-th 8-byte stack argument). Without FMT, an integer
+//! is shown as uftrace shows it: in decimal when small, in hexadecimal
+//! when large, and an `int` of -1 (whose register's upper half is clear)
+//! as -1. Without LOC, `argN` is
 //! the N-th integer register argument (past the sixth, the stack ones in
 //! order) and `fpargN` the N-th SSE one.
 
@@ -84,7 +87,7 @@ fn ret_spec(rest: &str) -> Result<ArgSpec, String> {
     }
     let ty = match rest.strip_prefix('/') {
         Some(f) => format(f)?,
-        None if rest.is_empty() => (Ty::new(class::SIGNED, 8), 0),
+        None if rest.is_empty() => (Ty::new(class::AUTO, 8), 0),
         None => return Err("expected retval or retval/FMT".into()),
     };
     let loc = if ty.0.class() == class::FLOAT {
@@ -124,7 +127,7 @@ fn arg_spec(item: &str) -> Result<ArgSpec, String> {
     let (ty, aux) = match fmt {
         Some(f) => format(f)?,
         None if fp => (Ty::new(class::FLOAT, 8), 0),
-        None => (Ty::new(class::SIGNED, 8), 0),
+        None => (Ty::new(class::AUTO, 8), 0),
     };
     if fp && ty.class() != class::FLOAT {
         return Err("an fpargN is a float or a double (f32, f64)".into());
@@ -226,7 +229,26 @@ pub fn write_spec_file(
     program: &std::path::Path,
 ) -> anyhow::Result<bool> {
     use anyhow::Context;
+    // The rules from the debug info first: every rule that matches a
+    // function adds to its spec in order, so what -A and -R say about
+    // an argument or the return value takes the place of -a's.
     let mut lines: Vec<String> = Vec::new();
+    if o.auto_args {
+        let exe = crate::record::which(program)
+            .with_context(|| format!("-a: finding {}", program.display()))?;
+        let mut numbers = ftail_trace::autoargs::Numbers::default();
+        let auto = ftail_trace::autoargs::specs(&exe, &mut numbers)
+            .map_err(|e| anyhow::anyhow!("-a: reading the debug info of {}: {e}", exe.display()))?;
+        lines.extend(auto);
+        // The libraries it loads at start-up: those built through ftail
+        // (with site tables) and with debug info add their functions'
+        // rules; the others (libc, …) have nothing to add.
+        for lib in ftail_trace::autoargs::needed_libraries(&exe) {
+            if let Ok(auto) = ftail_trace::autoargs::specs(&lib, &mut numbers) {
+                lines.extend(auto);
+            }
+        }
+    }
     for a in &o.args {
         let (glob, spec) = parse_args(a).map_err(anyhow::Error::msg)?;
         lines.push(spec.to_line(&glob));
@@ -234,22 +256,6 @@ pub fn write_spec_file(
     for r in &o.retval {
         let (glob, spec) = parse_retval(r).map_err(anyhow::Error::msg)?;
         lines.push(spec.to_line(&glob));
-    }
-    if o.auto_args {
-        let exe = crate::record::which(program)
-            .with_context(|| format!("-a: finding {}", program.display()))?;
-        let mut enums = 0;
-        let auto = ftail_trace::autoargs::specs(&exe, &mut enums)
-            .map_err(|e| anyhow::anyhow!("-a: reading the debug info of {}: {e}", exe.display()))?;
-        lines.extend(auto);
-        // The libraries it loads at start-up: those built through ftail
-        // (with site tables) and with debug info add their functions'
-        // rules; the others (libc, …) have nothing to add.
-        for lib in ftail_trace::autoargs::needed_libraries(&exe) {
-            if let Ok(auto) = ftail_trace::autoargs::specs(&lib, &mut enums) {
-                lines.extend(auto);
-            }
-        }
     }
     let path = dir.join(ftail_abi::argspec::SPEC_FILE);
     if lines.is_empty() {
@@ -290,13 +296,13 @@ mod tests {
         .collect();
         expect_test::expect![[r#"
             [
-                "foo\t-\ti32:r0,s:r1:64,f64:x0,i64:r2,x8:r3,p:r4,c:r5,u16:s0,f32:x1",
-                "bar*\tu32:r0\ts:r0:200,i64:s1,b:r2",
+                "foo\t-\ti32:r0,s:r1:64,f64:x0,a:r2,x8:r3,p:r4,c:r5,u16:s0,f32:x1",
+                "bar*\tu32:r0\ts:r0:200,a:s1,b:r2",
                 "many\t-\tf64:s0,i32:s1",
-                "f\ti64:r0\t",
+                "f\ta:r0\t",
                 "f\ti32:r0\t",
                 "g\tf32:x0\t",
-                "h\ti64:r0\t",
+                "h\ta:r0\t",
                 "k\ts:r0:64\t",
             ]
         "#]]

@@ -88,12 +88,15 @@ pub struct RecordArgs {
     pub ctl: bool,
     /// Record the arguments of functions matching GLOB, in uftrace's
     /// syntax: GLOB@arg1/i32,arg2/s,fparg1/f64 (repeatable; formats d i
-    /// u x [8-64], s[N], c, b, p, f32, f64; locations %rdi.. %xmm0..
-    /// %stack+N)
+    /// u x [8-64], s[N], c, b, p, f32, f64; without one, uftrace's: small
+    /// integers in decimal, large ones in hex, an int's -1 as -1;
+    /// locations %rdi.. %xmm0.. %stack+N). Several -A for one function
+    /// add up, as uftrace's do: `-A 'mul@arg2/x' -A 'mul@arg1'` shows
+    /// `mul(0x3, 4)`
     #[arg(short = 'A', long = "argument", value_name = "GLOB@SPEC", value_parser = check_args)]
     pub args: Vec<String>,
     /// Record the return value of functions matching GLOB, as FMT
-    /// (default: d, a 64-bit integer; f32/f64 for floats) (repeatable)
+    /// (default: uftrace's, as for -A; f32/f64 for floats) (repeatable)
     #[arg(short = 'R', long = "retval", value_name = "GLOB[@FMT]", value_parser = check_retval)]
     pub retval: Vec<String>,
     /// Record every traced function's arguments and return value as its

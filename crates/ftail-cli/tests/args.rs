@@ -20,7 +20,7 @@ const SPECS: &[&str] = &[
     "-R",
     "add@i32",
     "-A",
-    "mix@arg1/u8,arg2/i16,arg3,arg4/u32",
+    "mix@arg1/u8,arg2/i16,arg3/d,arg4/u32",
     "-R",
     "mix",
     "-A",
@@ -211,25 +211,7 @@ fn check_auto(cc: &str, opt: &str) {
             .arg(&trace),
     );
     let recorded = calls(&replay);
-    let ok = |want: &str| {
-        let (wname, wrest) = want.split_once('(').unwrap();
-        let (wargs, wret) = wrest.rsplit_once(')').unwrap();
-        recorded.iter().any(|c| {
-            let Some((name, rest)) = c.split_once('(') else {
-                return false;
-            };
-            let Some((args, ret)) = rest.rsplit_once(')') else {
-                return false;
-            };
-            name == wname
-                && ret == wret
-                && args.split(", ").count() == wargs.split(", ").count()
-                && args
-                    .split(", ")
-                    .zip(wargs.split(", "))
-                    .all(|(a, w)| a == w || a == "<optimised out>")
-        })
-    };
+    let ok = |want: &str| recorded_as(&recorded, want);
     for want in [
         "add(1, 2) = 3",
         "scale(1.5, 0.25) = 0.375",
@@ -247,6 +229,28 @@ fn check_auto(cc: &str, opt: &str) {
         assert!(ok(want), "{cc} {opt} -a: {want:?} not recorded:\n{replay}");
     }
     assert!(replay.contains("keep((bad pointer 0x"), "{replay}");
+}
+
+/// Whether `want` (`name(args) = ret`) is among the `recorded` calls,
+/// each argument either as wanted or optimised out.
+fn recorded_as(recorded: &[String], want: &str) -> bool {
+    let (wname, wrest) = want.split_once('(').unwrap();
+    let (wargs, wret) = wrest.rsplit_once(')').unwrap();
+    recorded.iter().any(|c| {
+        let Some((name, rest)) = c.split_once('(') else {
+            return false;
+        };
+        let Some((args, ret)) = rest.rsplit_once(')') else {
+            return false;
+        };
+        name == wname
+            && ret == wret
+            && args.split(", ").count() == wargs.split(", ").count()
+            && args
+                .split(", ")
+                .zip(wargs.split(", "))
+                .all(|(a, w)| a == w || a == "<optimised out>")
+    })
 }
 
 #[test]
@@ -375,5 +379,175 @@ fn auto_args_come_from_the_libraries_debug_info_too() {
             recorded.iter().any(|c| c == want),
             "{want:?} not recorded:\n{replay}"
         );
+    }
+}
+
+/// Records `exe` with `opts`; its replay.
+fn replay_of(dir: &Path, exe: &Path, opts: &[&str]) -> String {
+    let trace = dir.join("trace");
+    let _ = std::fs::remove_dir_all(&trace);
+    let out = run(Command::new(ftail())
+        .args(["record", "-d"])
+        .arg(&trace)
+        .args(opts)
+        .arg("--")
+        .arg(exe));
+    assert!(out.status.success(), "{out:?}");
+    run_ok(
+        Command::new(ftail())
+            .args(["replay", "--no-pager", "-d"])
+            .arg(&trace),
+    )
+}
+
+/// The options of `-A`/`-R` whose values the default format and two
+/// specs for one function decide.
+const MERGED: &[&str] = &[
+    "-A",
+    "mul@arg2/x",
+    "-A",
+    "mul@arg1",
+    "-A",
+    "inc@arg1",
+    "-R",
+    "inc",
+    "-A",
+    "linc@arg1",
+    "-R",
+    "linc",
+];
+
+/// Two `-A` for one function merge in the order given, a later one for
+/// the same argument taking its place; an integer without a format shows
+/// as uftrace's default shows it (an `int` of -1 as -1, not 4294967295;
+/// large numbers in hexadecimal) — the same lines as uftrace's, when it
+/// is installed (before: `mul(0x3)` and `inc(4294967295)`).
+#[test]
+fn specs_merge_and_default_to_uftraces_format() {
+    let dir = scratch();
+    let src = repo().join("tests/args/values.c");
+    let exe = dir.path().join("values");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O0", "-g", "-o"])
+            .arg(&exe)
+            .arg(&src),
+    );
+    let replay = replay_of(dir.path(), &exe, MERGED);
+    let recorded = calls(&replay);
+    let want = [
+        "mul(0x3, 4)",
+        "inc(-1) = 0",
+        "linc(0x123456789) = 0x12345678a",
+    ];
+    for w in want {
+        assert!(recorded.iter().any(|c| c == w), "{w:?}:\n{replay}");
+    }
+    let mut later = MERGED.to_vec();
+    later.extend(["-A", "mul@arg2/d32"]);
+    let recorded = calls(&replay_of(dir.path(), &exe, &later));
+    assert!(recorded.iter().any(|c| c == "mul(3, 4)"), "{recorded:?}");
+    if !have("uftrace") {
+        return;
+    }
+    let pg = dir.path().join("values-pg");
+    run_ok(
+        Command::new("gcc")
+            .args(["-O0", "-g", "-pg", "-mfentry", "-o"])
+            .arg(&pg)
+            .arg(&src),
+    );
+    let udir = dir.path().join("uftrace.data");
+    run_ok(
+        Command::new("uftrace")
+            .arg("record")
+            .arg("-d")
+            .arg(&udir)
+            .args(MERGED)
+            .arg(&pg),
+    );
+    let theirs = run_ok(
+        Command::new("uftrace")
+            .args(["replay", "--no-pager", "-d"])
+            .arg(&udir),
+    );
+    for w in want {
+        assert!(
+            theirs.lines().any(|l| l.ends_with(&format!(" {w};"))),
+            "uftrace differs on {w:?}:\n{theirs}"
+        );
+    }
+}
+
+/// `-a` with structs passed and returned by value, an enumerator past
+/// `INT_MAX` and a `void` function that ends in a tail call: aggregates
+/// shown by their name in their place (before: dropped, and the values
+/// after them shifted, or all optimised out), the enumerator by its name
+/// (before: -65536), and the tail chain's value only on the functions
+/// that return it (before: `} = 10; /* forward (tail call) */`).
+#[test]
+fn auto_args_keep_aggregates_in_place_and_values_where_they_belong() {
+    let dir = scratch();
+    let src = repo().join("tests/args/values.c");
+    for cc in ["gcc", "clang-19"] {
+        if !have(cc) {
+            continue;
+        }
+        for opt in ["-O0", "-O2"] {
+            let exe = dir.path().join(format!("values-{cc}{opt}"));
+            run_ok(ftail_cc(cc).args([opt, "-g", "-o"]).arg(&exe).arg(&src));
+            let replay = replay_of(dir.path(), &exe, &["-a"]);
+            let recorded = calls(&replay);
+            for want in [
+                "mul(4, 3) = 12",
+                "inc(-1) = 0",
+                "is_high(HIGH) = 1",
+                "around(1, point{...}, 2) = 14",
+                "boxed(1, box{...}, 2) = 19",
+                "blend(mixed{...}, 2.0, 4) = 8.0",
+                "make(3) = point{...}",
+                "make_box(3) = box{...}",
+                "sink(5) = 10",
+                "forward(4)",
+            ] {
+                assert!(
+                    recorded_as(&recorded, want),
+                    "{cc} {opt} -a: {want:?} not recorded:\n{replay}"
+                );
+            }
+            assert!(!replay.contains("; /* forward"), "{cc} {opt}:\n{replay}");
+        }
+    }
+}
+
+/// `-a` in C++: a `std::string` by reference, by value and returned is
+/// shown as its characters (before: an address, a dropped argument and
+/// no return value).
+#[test]
+fn auto_args_show_std_strings() {
+    if !have("g++") {
+        return;
+    }
+    let dir = scratch();
+    for opt in ["-O0", "-O2"] {
+        let exe = dir.path().join(format!("strings{opt}"));
+        run_ok(
+            ftail_cc("g++")
+                .args([opt, "-g", "-o"])
+                .arg(&exe)
+                .arg(repo().join("tests/args/strings.cc")),
+        );
+        let replay = replay_of(dir.path(), &exe, &["-a"]);
+        let recorded = calls(&replay);
+        for want in [
+            "greet(\"world\", 3) = \"hi world3\"",
+            "append(\"world\", point{...}, 4) = \"world5\"",
+            "size(\"hi world3\") = 9",
+        ] {
+            assert!(
+                recorded_as(&recorded, want),
+                "{opt} -a: {want:?} not recorded:\n{replay}"
+            );
+        }
     }
 }

@@ -155,3 +155,39 @@ fn shared_library_has_no_text_relocations() {
         assert!(!dynamic.contains("TEXTREL"), "{cc}: {dynamic}");
     }
 }
+
+/// gcc's jump from a cold part back to the label at the very end of the
+/// hot part, after a call of a noreturn function (`tests/shapes/
+/// cold_end_label.s`): the rewriter keeps it inside the function (its
+/// target is one of the function's labels), and `ftail sites` agrees
+/// (before: "jump out of the function … without a tail site"); the
+/// program runs traced with a balanced trace.
+#[test]
+fn a_cold_jump_to_the_end_of_the_hot_part_stays_inside() {
+    if !have("gcc") {
+        return;
+    }
+    let dir = scratch();
+    let exe = dir.path().join("cold_end");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/shapes/cold_end_label.s")),
+    );
+    let (ok, text) = sites(&exe);
+    assert!(ok, "{text}");
+    let listing = run_ok(Command::new(ftail()).arg("sites").arg(&exe));
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(" check ") && l.contains("cold")),
+        "check has no cold part in its site table:\n{listing}"
+    );
+    let trace = dir.path().join("trace");
+    let (out, t) = record_trace(&trace, &exe, &[], &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "23\n");
+    let thread = &t.processes[0].threads[0];
+    assert!(thread.balance().is_balanced());
+}

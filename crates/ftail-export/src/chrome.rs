@@ -232,8 +232,8 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
                         ..
                     } => {
                         let name = open.pop();
-                        let function = func.map(|f| &*t.names.function(f).name);
-                        let retval = ret.map(|v| text.ret(&v, function));
+                        let function = func.map(|f| &*t.names.function(f).mangled);
+                        let retval = ret.and_then(|v| text.ret(&v, function));
                         if how == EventKind::Truncated && !buffer_full {
                             buffer_full = true;
                             o.event(&Event {

@@ -286,9 +286,14 @@ impl ValueText {
         values.iter().map(|v| v.to_text(&self.enums)).collect()
     }
 
-    /// The return value as text; `function` is the function's name, when
-    /// known (an enum it returns is named by it).
-    pub fn ret(&self, values: &[ftail_trace::values::Value], function: Option<&str>) -> String {
+    /// The return value as text; `function` is the function's symbol,
+    /// when known (an enum it returns is named by it); `None` when its
+    /// rules ask for no return value (a tail chain's).
+    pub fn ret(
+        &self,
+        values: &[ftail_trace::values::Value],
+        function: Option<&str>,
+    ) -> Option<String> {
         ftail_trace::values::ret_text(values, function, &self.enums)
     }
 }

@@ -475,8 +475,8 @@ impl<W: Write + ?Sized> Writer<'_, W> {
                     s.buffer_full = true;
                     self.instant(s.seq, ns, BUFFER_FULL, None)?;
                 }
-                let retval = ret.as_ref().map(|v| {
-                    let function = func.map(|f| &*t.names.function(f).name);
+                let retval = ret.as_ref().and_then(|v| {
+                    let function = func.map(|f| &*t.names.function(f).mangled);
                     self.text.ret(v, function)
                 });
                 self.interned.clear();

@@ -16,14 +16,27 @@
 //! location in memory (`-O0`'s `DW_OP_fbreg`, valid only after the
 //! prologue) means the parameter arrives where the SysV ABI puts it,
 //! counted over the parameters before it; after a parameter the count
-//! cannot follow (a struct passed by value) the rest are optimised out.
+//! cannot follow (an aggregate the classification below gives up on)
+//! the rest are optimised out.
+//!
+//! Aggregates (structs, unions, classes) passed or returned by value are
+//! shown as uftrace shows them, by their type's name: `point{...}`; their
+//! place in the list is kept, so no value ever shifts to another
+//! parameter. For the count they are classified as the SysV ABI does:
+//! up to 16 bytes in integer and SSE registers, eightbyte by eightbyte,
+//! when enough are left (else on the stack); larger ones on the stack;
+//! a C++ class that its debug info says is passed by reference (a
+//! non-trivial copy or destructor) as a pointer in an integer register;
+//! anything else (`long double` members, packed fields) ends the count.
+//! A `std::string` is recorded as its characters.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
 use ftail_abi::argspec::{
-    class, enum_lines, ArgSpec, FnSpec, Ty, LOC_INT, LOC_NONE, LOC_STACK, LOC_XMM, MAX_STRING,
+    aggregate_line, class, enum_lines, ArgSpec, FnSpec, Ty, LOC_INT, LOC_NONE, LOC_STACK, LOC_XMM,
+    MAX_STRING,
 };
 use gimli::{AttributeValue, EndianSlice, LittleEndian, UnitOffset};
 use object::{Object, ObjectSection};
@@ -33,14 +46,14 @@ type R<'a> = EndianSlice<'a, LittleEndian>;
 /// The spec file's lines (`ftail_abi::argspec`) for every instrumented
 /// function of the executable at `path` that its debug info describes.
 ///
-/// Enums are numbered from `enums_before + 1` (so that the rules of
-/// several modules share one spec file); `enums_before` comes back
-/// counting this module's too.
+/// Enums and aggregates are numbered after those of `before` (so that
+/// the rules of several modules share one spec file); `before` comes
+/// back counting this module's too.
 ///
 /// # Errors
 ///
 /// When the file cannot be read or is not an ELF file.
-pub fn specs(path: &Path, enums_before: &mut u16) -> Result<Vec<String>, String> {
+pub fn specs(path: &Path, before: &mut Numbers) -> Result<Vec<String>, String> {
     let data = std::fs::read(path).map_err(|e| e.to_string())?;
     let file = object::File::parse(&*data).map_err(|e| e.to_string())?;
     let funcs = crate::sites::read(&data).map_err(|e| format!("{e:?}"))?;
@@ -53,7 +66,7 @@ pub fn specs(path: &Path, enums_before: &mut u16) -> Result<Vec<String>, String>
     let owned = gimli::DwarfSections::load(load).map_err(|e: gimli::Error| e.to_string())?;
     let dwarf = owned.borrow(|s| EndianSlice::new(s, LittleEndian));
     let mut found = Found {
-        enum_base: *enums_before,
+        before: *before,
         ..Found::default()
     };
     let mut units = dwarf.units();
@@ -63,7 +76,8 @@ pub fn specs(path: &Path, enums_before: &mut u16) -> Result<Vec<String>, String>
         };
         let _ = walk(&dwarf, &unit, &mut found);
     }
-    *enums_before += found.enums.len() as u16;
+    before.enums += found.enums.len() as u16;
+    before.aggregates += found.aggregates.len() as u16;
     let mut lines = found.enum_lines;
     for f in &funcs {
         if let Some(spec) = found.specs.get(&f.start) {
@@ -75,14 +89,25 @@ pub fn specs(path: &Path, enums_before: &mut u16) -> Result<Vec<String>, String>
     Ok(lines)
 }
 
+/// Enums and aggregates numbered so far (by the modules read before).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Numbers {
+    /// Enums.
+    pub enums: u16,
+    /// Aggregates' names.
+    pub aggregates: u16,
+}
+
 #[derive(Default)]
 struct Found {
     specs: HashMap<u64, FnSpec>,
     /// Enum numbers by (unit offset, DIE offset).
     enums: HashMap<(usize, usize), u16>,
+    /// Aggregate numbers by name.
+    aggregates: HashMap<String, u16>,
     enum_lines: Vec<String>,
-    /// Enums numbered by modules read before this one.
-    enum_base: u16,
+    /// Numbered by modules read before this one.
+    before: Numbers,
 }
 
 /// What a type is, for recording.
@@ -90,10 +115,33 @@ struct Found {
 enum Kind {
     Int(Ty),
     Float(Ty),
-    /// Anything else (a struct, `long double`, an array).
+    /// A struct, union or class: its number (for its name), and how the
+    /// ABI passes it.
+    Aggregate {
+        number: u16,
+        pass: Pass,
+        std_string: bool,
+    },
+    /// Anything else (`long double`, `_Complex`, an array).
     Other {
         size: u64,
     },
+}
+
+/// How the SysV ABI passes an aggregate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pass {
+    /// In this many integer and SSE registers (when there are enough
+    /// left; else on the stack, in as many 8-byte slots as registers).
+    Registers { ints: u8, sses: u8 },
+    /// On the stack, in this many 8-byte slots (returned through a
+    /// hidden pointer).
+    Memory { slots: u8 },
+    /// Its address, in an integer register (a C++ class whose copy or
+    /// destructor is not trivial).
+    Reference,
+    /// Not known here: the count stops.
+    Unknown { size: u64 },
 }
 
 fn walk(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, found: &mut Found) -> gimli::Result<()> {
@@ -102,15 +150,24 @@ fn walk(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, found: &mut Found) -> gi
         if die.tag() != gimli::DW_TAG_subprogram {
             continue;
         }
-        // An address, or an index into .debug_addr (DWARF 5, clang).
-        let Some(low) = die.attr_value(gimli::DW_AT_low_pc)? else {
-            continue;
-        };
-        let Some(low) = dwarf.attr_address(unit, low)? else {
-            continue;
-        };
-        let spec = function(dwarf, unit, die.offset(), low, found)?;
-        found.specs.entry(low).or_insert(spec);
+        // Where it starts: its low_pc, or with a cold part the start of
+        // each of its ranges (the site tables name the hot one).
+        let mut starts = Vec::new();
+        match die.attr_value(gimli::DW_AT_low_pc)? {
+            // An address, or an index into .debug_addr (DWARF 5, clang).
+            Some(low) => starts.extend(dwarf.attr_address(unit, low)?),
+            None if die.attr_value(gimli::DW_AT_ranges)?.is_some() => {
+                let mut ranges = dwarf.die_ranges(unit, die)?;
+                while let Some(r) = ranges.next()? {
+                    starts.push(r.begin);
+                }
+            }
+            None => {}
+        }
+        for low in starts {
+            let spec = function(dwarf, unit, die.offset(), low, found)?;
+            found.specs.entry(low).or_insert(spec);
+        }
     }
     Ok(())
 }
@@ -159,7 +216,7 @@ fn function(
             spec.ret = ArgSpec {
                 ty,
                 loc: LOC_INT,
-                aux: if ty.class() == class::STRING {
+                aux: if matches!(ty.class(), class::STRING | class::STD_STRING) {
                     MAX_STRING
                 } else {
                     aux_of(ty, unit, at, found)?
@@ -174,7 +231,21 @@ fn function(
                 aux: 0,
             };
         }
-        // Returned in memory: its address is the hidden first argument.
+        Some(Kind::Aggregate {
+            number,
+            pass,
+            std_string,
+        }) => {
+            spec.has_ret = 1;
+            spec.ret = aggregate_spec(number, std_string, LOC_INT);
+            // Returned in memory: its address is the hidden first
+            // argument (and comes back in rax).
+            match pass {
+                Pass::Memory { .. } | Pass::Reference => ints = 1,
+                Pass::Unknown { size } if size > 16 => ints = 1,
+                _ => {}
+            }
+        }
         Some(Kind::Other { size }) if size > 16 => ints = 1,
         _ => {}
     }
@@ -194,7 +265,11 @@ fn function(
         };
         // Where the ABI puts it, counted over the parameters before.
         let abi = match k {
-            Kind::Int(_) if ints < 6 => {
+            Kind::Int(_)
+            | Kind::Aggregate {
+                pass: Pass::Reference,
+                ..
+            } if ints < 6 => {
                 ints += 1;
                 Some(LOC_INT + ints - 1)
             }
@@ -202,11 +277,39 @@ fn function(
                 sses += 1;
                 Some(LOC_XMM + sses - 1)
             }
-            Kind::Int(_) | Kind::Float(_) => {
+            Kind::Int(_)
+            | Kind::Float(_)
+            | Kind::Aggregate {
+                pass: Pass::Reference,
+                ..
+            } => {
                 stack += 1;
                 Some(LOC_STACK + stack - 1)
             }
-            Kind::Other { .. } => {
+            Kind::Aggregate {
+                pass: Pass::Registers { ints: i, sses: x },
+                ..
+            } => {
+                if ints + i <= 6 && sses + x <= 8 {
+                    ints += i;
+                    sses += x;
+                } else {
+                    stack += i + x;
+                }
+                None
+            }
+            Kind::Aggregate {
+                pass: Pass::Memory { slots },
+                ..
+            } => {
+                stack = stack.saturating_add(slots);
+                None
+            }
+            Kind::Aggregate {
+                pass: Pass::Unknown { .. },
+                ..
+            }
+            | Kind::Other { .. } => {
                 abi_known = false;
                 None
             }
@@ -224,17 +327,50 @@ fn function(
                 None => LOC_NONE,
             },
         };
-        let (ty, aux) = match k {
-            Kind::Int(ty) if ty.class() == class::STRING => (ty, MAX_STRING),
-            Kind::Int(ty) => (ty, aux_of(ty, unit, off, found)?),
-            Kind::Float(ty) => (ty, 0),
+        let a = match k {
+            Kind::Int(ty) if matches!(ty.class(), class::STRING | class::STD_STRING) => ArgSpec {
+                ty,
+                loc,
+                aux: MAX_STRING,
+            },
+            Kind::Int(ty) => ArgSpec {
+                ty,
+                loc,
+                aux: aux_of(ty, unit, off, found)?,
+            },
+            Kind::Float(ty) => ArgSpec { ty, loc, aux: 0 },
+            Kind::Aggregate {
+                number,
+                pass,
+                std_string,
+            } => aggregate_spec(number, std_string && pass == Pass::Reference, loc),
+            // Not shown, as uftrace does not, and never in another's place:
+            // the count of the parameters after it stopped.
             Kind::Other { .. } => continue,
         };
-        if !spec.push(ArgSpec { ty, loc, aux }) {
+        if !spec.push(a) {
             break;
         }
     }
     Ok(spec)
+}
+
+/// An aggregate's value: a `std::string` passed by its address (at
+/// `loc`) as its characters, any other by its name.
+fn aggregate_spec(number: u16, std_string: bool, loc: u8) -> ArgSpec {
+    if std_string {
+        ArgSpec {
+            ty: Ty::new(class::STD_STRING, 8),
+            loc,
+            aux: MAX_STRING,
+        }
+    } else {
+        ArgSpec {
+            ty: Ty::new(class::AGGREGATE, 8),
+            loc: LOC_NONE,
+            aux: number,
+        }
+    }
 }
 
 /// An enum's number for a value of type `ty` declared at `at`.
@@ -282,6 +418,7 @@ fn kind(
     t: UnitOffset,
     found: &mut Found,
 ) -> gimli::Result<Kind> {
+    let t0 = t;
     let t = strip(unit, t)?;
     let die = unit.entry(t)?;
     let size = die
@@ -330,13 +467,41 @@ fn kind(
                 8,
             ))
         }
-        gimli::DW_TAG_reference_type | gimli::DW_TAG_rvalue_reference_type => {
-            Kind::Int(Ty::new(class::POINTER, 8))
+        gimli::DW_TAG_reference_type | gimli::DW_TAG_rvalue_reference_type => Kind::Int(Ty::new(
+            if refers_to_std_string(dwarf, unit, &die)? {
+                class::STD_STRING
+            } else {
+                class::POINTER
+            },
+            8,
+        )),
+        gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type | gimli::DW_TAG_union_type => {
+            let name = match die.attr_value(gimli::DW_AT_name)? {
+                Some(v) => name_of(dwarf, unit, v),
+                None => None,
+            }
+            .or(typedef_name(dwarf, unit, t0)?)
+            .unwrap_or_else(|| "struct".into());
+            let std_string = name.starts_with("basic_string<char,");
+            let next = found.before.aggregates + found.aggregates.len() as u16 + 1;
+            let number = *found.aggregates.entry(name.clone()).or_insert_with(|| {
+                found.enum_lines.push(aggregate_line(next, &name));
+                next
+            });
+            Kind::Aggregate {
+                number,
+                pass: if std_string {
+                    Pass::Reference
+                } else {
+                    pass(unit, t, size)?
+                },
+                std_string,
+            }
         }
         gimli::DW_TAG_enumeration_type => {
             let key = (unit_key(unit), t.0);
             if !found.enums.contains_key(&key) {
-                let n = found.enum_base + found.enums.len() as u16 + 1;
+                let n = found.before.enums + found.enums.len() as u16 + 1;
                 found.enums.insert(key, n);
                 let name = match die.attr_value(gimli::DW_AT_name)? {
                     Some(v) => name_of(dwarf, unit, v).unwrap_or_else(|| format!("enum{n}")),
@@ -370,6 +535,199 @@ fn kind(
             sized(class::ENUM)
         }
         _ => Kind::Other { size },
+    })
+}
+
+/// Whether the reference `die` is to a `std::string`.
+fn refers_to_std_string(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    die: &gimli::DebuggingInformationEntry<R>,
+) -> gimli::Result<bool> {
+    let Some(AttributeValue::UnitRef(t)) = die.attr_value(gimli::DW_AT_type)? else {
+        return Ok(false);
+    };
+    let target = unit.entry(strip(unit, t)?)?;
+    Ok(match target.attr_value(gimli::DW_AT_name)? {
+        Some(v) => name_of(dwarf, unit, v).is_some_and(|n| n.starts_with("basic_string<char,")),
+        None => false,
+    })
+}
+
+/// The name of the first typedef on the way from `t` to its type (an
+/// anonymous struct's name).
+fn typedef_name(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    mut t: UnitOffset,
+) -> gimli::Result<Option<String>> {
+    for _ in 0..16 {
+        let die = unit.entry(t)?;
+        if die.tag() == gimli::DW_TAG_typedef {
+            if let Some(v) = die.attr_value(gimli::DW_AT_name)? {
+                return Ok(name_of(dwarf, unit, v));
+            }
+        }
+        match die.attr_value(gimli::DW_AT_type)? {
+            Some(AttributeValue::UnitRef(n)) => t = n,
+            _ => break,
+        }
+    }
+    Ok(None)
+}
+
+/// How the SysV ABI passes the aggregate at `t` of `size` bytes.
+fn pass(unit: &gimli::Unit<R>, t: UnitOffset, size: u64) -> gimli::Result<Pass> {
+    let die = unit.entry(t)?;
+    // DW_CC_pass_by_reference: gcc and clang say so of C++ classes that
+    // must be copied through their constructor.
+    let by_reference = match die.attr_value(gimli::DW_AT_calling_convention)? {
+        Some(AttributeValue::CallingConvention(cc)) => cc == gimli::DW_CC_pass_by_reference,
+        Some(v) => v.udata_value() == Some(u64::from(gimli::DW_CC_pass_by_reference.0)),
+        None => false,
+    };
+    if by_reference {
+        return Ok(Pass::Reference);
+    }
+    let unknown = Pass::Unknown { size };
+    if size == 0 || die.attr_value(gimli::DW_AT_declaration)?.is_some() {
+        return Ok(unknown);
+    }
+    let mut eights = vec![Eight::Padding; size.div_ceil(8).min(64) as usize];
+    if !classify(unit, t, 0, &mut eights, 0)? {
+        return Ok(unknown);
+    }
+    if size > 16 {
+        return Ok(Pass::Memory {
+            slots: size.div_ceil(8).min(255) as u8,
+        });
+    }
+    let count = |e: Eight| eights.iter().filter(|&&x| x == e).count() as u8;
+    if count(Eight::Padding) > 0 {
+        return Ok(unknown);
+    }
+    Ok(Pass::Registers {
+        ints: count(Eight::Int),
+        sses: count(Eight::Sse),
+    })
+}
+
+/// The class of an eightbyte of an aggregate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Eight {
+    Padding,
+    Int,
+    Sse,
+}
+
+/// Classifies the scalars of the type at `t`, placed at byte `at` of the
+/// aggregate, into `eights`; false where the ABI's rules are not
+/// followed here (`long double`, misaligned or unknown members).
+fn classify(
+    unit: &gimli::Unit<R>,
+    t: UnitOffset,
+    at: u64,
+    eights: &mut [Eight],
+    depth: u32,
+) -> gimli::Result<bool> {
+    if depth > 8 {
+        return Ok(false);
+    }
+    let t = strip(unit, t)?;
+    let die = unit.entry(t)?;
+    let size = die
+        .attr_value(gimli::DW_AT_byte_size)?
+        .and_then(|v| v.udata_value())
+        .unwrap_or(0);
+    let mut scalar = |class: Eight, size: u64| -> bool {
+        if !matches!(size, 1 | 2 | 4 | 8) || !at.is_multiple_of(size) {
+            return false;
+        }
+        let Some(e) = eights.get_mut((at / 8) as usize) else {
+            return false;
+        };
+        if *e != Eight::Int {
+            *e = class;
+        }
+        true
+    };
+    Ok(match die.tag() {
+        gimli::DW_TAG_base_type => match die.attr_value(gimli::DW_AT_encoding)? {
+            Some(AttributeValue::Encoding(gimli::DW_ATE_float)) if size <= 8 => {
+                scalar(Eight::Sse, size)
+            }
+            Some(AttributeValue::Encoding(
+                gimli::DW_ATE_signed
+                | gimli::DW_ATE_unsigned
+                | gimli::DW_ATE_signed_char
+                | gimli::DW_ATE_unsigned_char
+                | gimli::DW_ATE_boolean
+                | gimli::DW_ATE_UTF,
+            )) => scalar(Eight::Int, size),
+            _ => false,
+        },
+        gimli::DW_TAG_pointer_type
+        | gimli::DW_TAG_reference_type
+        | gimli::DW_TAG_rvalue_reference_type
+        | gimli::DW_TAG_ptr_to_member_type => scalar(Eight::Int, 8),
+        gimli::DW_TAG_enumeration_type => scalar(Eight::Int, size),
+        gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type | gimli::DW_TAG_union_type => {
+            let mut tree = unit.entries_tree(Some(t))?;
+            let mut c = tree.root()?.children();
+            while let Some(m) = c.next()? {
+                let m = m.entry();
+                // A C++ class with member functions may have a copy
+                // constructor or destructor that makes it passed by
+                // reference, which gcc does not always say.
+                if m.tag() == gimli::DW_TAG_subprogram {
+                    return Ok(false);
+                }
+                if !matches!(m.tag(), gimli::DW_TAG_member | gimli::DW_TAG_inheritance)
+                    || m.attr_value(gimli::DW_AT_declaration)?.is_some()
+                    || m.attr_value(gimli::DW_AT_external)?.is_some()
+                {
+                    continue;
+                }
+                if m.attr_value(gimli::DW_AT_bit_size)?.is_some() {
+                    return Ok(false);
+                }
+                let off = match m.attr_value(gimli::DW_AT_data_member_location)? {
+                    Some(v) => match v.udata_value() {
+                        Some(o) => o,
+                        None => return Ok(false),
+                    },
+                    None if die.tag() == gimli::DW_TAG_union_type => 0,
+                    None => return Ok(false),
+                };
+                let Some(AttributeValue::UnitRef(mt)) = m.attr_value(gimli::DW_AT_type)? else {
+                    return Ok(false);
+                };
+                if !classify(unit, mt, at + off, eights, depth + 1)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        gimli::DW_TAG_array_type => {
+            let Some(AttributeValue::UnitRef(et)) = die.attr_value(gimli::DW_AT_type)? else {
+                return Ok(false);
+            };
+            let esize = unit
+                .entry(strip(unit, et)?)?
+                .attr_value(gimli::DW_AT_byte_size)?
+                .and_then(|v| v.udata_value())
+                .unwrap_or(0);
+            if esize == 0 || size == 0 || size / esize > 64 {
+                return Ok(size == 0);
+            }
+            for i in 0..size / esize {
+                if !classify(unit, et, at + i * esize, eights, depth + 1)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        _ => false,
     })
 }
 

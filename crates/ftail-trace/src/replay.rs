@@ -260,21 +260,24 @@ impl ImageReplay<'_> {
         line.push(b')');
     }
 
-    /// ` = 42`: the recorded return value, if any.
+    /// ` = 42`: the recorded return value, if any; whether there was one
+    /// to show.
     fn ret(
         &mut self,
         line: &mut Vec<u8>,
         ret: &Option<crate::values::Values>,
         func: Option<crate::names::FuncId>,
-    ) {
-        if let Some(v) = ret {
-            self.text.clear();
-            let names = self.names;
-            let function = func.map(|f| &*names.function(f).name);
-            crate::values::write_ret(&mut self.text, v, function, self.enums);
+    ) -> bool {
+        let Some(v) = ret else { return false };
+        self.text.clear();
+        let names = self.names;
+        let function = func.map(|f| &*names.function(f).mangled);
+        let shown = crate::values::write_ret(&mut self.text, v, function, self.enums);
+        if shown {
             line.extend_from_slice(b" = ");
             line.extend_from_slice(self.text.as_bytes());
         }
+        shown
     }
 
     /// Writes one line. The hot path of replay: it builds the line in a
@@ -361,8 +364,7 @@ impl ImageReplay<'_> {
             } => {
                 indent(&mut line, depth);
                 line.push(b'}');
-                if ret.is_some() {
-                    self.ret(&mut line, ret, func);
+                if self.ret(&mut line, ret, func) {
                     line.push(b';');
                 }
                 line.extend_from_slice(b" /* ");

@@ -307,9 +307,11 @@ fn fold_values(
                 };
                 let c = out.by_values.entry(key).or_default();
                 c.counters.add(ticks, inner, new_call);
-                if let Some(v) = ret {
-                    let name = func.map(|f| &*names.function(f).name);
-                    let r = crate::values::ret_text(v, name, enums);
+                let name = func.map(|f| &*names.function(f).mangled);
+                if let Some(r) = ret
+                    .as_ref()
+                    .and_then(|v| crate::values::ret_text(v, name, enums))
+                {
                     *c.returns.entry(r.into_boxed_str()).or_default() += 1;
                 }
                 if let Some(parent) = open.last_mut() {

@@ -57,6 +57,16 @@ impl Function {
         let inside = |start: u64, size: u32| addr >= start && addr < start + u64::from(size);
         inside(self.start, self.size) || self.cold.is_some_and(|(s, n)| inside(s, n))
     }
+
+    /// Whether `addr` is the end of one of the function's parts (main or
+    /// cold): where a label after its last instruction points. gcc jumps
+    /// there (from the cold part, to the label right after a call of a
+    /// noreturn function): a jump the rewriter knows stays inside, since
+    /// its target is one of the function's own labels.
+    pub fn ends_at(&self, addr: u64) -> bool {
+        let end = |start: u64, size: u32| size != 0 && addr == start + u64::from(size);
+        end(self.start, self.size) || self.cold.is_some_and(|(s, n)| end(s, n))
+    }
 }
 
 /// The GNU build id of an ELF file, in hex, if it has one.
@@ -484,7 +494,9 @@ fn check_complete(img: &Image, f: &Function) -> Vec<(u64, String)> {
         .iter()
         .find(|s| s.kind == SiteKind::Entry)
         .map_or(f.start, |s| s.addr);
-    let leaves = |target: u64| !f.contains(target) || (f.start..=entry).contains(&target);
+    let leaves = |target: u64| {
+        !(f.contains(target) || f.ends_at(target)) || (f.start..=entry).contains(&target)
+    };
     let parts = std::iter::once((f.start, f.size)).chain(f.cold);
     for (start, size) in parts {
         let Some(code) = img.bytes(start, u64::from(size)) else {

@@ -82,13 +82,22 @@ pub fn decode(b: &[u8]) -> Option<Values> {
     Some(out.into())
 }
 
-/// The enums' names from a trace's spec file (for `-a`).
+/// What a trace's spec file says for showing values: the enums' and
+/// aggregates' names (for `-a`), and which functions' rules ask for a
+/// return value.
 #[derive(Debug, Clone, Default)]
 pub struct Enums {
     names: HashMap<(u32, i64), String>,
-    /// The enum a function returns, by the function's name (a return
-    /// value's record does not carry it).
+    aggregates: HashMap<u32, String>,
+    /// The enum or aggregate a function returns, by the function's name
+    /// (a return value's record does not carry it).
     returns: HashMap<String, u32>,
+    /// Functions whose return value a rule asks for: by name, and the
+    /// globs of the rules that name no single function.
+    returning: std::collections::HashSet<String>,
+    returning_globs: Vec<String>,
+    /// Whether there was a spec file.
+    loaded: bool,
 }
 
 impl Enums {
@@ -96,31 +105,84 @@ impl Enums {
     pub fn load(dir: &Path) -> Enums {
         let mut e = Enums::default();
         if let Ok(text) = std::fs::read_to_string(dir.join(SPEC_FILE)) {
+            e.loaded = true;
             for line in text.lines() {
-                let f: Vec<&str> = line.split('\t').collect();
-                if let ["value", n, v, name] = f[..] {
-                    if let (Ok(n), Ok(v)) = (n.parse(), v.parse()) {
-                        e.names.insert((n, v), name.to_string());
-                    }
-                } else if let Some((glob, spec)) = ftail_abi::argspec::FnSpec::parse_line(line) {
-                    if spec.has_ret != 0 && spec.ret.ty.class() == class::ENUM {
-                        e.returns
-                            .entry(glob.to_string())
-                            .or_insert(u32::from(spec.ret.aux));
-                    }
-                }
+                e.read_line(line);
             }
         }
         e
     }
-}
 
-impl Enums {
-    /// The enum that the function `name` returns, when the spec file
-    /// names one for it.
+    fn read_line(&mut self, line: &str) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if let ["value", n, v, name] = f[..] {
+            if let (Ok(n), Ok(v)) = (n.parse(), v.parse()) {
+                self.names.insert((n, v), name.to_string());
+            }
+        } else if let ["aggregate", n, name] = f[..] {
+            if let Ok(n) = n.parse() {
+                self.aggregates.insert(n, name.to_string());
+            }
+        } else if let Some((glob, spec)) = ftail_abi::argspec::FnSpec::parse_line(line) {
+            if spec.has_ret == 0 {
+                return;
+            }
+            // As the runtime merges rules: the last one with a return
+            // value gives it.
+            if matches!(spec.ret.ty.class(), class::ENUM | class::AGGREGATE) {
+                self.returns
+                    .insert(glob.to_string(), u32::from(spec.ret.aux));
+            } else {
+                self.returns.remove(glob);
+            }
+            if glob.contains(['*', '?']) {
+                self.returning_globs.push(glob.to_string());
+            } else {
+                self.returning.insert(glob.to_string());
+            }
+        }
+    }
+
+    /// The enum or aggregate that the function `name` returns, when the
+    /// spec file names one for it.
     pub fn returned_by(&self, name: &str) -> Option<u32> {
         self.returns.get(name).copied()
     }
+
+    /// Whether a rule asks for the return value of the function `name`
+    /// (its symbol, as the runtime matched the rules against it): a tail
+    /// chain's value belongs only to those (a `void` function that ends
+    /// in a tail call has none). True without a spec file.
+    pub fn returns_value(&self, name: &str) -> bool {
+        !self.loaded
+            || self.returning.contains(name)
+            || self.returning_globs.iter().any(|g| glob(g, name))
+    }
+}
+
+/// Whether the shell-style `pattern` (`*` and `?`) matches `text`, as the
+/// runtime matches its rules.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 impl Value {
@@ -149,6 +211,13 @@ impl Value {
             return;
         }
         match self.ty.class() {
+            class::AUTO => write_auto(out, self.raw),
+            class::AGGREGATE => match enums.aggregates.get(&(self.raw as u32)) {
+                Some(name) => {
+                    let _ = write!(out, "{name}{{...}}");
+                }
+                None => out.push_str("{...}"),
+            },
             class::SIGNED | class::UNSIGNED => {
                 let _ = write!(out, "{}", self.int());
             }
@@ -177,14 +246,22 @@ impl Value {
             }
             class::ENUM => {
                 let v = self.int() as i64;
-                match enums.names.get(&(self.enum_id, v)) {
+                // An enumerator that does not fit the signed type of the
+                // enum's size (0xffff0000 in 4 bytes) is named by its
+                // unsigned value.
+                let unsigned = self.raw & (u64::MAX >> (64 - 8 * u32::from(self.ty.size())));
+                let named = enums
+                    .names
+                    .get(&(self.enum_id, v))
+                    .or_else(|| enums.names.get(&(self.enum_id, unsigned as i64)));
+                match named {
                     Some(n) => out.push_str(n),
                     None => {
                         let _ = write!(out, "{v}");
                     }
                 }
             }
-            class::STRING => {
+            class::STRING | class::STD_STRING => {
                 if self.flags & value::NULL != 0 {
                     out.push_str("NULL");
                 } else if self.flags & value::BAD_POINTER != 0 {
@@ -210,6 +287,21 @@ impl Value {
     }
 }
 
+/// An integer as uftrace's default format shows it: in decimal up to
+/// 100000 either way, else in hexadecimal, except that what looks like a
+/// small negative `int` in a 64-bit register (its upper half clear) is
+/// shown as that negative number.
+fn write_auto(out: &mut String, raw: u64) {
+    let v = raw as i64;
+    let _ = if (-100000..=100000).contains(&v) {
+        write!(out, "{v}")
+    } else if raw > 0xffff_0000 && raw <= 0xffff_ffff {
+        write!(out, "{}", raw as u32 as i32)
+    } else {
+        write!(out, "{raw:#x}")
+    };
+}
+
 /// Appends `values` separated by `, `.
 pub fn write_list(out: &mut String, values: &[Value], enums: &Enums) {
     for (i, v) in values.iter().enumerate() {
@@ -220,25 +312,41 @@ pub fn write_list(out: &mut String, values: &[Value], enums: &Enums) {
     }
 }
 
-/// Appends a return value as replay shows it after ` = `: an enum that
-/// its record does not name takes the enum the spec file gives for
-/// `function` (the function's name, when known).
-pub fn write_ret(out: &mut String, values: &[Value], function: Option<&str>, enums: &Enums) {
-    let unnamed = values
-        .iter()
-        .any(|v| v.ty.class() == class::ENUM && v.enum_id == 0);
-    match function.filter(|_| unnamed) {
+/// Appends a return value as replay shows it after ` = `: an enum or
+/// aggregate that its record does not name takes the one the spec file
+/// gives for `function` (the function's symbol, when known). False, and
+/// nothing appended, when the function's rules ask for no return value:
+/// the value came with the tail chain the function ended in.
+pub fn write_ret(
+    out: &mut String,
+    values: &[Value],
+    function: Option<&str>,
+    enums: &Enums,
+) -> bool {
+    if function.is_some_and(|f| !enums.returns_value(f)) {
+        return false;
+    }
+    let unnamed = |v: &Value| match v.ty.class() {
+        class::ENUM => v.enum_id == 0,
+        class::AGGREGATE => v.raw == 0,
+        _ => false,
+    };
+    match function.filter(|_| values.iter().any(unnamed)) {
         Some(name) => {
             let mut v = values.to_vec();
+            let number = enums.returned_by(name).unwrap_or(0);
             for x in &mut v {
-                if x.enum_id == 0 {
-                    x.enum_id = enums.returned_by(name).unwrap_or(0);
+                if unnamed(x) && x.ty.class() == class::ENUM {
+                    x.enum_id = number;
+                } else if unnamed(x) {
+                    x.raw = u64::from(number);
                 }
             }
             write_list(out, &v, enums);
         }
         None => write_list(out, values, enums),
     }
+    true
 }
 
 /// Recorded arguments as text, without parentheses: `1, "abc"`.
@@ -248,11 +356,11 @@ pub fn args_text(values: &[Value], enums: &Enums) -> String {
     s
 }
 
-/// A recorded return value as text (see [`write_ret`]).
-pub fn ret_text(values: &[Value], function: Option<&str>, enums: &Enums) -> String {
+/// A recorded return value as text (see [`write_ret`]); `None` when the
+/// function has none to show.
+pub fn ret_text(values: &[Value], function: Option<&str>, enums: &Enums) -> Option<String> {
     let mut s = String::new();
-    write_ret(&mut s, values, function, enums);
-    s
+    write_ret(&mut s, values, function, enums).then_some(s)
 }
 
 fn escape(out: &mut String, bytes: &[u8], quote: char) {
@@ -353,6 +461,79 @@ mod tests {
         data[0] = 7;
         let v = decode(&record(&[(Ty::new(class::ENUM, 4), 0, &data)])).unwrap();
         assert_eq!(v[0].to_text(&enums), "7");
+    }
+
+    #[test]
+    fn the_default_format_is_uftraces() {
+        let auto = Ty::new(class::AUTO, 8);
+        let shown: Vec<String> = [
+            0xffff_ffffu64,
+            (-1i64) as u64,
+            100_000,
+            100_001,
+            (-100_001i64) as u64,
+            0x1_2345_6789,
+            0xffff_0000,
+        ]
+        .iter()
+        .map(|&raw| {
+            let v = decode(&record(&[(auto, 0, &raw.to_le_bytes())])).unwrap();
+            v[0].to_text(&Enums::default())
+        })
+        .collect();
+        assert_eq!(
+            shown,
+            [
+                "-1",
+                "-1",
+                "100000",
+                "0x186a1",
+                "0xfffffffffffe795f",
+                "0x123456789",
+                "0xffff0000"
+            ]
+        );
+    }
+
+    #[test]
+    fn aggregates_and_wide_enumerators_show_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = ftail_abi::argspec::enum_lines(1, "mask", &[(0xffff_0000, "HIGH".into())]);
+        text.push(ftail_abi::argspec::aggregate_line(2, "point"));
+        text.push("make\tg:none:2\t".into());
+        text.push("forward\t-\ta:r0".into());
+        text.push(String::new());
+        std::fs::write(dir.path().join(SPEC_FILE), text.join("\n")).unwrap();
+        let enums = Enums::load(dir.path());
+        // The register holds the enum's 4 bytes sign-extended.
+        let mut data = (-65536i64 as u64).to_le_bytes().to_vec();
+        data.extend(1u32.to_le_bytes());
+        let v = decode(&record(&[(Ty::new(class::ENUM, 4), 0, &data)])).unwrap();
+        assert_eq!(v[0].to_text(&enums), "HIGH");
+        let g = Ty::new(class::AGGREGATE, 8);
+        let v = decode(&record(&[(g, 0, &2u32.to_le_bytes())])).unwrap();
+        assert_eq!(v[0].to_text(&enums), "point{...}");
+        // A return value's record does not name it: the rule does.
+        let r = decode(&record(&[(g, 0, &0u32.to_le_bytes())])).unwrap();
+        assert_eq!(
+            ret_text(&r, Some("make"), &enums).as_deref(),
+            Some("point{...}")
+        );
+        // A function whose rule has no return value shows none (the
+        // value of the tail chain it ended in).
+        let i = decode(&record(&[(
+            Ty::new(class::AUTO, 8),
+            0,
+            &10u64.to_le_bytes(),
+        )]))
+        .unwrap();
+        assert_eq!(ret_text(&i, Some("forward"), &enums), None);
+        assert_eq!(ret_text(&i, Some("make"), &enums).as_deref(), Some("10"));
+        // Without a spec file, every value shows.
+        assert_eq!(
+            ret_text(&i, Some("forward"), &Enums::default()).as_deref(),
+            Some("10")
+        );
     }
 
     #[test]

@@ -39,8 +39,8 @@ use crate::record::state::{ThreadState, BASE, RETVAL, RET_TY_SHIFT};
 use crate::record::values::{capture_ret, write_args, Regs};
 use crate::record::write::{give_up_room, rdtsc, KeepErrno};
 
-/// The rules, in the order given (the first that matches a function
-/// gives its arguments, the first with a return value its return value).
+/// The rules, in the order given (every rule that matches a function
+/// adds to its spec: `FnSpec::merge`).
 static RULES: OnceLock<Vec<(String, FnSpec)>> = OnceLock::new();
 
 /// Bytes of a spec stub: `call` (5), `ret`, two `int3`, the spec, then
@@ -61,6 +61,7 @@ pub const FAST_ARGS: u8 = 1;
 /// Classes whose value is the register's 8 bytes as they are: written by
 /// the trampolines inline (a bit per class, for `bt`).
 pub const INLINE_CLASSES: u32 = 1 << class::SIGNED
+    | 1 << class::AUTO
     | 1 << class::UNSIGNED
     | 1 << class::HEX
     | 1 << class::POINTER
@@ -104,27 +105,17 @@ pub fn init(dir: &std::ffi::CStr) {
     let _ = RULES.set(rules);
 }
 
-/// The spec of the function `name`, if a rule matches it.
+/// The spec of the function `name`: every rule that matches it, merged
+/// in order; `None` when none asks for anything.
 pub fn spec_for(name: &str) -> Option<FnSpec> {
     let rules = RULES.get()?;
     let mut spec = FnSpec::default();
-    let mut found = false;
     for (glob, s) in rules {
-        if !crate::process::config::glob(glob, name) {
-            continue;
-        }
-        if spec.nargs == 0 && s.nargs > 0 {
-            spec.nargs = s.nargs;
-            spec.args = s.args;
-            found = true;
-        }
-        if spec.has_ret == 0 && s.has_ret != 0 {
-            spec.has_ret = 1;
-            spec.ret = s.ret;
-            found = true;
+        if crate::process::config::glob(glob, name) {
+            spec.merge(s);
         }
     }
-    found.then_some(spec)
+    (spec.nargs > 0 || spec.has_ret != 0).then_some(spec)
 }
 
 /// The spec stub's bytes: `call` to `entry_spec` (a near stub of the

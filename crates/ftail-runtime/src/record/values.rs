@@ -111,6 +111,19 @@ impl Payload {
                     None => self.push(a.ty, value::TRUNCATED, &buf[..got.min(usize::from(bound))]),
                 }
             }
+            class::STD_STRING => {
+                let mut first = [0u8; 8];
+                if read_memory(raw, &mut first) != 8 {
+                    return self.push(a.ty, value::BAD_POINTER, &raw.to_le_bytes());
+                }
+                let chars = ArgSpec {
+                    ty: Ty::new(class::STRING, 8),
+                    ..*a
+                };
+                self.push_value(&chars, u64::from_le_bytes(first))
+            }
+            // Nothing of it is read: its name is enough (see argspec).
+            class::AGGREGATE => self.push(a.ty, 0, &u32::from(a.aux).to_le_bytes()),
             class::ENUM => {
                 let mut data = [0u8; 12];
                 data[..8].copy_from_slice(&raw.to_le_bytes());
@@ -149,6 +162,7 @@ pub fn write_args(st: &mut ThreadState, spec: &FnSpec, regs: &Regs) {
     let mut p = Payload::new();
     for a in spec.args() {
         let ok = match a.loc {
+            _ if a.ty.class() == class::AGGREGATE => p.push_value(a, 0),
             LOC_NONE => p.push(a.ty, value::OPTIMISED_OUT, &[]),
             l if l >= LOC_STACK => {
                 let at = regs.cfa + 8 * u64::from(l - LOC_STACK);
