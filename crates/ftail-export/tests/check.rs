@@ -52,7 +52,12 @@ fn synthetic() -> tempfile::TempDir {
         "version=1\npid=7\ntsc_hz=1000000000\nstart_tsc=1000\nstart_realtime_ns=1700000000000000000\ncmdline=/bin/prog\x1farg\n",
     )
     .unwrap();
-    std::fs::write(p.join("7.modules"), "load 0 0x1000 - 0 0 /nonexistent\n").unwrap();
+    // A module path inside the test's own directory, where nothing is.
+    std::fs::write(
+        p.join("7.modules"),
+        format!("load 0 0x1000 - 0 0 {}\n", p.join("absent").display()),
+    )
+    .unwrap();
     let mut a = header(7, 8, b"main", 3, 0);
     events(
         &mut a,
@@ -154,7 +159,7 @@ fn chrome() {
             {"name":"0x2000","ph":"E","ts":0.22,"pid":7,"tid":9,"args":{"exit":"buffer full"}},
             {"name":"0x1000","ph":"E","ts":0.22,"pid":7,"tid":9,"args":{"exit":"buffer full"}}
             ],"displayTimeUnit":"ns","otherData":{"exporter":"ftail"}}
-            # /nonexistent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
+            # $DIR/absent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
         "#]],
     );
 }
@@ -191,7 +196,7 @@ fn speedscope() {
             {"type":"C","frame":0,"at":220}
             ],"startValue":200,"endValue":220}
             ],"shared":{"frames":[{"name":"0x1000"},{"name":"0x2000"},{"name":"0x3000"},{"name":"0x4000"},{"name":"0x5000"},{"name":"0x6000"},{"name":"0x7000"}]}}
-            # /nonexistent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
+            # $DIR/absent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
         "#]],
     );
 }
@@ -208,7 +213,7 @@ fn folded_by_self_time_and_by_calls() {
             0x1000;0x4000 5
             0x1000;0x5000 7
             0x1000;0x5000;0x6000 3
-            # /nonexistent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
+            # $DIR/absent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
         "#]],
     );
     check(
@@ -221,7 +226,7 @@ fn folded_by_self_time_and_by_calls() {
             0x1000;0x4000 1
             0x1000;0x5000 1
             0x1000;0x5000;0x6000 1
-            # /nonexistent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
+            # $DIR/absent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
         "#]],
     );
 }
@@ -238,7 +243,7 @@ fn filters_apply_as_in_replay() {
         Box::new(|i, o| ftail_export::folded::write(i, Weight::SelfTime, o)),
         expect![[r#"
             0x1000 100
-            # /nonexistent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
+            # $DIR/absent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
         "#]],
     );
 }
@@ -660,7 +665,7 @@ fn perfetto() {
             }
           }
         }
-        # /nonexistent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
+        # $DIR/absent: No such file or directory (os error 2); no place to look for a copy with the recorded id (--symbols-dir); its addresses are shown unnamed
     "#]].assert_eq(&(decode(&out) + &notes));
 }
 

@@ -353,9 +353,13 @@ mod tests {
             "version=1\npid=7\ntsc_hz=1000000000\n",
         )
         .unwrap();
+        // A module path inside the test's own directory, where nothing is.
         std::fs::write(
             d.path().join("7.modules"),
-            "load 0 0x1000 - 0 0 /nonexistent\n",
+            format!(
+                "load 0 0x1000 - 0 0 {}\n",
+                d.path().join("absent").display()
+            ),
         )
         .unwrap();
         std::fs::write(d.path().join("7-8.events"), events).unwrap();
