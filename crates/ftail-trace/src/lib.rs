@@ -10,6 +10,7 @@
 
 pub mod autoargs;
 pub mod dump;
+pub mod files;
 pub mod graph;
 pub mod info;
 pub mod losses;

@@ -266,7 +266,7 @@ impl Symbols {
     pub fn load(p: &Process) -> Symbols {
         let mut modules = Vec::new();
         for m in &p.modules {
-            let Ok(data) = std::fs::read(&m.path) else {
+            let Ok(data) = crate::files::read_regular(&m.path, crate::files::MODULE_LIMIT) else {
                 continue;
             };
             let Ok(funcs) = crate::sites::read(&data) else {

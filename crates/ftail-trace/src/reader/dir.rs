@@ -209,9 +209,15 @@ impl TraceDir {
     }
 }
 
-fn read_info(path: &Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
+/// A small text file of the trace's, or nothing.
+fn read_small_text(path: &Path) -> String {
+    crate::files::read_regular(path, crate::files::SMALL_LIMIT)
+        .map(|d| String::from_utf8_lossy(&d).into_owned())
         .unwrap_or_default()
+}
+
+fn read_info(path: &Path) -> BTreeMap<String, String> {
+    read_small_text(path)
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| {
@@ -233,7 +239,7 @@ fn hex(s: &str) -> Option<u64> {
 /// The `load`, `unload` and `skip` lines of `KEY.modules` (see
 /// `ftail_abi::trace`); a line that does not parse is passed over.
 fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = read_small_text(path);
     let (mut modules, mut skipped) = (Vec::<Module>::new(), Vec::new());
     for line in text.lines() {
         let mut f = line.splitn(7, ' ');
@@ -290,7 +296,7 @@ fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
 
 /// `KEY.status`, if it is there and whole.
 fn read_status(path: &Path) -> Option<ProcessStatus> {
-    let data = std::fs::read(path).ok()?;
+    let data = crate::files::read_regular(path, crate::files::SMALL_LIMIT).ok()?;
     let size = std::mem::size_of::<ProcessStatus>();
     if data.len() < size || data[..8] != STATUS_MAGIC {
         return None;
@@ -319,7 +325,7 @@ fn read_status(path: &Path) -> Option<ProcessStatus> {
 
 /// The trace's budget file, if it is there, whole and of this version.
 fn read_budget(path: &Path) -> Option<TraceBudget> {
-    let data = std::fs::read(path).ok()?;
+    let data = crate::files::read_regular(path, crate::files::SMALL_LIMIT).ok()?;
     if data.len() < std::mem::size_of::<TraceBudget>() || data[..8] != BUDGET_MAGIC {
         return None;
     }
