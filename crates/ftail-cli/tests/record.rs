@@ -770,6 +770,50 @@ fn issue_11_a_crash_keeps_the_ring_and_its_signal() {
     }
 }
 
+/// Issue 17: truncating the trace's budget file while the program runs
+/// (the program itself here) must not kill it: it runs on with its
+/// normal output, and what could not be recorded once the budget was
+/// gone is reported as a loss, with the reason.
+#[test]
+fn issue_17_a_truncated_budget_file_is_a_loss_not_a_crash() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("cutbudget.c")],
+        "cutbudget",
+    );
+    let tdir = dir.path().join("trace");
+    let budget = tdir.join(ftail_abi::trace::BUDGET_FILE);
+    let budget = budget.to_str().unwrap();
+    let plain = untraced(&exe, &[budget, "300000"]);
+    assert_eq!(plain.status.code(), Some(0), "{plain:?}");
+    let (out, t) = record(dir.path(), &exe, &[budget, "300000"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, plain.stdout);
+    assert_eq!(std::fs::metadata(budget).unwrap().len(), 0);
+    assert_balanced(&t);
+    let threads = &t.processes[0].threads;
+    assert_eq!(threads.len(), 6, "main and five threads");
+    let lost: Vec<_> = threads
+        .iter()
+        .filter(|th| th.lost > 0)
+        .map(|th| th.stopped)
+        .collect();
+    assert!(!lost.is_empty(), "nothing lost after the budget was gone");
+    assert!(
+        lost.iter()
+            .all(|&s| s == ftail_abi::trace::STOPPED_BUDGET_LOST),
+        "{lost:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("events lost: the trace's budget file was truncated or replaced"),
+        "{stderr}"
+    );
+}
+
 /// Issue 11: `ftail ctl PID snapshot` and `--snapshot-signal` copy the
 /// rings as they are into DIR/snapshot-N, each a trace of its own, while
 /// the program runs on; recording again keeps the whole directory as

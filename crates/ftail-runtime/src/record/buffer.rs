@@ -326,8 +326,11 @@ fn grow_file(st: &mut ThreadState, to: u64, force: bool) -> u64 {
         crate::record::budget::take(step)
     };
     if grant == 0 {
-        stop(st, STOPPED_MAX_SIZE);
-        crate::process::status::thread_max_size();
+        let why = crate::record::budget::refusal();
+        stop(st, why);
+        if why == STOPPED_MAX_SIZE {
+            crate::process::status::thread_max_size();
+        }
         return file_end;
     }
     if let Err(errno) = set_file_len(st, st.file_len + grant) {
