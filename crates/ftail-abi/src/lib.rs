@@ -373,8 +373,12 @@ pub mod trace {
         /// Threads that stopped recording because the trace reached its
         /// maximum size ([`TraceBudget::max_bytes`]).
         pub threads_max_size: u64,
+        /// Snapshots (`--snapshot-signal`, `ftail ctl PID snapshot`) not
+        /// taken because the trace had no room left for them
+        /// ([`TraceBudget::max_bytes`]).
+        pub snapshots_refused: u64,
         /// Reserved, zero.
-        pub reserved: [u64; 6],
+        pub reserved: [u64; 5],
     }
     const _: () = assert!(core::mem::size_of::<ProcessStatus>() == 128);
 

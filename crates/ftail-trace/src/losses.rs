@@ -102,6 +102,13 @@ fn process_notes(p: &crate::trace::Process, who: &str, out: &mut Vec<String>) {
                 std::io::Error::from_raw_os_error(errno as i32)
             ));
         }
+        if s.snapshots_refused > 0 {
+            out.push(format!(
+                "{who}: {} snapshot(s) not taken: the trace reached its maximum size \
+                 (--max-size)",
+                s.snapshots_refused
+            ));
+        }
         let errno = |v: u64| std::io::Error::from_raw_os_error((v >> 8) as i32);
         match s.agent & 0xff {
             AGENT_BIND_FAILED => out.push(format!(

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ftail_abi::trace::{TraceBudget, BUDGET_FILE, BUDGET_MAGIC, TRACE_VERSION};
 
 use crate::process::files::{self, NameBuf};
+use crate::process::sync::SlowLock;
 
 /// Whether the trace has a budget file (else [`LOCAL_USED`] counts).
 static SHARED: AtomicBool = AtomicBool::new(false);
@@ -35,10 +36,9 @@ static LOST: AtomicBool = AtomicBool::new(false);
 static LOCAL_USED: AtomicU64 = AtomicU64::new(0);
 /// The trace's maximum size (the budget file's, or `FTAIL_MAX_SIZE`).
 static MAX: AtomicU64 = AtomicU64::new(u64::MAX);
-/// The process id of the process whose thread holds the count (0: none):
-/// record locks do not keep apart threads of one process. A forked child
-/// may find its parent's id here, left by a thread it does not have.
-static HOLDER: AtomicU64 = AtomicU64::new(0);
+/// Keeps this process's threads apart while one holds the count: record
+/// locks do not.
+static HOLD: SlowLock = SlowLock::new();
 
 const SIZE: usize = std::mem::size_of::<TraceBudget>();
 const USED_AT: usize = std::mem::offset_of!(TraceBudget, used_bytes);
@@ -94,43 +94,11 @@ fn update<R>(f: impl Fn(u64, u64) -> (u64, R)) -> Option<R> {
     if LOST.load(Ordering::Relaxed) {
         return None;
     }
-    let _blocked = Blocked::all();
-    hold();
-    let r = update_file(&f);
-    HOLDER.store(0, Ordering::Release);
+    let r = HOLD.with(|| update_file(&f));
     if r.is_none() {
         LOST.store(true, Ordering::Relaxed);
     }
     r
-}
-
-/// Holds the count among this process's threads.
-fn hold() {
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() } as u64;
-    let mut spins = 0u32;
-    loop {
-        match HOLDER.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return,
-            // Left by a thread of the parent this process was forked from.
-            Err(other) if other != 0 && other != me => {
-                if HOLDER
-                    .compare_exchange(other, me, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return;
-                }
-            }
-            Err(_) => {}
-        }
-        spins += 1;
-        if spins < 64 {
-            std::hint::spin_loop();
-        } else {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
-        }
-    }
 }
 
 /// [`update`] on the budget file, under a record lock that keeps the
@@ -164,30 +132,6 @@ fn update_file<R>(f: &impl Fn(u64, u64) -> (u64, R)) -> Option<R> {
     r
 }
 
-/// Every signal blocked for the calling thread while this lives.
-struct Blocked(libc::sigset_t);
-
-impl Blocked {
-    fn all() -> Blocked {
-        // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask
-        // fill and apply it for this thread only.
-        unsafe {
-            let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
-                (std::mem::zeroed(), std::mem::zeroed());
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-            Blocked(old)
-        }
-    }
-}
-
-impl Drop for Blocked {
-    fn drop(&mut self) {
-        // SAFETY: putting back the mask saved by `all`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
-    }
-}
-
 /// Takes up to `want` bytes (rounded up to pages) from the budget: all of
 /// them, what is left (whole pages), or 0 when the trace has reached its
 /// maximum size or the count is lost.
@@ -198,6 +142,17 @@ pub fn take(want: u64) -> u64 {
         (u + grant, grant)
     })
     .unwrap_or(0)
+}
+
+/// Takes exactly `n` bytes (rounded up to pages), or nothing: false when
+/// they are not all left.
+pub fn take_all(n: u64) -> bool {
+    let n = n.div_ceil(PAGE) * PAGE;
+    update(|u, max| {
+        let fits = max.saturating_sub(u) >= n;
+        (if fits { u + n } else { u }, fits)
+    })
+    .unwrap_or(false)
 }
 
 /// Takes `n` bytes whatever is left: the room to close a stopped
