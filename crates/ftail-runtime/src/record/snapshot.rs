@@ -7,7 +7,10 @@
 //! copies this process image's files (`KEY.info`, `KEY.modules`,
 //! `KEY.status` and every `KEY-TID.events`) into a new directory
 //! `snapshot-N` of the trace directory, which reads as a trace of its
-//! own.
+//! own. Each copy's room is taken from the trace's budget (`--max-size`),
+//! the files of ended ring threads removed to make it where needed; a
+//! snapshot that does not fit is removed whole, refused (`EDQUOT`) and
+//! counted in `KEY.status`.
 //!
 //! Copies are made by the kernel (`sendfile` from file to file), so the
 //! code runs in a signal handler: no allocation, no lock, only
