@@ -313,10 +313,11 @@ mod tests {
 ///   comes back): an [`EventFileHeader`] followed by [`Event`]s;
 ///
 /// and one file for the whole trace, [`BUDGET_FILE`]: a [`TraceBudget`]
-/// that `ftail record` creates and every process maps, the bytes of event
-/// files all of them together may still take (`--max-size`).
+/// that `ftail record` creates and every process reads and writes under
+/// a record lock, the bytes of event files (and snapshots) all of them
+/// together may still take (`--max-size`).
 ///
-/// Event, status and budget files are file-backed shared mappings of the
+/// Event and status files are file-backed shared mappings of the
 /// traced process, so whatever it recorded survives `_exit`, a crash or
 /// SIGKILL. An event file grows as its thread writes, a chunk at a time,
 /// while the budget allows; a reader stops at the first event whose time
@@ -372,8 +373,12 @@ pub mod trace {
         /// Threads that stopped recording because the trace reached its
         /// maximum size ([`TraceBudget::max_bytes`]).
         pub threads_max_size: u64,
+        /// Snapshots (`--snapshot-signal`, `ftail ctl PID snapshot`) not
+        /// taken because the trace had no room left for them
+        /// ([`TraceBudget::max_bytes`]).
+        pub snapshots_refused: u64,
         /// Reserved, zero.
-        pub reserved: [u64; 6],
+        pub reserved: [u64; 5],
     }
     const _: () = assert!(core::mem::size_of::<ProcessStatus>() == 128);
 
@@ -395,10 +400,12 @@ pub mod trace {
 
     /// How many bytes the event files of a whole trace may take, and how
     /// many they took (`--max-size`). Created by `ftail record` before the
-    /// program starts; every traced process maps it shared and takes the
-    /// room for each part of an event file it grows with an atomic
-    /// compare-and-swap on [`TraceBudget::used_bytes`], so the limit holds
-    /// across processes and survives a crash.
+    /// program starts; every traced process takes the room for each part
+    /// of an event file it grows by reading and writing
+    /// [`TraceBudget::used_bytes`] under an `fcntl` record lock (never
+    /// through a mapping: a truncated budget file must not raise SIGBUS in
+    /// the program), so the limit holds across processes and survives a
+    /// crash.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct TraceBudget {
@@ -553,6 +560,11 @@ pub mod trace {
     /// longer (reopening it failed, or the file size limit); the errno is
     /// in bits 8 and up.
     pub const STOPPED_FILE_ERROR: u64 = 5;
+    /// [`EventFileHeader::stopped`]: the trace's budget file
+    /// ([`BUDGET_FILE`]) was truncated, removed or replaced while the
+    /// program ran, so no more room could be counted against
+    /// `--max-size`.
+    pub const STOPPED_BUDGET_LOST: u64 = 6;
     const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 96);
 
     /// One event: 16 bytes.

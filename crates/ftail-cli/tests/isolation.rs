@@ -237,6 +237,49 @@ fn a_full_disk_stops_the_recording_not_the_program() {
     );
 }
 
+/// Issue 17: under `--ring`, a thread whose ring does not fit on a full
+/// filesystem records nothing and says why in words (before: "Bad
+/// address"), and leaves no file behind that reads as damaged; the
+/// program runs on unharmed and the main thread keeps its ring.
+#[test]
+fn issue_17_a_ring_refused_by_a_full_disk_says_so() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], "manythreads.c", "manythreads");
+    let plain = run(Command::new(&exe).arg("8"));
+    let (mnt, copy) = (dir.path().join("small"), dir.path().join("copy"));
+    std::fs::create_dir(&mnt).unwrap();
+    // Room for the main thread's 2 MiB ring, not for a second one.
+    let script = format!(
+        "mount -t tmpfs -o size=4m none {mnt} || exit 97; \
+         {ftail} record -d {mnt}/t --ring 2M --max-size 1G -- {exe} 8 > {copy}.out 2> {copy}.err; \
+         echo $? > {copy}.status; cp -a {mnt}/t {copy}",
+        mnt = mnt.display(),
+        ftail = ftail().display(),
+        exe = exe.display(),
+        copy = copy.display(),
+    );
+    let Some(out) = in_mount_namespace(&script) else {
+        assert!(!full_suite(), "no mount namespace to fill a filesystem in");
+        eprintln!("skipping: no mount namespace");
+        return;
+    };
+    assert!(out.status.success(), "{out:?}");
+    let read = |ext: &str| std::fs::read_to_string(format!("{}.{ext}", copy.display())).unwrap();
+    assert_eq!(read("status").trim(), "0", "stderr: {}", read("err"));
+    assert_eq!(read("out").as_bytes(), plain.stdout);
+    let t = trace::open(&copy).unwrap();
+    let p = &t.processes[0];
+    for th in &p.threads {
+        assert!(th.damage.is_none(), "thread {}: {:?}", th.tid, th.damage);
+    }
+    assert_eq!(p.threads.len(), 1, "only the main thread's ring fits");
+    let status = p.status.expect("status file");
+    assert_eq!(status.threads_failed, 8);
+    assert_eq!(status.first_failure >> 32, libc::ENOSPC as u64);
+    let err = read("err");
+    assert!(err.contains("No space left on device"), "{err}");
+}
+
 /// Runs `exe args` with the runtime preloaded and `env` set, as
 /// `ftail record` would, from a shell whose pid the program keeps (so
 /// that `pre` can plant files named after it: `$$`).

@@ -770,6 +770,184 @@ fn issue_11_a_crash_keeps_the_ring_and_its_signal() {
     }
 }
 
+/// Issue 17: truncating the trace's budget file while the program runs
+/// (the program itself here) must not kill it: it runs on with its
+/// normal output, and what could not be recorded once the budget was
+/// gone is reported as a loss, with the reason.
+#[test]
+fn issue_17_a_truncated_budget_file_is_a_loss_not_a_crash() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("cutbudget.c")],
+        "cutbudget",
+    );
+    let tdir = dir.path().join("trace");
+    let budget = tdir.join(ftail_abi::trace::BUDGET_FILE);
+    let budget = budget.to_str().unwrap();
+    let plain = untraced(&exe, &[budget, "300000"]);
+    assert_eq!(plain.status.code(), Some(0), "{plain:?}");
+    let (out, t) = record(dir.path(), &exe, &[budget, "300000"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, plain.stdout);
+    assert_eq!(std::fs::metadata(budget).unwrap().len(), 0);
+    assert_balanced(&t);
+    let threads = &t.processes[0].threads;
+    assert_eq!(threads.len(), 6, "main and five threads");
+    let lost: Vec<_> = threads
+        .iter()
+        .filter(|th| th.lost > 0)
+        .map(|th| th.stopped)
+        .collect();
+    assert!(!lost.is_empty(), "nothing lost after the budget was gone");
+    assert!(
+        lost.iter()
+            .all(|&s| s == ftail_abi::trace::STOPPED_BUDGET_LOST),
+        "{lost:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("events lost: the trace's budget file was truncated or replaced"),
+        "{stderr}"
+    );
+}
+
+/// The bytes of disk the files under `dir` take (allocated blocks, not
+/// their apparent sizes), and the bytes of its event files among them.
+fn allocated_bytes(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let (mut all, mut events) = (0, 0);
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            let (a, ev) = allocated_bytes(&p);
+            all += a + m.blocks() * 512;
+            events += ev;
+        } else {
+            all += m.blocks() * 512;
+            if p.extension().is_some_and(|x| x == "events") {
+                events += m.blocks() * 512;
+            }
+        }
+    }
+    (all, events)
+}
+
+/// Room for the files a trace holds besides its events (metadata,
+/// budget, a directory's own blocks), a few blocks each.
+const METADATA_SLACK: u64 = 64 << 10;
+
+/// Issue 17: under `--ring`, a program that starts a thread per request
+/// stays within `--max-size` (before: every thread's file was the ring
+/// and a 1 MiB trace-stack reserve, taken past the budget and kept after
+/// the thread ended: 200 threads wrote over 200 MB). The files of ended
+/// threads are trimmed, and removed oldest first when new threads need
+/// their room; the latest threads keep their rings.
+#[test]
+fn issue_17_ring_threads_stay_within_max_size() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("manythreads.c")],
+        "manythreads",
+    );
+    let (out, t) = record(
+        dir.path(),
+        &exe,
+        &["200"],
+        &["--ring", "64K", "--max-size", "1M"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, untraced(&exe, &["200"]).stdout);
+    let (all, events) = allocated_bytes(&dir.path().join("trace"));
+    assert!(
+        events <= 1 << 20 && all <= (1 << 20) + METADATA_SLACK,
+        "{all} bytes on disk, {events} of them event files"
+    );
+    assert_balanced(&t);
+    let threads = &t.processes[0].threads;
+    // The main thread, and the last threads' rings are kept.
+    assert!(threads.len() >= 5, "{} threads kept", threads.len());
+    let last = threads.iter().map(|th| th.tid).max().unwrap();
+    let newest = threads.iter().find(|th| th.tid == last).unwrap();
+    assert!(
+        newest
+            .events
+            .iter()
+            .any(|e| e.kind() == Some(EventKind::Entry)),
+        "the newest thread recorded nothing"
+    );
+}
+
+/// Issue 17: snapshots are taken from `--max-size` too (before: 100
+/// snapshot signals filled a 64 MB filesystem); once the budget is spent
+/// a snapshot is refused, the program runs on, and the summary says how
+/// many were not taken.
+#[test]
+fn issue_17_snapshots_stay_within_max_size() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("ctlwait.c")],
+        "ctlwait",
+    );
+    let tdir = dir.path().join("trace");
+    let mut child = Command::new(ftail())
+        .args([
+            "record",
+            "--ring",
+            "64K",
+            "--max-size",
+            "1M",
+            "--snapshot-signal",
+            "USR2",
+            "-d",
+        ])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pid = lines.next().unwrap().unwrap();
+    for n in 1..=100 {
+        run_ok(Command::new("kill").args(["-USR2", &pid]));
+        writeln!(stdin, "{n}").unwrap();
+        assert_eq!(lines.next().unwrap().unwrap(), format!("done {n}"));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (all, _) = allocated_bytes(&tdir);
+    assert!(all <= (1 << 20) + METADATA_SLACK, "{all} bytes on disk");
+    let taken = (1..=100)
+        .filter(|n| tdir.join(format!("snapshot-{n}")).is_dir())
+        .count();
+    assert!((1..100).contains(&taken), "{taken} snapshots");
+    let t = trace::open(&tdir.join("snapshot-1")).unwrap();
+    assert_eq!(t.processes[0].threads.len(), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} snapshot(s) not taken: the trace reached its maximum size",
+            100 - taken
+        )),
+        "{stderr}"
+    );
+}
+
 /// Issue 11: `ftail ctl PID snapshot` and `--snapshot-signal` copy the
 /// rings as they are into DIR/snapshot-N, each a trace of its own, while
 /// the program runs on; recording again keeps the whole directory as

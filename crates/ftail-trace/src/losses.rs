@@ -5,8 +5,8 @@
 //! whole.
 
 use ftail_abi::trace::{
-    AGENT_BIND_FAILED, AGENT_LOST_SOCKET, STOPPED_ADDRESS_SPACE, STOPPED_BUFFER_FULL,
-    STOPPED_DISK_FULL, STOPPED_FILE_ERROR, STOPPED_MAX_SIZE,
+    AGENT_BIND_FAILED, AGENT_LOST_SOCKET, STOPPED_ADDRESS_SPACE, STOPPED_BUDGET_LOST,
+    STOPPED_BUFFER_FULL, STOPPED_DISK_FULL, STOPPED_FILE_ERROR, STOPPED_MAX_SIZE,
 };
 
 use crate::trace::Trace;
@@ -65,6 +65,9 @@ fn reason(trace: &Trace, stopped: u64) -> String {
             "events lost: its event file could not be made longer ({})",
             std::io::Error::from_raw_os_error((stopped >> 8) as i32)
         ),
+        STOPPED_BUDGET_LOST => "events lost: the trace's budget file was truncated or replaced \
+             while the program ran, so the trace's size could no longer be counted (--max-size)"
+            .into(),
         STOPPED_BUFFER_FULL | 0 => {
             "events lost: its buffer was full (--buffer-events sets its size)".into()
         }
@@ -97,6 +100,13 @@ fn process_notes(p: &crate::trace::Process, who: &str, out: &mut Vec<String>) {
                  created (thread {tid}: {})",
                 s.threads_failed,
                 std::io::Error::from_raw_os_error(errno as i32)
+            ));
+        }
+        if s.snapshots_refused > 0 {
+            out.push(format!(
+                "{who}: {} snapshot(s) not taken: the trace reached its maximum size \
+                 (--max-size)",
+                s.snapshots_refused
             ));
         }
         let errno = |v: u64| std::io::Error::from_raw_os_error((v >> 8) as i32);

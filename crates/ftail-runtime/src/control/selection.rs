@@ -219,6 +219,9 @@ fn run_command(c: &mut Control, line: &str) -> Result<String, String> {
         "snapshot" => {
             return match crate::record::snapshot::take() {
                 Ok((n, threads)) => Ok(format!("snapshot=snapshot-{n} threads={threads}")),
+                Err(libc::EDQUOT) => Err("the snapshot was not taken: the trace has no room \
+                     left for it (--max-size)"
+                    .to_string()),
                 Err(errno) => Err(format!(
                     "the snapshot failed: {}",
                     std::io::Error::from_raw_os_error(errno)

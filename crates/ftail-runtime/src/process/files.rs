@@ -162,6 +162,26 @@ pub fn remove(name: &mut NameBuf) {
     }
 }
 
+/// Removes `name` from the trace directory if it is still the regular
+/// file `ino` (a file of this process's that is no longer needed); true
+/// when it is gone, removed now or before.
+pub fn remove_if(name: &mut NameBuf, ino: u64) -> bool {
+    let Ok(dir) = open_dir() else { return false };
+    let Some(p) = name.as_c() else { return false };
+    // SAFETY: a zeroed stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is NUL-terminated; the link itself is looked at, never
+    // followed.
+    if unsafe { libc::fstatat(dir.0, p, &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+        return errno() == libc::ENOENT;
+    }
+    if st.st_ino != ino || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return true;
+    }
+    // SAFETY: as above; unlinkat removes a name, never follows it.
+    unsafe { libc::unlinkat(dir.0, p, 0) == 0 }
+}
+
 /// Opens the existing file `name` of the trace directory for appending,
 /// never through a symbolic link. Err(errno) on failure.
 pub fn open_append(name: &mut NameBuf) -> Result<i32, i32> {

@@ -96,3 +96,14 @@ pub fn key_name(suffix: &[u8]) -> NameBuf {
     n.push(get()).push(suffix);
     n
 }
+
+/// The name of event file `KEY-TID.events`, or `KEY-TID~N.events`.
+pub fn event_file_name(tid: u32, n: u64) -> NameBuf {
+    let mut name = key_name(b"-");
+    name.push_num(u64::from(tid));
+    if n > 0 {
+        name.push(b"~").push_num(n);
+    }
+    name.push(ftail_abi::trace::EVENTS_SUFFIX.as_bytes());
+    name
+}

@@ -108,6 +108,11 @@ pub fn thread_max_size() {
     add(offset!(threads_max_size), 1);
 }
 
+/// A snapshot was not taken: the trace had no room left for it.
+pub fn snapshot_refused() {
+    add(offset!(snapshots_refused), 1);
+}
+
 /// A module found after start-up was left untraced, or some of its sites.
 pub fn skipped(modules: u64, sites: u64) {
     add(offset!(modules_skipped), modules);

@@ -18,9 +18,8 @@
 use std::sync::atomic::Ordering;
 
 use ftail_abi::trace::{
-    EventFileHeader, EVENTS_MAGIC, EVENTS_SUFFIX, FORMAT_COMPACT, FORMAT_WIDE,
-    STOPPED_ADDRESS_SPACE, STOPPED_BUFFER_FULL, STOPPED_DISK_FULL, STOPPED_FILE_ERROR,
-    STOPPED_MAX_SIZE, TRACE_VERSION,
+    EventFileHeader, EVENTS_MAGIC, FORMAT_COMPACT, FORMAT_WIDE, STOPPED_ADDRESS_SPACE,
+    STOPPED_BUFFER_FULL, STOPPED_DISK_FULL, STOPPED_FILE_ERROR, STOPPED_MAX_SIZE, TRACE_VERSION,
 };
 
 use crate::record::state::{StackEntry, ThreadState};
@@ -68,25 +67,40 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         }
     };
     let reserve = cfg.stack_entries * 16;
-    // The buffer proper may grow to `cap` bytes of file; its mapping
-    // also holds the reserve that closes open frames when it stops. A
-    // ring is all file from the start, taken from the budget whole.
     // `--buffer-events`: 16 bytes an event in a ring, 8 (an entry's size,
     // twice a close's) in the compact format.
     let by_events = HEADER + cfg.buffer_events * if cfg.ring != 0 { 16 } else { 8 };
-    let cap = if cfg.ring != 0 {
-        HEADER + cfg.ring
+    // A ring is all file from the start, with the first page of its trace
+    // stack after it (more pages as the stack deepens: `grow_stack`),
+    // taken from the budget whole; the files of threads that ended make
+    // room for it. A ring that finds no room records nothing, in a file
+    // that says why.
+    let ring_first =
+        (HEADER + cfg.ring + st.depth.clamp(1, cfg.stack_entries) * 16).div_ceil(PAGE) * PAGE;
+    let ring = if cfg.ring != 0 && crate::record::retired::take_room(ring_first) {
+        cfg.ring
+    } else {
+        0
+    };
+    let refused = cfg.ring != 0 && ring == 0;
+    // The buffer proper may grow to `cap` bytes of file; its mapping
+    // also holds the reserve that closes open frames when it stops (a
+    // ring's, the room its trace stack may grow into).
+    let cap = if ring != 0 {
+        HEADER + ring
+    } else if refused {
+        HEADER
     } else {
         by_events
             .min(crate::record::budget::max().saturating_add(HEADER))
             .min(MAX_MAP)
     };
-    // (A ring's file also keeps the trace stack, after the ring.)
     let wanted = (cap + reserve).div_ceil(PAGE) * PAGE;
     // The first step of the file: the header's page and a first chunk.
-    let mut first = if cfg.ring != 0 {
-        crate::record::budget::force(wanted);
-        wanted
+    let mut first = if ring != 0 {
+        ring_first
+    } else if refused {
+        0
     } else {
         crate::record::budget::take(PAGE + FIRST_CHUNK)
     };
@@ -100,6 +114,7 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         crate::record::budget::give_back(taken);
         // SAFETY: fd is the file just created, ours to close.
         unsafe { libc::close(fd) };
+        remove_event_file(tid as u32, n);
         crate::process::status::thread_failed(tid as u32, errno);
         false
     };
@@ -135,7 +150,7 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
             break p;
         }
         let errno = crate::process::files::errno();
-        if map_len <= MIN_MAP + reserve || cfg.ring != 0 {
+        if map_len <= MIN_MAP + reserve || ring != 0 {
             return fail(st, errno, first);
         }
         map_len = (map_len / 2).max(MIN_MAP + reserve).div_ceil(PAGE) * PAGE;
@@ -146,7 +161,7 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     let mut name = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes.
     unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
-    let limit = if cfg.ring != 0 {
+    let limit = if ring != 0 {
         cap
     } else {
         (cap.min(map_len - reserve) - HEADER) / 16 * 16 + HEADER
@@ -161,7 +176,7 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         lost: 0,
         name,
         stopped: 0,
-        ring: cfg.ring,
+        ring,
         laps: 0,
         open_at_end: 0,
         format: if cfg.ring != 0 {
@@ -172,13 +187,19 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     };
     // The header's page is allocated first: on a full filesystem, touching
     // it would raise SIGBUS in the program.
-    // A ring's whole file is allocated at once: it stays in the cache,
-    // and its trace stack is written from the trampolines.
-    let now = if cfg.ring != 0 { map_len } else { PAGE };
-    if let Err(errno) = populate(base as u64, now) {
+    // A ring's whole file is allocated at once (the files of ended threads
+    // make room on a full filesystem too): it stays in the cache, and its
+    // trace stack is written from the trampolines.
+    let now = if ring != 0 { first } else { PAGE };
+    let mut populated = populate(base as u64, now);
+    while ring != 0 && populated == Err(libc::ENOSPC) && crate::record::retired::evict_oldest() {
+        populated = populate(base as u64, now);
+    }
+    if let Err(errno) = populated {
         // SAFETY: unmapping the mapping just made.
         unsafe { libc::munmap(base, map_len as usize) };
         crate::record::budget::give_back(first);
+        remove_event_file(tid as u32, n);
         drop_inherited(st);
         crate::process::status::thread_failed(tid as u32, errno);
         return false;
@@ -191,14 +212,20 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     st.file_len = first;
     st.file_id = u64::from(tid as u32) | (n << 32);
     st.file_ino = ino;
-    st.limit_why = if map_len < wanted || cap == MAX_MAP && cap < by_events {
+    st.limit_why = if refused {
+        let why = crate::record::budget::refusal();
+        if why == STOPPED_MAX_SIZE {
+            crate::process::status::thread_max_size();
+        }
+        why
+    } else if map_len < wanted || cap == MAX_MAP && cap < by_events {
         STOPPED_ADDRESS_SPACE
     } else if cap == by_events {
         STOPPED_BUFFER_FULL
     } else {
         STOPPED_MAX_SIZE
     };
-    if cfg.ring != 0 {
+    if ring != 0 {
         // The trace stack moves into the file (a forked child's frames
         // come along).
         let in_file = base + limit;
@@ -224,7 +251,7 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
             }
         }
         st.stack = in_file;
-        st.stack_cap = cfg.stack_entries;
+        st.stack_cap = ((first - limit) / 16).min(cfg.stack_entries);
     }
     drop_inherited(st);
     if st.stack == 0 && !map_stack(st, cfg.stack_entries) {
@@ -246,7 +273,9 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     st.limit = base + limit;
     st.reserve_end = base + map_len;
     st.lost = base + std::mem::offset_of!(EventFileHeader, lost) as u64;
-    st.ring = cfg.ring;
+    st.ring = ring;
+    // The trampolines are the same for every thread: a ring that was
+    // refused keeps 16-byte events (and has room for none).
     st.compact = u64::from(cfg.ring == 0);
     st.base = crate::record::state::NO_BASE;
     if st.ring != 0 {
@@ -257,15 +286,10 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     true
 }
 
-/// The name of event file `KEY-TID.events`, or `KEY-TID~N.events`.
-pub(crate) fn event_file_name(tid: u32, n: u64) -> crate::process::files::NameBuf {
-    let mut name = crate::process::key::key_name(b"-");
-    name.push_num(u64::from(tid));
-    if n > 0 {
-        name.push(b"~").push_num(n);
-    }
-    name.push(EVENTS_SUFFIX.as_bytes());
-    name
+/// Removes the event file a thread made but could not use, so that no
+/// file the reader would call damaged is left behind.
+fn remove_event_file(tid: u32, n: u64) {
+    crate::process::files::remove(&mut crate::process::key::event_file_name(tid, n));
 }
 
 /// Creates `KEY-TID.events` (`KEY-TID~N.events` when a thread of the same
@@ -274,7 +298,7 @@ pub(crate) fn event_file_name(tid: u32, n: u64) -> crate::process::files::NameBu
 fn create_event_file(tid: u32) -> Result<(i32, u64), i32> {
     let mut last = libc::EEXIST;
     for n in 0..100 {
-        match crate::process::files::create(&mut event_file_name(tid, n)) {
+        match crate::process::files::create(&mut crate::process::key::event_file_name(tid, n)) {
             Err(libc::EEXIST) => continue,
             Err(e) => {
                 last = e;
@@ -291,7 +315,7 @@ fn create_event_file(tid: u32) -> Result<(i32, u64), i32> {
 /// the program could close or inherit) and checked to be the same file.
 /// Err(errno) on failure. Async-signal-safe.
 fn set_file_len(st: &ThreadState, len: u64) -> Result<(), i32> {
-    let mut name = event_file_name(st.file_id as u32, st.file_id >> 32);
+    let mut name = crate::process::key::event_file_name(st.file_id as u32, st.file_id >> 32);
     let (fd, meta) = crate::process::files::open_rw(&mut name)?;
     let r = if meta.st_ino != st.file_ino {
         Err(libc::ESTALE)
@@ -326,8 +350,11 @@ fn grow_file(st: &mut ThreadState, to: u64, force: bool) -> u64 {
         crate::record::budget::take(step)
     };
     if grant == 0 {
-        stop(st, STOPPED_MAX_SIZE);
-        crate::process::status::thread_max_size();
+        let why = crate::record::budget::refusal();
+        stop(st, why);
+        if why == STOPPED_MAX_SIZE {
+            crate::process::status::thread_max_size();
+        }
         return file_end;
     }
     if let Err(errno) = set_file_len(st, st.file_len + grant) {
@@ -414,6 +441,10 @@ pub fn populate(from: u64, len: u64) -> Result<(), i32> {
     };
     match (r, crate::process::files::errno()) {
         (0, _) | (_, libc::EINVAL) => Ok(()),
+        // "A SIGBUS would have been generated": the range is inside the
+        // file, so its pages could not be allocated — a full filesystem
+        // (tmpfs says no more), not a bad address.
+        (_, libc::EFAULT) => Err(libc::ENOSPC),
         (_, e) => Err(e),
     }
 }
@@ -494,10 +525,15 @@ pub fn set_stopped(st: &ThreadState, why: u64) {
 
 /// Gives back the calling thread's buffers once its frames are closed and
 /// it records no more (`thread::release`): the event file is cut after
-/// its last event (the room allocated ahead goes back to the budget),
-/// then it and the stacks are unmapped.
+/// its last event (the room allocated ahead goes back to the budget; a
+/// ring's is listed with those of ended threads, [`retire_ring`]), then
+/// it and the stacks are unmapped.
 pub fn release(st: &mut ThreadState) {
-    cut(st);
+    if st.ring != 0 && st.file_base != 0 {
+        retire_ring(st);
+    } else {
+        cut(st);
+    }
     // SAFETY: these are the mappings setup_thread made for this thread;
     // status OFF keeps the trampolines from touching them again.
     unsafe {
@@ -539,6 +575,65 @@ pub fn cut_at_exit(st: &mut ThreadState) {
         cut(st);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
+}
+
+/// Makes a ring's trace stack deeper when it is full: the file grows
+/// over the next pages of the room mapped for it (twice as many entries
+/// as now, up to `FTAIL_STACK_ENTRIES`), taken from the trace's budget
+/// (the files of ended threads make room) and allocated at once (the
+/// trampolines write the stack). False when it cannot: the frame is then
+/// not recorded, as when the stack is at its size. Signals are blocked
+/// meanwhile: a handler's frames must wait for the stack to be whole.
+pub fn grow_stack(st: &mut ThreadState) -> bool {
+    let Some(cfg) = crate::CONFIG.get() else {
+        return false;
+    };
+    if st.ring == 0 || st.file_base == 0 || st.stack_cap >= cfg.stack_entries {
+        return false;
+    }
+    let _blocked = crate::process::sync::SignalsBlocked::all();
+    let at = st.stack - st.file_base;
+    let entries = (st.stack_cap * 2).min(cfg.stack_entries);
+    let len = ((at + entries * 16).div_ceil(PAGE) * PAGE).min(st.map_len);
+    if len <= st.file_len {
+        return false;
+    }
+    let more = len - st.file_len;
+    if !crate::record::retired::take_room(more) {
+        return false;
+    }
+    let grown = set_file_len(st, len)
+        .and_then(|()| populate(st.file_base + st.file_len, more))
+        .is_ok();
+    if !grown {
+        let _ = set_file_len(st, st.file_len);
+        crate::record::budget::give_back(more);
+        return false;
+    }
+    st.file_len = len;
+    st.stack_cap = ((len - at) / 16).min(cfg.stack_entries);
+    true
+}
+
+/// A ring thread ended: its file is cut to what its ring holds (the
+/// trace stack, all closed now, and the part of the ring never written
+/// go, their bytes back to the budget) and listed with the files of
+/// ended threads, which new threads' rings may replace (`retired`).
+fn retire_ring(st: &mut ThreadState) {
+    let laps = st.file_base + std::mem::offset_of!(EventFileHeader, laps) as u64;
+    // SAFETY: the header's `laps` word, in the mapping's first page.
+    let lapped = unsafe { (laps as *const u64).read_volatile() } != 0;
+    let written = if lapped {
+        st.end
+    } else {
+        st.cursor.min(st.end)
+    };
+    let keep = (written - st.file_base).div_ceil(PAGE) * PAGE;
+    if keep < st.file_len && set_file_len(st, keep).is_ok() {
+        crate::record::budget::give_back(st.file_len - keep);
+        st.file_len = keep;
+    }
+    crate::record::retired::push(st.file_id, st.file_ino, st.file_len);
 }
 
 /// Cuts the event file after the page of its last event, unless the

@@ -22,7 +22,7 @@ pub(crate) fn top(st: &ThreadState) -> Option<StackEntry> {
 /// Opens a frame: an entry, or a suspended frame resumed.
 pub(crate) fn push(st: &mut ThreadState, cfa: u64, word: u64, kind: EventKind, now: u64) {
     let depth = st.depth;
-    if depth >= st.stack_cap {
+    if depth >= st.stack_cap && !crate::record::buffer::grow_stack(st) {
         count_lost(st);
         return;
     }

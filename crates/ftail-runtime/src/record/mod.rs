@@ -4,8 +4,8 @@
 //! budget, and closing frames before an `exec`.
 //!
 //! Imports go one way: `args` → `hooks` → `stacks`/`parked` → `frames`
-//! → `values` → `write` → `buffer` → `state`; `thread` starts and ends a
-//! thread over them.
+//! → `values` → `write` → `buffer` → `retired` → `budget`, `state`;
+//! `thread` starts and ends a thread over them.
 
 pub mod args;
 pub mod budget;
@@ -14,6 +14,7 @@ pub mod children;
 pub mod frames;
 pub mod hooks;
 pub mod parked;
+pub mod retired;
 pub mod snapshot;
 pub mod stacks;
 pub mod state;

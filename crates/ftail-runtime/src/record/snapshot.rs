@@ -7,7 +7,10 @@
 //! copies this process image's files (`KEY.info`, `KEY.modules`,
 //! `KEY.status` and every `KEY-TID.events`) into a new directory
 //! `snapshot-N` of the trace directory, which reads as a trace of its
-//! own.
+//! own. Each copy's room is taken from the trace's budget (`--max-size`),
+//! the files of ended ring threads removed to make it where needed; a
+//! snapshot that does not fit is removed whole, refused (`EDQUOT`) and
+//! counted in `KEY.status`.
 //!
 //! Copies are made by the kernel (`sendfile` from file to file), so the
 //! code runs in a signal handler: no allocation, no lock, only
@@ -142,18 +145,61 @@ fn take_in(dir: i32) -> Result<(u64, u64), i32> {
         libc::openat(
             dir,
             p,
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     };
     if out < 0 {
-        return Err(errno());
+        let e = errno();
+        // SAFETY: removing the empty directory just made.
+        unsafe { libc::unlinkat(dir, p, libc::AT_REMOVEDIR) };
+        return Err(e);
     }
-    let copied = copy_image_files(dir, out);
+    // The directory's own block, then each copy, from the trace's budget.
+    let mut taken = 0u64;
+    let copied = if take_room(PAGE, &mut taken) {
+        copy_image_files(dir, out, &mut taken)
+    } else {
+        Err(libc::EDQUOT)
+    };
     if copied.is_ok() {
         note_depths_in_copies(out);
     }
+    if copied == Err(libc::EDQUOT) {
+        // No room for the whole snapshot: none of it stays.
+        remove_all(out);
+        // SAFETY: removing the directory just emptied, by its name in ours.
+        unsafe { libc::unlinkat(dir, p, libc::AT_REMOVEDIR) };
+        crate::record::budget::give_back(taken);
+        crate::process::status::snapshot_refused();
+    }
     files::close(out);
     copied.map(|threads| (n, threads))
+}
+
+const PAGE: u64 = 4096;
+
+/// Takes `n` bytes (whole pages) from the trace's budget, adding them to
+/// `taken`; false when there is no room for them.
+fn take_room(n: u64, taken: &mut u64) -> bool {
+    let n = n.div_ceil(PAGE) * PAGE;
+    let ok = crate::record::retired::take_room(n);
+    if ok {
+        *taken += n;
+    }
+    ok
+}
+
+/// Removes every file of the directory `out`.
+fn remove_all(out: i32) {
+    each_entry(out, |name, _| {
+        if let Some(p) = name.as_c() {
+            // SAFETY: a NUL-terminated name in our directory; unlinkat
+            // never follows it.
+            unsafe { libc::unlinkat(out, p, 0) };
+        }
+        Ok(())
+    })
+    .ok();
 }
 
 /// Writes each ring thread's depth into its copy's header.
@@ -164,7 +210,7 @@ fn note_depths_in_copies(out: i32) {
             continue;
         };
         let mut name =
-            crate::record::buffer::event_file_name(seen.file_id as u32, seen.file_id >> 32);
+            crate::process::key::event_file_name(seen.file_id as u32, seen.file_id >> 32);
         let Some(p) = name.as_c() else { continue };
         // SAFETY: a NUL-terminated name in the snapshot's directory, never
         // followed through a link.
@@ -289,10 +335,33 @@ extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
 }
 
 /// Copies every file of this image from `dir` to `out`; the number of
-/// event files copied.
-fn copy_image_files(dir: i32, out: i32) -> Result<u64, i32> {
+/// event files copied. Err(EDQUOT) when the trace's budget has no room
+/// for one of them.
+fn copy_image_files(dir: i32, out: i32, taken: &mut u64) -> Result<u64, i32> {
     let key = crate::process::key::get();
     let mut threads = 0u64;
+    each_entry(dir, |name, kind| {
+        let entry = name.bytes();
+        if kind != libc::DT_REG || !belongs(entry, key) {
+            return Ok(());
+        }
+        let events = entry.ends_with(b".events");
+        match copy_file(dir, out, name, taken) {
+            Ok(()) if events => threads += 1,
+            Err(libc::EDQUOT) => return Err(libc::EDQUOT),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(threads)
+}
+
+/// Calls `each(name, type)` for every entry of the directory `dir`,
+/// from its current position to its end; stops at the first Err.
+fn each_entry(
+    dir: i32,
+    mut each: impl FnMut(&mut NameBuf, u8) -> Result<(), i32>,
+) -> Result<(), i32> {
     let mut buf = [0u8; 1024];
     loop {
         // SAFETY: getdents64 fills at most buf.len() bytes.
@@ -301,7 +370,7 @@ fn copy_image_files(dir: i32, out: i32) -> Result<u64, i32> {
             return Err(errno());
         }
         if got == 0 {
-            return Ok(threads);
+            return Ok(());
         }
         let mut at = 0usize;
         while at + 19 < got as usize {
@@ -314,14 +383,9 @@ fn copy_image_files(dir: i32, out: i32) -> Result<u64, i32> {
                 .iter()
                 .position(|&b| b == 0)
                 .unwrap_or(name_bytes.len());
-            let entry = &name_bytes[..len];
-            if kind == libc::DT_REG && belongs(entry, key) {
-                let mut name = NameBuf::new();
-                name.push(entry);
-                if copy_file(dir, out, &mut name).is_ok() && entry.ends_with(b".events") {
-                    threads += 1;
-                }
-            }
+            let mut name = NameBuf::new();
+            name.push(&name_bytes[..len]);
+            each(&mut name, kind)?;
             if reclen == 0 {
                 break;
             }
@@ -340,27 +404,40 @@ fn belongs(name: &[u8], key: &[u8]) -> bool {
         || (rest.first() == Some(&b'-') && rest.ends_with(b".events"))
 }
 
-/// Copies `name` from `dir` to a new file of the same name in `out`.
-fn copy_file(dir: i32, out: i32, name: &mut NameBuf) -> Result<(), i32> {
+/// Copies `name` from `dir` to a new file of the same name in `out`, as
+/// long as it is now, its room taken from the trace's budget first.
+fn copy_file(dir: i32, out: i32, name: &mut NameBuf, taken: &mut u64) -> Result<(), i32> {
     let p = name.as_c().ok_or(libc::ENAMETOOLONG)?;
-    // SAFETY: NUL-terminated names relative to our descriptors; the
-    // source is never followed through a link, the copy is created
-    // exclusively.
-    let (src, dst) = unsafe {
-        (
-            libc::openat(dir, p, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC),
-            libc::openat(
-                out,
-                p,
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600,
-            ),
+    // SAFETY: a NUL-terminated name relative to our descriptor, never
+    // followed through a link.
+    let src = unsafe { libc::openat(dir, p, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if src < 0 {
+        return Err(errno());
+    }
+    let size = match files::stat(src) {
+        Ok(st) => st.st_size as u64,
+        Err(e) => {
+            files::close(src);
+            return Err(e);
+        }
+    };
+    if !take_room(size, taken) {
+        files::close(src);
+        return Err(libc::EDQUOT);
+    }
+    // SAFETY: as above; the copy is created exclusively.
+    let dst = unsafe {
+        libc::openat(
+            out,
+            p,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600,
         )
     };
-    let result = if src < 0 || dst < 0 {
+    let result = if dst < 0 {
         Err(errno())
     } else {
-        send_all(src, dst)
+        send_all(src, dst, size)
     };
     for fd in [src, dst] {
         if fd >= 0 {
@@ -370,9 +447,8 @@ fn copy_file(dir: i32, out: i32, name: &mut NameBuf) -> Result<(), i32> {
     result
 }
 
-/// Copies `src` to `dst` from the start to the end of `src` as it is now.
-fn send_all(src: i32, dst: i32) -> Result<(), i32> {
-    let size = files::stat(src)?.st_size as u64;
+/// Copies the first `size` bytes of `src` to `dst`.
+fn send_all(src: i32, dst: i32, size: u64) -> Result<(), i32> {
     let mut done = 0u64;
     while done < size {
         // SAFETY: sendfile between two descriptors we own, reading from

@@ -319,7 +319,8 @@ fn read_status(path: &Path) -> Option<ProcessStatus> {
         sites_skipped: u64_at(offset_of!(ProcessStatus, sites_skipped)),
         agent: u64_at(offset_of!(ProcessStatus, agent)),
         threads_max_size: u64_at(offset_of!(ProcessStatus, threads_max_size)),
-        reserved: [0; 6],
+        snapshots_refused: u64_at(offset_of!(ProcessStatus, snapshots_refused)),
+        reserved: [0; 5],
     })
 }
 
