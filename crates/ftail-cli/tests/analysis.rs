@@ -308,6 +308,66 @@ fn build_recurse(dir: &Path) -> PathBuf {
     exe
 }
 
+/// Records `exe ARGS` into `dir/NAME`; the trace directory.
+fn record_into(dir: &Path, name: &str, exe: &Path, args: &[&str]) -> PathBuf {
+    let trace = dir.join(name);
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&trace)
+        .arg("--")
+        .arg(exe)
+        .args(args));
+    assert!(out.status.success(), "{out:?}");
+    trace
+}
+
+/// `report --diff BASE -d TRACE` measures the change from BASE (before)
+/// to TRACE (after), relative to BASE: `tick` going from 1 call to 3 is
+/// +200.0% (before: -66.7%, the base and the trace swapped), and the
+/// header says which is which; `flame --diff` agrees: the frame that
+/// grew is drawn red.
+#[test]
+fn diff_goes_from_the_base_to_the_trace() {
+    let scratch = scratch();
+    let exe = build_recurse(scratch.path());
+    let before = record_into(scratch.path(), "before", &exe, &["3", "1"]);
+    let after = record_into(scratch.path(), "after", &exe, &["3", "3"]);
+    let text = ftail_on(
+        &after,
+        "report",
+        &["--diff", before.to_str().unwrap(), "-s", "calls"],
+    );
+    let tick: Vec<&str> = text
+        .lines()
+        .find(|l| l.ends_with(" tick"))
+        .unwrap_or_else(|| panic!("no tick row:\n{text}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(tick[..3], ["1", "3", "+200.0%"], "{text}");
+    assert!(
+        text.contains(&format!("# before: {}\n", before.display()))
+            && text.contains(&format!("# after:  {}\n", after.display())),
+        "{text}"
+    );
+    let svg = scratch.path().join("diff.svg");
+    run_ok(
+        Command::new(ftail())
+            .args(["flame", "--weight", "calls", "-d"])
+            .arg(&after)
+            .arg("--diff")
+            .arg(&before)
+            .arg("-o")
+            .arg(&svg),
+    );
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    let frame = svg
+        .split("<g>")
+        .find(|g| g.contains("<title>tick "))
+        .unwrap_or_else(|| panic!("no tick frame:\n{svg}"));
+    assert!(frame.contains("fill=\"rgb(255,"), "tick grew: red\n{frame}");
+}
+
 /// A 60,000-deep recursion replays in bounded memory (before: memory
 /// quadratic in depth, an indentation string per line and the whole
 /// output in one string; it aborted allocating 4 GiB), with the depth
@@ -474,6 +534,7 @@ fn threads_can_be_told_apart_and_runs_compared() {
     );
     let changes: Vec<&str> = diff
         .lines()
+        .filter(|l| !l.starts_with('#'))
         .skip(1)
         .map(|l| l.split_whitespace().nth(2).unwrap())
         .collect();

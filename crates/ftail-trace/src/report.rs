@@ -572,10 +572,21 @@ fn call(k: &RowKey, returns: Option<&BTreeMap<Box<str>, u64>>) -> String {
     s
 }
 
+/// Which trace of a `--diff` is which, as the header names them.
+#[derive(Debug, Clone, Copy)]
+pub struct DiffLabels<'a> {
+    /// The base the change is measured from (`--diff DIR`).
+    pub before: &'a str,
+    /// The trace compared with it (`-d DIR`).
+    pub after: &'a str,
+}
+
 /// Two runs side by side, per function: calls, total and self time of
-/// each, and the change (`--diff`).
-pub fn render_diff(base: &Report, other: &Report, key: SortKey) -> String {
-    let mut names: Vec<&RowKey> = base.rows.keys().chain(other.rows.keys()).collect();
+/// each, and the change from `before` to `after` (`--diff`): after −
+/// before, relative to before, as uftrace's `report --diff` counts it
+/// (a function going from 1 call to 3 is +200.0%).
+pub fn render_diff(before: &Report, after: &Report, labels: DiffLabels, key: SortKey) -> String {
+    let mut names: Vec<&RowKey> = before.rows.keys().chain(after.rows.keys()).collect();
     names.sort();
     names.dedup();
     let zero = FunctionStats {
@@ -590,12 +601,12 @@ pub fn render_diff(base: &Report, other: &Report, key: SortKey) -> String {
         .map(|k| {
             (
                 k,
-                base.rows.get(k).unwrap_or(&zero),
-                other.rows.get(k).unwrap_or(&zero),
+                before.rows.get(k).unwrap_or(&zero),
+                after.rows.get(k).unwrap_or(&zero),
             )
         })
         .collect();
-    // Sorted by the change in the key's figure, largest first.
+    // Sorted by the size of the change in the key's figure, largest first.
     let change = |a: &FunctionStats, b: &FunctionStats| -> f64 {
         match key {
             SortKey::Calls => b.calls as f64 - a.calls as f64,
@@ -610,37 +621,44 @@ pub fn render_diff(base: &Report, other: &Report, key: SortKey) -> String {
             .then_with(|| x.0.cmp(y.0))
     });
     let mut out = format!(
-        "{:>10} {:>10} {:>8}  {:>12} {:>12} {:>8}  {:>12} {:>12} {:>8}  FUNCTION\n",
+        "# before: {}\n# after:  {}\n# X: before, X': after, CHANGE: (after - before) / before\n",
+        labels.before, labels.after
+    );
+    let _ = writeln!(
+        out,
+        "{:>10} {:>10} {:>8}  {:>12} {:>12} {:>8}  {:>12} {:>12} {:>8}  FUNCTION",
         "CALLS", "CALLS'", "CHANGE", "TOTAL", "TOTAL'", "CHANGE", "SELF", "SELF'", "CHANGE"
     );
-    let pct = |a: f64, b: f64| -> String {
-        if a == 0.0 {
-            if b == 0.0 {
-                "0%".into()
-            } else {
-                "new".into()
-            }
-        } else {
-            format!("{:+.1}%", (b - a) * 100.0 / a)
-        }
-    };
     for (k, a, b) in rows {
         let _ = writeln!(
             out,
             "{:>10} {:>10} {:>8}  {:>12} {:>12} {:>8}  {:>12} {:>12} {:>8}  {}",
             a.calls,
             b.calls,
-            pct(a.calls as f64, b.calls as f64),
+            change_pct(a.calls as f64, b.calls as f64),
             human(a.total_ns),
             human(b.total_ns),
-            pct(a.total_ns, b.total_ns),
+            change_pct(a.total_ns, b.total_ns),
             human(a.self_ns),
             human(b.self_ns),
-            pct(a.self_ns, b.self_ns),
+            change_pct(a.self_ns, b.self_ns),
             k.name
         );
     }
     out
+}
+
+/// The change from `before` to `after`, relative to `before`.
+fn change_pct(before: f64, after: f64) -> String {
+    if before == 0.0 {
+        if after == 0.0 {
+            "0%".into()
+        } else {
+            "new".into()
+        }
+    } else {
+        format!("{:+.1}%", (after - before) * 100.0 / before)
+    }
 }
 
 #[cfg(test)]
