@@ -272,7 +272,7 @@ pub fn report(
     values: bool,
     diff: Option<&Path>,
 ) -> Result<i32> {
-    use ftail_trace::report::{render, render_diff, report, Options, SortKey};
+    use ftail_trace::report::{render, render_diff, report, DiffLabels, Options, SortKey};
     let Some(key) = SortKey::parse(sort) else {
         bail!("unknown sort key {sort:?}");
     };
@@ -288,13 +288,22 @@ pub fn report(
     progress.finish();
     let text = match diff {
         None => render(&r, key),
-        Some(other) => {
-            let b = open(other, &view.symbols_dir)?;
+        Some(base) => {
+            // As uftrace's `report --diff DATA`: DATA is the base (before),
+            // the trace of -d is compared with it (after).
+            let b = open(base, &view.symbols_dir)?;
             let opts_b = Options {
                 filters: view.filters(&b.trace),
                 ..opts
             };
-            render_diff(&r, &report(&b.trace, &b.names, &opts_b), key)
+            let before = report(&b.trace, &b.names, &opts_b);
+            let (before_dir, after_dir) =
+                (base.display().to_string(), view.dir.display().to_string());
+            let labels = DiffLabels {
+                before: &before_dir,
+                after: &after_dir,
+            };
+            render_diff(&before, &r, labels, key)
         }
     };
     crate::out::stdout(&text)?;

@@ -60,9 +60,10 @@ pub struct FlameArgs {
     #[arg(long, value_name = "WHAT", default_value = "self",
           value_parser = ["self", "calls"])]
     pub weight: String,
-    /// Differential graph: this trace against OTHER_DIR, an earlier run
-    /// (red: grew since, blue: shrank)
-    #[arg(long, value_name = "OTHER_DIR")]
+    /// Differential graph against a base trace, as `report --diff`:
+    /// frames as wide as in -d (after), coloured by the change since
+    /// BASE_DIR (before): red grew, blue shrank
+    #[arg(long, value_name = "BASE_DIR")]
     pub diff: Option<PathBuf>,
     /// Title of the graph (default: the program)
     #[arg(long, value_name = "TEXT")]

@@ -136,8 +136,10 @@ enum Cmd {
         /// often and, when they differ, `/* N of M calls; K values */`
         #[arg(long, conflicts_with = "diff")]
         args: bool,
-        /// Compare with another trace: per function, both and the change
-        #[arg(long, value_name = "OTHER_DIR")]
+        /// Compare with a base trace, as uftrace does: per function, the
+        /// figures of BASE_DIR (before) and of -d (after), and the change
+        /// after - before relative to before (1 call then 3: +200.0%)
+        #[arg(long, value_name = "BASE_DIR")]
         diff: Option<PathBuf>,
     },
     /// The aggregated call tree: calls and total time per call path

@@ -308,6 +308,131 @@ fn build_recurse(dir: &Path) -> PathBuf {
     exe
 }
 
+/// Records `exe ARGS` into `dir/NAME`; the trace directory.
+fn record_into(dir: &Path, name: &str, exe: &Path, args: &[&str]) -> PathBuf {
+    let trace = dir.join(name);
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&trace)
+        .arg("--")
+        .arg(exe)
+        .args(args));
+    assert!(out.status.success(), "{out:?}");
+    trace
+}
+
+/// `report --diff BASE -d TRACE` measures the change from BASE (before)
+/// to TRACE (after), relative to BASE: `tick` going from 1 call to 3 is
+/// +200.0% (before: -66.7%, the base and the trace swapped), and the
+/// header says which is which; `flame --diff` agrees: the frame that
+/// grew is drawn red.
+#[test]
+fn diff_goes_from_the_base_to_the_trace() {
+    let scratch = scratch();
+    let exe = build_recurse(scratch.path());
+    let before = record_into(scratch.path(), "before", &exe, &["3", "1"]);
+    let after = record_into(scratch.path(), "after", &exe, &["3", "3"]);
+    let text = ftail_on(
+        &after,
+        "report",
+        &["--diff", before.to_str().unwrap(), "-s", "calls"],
+    );
+    let tick: Vec<&str> = text
+        .lines()
+        .find(|l| l.ends_with(" tick"))
+        .unwrap_or_else(|| panic!("no tick row:\n{text}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(tick[..3], ["1", "3", "+200.0%"], "{text}");
+    assert!(
+        text.contains(&format!("# before: {}\n", before.display()))
+            && text.contains(&format!("# after:  {}\n", after.display())),
+        "{text}"
+    );
+    let svg = scratch.path().join("diff.svg");
+    run_ok(
+        Command::new(ftail())
+            .args(["flame", "--weight", "calls", "-d"])
+            .arg(&after)
+            .arg("--diff")
+            .arg(&before)
+            .arg("-o")
+            .arg(&svg),
+    );
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    let frame = svg
+        .split("<g>")
+        .find(|g| g.contains("<title>tick "))
+        .unwrap_or_else(|| panic!("no tick frame:\n{svg}"));
+    assert!(frame.contains("fill=\"rgb(255,"), "tick grew: red\n{frame}");
+}
+
+/// The TOTAL column of `report` as printed for `func` (`280.419 ns`).
+fn report_total(report: &str, func: &str) -> String {
+    let line = report
+        .lines()
+        .find(|l| l.ends_with(&format!("  {func}")))
+        .unwrap_or_else(|| panic!("no row for {func}:\n{report}"));
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A recursive function's TOTAL counts its outermost activations once,
+/// as uftrace does (before: every level again, 100 levels of `down`
+/// summed to about 50 times the time its caller `run` took): it is the
+/// duration replay shows for the outermost call, and no more than its
+/// caller's, through the plain fold and the filtered one alike.
+#[test]
+fn a_recursive_function_counts_its_time_once() {
+    let scratch = scratch();
+    let exe = build_recurse(scratch.path());
+    let trace = record_into(scratch.path(), "trace", &exe, &["100", "2"]);
+    let outer = ftail_on(&trace, "replay", &["-F", "run", "-D", "2", "--no-pager"]);
+    let outermost = outer
+        .lines()
+        .find(|l| l.ends_with(" down();"))
+        .unwrap_or_else(|| panic!("no outermost down:\n{outer}"))
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    for args in [&[][..], &["-N", "tick"][..]] {
+        let report = ftail_on(&trace, "report", args);
+        assert_eq!(
+            report_total(&report, "down"),
+            outermost,
+            "{args:?}\n{report}"
+        );
+        let ns = |t: &str| -> f64 {
+            let (v, unit) = t.split_once(' ').unwrap();
+            let scale = match unit {
+                "ns" => 1.0,
+                "us" => 1e3,
+                "ms" => 1e6,
+                _ => 1e9,
+            };
+            v.parse::<f64>().unwrap() * scale
+        };
+        assert!(
+            ns(&report_total(&report, "down")) <= ns(&report_total(&report, "run")),
+            "{args:?}\n{report}"
+        );
+    }
+    // The inverted graph's first row is every call of down: its time too.
+    let callers = ftail_on(&trace, "graph", &["--callers", "down"]);
+    let first = callers
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("{outermost:>14}")) && first.ends_with("  101  down"),
+        "{callers}"
+    );
+}
+
 /// A 60,000-deep recursion replays in bounded memory (before: memory
 /// quadratic in depth, an indentation string per line and the whole
 /// output in one string; it aborted allocating 4 GiB), with the depth
@@ -337,6 +462,60 @@ fn a_deep_recursion_replays_in_bounded_memory() {
     );
     let longest = text.lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 200, "a line of {longest} bytes");
+}
+
+/// `graph`, `flame` and `dump --flame-graph` of a 60,000-deep recursion
+/// take time and memory linear in the depth (before: quadratic, a copied
+/// path per open call and a spelled-out path per node — 7 GB and more,
+/// 86 s and more): each within 512 MiB of address space and 20 s. The
+/// graph shows the depth as a number past the indentation's cap; folded
+/// paths stop at their cap, the deeper calls counted in the call at it
+/// (every call still counted once), with a note.
+#[test]
+fn a_deep_recursion_graphs_and_folds_in_linear_time_and_memory() {
+    let scratch = scratch();
+    let exe = build_recurse(scratch.path());
+    let trace = record_into(scratch.path(), "trace", &exe, &["60000"]);
+    let folded = scratch.path().join("folded.txt");
+    let svg = scratch.path().join("flame.svg");
+    let (f, s) = (folded.to_str().unwrap(), svg.to_str().unwrap());
+    let mut outputs = Vec::new();
+    for args in [
+        &["graph"][..],
+        &["dump", "--flame-graph", "--weight", "calls", "-o", f][..],
+        &["flame", "-o", s][..],
+    ] {
+        let started = std::time::Instant::now();
+        let out = ftail_limited(512, args, &trace);
+        let took = started.elapsed();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(took.as_secs() < 20, "{args:?} took {took:?}");
+        outputs.push(out);
+    }
+    let graph = String::from_utf8_lossy(&outputs[0].stdout);
+    assert_eq!(graph.matches("-down").count(), 60_001, "{}", &graph[..2000]);
+    assert!(
+        graph.contains("[60001] `-down"),
+        "the deepest call shows its depth"
+    );
+    let longest = graph.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 200, "a line of {longest} bytes");
+    let note = String::from_utf8_lossy(&outputs[1].stderr);
+    assert!(note.contains("60002 levels deep"), "{note}");
+    let lines = std::fs::read_to_string(&folded).unwrap();
+    let down_calls: u64 = lines
+        .lines()
+        .filter(|l| l.rsplit_once(' ').unwrap().0.ends_with("down"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(down_calls, 60_001);
+    let deepest = lines.lines().map(|l| l.matches(';').count() + 1).max();
+    assert_eq!(deepest, Some(1024));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("down"));
 }
 
 /// A trace of a few calls with a huge buffer reads only what was written
@@ -474,6 +653,7 @@ fn threads_can_be_told_apart_and_runs_compared() {
     );
     let changes: Vec<&str> = diff
         .lines()
+        .filter(|l| !l.starts_with('#'))
         .skip(1)
         .map(|l| l.split_whitespace().nth(2).unwrap())
         .collect();

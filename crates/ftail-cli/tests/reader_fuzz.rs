@@ -155,3 +155,91 @@ proptest! {
         analyse(&trace);
     }
 }
+
+/// A copy of the seed trace in `dir` whose first event file's header
+/// says it is a ring of `ring` bytes that went round, the file `len`
+/// bytes long (sparse past what was written); the file's path.
+fn crafted_ring(dir: &Path, ring: u64, len: u64) -> (PathBuf, PathBuf) {
+    use ftail_abi::trace::EventFileHeader;
+    let (_, seed) = seed();
+    let trace = dir.join("trace");
+    std::fs::create_dir(&trace).unwrap();
+    for e in std::fs::read_dir(seed).unwrap().flatten() {
+        std::fs::copy(e.path(), trace.join(e.file_name())).unwrap();
+    }
+    let events = std::fs::read_dir(&trace)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "events"))
+        .unwrap();
+    let mut data = std::fs::read(&events).unwrap();
+    data.truncate(1 << 20);
+    let mut put = |at: usize, v: u64| data[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    put(std::mem::offset_of!(EventFileHeader, ring), ring);
+    put(std::mem::offset_of!(EventFileHeader, laps), 1);
+    put(std::mem::offset_of!(EventFileHeader, format), 0);
+    std::fs::write(&events, &data).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&events)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+    (trace, events)
+}
+
+/// Runs `ftail CMD -d TRACE`, killed after `secs` seconds; its output,
+/// or `None` when it took longer.
+fn ftail_within(secs: u64, cmd: &str, trace: &Path) -> Option<std::process::Output> {
+    let mut command = std::process::Command::new(ftail());
+    command.arg(cmd);
+    if cmd == "replay" {
+        command.arg("--no-pager");
+    }
+    let mut child = command
+        .arg("-d")
+        .arg(trace)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// A ring header claiming 2^36 bytes is bounded by the file: in a file
+/// of 1 MB it is refused with the file's name and why; in a sparse file
+/// that long, the holes (no events) are skipped, and `info`, `replay`
+/// and `report` end in seconds (before: minutes each, reading 64 GiB of
+/// zeros three times).
+#[test]
+fn a_crafted_ring_size_is_bounded_by_the_file() {
+    let ring = 1u64 << 36;
+    let dir = scratch();
+    let (trace, events) = crafted_ring(dir.path(), ring, 1 << 20);
+    for cmd in ["info", "report"] {
+        let out = ftail_within(20, cmd, &trace).unwrap_or_else(|| panic!("{cmd} took over 20 s"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let why = format!(
+            "{}: the header says the ring holds {ring} bytes, more than the file's {} bytes",
+            events.display(),
+            1 << 20
+        );
+        assert!(text.contains(&why), "{cmd}: {text}");
+    }
+    let dir = scratch();
+    let (trace, _) = crafted_ring(dir.path(), ring, ring + (1 << 20));
+    for cmd in ["info", "replay", "report"] {
+        let out = ftail_within(20, cmd, &trace).unwrap_or_else(|| panic!("{cmd} took over 20 s"));
+        assert!(out.status.success(), "{cmd}: {out:?}");
+    }
+}

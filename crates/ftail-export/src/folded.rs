@@ -11,8 +11,15 @@
 //! self time; with `-F`, paths start at the matching function.
 //!
 //! Each thread is folded into a tree of call paths per process image (one
-//! node per distinct path, which bounds memory), then the paths are
+//! node per distinct path, which bounds memory; each open call holds its
+//! node, so a call costs the same at any depth), then the paths are
 //! spelled out, merged across images and sorted.
+//!
+//! Paths are at most [`MAX_DEPTH`] functions long: a line's length is
+//! its depth, so the lines of a recursion N deep would add up to N²/2
+//! names (gigabytes for 60,000 levels, and a graph no viewer draws).
+//! A call deeper than that counts, with its time and calls, in its
+//! caller at that depth, and a note says so.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -21,6 +28,9 @@ use rustc_hash::FxHashMap;
 
 use crate::{Input, Notes};
 use ftail_trace::view::Shown;
+
+/// The longest call path spelled out.
+pub const MAX_DEPTH: u32 = 1024;
 
 /// What a flame graph's widths measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,12 +101,13 @@ pub fn fold(input: &Input, weight: Weight) -> (BTreeMap<String, u64>, Notes) {
     let mut notes = crate::name_notes(input);
     let matches = crate::matches(input);
     let mut trees: Vec<Tree> = input.trace.images.iter().map(|_| Tree::new()).collect();
+    let mut deepest = 0u32;
     for (i, file) in crate::selected(input) {
         let tree = &mut trees[i];
         let _ = crate::stream_thread(input, i, &matches[i], file, &mut notes, |_, items| {
             // Per open shown call: its node, its callees' ticks, whether a
-            // new call.
-            let mut stack: Vec<(u32, u64, bool)> = Vec::new();
+            // new call, its depth (1 for the outermost).
+            let mut stack: Vec<(u32, u64, bool, u32)> = Vec::new();
             for item in items {
                 match item {
                     Shown::Enter {
@@ -105,12 +116,18 @@ pub fn fold(input: &Input, weight: Weight) -> (BTreeMap<String, u64>, Notes) {
                         resumed,
                         ..
                     } => {
-                        let parent = stack.last().map_or(0, |s| s.0);
-                        let key = func.map_or(addr | 1 << 63, |f| u64::from(f.0));
-                        stack.push((tree.child(parent, key), 0, !resumed));
+                        let (parent, depth) = stack.last().map_or((0, 0), |s| (s.0, s.3));
+                        let node = if depth >= MAX_DEPTH {
+                            deepest = deepest.max(depth + 1);
+                            parent
+                        } else {
+                            let key = func.map_or(addr | 1 << 63, |f| u64::from(f.0));
+                            tree.child(parent, key)
+                        };
+                        stack.push((node, 0, !resumed, depth + 1));
                     }
                     Shown::Leave { start, end, .. } | Shown::Leaf { start, end, .. } => {
-                        let Some((node, callees, new_call)) = stack.pop() else {
+                        let Some((node, callees, new_call, _)) = stack.pop() else {
                             continue;
                         };
                         let ticks = end.saturating_sub(start);
@@ -126,34 +143,48 @@ pub fn fold(input: &Input, weight: Weight) -> (BTreeMap<String, u64>, Notes) {
             Ok::<(), std::convert::Infallible>(())
         });
     }
+    if deepest > 0 {
+        notes.push(format!(
+            "calls nest {deepest} levels deep: those deeper than {MAX_DEPTH} levels \
+             count in their caller at level {MAX_DEPTH}"
+        ));
+    }
     let mut lines: BTreeMap<String, u64> = BTreeMap::new();
+    let mut path: Vec<u32> = Vec::new();
     for (i, tree) in trees.iter().enumerate() {
         let image = &input.trace.images[i];
         let clock = crate::Clock::new(input.trace, image);
         let names = &input.names[i];
-        // Each node's path, spelled once (parents come before children).
-        let mut paths: Vec<String> = Vec::with_capacity(tree.nodes.len());
-        paths.push(String::new());
-        for (id, n) in tree.nodes.iter().enumerate().skip(1) {
-            let name = if n.key & 1 << 63 != 0 {
+        let name = |n: &Node| {
+            if n.key & 1 << 63 != 0 {
                 format!("{:#x}", (n.key & !(1 << 63)).saturating_sub(5))
             } else {
                 names.functions()[n.key as usize].name.replace(';', ",")
-            };
-            let parent = &paths[n.parent as usize];
-            let path = if parent.is_empty() {
-                name
-            } else {
-                format!("{parent};{name}")
-            };
-            paths.push(path);
+            }
+        };
+        for (id, n) in tree.nodes.iter().enumerate().skip(1) {
             let w = match weight {
                 Weight::SelfTime => clock.span(n.self_ticks).round() as u64,
                 Weight::Calls => n.calls,
             };
-            if w > 0 {
-                *lines.entry(paths[id].clone()).or_default() += w;
+            if w == 0 {
+                continue;
             }
+            // The node's path, from its parents (at most MAX_DEPTH).
+            path.clear();
+            let mut at = id as u32;
+            while at != 0 {
+                path.push(at);
+                at = tree.nodes[at as usize].parent;
+            }
+            let mut line = String::new();
+            for (k, &p) in path.iter().rev().enumerate() {
+                if k > 0 {
+                    line.push(';');
+                }
+                line.push_str(&name(&tree.nodes[p as usize]));
+            }
+            *lines.entry(line).or_default() += w;
         }
     }
     (lines, notes)

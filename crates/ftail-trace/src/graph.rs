@@ -36,6 +36,9 @@ struct Node {
     calls: u64,
     ticks: u64,
     children: Vec<usize>,
+    /// While building an inverted tree: the open calls counted on this
+    /// node (only the outermost of them adds its time).
+    open: u32,
 }
 
 /// A call tree (node 0 is an unnamed root).
@@ -46,6 +49,16 @@ pub struct Tree {
     hz: f64,
 }
 
+/// An open shown call, as a tree is built: its name, its node (`None`
+/// outside the part of the tree asked for), whether a new call (not a
+/// resumed slice), whether a call of the function of an inverted tree.
+struct Open {
+    name: Arc<str>,
+    node: Option<usize>,
+    new_call: bool,
+    target: bool,
+}
+
 impl Tree {
     fn new(hz: f64) -> Tree {
         Tree {
@@ -54,6 +67,7 @@ impl Tree {
                 calls: 0,
                 ticks: 0,
                 children: Vec::new(),
+                open: 0,
             }],
             index: FxHashMap::default(),
             hz,
@@ -70,24 +84,32 @@ impl Tree {
             calls: 0,
             ticks: 0,
             children: Vec::new(),
+            open: 0,
         });
         self.nodes[parent].children.push(i);
         self.index.insert((parent, name.clone()), i);
         i
     }
 
-    /// Adds one call (or, `new_call` false, a resumed slice's time) at
-    /// the end of `path` (names, outermost first); with `every_node`,
-    /// counts it on every node of the path (the inverted tree: each caller
-    /// path carries the calls made through it).
-    fn add(&mut self, path: &[Arc<str>], ticks: u64, every_node: bool, new_call: bool) {
+    /// The node of a call entered under `parent`: each open call holds its
+    /// node, so a call costs one lookup whatever the depth. `start` says
+    /// whether a call outside the tree begins it (`graph FUNC`).
+    fn enter_down(&mut self, parent: Option<&Open>, name: &Arc<str>, start: bool) -> Option<usize> {
+        match parent.and_then(|p| p.node) {
+            Some(p) => Some(self.child(p, name)),
+            None if start => Some(self.child(0, name)),
+            None => None,
+        }
+    }
+
+    /// The nodes of the inverted tree a call of the function asked
+    /// counts on: the call itself, then each caller, innermost first
+    /// (`stack` ends with the call).
+    fn callers_path(&mut self, stack: &[Open], mut each: impl FnMut(&mut Node)) {
         let mut at = 0;
-        for (i, name) in path.iter().enumerate() {
-            at = self.child(at, name);
-            if every_node || i + 1 == path.len() {
-                self.nodes[at].calls += u64::from(new_call);
-                self.nodes[at].ticks += ticks;
-            }
+        for f in stack.iter().rev() {
+            at = self.child(at, &f.name);
+            each(&mut self.nodes[at]);
         }
     }
 
@@ -97,49 +119,71 @@ impl Tree {
     }
 
     /// The tree as text; siblings in the order they were first called,
-    /// as uftrace shows them.
+    /// as uftrace shows them. Levels past [`crate::replay::MAX_INDENT`]
+    /// show their depth as a number instead of more indentation, so a
+    /// line stays short however deep the tree.
     pub fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# {:>12}  {:>10}  FUNCTION", "TOTAL TIME", "CALLS");
-        for &r in &self.nodes[0].children {
-            self.render_node(out, r, "", None);
+        // Depth first with a stack of its own (a deep recursion is as deep
+        // a tree): per level, the node's children and the next to show.
+        let mut prefix = String::new();
+        let mut stack: Vec<(&[usize], usize)> = vec![(&self.nodes[0].children, 0)];
+        while let Some(&mut (kids, ref mut next)) = stack.last_mut() {
+            let Some(&id) = kids.get(*next) else {
+                stack.pop();
+                // Back to the siblings of the node whose children these
+                // were: their prefix (one segment per level above the
+                // first, up to the cap).
+                let level = stack.len().saturating_sub(1);
+                prefix.truncate(
+                    2 * level
+                        .saturating_sub(1)
+                        .min(crate::replay::MAX_INDENT as usize),
+                );
+                continue;
+            };
+            *next += 1;
+            let last = *next == kids.len();
+            // Level 0 (the outermost calls) has no branch.
+            let level = stack.len() - 1;
+            self.render_line(out, id, &prefix, level, last);
+            if level >= 1 && level <= crate::replay::MAX_INDENT as usize {
+                prefix.push_str(if last { "  " } else { "| " });
+            }
+            stack.push((&self.nodes[id].children, 0));
         }
     }
 
-    fn render_node(&self, out: &mut String, id: usize, prefix: &str, last: Option<bool>) {
+    fn render_line(&self, out: &mut String, id: usize, prefix: &str, level: usize, last: bool) {
         let n = &self.nodes[id];
         let ns = n.ticks as f64 * 1e9 / self.hz;
-        let branch = match last {
-            None => "",
-            Some(true) => "`-",
-            Some(false) => "+-",
+        let branch = match (level, last) {
+            (0, _) => "",
+            (_, true) => "`-",
+            (_, false) => "+-",
         };
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "  {:>12}  {:>10}  {prefix}{branch}{}",
+            "  {:>12}  {:>10}  {prefix}",
             crate::replay::format_ns(ns),
-            n.calls,
-            n.name
+            n.calls
         );
-        let kids = &n.children;
-        let child_prefix = match last {
-            None => prefix.to_string(),
-            Some(true) => format!("{prefix}  "),
-            Some(false) => format!("{prefix}| "),
-        };
-        let count = kids.len();
-        for (k, &c) in kids.iter().enumerate() {
-            self.render_node(out, c, &child_prefix, Some(k + 1 == count));
+        if level > crate::replay::MAX_INDENT as usize {
+            let _ = write!(out, "[{level}] ");
         }
+        let _ = writeln!(out, "{branch}{}", n.name);
     }
 }
 
 /// Builds `kind`'s tree for `image` from its selected threads (`tids`
-/// empty: all), through `filters`.
+/// empty: all), through `filters`. Time and memory are linear in the
+/// events and the call depth: each open call holds its node. An inverted
+/// tree (`--callers`) walks the callers of each call of its function.
 pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids: &[u32]) -> Tree {
     let mut tree = Tree::new(image.tsc_hz().max(1) as f64);
     let matches = Matches::new(filters, names);
-    let target = |name: &str, mangled: Option<&str>, g: &str| {
-        glob(g, name) || mangled.is_some_and(|m| glob(g, m))
+    let target = |func: Option<crate::names::FuncId>, name: &str, g: &str| {
+        glob(g, name) || func.is_some_and(|f| glob(g, &names.function(f).mangled))
     };
     for t in &image.threads {
         if !tids.is_empty() && !tids.contains(&t.tid) {
@@ -149,59 +193,59 @@ pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids:
             continue;
         };
         let visible = Visible::new(Calls::new(events, header.stopped), names, &matches, filters);
-        // The open calls' names (outermost first); for callee trees, the
-        // index in it of the outermost open call of the function asked.
-        let mut path: Vec<Arc<str>> = Vec::new();
-        let mut new_calls: Vec<bool> = Vec::new();
-        let mut anchors: Vec<usize> = Vec::new();
+        let mut stack: Vec<Open> = Vec::new();
         for item in Threshold::new(visible, filters.min_ticks) {
             match item {
                 Shown::Enter {
-                    addr, func, tsc, ..
+                    addr,
+                    func,
+                    tsc,
+                    resumed,
+                    ..
                 } => {
                     let name = names.name(addr, tsc);
-                    if let Kind::Callees(g) = kind {
-                        let mangled = func.map(|f| names.function(f).mangled.clone());
-                        if anchors.is_empty() && target(&name, mangled.as_deref(), g) {
-                            anchors.push(path.len());
+                    let (node, is_target) = match kind {
+                        Kind::Whole => (tree.enter_down(stack.last(), &name, true), false),
+                        Kind::Callees(g) => {
+                            let start = target(func, &name, g);
+                            (tree.enter_down(stack.last(), &name, start), false)
                         }
+                        Kind::Callers(g) => (None, target(func, &name, g)),
+                    };
+                    stack.push(Open {
+                        name,
+                        node,
+                        new_call: !resumed,
+                        target: is_target,
+                    });
+                    if is_target {
+                        tree.callers_path(&stack, |n| n.open += 1);
                     }
-                    path.push(name);
                 }
-                Shown::Leave {
-                    func, start, end, ..
-                }
-                | Shown::Leaf {
-                    func, start, end, ..
-                } => {
+                Shown::Leave { start, end, .. } => {
                     let ticks = end.saturating_sub(start);
-                    if matches!(item, Shown::Leaf { .. }) {
-                        // Never produced here (no leaf folding), but a leaf
-                        // is an entry and its leave.
-                        continue;
+                    let Some(f) = stack.last() else { continue };
+                    let new_call = u64::from(f.new_call);
+                    if let Some(n) = f.node {
+                        tree.nodes[n].calls += new_call;
+                        tree.nodes[n].ticks += ticks;
                     }
-                    let new_call = new_calls.pop().unwrap_or(true);
-                    match kind {
-                        Kind::Whole => tree.add(&path, ticks, false, new_call),
-                        Kind::Callees(_) => {
-                            if let Some(&a) = anchors.first() {
-                                tree.add(&path[a..], ticks, false, new_call);
-                                if path.len() - 1 == a {
-                                    anchors.clear();
-                                }
+                    if f.target {
+                        // Each node counts the time of the outermost of
+                        // the open calls it counts (a recursive call is
+                        // inside one already).
+                        tree.callers_path(&stack, |n| {
+                            n.open -= 1;
+                            n.calls += new_call;
+                            if n.open == 0 {
+                                n.ticks += ticks;
                             }
-                        }
-                        Kind::Callers(g) => {
-                            let name = path.last().cloned().unwrap_or_default();
-                            let mangled = func.map(|f| names.function(f).mangled.clone());
-                            if target(&name, mangled.as_deref(), g) {
-                                let up: Vec<Arc<str>> = path.iter().rev().cloned().collect();
-                                tree.add(&up, ticks, true, new_call);
-                            }
-                        }
+                        });
                     }
-                    path.pop();
+                    stack.pop();
                 }
+                // Never produced here (no leaf folding).
+                Shown::Leaf { .. } => {}
             }
         }
     }

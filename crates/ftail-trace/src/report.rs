@@ -1,7 +1,8 @@
 //! `ftail report`: per function, how often it was called and how long it
-//! ran — total (callees included; a recursive function's inner calls
-//! count again, as in uftrace), self (without its shown callees),
-//! average, shortest, longest — over every thread, or per thread.
+//! ran — total (callees included; a recursive function's time once, from
+//! its outermost activation, as uftrace counts it), self (without its
+//! shown callees), average, shortest, longest — over every thread, or
+//! per thread.
 //!
 //! Each thread is read on its own (in parallel) and folded into counters
 //! indexed by function: memory is the number of functions plus the call
@@ -33,7 +34,8 @@ use crate::view::{Filters, Matches, Shown, Threshold, Visible};
 pub struct Counters {
     /// Calls (entries).
     pub calls: u64,
-    /// Entry to exit, summed.
+    /// Entry to exit, summed over the outermost activations (a call
+    /// inside another call of the same function is already in it).
     pub total: u64,
     /// Total without the time of its callees.
     pub self_time: u64,
@@ -58,10 +60,14 @@ impl Default for Counters {
 impl Counters {
     /// Adds a call's time; `new_call` is false for a resumed slice of a
     /// call already counted (a suspended function's time is the slices it
-    /// ran: the time its stack was switched out is not its own).
-    fn add(&mut self, ticks: u64, callees: u64, new_call: bool) {
+    /// ran: the time its stack was switched out is not its own);
+    /// `outermost` is false for a call inside another of the same
+    /// function, whose time that one's total already holds.
+    fn add(&mut self, ticks: u64, callees: u64, new_call: bool, outermost: bool) {
         self.calls += u64::from(new_call);
-        self.total += ticks;
+        if outermost {
+            self.total += ticks;
+        }
         self.self_time += ticks.saturating_sub(callees);
         self.min = self.min.min(ticks);
         self.max = self.max.max(ticks);
@@ -138,6 +144,44 @@ struct ValueCounters {
     returns: FxHashMap<Box<str>, u64>,
 }
 
+/// How many frames of each key (a function, or a function and its
+/// arguments) are open: a call counts in its key's total only when it
+/// closes with no other of the same key open around it.
+#[derive(Debug)]
+struct Open<K> {
+    by_func: Vec<u32>,
+    other: FxHashMap<K, u32>,
+}
+
+impl<K: std::hash::Hash + Eq> Open<K> {
+    fn new(functions: usize) -> Self {
+        Open {
+            by_func: vec![0; functions],
+            other: FxHashMap::default(),
+        }
+    }
+
+    /// The count of function `f` (an index, or `u32::MAX` for the keys
+    /// of `other`).
+    fn slot(&mut self, f: u32, key: impl FnOnce() -> K) -> &mut u32 {
+        match self.by_func.get_mut(f as usize) {
+            Some(n) => n,
+            None => self.other.entry(key()).or_default(),
+        }
+    }
+
+    fn enter(&mut self, f: u32, key: impl FnOnce() -> K) {
+        *self.slot(f, key) += 1;
+    }
+
+    /// Closes a frame of `f`; whether it was the outermost one open.
+    fn leave(&mut self, f: u32, key: impl FnOnce() -> K) -> bool {
+        let n = self.slot(f, key);
+        *n = n.saturating_sub(1);
+        *n == 0
+    }
+}
+
 /// Empty counters for `names`, and the thread's events; or the counters
 /// with the reason the events cannot be read.
 fn open_thread(
@@ -167,6 +211,7 @@ fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
     // `addr`), entry address, entry time, time of its callees, whether a
     // new call (not a resumed slice).
     let mut stack: Vec<(u32, u64, u64, u64, bool)> = Vec::new();
+    let mut open: Open<u64> = Open::new(out.by_func.len());
     let mut calls = Calls::new(&mut events, header.stopped);
     for step in calls.by_ref() {
         match step {
@@ -174,6 +219,7 @@ fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
                 addr, tsc, resumed, ..
             } => {
                 let f = names.resolve(addr, tsc).map_or(u32::MAX, |f| f.0);
+                open.enter(f, || addr);
                 stack.push((f, addr, tsc, 0, !resumed));
             }
             Step::Leave { end, .. } => {
@@ -181,12 +227,13 @@ fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
                     continue;
                 };
                 let ticks = end.saturating_sub(start);
+                let outermost = open.leave(f, || addr);
                 let c = if f == u32::MAX {
                     out.unknown.entry(addr).or_default()
                 } else {
                     &mut out.by_func[f as usize]
                 };
-                c.add(ticks, callees, new_call);
+                c.add(ticks, callees, new_call, outermost);
                 if let Some(parent) = stack.last_mut() {
                     parent.3 += ticks;
                 }
@@ -211,9 +258,19 @@ fn fold_filtered(
     let visible = Visible::new(Calls::new(&mut events, header.stopped), names, m, filters);
     // Per open shown call: time of its callees, whether a new call.
     let mut callees: Vec<(u64, bool)> = Vec::new();
+    let mut open: Open<u64> = Open::new(out.by_func.len());
+    let id = |func: Option<crate::names::FuncId>| func.map_or(u32::MAX, |f| f.0);
     for item in Threshold::new(visible, filters.min_ticks) {
         match item {
-            Shown::Enter { resumed, .. } => callees.push((0, !resumed)),
+            Shown::Enter {
+                addr,
+                func,
+                resumed,
+                ..
+            } => {
+                open.enter(id(func), || addr);
+                callees.push((0, !resumed));
+            }
             Shown::Leave {
                 addr,
                 func,
@@ -228,17 +285,19 @@ fn fold_filtered(
                 end,
                 ..
             } => {
-                let (inner, new_call) = if matches!(item, Shown::Leave { .. }) {
-                    callees.pop().unwrap_or((0, true))
+                let (inner, new_call, outermost) = if matches!(item, Shown::Leave { .. }) {
+                    let (inner, new_call) = callees.pop().unwrap_or((0, true));
+                    (inner, new_call, open.leave(id(func), || addr))
                 } else {
-                    (0, true)
+                    let f = id(func);
+                    (0, true, *open.slot(f, || addr) == 0)
                 };
                 let ticks = end.saturating_sub(start);
                 let c = match func {
                     Some(f) => &mut out.by_func[f.0 as usize],
                     None => out.unknown.entry(addr).or_default(),
                 };
-                c.add(ticks, inner, new_call);
+                c.add(ticks, inner, new_call, outermost);
                 if let Some(parent) = callees.last_mut() {
                     parent.0 += ticks;
                 }
@@ -272,14 +331,29 @@ fn fold_values(
     // Per open shown call: time of its callees, whether a new call, its
     // arguments.
     let mut open: Vec<(u64, bool, Option<Box<str>>)> = Vec::new();
+    // Open calls per row (function and arguments): a row's total counts
+    // its outermost calls.
+    let mut rows: Open<ValueKey> = Open::new(0);
     let text = |v: &crate::values::Values| -> Box<str> {
         crate::values::args_text(v, enums).into_boxed_str()
+    };
+    let key = |func: Option<crate::names::FuncId>, addr: u64, args| match func {
+        Some(f) => (f.0, 0, args),
+        None => (u32::MAX, addr, args),
     };
     for item in Threshold::new(visible, filters.min_ticks) {
         match item {
             Shown::Enter {
-                resumed, ref args, ..
-            } => open.push((0, !resumed, args.as_ref().map(text))),
+                addr,
+                func,
+                resumed,
+                ref args,
+                ..
+            } => {
+                let args = args.as_ref().map(text);
+                rows.enter(u32::MAX, || key(func, addr, args.clone()));
+                open.push((0, !resumed, args));
+            }
             Shown::Leave {
                 addr,
                 func,
@@ -296,17 +370,22 @@ fn fold_values(
                 ref ret,
                 ..
             } => {
-                let (inner, new_call, args) = match item {
-                    Shown::Leaf { ref args, .. } => (0, true, args.as_ref().map(text)),
-                    _ => open.pop().unwrap_or((0, true, None)),
+                let (inner, new_call, args, outermost) = match item {
+                    Shown::Leaf { ref args, .. } => {
+                        let args = args.as_ref().map(text);
+                        let k = key(func, addr, args.clone());
+                        let outermost = rows.other.get(&k).is_none_or(|&n| n == 0);
+                        (0, true, args, outermost)
+                    }
+                    _ => {
+                        let (inner, new_call, args) = open.pop().unwrap_or((0, true, None));
+                        let outermost = rows.leave(u32::MAX, || key(func, addr, args.clone()));
+                        (inner, new_call, args, outermost)
+                    }
                 };
                 let ticks = end.saturating_sub(start);
-                let key = match func {
-                    Some(f) => (f.0, 0, args),
-                    None => (u32::MAX, addr, args),
-                };
-                let c = out.by_values.entry(key).or_default();
-                c.counters.add(ticks, inner, new_call);
+                let c = out.by_values.entry(key(func, addr, args)).or_default();
+                c.counters.add(ticks, inner, new_call, outermost);
                 let name = func.map(|f| &*names.function(f).mangled);
                 if let Some(r) = ret
                     .as_ref()
@@ -574,10 +653,21 @@ fn call(k: &RowKey, returns: Option<&BTreeMap<Box<str>, u64>>) -> String {
     s
 }
 
+/// Which trace of a `--diff` is which, as the header names them.
+#[derive(Debug, Clone, Copy)]
+pub struct DiffLabels<'a> {
+    /// The base the change is measured from (`--diff DIR`).
+    pub before: &'a str,
+    /// The trace compared with it (`-d DIR`).
+    pub after: &'a str,
+}
+
 /// Two runs side by side, per function: calls, total and self time of
-/// each, and the change (`--diff`).
-pub fn render_diff(base: &Report, other: &Report, key: SortKey) -> String {
-    let mut names: Vec<&RowKey> = base.rows.keys().chain(other.rows.keys()).collect();
+/// each, and the change from `before` to `after` (`--diff`): after −
+/// before, relative to before, as uftrace's `report --diff` counts it
+/// (a function going from 1 call to 3 is +200.0%).
+pub fn render_diff(before: &Report, after: &Report, labels: DiffLabels, key: SortKey) -> String {
+    let mut names: Vec<&RowKey> = before.rows.keys().chain(after.rows.keys()).collect();
     names.sort();
     names.dedup();
     let zero = FunctionStats {
@@ -592,12 +682,12 @@ pub fn render_diff(base: &Report, other: &Report, key: SortKey) -> String {
         .map(|k| {
             (
                 k,
-                base.rows.get(k).unwrap_or(&zero),
-                other.rows.get(k).unwrap_or(&zero),
+                before.rows.get(k).unwrap_or(&zero),
+                after.rows.get(k).unwrap_or(&zero),
             )
         })
         .collect();
-    // Sorted by the change in the key's figure, largest first.
+    // Sorted by the size of the change in the key's figure, largest first.
     let change = |a: &FunctionStats, b: &FunctionStats| -> f64 {
         match key {
             SortKey::Calls => b.calls as f64 - a.calls as f64,
@@ -612,37 +702,44 @@ pub fn render_diff(base: &Report, other: &Report, key: SortKey) -> String {
             .then_with(|| x.0.cmp(y.0))
     });
     let mut out = format!(
-        "{:>10} {:>10} {:>8}  {:>12} {:>12} {:>8}  {:>12} {:>12} {:>8}  FUNCTION\n",
+        "# before: {}\n# after:  {}\n# X: before, X': after, CHANGE: (after - before) / before\n",
+        labels.before, labels.after
+    );
+    let _ = writeln!(
+        out,
+        "{:>10} {:>10} {:>8}  {:>12} {:>12} {:>8}  {:>12} {:>12} {:>8}  FUNCTION",
         "CALLS", "CALLS'", "CHANGE", "TOTAL", "TOTAL'", "CHANGE", "SELF", "SELF'", "CHANGE"
     );
-    let pct = |a: f64, b: f64| -> String {
-        if a == 0.0 {
-            if b == 0.0 {
-                "0%".into()
-            } else {
-                "new".into()
-            }
-        } else {
-            format!("{:+.1}%", (b - a) * 100.0 / a)
-        }
-    };
     for (k, a, b) in rows {
         let _ = writeln!(
             out,
             "{:>10} {:>10} {:>8}  {:>12} {:>12} {:>8}  {:>12} {:>12} {:>8}  {}",
             a.calls,
             b.calls,
-            pct(a.calls as f64, b.calls as f64),
+            change_pct(a.calls as f64, b.calls as f64),
             human(a.total_ns),
             human(b.total_ns),
-            pct(a.total_ns, b.total_ns),
+            change_pct(a.total_ns, b.total_ns),
             human(a.self_ns),
             human(b.self_ns),
-            pct(a.self_ns, b.self_ns),
+            change_pct(a.self_ns, b.self_ns),
             k.name
         );
     }
     out
+}
+
+/// The change from `before` to `after`, relative to `before`.
+fn change_pct(before: f64, after: f64) -> String {
+    if before == 0.0 {
+        if after == 0.0 {
+            "0%".into()
+        } else {
+            "new".into()
+        }
+    } else {
+        format!("{:+.1}%", (after - before) * 100.0 / before)
+    }
 }
 
 #[cfg(test)]

@@ -85,6 +85,25 @@ pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
     })
 }
 
+/// Refuses a header whose sizes the file's `len` bytes cannot hold: a
+/// damaged or crafted one would otherwise have the reader go through
+/// room that is not there (a ring of 64 GiB in a file of 1 MB).
+fn check_sizes(header: &Header, len: u64) -> Result<(), String> {
+    if header.header_size > len {
+        return Err(format!(
+            "the header says events start at byte {}, past the file's end ({len} bytes)",
+            header.header_size
+        ));
+    }
+    if header.ring > len - header.header_size {
+        return Err(format!(
+            "the header says the ring holds {} bytes, more than the file's {len} bytes",
+            header.ring
+        ));
+    }
+    Ok(())
+}
+
 /// A thread's events in order (an iterator); [`Events::damage`] says,
 /// once it has ended, whether it stopped at damage rather than at the end
 /// of what was written.
@@ -168,6 +187,8 @@ impl Events {
         let named = |e: String| format!("{}: {e}", path.display());
         let mut file = std::fs::File::open(path).map_err(|e| named(e.to_string()))?;
         let header = read_header(&mut file).map_err(named)?;
+        let len = file.metadata().map_err(|e| named(e.to_string()))?.len();
+        check_sizes(&header, len).map_err(named)?;
         let skip = header.header_size - std::mem::size_of::<EventFileHeader>() as u64;
         std::io::copy(&mut (&mut file).take(skip), &mut std::io::sink())
             .map_err(|e| named(e.to_string()))?;
@@ -395,7 +416,9 @@ impl Events {
 }
 
 /// A ring's events, slot by slot, from `from` to `to` (file offsets),
-/// read a block at a time.
+/// read a block at a time. Holes in the file (never written, all zero:
+/// no event) are skipped, so the time spent is bounded by the data the
+/// file really holds, not by the sizes its header claims.
 fn ring_slots(
     path: &Path,
     from: u64,
@@ -404,11 +427,18 @@ fn ring_slots(
 ) -> Result<(), String> {
     use std::io::{Seek, SeekFrom};
     let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    file.seek(SeekFrom::Start(from))
-        .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; BLOCK];
     let mut at = from;
     while at < to {
+        at = match next_data(&file, at) {
+            // Past the last data: only holes, no event.
+            None => break,
+            Some(data) => from + (data.max(at) - from) / 16 * 16,
+        };
+        if at >= to {
+            break;
+        }
+        file.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
         let want = ((to - at) as usize).min(BLOCK);
         let mut n = 0;
         while n < want {
@@ -435,6 +465,16 @@ fn ring_slots(
         }
     }
     Ok(())
+}
+
+/// The first offset at or after `at` that holds data (`SEEK_DATA`),
+/// `None` past the last; `at` itself where the filesystem cannot say.
+fn next_data(file: &std::fs::File, at: u64) -> Option<u64> {
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(at)) {
+        Ok(data) => Some(data),
+        Err(rustix::io::Errno::NXIO) => None,
+        Err(_) => Some(at),
+    }
 }
 
 /// The file offset of a ring's oldest event: the slot with the earliest
@@ -494,9 +534,22 @@ fn earlier(
         let at_end = header.open_at_end - 1;
         let at_start = (at_end + closes).saturating_sub(opens);
         let through = at_start.saturating_sub(found.len() as u64).min(at_end);
-        ring_slots(path, end, end + through * 16, |_, slot| {
-            outer.push(slot.word & ftail_abi::trace::ADDR_MASK);
-        })?;
+        // A damaged count reads no further than the frames really kept:
+        // the trace stack ends at its first empty slot (the rest of its
+        // reserve was never written).
+        let mut kept = true;
+        ring_slots(
+            path,
+            end,
+            end.saturating_add(through.saturating_mul(16)),
+            |_, slot| {
+                let addr = slot.word & ftail_abi::trace::ADDR_MASK;
+                kept &= addr != 0;
+                if kept {
+                    outer.push(addr);
+                }
+            },
+        )?;
     }
     let word = |addr: u64| ((EventKind::Earlier as u64) << KIND_SHIFT) | addr;
     Ok(outer
@@ -527,6 +580,46 @@ mod tests {
     #[test]
     fn a_ring_reads_from_its_oldest_event_with_the_frames_before_it() {
         use EventKind::*;
+        let (window, got) = ring_with_its_frames_before(3 + 1, 0);
+        let mut want = vec![
+            (Earlier, 0x10, 100),
+            (Earlier, 0x20, 100),
+            (Earlier, 0x30, 100),
+        ];
+        want.extend(
+            window
+                .iter()
+                .enumerate()
+                .map(|(j, &(k, a))| (k, a, 100 + j as u64)),
+        );
+        assert_eq!(got, want);
+    }
+
+    /// A damaged count of frames open at the end reads no more frames
+    /// than the trace stack after the ring really kept (before: every
+    /// slot of its reserve became a frame, 65,536 of them).
+    #[test]
+    fn a_damaged_open_count_adds_no_phantom_frames() {
+        let (_, got) = ring_with_its_frames_before(65_536 + 1, 64);
+        let earlier: Vec<u64> = got
+            .iter()
+            .filter(|e| e.0 == EventKind::Earlier)
+            .map(|e| e.1)
+            .collect();
+        // The 3 frames kept, and the 2 whose close is in the window.
+        assert_eq!(earlier, [0x10, 0x50, 0x70, 0x20, 0x30]);
+    }
+
+    type Window = [(EventKind, u64); 8];
+
+    /// Reads a ring holding a window of events, with a trace stack of 3
+    /// frames after it then `empty` never-written slots, whose header
+    /// says `open_at_end`: the window, and what was read.
+    fn ring_with_its_frames_before(
+        open_at_end: u64,
+        empty: usize,
+    ) -> (Window, Vec<(EventKind, u64, u64)>) {
+        use EventKind::*;
         let window = [
             (Exit, 0x30),
             (Entry, 0x40),
@@ -544,7 +637,10 @@ mod tests {
             |field: usize, v: u64| file[field..field + 8].copy_from_slice(&v.to_le_bytes());
         put(std::mem::offset_of!(EventFileHeader, ring), 8 * 16);
         put(std::mem::offset_of!(EventFileHeader, laps), 3);
-        put(std::mem::offset_of!(EventFileHeader, open_at_end), 3 + 1);
+        put(
+            std::mem::offset_of!(EventFileHeader, open_at_end),
+            open_at_end,
+        );
         file[8..12].copy_from_slice(&TRACE_VERSION.to_le_bytes());
         file[12..16].copy_from_slice(&(hsize as u32).to_le_bytes());
         let mut ring = [[0u8; 16]; 8];
@@ -557,26 +653,16 @@ mod tests {
             file.extend(0x7ff0u64.to_le_bytes());
             file.extend((addr | 1 << 63).to_le_bytes());
         }
+        file.resize(file.len() + 16 * empty, 0);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("1-1.events");
         std::fs::write(&path, &file).unwrap();
         let (h, events) = Events::open(&path).unwrap();
         assert_eq!((h.ring, h.laps), (128, 3));
-        let got: Vec<(EventKind, u64, u64)> = events
+        let got = events
             .map(|e| (e.kind().unwrap(), e.addr(), e.tsc))
             .collect();
-        let mut want = vec![
-            (Earlier, 0x10, 100),
-            (Earlier, 0x20, 100),
-            (Earlier, 0x30, 100),
-        ];
-        want.extend(
-            window
-                .iter()
-                .enumerate()
-                .map(|(j, &(k, a))| (k, a, 100 + j as u64)),
-        );
-        assert_eq!(got, want);
+        (window, got)
     }
 
     /// Payloads go with the event that follows them: arguments with an
