@@ -1,9 +1,10 @@
 //! The trace directory `ftail record` writes: an existing trace is kept as
 //! `DIR.old` (replacing an older one), as uftrace does.
 //!
-//! Only what is recognisably a trace is ever removed or renamed: a
-//! directory holding at least one `KEY.info` file and nothing but the
-//! files the runtime writes (`KEY.info`, `KEY.modules`, `KEY.status`,
+//! Only what is provably a trace is ever removed or renamed: a directory
+//! holding the `budget` file `ftail record` wrote (its magic number and
+//! size: a user's file that merely has the name does not count) and
+//! nothing but the files the runtime writes (`KEY.info`, `KEY.modules`, `KEY.status`,
 //! `KEY-TID.events`, the trace's `budget`, and snapshot directories
 //! `snapshot-N` holding such files, where `KEY` is a pid, or `PID~N` after an exec, and
 //! `TID` a thread id, or `TID~N` when one came back), owned by the user
@@ -28,6 +29,16 @@ enum Found {
     Empty,
     /// A trace directory, with the names of its files.
     Trace(Vec<OsString>),
+}
+
+/// What a directory holds that makes it a trace.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    /// The budget file `ftail record` writes at the top of every trace.
+    Budget,
+    /// A `KEY.info` file: enough inside a trace's `snapshot-N`, whose
+    /// trace was proven already.
+    Info,
 }
 
 /// Whether `name` is one of the files the runtime writes into a trace
@@ -65,6 +76,10 @@ fn is_number(s: &str) -> bool {
 /// (a symbolic link, a file, another user's directory) is an error naming
 /// it.
 fn examine(path: &Path) -> Result<Found> {
+    examine_as(path, Proof::Budget)
+}
+
+fn examine_as(path: &Path, proof: Proof) -> Result<Found> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
@@ -90,7 +105,7 @@ fn examine(path: &Path) -> Result<Found> {
     let entries = std::fs::read_dir(path)
         .with_context(|| format!("{} exists and cannot be read", path.display()))?;
     let mut files = Vec::new();
-    let mut info = false;
+    let mut proven = false;
     for entry in entries {
         let entry = entry.with_context(|| format!("reading {}", path.display()))?;
         let name = entry.file_name();
@@ -98,7 +113,7 @@ fn examine(path: &Path) -> Result<Found> {
         let regular = entry.file_type().is_ok_and(|t| t.is_file());
         if is_snapshot_dir(&text) && entry.file_type().is_ok_and(|t| t.is_dir()) {
             // `ftail ctl PID snapshot`: trace files only, checked alike.
-            match examine(&entry.path())? {
+            match examine_as(&entry.path(), Proof::Info)? {
                 Found::Trace(_) | Found::Empty => {
                     files.push(name);
                     continue;
@@ -113,21 +128,53 @@ fn examine(path: &Path) -> Result<Found> {
                 path.display()
             );
         }
-        // A run that recorded nothing leaves its budget file alone.
-        info |= text.ends_with(".info") || text == ftail_abi::trace::BUDGET_FILE;
+        proven |= match proof {
+            Proof::Budget => text == ftail_abi::trace::BUDGET_FILE && is_budget(&entry.path(), me),
+            Proof::Info => text.ends_with(".info"),
+        };
         files.push(name);
     }
     if files.is_empty() {
         return Ok(Found::Empty);
     }
-    if !info {
+    if !proven {
+        let missing = match proof {
+            Proof::Budget => "no budget file written by ftail record",
+            Proof::Info => "no .info file",
+        };
         bail!(
-            "{} exists and does not look like a trace directory (no .info file); \
+            "{} exists and does not look like a trace directory ({missing}); \
              not touching it",
             path.display()
         );
     }
     Ok(Found::Trace(files))
+}
+
+/// Whether `path` is the budget file `ftail record` wrote: a regular file
+/// of user `me`, reached without a link, of a [`TraceBudget`]'s size and
+/// starting with its magic number and size.
+///
+/// [`TraceBudget`]: ftail_abi::trace::TraceBudget
+fn is_budget(path: &Path, me: u32) -> bool {
+    use ftail_abi::trace::{TraceBudget, BUDGET_MAGIC};
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let size = std::mem::size_of::<TraceBudget>();
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    let ours = file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.uid() == me && m.len() == size as u64);
+    let mut head = [0u8; 16];
+    ours && file.read_exact(&mut head).is_ok()
+        && head[..8] == BUDGET_MAGIC
+        && head[12..16] == (size as u32).to_le_bytes()
 }
 
 /// Removes the trace (or empty directory) `found` at `path`.
@@ -136,7 +183,7 @@ fn remove(path: &Path, found: Found) -> Result<()> {
         for f in files {
             let file = path.join(&f);
             if is_snapshot_dir(&f.to_string_lossy()) {
-                remove(&file, examine(&file)?)?;
+                remove(&file, examine_as(&file, Proof::Info)?)?;
                 continue;
             }
             std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;

@@ -156,6 +156,41 @@ fn a_directory_old_that_is_not_a_trace_is_never_removed() {
     }
 }
 
+/// Issue 17: a `proj.old` whose only file is the user's own `budget` is
+/// not a trace (before: rotation removed it, taking the name for proof);
+/// only the budget file `ftail record` wrote proves one.
+#[test]
+fn a_directory_old_holding_only_a_file_named_budget_is_never_removed() {
+    let dir = scratch();
+    let exe = small_program(dir.path());
+    let trace = dir.path().join("proj");
+    assert!(record_into(&trace, &exe).status.success());
+    let before = names(&trace);
+    let old = dir.path().join("proj.old");
+    std::fs::create_dir(&old).unwrap();
+    let budget = old.join("budget");
+    // The user's data, even of a budget file's size.
+    let data = "rent 900\nfood 300\n".repeat(4)[..64].to_string();
+    std::fs::write(&budget, &data).unwrap();
+    let out = record_into(&trace, &exe);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&old.display().to_string())
+            && err.contains("no budget file written by ftail record"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&budget).unwrap(), data);
+    assert_eq!(names(&trace), before, "the current trace was touched");
+    // A trace's own budget file still proves it: the old trace gives way.
+    std::fs::remove_dir_all(&old).unwrap();
+    assert!(record_into(&trace, &exe).status.success());
+    assert_eq!(names(&old), before);
+    let now = names(&trace);
+    assert!(record_into(&trace, &exe).status.success());
+    assert_eq!(names(&old), now);
+}
+
 #[test]
 fn an_empty_directory_is_not_taken_for_a_trace() {
     let dir = scratch();
