@@ -11,6 +11,11 @@
 //! running ftail and reached without a symbolic link. Anything else in the
 //! way is an error that names it.
 //!
+//! A trace whose programs still run may be moved to `DIR.old` (the
+//! runtime follows it there: it knows its directory by device and inode)
+//! but is never removed: a process recorded in it (its `KEY.info`'s pid
+//! and start time) that still runs keeps it.
+//!
 //! Traces hold command lines and code addresses: a directory ftail creates
 //! is private (0700), and an existing empty one is used only when no other
 //! user may write into it.
@@ -218,6 +223,11 @@ pub fn prepare(dir: &Path) -> Result<bool> {
             // Check the old trace before touching the current one.
             match examine(&old)? {
                 Found::Missing => {}
+                Found::Trace(files) if let Some(pid) = running(&old, &files) => bail!(
+                    "{} holds the trace of process {pid}, which still runs; not removing \
+                     it (record into another directory, or wait until it ends)",
+                    old.display()
+                ),
                 found => remove(&old, found)?,
             }
             std::fs::rename(dir, &old)
@@ -233,6 +243,97 @@ pub fn prepare(dir: &Path) -> Result<bool> {
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
     Ok(true)
+}
+
+/// The (device, inode) of the directory `dir`.
+pub fn identity(dir: &Path) -> Result<(u64, u64)> {
+    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("{}", dir.display()))?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Where the trace directory of identity `id`, created at `dir`, is now:
+/// `dir`, or `DIR.old` once a later recording moved it there.
+pub fn now_at(dir: &Path, id: (u64, u64)) -> PathBuf {
+    let old = old_path(dir);
+    let moved = identity(dir).ok() != Some(id) && identity(&old).ok() == Some(id);
+    if moved {
+        old
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// A process recorded in the trace at `path` (whose entries are `files`)
+/// that still runs: its pid.
+fn running(path: &Path, files: &[OsString]) -> Option<u32> {
+    files
+        .iter()
+        .filter(|f| f.to_string_lossy().ends_with(".info"))
+        .filter_map(|f| recorded_process(&path.join(f)))
+        .find(|&(pid, started_ns)| still_runs(pid, started_ns))
+        .map(|(pid, _)| pid)
+}
+
+/// The pid and start time (ns since the epoch) a `KEY.info` records.
+fn recorded_process(info: &Path) -> Option<(u32, u64)> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(info)
+        .ok()?;
+    // Bounded: a command line is at most a few MiB.
+    let mut text = String::new();
+    file.take(16 << 20).read_to_string(&mut text).ok()?;
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((value("pid")? as u32, value("start_realtime_ns")?))
+}
+
+/// Whether process `pid`, which started its recording at `started_ns`,
+/// still runs: a process of that pid that is not a zombie and began no
+/// later than that (a pid used again began after).
+fn still_runs(pid: u32, started_ns: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Fields after the command name, which is in parentheses.
+    let Some(rest) = stat.rfind(')').and_then(|at| stat.get(at + 2..)) else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.first().is_none_or(|s| *s == "Z" || *s == "X") {
+        return false;
+    }
+    let Some(ticks) = fields.get(19).and_then(|t| t.parse::<u64>().ok()) else {
+        return true;
+    };
+    match boot_time_ns() {
+        Some(boot) => {
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+            let began = boot + ticks * (1_000_000_000 / hz);
+            // The boot time is given to the second.
+            began <= started_ns.saturating_add(2_000_000_000)
+        }
+        None => true,
+    }
+}
+
+/// When the system booted, ns since the epoch (`/proc/stat`'s `btime`).
+fn boot_time_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(secs * 1_000_000_000)
 }
 
 /// `DIR.old` (`trace/` gives `trace.old`, not `trace/.old`).

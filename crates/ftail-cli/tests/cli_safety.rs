@@ -426,8 +426,15 @@ fn the_program_gets_the_runtime_settings_of_the_command_line_only() {
     let env = String::from_utf8_lossy(&out.stdout);
     let mut runtime: Vec<&str> = env
         .lines()
-        .filter(|l| l.starts_with("FTAIL_") && !l.starts_with("FTAIL_DIR="))
+        .filter(|l| l.starts_with("FTAIL_") && !l.starts_with("FTAIL_DIR"))
         .collect();
+    assert_eq!(
+        env.lines()
+            .filter(|l| l.starts_with("FTAIL_DIR_ID="))
+            .count(),
+        1,
+        "{env}"
+    );
     runtime.sort();
     assert_eq!(
         runtime,
