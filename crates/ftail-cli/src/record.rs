@@ -461,7 +461,7 @@ fn runtime_env(
     dir_id: (u64, u64),
     max_bytes: u64,
     has_specs: bool,
-) -> [(&'static str, Option<OsString>); 14] {
+) -> [(&'static str, Option<OsString>); 15] {
     let flag = |on: bool| Some(OsString::from(if on { "1" } else { "0" }));
     [
         ("FTAIL_DIR", Some(dir.into())),
@@ -491,6 +491,12 @@ fn runtime_env(
         ("FTAIL_STACK_ENTRIES", None),
         ("FTAIL_OFF", flag(o.off)),
         ("FTAIL_CTL", flag(o.ctl || o.off)),
+        // Whom the control agent answers, even once the program has
+        // become another user.
+        (
+            "FTAIL_CTL_UID",
+            Some(crate::private_dir::euid().to_string().into()),
+        ),
         // The spec file (ftail_abi::argspec) is in the trace directory.
         ("FTAIL_ARGSPEC", has_specs.then(|| "1".into())),
     ]

@@ -56,6 +56,9 @@ pub struct Config {
     pub off: bool,
     /// Start the control agent (`--ctl`, implied by `--off`).
     pub ctl: bool,
+    /// The user who started the recording: the one the control agent
+    /// answers (with root), whatever user the program has become since.
+    pub owner_uid: u32,
 }
 
 /// Most events a thread's buffer may grow to (2^36: 0.5 to 1 TiB);
@@ -77,6 +80,11 @@ pub const DIR_ENV: &str = "FTAIL_DIR";
 /// `ftail record` created it (carried to children, so that a program
 /// `exec`ed after the trace was moved to `DIR.old` finds it there).
 pub const DIR_ID_ENV: &str = "FTAIL_DIR_ID";
+
+/// Environment variable: the user who started the recording (`ftail
+/// record`'s effective uid); without it, the process's effective uid at
+/// start-up.
+pub const OWNER_UID_ENV: &str = "FTAIL_CTL_UID";
 
 /// `DEVICE:INODE` as `ftail record` writes it.
 fn parse_dir_id(text: &str) -> Option<(u64, u64)> {
@@ -162,6 +170,10 @@ impl Config {
             stack_entries: num("FTAIL_STACK_ENTRIES", 1 << 16).clamp(16, MAX_STACK_ENTRIES),
             off: var("FTAIL_OFF").is_some_and(|v| v == "1"),
             ctl: var("FTAIL_CTL").is_some_and(|v| v == "1"),
+            owner_uid: var(OWNER_UID_ENV)
+                .and_then(|v| v.parse().ok())
+                // SAFETY: geteuid has no preconditions.
+                .unwrap_or_else(|| unsafe { libc::geteuid() }),
         })
     }
 }
