@@ -5,7 +5,10 @@
 //!
 //! Any local user can bind an abstract socket name first, so the client
 //! checks who answers: the socket's owner (`SO_PEERCRED`) must be process
-//! PID itself, running as the user who owns PID, which must be this user.
+//! PID itself, which opened it as this user, and PID must be this user's
+//! — unless this user is root: a program root started may have become
+//! another user since, and its agent, whose socket root opened, answers
+//! the user who started the recording.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::linux::net::SocketAddrExt;
@@ -97,8 +100,16 @@ fn check_agent(stream: &UnixStream, pid: u32) -> Result<()> {
         .with_context(|| format!("process {pid} is gone"))?
         .uid();
     let me = crate::private_dir::euid();
-    // The process, and its socket when it was opened, must both be ours.
-    if let Some(uid) = [owner, cred.uid].into_iter().find(|&u| u != me) {
+    // The socket when it was opened, and the process, must both be ours;
+    // root's program may have become another user since.
+    let foreign = if cred.uid != me {
+        Some(cred.uid)
+    } else if owner != me && me != 0 {
+        Some(owner)
+    } else {
+        None
+    };
+    if let Some(uid) = foreign {
         bail!(
             "process {pid} runs as uid {uid}, not as you (uid {me}); ftail ctl controls \
              only your own programs"

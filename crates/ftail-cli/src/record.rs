@@ -461,12 +461,19 @@ pub fn parse_depth(text: &str) -> Result<u64, String> {
 fn runtime_env(
     o: &RecordOptions,
     dir: &Path,
+    dir_id: (u64, u64),
     max_bytes: u64,
     has_specs: bool,
-) -> [(&'static str, Option<OsString>); 13] {
+) -> [(&'static str, Option<OsString>); 15] {
     let flag = |on: bool| Some(OsString::from(if on { "1" } else { "0" }));
     [
         ("FTAIL_DIR", Some(dir.into())),
+        // Which directory: the runtime follows it if a later recording
+        // into the same path moves it to `DIR.old`.
+        (
+            "FTAIL_DIR_ID",
+            Some(format!("{}:{}", dir_id.0, dir_id.1).into()),
+        ),
         ("FTAIL_FILTER", Some(o.filter.join(",").into())),
         ("FTAIL_EXCLUDE", Some(o.exclude.join(",").into())),
         ("FTAIL_TAIL", Some(o.tail.clone().into())),
@@ -487,6 +494,12 @@ fn runtime_env(
         ("FTAIL_STACK_ENTRIES", None),
         ("FTAIL_OFF", flag(o.off)),
         ("FTAIL_CTL", flag(o.ctl || o.off)),
+        // Whom the control agent answers, even once the program has
+        // become another user.
+        (
+            "FTAIL_CTL_UID",
+            Some(crate::private_dir::euid().to_string().into()),
+        ),
         // The spec file (ftail_abi::argspec) is in the trace directory.
         ("FTAIL_ARGSPEC", has_specs.then(|| "1".into())),
     ]
@@ -504,6 +517,7 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         .dir
         .canonicalize()
         .with_context(|| format!("{}", o.dir.display()))?;
+    let dir_id = crate::trace_dir::identity(&dir)?;
     let budget = free_space(&dir).and_then(|free| {
         let max = o.max_size.bytes(free).max(MIN_MAX_SIZE);
         write_budget(&dir, max, free)?;
@@ -531,15 +545,19 @@ pub fn run(o: RecordOptions) -> Result<i32> {
     }
     let mut cmd = Command::new(program);
     cmd.args(args).env("LD_PRELOAD", preload);
-    for (name, value) in runtime_env(&o, &dir, max_bytes, has_specs) {
+    for (name, value) in runtime_env(&o, &dir, dir_id, max_bytes, has_specs) {
         match value {
             Some(v) => cmd.env(name, v),
             None => cmd.env_remove(name),
         };
     }
-    let shown = o.dir.clone();
+    let given = o.dir.clone();
     let program_path = PathBuf::from(program);
-    let err = crate::watch::exec(&mut cmd, &|| summary(&shown, &program_path));
+    let err = crate::watch::exec(&mut cmd, &|| {
+        // Recorded into again meanwhile: the trace is now `DIR.old`.
+        let shown = crate::trace_dir::now_at(&given, dir_id);
+        summary(&shown, &program_path)
+    });
     // Nothing ran: leave no empty trace directory behind.
     if created {
         let _ = std::fs::remove_file(dir.join(ftail_abi::trace::BUDGET_FILE));

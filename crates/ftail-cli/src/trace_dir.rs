@@ -1,14 +1,20 @@
 //! The trace directory `ftail record` writes: an existing trace is kept as
 //! `DIR.old` (replacing an older one), as uftrace does.
 //!
-//! Only what is recognisably a trace is ever removed or renamed: a
-//! directory holding at least one `KEY.info` file and nothing but the
-//! files the runtime writes (`KEY.info`, `KEY.modules`, `KEY.status`,
+//! Only what is provably a trace is ever removed or renamed: a directory
+//! holding the `budget` file `ftail record` wrote (its magic number and
+//! size: a user's file that merely has the name does not count) and
+//! nothing but the files the runtime writes (`KEY.info`, `KEY.modules`, `KEY.status`,
 //! `KEY-TID.events`, the trace's `budget`, and snapshot directories
 //! `snapshot-N` holding such files, where `KEY` is a pid, or `PID~N` after an exec, and
 //! `TID` a thread id, or `TID~N` when one came back), owned by the user
 //! running ftail and reached without a symbolic link. Anything else in the
 //! way is an error that names it.
+//!
+//! A trace whose programs still run may be moved to `DIR.old` (the
+//! runtime follows it there: it knows its directory by device and inode)
+//! but is never removed: a process recorded in it (its `KEY.info`'s pid
+//! and start time) that still runs keeps it.
 //!
 //! Traces hold command lines and code addresses: a directory ftail creates
 //! is private (0700), and an existing empty one is used only when no other
@@ -28,6 +34,16 @@ enum Found {
     Empty,
     /// A trace directory, with the names of its files.
     Trace(Vec<OsString>),
+}
+
+/// What a directory holds that makes it a trace.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    /// The budget file `ftail record` writes at the top of every trace.
+    Budget,
+    /// A `KEY.info` file: enough inside a trace's `snapshot-N`, whose
+    /// trace was proven already.
+    Info,
 }
 
 /// Whether `name` is one of the files the runtime writes into a trace
@@ -65,6 +81,10 @@ fn is_number(s: &str) -> bool {
 /// (a symbolic link, a file, another user's directory) is an error naming
 /// it.
 fn examine(path: &Path) -> Result<Found> {
+    examine_as(path, Proof::Budget)
+}
+
+fn examine_as(path: &Path, proof: Proof) -> Result<Found> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
@@ -90,7 +110,7 @@ fn examine(path: &Path) -> Result<Found> {
     let entries = std::fs::read_dir(path)
         .with_context(|| format!("{} exists and cannot be read", path.display()))?;
     let mut files = Vec::new();
-    let mut info = false;
+    let mut proven = false;
     for entry in entries {
         let entry = entry.with_context(|| format!("reading {}", path.display()))?;
         let name = entry.file_name();
@@ -98,7 +118,7 @@ fn examine(path: &Path) -> Result<Found> {
         let regular = entry.file_type().is_ok_and(|t| t.is_file());
         if is_snapshot_dir(&text) && entry.file_type().is_ok_and(|t| t.is_dir()) {
             // `ftail ctl PID snapshot`: trace files only, checked alike.
-            match examine(&entry.path())? {
+            match examine_as(&entry.path(), Proof::Info)? {
                 Found::Trace(_) | Found::Empty => {
                     files.push(name);
                     continue;
@@ -113,21 +133,53 @@ fn examine(path: &Path) -> Result<Found> {
                 path.display()
             );
         }
-        // A run that recorded nothing leaves its budget file alone.
-        info |= text.ends_with(".info") || text == ftail_abi::trace::BUDGET_FILE;
+        proven |= match proof {
+            Proof::Budget => text == ftail_abi::trace::BUDGET_FILE && is_budget(&entry.path(), me),
+            Proof::Info => text.ends_with(".info"),
+        };
         files.push(name);
     }
     if files.is_empty() {
         return Ok(Found::Empty);
     }
-    if !info {
+    if !proven {
+        let missing = match proof {
+            Proof::Budget => "no budget file written by ftail record",
+            Proof::Info => "no .info file",
+        };
         bail!(
-            "{} exists and does not look like a trace directory (no .info file); \
+            "{} exists and does not look like a trace directory ({missing}); \
              not touching it",
             path.display()
         );
     }
     Ok(Found::Trace(files))
+}
+
+/// Whether `path` is the budget file `ftail record` wrote: a regular file
+/// of user `me`, reached without a link, of a [`TraceBudget`]'s size and
+/// starting with its magic number and size.
+///
+/// [`TraceBudget`]: ftail_abi::trace::TraceBudget
+fn is_budget(path: &Path, me: u32) -> bool {
+    use ftail_abi::trace::{TraceBudget, BUDGET_MAGIC};
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let size = std::mem::size_of::<TraceBudget>();
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    let ours = file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.uid() == me && m.len() == size as u64);
+    let mut head = [0u8; 16];
+    ours && file.read_exact(&mut head).is_ok()
+        && head[..8] == BUDGET_MAGIC
+        && head[12..16] == (size as u32).to_le_bytes()
 }
 
 /// Removes the trace (or empty directory) `found` at `path`.
@@ -136,7 +188,7 @@ fn remove(path: &Path, found: Found) -> Result<()> {
         for f in files {
             let file = path.join(&f);
             if is_snapshot_dir(&f.to_string_lossy()) {
-                remove(&file, examine(&file)?)?;
+                remove(&file, examine_as(&file, Proof::Info)?)?;
                 continue;
             }
             std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
@@ -171,6 +223,11 @@ pub fn prepare(dir: &Path) -> Result<bool> {
             // Check the old trace before touching the current one.
             match examine(&old)? {
                 Found::Missing => {}
+                Found::Trace(files) if let Some(pid) = running(&old, &files) => bail!(
+                    "{} holds the trace of process {pid}, which still runs; not removing \
+                     it (record into another directory, or wait until it ends)",
+                    old.display()
+                ),
                 found => remove(&old, found)?,
             }
             std::fs::rename(dir, &old)
@@ -186,6 +243,97 @@ pub fn prepare(dir: &Path) -> Result<bool> {
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
     Ok(true)
+}
+
+/// The (device, inode) of the directory `dir`.
+pub fn identity(dir: &Path) -> Result<(u64, u64)> {
+    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("{}", dir.display()))?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Where the trace directory of identity `id`, created at `dir`, is now:
+/// `dir`, or `DIR.old` once a later recording moved it there.
+pub fn now_at(dir: &Path, id: (u64, u64)) -> PathBuf {
+    let old = old_path(dir);
+    let moved = identity(dir).ok() != Some(id) && identity(&old).ok() == Some(id);
+    if moved {
+        old
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// A process recorded in the trace at `path` (whose entries are `files`)
+/// that still runs: its pid.
+fn running(path: &Path, files: &[OsString]) -> Option<u32> {
+    files
+        .iter()
+        .filter(|f| f.to_string_lossy().ends_with(".info"))
+        .filter_map(|f| recorded_process(&path.join(f)))
+        .find(|&(pid, started_ns)| still_runs(pid, started_ns))
+        .map(|(pid, _)| pid)
+}
+
+/// The pid and start time (ns since the epoch) a `KEY.info` records.
+fn recorded_process(info: &Path) -> Option<(u32, u64)> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(info)
+        .ok()?;
+    // Bounded: a command line is at most a few MiB.
+    let mut text = String::new();
+    file.take(16 << 20).read_to_string(&mut text).ok()?;
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((value("pid")? as u32, value("start_realtime_ns")?))
+}
+
+/// Whether process `pid`, which started its recording at `started_ns`,
+/// still runs: a process of that pid that is not a zombie and began no
+/// later than that (a pid used again began after).
+fn still_runs(pid: u32, started_ns: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Fields after the command name, which is in parentheses.
+    let Some(rest) = stat.rfind(')').and_then(|at| stat.get(at + 2..)) else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.first().is_none_or(|s| *s == "Z" || *s == "X") {
+        return false;
+    }
+    let Some(ticks) = fields.get(19).and_then(|t| t.parse::<u64>().ok()) else {
+        return true;
+    };
+    match boot_time_ns() {
+        Some(boot) => {
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+            let began = boot + ticks * (1_000_000_000 / hz);
+            // The boot time is given to the second.
+            began <= started_ns.saturating_add(2_000_000_000)
+        }
+        None => true,
+    }
+}
+
+/// When the system booted, ns since the epoch (`/proc/stat`'s `btime`).
+fn boot_time_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(secs * 1_000_000_000)
 }
 
 /// `DIR.old` (`trace/` gives `trace.old`, not `trace/.old`).

@@ -142,6 +142,41 @@ fn a_directory_old_that_is_not_a_trace_is_never_removed() {
     }
 }
 
+/// Issue 17: a `proj.old` whose only file is the user's own `budget` is
+/// not a trace (before: rotation removed it, taking the name for proof);
+/// only the budget file `ftail record` wrote proves one.
+#[test]
+fn a_directory_old_holding_only_a_file_named_budget_is_never_removed() {
+    let dir = scratch();
+    let exe = small_program(dir.path());
+    let trace = dir.path().join("proj");
+    assert!(record_into(&trace, &exe).status.success());
+    let before = names(&trace);
+    let old = dir.path().join("proj.old");
+    std::fs::create_dir(&old).unwrap();
+    let budget = old.join("budget");
+    // The user's data, even of a budget file's size.
+    let data = "rent 900\nfood 300\n".repeat(4)[..64].to_string();
+    std::fs::write(&budget, &data).unwrap();
+    let out = record_into(&trace, &exe);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&old.display().to_string())
+            && err.contains("no budget file written by ftail record"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&budget).unwrap(), data);
+    assert_eq!(names(&trace), before, "the current trace was touched");
+    // A trace's own budget file still proves it: the old trace gives way.
+    std::fs::remove_dir_all(&old).unwrap();
+    assert!(record_into(&trace, &exe).status.success());
+    assert_eq!(names(&old), before);
+    let now = names(&trace);
+    assert!(record_into(&trace, &exe).status.success());
+    assert_eq!(names(&old), now);
+}
+
 #[test]
 fn an_empty_directory_is_not_taken_for_a_trace() {
     let dir = scratch();
@@ -348,14 +383,23 @@ fn the_program_gets_the_runtime_settings_of_the_command_line_only() {
     let env = String::from_utf8_lossy(&out.stdout);
     let mut runtime: Vec<&str> = env
         .lines()
-        .filter(|l| l.starts_with("FTAIL_") && !l.starts_with("FTAIL_DIR="))
+        .filter(|l| l.starts_with("FTAIL_") && !l.starts_with("FTAIL_DIR"))
         .collect();
+    assert_eq!(
+        env.lines()
+            .filter(|l| l.starts_with("FTAIL_DIR_ID="))
+            .count(),
+        1,
+        "{env}"
+    );
     runtime.sort();
+    let owner = format!("FTAIL_CTL_UID={}", euid());
     assert_eq!(
         runtime,
         [
             "FTAIL_BUFFER_EVENTS=1000",
             "FTAIL_CTL=0",
+            &owner,
             "FTAIL_EXCLUDE=",
             "FTAIL_FILTER=",
             "FTAIL_MAX_SIZE=3145728",
@@ -914,4 +958,103 @@ fn a_program_that_reaps_orphans_gets_no_extra_child() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\nchildren none\n"), "{text}");
     assert!(stderr_of(&out).contains("ftail: trace written to "));
+}
+
+/// `ftail ctl PID ARGS` retried for a few seconds (the agent starts with
+/// the program); its output once it succeeds, or the last failure.
+fn ctl_retrying(pid: &str, args: &[&str]) -> Output {
+    let mut out = run(Command::new(ftail()).arg("ctl").arg(pid).args(args));
+    for _ in 0..60 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        out = run(Command::new(ftail()).arg("ctl").arg(pid).args(args));
+    }
+    out
+}
+
+/// Sends `line` to process `pid`'s control agent as `nobody`, as any
+/// client of that user could (no `ftail ctl` needed); returns the
+/// agent's first answer line, or what came before it closed.
+fn agent_as_nobody(pid: &str, line: &str) -> String {
+    let script = "import socket, sys\n\
+                  s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+                  s.connect('\\0ftail-ctl-' + sys.argv[1])\n\
+                  try:\n    \
+                      s.sendall(sys.argv[2].encode() + b'\\n')\n\
+                  except BrokenPipeError:\n    \
+                      pass\n\
+                  data = b''\n\
+                  while b'\\n' not in data:\n    \
+                      d = s.recv(1000)\n    \
+                      if not d:\n        \
+                          break\n    \
+                      data += d\n\
+                  print(data.decode(errors='replace'), end='')\n";
+    let out = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", python()])
+        .arg("-c")
+        .arg(script)
+        .args([pid, line])
+        .current_dir("/"));
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 17: a program started by root under `--ctl` that becomes
+/// `nobody` keeps root's recording: the agent refuses `nobody` (before:
+/// `nobody` could switch tracing off) and answers root (before: refused,
+/// as not the user the program runs as now).
+#[test]
+fn the_control_agent_answers_the_user_who_started_the_recording() {
+    use std::io::{BufRead, BufReader, Write};
+    if !root() {
+        return;
+    }
+    let dir = scratch();
+    let exe = dir.path().join("dropuid");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/runtime/dropuid.c")),
+    );
+    let tdir = dir.path().join("trace");
+    let mut child = Command::new(ftail())
+        .args(["record", "--ctl", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pid = lines.next().unwrap().unwrap();
+    // The agent listens (as root) before the program drops.
+    let before = ctl_retrying(&pid, &["status"]);
+    assert!(before.status.success(), "{}", stderr_of(&before));
+    writeln!(stdin, "drop").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "dropped");
+    let refused = agent_as_nobody(&pid, "off");
+    assert!(
+        refused.starts_with("error only the user who started the recording"),
+        "{refused:?}"
+    );
+    let status = ctl_retrying(&pid, &["status"]);
+    assert!(status.status.success(), "{}", stderr_of(&status));
+    let answer = String::from_utf8_lossy(&status.stdout);
+    assert!(answer.starts_with("tracing=on"), "{answer}");
+    writeln!(stdin, "1").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "done 1");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let replay = run_ok(
+        Command::new(ftail())
+            .args(["replay", "--no-pager", "-d"])
+            .arg(&tdir),
+    );
+    assert!(replay.contains("round_of_calls"), "{replay}");
 }

@@ -405,6 +405,96 @@ fn a_module_with_damaged_tables_is_left_untraced() {
     assert!(!ok, "ftail sites accepts the damaged file: {text}");
 }
 
+/// Sets the function count of the first site-table note of `exe` to
+/// `count`, as a damaged file would.
+fn damage_function_count(exe: &Path, count: u32) {
+    use object::{Object, ObjectSection};
+    let mut data = std::fs::read(exe).unwrap();
+    let (offset, _) = {
+        let file = object::File::parse(&*data).unwrap();
+        let note = file.section_by_name(ftail_abi::NOTE_SECTION).unwrap();
+        note.file_range().unwrap()
+    };
+    // namesz, descsz, type, "ftail\0" padded to 8; then the descriptor's
+    // version, the offset of its function records and their count.
+    let at = offset as usize + 12 + 8 + 8;
+    data[at..at + 4].copy_from_slice(&count.to_le_bytes());
+    std::fs::write(exe, data).unwrap();
+}
+
+/// Runs `cmd` to its end; returns its exit status, its standard error
+/// (read to its end: `ftail record`'s watcher writes there after the
+/// program) and the largest resident size (kB) it or any process it
+/// waited for reached.
+// The child is reaped by `wait4`, which `Child::wait` does not offer.
+#[allow(clippy::zombie_processes)]
+fn run_measured(cmd: &mut Command) -> (std::process::ExitStatus, String, u64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `child` is our own unwaited child; both out-pointers are
+    // valid for the call.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (
+        std::process::ExitStatus::from_raw(status),
+        stderr,
+        usage.ru_maxrss as u64,
+    )
+}
+
+/// Issue 17: a function count of 0xffffffff in a site-table note made the
+/// runtime allocate towards 32 GiB and abort the program, which runs fine
+/// on its own. The count is checked against the module's segments first:
+/// the module is left untraced, the program's output and exit status are
+/// its untraced ones, and the recording stays small.
+#[test]
+fn a_damaged_function_count_leaves_the_module_untraced() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], "manycalls.c", "manycalls");
+    damage_function_count(&exe, u32::MAX);
+    let plain = run(Command::new(&exe).arg("100"));
+    assert!(plain.status.success());
+    let tdir = dir.path().join("trace");
+    let (status, stderr, max_kb) = run_measured(
+        Command::new(ftail())
+            .arg("record")
+            .arg("-d")
+            .arg(&tdir)
+            .arg("--")
+            .arg(&exe)
+            .arg("100")
+            .stdout(std::fs::File::create(dir.path().join("out")).unwrap()),
+    );
+    assert_eq!(status.code(), Some(0), "{status:?} {stderr}");
+    assert!(
+        stderr.contains("left untraced: damaged site tables"),
+        "{stderr}"
+    );
+    let stdout = std::fs::read(dir.path().join("out")).unwrap();
+    assert_eq!(stdout, plain.stdout);
+    assert!(max_kb < 64 << 10, "the recording reached {max_kb} kB");
+    let t = trace::open(&tdir).unwrap();
+    let p = &t.processes[0];
+    assert_eq!(p.skipped_modules.len(), 1, "{:?}", p.skipped_modules);
+    let (_, why, _) = &p.skipped_modules[0];
+    assert!(
+        why.contains("damaged site tables") && why.contains("4294967295 function records"),
+        "{why}"
+    );
+    assert!(p.threads.iter().all(|th| th.events.is_empty()));
+}
+
 /// Issue 11: a program built by an older ftail (site tables of version 1,
 /// nops before every `ret`) runs untraced, and the trace says why and
 /// what to do, instead of patching sites of another layout.

@@ -1366,3 +1366,146 @@ fn a_full_buffer_counts_lost_events_on_the_fast_path() {
         "capped at 4096 events: {capped:?}; keeping all 6 M events: {everything:?}"
     );
 }
+
+/// A `latethreads` fixture recorded into a trace directory, driven through
+/// its standard input.
+struct Driven {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    pid: u32,
+}
+
+impl Driven {
+    /// Starts `ftail record -d TDIR -- EXE`.
+    fn start(tdir: &Path, exe: &Path) -> Driven {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = Command::new(ftail())
+            .arg("record")
+            .arg("-d")
+            .arg(tdir)
+            .arg("--")
+            .arg(exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let pid = lines.next().unwrap().unwrap().parse().unwrap();
+        Driven {
+            child,
+            stdin,
+            lines,
+            pid,
+        }
+    }
+
+    /// Has the program start thread `n` and waits until it has ended.
+    fn round(&mut self, n: u32) {
+        use std::io::Write;
+        writeln!(self.stdin, "{n}").unwrap();
+        assert_eq!(self.lines.next().unwrap().unwrap(), format!("done {n}"));
+    }
+
+    /// Ends the program; returns what `ftail record` said on standard
+    /// error.
+    fn end(self) -> String {
+        use std::io::Read;
+        let Driven {
+            mut child, stdin, ..
+        } = self;
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        stderr
+    }
+}
+
+/// The process a trace directory holds (it must hold one): its pid, its
+/// threads, and how many times `late_work` ran.
+fn late_threads_of(tdir: &Path) -> (u32, usize, usize) {
+    let t = trace::open(tdir).unwrap_or_else(|e| panic!("{}: {e}", tdir.display()));
+    assert_eq!(t.processes.len(), 1, "{}", tdir.display());
+    assert_balanced(&t);
+    let p = &t.processes[0];
+    let calls = replay_lines(tdir)
+        .iter()
+        .filter(|l| l.trim_start().starts_with("late_work"))
+        .count();
+    (p.pid, p.threads.len(), calls)
+}
+
+/// Issue 17: recording into a directory while the program of the trace
+/// there still runs. The trace becomes `trace.old` and the runtime
+/// follows it: threads the first program starts later are recorded in
+/// its own trace (before: in the new `trace`, which has no `.info` for
+/// them), each trace reads as its own program's; a third recording
+/// refuses to remove `trace.old` while its program runs, and rotates as
+/// usual once it has ended.
+#[test]
+fn recording_again_while_the_first_program_runs_keeps_both_traces() {
+    let dir = scratch();
+    let exe = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("latethreads.c")],
+        "latethreads",
+    );
+    let small = build(
+        dir.path(),
+        "gcc",
+        &["-O2"],
+        &[fixture("manycalls.c")],
+        "manycalls",
+    );
+    let tdir = dir.path().join("trace");
+    let old = dir.path().join("trace.old");
+    let mut first = Driven::start(&tdir, &exe);
+    first.round(1);
+    let mut second = Driven::start(&tdir, &exe);
+    assert!(old.is_dir());
+    second.round(1);
+    first.round(2);
+    first.round(3);
+    let third = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&tdir)
+        .arg("--")
+        .arg(&small)
+        .arg("10"));
+    assert_eq!(third.status.code(), Some(2), "{third:?}");
+    let err = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        err.contains(&format!(
+            "{} holds the trace of process {}, which still runs",
+            old.display(),
+            first.pid
+        )),
+        "{err}"
+    );
+    second.round(2);
+    let (first_pid, second_pid) = (first.pid, second.pid);
+    let said = first.end();
+    assert!(
+        said.contains(&format!("trace written to {}", old.display())),
+        "{said}"
+    );
+    second.end();
+    assert_eq!(late_threads_of(&old), (first_pid, 4, 3));
+    assert_eq!(late_threads_of(&tdir), (second_pid, 3, 2));
+    // Its program has ended: trace.old gives way.
+    let (out, _) = record(dir.path(), &small, &["10"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(late_threads_of(&old).0, second_pid);
+}

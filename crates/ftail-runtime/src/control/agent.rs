@@ -16,8 +16,13 @@
 //! **Its input is bounded.** A line longer than [`MAX_LINE`] ends the
 //! connection; a client that sends no complete line for [`IDLE`] is
 //! dropped; at most [`MAX_CLIENTS`] are served at once, all from one
-//! `poll` loop, so an idle client delays nobody. Only the user running the
-//! program may connect (`SO_PEERCRED`).
+//! `poll` loop, so an idle client delays nobody.
+//!
+//! **It answers the user who started the recording** (`SO_PEERCRED`), and
+//! root: not whatever user the program runs as now. A program started by
+//! root that drops to another user keeps root's recording, which that
+//! user may not switch off or refilter (it could not trace the process
+//! either: the kernel makes such a process non-dumpable).
 
 use std::time::{Duration, Instant};
 
@@ -155,8 +160,8 @@ fn listen(name: &str) -> Result<Owned, i32> {
     Owned::new(fd).ok_or(libc::EBADF)
 }
 
-/// Only the user running the program may control it.
-fn same_user(fd: i32) -> bool {
+/// The uid of the client connected on `fd`.
+fn peer_uid(fd: i32) -> Option<u32> {
     // SAFETY: getsockopt(SO_PEERCRED) fills a ucred of the given size.
     unsafe {
         let mut cred: libc::ucred = std::mem::zeroed();
@@ -168,8 +173,15 @@ fn same_user(fd: i32) -> bool {
             (&mut cred as *mut libc::ucred).cast(),
             &mut len,
         );
-        r == 0 && cred.uid == libc::getuid()
+        (r == 0).then_some(cred.uid)
     }
+}
+
+/// Whether user `uid` may control this recording: the user who started
+/// it, or root.
+fn may_control(uid: u32) -> bool {
+    let owner = crate::CONFIG.get().map(|c| c.owner_uid);
+    uid == 0 || Some(uid) == owner
 }
 
 struct Client {
@@ -298,7 +310,8 @@ pub fn run(name: &str) {
     }
 }
 
-/// Accepts one connection from the same user, unless too many are served.
+/// Accepts one connection from a user who may control the recording,
+/// unless too many are served.
 fn accept(listener: &Owned, clients: &mut Vec<Client>) {
     // SAFETY: accepting on our (checked) listening socket.
     let fd = unsafe {
@@ -320,7 +333,11 @@ fn accept(listener: &Owned, clients: &mut Vec<Client>) {
         pending: Vec::new(),
         since: Instant::now(),
     };
-    if !same_user(client.sock.fd) {
+    if !peer_uid(client.sock.fd).is_some_and(may_control) {
+        answer(
+            &client,
+            "error only the user who started the recording may control it\n",
+        );
         client.sock.close();
     } else if clients.len() >= MAX_CLIENTS {
         answer(&client, "error too many clients\n");

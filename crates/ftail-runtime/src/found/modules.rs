@@ -55,7 +55,7 @@ unsafe extern "C" fn visit(
     let base = info.dlpi_addr;
     // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
     let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-    let mut funcs = Vec::new();
+    let mut tables = Vec::new();
     let mut text = Vec::new();
     let mut readable = Vec::new();
     let mut dynamic = None;
@@ -68,7 +68,7 @@ unsafe extern "C" fn visit(
                 // SAFETY: a PT_NOTE segment is mapped readable for its memsz.
                 let bytes =
                     unsafe { std::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize) };
-                collect_notes(start, bytes, &mut funcs, &mut build_id, &mut other_version);
+                collect_notes(start, bytes, &mut tables, &mut build_id, &mut other_version);
             }
             libc::PT_DYNAMIC => dynamic = Some(base + ph.p_vaddr),
             libc::PT_LOAD => {
@@ -87,7 +87,12 @@ unsafe extern "C" fn visit(
             _ => {}
         }
     }
-    let mut damage = check_tables(&funcs, &readable)
+    let mut funcs = Vec::new();
+    let mut damage = check_counts(&tables, &readable)
+        .and_then(|()| {
+            funcs = records(&tables);
+            check_tables(&funcs, &readable)
+        })
         .err()
         .map(|d| format!("damaged site tables: {d}"));
     if damage.is_some() {
@@ -127,6 +132,55 @@ unsafe extern "C" fn visit(
         });
     }
     0
+}
+
+/// A note's function records: where the first lies and how many there are.
+#[derive(Clone, Copy)]
+struct Table {
+    first: u64,
+    count: u32,
+}
+
+/// Checks each note's count of function records before anything is made
+/// of it: every table lies inside one readable segment, and all of them
+/// together fit in the module's readable bytes (the linker concatenates
+/// them; a damaged count of 0xffffffff would otherwise ask for 32 GiB of
+/// record pointers).
+fn check_counts(tables: &[Table], readable: &[(u64, u64, u32)]) -> Result<(), String> {
+    let record = std::mem::size_of::<FuncRecord>() as u64;
+    let mut total = 0u64;
+    for (i, t) in tables.iter().enumerate() {
+        let len = u64::from(t.count) * record;
+        let fits = readable
+            .iter()
+            .any(|s| t.first >= s.0 && t.first.checked_add(len).is_some_and(|e| e <= s.1));
+        if !fits {
+            return Err(format!(
+                "note {i} counts {} function records, which do not lie inside the module",
+                t.count
+            ));
+        }
+        total += len;
+    }
+    let bytes: u64 = readable.iter().map(|s| s.1 - s.0).sum();
+    if total > bytes {
+        return Err(format!(
+            "the notes count {} function records, more than the module's {bytes} bytes hold",
+            total / record
+        ));
+    }
+    Ok(())
+}
+
+/// The address of every function record of `tables` (counts checked).
+fn records(tables: &[Table]) -> Vec<*const FuncRecord> {
+    let record = std::mem::size_of::<FuncRecord>() as u64;
+    tables
+        .iter()
+        .flat_map(|t| {
+            (0..u64::from(t.count)).map(move |i| (t.first + i * record) as *const FuncRecord)
+        })
+        .collect()
 }
 
 /// Checks that every function record, name and site array the notes
@@ -179,7 +233,7 @@ const NT_GNU_BUILD_ID: u32 = 3;
 fn collect_notes(
     start: u64,
     bytes: &[u8],
-    funcs: &mut Vec<*const FuncRecord>,
+    tables: &mut Vec<Table>,
     build_id: &mut Option<Vec<u8>>,
     other_version: &mut Option<u32>,
 ) {
@@ -202,8 +256,8 @@ fn collect_notes(
         }
         let ours = ty == NOTE_TYPE_SITES && name.strip_suffix(&[0]) == Some(NOTE_NAME.as_bytes());
         // Each note's fields lie within the segment (`next` is checked
-        // against its length above); where its records point is checked
-        // by `check_tables`.
+        // against its length above); its count is checked by
+        // `check_counts`, where its records point by `check_tables`.
         if ours && descsz as usize >= std::mem::size_of::<SitesNote>() {
             let desc = start + desc_at as u64;
             let version = u32_at(bytes, desc_at);
@@ -212,13 +266,9 @@ fn collect_notes(
             }
             if version == Some(SITES_VERSION) {
                 let rel = u32_at(bytes, desc_at + 4).unwrap_or(0) as i32;
-                let n = u32_at(bytes, desc_at + 8).unwrap_or(0);
+                let count = u32_at(bytes, desc_at + 8).unwrap_or(0);
                 let first = (desc + 4).wrapping_add(rel as i64 as u64);
-                for i in 0..u64::from(n) {
-                    funcs.push(
-                        (first + i * std::mem::size_of::<FuncRecord>() as u64) as *const FuncRecord,
-                    );
-                }
+                tables.push(Table { first, count });
             }
         }
         off = next;

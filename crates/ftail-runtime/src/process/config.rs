@@ -21,6 +21,13 @@ pub struct Config {
     /// Trace directory, NUL-terminated for system calls made without
     /// allocating.
     pub dir_c: std::ffi::CString,
+    /// The trace directory's identity (device, inode) when the recording
+    /// started: a directory found at [`Config::dir_c`] later is used
+    /// only if it is that one.
+    pub dir_id: Option<(u64, u64)>,
+    /// `DIR.old`, where `ftail record` moves a trace when it records into
+    /// `DIR` again: the runtime follows its trace there.
+    pub dir_old_c: std::ffi::CString,
     /// Include globs (empty: everything).
     pub include: Vec<String>,
     /// Exclude globs.
@@ -49,6 +56,9 @@ pub struct Config {
     pub off: bool,
     /// Start the control agent (`--ctl`, implied by `--off`).
     pub ctl: bool,
+    /// The user who started the recording: the one the control agent
+    /// answers (with root), whatever user the program has become since.
+    pub owner_uid: u32,
 }
 
 /// Most events a thread's buffer may grow to (2^36: 0.5 to 1 TiB);
@@ -66,6 +76,42 @@ pub const MAX_STACK_ENTRIES: u64 = 1 << 20;
 
 /// Environment variable: trace directory; without it the runtime is idle.
 pub const DIR_ENV: &str = "FTAIL_DIR";
+/// Environment variable: the trace directory's `DEVICE:INODE` when
+/// `ftail record` created it (carried to children, so that a program
+/// `exec`ed after the trace was moved to `DIR.old` finds it there).
+pub const DIR_ID_ENV: &str = "FTAIL_DIR_ID";
+
+/// Environment variable: the user who started the recording (`ftail
+/// record`'s effective uid); without it, the process's effective uid at
+/// start-up.
+pub const OWNER_UID_ENV: &str = "FTAIL_CTL_UID";
+
+/// `DEVICE:INODE` as `ftail record` writes it.
+fn parse_dir_id(text: &str) -> Option<(u64, u64)> {
+    let (dev, ino) = text.split_once(':')?;
+    Some((dev.parse().ok()?, ino.parse().ok()?))
+}
+
+/// The identity of the directory at `path` now, not through a link.
+fn dir_id_now(path: &std::ffi::CStr) -> Option<(u64, u64)> {
+    // SAFETY: a zeroed stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated; lstat fills `st`.
+    let found = unsafe { libc::lstat(path.as_ptr(), &mut st) } == 0;
+    (found && st.st_mode & libc::S_IFMT == libc::S_IFDIR).then_some((st.st_dev, st.st_ino))
+}
+
+/// `DIR.old` for `DIR` (`trace/` gives `trace.old`), as `ftail record`
+/// names it.
+fn old_path(dir: &[u8]) -> std::ffi::CString {
+    let end = dir
+        .iter()
+        .rposition(|&b| b != b'/')
+        .map_or(dir.len(), |i| i + 1);
+    let mut old = dir[..end].to_vec();
+    old.extend_from_slice(b".old");
+    std::ffi::CString::new(old).unwrap_or_default()
+}
 
 fn var(name: &str) -> Option<String> {
     std::env::var_os(name)
@@ -92,7 +138,13 @@ impl Config {
             return None;
         }
         let num = |n: &str, default: u64| var(n).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let dir_id = match var(DIR_ID_ENV) {
+            Some(text) => parse_dir_id(&text),
+            None => dir_id_now(&dir_c),
+        };
         Some(Config {
+            dir_old_c: old_path(dir_c.as_bytes()),
+            dir_id,
             dir_c,
             include: globs("FTAIL_FILTER"),
             exclude: globs("FTAIL_EXCLUDE"),
@@ -118,6 +170,10 @@ impl Config {
             stack_entries: num("FTAIL_STACK_ENTRIES", 1 << 16).clamp(16, MAX_STACK_ENTRIES),
             off: var("FTAIL_OFF").is_some_and(|v| v == "1"),
             ctl: var("FTAIL_CTL").is_some_and(|v| v == "1"),
+            owner_uid: var(OWNER_UID_ENV)
+                .and_then(|v| v.parse().ok())
+                // SAFETY: geteuid has no preconditions.
+                .unwrap_or_else(|| unsafe { libc::geteuid() }),
         })
     }
 }
@@ -148,7 +204,15 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use super::{glob, old_path, parse_dir_id};
+
+    #[test]
+    fn the_old_trace_is_named_as_ftail_record_names_it() {
+        assert_eq!(old_path(b"/t/trace").as_bytes(), b"/t/trace.old");
+        assert_eq!(old_path(b"trace//").as_bytes(), b"trace.old");
+        assert_eq!(parse_dir_id("2049:131"), Some((2049, 131)));
+        assert_eq!(parse_dir_id("2049"), None);
+    }
 
     #[test]
     fn globs_match_like_a_shell() {

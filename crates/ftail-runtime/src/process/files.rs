@@ -104,10 +104,29 @@ pub fn open_dir_for_listing() -> Result<i32, i32> {
 
 fn open_dir_flags(mode: i32) -> Result<Dir, i32> {
     let cfg = crate::CONFIG.get().ok_or(libc::ENOENT)?;
-    // SAFETY: `dir_c` is NUL-terminated; O_PATH opens without reading.
+    let first = open_checked(&cfg.dir_c, mode);
+    let Some(id) = cfg.dir_id else {
+        return first.map(|(dir, _)| dir);
+    };
+    let why = match first {
+        Ok((dir, found)) if found == id => return Ok(dir),
+        Ok(_) => libc::ENOENT,
+        Err(e) => e,
+    };
+    // Recorded into again: this trace is now `DIR.old`.
+    match open_checked(&cfg.dir_old_c, mode) {
+        Ok((dir, found)) if found == id => Ok(dir),
+        _ => Err(why),
+    }
+}
+
+/// Opens the directory `path`, refusing a symbolic link and a directory
+/// another user owns; returns it with its (device, inode).
+fn open_checked(path: &std::ffi::CStr, mode: i32) -> Result<(Dir, (u64, u64)), i32> {
+    // SAFETY: `path` is NUL-terminated; O_PATH opens without reading.
     let fd = unsafe {
         libc::open(
-            cfg.dir_c.as_ptr(),
+            path.as_ptr(),
             mode | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     };
@@ -115,17 +134,12 @@ fn open_dir_flags(mode: i32) -> Result<Dir, i32> {
         return Err(errno());
     }
     let dir = Dir(fd);
-    // SAFETY: fstat fills the stat buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: as above, on the descriptor just opened.
-    if unsafe { libc::fstat(dir.0, &mut st) } != 0 {
-        return Err(errno());
-    }
+    let st = stat(dir.0)?;
     // SAFETY: geteuid has no preconditions.
     if st.st_uid != unsafe { libc::geteuid() } {
         return Err(libc::EACCES);
     }
-    Ok(dir)
+    Ok((dir, (st.st_dev, st.st_ino)))
 }
 
 /// Creates `name` in the trace directory, exclusively, mode 0600, opened
