@@ -518,6 +518,30 @@ fn a_deep_recursion_graphs_and_folds_in_linear_time_and_memory() {
     assert!(std::fs::read_to_string(&svg).unwrap().contains("down"));
 }
 
+/// `-t` costs time linear in the events at any threshold (before: each
+/// event scanned the queue of undecided calls, so the time grew with the
+/// square of the events within the threshold: the 600,000 under a call
+/// shorter than it took minutes). Each command must end within 20 s, and
+/// shows nothing: every call ran shorter than 100 s.
+#[test]
+fn a_time_filter_costs_linear_time_at_any_threshold() {
+    let scratch = scratch();
+    let exe = build_recurse(scratch.path());
+    let trace = record_into(scratch.path(), "trace", &exe, &["10", "300000"]);
+    for cmd in ["replay", "report", "graph"] {
+        let out = run(Command::new("timeout")
+            .arg("20")
+            .arg(ftail())
+            .arg(cmd)
+            .arg("-d")
+            .arg(&trace)
+            .args(["-t", "100s"]));
+        assert!(out.status.success(), "{cmd}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("tick"), "{cmd}: {text}");
+    }
+}
+
 /// A trace of a few calls with a huge buffer reads only what was written
 /// (before: every event file was read whole, its never-written tail
 /// included: 2 GiB here).

@@ -8,7 +8,8 @@
 //! * `-t TIME`: not calls that ran shorter than TIME (nor, then, their
 //!   callees). This needs to know a call's duration when it starts: the
 //!   steps after an undecided entry wait in a queue until its exit comes
-//!   or TIME has passed, so the queue holds at most TIME's worth of steps.
+//!   or TIME has passed, so the queue holds at most TIME's worth of steps;
+//!   each step is decided and leaves the queue once (linear time).
 //!
 //! Globs match a function's demangled name (`ns::Klass::*`) or its symbol
 //! (`_ZN2ns*`). Memory is the call depth plus that queue.
@@ -265,11 +266,22 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
 
 /// `-t`: drops the calls shorter than `min` ticks (and what is inside
 /// them), deciding each when its exit comes or `min` has passed.
+///
+/// Linear in the items at any threshold: the undecided entries are the
+/// innermost open calls (those begun less than `min` ago), kept oldest
+/// first beside the queue, so time decides them from the front and an
+/// exit decides the innermost at the back, each once; items leave the
+/// queue from its front, each once.
 pub struct Threshold<I> {
     items: I,
     min: u64,
     /// Items waiting for a decision, each entry with its decision.
     queue: VecDeque<(Shown, Option<bool>)>,
+    /// How many items have left the queue (the first one's number).
+    left: u64,
+    /// The undecided entries: their item's number and start, oldest
+    /// first.
+    undecided: VecDeque<(u64, u64)>,
     done: bool,
 }
 
@@ -280,35 +292,43 @@ impl<I: Iterator<Item = Shown>> Threshold<I> {
             items,
             min,
             queue: VecDeque::new(),
+            left: 0,
+            undecided: VecDeque::new(),
             done: false,
         }
     }
 
+    fn set(&mut self, item: u64, keep: bool) {
+        if let Some(slot) = self.queue.get_mut((item - self.left) as usize) {
+            slot.1 = Some(keep);
+        }
+    }
+
     /// Decides the entries whose fate is known at time `now`, and the one
-    /// a leave closes.
+    /// a leave of a call begun at `leave` closes.
     fn decide(&mut self, now: u64, leave: Option<u64>) {
         // The innermost undecided entry is the one a leave closes.
         if let Some(start) = leave {
-            if let Some(slot) = self
-                .queue
-                .iter_mut()
-                .rev()
-                .find(|(s, d)| matches!(s, Shown::Enter { .. }) && d.is_none())
-            {
-                if let Shown::Enter { tsc, .. } = slot.0 {
-                    if tsc == start {
-                        slot.1 = Some(now - start >= self.min);
-                    }
+            if let Some(&(item, tsc)) = self.undecided.back() {
+                if tsc == start {
+                    self.undecided.pop_back();
+                    self.set(item, now - start >= self.min);
                 }
             }
         }
-        for (s, d) in &mut self.queue {
-            if let (Shown::Enter { tsc, .. }, None) = (s, &d) {
-                if now >= *tsc + self.min {
-                    *d = Some(true);
-                }
+        while let Some(&(item, tsc)) = self.undecided.front() {
+            if now < tsc.saturating_add(self.min) {
+                break;
             }
+            self.undecided.pop_front();
+            self.set(item, true);
         }
+    }
+
+    fn pop_front(&mut self) -> Option<(Shown, Option<bool>)> {
+        let front = self.queue.pop_front()?;
+        self.left += 1;
+        Some(front)
     }
 
     /// The next item that can leave the queue.
@@ -318,7 +338,7 @@ impl<I: Iterator<Item = Shown>> Threshold<I> {
             match (item, decision) {
                 (Shown::Enter { .. }, None) if !self.done => return None,
                 (Shown::Enter { .. }, Some(false)) => self.drop_subtree(),
-                _ => return self.queue.pop_front().map(|(item, _)| item),
+                _ => return self.pop_front().map(|(item, _)| item),
             }
         }
     }
@@ -326,7 +346,7 @@ impl<I: Iterator<Item = Shown>> Threshold<I> {
     /// Drops the entry at the front and everything up to its leave.
     fn drop_subtree(&mut self) {
         let mut open = 0u32;
-        while let Some((item, _)) = self.queue.pop_front() {
+        while let Some((item, _)) = self.pop_front() {
             match item {
                 Shown::Enter { .. } => open += 1,
                 Shown::Leave { .. } => open -= 1,
@@ -360,6 +380,7 @@ impl<I: Iterator<Item = Shown>> Iterator for Threshold<I> {
                     for (_, d) in &mut self.queue {
                         d.get_or_insert(true);
                     }
+                    self.undecided.clear();
                 }
                 Some(item) => {
                     let leave = match item {
@@ -367,6 +388,10 @@ impl<I: Iterator<Item = Shown>> Iterator for Threshold<I> {
                         _ => None,
                     };
                     let at = item.tsc();
+                    let number = self.left + self.queue.len() as u64;
+                    if let Shown::Enter { tsc, .. } = item {
+                        self.undecided.push_back((number, tsc));
+                    }
                     self.queue.push_back((item, None));
                     self.decide(at, leave);
                 }
