@@ -354,10 +354,10 @@ pub fn info(dir: &Path) -> Result<i32> {
 /// `ftail dump`.
 pub fn dump(view: &ViewArgs) -> Result<i32> {
     let o = open(&view.dir, &view.symbols_dir)?;
-    let range = view.filters(&o.trace).range;
+    let filters = view.filters(&o.trace);
     let mut sink = Sink::new(false);
     let progress = crate::progress::Progress::start(&view.dir, "dumping", false);
-    let r = ftail_trace::dump::dump(&o.trace, &o.names, &view.tid, range, &mut sink.out());
+    let r = ftail_trace::dump::dump(&o.trace, &o.names, &view.tid, &filters, &mut sink.out());
     progress.finish();
     sink.finish(r)?;
     Ok(0)

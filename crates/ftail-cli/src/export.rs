@@ -281,11 +281,11 @@ pub fn dump(view: &ViewArgs, args: &DumpArgs) -> Result<Option<i32>> {
 /// `ftail dump -o FILE` without a format: the text dump into FILE.
 pub fn dump_text(view: &ViewArgs, output: &Path) -> Result<i32> {
     let o = open(&view.dir, &view.symbols_dir)?;
-    let range = view.filters(&o.trace).range;
+    let filters = view.filters(&o.trace);
     let dest = Dest::new(output);
     dest.write(|w| {
         let mut w = w;
-        ftail_trace::dump::dump(&o.trace, &o.names, &view.tid, range, &mut w)
+        ftail_trace::dump::dump(&o.trace, &o.names, &view.tid, &filters, &mut w)
     })?;
     dest.report("events", "");
     Ok(0)

@@ -149,6 +149,68 @@ fn replay_report_and_graph_of_c_from_gcc() {
         expect_file!["golden/gcc-graph-callers.txt"],
     );
     check(&r, "dump", &[], expect_file!["golden/gcc-dump.txt"]);
+    check(
+        &r,
+        "dump",
+        &["-F", "parse", "-N", "helper"],
+        expect_file!["golden/gcc-dump-filter.txt"],
+    );
+    dump_applies_the_replay_filters(&r.trace);
+}
+
+/// `dump`'s rows: (kind, depth, function), past the header.
+fn dump_rows(trace: &Path, args: &[&str]) -> Vec<(String, u32, String)> {
+    ftail_on(trace, "dump", args)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            assert_eq!(l.trim_end(), l, "a stray space: {l:?}");
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!(f.len(), 7, "{l}");
+            (f[3].to_string(), f[5].parse().unwrap(), f[6].to_string())
+        })
+        .collect()
+}
+
+/// `dump -F/-N/-D/-t` shows the calls `replay` shows with the same
+/// filters, and every row names its frame's function and depth.
+fn dump_applies_the_replay_filters(trace: &Path) {
+    let all = dump_rows(trace, &[]);
+    // Exits name the function they end, at the depth of its entry.
+    let mut open = Vec::new();
+    for (kind, depth, func) in &all {
+        if kind == "Entry" {
+            assert_eq!(*depth as usize, open.len());
+            open.push(func.clone());
+        } else {
+            assert_eq!(open.pop().as_ref(), Some(func), "{kind} at {depth}");
+            assert_eq!(*depth as usize, open.len());
+        }
+    }
+    let entries = |rows: &[(String, u32, String)]| rows.iter().filter(|r| r.0 == "Entry").count();
+    for args in [
+        &["-F", "parse"][..],
+        &["-N", "helper"],
+        &["-D", "2"],
+        &["-t", "100s"],
+        &["-F", "parse", "-D", "1"],
+    ] {
+        let rows = dump_rows(trace, args);
+        // As many calls as replay shows (one line per leaf, one per open).
+        let replay = ftail_on(trace, "replay", args);
+        let calls = replay
+            .lines()
+            .filter(|l| l.contains(" {") || l.trim_end().ends_with(';'))
+            .count();
+        assert_eq!(entries(&rows), calls, "{args:?}:\n{replay}");
+        assert!(entries(&rows) < entries(&all), "{args:?} changed nothing");
+        match args[..2] {
+            ["-F", f] => assert!(rows.iter().all(|r| r.1 > 0 || r.2 == f)),
+            ["-N", f] => assert!(rows.iter().all(|r| r.2 != f)),
+            ["-D", d] => assert!(rows.iter().all(|r| r.1 < d.parse().unwrap())),
+            _ => assert!(rows.is_empty()),
+        }
+    }
 }
 
 #[test]

@@ -135,7 +135,7 @@ fn analyse(trace: &Path) {
     ] {
         let _ = ftail_trace::graph::render(&listing, &names, &kind, &Default::default(), &[]);
     }
-    let _ = ftail_trace::dump::dump(&listing, &names, &[], None, &mut sink);
+    let _ = ftail_trace::dump::dump(&listing, &names, &[], &Default::default(), &mut sink);
     if let Ok(headers) = ftail_trace::trace::open_headers(trace) {
         let _ = ftail_trace::info::render(&listing, &headers);
     }
