@@ -632,6 +632,16 @@ fn retire_ring(st: &mut ThreadState) {
     if keep < st.file_len && set_file_len(st, keep).is_ok() {
         crate::record::budget::give_back(st.file_len - keep);
         st.file_len = keep;
+        if !lapped && keep < HEADER + st.ring {
+            // A ring that never wrapped holds what a ring of the kept
+            // size would: say so, so that a reader never finds a ring
+            // larger than its file (which it takes for damage).
+            let ring = st.file_base + std::mem::offset_of!(EventFileHeader, ring) as u64;
+            // SAFETY: the header's `ring` word, in the mapping's first
+            // page, which the cut kept; no one writes it after the
+            // thread's start, and the thread is ending.
+            unsafe { (ring as *mut u64).write_volatile(keep - HEADER) };
+        }
     }
     crate::record::retired::push(st.file_id, st.file_ino, st.file_len);
 }
