@@ -200,7 +200,8 @@ fn dump_applies_the_replay_filters(trace: &Path) {
         let replay = ftail_on(trace, "replay", args);
         let calls = replay
             .lines()
-            .filter(|l| l.contains(" {") || l.trim_end().ends_with(';'))
+            .filter_map(|l| l.split_once("| ").map(|(_, call)| call.trim()))
+            .filter(|c| !c.starts_with('}') && (c.ends_with('{') || c.contains(';')))
             .count();
         assert_eq!(entries(&rows), calls, "{args:?}:\n{replay}");
         assert!(entries(&rows) < entries(&all), "{args:?} changed nothing");
@@ -886,4 +887,31 @@ fn replay_on_a_terminal_without_a_pager_still_shows() {
     assert!(shown.contains("main() {"), "{shown:?}");
     let paged = stdout_on_a_terminal(&["replay", "-d", t], &[("PAGER", "cat")]);
     assert!(paged.contains("main() {"), "{paged:?}");
+}
+
+#[test]
+fn a_tail_call_into_untraced_code_shows_on_one_line() {
+    for mode in ["auto", "convert"] {
+        let scratch = scratch();
+        let exe = scratch.path().join("tailout");
+        run_ok(
+            ftail_cc("gcc")
+                .args(["-O2", "-o"])
+                .arg(&exe)
+                .arg(repo().join("tests/analysis/tailout.c")),
+        );
+        let trace = scratch.path().join("trace");
+        let (out, _) = record_trace(&trace, &exe, &[], &["--tail", mode, "-R", "greet"]);
+        assert!(out.status.success(), "{out:?}");
+        let replay = normalize(&ftail_on(&trace, "replay", &[]), &trace);
+        let calls: Vec<&str> = replay
+            .lines()
+            .filter_map(|l| l.split_once("|  ").map(|(_, c)| c.trim()))
+            .collect();
+        assert_eq!(
+            calls,
+            ["greet() = 6; /* tail call */", "len(); /* tail call */"],
+            "{mode}:\n{replay}"
+        );
+    }
 }

@@ -342,6 +342,7 @@ impl ImageReplay<'_> {
                 func,
                 start,
                 depth,
+                how,
                 ref args,
                 ref ret,
                 ..
@@ -351,6 +352,13 @@ impl ImageReplay<'_> {
                 self.args(&mut line, args);
                 self.ret(&mut line, ret, func);
                 line.push(b';');
+                if how != EventKind::Exit {
+                    // A tail call into code that is not traced: nothing
+                    // inside to show, but it did not simply return.
+                    line.extend_from_slice(b" /* ");
+                    line.extend_from_slice(self.paint(how_note(how)).as_bytes());
+                    line.extend_from_slice(b" */");
+                }
                 self.srcline(&mut line, func);
             }
             Shown::Leave {
@@ -405,13 +413,14 @@ impl ImageReplay<'_> {
 
     /// The note of a call that did not simply return.
     fn how(&self, how: EventKind) -> String {
-        let text = match how {
-            EventKind::TailExit => " (tail call)",
-            EventKind::Unwound => " (unwound)",
-            EventKind::Truncated => " (buffer full: exit not recorded)",
-            EventKind::Suspended => " (switched out)",
-            _ => "",
-        };
+        match how_note(how) {
+            "" => String::new(),
+            note => self.paint(&format!(" ({note})")),
+        }
+    }
+
+    /// A note in the notes' colour, when asked.
+    fn paint(&self, text: &str) -> String {
         if self.opts.color && !text.is_empty() {
             format!("\x1b[36m{text}\x1b[0m")
         } else {
@@ -554,4 +563,15 @@ pub fn render(trace: &crate::trace::Trace) -> String {
     let mut out = Vec::new();
     let _ = replay(&listing, &names, &Options::default(), &mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// How a call that did not simply return ended, in words.
+fn how_note(how: EventKind) -> &'static str {
+    match how {
+        EventKind::TailExit => "tail call",
+        EventKind::Unwound => "unwound",
+        EventKind::Truncated => "buffer full: exit not recorded",
+        EventKind::Suspended => "switched out",
+        _ => "",
+    }
 }

@@ -401,9 +401,10 @@ impl<I: Iterator<Item = Shown>> Iterator for Threshold<I> {
 }
 
 /// Puts a call with nothing shown inside on one line: an entry directly
-/// followed by its own plain return becomes a [`Shown::Leaf`]. A call
-/// that ended otherwise (a tail call, unwound) keeps its closing line,
-/// which says how.
+/// followed by its own return, or by its end in a tail call (into code
+/// that is not traced), becomes a [`Shown::Leaf`]. A call that ended
+/// otherwise (unwound, switched out) keeps its closing line, which says
+/// how.
 pub struct Leaves<I: Iterator> {
     items: std::iter::Peekable<I>,
 }
@@ -437,7 +438,10 @@ impl<I: Iterator<Item = Shown>> Iterator for Leaves<I> {
                 depth: d,
                 how,
                 ..
-            }) if start == tsc && d == depth && how == EventKind::Exit => {
+            }) if start == tsc
+                && d == depth
+                && matches!(how, EventKind::Exit | EventKind::TailExit) =>
+            {
                 let Some(Shown::Leave {
                     addr,
                     func,
