@@ -151,10 +151,14 @@ impl Names {
     }
 
     /// The source line where a function begins, from its module's DWARF
-    /// (its first byte's line: the line of its opening brace).
+    /// (the line of its opening brace).
     pub fn srcline(&self, id: FuncId) -> Option<SourceLine> {
         let f = self.function(id);
-        self.modules.get(f.module)?.0.srcline(f.start)
+        // The first instruction past the entry site: the site is placed
+        // before the function's first line-table row, so its own bytes
+        // belong to the row before (the previous function's closing
+        // brace), or to none in a file's first function.
+        self.modules.get(f.module)?.0.srcline(f.entry)
     }
 
     /// Lines naming the modules that could not be used as recorded, and
