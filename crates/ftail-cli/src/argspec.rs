@@ -221,39 +221,44 @@ fn format(f: &str) -> Result<(Ty, u16), String> {
     })
 }
 
+/// What the spec file is written from: `-A`, `-R`, and with `-a` the
+/// program whose debug info (and its start-up libraries') gives rules.
+pub struct SpecSources<'a> {
+    /// `-A` specs.
+    pub args: &'a [String],
+    /// `-R` specs.
+    pub retval: &'a [String],
+    /// `-a`: the program's path, found as `exec` finds it.
+    pub auto_from: Option<&'a std::path::Path>,
+}
+
 /// Writes the trace directory's spec file from `-A`, `-R` and `-a`;
 /// whether there is one (there is none when nothing was asked for).
-pub fn write_spec_file(
-    dir: &std::path::Path,
-    o: &crate::record::RecordOptions,
-    program: &std::path::Path,
-) -> anyhow::Result<bool> {
+pub fn write_spec_file(dir: &std::path::Path, o: &SpecSources) -> anyhow::Result<bool> {
     use anyhow::Context;
     // The rules from the debug info first: every rule that matches a
     // function adds to its spec in order, so what -A and -R say about
     // an argument or the return value takes the place of -a's.
     let mut lines: Vec<String> = Vec::new();
-    if o.auto_args {
-        let exe = crate::record::which(program)
-            .with_context(|| format!("-a: finding {}", program.display()))?;
+    if let Some(exe) = o.auto_from {
         let mut numbers = ftail_trace::autoargs::Numbers::default();
-        let auto = ftail_trace::autoargs::specs(&exe, &mut numbers)
+        let auto = ftail_trace::autoargs::specs(exe, &mut numbers)
             .map_err(|e| anyhow::anyhow!("-a: reading the debug info of {}: {e}", exe.display()))?;
         lines.extend(auto);
         // The libraries it loads at start-up: those built through ftail
         // (with site tables) and with debug info add their functions'
         // rules; the others (libc, …) have nothing to add.
-        for lib in ftail_trace::autoargs::needed_libraries(&exe) {
+        for lib in ftail_trace::autoargs::needed_libraries(exe) {
             if let Ok(auto) = ftail_trace::autoargs::specs(&lib, &mut numbers) {
                 lines.extend(auto);
             }
         }
     }
-    for a in &o.args {
+    for a in o.args {
         let (glob, spec) = parse_args(a).map_err(anyhow::Error::msg)?;
         lines.push(spec.to_line(&glob));
     }
-    for r in &o.retval {
+    for r in o.retval {
         let (glob, spec) = parse_retval(r).map_err(anyhow::Error::msg)?;
         lines.push(spec.to_line(&glob));
     }

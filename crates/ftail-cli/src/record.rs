@@ -524,7 +524,20 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         Ok(max)
     });
     let specs = budget.and_then(|max| {
-        let has = crate::argspec::write_spec_file(&dir, &o, Path::new(program))?;
+        let exe = if o.auto_args {
+            Some(
+                which(Path::new(program))
+                    .with_context(|| format!("-a: finding {}", Path::new(program).display()))?,
+            )
+        } else {
+            None
+        };
+        let sources = crate::argspec::SpecSources {
+            args: &o.args,
+            retval: &o.retval,
+            auto_from: exe.as_deref(),
+        };
+        let has = crate::argspec::write_spec_file(&dir, &sources)?;
         Ok((max, has))
     });
     let (max_bytes, has_specs) = match specs {
