@@ -111,6 +111,9 @@ fn calls(replay: &str) -> Vec<String> {
             }
         } else if let Some(leaf) = call.strip_suffix(';') {
             out.push(leaf.to_string());
+        } else if let Some((leaf, _)) = call.split_once("; /* tail call */") {
+            // A tail call into untraced code, on one line.
+            out.push(leaf.to_string());
         }
     }
     out
