@@ -105,8 +105,13 @@ enum Cmd {
     /// Print a recorded trace as a call graph
     #[command(
         after_help = "Examples:\n  ftail replay\n  ftail replay -F main -D 3\n  \
+                            ftail replay -F a -F c -D 1   (-D counts from each -F match)\n  \
+                            ftail replay -C malloc   (the call paths to malloc)\n  \
+                            ftail replay -H 'luaD_call*'   (hidden, their callees one level up)\n  \
+                            ftail replay --match=regex -F '^luaM_'\n  \
                             ftail replay -t 10us --tid 4242 -f time,duration,tid\n  \
-                            ftail replay -N 'lua_*' --time-range 1ms~2ms"
+                            ftail replay -N 'lua_*' --time-range 1ms~2ms\n  \
+                            ftail replay --time-range 0.001234567~   (a time as -f time prints it)"
     )]
     Replay {
         #[command(flatten)]
@@ -144,7 +149,9 @@ enum Cmd {
     },
     /// The aggregated call tree: calls and total time per call path
     #[command(after_help = "Examples:\n  ftail graph\n  ftail graph main\n  \
-                            ftail graph --callers 'lua_*'")]
+                            ftail graph --callers 'lua_*'\n  \
+                            ftail graph -C malloc   (only the paths that lead to malloc)\n  \
+                            ftail graph -H 'luaD_call*' --match=glob")]
     Graph {
         #[command(flatten)]
         view: analyze::ViewArgs,
