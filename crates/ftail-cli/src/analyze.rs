@@ -323,13 +323,27 @@ impl Sink {
 }
 
 /// Whether to colour: `always`, `never`, or `auto` (standard output is a
-/// terminal).
+/// terminal and `NO_COLOR` is not set to a non-empty value, as
+/// no-color.org asks; `--color always` still colours).
 pub fn use_color(when: &str) -> bool {
     match when {
         "always" => true,
         "never" => false,
-        _ => std::io::stdout().is_terminal(),
+        _ => std::io::stdout().is_terminal() && !no_color(),
     }
+}
+
+/// `NO_COLOR` is set, and not empty.
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// Writes `text` through a pager on a terminal (unless `no_pager`), as
+/// replay does.
+fn paged(text: &str, no_pager: bool) -> Result<()> {
+    let mut sink = Sink::new(!no_pager);
+    let r = sink.out().write_all(text.as_bytes());
+    sink.finish(r)
 }
 
 /// How `ftail replay` lays its lines out.
@@ -392,6 +406,7 @@ pub fn report(
     threads: bool,
     values: bool,
     diff: Option<&Path>,
+    no_pager: bool,
 ) -> Result<i32> {
     use ftail_trace::report::{render, render_diff, report, DiffLabels, Options, SortKey};
     let Some(key) = SortKey::parse(sort) else {
@@ -427,12 +442,17 @@ pub fn report(
             render_diff(&before, &r, labels, key)
         }
     };
-    crate::out::stdout(&text)?;
+    paged(&text, no_pager)?;
     Ok(0)
 }
 
 /// `ftail graph`.
-pub fn graph(view: &ViewArgs, func: Option<&str>, callers: Option<&str>) -> Result<i32> {
+pub fn graph(
+    view: &ViewArgs,
+    func: Option<&str>,
+    callers: Option<&str>,
+    no_pager: bool,
+) -> Result<i32> {
     use ftail_trace::graph::{render, Kind};
     let kind = match (func, callers) {
         (_, Some(c)) => Kind::Callers(c.to_string()),
@@ -457,7 +477,7 @@ pub fn graph(view: &ViewArgs, func: Option<&str>, callers: Option<&str>) -> Resu
             );
         }
     }
-    crate::out::stdout(&text)?;
+    paged(&text, no_pager)?;
     Ok(0)
 }
 

@@ -146,6 +146,9 @@ enum Cmd {
         /// after - before relative to before (1 call then 3: +200.0%)
         #[arg(long, value_name = "BASE_DIR")]
         diff: Option<PathBuf>,
+        /// Do not page the output on a terminal
+        #[arg(long)]
+        no_pager: bool,
     },
     /// The aggregated call tree: calls and total time per call path
     #[command(after_help = "Examples:\n  ftail graph\n  ftail graph main\n  \
@@ -161,6 +164,9 @@ enum Cmd {
         /// The inverted tree: what calls functions matching this glob
         #[arg(long, value_name = "FUNC")]
         callers: Option<String>,
+        /// Do not page the output on a terminal
+        #[arg(long)]
+        no_pager: bool,
     },
     /// What a trace is: program, times, threads, modules, losses
     #[command(after_help = "Examples:\n  ftail info\n  ftail info -d trace")]
@@ -268,12 +274,14 @@ fn ftail_main() -> Result<i32> {
             threads,
             args,
             diff,
-        } => analyze::report(&view, &sort, threads, args, diff.as_deref()),
+            no_pager,
+        } => analyze::report(&view, &sort, threads, args, diff.as_deref(), no_pager),
         Cmd::Graph {
             view,
             func,
             callers,
-        } => analyze::graph(&view, func.as_deref(), callers.as_deref()),
+            no_pager,
+        } => analyze::graph(&view, func.as_deref(), callers.as_deref(), no_pager),
         Cmd::Info { dir } => analyze::info(&dir),
         Cmd::Dump { view, format } => match export::dump(&view, &format)? {
             Some(code) => Ok(code),

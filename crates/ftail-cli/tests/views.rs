@@ -11,14 +11,15 @@ use std::process::Command;
 
 use common::*;
 
-/// a → b → c, a → c, then d and b → c from main. Every function touches
-/// `calls`, so none is folded away.
+/// a → b → c, a → c, then d (2 ms: coloured) and b → c from main.
+/// Every function touches `calls`, so none is folded away.
 const SOURCE: &str = r#"
+#include <unistd.h>
 static volatile int calls;
 __attribute__((noinline)) int c(int x) { calls++; return x + 1; }
 __attribute__((noinline)) int b(int x) { calls++; return c(x) * 2; }
 __attribute__((noinline)) int a(int x) { calls++; return b(x) + c(x); }
-__attribute__((noinline)) int d(int x) { calls++; return x - 1; }
+__attribute__((noinline)) int d(int x) { calls++; usleep(2000); return x - 1; }
 int main(void) { int s = a(1) + d(2) + b(3); return s & calls & 0; }
 "#;
 
@@ -83,7 +84,7 @@ fn uftrace_tree(f: &Fixture, args: &[&str]) -> Option<Vec<String>> {
         );
         run_ok(
             Command::new("uftrace")
-                .args(["record", "--no-libcall", "-d"])
+                .args(["record", "--no-libcall", "--no-sched", "-d"])
                 .arg(&udata)
                 .arg(&exe),
         );
@@ -216,5 +217,87 @@ fn a_time_copied_from_replay_selects_its_line() {
                 "--time-range {range} does not start at the line it was copied from:\n{all}\n{out}"
             );
         }
+    }
+}
+
+#[test]
+fn graph_shows_the_paths_to_a_caller_filter() {
+    let f = fixture();
+    let out = run_ok(
+        Command::new(ftail())
+            .args(["graph", "--no-pager", "-C", "c", "-d"])
+            .arg(&f.trace),
+    );
+    assert!(out.contains("main\n") && out.contains("`-c\n"), "{out}");
+    assert!(!out.contains("-d\n"), "d leads to no c:\n{out}");
+}
+
+/// Runs `ftail ARGS` with standard output on a pseudo-terminal; what the
+/// terminal received.
+fn stdout_on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
+    let script = r#"
+import os, pty, select, subprocess, sys
+m, s = pty.openpty()
+p = subprocess.Popen(sys.argv[1:], stdout=s, stderr=subprocess.DEVNULL, stdin=s)
+os.close(s)
+out = b""
+while True:
+    r, _, _ = select.select([m], [], [], 0.1)
+    if r:
+        try:
+            d = os.read(m, 4096)
+        except OSError:
+            break
+        if not d:
+            break
+        out += d
+    elif p.poll() is not None:
+        break
+p.wait()
+sys.stdout.buffer.write(out)
+"#;
+    let out = run(Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(ftail())
+        .args(args)
+        .env_remove("PAGER")
+        .env_remove("NO_COLOR")
+        .envs(env.iter().copied()));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn no_color_turns_colours_off_on_a_terminal() {
+    let f = fixture();
+    let t = f.trace.to_str().unwrap();
+    let args = ["replay", "--no-pager", "-d", t];
+    let coloured = stdout_on_a_terminal(&args, &[]);
+    assert!(
+        coloured.contains("\x1b[31m"),
+        "d's 2 ms in red: {coloured:?}"
+    );
+    let plain = stdout_on_a_terminal(&args, &[("NO_COLOR", "1")]);
+    assert!(plain.contains("d();"), "{plain:?}");
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    // An empty NO_COLOR is as if unset; --color always still colours.
+    assert!(stdout_on_a_terminal(&args, &[("NO_COLOR", "")]).contains("\x1b[31m"));
+    let always = ["replay", "--no-pager", "--color", "always", "-d", t];
+    assert!(stdout_on_a_terminal(&always, &[("NO_COLOR", "1")]).contains("\x1b[31m"));
+}
+
+#[test]
+fn report_and_graph_are_paged_like_replay() {
+    let f = fixture();
+    let t = f.trace.to_str().unwrap();
+    let pager = [("PAGER", "sed 's/^/paged: /'")];
+    for cmd in ["report", "graph", "replay"] {
+        let shown = stdout_on_a_terminal(&[cmd, "-d", t], &pager);
+        assert!(shown.contains("paged: "), "{cmd}: {shown:?}");
+        let direct = stdout_on_a_terminal(&[cmd, "--no-pager", "-d", t], &pager);
+        assert!(
+            !direct.contains("paged: ") && direct.contains('d'),
+            "{cmd}: {direct:?}"
+        );
     }
 }
