@@ -18,9 +18,6 @@ pub struct ViewArgs {
     /// Trace directory
     #[arg(short = 'd', long, default_value = "ftail.data")]
     pub dir: PathBuf,
-    /// Only these threads (repeatable, or comma-separated)
-    #[arg(long, value_name = "TID", value_delimiter = ',')]
-    pub tid: Vec<u32>,
     /// Only calls under functions matching PATTERN (repeatable; demangled
     /// or mangled names), e.g. -F main -F 'lua_*'
     #[arg(short = 'F', long = "filter", value_name = "PATTERN")]
@@ -29,6 +26,22 @@ pub struct ViewArgs {
     /// e.g. -N 'std::*'
     #[arg(short = 'N', long = "notrace", value_name = "PATTERN")]
     pub notrace: Vec<String>,
+    /// At most N levels of calls, counted again from each -F match (as
+    /// uftrace: -F a -F c -D 1 shows c under a), e.g. -D 3
+    #[arg(short = 'D', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub depth: Option<u32>,
+    /// The options of what is shown that `live` takes too.
+    #[command(flatten)]
+    pub show: ShowArgs,
+}
+
+/// What of the calls to show, besides -F, -N and -D (which `live` gives
+/// to `record`): the options of [`ViewArgs`] that `live` takes too.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ShowArgs {
+    /// Only these threads (repeatable, or comma-separated)
+    #[arg(long, value_name = "TID", value_delimiter = ',')]
+    pub tid: Vec<u32>,
     /// Hide functions matching PATTERN, their callees shown in their
     /// place, one level up (repeatable), e.g. -H 'luaD_call*'
     #[arg(short = 'H', long = "hide", value_name = "PATTERN")]
@@ -44,10 +57,6 @@ pub struct ViewArgs {
     #[arg(long = "match", value_name = "KIND", default_value = "glob",
           value_parser = ["glob", "regex"])]
     pub match_kind: String,
-    /// At most N levels of calls, counted again from each -F match (as
-    /// uftrace: -F a -F c -D 1 shows c under a), e.g. -D 3
-    #[arg(short = 'D', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub depth: Option<u32>,
     /// Not calls shorter than TIME (e.g. 10us, 1.5ms, 2s; plain: ns)
     #[arg(short = 't', long = "time-filter", value_name = "TIME", value_parser = parse_duration)]
     pub min_time: Option<f64>,
@@ -159,7 +168,7 @@ pub fn open(dir: &Path, symbols_dirs: &[PathBuf]) -> Result<Opened> {
 impl ViewArgs {
     /// How the patterns are read.
     pub fn match_kind(&self) -> MatchKind {
-        if self.match_kind == "regex" {
+        if self.show.match_kind == "regex" {
             MatchKind::Regex
         } else {
             MatchKind::Glob
@@ -171,7 +180,7 @@ impl ViewArgs {
     /// matches no function is said (with how patterns are read), and is
     /// an error when it leaves nothing to show (every -F, or every -C).
     pub fn open(&self) -> Result<Opened> {
-        let o = open(&self.dir, &self.symbols_dir)?;
+        let o = open(&self.dir, &self.show.symbols_dir)?;
         let kind = self.match_kind();
         let mut unmatched = Vec::new();
         for (flag, text) in self.filters(&o.trace).patterns() {
@@ -189,7 +198,7 @@ impl ViewArgs {
                 unmatched.push(flag);
             }
         }
-        for (flag, given) in [("-F", &self.filter), ("-C", &self.caller_filter)] {
+        for (flag, given) in [("-F", &self.filter), ("-C", &self.show.caller_filter)] {
             let missed = unmatched.iter().filter(|f| **f == flag).count();
             if !given.is_empty() && missed == given.len() {
                 bail!("nothing to show: no function matches {flag}");
@@ -215,13 +224,13 @@ impl ViewArgs {
             kind: self.match_kind(),
             include: self.filter.clone(),
             exclude: self.notrace.clone(),
-            hide: self.hide.clone(),
-            callers: self.caller_filter.clone(),
+            hide: self.show.hide.clone(),
+            callers: self.show.caller_filter.clone(),
             depth: self.depth,
-            min_ticks: self.min_time.map_or(0, ticks),
+            min_ticks: self.show.min_time.map_or(0, ticks),
             // Compared as the time column shows times (whole ns), so a
             // time copied from it selects its line.
-            range: self.time_range.map(|(a, b)| {
+            range: self.show.time_range.map(|(a, b)| {
                 use ftail_trace::replay::{first_tick_shown_at, last_tick_shown_at};
                 let to = if b == u64::MAX {
                     u64::MAX
@@ -382,7 +391,7 @@ pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
         ftail_trace::replay::Field::parse_list(&shape.fields).map_err(anyhow::Error::msg)?;
     let opts = ftail_trace::replay::Options {
         filters: view.filters(&o.trace),
-        tids: view.tid.clone(),
+        tids: view.show.tid.clone(),
         fields,
         merge_leaves: !shape.no_merge,
         absolute: shape.wall_clock,
@@ -415,7 +424,7 @@ pub fn report(
     let o = view.open()?;
     let opts = Options {
         filters: view.filters(&o.trace),
-        tids: view.tid.clone(),
+        tids: view.show.tid.clone(),
         per_thread: threads,
         values,
     };
@@ -427,7 +436,7 @@ pub fn report(
         Some(base) => {
             // As uftrace's `report --diff DATA`: DATA is the base (before),
             // the trace of -d is compared with it (after).
-            let b = open(base, &view.symbols_dir)?;
+            let b = open(base, &view.show.symbols_dir)?;
             let opts_b = Options {
                 filters: view.filters(&b.trace),
                 ..opts
@@ -466,7 +475,7 @@ pub fn graph(
         &o.names,
         &kind,
         &view.filters(&o.trace),
-        &view.tid,
+        &view.show.tid,
     );
     progress.finish();
     if text.is_empty() {
@@ -498,7 +507,7 @@ pub fn dump(view: &ViewArgs) -> Result<i32> {
     let range = view.filters(&o.trace).range;
     let mut sink = Sink::new(false);
     let progress = crate::progress::Progress::start(&view.dir, "dumping", false);
-    let r = ftail_trace::dump::dump(&o.trace, &o.names, &view.tid, range, &mut sink.out());
+    let r = ftail_trace::dump::dump(&o.trace, &o.names, &view.show.tid, range, &mut sink.out());
     progress.finish();
     sink.finish(r)?;
     Ok(0)

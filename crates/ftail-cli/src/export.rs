@@ -215,7 +215,7 @@ fn with_input<T>(
         trace: &o.trace,
         names: &o.names,
         filters: &filters,
-        tids: &view.tid,
+        tids: &view.show.tid,
         srcline,
         progress: &progress,
     };
@@ -285,7 +285,7 @@ pub fn dump_text(view: &ViewArgs, output: &Path) -> Result<i32> {
     let dest = Dest::new(output);
     dest.write(|w| {
         let mut w = w;
-        ftail_trace::dump::dump(&o.trace, &o.names, &view.tid, range, &mut w)
+        ftail_trace::dump::dump(&o.trace, &o.names, &view.show.tid, range, &mut w)
     })?;
     dest.report("events", "");
     Ok(0)
@@ -295,7 +295,7 @@ pub fn dump_text(view: &ViewArgs, output: &Path) -> Result<i32> {
 pub fn flame(view: &ViewArgs, args: &FlameArgs) -> Result<i32> {
     let dest = Dest::new(&args.output);
     let other = match &args.diff {
-        Some(d) => Some(open(d, &view.symbols_dir)?),
+        Some(d) => Some(open(d, &view.show.symbols_dir)?),
         None => None,
     };
     with_input(view, false, |input| {

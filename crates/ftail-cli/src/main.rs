@@ -66,17 +66,17 @@ enum Cmd {
     },
     /// Record a program into a temporary directory and replay it
     #[command(after_help = "Examples:\n  ftail live ./prog arg1\n  \
-                            ftail live -F main -t 10us -- ./prog")]
+                            ftail live -F main -t 10us -- ./prog\n  \
+                            ftail live -C malloc -f time,duration --no-pager -- ./prog")]
     Live {
         #[command(flatten)]
         how: record::RecordArgs,
-        /// Replay: not calls shorter than TIME (e.g. 10us)
-        #[arg(short = 't', long = "time-filter", value_name = "TIME",
-              value_parser = analyze::parse_duration)]
-        min_time: Option<f64>,
-        /// Do not page the output on a terminal
-        #[arg(long)]
-        no_pager: bool,
+        /// What of the trace replay shows (every replay option but -d
+        /// and -F, -N, -D, which choose what is recorded)
+        #[command(flatten)]
+        show: analyze::ShowArgs,
+        #[command(flatten)]
+        shape: analyze::ReplayShape,
         /// PROGRAM [ARGS…]
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<OsString>,
@@ -257,10 +257,10 @@ fn ftail_main() -> Result<i32> {
         Cmd::Record { dir, how, command } => record::run(how.options(dir, command)),
         Cmd::Live {
             how,
-            min_time,
-            no_pager,
+            show,
+            shape,
             command,
-        } => record::live(how, min_time, no_pager, command),
+        } => record::live(how, show, shape, command),
         Cmd::Ctl {
             pid,
             action,

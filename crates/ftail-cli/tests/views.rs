@@ -301,3 +301,37 @@ fn report_and_graph_are_paged_like_replay() {
         );
     }
 }
+
+#[test]
+fn live_takes_the_replay_options() {
+    let f = fixture();
+    let exe = f.dir.path().join("abc");
+    let out = run(Command::new(ftail())
+        .args([
+            "live",
+            "--no-pager",
+            "-H",
+            "b",
+            "-C",
+            "c",
+            "-f",
+            "time",
+            "--",
+        ])
+        .arg(&exe));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.starts_with("#     TIMESTAMP  FUNCTION"), "{text}");
+    assert_eq!(
+        tree(&text),
+        [
+            "main() {",
+            "  a() {",
+            "    c();",
+            "    c();",
+            "  } /* a */",
+            "  c();",
+            "} /* main */"
+        ]
+    );
+}
