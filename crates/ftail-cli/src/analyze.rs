@@ -10,7 +10,7 @@ use clap::Args;
 
 use ftail_trace::names::{for_images_with, Names};
 use ftail_trace::reader::dir::TraceDir;
-use ftail_trace::view::Filters;
+use ftail_trace::view::{Filters, MatchKind, Pattern};
 
 /// Options every analysis takes: where the trace is and what of it to use.
 #[derive(Args, Debug, Clone)]
@@ -18,26 +18,53 @@ pub struct ViewArgs {
     /// Trace directory
     #[arg(short = 'd', long, default_value = "ftail.data")]
     pub dir: PathBuf,
+    /// Only calls under functions matching PATTERN (repeatable; demangled
+    /// or mangled names), e.g. -F main -F 'lua_*'
+    #[arg(short = 'F', long = "filter", value_name = "PATTERN")]
+    pub filter: Vec<String>,
+    /// Not functions matching PATTERN, nor what they call (repeatable),
+    /// e.g. -N 'std::*'
+    #[arg(short = 'N', long = "notrace", value_name = "PATTERN")]
+    pub notrace: Vec<String>,
+    /// At most N levels of calls, counted again from each -F match (as
+    /// uftrace: -F a -F c -D 1 shows c under a), e.g. -D 3
+    #[arg(short = 'D', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub depth: Option<u32>,
+    /// The options of what is shown that `live` takes too.
+    #[command(flatten)]
+    pub show: ShowArgs,
+}
+
+/// What of the calls to show, besides -F, -N and -D (which `live` gives
+/// to `record`): the options of [`ViewArgs`] that `live` takes too.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ShowArgs {
     /// Only these threads (repeatable, or comma-separated)
     #[arg(long, value_name = "TID", value_delimiter = ',')]
     pub tid: Vec<u32>,
-    /// Only calls under functions matching GLOB (repeatable; demangled
-    /// or mangled names)
-    #[arg(short = 'F', long = "filter", value_name = "GLOB")]
-    pub filter: Vec<String>,
-    /// Not functions matching GLOB, nor what they call (repeatable)
-    #[arg(short = 'N', long = "notrace", value_name = "GLOB")]
-    pub notrace: Vec<String>,
-    /// At most this many levels of calls
-    #[arg(short = 'D', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub depth: Option<u32>,
+    /// Hide functions matching PATTERN, their callees shown in their
+    /// place, one level up (repeatable), e.g. -H 'luaD_call*'
+    #[arg(short = 'H', long = "hide", value_name = "PATTERN")]
+    pub hide: Vec<String>,
+    /// Only the call paths that lead to functions matching PATTERN, and
+    /// those calls without their callees (repeatable), e.g. -C malloc
+    #[arg(short = 'C', long = "caller-filter", value_name = "PATTERN")]
+    pub caller_filter: Vec<String>,
+    /// How -F, -N, -H, -C and graph's FUNC are read: shell globs (the
+    /// default; whole names) or regular expressions as uftrace reads them
+    /// (found anywhere in a name; a pattern without special characters
+    /// is a whole name), e.g. --match=regex -F '^luaM_'
+    #[arg(long = "match", value_name = "KIND", default_value = "glob",
+          value_parser = ["glob", "regex"])]
+    pub match_kind: String,
     /// Not calls shorter than TIME (e.g. 10us, 1.5ms, 2s; plain: ns)
     #[arg(short = 't', long = "time-filter", value_name = "TIME", value_parser = parse_duration)]
     pub min_time: Option<f64>,
-    /// Only calls starting in START~END (times since the trace began,
-    /// e.g. 1ms~2.5ms, 10ms~, ~1s)
+    /// Only calls starting in START~END, times since the trace began:
+    /// with a unit (1ms~2.5ms, 10ms~, ~1s) or bare seconds as `replay -f
+    /// time` prints them (0.001234567~0.0025), either end included
     #[arg(long, value_name = "START~END", value_parser = parse_range)]
-    pub time_range: Option<(f64, f64)>,
+    pub time_range: Option<(u64, u64)>,
     /// Also look for moved or stripped binaries and their debug files
     /// here, by build id (repeatable; /usr/lib/debug and the debuginfod
     /// cache are always looked in)
@@ -62,27 +89,60 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
     Ok(v * scale)
 }
 
-/// `START~END`, either side may be empty; in ns.
-pub fn parse_range(s: &str) -> Result<(f64, f64), String> {
+/// `START~END`, either side may be empty; in whole ns, START rounded up
+/// and END down.
+pub fn parse_range(s: &str) -> Result<(u64, u64), String> {
     let Some((a, b)) = s.split_once('~') else {
         return Err(format!(
             "{s:?} is not a time range (START~END, e.g. 1ms~2ms)"
         ));
     };
     let from = if a.trim().is_empty() {
-        0.0
+        0
     } else {
-        parse_duration(a)?
+        parse_instant(a, true)?
     };
     let to = if b.trim().is_empty() {
-        f64::INFINITY
+        u64::MAX
     } else {
-        parse_duration(b)?
+        parse_instant(b, false)?
     };
     if from > to {
         return Err(format!("{s:?}: the range ends before it starts"));
     }
     Ok((from, to))
+}
+
+/// A time since the trace began, read exactly (decimal digits, no
+/// floating point, so that `0.001234567` is 1234567 ns): with a unit
+/// (ns, us, ms, s) or bare seconds. A fraction of a ns rounds up when
+/// `up`, else down.
+fn parse_instant(text: &str, up: bool) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a time (e.g. 1.5ms, 0.001234567)");
+    let s = text.trim();
+    let (num, scale) = [("ns", 0u32), ("us", 3), ("ms", 6), ("s", 9)]
+        .iter()
+        .find_map(|(u, k)| s.strip_suffix(u).map(|n| (n.trim(), *k)))
+        .unwrap_or((s, 9));
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) || frac.len() > 30 {
+        return Err(bad());
+    }
+    // value = int.frac × 10^scale ns = mantissa × 10^(scale - frac.len()).
+    let mantissa: u128 = format!("{int}{frac}").parse().map_err(|_| bad())?;
+    let places = frac.len() as u32;
+    let ns = if places <= scale {
+        mantissa.checked_mul(10u128.pow(scale - places))
+    } else {
+        let div = 10u128.pow(places - scale);
+        Some(if up {
+            mantissa.div_ceil(div)
+        } else {
+            mantissa / div
+        })
+    };
+    ns.and_then(|n| u64::try_from(n).ok()).ok_or_else(bad)
 }
 
 /// An opened trace and its names.
@@ -106,6 +166,47 @@ pub fn open(dir: &Path, symbols_dirs: &[PathBuf]) -> Result<Opened> {
 }
 
 impl ViewArgs {
+    /// How the patterns are read.
+    pub fn match_kind(&self) -> MatchKind {
+        if self.show.match_kind == "regex" {
+            MatchKind::Regex
+        } else {
+            MatchKind::Glob
+        }
+    }
+
+    /// Opens the trace and checks the patterns against its functions: a
+    /// regular expression that does not parse is an error; a pattern that
+    /// matches no function is said (with how patterns are read), and is
+    /// an error when it leaves nothing to show (every -F, or every -C).
+    pub fn open(&self) -> Result<Opened> {
+        let o = open(&self.dir, &self.show.symbols_dir)?;
+        let kind = self.match_kind();
+        let mut unmatched = Vec::new();
+        for (flag, text) in self.filters(&o.trace).patterns() {
+            let pattern = Pattern::new(text, kind).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+            let hit = o
+                .names
+                .iter()
+                .any(|n| n.functions().iter().any(|f| pattern.matches(f)));
+            if !hit {
+                crate::out::stderr(&format!(
+                    "ftail: warning: {flag} {text:?} matches no function in {}{}",
+                    self.dir.display(),
+                    match_hint(text, kind)
+                ));
+                unmatched.push(flag);
+            }
+        }
+        for (flag, given) in [("-F", &self.filter), ("-C", &self.show.caller_filter)] {
+            let missed = unmatched.iter().filter(|f| **f == flag).count();
+            if !given.is_empty() && missed == given.len() {
+                bail!("nothing to show: no function matches {flag}");
+            }
+        }
+        Ok(o)
+    }
+
     /// The filters, with times turned into ticks of the trace's clock.
     pub fn filters(&self, t: &TraceDir) -> Filters {
         let hz = t
@@ -120,20 +221,49 @@ impl ViewArgs {
             .unwrap_or(0);
         let ticks = |ns: f64| ftail_trace::replay::ticks(ns, hz);
         Filters {
+            kind: self.match_kind(),
             include: self.filter.clone(),
             exclude: self.notrace.clone(),
+            hide: self.show.hide.clone(),
+            callers: self.show.caller_filter.clone(),
             depth: self.depth,
-            min_ticks: self.min_time.map_or(0, ticks),
-            range: self.time_range.map(|(a, b)| {
-                let to = if b.is_finite() {
-                    origin.saturating_add(ticks(b))
-                } else {
+            min_ticks: self.show.min_time.map_or(0, ticks),
+            // Compared as the time column shows times (whole ns), so a
+            // time copied from it selects its line.
+            range: self.show.time_range.map(|(a, b)| {
+                use ftail_trace::replay::{first_tick_shown_at, last_tick_shown_at};
+                let to = if b == u64::MAX {
                     u64::MAX
+                } else {
+                    origin.saturating_add(last_tick_shown_at(b, hz))
                 };
-                (origin.saturating_add(ticks(a)), to)
+                (origin.saturating_add(first_tick_shown_at(a, hz)), to)
             }),
         }
     }
+}
+
+/// `; patterns are globs …`: how a pattern that matched nothing was read,
+/// and what might have been meant.
+fn match_hint(text: &str, kind: MatchKind) -> String {
+    let mut hint = match kind {
+        MatchKind::Glob => {
+            "; patterns are globs (--match=glob; --match=regex reads regular expressions)"
+        }
+        MatchKind::Regex => {
+            "; patterns are regular expressions (--match=regex; --match=glob reads globs)"
+        }
+    }
+    .to_string();
+    if kind == MatchKind::Glob {
+        if text.contains(".*") || text.contains('^') || text.contains('$') || text.contains('+') {
+            hint.push_str("; it looks like a regular expression");
+        }
+        if text.rfind('[') > text.rfind(']') {
+            hint.push_str("; a '[' without a ']' is a literal '['");
+        }
+    }
+    hint
 }
 
 /// Where a command's text goes: a pager on a terminal, else standard
@@ -202,13 +332,27 @@ impl Sink {
 }
 
 /// Whether to colour: `always`, `never`, or `auto` (standard output is a
-/// terminal).
+/// terminal and `NO_COLOR` is not set to a non-empty value, as
+/// no-color.org asks; `--color always` still colours).
 pub fn use_color(when: &str) -> bool {
     match when {
         "always" => true,
         "never" => false,
-        _ => std::io::stdout().is_terminal(),
+        _ => std::io::stdout().is_terminal() && !no_color(),
     }
+}
+
+/// `NO_COLOR` is set, and not empty.
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// Writes `text` through a pager on a terminal (unless `no_pager`), as
+/// replay does.
+fn paged(text: &str, no_pager: bool) -> Result<()> {
+    let mut sink = Sink::new(!no_pager);
+    let r = sink.out().write_all(text.as_bytes());
+    sink.finish(r)
 }
 
 /// How `ftail replay` lays its lines out.
@@ -242,12 +386,12 @@ pub struct ReplayShape {
 
 /// `ftail replay`.
 pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let fields =
         ftail_trace::replay::Field::parse_list(&shape.fields).map_err(anyhow::Error::msg)?;
     let opts = ftail_trace::replay::Options {
         filters: view.filters(&o.trace),
-        tids: view.tid.clone(),
+        tids: view.show.tid.clone(),
         fields,
         merge_leaves: !shape.no_merge,
         absolute: shape.wall_clock,
@@ -271,15 +415,16 @@ pub fn report(
     threads: bool,
     values: bool,
     diff: Option<&Path>,
+    no_pager: bool,
 ) -> Result<i32> {
     use ftail_trace::report::{render, render_diff, report, DiffLabels, Options, SortKey};
     let Some(key) = SortKey::parse(sort) else {
         bail!("unknown sort key {sort:?}");
     };
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let opts = Options {
         filters: view.filters(&o.trace),
-        tids: view.tid.clone(),
+        tids: view.show.tid.clone(),
         per_thread: threads,
         values,
     };
@@ -291,7 +436,7 @@ pub fn report(
         Some(base) => {
             // As uftrace's `report --diff DATA`: DATA is the base (before),
             // the trace of -d is compared with it (after).
-            let b = open(base, &view.symbols_dir)?;
+            let b = open(base, &view.show.symbols_dir)?;
             let opts_b = Options {
                 filters: view.filters(&b.trace),
                 ..opts
@@ -306,26 +451,31 @@ pub fn report(
             render_diff(&before, &r, labels, key)
         }
     };
-    crate::out::stdout(&text)?;
+    paged(&text, no_pager)?;
     Ok(0)
 }
 
 /// `ftail graph`.
-pub fn graph(view: &ViewArgs, func: Option<&str>, callers: Option<&str>) -> Result<i32> {
+pub fn graph(
+    view: &ViewArgs,
+    func: Option<&str>,
+    callers: Option<&str>,
+    no_pager: bool,
+) -> Result<i32> {
     use ftail_trace::graph::{render, Kind};
     let kind = match (func, callers) {
         (_, Some(c)) => Kind::Callers(c.to_string()),
         (Some(f), None) => Kind::Callees(f.to_string()),
         (None, None) => Kind::Whole,
     };
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let progress = crate::progress::Progress::start(&view.dir, "reading", true);
     let text = render(
         &o.trace,
         &o.names,
         &kind,
         &view.filters(&o.trace),
-        &view.tid,
+        &view.show.tid,
     );
     progress.finish();
     if text.is_empty() {
@@ -336,7 +486,7 @@ pub fn graph(view: &ViewArgs, func: Option<&str>, callers: Option<&str>) -> Resu
             );
         }
     }
-    crate::out::stdout(&text)?;
+    paged(&text, no_pager)?;
     Ok(0)
 }
 
@@ -353,11 +503,17 @@ pub fn info(dir: &Path) -> Result<i32> {
 
 /// `ftail dump`.
 pub fn dump(view: &ViewArgs) -> Result<i32> {
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let filters = view.filters(&o.trace);
     let mut sink = Sink::new(false);
     let progress = crate::progress::Progress::start(&view.dir, "dumping", false);
-    let r = ftail_trace::dump::dump(&o.trace, &o.names, &view.tid, &filters, &mut sink.out());
+    let r = ftail_trace::dump::dump(
+        &o.trace,
+        &o.names,
+        &view.show.tid,
+        &filters,
+        &mut sink.out(),
+    );
     progress.finish();
     sink.finish(r)?;
     Ok(0)

@@ -208,14 +208,14 @@ fn with_input<T>(
     srcline: bool,
     f: impl FnOnce(&Input) -> Result<(T, ftail_export::Notes)>,
 ) -> Result<T> {
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let filters = view.filters(&o.trace);
     let progress = Arc::new(Progress::new());
     let input = Input {
         trace: &o.trace,
         names: &o.names,
         filters: &filters,
-        tids: &view.tid,
+        tids: &view.show.tid,
         srcline,
         progress: &progress,
     };
@@ -280,12 +280,12 @@ pub fn dump(view: &ViewArgs, args: &DumpArgs) -> Result<Option<i32>> {
 
 /// `ftail dump -o FILE` without a format: the text dump into FILE.
 pub fn dump_text(view: &ViewArgs, output: &Path) -> Result<i32> {
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let filters = view.filters(&o.trace);
     let dest = Dest::new(output);
     dest.write(|w| {
         let mut w = w;
-        ftail_trace::dump::dump(&o.trace, &o.names, &view.tid, &filters, &mut w)
+        ftail_trace::dump::dump(&o.trace, &o.names, &view.show.tid, &filters, &mut w)
     })?;
     dest.report("events", "");
     Ok(0)
@@ -295,7 +295,7 @@ pub fn dump_text(view: &ViewArgs, output: &Path) -> Result<i32> {
 pub fn flame(view: &ViewArgs, args: &FlameArgs) -> Result<i32> {
     let dest = Dest::new(&args.output);
     let other = match &args.diff {
-        Some(d) => Some(open(d, &view.symbols_dir)?),
+        Some(d) => Some(open(d, &view.show.symbols_dir)?),
         None => None,
     };
     with_input(view, false, |input| {

@@ -66,17 +66,17 @@ enum Cmd {
     },
     /// Record a program into a temporary directory and replay it
     #[command(after_help = "Examples:\n  ftail live ./prog arg1\n  \
-                            ftail live -F main -t 10us -- ./prog")]
+                            ftail live -F main -t 10us -- ./prog\n  \
+                            ftail live -C malloc -f time,duration --no-pager -- ./prog")]
     Live {
         #[command(flatten)]
         how: record::RecordArgs,
-        /// Replay: not calls shorter than TIME (e.g. 10us)
-        #[arg(short = 't', long = "time-filter", value_name = "TIME",
-              value_parser = analyze::parse_duration)]
-        min_time: Option<f64>,
-        /// Do not page the output on a terminal
-        #[arg(long)]
-        no_pager: bool,
+        /// What of the trace replay shows (every replay option but -d
+        /// and -F, -N, -D, which choose what is recorded)
+        #[command(flatten)]
+        show: analyze::ShowArgs,
+        #[command(flatten)]
+        shape: analyze::ReplayShape,
         /// PROGRAM [ARGS…]
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<OsString>,
@@ -105,8 +105,13 @@ enum Cmd {
     /// Print a recorded trace as a call graph
     #[command(
         after_help = "Examples:\n  ftail replay\n  ftail replay -F main -D 3\n  \
+                            ftail replay -F a -F c -D 1   (-D counts from each -F match)\n  \
+                            ftail replay -C malloc   (the call paths to malloc)\n  \
+                            ftail replay -H 'luaD_call*'   (hidden, their callees one level up)\n  \
+                            ftail replay --match=regex -F '^luaM_'\n  \
                             ftail replay -t 10us --tid 4242 -f time,duration,tid\n  \
-                            ftail replay -N 'lua_*' --time-range 1ms~2ms"
+                            ftail replay -N 'lua_*' --time-range 1ms~2ms\n  \
+                            ftail replay --time-range 0.001234567~   (a time as -f time prints it)"
     )]
     Replay {
         #[command(flatten)]
@@ -141,10 +146,15 @@ enum Cmd {
         /// after - before relative to before (1 call then 3: +200.0%)
         #[arg(long, value_name = "BASE_DIR")]
         diff: Option<PathBuf>,
+        /// Do not page the output on a terminal
+        #[arg(long)]
+        no_pager: bool,
     },
     /// The aggregated call tree: calls and total time per call path
     #[command(after_help = "Examples:\n  ftail graph\n  ftail graph main\n  \
-                            ftail graph --callers 'lua_*'")]
+                            ftail graph --callers 'lua_*'\n  \
+                            ftail graph -C malloc   (only the paths that lead to malloc)\n  \
+                            ftail graph -H 'luaD_call*' --match=glob")]
     Graph {
         #[command(flatten)]
         view: analyze::ViewArgs,
@@ -154,6 +164,9 @@ enum Cmd {
         /// The inverted tree: what calls functions matching this glob
         #[arg(long, value_name = "FUNC")]
         callers: Option<String>,
+        /// Do not page the output on a terminal
+        #[arg(long)]
+        no_pager: bool,
     },
     /// What a trace is: program, times, threads, modules, losses
     #[command(after_help = "Examples:\n  ftail info\n  ftail info -d trace")]
@@ -244,10 +257,10 @@ fn ftail_main() -> Result<i32> {
         Cmd::Record { dir, how, command } => record::run(how.options(dir, command)),
         Cmd::Live {
             how,
-            min_time,
-            no_pager,
+            show,
+            shape,
             command,
-        } => record::live(how, min_time, no_pager, command),
+        } => record::live(how, show, shape, command),
         Cmd::Ctl {
             pid,
             action,
@@ -261,12 +274,14 @@ fn ftail_main() -> Result<i32> {
             threads,
             args,
             diff,
-        } => analyze::report(&view, &sort, threads, args, diff.as_deref()),
+            no_pager,
+        } => analyze::report(&view, &sort, threads, args, diff.as_deref(), no_pager),
         Cmd::Graph {
             view,
             func,
             callers,
-        } => analyze::graph(&view, func.as_deref(), callers.as_deref()),
+            no_pager,
+        } => analyze::graph(&view, func.as_deref(), callers.as_deref(), no_pager),
         Cmd::Info { dir } => analyze::info(&dir),
         Cmd::Dump { view, format } => match export::dump(&view, &format)? {
             Some(code) => Ok(code),

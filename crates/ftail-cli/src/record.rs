@@ -185,8 +185,8 @@ impl RecordArgs {
 /// program's status.
 pub fn live(
     how: RecordArgs,
-    min_time: Option<f64>,
-    no_pager: bool,
+    show: crate::analyze::ShowArgs,
+    shape: crate::analyze::ReplayShape,
     command: Vec<OsString>,
 ) -> Result<i32> {
     let tmp = tempfile::Builder::new()
@@ -226,23 +226,14 @@ pub fn live(
     set(libc::SIG_DFL);
     let status = status.context("running ftail record")?;
     if dir.join(".").exists() && ftail_trace::reader::dir::TraceDir::open(&dir).is_ok() {
+        // -F, -N and -D chose what was recorded; the rest selects what
+        // of it is shown, as replay does.
         let view = crate::analyze::ViewArgs {
             dir: dir.clone(),
-            tid: Vec::new(),
             filter: Vec::new(),
             notrace: Vec::new(),
             depth: None,
-            min_time,
-            time_range: None,
-            symbols_dir: Vec::new(),
-        };
-        let shape = crate::analyze::ReplayShape {
-            fields: "duration,tid".into(),
-            no_merge: false,
-            wall_clock: false,
-            srcline: false,
-            color: "auto".into(),
-            no_pager,
+            show,
         };
         crate::analyze::replay(&view, &shape)?;
     }

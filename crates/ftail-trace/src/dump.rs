@@ -4,7 +4,7 @@
 //! belongs to (an exit row names the function it ends, at the depth of
 //! its entry). Streamed.
 //!
-//! With `-F`/`-N`/`-D`/`-t` the rows are those of the calls `replay`
+//! With `-F`/`-N`/`-H`/`-C`/`-D`/`-t` the rows are those of the calls `replay`
 //! shows with the same filters (a call's entry and its end, at the depth
 //! replay shows it), so a script sees what a person sees; the ranges of
 //! `--time-range` select events by their time either way.
@@ -29,10 +29,13 @@ pub fn dump(
     out: &mut impl Write,
 ) -> io::Result<()> {
     writeln!(out, "# TIME(ns)  PID  TID  KIND  ADDRESS  DEPTH  FUNCTION")?;
-    let shaped = !filters.include.is_empty()
-        || !filters.exclude.is_empty()
-        || filters.depth.is_some()
-        || filters.min_ticks > 0;
+    // The time range selects raw events by their time; anything else
+    // selects calls, as replay does.
+    let shaped = Filters {
+        range: None,
+        ..filters.clone()
+    }
+    .select();
     for (image, n) in trace.images.iter().zip(names) {
         let row = Row::new(image, n);
         let matches = shaped.then(|| Matches::new(filters, n));

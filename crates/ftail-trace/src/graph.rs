@@ -15,7 +15,7 @@ use crate::names::Names;
 use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, TraceDir};
 use crate::reader::events::Events;
-use crate::view::{glob, Filters, Matches, Shown, Threshold, Visible};
+use crate::view::{Filters, Matches, Pattern, Shown, Threshold, Visible};
 
 /// Which tree to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,8 +182,15 @@ impl Tree {
 pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids: &[u32]) -> Tree {
     let mut tree = Tree::new(image.tsc_hz().max(1) as f64);
     let matches = Matches::new(filters, names);
-    let target = |func: Option<crate::names::FuncId>, name: &str, g: &str| {
-        glob(g, name) || func.is_some_and(|f| glob(g, &names.function(f).mangled))
+    // FUNC is read as the filters' patterns are (`--match`).
+    let pattern = match kind {
+        Kind::Callees(g) | Kind::Callers(g) => Pattern::new(g, filters.kind).ok(),
+        Kind::Whole => None,
+    };
+    let target = |func: Option<crate::names::FuncId>, name: &str| {
+        pattern
+            .as_ref()
+            .is_some_and(|p| p.is_match(name) || func.is_some_and(|f| p.matches(names.function(f))))
     };
     for t in &image.threads {
         if !tids.is_empty() && !tids.contains(&t.tid) {
@@ -206,11 +213,11 @@ pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids:
                     let name = names.name(addr, tsc);
                     let (node, is_target) = match kind {
                         Kind::Whole => (tree.enter_down(stack.last(), &name, true), false),
-                        Kind::Callees(g) => {
-                            let start = target(func, &name, g);
+                        Kind::Callees(_) => {
+                            let start = target(func, &name);
                             (tree.enter_down(stack.last(), &name, start), false)
                         }
-                        Kind::Callers(g) => (None, target(func, &name, g)),
+                        Kind::Callers(_) => (None, target(func, &name)),
                     };
                     stack.push(Open {
                         name,

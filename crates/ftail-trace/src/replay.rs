@@ -136,9 +136,39 @@ fn image_hz(image: &Image) -> f64 {
     image.tsc_hz().max(1) as f64
 }
 
-/// Ticks in `ns` nanoseconds at `hz` (for `-t` and `--time-range`).
+/// Ticks in `ns` nanoseconds at `hz` (for `-t`).
 pub fn ticks(ns: f64, hz: f64) -> u64 {
     (ns * hz / 1e9) as u64
+}
+
+/// `ticks` as whole nanoseconds, rounded: what the time column shows, and
+/// what `--time-range` compares, so that a time copied from one selects
+/// the line it was copied from.
+pub fn shown_ns(ticks: u64, hz: f64) -> u64 {
+    (ticks as f64 * 1e9 / hz).round() as u64
+}
+
+/// The first tick that shows as `ns` or later (`--time-range`'s start).
+pub fn first_tick_shown_at(ns: u64, hz: f64) -> u64 {
+    let mut t = ((ns as f64 - 0.5).max(0.0) * hz / 1e9) as u64;
+    // The estimate is off by float rounding at most a tick or two.
+    while t > 0 && shown_ns(t - 1, hz) >= ns {
+        t -= 1;
+    }
+    while shown_ns(t, hz) < ns {
+        t += 1;
+    }
+    t
+}
+
+/// The last tick that shows as `ns` or earlier (`--time-range`'s end).
+pub fn last_tick_shown_at(ns: u64, hz: f64) -> u64 {
+    first_tick_shown_at(ns.saturating_add(1), hz).saturating_sub(1)
+}
+
+/// `ns` as seconds with nine decimals (`12.000345678`).
+pub fn seconds(ns: u64) -> String {
+    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
 }
 
 fn header(opts: &Options, out: &mut impl Write) -> io::Result<()> {
@@ -449,7 +479,6 @@ impl ImageReplay<'_> {
     }
 
     fn time(&self, tsc: u64) -> String {
-        let since = tsc.saturating_sub(self.origin) as f64 / self.hz;
         if self.opts.absolute {
             let start = self
                 .image
@@ -466,7 +495,8 @@ impl ImageReplay<'_> {
             let secs = start / 1e9 + (tsc as f64 - image_start as f64) / self.hz;
             format!("{secs:>20.9}  ")
         } else {
-            format!("{since:>14.9}  ")
+            let since = seconds(shown_ns(tsc.saturating_sub(self.origin), self.hz));
+            format!("{since:>14}  ")
         }
     }
 }

@@ -450,11 +450,7 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
         .iter()
         .map(|n| Matches::new(&opts.filters, n))
         .collect();
-    let plain = opts.filters.include.is_empty()
-        && opts.filters.exclude.is_empty()
-        && opts.filters.depth.is_none()
-        && opts.filters.min_ticks == 0
-        && opts.filters.range.is_none();
+    let plain = !opts.filters.select();
     let jobs: Vec<(usize, &ThreadFile)> = trace
         .images
         .iter()

@@ -3,7 +3,13 @@
 //!
 //! * `-F GLOB`: only calls under (and including) a function matching GLOB,
 //!   indented from it; `-N GLOB`: not a matching function nor anything
-//!   under it; `-D N`: at most N levels of what is shown;
+//!   under it; `-H GLOB`: not a matching function, its callees one level
+//!   up in its place; `-D N`: at most N levels of what is shown, counted
+//!   again from each `-F` match (as uftrace does: `-F a -F c -D 1` shows
+//!   `c` under `a` however deep it is called);
+//! * `-C GLOB`: only the calls on a path from the thread's root to a call
+//!   of a matching function, and that call without its callees; entries
+//!   wait on a stack (the call depth) until a match or their exit decides;
 //! * `--time-range`: calls that start inside the range;
 //! * `-t TIME`: not calls that ran shorter than TIME (nor, then, their
 //!   callees). This needs to know a call's duration when it starts: the
@@ -11,8 +17,9 @@
 //!   or TIME has passed, so the queue holds at most TIME's worth of steps;
 //!   each step is decided and leaves the queue once (linear time).
 //!
-//! Globs match a function's demangled name (`ns::Klass::*`) or its symbol
-//! (`_ZN2ns*`). Memory is the call depth plus that queue.
+//! Patterns ([`Pattern`]: globs, or regular expressions with
+//! `--match=regex`) match a function's demangled name (`ns::Klass::*`) or
+//! its symbol (`_ZN2ns*`). Memory is the call depth plus that queue.
 
 use crate::values::Values;
 use std::collections::VecDeque;
@@ -28,13 +35,87 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     crate::symbols::Glob::new(pattern).is_match(text)
 }
 
+/// How the patterns of the filters are read (`--match`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MatchKind {
+    /// Shell-style globs, matching the whole name (ftail's default).
+    #[default]
+    Glob,
+    /// Regular expressions as uftrace reads them: a pattern with no
+    /// special character is a whole name; any other matches anywhere in
+    /// the name unless anchored (`^`, `$`).
+    Regex,
+}
+
+impl MatchKind {
+    /// `glob` or `regex`, as `--match` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatchKind::Glob => "glob",
+            MatchKind::Regex => "regex",
+        }
+    }
+}
+
+/// A compiled filter pattern.
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    /// A glob.
+    Glob(crate::symbols::Glob),
+    /// A whole name (a regex without special characters).
+    Exact(String),
+    /// A regular expression, found anywhere in the name.
+    Regex(regex::Regex),
+}
+
+impl Pattern {
+    /// Compiles `text` as `kind` says.
+    ///
+    /// # Errors
+    ///
+    /// A regular expression that does not parse: the reason.
+    pub fn new(text: &str, kind: MatchKind) -> Result<Pattern, String> {
+        match kind {
+            MatchKind::Glob => Ok(Pattern::Glob(crate::symbols::Glob::new(text))),
+            MatchKind::Regex if regex::escape(text) == text => Ok(Pattern::Exact(text.to_string())),
+            MatchKind::Regex => regex::Regex::new(text).map(Pattern::Regex).map_err(|e| {
+                // The parser's message spans lines (the pattern, a
+                // caret); its last line says what is wrong.
+                let e = e.to_string();
+                let why = e.lines().last().unwrap_or("").trim_start_matches("error: ");
+                format!("{text:?} is not a regular expression: {why}")
+            }),
+        }
+    }
+
+    /// Whether `text` matches.
+    pub fn is_match(&self, text: &str) -> bool {
+        match self {
+            Pattern::Glob(g) => g.is_match(text),
+            Pattern::Exact(e) => e == text,
+            Pattern::Regex(r) => r.is_match(text),
+        }
+    }
+
+    /// Whether the function matches: its name, signature or symbol.
+    pub fn matches(&self, f: &crate::names::Function) -> bool {
+        self.is_match(&f.name) || self.is_match(&f.signature) || self.is_match(&f.mangled)
+    }
+}
+
 /// What to show.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
+    /// How the patterns below are read.
+    pub kind: MatchKind,
     /// `-F`: show only calls under a function matching one of these.
     pub include: Vec<String>,
     /// `-N`: hide a matching function and everything under it.
     pub exclude: Vec<String>,
+    /// `-H`: hide a matching function, its callees in its place.
+    pub hide: Vec<String>,
+    /// `-C`: show only the paths to calls of a matching function.
+    pub callers: Vec<String>,
     /// `-D`: show at most this many levels.
     pub depth: Option<u32>,
     /// `-t`: hide calls shorter than this many ticks.
@@ -43,41 +124,88 @@ pub struct Filters {
     pub range: Option<(u64, u64)>,
 }
 
-/// Per function of an image: whether `-F` and `-N` match it.
+impl Filters {
+    /// Whether the filters can leave out a call (all calls are shown
+    /// otherwise).
+    pub fn select(&self) -> bool {
+        !self.include.is_empty()
+            || !self.exclude.is_empty()
+            || !self.hide.is_empty()
+            || !self.callers.is_empty()
+            || self.depth.is_some()
+            || self.min_ticks > 0
+            || self.range.is_some()
+    }
+
+    /// Each pattern with the option that gave it (`-F`, `-N`, `-H`, `-C`).
+    pub fn patterns(&self) -> Vec<(&'static str, &str)> {
+        let lists = [
+            ("-F", &self.include),
+            ("-N", &self.exclude),
+            ("-H", &self.hide),
+            ("-C", &self.callers),
+        ];
+        lists
+            .into_iter()
+            .flat_map(|(flag, list)| list.iter().map(move |p| (flag, p.as_str())))
+            .collect()
+    }
+}
+
+/// Per function of an image: which of `-F`, `-N`, `-H` and `-C` match it.
 #[derive(Debug, Clone, Default)]
 pub struct Matches {
     include: Vec<bool>,
     exclude: Vec<bool>,
+    hide: Vec<bool>,
+    callers: Vec<bool>,
 }
 
 impl Matches {
-    /// Matches every function of `names` against the filters' globs once.
+    /// Matches every function of `names` against the filters' patterns
+    /// once. A pattern that does not compile matches nothing (commands
+    /// refuse it before, with the reason).
     pub fn new(filters: &Filters, names: &Names) -> Matches {
-        let any = |globs: &[String]| -> Vec<bool> {
-            let globs: Vec<crate::symbols::Glob> =
-                globs.iter().map(|g| crate::symbols::Glob::new(g)).collect();
+        let any = |patterns: &[String]| -> Vec<bool> {
+            if patterns.is_empty() {
+                return Vec::new();
+            }
+            let patterns: Vec<Pattern> = patterns
+                .iter()
+                .filter_map(|p| Pattern::new(p, filters.kind).ok())
+                .collect();
             names
                 .functions()
                 .iter()
-                .map(|f| {
-                    globs.iter().any(|g| {
-                        g.is_match(&f.name) || g.is_match(&f.signature) || g.is_match(&f.mangled)
-                    })
-                })
+                .map(|f| patterns.iter().any(|p| p.matches(f)))
                 .collect()
         };
         Matches {
             include: any(&filters.include),
             exclude: any(&filters.exclude),
+            hide: any(&filters.hide),
+            callers: any(&filters.callers),
         }
     }
 
+    fn hit(set: &[bool], f: Option<FuncId>) -> bool {
+        f.is_some_and(|f| set.get(f.0 as usize).copied().unwrap_or(false))
+    }
+
     fn included(&self, f: Option<FuncId>) -> bool {
-        f.is_some_and(|f| self.include[f.0 as usize])
+        Self::hit(&self.include, f)
     }
 
     fn excluded(&self, f: Option<FuncId>) -> bool {
-        f.is_some_and(|f| self.exclude[f.0 as usize])
+        Self::hit(&self.exclude, f)
+    }
+
+    fn hidden(&self, f: Option<FuncId>) -> bool {
+        Self::hit(&self.hide, f)
+    }
+
+    fn called(&self, f: Option<FuncId>) -> bool {
+        Self::hit(&self.callers, f)
     }
 }
 
@@ -156,12 +284,17 @@ impl Shown {
 struct Frame {
     func: Option<FuncId>,
     shown: bool,
-    /// Nothing under it is shown (`-N`, `-D`).
+    /// Nothing under it is shown (`-N`, or a `-C` match).
     hides_below: bool,
     /// Under an `-F` function (or no `-F` given).
     in_scope: bool,
     /// Shown frames up to and including this one.
     shown_depth: u32,
+    /// Levels that count for `-D`: shown frames since the innermost `-F`
+    /// match, it included.
+    level: u32,
+    /// Its entry waits for a `-C` match under it (or is not shown).
+    held: bool,
 }
 
 /// The steps of a thread that the filters (except `-t`) let through.
@@ -171,6 +304,11 @@ pub struct Visible<'a, I> {
     matches: &'a Matches,
     filters: &'a Filters,
     stack: Vec<Frame>,
+    /// `-C`: the entries of the shown frames on the stack that no match
+    /// has let out yet, outermost first.
+    held: Vec<Shown>,
+    /// Items let out, waiting to be returned.
+    out: VecDeque<Shown>,
 }
 
 impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
@@ -182,6 +320,8 @@ impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
             matches,
             filters,
             stack: Vec::new(),
+            held: Vec::new(),
+            out: VecDeque::new(),
         }
     }
 
@@ -190,22 +330,64 @@ impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
         let above = parent.map_or(0, |p| p.shown_depth);
         let hidden_above = parent.is_some_and(|p| p.hides_below);
         let excluded = self.matches.excluded(func);
-        let in_scope = self.filters.include.is_empty()
-            || parent.is_some_and(|p| p.in_scope)
-            || self.matches.included(func);
-        let too_deep = self.filters.depth.is_some_and(|d| above >= d);
+        let included = self.matches.included(func);
+        let in_scope =
+            self.filters.include.is_empty() || parent.is_some_and(|p| p.in_scope) || included;
+        // `-D` counts again from each `-F` match.
+        let base = if included {
+            0
+        } else {
+            parent.map_or(0, |p| p.level)
+        };
+        let too_deep = self.filters.depth.is_some_and(|d| base >= d);
         let in_range = self
             .filters
             .range
             .is_none_or(|(from, to)| from <= tsc && tsc <= to);
-        let shown = !hidden_above && !excluded && in_scope && !too_deep && in_range;
+        let shown = !hidden_above
+            && !excluded
+            && !self.matches.hidden(func)
+            && in_scope
+            && !too_deep
+            && in_range;
+        let target = shown && self.matches.called(func);
         Frame {
             func,
             shown,
-            hides_below: hidden_above || excluded || too_deep,
+            hides_below: hidden_above || excluded || target,
             in_scope,
             shown_depth: above + u32::from(shown),
+            level: base + u32::from(shown),
+            held: !self.filters.callers.is_empty() && !target,
         }
+    }
+
+    /// An entry of frame `f`: returned, held until a `-C` match, or
+    /// (a match) returned after the held entries around it.
+    fn let_enter(&mut self, f: Frame, item: Shown) -> Option<Shown> {
+        if self.filters.callers.is_empty() {
+            return Some(item);
+        }
+        if f.held {
+            self.held.push(item);
+            return None;
+        }
+        for s in self.stack.iter_mut() {
+            s.held = false;
+        }
+        self.out.extend(self.held.drain(..));
+        self.out.push_back(item);
+        self.out.pop_front()
+    }
+
+    /// A leave of frame `f`: returned unless its entry was held (it led
+    /// to no `-C` match).
+    fn let_leave(&mut self, f: Frame, item: Shown) -> Option<Shown> {
+        if f.held {
+            self.held.pop();
+            return None;
+        }
+        Some(item)
     }
 }
 
@@ -213,6 +395,9 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
     type Item = Shown;
 
     fn next(&mut self) -> Option<Shown> {
+        if let Some(item) = self.out.pop_front() {
+            return Some(item);
+        }
         loop {
             match self.steps.next()? {
                 Step::Enter {
@@ -224,10 +409,10 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                     ..
                 } => {
                     let func = self.names.resolve(addr, tsc);
-                    let f = self.enter(func, tsc);
-                    self.stack.push(f);
+                    let mut f = self.enter(func, tsc);
+                    f.held &= f.shown;
                     if f.shown {
-                        return Some(Shown::Enter {
+                        let item = Shown::Enter {
                             addr,
                             func,
                             tsc,
@@ -235,7 +420,15 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                             resumed,
                             earlier,
                             args,
-                        });
+                        };
+                        // The frame goes on the stack first: a match lets
+                        // out every held entry on it.
+                        self.stack.push(f);
+                        if let Some(item) = self.let_enter(f, item) {
+                            return Some(item);
+                        }
+                    } else {
+                        self.stack.push(f);
                     }
                 }
                 Step::Leave {
@@ -248,7 +441,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                 } => {
                     let Some(f) = self.stack.pop() else { continue };
                     if f.shown {
-                        return Some(Shown::Leave {
+                        let item = Shown::Leave {
                             addr,
                             func: f.func,
                             start,
@@ -256,7 +449,10 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                             depth: f.shown_depth - 1,
                             how,
                             ret,
-                        });
+                        };
+                        if let Some(item) = self.let_leave(f, item) {
+                            return Some(item);
+                        }
                     }
                 }
             }
