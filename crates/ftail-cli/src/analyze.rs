@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use ftail_trace::names::{for_images_with, Names};
+use ftail_trace::names::{for_images_where, Names};
 use ftail_trace::reader::dir::TraceDir;
 use ftail_trace::view::Filters;
 
@@ -96,16 +96,28 @@ pub struct Opened {
 /// Opens `dir` and loads its names, looking for files also in
 /// `symbols_dirs`.
 pub fn open(dir: &Path, symbols_dirs: &[PathBuf]) -> Result<Opened> {
+    open_threads(dir, symbols_dirs, &[])
+}
+
+/// [`open`], naming only the images with one of `tids` (all when empty).
+fn open_threads(dir: &Path, symbols_dirs: &[PathBuf], tids: &[u32]) -> Result<Opened> {
     let trace = TraceDir::open(dir)?;
     let opts = ftail_trace::symbols::SymbolOptions {
         symbols_dirs: symbols_dirs.to_vec(),
         ..Default::default()
     };
-    let names = for_images_with(&trace.images, opts);
+    let names = for_images_where(&trace.images, opts, |image| {
+        tids.is_empty() || image.threads.iter().any(|t| tids.contains(&t.tid))
+    });
     Ok(Opened { trace, names })
 }
 
 impl ViewArgs {
+    /// Opens the trace, naming only the images of the selected threads.
+    pub fn open(&self) -> Result<Opened> {
+        open_threads(&self.dir, &self.symbols_dir, &self.tid)
+    }
+
     /// The filters, with times turned into ticks of the trace's clock.
     pub fn filters(&self, t: &TraceDir) -> Filters {
         let hz = t
@@ -242,7 +254,7 @@ pub struct ReplayShape {
 
 /// `ftail replay`.
 pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let fields =
         ftail_trace::replay::Field::parse_list(&shape.fields).map_err(anyhow::Error::msg)?;
     let opts = ftail_trace::replay::Options {
@@ -276,7 +288,7 @@ pub fn report(
     let Some(key) = SortKey::parse(sort) else {
         bail!("unknown sort key {sort:?}");
     };
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let opts = Options {
         filters: view.filters(&o.trace),
         tids: view.tid.clone(),
@@ -309,7 +321,7 @@ pub fn graph(view: &ViewArgs, func: Option<&str>, callers: Option<&str>) -> Resu
         (Some(f), None) => Kind::Callees(f.to_string()),
         (None, None) => Kind::Whole,
     };
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let progress = crate::progress::Progress::start(&view.dir, "reading", true);
     let text = render(
         &o.trace,
@@ -344,7 +356,7 @@ pub fn info(dir: &Path) -> Result<i32> {
 
 /// `ftail dump`.
 pub fn dump(view: &ViewArgs) -> Result<i32> {
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let range = view.filters(&o.trace).range;
     let mut sink = Sink::new(false);
     let progress = crate::progress::Progress::start(&view.dir, "dumping", false);

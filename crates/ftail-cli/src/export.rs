@@ -207,7 +207,7 @@ fn with_input<T>(
     srcline: bool,
     f: impl FnOnce(&Input) -> Result<(T, ftail_export::Notes)>,
 ) -> Result<T> {
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let filters = view.filters(&o.trace);
     let progress = Arc::new(Progress::new());
     let input = Input {
@@ -279,7 +279,7 @@ pub fn dump(view: &ViewArgs, args: &DumpArgs) -> Result<Option<i32>> {
 
 /// `ftail dump -o FILE` without a format: the text dump into FILE.
 pub fn dump_text(view: &ViewArgs, output: &Path) -> Result<i32> {
-    let o = open(&view.dir, &view.symbols_dir)?;
+    let o = view.open()?;
     let range = view.filters(&o.trace).range;
     let dest = Dest::new(output);
     dest.write(|w| {

@@ -359,7 +359,6 @@ pub fn write(input: &Input, dir: &Path) -> io::Result<Notes> {
                         if let Some(p) = open.last_mut() {
                             p.1 += ticks;
                         }
-                        let f = func.map(|f| t.names.function(f));
                         let c = &mut table.columns;
                         req!(c[0], I32, pid);
                         req!(c[1], I32, tid);
@@ -367,7 +366,11 @@ pub fn write(input: &Input, dir: &Path) -> io::Result<Notes> {
                         opt!(c[3], I64, open.last().map(|p| p.0));
                         req!(c[4], I32, depth as i32);
                         opt!(c[5], I32, func.map(|f| f.0 as i32));
-                        opt!(c[6], Bytes, f.and_then(|f| modules.get(f.module).cloned()));
+                        opt!(
+                            c[6],
+                            Bytes,
+                            func.and_then(|f| modules.get(t.names.module_of(f)).cloned())
+                        );
                         req!(c[7], I64, addr.saturating_sub(5) as i64);
                         req!(c[8], F64, t.clock.ns(start));
                         req!(c[9], F64, t.clock.span(ticks));
@@ -445,8 +448,9 @@ fn write_functions(input: &Input, i: usize, dir: &OutputDir) -> io::Result<()> {
         ],
     )?;
     for (id, f) in names.functions().iter().enumerate() {
-        let module = image.modules.get(f.module);
-        let src = names.srcline(ftail_trace::names::FuncId(id as u32));
+        let fid = ftail_trace::names::FuncId(id as u32);
+        let module = image.modules.get(names.module_of(fid));
+        let src = names.srcline(fid);
         let c = &mut t.columns;
         req!(c[0], I32, id as i32);
         req!(
@@ -466,7 +470,7 @@ fn write_functions(input: &Input, i: usize, dir: &OutputDir) -> io::Result<()> {
                 .and_then(|m| m.build_id.as_deref())
                 .map(ByteArray::from)
         );
-        req!(c[3], I64, f.start as i64);
+        req!(c[3], I64, names.start(fid) as i64);
         req!(c[4], Bytes, ByteArray::from(f.name.as_ref()));
         req!(c[5], Bytes, ByteArray::from(f.signature.as_ref()));
         req!(c[6], Bytes, ByteArray::from(f.mangled.as_ref()));
