@@ -344,11 +344,11 @@ pub fn graph(view: &ViewArgs, func: Option<&str>, callers: Option<&str>) -> Resu
 }
 
 /// `ftail info`.
-pub fn info(dir: &Path) -> Result<i32> {
+pub fn info(dir: &Path, count_events: bool) -> Result<i32> {
     let trace = TraceDir::open(dir)?;
     let headers = ftail_trace::trace::open_headers(dir)?;
     let progress = crate::progress::Progress::start(dir, "counting events", true);
-    let text = ftail_trace::info::render(&trace, &headers);
+    let text = ftail_trace::info::render(&trace, &headers, count_events);
     progress.finish();
     crate::out::stdout(&text)?;
     Ok(0)

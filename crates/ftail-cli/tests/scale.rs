@@ -68,13 +68,46 @@ fn record_many_images() -> Option<ManyImages> {
     let exe = scratch.path().join("many");
     run_ok(ftail_cc("gcc").args(["-O1", "-o"]).arg(&exe).arg(&src));
     let trace = scratch.path().join("trace");
-    let (out, t) = record_trace(&trace, &exe, &[], &[]);
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(t.processes.len(), CHILDREN + 1, "one image per process");
+    record(&trace, &exe, &[]);
+    let infos = std::fs::read_dir(&trace)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "info")
+        })
+        .count();
+    assert_eq!(infos, CHILDREN + 1, "one image per process");
     Some(ManyImages {
         _scratch: scratch,
         trace,
     })
+}
+
+/// Records `exe ARGS` into `trace`. (Never read here: a child's peak
+/// resident set starts from this process's when it is spawned, so this
+/// process stays small.)
+fn record(trace: &Path, exe: &Path, args: &[&str]) {
+    run_ok(
+        Command::new(ftail())
+            .arg("record")
+            .arg("-d")
+            .arg(trace)
+            .arg("--")
+            .arg(exe)
+            .args(args),
+    );
+}
+
+/// This process's peak resident set, KiB.
+fn own_peak_rss_kib() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value of a plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a live local of the right type.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as u64
 }
 
 /// What a finished `ftail` run cost.
@@ -164,8 +197,84 @@ fn many_images_of_one_build_share_their_names() {
         );
         assert!(
             kib < BOUND_KIB,
-            "ftail {args:?} on {} images took {kib} KiB (bound {BOUND_KIB})",
-            CHILDREN + 1
+            "ftail {args:?} on {} images took {kib} KiB (bound {BOUND_KIB}; the test \
+             process, whose size a child starts from, {} KiB)",
+            CHILDREN + 1,
+            own_peak_rss_kib()
         );
     }
+}
+
+/// `info` answers from metadata, headers and file sizes: on a thread of
+/// 4 M events whose file has gigabytes of unwritten room, it reads a
+/// small part of the events and estimates the count, which `--events`
+/// gives exactly.
+#[test]
+fn info_reads_sizes_not_every_event() {
+    if !have("gcc") {
+        return;
+    }
+    let scratch = scratch();
+    let src = scratch.path().join("loop.c");
+    std::fs::write(
+        &src,
+        "#include <stdlib.h>\n\
+         __attribute__((noinline)) int leaf(int x) { return x * 3 + 1; }\n\
+         int main(int argc, char **argv) {\n\
+           int s = 0;\n\
+           for (int i = 0; i < atoi(argv[1]); i++) s += leaf(i);\n\
+           return s == 42;\n\
+         }\n",
+    )
+    .unwrap();
+    let exe = scratch.path().join("loop");
+    run_ok(ftail_cc("gcc").args(["-O1", "-o"]).arg(&exe).arg(&src));
+    let trace = scratch.path().join("trace");
+    record(&trace, &exe, &["2000000"]);
+    // main's entry and exit, and leaf's.
+    let events = 2 + 2 * 2_000_000u64;
+    let file = std::fs::read_dir(&trace)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "events"))
+        .unwrap();
+    let written = std::fs::metadata(&file).unwrap().len();
+    // Room the runtime could have reserved, as a hole.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(written + (4 << 30))
+        .unwrap();
+    let c = cost(&["info"], &trace);
+    eprintln!(
+        "ftail info: {} bytes read of a {written}-byte event file",
+        c.read_bytes
+    );
+    assert!(
+        c.read_bytes < written / 4,
+        "info read {} bytes of a {written}-byte event file",
+        c.read_bytes
+    );
+    let text = run_ok(Command::new(ftail()).args(["info", "-d"]).arg(&trace));
+    let estimate: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("events           : ~"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no estimated count:\n{text}"));
+    assert!(
+        estimate.abs_diff(events) < events / 20,
+        "estimated {estimate} events of {events}:\n{text}"
+    );
+    assert!(text.contains("--events counts them"), "{text}");
+    let exact = run_ok(
+        Command::new(ftail())
+            .args(["info", "--events", "-d"])
+            .arg(&trace),
+    );
+    assert!(
+        exact.contains("duration         : ") && exact.contains(&format!("({events} events")),
+        "{exact}"
+    );
 }
