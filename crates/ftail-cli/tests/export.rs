@@ -338,6 +338,44 @@ fn perfetto_chrome_and_speedscope_agree_with_replay() {
     }
 }
 
+/// An export larger than its viewers load says so and how to keep less
+/// of the trace, instead of sending the user to open it (the limits,
+/// hundreds of MB, stand lowered here).
+#[test]
+fn exports_past_what_their_viewer_loads_say_how_to_cut_them() {
+    if !have("gcc") {
+        return;
+    }
+    let r = record("gcc", "tour.c", "trace");
+    for (format, viewer) in [
+        ("--perfetto", "the Perfetto UI"),
+        ("--chrome", "chrome://tracing"),
+        ("--speedscope", "speedscope"),
+    ] {
+        let out = r.path("out");
+        let dump = |limit: Option<&str>| {
+            let mut cmd = Command::new(ftail());
+            cmd.args(["dump", format, "-o"])
+                .arg(&out)
+                .arg("-d")
+                .arg(&r.trace);
+            if let Some(l) = limit {
+                cmd.env("FTAIL_VIEWER_MAX_BYTES", l);
+            }
+            let o = run(&mut cmd);
+            assert!(o.status.success(), "{o:?}");
+            String::from_utf8_lossy(&o.stderr).into_owned()
+        };
+        let small = dump(None);
+        assert!(small.contains("; open it "), "{format}: {small}");
+        let large = dump(Some("100"));
+        assert!(!large.contains("open it at"), "{format}: {large}");
+        for hint in [viewer, "--time-range", "-F FUNC", "-D DEPTH"] {
+            assert!(large.contains(hint), "{format}: no {hint:?} in {large}");
+        }
+    }
+}
+
 #[test]
 fn perfetto_cuts_by_thread_and_time() {
     let Some(readers) = readers() else { return };
