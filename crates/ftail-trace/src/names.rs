@@ -100,13 +100,26 @@ impl Slot {
 /// The run-time entry addresses of a module with functions, sorted by
 /// `lo`; `reach` is the highest `hi` of this range and those before it,
 /// so a look-up stops as soon as nothing further back can hold the
-/// address.
-#[derive(Debug, Clone, Copy)]
+/// address. What a look-up needs of the module is here, one load away.
+#[derive(Debug, Clone)]
 struct Range {
     lo: u64,
     hi: u64,
     reach: u64,
+    bias: u64,
+    first: u32,
     slot: u32,
+    funcs: Arc<ModuleFuncs>,
+}
+
+impl Range {
+    /// The function entered at run-time address `addr`, if this module
+    /// has one there.
+    #[inline]
+    fn find(&self, addr: u64) -> Option<FuncId> {
+        let i = *self.funcs.by_entry.get(&addr.wrapping_sub(self.bias))?;
+        Some(FuncId(self.first + i))
+    }
 }
 
 /// The functions of a process image and how to find them.
@@ -165,7 +178,10 @@ impl Names {
                     lo: funcs.lo.wrapping_add(mapped.bias),
                     hi: funcs.hi.wrapping_add(mapped.bias),
                     reach: 0,
+                    bias: mapped.bias,
+                    first: names.count,
                     slot: names.slots.len() as u32,
+                    funcs: funcs.clone(),
                 });
             }
             let first = names.count;
@@ -193,6 +209,13 @@ impl Names {
     /// function there; else the one whose module was mapped at `tsc`.
     #[inline]
     pub fn resolve(&self, addr: u64, tsc: u64) -> Option<FuncId> {
+        // Most images have one instrumented module.
+        if let [only] = self.ranges.as_slice() {
+            return (only.lo..=only.hi)
+                .contains(&addr)
+                .then(|| only.find(addr))
+                .flatten();
+        }
         let mut found = None;
         for (id, _) in self.candidates(addr) {
             if found.is_some() {
@@ -222,15 +245,15 @@ impl Names {
             .rev()
             .take_while(move |r| r.reach >= addr)
             .filter(move |r| addr <= r.hi)
-            .filter_map(move |r| {
-                let s = &self.slots[r.slot as usize];
-                let i = *s.funcs.by_entry.get(&addr.wrapping_sub(s.mapped.bias))?;
-                Some((FuncId(s.first + i), s))
-            })
+            .filter_map(move |r| Some((r.find(addr)?, &self.slots[r.slot as usize])))
     }
 
     /// The module of function `id`, and its index there.
+    #[inline]
     fn slot(&self, id: FuncId) -> (usize, usize) {
+        if self.slots.len() == 1 {
+            return (0, id.0 as usize);
+        }
         let k = self
             .slots
             .partition_point(|s| s.first <= id.0)
@@ -239,6 +262,7 @@ impl Names {
     }
 
     /// A function by id.
+    #[inline]
     pub fn function(&self, id: FuncId) -> &Function {
         let (k, i) = self.slot(id);
         &self.slots[k].funcs.funcs[i]
