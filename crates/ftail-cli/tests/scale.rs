@@ -188,6 +188,7 @@ fn many_images_of_one_build_share_their_names() {
         &["replay", "--no-pager"],
         &["graph"],
         &["report", "--tid", &tid],
+        &["replay", "--no-pager", "-F", "f1*", "-D", "2"],
     ] {
         let c = cost(args, &m.trace);
         let kib = c.max_rss_kib;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use rustc_hash::FxHashMap;
 
 use crate::reader::dir::Image;
-use crate::symbols::{Mapped, ModuleSymbols, SourceLine, SymbolCache, SymbolOptions};
+use crate::symbols::{Glob, Mapped, ModuleSymbols, SourceLine, SymbolCache, SymbolOptions};
 
 /// A function's index in [`Names`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,6 +41,10 @@ pub struct Function {
 #[derive(Debug, Default)]
 struct ModuleFuncs {
     funcs: Vec<Function>,
+    /// Per list of globs asked about: whether each function matches one
+    /// ([`Names::matching`]), worked out once for every image.
+    #[allow(clippy::type_complexity)]
+    matching: Mutex<FxHashMap<Vec<String>, Arc<[bool]>>>,
     /// Per function: its first byte.
     starts: Vec<u64>,
     /// Entry address (entry site + 5) to index in `funcs`.
@@ -77,6 +81,28 @@ impl ModuleFuncs {
         m.starts.shrink_to_fit();
         m.by_entry.shrink_to_fit();
         m
+    }
+
+    /// Whether each function matches one of `globs`, by its demangled
+    /// name, its signature or its symbol.
+    fn matching(&self, globs: &[String]) -> Arc<[bool]> {
+        let mut cache = self.matching.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(globs.to_vec())
+            .or_insert_with(|| {
+                let globs: Vec<Glob> = globs.iter().map(|g| Glob::new(g)).collect();
+                self.funcs
+                    .iter()
+                    .map(|f| {
+                        globs.iter().any(|g| {
+                            g.is_match(&f.name)
+                                || g.is_match(&f.signature)
+                                || g.is_match(&f.mangled)
+                        })
+                    })
+                    .collect()
+            })
+            .clone()
     }
 }
 
@@ -316,6 +342,21 @@ impl Names {
         let (k, i) = self.slot(id);
         let s = self.slots.get(k)?;
         s.mapped.symbols.srcline(*s.funcs.starts.get(i)?)
+    }
+
+    /// Per function, by id: whether it matches one of `globs` (shell
+    /// style, against its demangled name, its signature or its symbol).
+    /// Worked out once per module, whatever the number of images that
+    /// mapped it.
+    pub fn matching(&self, globs: &[String]) -> Vec<bool> {
+        if globs.is_empty() {
+            return vec![false; self.count as usize];
+        }
+        let mut out = Vec::with_capacity(self.count as usize);
+        for s in &self.slots {
+            out.extend_from_slice(&s.funcs.matching(globs));
+        }
+        out
     }
 
     /// Lines naming the modules that could not be used as recorded, and

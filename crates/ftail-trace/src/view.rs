@@ -50,24 +50,12 @@ pub struct Matches {
 }
 
 impl Matches {
-    /// Matches every function of `names` against the filters' globs once.
+    /// Matches every function of `names` against the filters' globs
+    /// (once per module, for all the images that share it).
     pub fn new(filters: &Filters, names: &Names) -> Matches {
-        let any = |globs: &[String]| -> Vec<bool> {
-            let globs: Vec<crate::symbols::Glob> =
-                globs.iter().map(|g| crate::symbols::Glob::new(g)).collect();
-            names
-                .functions()
-                .iter()
-                .map(|f| {
-                    globs.iter().any(|g| {
-                        g.is_match(&f.name) || g.is_match(&f.signature) || g.is_match(&f.mangled)
-                    })
-                })
-                .collect()
-        };
         Matches {
-            include: any(&filters.include),
-            exclude: any(&filters.exclude),
+            include: names.matching(&filters.include),
+            exclude: names.matching(&filters.exclude),
         }
     }
 
