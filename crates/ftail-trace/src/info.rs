@@ -219,10 +219,9 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
             let _ = writeln!(
                 out,
                 "  events           : ~{all} ({}: ~{:.2} bytes each), estimated from the \
-                 first {} of each thread; --events counts them all and gives the duration",
+                 files' sizes; --events counts them all and gives the duration",
                 bytes(bytes_all),
                 bytes_all as f64 / all.max(1) as f64,
-                bytes(SAMPLE_BYTES)
             );
         } else if first <= last {
             let _ = writeln!(
