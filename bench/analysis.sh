@@ -17,7 +17,7 @@ for size in 10 100; do
   if [ ! -d "$t" ]; then
     "$FTAIL" record -d "$t" --buffer-events $((1 << 25)) -- "$gen" 4 "$calls" >/dev/null 2>&1
   fi
-  events=$("$FTAIL" info -d "$t" | sed -n 's/.*duration.*(\([0-9]*\) events).*/\1/p' | head -1)
+  events=$("$FTAIL" info --events -d "$t" | sed -n 's/.*duration.*(\([0-9]*\) events).*/\1/p' | head -1)
   echo "== ${size}M: $events events"
   for cmd in "report" "report-1core" "replay" "graph"; do
     case $cmd in

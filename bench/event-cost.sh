@@ -33,7 +33,7 @@ hyperfine --style basic --runs "$runs" --warmup 1 --export-json event.json \
 # What a recording keeps: events and bytes, from `ftail info`.
 rm -rf bytes bytes.old
 "$ftail" record -d bytes --tail mark -- ./hotloop "$n" >/dev/null 2>&1
-info=$("$ftail" info -d bytes)
+info=$("$ftail" info --events -d bytes)
 kept=$(grep -m1 'duration' <<<"$info")
 # Instructions an untraced call costs, from callgrind (1 M calls).
 ins() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'; }

@@ -17,7 +17,7 @@ calls=$((SIZE * 1000000 / 24))
 if [ ! -d "$t" ]; then
   "$FTAIL" record -d "$t" --buffer-events $((1 << 25)) -- "$gen" 4 "$calls" >/dev/null 2>&1
 fi
-events=$("$FTAIL" info -d "$t" | sed -n 's/.*duration.*(\([0-9]*\) events).*/\1/p' | head -1)
+events=$("$FTAIL" info --events -d "$t" | sed -n 's/.*duration.*(\([0-9]*\) events).*/\1/p' | head -1)
 echo "== ${SIZE}M: $events events ($((events / 2)) calls)"
 out="$WORK/export-out"
 for fmt in perfetto chrome speedscope folded flame parquet; do

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use ftail_trace::names::{for_images_with, Names};
+use ftail_trace::names::{for_images_where, Names};
 use ftail_trace::reader::dir::TraceDir;
 use ftail_trace::view::{Filters, MatchKind, Pattern};
 
@@ -156,12 +156,19 @@ pub struct Opened {
 /// Opens `dir` and loads its names, looking for files also in
 /// `symbols_dirs`.
 pub fn open(dir: &Path, symbols_dirs: &[PathBuf]) -> Result<Opened> {
+    open_threads(dir, symbols_dirs, &[])
+}
+
+/// [`open`], naming only the images with one of `tids` (all when empty).
+fn open_threads(dir: &Path, symbols_dirs: &[PathBuf], tids: &[u32]) -> Result<Opened> {
     let trace = TraceDir::open(dir)?;
     let opts = ftail_trace::symbols::SymbolOptions {
         symbols_dirs: symbols_dirs.to_vec(),
         ..Default::default()
     };
-    let names = for_images_with(&trace.images, opts);
+    let names = for_images_where(&trace.images, opts, |image| {
+        tids.is_empty() || image.threads.iter().any(|t| tids.contains(&t.tid))
+    });
     Ok(Opened { trace, names })
 }
 
@@ -180,7 +187,7 @@ impl ViewArgs {
     /// matches no function is said (with how patterns are read), and is
     /// an error when it leaves nothing to show (every -F, or every -C).
     pub fn open(&self) -> Result<Opened> {
-        let o = open(&self.dir, &self.show.symbols_dir)?;
+        let o = open_threads(&self.dir, &self.show.symbols_dir, &self.show.tid)?;
         let kind = self.match_kind();
         let mut unmatched = Vec::new();
         for (flag, text) in self.filters(&o.trace).patterns() {
@@ -491,11 +498,11 @@ pub fn graph(
 }
 
 /// `ftail info`.
-pub fn info(dir: &Path) -> Result<i32> {
+pub fn info(dir: &Path, count_events: bool) -> Result<i32> {
     let trace = TraceDir::open(dir)?;
     let headers = ftail_trace::trace::open_headers(dir)?;
     let progress = crate::progress::Progress::start(dir, "counting events", true);
-    let text = ftail_trace::info::render(&trace, &headers);
+    let text = ftail_trace::info::render(&trace, &headers, count_events);
     progress.finish();
     crate::out::stdout(&text)?;
     Ok(0)

@@ -123,14 +123,84 @@ impl Dest {
 
     /// Says where the output went, and what opens it.
     fn report(&self, what: &str, open_with: &str) {
+        self.report_for(what, open_with, None);
+    }
+
+    /// Says where the output went, and what opens it; past what `viewer`
+    /// loads, what to do instead.
+    fn report_for(&self, what: &str, open_with: &str, viewer: Option<&Viewer>) {
         if let Dest::File(p) = self {
             let size = std::fs::metadata(p).map_or(0, |m| m.len());
+            let after = match viewer {
+                Some(v) if size > v.max_bytes() => v.too_large(),
+                _ => open_with.to_string(),
+            };
             crate::out::stderr(&format!(
-                "ftail: {what} written to {} ({}){open_with}",
+                "ftail: {what} written to {} ({}){after}",
                 p.display(),
                 human_bytes(size)
             ));
         }
+    }
+}
+
+/// The programs that open an export, and the largest file they load.
+struct Viewer {
+    /// Who, as the user knows them.
+    names: &'static str,
+    /// The largest file they load, in bytes.
+    max_bytes: u64,
+    /// Another way to open a larger file, if there is one.
+    instead: &'static str,
+}
+
+/// The Perfetto UI runs in a browser tab, which typically gets about
+/// 2 GB, and a trace takes 2-4 times its size there (Perfetto's
+/// "Visualising large traces"); its native trace processor has no such
+/// limit.
+const PERFETTO_UI: Viewer = Viewer {
+    names: "the Perfetto UI",
+    max_bytes: 1_000_000_000,
+    instead: ", or open it through `trace_processor --httpd FILE` \
+              (https://perfetto.dev/docs/visualization/large-traces)",
+};
+
+/// chrome://tracing reads JSON as one string and stops at 256 MB (the
+/// string limit of the V8 it was built for); the Perfetto UI parses JSON
+/// into many times its size.
+const CHROME_TRACING: Viewer = Viewer {
+    names: "chrome://tracing and the Perfetto UI",
+    max_bytes: 256_000_000,
+    instead: ", or write --perfetto (a fraction of the size)",
+};
+
+/// speedscope reads the file as one string: V8's longest is 2^29 - 24
+/// characters (about 536 MB).
+const SPEEDSCOPE: Viewer = Viewer {
+    names: "speedscope",
+    max_bytes: 512_000_000,
+    instead: "",
+};
+
+impl Viewer {
+    /// The limit, or `FTAIL_VIEWER_MAX_BYTES` when set (for tests and
+    /// for viewers with other limits).
+    fn max_bytes(&self) -> u64 {
+        std::env::var("FTAIL_VIEWER_MAX_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.max_bytes)
+    }
+
+    /// What to say of a file larger than the viewer loads.
+    fn too_large(&self) -> String {
+        format!(
+            "; larger than {} load (about {}): keep less of the trace with \
+             --time-range START~END, -F FUNC, -D DEPTH or --tid TID{}",
+            self.names,
+            human_bytes(self.max_bytes()),
+            self.instead
+        )
     }
 }
 
@@ -232,29 +302,34 @@ fn with_input<T>(
 
 /// `ftail dump` with an export format; `None` when none was asked for.
 pub fn dump(view: &ViewArgs, args: &DumpArgs) -> Result<Option<i32>> {
-    let (default, what, open_with): (&str, &str, &str) = if args.perfetto {
+    #[allow(clippy::type_complexity)]
+    let (default, what, open_with, viewer): (&str, &str, &str, Option<&Viewer>) = if args.perfetto {
         (
             "ftail.perfetto-trace",
             "Perfetto trace",
             "; open it at https://ui.perfetto.dev",
+            Some(&PERFETTO_UI),
         )
     } else if args.chrome {
         (
             "ftail.chrome.json",
             "Chrome trace",
             "; open it at https://ui.perfetto.dev or chrome://tracing",
+            Some(&CHROME_TRACING),
         )
     } else if args.speedscope {
         (
             "ftail.speedscope.json",
             "speedscope profile",
             "; open it with speedscope (npx speedscope FILE)",
+            Some(&SPEEDSCOPE),
         )
     } else if args.flame_graph {
         (
             "-",
             "folded stacks",
             "; draw them with `ftail flame`, flamegraph.pl or inferno",
+            None,
         )
     } else {
         return Ok(None);
@@ -274,7 +349,7 @@ pub fn dump(view: &ViewArgs, args: &DumpArgs) -> Result<Option<i32>> {
         })?;
         Ok(((), notes))
     })?;
-    dest.report(what, open_with);
+    dest.report_for(what, open_with, viewer);
     Ok(Some(0))
 }
 

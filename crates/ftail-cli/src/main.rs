@@ -169,11 +169,18 @@ enum Cmd {
         no_pager: bool,
     },
     /// What a trace is: program, times, threads, modules, losses
-    #[command(after_help = "Examples:\n  ftail info\n  ftail info -d trace")]
+    #[command(
+        after_help = "Examples:\n  ftail info\n  ftail info -d trace\n  ftail info --events"
+    )]
     Info {
         /// Trace directory
         #[arg(short = 'd', long, default_value = "ftail.data")]
         dir: PathBuf,
+        /// Read every event: exact counts, and each process's duration
+        /// (without it, a thread's events past its first MiB are
+        /// estimated from its file's size, shown with ~)
+        #[arg(long)]
+        events: bool,
     },
     /// The raw events, or the trace for Perfetto, Chrome, speedscope
     #[command(
@@ -282,7 +289,7 @@ fn ftail_main() -> Result<i32> {
             callers,
             no_pager,
         } => analyze::graph(&view, func.as_deref(), callers.as_deref(), no_pager),
-        Cmd::Info { dir } => analyze::info(&dir),
+        Cmd::Info { dir, events } => analyze::info(&dir, events),
         Cmd::Dump { view, format } => match export::dump(&view, &format)? {
             Some(code) => Ok(code),
             None => match &format.output {

@@ -268,12 +268,6 @@ fn report_rows(r: &Recorded) -> BTreeMap<String, (u64, String, String)> {
         .collect()
 }
 
-/// Nanoseconds as report prints them.
-fn human(ns: f64) -> String {
-    let (v, unit) = ftail_trace::replay::scaled(ns);
-    format!("{v:.3} {unit}")
-}
-
 #[test]
 fn perfetto_chrome_and_speedscope_agree_with_replay() {
     let Some(readers) = readers() else { return };
@@ -335,6 +329,44 @@ fn perfetto_chrome_and_speedscope_agree_with_replay() {
             "a blank screenshot: {seen}"
         );
         assert!(shot.is_file());
+    }
+}
+
+/// An export larger than its viewers load says so and how to keep less
+/// of the trace, instead of sending the user to open it (the limits,
+/// hundreds of MB, stand lowered here).
+#[test]
+fn exports_past_what_their_viewer_loads_say_how_to_cut_them() {
+    if !have("gcc") {
+        return;
+    }
+    let r = record("gcc", "tour.c", "trace");
+    for (format, viewer) in [
+        ("--perfetto", "the Perfetto UI"),
+        ("--chrome", "chrome://tracing"),
+        ("--speedscope", "speedscope"),
+    ] {
+        let out = r.path("out");
+        let dump = |limit: Option<&str>| {
+            let mut cmd = Command::new(ftail());
+            cmd.args(["dump", format, "-o"])
+                .arg(&out)
+                .arg("-d")
+                .arg(&r.trace);
+            if let Some(l) = limit {
+                cmd.env("FTAIL_VIEWER_MAX_BYTES", l);
+            }
+            let o = run(&mut cmd);
+            assert!(o.status.success(), "{o:?}");
+            String::from_utf8_lossy(&o.stderr).into_owned()
+        };
+        let small = dump(None);
+        assert!(small.contains("; open it "), "{format}: {small}");
+        let large = dump(Some("100"));
+        assert!(!large.contains("open it at"), "{format}: {large}");
+        for hint in [viewer, "--time-range", "-F FUNC", "-D DEPTH"] {
+            assert!(large.contains(hint), "{format}: no {hint:?} in {large}");
+        }
     }
 }
 
@@ -474,6 +506,7 @@ fn parquet_answers_the_readme_queries_as_report_does() {
             "tid",
             "id",
             "parent",
+            "parent_function",
             "depth",
             "function",
             "module",
@@ -487,26 +520,41 @@ fn parquet_answers_the_readme_queries_as_report_does() {
         ])
     );
     // Top functions by self time: every function, with report's calls,
-    // self and total time to the digit.
+    // self and total time (to report's digit, give or take the whole ns
+    // each call's times are rounded to).
     let report = report_rows(&r);
     let top = got["queries"][0].as_array().unwrap();
     assert_eq!(top.len(), report.len(), "{got}");
+    let number = |v: &Value| -> f64 {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or_else(|| panic!("not a number: {v}"))
+    };
     for row in top {
         let name = row[0].as_str().unwrap();
         let (calls, total, self_time) = &report[name];
         assert_eq!(row[1].as_u64().unwrap(), *calls, "{name}");
-        assert_eq!(&human(row[2].as_f64().unwrap()), self_time, "{name}");
-        if name == "depth" {
-            // The query sums every call: a recursive function's inner
-            // calls again, which report's total, from the outermost
-            // calls only, does not.
-            let (want, slack) = parse_duration(total);
-            assert!(row[3].as_f64().unwrap() + slack >= want, "{name}");
-        } else {
-            assert_eq!(&human(row[3].as_f64().unwrap()), total, "{name}");
+        for (col, want) in [(2, self_time), (3, total)] {
+            let got = number(&row[col]);
+            let (ns, precision) = parse_duration(want);
+            let slack = precision + *calls as f64;
+            if col == 3 && name == "depth" {
+                // The query sums every call: a recursive function's inner
+                // calls again, which report's total, from the outermost
+                // calls only, does not.
+                assert!(
+                    got + slack >= ns,
+                    "{name}: {got} ns in Parquet, {want} in the report"
+                );
+            } else {
+                assert!(
+                    (got - ns).abs() <= slack,
+                    "{name}: {got} ns in Parquet, {want} in the report"
+                );
+            }
         }
     }
-    let selfs: Vec<f64> = top.iter().map(|r| r[2].as_f64().unwrap()).collect();
+    let selfs: Vec<f64> = top.iter().map(|r| number(&r[2])).collect();
     assert!(selfs.windows(2).all(|w| w[0] >= w[1]), "{selfs:?}");
     // The slowest calls of helper(), with their parents: parse() and the
     // tail call from forward().
@@ -568,6 +616,37 @@ const VALUE_SPECS: &[&str] = &[
 /// A call and its values as text: name, arguments (`1, 2`; empty when
 /// none), return value.
 type Valued = (String, String, Option<String>);
+
+/// Parquet's calls carry their parent's function beside the parent's
+/// call id (what a self-join on `parent` finds) and integer nanoseconds
+/// that agree with replay; a call's self time is its duration less its
+/// callees', exactly.
+#[test]
+fn parquet_has_parent_functions_and_integer_nanoseconds() {
+    let Some(readers) = readers() else { return };
+    let r = record("gcc", "tour.c", "trace");
+    let dir = r.path("calls.pq");
+    r.ftail("export", &["--parquet", dir.to_str().unwrap()]);
+    let got = readers.python("parquet_calls.py", &[&dir]);
+    for column in ["start_ns", "duration_ns", "self_ns"] {
+        assert_eq!(got["types"][column], "BIGINT", "{column}: {got}");
+    }
+    assert_eq!(got["types"]["parent_function"], "INTEGER", "{got}");
+    assert_eq!(got["parent_function_mismatches"], 0, "{got}");
+    assert!(got["with_parent_function"].as_u64().unwrap() > 0, "{got}");
+    assert_same_calls("parquet", &calls_of(&got), &replay_calls(&r), true);
+    for (tid, calls) in got["calls"].as_object().unwrap() {
+        for c in calls.as_array().unwrap() {
+            let int = |i: usize| {
+                c[i].as_i64()
+                    .unwrap_or_else(|| panic!("thread {tid}: {c}: column {i} is no integer"))
+            };
+            let (duration, start, self_ns, children) = (int(2), int(5), int(6), int(7));
+            assert!(start >= 0 && duration >= 0, "thread {tid}: {c}");
+            assert_eq!(self_ns, duration - children, "thread {tid}: {c}");
+        }
+    }
+}
 
 /// The args fixture built with gcc and recorded with [`VALUE_SPECS`];
 /// what it printed.

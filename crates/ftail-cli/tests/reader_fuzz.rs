@@ -137,7 +137,8 @@ fn analyse(trace: &Path) {
     }
     let _ = ftail_trace::dump::dump(&listing, &names, &[], &Default::default(), &mut sink);
     if let Ok(headers) = ftail_trace::trace::open_headers(trace) {
-        let _ = ftail_trace::info::render(&listing, &headers);
+        let _ = ftail_trace::info::render(&listing, &headers, false);
+        let _ = ftail_trace::info::render(&listing, &headers, true);
     }
 }
 

@@ -16,15 +16,18 @@
 //!
 //! `calls` columns: `pid`, `tid`, `id` (the call's number in its thread,
 //! from 1, in order of entry), `parent` (null: outermost shown),
-//! `depth`, `function` (null: no table names it), `module` (its file),
-//! `address` (the entry site), `start_ns` (since the trace began),
-//! `duration_ns`, `self_ns` (less its shown callees' time), `exit`
-//! (`return`, `tail`, `unwound`, `truncated`, `suspended`), `resumed`
-//! (a later slice of a call whose stack was switched away from, not a
-//! new call: count calls with `NOT resumed`). A call that never ended (its
-//! process killed) has no row. Times are nanoseconds with
-//! the fraction the time-stamp counter resolves (DOUBLE), so that sums
-//! agree with `ftail report`.
+//! `parent_function` (the parent's `function`, so that caller and callee
+//! need no self-join), `depth`, `function` (null: no table names it),
+//! `module` (its file), `address` (the entry site), `start_ns` (since the
+//! trace began), `duration_ns`, `self_ns` (less its shown callees' time),
+//! `exit` (`return`, `tail`, `unwound`, `truncated`, `suspended`),
+//! `resumed` (a later slice of a call whose stack was switched away from,
+//! not a new call: count calls with `NOT resumed`). A call that never
+//! ended (its process killed) has no row. Times are whole nanoseconds
+//! (INT64): a call's start and end are each rounded to the nearest, so a
+//! call ends where `start_ns + duration_ns` says, its callees lie inside
+//! it, and `self_ns` is its `duration_ns` less theirs, exactly.
+//! `docs/parquet.md` documents every table.
 //!
 //! Rows are written as calls end, a row group (up to [`ROW_GROUP`]
 //! rows) at a time, compressed with zstd; a row group is all that is held.
@@ -39,7 +42,7 @@ use rustix::fs::FileType;
 
 use crate::output::{OutputDir, OutputFile};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int32Type, Int64Type};
+use parquet::data_type::{BoolType, ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
 use parquet::schema::parser::parse_message_type;
@@ -59,13 +62,14 @@ const CALLS_SCHEMA: &str = "message call {
     REQUIRED INT32 tid;
     REQUIRED INT64 id;
     OPTIONAL INT64 parent;
+    OPTIONAL INT32 parent_function;
     REQUIRED INT32 depth;
     OPTIONAL INT32 function;
     OPTIONAL BYTE_ARRAY module (STRING);
     REQUIRED INT64 address;
-    REQUIRED DOUBLE start_ns;
-    REQUIRED DOUBLE duration_ns;
-    REQUIRED DOUBLE self_ns;
+    REQUIRED INT64 start_ns;
+    REQUIRED INT64 duration_ns;
+    REQUIRED INT64 self_ns;
     REQUIRED BYTE_ARRAY exit (STRING);
     REQUIRED BOOLEAN resumed;
 }";
@@ -113,7 +117,6 @@ fn schema(text: &str) -> io::Result<Arc<Type>> {
 enum Column {
     I32(Vec<i32>, Option<Vec<i16>>),
     I64(Vec<i64>, Option<Vec<i16>>),
-    F64(Vec<f64>),
     Bytes(Vec<ByteArray>, Option<Vec<i16>>),
     Bool(Vec<bool>),
 }
@@ -133,7 +136,6 @@ impl Column {
                     d.clear();
                 }
             }
-            Column::F64(v) => v.clear(),
             Column::Bytes(v, d) => {
                 v.clear();
                 if let Some(d) = d {
@@ -148,7 +150,6 @@ impl Column {
         match self {
             Column::I32(v, d) => w.typed::<Int32Type>().write_batch(v, d.as_deref(), None),
             Column::I64(v, d) => w.typed::<Int64Type>().write_batch(v, d.as_deref(), None),
-            Column::F64(v) => w.typed::<DoubleType>().write_batch(v, None, None),
             Column::Bytes(v, d) => w
                 .typed::<ByteArrayType>()
                 .write_batch(v, d.as_deref(), None),
@@ -264,13 +265,14 @@ fn calls_columns() -> Vec<Column> {
         Column::I32(Vec::with_capacity(n), None), // tid
         Column::I64(Vec::with_capacity(n), None), // id
         Column::I64(Vec::with_capacity(n), Some(Vec::with_capacity(n))), // parent
+        Column::I32(Vec::with_capacity(n), Some(Vec::with_capacity(n))), // parent_function
         Column::I32(Vec::with_capacity(n), None), // depth
         Column::I32(Vec::with_capacity(n), Some(Vec::with_capacity(n))), // function
         Column::Bytes(Vec::with_capacity(n), Some(Vec::with_capacity(n))), // module
         Column::I64(Vec::with_capacity(n), None), // address
-        Column::F64(Vec::with_capacity(n)),       // start_ns
-        Column::F64(Vec::with_capacity(n)),       // duration_ns
-        Column::F64(Vec::with_capacity(n)),       // self_ns
+        Column::I64(Vec::with_capacity(n), None), // start_ns
+        Column::I64(Vec::with_capacity(n), None), // duration_ns
+        Column::I64(Vec::with_capacity(n), None), // self_ns
         Column::Bytes(Vec::with_capacity(n), None), // exit
         Column::Bool(Vec::with_capacity(n)),      // resumed
     ]
@@ -325,13 +327,14 @@ pub fn write(input: &Input, dir: &Path) -> io::Result<Notes> {
         let mut table = Table::create(&part, &name, CALLS_SCHEMA, calls_columns())?;
         let end = crate::stream_thread(input, i, &matches[i], file, &mut notes, |t, items| {
             let (pid, tid) = (t.image.pid as i32, t.file.tid as i32);
-            // Per open shown call: id, callees' ticks, resumed.
-            let mut open: Vec<(i64, u64, bool)> = Vec::new();
+            // Per open shown call: id, callees' ns, resumed, function.
+            let mut open: Vec<(i64, i64, bool, Option<i32>)> = Vec::new();
             let mut next_id = 1i64;
+            let ns = |tsc: u64| t.clock.ns(tsc).round() as i64;
             for item in items {
                 match item {
-                    Shown::Enter { resumed, .. } => {
-                        open.push((next_id, 0, resumed));
+                    Shown::Enter { resumed, func, .. } => {
+                        open.push((next_id, 0, resumed, func.map(|f| f.0 as i32)));
                         next_id += 1;
                     }
                     Shown::Leave {
@@ -352,28 +355,36 @@ pub fn write(input: &Input, dir: &Path) -> io::Result<Notes> {
                         how,
                         ..
                     } => {
-                        let Some((id, callees, resumed)) = open.pop() else {
+                        let Some((id, callees, resumed, _)) = open.pop() else {
                             continue;
                         };
-                        let ticks = end.saturating_sub(start);
-                        if let Some(p) = open.last_mut() {
-                            p.1 += ticks;
-                        }
-                        let f = func.map(|f| t.names.function(f));
+                        let start_ns = ns(start);
+                        let duration = ns(end.max(start)) - start_ns;
+                        let parent = open.last_mut();
+                        let parent_function = parent.as_ref().and_then(|p| p.3);
+                        let parent_id = parent.map(|p| {
+                            p.1 += duration;
+                            p.0
+                        });
                         let c = &mut table.columns;
                         req!(c[0], I32, pid);
                         req!(c[1], I32, tid);
                         req!(c[2], I64, id);
-                        opt!(c[3], I64, open.last().map(|p| p.0));
-                        req!(c[4], I32, depth as i32);
-                        opt!(c[5], I32, func.map(|f| f.0 as i32));
-                        opt!(c[6], Bytes, f.and_then(|f| modules.get(f.module).cloned()));
-                        req!(c[7], I64, addr.saturating_sub(5) as i64);
-                        req!(c[8], F64, t.clock.ns(start));
-                        req!(c[9], F64, t.clock.span(ticks));
-                        req!(c[10], F64, t.clock.span(ticks.saturating_sub(callees)));
-                        req!(c[11], Bytes, exits[exit_index(how)].clone());
-                        req!(c[12], Bool, resumed);
+                        opt!(c[3], I64, parent_id);
+                        opt!(c[4], I32, parent_function);
+                        req!(c[5], I32, depth as i32);
+                        opt!(c[6], I32, func.map(|f| f.0 as i32));
+                        opt!(
+                            c[7],
+                            Bytes,
+                            func.and_then(|f| modules.get(t.names.module_of(f)).cloned())
+                        );
+                        req!(c[8], I64, addr.saturating_sub(5) as i64);
+                        req!(c[9], I64, start_ns);
+                        req!(c[10], I64, duration);
+                        req!(c[11], I64, duration - callees);
+                        req!(c[12], Bytes, exits[exit_index(how)].clone());
+                        req!(c[13], Bool, resumed);
                         table.row_done()?;
                     }
                 }
@@ -445,8 +456,9 @@ fn write_functions(input: &Input, i: usize, dir: &OutputDir) -> io::Result<()> {
         ],
     )?;
     for (id, f) in names.functions().iter().enumerate() {
-        let module = image.modules.get(f.module);
-        let src = names.srcline(ftail_trace::names::FuncId(id as u32));
+        let fid = ftail_trace::names::FuncId(id as u32);
+        let module = image.modules.get(names.module_of(fid));
+        let src = names.srcline(fid);
         let c = &mut t.columns;
         req!(c[0], I32, id as i32);
         req!(
@@ -466,7 +478,7 @@ fn write_functions(input: &Input, i: usize, dir: &OutputDir) -> io::Result<()> {
                 .and_then(|m| m.build_id.as_deref())
                 .map(ByteArray::from)
         );
-        req!(c[3], I64, f.start as i64);
+        req!(c[3], I64, names.start(fid) as i64);
         req!(c[4], Bytes, ByteArray::from(f.name.as_ref()));
         req!(c[5], Bytes, ByteArray::from(f.signature.as_ref()));
         req!(c[6], Bytes, ByteArray::from(f.mangled.as_ref()));

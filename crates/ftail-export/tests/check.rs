@@ -709,13 +709,13 @@ fn parquet_writes_the_three_tables() {
         .map(|r| r.unwrap().to_string())
         .collect();
     expect![[r#"
-        {pid: 7, tid: 8, id: 2, parent: 1, depth: 1, function: null, module: null, address: 8192, start_ns: 20.0, duration_ns: 10.0, self_ns: 10.0, exit: "tail", resumed: false}
-        {pid: 7, tid: 8, id: 3, parent: 1, depth: 1, function: null, module: null, address: 12288, start_ns: 40.0, duration_ns: 5.0, self_ns: 5.0, exit: "suspended", resumed: false}
-        {pid: 7, tid: 8, id: 4, parent: 1, depth: 1, function: null, module: null, address: 16384, start_ns: 50.0, duration_ns: 5.0, self_ns: 5.0, exit: "return", resumed: false}
-        {pid: 7, tid: 8, id: 5, parent: 1, depth: 1, function: null, module: null, address: 12288, start_ns: 60.0, duration_ns: 5.0, self_ns: 5.0, exit: "return", resumed: true}
-        {pid: 7, tid: 8, id: 7, parent: 6, depth: 2, function: null, module: null, address: 24576, start_ns: 72.0, duration_ns: 3.0, self_ns: 3.0, exit: "unwound", resumed: false}
-        {pid: 7, tid: 8, id: 6, parent: 1, depth: 1, function: null, module: null, address: 20480, start_ns: 70.0, duration_ns: 10.0, self_ns: 7.0, exit: "return", resumed: false}
-        {pid: 7, tid: 8, id: 1, parent: null, depth: 0, function: null, module: null, address: 4096, start_ns: 10.0, duration_ns: 80.0, self_ns: 45.0, exit: "return", resumed: false}
+        {pid: 7, tid: 8, id: 2, parent: 1, parent_function: null, depth: 1, function: null, module: null, address: 8192, start_ns: 20, duration_ns: 10, self_ns: 10, exit: "tail", resumed: false}
+        {pid: 7, tid: 8, id: 3, parent: 1, parent_function: null, depth: 1, function: null, module: null, address: 12288, start_ns: 40, duration_ns: 5, self_ns: 5, exit: "suspended", resumed: false}
+        {pid: 7, tid: 8, id: 4, parent: 1, parent_function: null, depth: 1, function: null, module: null, address: 16384, start_ns: 50, duration_ns: 5, self_ns: 5, exit: "return", resumed: false}
+        {pid: 7, tid: 8, id: 5, parent: 1, parent_function: null, depth: 1, function: null, module: null, address: 12288, start_ns: 60, duration_ns: 5, self_ns: 5, exit: "return", resumed: true}
+        {pid: 7, tid: 8, id: 7, parent: 6, parent_function: null, depth: 2, function: null, module: null, address: 24576, start_ns: 72, duration_ns: 3, self_ns: 3, exit: "unwound", resumed: false}
+        {pid: 7, tid: 8, id: 6, parent: 1, parent_function: null, depth: 1, function: null, module: null, address: 20480, start_ns: 70, duration_ns: 10, self_ns: 7, exit: "return", resumed: false}
+        {pid: 7, tid: 8, id: 1, parent: null, parent_function: null, depth: 0, function: null, module: null, address: 4096, start_ns: 10, duration_ns: 80, self_ns: 45, exit: "return", resumed: false}
     "#]].assert_eq(&(rows.join("\n") + "\n"));
 }
 

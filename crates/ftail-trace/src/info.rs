@@ -2,16 +2,99 @@
 //! its arguments, when it ran and for how long, how it was recorded (tail
 //! strategy, selection, clock rate), its threads (names, events, losses),
 //! its modules (build ids, sites), sizes, and everything the runtime
-//! skipped or lost and why ([`crate::losses`]). Reads metadata and event
-//! headers only, plus each thread's events once to count them.
+//! skipped or lost and why ([`crate::losses`]). Reads metadata, event
+//! headers and file sizes, and at most [`SAMPLE_BYTES`] of each thread's
+//! events: a thread with more has its events estimated from its size
+//! (`~`), and the duration is left out unless every event is counted
+//! ([`render`]'s `count_events`, `ftail info --events`).
 
 use std::fmt::Write as _;
 
-use crate::reader::dir::TraceDir;
-use crate::reader::events::Events;
+use crate::reader::dir::{ThreadFile, TraceDir};
+use crate::reader::events::{written_bytes, Events};
 
-/// The text of `ftail info`.
-pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
+/// Bytes of a thread's events that `info` reads to count them; past
+/// that, the count is estimated from the bytes per event so far.
+pub const SAMPLE_BYTES: u64 = 1 << 20;
+
+/// What `info` says of a thread's events.
+struct ThreadEvents {
+    count: u64,
+    /// `count` is exact, and `first..=last` the times of all events.
+    exact: bool,
+    first: u64,
+    last: u64,
+    bytes: u64,
+    lost: u64,
+    note: String,
+}
+
+impl ThreadEvents {
+    /// Counts `t`'s events, all of them or up to [`SAMPLE_BYTES`].
+    fn read(t: &ThreadFile, all: bool) -> ThreadEvents {
+        let mut out = ThreadEvents {
+            count: 0,
+            exact: true,
+            first: u64::MAX,
+            last: 0,
+            bytes: 0,
+            lost: 0,
+            note: String::new(),
+        };
+        let laps_note = |laps: u64| format!("  (the latest: the ring went round {laps} times)");
+        match &t.header {
+            Ok(h) if !all && h.ring > 0 && h.laps > 0 => {
+                // Finding a full ring's oldest event reads it all; its
+                // events are 16 bytes each.
+                out.bytes = h.ring;
+                out.count = h.ring / 16;
+                out.exact = false;
+                out.lost = h.lost;
+                out.note = laps_note(h.laps);
+                return out;
+            }
+            _ => {}
+        }
+        let (header, mut events) = match Events::open(&t.path) {
+            Ok(x) => x,
+            Err(e) => {
+                out.note = format!("  (damaged: {e})");
+                return out;
+            }
+        };
+        out.lost = header.lost;
+        while let Some(e) = events.next() {
+            if e.kind() == Some(ftail_abi::trace::EventKind::Earlier) {
+                continue;
+            }
+            out.count += 1;
+            out.first = out.first.min(e.tsc);
+            out.last = out.last.max(e.tsc);
+            if !all && events.consumed() >= SAMPLE_BYTES {
+                out.exact = false;
+                break;
+            }
+        }
+        out.bytes = events.consumed();
+        if !out.exact {
+            if let Ok(size) = written_bytes(&t.path, &header) {
+                let per_event = out.bytes as f64 / out.count.max(1) as f64;
+                out.count = out.count.max((size as f64 / per_event) as u64);
+                out.bytes = out.bytes.max(size);
+            }
+        }
+        out.note = match events.damage() {
+            Some(d) => format!("  (damaged: {d})"),
+            None if header.ring > 0 && header.laps > 0 => laps_note(header.laps),
+            None => String::new(),
+        };
+        out
+    }
+}
+
+/// The text of `ftail info`; `count_events` reads every event, for exact
+/// counts and the duration of each process.
+pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# trace: {}", trace.dir.display());
     let total_bytes: u64 = std::fs::read_dir(&trace.dir)
@@ -107,46 +190,40 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
             get("skipped_sites")
         );
         let (mut first, mut last, mut all, mut bytes_all) = (u64::MAX, 0u64, 0u64, 0u64);
+        let mut exact = true;
         let _ = writeln!(out, "  threads          : {}", image.threads.len());
         for t in &image.threads {
-            let (count, lost, range, damage) = match Events::open(&t.path) {
-                Ok((h, mut events)) => {
-                    let (mut n, mut lo, mut hi) = (0u64, u64::MAX, 0u64);
-                    for e in events.by_ref() {
-                        if e.kind() == Some(ftail_abi::trace::EventKind::Earlier) {
-                            continue;
-                        }
-                        n += 1;
-                        lo = lo.min(e.tsc);
-                        hi = hi.max(e.tsc);
-                    }
-                    let note = match events.damage() {
-                        Some(d) => format!("  (damaged: {d})"),
-                        None if h.ring > 0 && h.laps > 0 => {
-                            format!("  (the latest: the ring went round {} times)", h.laps)
-                        }
-                        None => String::new(),
-                    };
-                    bytes_all += events.consumed();
-                    (n, h.lost, (lo, hi), note)
-                }
-                Err(e) => (0, 0, (u64::MAX, 0), format!("  (damaged: {e})")),
-            };
-            all += count;
-            first = first.min(range.0);
-            last = last.max(range.1);
+            let e = ThreadEvents::read(t, count_events);
+            all += e.count;
+            bytes_all += e.bytes;
+            exact &= e.exact;
+            first = first.min(e.first);
+            last = last.max(e.last);
             let name = t.name();
+            let count = if e.exact {
+                e.count.to_string()
+            } else {
+                format!("~{}", e.count)
+            };
             let _ = writeln!(
                 out,
                 "    {:>8} {:<16} {:>12} events  {:>10} lost{}",
                 t.tid,
                 if name.is_empty() { "-" } else { name },
                 count,
-                lost,
-                damage
+                e.lost,
+                e.note
             );
         }
-        if first <= last {
+        if !exact {
+            let _ = writeln!(
+                out,
+                "  events           : ~{all} ({}: ~{:.2} bytes each), estimated from the \
+                 files' sizes; --events counts them all and gives the duration",
+                bytes(bytes_all),
+                bytes_all as f64 / all.max(1) as f64,
+            );
+        } else if first <= last {
             let _ = writeln!(
                 out,
                 "  duration         : {} ({} events, {} of them: {:.2} bytes each)",

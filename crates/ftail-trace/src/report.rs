@@ -132,6 +132,18 @@ struct ThreadCounters {
     damage: Option<String>,
 }
 
+impl ThreadCounters {
+    /// The functions that were called, taken out of `by_func`: the
+    /// threads of a trace of many short processes each call few of their
+    /// image's functions, and all are held until they are merged.
+    fn take_called(&mut self) -> Vec<(u32, Counters)> {
+        (0u32..)
+            .zip(std::mem::take(&mut self.by_func))
+            .filter(|(_, c)| c.calls > 0)
+            .collect()
+    }
+}
+
 /// A function (index, or `u32::MAX` with the entry address for one no
 /// table names) and its arguments as text, when recorded.
 type ValueKey = (u32, u64, Option<Box<str>>);
@@ -463,24 +475,25 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
     } else {
         crate::values::Enums::default()
     };
-    let folded: Vec<(usize, u32, ThreadCounters)> = jobs
+    #[allow(clippy::type_complexity)]
+    let folded: Vec<(usize, u32, Vec<(u32, Counters)>, ThreadCounters)> = jobs
         .par_iter()
         .map(|&(i, t)| {
-            let c = if opts.values {
+            let mut c = if opts.values {
                 fold_values(t, &names[i], &opts.filters, &matches[i], &enums)
             } else if plain {
                 fold_plain(t, &names[i])
             } else {
                 fold_filtered(t, &names[i], &opts.filters, &matches[i])
             };
-            (i, t.tid, c)
+            (i, t.tid, c.take_called(), c)
         })
         .collect();
     let mut out = Report::default();
     for n in names {
         out.diagnostics.extend(n.diagnostics().iter().cloned());
     }
-    for (i, tid, c) in folded {
+    for (i, tid, called, c) in folded {
         let image = &trace.images[i];
         let hz = image.tsc_hz().max(1) as f64;
         let thread = opts.per_thread.then(|| (image.key.clone(), tid));
@@ -501,8 +514,12 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
             Some(key)
         };
         let unknown = |addr: u64| -> Arc<str> { format!("{:#x}", addr.saturating_sub(5)).into() };
-        for (f, counters) in c.by_func.iter().enumerate() {
-            add(names[i].functions()[f].name.clone(), None, counters);
+        for (f, counters) in &called {
+            add(
+                names[i].functions()[*f as usize].name.clone(),
+                None,
+                counters,
+            );
         }
         for (addr, counters) in &c.unknown {
             add(unknown(*addr), None, counters);

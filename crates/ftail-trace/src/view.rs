@@ -166,19 +166,17 @@ impl Matches {
     /// once. A pattern that does not compile matches nothing (commands
     /// refuse it before, with the reason).
     pub fn new(filters: &Filters, names: &Names) -> Matches {
-        let any = |patterns: &[String]| -> Vec<bool> {
-            if patterns.is_empty() {
+        let any = |texts: &[String]| -> Vec<bool> {
+            if texts.is_empty() {
                 return Vec::new();
             }
-            let patterns: Vec<Pattern> = patterns
+            let patterns: Vec<Pattern> = texts
                 .iter()
                 .filter_map(|p| Pattern::new(p, filters.kind).ok())
                 .collect();
-            names
-                .functions()
-                .iter()
-                .map(|f| patterns.iter().any(|p| p.matches(f)))
-                .collect()
+            // Once per module, for all the images that share it.
+            let key = format!("{:?}\0{}", filters.kind, texts.join("\0"));
+            names.matching(&key, &|f| patterns.iter().any(|p| p.matches(f)))
         };
         Matches {
             include: any(&filters.include),

@@ -31,6 +31,60 @@ pub fn bytes_read() -> u64 {
     BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// How many bytes of records an event file holds, found without reading
+/// them: a ring's whole ring once it went round, else up to its last
+/// non-zero word (the runtime grows a file ahead of what its thread has
+/// written, and what is not written yet is zero). Written records never
+/// hold [`PROBE`] bytes of zeros in a row, so a binary search over
+/// blocks finds the end in a few reads, however large the file and
+/// however much room lies beyond what was written.
+///
+/// # Errors
+///
+/// The file cannot be read.
+pub fn written_bytes(path: &Path, header: &Header) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    if header.ring != 0 && header.laps > 0 {
+        return Ok(header.ring);
+    }
+    let file = std::fs::File::open(path)?;
+    let start = header.header_size;
+    let mut end = file.metadata()?.len();
+    if header.ring != 0 {
+        // The ring's trace stack follows it.
+        end = end.min(start + header.ring);
+    }
+    // Records are whole 4-byte words from `start`.
+    let end = start + (end.saturating_sub(start) & !3);
+    let mut buf = vec![0u8; 2 * PROBE as usize];
+    // The end of the last non-zero word in [from, to), if any.
+    let mut last_word = |from: u64, to: u64| -> std::io::Result<Option<u64>> {
+        let block = &mut buf[..(to - from) as usize];
+        file.read_exact_at(block, from)?;
+        Ok(block
+            .chunks_exact(4)
+            .rposition(|w| w != [0; 4])
+            .map(|i| from + 4 * (i as u64 + 1)))
+    };
+    // The block at `lo` holds a record (or `lo` is the start); the one
+    // at `hi` holds none (or `hi` is the end).
+    let (mut lo, mut hi) = (start, end);
+    while hi - lo > PROBE {
+        let mid = lo + (((hi - lo) / 2) & !3);
+        if last_word(mid, end.min(mid + PROBE))?.is_some() {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let to = end.min(hi + PROBE);
+    Ok(last_word(lo, to)?.map_or(0, |e| e - start))
+}
+
+/// Bytes [`written_bytes`] reads at a time: more than written records
+/// can hold of zeros in a row.
+const PROBE: u64 = 16 << 10;
+
 /// The header fields of an event file that a reader uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Header {
