@@ -5,7 +5,10 @@
 //! skipped or lost and why ([`crate::losses`]). Reads metadata and event
 //! headers only, plus each thread's events once to count them.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
+
+use crate::printable::printable;
 
 use crate::reader::dir::TraceDir;
 use crate::reader::events::Events;
@@ -13,7 +16,7 @@ use crate::reader::events::Events;
 /// The text of `ftail info`.
 pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# trace: {}", trace.dir.display());
+    let _ = writeln!(out, "# trace: {}", printable(&trace.dir.to_string_lossy()));
     let total_bytes: u64 = std::fs::read_dir(&trace.dir)
         .into_iter()
         .flatten()
@@ -34,11 +37,12 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
     }
     for image in &trace.images {
         let i = &image.info;
-        let get = |k: &str| i.get(k).map_or("-", String::as_str);
+        // Every recorded string is printable before it is shown.
+        let get = |k: &str| i.get(k).map_or(Cow::Borrowed("-"), |v| printable(v));
         let hz = image.tsc_hz().max(1) as f64;
         let _ = writeln!(out);
         let _ = writeln!(out, "process {} ({})", image.key, get("exe"));
-        let _ = writeln!(out, "  command line     : {}", image.args().join(" "));
+        let _ = writeln!(out, "  command line     : {}", image.command_line());
         let _ = writeln!(out, "  parent pid       : {}", get("ppid"));
         if let Some(ns) = i
             .get("start_realtime_ns")
@@ -56,14 +60,14 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
             get("tail"),
             get("filter"),
             get("exclude"),
-            match get("depth") {
+            match &*get("depth") {
                 "0" => "unlimited",
                 d => d,
             },
             get("tracing"),
             get("control_agent")
         );
-        let per_thread = match get("buffer_events") {
+        let per_thread = match &*get("buffer_events") {
             "unlimited" => "no limit per thread".to_string(),
             n => format!("at most {n} events per thread"),
         };
@@ -78,7 +82,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
                     "  buffers          : a ring of {} per thread (flight recorder{}); {} \
                      trace-stack entries",
                     bytes(ring),
-                    match get("snapshot_signal") {
+                    match &*get("snapshot_signal") {
                         "0" | "-" => String::new(),
                         n => format!(", snapshots on signal {n}"),
                     },
@@ -165,7 +169,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace) -> String {
                 m.build_id.as_deref().unwrap_or("(no build id)"),
                 m.sites.0,
                 m.sites.1,
-                m.path.display(),
+                printable(&m.path.to_string_lossy()),
                 if m.unloaded.is_some() {
                     " (unloaded)"
                 } else {

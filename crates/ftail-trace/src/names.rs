@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use crate::printable::printable;
 use crate::reader::dir::Image;
 use crate::symbols::{Mapped, SourceLine, SymbolCache, SymbolOptions};
 
@@ -82,9 +83,12 @@ impl Names {
                 });
                 spans.entry(entry).or_default().push((m.loaded, until, id));
             }
-            names
-                .diagnostics
-                .extend(mapped.diagnostics().iter().map(|d| d.to_string()));
+            names.diagnostics.extend(
+                mapped
+                    .diagnostics()
+                    .iter()
+                    .map(|d| printable(&d.to_string()).into_owned()),
+            );
             names.modules.push((mapped, m.loaded, until));
         }
         names.diagnostics.dedup();

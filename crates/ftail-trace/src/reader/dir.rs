@@ -127,6 +127,12 @@ impl Image {
             .unwrap_or_default()
     }
 
+    /// The program's arguments as a shell would need them, control
+    /// characters escaped: what the text views show.
+    pub fn command_line(&self) -> String {
+        crate::printable::command_line(&self.args())
+    }
+
     /// Time-stamp counter ticks per second.
     pub fn tsc_hz(&self) -> u64 {
         self.info

@@ -1,0 +1,127 @@
+//! What the views print is the trace's, never the traced program's to
+//! shape: names, thread names and command lines with control characters
+//! reach no output raw and forge no line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// The names the program's two functions get once their binary is
+/// patched: a newline that would start a fake folded line of weight
+/// 99999, and an escape sequence that would colour the terminal.
+const EVIL: &[u8] = b"evil\n1;fake 99999";
+const ESC: &[u8] = b"esc\x1b[31mRED";
+
+/// Placeholders of the same lengths, which the assembler accepts.
+const EVIL_AS: &[u8] = b"evilQ1QfakeQ99999";
+const ESC_AS: &[u8] = b"escQQ31mRED";
+
+/// Replaces every `from` in `bytes` by `to` (of the same length); returns
+/// how many there were.
+fn replace_all(bytes: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+    assert_eq!(from.len(), to.len());
+    let mut n = 0;
+    let mut i = 0;
+    while i + from.len() <= bytes.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            n += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+/// A program whose functions are named [`EVIL`] and [`ESC`] in every
+/// table a reader names them from (symbols, site tables, debug strings).
+fn build_evil(dir: &Path) -> PathBuf {
+    let src = dir.join("evil.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n\
+         int evil(int x) __asm__(\"evilQ1QfakeQ99999\");\n\
+         int esc(int x) __asm__(\"escQQ31mRED\");\n\
+         __attribute__((noinline)) int evil(int x) { return x + 1; }\n\
+         __attribute__((noinline)) int esc(int x) { return evil(x) * 2; }\n\
+         int main(int argc, char **argv) { (void)argv; printf(\"%d\\n\", esc(argc)); return 0; }\n",
+    )
+    .unwrap();
+    let exe = dir.join("evil");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O1", "-g", "-o"])
+            .arg(&exe)
+            .arg(&src),
+    );
+    let mut bytes = std::fs::read(&exe).unwrap();
+    assert!(replace_all(&mut bytes, EVIL_AS, EVIL) > 0);
+    assert!(replace_all(&mut bytes, ESC_AS, ESC) > 0);
+    std::fs::write(&exe, bytes).unwrap();
+    exe
+}
+
+fn ftail_out(args: &[&str], trace: &Path) -> String {
+    let out = run(Command::new(ftail()).args(args).arg("-d").arg(trace));
+    assert!(out.status.success(), "ftail {args:?}: {out:?}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let raw = text
+        .chars()
+        .find(|&c| c.is_control() && c != '\n' && c != '\t');
+    assert_eq!(
+        raw, None,
+        "ftail {args:?} printed a control character:\n{text}"
+    );
+    text
+}
+
+#[test]
+fn names_and_command_lines_reach_no_output_raw() {
+    let dir = scratch();
+    let exe = build_evil(dir.path());
+    let trace = dir.path().join("t");
+    let (out, _) = record_trace(&trace, &exe, &["arg\x1b]0;title\x07", "two words"], &[]);
+    assert!(out.status.success(), "{out:?}");
+
+    let replay = ftail_out(&["replay"], &trace);
+    assert!(replay.contains(r"evil\n1;fake 99999("), "{replay}");
+    assert!(replay.contains(r"esc\x1b[31mRED("), "{replay}");
+    // The command line as a shell would need it typed.
+    assert!(
+        replay.contains(r"$'arg\x1b]0;title\x07' 'two words'"),
+        "{replay}"
+    );
+    let report = ftail_out(&["report"], &trace);
+    assert!(report.contains(r"evil\n1;fake 99999"), "{report}");
+    let info = ftail_out(&["info"], &trace);
+    assert!(
+        info.contains(r"$'arg\x1b]0;title\x07' 'two words'"),
+        "{info}"
+    );
+    ftail_out(&["graph"], &trace);
+
+    // One folded line per call path, main → esc → evil, and no weight
+    // taken from a name.
+    let folded = ftail_out(
+        &["dump", "--flame-graph", "--weight", "calls", "-o", "-"],
+        &trace,
+    );
+    let lines: Vec<&str> = folded
+        .lines()
+        .filter(|l| !l.starts_with("ftail:"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{folded}");
+    let leaf = lines
+        .iter()
+        .find(|l| l.contains("evil"))
+        .unwrap_or_else(|| panic!("{folded}"));
+    assert_eq!(*leaf, r"main;esc\x1b[31mRED;evil\n1,fake_99999 1");
+}
