@@ -20,7 +20,10 @@
 //!   quietly);
 //! * it waits for the program's end on a pidfd taken before the `exec`,
 //!   so a reused pid cannot fool it; where `pidfd_open` is not available
-//!   it polls `/proc/PID/stat`, checking the process's start time.
+//!   it polls `/proc/PID/stat`, checking the process's start time;
+//! * it learns how the program ended without being its parent: from
+//!   `/proc/PID/stat` while the program is a zombie, or from its pidfd
+//!   (`PIDFD_GET_INFO`, Linux 6.15) once its parent has reaped it.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -36,11 +39,16 @@ const TERMINAL_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGQUIT, libc::S
 /// How often the watcher looks at `/proc/PID/stat` without a pidfd.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
+/// How long the watcher waits for the program's exit status to become
+/// readable (the parent reaping it) before it reports none.
+const STATUS_WAIT: Duration = Duration::from_secs(1);
+
 /// Replaces this process with `cmd`, after starting a watcher that runs
-/// `summary` once the program has ended and prints its lines on standard
-/// error. Returns only when the watcher or the program could not be
-/// started, with the reason.
-pub fn exec(cmd: &mut Command, summary: &dyn Fn() -> Vec<String>) -> std::io::Error {
+/// `summary` once the program has ended, with the program's wait status
+/// where it could be learnt, and prints its lines on standard error.
+/// Returns only when the watcher or the program could not be started,
+/// with the reason.
+pub fn exec(cmd: &mut Command, summary: &dyn Fn(Option<i32>) -> Vec<String>) -> std::io::Error {
     let (outcome_read, outcome_write) = match pipe() {
         Ok(p) => p,
         Err(e) => return e,
@@ -101,7 +109,7 @@ fn intermediate(
     pidfd: Option<OwnedFd>,
     start: Option<u64>,
     mask: &libc::sigset_t,
-    summary: &dyn Fn() -> Vec<String>,
+    summary: &dyn Fn(Option<i32>) -> Vec<String>,
 ) -> ! {
     // SAFETY: this process has one thread (a fork of one).
     if unsafe { libc::fork() } == 0 {
@@ -119,7 +127,7 @@ fn watcher(
     pidfd: Option<OwnedFd>,
     start: Option<u64>,
     mask: &libc::sigset_t,
-    summary: &dyn Fn() -> Vec<String>,
+    summary: &dyn Fn(Option<i32>) -> Vec<String>,
 ) -> ! {
     for sig in TERMINAL_SIGNALS {
         // SAFETY: ignoring a signal is always allowed.
@@ -143,11 +151,12 @@ fn watcher(
         }
     };
     if !exec_failed {
-        match pidfd {
-            Some(fd) => wait_pidfd(&fd),
+        match &pidfd {
+            Some(fd) => wait_pidfd(fd),
             None => wait_polling(program, start),
         }
-        for line in summary() {
+        let status = wait_status(program, start, pidfd.as_ref());
+        for line in summary(status) {
             crate::out::stderr(&line);
         }
     }
@@ -222,6 +231,68 @@ fn wait_polling(pid: libc::pid_t, start: Option<u64>) {
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// The wait status of process `pid` (started at `start`), which has
+/// ended: read while it is a zombie, or from `pidfd` once reaped. `None`
+/// when neither tells it within [`STATUS_WAIT`] (an older kernel, and a
+/// parent that reaped the program at once).
+fn wait_status(pid: libc::pid_t, start: Option<u64>, pidfd: Option<&OwnedFd>) -> Option<i32> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(status) = zombie_status(pid, start) {
+            return Some(status);
+        }
+        if let Some(status) = pidfd.and_then(pidfd_exit_status) {
+            return Some(status);
+        }
+        if t0.elapsed() >= STATUS_WAIT {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The wait status of zombie `pid` started at `start` (field 52 of
+/// `/proc/PID/stat`, Linux 3.5).
+fn zombie_status(pid: libc::pid_t, start: Option<u64>) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let started = fields.get(19).and_then(|f| f.parse::<u64>().ok());
+    let same = start.is_some() && started == start;
+    (fields.first() == Some(&"Z") && same)
+        .then(|| fields.get(49)?.parse().ok())
+        .flatten()
+}
+
+/// `struct pidfd_info` as of Linux 6.15 (`PIDFD_INFO_SIZE_VER0`).
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    ids: [u32; 11],
+    exit_code: i32,
+}
+
+/// `PIDFD_INFO_EXIT`: the exit status is asked for, or was given.
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+/// `PIDFD_GET_INFO`: `_IOWR(0xFF, 11, struct pidfd_info)`.
+const PIDFD_GET_INFO: u64 =
+    3 << 30 | (std::mem::size_of::<PidfdInfo>() as u64) << 16 | 0xFF << 8 | 11;
+
+/// The wait status of the reaped process behind `pidfd`, where the kernel
+/// keeps it (Linux 6.15 and later).
+fn pidfd_exit_status(pidfd: &OwnedFd) -> Option<i32> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: PIDFD_GET_INFO fills at most the struct whose size its
+    // request number carries; an older kernel fails with an error.
+    let r = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO as _, &mut info) };
+    (r == 0 && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code)
 }
 
 /// Makes this process a child subreaper or not; returns whether it was
@@ -321,5 +392,21 @@ mod tests {
         assert!(child.wait().unwrap().success());
         // A pid whose start time differs is another process.
         wait_polling(std::process::id() as libc::pid_t, Some(1));
+    }
+
+    #[test]
+    fn the_exit_status_is_read_from_a_zombie_or_a_reaped_pidfd() {
+        let mut child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        let start = start_time(pid);
+        let pidfd = pidfd_open(pid);
+        wait_polling(pid, start);
+        assert_eq!(wait_status(pid, start, pidfd.as_ref()), Some(7 << 8));
+        child.wait().unwrap();
+        if let Some(fd) = &pidfd {
+            // Reaped: only a kernel that keeps it (6.15) still tells.
+            let reaped = wait_status(pid, start, Some(fd));
+            assert!(reaped.is_none() || reaped == Some(7 << 8), "{reaped:?}");
+        }
     }
 }

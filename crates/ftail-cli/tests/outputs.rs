@@ -125,3 +125,67 @@ fn names_and_command_lines_reach_no_output_raw() {
         .unwrap_or_else(|| panic!("{folded}"));
     assert_eq!(*leaf, r"main;esc\x1b[31mRED;evil\n1,fake_99999 1");
 }
+
+/// A program that uses some memory, then exits with status 3, kills
+/// itself with SIGKILL (`k`) or calls `_exit(5)` (`_`).
+fn build_ending(dir: &Path) -> PathBuf {
+    let src = dir.join("ending.c");
+    std::fs::write(
+        &src,
+        "#include <signal.h>\n#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n\
+         int work(char *p, int n) { memset(p, 1, n); return p[n - 1]; }\n\
+         int main(int argc, char **argv) {\n\
+           int n = 16 << 20; char *p = malloc(n); work(p, n);\n\
+           if (argc > 1 && argv[1][0] == 'k') raise(SIGKILL);\n\
+           if (argc > 1 && argv[1][0] == '_') _exit(5);\n\
+           return 3;\n\
+         }\n",
+    )
+    .unwrap();
+    let exe = dir.join("ending");
+    run_ok(ftail_cc("gcc").args(["-O1", "-o"]).arg(&exe).arg(&src));
+    exe
+}
+
+/// The `info` line that starts with `label`, without it.
+fn info_line(info: &str, label: &str) -> String {
+    info.lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .map(|l| l.trim_start_matches([' ', ':']).to_string())
+        .unwrap_or_else(|| panic!("no {label} in:\n{info}"))
+}
+
+#[test]
+fn info_says_how_each_process_ended_and_what_it_used() {
+    let dir = scratch();
+    let exe = build_ending(dir.path());
+    for (arg, code, ended) in [
+        ("r", Some(3), "exited with status 3"),
+        ("_", Some(5), "exited with status 5"),
+        ("k", None, "killed by signal 9 (SIGKILL)"),
+    ] {
+        let trace = dir.path().join(format!("t{arg}"));
+        // `output` returns once the watcher, which holds standard error,
+        // has written its summary.
+        let (out, _) = record_trace(&trace, &exe, &[arg], &[]);
+        assert_eq!(out.status.code(), code, "{out:?}");
+        let info = ftail_out(&["info"], &trace);
+        assert_eq!(info_line(&info, "ended"), ended, "{info}");
+        let used = info_line(&info, "resources");
+        if code.is_some() {
+            // 16 MiB were touched: the largest resident set is above it.
+            let mib: f64 = used
+                .split("at most ")
+                .nth(1)
+                .and_then(|r| r.strip_suffix(" MiB resident"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{info}"));
+            assert!(mib > 16.0, "{info}");
+            assert!(used.contains(" s CPU in user mode"), "{info}");
+        } else {
+            assert!(used.starts_with("not recorded"), "{info}");
+        }
+        let started = info_line(&info, "started");
+        assert!(started.contains(" UTC (unix time "), "{info}");
+    }
+}

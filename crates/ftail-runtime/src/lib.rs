@@ -150,6 +150,7 @@ extern "C" fn init() {
     // SAFETY: registering plain extern "C" callbacks.
     unsafe {
         libc::atexit(at_exit);
+        on_exit(exit_status, std::ptr::null_mut());
         libc::pthread_atfork(
             Some(before_fork),
             Some(after_fork_in_parent),
@@ -165,6 +166,16 @@ extern "C" fn init() {
     if cfg.ctl || cfg.off {
         agent::start();
     }
+}
+
+extern "C" {
+    /// glibc's `atexit` that is told the status given to `exit` (or
+    /// returned by `main`).
+    fn on_exit(f: extern "C" fn(libc::c_int, *mut libc::c_void), arg: *mut libc::c_void) -> i32;
+}
+
+extern "C" fn exit_status(code: libc::c_int, _: *mut libc::c_void) {
+    status::exiting(code);
 }
 
 extern "C" fn at_exit() {
@@ -246,6 +257,7 @@ fn calibrate_tsc() -> (u64, u64) {
 #[no_mangle]
 pub extern "C" fn _exit(code: i32) -> ! {
     frames::close_all_open();
+    status::exiting(code);
     // SAFETY: exit_group ends the process; nothing runs after it.
     unsafe {
         libc::syscall(libc::SYS_exit_group, code);
