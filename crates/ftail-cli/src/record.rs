@@ -648,12 +648,14 @@ pub fn summary(dir: &Path, program: &Path) -> Vec<String> {
 /// The summary of a run in which no process recorded anything.
 fn nothing_recorded(dir: &Path, program: &Path) -> Vec<String> {
     let mut lines = vec![format!(
-        "ftail: nothing was recorded in {}: no process loaded a module built with          `ftail cc` (`ftail sites PROGRAM` shows whether a binary has ftail's tables)",
+        "ftail: nothing was recorded in {}: no process loaded a module built with \
+         `ftail cc` (`ftail sites PROGRAM` shows whether a binary has ftail's tables)",
         dir.display()
     )];
     if let Some(path) = which(program).filter(|p| is_set_id(p)) {
         lines.push(format!(
-            "ftail: {} is set-user-ID or set-group-ID: the loader ignores LD_PRELOAD for it,              so ftail's runtime never ran in it",
+            "ftail: {} is set-user-ID or set-group-ID: the loader ignores LD_PRELOAD for it, \
+             so ftail's runtime never ran in it",
             path.display()
         ));
     }
@@ -824,5 +826,6 @@ mod tests {
         let lines = summary(dir.path(), std::path::Path::new("/bin/true"));
         assert_eq!(lines.len(), 1, "{lines:#?}");
         assert!(lines[0].contains("nothing was recorded"), "{lines:#?}");
+        assert!(!lines[0].contains("  "), "a stray space: {lines:#?}");
     }
 }
