@@ -554,14 +554,13 @@ pub fn run(o: RecordOptions) -> Result<i32> {
     let given = o.dir.clone();
     let program_path = PathBuf::from(program);
     let pid = std::process::id();
-    let err = crate::watch::exec(&mut cmd, &|status| {
-        // Recorded into again meanwhile: the trace is now `DIR.old`.
-        let shown = crate::trace_dir::now_at(&given, dir_id);
-        if let Some(status) = status {
-            note_exit(&shown, pid, status);
-        }
-        summary(&shown, &program_path)
-    });
+    // Recorded into again meanwhile: the trace is now `DIR.old`.
+    let shown = || crate::trace_dir::now_at(&given, dir_id);
+    let hooks = crate::watch::Hooks {
+        summary: &|| summary(&shown(), &program_path),
+        ended: &|status| note_exit(&shown(), pid, status),
+    };
+    let err = crate::watch::exec(&mut cmd, &hooks);
     // Nothing ran: leave no empty trace directory behind.
     if created {
         let _ = std::fs::remove_file(dir.join(ftail_abi::trace::BUDGET_FILE));

@@ -189,3 +189,25 @@ fn info_says_how_each_process_ended_and_what_it_used() {
         assert!(started.contains(" UTC (unix time "), "{info}");
     }
 }
+
+#[test]
+fn the_summary_is_printed_before_the_caller_goes_on() {
+    let dir = scratch();
+    let exe = build_ending(dir.path());
+    let trace = dir.path().join("t");
+    // What a user sees at a shell prompt: the summary, then the status.
+    let script = r#""$1" record -d "$2" -- "$3" r 2>&1; echo "rc=$?""#;
+    for _ in 0..5 {
+        let out = run_ok(
+            Command::new("sh")
+                .args(["-c", script, "sh"])
+                .arg(ftail())
+                .arg(&trace)
+                .arg(&exe),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(lines[0].starts_with("ftail: trace written to "), "{out}");
+        assert_eq!(lines[1], "rc=3", "{out}");
+    }
+}

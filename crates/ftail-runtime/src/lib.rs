@@ -46,7 +46,7 @@ mod record;
 use code::{stubs, tramp};
 use control::{agent, dlhook, metadata, selection};
 use found::modules;
-use process::{alloc, config, key, status, sync};
+use process::{alloc, config, key, status, sync, watcher};
 use record::{budget, buffer, children, frames, snapshot, stacks, state, thread};
 
 use std::sync::atomic::Ordering;
@@ -149,8 +149,10 @@ extern "C" fn init() {
     let _ = START.set(start);
     // SAFETY: registering plain extern "C" callbacks.
     unsafe {
-        libc::atexit(at_exit);
+        // Registered first, so it runs last: after the program's handlers
+        // and after `at_exit` has closed the open frames.
         on_exit(exit_status, std::ptr::null_mut());
+        libc::atexit(at_exit);
         libc::pthread_atfork(
             Some(before_fork),
             Some(after_fork_in_parent),
@@ -175,7 +177,15 @@ extern "C" {
 }
 
 extern "C" fn exit_status(code: libc::c_int, _: *mut libc::c_void) {
+    exiting(code);
+}
+
+/// The process image ends with `code`: noted, and the watcher told.
+fn exiting(code: i32) {
     status::exiting(code);
+    if let Some(watch) = CONFIG.get().and_then(|c| c.watch.as_ref()) {
+        watcher::announce_exit(watch);
+    }
 }
 
 extern "C" fn at_exit() {
@@ -257,7 +267,7 @@ fn calibrate_tsc() -> (u64, u64) {
 #[no_mangle]
 pub extern "C" fn _exit(code: i32) -> ! {
     frames::close_all_open();
-    status::exiting(code);
+    exiting(code);
     // SAFETY: exit_group ends the process; nothing runs after it.
     unsafe {
         libc::syscall(libc::SYS_exit_group, code);
