@@ -73,14 +73,16 @@ fn ftail_out(args: &[&str], trace: &Path) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_printable(&format!("ftail {args:?}"), &text);
+    text
+}
+
+/// Fails unless `text` holds no control character but newlines and tabs.
+fn assert_printable(what: &str, text: &str) {
     let raw = text
         .chars()
         .find(|&c| c.is_control() && c != '\n' && c != '\t');
-    assert_eq!(
-        raw, None,
-        "ftail {args:?} printed a control character:\n{text}"
-    );
-    text
+    assert_eq!(raw, None, "{what} printed a control character:\n{text}");
 }
 
 #[test]
@@ -107,6 +109,9 @@ fn names_and_command_lines_reach_no_output_raw() {
         "{info}"
     );
     ftail_out(&["graph"], &trace);
+    let sites = run_ok(Command::new(ftail()).arg("sites").arg(&exe));
+    assert_printable("ftail sites", &sites);
+    assert!(sites.contains(r"evil\n1;fake 99999 entry=1"), "{sites}");
 
     // One folded line per call path, main → esc → evil, and no weight
     // taken from a name.
