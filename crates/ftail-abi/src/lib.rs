@@ -377,10 +377,26 @@ pub mod trace {
         /// taken because the trace had no room left for them
         /// ([`TraceBudget::max_bytes`]).
         pub snapshots_refused: u64,
+        /// How the process image ended: [`EXIT_RECORDED`] with its wait
+        /// status (as `waitpid` gives it) in the low 32 bits; 0 while it
+        /// runs, or when nothing saw it end (an image that `exec`ed,
+        /// a child killed by a signal).
+        pub exit: u64,
+        /// CPU time in user mode, in microseconds, at exit (0: not
+        /// recorded).
+        pub cpu_user_us: u64,
+        /// CPU time in the kernel, in microseconds, at exit.
+        pub cpu_system_us: u64,
+        /// Its largest resident set, in KiB, at exit (0: not recorded).
+        pub max_rss_kib: u64,
         /// Reserved, zero.
-        pub reserved: [u64; 5],
+        pub reserved: [u64; 1],
     }
     const _: () = assert!(core::mem::size_of::<ProcessStatus>() == 128);
+
+    /// [`ProcessStatus::exit`]: the exit was recorded (a wait status of
+    /// 0, a clean exit, is then told from none).
+    pub const EXIT_RECORDED: u64 = 1 << 32;
 
     /// [`ProcessStatus::agent`]: no control agent was asked for.
     pub const AGENT_NONE: u64 = 0;

@@ -557,11 +557,14 @@ pub fn run(o: RecordOptions) -> Result<i32> {
     }
     let given = o.dir.clone();
     let program_path = PathBuf::from(program);
-    let err = crate::watch::exec(&mut cmd, &|| {
-        // Recorded into again meanwhile: the trace is now `DIR.old`.
-        let shown = crate::trace_dir::now_at(&given, dir_id);
-        summary(&shown, &program_path)
-    });
+    let pid = std::process::id();
+    // Recorded into again meanwhile: the trace is now `DIR.old`.
+    let shown = || crate::trace_dir::now_at(&given, dir_id);
+    let hooks = crate::watch::Hooks {
+        summary: &|| summary(&shown(), &program_path),
+        ended: &|status| note_exit(&shown(), pid, status),
+    };
+    let err = crate::watch::exec(&mut cmd, &hooks);
     // Nothing ran: leave no empty trace directory behind.
     if created {
         let _ = std::fs::remove_file(dir.join(ftail_abi::trace::BUDGET_FILE));
@@ -569,6 +572,58 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         let _ = std::fs::remove_dir(&dir);
     }
     Err(err).with_context(|| format!("running {}", program.to_string_lossy()))
+}
+
+/// Writes the wait status of the program (process `pid`) into the
+/// `KEY.status` of its last image in `dir`: the runtime cannot note a
+/// death by a signal itself. Best effort: a status file that is missing,
+/// not a regular file of this user's, or not ftail's is left alone.
+fn note_exit(dir: &Path, pid: u32, status: i32) {
+    use ftail_abi::trace::{ProcessStatus, EXIT_RECORDED, STATUS_MAGIC, STATUS_SUFFIX};
+    use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+    let Some(key) = last_image(dir, pid) else {
+        return;
+    };
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join(format!("{key}{STATUS_SUFFIX}")))
+    else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let size = std::mem::size_of::<ProcessStatus>() as u64;
+    let ok = file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.uid() == me && m.len() >= size);
+    let mut magic = [0u8; 8];
+    if !ok || file.read_exact_at(&mut magic, 0).is_err() || magic != STATUS_MAGIC {
+        return;
+    }
+    let exit = EXIT_RECORDED | u64::from(status as u32);
+    let at = std::mem::offset_of!(ProcessStatus, exit) as u64;
+    let _ = file.write_all_at(&exit.to_le_bytes(), at);
+}
+
+/// The file stem of the last image of process `pid` in `dir`: `PID`, or
+/// `PID~N` with the largest N after `exec`s.
+fn last_image(dir: &Path, pid: u32) -> Option<String> {
+    let suffix = ftail_abi::trace::STATUS_SUFFIX;
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            let key = name.strip_suffix(suffix)?;
+            let (p, generation) = match key.split_once('~') {
+                Some((p, n)) => (p, n.parse::<u32>().ok()?),
+                None => (key, 0),
+            };
+            (p.parse() == Ok(pid)).then(|| (generation, key.to_string()))
+        })
+        .max()
+        .map(|(_, key)| key)
 }
 
 /// What `ftail record` says once the program has ended: where the trace
@@ -596,12 +651,14 @@ pub fn summary(dir: &Path, program: &Path) -> Vec<String> {
 /// The summary of a run in which no process recorded anything.
 fn nothing_recorded(dir: &Path, program: &Path) -> Vec<String> {
     let mut lines = vec![format!(
-        "ftail: nothing was recorded in {}: no process loaded a module built with          `ftail cc` (`ftail sites PROGRAM` shows whether a binary has ftail's tables)",
+        "ftail: nothing was recorded in {}: no process loaded a module built with \
+         `ftail cc` (`ftail sites PROGRAM` shows whether a binary has ftail's tables)",
         dir.display()
     )];
     if let Some(path) = which(program).filter(|p| is_set_id(p)) {
         lines.push(format!(
-            "ftail: {} is set-user-ID or set-group-ID: the loader ignores LD_PRELOAD for it,              so ftail's runtime never ran in it",
+            "ftail: {} is set-user-ID or set-group-ID: the loader ignores LD_PRELOAD for it, \
+             so ftail's runtime never ran in it",
             path.display()
         ));
     }
@@ -772,5 +829,6 @@ mod tests {
         let lines = summary(dir.path(), std::path::Path::new("/bin/true"));
         assert_eq!(lines.len(), 1, "{lines:#?}");
         assert!(lines[0].contains("nothing was recorded"), "{lines:#?}");
+        assert!(!lines[0].contains("  "), "a stray space: {lines:#?}");
     }
 }

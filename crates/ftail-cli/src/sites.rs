@@ -55,7 +55,7 @@ fn describe(f: &sites::Function) -> String {
         "{:#012x} {:>6} {} entry={} exits={} tails={}{}: {}",
         f.start,
         f.size,
-        f.name,
+        ftail_trace::printable::printable(&f.name),
         count(SiteKind::Entry),
         exits,
         tails,

@@ -20,7 +20,17 @@
 //!   quietly);
 //! * it waits for the program's end on a pidfd taken before the `exec`,
 //!   so a reused pid cannot fool it; where `pidfd_open` is not available
-//!   it polls `/proc/PID/stat`, checking the process's start time.
+//!   it polls `/proc/PID/stat`, checking the process's start time;
+//! * it prints the summary before the program's parent sees it end: the
+//!   runtime, in the process started (`FTAIL_WATCH=PID:NAME`), connects
+//!   at exit to the watcher's abstract socket `NAME` (created before the
+//!   fork, close-on-exec: the program never holds it) and waits, at most
+//!   two seconds, until the watcher has printed and closed the
+//!   connection; a program killed by a signal, or one that `exec`s an
+//!   untraced program, is summarised once it has ended, as before;
+//! * it learns how the program ended without being its parent: from
+//!   `/proc/PID/stat` while the program is a zombie, or from its pidfd
+//!   (`PIDFD_GET_INFO`, Linux 6.15) once its parent has reaped it.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -36,11 +46,36 @@ const TERMINAL_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGQUIT, libc::S
 /// How often the watcher looks at `/proc/PID/stat` without a pidfd.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Replaces this process with `cmd`, after starting a watcher that runs
-/// `summary` once the program has ended and prints its lines on standard
-/// error. Returns only when the watcher or the program could not be
+/// How long the watcher waits for the program's exit status to become
+/// readable (the parent reaping it) before it reports none.
+const STATUS_WAIT: Duration = Duration::from_secs(1);
+
+/// What the watcher does for `ftail record`.
+pub struct Hooks<'a> {
+    /// The lines printed on standard error once the program has ended,
+    /// or is exiting.
+    pub summary: &'a dyn Fn() -> Vec<String>,
+    /// Told the program's wait status, where it could be learnt.
+    pub ended: &'a dyn Fn(i32),
+}
+
+/// The variable that tells the runtime where the watcher listens.
+const WATCH_ENV: &str = "FTAIL_WATCH";
+
+/// The program as the watcher knows it.
+struct Program {
+    pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
+    start: Option<u64>,
+    /// Where the runtime says the program is exiting.
+    listener: Option<OwnedFd>,
+}
+
+/// Replaces this process with `cmd`, after starting a watcher that prints
+/// the summary of `run` on standard error once the program is exiting or
+/// has ended. Returns only when the watcher or the program could not be
 /// started, with the reason.
-pub fn exec(cmd: &mut Command, summary: &dyn Fn() -> Vec<String>) -> std::io::Error {
+pub fn exec(cmd: &mut Command, run: &Hooks<'_>) -> std::io::Error {
     let (outcome_read, outcome_write) = match pipe() {
         Ok(p) => p,
         Err(e) => return e,
@@ -49,6 +84,17 @@ pub fn exec(cmd: &mut Command, summary: &dyn Fn() -> Vec<String>) -> std::io::Er
     let pid = unsafe { libc::getpid() };
     let pidfd = pidfd_open(pid);
     let start = start_time(pid);
+    let name = socket_name(pid);
+    let listener = listen(&name);
+    if listener.is_some() {
+        cmd.env(WATCH_ENV, format!("{pid}:{name}"));
+    }
+    let program = Program {
+        pid,
+        pidfd,
+        start,
+        listener,
+    };
     // A subreaper keeps that role across exec: the watcher, orphaned,
     // would become the program's child. Not one while forking.
     let subreaper = set_subreaper(false);
@@ -67,7 +113,7 @@ pub fn exec(cmd: &mut Command, summary: &dyn Fn() -> Vec<String>) -> std::io::Er
     // code; it never returns from `intermediate`.
     let child = unsafe { libc::fork() };
     if child == 0 {
-        intermediate(pid, outcome_read, pidfd, start, &old_mask, summary);
+        intermediate(program, outcome_read, &old_mask, run);
     }
     let forked = if child < 0 {
         Err(std::io::Error::last_os_error())
@@ -85,7 +131,7 @@ pub fn exec(cmd: &mut Command, summary: &dyn Fn() -> Vec<String>) -> std::io::Er
         return e;
     }
     drop(outcome_read);
-    drop(pidfd);
+    drop(program);
     let err = cmd.exec();
     // The exec failed: tell the watcher, which then leaves quietly.
     let code = err.raw_os_error().unwrap_or(libc::ENOEXEC);
@@ -95,17 +141,10 @@ pub fn exec(cmd: &mut Command, summary: &dyn Fn() -> Vec<String>) -> std::io::Er
 
 /// The first child: forks the watcher and leaves at once, so that the
 /// watcher is nobody's child but init's (or a subreaper's).
-fn intermediate(
-    program: libc::pid_t,
-    outcome: OwnedFd,
-    pidfd: Option<OwnedFd>,
-    start: Option<u64>,
-    mask: &libc::sigset_t,
-    summary: &dyn Fn() -> Vec<String>,
-) -> ! {
+fn intermediate(program: Program, outcome: OwnedFd, mask: &libc::sigset_t, run: &Hooks<'_>) -> ! {
     // SAFETY: this process has one thread (a fork of one).
     if unsafe { libc::fork() } == 0 {
-        watcher(program, outcome, pidfd, start, mask, summary);
+        watcher(program, outcome, mask, run);
     }
     // SAFETY: _exit ends the process without running anything inherited.
     unsafe { libc::_exit(0) }
@@ -113,14 +152,7 @@ fn intermediate(
 
 /// The watcher: waits for the program to start and end, then prints the
 /// summary.
-fn watcher(
-    program: libc::pid_t,
-    outcome: OwnedFd,
-    pidfd: Option<OwnedFd>,
-    start: Option<u64>,
-    mask: &libc::sigset_t,
-    summary: &dyn Fn() -> Vec<String>,
-) -> ! {
+fn watcher(program: Program, outcome: OwnedFd, mask: &libc::sigset_t, run: &Hooks<'_>) -> ! {
     for sig in TERMINAL_SIGNALS {
         // SAFETY: ignoring a signal is always allowed.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
@@ -130,7 +162,8 @@ fn watcher(
     let keep = [
         libc::STDERR_FILENO,
         outcome.as_raw_fd(),
-        pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        program.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        program.listener.as_ref().map_or(-1, AsRawFd::as_raw_fd),
     ];
     close_all_but(&keep);
     let mut code = [0u8; 4];
@@ -143,12 +176,25 @@ fn watcher(
         }
     };
     if !exec_failed {
-        match pidfd {
-            Some(fd) => wait_pidfd(&fd),
-            None => wait_polling(program, start),
-        }
-        for line in summary() {
-            crate::out::stderr(&line);
+        let print = || {
+            for line in (run.summary)() {
+                crate::out::stderr(&line);
+            }
+        };
+        if let Some(exiting) = program.wait_end_or_exit_call() {
+            // The program waits in its exit for the summary: printed now,
+            // then it is let go.
+            print();
+            drop(exiting);
+            program.wait_end();
+            if let Some(status) = program.wait_status() {
+                (run.ended)(status);
+            }
+        } else {
+            if let Some(status) = program.wait_status() {
+                (run.ended)(status);
+            }
+            print();
         }
     }
     // SAFETY: _exit ends the process without running anything inherited.
@@ -212,16 +258,223 @@ fn wait_pidfd(pidfd: &OwnedFd) {
 /// (no start time), until the pid is gone.
 fn wait_polling(pid: libc::pid_t, start: Option<u64>) {
     loop {
-        let running = match start {
-            Some(start) => matches!(stat(pid), Some((s, true)) if s == start),
-            // SAFETY: signal 0 only asks whether the process exists.
-            None => (unsafe { libc::kill(pid, 0) }) == 0,
-        };
-        if !running {
+        if !running(pid, start) {
             return;
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+impl Program {
+    /// Waits until the program has ended, or until its runtime calls from
+    /// its exit; returns that call's connection, which holds the program
+    /// in its exit until dropped.
+    fn wait_end_or_exit_call(&self) -> Option<OwnedFd> {
+        let Some(listener) = &self.listener else {
+            self.wait_end();
+            return None;
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // Without a pidfd, the end is polled for.
+        let timeout = if self.pidfd.is_some() {
+            -1
+        } else {
+            POLL_INTERVAL.as_millis() as i32
+        };
+        loop {
+            // SAFETY: two valid pollfds (a negative fd is ignored); poll
+            // only writes their `revents`.
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            if fds[0].revents & libc::POLLIN != 0 {
+                if let Some(conn) = accept_from(listener, self.pid) {
+                    return Some(conn);
+                }
+            }
+            let ended = match &self.pidfd {
+                Some(_) => fds[1].revents != 0,
+                None => !running(self.pid, self.start),
+            };
+            if ended {
+                return None;
+            }
+        }
+    }
+
+    fn wait_end(&self) {
+        match &self.pidfd {
+            Some(fd) => wait_pidfd(fd),
+            None => wait_polling(self.pid, self.start),
+        }
+    }
+
+    fn wait_status(&self) -> Option<i32> {
+        wait_status(self.pid, self.start, self.pidfd.as_ref())
+    }
+}
+
+/// A random name for the watcher's socket, unguessable by others.
+fn socket_name(pid: libc::pid_t) -> String {
+    let mut random = [0u8; 8];
+    // SAFETY: getrandom writes at most the buffer's length.
+    unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+    format!("ftail-watch-{pid}-{:016x}", u64::from_ne_bytes(random))
+}
+
+/// A listening abstract Unix socket named `name` (close-on-exec,
+/// non-blocking), or `None` where it cannot be made.
+fn listen(name: &str) -> Option<OwnedFd> {
+    // SAFETY: a plain socket call; the result is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_un is valid (family set below).
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (i, &b) in name.as_bytes().iter().enumerate() {
+        addr.sun_path[i + 1] = b as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+    // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
+    let bound = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    // SAFETY: listen on the socket just bound.
+    (bound == 0 && unsafe { libc::listen(fd.as_raw_fd(), 4) } == 0).then_some(fd)
+}
+
+/// A connection on `listener` from process `pid`; others are refused.
+fn accept_from(listener: &OwnedFd, pid: libc::pid_t) -> Option<OwnedFd> {
+    loop {
+        // SAFETY: accepting on a listening socket; the result is owned
+        // below. Non-blocking: none pending ends the loop.
+        let fd = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` was just accepted and is owned by nothing else.
+        let conn = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: SO_PEERCRED writes a ucred of at most `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                conn.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 && cred.pid == pid {
+            return Some(conn);
+        }
+    }
+}
+
+/// Whether process `pid`, started at `start`, still runs.
+fn running(pid: libc::pid_t, start: Option<u64>) -> bool {
+    match start {
+        Some(start) => matches!(stat(pid), Some((s, true)) if s == start),
+        // SAFETY: signal 0 only asks whether the process exists.
+        None => (unsafe { libc::kill(pid, 0) }) == 0,
+    }
+}
+
+/// The wait status of process `pid` (started at `start`), which has
+/// ended: read while it is a zombie, or from `pidfd` once reaped. `None`
+/// when neither tells it within [`STATUS_WAIT`] (an older kernel, and a
+/// parent that reaped the program at once).
+fn wait_status(pid: libc::pid_t, start: Option<u64>, pidfd: Option<&OwnedFd>) -> Option<i32> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(status) = zombie_status(pid, start) {
+            return Some(status);
+        }
+        if let Some(status) = pidfd.and_then(pidfd_exit_status) {
+            return Some(status);
+        }
+        if t0.elapsed() >= STATUS_WAIT {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The wait status of zombie `pid` started at `start` (field 52 of
+/// `/proc/PID/stat`, Linux 3.5).
+fn zombie_status(pid: libc::pid_t, start: Option<u64>) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let started = fields.get(19).and_then(|f| f.parse::<u64>().ok());
+    let same = start.is_some() && started == start;
+    (fields.first() == Some(&"Z") && same)
+        .then(|| fields.get(49)?.parse().ok())
+        .flatten()
+}
+
+/// `struct pidfd_info` as of Linux 6.15 (`PIDFD_INFO_SIZE_VER0`).
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    ids: [u32; 11],
+    exit_code: i32,
+}
+
+/// `PIDFD_INFO_EXIT`: the exit status is asked for, or was given.
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+/// `PIDFD_GET_INFO`: `_IOWR(0xFF, 11, struct pidfd_info)`.
+const PIDFD_GET_INFO: u64 =
+    3 << 30 | (std::mem::size_of::<PidfdInfo>() as u64) << 16 | 0xFF << 8 | 11;
+
+/// The wait status of the reaped process behind `pidfd`, where the kernel
+/// keeps it (Linux 6.15 and later).
+fn pidfd_exit_status(pidfd: &OwnedFd) -> Option<i32> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: PIDFD_GET_INFO fills at most the struct whose size its
+    // request number carries; an older kernel fails with an error.
+    let r = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO as _, &mut info) };
+    (r == 0 && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code)
 }
 
 /// Makes this process a child subreaper or not; returns whether it was
@@ -321,5 +574,21 @@ mod tests {
         assert!(child.wait().unwrap().success());
         // A pid whose start time differs is another process.
         wait_polling(std::process::id() as libc::pid_t, Some(1));
+    }
+
+    #[test]
+    fn the_exit_status_is_read_from_a_zombie_or_a_reaped_pidfd() {
+        let mut child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        let start = start_time(pid);
+        let pidfd = pidfd_open(pid);
+        wait_polling(pid, start);
+        assert_eq!(wait_status(pid, start, pidfd.as_ref()), Some(7 << 8));
+        child.wait().unwrap();
+        if let Some(fd) = &pidfd {
+            // Reaped: only a kernel that keeps it (6.15) still tells.
+            let reaped = wait_status(pid, start, Some(fd));
+            assert!(reaped.is_none() || reaped == Some(7 << 8), "{reaped:?}");
+        }
     }
 }

@@ -289,6 +289,10 @@ fn info_says_what_the_trace_is() {
         (r"parent pid       : \d+", "parent pid       : <pid>"),
         (r"started          : .*", "started          : <time>"),
         (r"clock            : .*", "clock            : <rate>"),
+        (
+            r"resources        : .*",
+            "resources        : <cpu and memory>",
+        ),
         (r"(?m)^ +\d+ tour ", "    <tid> tour "),
         // The default maximum size is a share of the free space on the trace's filesystem.
         (r"maximum size: [^(]*\(", "maximum size: <free share> ("),

@@ -159,7 +159,7 @@ pub fn fold(input: &Input, weight: Weight) -> (BTreeMap<String, u64>, Notes) {
             if n.key & 1 << 63 != 0 {
                 format!("{:#x}", (n.key & !(1 << 63)).saturating_sub(5))
             } else {
-                names.functions()[n.key as usize].name.replace(';', ",")
+                frame(&names.functions()[n.key as usize].name)
             }
         };
         for (id, n) in tree.nodes.iter().enumerate().skip(1) {
@@ -190,6 +190,26 @@ pub fn fold(input: &Input, weight: Weight) -> (BTreeMap<String, u64>, Notes) {
     (lines, notes)
 }
 
+/// A function's name as a frame of a folded line, which no name can
+/// forge: names are printable already (no newline), a `;` would split the
+/// frame (it becomes `,`), and a name ending in a space and a number would
+/// pass that number for the line's weight (or, before the weight, for the
+/// first run's in a differential graph): that space becomes `_`.
+fn frame(name: &str) -> String {
+    let mut f = name.replace(';', ",");
+    if let Some(space) = f.rfind(char::is_whitespace) {
+        let tail = &f[space..].trim_start();
+        let number = !tail.is_empty()
+            && tail.chars().filter(|&c| c == '.').count() <= 1
+            && tail.chars().all(|c| c.is_ascii_digit() || c == '.');
+        if number {
+            let width = f[space..].chars().next().map_or(1, char::len_utf8);
+            f.replace_range(space..space + width, "_");
+        }
+    }
+    f
+}
+
 /// Writes `input`'s folded stacks to `out`; returns notes on what could
 /// not be read.
 ///
@@ -203,4 +223,19 @@ pub fn write<W: Write + ?Sized>(input: &Input, weight: Weight, out: &mut W) -> i
     }
     out.flush()?;
     Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame;
+
+    #[test]
+    fn no_name_forges_a_frame_or_a_weight() {
+        assert_eq!(frame("ns::f<int, char>"), "ns::f<int, char>");
+        assert_eq!(frame("a;b"), "a,b");
+        assert_eq!(frame("evil\\n1;fake 99999"), "evil\\n1,fake_99999");
+        assert_eq!(frame("f 1.5"), "f_1.5");
+        assert_eq!(frame("operator new"), "operator new");
+        assert_eq!(frame("v 1.2.3"), "v 1.2.3");
+    }
 }

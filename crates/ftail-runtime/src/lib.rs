@@ -46,7 +46,7 @@ mod record;
 use code::{stubs, tramp};
 use control::{agent, dlhook, metadata, selection};
 use found::modules;
-use process::{alloc, config, key, status, sync};
+use process::{alloc, config, key, status, sync, watcher};
 use record::{budget, buffer, children, frames, snapshot, stacks, state, thread};
 
 use std::sync::atomic::Ordering;
@@ -149,6 +149,9 @@ extern "C" fn init() {
     let _ = START.set(start);
     // SAFETY: registering plain extern "C" callbacks.
     unsafe {
+        // Registered first, so it runs last: after the program's handlers
+        // and after `at_exit` has closed the open frames.
+        on_exit(exit_status, std::ptr::null_mut());
         libc::atexit(at_exit);
         libc::pthread_atfork(
             Some(before_fork),
@@ -164,6 +167,24 @@ extern "C" fn init() {
     }
     if cfg.ctl || cfg.off {
         agent::start();
+    }
+}
+
+extern "C" {
+    /// glibc's `atexit` that is told the status given to `exit` (or
+    /// returned by `main`).
+    fn on_exit(f: extern "C" fn(libc::c_int, *mut libc::c_void), arg: *mut libc::c_void) -> i32;
+}
+
+extern "C" fn exit_status(code: libc::c_int, _: *mut libc::c_void) {
+    exiting(code);
+}
+
+/// The process image ends with `code`: noted, and the watcher told.
+fn exiting(code: i32) {
+    status::exiting(code);
+    if let Some(watch) = CONFIG.get().and_then(|c| c.watch.as_ref()) {
+        watcher::announce_exit(watch);
     }
 }
 
@@ -246,6 +267,7 @@ fn calibrate_tsc() -> (u64, u64) {
 #[no_mangle]
 pub extern "C" fn _exit(code: i32) -> ! {
     frames::close_all_open();
+    exiting(code);
     // SAFETY: exit_group ends the process; nothing runs after it.
     unsafe {
         libc::syscall(libc::SYS_exit_group, code);

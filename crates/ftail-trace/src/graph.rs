@@ -273,7 +273,7 @@ pub fn render(
         if tree.is_empty() {
             continue;
         }
-        let _ = writeln!(out, "# process {}: {}", image.key, image.args().join(" "));
+        let _ = writeln!(out, "# process {}: {}", image.key, image.command_line());
         if let Kind::Callers(g) = kind {
             let _ = writeln!(out, "# callers of {g}, the calls of it first");
         }

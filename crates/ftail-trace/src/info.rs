@@ -8,7 +8,10 @@
 //! (`~`), and the duration is left out unless every event is counted
 //! ([`render`]'s `count_events`, `ftail info --events`).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
+
+use crate::printable::printable;
 
 use crate::reader::dir::{ThreadFile, TraceDir};
 use crate::reader::events::{written_bytes, Events};
@@ -96,7 +99,7 @@ impl ThreadEvents {
 /// counts and the duration of each process.
 pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: bool) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# trace: {}", trace.dir.display());
+    let _ = writeln!(out, "# trace: {}", printable(&trace.dir.to_string_lossy()));
     let total_bytes: u64 = std::fs::read_dir(&trace.dir)
         .into_iter()
         .flatten()
@@ -117,11 +120,12 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
     }
     for image in &trace.images {
         let i = &image.info;
-        let get = |k: &str| i.get(k).map_or("-", String::as_str);
+        // Every recorded string is printable before it is shown.
+        let get = |k: &str| i.get(k).map_or(Cow::Borrowed("-"), |v| printable(v));
         let hz = image.tsc_hz().max(1) as f64;
         let _ = writeln!(out);
         let _ = writeln!(out, "process {} ({})", image.key, get("exe"));
-        let _ = writeln!(out, "  command line     : {}", image.args().join(" "));
+        let _ = writeln!(out, "  command line     : {}", image.command_line());
         let _ = writeln!(out, "  parent pid       : {}", get("ppid"));
         if let Some(ns) = i
             .get("start_realtime_ns")
@@ -129,24 +133,33 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
         {
             let _ = writeln!(
                 out,
-                "  started          : {} (unix time, s)",
+                "  started          : {} (unix time {:.3} s)",
+                utc_time(ns / 1_000_000_000),
                 ns as f64 / 1e9
             );
         }
+        let _ = writeln!(out, "  ended            : {}", ending(trace, image));
+        let used = image.status.as_ref().and_then(resources);
+        let _ = writeln!(
+            out,
+            "  resources        : {}",
+            used.as_deref()
+                .unwrap_or("not recorded (the runtime notes them at exit)")
+        );
         let _ = writeln!(
             out,
             "  recorded with    : tail={} filter={} exclude={} depth={} tracing={} control_agent={}",
             get("tail"),
             get("filter"),
             get("exclude"),
-            match get("depth") {
+            match &*get("depth") {
                 "0" => "unlimited",
                 d => d,
             },
             get("tracing"),
             get("control_agent")
         );
-        let per_thread = match get("buffer_events") {
+        let per_thread = match &*get("buffer_events") {
             "unlimited" => "no limit per thread".to_string(),
             n => format!("at most {n} events per thread"),
         };
@@ -161,7 +174,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
                     "  buffers          : a ring of {} per thread (flight recorder{}); {} \
                      trace-stack entries",
                     bytes(ring),
-                    match get("snapshot_signal") {
+                    match &*get("snapshot_signal") {
                         "0" | "-" => String::new(),
                         n => format!(", snapshots on signal {n}"),
                     },
@@ -242,7 +255,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
                 m.build_id.as_deref().unwrap_or("(no build id)"),
                 m.sites.0,
                 m.sites.1,
-                m.path.display(),
+                printable(&m.path.to_string_lossy()),
                 if m.unloaded.is_some() {
                     " (unloaded)"
                 } else {
@@ -261,6 +274,112 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
     out
 }
 
+/// How `image` ended: its exit status or signal where it was recorded.
+fn ending(trace: &TraceDir, image: &crate::reader::dir::Image) -> String {
+    use ftail_abi::trace::EXIT_RECORDED;
+    let exit = image.status.as_ref().map_or(0, |s| s.exit);
+    if exit & EXIT_RECORDED == 0 {
+        // Images of a process are listed in exec order.
+        let next = trace
+            .images
+            .iter()
+            .skip_while(|i| i.key != image.key)
+            .nth(1)
+            .filter(|i| i.pid == image.pid);
+        return match next {
+            Some(n) => format!("replaced by exec (process image {})", n.key),
+            None => "exit status unknown".to_string(),
+        };
+    }
+    let status = exit as u32;
+    let signal = status & 0x7f;
+    if signal == 0 {
+        return format!("exited with status {}", (status >> 8) & 0xff);
+    }
+    format!(
+        "killed by signal {signal}{}{}",
+        signal_name(signal).map_or(String::new(), |n| format!(" ({n})")),
+        if status & 0x80 != 0 {
+            ", core dumped"
+        } else {
+            ""
+        }
+    )
+}
+
+/// CPU time and largest resident set, where the runtime noted them at
+/// exit.
+fn resources(s: &ftail_abi::trace::ProcessStatus) -> Option<String> {
+    if s.max_rss_kib == 0 && s.cpu_user_us == 0 && s.cpu_system_us == 0 {
+        return None;
+    }
+    Some(format!(
+        "{:.3} s CPU in user mode, {:.3} s in the kernel; at most {} resident",
+        s.cpu_user_us as f64 / 1e6,
+        s.cpu_system_us as f64 / 1e6,
+        bytes(s.max_rss_kib.saturating_mul(1024))
+    ))
+}
+
+fn signal_name(signal: u32) -> Option<&'static str> {
+    const NAMES: [&str; 31] = [
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    NAMES.get(signal.checked_sub(1)? as usize).copied()
+}
+
+/// `secs` since the epoch as a UTC date and time: `2026-12-07 08:26:31
+/// UTC` (days to a civil date as in Howard Hinnant's `civil_from_days`).
+fn utc_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 fn bytes(n: u64) -> String {
     let (v, unit) = if n >= 1 << 30 {
         (n as f64 / (1u64 << 30) as f64, "GiB")
@@ -276,7 +395,14 @@ fn bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::bytes;
+    use super::{bytes, utc_time};
+
+    #[test]
+    fn start_times_read_as_utc_dates() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_time(1_796_631_649), "2026-12-07 08:20:49 UTC");
+    }
 
     #[test]
     fn sizes_read_as_whole_bytes_or_one_decimal_of_a_unit() {

@@ -15,6 +15,7 @@ pub mod graph;
 pub mod info;
 pub mod losses;
 pub mod names;
+pub mod printable;
 pub mod reader;
 pub mod replay;
 pub mod report;

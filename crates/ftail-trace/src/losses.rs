@@ -125,7 +125,11 @@ fn process_notes(p: &crate::trace::Process, who: &str, out: &mut Vec<String>) {
         }
     }
     for (_, why, path) in &p.skipped_modules {
-        out.push(format!("{who}: {} left untraced: {why}", path.display()));
+        out.push(format!(
+            "{who}: {} left untraced: {}",
+            crate::printable::printable(&path.to_string_lossy()),
+            crate::printable::printable(why)
+        ));
     }
     let skipped_sites: u64 = p
         .info

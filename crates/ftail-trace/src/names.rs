@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHashMap;
 
+use crate::printable::printable;
 use crate::reader::dir::Image;
 use crate::symbols::{Mapped, ModuleSymbols, SourceLine, SymbolCache, SymbolOptions};
 
@@ -188,9 +189,12 @@ impl Names {
         for m in &image.modules {
             let mapped = cache.symbols.module(&m.path, m.build_id.as_deref(), m.base);
             let funcs = cache.funcs(&mapped.symbols);
-            names
-                .diagnostics
-                .extend(mapped.diagnostics().iter().map(|d| d.to_string()));
+            names.diagnostics.extend(
+                mapped
+                    .diagnostics()
+                    .iter()
+                    .map(|d| printable(&d.to_string()).into_owned()),
+            );
             if !funcs.funcs.is_empty() {
                 names.ranges.push(Range {
                     lo: funcs.lo.wrapping_add(mapped.bias),

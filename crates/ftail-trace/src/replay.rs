@@ -206,7 +206,7 @@ struct ImageReplay<'a> {
 impl ImageReplay<'_> {
     fn run(&mut self, out: &mut impl Write) -> io::Result<()> {
         let image = self.image;
-        let args = image.args().join(" ");
+        let args = image.command_line();
         let exec = image
             .key
             .split_once('~')

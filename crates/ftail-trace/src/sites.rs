@@ -322,7 +322,9 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at {:#x}: {}", self.function, self.addr, self.what)
+        use crate::printable::printable;
+        let (function, what) = (printable(&self.function), printable(&self.what));
+        write!(f, "{function} at {:#x}: {what}", self.addr)
     }
 }
 

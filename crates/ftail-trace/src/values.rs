@@ -117,11 +117,13 @@ impl Enums {
         let f: Vec<&str> = line.split('\t').collect();
         if let ["value", n, v, name] = f[..] {
             if let (Ok(n), Ok(v)) = (n.parse(), v.parse()) {
-                self.names.insert((n, v), name.to_string());
+                self.names
+                    .insert((n, v), crate::printable::printable(name).into_owned());
             }
         } else if let ["aggregate", n, name] = f[..] {
             if let Ok(n) = n.parse() {
-                self.aggregates.insert(n, name.to_string());
+                self.aggregates
+                    .insert(n, crate::printable::printable(name).into_owned());
             }
         } else if let Some((glob, spec)) = ftail_abi::argspec::FnSpec::parse_line(line) {
             if spec.has_ret == 0 {

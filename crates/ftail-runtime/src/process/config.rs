@@ -56,6 +56,8 @@ pub struct Config {
     pub off: bool,
     /// Start the control agent (`--ctl`, implied by `--off`).
     pub ctl: bool,
+    /// The watcher of `ftail record` to tell of the exit, if any.
+    pub watch: Option<Watch>,
     /// The user who started the recording: the one the control agent
     /// answers (with root), whatever user the program has become since.
     pub owner_uid: u32,
@@ -111,6 +113,37 @@ fn old_path(dir: &[u8]) -> std::ffi::CString {
     let mut old = dir[..end].to_vec();
     old.extend_from_slice(b".old");
     std::ffi::CString::new(old).unwrap_or_default()
+}
+
+/// `ftail record`'s watcher, from `FTAIL_WATCH=PID:NAME`: the process
+/// that tells it of its exit, and its abstract socket's name.
+#[derive(Debug)]
+pub struct Watch {
+    /// The process `ftail record` started.
+    pub pid: u32,
+    name: [u8; 64],
+    len: usize,
+}
+
+impl Watch {
+    fn parse(text: &str) -> Option<Watch> {
+        let (pid, name) = text.split_once(':')?;
+        let mut w = Watch {
+            pid: pid.parse().ok()?,
+            name: [0; 64],
+            len: name.len(),
+        };
+        if name.is_empty() || name.len() > w.name.len() {
+            return None;
+        }
+        w.name[..name.len()].copy_from_slice(name.as_bytes());
+        Some(w)
+    }
+
+    /// The socket's name, without the abstract namespace's NUL.
+    pub fn name(&self) -> &[u8] {
+        &self.name[..self.len]
+    }
 }
 
 fn var(name: &str) -> Option<String> {
@@ -170,6 +203,7 @@ impl Config {
             stack_entries: num("FTAIL_STACK_ENTRIES", 1 << 16).clamp(16, MAX_STACK_ENTRIES),
             off: var("FTAIL_OFF").is_some_and(|v| v == "1"),
             ctl: var("FTAIL_CTL").is_some_and(|v| v == "1"),
+            watch: var("FTAIL_WATCH").and_then(|v| Watch::parse(&v)),
             owner_uid: var(OWNER_UID_ENV)
                 .and_then(|v| v.parse().ok())
                 // SAFETY: geteuid has no preconditions.
@@ -204,7 +238,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{glob, old_path, parse_dir_id};
+    use super::{glob, old_path, parse_dir_id, Watch};
 
     #[test]
     fn the_old_trace_is_named_as_ftail_record_names_it() {
@@ -224,5 +258,20 @@ mod tests {
         assert!(!glob("f?o", "fooo"));
         assert!(glob("a*b*c", "a_x_b_y_c"));
         assert!(!glob("a*b*c", "a_x_b_y"));
+    }
+
+    #[test]
+    fn the_watcher_is_named_by_pid_and_socket() {
+        let w = Watch::parse("4242:ftail-watch-4242-00ff").unwrap();
+        assert_eq!((w.pid, w.name()), (4242, &b"ftail-watch-4242-00ff"[..]));
+        for bad in [
+            "",
+            "4242",
+            "4242:",
+            "x:name",
+            &format!("1:{}", "n".repeat(65)),
+        ] {
+            assert!(Watch::parse(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -8,3 +8,4 @@ pub mod files;
 pub mod key;
 pub mod status;
 pub mod sync;
+pub mod watcher;

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use ftail_abi::trace::{ProcessStatus, STATUS_MAGIC, TRACE_VERSION};
+use ftail_abi::trace::{ProcessStatus, EXIT_RECORDED, STATUS_MAGIC, TRACE_VERSION};
 
 use crate::process::files;
 
@@ -124,4 +124,31 @@ pub fn agent(state: u64) {
     if let Some(c) = counter(offset!(agent)) {
         c.store(state, Ordering::Relaxed);
     }
+}
+
+/// The process image ends with `exit(code)` or `_exit(code)`: notes the
+/// status and what the process used. Async-signal-safe (`_exit` may be
+/// called from a handler): one `getrusage` and plain stores.
+pub fn exiting(code: i32) {
+    let Some(exit) = counter(offset!(exit)) else {
+        return;
+    };
+    // SAFETY: an all-zero rusage is a valid value for getrusage to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes the rusage it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+        let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+        for (field, value) in [
+            (offset!(cpu_user_us), us(usage.ru_utime)),
+            (offset!(cpu_system_us), us(usage.ru_stime)),
+            (offset!(max_rss_kib), usage.ru_maxrss as u64),
+        ] {
+            if let Some(c) = counter(field) {
+                c.store(value, Ordering::Relaxed);
+            }
+        }
+    }
+    // As `waitpid` would give it: the low byte of the code, shifted.
+    let status = ((code as u32) & 0xff) << 8;
+    exit.store(EXIT_RECORDED | u64::from(status), Ordering::Release);
 }

@@ -127,6 +127,12 @@ impl Image {
             .unwrap_or_default()
     }
 
+    /// The program's arguments as a shell would need them, control
+    /// characters escaped: what the text views show.
+    pub fn command_line(&self) -> String {
+        crate::printable::command_line(&self.args())
+    }
+
     /// Time-stamp counter ticks per second.
     pub fn tsc_hz(&self) -> u64 {
         self.info
@@ -320,7 +326,11 @@ fn read_status(path: &Path) -> Option<ProcessStatus> {
         agent: u64_at(offset_of!(ProcessStatus, agent)),
         threads_max_size: u64_at(offset_of!(ProcessStatus, threads_max_size)),
         snapshots_refused: u64_at(offset_of!(ProcessStatus, snapshots_refused)),
-        reserved: [0; 5],
+        exit: u64_at(offset_of!(ProcessStatus, exit)),
+        cpu_user_us: u64_at(offset_of!(ProcessStatus, cpu_user_us)),
+        cpu_system_us: u64_at(offset_of!(ProcessStatus, cpu_system_us)),
+        max_rss_kib: u64_at(offset_of!(ProcessStatus, max_rss_kib)),
+        reserved: [0; 1],
     })
 }
 

@@ -125,9 +125,11 @@ pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
     }
     let name_at = std::mem::offset_of!(EventFileHeader, name);
     Ok(Header {
-        name: String::from_utf8_lossy(&h[name_at..name_at + 16])
-            .trim_end_matches('\0')
-            .to_string(),
+        // The program names its threads as it likes: printable here, once.
+        name: crate::printable::printable(
+            String::from_utf8_lossy(&h[name_at..name_at + 16]).trim_end_matches('\0'),
+        )
+        .into_owned(),
         lost: u64_at(std::mem::offset_of!(EventFileHeader, lost)),
         stopped: u64_at(std::mem::offset_of!(EventFileHeader, stopped)),
         header_size: u64::from(u32_at(std::mem::offset_of!(EventFileHeader, header_size)))

@@ -257,7 +257,12 @@ impl Name {
     fn forms(&self) -> &(Arc<str>, Arc<str>) {
         self.demangled
             .get_or_init(|| match demangle::demangle_both(&self.mangled) {
-                Some(d) => (d.name.into(), d.signature.into()),
+                // A demangler spells out what the mangling encodes, which
+                // may be any character.
+                Some(d) => (
+                    crate::printable::printable(&d.name).into(),
+                    crate::printable::printable(&d.signature).into(),
+                ),
                 None => (self.mangled.clone(), self.mangled.clone()),
             })
     }
@@ -485,6 +490,12 @@ struct TableBuilder {
 
 impl TableBuilder {
     fn name(&mut self, mangled: String, source: Source) -> u32 {
+        // Made printable once, here, so that no output can show a name's
+        // control characters raw (a newline would forge a line of output).
+        let mangled = match crate::printable::printable(&mangled) {
+            std::borrow::Cow::Borrowed(_) => mangled,
+            std::borrow::Cow::Owned(escaped) => escaped,
+        };
         let key: (Arc<str>, bool) = (mangled.into(), source == Source::Sites);
         if let Some(&i) = self.by_name.get(&key) {
             return i;
