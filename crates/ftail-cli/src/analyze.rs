@@ -358,7 +358,8 @@ fn paged(text: &str, no_pager: bool) -> Result<()> {
 /// How `ftail replay` lays its lines out.
 #[derive(Args, Debug, Clone)]
 pub struct ReplayShape {
-    /// Columns: any of time, delta, duration, tid
+    /// Columns, as uftrace names them: any of time, delta, elapsed,
+    /// duration, tid, addr; none; +FIELDS adds to the default
     #[arg(
         short = 'f',
         long,
@@ -411,16 +412,19 @@ pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
 /// `ftail report`.
 pub fn report(
     view: &ViewArgs,
+    fields: &str,
     sort: &str,
     threads: bool,
     values: bool,
     diff: Option<&Path>,
     no_pager: bool,
 ) -> Result<i32> {
-    use ftail_trace::report::{render, render_diff, report, DiffLabels, Options, SortKey};
+    use ftail_trace::report::SortKey;
+    use ftail_trace::report::{render_columns, render_diff, report, Column, DiffLabels, Options};
     let Some(key) = SortKey::parse(sort) else {
         bail!("unknown sort key {sort:?}");
     };
+    let columns = Column::parse_list(fields).map_err(anyhow::Error::msg)?;
     let o = view.open()?;
     let opts = Options {
         filters: view.filters(&o.trace),
@@ -432,7 +436,7 @@ pub fn report(
     let r = report(&o.trace, &o.names, &opts);
     progress.finish();
     let text = match diff {
-        None => render(&r, key),
+        None => render_columns(&r, key, &columns),
         Some(base) => {
             // As uftrace's `report --diff DATA`: DATA is the base (before),
             // the trace of -d is compared with it (after).
@@ -458,11 +462,13 @@ pub fn report(
 /// `ftail graph`.
 pub fn graph(
     view: &ViewArgs,
+    fields: &str,
     func: Option<&str>,
     callers: Option<&str>,
     no_pager: bool,
 ) -> Result<i32> {
-    use ftail_trace::graph::{render, Kind};
+    use ftail_trace::graph::{render_fields, Field, Kind};
+    let fields = Field::parse_list(fields).map_err(anyhow::Error::msg)?;
     let kind = match (func, callers) {
         (_, Some(c)) => Kind::Callers(c.to_string()),
         (Some(f), None) => Kind::Callees(f.to_string()),
@@ -470,12 +476,13 @@ pub fn graph(
     };
     let o = view.open()?;
     let progress = crate::progress::Progress::start(&view.dir, "reading", true);
-    let text = render(
+    let text = render_fields(
         &o.trace,
         &o.names,
         &kind,
         &view.filters(&o.trace),
         &view.show.tid,
+        &fields,
     );
     progress.finish();
     if text.is_empty() {

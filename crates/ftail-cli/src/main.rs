@@ -110,6 +110,8 @@ enum Cmd {
                             ftail replay -H 'luaD_call*'   (hidden, their callees one level up)\n  \
                             ftail replay --match=regex -F '^luaM_'\n  \
                             ftail replay -t 10us --tid 4242 -f time,duration,tid\n  \
+                            ftail replay -f +elapsed,addr   (added to duration,tid)\n  \
+                            ftail replay -f none\n  \
                             ftail replay -N 'lua_*' --time-range 1ms~2ms\n  \
                             ftail replay --time-range 0.001234567~   (a time as -f time prints it)"
     )]
@@ -123,11 +125,22 @@ enum Cmd {
     #[command(
         after_help = "Examples:\n  ftail report\n  ftail report -s self --threads\n  \
                             ftail report --diff before.data -d after.data\n  \
-                            ftail report --args -F add   (a trace recorded with -A/-R/-a)"
+                            ftail report --args -F add   (a trace recorded with -A/-R/-a)\n  \
+                            ftail report -f total,self,call   (uftrace's columns, in that order)"
     )]
     Report {
         #[command(flatten)]
         view: analyze::ViewArgs,
+        /// Columns, in the order given: total, self, call, total-avg,
+        /// total-min, total-max, self-avg (avg, min, max for short), all
+        /// or none
+        #[arg(
+            short = 'f',
+            long = "output-fields",
+            value_name = "FIELDS",
+            default_value = "total,self,call,avg,min,max"
+        )]
+        fields: String,
         /// Sort by total, self, calls, avg, min, max or name
         #[arg(short = 's', long, default_value = "total",
               value_parser = ["total", "self", "calls", "avg", "min", "max", "name"])]
@@ -154,10 +167,20 @@ enum Cmd {
     #[command(after_help = "Examples:\n  ftail graph\n  ftail graph main\n  \
                             ftail graph --callers 'lua_*'\n  \
                             ftail graph -C malloc   (only the paths that lead to malloc)\n  \
-                            ftail graph -H 'luaD_call*' --match=glob")]
+                            ftail graph -H 'luaD_call*' --match=glob\n  \
+                            ftail graph -f total,self,addr   (uftrace's columns, in that order)")]
     Graph {
         #[command(flatten)]
         view: analyze::ViewArgs,
+        /// Columns, in the order given: total, self (less the callees
+        /// shown), call, addr, or none
+        #[arg(
+            short = 'f',
+            long = "output-fields",
+            value_name = "FIELDS",
+            default_value = "total,call"
+        )]
+        fields: String,
         /// Only the tree under functions matching this glob
         #[arg(value_name = "FUNC")]
         func: Option<String>,
@@ -270,18 +293,34 @@ fn ftail_main() -> Result<i32> {
         Cmd::Replay { view, shape } => analyze::replay(&view, &shape),
         Cmd::Report {
             view,
+            fields,
             sort,
             threads,
             args,
             diff,
             no_pager,
-        } => analyze::report(&view, &sort, threads, args, diff.as_deref(), no_pager),
+        } => analyze::report(
+            &view,
+            &fields,
+            &sort,
+            threads,
+            args,
+            diff.as_deref(),
+            no_pager,
+        ),
         Cmd::Graph {
             view,
+            fields,
             func,
             callers,
             no_pager,
-        } => analyze::graph(&view, func.as_deref(), callers.as_deref(), no_pager),
+        } => analyze::graph(
+            &view,
+            &fields,
+            func.as_deref(),
+            callers.as_deref(),
+            no_pager,
+        ),
         Cmd::Info { dir } => analyze::info(&dir),
         Cmd::Dump { view, format } => match export::dump(&view, &format)? {
             Some(code) => Ok(code),

@@ -1,0 +1,199 @@
+//! The columns and per-thread views uftrace users know: `-f` of replay,
+//! report and graph with uftrace's field names, in the order given.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// main → a → b → c, a → c, then d and b → c from main: c is called
+/// three times, b twice. Every function touches `calls`, so none is
+/// folded away.
+const SOURCE: &str = r#"
+static volatile int calls;
+__attribute__((noinline)) int c(int x) { calls++; return x + 1; }
+__attribute__((noinline)) int b(int x) { calls++; return c(x) * 2; }
+__attribute__((noinline)) int a(int x) { calls++; return b(x) + c(x); }
+__attribute__((noinline)) int d(int x) { calls++; return x - 1; }
+int main(void) { int s = a(1) + d(2) + b(3); return s & calls & 0; }
+"#;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    exe: PathBuf,
+    trace: PathBuf,
+}
+
+/// The program built without PIE, so that its functions are where `nm`
+/// says they are.
+fn fixture() -> Fixture {
+    let dir = scratch();
+    let src = dir.path().join("abc.c");
+    std::fs::write(&src, SOURCE).unwrap();
+    let trace = build_and_record("gcc", &src, &["-O0", "-no-pie"], dir.path(), "abc", "trace");
+    Fixture {
+        exe: dir.path().join("abc"),
+        trace,
+        _dir: dir,
+    }
+}
+
+/// `ftail CMD -d TRACE --no-pager ARGS`: status, stdout, stderr.
+fn ftail_on(f: &Fixture, cmd: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = run(Command::new(ftail())
+        .arg(cmd)
+        .arg("-d")
+        .arg(&f.trace)
+        .arg("--no-pager")
+        .args(args));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(f: &Fixture, cmd: &str, args: &[&str]) -> String {
+    let (code, out, err) = ftail_on(f, cmd, args);
+    assert_eq!(code, Some(0), "ftail {cmd} {args:?}: {err}");
+    out
+}
+
+/// A symbol's address as `nm` gives it, in hex without `0x`.
+fn nm_address(exe: &Path, symbol: &str) -> String {
+    let out = run_ok(Command::new("nm").arg(exe));
+    let line = out
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some(symbol))
+        .unwrap_or_else(|| panic!("{symbol} not in nm's output:\n{out}"));
+    let addr = line.split_whitespace().next().unwrap();
+    addr.trim_start_matches('0').to_string()
+}
+
+/// The words of the column titles of `text` (the line ending in
+/// `FUNCTION`).
+fn header(text: &str) -> String {
+    text.lines()
+        .find(|l| l.ends_with("FUNCTION"))
+        .unwrap_or_else(|| panic!("no titles in:\n{text}"))
+        .trim_start_matches('#')
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The line of `text` whose last word is `name`, split into words.
+fn row<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name} in:\n{text}"));
+    line.split_whitespace().collect()
+}
+
+#[test]
+fn report_shows_the_fields_asked_in_their_order() {
+    if !have("gcc") {
+        return;
+    }
+    let f = fixture();
+    let out = ok(&f, "report", &["-f", "call,total"]);
+    assert_eq!(header(&out), "CALLS TOTAL TIME FUNCTION", "{out}");
+    // Calls, then total time as a value and unit, then the name.
+    assert_eq!(row(&out, "c")[0], "3", "{out}");
+    assert_eq!(row(&out, "b")[0], "2", "{out}");
+    assert_eq!(row(&out, "c").len(), 4, "{out}");
+    // uftrace's names, `none` and `all`.
+    let out = ok(&f, "report", &["-f", "total-max,self-avg,call"]);
+    assert_eq!(header(&out), "MAX SELF AVG CALLS FUNCTION", "{out}");
+    assert_eq!(row(&out, "d")[4], "1", "{out}");
+    let out = ok(&f, "report", &["-f", "none"]);
+    assert_eq!(header(&out), "FUNCTION", "{out}");
+    assert_eq!(row(&out, "main"), ["main"], "{out}");
+    let out = ok(&f, "report", &["-f", "all"]);
+    assert_eq!(
+        header(&out),
+        "TOTAL TIME SELF TIME CALLS AVERAGE MIN MAX SELF AVG FUNCTION"
+    );
+    // The default is unchanged.
+    let out = ok(&f, "report", &[]);
+    assert_eq!(
+        header(&out),
+        "TOTAL TIME SELF TIME CALLS AVERAGE MIN MAX FUNCTION"
+    );
+    let (code, _, err) = ftail_on(&f, "report", &["-f", "total,bogus"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown report field \"bogus\""), "{err}");
+}
+
+#[test]
+fn graph_shows_self_time_and_addresses() {
+    if !have("gcc") || !have("nm") {
+        return;
+    }
+    let f = fixture();
+    let out = ok(&f, "graph", &["-f", "addr,call,self"]);
+    assert_eq!(header(&out), "ADDRESS CALLS SELF TIME FUNCTION", "{out}");
+    let main = row(&out, "main");
+    assert_eq!(main[0], nm_address(&f.exe, "main"), "{out}");
+    assert_eq!(main[1], "1", "{out}");
+    let total = ok(&f, "graph", &["-f", "total"]);
+    let self_ = ok(&f, "graph", &["-f", "self"]);
+    let time = |text: &str, name: &str| row(text, name)[..2].join(" ");
+    let d = |text: &str| {
+        text.lines()
+            .find(|l| l.trim_end().ends_with("-d"))
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .unwrap()
+    };
+    // d calls nothing: its self time is its total.
+    assert_eq!(d(&total), d(&self_), "{total}\n{self_}");
+    // main's callees take some of its time.
+    assert_ne!(
+        time(&total, "main"),
+        time(&self_, "main"),
+        "{total}\n{self_}"
+    );
+    let out = ok(&f, "graph", &["-f", "none"]);
+    assert_eq!(header(&out), "FUNCTION", "{out}");
+    let (code, _, err) = ftail_on(&f, "graph", &["-f", "avg"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown graph field \"avg\""), "{err}");
+}
+
+#[test]
+fn replay_takes_elapsed_addr_none_and_added_fields() {
+    if !have("gcc") || !have("nm") {
+        return;
+    }
+    let f = fixture();
+    let out = ok(&f, "replay", &["-f", "elapsed,addr"]);
+    assert_eq!(header(&out), "ELAPSED TIME ADDRESS FUNCTION", "{out}");
+    let main_line = out
+        .lines()
+        .find(|l| l.ends_with("| main() {"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let words: Vec<&str> = main_line.split_whitespace().collect();
+    assert_eq!(words[1], nm_address(&f.exe, "main"), "{out}");
+    // Elapsed is the time since the trace began, as `-f time` shows it.
+    let times = ok(&f, "replay", &["-f", "time"]);
+    let time_of_main = times
+        .lines()
+        .find(|l| l.ends_with("| main() {"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert_eq!(words[0], time_of_main, "{out}\n{times}");
+    // `+` adds to duration,tid; `none` leaves only the functions.
+    let out = ok(&f, "replay", &["-f", "+elapsed"]);
+    assert_eq!(header(&out), "DURATION TID ELAPSED TIME FUNCTION", "{out}");
+    let out = ok(&f, "replay", &["-f", "none"]);
+    assert_eq!(header(&out), "FUNCTION", "{out}");
+    assert!(out.lines().any(|l| l == "| main() {"), "{out}");
+    let (code, _, err) = ftail_on(&f, "replay", &["-f", "self"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown field \"self\""), "{err}");
+}
