@@ -497,6 +497,30 @@ pub fn graph(
     Ok(0)
 }
 
+/// Which per-thread view `--task` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskView {
+    /// `report --task`: one row per thread.
+    Report,
+    /// `graph --task`: the tree of processes and threads.
+    Graph,
+}
+
+/// `ftail report --task`, `ftail graph --task`.
+pub fn tasks(view: &ViewArgs, which: TaskView, no_pager: bool) -> Result<i32> {
+    use ftail_trace::tasks::{render_graph, render_report, tasks};
+    let o = view.open()?;
+    let progress = crate::progress::Progress::start(&view.dir, "reading", true);
+    let t = tasks(&o.trace, &o.names, &view.filters(&o.trace), &view.show.tid);
+    progress.finish();
+    let text = match which {
+        TaskView::Report => render_report(&t),
+        TaskView::Graph => render_graph(&t),
+    };
+    paged(&text, no_pager)?;
+    Ok(0)
+}
+
 /// `ftail info`.
 pub fn info(dir: &Path) -> Result<i32> {
     let trace = TraceDir::open(dir)?;

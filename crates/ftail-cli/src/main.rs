@@ -126,7 +126,8 @@ enum Cmd {
         after_help = "Examples:\n  ftail report\n  ftail report -s self --threads\n  \
                             ftail report --diff before.data -d after.data\n  \
                             ftail report --args -F add   (a trace recorded with -A/-R/-a)\n  \
-                            ftail report -f total,self,call   (uftrace's columns, in that order)"
+                            ftail report -f total,self,call   (uftrace's columns, in that order)\n  \
+                            ftail report --task   (one row per thread)"
     )]
     Report {
         #[command(flatten)]
@@ -148,6 +149,11 @@ enum Cmd {
         /// One row per thread and function
         #[arg(long)]
         threads: bool,
+        /// One row per thread, as uftrace's `report --task`: time inside
+        /// its outermost calls, self time, calls, process, thread and
+        /// its name
+        #[arg(long, conflicts_with_all = ["diff", "args", "threads", "fields", "sort"])]
+        task: bool,
         /// With values recorded (record -A/-R/-a): one row per function and
         /// distinct argument list, shown as replay shows a call,
         /// `add(1, 2) = 3`, with the return value its calls gave most
@@ -168,7 +174,8 @@ enum Cmd {
                             ftail graph --callers 'lua_*'\n  \
                             ftail graph -C malloc   (only the paths that lead to malloc)\n  \
                             ftail graph -H 'luaD_call*' --match=glob\n  \
-                            ftail graph -f total,self,addr   (uftrace's columns, in that order)")]
+                            ftail graph -f total,self,addr   (uftrace's columns, in that order)\n  \
+                            ftail graph --task   (the processes and their threads)")]
     Graph {
         #[command(flatten)]
         view: analyze::ViewArgs,
@@ -187,6 +194,11 @@ enum Cmd {
         /// The inverted tree: what calls functions matching this glob
         #[arg(long, value_name = "FUNC")]
         callers: Option<String>,
+        /// The tree of processes (each under its parent) and their
+        /// threads, as uftrace's `graph --task`: each thread's lifetime
+        /// (first call to last return) and the time inside its calls
+        #[arg(long, conflicts_with_all = ["func", "callers", "fields"])]
+        task: bool,
         /// Do not page the output on a terminal
         #[arg(long)]
         no_pager: bool,
@@ -293,12 +305,19 @@ fn ftail_main() -> Result<i32> {
         Cmd::Replay { view, shape } => analyze::replay(&view, &shape),
         Cmd::Report {
             view,
+            task: true,
+            no_pager,
+            ..
+        } => analyze::tasks(&view, analyze::TaskView::Report, no_pager),
+        Cmd::Report {
+            view,
             fields,
             sort,
             threads,
             args,
             diff,
             no_pager,
+            ..
         } => analyze::report(
             &view,
             &fields,
@@ -310,10 +329,17 @@ fn ftail_main() -> Result<i32> {
         ),
         Cmd::Graph {
             view,
+            task: true,
+            no_pager,
+            ..
+        } => analyze::tasks(&view, analyze::TaskView::Graph, no_pager),
+        Cmd::Graph {
+            view,
             fields,
             func,
             callers,
             no_pager,
+            ..
         } => analyze::graph(
             &view,
             &fields,

@@ -197,3 +197,118 @@ fn replay_takes_elapsed_addr_none_and_added_fields() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("unknown field \"self\""), "{err}");
 }
+
+/// main starts a thread (worker → leaf ×2), then forks a child process
+/// (main → child → leaf).
+const TASKS: &str = r#"
+#include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static volatile int calls;
+__attribute__((noinline)) int leaf(int x) { calls++; return x + 1; }
+__attribute__((noinline)) void *worker(void *p) { leaf(1); leaf(2); return p; }
+__attribute__((noinline)) int child(void) { return leaf(3) - 4; }
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, 0, worker, 0);
+    pthread_join(t, 0);
+    pid_t pid = fork();
+    if (pid == 0) _exit(child());
+    waitpid(pid, 0, 0);
+    return calls & 0;
+}
+"#;
+
+fn tasks_fixture() -> Fixture {
+    let dir = scratch();
+    let src = dir.path().join("mt.c");
+    std::fs::write(&src, TASKS).unwrap();
+    let trace = build_and_record("gcc", &src, &["-O0", "-pthread"], dir.path(), "mt", "trace");
+    Fixture {
+        exe: dir.path().join("mt"),
+        trace,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn report_task_shows_one_row_per_thread() {
+    if !have("gcc") {
+        return;
+    }
+    let f = tasks_fixture();
+    let out = ok(&f, "report", &["--task"]);
+    assert_eq!(
+        header(&out.replace("TASK NAME", "TASK NAME FUNCTION")),
+        "TOTAL TIME SELF TIME NUM FUNCS PROCESS TID TASK NAME FUNCTION",
+        "{out}"
+    );
+    // Per row: total, unit, self, unit, calls, process, tid, name.
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    let parent = rows.iter().find(|r| r[5] == r[6] && r[4] == "1");
+    let parent = parent.unwrap_or_else(|| panic!("no row of main alone:\n{out}"));
+    let thread = rows.iter().find(|r| r[5] == parent[5] && r[6] != parent[6]);
+    let thread = thread.unwrap_or_else(|| panic!("no second thread:\n{out}"));
+    assert_eq!(thread[4], "3", "worker and two leaf calls:\n{out}");
+    let child = rows.iter().find(|r| r[5] != parent[5]);
+    let child = child.unwrap_or_else(|| panic!("no child process:\n{out}"));
+    assert_eq!(child[4], "3", "main, child and leaf:\n{out}");
+    assert_eq!(child[5], child[6], "{out}");
+    // Only the calls shown count.
+    let out = ok(&f, "report", &["--task", "-N", "leaf"]);
+    assert!(
+        out.lines().any(|l| l.split_whitespace().nth(4) == Some("1")
+            && l.split_whitespace().nth(5) != l.split_whitespace().nth(6)),
+        "worker alone:\n{out}"
+    );
+    let (code, _, err) = ftail_on(&f, "report", &["--task", "--diff", "x"]);
+    assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn graph_task_draws_threads_and_child_processes_under_their_process() {
+    if !have("gcc") {
+        return;
+    }
+    let f = tasks_fixture();
+    let out = ok(&f, "graph", &["--task"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>().join(" "),
+        "# TOTAL TIME SELF TIME TID TASK NAME",
+        "{out}"
+    );
+    assert_eq!(lines.len(), 4, "{out}");
+    // The process, its thread (` +-`), then its child process (` +----`).
+    let name = |l: &str| l.split_once("]  ").unwrap().1.to_string();
+    let tid = |l: &str| {
+        l.split('[')
+            .nth(1)
+            .unwrap()
+            .split(']')
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert!(!name(lines[1]).starts_with(' '), "{out}");
+    assert!(
+        name(lines[2]).starts_with(" +-") && !name(lines[2]).starts_with(" +--"),
+        "{out}"
+    );
+    assert!(name(lines[3]).starts_with(" +----"), "{out}");
+    let report = ok(&f, "report", &["--task"]);
+    for l in &lines[1..] {
+        assert!(
+            report
+                .lines()
+                .any(|r| r.split_whitespace().nth(6) == Some(&tid(l))),
+            "{l} not in:\n{report}"
+        );
+    }
+}
