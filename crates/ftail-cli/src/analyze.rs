@@ -409,28 +409,41 @@ pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
     Ok(0)
 }
 
+/// How `ftail report` lays its rows out.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportShape<'a> {
+    /// `-f`: the columns.
+    pub fields: &'a str,
+    /// `-s`: the sort key.
+    pub sort: &'a str,
+    /// `--threads`: a row per thread and function.
+    pub threads: bool,
+    /// `--args`: a row per argument list.
+    pub values: bool,
+    /// `--srcline`: each function's source line.
+    pub srcline: bool,
+}
+
 /// `ftail report`.
 pub fn report(
     view: &ViewArgs,
-    fields: &str,
-    sort: &str,
-    threads: bool,
-    values: bool,
+    shape: ReportShape,
     diff: Option<&Path>,
     no_pager: bool,
 ) -> Result<i32> {
     use ftail_trace::report::SortKey;
     use ftail_trace::report::{render_columns, render_diff, report, Column, DiffLabels, Options};
-    let Some(key) = SortKey::parse(sort) else {
-        bail!("unknown sort key {sort:?}");
+    let Some(key) = SortKey::parse(shape.sort) else {
+        bail!("unknown sort key {:?}", shape.sort);
     };
-    let columns = Column::parse_list(fields).map_err(anyhow::Error::msg)?;
+    let columns = Column::parse_list(shape.fields).map_err(anyhow::Error::msg)?;
     let o = view.open()?;
     let opts = Options {
         filters: view.filters(&o.trace),
         tids: view.show.tid.clone(),
-        per_thread: threads,
-        values,
+        per_thread: shape.threads,
+        values: shape.values,
+        srcline: shape.srcline,
     };
     let progress = crate::progress::Progress::start(&view.dir, "reading", true);
     let r = report(&o.trace, &o.names, &opts);
@@ -465,6 +478,7 @@ pub fn graph(
     fields: &str,
     func: Option<&str>,
     callers: Option<&str>,
+    srcline: bool,
     no_pager: bool,
 ) -> Result<i32> {
     use ftail_trace::graph::{render_fields, Field, Kind};
@@ -483,6 +497,7 @@ pub fn graph(
         &view.filters(&o.trace),
         &view.show.tid,
         &fields,
+        srcline,
     );
     progress.finish();
     if text.is_empty() {

@@ -127,7 +127,8 @@ enum Cmd {
                             ftail report --diff before.data -d after.data\n  \
                             ftail report --args -F add   (a trace recorded with -A/-R/-a)\n  \
                             ftail report -f total,self,call   (uftrace's columns, in that order)\n  \
-                            ftail report --task   (one row per thread)"
+                            ftail report --task   (one row per thread)\n  \
+                            ftail report --srcline   (main [prog.c:26])"
     )]
     Report {
         #[command(flatten)]
@@ -154,6 +155,10 @@ enum Cmd {
         /// its name
         #[arg(long, conflicts_with_all = ["diff", "args", "threads", "fields", "sort"])]
         task: bool,
+        /// Each function's source file and line (from debug info), as
+        /// `main [prog.c:26]`
+        #[arg(long, conflicts_with = "diff")]
+        srcline: bool,
         /// With values recorded (record -A/-R/-a): one row per function and
         /// distinct argument list, shown as replay shows a call,
         /// `add(1, 2) = 3`, with the return value its calls gave most
@@ -175,7 +180,8 @@ enum Cmd {
                             ftail graph -C malloc   (only the paths that lead to malloc)\n  \
                             ftail graph -H 'luaD_call*' --match=glob\n  \
                             ftail graph -f total,self,addr   (uftrace's columns, in that order)\n  \
-                            ftail graph --task   (the processes and their threads)")]
+                            ftail graph --task   (the processes and their threads)\n  \
+                            ftail graph --srcline")]
     Graph {
         #[command(flatten)]
         view: analyze::ViewArgs,
@@ -199,6 +205,10 @@ enum Cmd {
         /// (first call to last return) and the time inside its calls
         #[arg(long, conflicts_with_all = ["func", "callers", "fields"])]
         task: bool,
+        /// Each function's source file and line (from debug info), as
+        /// `main [prog.c:26]`
+        #[arg(long, conflicts_with = "task")]
+        srcline: bool,
         /// Do not page the output on a terminal
         #[arg(long)]
         no_pager: bool,
@@ -315,18 +325,20 @@ fn ftail_main() -> Result<i32> {
             sort,
             threads,
             args,
+            srcline,
             diff,
             no_pager,
             ..
-        } => analyze::report(
-            &view,
-            &fields,
-            &sort,
-            threads,
-            args,
-            diff.as_deref(),
-            no_pager,
-        ),
+        } => {
+            let shape = analyze::ReportShape {
+                fields: &fields,
+                sort: &sort,
+                threads,
+                values: args,
+                srcline,
+            };
+            analyze::report(&view, shape, diff.as_deref(), no_pager)
+        }
         Cmd::Graph {
             view,
             task: true,
@@ -338,6 +350,7 @@ fn ftail_main() -> Result<i32> {
             fields,
             func,
             callers,
+            srcline,
             no_pager,
             ..
         } => analyze::graph(
@@ -345,6 +358,7 @@ fn ftail_main() -> Result<i32> {
             &fields,
             func.as_deref(),
             callers.as_deref(),
+            srcline,
             no_pager,
         ),
         Cmd::Info { dir } => analyze::info(&dir),

@@ -29,10 +29,14 @@ struct Fixture {
 /// The program built without PIE, so that its functions are where `nm`
 /// says they are.
 fn fixture() -> Fixture {
+    fixture_with(&["-O0", "-no-pie"])
+}
+
+fn fixture_with(flags: &[&str]) -> Fixture {
     let dir = scratch();
     let src = dir.path().join("abc.c");
     std::fs::write(&src, SOURCE).unwrap();
-    let trace = build_and_record("gcc", &src, &["-O0", "-no-pie"], dir.path(), "abc", "trace");
+    let trace = build_and_record("gcc", &src, flags, dir.path(), "abc", "trace");
     Fixture {
         exe: dir.path().join("abc"),
         trace,
@@ -311,4 +315,43 @@ fn graph_task_draws_threads_and_child_processes_under_their_process() {
             "{l} not in:\n{report}"
         );
     }
+}
+
+/// `abc.c:N`, N the line of SOURCE where `function` is defined.
+fn defined_at(function: &str) -> String {
+    let n = SOURCE
+        .lines()
+        .position(|l| l.contains(&format!("int {function}(")))
+        .unwrap_or_else(|| panic!("{function} not in the source"));
+    format!("abc.c:{}]", n + 1)
+}
+
+#[test]
+fn report_and_graph_srcline_name_where_each_function_is() {
+    if !have("gcc") {
+        return;
+    }
+    let f = fixture_with(&["-O0", "-g"]);
+    let report = ok(&f, "report", &["--srcline", "-f", "call"]);
+    assert_eq!(
+        header(&report.replace("[SOURCE]", "FUNCTION")),
+        "CALLS FUNCTION FUNCTION"
+    );
+    let graph = ok(&f, "graph", &["--srcline"]);
+    assert!(graph.contains(" FUNCTION [SOURCE]\n"), "{graph}");
+    for func in ["main", "a", "b", "c", "d"] {
+        let at = defined_at(func);
+        let in_report = report
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(func))
+            .unwrap_or_else(|| panic!("no {func} in:\n{report}"));
+        assert!(in_report.ends_with(&at), "{func} at {at}:\n{report}");
+        for l in graph.lines().filter(|l| l.contains(&format!("-{func} ["))) {
+            assert!(l.ends_with(&at), "{func} at {at}:\n{graph}");
+        }
+    }
+    assert!(graph.contains("main ["), "{graph}");
+    // Without the option, no source.
+    assert!(!ok(&f, "report", &[]).contains("abc.c"));
+    assert!(!ok(&f, "graph", &[]).contains("abc.c"));
 }

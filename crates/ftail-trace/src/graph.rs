@@ -110,6 +110,8 @@ pub struct Tree {
     nodes: Vec<Node>,
     index: FxHashMap<(usize, Arc<str>), usize>,
     hz: f64,
+    /// With `--srcline`: where each function named is, when known.
+    srclines: FxHashMap<Arc<str>, Option<Box<str>>>,
 }
 
 /// An open shown call, as a tree is built: its name, its node (`None`
@@ -136,6 +138,7 @@ impl Tree {
             }],
             index: FxHashMap::default(),
             hz,
+            srclines: FxHashMap::default(),
         }
     }
 
@@ -199,7 +202,11 @@ impl Tree {
         for f in fields {
             let _ = write!(out, " {:>w$} ", f.title(), w = f.width());
         }
-        out.push_str(" FUNCTION\n");
+        out.push_str(" FUNCTION");
+        if !self.srclines.is_empty() {
+            out.push_str(" [SOURCE]");
+        }
+        out.push('\n');
         // Depth first with a stack of its own (a deep recursion is as deep
         // a tree): per level, the node's children and the next to show.
         let mut prefix = String::new();
@@ -253,7 +260,11 @@ impl Tree {
         if level > crate::replay::MAX_INDENT as usize {
             let _ = write!(out, "[{level}] ");
         }
-        let _ = writeln!(out, "{branch}{}", n.name);
+        let _ = write!(out, "{branch}{}", n.name);
+        if let Some(Some(src)) = self.srclines.get(&n.name) {
+            let _ = write!(out, " [{src}]");
+        }
+        out.push('\n');
     }
 }
 
@@ -277,6 +288,18 @@ impl Tree {
 /// events and the call depth: each open call holds its node. An inverted
 /// tree (`--callers`) walks the callers of each call of its function.
 pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids: &[u32]) -> Tree {
+    build_with(image, names, kind, filters, tids, false)
+}
+
+/// [`build`], with each function's source line when `srcline`.
+pub fn build_with(
+    image: &Image,
+    names: &Names,
+    kind: &Kind,
+    filters: &Filters,
+    tids: &[u32],
+    srcline: bool,
+) -> Tree {
     let mut tree = Tree::new(image.tsc_hz().max(1) as f64);
     let matches = Matches::new(filters, names);
     // FUNC is read as the filters' patterns are (`--match`).
@@ -308,10 +331,16 @@ pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids:
                     ..
                 } => {
                     let name = names.name(addr, tsc);
-                    let first = match func.or_else(|| names.resolve(addr, tsc)) {
+                    let func = func.or_else(|| names.resolve(addr, tsc));
+                    let first = match func {
                         Some(f) => names.function(f).start,
                         None => addr.saturating_sub(5),
                     };
+                    if srcline && !tree.srclines.contains_key(&name) {
+                        let src = func.and_then(|f| names.srcline(f));
+                        let src = src.map(|s| s.to_string().into_boxed_str());
+                        tree.srclines.insert(name.clone(), src);
+                    }
                     let (node, is_target) = match kind {
                         Kind::Whole => (tree.enter_down(stack.last(), &name, first, true), false),
                         Kind::Callees(_) => {
@@ -370,7 +399,7 @@ pub fn render(
     filters: &Filters,
     tids: &[u32],
 ) -> String {
-    render_fields(trace, names, kind, filters, tids, &Field::DEFAULT)
+    render_fields(trace, names, kind, filters, tids, &Field::DEFAULT, false)
 }
 
 /// Renders `kind`'s tree for every image of `trace` that has one, with
@@ -382,10 +411,11 @@ pub fn render_fields(
     filters: &Filters,
     tids: &[u32],
     fields: &[Field],
+    srcline: bool,
 ) -> String {
     let mut out = String::new();
     for (image, n) in trace.images.iter().zip(names) {
-        let tree = build(image, n, kind, filters, tids);
+        let tree = build_with(image, n, kind, filters, tids, srcline);
         if tree.is_empty() {
             continue;
         }

@@ -415,6 +415,8 @@ pub struct Options {
     /// One row per function and argument list, with the return values
     /// (recorded with `ftail record -A/-R/-a`).
     pub values: bool,
+    /// Each function's source file and line (`--srcline`).
+    pub srcline: bool,
 }
 
 /// A row's key: the function's name, and the thread when per thread.
@@ -441,6 +443,9 @@ pub struct Report {
     pub damage: Vec<String>,
     /// Modules that could not be named.
     pub diagnostics: Vec<String>,
+    /// With [`Options::srcline`]: where each function named in the rows
+    /// is, when the debug info says.
+    pub srclines: BTreeMap<Arc<str>, String>,
 }
 
 /// Counts every selected thread of `trace` (in parallel); `names` has one
@@ -502,7 +507,12 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
         };
         let unknown = |addr: u64| -> Arc<str> { format!("{:#x}", addr.saturating_sub(5)).into() };
         for (f, counters) in c.by_func.iter().enumerate() {
-            add(names[i].functions()[f].name.clone(), None, counters);
+            let name = names[i].functions()[f].name.clone();
+            if add(name.clone(), None, counters).is_some() && opts.srcline {
+                if let Some(line) = names[i].srcline(crate::names::FuncId(f as u32)) {
+                    out.srclines.entry(name).or_insert_with(|| line.to_string());
+                }
+            }
         }
         for (addr, counters) in &c.unknown {
             add(unknown(*addr), None, counters);
@@ -699,7 +709,11 @@ pub fn render_columns(r: &Report, key: SortKey, columns: &[Column]) -> String {
     if per_thread {
         out.push_str("PROCESS   THREAD  ");
     }
-    out.push_str("FUNCTION\n");
+    out.push_str("FUNCTION");
+    if !r.srclines.is_empty() {
+        out.push_str(" [SOURCE]");
+    }
+    out.push('\n');
     for (k, s) in rows {
         for c in columns {
             let _ = write!(out, "{:>w$}  ", c.value(s), w = c.width());
@@ -707,7 +721,11 @@ pub fn render_columns(r: &Report, key: SortKey, columns: &[Column]) -> String {
         if let Some((key, tid)) = &k.thread {
             let _ = write!(out, "{key:>7}  {tid:>7}  ");
         }
-        let _ = writeln!(out, "{}", call(k, r.returns.get(k)));
+        let _ = write!(out, "{}", call(k, r.returns.get(k)));
+        if let Some(src) = r.srclines.get(&k.name) {
+            let _ = write!(out, " [{src}]");
+        }
+        out.push('\n');
     }
     for d in &r.diagnostics {
         let _ = writeln!(out, "# {d}");
