@@ -355,3 +355,48 @@ fn report_and_graph_srcline_name_where_each_function_is() {
     assert!(!ok(&f, "report", &[]).contains("abc.c"));
     assert!(!ok(&f, "graph", &[]).contains("abc.c"));
 }
+
+/// `apply` takes a function pointer, `pick` returns one.
+const POINTERS: &str = r#"
+static volatile int calls;
+__attribute__((noinline)) int twice(int x) { calls++; return 2 * x; }
+__attribute__((noinline)) int apply(int (*f)(int), int x) { calls++; return f(x); }
+__attribute__((noinline)) int (*pick(int n))(int) { calls++; return n ? twice : 0; }
+int main(void) { return apply(pick(1), 3) & calls & 0; }
+"#;
+
+#[test]
+fn pointers_to_functions_show_as_their_names() {
+    if !have("gcc") {
+        return;
+    }
+    let dir = scratch();
+    let src = dir.path().join("fp.c");
+    std::fs::write(&src, POINTERS).unwrap();
+    let exe = dir.path().join("fp");
+    run_ok(ftail_cc("gcc").args(["-O0", "-o"]).arg(&exe).arg(&src));
+    let trace = dir.path().join("trace");
+    let spec = ["-A", "apply@arg1/p,arg2/p", "-R", "pick@retval/p"];
+    let (out, _) = record_trace(&trace, &exe, &[], &spec);
+    assert!(out.status.success(), "{out:?}");
+    let f = Fixture {
+        exe,
+        trace,
+        _dir: dir,
+    };
+    let text = ok(&f, "replay", &["-f", "none"]);
+    let lines = tree(&text);
+    assert!(lines.contains(&"  pick() = &twice;".to_string()), "{text}");
+    // A pointer to no function stays an address.
+    assert!(
+        lines.contains(&"  apply(&twice, 0x3) {".to_string()),
+        "{text}"
+    );
+}
+
+/// The function column of replay's lines (after `| `).
+fn tree(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_once("| ").map(|(_, f)| f.trim_end().to_string()))
+        .collect()
+}

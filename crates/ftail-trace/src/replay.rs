@@ -146,6 +146,7 @@ pub fn replay(
             srclines: vec![None; names.functions().len()],
             enums: &enums,
             text: String::new(),
+            starts: std::cell::OnceCell::new(),
         };
         r.run(out)?;
     }
@@ -226,6 +227,33 @@ struct ImageReplay<'a> {
     enums: &'a crate::values::Enums,
     /// Scratch for values shown.
     text: String,
+    /// The image's functions by first byte, made when a value first
+    /// needs them.
+    starts: std::cell::OnceCell<FunctionStarts>,
+}
+
+/// The functions of an image by their first byte: a pointer argument
+/// equal to one shows as `&name`.
+struct FunctionStarts(rustc_hash::FxHashMap<u64, std::sync::Arc<str>>);
+
+impl FunctionStarts {
+    fn of<'a>(cell: &'a std::cell::OnceCell<FunctionStarts>, names: &Names) -> &'a FunctionStarts {
+        cell.get_or_init(|| {
+            FunctionStarts(
+                names
+                    .functions()
+                    .iter()
+                    .map(|f| (f.start, f.name.clone()))
+                    .collect(),
+            )
+        })
+    }
+}
+
+impl crate::values::FunctionAt for FunctionStarts {
+    fn function_at(&self, addr: u64) -> Option<&str> {
+        self.0.get(&addr).map(|n| &**n)
+    }
 }
 
 impl ImageReplay<'_> {
@@ -309,7 +337,8 @@ impl ImageReplay<'_> {
         line.push(b'(');
         if let Some(v) = args {
             self.text.clear();
-            crate::values::write_list(&mut self.text, v, self.enums);
+            let functions = FunctionStarts::of(&self.starts, self.names);
+            crate::values::write_list_named(&mut self.text, v, self.enums, functions);
             line.extend_from_slice(self.text.as_bytes());
         }
         line.push(b')');
@@ -327,7 +356,9 @@ impl ImageReplay<'_> {
         self.text.clear();
         let names = self.names;
         let function = func.map(|f| &*names.function(f).mangled);
-        let shown = crate::values::write_ret(&mut self.text, v, function, self.enums);
+        let functions = FunctionStarts::of(&self.starts, self.names);
+        let shown =
+            crate::values::write_ret_named(&mut self.text, v, function, self.enums, functions);
         if shown {
             line.extend_from_slice(b" = ");
             line.extend_from_slice(self.text.as_bytes());
