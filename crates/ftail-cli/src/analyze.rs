@@ -365,7 +365,8 @@ fn paged(text: &str, no_pager: bool) -> Result<()> {
 /// How `ftail replay` lays its lines out.
 #[derive(Args, Debug, Clone)]
 pub struct ReplayShape {
-    /// Columns: any of time, delta, duration, tid
+    /// Columns, as uftrace names them: any of time, delta, elapsed,
+    /// duration, tid, addr; none; +FIELDS adds to the default
     #[arg(
         short = 'f',
         long,
@@ -415,31 +416,47 @@ pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
     Ok(0)
 }
 
+/// How `ftail report` lays its rows out.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportShape<'a> {
+    /// `-f`: the columns.
+    pub fields: &'a str,
+    /// `-s`: the sort key.
+    pub sort: &'a str,
+    /// `--threads`: a row per thread and function.
+    pub threads: bool,
+    /// `--args`: a row per argument list.
+    pub values: bool,
+    /// `--srcline`: each function's source line.
+    pub srcline: bool,
+}
+
 /// `ftail report`.
 pub fn report(
     view: &ViewArgs,
-    sort: &str,
-    threads: bool,
-    values: bool,
+    shape: ReportShape,
     diff: Option<&Path>,
     no_pager: bool,
 ) -> Result<i32> {
-    use ftail_trace::report::{render, render_diff, report, DiffLabels, Options, SortKey};
-    let Some(key) = SortKey::parse(sort) else {
-        bail!("unknown sort key {sort:?}");
+    use ftail_trace::report::SortKey;
+    use ftail_trace::report::{render_columns, render_diff, report, Column, DiffLabels, Options};
+    let Some(key) = SortKey::parse(shape.sort) else {
+        bail!("unknown sort key {:?}", shape.sort);
     };
+    let columns = Column::parse_list(shape.fields).map_err(anyhow::Error::msg)?;
     let o = view.open()?;
     let opts = Options {
         filters: view.filters(&o.trace),
         tids: view.show.tid.clone(),
-        per_thread: threads,
-        values,
+        per_thread: shape.threads,
+        values: shape.values,
+        srcline: shape.srcline,
     };
     let progress = crate::progress::Progress::start(&view.dir, "reading", true);
     let r = report(&o.trace, &o.names, &opts);
     progress.finish();
     let text = match diff {
-        None => render(&r, key),
+        None => render_columns(&r, key, &columns),
         Some(base) => {
             // As uftrace's `report --diff DATA`: DATA is the base (before),
             // the trace of -d is compared with it (after).
@@ -465,11 +482,14 @@ pub fn report(
 /// `ftail graph`.
 pub fn graph(
     view: &ViewArgs,
+    fields: &str,
     func: Option<&str>,
     callers: Option<&str>,
+    srcline: bool,
     no_pager: bool,
 ) -> Result<i32> {
-    use ftail_trace::graph::{render, Kind};
+    use ftail_trace::graph::{render_fields, Field, Kind};
+    let fields = Field::parse_list(fields).map_err(anyhow::Error::msg)?;
     let kind = match (func, callers) {
         (_, Some(c)) => Kind::Callers(c.to_string()),
         (Some(f), None) => Kind::Callees(f.to_string()),
@@ -477,12 +497,14 @@ pub fn graph(
     };
     let o = view.open()?;
     let progress = crate::progress::Progress::start(&view.dir, "reading", true);
-    let text = render(
+    let text = render_fields(
         &o.trace,
         &o.names,
         &kind,
         &view.filters(&o.trace),
         &view.show.tid,
+        &fields,
+        srcline,
     );
     progress.finish();
     if text.is_empty() {
@@ -493,6 +515,30 @@ pub fn graph(
             );
         }
     }
+    paged(&text, no_pager)?;
+    Ok(0)
+}
+
+/// Which per-thread view `--task` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskView {
+    /// `report --task`: one row per thread.
+    Report,
+    /// `graph --task`: the tree of processes and threads.
+    Graph,
+}
+
+/// `ftail report --task`, `ftail graph --task`.
+pub fn tasks(view: &ViewArgs, which: TaskView, no_pager: bool) -> Result<i32> {
+    use ftail_trace::tasks::{render_graph, render_report, tasks};
+    let o = view.open()?;
+    let progress = crate::progress::Progress::start(&view.dir, "reading", true);
+    let t = tasks(&o.trace, &o.names, &view.filters(&o.trace), &view.show.tid);
+    progress.finish();
+    let text = match which {
+        TaskView::Report => render_report(&t),
+        TaskView::Graph => render_graph(&t),
+    };
     paged(&text, no_pager)?;
     Ok(0)
 }

@@ -110,6 +110,8 @@ enum Cmd {
                             ftail replay -H 'luaD_call*'   (hidden, their callees one level up)\n  \
                             ftail replay --match=regex -F '^luaM_'\n  \
                             ftail replay -t 10us --tid 4242 -f time,duration,tid\n  \
+                            ftail replay -f +elapsed,addr   (added to duration,tid)\n  \
+                            ftail replay -f none\n  \
                             ftail replay -N 'lua_*' --time-range 1ms~2ms\n  \
                             ftail replay --time-range 0.001234567~   (a time as -f time prints it)"
     )]
@@ -123,11 +125,24 @@ enum Cmd {
     #[command(
         after_help = "Examples:\n  ftail report\n  ftail report -s self --threads\n  \
                             ftail report --diff before.data -d after.data\n  \
-                            ftail report --args -F add   (a trace recorded with -A/-R/-a)"
+                            ftail report --args -F add   (a trace recorded with -A/-R/-a)\n  \
+                            ftail report -f total,self,call   (uftrace's columns, in that order)\n  \
+                            ftail report --task   (one row per thread)\n  \
+                            ftail report --srcline   (main [prog.c:26])"
     )]
     Report {
         #[command(flatten)]
         view: analyze::ViewArgs,
+        /// Columns, in the order given: total, self, call, total-avg,
+        /// total-min, total-max, self-avg (avg, min, max for short), all
+        /// or none
+        #[arg(
+            short = 'f',
+            long = "output-fields",
+            value_name = "FIELDS",
+            default_value = "total,self,call,avg,min,max"
+        )]
+        fields: String,
         /// Sort by total, self, calls, avg, min, max or name
         #[arg(short = 's', long, default_value = "total",
               value_parser = ["total", "self", "calls", "avg", "min", "max", "name"])]
@@ -135,6 +150,15 @@ enum Cmd {
         /// One row per thread and function
         #[arg(long)]
         threads: bool,
+        /// One row per thread, as uftrace's `report --task`: time inside
+        /// its outermost calls, self time, calls, process, thread and
+        /// its name
+        #[arg(long, conflicts_with_all = ["diff", "args", "threads", "fields", "sort"])]
+        task: bool,
+        /// Each function's source file and line (from debug info), as
+        /// `main [prog.c:26]`
+        #[arg(long, conflicts_with = "diff")]
+        srcline: bool,
         /// With values recorded (record -A/-R/-a): one row per function and
         /// distinct argument list, shown as replay shows a call,
         /// `add(1, 2) = 3`, with the return value its calls gave most
@@ -154,16 +178,37 @@ enum Cmd {
     #[command(after_help = "Examples:\n  ftail graph\n  ftail graph main\n  \
                             ftail graph --callers 'lua_*'\n  \
                             ftail graph -C malloc   (only the paths that lead to malloc)\n  \
-                            ftail graph -H 'luaD_call*' --match=glob")]
+                            ftail graph -H 'luaD_call*' --match=glob\n  \
+                            ftail graph -f total,self,addr   (uftrace's columns, in that order)\n  \
+                            ftail graph --task   (the processes and their threads)\n  \
+                            ftail graph --srcline")]
     Graph {
         #[command(flatten)]
         view: analyze::ViewArgs,
+        /// Columns, in the order given: total, self (less the callees
+        /// shown), call, addr, or none
+        #[arg(
+            short = 'f',
+            long = "output-fields",
+            value_name = "FIELDS",
+            default_value = "total,call"
+        )]
+        fields: String,
         /// Only the tree under functions matching this glob
         #[arg(value_name = "FUNC")]
         func: Option<String>,
         /// The inverted tree: what calls functions matching this glob
         #[arg(long, value_name = "FUNC")]
         callers: Option<String>,
+        /// The tree of processes (each under its parent) and their
+        /// threads, as uftrace's `graph --task`: each thread's lifetime
+        /// (first call to last return) and the time inside its calls
+        #[arg(long, conflicts_with_all = ["func", "callers", "fields"])]
+        task: bool,
+        /// Each function's source file and line (from debug info), as
+        /// `main [prog.c:26]`
+        #[arg(long, conflicts_with = "task")]
+        srcline: bool,
         /// Do not page the output on a terminal
         #[arg(long)]
         no_pager: bool,
@@ -277,18 +322,52 @@ fn ftail_main() -> Result<i32> {
         Cmd::Replay { view, shape } => analyze::replay(&view, &shape),
         Cmd::Report {
             view,
+            task: true,
+            no_pager,
+            ..
+        } => analyze::tasks(&view, analyze::TaskView::Report, no_pager),
+        Cmd::Report {
+            view,
+            fields,
             sort,
             threads,
             args,
+            srcline,
             diff,
             no_pager,
-        } => analyze::report(&view, &sort, threads, args, diff.as_deref(), no_pager),
+            ..
+        } => {
+            let shape = analyze::ReportShape {
+                fields: &fields,
+                sort: &sort,
+                threads,
+                values: args,
+                srcline,
+            };
+            analyze::report(&view, shape, diff.as_deref(), no_pager)
+        }
         Cmd::Graph {
             view,
+            task: true,
+            no_pager,
+            ..
+        } => analyze::tasks(&view, analyze::TaskView::Graph, no_pager),
+        Cmd::Graph {
+            view,
+            fields,
             func,
             callers,
+            srcline,
             no_pager,
-        } => analyze::graph(&view, func.as_deref(), callers.as_deref(), no_pager),
+            ..
+        } => analyze::graph(
+            &view,
+            &fields,
+            func.as_deref(),
+            callers.as_deref(),
+            srcline,
+            no_pager,
+        ),
         Cmd::Info { dir, events } => analyze::info(&dir, events),
         Cmd::Dump { view, format } => match export::dump(&view, &format)? {
             Some(code) => Ok(code),

@@ -29,10 +29,73 @@ pub enum Kind {
     Callers(String),
 }
 
+/// A column of the tree (`-f`), named as uftrace's `graph -f` names
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// Total time of the path's calls (`total`).
+    Total,
+    /// Their time less their callees' shown here (`self`).
+    SelfTime,
+    /// How many calls took the path (`call`).
+    Calls,
+    /// The function's address, its first byte (`addr`).
+    Addr,
+}
+
+impl Field {
+    /// The columns shown by default.
+    pub const DEFAULT: [Field; 2] = [Field::Total, Field::Calls];
+
+    /// Parses a `-f` list: the columns in the order given; `none` alone
+    /// for none.
+    ///
+    /// # Errors
+    ///
+    /// Names the field it does not know.
+    pub fn parse_list(list: &str) -> Result<Vec<Field>, String> {
+        let mut out = Vec::new();
+        for f in list.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            out.push(match f {
+                "none" => continue,
+                "total" => Field::Total,
+                "self" => Field::SelfTime,
+                "call" | "calls" => Field::Calls,
+                "addr" => Field::Addr,
+                other => {
+                    return Err(format!(
+                        "unknown graph field {other:?} (known: total, self, call, addr; or none)"
+                    ))
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Field::Total => "TOTAL TIME",
+            Field::SelfTime => "SELF TIME",
+            Field::Calls => "CALLS",
+            Field::Addr => "ADDRESS",
+        }
+    }
+
+    /// Calls take 10 columns, the rest 12.
+    fn width(self) -> usize {
+        match self {
+            Field::Calls => 10,
+            _ => 12,
+        }
+    }
+}
+
 /// One node: a function reached by one path.
 #[derive(Debug, Clone)]
 struct Node {
     name: Arc<str>,
+    /// The function's first byte (or its site's, when not known).
+    addr: u64,
     calls: u64,
     ticks: u64,
     children: Vec<usize>,
@@ -47,6 +110,8 @@ pub struct Tree {
     nodes: Vec<Node>,
     index: FxHashMap<(usize, Arc<str>), usize>,
     hz: f64,
+    /// With `--srcline`: where each function named is, when known.
+    srclines: FxHashMap<Arc<str>, Option<Box<str>>>,
 }
 
 /// An open shown call, as a tree is built: its name, its node (`None`
@@ -54,6 +119,7 @@ pub struct Tree {
 /// resumed slice), whether a call of the function of an inverted tree.
 struct Open {
     name: Arc<str>,
+    addr: u64,
     node: Option<usize>,
     new_call: bool,
     target: bool,
@@ -64,6 +130,7 @@ impl Tree {
         Tree {
             nodes: vec![Node {
                 name: "".into(),
+                addr: 0,
                 calls: 0,
                 ticks: 0,
                 children: Vec::new(),
@@ -71,16 +138,18 @@ impl Tree {
             }],
             index: FxHashMap::default(),
             hz,
+            srclines: FxHashMap::default(),
         }
     }
 
-    fn child(&mut self, parent: usize, name: &Arc<str>) -> usize {
+    fn child(&mut self, parent: usize, name: &Arc<str>, addr: u64) -> usize {
         if let Some(&i) = self.index.get(&(parent, name.clone())) {
             return i;
         }
         let i = self.nodes.len();
         self.nodes.push(Node {
             name: name.clone(),
+            addr,
             calls: 0,
             ticks: 0,
             children: Vec::new(),
@@ -94,10 +163,16 @@ impl Tree {
     /// The node of a call entered under `parent`: each open call holds its
     /// node, so a call costs one lookup whatever the depth. `start` says
     /// whether a call outside the tree begins it (`graph FUNC`).
-    fn enter_down(&mut self, parent: Option<&Open>, name: &Arc<str>, start: bool) -> Option<usize> {
+    fn enter_down(
+        &mut self,
+        parent: Option<&Open>,
+        name: &Arc<str>,
+        addr: u64,
+        start: bool,
+    ) -> Option<usize> {
         match parent.and_then(|p| p.node) {
-            Some(p) => Some(self.child(p, name)),
-            None if start => Some(self.child(0, name)),
+            Some(p) => Some(self.child(p, name, addr)),
+            None if start => Some(self.child(0, name, addr)),
             None => None,
         }
     }
@@ -108,7 +183,7 @@ impl Tree {
     fn callers_path(&mut self, stack: &[Open], mut each: impl FnMut(&mut Node)) {
         let mut at = 0;
         for f in stack.iter().rev() {
-            at = self.child(at, &f.name);
+            at = self.child(at, &f.name, f.addr);
             each(&mut self.nodes[at]);
         }
     }
@@ -122,8 +197,16 @@ impl Tree {
     /// as uftrace shows them. Levels past [`crate::replay::MAX_INDENT`]
     /// show their depth as a number instead of more indentation, so a
     /// line stays short however deep the tree.
-    pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# {:>12}  {:>10}  FUNCTION", "TOTAL TIME", "CALLS");
+    pub fn render(&self, out: &mut String, fields: &[Field]) {
+        out.push('#');
+        for f in fields {
+            let _ = write!(out, " {:>w$} ", f.title(), w = f.width());
+        }
+        out.push_str(" FUNCTION");
+        if !self.srclines.is_empty() {
+            out.push_str(" [SOURCE]");
+        }
+        out.push('\n');
         // Depth first with a stack of its own (a deep recursion is as deep
         // a tree): per level, the node's children and the next to show.
         let mut prefix = String::new();
@@ -146,7 +229,7 @@ impl Tree {
             let last = *next == kids.len();
             // Level 0 (the outermost calls) has no branch.
             let level = stack.len() - 1;
-            self.render_line(out, id, &prefix, level, last);
+            self.render_line(out, fields, id, &prefix, level, last);
             if level >= 1 && level <= crate::replay::MAX_INDENT as usize {
                 prefix.push_str(if last { "  " } else { "| " });
             }
@@ -154,24 +237,49 @@ impl Tree {
         }
     }
 
-    fn render_line(&self, out: &mut String, id: usize, prefix: &str, level: usize, last: bool) {
+    fn render_line(
+        &self,
+        out: &mut String,
+        fields: &[Field],
+        id: usize,
+        prefix: &str,
+        level: usize,
+        last: bool,
+    ) {
         let n = &self.nodes[id];
-        let ns = n.ticks as f64 * 1e9 / self.hz;
         let branch = match (level, last) {
             (0, _) => "",
             (_, true) => "`-",
             (_, false) => "+-",
         };
-        let _ = write!(
-            out,
-            "  {:>12}  {:>10}  {prefix}",
-            crate::replay::format_ns(ns),
-            n.calls
-        );
+        out.push(' ');
+        for f in fields {
+            let _ = write!(out, " {:>w$} ", self.value(*f, n), w = f.width());
+        }
+        let _ = write!(out, " {prefix}");
         if level > crate::replay::MAX_INDENT as usize {
             let _ = write!(out, "[{level}] ");
         }
-        let _ = writeln!(out, "{branch}{}", n.name);
+        let _ = write!(out, "{branch}{}", n.name);
+        if let Some(Some(src)) = self.srclines.get(&n.name) {
+            let _ = write!(out, " [{src}]");
+        }
+        out.push('\n');
+    }
+}
+
+impl Tree {
+    fn value(&self, field: Field, n: &Node) -> String {
+        let ns = |ticks: u64| crate::replay::format_ns(ticks as f64 * 1e9 / self.hz);
+        match field {
+            Field::Total => ns(n.ticks),
+            Field::SelfTime => {
+                let callees: u64 = n.children.iter().map(|&c| self.nodes[c].ticks).sum();
+                ns(n.ticks.saturating_sub(callees))
+            }
+            Field::Calls => n.calls.to_string(),
+            Field::Addr => format!("{:x}", n.addr),
+        }
     }
 }
 
@@ -180,6 +288,18 @@ impl Tree {
 /// events and the call depth: each open call holds its node. An inverted
 /// tree (`--callers`) walks the callers of each call of its function.
 pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids: &[u32]) -> Tree {
+    build_with(image, names, kind, filters, tids, false)
+}
+
+/// [`build`], with each function's source line when `srcline`.
+pub fn build_with(
+    image: &Image,
+    names: &Names,
+    kind: &Kind,
+    filters: &Filters,
+    tids: &[u32],
+    srcline: bool,
+) -> Tree {
     let mut tree = Tree::new(image.tsc_hz().max(1) as f64);
     let matches = Matches::new(filters, names);
     // FUNC is read as the filters' patterns are (`--match`).
@@ -211,16 +331,27 @@ pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids:
                     ..
                 } => {
                     let name = names.name(addr, tsc);
+                    let func = func.or_else(|| names.resolve(addr, tsc));
+                    let first = match func {
+                        Some(f) => names.start(f),
+                        None => addr.saturating_sub(5),
+                    };
+                    if srcline && !tree.srclines.contains_key(&name) {
+                        let src = func.and_then(|f| names.srcline(f));
+                        let src = src.map(|s| s.to_string().into_boxed_str());
+                        tree.srclines.insert(name.clone(), src);
+                    }
                     let (node, is_target) = match kind {
-                        Kind::Whole => (tree.enter_down(stack.last(), &name, true), false),
+                        Kind::Whole => (tree.enter_down(stack.last(), &name, first, true), false),
                         Kind::Callees(_) => {
                             let start = target(func, &name);
-                            (tree.enter_down(stack.last(), &name, start), false)
+                            (tree.enter_down(stack.last(), &name, first, start), false)
                         }
                         Kind::Callers(_) => (None, target(func, &name)),
                     };
                     stack.push(Open {
                         name,
+                        addr: first,
                         node,
                         new_call: !resumed,
                         target: is_target,
@@ -259,7 +390,8 @@ pub fn build(image: &Image, names: &Names, kind: &Kind, filters: &Filters, tids:
     tree
 }
 
-/// Renders `kind`'s tree for every image of `trace` that has one.
+/// Renders `kind`'s tree for every image of `trace` that has one, with
+/// the default columns.
 pub fn render(
     trace: &TraceDir,
     names: &[Names],
@@ -267,9 +399,23 @@ pub fn render(
     filters: &Filters,
     tids: &[u32],
 ) -> String {
+    render_fields(trace, names, kind, filters, tids, &Field::DEFAULT, false)
+}
+
+/// Renders `kind`'s tree for every image of `trace` that has one, with
+/// `fields` (`-f`) in their order.
+pub fn render_fields(
+    trace: &TraceDir,
+    names: &[Names],
+    kind: &Kind,
+    filters: &Filters,
+    tids: &[u32],
+    fields: &[Field],
+    srcline: bool,
+) -> String {
     let mut out = String::new();
     for (image, n) in trace.images.iter().zip(names) {
-        let tree = build(image, n, kind, filters, tids);
+        let tree = build_with(image, n, kind, filters, tids, srcline);
         if tree.is_empty() {
             continue;
         }
@@ -277,7 +423,7 @@ pub fn render(
         if let Kind::Callers(g) = kind {
             let _ = writeln!(out, "# callers of {g}, the calls of it first");
         }
-        tree.render(&mut out);
+        tree.render(&mut out, fields);
         out.push('\n');
     }
     out

@@ -21,6 +21,7 @@ pub mod replay;
 pub mod report;
 pub mod sites;
 pub mod symbols;
+pub mod tasks;
 pub mod trace;
 pub mod values;
 pub mod view;

@@ -40,27 +40,47 @@ pub enum Field {
     Duration,
     /// The thread id.
     Tid,
+    /// Time since the trace began, whatever the time column shows.
+    Elapsed,
+    /// The function's address (its first byte).
+    Addr,
 }
 
 impl Field {
-    /// Parses a `-f` list (`time,delta,duration,tid`).
+    /// Parses a `-f` list as uftrace's `replay -f` does: names from
+    /// `time,delta,elapsed,duration,tid,addr` in any order; `none` alone
+    /// for no column; a list starting with `+` adds to the default
+    /// (`+time` is `duration,tid,time`).
     ///
     /// # Errors
     ///
     /// Names the field it does not know.
     pub fn parse_list(list: &str) -> Result<Vec<Field>, String> {
-        list.split(',')
-            .filter(|f| !f.is_empty())
-            .map(|f| match f.trim() {
-                "time" => Ok(Field::Time),
-                "delta" => Ok(Field::Delta),
-                "duration" => Ok(Field::Duration),
-                "tid" => Ok(Field::Tid),
-                other => Err(format!(
-                    "unknown field {other:?} (known: time, delta, duration, tid)"
-                )),
-            })
-            .collect()
+        let list = list.trim();
+        if list == "none" {
+            return Ok(Vec::new());
+        }
+        let (mut fields, list) = match list.strip_prefix('+') {
+            Some(rest) => (Options::default().fields, rest),
+            None => (Vec::new(), list),
+        };
+        for f in list.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            fields.push(match f {
+                "time" => Field::Time,
+                "delta" => Field::Delta,
+                "duration" => Field::Duration,
+                "tid" => Field::Tid,
+                "elapsed" => Field::Elapsed,
+                "addr" => Field::Addr,
+                other => {
+                    return Err(format!(
+                        "unknown field {other:?} (known: time, delta, elapsed, duration, \
+                         tid, addr; or none)"
+                    ))
+                }
+            });
+        }
+        Ok(fields)
     }
 }
 
@@ -126,6 +146,7 @@ pub fn replay(
             srclines: vec![None; names.functions().len()],
             enums: &enums,
             text: String::new(),
+            starts: std::cell::OnceCell::new(),
         };
         r.run(out)?;
     }
@@ -179,7 +200,12 @@ fn header(opts: &Options, out: &mut impl Write) -> io::Result<()> {
             Field::Delta => "     DELTA  ",
             Field::Duration => " DURATION    ",
             Field::Tid => " TID     ",
+            Field::Elapsed => "   ELAPSED TIME  ",
+            Field::Addr => "         ADDRESS  ",
         });
+    }
+    if opts.fields.is_empty() {
+        line.push(' ');
     }
     line.push_str("FUNCTION\n");
     out.write_all(line.as_bytes())
@@ -201,6 +227,32 @@ struct ImageReplay<'a> {
     enums: &'a crate::values::Enums,
     /// Scratch for values shown.
     text: String,
+    /// The image's functions by first byte, made when a value first
+    /// needs them.
+    starts: std::cell::OnceCell<FunctionStarts>,
+}
+
+/// The functions of an image by their first byte: a pointer argument
+/// equal to one shows as `&name`.
+struct FunctionStarts(rustc_hash::FxHashMap<u64, std::sync::Arc<str>>);
+
+impl FunctionStarts {
+    fn of<'a>(cell: &'a std::cell::OnceCell<FunctionStarts>, names: &Names) -> &'a FunctionStarts {
+        cell.get_or_init(|| {
+            FunctionStarts(
+                (0..names.functions().len() as u32)
+                    .map(FuncId)
+                    .map(|f| (names.start(f), names.function(f).name.clone()))
+                    .collect(),
+            )
+        })
+    }
+}
+
+impl crate::values::FunctionAt for FunctionStarts {
+    fn function_at(&self, addr: u64) -> Option<&str> {
+        self.0.get(&addr).map(|n| &**n)
+    }
 }
 
 impl ImageReplay<'_> {
@@ -284,7 +336,8 @@ impl ImageReplay<'_> {
         line.push(b'(');
         if let Some(v) = args {
             self.text.clear();
-            crate::values::write_list(&mut self.text, v, self.enums);
+            let functions = FunctionStarts::of(&self.starts, self.names);
+            crate::values::write_list_named(&mut self.text, v, self.enums, functions);
             line.extend_from_slice(self.text.as_bytes());
         }
         line.push(b')');
@@ -302,7 +355,9 @@ impl ImageReplay<'_> {
         self.text.clear();
         let names = self.names;
         let function = func.map(|f| &*names.function(f).mangled);
-        let shown = crate::values::write_ret(&mut self.text, v, function, self.enums);
+        let functions = FunctionStarts::of(&self.starts, self.names);
+        let shown =
+            crate::values::write_ret_named(&mut self.text, v, function, self.enums, functions);
         if shown {
             line.extend_from_slice(b" = ");
             line.extend_from_slice(self.text.as_bytes());
@@ -337,6 +392,14 @@ impl ImageReplay<'_> {
                     line.push(b'[');
                     right_aligned(&mut line, u64::from(tid), 6);
                     line.extend_from_slice(b"] ");
+                }
+                Field::Elapsed => {
+                    let since = seconds(shown_ns(at.saturating_sub(self.origin), self.hz));
+                    line.extend_from_slice(format!("{since:>15}  ").as_bytes());
+                }
+                Field::Addr => {
+                    let addr = self.address(item);
+                    line.extend_from_slice(format!("{addr:>16x}  ").as_bytes());
                 }
             }
         }
@@ -430,6 +493,18 @@ impl ImageReplay<'_> {
             line.extend_from_slice(b" /* ");
             line.extend_from_slice(t.as_bytes());
             line.extend_from_slice(b" */");
+        }
+    }
+
+    /// The address of the function of `item`: its first byte, or the
+    /// site's when it is not known.
+    fn address(&self, item: &Shown) -> u64 {
+        let (Shown::Enter { addr, func, .. }
+        | Shown::Leaf { addr, func, .. }
+        | Shown::Leave { addr, func, .. }) = *item;
+        match func.or_else(|| self.names.resolve(addr, item.tsc())) {
+            Some(f) => self.names.start(f),
+            None => addr.saturating_sub(5),
         }
     }
 

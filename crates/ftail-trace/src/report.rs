@@ -427,6 +427,8 @@ pub struct Options {
     /// One row per function and argument list, with the return values
     /// (recorded with `ftail record -A/-R/-a`).
     pub values: bool,
+    /// Each function's source file and line (`--srcline`).
+    pub srcline: bool,
 }
 
 /// A row's key: the function's name, and the thread when per thread.
@@ -453,6 +455,9 @@ pub struct Report {
     pub damage: Vec<String>,
     /// Modules that could not be named.
     pub diagnostics: Vec<String>,
+    /// With [`Options::srcline`]: where each function named in the rows
+    /// is, when the debug info says.
+    pub srclines: BTreeMap<Arc<str>, String>,
 }
 
 /// Counts every selected thread of `trace` (in parallel); `names` has one
@@ -515,11 +520,13 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
         };
         let unknown = |addr: u64| -> Arc<str> { format!("{:#x}", addr.saturating_sub(5)).into() };
         for (f, counters) in &called {
-            add(
-                names[i].functions()[*f as usize].name.clone(),
-                None,
-                counters,
-            );
+            let id = *f as usize;
+            let name = names[i].functions()[id].name.clone();
+            if add(name.clone(), None, counters).is_some() && opts.srcline {
+                if let Some(line) = names[i].srcline(crate::names::FuncId(id as u32)) {
+                    out.srclines.entry(name).or_insert_with(|| line.to_string());
+                }
+            }
         }
         for (addr, counters) in &c.unknown {
             add(unknown(*addr), None, counters);
@@ -603,36 +610,136 @@ fn human(ns: f64) -> String {
     format!("{v:.3} {unit}")
 }
 
-/// The report as text: one line per row, sorted.
+/// A column of the report (`-f`), named as uftrace's `report -f` names
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// Total time (`total`).
+    Total,
+    /// Self time (`self`).
+    SelfTime,
+    /// Calls (`call`).
+    Calls,
+    /// Average total time per call (`total-avg`, or `avg`).
+    Avg,
+    /// Shortest call (`total-min`, or `min`).
+    Min,
+    /// Longest call (`total-max`, or `max`).
+    Max,
+    /// Average self time per call (`self-avg`).
+    SelfAvg,
+}
+
+impl Column {
+    /// The columns shown by default, in their order.
+    pub const DEFAULT: [Column; 6] = [
+        Column::Total,
+        Column::SelfTime,
+        Column::Calls,
+        Column::Avg,
+        Column::Min,
+        Column::Max,
+    ];
+
+    /// Parses a `-f` list: the columns in the order given; `none` alone
+    /// for none, `all` for every one.
+    ///
+    /// # Errors
+    ///
+    /// Names the field it does not know.
+    pub fn parse_list(list: &str) -> Result<Vec<Column>, String> {
+        let mut out = Vec::new();
+        for f in list.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            match f {
+                "none" => {}
+                "all" => out.extend(Column::DEFAULT.iter().copied().chain([Column::SelfAvg])),
+                "total" => out.push(Column::Total),
+                "self" => out.push(Column::SelfTime),
+                "call" | "calls" => out.push(Column::Calls),
+                "total-avg" | "avg" => out.push(Column::Avg),
+                "total-min" | "min" => out.push(Column::Min),
+                "total-max" | "max" => out.push(Column::Max),
+                "self-avg" => out.push(Column::SelfAvg),
+                other => {
+                    return Err(format!(
+                        "unknown report field {other:?} (known: total, self, call, total-avg, \
+                         total-min, total-max, self-avg, or avg, min, max; all; none)"
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Column::Total => "TOTAL TIME",
+            Column::SelfTime => "SELF TIME",
+            Column::Calls => "CALLS",
+            Column::Avg => "AVERAGE",
+            Column::Min => "MIN",
+            Column::Max => "MAX",
+            Column::SelfAvg => "SELF AVG",
+        }
+    }
+
+    fn value(self, s: &FunctionStats) -> String {
+        match self {
+            Column::Total => human(s.total_ns),
+            Column::SelfTime => human(s.self_ns),
+            Column::Calls => s.calls.to_string(),
+            Column::Avg => human(s.avg_ns()),
+            Column::Min => human(s.min_ns),
+            Column::Max => human(s.max_ns),
+            Column::SelfAvg => human(s.self_ns / s.calls.max(1) as f64),
+        }
+    }
+
+    /// Calls take 10 columns, times 12.
+    fn width(self) -> usize {
+        if self == Column::Calls {
+            10
+        } else {
+            12
+        }
+    }
+}
+
+/// The report as text: one line per row, sorted, with the default
+/// columns.
 pub fn render(r: &Report, key: SortKey) -> String {
+    render_columns(r, key, &Column::DEFAULT)
+}
+
+/// The report as text with `columns` (`-f`), in their order.
+pub fn render_columns(r: &Report, key: SortKey, columns: &[Column]) -> String {
     let mut rows: Vec<(&RowKey, &FunctionStats)> = r.rows.iter().collect();
     rows.sort_by(|a, b| key.order(a.1, b.1).then_with(|| a.0.cmp(b.0)));
     let per_thread = rows.iter().any(|(k, _)| k.thread.is_some());
     let mut out = String::new();
-    let _ = write!(
-        out,
-        "{:>12}  {:>12}  {:>10}  {:>12}  {:>12}  {:>12}  ",
-        "TOTAL TIME", "SELF TIME", "CALLS", "AVERAGE", "MIN", "MAX"
-    );
+    for c in columns {
+        let _ = write!(out, "{:>w$}  ", c.title(), w = c.width());
+    }
     if per_thread {
         out.push_str("PROCESS   THREAD  ");
     }
-    out.push_str("FUNCTION\n");
+    out.push_str("FUNCTION");
+    if !r.srclines.is_empty() {
+        out.push_str(" [SOURCE]");
+    }
+    out.push('\n');
     for (k, s) in rows {
-        let _ = write!(
-            out,
-            "{:>12}  {:>12}  {:>10}  {:>12}  {:>12}  {:>12}  ",
-            human(s.total_ns),
-            human(s.self_ns),
-            s.calls,
-            human(s.avg_ns()),
-            human(s.min_ns),
-            human(s.max_ns)
-        );
+        for c in columns {
+            let _ = write!(out, "{:>w$}  ", c.value(s), w = c.width());
+        }
         if let Some((key, tid)) = &k.thread {
             let _ = write!(out, "{key:>7}  {tid:>7}  ");
         }
-        let _ = writeln!(out, "{}", call(k, r.returns.get(k)));
+        let _ = write!(out, "{}", call(k, r.returns.get(k)));
+        if let Some(src) = r.srclines.get(&k.name) {
+            let _ = write!(out, " [{src}]");
+        }
+        out.push('\n');
     }
     for d in &r.diagnostics {
         let _ = writeln!(out, "# {d}");

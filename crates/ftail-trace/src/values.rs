@@ -208,6 +208,12 @@ impl Value {
 
     /// Appends the value as uftrace shows it.
     pub fn write(&self, out: &mut String, enums: &Enums) {
+        self.write_named(out, enums, &NoFunctions);
+    }
+
+    /// Appends the value as uftrace shows it, a pointer to the start of
+    /// one of `functions` as `&name`.
+    pub fn write_named(&self, out: &mut String, enums: &Enums, functions: &dyn FunctionAt) {
         if self.flags & value::OPTIMISED_OUT != 0 {
             out.push_str("<optimised out>");
             return;
@@ -226,9 +232,15 @@ impl Value {
             class::HEX => {
                 let _ = write!(out, "{:#x}", self.int());
             }
-            class::POINTER => {
-                let _ = write!(out, "{:#x}", self.raw);
-            }
+            class::POINTER => match functions.function_at(self.raw) {
+                Some(name) => {
+                    out.push('&');
+                    out.push_str(name);
+                }
+                None => {
+                    let _ = write!(out, "{:#x}", self.raw);
+                }
+            },
             class::FLOAT if self.ty.size() == 4 => {
                 let _ = write!(out, "{:?}", f32::from_bits(self.raw as u32));
             }
@@ -304,13 +316,40 @@ fn write_auto(out: &mut String, raw: u64) {
     };
 }
 
+/// Names the function that starts at an address, for pointers shown as
+/// `&name`, as uftrace shows a function pointer.
+pub trait FunctionAt {
+    /// The name of the function whose first byte is at `addr`.
+    fn function_at(&self, addr: u64) -> Option<&str>;
+}
+
+/// No function names: pointers show as addresses.
+pub struct NoFunctions;
+
+impl FunctionAt for NoFunctions {
+    fn function_at(&self, _: u64) -> Option<&str> {
+        None
+    }
+}
+
 /// Appends `values` separated by `, `.
 pub fn write_list(out: &mut String, values: &[Value], enums: &Enums) {
+    write_list_named(out, values, enums, &NoFunctions);
+}
+
+/// Appends `values` separated by `, `, pointers to `functions` as
+/// `&name`.
+pub fn write_list_named(
+    out: &mut String,
+    values: &[Value],
+    enums: &Enums,
+    functions: &dyn FunctionAt,
+) {
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
-        v.write(out, enums);
+        v.write_named(out, enums, functions);
     }
 }
 
@@ -324,6 +363,17 @@ pub fn write_ret(
     values: &[Value],
     function: Option<&str>,
     enums: &Enums,
+) -> bool {
+    write_ret_named(out, values, function, enums, &NoFunctions)
+}
+
+/// [`write_ret`], pointers to `functions` as `&name`.
+pub fn write_ret_named(
+    out: &mut String,
+    values: &[Value],
+    function: Option<&str>,
+    enums: &Enums,
+    functions: &dyn FunctionAt,
 ) -> bool {
     if function.is_some_and(|f| !enums.returns_value(f)) {
         return false;
@@ -344,9 +394,9 @@ pub fn write_ret(
                     x.raw = u64::from(number);
                 }
             }
-            write_list(out, &v, enums);
+            write_list_named(out, &v, enums, functions);
         }
-        None => write_list(out, values, enums),
+        None => write_list_named(out, values, enums, functions),
     }
     true
 }
