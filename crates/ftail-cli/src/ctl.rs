@@ -64,29 +64,9 @@ pub fn run(pid: u32, action: Option<&str>, filter: &[String], exclude: &[String]
 /// Refuses to talk to a socket that is not process `pid`'s own agent,
 /// running as this user.
 fn check_agent(stream: &UnixStream, pid: u32) -> Result<()> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt(SO_PEERCRED) writes at most `len` bytes into the
-    // ucred it is given; the descriptor is the open stream's.
-    let r = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("asking who holds the control socket of process {pid}"));
-    }
+    let cred = crate::peer::credentials(stream)
+        .with_context(|| format!("asking who holds the control socket of process {pid}"))?;
     let name = format!("ftail-ctl-{pid}");
     if u32::try_from(cred.pid).ok() != Some(pid) {
         bail!(

@@ -14,6 +14,7 @@ mod cc;
 mod ctl;
 mod export;
 mod out;
+mod peer;
 mod private_dir;
 mod progress;
 mod record;

@@ -384,23 +384,7 @@ fn accept_from(listener: &OwnedFd, pid: libc::pid_t) -> Option<OwnedFd> {
         }
         // SAFETY: `fd` was just accepted and is owned by nothing else.
         let conn = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut cred = libc::ucred {
-            pid: 0,
-            uid: 0,
-            gid: 0,
-        };
-        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        // SAFETY: SO_PEERCRED writes a ucred of at most `len` bytes.
-        let r = unsafe {
-            libc::getsockopt(
-                conn.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&mut cred as *mut libc::ucred).cast(),
-                &mut len,
-            )
-        };
-        if r == 0 && cred.pid == pid {
+        if crate::peer::credentials(&conn).is_ok_and(|c| c.pid == pid) {
             return Some(conn);
         }
     }

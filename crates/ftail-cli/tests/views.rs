@@ -232,41 +232,6 @@ fn graph_shows_the_paths_to_a_caller_filter() {
     assert!(!out.contains("-d\n"), "d leads to no c:\n{out}");
 }
 
-/// Runs `ftail ARGS` with standard output on a pseudo-terminal; what the
-/// terminal received.
-fn stdout_on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
-    let script = r#"
-import os, pty, select, subprocess, sys
-m, s = pty.openpty()
-p = subprocess.Popen(sys.argv[1:], stdout=s, stderr=subprocess.DEVNULL, stdin=s)
-os.close(s)
-out = b""
-while True:
-    r, _, _ = select.select([m], [], [], 0.1)
-    if r:
-        try:
-            d = os.read(m, 4096)
-        except OSError:
-            break
-        if not d:
-            break
-        out += d
-    elif p.poll() is not None:
-        break
-p.wait()
-sys.stdout.buffer.write(out)
-"#;
-    let out = run(Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(ftail())
-        .args(args)
-        .env_remove("PAGER")
-        .env_remove("NO_COLOR")
-        .envs(env.iter().copied()));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn no_color_turns_colours_off_on_a_terminal() {
     let f = fixture();

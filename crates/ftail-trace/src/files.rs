@@ -33,8 +33,7 @@ pub const SMALL_LIMIT: u64 = 64 << 20;
 /// path: callers name it).
 pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     let link = std::fs::symlink_metadata(path)?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     if link.file_type().is_symlink() && link.uid() != euid && link.uid() != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,

@@ -187,3 +187,41 @@ pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
 }
+
+/// Runs `ftail ARGS` with standard output on a pseudo-terminal (no
+/// pager, no `NO_COLOR` but what `env` sets); what the terminal received.
+pub fn stdout_on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
+    let script = r#"
+import os, pty, select, subprocess, sys
+m, s = pty.openpty()
+p = subprocess.Popen(sys.argv[1:], stdout=s, stderr=subprocess.DEVNULL, stdin=s)
+os.close(s)
+out = b""
+while True:
+    r, _, _ = select.select([m], [], [], 0.1)
+    if r:
+        try:
+            d = os.read(m, 4096)
+        except OSError:
+            break
+        if not d:
+            break
+        out += d
+    elif p.poll() is not None:
+        break
+p.wait()
+sys.stdout.buffer.write(out)
+"#;
+    // The interpreter itself (not a wrapper script that needs this PATH);
+    // the program may get another PATH.
+    let python = run_ok(Command::new("python3").args(["-c", "import sys; print(sys.executable)"]));
+    let out = run(Command::new(python.trim())
+        .arg("-c")
+        .arg(script)
+        .arg(ftail())
+        .args(args)
+        .env_remove("PAGER")
+        .env_remove("NO_COLOR")
+        .envs(env.iter().copied()));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
