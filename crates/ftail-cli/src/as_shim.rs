@@ -86,7 +86,13 @@ fn input_positions(args: &[OsString]) -> Vec<usize> {
     out
 }
 
-fn instrument_to_temp(text: &str, path: &Path, verbose: bool) -> Result<tempfile::NamedTempFile> {
+/// Rewrites `text` (read from `path`, which messages name) into a
+/// temporary file that lives as long as the returned handle.
+pub fn instrument_to_temp(
+    text: &str,
+    path: &Path,
+    verbose: bool,
+) -> Result<tempfile::NamedTempFile> {
     let rewritten = rewrite(text).with_context(|| format!("{}", path.display()))?;
     if verbose {
         report(path, &rewritten);

@@ -1,5 +1,6 @@
 //! `ftail cc`: a compiler launcher that routes the compiler's assembly
-//! through `ftail as` and changes nothing else.
+//! through `ftail as` and changes nothing else; clang's LTO links go
+//! through `cc_lto`.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -16,8 +17,8 @@ const INPUT_EXTENSIONS: &[&str] = &[
     "c", "cc", "cp", "cpp", "cxx", "c++", "C", "i", "ii", "s", "S", "o", "a", "so", "h", "hpp",
 ];
 
-/// Runs `ftail cc [COMPILER] ARGS…`; returns only on error (the compiler
-/// replaces this process).
+/// Runs `ftail cc [COMPILER] ARGS…`; returns only on error or after a
+/// clang LTO link (otherwise the compiler replaces this process).
 pub fn run(mut args: Vec<OsString>) -> Result<i32> {
     let compiler = if args.first().is_some_and(is_compiler) {
         args.remove(0)
@@ -25,10 +26,12 @@ pub fn run(mut args: Vec<OsString>) -> Result<i32> {
         std::env::var_os(DEFAULT_CC_ENV).unwrap_or_else(|| "cc".into())
     };
     let clang = is_clang(&compiler);
-    if clang {
-        refuse_clang_lto(&args)?;
-    }
     let shim = shim_dir()?;
+    if clang {
+        if let Some(code) = crate::cc_lto::link_if_lto(&compiler, &args, &shim)? {
+            return Ok(code);
+        }
+    }
     let mut cmd = Command::new(&compiler);
     cmd.arg("-B").arg(&shim);
     if clang {
@@ -58,25 +61,6 @@ pub fn is_clang(compiler: &OsString) -> bool {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().contains("clang"))
     })
-}
-
-fn refuse_clang_lto(args: &[OsString]) -> Result<()> {
-    let mut lto = false;
-    for a in args {
-        let a = a.to_string_lossy();
-        if a == "-flto" || a.starts_with("-flto=") {
-            lto = true;
-        } else if a == "-fno-lto" {
-            lto = false;
-        }
-    }
-    if lto {
-        bail!(
-            "clang -flto emits LLVM bitcode and never runs an assembler, so ftail cannot \
-             place sites; build without -flto, or use gcc, whose -flto works through ftail cc"
-        );
-    }
-    Ok(())
 }
 
 fn which(name: &OsString) -> Option<PathBuf> {
@@ -167,14 +151,5 @@ mod tests {
         assert!(!is_compiler(&"-O2".into()));
         assert!(!is_compiler(&"foo.c".into()));
         assert!(!is_compiler(&"x.o".into()));
-    }
-
-    #[test]
-    fn refuses_clang_lto_only_when_enabled() {
-        let v = |s: &[&str]| s.iter().map(OsString::from).collect::<Vec<_>>();
-        assert!(refuse_clang_lto(&v(&["-O2", "-flto"])).is_err());
-        assert!(refuse_clang_lto(&v(&["-flto=thin", "x.c"])).is_err());
-        assert!(refuse_clang_lto(&v(&["-flto", "-fno-lto"])).is_ok());
-        assert!(refuse_clang_lto(&v(&["-O2"])).is_ok());
     }
 }

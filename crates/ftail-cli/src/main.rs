@@ -11,6 +11,7 @@ mod analyze;
 mod argspec;
 mod as_shim;
 mod cc;
+mod cc_lto;
 mod ctl;
 mod export;
 mod out;

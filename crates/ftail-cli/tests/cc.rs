@@ -1,5 +1,5 @@
 //! `ftail cc` and `ftail as` as a build tool sees them: flags, pipes,
-//! temporary files, LTO, refusals, diagnostics and CMake.
+//! temporary files, gcc and clang LTO, refusals, diagnostics and CMake.
 
 mod common;
 
@@ -80,17 +80,207 @@ fn gcc_lto_is_instrumented_when_linking_through_ftail() {
     assert!(listing.contains("computed_goto"), "{listing}");
 }
 
+/// Builds shapes.c into a bitcode archive and shapes_main.c into a bitcode
+/// object with clang `lto` (`-flto=thin` or `-flto`), links them through
+/// `ftail cc` with lld, and checks the program against a plain clang build.
+fn clang_lto_shapes(lto: &str) {
+    if !have("clang-19") || !have("ld.lld-19") {
+        eprintln!("skipping: needs clang-19 and lld-19");
+        return;
+    }
+    let dir = scratch();
+    let d = dir.path();
+    let plain = d.join("plain");
+    run_ok(
+        Command::new("clang-19")
+            .args(["-O2", "-o"])
+            .arg(&plain)
+            .arg(shapes("shapes.c"))
+            .arg(shapes("shapes_main.c")),
+    );
+    let lib = d.join("libshapes.a");
+    let objs = [("shapes.o", "shapes.c"), ("main.o", "shapes_main.c")];
+    for (obj, src) in objs {
+        run_ok(
+            ftail_cc("clang-19")
+                .args(["-O2", "-g", lto, "-c", "-o"])
+                .arg(d.join(obj))
+                .arg(shapes(src)),
+        );
+        let head = std::fs::read(d.join(obj)).unwrap();
+        assert!(head.starts_with(b"BC\xC0\xDE"), "{obj} is not bitcode");
+    }
+    run_ok(
+        Command::new("ar")
+            .arg("rc")
+            .arg(&lib)
+            .arg(d.join("shapes.o")),
+    );
+    let exe = d.join("prog");
+    run_ok(ftail_cc("clang-19").current_dir(d).args([
+        "-O2",
+        lto,
+        "-fuse-ld=lld",
+        "-o",
+        "prog",
+        "main.o",
+        "-L.",
+        "-lshapes",
+    ]));
+    let (ok, report) = sites(&exe);
+    assert!(ok && report.contains(" 0 mismatches"), "{report}");
+    let listing = run_ok(Command::new(ftail()).arg("sites").arg(&exe));
+    for f in ["computed_goto", "fib", "main"] {
+        assert!(listing.contains(f), "{f} has no sites:\n{listing}");
+    }
+    assert_eq!(
+        run_ok(&mut Command::new(&exe)),
+        run_ok(&mut Command::new(&plain))
+    );
+    let left: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".s") || n.contains(".lto."))
+        .collect();
+    assert!(left.is_empty(), "the LTO link left {left:?} behind");
+}
+
 #[test]
-fn clang_lto_is_refused_with_a_reason() {
+fn clang_thin_lto_is_instrumented_when_linking_through_ftail() {
+    clang_lto_shapes("-flto=thin");
+}
+
+#[test]
+fn clang_full_lto_is_instrumented_when_linking_through_ftail() {
+    clang_lto_shapes("-flto");
+}
+
+/// Functions that no build may inline, called a known number of times
+/// across three files, one of them in an archive.
+const COUNTED: [(&str, &str); 3] = [
+    (
+        "leaf.c",
+        "__attribute__((noinline)) int leaf(int x) { return x * 3 + 1; }\n\
+         __attribute__((noinline)) int walk(int n) { return n ? leaf(walk(n - 1)) : 0; }\n",
+    ),
+    (
+        "mid.c",
+        "int leaf(int), walk(int);\n\
+         __attribute__((noinline)) int mid(int n) { return walk(n) - leaf(n); }\n",
+    ),
+    (
+        "main.c",
+        "#include <stdio.h>\nint mid(int);\n\
+         int main(void) { int s = 0; for (int i = 0; i < 10; i++) s += mid(i); \
+         printf(\"%d\\n\", s); return 0; }\n",
+    ),
+];
+
+/// Entries recorded per function name.
+fn entry_counts(
+    tdir: &std::path::Path,
+    exe: &std::path::Path,
+) -> std::collections::HashMap<String, u64> {
+    let (out, t) = record_trace(tdir, exe, &[], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let mut counts = std::collections::HashMap::new();
+    for p in &t.processes {
+        let syms = ftail_trace::trace::Symbols::load(p);
+        for th in &p.threads {
+            assert!(th.balance().is_balanced(), "{:?}", th.balance());
+            for e in &th.events {
+                if e.kind() == Some(ftail_abi::trace::EventKind::Entry) {
+                    *counts.entry(syms.name(e.addr(), e.tsc)).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn clang_lto_call_counts_equal_the_plain_builds() {
+    if !have("clang-19") || !have("ld.lld-19") {
+        eprintln!("skipping: needs clang-19 and lld-19");
+        return;
+    }
+    let dir = scratch();
+    let d = dir.path();
+    for (name, text) in COUNTED {
+        std::fs::write(d.join(name), text).unwrap();
+    }
+    let build = |tag: &str, flags: &[&str]| {
+        let sub = d.join(tag);
+        std::fs::create_dir(&sub).unwrap();
+        for (name, _) in COUNTED {
+            run_ok(
+                ftail_cc("clang-19")
+                    .current_dir(&sub)
+                    .args(["-O2", "-c"])
+                    .args(flags)
+                    .arg(d.join(name)),
+            );
+        }
+        run_ok(
+            Command::new("ar")
+                .current_dir(&sub)
+                .args(["rc", "libleaf.a", "leaf.o"]),
+        );
+        run_ok(
+            ftail_cc("clang-19")
+                .current_dir(&sub)
+                .args([
+                    "-O2",
+                    "-fuse-ld=lld",
+                    "-o",
+                    "prog",
+                    "main.o",
+                    "mid.o",
+                    "libleaf.a",
+                ])
+                .args(flags),
+        );
+        let exe = sub.join("prog");
+        let (ok, report) = sites(&exe);
+        assert!(ok && report.contains(" 0 mismatches"), "{report}");
+        entry_counts(&sub.join("trace"), &exe)
+    };
+    let plain = build("plain", &[]);
+    let thin = build("thin", &["-flto=thin"]);
+    let full = build("full", &["-flto"]);
+    let pick = |c: &std::collections::HashMap<String, u64>| {
+        ["main", "mid", "walk", "leaf"].map(|f| (f, c.get(f).copied().unwrap_or(0)))
+    };
+    assert_eq!(
+        pick(&plain),
+        [("main", 1), ("mid", 10), ("walk", 55), ("leaf", 55)]
+    );
+    assert_eq!(pick(&thin), pick(&plain), "ThinLTO");
+    assert_eq!(pick(&full), pick(&plain), "full LTO");
+}
+
+#[test]
+fn clang_lto_without_lld_is_refused_with_a_reason() {
     if !have("clang-19") {
         return;
     }
+    let dir = scratch();
+    let obj = dir.path().join("shapes.o");
+    run_ok(
+        ftail_cc("clang-19")
+            .args(["-O2", "-flto=thin", "-c", "-o"])
+            .arg(&obj)
+            .arg(shapes("shapes.c")),
+    );
     let out = run(ftail_cc("clang-19")
-        .args(["-O2", "-flto", "-c", "-o", "/dev/null"])
-        .arg(shapes("shapes.c")));
+        .args(["-O2", "-flto=thin", "-fuse-ld=bfd", "-o"])
+        .arg(dir.path().join("prog"))
+        .arg(&obj)
+        .arg(shapes("shapes_main.c")));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("ftail: error: clang -flto"), "{err}");
+    assert!(err.starts_with("ftail: error: clang LTO links"), "{err}");
+    assert!(err.contains("add -fuse-ld=lld"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
