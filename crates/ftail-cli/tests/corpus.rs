@@ -1,7 +1,9 @@
 //! Real code, untouched behaviour: Lua (as C and as C++, with gcc and
 //! clang 19), jq, SQLite, zstd and zlib are built through `ftail cc` and pass
 //! their own test suites with every site unpatched; `ftail sites` then
-//! verifies every binary they produced with zero mismatches.
+//! verifies every binary they produced with zero mismatches. zlib is
+//! also built with clang ThinLTO and full LTO, and its call counts
+//! compared with the plain clang build's.
 //!
 //! Slow (tens of minutes), so they run only with `FTAIL_CORPUS=1`, which
 //! `scripts/test-all` and CI always set. Sources are fetched once into
@@ -19,6 +21,18 @@ use std::process::Command;
 use common::*;
 
 fn corpus(name: &str, variant: &str, cc: &str, traced_modes: &[&str]) {
+    corpus_with(name, variant, cc, None, traced_modes);
+}
+
+/// [`corpus`] with `CFLAGS` for build.sh (its default `-O2 -g` when
+/// `None`); returns the build directory, or `None` when skipped.
+fn corpus_with(
+    name: &str,
+    variant: &str,
+    cc: &str,
+    cflags: Option<&str>,
+    traced_modes: &[&str],
+) -> Option<std::path::PathBuf> {
     let every_mode = std::env::var("FTAIL_CORPUS_MODES").is_ok_and(|v| v == "all");
     let traced_modes: &[&str] = if every_mode {
         &["auto", "mark", "convert"]
@@ -27,7 +41,7 @@ fn corpus(name: &str, variant: &str, cc: &str, traced_modes: &[&str]) {
     };
     if !full_suite() {
         eprintln!("skipping the {name} corpus build: set FTAIL_CORPUS=1 (scripts/test-all does)");
-        return;
+        return None;
     }
     let compiler = cc.split_whitespace().next().unwrap();
     assert!(have(compiler), "{compiler} is not installed");
@@ -35,12 +49,17 @@ fn corpus(name: &str, variant: &str, cc: &str, traced_modes: &[&str]) {
     let dir = root.join("target/corpus").join(format!("{name}-{variant}"));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.with_extension("log");
-    let out = run(Command::new("bash")
+    let mut build = Command::new("bash");
+    build
         .arg(root.join("corpus/build.sh"))
         .arg(name)
         .arg(&dir)
         .env("CC", format!("{} cc {cc}", ftail().display()))
-        .env("FTAIL_VERBOSE", "1"));
+        .env("FTAIL_VERBOSE", "1");
+    if let Some(flags) = cflags {
+        build.env("CFLAGS", flags);
+    }
+    let out = run(&mut build);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -81,6 +100,7 @@ fn corpus(name: &str, variant: &str, cc: &str, traced_modes: &[&str]) {
     for mode in traced_modes {
         traced(name, variant, &dir, mode);
     }
+    Some(dir)
 }
 
 /// Runs the test suite again with every process of it traced (the runtime
@@ -199,4 +219,100 @@ fn zstd() {
 #[test]
 fn zlib() {
     corpus("zlib", "gcc", "gcc", &["auto"]);
+}
+
+/// zlib built with clang ThinLTO and full LTO through `ftail cc` (lld's
+/// LTO assembly rewritten before the final link): both pass zlib's tests
+/// untraced and traced, sites verified. Their `minigzip` then compresses
+/// the same input as a plain clang build's, traced: functions that stay
+/// out of line in every build are called as often in each (ThinLTO's
+/// promoted locals, `NAME.llvm.HASH`, counted as `NAME`).
+#[test]
+fn zlib_clang_lto() {
+    // lld refuses a version script naming symbols that are not there
+    // (zlib.map names some the build leaves out); GNU ld does not.
+    let cflags = |lto: &str| format!("-O2 -g {lto} -fuse-ld=lld -Wl,--undefined-version");
+    let Some(plain) = corpus_with("zlib", "clang-19", "clang-19", Some(&cflags("")), &[]) else {
+        return;
+    };
+    let thin = corpus_with(
+        "zlib",
+        "clang-19-thinlto",
+        "clang-19",
+        Some(&cflags("-flto=thin")),
+        &["auto"],
+    )
+    .unwrap();
+    let full = corpus_with(
+        "zlib",
+        "clang-19-lto",
+        "clang-19",
+        Some(&cflags("-flto")),
+        &["auto"],
+    )
+    .unwrap();
+    let input = plain.with_file_name("zlib-lto-input");
+    let mut text = Vec::new();
+    for f in ["deflate.c", "inflate.c", "trees.c", "crc32.c", "gzlib.c"] {
+        text.extend(std::fs::read(plain.join(f)).unwrap());
+    }
+    std::fs::write(&input, &text).unwrap();
+    let base = minigzip_counts(&plain, &input);
+    for (name, dir) in [("ThinLTO", &thin), ("full LTO", &full)] {
+        let counts = minigzip_counts(dir, &input);
+        for f in [
+            "main",
+            "gz_comp",
+            "deflate_slow",
+            "fill_window",
+            "longest_match",
+            "_tr_flush_block",
+            "compress_block",
+            "build_tree",
+            "send_tree",
+            "init_block",
+            "zcalloc",
+            "zcfree",
+        ] {
+            let (a, b) = (base.get(f), counts.get(f));
+            assert!(
+                a.is_some_and(|&n| n > 0),
+                "{f} not called in the plain build"
+            );
+            assert_eq!(a, b, "{f}: calls in the plain build and with {name}");
+        }
+    }
+    let _ = std::fs::remove_file(&input);
+}
+
+/// Entries per function of `DIR/minigzip -c INPUT`, traced.
+fn minigzip_counts(
+    dir: &std::path::Path,
+    input: &std::path::Path,
+) -> std::collections::HashMap<String, u64> {
+    let tdir = dir.with_extension("minigzip-trace");
+    let _ = std::fs::remove_dir_all(&tdir);
+    let (out, trace) = record_trace(
+        &tdir,
+        &dir.join("minigzip"),
+        &["-c", input.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut counts = std::collections::HashMap::new();
+    for p in &trace.processes {
+        let syms = ftail_trace::trace::Symbols::load(p);
+        for th in &p.threads {
+            assert!(th.balance().is_balanced(), "{:?}", th.balance());
+            for e in &th.events {
+                if e.kind() == Some(ftail_abi::trace::EventKind::Entry) {
+                    let name = syms.name(e.addr(), e.tsc);
+                    let name = name.split(".llvm.").next().unwrap_or("").to_string();
+                    *counts.entry(name).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tdir);
+    counts
 }
