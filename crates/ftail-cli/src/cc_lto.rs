@@ -117,10 +117,78 @@ struct LinkLine {
 /// bitcode inputs (or sources compiled with `-flto`); `None` leaves the
 /// line to the compiler as it is.
 pub fn link_if_lto(compiler: &OsStr, args: &[OsString], shim: &Path) -> Result<Option<i32>> {
-    let Some(line) = parse(args)? else {
+    let args = expand_response_files(args, 0)?;
+    let Some(line) = parse(&args)? else {
         return Ok(None);
     };
-    link(compiler, args, &line, shim).map(Some)
+    link(compiler, &args, &line, shim).map(Some)
+}
+
+/// How deep response files may name other response files.
+const MAX_RESPONSE_DEPTH: usize = 16;
+
+/// `args` with each `@FILE` replaced by the arguments the file holds, as
+/// the driver reads them (GNU quoting); an `@FILE` that cannot be read is
+/// an argument like any other, as it is to the driver.
+fn expand_response_files(args: &[OsString], depth: usize) -> Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    for a in args {
+        let Some(file) = a.to_str().and_then(|s| s.strip_prefix('@')) else {
+            out.push(a.clone());
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(file) else {
+            out.push(a.clone());
+            continue;
+        };
+        if depth >= MAX_RESPONSE_DEPTH {
+            bail!("{file}: response files nest more than {MAX_RESPONSE_DEPTH} deep");
+        }
+        let inner: Vec<OsString> = split_response_file(&text)
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        out.extend(expand_response_files(&inner, depth + 1)?);
+    }
+    Ok(out)
+}
+
+/// Splits a response file at unquoted white space; `'…'` and `"…"` quote,
+/// a backslash takes the next character as it is.
+fn split_response_file(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (_, '\\') => {
+                word.extend(chars.next());
+                in_word = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        out.push(word);
+    }
+    out
 }
 
 /// Reads the command line; `None` when it does not link bitcode.
@@ -135,7 +203,15 @@ fn parse(args: &[OsString]) -> Result<Option<LinkLine>> {
     {
         return Ok(None);
     }
+    // The build runs ThinLTO's back ends itself: each is a compile line
+    // (`-x ir -fthinlto-index=…`) that goes through ftail's assembler like
+    // any other, and this link only writes the indexes.
+    if text.iter().any(|a| a.contains("thinlto-index-only")) {
+        return Ok(None);
+    }
     let mut lto = false;
+    let mut whole_archive = false;
+    let mut whole = Vec::new();
     let mut language = false;
     let mut stdin = false;
     let mut output = Vec::new();
@@ -169,6 +245,16 @@ fn parse(args: &[OsString]) -> Result<Option<LinkLine>> {
             _ if !a.starts_with('-') => positions.push(i),
             _ => {}
         }
+        if whole_archive && (a.starts_with("-l") || !a.starts_with('-')) {
+            whole.push(if a == "-l" { i + 1 } else { i });
+        }
+        for l in linker_options(a, value) {
+            match l {
+                "--whole-archive" | "-whole-archive" => whole_archive = true,
+                "--no-whole-archive" | "-no-whole-archive" => whole_archive = false,
+                _ => {}
+            }
+        }
         i += if OPTIONS_WITH_VALUE.contains(&a) {
             2
         } else {
@@ -188,6 +274,19 @@ fn parse(args: &[OsString]) -> Result<Option<LinkLine>> {
         }
     }
     inputs.sort_by_key(|(p, _)| *p);
+    // Every member of such an archive is linked: its bitcode members in the
+    // LTO code, and again, as bitcode, in the final link.
+    if let Some((_, Input::BitcodeArchive(a) | Input::BitcodeLibrary(a))) =
+        inputs.iter().find(|(p, k)| {
+            whole.contains(p) && matches!(k, Input::BitcodeArchive(_) | Input::BitcodeLibrary(_))
+        })
+    {
+        bail!(
+            "{}: an archive with LLVM bitcode members inside --whole-archive; ftail cc \
+             cannot link it with LTO: name its objects on the line instead",
+            a.display()
+        );
+    }
     let bitcode = inputs
         .iter()
         .any(|(_, k)| !matches!(k, Input::Source | Input::Other));
@@ -206,6 +305,16 @@ fn parse(args: &[OsString]) -> Result<Option<LinkLine>> {
         output,
         output_path,
     }))
+}
+
+/// The linker options an argument passes on (`-Wl,A,B`, `-Xlinker A`).
+fn linker_options<'a>(arg: &'a str, value: Option<&'a str>) -> Vec<&'a str> {
+    match arg {
+        "-Xlinker" => value.into_iter().collect(),
+        _ => arg
+            .strip_prefix("-Wl,")
+            .map_or(Vec::new(), |l| l.split(',').collect()),
+    }
 }
 
 fn classify(path: &Path) -> Result<Input> {
@@ -704,5 +813,56 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(parse(&os(&["-flto", "-x", "c", "a.c"])).is_err());
+    }
+
+    #[test]
+    fn leaves_index_only_links_to_the_build() {
+        let line = os(&["-flto=thin", "-Wl,--thinlto-index-only", "-o", "p", "a.c"]);
+        assert!(parse(&line).unwrap().is_none());
+    }
+
+    #[test]
+    fn refuses_bitcode_archives_inside_whole_archive() {
+        let lib = archive(&[("b.o/", b"BC\xC0\xDE")]);
+        let path = lib.path().to_str().unwrap();
+        let inside = os(&["-Wl,--whole-archive", path, "-Wl,--no-whole-archive"]);
+        let err = format!("{:#}", parse(&inside).unwrap_err());
+        assert!(
+            err.starts_with(path) && err.contains("--whole-archive"),
+            "{err}"
+        );
+        let after = os(&[
+            "-Xlinker",
+            "--whole-archive",
+            "-Wl,--no-whole-archive",
+            path,
+        ]);
+        assert!(parse(&after).unwrap().is_some());
+    }
+
+    #[test]
+    fn splits_response_files_as_the_driver_does() {
+        assert_eq!(
+            split_response_file("a.o  'b c.o'\n\"d\\\"e\" f\\ g -o\tout\n"),
+            ["a.o", "b c.o", "d\"e", "f g", "-o", "out"]
+        );
+        assert_eq!(split_response_file("'' x"), ["", "x"]);
+    }
+
+    #[test]
+    fn expands_nested_response_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("inner.rsp");
+        let outer = dir.path().join("outer.rsp");
+        std::fs::write(&inner, "b.o c.o").unwrap();
+        std::fs::write(&outer, format!("a.o @{}", inner.display())).unwrap();
+        let args = os(&["-O2", &format!("@{}", outer.display()), "@missing-file"]);
+        assert_eq!(
+            expand_response_files(&args, 0).unwrap(),
+            os(&["-O2", "a.o", "b.o", "c.o", "@missing-file"])
+        );
+        std::fs::write(&inner, format!("@{}", inner.display())).unwrap();
+        let err = format!("{:#}", expand_response_files(&args, 0).unwrap_err());
+        assert!(err.contains("nest more than"), "{err}");
     }
 }

@@ -259,6 +259,97 @@ fn clang_lto_call_counts_equal_the_plain_builds() {
     assert_eq!(pick(&full), pick(&plain), "full LTO");
 }
 
+/// Compiles shapes.c and shapes_main.c with clang `-O2 -flto=thin` into
+/// `dir` through `ftail cc`; returns the objects.
+fn thin_lto_objects(dir: &std::path::Path) -> [std::path::PathBuf; 2] {
+    ["shapes", "shapes_main"].map(|name| {
+        let obj = dir.join(format!("{name}.o"));
+        run_ok(
+            ftail_cc("clang-19")
+                .args(["-O2", "-flto=thin", "-c", "-o"])
+                .arg(&obj)
+                .arg(shapes(&format!("{name}.c"))),
+        );
+        obj
+    })
+}
+
+#[test]
+fn clang_lto_objects_named_in_a_response_file_are_instrumented() {
+    if !have("clang-19") || !have("ld.lld-19") {
+        eprintln!("skipping: needs clang-19 and lld-19");
+        return;
+    }
+    let dir = scratch();
+    let [lib, main] = thin_lto_objects(dir.path());
+    let rsp = dir.path().join("objects.rsp");
+    std::fs::write(&rsp, format!("'{}'\n'{}'\n", main.display(), lib.display())).unwrap();
+    let exe = dir.path().join("prog");
+    run_ok(
+        ftail_cc("clang-19")
+            .args(["-O2", "-flto=thin", "-fuse-ld=lld", "-o"])
+            .arg(&exe)
+            .arg(format!("@{}", rsp.display())),
+    );
+    let (ok, report) = sites(&exe);
+    assert!(ok && report.contains(" 0 mismatches"), "{report}");
+    let listing = run_ok(Command::new(ftail()).arg("sites").arg(&exe));
+    assert!(listing.contains("computed_goto"), "{listing}");
+}
+
+/// A build that runs ThinLTO's back ends itself: the index-only link
+/// passes through, each back end is a compile line through ftail's
+/// assembler, the final link takes native objects.
+#[test]
+fn clang_distributed_thin_lto_back_ends_are_instrumented() {
+    if !have("clang-19") || !have("ld.lld-19") {
+        eprintln!("skipping: needs clang-19 and lld-19");
+        return;
+    }
+    let dir = scratch();
+    let objs = thin_lto_objects(dir.path());
+    run_ok(
+        ftail_cc("clang-19")
+            .args([
+                "-O2",
+                "-flto=thin",
+                "-fuse-ld=lld",
+                "-Wl,--thinlto-index-only",
+                "-o",
+            ])
+            .arg(dir.path().join("prog"))
+            .args(&objs),
+    );
+    let mut natives = Vec::new();
+    for obj in &objs {
+        let native = obj.with_extension("native.o");
+        let mut index = obj.clone().into_os_string();
+        index.push(".thinlto.bc");
+        let mut flag = std::ffi::OsString::from("-fthinlto-index=");
+        flag.push(&index);
+        run_ok(
+            ftail_cc("clang-19")
+                .args(["-O2", "-c", "-x", "ir"])
+                .arg(obj)
+                .arg(flag)
+                .arg("-o")
+                .arg(&native),
+        );
+        natives.push(native);
+    }
+    let exe = dir.path().join("prog");
+    run_ok(
+        ftail_cc("clang-19")
+            .args(["-fuse-ld=lld", "-o"])
+            .arg(&exe)
+            .args(&natives),
+    );
+    let (ok, report) = sites(&exe);
+    assert!(ok && report.contains(" 0 mismatches"), "{report}");
+    let listing = run_ok(Command::new(ftail()).arg("sites").arg(&exe));
+    assert!(listing.contains("computed_goto"), "{listing}");
+}
+
 #[test]
 fn clang_lto_without_lld_is_refused_with_a_reason() {
     if !have("clang-19") {
