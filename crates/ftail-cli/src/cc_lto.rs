@@ -6,7 +6,7 @@
 //! (`--lto-emit-asm`), one file per ThinLTO module or one for the merged
 //! full-LTO module, from exactly the code generation a plain link would
 //! run (the driver's `-plugin-opt`s, the modules' own PIC level, code
-//! model and debug information). So the link runs three times over:
+//! model and debug information). So the link goes in three steps:
 //! 1. the user's link, told to write the LTO assembly into a private
 //!    temporary directory instead of an output;
 //! 2. each assembly file rewritten like any compiler's and assembled by
@@ -20,6 +20,10 @@
 //! Inputs lld would name its assembly after are linked into the temporary
 //! directory first, as lld writes a ThinLTO module's assembly next to the
 //! module's own path.
+//!
+//! A build that runs ThinLTO's back ends itself (`--thinlto-index-only`)
+//! needs none of this: its back ends are compile lines, and go through
+//! ftail's assembler like any other.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -593,8 +597,10 @@ fn last_link_args(
             None => out.push(a.clone()),
         }
     }
-    let mut guard = OsString::from("-Wl,--lto-obj-path=");
+    // Not `-Wl,`: that would split a path with a comma.
+    let mut guard = OsString::from("--lto-obj-path=");
     guard.push(leak);
+    out.push("-Xlinker".into());
     out.push(guard);
     out
 }
