@@ -203,9 +203,9 @@ fn lto_is_refused_with_a_reason() {
     assert!(err.contains("build without LTO"), "{err}");
 }
 
-/// semver, fetched by cargo into a scratch `CARGO_HOME`, copied out of the
-/// registry and tested: plainly, through `ftail cargo`, and each test
-/// binary again under `ftail record`.
+/// semver, fetched by cargo, copied out of the registry and tested:
+/// plainly, through `ftail cargo`, and each test binary again under
+/// `ftail record`; `semver::` functions called as callgrind counts.
 #[test]
 fn semver_from_crates_io_passes_its_suite_traced() {
     if !full_suite() {
@@ -291,7 +291,28 @@ fn fetch_crate(dir: &Path, name: &str, version: &str) -> PathBuf {
             .arg(path.parent().unwrap())
             .arg(&copy),
     );
+    let manifest = copy.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, without_benchmarks(&text)).unwrap();
     copy
+}
+
+/// A manifest without its benchmarks and their harness (criterion and its
+/// dozens of crates, which the tests do not use and which would take most
+/// of the build).
+fn without_benchmarks(manifest: &str) -> String {
+    let mut out = String::new();
+    let mut dropping = false;
+    for line in manifest.lines() {
+        if line.starts_with('[') {
+            dropping = line.contains("bench") || line.contains("criterion");
+        }
+        if !dropping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The test executables cargo's JSON messages name.
