@@ -350,7 +350,14 @@ fn pair_objects<'o>(
 
 /// Assembles `asm`, rewritten, into `obj`.
 fn assemble(asm: &Path, obj: &Path) -> Result<()> {
-    let args = vec!["-o".into(), obj.into(), asm.into()];
+    let text =
+        std::fs::read_to_string(asm).with_context(|| format!("reading {}", asm.display()))?;
+    let (text, dwarf5) = for_gas(&text);
+    std::fs::write(asm, text).with_context(|| format!("writing {}", asm.display()))?;
+    let mut args: Vec<OsString> = vec!["-o".into(), obj.into(), asm.into()];
+    if dwarf5 {
+        args.insert(0, "--gdwarf-5".into());
+    }
     match crate::as_shim::run(args)? {
         0 => Ok(()),
         code => bail!(
@@ -358,6 +365,61 @@ fn assemble(asm: &Path, obj: &Path) -> Result<()> {
             asm.display()
         ),
     }
+}
+
+/// rustc's assembly as the GNU assembler reads it, and whether its line
+/// table is DWARF 5 (a `.file 0`, which `as` takes with `--gdwarf-5`).
+/// LLVM writes `.file N "DIR" "NAME"` whatever the DWARF version; before
+/// version 5 `as` wants the one path `.file N "DIR/NAME"`.
+fn for_gas(text: &str) -> (String, bool) {
+    let dwarf5 = text
+        .lines()
+        .any(|l| l.trim_start().starts_with(".file\t0 ") || l.trim_start().starts_with(".file 0 "));
+    if dwarf5 {
+        return (text.to_string(), true);
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        match split_file_directive(line) {
+            Some((head, _, name)) if name.starts_with('/') => {
+                out.push_str(&format!("{head}\"{name}\""));
+            }
+            Some((head, dir, name)) => out.push_str(&format!("{head}\"{dir}/{name}\"")),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    (out, false)
+}
+
+/// `\t.file\tN "DIR" "NAME"` as (`\t.file\tN `, DIR, NAME), the strings as
+/// written (escaped).
+fn split_file_directive(line: &str) -> Option<(&str, &str, &str)> {
+    let rest = line.trim_start().strip_prefix(".file")?;
+    let number_end = rest.find('"')?;
+    let number = rest[..number_end].trim();
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let head = &line[..line.len() - rest.len() + number_end];
+    let strings = &rest[number_end..];
+    let (dir, tail) = quoted(strings)?;
+    let (name, tail) = quoted(tail.trim_start())?;
+    tail.trim().is_empty().then_some((head, dir, name))
+}
+
+/// The text of the quoted string `s` starts with, and what follows it.
+fn quoted(s: &str) -> Option<(&str, &str)> {
+    let body = s.strip_prefix('"')?;
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '"' if !escaped => return Some((&body[..i], &body[i + 1..])),
+            _ => escaped = false,
+        }
+    }
+    None
 }
 
 /// Replaces the unit's members of `archive` with their instrumented
@@ -537,6 +599,22 @@ mod tests {
         ]))
         .is_ok());
         assert!(err(&["--target", "aarch64-unknown-linux-gnu"]).contains("x86-64 Linux only"));
+    }
+
+    #[test]
+    fn gives_gas_one_path_per_file_before_dwarf_5() {
+        let (text, dwarf5) = for_gas(
+            "\t.file\t\"cgu.0\"\n\t.file\t1 \"/rustc/abc\" \"library/core/src/a.rs\"\n\
+             \t.file\t2 \"/src\" \"/abs/b \\\"q\\\".rs\"\n\tretq\n",
+        );
+        assert!(!dwarf5);
+        assert_eq!(
+            text,
+            "\t.file\t\"cgu.0\"\n\t.file\t1 \"/rustc/abc/library/core/src/a.rs\"\n\
+             \t.file\t2 \"/abs/b \\\"q\\\".rs\"\n\tretq\n"
+        );
+        let five = "\t.file\t0 \"/d\" \"a.rs\" md5 0x00\n";
+        assert_eq!(for_gas(five), (five.to_string(), true));
     }
 
     #[test]

@@ -167,6 +167,27 @@ fn shapes_build_test_verify_and_trace_through_ftail_cargo() {
     }
 }
 
+/// The dev profile: debug line tables (LLVM's `.file N "DIR" "NAME"`),
+/// incremental compilation, no optimisation.
+#[test]
+fn dev_profile_builds_and_traces() {
+    let dir = scratch();
+    let target = dir.path().join("target");
+    run_ok(&mut ftail_cargo(
+        &shapes_manifest(),
+        &target,
+        &["build", "--offline"],
+    ));
+    let exe = target.join("debug/shapes");
+    let (ok, text) = sites(&exe);
+    assert!(ok && text.contains(" 0 mismatches"), "{text}");
+    let tdir = dir.path().join("trace");
+    let traced = record(&tdir, &exe, &[]);
+    assert!(traced.status.success(), "{traced:?}");
+    let (counts, _) = trace_counts(&tdir);
+    assert_eq!(counts.get("shapes::catch"), Some(&4), "{counts:?}");
+}
+
 #[test]
 fn panic_abort_builds_and_aborts_as_it_would_untraced() {
     use std::os::unix::process::ExitStatusExt;
