@@ -115,6 +115,8 @@ impl FuncFlags {
     pub const COMPUTED_GOTO: u32 = 2;
     /// Compiled by clang (gcc otherwise).
     pub const CLANG: u32 = 4;
+    /// Compiled by rustc.
+    pub const RUSTC: u32 = 8;
 }
 
 /// One site (or one recorded non-tail indirect jump) of a function.

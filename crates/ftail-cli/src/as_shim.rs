@@ -111,7 +111,9 @@ pub fn instrument_to_temp(
 fn report(path: &Path, r: &ftail_instrument::Rewritten) {
     let p = path.display();
     let summary = match r.outcome {
-        Outcome::NotCompilerOutput => "not gcc or clang output, passed through unchanged".into(),
+        Outcome::NotCompilerOutput => {
+            "not gcc, clang or rustc output, passed through unchanged".into()
+        }
         Outcome::AlreadyInstrumented => "already instrumented, passed through unchanged".into(),
         Outcome::Instrumented(_) => {
             let s = &r.stats;

@@ -78,25 +78,30 @@ fn which(name: &OsString) -> Option<PathBuf> {
 const SHIM_NAMES: [&str; 2] = ["as", "x86_64-linux-gnu-as"];
 
 /// A directory holding `as` (and `x86_64-linux-gnu-as`) as links to this
-/// program, for the compiler's `-B`. Made once per ftail binary in ftail's
-/// private cache directory; safe when many compilers start at once. An
-/// existing one is used only when it and its links are this user's and
-/// the links point at this program: the compiler runs whatever `as` it
-/// finds there.
+/// program, for the compiler's `-B`.
 pub fn shim_dir() -> Result<PathBuf> {
+    links_dir("shim", &SHIM_NAMES)
+}
+
+/// A directory `PREFIX-HASH` holding `names` as links to this program.
+/// Made once per ftail binary in ftail's private cache directory; safe
+/// when many compilers start at once. An existing one is used only when
+/// it and its links are this user's and the links point at this program:
+/// whoever is handed the directory runs what it finds there.
+pub fn links_dir(prefix: &str, names: &[&str]) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the ftail executable")?;
     let exe = exe.canonicalize().unwrap_or(exe);
     let base = crate::private_dir::cache_dir()?;
     let dir = base.join(format!(
-        "shim-{:016x}",
+        "{prefix}-{:016x}",
         fnv1a(exe.as_os_str().as_encoded_bytes())
     ));
     if std::fs::symlink_metadata(&dir).is_err() {
         let tmp = tempfile::Builder::new()
-            .prefix(".shim-")
+            .prefix(&format!(".{prefix}-"))
             .tempdir_in(&base)
             .with_context(|| format!("creating a directory in {}", base.display()))?;
-        for name in SHIM_NAMES {
+        for name in names {
             std::os::unix::fs::symlink(&exe, tmp.path().join(name))
                 .with_context(|| format!("linking {name} in {}", tmp.path().display()))?;
         }
@@ -106,18 +111,18 @@ pub fn shim_dir() -> Result<PathBuf> {
             let _ = std::fs::remove_dir_all(&tmp);
         }
     }
-    check_shim(&dir, &exe)?;
+    check_shim(&dir, &exe, names)?;
     Ok(dir)
 }
 
 /// Checks that `dir` is this user's and holds links to `exe` made by this
 /// user.
-fn check_shim(dir: &Path, exe: &Path) -> Result<()> {
+fn check_shim(dir: &Path, exe: &Path, names: &[&str]) -> Result<()> {
     use crate::private_dir::check_owned;
     if !check_owned(dir)?.is_dir() {
         bail!("{} is not a directory; remove it", dir.display());
     }
-    for name in SHIM_NAMES {
+    for name in names {
         let link = dir.join(name);
         let meta = check_owned(&link)?;
         let target = std::fs::read_link(&link).ok();

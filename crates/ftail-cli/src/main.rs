@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod analyze;
 mod argspec;
 mod as_shim;
+mod cargo;
 mod cc;
 mod cc_lto;
 mod ctl;
@@ -43,6 +44,19 @@ enum Cmd {
     Cc {
         /// [COMPILER] ARGS…: the compiler (default $FTAIL_CC or cc) and
         /// its arguments, passed on unchanged
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Build Rust crates with ftail's sites placed (cargo, on stable Rust)
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  ftail cargo build --release\n  ftail cargo test\n\n\
+                      Every crate cargo compiles carries sites but the standard library\n\
+                      (prebuilt), build scripts and proc macros. LTO is refused.\n\
+                      Artifacts get their own hashes: target/debug/deps/NAME-HASH."
+    )]
+    Cargo {
+        /// The cargo command and its arguments, passed on unchanged
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
@@ -304,8 +318,15 @@ fn ftail_main() -> Result<i32> {
     if name == "as" || name.ends_with("-as") {
         return as_shim::run(argv.split_off(1));
     }
+    if name == cargo::RUSTC_SHIM {
+        return cargo::wrap_rustc(argv.split_off(1));
+    }
+    if name == cargo::LINK_SHIM {
+        return cargo::link(argv.split_off(1));
+    }
     match Cli::parse_from(argv).command {
         Cmd::Cc { args } => cc::run(args),
+        Cmd::Cargo { args } => cargo::run(args),
         Cmd::As { args } => as_shim::run(args),
         Cmd::Sites { file, json, quiet } => sites::run(&file, json, quiet),
         Cmd::Record { dir, how, command } => record::run(how.options(dir, command)),

@@ -7,7 +7,7 @@
 //! I/O — so that it can be tested and fuzzed on text alone.
 //!
 //! The design choice that shapes it: **never guess**. Text that is not
-//! compiler output (no `.ident` of gcc or clang) passes through unchanged; a
+//! compiler output (no `.ident` of gcc, clang or rustc) passes through unchanged; a
 //! function with anything the rewriter does not fully understand (a jump to
 //! a label outside it, inline assembly that returns, an inline thunk) is left
 //! exactly as it was and reported in [`Rewritten::notes`]. A function is
@@ -27,6 +27,9 @@ pub enum Compiler {
     Gcc,
     /// LLVM clang (`.ident "… clang version …"`).
     Clang,
+    /// rustc, through LLVM (`.ident "rustc version …"`), whose assembly
+    /// carries no `# TAILCALL` comments.
+    Rustc,
 }
 
 /// What the rewriter did with a file.

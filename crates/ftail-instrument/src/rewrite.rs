@@ -59,6 +59,8 @@ fn detect_compiler(p: &Parsed) -> Option<Compiler> {
         } if !l.in_app => {
             if args.contains("clang version") {
                 Some(Compiler::Clang)
+            } else if args.starts_with("\"rustc version") {
+                Some(Compiler::Rustc)
             } else if args.starts_with("\"GCC:") {
                 Some(Compiler::Gcc)
             } else {
@@ -415,7 +417,7 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                             i + 1
                         ));
                     } else if let Some(r) = retpoline_register(target) {
-                        if self.jump_is_local(i, computed_goto) {
+                        if self.jump_is_local(i, computed_goto)? {
                             let (e, s) = self.local_indirect(cold_flag);
                             edits.push((i, e));
                             sites.push(s);
@@ -431,7 +433,7 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                     Some(self.jump_site(kind, reg, cold_flag, operand))
                 }
                 Flow::JmpIndirect { operand } => {
-                    if self.jump_is_local(i, computed_goto) {
+                    if self.jump_is_local(i, computed_goto)? {
                         Some(self.local_indirect(cold_flag))
                     } else {
                         let reg = operand_register(operand).unwrap_or(NO_REG);
@@ -544,20 +546,104 @@ impl<'p, 'a> Rewriter<'p, 'a> {
         }
     }
 
-    fn jump_is_local(&self, i: usize, computed_goto: bool) -> bool {
+    fn jump_is_local(&self, i: usize, computed_goto: bool) -> Result<bool, Skip> {
         let line = &self.p.lines[i];
-        match self.compiler {
+        let Stmt::Insn(insn) = &line.stmt else {
+            return Ok(true);
+        };
+        Ok(match self.compiler {
             Compiler::Clang => !line.comment.contains("TAILCALL"),
             Compiler::Gcc => {
-                let Stmt::Insn(insn) = &line.stmt else {
-                    return true;
-                };
                 computed_goto
                     || insn.prefixes.contains(&"notrack")
                     || symbols(insn.operands).any(|s| s.starts_with(".L"))
                     || self.table_after(i).is_some()
             }
+            Compiler::Rustc => return self.rustc_jump_is_local(i, insn, computed_goto),
+        })
+    }
+
+    /// rustc's assembly says nothing of tail calls, but LLVM makes an
+    /// indirect jump only for a jump table or a tail call (Rust has no
+    /// computed goto). A jump through a `.L` table stays inside; a jump
+    /// through memory, or any indirect jump of a function without a jump
+    /// table, is a tail call. In a function with a table, a jump through a
+    /// register is the table's dispatch when the last instruction of its
+    /// block that writes the register is an `addq` (a position-independent
+    /// table's `movslq (%B,%I,4), %R; addq %B, %R; jmpq *%R`), and a tail
+    /// call when another instruction of the block wrote it; when nothing
+    /// in its block did, it is a tail call only if no `addq` of the
+    /// function writes that register. Anything else is not guessed at.
+    fn rustc_jump_is_local(
+        &self,
+        i: usize,
+        insn: &crate::parse::Insn<'_>,
+        has_table: bool,
+    ) -> Result<bool, Skip> {
+        // A retpoline thunk's operand is its register, loaded out of sight.
+        let operand = match flow(insn) {
+            Flow::JmpIndirect { operand } => operand,
+            _ => "",
+        };
+        if symbols(operand).any(|s| s.starts_with(".L")) {
+            return Ok(true);
         }
+        if !has_table {
+            return Ok(false);
+        }
+        let unknown = || {
+            Err(format!(
+                "line {}: indirect jump `{} {}` in a function with a jump table: \
+                 a table's dispatch or a tail call?",
+                i + 1,
+                insn.mnemonic,
+                insn.operands
+            ))
+        };
+        let Some(reg) = operand.strip_prefix('%').and_then(gpr64) else {
+            return if operand.is_empty() {
+                unknown()
+            } else {
+                Ok(false)
+            };
+        };
+        match self.last_writer_in_block(i, reg) {
+            Some(w) => Ok(w.mnemonic == "addq"),
+            None if self.func_adds_to(i, reg) => unknown(),
+            None => Ok(false),
+        }
+    }
+
+    /// The last instruction before line `i`, in its basic block, whose
+    /// destination is the register `reg` (any width), or a call.
+    fn last_writer_in_block(&self, i: usize, reg: &str) -> Option<&crate::parse::Insn<'a>> {
+        if !self.p.lines[i].labels.is_empty() {
+            return None;
+        }
+        for line in self.p.lines[..i].iter().rev() {
+            if let Stmt::Insn(insn) = &line.stmt {
+                if insn.mnemonic.starts_with("call") || writes(insn, reg) {
+                    return Some(insn);
+                }
+                if flow(insn) != Flow::None {
+                    return None;
+                }
+            }
+            if !line.labels.is_empty() || line.in_app {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Whether an `addq` of the function that holds line `i` writes `reg`.
+    fn func_adds_to(&self, i: usize, reg: &str) -> bool {
+        let section = self.p.lines[i].section;
+        self.p
+            .lines
+            .iter()
+            .filter(|l| l.section == section && !l.in_app)
+            .any(|l| matches!(&l.stmt, Stmt::Insn(x) if x.mnemonic == "addq" && writes(x, reg)))
     }
 
     fn label(&mut self) -> String {
@@ -664,8 +750,10 @@ impl<'p, 'a> Rewriter<'p, 'a> {
         if computed_goto {
             flags |= FuncFlags::COMPUTED_GOTO;
         }
-        if self.compiler == Compiler::Clang {
-            flags |= FuncFlags::CLANG;
+        match self.compiler {
+            Compiler::Clang => flags |= FuncFlags::CLANG,
+            Compiler::Rustc => flags |= FuncFlags::RUSTC,
+            Compiler::Gcc => {}
         }
         FuncOut {
             name: f.name.to_string(),
@@ -940,4 +1028,32 @@ fn check_inline_asm(fl: &Flow, own_labels: &HashSet<&str>) -> Result<(), String>
         }
         _ => Ok(()),
     }
+}
+
+/// The 64-bit name of a general-purpose register given by any of its
+/// names (`eax`, `r9d`, `sil`), without `%`.
+fn gpr64(name: &str) -> Option<&'static str> {
+    const LEGACY: [(&str, [&str; 5]); 8] = [
+        ("rax", ["rax", "eax", "ax", "al", "ah"]),
+        ("rbx", ["rbx", "ebx", "bx", "bl", "bh"]),
+        ("rcx", ["rcx", "ecx", "cx", "cl", "ch"]),
+        ("rdx", ["rdx", "edx", "dx", "dl", "dh"]),
+        ("rsi", ["rsi", "esi", "si", "sil", "sil"]),
+        ("rdi", ["rdi", "edi", "di", "dil", "dil"]),
+        ("rbp", ["rbp", "ebp", "bp", "bpl", "bpl"]),
+        ("rsp", ["rsp", "esp", "sp", "spl", "spl"]),
+    ];
+    const NUMBERED: [&str; 8] = ["r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+    if let Some((r, _)) = LEGACY.iter().find(|(_, names)| names.contains(&name)) {
+        return Some(r);
+    }
+    let base = name.trim_end_matches(['d', 'w', 'b']);
+    NUMBERED.iter().copied().find(|&r| r == base)
+}
+
+/// Whether the AT&T destination (last operand) of `insn` is `reg`, at any
+/// width.
+fn writes(insn: &crate::parse::Insn<'_>, reg: &str) -> bool {
+    let dest = split_args(insn.operands).last().copied().unwrap_or("");
+    dest.strip_prefix('%').and_then(gpr64) == Some(reg)
 }

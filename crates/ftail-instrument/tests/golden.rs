@@ -1,6 +1,7 @@
 //! Golden tests: the rewriter on checked-in gcc 12 / clang 19 / clang 16
-//! output of `tests/shapes/shapes.c` (regenerate with
-//! `tests/fixtures/generate.sh`, refresh expectations with `UPDATE_EXPECT=1`).
+//! output of `tests/shapes/shapes.c` and rustc's of the Rust shapes
+//! (regenerate with `tests/fixtures/generate.sh`, refresh expectations
+//! with `UPDATE_EXPECT=1`).
 //!
 //! Each expectation lists, per function, every site and the instruction it
 //! guards, plus the functions left alone and why. Independently of the
@@ -60,6 +61,7 @@ golden! {
     clang16_function_sections => "clang-16-function-sections",
     clang16_debug => "clang-16-debug",
     clang16_thunk_extern => "clang-16-thunk-extern",
+    rustc_o3 => "rustc-O3",
 }
 
 #[test]
@@ -70,5 +72,90 @@ fn intel_syntax_is_refused_with_its_line() {
     assert_eq!(
         err.to_string(),
         "line 1: Intel syntax (-masm=intel) is not supported; compile with the default AT&T syntax"
+    );
+}
+
+/// rustc writes no `# TAILCALL`: in a function with a jump table, the
+/// table's dispatch stays inside and the other indirect jumps (a register
+/// loaded in the block, an argument live on entry) are tail calls.
+#[test]
+fn rustc_table_dispatch_beside_indirect_tails() {
+    let input = "\t.section\t.text.jt,\"ax\",@progbits
+\t.type\tjt,@function
+jt:
+\t.cfi_startproc
+\tcmpl\t$7, %edi
+\tja\t.LBB0_3
+\tmovl\t%edi, %eax
+\tleaq\t.LJTI0_0(%rip), %rdi
+\tmovslq\t(%rdi,%rax,4), %rax
+\taddq\t%rdi, %rax
+\tjmpq\t*%rax
+.LBB0_2:
+\tmovl\t$17, %eax
+\tretq
+.LBB0_4:
+\tmovq\t40(%rdx), %rax
+\tmovl\t$3, %esi
+\tjmpq\t*%rax
+.LBB0_5:
+\tjmpq\t*_ZN3foo3bar17h0123456789abcdefE@GOTPCREL(%rip)
+.LBB0_3:
+\tincl\t%edi
+\tjmpq\t*%rcx
+.Lfunc_end0:
+\t.size\tjt, .Lfunc_end0-jt
+\t.cfi_endproc
+\t.section\t.rodata.jt,\"a\",@progbits
+.LJTI0_0:
+\t.long\t.LBB0_2-.LJTI0_0
+\t.long\t.LBB0_4-.LJTI0_0
+\t.long\t.LBB0_5-.LJTI0_0
+\t.ident\t\"rustc version 1.95.0 (59807616e 2026-04-14)\"
+";
+    let out = ftail_instrument::rewrite(input).unwrap();
+    util::check_preserved(input, &out.text);
+    expect_test::expect![[r#"
+        Instrumented(Rustc)
+        Stats { functions: 1, instrumented: 1, skipped: 0, entries: 1, exits: 1, tails_direct: 0, tails_conditional: 0, tails_indirect: 3, tails_retpoline: 0, local_indirect: 1 }
+        jt: site before `cmpl $7, %edi`
+        jt: local `jmpq *%rax`
+        jt: exit site `retq`
+        jt: site before `jmpq *%rax`
+        jt: site before `jmpq *_ZN3foo3bar17h0123456789abcdefE@GOTPCREL(%rip)`
+        jt: site before `jmpq *%rcx`
+    "#]].assert_eq(&util::render_sites(&out));
+}
+
+/// Where nothing in its block wrote the register and an `addq` of the
+/// function does, a jump could be a table's dispatch: the function is
+/// left alone rather than guessed at.
+#[test]
+fn rustc_unprovable_indirect_jump_leaves_the_function_alone() {
+    let input = "\t.text
+\t.type\tf,@function
+f:
+\tleaq\t.LJTI0_0(%rip), %rcx
+\tmovslq\t(%rcx,%rdi,4), %rax
+\taddq\t%rcx, %rax
+\ttestl\t%esi, %esi
+\tje\t.LBB0_9
+.LBB0_8:
+\tjmpq\t*%rax
+.LBB0_9:
+\tretq
+.Lfunc_end0:
+\t.size\tf, .Lfunc_end0-f
+\t.section\t.rodata,\"a\",@progbits
+.LJTI0_0:
+\t.long\t.LBB0_9-.LJTI0_0
+\t.ident\t\"rustc version 1.95.0 (59807616e 2026-04-14)\"
+";
+    let out = ftail_instrument::rewrite(input).unwrap();
+    assert_eq!(out.stats.skipped, 1, "{:?}", out.notes);
+    assert!(
+        out.notes[0].contains("a table's dispatch or a tail call?"),
+        "{:?}",
+        out.notes
     );
 }
