@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 /* A program to attach to while it works: busy threads, one blocked in a
  * system call, one inside a signal handler, one creating threads. It
  * prints "ready" once everything runs, works until a line arrives on
@@ -15,7 +16,9 @@
 static atomic_int stop;
 static int pipefd[2];
 static atomic_long created;
-static atomic_int handler_done;
+static atomic_int handler_started, handler_done;
+/* Where results go, so that the calls making them are not left out. */
+static volatile long sink;
 
 __attribute__((noinline)) long step(long x) { return x * 2654435761u % 1000003; }
 
@@ -27,6 +30,7 @@ __attribute__((noinline)) long work(long x) {
 
 static void *busy(void *arg) {
   long x = (long)arg;
+  pthread_setname_np(pthread_self(), "busy");
   while (!atomic_load(&stop))
     x = work(x);
   return (void *)(x & 1);
@@ -39,6 +43,7 @@ __attribute__((noinline)) long wait_for_data(void) {
 
 static void *reader(void *arg) {
   (void)arg;
+  pthread_setname_np(pthread_self(), "reader");
   return (void *)wait_for_data();
 }
 
@@ -47,13 +52,16 @@ __attribute__((noinline)) long in_handler(long x) { return work(x); }
 static void on_usr1(int sig) {
   (void)sig;
   long x = 1;
+  atomic_store(&handler_started, 1);
   while (!atomic_load(&stop))
     x = in_handler(x);
+  sink = x;
   atomic_store(&handler_done, 1);
 }
 
 static void *signalled(void *arg) {
   (void)arg;
+  pthread_setname_np(pthread_self(), "handler");
   pthread_kill(pthread_self(), SIGUSR1);
   return NULL;
 }
@@ -65,6 +73,7 @@ __attribute__((noinline)) void *short_lived(void *arg) {
 
 static void *creator(void *arg) {
   (void)arg;
+  pthread_setname_np(pthread_self(), "creator");
   while (!atomic_load(&stop)) {
     pthread_t t;
     if (pthread_create(&t, NULL, short_lived, (void *)1) == 0)
@@ -85,6 +94,9 @@ int main(int argc, char **argv) {
   pthread_create(&t[nbusy], NULL, reader, NULL);
   pthread_create(&t[nbusy + 1], NULL, signalled, NULL);
   pthread_create(&t[nbusy + 2], NULL, creator, NULL);
+  /* Ready once every thread is where it works. */
+  while (!atomic_load(&handler_started) || atomic_load(&created) == 0)
+    usleep(1000);
   printf("ready\n");
   fflush(stdout);
   char line[64];

@@ -32,6 +32,10 @@ const PTRACE_SCOPE: &str = "/proc/sys/kernel/yama/ptrace_scope";
 /// loaded.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a thread may still be finishing an event begun before
+/// detaching.
+const SETTLE: Duration = Duration::from_millis(100);
+
 /// Why recording ended.
 enum End {
     Duration,
@@ -244,6 +248,9 @@ fn detach(pid: u32, dir: &Path) -> Result<()> {
             return Err(e.context(format!("detaching from process {pid}")));
         }
     }
+    // A thread may be inside a slow path that began before the sites went
+    // back (its first event: making its file): let it finish first.
+    std::thread::sleep(SETTLE);
     mark_detached(dir, pid, true);
     Ok(())
 }
