@@ -237,12 +237,19 @@ fn a_program_started_with_tracing_off_is_attached_through_its_agent() {
             .arg("2"),
     );
     let pid = prog.pid();
-    let out = attach(
-        &pid,
-        &dir.path().join("elsewhere"),
-        &["--duration", "0.5", "-F", "work"],
-    );
+    // No --duration: recording ends when ftail is told to stop.
+    let recording = Command::new(ftail())
+        .args(["record", "-p", &pid, "-F", "work", "-d"])
+        .arg(dir.path().join("elsewhere"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: a signal to the child just started (not yet waited for).
+    unsafe { libc::kill(recording.id() as i32, libc::SIGTERM) };
+    let out = recording.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("detached"), "{}", stderr_of(&out));
     let text = stderr_of(&out);
     assert!(text.contains("recording there"), "{text}");
     assert_code_unchanged(&pid, &exe);

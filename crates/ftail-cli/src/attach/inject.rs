@@ -69,20 +69,54 @@ fn ptrace(req: libc::c_uint, tid: libc::pid_t, addr: u64, data: u64) -> io::Resu
     }
 }
 
-/// A wait status of `tid`: `None` while it runs, after `limit`.
+/// A wait status of `tid`: `None` while it still runs after `limit`.
+/// Blocks in `waitpid` (ftail wakes the moment the thread stops, however
+/// busy the machine), with a timer to end the wait.
 fn wait(tid: libc::pid_t, limit: Duration) -> io::Result<Option<i32>> {
     let until = Instant::now() + limit;
     loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        arm_timer(left);
         let mut status = 0;
         // SAFETY: waitpid writes the status word.
-        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+        let err = io::Error::last_os_error();
+        arm_timer(Duration::ZERO);
         match r {
-            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
-            -1 => return Err(io::Error::last_os_error()),
-            0 if Instant::now() >= until => return Ok(None),
-            0 => std::thread::sleep(Duration::from_micros(50)),
+            -1 if err.kind() == io::ErrorKind::Interrupted => {}
+            -1 => return Err(err),
             _ => return Ok(Some(status)),
         }
+    }
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// Delivers SIGALRM to this process after `after` (zero: disarms), with a
+/// handler that only interrupts a blocking call.
+fn arm_timer(after: Duration) {
+    // SAFETY: installing a handler that does nothing (no SA_RESTART: the
+    // blocking call returns EINTR), and setting the process's real-time
+    // interval timer; both plain values.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_alarm as *const () as usize;
+        libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut());
+        let t = libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            it_value: libc::timeval {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_usec: after.subsec_micros().max(u32::from(!after.is_zero()))
+                    as libc::suseconds_t,
+            },
+        };
+        libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
     }
 }
 
@@ -309,8 +343,20 @@ impl Drop for Stopped {
 pub struct Took {
     /// The thread borrowed.
     pub tid: libc::pid_t,
-    /// How long it was stopped.
+    /// How long it was away from the program's code (the calls, and the
+    /// time it waited for a processor to run them).
     pub stopped: Duration,
+    /// The processor time it spent in the calls, when the kernel says.
+    pub ran: Option<Duration>,
+}
+
+/// The processor time thread `tid` of `pid` has run, from its
+/// `schedstat`.
+fn run_time(pid: u32, tid: libc::pid_t) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    Some(Duration::from_nanos(
+        text.split_whitespace().next()?.parse().ok()?,
+    ))
 }
 
 /// `dlopen` flags: resolve everything now, never unload.
@@ -423,6 +469,7 @@ pub fn load_runtime(t: &target::Target, runtime: &Path, config: &Path) -> Result
     let entry = target::LinkSymbol::find(&runtime_data, ftail_abi::attach::ENTRY, runtime)?
         .with_context(|| format!("{} has no {}", runtime.display(), ftail_abi::attach::ENTRY))?;
     let (mut stopped, saved) = borrow(t)?;
+    let ran_before = run_time(t.pid, stopped.tid);
     let call = Calls {
         pid: t.pid,
         dlopen,
@@ -435,6 +482,9 @@ pub fn load_runtime(t: &target::Target, runtime: &Path, config: &Path) -> Result
     let took = Took {
         tid: stopped.tid,
         stopped: stopped.since.elapsed(),
+        ran: ran_before
+            .zip(run_time(t.pid, stopped.tid))
+            .map(|(a, b)| b.saturating_sub(a)),
     };
     drop(stopped);
     result.map(|()| took)

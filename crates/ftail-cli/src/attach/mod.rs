@@ -140,10 +140,14 @@ fn first_attach(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
     let (dir, env) = crate::record::prepare_trace(o)?;
     let config = write_config(&env)?;
     let took = inject::load_runtime(t, &runtime, config.path())?;
+    let ran = took
+        .ran
+        .map(|r| format!(", {:.2} ms of it running", r.as_secs_f64() * 1e3));
     eprintln!(
-        "ftail: loaded the runtime into process {pid}: thread {} stopped for {:.2} ms",
+        "ftail: loaded the runtime into process {pid}: thread {} stopped for {:.2} ms{}",
         took.tid,
-        took.stopped.as_secs_f64() * 1e3
+        took.stopped.as_secs_f64() * 1e3,
+        ran.as_deref().unwrap_or("")
     );
     let until = Instant::now() + START_TIMEOUT;
     loop {
