@@ -265,7 +265,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{glob, old_path, parse_dir_id, Watch};
+    use super::{file_var, glob, old_path, parse_dir_id, Config, Watch};
 
     #[test]
     fn the_old_trace_is_named_as_ftail_record_names_it() {
@@ -285,6 +285,25 @@ mod tests {
         assert!(!glob("f?o", "fooo"));
         assert!(glob("a*b*c", "a_x_b_y_c"));
         assert!(!glob("a*b*c", "a_x_b_y"));
+    }
+
+    #[test]
+    fn a_configuration_file_reads_like_the_environment() {
+        let text = b"FTAIL_DIR=/t/trace dir\nFTAIL_FILTER=a*,b\nFTAIL_DEPTH=\nFTAIL_RING=8192\n\
+                     FTAIL_FILTER=c\nnot a line\n";
+        assert_eq!(file_var(text, "FTAIL_DIR"), Some(&b"/t/trace dir"[..]));
+        // The last line of a name counts, as a later variable would.
+        assert_eq!(file_var(text, "FTAIL_FILTER"), Some(&b"c"[..]));
+        assert_eq!(file_var(text, "FTAIL_DEPTH"), Some(&b""[..]));
+        assert_eq!(file_var(text, "FTAIL_OFF"), None);
+        let cfg = Config::from_file(text).unwrap();
+        assert_eq!(cfg.dir_c.to_bytes(), b"/t/trace dir");
+        assert_eq!(cfg.include, ["c"]);
+        assert_eq!((cfg.depth, cfg.ring), (u64::MAX, 8192));
+        assert!(
+            Config::from_file(b"FTAIL_FILTER=x\n").is_none(),
+            "no directory"
+        );
     }
 
     #[test]
