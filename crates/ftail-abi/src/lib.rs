@@ -583,6 +583,10 @@ pub mod trace {
     /// program ran, so no more room could be counted against
     /// `--max-size`.
     pub const STOPPED_BUDGET_LOST: u64 = 6;
+    /// [`EventFileHeader::stopped`]: `ftail record -p` detached from the
+    /// process: the frames still open then were left untraced (a reader
+    /// closes them at the thread's last event). Attaching again clears it.
+    pub const STOPPED_DETACHED: u64 = 7;
     const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 96);
 
     /// One event: 16 bytes.
@@ -881,4 +885,25 @@ pub mod trace {
             }
         }
     }
+}
+
+/// Loading the runtime into a running process (`ftail record -p`): the
+/// entry point the tracer calls once the runtime is mapped, and what it
+/// returns.
+pub mod attach {
+    /// The runtime's entry point: `int ftail_attach(const char *config)`,
+    /// `config` the path of a file of `NAME=VALUE` lines with the names
+    /// of the environment variables `ftail record` sets.
+    pub const ENTRY: &str = "ftail_attach";
+    /// Started: a thread of the runtime writes the sites and starts the
+    /// control agent, which answers once tracing is on.
+    pub const STARTED: i32 = 0;
+    /// The runtime was already set up in this process (preloaded, or
+    /// attached before): its control agent is the way in.
+    pub const ALREADY: i32 = 1;
+    /// The configuration file could not be read, or names no trace
+    /// directory.
+    pub const BAD_CONFIG: i32 = 2;
+    /// The runtime's thread could not be started.
+    pub const NO_THREAD: i32 = 3;
 }

@@ -30,6 +30,16 @@ pub fn run(pid: u32, action: Option<&str>, filter: &[String], exclude: &[String]
     if action.is_some() || lines.is_empty() {
         lines.push(action.unwrap_or("status").to_string());
     }
+    let answers = send(pid, &lines)?;
+    let last = answers.last().cloned().unwrap_or_default();
+    crate::out::stdout(&format!("{last}\n"))?;
+    Ok(0)
+}
+
+/// Sends `lines` to the control agent of process `pid`, one at a time;
+/// returns their answers (each without its `ok `), or the first refusal
+/// as an error.
+pub fn send(pid: u32, lines: &[String]) -> Result<Vec<String>> {
     let addr = SocketAddr::from_abstract_name(format!("ftail-ctl-{pid}"))?;
     let stream = UnixStream::connect_addr(&addr).with_context(|| {
         format!(
@@ -41,8 +51,8 @@ pub fn run(pid: u32, action: Option<&str>, filter: &[String], exclude: &[String]
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut out = &stream;
     let mut answers = BufReader::new(&stream).lines();
-    let mut last = String::new();
-    for line in &lines {
+    let mut got = Vec::new();
+    for line in lines {
         writeln!(out, "{line}").with_context(|| format!("writing to process {pid}"))?;
         let answer = answers
             .next()
@@ -50,15 +60,14 @@ pub fn run(pid: u32, action: Option<&str>, filter: &[String], exclude: &[String]
             .with_context(|| format!("reading the answer of process {pid}"))?
             .with_context(|| format!("process {pid} closed the connection"))?;
         match answer.strip_prefix("ok ") {
-            Some(state) => last = state.to_string(),
+            Some(state) => got.push(state.to_string()),
             None => bail!(
                 "process {pid} refused {line:?}: {}",
                 answer.strip_prefix("error ").unwrap_or(&answer)
             ),
         }
     }
-    crate::out::stdout(&format!("{last}\n"))?;
-    Ok(0)
+    Ok(got)
 }
 
 /// Refuses to talk to a socket that is not process `pid`'s own agent,
@@ -100,7 +109,7 @@ fn check_agent(stream: &UnixStream, pid: u32) -> Result<()> {
 
 /// The glob list as the agent reads it; `''` alone clears the list and
 /// `*` alone means every function.
-fn globs(list: &[String]) -> String {
+pub(crate) fn globs(list: &[String]) -> String {
     list.iter()
         .filter(|g| !g.is_empty() && g.as_str() != "*")
         .cloned()

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod analyze;
 mod argspec;
 mod as_shim;
+mod attach;
 mod cargo;
 mod cc;
 mod cc_lto;
@@ -76,8 +77,20 @@ enum Cmd {
         dir: PathBuf,
         #[command(flatten)]
         how: record::RecordArgs,
+        /// Attach to the running process PID (built with `ftail cc`) instead
+        /// of starting a program; detach on Ctrl-C, SIGTERM, after
+        /// --duration or when it ends
+        #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with_all = ["off", "ctl"])]
+        pid: Option<u32>,
+        /// With -p: detach after SECS seconds (fractions allowed)
+        #[arg(long, value_name = "SECS", requires = "pid", value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
         /// PROGRAM [ARGS…]
-        #[arg(trailing_var_arg = true, required = true)]
+        #[arg(
+            trailing_var_arg = true,
+            required_unless_present = "pid",
+            conflicts_with = "pid"
+        )]
         command: Vec<OsString>,
     },
     /// Record a program into a temporary directory and replay it
@@ -329,7 +342,16 @@ fn ftail_main() -> Result<i32> {
         Cmd::Cargo { args } => cargo::run(args),
         Cmd::As { args } => as_shim::run(args),
         Cmd::Sites { file, json, quiet } => sites::run(&file, json, quiet),
-        Cmd::Record { dir, how, command } => record::run(how.options(dir, command)),
+        Cmd::Record {
+            dir,
+            how,
+            pid: Some(pid),
+            duration,
+            ..
+        } => attach::record(pid, duration, how.options(dir, Vec::new())),
+        Cmd::Record {
+            dir, how, command, ..
+        } => record::run(how.options(dir, command)),
         Cmd::Live {
             how,
             show,
@@ -410,4 +432,14 @@ pub fn exit_code(status: ExitStatus) -> i32 {
     status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Parses `--duration`: seconds, fractions allowed.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    text.trim_end_matches('s')
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| "must be a number of seconds, more than 0".to_string())
 }

@@ -449,7 +449,7 @@ pub fn parse_depth(text: &str) -> Result<u64, String> {
 /// `config.rs`), with the value the command line gives it; `None` removes
 /// it, leaving the runtime's default. The traced program gets exactly
 /// these, whatever the caller's environment held.
-fn runtime_env(
+pub(crate) fn runtime_env(
     o: &RecordOptions,
     dir: &Path,
     dir_id: (u64, u64),
@@ -494,6 +494,33 @@ fn runtime_env(
         // The spec file (ftail_abi::argspec) is in the trace directory.
         ("FTAIL_ARGSPEC", has_specs.then(|| "1".into())),
     ]
+}
+
+/// A variable the runtime reads, and its value (`None`: the default).
+pub(crate) type RuntimeVar = (&'static str, Option<OsString>);
+
+/// For `ftail record -p`: the trace directory made ready (an existing
+/// trace moved to `DIR.old`, the budget file written) and the runtime's
+/// settings.
+pub(crate) fn prepare_trace(o: &RecordOptions) -> Result<(PathBuf, Vec<RuntimeVar>)> {
+    let created = crate::trace_dir::prepare(&o.dir)?;
+    let ready = o
+        .dir
+        .canonicalize()
+        .with_context(|| format!("{}", o.dir.display()))
+        .and_then(|dir| {
+            let dir_id = crate::trace_dir::identity(&dir)?;
+            let free = free_space(&dir)?;
+            let max = o.max_size.bytes(free).max(MIN_MAX_SIZE);
+            write_budget(&dir, max, free)?;
+            let env = runtime_env(o, &dir, dir_id, max, false);
+            Ok((dir, env.into_iter().collect()))
+        });
+    if ready.is_err() && created {
+        let _ = std::fs::remove_file(o.dir.join(ftail_abi::trace::BUDGET_FILE));
+        let _ = std::fs::remove_dir(&o.dir);
+    }
+    ready
 }
 
 /// Runs the program in this process (see `watch`), so its exit status is

@@ -36,6 +36,7 @@
 //! unwinds; the slow paths use only async-signal-safe system calls. No
 //! return address is ever written.
 
+mod attach;
 mod code;
 mod control;
 mod found;
@@ -79,21 +80,38 @@ extern "C" fn init() {
     // Before anything else, and in every process (instrumented or not):
     // the variables its children need to be traced too.
     children::snapshot();
+    start(cfg, Start::Preloaded);
+}
+
+/// How the runtime came into the process.
+#[derive(Clone, Copy, PartialEq)]
+enum Start {
+    /// Preloaded: the constructor runs before `main`, alone.
+    Preloaded,
+    /// Loaded into a running process (`ftail record -p`): other threads
+    /// run the program's code while the sites are written.
+    Attached,
+}
+
+/// Finds the modules, plans them, writes the selected sites and the
+/// run's metadata; false when the process has nothing to trace or the
+/// trace directory cannot be used.
+fn start(cfg: Config, how: Start) -> bool {
     // Processes without instrumented code (the shell, make, the
     // compiler...) inherit the preload too: leave them alone, at once.
     let modules = modules::loaded();
     if modules.is_empty() {
-        return;
+        return false;
     }
     state::FTAIL_TLS_OFFSET.store(state::compute_tls_offset(), Ordering::Relaxed);
     state::compute_xsave_size();
     state::FTAIL_MAX_DEPTH.store(cfg.depth, Ordering::Relaxed);
     if CONFIG.set(cfg).is_err() {
-        return;
+        return false;
     }
     // The trace directory is unusable (gone, or not ours): patch nothing.
     let Some(files) = key::choose() else {
-        return;
+        return false;
     };
     status::create(files.status);
     budget::init(CONFIG.get().map_or(u64::MAX, |c| c.max_size));
@@ -126,9 +144,11 @@ extern "C" fn init() {
     };
     let cfg = CONFIG.get().expect("set above");
     record::args::init(&cfg.dir_c);
+    // Attached, every module is planned with tracing off (nothing to
+    // write), then switched on live, as `ftail ctl on` does.
     selection::init(
         selection::Selection {
-            enabled: !cfg.off,
+            enabled: !cfg.off && how == Start::Preloaded,
             include: cfg.include.clone(),
             exclude: cfg.exclude.clone(),
         },
@@ -139,11 +159,17 @@ extern "C" fn init() {
     for m in &modules {
         patched += selection::add_module(m, start_tsc);
     }
+    if how == Start::Attached && !cfg.off {
+        attach::switch_on(&mut patched);
+    }
     let start = metadata::Start {
         hz,
         start_tsc,
         patched,
-        dlopen_hooked: dlhook::install(bases),
+        // The hook is written with a plain store, safe only before other
+        // threads run: libraries a running process loads after the attach
+        // are not traced.
+        dlopen_hooked: how == Start::Preloaded && dlhook::install(bases),
     };
     metadata::write_info(files.info, &start);
     let _ = START.set(start);
@@ -165,9 +191,10 @@ extern "C" fn init() {
     if cfg.snapshot_signal != 0 {
         snapshot::install(cfg.snapshot_signal);
     }
-    if cfg.ctl || cfg.off {
+    if cfg.ctl || cfg.off || how == Start::Attached {
         agent::start();
     }
+    true
 }
 
 extern "C" {

@@ -201,6 +201,9 @@ pub struct Balance {
     pub unmatched: u64,
     /// Entries still open at the end of the recording.
     pub open_at_end: u64,
+    /// Entries still open when `ftail record -p` detached (a reader
+    /// closes them at the thread's last event, as `Truncated`).
+    pub open_at_detach: u64,
 }
 
 impl Balance {
@@ -246,7 +249,11 @@ impl Thread {
                 depth -= 1;
             }
         }
-        b.open_at_end = depth;
+        if self.stopped == ftail_abi::trace::STOPPED_DETACHED {
+            b.open_at_detach = depth;
+        } else {
+            b.open_at_end = depth;
+        }
         b
     }
 }

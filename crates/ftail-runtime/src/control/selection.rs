@@ -244,8 +244,13 @@ fn run_command(c: &mut Control, line: &str) -> Result<String, String> {
     }
     c.selection = selection;
     let s = &c.selection;
+    // The trace directory last: the rest of the line, whatever it holds.
+    let dir = crate::CONFIG
+        .get()
+        .map(|c| c.dir_c.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(format!(
-        "tracing={} filter={} exclude={} functions={} sites={}",
+        "tracing={} filter={} exclude={} functions={} sites={} dir={dir}",
         if s.enabled { "on" } else { "off" },
         s.include.join(","),
         s.exclude.join(","),

@@ -146,27 +146,54 @@ impl Watch {
     }
 }
 
-fn var(name: &str) -> Option<String> {
+fn env_var(name: &str) -> Option<OsString> {
     std::env::var_os(name)
-        .map(|v: OsString| v.to_string_lossy().into_owned())
-        .filter(|v| !v.is_empty())
 }
 
-fn globs(name: &str) -> Vec<String> {
-    var(name)
-        .map(|v| {
-            v.split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
+fn globs(text: Option<String>) -> Vec<String> {
+    text.map(|v| {
+        v.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The `NAME=VALUE` lines of a configuration file (`attach`), in the
+/// environment's names: the value of `name`, if set.
+pub fn file_var<'a>(text: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let eq = line.iter().position(|&b| b == b'=')?;
+            (&line[..eq] == name.as_bytes()).then(|| &line[eq + 1..])
         })
-        .unwrap_or_default()
+        .next_back()
 }
 
 impl Config {
     /// Reads the configuration; `None` when no trace directory is set.
     pub fn from_env() -> Option<Config> {
-        let dir_c = std::ffi::CString::new(std::env::var_os(DIR_ENV)?.into_encoded_bytes()).ok()?;
+        Config::from_vars(env_var)
+    }
+
+    /// Reads the configuration from a file of `NAME=VALUE` lines with the
+    /// environment's names (`attach`: a running process's environment
+    /// cannot be set); `None` when it names no trace directory.
+    pub fn from_file(text: &[u8]) -> Option<Config> {
+        use std::os::unix::ffi::OsStrExt;
+        Config::from_vars(|name| {
+            file_var(text, name).map(|v| std::ffi::OsStr::from_bytes(v).to_os_string())
+        })
+    }
+
+    fn from_vars(lookup: impl Fn(&str) -> Option<OsString>) -> Option<Config> {
+        let var = |name: &str| {
+            lookup(name)
+                .map(|v: OsString| v.to_string_lossy().into_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let dir_c = std::ffi::CString::new(lookup(DIR_ENV)?.into_encoded_bytes()).ok()?;
         if dir_c.is_empty() {
             return None;
         }
@@ -179,8 +206,8 @@ impl Config {
             dir_old_c: old_path(dir_c.as_bytes()),
             dir_id,
             dir_c,
-            include: globs("FTAIL_FILTER"),
-            exclude: globs("FTAIL_EXCLUDE"),
+            include: globs(var("FTAIL_FILTER")),
+            exclude: globs(var("FTAIL_EXCLUDE")),
             depth: num("FTAIL_DEPTH", u64::MAX),
             tail: match var("FTAIL_TAIL").as_deref() {
                 Some("mark") => TailMode::Mark,
@@ -238,7 +265,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{glob, old_path, parse_dir_id, Watch};
+    use super::{file_var, glob, old_path, parse_dir_id, Config, Watch};
 
     #[test]
     fn the_old_trace_is_named_as_ftail_record_names_it() {
@@ -258,6 +285,25 @@ mod tests {
         assert!(!glob("f?o", "fooo"));
         assert!(glob("a*b*c", "a_x_b_y_c"));
         assert!(!glob("a*b*c", "a_x_b_y"));
+    }
+
+    #[test]
+    fn a_configuration_file_reads_like_the_environment() {
+        let text = b"FTAIL_DIR=/t/trace dir\nFTAIL_FILTER=a*,b\nFTAIL_DEPTH=\nFTAIL_RING=8192\n\
+                     FTAIL_FILTER=c\nnot a line\n";
+        assert_eq!(file_var(text, "FTAIL_DIR"), Some(&b"/t/trace dir"[..]));
+        // The last line of a name counts, as a later variable would.
+        assert_eq!(file_var(text, "FTAIL_FILTER"), Some(&b"c"[..]));
+        assert_eq!(file_var(text, "FTAIL_DEPTH"), Some(&b""[..]));
+        assert_eq!(file_var(text, "FTAIL_OFF"), None);
+        let cfg = Config::from_file(text).unwrap();
+        assert_eq!(cfg.dir_c.to_bytes(), b"/t/trace dir");
+        assert_eq!(cfg.include, ["c"]);
+        assert_eq!((cfg.depth, cfg.ring), (u64::MAX, 8192));
+        assert!(
+            Config::from_file(b"FTAIL_FILTER=x\n").is_none(),
+            "no directory"
+        );
     }
 
     #[test]

@@ -294,18 +294,71 @@ pub fn compute_xsave_size() {
     FTAIL_SLOW_ROOM.store(size + 64 + SLOW_FRAMES, Relaxed);
 }
 
-/// Address of this thread's state.
+/// Address of this thread's state: once [`FTAIL_TLS_OFFSET`] is known,
+/// from the thread pointer, as the trampolines find it. A runtime loaded
+/// into a running process (`attach`) has its TLS in the static block of
+/// every thread, but threads that existed before have no dynamic thread
+/// vector entry for it: the thread-local's own accessor would go through
+/// `__tls_get_addr`'s slow path (a lock, maybe `malloc`), which a slow
+/// path running in a signal handler must not.
 pub fn current() -> *mut ThreadState {
-    STATE.with(|s| s.get())
+    let offset = FTAIL_TLS_OFFSET.load(std::sync::atomic::Ordering::Relaxed);
+    if offset == 0 {
+        return STATE.with(|s| s.get());
+    }
+    (thread_pointer() as i64 + offset) as *mut ThreadState
 }
 
-/// Computes [`FTAIL_TLS_OFFSET`] from the current thread.
-pub fn compute_tls_offset() -> i64 {
+fn thread_pointer() -> u64 {
     let tp: u64;
     // SAFETY: reading %fs:0 (the TCB's self pointer, x86-64 TLS ABI) has
     // no side effects.
     unsafe {
         std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
     };
-    current() as i64 - tp as i64
+    tp
+}
+
+/// Computes [`FTAIL_TLS_OFFSET`] from the current thread.
+pub fn compute_tls_offset() -> i64 {
+    // The anchor's initial-exec reference is what keeps the runtime's TLS
+    // in the static block when it is loaded late; reading it also keeps
+    // the linker from dropping it.
+    std::hint::black_box(static_tls_anchor());
+    STATE.with(|s| s.get()) as i64 - thread_pointer() as i64
+}
+
+// An initial-exec TLS access (R_X86_64_GOTTPOFF) makes the linker mark
+// the library DF_STATIC_TLS: `dlopen` then places its whole TLS block in
+// the static TLS surplus of every thread, existing ones included (glibc
+// initialises theirs), at one offset from each thread pointer — which is
+// what the trampolines' `%fs:0 + FTAIL_TLS_OFFSET` needs. Preloaded, the
+// block is static anyway.
+std::arch::global_asm!(
+    ".pushsection .tbss.ftail_static_tls_anchor,\"awT\",@nobits",
+    ".p2align 3",
+    "ftail_static_tls_anchor:",
+    ".zero 8",
+    ".popsection",
+    ".pushsection .text.ftail_static_tls_offset,\"ax\",@progbits",
+    ".p2align 4",
+    ".hidden ftail_static_tls_offset",
+    ".globl ftail_static_tls_offset",
+    ".type ftail_static_tls_offset, @function",
+    "ftail_static_tls_offset:",
+    "movq ftail_static_tls_anchor@gottpoff(%rip), %rax",
+    "ret",
+    ".size ftail_static_tls_offset, .-ftail_static_tls_offset",
+    ".popsection",
+    options(att_syntax),
+);
+
+extern "C" {
+    fn ftail_static_tls_offset() -> i64;
+}
+
+/// The anchor's offset from the thread pointer.
+fn static_tls_anchor() -> i64 {
+    // SAFETY: the function above only loads a GOT word into rax.
+    unsafe { ftail_static_tls_offset() }
 }

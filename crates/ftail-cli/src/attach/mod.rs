@@ -1,0 +1,301 @@
+//! `ftail record -p PID`: trace a program that is already running.
+//!
+//! The first time, the runtime is loaded into the process: one of its
+//! threads, stopped with ptrace, calls `dlopen` on it and then its
+//! `ftail_attach` entry point with a configuration file (`inject`), and
+//! is given back its registers; the runtime's own thread writes the
+//! selected sites live and starts the control agent. From then on —
+//! later attaches, and a program started under `ftail record --off` —
+//! the agent is the way in: `on` to attach, `off` to detach. Detaching
+//! switches every site back to its original bytes, with no thread
+//! stopped, and leaves the runtime loaded but idle.
+//!
+//! Nothing else of the program changes: no thread is stopped but the
+//! borrowed one, for the two calls; the thread borrowed is one running
+//! the program's own instrumented code (it holds none of libc's or the
+//! loader's locks, which `dlopen` takes), or else one waiting in a system
+//! call that the kernel restarts as it was.
+
+mod inject;
+mod target;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::record::RecordOptions;
+
+/// Where Yama says who may attach to what.
+const PTRACE_SCOPE: &str = "/proc/sys/kernel/yama/ptrace_scope";
+/// How long the runtime may take to switch tracing on after it is
+/// loaded.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a thread may still be finishing an event begun before
+/// detaching.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Why recording ended.
+enum End {
+    Duration,
+    Signal(i32),
+    Exited,
+}
+
+/// Attaches to process `pid`, records until `duration` has passed, this
+/// process is interrupted or terminated, or the program ends, then
+/// detaches.
+pub fn record(pid: u32, duration: Option<Duration>, o: RecordOptions) -> Result<i32> {
+    if !o.args.is_empty() || !o.retval.is_empty() || o.auto_args {
+        bail!("-A, -R and -a are not available with -p: arguments are recorded only by a program started under `ftail record`");
+    }
+    if o.snapshot_signal.is_some() {
+        bail!("--snapshot-signal is not available with -p: it would change the handler of a signal of a running program; use `ftail ctl PID snapshot`");
+    }
+    // Until detached, an interrupt must not end ftail in the middle of a
+    // call it made the program run: it is waited for instead.
+    let signals = block_ending_signals();
+    let t = target::examine(pid, Path::new(PTRACE_SCOPE))?;
+    let dir = match t.find_file(is_runtime) {
+        Some(_) => rejoin(&t, &o)?,
+        None => first_attach(&t, &o)?,
+    };
+    let until = duration.map(|d| format!(" for {:.3} s", d.as_secs_f64()));
+    eprintln!(
+        "ftail: recording process {pid} ({}) into {}{}; Ctrl-C detaches",
+        t.exe.display(),
+        dir.display(),
+        until.as_deref().unwrap_or("")
+    );
+    let end = wait_for_end(pid, duration, &signals);
+    if !matches!(end, End::Exited) {
+        detach(pid, &dir)?;
+    }
+    for line in crate::record::summary(&dir, &t.exe) {
+        eprintln!("{line}");
+    }
+    match end {
+        End::Exited => eprintln!("ftail: process {pid} ended"),
+        End::Signal(sig) => eprintln!("ftail: detached from process {pid} (signal {sig})"),
+        End::Duration => eprintln!("ftail: detached from process {pid}"),
+    }
+    Ok(0)
+}
+
+fn is_runtime(name: &str) -> bool {
+    name.starts_with("libftail_runtime")
+}
+
+/// The runtime is in the process already: attaches through its agent.
+fn rejoin(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
+    let pid = t.pid;
+    let status = crate::ctl::send(pid, &["status".to_string()]).with_context(|| {
+        format!("process {pid} has ftail's runtime loaded, but its control agent does not answer")
+    })?;
+    let status = status.last().cloned().unwrap_or_default();
+    let dir = PathBuf::from(status.split_once(" dir=").map_or("", |(_, d)| d));
+    if status.starts_with("tracing=on") {
+        bail!(
+            "process {pid} is already being traced by ftail, into {}; `ftail ctl {pid} off` \
+             switches tracing off, `ftail ctl {pid} status` shows it",
+            dir.display()
+        );
+    }
+    if dir.as_os_str().is_empty() || !dir.is_dir() {
+        bail!(
+            "process {pid} has ftail's runtime loaded, recording into {}, which is gone",
+            dir.display()
+        );
+    }
+    let given = o.dir.canonicalize().unwrap_or_else(|_| o.dir.clone());
+    if given != dir {
+        eprintln!(
+            "ftail: process {pid} loaded ftail's runtime before, which records into {}: \
+             recording there",
+            dir.display()
+        );
+    }
+    mark_detached(&dir, pid, false);
+    let mut lines = vec![
+        format!("filter {}", crate::ctl::globs(&o.filter)),
+        format!("exclude {}", crate::ctl::globs(&o.exclude)),
+    ];
+    lines.push("on".to_string());
+    crate::ctl::send(pid, &lines)?;
+    Ok(dir)
+}
+
+/// Loads the runtime into the process and waits until it traces.
+fn first_attach(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
+    let pid = t.pid;
+    if t.instrumented().is_empty() {
+        bail!(
+            "process {pid} ({}) runs no code built with `ftail cc`: neither its executable nor \
+             its libraries have ftail's site tables, so there is nothing to trace",
+            t.exe.display()
+        );
+    }
+    let runtime = crate::record::find_runtime()?;
+    let (dir, env) = crate::record::prepare_trace(o)?;
+    let config = write_config(&env)?;
+    let took = inject::load_runtime(t, &runtime, config.path())?;
+    let ran = took
+        .ran
+        .map(|r| format!(", {:.2} ms of it running", r.as_secs_f64() * 1e3));
+    eprintln!(
+        "ftail: loaded the runtime into process {pid}: thread {} stopped for {:.2} ms{}",
+        took.tid,
+        took.stopped.as_secs_f64() * 1e3,
+        ran.as_deref().unwrap_or("")
+    );
+    let until = Instant::now() + START_TIMEOUT;
+    loop {
+        let status = crate::ctl::send(pid, &["status".to_string()]);
+        match status {
+            Ok(s) if s.last().is_some_and(|s| s.starts_with("tracing=on")) => break,
+            _ if Instant::now() >= until => bail!(
+                "the runtime loaded into process {pid} did not start tracing within {} s \
+                 (is {} usable by it?)",
+                START_TIMEOUT.as_secs(),
+                dir.display()
+            ),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    Ok(dir)
+}
+
+/// The runtime's settings as a file of `NAME=VALUE` lines, private to
+/// this user; removed when dropped (the runtime reads it during the
+/// call).
+fn write_config(env: &[crate::record::RuntimeVar]) -> Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let mut text = Vec::new();
+    for (name, value) in env {
+        let Some(value) = value else { continue };
+        if value.as_bytes().contains(&b'\n') {
+            bail!("{name}: a value with a line break cannot be passed to a running program");
+        }
+        text.extend_from_slice(name.as_bytes());
+        text.push(b'=');
+        text.extend_from_slice(value.as_bytes());
+        text.push(b'\n');
+    }
+    let cache = crate::private_dir::cache_dir()?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".attach-")
+        .tempfile_in(&cache)
+        .with_context(|| format!("creating a file in {}", cache.display()))?;
+    file.write_all(&text)
+        .and_then(|()| file.flush())
+        .with_context(|| format!("writing {}", file.path().display()))?;
+    Ok(file)
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this process; returns their set.
+fn block_ending_signals() -> libc::sigset_t {
+    // SAFETY: the set is initialised by sigemptyset before use; blocking
+    // signals in this (single-threaded) process.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits for the end of the recording.
+fn wait_for_end(pid: u32, duration: Option<Duration>, signals: &libc::sigset_t) -> End {
+    let until = duration.map(|d| Instant::now() + d);
+    loop {
+        if !alive(pid) {
+            return End::Exited;
+        }
+        let now = Instant::now();
+        if until.is_some_and(|u| now >= u) {
+            return End::Duration;
+        }
+        let step = until.map_or(Duration::from_millis(100), |u| {
+            (u - now).min(Duration::from_millis(100))
+        });
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: step.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: waiting for one of the blocked signals; no info wanted.
+        let sig = unsafe { libc::sigtimedwait(signals, std::ptr::null_mut(), &ts) };
+        if sig > 0 {
+            return End::Signal(sig);
+        }
+    }
+}
+
+/// Whether process `pid` is still running (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// Switches tracing off in process `pid` and marks its threads' event
+/// files as ended by the detach.
+fn detach(pid: u32, dir: &Path) -> Result<()> {
+    let answer = crate::ctl::send(pid, &["off".to_string()]);
+    if let Err(e) = answer {
+        if alive(pid) {
+            return Err(e.context(format!("detaching from process {pid}")));
+        }
+    }
+    // A thread may be inside a slow path that began before the sites went
+    // back (its first event: making its file): let it finish first.
+    std::thread::sleep(SETTLE);
+    mark_detached(dir, pid, true);
+    Ok(())
+}
+
+/// Sets (`on`) or clears the `stopped` field of every event file of
+/// process `pid` in `dir` to [`ftail_abi::trace::STOPPED_DETACHED`]: a
+/// reader closes the frames still open at the end of such a file.
+fn mark_detached(dir: &Path, pid: u32, on: bool) {
+    use ftail_abi::trace::{EventFileHeader, EVENTS_SUFFIX, STOPPED_DETACHED};
+    use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{pid}-");
+    let at = std::mem::offset_of!(EventFileHeader, stopped) as u64;
+    let me = crate::private_dir::euid();
+    for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
+        if !name.starts_with(&prefix) || !name.ends_with(EVENTS_SUFFIX) {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(dir.join(&name))
+        else {
+            continue;
+        };
+        let ok = file
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.uid() == me && m.len() >= 96);
+        let mut word = [0u8; 8];
+        if !ok || file.read_exact_at(&mut word, at).is_err() {
+            continue;
+        }
+        let now = u64::from_le_bytes(word);
+        let new = match (on, now) {
+            (true, 0) => STOPPED_DETACHED,
+            (false, STOPPED_DETACHED) => 0,
+            _ => continue,
+        };
+        let _ = file.write_all_at(&new.to_le_bytes(), at);
+    }
+}

@@ -1,0 +1,336 @@
+//! `ftail record -p PID`: attaching to a running program built with
+//! `ftail cc`, recording, detaching, attaching again; the program's
+//! output, exit status and code are as if nothing happened; the refusals.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+
+use common::*;
+
+fn fixture() -> PathBuf {
+    repo().join("tests/runtime/attach.c")
+}
+
+fn build(dir: &Path, cc: &str) -> PathBuf {
+    let exe = dir.join("attach");
+    run_ok(
+        ftail_cc(cc)
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(fixture())
+            .arg("-lpthread"),
+    );
+    exe
+}
+
+/// The fixture, started by `cmd`, once it says it is ready.
+struct Running {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Running {
+    fn start(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        Running { child, out }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Tells it to finish; its remaining output and exit code.
+    fn finish(mut self) -> (String, Option<i32>) {
+        self.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
+        let status = self.child.wait().unwrap();
+        (rest, status.code())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn attach(pid: &str, trace: &Path, extra: &[&str]) -> Output {
+    run(Command::new(ftail())
+        .args(["record", "-p", pid, "-d"])
+        .arg(trace)
+        .args(extra))
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every byte of the executable's code in the running process is the
+/// file's: every site is back to what the compiler wrote.
+fn assert_code_unchanged(pid: &str, exe: &Path) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::read(exe).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let exe = exe.canonicalize().unwrap();
+    let mut checked = 0;
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || !f[1].contains('x') || Path::new(f[5]) != exe {
+            continue;
+        }
+        let (start, end) = f[0].split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let offset = usize::from_str_radix(f[2], 16).unwrap();
+        let len = ((end - start) as usize).min(file.len() - offset);
+        let mut now = vec![0u8; len];
+        mem.read_exact_at(&mut now, start).unwrap();
+        assert!(
+            now == file[offset..offset + len],
+            "the code of {} differs from its file after detaching",
+            exe.display()
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no code mapping of {} found", exe.display());
+}
+
+/// How many times the runtime is mapped at offset 0 (loaded).
+fn runtime_loads(pid: &str) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.contains("libftail_runtime") && l.split_whitespace().nth(2) == Some("00000000")
+        })
+        .count()
+}
+
+fn assert_balanced(t: &ftail_trace::trace::Trace) {
+    for p in &t.processes {
+        for th in &p.threads {
+            let b = th.balance();
+            assert!(b.is_balanced(), "pid {} tid {}: {b:?}", p.pid, th.tid);
+            assert!(th.damage.is_none(), "{:?}", th.damage);
+        }
+    }
+}
+
+/// The names of the functions with calls in the trace.
+fn called(t: &ftail_trace::trace::Trace) -> std::collections::BTreeSet<String> {
+    ftail_trace::replay::render(t)
+        .lines()
+        .filter_map(|l| {
+            let f = l.split('|').nth(1)?.trim();
+            Some(
+                f.split('(')
+                    .next()?
+                    .trim_start_matches('}')
+                    .trim()
+                    .to_string(),
+            )
+        })
+        .filter(|n| !n.is_empty() && !n.starts_with("/*"))
+        .collect()
+}
+
+fn attach_detach_attach(cc: &str) {
+    if !have(cc) {
+        return;
+    }
+    let dir = scratch();
+    let exe = build(dir.path(), cc);
+    let untraced = Running::start(Command::new(&exe).arg("2"));
+    let expected = untraced.finish();
+    assert_eq!(expected.1, Some(3));
+
+    let prog = Running::start(Command::new(&exe).arg("2"));
+    let pid = prog.pid();
+    let trace = dir.path().join("trace");
+    // `step` is most of the calls: left out, the trace stays small.
+    let out = attach(&pid, &trace, &["--duration", "1", "-N", "step"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("detached from process"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_code_unchanged(&pid, &exe);
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_balanced(&t);
+    let names = called(&t);
+    for f in ["work", "in_handler", "short_lived"] {
+        assert!(names.contains(f), "{f} not traced: {names:?}");
+    }
+    assert!(!names.contains("step"), "{names:?}");
+    let first_events: usize = t.processes[0]
+        .threads
+        .iter()
+        .map(|th| th.events.len())
+        .sum();
+
+    // Again: the runtime already there is switched on, not loaded again.
+    let out = attach(&pid, &trace, &["--duration", "0.5"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        !stderr_of(&out).contains("loaded the runtime"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(runtime_loads(&pid), 1);
+    assert_code_unchanged(&pid, &exe);
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_balanced(&t);
+    let again: usize = t.processes[0]
+        .threads
+        .iter()
+        .map(|th| th.events.len())
+        .sum();
+    assert!(
+        again > first_events,
+        "{again} events after attaching again, {first_events} before"
+    );
+    assert!(
+        called(&t).contains("step"),
+        "the second attach traces everything"
+    );
+
+    assert_eq!(prog.finish(), expected);
+}
+
+#[test]
+fn attach_detach_and_attach_again_gcc() {
+    attach_detach_attach("gcc");
+}
+
+#[test]
+fn attach_detach_and_attach_again_clang() {
+    attach_detach_attach("clang-19");
+}
+
+#[test]
+fn a_program_started_with_tracing_off_is_attached_through_its_agent() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc");
+    let trace = dir.path().join("trace");
+    let prog = Running::start(
+        Command::new(ftail())
+            .args(["record", "--off", "-d"])
+            .arg(&trace)
+            .arg("--")
+            .arg(&exe)
+            .arg("2"),
+    );
+    let pid = prog.pid();
+    // No --duration: recording ends when ftail is told to stop.
+    let recording = Command::new(ftail())
+        .args(["record", "-p", &pid, "-F", "work", "-d"])
+        .arg(dir.path().join("elsewhere"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: a signal to the child just started (not yet waited for).
+    unsafe { libc::kill(recording.id() as i32, libc::SIGTERM) };
+    let out = recording.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("detached"), "{}", stderr_of(&out));
+    let text = stderr_of(&out);
+    assert!(text.contains("recording there"), "{text}");
+    assert_code_unchanged(&pid, &exe);
+    let (rest, code) = prog.finish();
+    assert_eq!(code, Some(3), "{rest}");
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_balanced(&t);
+    assert!(called(&t).contains("work"));
+    assert!(!dir.path().join("elsewhere").exists());
+}
+
+fn refused(pid: &str, dir: &Path) -> String {
+    let out = attach(pid, &dir.join("trace"), &["--duration", "0.2"]);
+    assert!(!out.status.success(), "attached to {pid}");
+    assert!(
+        !dir.join("trace").exists(),
+        "a refusal left a trace directory"
+    );
+    stderr_of(&out)
+}
+
+#[test]
+fn attaching_is_refused_with_the_reason() {
+    let dir = scratch();
+    // No such process.
+    let text = refused("999999999", dir.path());
+    assert!(text.contains("there is no process 999999999"), "{text}");
+
+    // A program not built through `ftail cc`.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let text = refused(&sleeper.id().to_string(), dir.path());
+    assert!(
+        text.contains("runs no code built with `ftail cc`"),
+        "{text}"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+
+    // Already traced by ftail: `ftail ctl` is the way.
+    let exe = build(dir.path(), "gcc");
+    let traced = dir.path().join("traced");
+    let prog = Running::start(
+        Command::new(ftail())
+            .args(["record", "--ctl", "-N", "step", "-d"])
+            .arg(&traced)
+            .arg("--")
+            .arg(&exe)
+            .arg("1"),
+    );
+    let pid = prog.pid();
+    let text = refused(&pid, dir.path());
+    assert!(text.contains("already being traced by ftail"), "{text}");
+    assert!(text.contains(&format!("ftail ctl {pid} off")), "{text}");
+    let (_, code) = prog.finish();
+    assert_eq!(code, Some(3));
+}
+
+#[test]
+fn another_users_process_is_refused() {
+    if !root() {
+        return;
+    }
+    let dir = scratch();
+    let mut other = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sleep",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    // setpriv execs sleep in the same process.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let text = refused(&other.id().to_string(), dir.path());
+    assert!(
+        text.contains("runs as uid 65534, not as you (uid 0)"),
+        "{text}"
+    );
+    assert!(text.contains("runuser"), "{text}");
+    let _ = other.kill();
+    let _ = other.wait();
+}

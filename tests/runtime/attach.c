@@ -1,0 +1,119 @@
+#define _GNU_SOURCE
+/* A program to attach to while it works: busy threads, one blocked in a
+ * system call, one inside a signal handler, one creating threads. It
+ * prints "ready" once everything runs, works until a line arrives on
+ * standard input, then stops its threads and prints what they did that
+ * does not depend on timing. Exits with 3.
+ *
+ * attach [BUSY]: BUSY busy threads (default 4). */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static atomic_int stop;
+static int pipefd[2];
+static atomic_long created;
+static atomic_int handler_started, handler_done;
+/* Where results go, so that the calls making them are not left out. */
+static volatile long sink;
+
+__attribute__((noinline)) long step(long x) { return x * 2654435761u % 1000003; }
+
+__attribute__((noinline)) long work(long x) {
+  for (int i = 0; i < 100; i++)
+    x = step(x + i);
+  return x;
+}
+
+static void *busy(void *arg) {
+  long x = (long)arg;
+  pthread_setname_np(pthread_self(), "busy");
+  while (!atomic_load(&stop))
+    x = work(x);
+  return (void *)(x & 1);
+}
+
+__attribute__((noinline)) long wait_for_data(void) {
+  char buf[16];
+  return read(pipefd[0], buf, sizeof buf);
+}
+
+static void *reader(void *arg) {
+  (void)arg;
+  pthread_setname_np(pthread_self(), "reader");
+  return (void *)wait_for_data();
+}
+
+__attribute__((noinline)) long in_handler(long x) { return work(x); }
+
+static void on_usr1(int sig) {
+  (void)sig;
+  long x = 1;
+  atomic_store(&handler_started, 1);
+  while (!atomic_load(&stop))
+    x = in_handler(x);
+  sink = x;
+  atomic_store(&handler_done, 1);
+}
+
+static void *signalled(void *arg) {
+  (void)arg;
+  pthread_setname_np(pthread_self(), "handler");
+  pthread_kill(pthread_self(), SIGUSR1);
+  return NULL;
+}
+
+__attribute__((noinline)) void *short_lived(void *arg) {
+  atomic_fetch_add(&created, 1);
+  return (void *)work((long)arg);
+}
+
+static void *creator(void *arg) {
+  (void)arg;
+  pthread_setname_np(pthread_self(), "creator");
+  while (!atomic_load(&stop)) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, short_lived, (void *)1) == 0)
+      pthread_join(t, NULL);
+  }
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  int nbusy = argc > 1 ? atoi(argv[1]) : 4;
+  pthread_t t[nbusy + 3];
+  struct sigaction sa = {.sa_handler = on_usr1};
+  sigaction(SIGUSR1, &sa, NULL);
+  if (pipe(pipefd) != 0)
+    return 1;
+  for (int i = 0; i < nbusy; i++)
+    pthread_create(&t[i], NULL, busy, (void *)(long)(i + 1));
+  pthread_create(&t[nbusy], NULL, reader, NULL);
+  pthread_create(&t[nbusy + 1], NULL, signalled, NULL);
+  pthread_create(&t[nbusy + 2], NULL, creator, NULL);
+  /* Ready once every thread is where it works. */
+  while (!atomic_load(&handler_started) || atomic_load(&created) == 0)
+    usleep(1000);
+  printf("ready\n");
+  fflush(stdout);
+  char line[64];
+  if (!fgets(line, sizeof line, stdin))
+    line[0] = 0;
+  atomic_store(&stop, 1);
+  if (write(pipefd[1], "hello", 5) != 5)
+    return 1;
+  long got = 0;
+  for (int i = 0; i < nbusy + 3; i++) {
+    void *r;
+    pthread_join(t[i], &r);
+    if (i == nbusy)
+      got = (long)r;
+  }
+  printf("reader read %ld bytes, handler %s, threads created: %s\n", got,
+         atomic_load(&handler_done) ? "ran" : "did not run",
+         atomic_load(&created) > 0 ? "yes" : "no");
+  return 3;
+}
