@@ -15,7 +15,7 @@ use crate::names::Names;
 use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, TraceDir};
 use crate::reader::events::Events;
-use crate::view::{Filters, Matches, Pattern, Shown, Threshold, Visible};
+use crate::view::{reread, Filters, Matches, Pattern, Shown, Threshold, Visible};
 
 /// Which tree to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,7 +321,8 @@ pub fn build_with(
         };
         let visible = Visible::new(Calls::new(events, header.stopped), names, &matches, filters);
         let mut stack: Vec<Open> = Vec::new();
-        for item in Threshold::new(visible, filters.min_ticks) {
+        let lead = reread(&t.path, names, &matches, filters);
+        for item in Threshold::new(visible, lead, filters.min_ticks) {
             match item {
                 Shown::Enter {
                     addr,

@@ -27,7 +27,7 @@ use crate::names::Names;
 use crate::reader::calls::{Calls, Step};
 use crate::reader::dir::{ThreadFile, TraceDir};
 use crate::reader::events::Events;
-use crate::view::{Filters, Matches, Shown, Threshold, Visible};
+use crate::view::{Filters, Matches, Shown, Visible};
 
 /// One function's counters, in ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,7 +272,8 @@ fn fold_filtered(
     let mut callees: Vec<(u64, bool)> = Vec::new();
     let mut open: Open<u64> = Open::new(out.by_func.len());
     let id = |func: Option<crate::names::FuncId>| func.map_or(u32::MAX, |f| f.0);
-    for item in Threshold::new(visible, filters.min_ticks) {
+    // `-t` is decided at each exit: no call waits.
+    for item in visible {
         match item {
             Shown::Enter {
                 addr,
@@ -282,6 +283,16 @@ fn fold_filtered(
             } => {
                 open.enter(id(func), || addr);
                 callees.push((0, !resumed));
+            }
+            Shown::Leave {
+                addr,
+                func,
+                start,
+                end,
+                ..
+            } if !filters.long_enough(start, end) => {
+                callees.pop();
+                open.leave(id(func), || addr);
             }
             Shown::Leave {
                 addr,
@@ -353,7 +364,8 @@ fn fold_values(
         Some(f) => (f.0, 0, args),
         None => (u32::MAX, addr, args),
     };
-    for item in Threshold::new(visible, filters.min_ticks) {
+    // `-t` is decided at each exit: no call waits.
+    for item in visible {
         match item {
             Shown::Enter {
                 addr,
@@ -365,6 +377,16 @@ fn fold_values(
                 let args = args.as_ref().map(text);
                 rows.enter(u32::MAX, || key(func, addr, args.clone()));
                 open.push((0, !resumed, args));
+            }
+            Shown::Leave {
+                addr,
+                func,
+                start,
+                end,
+                ..
+            } if !filters.long_enough(start, end) => {
+                let args = open.pop().and_then(|o| o.2);
+                rows.leave(u32::MAX, || key(func, addr, args));
             }
             Shown::Leave {
                 addr,
