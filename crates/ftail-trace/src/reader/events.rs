@@ -126,7 +126,7 @@ pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
     let name_at = std::mem::offset_of!(EventFileHeader, name);
     Ok(Header {
         // The program names its threads as it likes: printable here, once.
-        name: crate::printable::printable(
+        name: crate::untrusted::printable::printable(
             String::from_utf8_lossy(&h[name_at..name_at + 16]).trim_end_matches('\0'),
         )
         .into_owned(),

@@ -27,9 +27,9 @@ use std::collections::VecDeque;
 
 use ftail_abi::trace::EventKind;
 
-use crate::names::{FuncId, Names};
 use crate::reader::calls::{Calls, Step};
 use crate::reader::events::Events;
+use crate::symbols::names::{FuncId, Names};
 
 /// Whether `pattern` (a shell-style glob: `*`, `?`, `[a-z]`) matches
 /// `text`.
@@ -100,7 +100,7 @@ impl Pattern {
     }
 
     /// Whether the function matches: its name, signature or symbol.
-    pub fn matches(&self, f: &crate::names::Function) -> bool {
+    pub fn matches(&self, f: &crate::symbols::names::Function) -> bool {
         self.is_match(&f.name) || self.is_match(&f.signature) || self.is_match(&f.mangled)
     }
 }

@@ -6,11 +6,11 @@ use std::fmt::Write as _;
 
 use rayon::prelude::*;
 
-use crate::names::Names;
 use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, ThreadFile, TraceDir};
 use crate::reader::events::Events;
-use crate::view::{Filters, Matches, Shown, Visible};
+use crate::symbols::names::Names;
+use crate::views::view::{Filters, Matches, Shown, Visible};
 
 /// One thread's figures.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,8 +131,8 @@ pub fn render_report(tasks: &[Task]) -> String {
         let _ = writeln!(
             out,
             "{:>12}  {:>12}  {:>10}  {:>7}  {:>7}  {}",
-            crate::replay::format_ns(t.total_ns).trim_start(),
-            crate::replay::format_ns(t.self_ns).trim_start(),
+            crate::views::replay::format_ns(t.total_ns).trim_start(),
+            crate::views::replay::format_ns(t.self_ns).trim_start(),
             t.calls,
             t.image,
             t.tid,
@@ -192,8 +192,8 @@ fn process<'a>(
         let _ = writeln!(
             out,
             "  {:>12}  {:>12}  [{:>7}]  {indent}{}",
-            crate::replay::format_ns(t.lifetime_ns).trim_start(),
-            crate::replay::format_ns(t.total_ns).trim_start(),
+            crate::views::replay::format_ns(t.lifetime_ns).trim_start(),
+            crate::views::replay::format_ns(t.total_ns).trim_start(),
             t.tid,
             if t.name.is_empty() { "?" } else { &t.name }
         );

@@ -8,7 +8,7 @@
 //! indexed by function: memory is the number of functions plus the call
 //! depth, whatever the trace's size. With no filter the fold resolves
 //! each entry with one hash probe and touches nothing else; filters go
-//! through the same pipeline as replay ([`crate::view`]).
+//! through the same pipeline as replay ([`crate::views::view`]).
 //!
 //! With recorded values (`ftail record -A/-R/-a`), [`Options::values`]
 //! groups calls by function *and* arguments: one row per distinct
@@ -23,11 +23,11 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::names::Names;
 use crate::reader::calls::{Calls, Step};
 use crate::reader::dir::{ThreadFile, TraceDir};
 use crate::reader::events::Events;
-use crate::view::{Filters, Matches, Shown, Visible};
+use crate::symbols::names::Names;
+use crate::views::view::{Filters, Matches, Shown, Visible};
 
 /// One function's counters, in ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,7 +271,7 @@ fn fold_filtered(
     // Per open shown call: time of its callees, whether a new call.
     let mut callees: Vec<(u64, bool)> = Vec::new();
     let mut open: Open<u64> = Open::new(out.by_func.len());
-    let id = |func: Option<crate::names::FuncId>| func.map_or(u32::MAX, |f| f.0);
+    let id = |func: Option<crate::symbols::names::FuncId>| func.map_or(u32::MAX, |f| f.0);
     // `-t` is decided at each exit: no call waits.
     for item in visible {
         match item {
@@ -360,7 +360,7 @@ fn fold_values(
     let text = |v: &crate::values::Values| -> Box<str> {
         crate::values::args_text(v, enums).into_boxed_str()
     };
-    let key = |func: Option<crate::names::FuncId>, addr: u64, args| match func {
+    let key = |func: Option<crate::symbols::names::FuncId>, addr: u64, args| match func {
         Some(f) => (f.0, 0, args),
         None => (u32::MAX, addr, args),
     };
@@ -545,7 +545,7 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
             let id = *f as usize;
             let name = names[i].functions()[id].name.clone();
             if add(name.clone(), None, counters).is_some() && opts.srcline {
-                if let Some(line) = names[i].srcline(crate::names::FuncId(id as u32)) {
+                if let Some(line) = names[i].srcline(crate::symbols::names::FuncId(id as u32)) {
                     out.srclines.entry(name).or_insert_with(|| line.to_string());
                 }
             }
@@ -628,7 +628,7 @@ impl SortKey {
 
 /// Nanoseconds with a unit, like uftrace.
 fn human(ns: f64) -> String {
-    let (v, unit) = crate::replay::scaled(ns);
+    let (v, unit) = crate::views::replay::scaled(ns);
     format!("{v:.3} {unit}")
 }
 

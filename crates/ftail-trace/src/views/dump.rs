@@ -13,11 +13,11 @@ use std::io::{self, Write};
 
 use ftail_abi::trace::{Event, EventKind};
 
-use crate::names::Names;
 use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, TraceDir};
 use crate::reader::events::Events;
-use crate::view::{reread, Filters, Matches, Shown, Threshold, Visible};
+use crate::symbols::names::Names;
+use crate::views::view::{reread, Filters, Matches, Shown, Threshold, Visible};
 
 /// Writes every selected thread's events (`tids` empty: all), filtered
 /// as `filters` say.

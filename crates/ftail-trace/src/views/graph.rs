@@ -12,11 +12,11 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::names::Names;
 use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, ThreadFile, TraceDir};
 use crate::reader::events::Events;
-use crate::view::{reread, Filters, Matches, Pattern, Shown, Threshold, Visible};
+use crate::symbols::names::Names;
+use crate::views::view::{reread, Filters, Matches, Pattern, Shown, Threshold, Visible};
 
 /// Which tree to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,7 +220,7 @@ impl Tree {
     }
 
     /// The tree as text; siblings in the order they were first called,
-    /// as uftrace shows them. Levels past [`crate::replay::MAX_INDENT`]
+    /// as uftrace shows them. Levels past [`crate::views::replay::MAX_INDENT`]
     /// show their depth as a number instead of more indentation, so a
     /// line stays short however deep the tree.
     pub fn render(&self, out: &mut String, fields: &[Field]) {
@@ -247,7 +247,7 @@ impl Tree {
                 prefix.truncate(
                     2 * level
                         .saturating_sub(1)
-                        .min(crate::replay::MAX_INDENT as usize),
+                        .min(crate::views::replay::MAX_INDENT as usize),
                 );
                 continue;
             };
@@ -256,7 +256,7 @@ impl Tree {
             // Level 0 (the outermost calls) has no branch.
             let level = stack.len() - 1;
             self.render_line(out, fields, id, &prefix, level, last);
-            if level >= 1 && level <= crate::replay::MAX_INDENT as usize {
+            if level >= 1 && level <= crate::views::replay::MAX_INDENT as usize {
                 prefix.push_str(if last { "  " } else { "| " });
             }
             stack.push((&self.nodes[id].children, 0));
@@ -283,7 +283,7 @@ impl Tree {
             let _ = write!(out, " {:>w$} ", self.value(*f, n), w = f.width());
         }
         let _ = write!(out, " {prefix}");
-        if level > crate::replay::MAX_INDENT as usize {
+        if level > crate::views::replay::MAX_INDENT as usize {
             let _ = write!(out, "[{level}] ");
         }
         let _ = write!(out, "{branch}{}", n.name);
@@ -296,7 +296,7 @@ impl Tree {
 
 impl Tree {
     fn value(&self, field: Field, n: &Node) -> String {
-        let ns = |ticks: u64| crate::replay::format_ns(ticks as f64 * 1e9 / self.hz);
+        let ns = |ticks: u64| crate::views::replay::format_ns(ticks as f64 * 1e9 / self.hz);
         match field {
             Field::Total => ns(n.ticks),
             Field::SelfTime => {
@@ -365,7 +365,7 @@ fn add_thread(
         Kind::Callees(g) | Kind::Callers(g) => Pattern::new(g, filters.kind).ok(),
         Kind::Whole => None,
     };
-    let target = |func: Option<crate::names::FuncId>, name: &str| {
+    let target = |func: Option<crate::symbols::names::FuncId>, name: &str| {
         pattern
             .as_ref()
             .is_some_and(|p| p.is_match(name) || func.is_some_and(|f| p.matches(names.function(f))))
