@@ -1,39 +1,50 @@
 #!/usr/bin/env bash
 # The analysis side at scale: report, replay and graph of traces of about
 # 10 M and 100 M events (4 threads of bench/eventgen.c), wall time (min and
-# median of RUNS runs, hyperfine) and peak RSS (/usr/bin/time).
+# median of RUNS runs, hyperfine) and peak RSS (/usr/bin/time): report on
+# one core and on two (taskset), replay and graph writing a file, and each
+# with -t at a threshold some calls pass (1us) and one none does (10s).
 # Usage: bench/analysis.sh [RUNS]   (default 3; needs ~1.8 GB of disk)
+#        SIZES="10" bench/analysis.sh   (only the 10 M-event trace)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need hyperfine /usr/bin/time
+need hyperfine /usr/bin/time taskset
 RUNS="${1:-3}"
+SIZES="${SIZES:-10 100}"
+OUT="$WORK/analysis-out.txt"
 build_ftail
 gen="$WORK/eventgen"
 "$FTAIL" cc gcc -O2 -o "$gen" "$ROOT/bench/eventgen.c" -lpthread
-for size in 10 100; do
+for size in $SIZES; do
   t="$WORK/trace-${size}M"
   # 4 threads x N outer calls x 6 events = size M events.
   calls=$((size * 1000000 / 24))
   if [ ! -d "$t" ]; then
     "$FTAIL" record -d "$t" --buffer-events $((1 << 25)) -- "$gen" 4 "$calls" >/dev/null 2>&1
   fi
-  events=$("$FTAIL" info --events -d "$t" | sed -n 's/.*duration.*(\([0-9]*\) events).*/\1/p' | head -1)
+  events=$("$FTAIL" info --events -d "$t" | sed -n 's/.*duration.*(\([0-9]*\) events.*/\1/p' | head -1)
   echo "== ${size}M: $events events"
-  for cmd in "report" "report-1core" "replay" "graph"; do
+  for cmd in report report-1core report-2cores report-t1us report-t10s \
+    replay replay-t1us replay-t10s graph graph-t1us graph-t10s; do
     case $cmd in
       report) run=("$FTAIL" report -d "$t") ;;
-      report-1core) run=(env RAYON_NUM_THREADS=1 "$FTAIL" report -d "$t") ;;
+      report-1core) run=(taskset -c 0 "$FTAIL" report -d "$t") ;;
+      report-2cores) run=(taskset -c 0,1 "$FTAIL" report -d "$t") ;;
+      report-t*) run=("$FTAIL" report -t "${cmd#report-t}" -d "$t") ;;
       replay) run=("$FTAIL" replay --no-pager -d "$t") ;;
+      replay-t*) run=("$FTAIL" replay --no-pager -t "${cmd#replay-t}" -d "$t") ;;
       graph) run=("$FTAIL" graph -d "$t") ;;
+      graph-t*) run=("$FTAIL" graph -t "${cmd#graph-t}" -d "$t") ;;
     esac
     json="$WORK/analysis-$cmd-$size.json"
-    hyperfine --runs "$RUNS" --warmup 1 --export-json "$json" "${run[*]} > /dev/null" >/dev/null 2>&1
+    hyperfine --runs "$RUNS" --warmup 1 --export-json "$json" "${run[*]} > $OUT" >/dev/null 2>&1
     read -r min median < <(python3 -c "
 import json,statistics; r=json.load(open('$json'))['results'][0]['times']
 print(min(r), statistics.median(r))")
     rss=$( { /usr/bin/time -f %M "${run[@]}" >/dev/null; } 2>&1 | tail -1)
+    load=$(cut -d' ' -f1 /proc/loadavg)
     python3 -c "
 ev=$events; mn=$min; md=$median
-print(f'$cmd: min {mn:.2f} s, median {md:.2f} s, {ev/mn/1e6:.1f} M events/s (min), peak RSS {int($rss)/1024:.1f} MiB')"
+print(f'$cmd: load $load, min {mn:.2f} s, median {md:.2f} s, {ev/mn/1e6:.1f} M events/s (min), peak RSS {int($rss)/1024:.1f} MiB')"
   done
 done

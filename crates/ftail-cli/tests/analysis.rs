@@ -754,6 +754,60 @@ fn threads_can_be_told_apart_and_runs_compared() {
     );
 }
 
+/// Threads are read on several cores (`report` and `graph`), their
+/// figures merged in the threads' order: the output is the same byte for
+/// byte on one core as on four, and the graph of eight threads running
+/// the same code is one worker's with eight times its calls.
+#[test]
+fn threads_read_in_parallel_merge_into_the_same_output() {
+    let r = record_threads();
+    let on_cores = |cores: &str, cmd: &str, args: &[&str]| {
+        run_ok(
+            Command::new(ftail())
+                .env("RAYON_NUM_THREADS", cores)
+                .arg(cmd)
+                .arg("-d")
+                .arg(&r.trace)
+                .args(args),
+        )
+    };
+    for (cmd, args) in [
+        ("report", &[][..]),
+        ("report", &["--threads"][..]),
+        ("graph", &[][..]),
+        ("graph", &["--callers", "leaf"][..]),
+    ] {
+        assert_eq!(
+            on_cores("1", cmd, args),
+            on_cores("4", cmd, args),
+            "{cmd} {args:?}"
+        );
+    }
+    let t = ftail_trace::trace::open(&r.trace).unwrap();
+    let p = &t.processes[0];
+    let worker = p.threads.iter().find(|th| th.tid != p.pid).unwrap().tid;
+    // Calls and the tree's lines, from `worker` down.
+    let calls = |text: &str| -> Vec<(u64, String)> {
+        text.lines()
+            .skip_while(|l| !l.ends_with(" worker"))
+            .take_while(|l| !l.is_empty())
+            .map(|l| {
+                let (calls, line) = l.trim_start().split_once(' ').unwrap();
+                (calls.parse().unwrap(), line.trim_start().to_string())
+            })
+            .collect()
+    };
+    let one = calls(&on_cores(
+        "4",
+        "graph",
+        &["-f", "call", "--tid", &worker.to_string()],
+    ));
+    let all = calls(&on_cores("4", "graph", &["-f", "call"]));
+    let eight: Vec<(u64, String)> = one.into_iter().map(|(n, l)| (8 * n, l)).collect();
+    assert!(eight.len() > 10, "{eight:?}");
+    assert_eq!(all, eight);
+}
+
 /// Colours on request, wall-clock time, and `live`: one command records
 /// and replays, with the program's exit status.
 #[test]

@@ -279,3 +279,65 @@ fn info_reads_sizes_not_every_event() {
         "{exact}"
     );
 }
+
+/// How long `main` ran in `trace`, in ns (from its `dump` rows).
+fn main_ns(trace: &Path) -> u64 {
+    let rows = run_ok(
+        Command::new(ftail())
+            .args(["dump", "-F", "main", "-D", "1", "-d"])
+            .arg(trace),
+    );
+    let times: Vec<u64> = rows
+        .lines()
+        .filter(|l| l.ends_with(" main"))
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 2, "{rows}");
+    times[1] - times[0]
+}
+
+/// `-t` holds only the open calls, at any threshold (before: the items
+/// after an undecided entry waited in a queue until TIME had passed, so
+/// a long call with millions of short ones inside held TIME's worth of
+/// them, hundreds of MiB here). `main` makes 3,000,000 calls of `tick`;
+/// with TIME half of `main`'s time, the views show `main` alone, each
+/// within 64 MiB.
+#[test]
+fn a_time_filter_holds_only_the_open_calls() {
+    if !have("gcc") {
+        return;
+    }
+    let scratch = scratch();
+    let exe = scratch.path().join("recurse");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O1", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/analysis/recurse.c"))
+            .arg("-lpthread"),
+    );
+    let trace = scratch.path().join("trace");
+    record(&trace, &exe, &["10", "3000000"]);
+    let time = format!("{}ns", main_ns(&trace) / 2);
+    let svg = scratch.path().join("flame.svg");
+    let svg = svg.to_str().unwrap();
+    for args in [
+        &["report", "-t", &time][..],
+        &["replay", "--no-pager", "-t", &time][..],
+        &["graph", "-t", &time][..],
+        &["flame", "-o", svg, "-t", &time][..],
+        &["dump", "--chrome", "-o", "-", "-t", &time][..],
+    ] {
+        let peak = cost(args, &trace).max_rss_kib;
+        assert!(peak < 64 << 10, "{args:?}: peak resident set {peak} KiB");
+    }
+    for cmd in ["report", "replay"] {
+        let shown = run_ok(
+            Command::new(ftail())
+                .args([cmd, "--no-pager", "-t", &time, "-d"])
+                .arg(&trace),
+        );
+        assert!(shown.contains("main"), "{cmd}: {shown}");
+        assert!(!shown.contains("tick"), "{cmd}: {shown}");
+    }
+}

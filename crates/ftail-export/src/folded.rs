@@ -102,9 +102,19 @@ pub fn fold(input: &Input, weight: Weight) -> (BTreeMap<String, u64>, Notes) {
     let matches = crate::matches(input);
     let mut trees: Vec<Tree> = input.trace.images.iter().map(|_| Tree::new()).collect();
     let mut deepest = 0u32;
+    // `-t` is decided at each exit (no call waits for it), so the stream
+    // is read without it.
+    let untimed = ftail_trace::view::Filters {
+        min_ticks: 0,
+        ..input.filters.clone()
+    };
+    let stream = crate::Input {
+        filters: &untimed,
+        ..*input
+    };
     for (i, file) in crate::selected(input) {
         let tree = &mut trees[i];
-        let _ = crate::stream_thread(input, i, &matches[i], file, &mut notes, |_, items| {
+        let _ = crate::stream_thread(&stream, i, &matches[i], file, &mut notes, |_, items| {
             // Per open shown call: its node, its callees' ticks, whether a
             // new call, its depth (1 for the outermost).
             let mut stack: Vec<(u32, u64, bool, u32)> = Vec::new();
@@ -118,7 +128,6 @@ pub fn fold(input: &Input, weight: Weight) -> (BTreeMap<String, u64>, Notes) {
                     } => {
                         let (parent, depth) = stack.last().map_or((0, 0), |s| (s.0, s.3));
                         let node = if depth >= MAX_DEPTH {
-                            deepest = deepest.max(depth + 1);
                             parent
                         } else {
                             let key = func.map_or(addr | 1 << 63, |f| u64::from(f.0));
@@ -127,9 +136,15 @@ pub fn fold(input: &Input, weight: Weight) -> (BTreeMap<String, u64>, Notes) {
                         stack.push((node, 0, !resumed, depth + 1));
                     }
                     Shown::Leave { start, end, .. } | Shown::Leaf { start, end, .. } => {
-                        let Some((node, callees, new_call, _)) = stack.pop() else {
+                        let Some((node, callees, new_call, depth)) = stack.pop() else {
                             continue;
                         };
+                        if !input.filters.long_enough(start, end) {
+                            continue;
+                        }
+                        if depth > MAX_DEPTH {
+                            deepest = deepest.max(depth);
+                        }
                         let ticks = end.saturating_sub(start);
                         let n = &mut tree.nodes[node as usize];
                         n.self_ticks += ticks.saturating_sub(callees);
@@ -138,6 +153,12 @@ pub fn fold(input: &Input, weight: Weight) -> (BTreeMap<String, u64>, Notes) {
                             parent.1 += ticks;
                         }
                     }
+                }
+            }
+            // Calls that never ended are long enough.
+            if let Some(&(_, _, _, depth)) = stack.last() {
+                if depth > MAX_DEPTH {
+                    deepest = deepest.max(depth);
                 }
             }
             Ok::<(), std::convert::Infallible>(())

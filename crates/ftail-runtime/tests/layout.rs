@@ -3,147 +3,28 @@
 //! top to bottom in `lib.rs`). A circle would mean a change in a lower
 //! room can break a higher one and back.
 
-use std::collections::{BTreeMap, BTreeSet};
+#[path = "../../../tests/layout/rules.rs"]
+mod rules;
+
 use std::path::Path;
 
 /// The order of the rooms, top to bottom: a room may use only rooms
 /// below it (`found` and `code` are side by side: neither uses the other).
 const ROOMS: &[&str] = &["control", "plan", "found", "code", "record", "process"];
 
-/// Every module of the crate (`record::write`), with its source, tests
-/// left out (a test may look anywhere).
-fn modules() -> BTreeMap<String, String> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut out = BTreeMap::new();
-    let mut dirs = vec![src.clone()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-                continue;
-            }
-            let rel = path.strip_prefix(&src).unwrap().with_extension("");
-            let mut name = rel.to_string_lossy().replace('/', "::");
-            if name == "lib" {
-                continue;
-            }
-            if let Some(folder) = name.strip_suffix("::mod") {
-                name = folder.to_string();
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap().to_string();
-            out.insert(name, code);
-        }
-    }
-    out
-}
-
-/// What each module uses: the longest module path after every `crate::`,
-/// and the names inside `use crate::a::{b, c}` groups.
-fn uses(mods: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
-    mods.iter()
-        .map(|(name, code)| {
-            let used = crate_paths(code)
-                .into_iter()
-                .filter_map(|p| {
-                    (1..=p.len())
-                        .rev()
-                        .map(|k| p[..k].join("::"))
-                        .find(|m| mods.contains_key(m))
-                })
-                .filter(|m| m != name)
-                .collect();
-            (name.clone(), used)
-        })
-        .collect()
-}
-
-/// The paths named after `crate::`, each as its segments; a `{…}` group
-/// adds one path per name in it.
-fn crate_paths(code: &str) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    for (at, _) in code.match_indices("crate::") {
-        let rest = &code[at + "crate::".len()..];
-        let mut segs: Vec<String> = Vec::new();
-        let mut s = rest;
-        loop {
-            let end = s
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(s.len());
-            if end == 0 {
-                break;
-            }
-            segs.push(s[..end].to_string());
-            s = &s[end..];
-            if let Some(next) = s.strip_prefix("::") {
-                if let Some(group) = next.strip_prefix('{') {
-                    let inner = &group[..group.find('}').unwrap_or(group.len())];
-                    for item in inner.split(',') {
-                        let first = item.trim().split([':', ' ']).next().unwrap_or("");
-                        if !first.is_empty() {
-                            let mut p = segs.clone();
-                            p.push(first.to_string());
-                            out.push(p);
-                        }
-                    }
-                    break;
-                }
-                s = next;
-            } else {
-                break;
-            }
-        }
-        out.push(segs);
-    }
-    out
+fn graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    rules::uses(&rules::modules(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+    ))
 }
 
 #[test]
 fn modules_import_each_other_one_way_only() {
-    let graph = uses(&modules());
-    // A module is in a circle when it can reach itself.
-    for start in graph.keys() {
-        let mut seen = BTreeSet::new();
-        let mut todo: Vec<&String> = graph[start].iter().collect();
-        while let Some(m) = todo.pop() {
-            assert!(
-                m != start,
-                "{start} reaches itself through its imports: {:?}",
-                graph[start]
-            );
-            if seen.insert(m.clone()) {
-                todo.extend(graph.get(m).into_iter().flatten());
-            }
-        }
-    }
+    rules::assert_no_circles(&graph());
 }
 
 #[test]
 fn rooms_use_only_the_rooms_below_them() {
-    let graph = uses(&modules());
-    let room = |m: &str| m.split("::").next().unwrap().to_string();
-    let rank = |r: &str| ROOMS.iter().position(|x| *x == r);
-    let mut checked = 0;
-    for (m, used) in &graph {
-        let from = room(m);
-        let Some(from_rank) = rank(&from) else {
-            panic!("module {m} is in no room of {ROOMS:?}");
-        };
-        for u in used {
-            let to = room(u);
-            if to == from {
-                continue;
-            }
-            let to_rank = rank(&to).unwrap();
-            let side_by_side = [from.as_str(), to.as_str()] == ["found", "code"]
-                || [from.as_str(), to.as_str()] == ["code", "found"];
-            assert!(
-                to_rank > from_rank && !side_by_side,
-                "{m} (room {from}) uses {u} (room {to}), which is not below it"
-            );
-            checked += 1;
-        }
-    }
+    let checked = rules::assert_rooms_downward(&graph(), ROOMS, &[["found", "code"]]);
     assert!(checked > 20, "only {checked} imports between rooms found");
 }

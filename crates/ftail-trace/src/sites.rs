@@ -322,7 +322,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::printable::printable;
+        use crate::untrusted::printable::printable;
         let (function, what) = (printable(&self.function), printable(&self.what));
         write!(f, "{function} at {:#x}: {what}", self.addr)
     }

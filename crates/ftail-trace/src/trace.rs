@@ -273,7 +273,10 @@ impl Symbols {
     pub fn load(p: &Process) -> Symbols {
         let mut modules = Vec::new();
         for m in &p.modules {
-            let Ok(data) = crate::files::read_regular(&m.path, crate::files::MODULE_LIMIT) else {
+            let Ok(data) = crate::untrusted::files::read_regular(
+                &m.path,
+                crate::untrusted::files::MODULE_LIMIT,
+            ) else {
                 continue;
             };
             let Ok(funcs) = crate::sites::read(&data) else {
@@ -407,7 +410,7 @@ mod tests {
         assert!(b.is_balanced(), "{b:?}");
         assert_eq!((b.entries, b.resumed), (2, 1), "a resumed slice is no call");
         assert_eq!((b.exits, b.suspended), (2, 1));
-        let text = crate::replay::render(&t);
+        let text = crate::views::replay::render(&t);
         let body: Vec<&str> = text
             .lines()
             .filter_map(|l| l.split_once("| ").map(|x| x.1))
@@ -425,10 +428,10 @@ mod tests {
         );
         // The coroutine's time is its two slices: 10 + 5 ticks of 1 ns.
         let listing = crate::reader::dir::TraceDir::open(d.path()).unwrap();
-        let names = crate::names::for_images(&listing.images);
-        let r = crate::report::report(&listing, &names, &Default::default());
+        let names = crate::symbols::names::for_images(&listing.images);
+        let r = crate::views::report::report(&listing, &names, &Default::default());
         let row = |n: &str| {
-            &r.rows[&crate::report::RowKey {
+            &r.rows[&crate::views::report::RowKey {
                 thread: None,
                 name: n.into(),
                 args: None,

@@ -130,7 +130,7 @@ impl Image {
     /// The program's arguments as a shell would need them, control
     /// characters escaped: what the text views show.
     pub fn command_line(&self) -> String {
-        crate::printable::command_line(&self.args())
+        crate::untrusted::printable::command_line(&self.args())
     }
 
     /// Time-stamp counter ticks per second.
@@ -217,7 +217,7 @@ impl TraceDir {
 
 /// A small text file of the trace's, or nothing.
 fn read_small_text(path: &Path) -> String {
-    crate::files::read_regular(path, crate::files::SMALL_LIMIT)
+    crate::untrusted::files::read_regular(path, crate::untrusted::files::SMALL_LIMIT)
         .map(|d| String::from_utf8_lossy(&d).into_owned())
         .unwrap_or_default()
 }
@@ -302,7 +302,8 @@ fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
 
 /// `KEY.status`, if it is there and whole.
 fn read_status(path: &Path) -> Option<ProcessStatus> {
-    let data = crate::files::read_regular(path, crate::files::SMALL_LIMIT).ok()?;
+    let data =
+        crate::untrusted::files::read_regular(path, crate::untrusted::files::SMALL_LIMIT).ok()?;
     let size = std::mem::size_of::<ProcessStatus>();
     if data.len() < size || data[..8] != STATUS_MAGIC {
         return None;
@@ -336,7 +337,8 @@ fn read_status(path: &Path) -> Option<ProcessStatus> {
 
 /// The trace's budget file, if it is there, whole and of this version.
 fn read_budget(path: &Path) -> Option<TraceBudget> {
-    let data = crate::files::read_regular(path, crate::files::SMALL_LIMIT).ok()?;
+    let data =
+        crate::untrusted::files::read_regular(path, crate::untrusted::files::SMALL_LIMIT).ok()?;
     if data.len() < std::mem::size_of::<TraceBudget>() || data[..8] != BUDGET_MAGIC {
         return None;
     }

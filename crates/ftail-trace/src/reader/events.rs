@@ -126,7 +126,7 @@ pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
     let name_at = std::mem::offset_of!(EventFileHeader, name);
     Ok(Header {
         // The program names its threads as it likes: printable here, once.
-        name: crate::printable::printable(
+        name: crate::untrusted::printable::printable(
             String::from_utf8_lossy(&h[name_at..name_at + 16]).trim_end_matches('\0'),
         )
         .into_owned(),
@@ -432,7 +432,11 @@ impl Events {
                     self.at += size;
                     self.consumed += size as u64;
                     if let Some(v) = self.payload.take() {
-                        self.feed.put(self.count, v);
+                        // Kept only for a reader that asked for them: no
+                        // one would take them out again.
+                        if std::sync::Arc::strong_count(&self.feed) > 1 {
+                            self.feed.put(self.count, v);
+                        }
                     }
                     self.count += 1;
                     return Some(e);
@@ -727,34 +731,8 @@ mod tests {
     #[test]
     fn payloads_go_with_the_events_they_precede() {
         use crate::reader::calls::{Calls, Step};
-        use compact::*;
-        use ftail_abi::argspec::{class, value, Ty};
-        let int = |ty: Ty, v: u64| {
-            let mut b = value::desc(ty.0, 0, 8).to_le_bytes().to_vec();
-            b.extend(v.to_le_bytes());
-            b
-        };
-        let i32t = Ty::new(class::SIGNED, 4);
-        let mut file = header(FORMAT_COMPACT);
-        file.extend(ext_head(SUB_TIME, 3, 0).to_le_bytes());
-        file.extend(1_000_000u64.to_le_bytes());
-        file.extend(entry(1, 0x1005).to_le_bytes()); // outer
-        file.extend(ext_head(SUB_ARGS, 7, 2).to_le_bytes());
-        file.extend(int(i32t, 7));
-        file.extend(int(i32t, -2i64 as u64));
-        file.extend(entry(2, 0x2005).to_le_bytes()); // a(7, -2)
-        file.extend(entry(3, 0x3005).to_le_bytes()); // its tail callee b
-        file.extend(ext_head(SUB_PAYLOAD + 9, 2, 0).to_le_bytes());
-        file.extend(0u32.to_le_bytes());
-        file.extend(ext_head(SUB_RETVAL, 4, 1).to_le_bytes());
-        file.extend(int(i32t, 42));
-        file.extend(close(close_tag(EventKind::Exit).unwrap(), 4).to_le_bytes());
-        file.extend(close(close_tag(EventKind::TailExit).unwrap(), 4).to_le_bytes());
-        file.extend(close(close_tag(EventKind::Exit).unwrap(), 5).to_le_bytes());
-        file.extend([0u8; 16]);
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("1-1.events");
-        std::fs::write(&path, &file).unwrap();
+        let path = payload_file(dir.path());
         let (h, events) = Events::open(&path).unwrap();
         let feed = events.values();
         let shown: Vec<String> = Calls::new(events, h.stopped)
@@ -784,6 +762,49 @@ mod tests {
                 "1005 = ",
             ]
         );
+    }
+
+    /// A compact event file with argument and return payloads.
+    fn payload_file(dir: &Path) -> PathBuf {
+        use compact::*;
+        use ftail_abi::argspec::{class, value, Ty};
+        let int = |ty: Ty, v: u64| {
+            let mut b = value::desc(ty.0, 0, 8).to_le_bytes().to_vec();
+            b.extend(v.to_le_bytes());
+            b
+        };
+        let i32t = Ty::new(class::SIGNED, 4);
+        let mut file = header(FORMAT_COMPACT);
+        file.extend(ext_head(SUB_TIME, 3, 0).to_le_bytes());
+        file.extend(1_000_000u64.to_le_bytes());
+        file.extend(entry(1, 0x1005).to_le_bytes()); // outer
+        file.extend(ext_head(SUB_ARGS, 7, 2).to_le_bytes());
+        file.extend(int(i32t, 7));
+        file.extend(int(i32t, -2i64 as u64));
+        file.extend(entry(2, 0x2005).to_le_bytes()); // a(7, -2)
+        file.extend(entry(3, 0x3005).to_le_bytes()); // its tail callee b
+        file.extend(ext_head(SUB_PAYLOAD + 9, 2, 0).to_le_bytes());
+        file.extend(0u32.to_le_bytes());
+        file.extend(ext_head(SUB_RETVAL, 4, 1).to_le_bytes());
+        file.extend(int(i32t, 42));
+        file.extend(close(close_tag(EventKind::Exit).unwrap(), 4).to_le_bytes());
+        file.extend(close(close_tag(EventKind::TailExit).unwrap(), 4).to_le_bytes());
+        file.extend(close(close_tag(EventKind::Exit).unwrap(), 5).to_le_bytes());
+        file.extend([0u8; 16]);
+        let path = dir.join("1-1.events");
+        std::fs::write(&path, &file).unwrap();
+        path
+    }
+
+    /// A reader that did not ask for the values (a view without them)
+    /// keeps none: they would pile up for the whole file.
+    #[test]
+    fn values_nobody_asked_for_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, mut events) = Events::open(&payload_file(dir.path())).unwrap();
+        assert_eq!(events.by_ref().count(), 6);
+        let feed = events.values();
+        assert_eq!(feed.queue.lock().unwrap().len(), 0);
     }
 
     fn header(format: u64) -> Vec<u8> {

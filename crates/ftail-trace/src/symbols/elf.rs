@@ -39,8 +39,9 @@ pub(super) struct RawSymbol {
 impl ElfFile {
     /// Reads and parses `path`.
     pub fn open(path: &Path) -> Result<ElfFile, Error> {
-        let data = crate::files::read_regular(path, crate::files::MODULE_LIMIT)
-            .map_err(|e| Error::new(path, e.to_string()))?;
+        let data =
+            crate::untrusted::files::read_regular(path, crate::untrusted::files::MODULE_LIMIT)
+                .map_err(|e| Error::new(path, e.to_string()))?;
         ElfFile::parse(path, data.into())
     }
 

@@ -1,5 +1,6 @@
 //! Symbolization: function names and source lines for the addresses of a
-//! trace, the way a uftrace or perf user expects them.
+//! trace, the way a uftrace or perf user expects them; [`names`] resolves
+//! the entry addresses of a process image's events to its functions.
 //!
 //! A trace records, per process image, its modules (path, load bias, GNU
 //! build id, load and unload times) and events whose addresses are those
@@ -41,6 +42,7 @@ pub mod demangle;
 mod elf;
 mod glob;
 mod locate;
+pub mod names;
 mod srcline;
 
 use std::collections::HashMap;
@@ -260,8 +262,8 @@ impl Name {
                 // A demangler spells out what the mangling encodes, which
                 // may be any character.
                 Some(d) => (
-                    crate::printable::printable(&d.name).into(),
-                    crate::printable::printable(&d.signature).into(),
+                    crate::untrusted::printable::printable(&d.name).into(),
+                    crate::untrusted::printable::printable(&d.signature).into(),
                 ),
                 None => (self.mangled.clone(), self.mangled.clone()),
             })
@@ -492,7 +494,7 @@ impl TableBuilder {
     fn name(&mut self, mangled: String, source: Source) -> u32 {
         // Made printable once, here, so that no output can show a name's
         // control characters raw (a newline would forge a line of output).
-        let mangled = match crate::printable::printable(&mangled) {
+        let mangled = match crate::untrusted::printable::printable(&mangled) {
             std::borrow::Cow::Borrowed(_) => mangled,
             std::borrow::Cow::Owned(escaped) => escaped,
         };

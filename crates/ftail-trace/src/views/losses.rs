@@ -127,8 +127,8 @@ fn process_notes(p: &crate::trace::Process, who: &str, out: &mut Vec<String>) {
     for (_, why, path) in &p.skipped_modules {
         out.push(format!(
             "{who}: {} left untraced: {}",
-            crate::printable::printable(&path.to_string_lossy()),
-            crate::printable::printable(why)
+            crate::untrusted::printable::printable(&path.to_string_lossy()),
+            crate::untrusted::printable::printable(why)
         ));
     }
     let skipped_sites: u64 = p

@@ -12,22 +12,24 @@
 //!   wait on a stack (the call depth) until a match or their exit decides;
 //! * `--time-range`: calls that start inside the range;
 //! * `-t TIME`: not calls that ran shorter than TIME (nor, then, their
-//!   callees). This needs to know a call's duration when it starts: the
-//!   steps after an undecided entry wait in a queue until its exit comes
-//!   or TIME has passed, so the queue holds at most TIME's worth of steps;
-//!   each step is decided and leaves the queue once (linear time).
+//!   callees). Views that count a call at its exit decide there
+//!   ([`Filters::long_enough`]); views that show an entry before its exit
+//!   read the thread twice ([`Threshold`]): one reader runs ahead to
+//!   decide, remembering only the calls long enough, which are at most its
+//!   open frames.
 //!
 //! Patterns ([`Pattern`]: globs, or regular expressions with
 //! `--match=regex`) match a function's demangled name (`ns::Klass::*`) or
-//! its symbol (`_ZN2ns*`). Memory is the call depth plus that queue.
+//! its symbol (`_ZN2ns*`). Memory is the call depth.
 
 use crate::values::Values;
 use std::collections::VecDeque;
 
 use ftail_abi::trace::EventKind;
 
-use crate::names::{FuncId, Names};
-use crate::reader::calls::Step;
+use crate::reader::calls::{Calls, Step};
+use crate::reader::events::Events;
+use crate::symbols::names::{FuncId, Names};
 
 /// Whether `pattern` (a shell-style glob: `*`, `?`, `[a-z]`) matches
 /// `text`.
@@ -98,7 +100,7 @@ impl Pattern {
     }
 
     /// Whether the function matches: its name, signature or symbol.
-    pub fn matches(&self, f: &crate::names::Function) -> bool {
+    pub fn matches(&self, f: &crate::symbols::names::Function) -> bool {
         self.is_match(&f.name) || self.is_match(&f.signature) || self.is_match(&f.mangled)
     }
 }
@@ -458,102 +460,167 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
     }
 }
 
-/// `-t`: drops the calls shorter than `min` ticks (and what is inside
-/// them), deciding each when its exit comes or `min` has passed.
-///
-/// Linear in the items at any threshold: the undecided entries are the
-/// innermost open calls (those begun less than `min` ago), kept oldest
-/// first beside the queue, so time decides them from the front and an
-/// exit decides the innermost at the back, each once; items leave the
-/// queue from its front, each once.
-pub struct Threshold<I> {
-    items: I,
-    min: u64,
-    /// Items waiting for a decision, each entry with its decision.
-    queue: VecDeque<(Shown, Option<bool>)>,
-    /// How many items have left the queue (the first one's number).
-    left: u64,
-    /// The undecided entries: their item's number and start, oldest
-    /// first.
-    undecided: VecDeque<(u64, u64)>,
-    done: bool,
+impl Filters {
+    /// `-t` for a view that counts each call at its exit (`report`,
+    /// `flame`, `report --task`): whether a call that ran from `start` to
+    /// `end` is long enough. Its callees are never longer, so a call
+    /// kept has every caller kept, and one left out leaves out all it
+    /// called.
+    pub fn long_enough(&self, start: u64, end: u64) -> bool {
+        end.saturating_sub(start) >= self.min_ticks
+    }
 }
 
-impl<I: Iterator<Item = Shown>> Threshold<I> {
-    /// Applies `-t min` (ticks; 0 lets everything through).
-    pub fn new(items: I, min: u64) -> Self {
-        Threshold {
+/// `-t` for views that show calls in order (`replay`, `dump`, `graph`,
+/// the exports): drops the calls shorter than `min` ticks (and what is
+/// inside them), though an entry is shown before its exit is known.
+///
+/// The same items are read twice, by two readers of the thread: the
+/// lead runs ahead just far enough to decide the entry the shown reader
+/// has come to (until its exit, or until `min` has passed since it
+/// began), and remembers only the calls it found long enough; all else
+/// it has passed is left out. A call long enough that began after the
+/// shown entry is still open when the lead stops (it began less than
+/// `min` before), so what is remembered is at most the lead's open
+/// frames: memory is the call depth at any threshold, and each reader
+/// reads each item once (linear time).
+pub struct Threshold<I, L, F> {
+    items: I,
+    /// Makes the lead reader, when the first entry needs it.
+    make_lead: Option<F>,
+    lead: LeadState<L>,
+    min: u64,
+    /// Items read by the shown reader (the next one's number).
+    read: u64,
+    /// Within a call left out: its frames still open.
+    skipping: u32,
+}
+
+/// The lead reader of a [`Threshold`].
+struct LeadState<L> {
+    items: Option<L>,
+    /// It has read all it could.
+    done: bool,
+    min: u64,
+    /// Items read (the next one's number).
+    read: u64,
+    /// Its open entries: number and start.
+    open: Vec<(u64, u64)>,
+    /// The open entries not yet decided: number and start, oldest first
+    /// (the innermost ones: those begun less than `min` ago).
+    undecided: VecDeque<(u64, u64)>,
+    /// The entries decided long enough that the shown reader has not
+    /// come to yet.
+    kept: std::collections::BTreeSet<u64>,
+}
+
+impl<L: Iterator<Item = Shown>> LeadState<L> {
+    fn new(items: Option<L>, min: u64) -> Self {
+        LeadState {
             items,
-            min,
-            queue: VecDeque::new(),
-            left: 0,
-            undecided: VecDeque::new(),
             done: false,
+            min,
+            read: 0,
+            open: Vec::new(),
+            undecided: VecDeque::new(),
+            kept: Default::default(),
         }
     }
 
-    fn set(&mut self, item: u64, keep: bool) {
-        if let Some(slot) = self.queue.get_mut((item - self.left) as usize) {
-            slot.1 = Some(keep);
-        }
+    fn decided(&self, entry: u64) -> bool {
+        entry < self.read
+            && self
+                .undecided
+                .binary_search_by_key(&entry, |e| e.0)
+                .is_err()
     }
 
-    /// Decides the entries whose fate is known at time `now`, and the one
-    /// a leave of a call begun at `leave` closes.
-    fn decide(&mut self, now: u64, leave: Option<u64>) {
-        // The innermost undecided entry is the one a leave closes.
-        if let Some(start) = leave {
-            if let Some(&(item, tsc)) = self.undecided.back() {
-                if tsc == start {
-                    self.undecided.pop_back();
-                    self.set(item, now - start >= self.min);
+    /// Whether the entry numbered `entry` is long enough: reads on until
+    /// it is decided. An entry never decided (the thread ended with it
+    /// open, or the lead could not read it) is.
+    fn keeps(&mut self, entry: u64) -> bool {
+        while !self.done && !self.decided(entry) {
+            match self.items.as_mut().and_then(Iterator::next) {
+                Some(item) => self.step(item),
+                None => {
+                    self.done = true;
+                    self.kept.extend(self.undecided.drain(..).map(|e| e.0));
                 }
             }
         }
-        while let Some(&(item, tsc)) = self.undecided.front() {
-            if now < tsc.saturating_add(self.min) {
+        // Entries passed by the shown reader (inside a call left out).
+        while self.kept.first().is_some_and(|&k| k < entry) {
+            self.kept.pop_first();
+        }
+        self.kept.remove(&entry) || (self.done && entry >= self.read)
+    }
+
+    fn step(&mut self, item: Shown) {
+        let number = self.read;
+        self.read += 1;
+        let now = item.tsc();
+        match item {
+            Shown::Enter { tsc, .. } => {
+                self.open.push((number, tsc));
+                self.undecided.push_back((number, tsc));
+            }
+            Shown::Leave { start, end, .. } => {
+                let Some((entry, _)) = self.open.pop() else {
+                    return;
+                };
+                if self.undecided.back().is_some_and(|e| e.0 == entry) {
+                    self.undecided.pop_back();
+                    if end.saturating_sub(start) >= self.min {
+                        self.kept.insert(entry);
+                    }
+                }
+            }
+            Shown::Leaf { .. } => {}
+        }
+        while let Some(&(entry, start)) = self.undecided.front() {
+            if now < start.saturating_add(self.min) {
                 break;
             }
             self.undecided.pop_front();
-            self.set(item, true);
-        }
-    }
-
-    fn pop_front(&mut self) -> Option<(Shown, Option<bool>)> {
-        let front = self.queue.pop_front()?;
-        self.left += 1;
-        Some(front)
-    }
-
-    /// The next item that can leave the queue.
-    fn pop_decided(&mut self) -> Option<Shown> {
-        loop {
-            let (item, decision) = self.queue.front()?;
-            match (item, decision) {
-                (Shown::Enter { .. }, None) if !self.done => return None,
-                (Shown::Enter { .. }, Some(false)) => self.drop_subtree(),
-                _ => return self.pop_front().map(|(item, _)| item),
-            }
-        }
-    }
-
-    /// Drops the entry at the front and everything up to its leave.
-    fn drop_subtree(&mut self) {
-        let mut open = 0u32;
-        while let Some((item, _)) = self.pop_front() {
-            match item {
-                Shown::Enter { .. } => open += 1,
-                Shown::Leave { .. } => open -= 1,
-                Shown::Leaf { .. } => {}
-            }
-            if open == 0 {
-                return;
-            }
+            self.kept.insert(entry);
         }
     }
 }
 
-impl<I: Iterator<Item = Shown>> Iterator for Threshold<I> {
+impl<I, L, F> Threshold<I, L, F>
+where
+    I: Iterator<Item = Shown>,
+    L: Iterator<Item = Shown>,
+    F: FnOnce() -> Option<L>,
+{
+    /// Applies `-t min` (ticks; 0 lets everything through) to `items`;
+    /// `lead` reads the same items again (called at most once, only when
+    /// `min` is not 0; `None` when it cannot: every call is then kept).
+    pub fn new(items: I, lead: F, min: u64) -> Self {
+        Threshold {
+            items,
+            make_lead: Some(lead),
+            lead: LeadState::new(None, min),
+            min,
+            read: 0,
+            skipping: 0,
+        }
+    }
+
+    fn keeps(&mut self, entry: u64) -> bool {
+        if let Some(make) = self.make_lead.take() {
+            self.lead.items = make();
+        }
+        self.lead.keeps(entry)
+    }
+}
+
+impl<I, L, F> Iterator for Threshold<I, L, F>
+where
+    I: Iterator<Item = Shown>,
+    L: Iterator<Item = Shown>,
+    F: FnOnce() -> Option<L>,
+{
     type Item = Shown;
 
     fn next(&mut self) -> Option<Shown> {
@@ -561,36 +628,42 @@ impl<I: Iterator<Item = Shown>> Iterator for Threshold<I> {
             return self.items.next();
         }
         loop {
-            if let Some(item) = self.pop_decided() {
-                return Some(item);
-            }
-            if self.done {
-                return None;
-            }
-            match self.items.next() {
-                None => {
-                    self.done = true;
-                    // Entries still undecided never ended: long enough.
-                    for (_, d) in &mut self.queue {
-                        d.get_or_insert(true);
-                    }
-                    self.undecided.clear();
+            let item = self.items.next()?;
+            let number = self.read;
+            self.read += 1;
+            if self.skipping > 0 {
+                match item {
+                    Shown::Enter { .. } => self.skipping += 1,
+                    Shown::Leave { .. } => self.skipping -= 1,
+                    Shown::Leaf { .. } => {}
                 }
-                Some(item) => {
-                    let leave = match item {
-                        Shown::Leave { start, .. } => Some(start),
-                        _ => None,
-                    };
-                    let at = item.tsc();
-                    let number = self.left + self.queue.len() as u64;
-                    if let Shown::Enter { tsc, .. } = item {
-                        self.undecided.push_back((number, tsc));
-                    }
-                    self.queue.push_back((item, None));
-                    self.decide(at, leave);
-                }
+                continue;
             }
+            if matches!(item, Shown::Enter { .. }) && !self.keeps(number) {
+                self.skipping = 1;
+                continue;
+            }
+            return Some(item);
         }
+    }
+}
+
+/// The lead reader for [`Threshold`]: the shown items of the thread in
+/// `path` read again, without their values.
+pub fn reread<'a>(
+    path: &'a std::path::Path,
+    names: &'a Names,
+    matches: &'a Matches,
+    filters: &'a Filters,
+) -> impl FnOnce() -> Option<Visible<'a, Calls<Events>>> + 'a {
+    move || {
+        let (header, events) = Events::open(path).ok()?;
+        Some(Visible::new(
+            Calls::new(events, header.stopped),
+            names,
+            matches,
+            filters,
+        ))
     }
 }
 
@@ -708,7 +781,13 @@ mod tests {
             leave(10, 60, 1),
             leave(0, 100, 0),
         ];
-        let kept: Vec<Shown> = Threshold::new(items.clone().into_iter(), 20).collect();
+        let lead = items.clone();
+        let kept: Vec<Shown> = Threshold::new(
+            items.clone().into_iter(),
+            move || Some(lead.into_iter()),
+            20,
+        )
+        .collect();
         assert_eq!(
             kept,
             [
@@ -718,8 +797,26 @@ mod tests {
                 leave(0, 100, 0)
             ]
         );
-        let all: Vec<Shown> = Threshold::new(items.into_iter(), 0).collect();
+        let all: Vec<Shown> =
+            Threshold::new(items.into_iter(), || None::<std::vec::IntoIter<Shown>>, 0).collect();
         assert_eq!(all.len(), 8);
+    }
+
+    #[test]
+    fn threshold_keeps_a_call_that_never_ends_and_all_without_a_lead() {
+        // outer [0, never ends] { short [1, 3] }
+        let items = vec![enter(0, 0), enter(1, 1), leave(1, 3, 1)];
+        let lead = items.clone();
+        let kept: Vec<Shown> = Threshold::new(
+            items.clone().into_iter(),
+            move || Some(lead.into_iter()),
+            20,
+        )
+        .collect();
+        assert_eq!(kept, [enter(0, 0)]);
+        let no_lead = || None::<std::vec::IntoIter<Shown>>;
+        let all: Vec<Shown> = Threshold::new(items.clone().into_iter(), no_lead, 20).collect();
+        assert_eq!(all, items);
     }
 
     #[test]

@@ -54,8 +54,8 @@ type R<'a> = EndianSlice<'a, LittleEndian>;
 ///
 /// When the file cannot be read or is not an ELF file.
 pub fn specs(path: &Path, before: &mut Numbers) -> Result<Vec<String>, String> {
-    let data =
-        crate::files::read_regular(path, crate::files::MODULE_LIMIT).map_err(|e| e.to_string())?;
+    let data = crate::untrusted::files::read_regular(path, crate::untrusted::files::MODULE_LIMIT)
+        .map_err(|e| e.to_string())?;
     let file = object::File::parse(&*data).map_err(|e| e.to_string())?;
     let funcs = crate::sites::read(&data).map_err(|e| format!("{e:?}"))?;
     let load = |id: gimli::SectionId| -> Result<Cow<[u8]>, gimli::Error> {
@@ -824,7 +824,9 @@ pub fn needed_libraries(path: &Path) -> Vec<std::path::PathBuf> {
 /// The libraries `path` itself names, resolved (those not found are left
 /// out: the loader will say so when the program starts).
 fn needed_by(path: &Path) -> Vec<std::path::PathBuf> {
-    let Ok(data) = crate::files::read_regular(path, crate::files::MODULE_LIMIT) else {
+    let Ok(data) =
+        crate::untrusted::files::read_regular(path, crate::untrusted::files::MODULE_LIMIT)
+    else {
         return Vec::new();
     };
     let Some(dynamic) = dynamic_strings(&data) else {

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHashMap;
 
-use crate::printable::printable;
 use crate::reader::dir::Image;
 use crate::symbols::{Mapped, ModuleSymbols, SourceLine, SymbolCache, SymbolOptions};
+use crate::untrusted::printable::printable;
 
 /// A function's index in [`Names`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

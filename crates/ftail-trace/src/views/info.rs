@@ -2,7 +2,7 @@
 //! its arguments, when it ran and for how long, how it was recorded (tail
 //! strategy, selection, clock rate), its threads (names, events, losses),
 //! its modules (build ids, sites), sizes, and everything the runtime
-//! skipped or lost and why ([`crate::losses`]). Reads metadata, event
+//! skipped or lost and why ([`crate::views::losses`]). Reads metadata, event
 //! headers and file sizes, and at most [`SAMPLE_BYTES`] of each thread's
 //! events: a thread with more has its events estimated from its size
 //! (`~`), and the duration is left out unless every event is counted
@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::printable::printable;
+use crate::untrusted::printable::printable;
 
 use crate::reader::dir::{ThreadFile, TraceDir};
 use crate::reader::events::{written_bytes, Events};
@@ -164,7 +164,10 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
             n => format!("at most {n} events per thread"),
         };
         let max = match i.get("max_size").map(|v| v.parse::<u64>()) {
-            Some(Ok(n)) => format!("up to {} for the whole trace", crate::losses::size(n)),
+            Some(Ok(n)) => format!(
+                "up to {} for the whole trace",
+                crate::views::losses::size(n)
+            ),
             _ => "no limit for the whole trace".to_string(),
         };
         match i.get("ring").and_then(|v| v.parse::<u64>().ok()) {
@@ -240,7 +243,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
             let _ = writeln!(
                 out,
                 "  duration         : {} ({} events, {} of them: {:.2} bytes each)",
-                crate::replay::format_ns((last - first) as f64 * 1e9 / hz).trim(),
+                crate::views::replay::format_ns((last - first) as f64 * 1e9 / hz).trim(),
                 all,
                 bytes(bytes_all),
                 bytes_all as f64 / all.max(1) as f64
@@ -264,7 +267,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
             );
         }
     }
-    let notes = crate::losses::notes(trace_view);
+    let notes = crate::views::losses::notes(trace_view);
     if !notes.is_empty() {
         let _ = writeln!(out, "\nnot recorded:");
         for n in notes {

@@ -6,11 +6,11 @@ use std::fmt::Write as _;
 
 use rayon::prelude::*;
 
-use crate::names::Names;
 use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, ThreadFile, TraceDir};
 use crate::reader::events::Events;
-use crate::view::{Filters, Matches, Shown, Threshold, Visible};
+use crate::symbols::names::Names;
+use crate::views::view::{Filters, Matches, Shown, Visible};
 
 /// One thread's figures.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,22 +70,30 @@ fn fold(image: &Image, t: &ThreadFile, names: &Names, m: &Matches, filters: &Fil
         return task;
     };
     let visible = Visible::new(Calls::new(events, header.stopped), names, m, filters);
-    // Per open shown call: the time of its shown callees.
-    let mut open: Vec<u64> = Vec::new();
-    let (mut total, mut own, mut first, mut last) = (0u64, 0u64, None, 0u64);
-    for item in Threshold::new(visible, filters.min_ticks) {
+    // Per open shown call: the time of its shown callees, its start,
+    // whether a new call (not a resumed slice).
+    let mut open: Vec<(u64, u64, bool)> = Vec::new();
+    let (mut total, mut own, mut first, mut last) = (0u64, 0u64, u64::MAX, 0u64);
+    let mut count = |start: u64, new_call: bool| {
+        first = first.min(start);
+        task.calls += u64::from(new_call);
+    };
+    // `-t` is decided at each exit: no call waits.
+    for item in visible {
         match item {
-            Shown::Enter { tsc, resumed, .. } => {
-                first.get_or_insert(tsc);
-                task.calls += u64::from(!resumed);
-                open.push(0);
-            }
+            Shown::Enter { tsc, resumed, .. } => open.push((0, tsc, !resumed)),
             Shown::Leave { start, end, .. } => {
-                let Some(callees) = open.pop() else { continue };
+                let Some((callees, _, new_call)) = open.pop() else {
+                    continue;
+                };
+                if !filters.long_enough(start, end) {
+                    continue;
+                }
+                count(start, new_call);
                 let ticks = end.saturating_sub(start);
                 own += ticks.saturating_sub(callees);
                 match open.last_mut() {
-                    Some(parent) => *parent += ticks,
+                    Some(parent) => parent.0 += ticks,
                     None => total += ticks,
                 }
                 last = last.max(end);
@@ -94,6 +102,11 @@ fn fold(image: &Image, t: &ThreadFile, names: &Names, m: &Matches, filters: &Fil
             Shown::Leaf { .. } => {}
         }
     }
+    // Calls that never ended are long enough.
+    for (_, start, new_call) in open {
+        count(start, new_call);
+    }
+    let first = (first != u64::MAX).then_some(first);
     let ns = |ticks: u64| ticks as f64 * 1e9 / hz;
     task.total_ns = ns(total);
     task.self_ns = ns(own);
@@ -118,8 +131,8 @@ pub fn render_report(tasks: &[Task]) -> String {
         let _ = writeln!(
             out,
             "{:>12}  {:>12}  {:>10}  {:>7}  {:>7}  {}",
-            crate::replay::format_ns(t.total_ns).trim_start(),
-            crate::replay::format_ns(t.self_ns).trim_start(),
+            crate::views::replay::format_ns(t.total_ns).trim_start(),
+            crate::views::replay::format_ns(t.self_ns).trim_start(),
             t.calls,
             t.image,
             t.tid,
@@ -179,8 +192,8 @@ fn process<'a>(
         let _ = writeln!(
             out,
             "  {:>12}  {:>12}  [{:>7}]  {indent}{}",
-            crate::replay::format_ns(t.lifetime_ns).trim_start(),
-            crate::replay::format_ns(t.total_ns).trim_start(),
+            crate::views::replay::format_ns(t.lifetime_ns).trim_start(),
+            crate::views::replay::format_ns(t.total_ns).trim_start(),
             t.tid,
             if t.name.is_empty() { "?" } else { &t.name }
         );

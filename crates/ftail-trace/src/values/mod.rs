@@ -1,6 +1,7 @@
 //! Recorded argument and return values (`ftail record -A/-R/-a`): decoded
 //! from their payload records (`ftail_abi::argspec`) and shown as uftrace
-//! shows them: `foo(1, "abc", 0x7ffd1234) {` and `} = 42; /* foo */`.
+//! shows them: `foo(1, "abc", 0x7ffd1234) {` and `} = 42; /* foo */`;
+//! and the specs `ftail record -a` computes from DWARF (`autoargs`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -8,6 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ftail_abi::argspec::{class, value, Ty, SPEC_FILE};
+
+pub mod autoargs;
 
 /// One recorded value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,13 +120,15 @@ impl Enums {
         let f: Vec<&str> = line.split('\t').collect();
         if let ["value", n, v, name] = f[..] {
             if let (Ok(n), Ok(v)) = (n.parse(), v.parse()) {
-                self.names
-                    .insert((n, v), crate::printable::printable(name).into_owned());
+                self.names.insert(
+                    (n, v),
+                    crate::untrusted::printable::printable(name).into_owned(),
+                );
             }
         } else if let ["aggregate", n, name] = f[..] {
             if let Ok(n) = n.parse() {
                 self.aggregates
-                    .insert(n, crate::printable::printable(name).into_owned());
+                    .insert(n, crate::untrusted::printable::printable(name).into_owned());
             }
         } else if let Some((glob, spec)) = ftail_abi::argspec::FnSpec::parse_line(line) {
             if spec.has_ret == 0 {

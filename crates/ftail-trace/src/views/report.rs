@@ -8,7 +8,7 @@
 //! indexed by function: memory is the number of functions plus the call
 //! depth, whatever the trace's size. With no filter the fold resolves
 //! each entry with one hash probe and touches nothing else; filters go
-//! through the same pipeline as replay ([`crate::view`]).
+//! through the same pipeline as replay ([`crate::views::view`]).
 //!
 //! With recorded values (`ftail record -A/-R/-a`), [`Options::values`]
 //! groups calls by function *and* arguments: one row per distinct
@@ -23,11 +23,11 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::names::Names;
 use crate::reader::calls::{Calls, Step};
 use crate::reader::dir::{ThreadFile, TraceDir};
 use crate::reader::events::Events;
-use crate::view::{Filters, Matches, Shown, Threshold, Visible};
+use crate::symbols::names::Names;
+use crate::views::view::{Filters, Matches, Shown, Visible};
 
 /// One function's counters, in ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,8 +271,9 @@ fn fold_filtered(
     // Per open shown call: time of its callees, whether a new call.
     let mut callees: Vec<(u64, bool)> = Vec::new();
     let mut open: Open<u64> = Open::new(out.by_func.len());
-    let id = |func: Option<crate::names::FuncId>| func.map_or(u32::MAX, |f| f.0);
-    for item in Threshold::new(visible, filters.min_ticks) {
+    let id = |func: Option<crate::symbols::names::FuncId>| func.map_or(u32::MAX, |f| f.0);
+    // `-t` is decided at each exit: no call waits.
+    for item in visible {
         match item {
             Shown::Enter {
                 addr,
@@ -282,6 +283,16 @@ fn fold_filtered(
             } => {
                 open.enter(id(func), || addr);
                 callees.push((0, !resumed));
+            }
+            Shown::Leave {
+                addr,
+                func,
+                start,
+                end,
+                ..
+            } if !filters.long_enough(start, end) => {
+                callees.pop();
+                open.leave(id(func), || addr);
             }
             Shown::Leave {
                 addr,
@@ -349,11 +360,12 @@ fn fold_values(
     let text = |v: &crate::values::Values| -> Box<str> {
         crate::values::args_text(v, enums).into_boxed_str()
     };
-    let key = |func: Option<crate::names::FuncId>, addr: u64, args| match func {
+    let key = |func: Option<crate::symbols::names::FuncId>, addr: u64, args| match func {
         Some(f) => (f.0, 0, args),
         None => (u32::MAX, addr, args),
     };
-    for item in Threshold::new(visible, filters.min_ticks) {
+    // `-t` is decided at each exit: no call waits.
+    for item in visible {
         match item {
             Shown::Enter {
                 addr,
@@ -365,6 +377,16 @@ fn fold_values(
                 let args = args.as_ref().map(text);
                 rows.enter(u32::MAX, || key(func, addr, args.clone()));
                 open.push((0, !resumed, args));
+            }
+            Shown::Leave {
+                addr,
+                func,
+                start,
+                end,
+                ..
+            } if !filters.long_enough(start, end) => {
+                let args = open.pop().and_then(|o| o.2);
+                rows.leave(u32::MAX, || key(func, addr, args));
             }
             Shown::Leave {
                 addr,
@@ -523,7 +545,7 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
             let id = *f as usize;
             let name = names[i].functions()[id].name.clone();
             if add(name.clone(), None, counters).is_some() && opts.srcline {
-                if let Some(line) = names[i].srcline(crate::names::FuncId(id as u32)) {
+                if let Some(line) = names[i].srcline(crate::symbols::names::FuncId(id as u32)) {
                     out.srclines.entry(name).or_insert_with(|| line.to_string());
                 }
             }
@@ -606,7 +628,7 @@ impl SortKey {
 
 /// Nanoseconds with a unit, like uftrace.
 fn human(ns: f64) -> String {
-    let (v, unit) = crate::replay::scaled(ns);
+    let (v, unit) = crate::views::replay::scaled(ns);
     format!("{v:.3} {unit}")
 }
 

@@ -10,7 +10,7 @@
 //! `f() { /* resumed */` opens the next where its stack ran again.
 //!
 //! Streamed: each thread's events are read a block at a time, filtered
-//! ([`crate::view`]) and merged with the other threads' by time; output
+//! ([`crate::views::view`]) and merged with the other threads' by time; output
 //! goes to the writer as it is made. Memory is the call depth per thread
 //! (indentation past [`MAX_INDENT`] levels is not spelled out: the depth
 //! is shown as a number).
@@ -19,11 +19,11 @@ use std::io::{self, Write};
 
 use ftail_abi::trace::EventKind;
 
-use crate::names::{FuncId, Names};
 use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, TraceDir};
 use crate::reader::merge::Merge;
-use crate::view::{Filters, Leaves, Matches, Shown, Threshold, Visible};
+use crate::symbols::names::{FuncId, Names};
+use crate::views::view::{reread, Filters, Leaves, Matches, Shown, Threshold, Visible};
 
 /// Levels of indentation spelled out; deeper calls show their depth.
 pub const MAX_INDENT: u32 = 40;
@@ -308,7 +308,8 @@ impl ImageReplay<'_> {
                 &matches,
                 &self.opts.filters,
             );
-            let thresholded = Threshold::new(visible, self.opts.filters.min_ticks);
+            let lead = reread(&t.path, self.names, &matches, &self.opts.filters);
+            let thresholded = Threshold::new(visible, lead, self.opts.filters.min_ticks);
             let items: Box<dyn Iterator<Item = Shown>> = if self.opts.merge_leaves {
                 Box::new(Leaves::new(thresholded))
             } else {
@@ -349,7 +350,7 @@ impl ImageReplay<'_> {
         &mut self,
         line: &mut Vec<u8>,
         ret: &Option<crate::values::Values>,
-        func: Option<crate::names::FuncId>,
+        func: Option<crate::symbols::names::FuncId>,
     ) -> bool {
         let Some(v) = ret else { return false };
         self.text.clear();
@@ -664,7 +665,7 @@ pub fn render(trace: &crate::trace::Trace) -> String {
     let Ok(listing) = TraceDir::open(&trace.dir) else {
         return String::new();
     };
-    let names = crate::names::for_images(&listing.images);
+    let names = crate::symbols::names::for_images(&listing.images);
     let mut out = Vec::new();
     let _ = replay(&listing, &names, &Options::default(), &mut out);
     String::from_utf8_lossy(&out).into_owned()

@@ -13,11 +13,11 @@ use std::io::{self, Write};
 
 use ftail_abi::trace::{Event, EventKind};
 
-use crate::names::Names;
 use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, TraceDir};
 use crate::reader::events::Events;
-use crate::view::{Filters, Matches, Shown, Threshold, Visible};
+use crate::symbols::names::Names;
+use crate::views::view::{reread, Filters, Matches, Shown, Threshold, Visible};
 
 /// Writes every selected thread's events (`tids` empty: all), filtered
 /// as `filters` say.
@@ -57,7 +57,13 @@ pub fn dump(
                     let feed = events.values();
                     let calls = Calls::new(events.by_ref(), header.stopped).values(feed);
                     let visible = Visible::new(calls, n, m, filters);
-                    shown(&row, t.tid, Threshold::new(visible, filters.min_ticks), out)?;
+                    let lead = reread(&t.path, n, m, filters);
+                    shown(
+                        &row,
+                        t.tid,
+                        Threshold::new(visible, lead, filters.min_ticks),
+                        out,
+                    )?;
                 }
             }
             if let Some(d) = events.damage() {

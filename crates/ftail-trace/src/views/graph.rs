@@ -9,13 +9,14 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::names::Names;
 use crate::reader::calls::Calls;
-use crate::reader::dir::{Image, TraceDir};
+use crate::reader::dir::{Image, ThreadFile, TraceDir};
 use crate::reader::events::Events;
-use crate::view::{Filters, Matches, Pattern, Shown, Threshold, Visible};
+use crate::symbols::names::Names;
+use crate::views::view::{reread, Filters, Matches, Pattern, Shown, Threshold, Visible};
 
 /// Which tree to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,13 +189,38 @@ impl Tree {
         }
     }
 
+    /// Adds `other`'s paths and counts: its new paths after this tree's,
+    /// in the order `other` first took them (node numbers grow in that
+    /// order, a parent before its children).
+    fn merge(&mut self, other: &Tree) {
+        let mut parent = vec![0; other.nodes.len()];
+        for (id, n) in other.nodes.iter().enumerate() {
+            for &c in &n.children {
+                parent[c] = id;
+            }
+        }
+        // Each node of `other`'s number here.
+        let mut here = vec![0; other.nodes.len()];
+        for (id, n) in other.nodes.iter().enumerate().skip(1) {
+            let at = self.child(here[parent[id]], &n.name, n.addr);
+            self.nodes[at].calls += n.calls;
+            self.nodes[at].ticks += n.ticks;
+            here[id] = at;
+        }
+        for (name, src) in &other.srclines {
+            self.srclines
+                .entry(name.clone())
+                .or_insert_with(|| src.clone());
+        }
+    }
+
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
         self.nodes.len() == 1
     }
 
     /// The tree as text; siblings in the order they were first called,
-    /// as uftrace shows them. Levels past [`crate::replay::MAX_INDENT`]
+    /// as uftrace shows them. Levels past [`crate::views::replay::MAX_INDENT`]
     /// show their depth as a number instead of more indentation, so a
     /// line stays short however deep the tree.
     pub fn render(&self, out: &mut String, fields: &[Field]) {
@@ -221,7 +247,7 @@ impl Tree {
                 prefix.truncate(
                     2 * level
                         .saturating_sub(1)
-                        .min(crate::replay::MAX_INDENT as usize),
+                        .min(crate::views::replay::MAX_INDENT as usize),
                 );
                 continue;
             };
@@ -230,7 +256,7 @@ impl Tree {
             // Level 0 (the outermost calls) has no branch.
             let level = stack.len() - 1;
             self.render_line(out, fields, id, &prefix, level, last);
-            if level >= 1 && level <= crate::replay::MAX_INDENT as usize {
+            if level >= 1 && level <= crate::views::replay::MAX_INDENT as usize {
                 prefix.push_str(if last { "  " } else { "| " });
             }
             stack.push((&self.nodes[id].children, 0));
@@ -257,7 +283,7 @@ impl Tree {
             let _ = write!(out, " {:>w$} ", self.value(*f, n), w = f.width());
         }
         let _ = write!(out, " {prefix}");
-        if level > crate::replay::MAX_INDENT as usize {
+        if level > crate::views::replay::MAX_INDENT as usize {
             let _ = write!(out, "[{level}] ");
         }
         let _ = write!(out, "{branch}{}", n.name);
@@ -270,7 +296,7 @@ impl Tree {
 
 impl Tree {
     fn value(&self, field: Field, n: &Node) -> String {
-        let ns = |ticks: u64| crate::replay::format_ns(ticks as f64 * 1e9 / self.hz);
+        let ns = |ticks: u64| crate::views::replay::format_ns(ticks as f64 * 1e9 / self.hz);
         match field {
             Field::Total => ns(n.ticks),
             Field::SelfTime => {
@@ -300,94 +326,121 @@ pub fn build_with(
     tids: &[u32],
     srcline: bool,
 ) -> Tree {
-    let mut tree = Tree::new(image.tsc_hz().max(1) as f64);
     let matches = Matches::new(filters, names);
+    let threads: Vec<&ThreadFile> = image
+        .threads
+        .iter()
+        .filter(|t| tids.is_empty() || tids.contains(&t.tid))
+        .collect();
+    let hz = image.tsc_hz().max(1) as f64;
+    // Each thread on its own core; merged in the threads' order, so the
+    // tree is the one a single reader would build.
+    let trees: Vec<Tree> = threads
+        .par_iter()
+        .map(|t| {
+            let mut tree = Tree::new(hz);
+            add_thread(&mut tree, t, names, &matches, kind, filters, srcline);
+            tree
+        })
+        .collect();
+    let mut tree = Tree::new(hz);
+    for t in &trees {
+        tree.merge(t);
+    }
+    tree
+}
+
+/// Adds the shown calls of thread `t` to `tree`.
+fn add_thread(
+    tree: &mut Tree,
+    t: &ThreadFile,
+    names: &Names,
+    matches: &Matches,
+    kind: &Kind,
+    filters: &Filters,
+    srcline: bool,
+) {
     // FUNC is read as the filters' patterns are (`--match`).
     let pattern = match kind {
         Kind::Callees(g) | Kind::Callers(g) => Pattern::new(g, filters.kind).ok(),
         Kind::Whole => None,
     };
-    let target = |func: Option<crate::names::FuncId>, name: &str| {
+    let target = |func: Option<crate::symbols::names::FuncId>, name: &str| {
         pattern
             .as_ref()
             .is_some_and(|p| p.is_match(name) || func.is_some_and(|f| p.matches(names.function(f))))
     };
-    for t in &image.threads {
-        if !tids.is_empty() && !tids.contains(&t.tid) {
-            continue;
-        }
-        let Ok((header, events)) = Events::open(&t.path) else {
-            continue;
-        };
-        let visible = Visible::new(Calls::new(events, header.stopped), names, &matches, filters);
-        let mut stack: Vec<Open> = Vec::new();
-        for item in Threshold::new(visible, filters.min_ticks) {
-            match item {
-                Shown::Enter {
-                    addr,
-                    func,
-                    tsc,
-                    resumed,
-                    ..
-                } => {
-                    let name = names.name(addr, tsc);
-                    let func = func.or_else(|| names.resolve(addr, tsc));
-                    let first = match func {
-                        Some(f) => names.start(f),
-                        None => addr.saturating_sub(5),
-                    };
-                    if srcline && !tree.srclines.contains_key(&name) {
-                        let src = func.and_then(|f| names.srcline(f));
-                        let src = src.map(|s| s.to_string().into_boxed_str());
-                        tree.srclines.insert(name.clone(), src);
-                    }
-                    let (node, is_target) = match kind {
-                        Kind::Whole => (tree.enter_down(stack.last(), &name, first, true), false),
-                        Kind::Callees(_) => {
-                            let start = target(func, &name);
-                            (tree.enter_down(stack.last(), &name, first, start), false)
-                        }
-                        Kind::Callers(_) => (None, target(func, &name)),
-                    };
-                    stack.push(Open {
-                        name,
-                        addr: first,
-                        node,
-                        new_call: !resumed,
-                        target: is_target,
-                    });
-                    if is_target {
-                        tree.callers_path(&stack, |n| n.open += 1);
-                    }
+    let Ok((header, events)) = Events::open(&t.path) else {
+        return;
+    };
+    let visible = Visible::new(Calls::new(events, header.stopped), names, matches, filters);
+    let mut stack: Vec<Open> = Vec::new();
+    let lead = reread(&t.path, names, matches, filters);
+    for item in Threshold::new(visible, lead, filters.min_ticks) {
+        match item {
+            Shown::Enter {
+                addr,
+                func,
+                tsc,
+                resumed,
+                ..
+            } => {
+                let name = names.name(addr, tsc);
+                let func = func.or_else(|| names.resolve(addr, tsc));
+                let first = match func {
+                    Some(f) => names.start(f),
+                    None => addr.saturating_sub(5),
+                };
+                if srcline && !tree.srclines.contains_key(&name) {
+                    let src = func.and_then(|f| names.srcline(f));
+                    let src = src.map(|s| s.to_string().into_boxed_str());
+                    tree.srclines.insert(name.clone(), src);
                 }
-                Shown::Leave { start, end, .. } => {
-                    let ticks = end.saturating_sub(start);
-                    let Some(f) = stack.last() else { continue };
-                    let new_call = u64::from(f.new_call);
-                    if let Some(n) = f.node {
-                        tree.nodes[n].calls += new_call;
-                        tree.nodes[n].ticks += ticks;
+                let (node, is_target) = match kind {
+                    Kind::Whole => (tree.enter_down(stack.last(), &name, first, true), false),
+                    Kind::Callees(_) => {
+                        let start = target(func, &name);
+                        (tree.enter_down(stack.last(), &name, first, start), false)
                     }
-                    if f.target {
-                        // Each node counts the time of the outermost of
-                        // the open calls it counts (a recursive call is
-                        // inside one already).
-                        tree.callers_path(&stack, |n| {
-                            n.open -= 1;
-                            n.calls += new_call;
-                            if n.open == 0 {
-                                n.ticks += ticks;
-                            }
-                        });
-                    }
-                    stack.pop();
+                    Kind::Callers(_) => (None, target(func, &name)),
+                };
+                stack.push(Open {
+                    name,
+                    addr: first,
+                    node,
+                    new_call: !resumed,
+                    target: is_target,
+                });
+                if is_target {
+                    tree.callers_path(&stack, |n| n.open += 1);
                 }
-                // Never produced here (no leaf folding).
-                Shown::Leaf { .. } => {}
             }
+            Shown::Leave { start, end, .. } => {
+                let ticks = end.saturating_sub(start);
+                let Some(f) = stack.last() else { continue };
+                let new_call = u64::from(f.new_call);
+                if let Some(n) = f.node {
+                    tree.nodes[n].calls += new_call;
+                    tree.nodes[n].ticks += ticks;
+                }
+                if f.target {
+                    // Each node counts the time of the outermost of
+                    // the open calls it counts (a recursive call is
+                    // inside one already).
+                    tree.callers_path(&stack, |n| {
+                        n.open -= 1;
+                        n.calls += new_call;
+                        if n.open == 0 {
+                            n.ticks += ticks;
+                        }
+                    });
+                }
+                stack.pop();
+            }
+            // Never produced here (no leaf folding).
+            Shown::Leaf { .. } => {}
         }
     }
-    tree
 }
 
 /// Renders `kind`'s tree for every image of `trace` that has one, with
