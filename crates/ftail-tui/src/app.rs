@@ -82,7 +82,8 @@ pub enum GraphRow {
 }
 
 pub struct GraphView {
-    pub trees: Pending<Vec<(usize, Tree)>>,
+    /// `None` until the view is first shown for the scope and filters.
+    pub trees: Option<Pending<Vec<(usize, Tree)>>>,
     pub rows: Vec<GraphRow>,
     pub folded: FxHashSet<(usize, usize)>,
     pub cur: usize,
@@ -94,7 +95,8 @@ pub struct GraphView {
 pub const REPORT_COLUMNS: [&str; 7] = ["TOTAL", "SELF", "CALLS", "AVG", "MIN", "MAX", "FUNCTION"];
 
 pub struct ReportView {
-    pub report: Pending<Report>,
+    /// `None` until the view is first shown for the scope and filters.
+    pub report: Option<Pending<Report>>,
     pub rows: Vec<(RowKey, FunctionStats)>,
     pub sort: usize,
     pub reversed: bool,
@@ -155,7 +157,7 @@ impl App {
             scope: 0,
             panel: true,
             graph: GraphView {
-                trees: Arc::new(Mutex::new(None)),
+                trees: None,
                 rows: Vec::new(),
                 folded: FxHashSet::default(),
                 cur: 0,
@@ -163,7 +165,7 @@ impl App {
                 laid_out: false,
             },
             report: ReportView {
-                report: Arc::new(Mutex::new(None)),
+                report: None,
                 rows: Vec::new(),
                 sort: 0,
                 reversed: false,
@@ -207,26 +209,47 @@ impl App {
         }
     }
 
-    /// The thread the timeline shows: the scope's, or its first.
+    /// The thread the timeline shows: the scope's, or its busiest (the
+    /// largest event file).
     fn scope_thread(&self) -> Option<(usize, u32)> {
         let s = &self.scopes[self.scope];
         if let (Some(i), Some(t)) = (s.image, s.tid) {
             return Some((i, t));
         }
-        self.scopes[self.scope..]
+        let size = |image: usize, tid: u32| {
+            self.trace.images[image]
+                .threads
+                .iter()
+                .find(|t| t.tid == tid)
+                .and_then(|t| std::fs::metadata(&t.path).ok())
+                .map_or(0, |m| m.len())
+        };
+        self.scopes
             .iter()
-            .chain(&self.scopes)
-            .find_map(|s| Some((s.image?, s.tid?)))
+            .filter_map(|c| Some((c.image?, c.tid?)))
+            .filter(|&(i, _)| s.image.is_none_or(|want| want == i))
+            .max_by_key(|&(i, t)| (size(i, t), std::cmp::Reverse(t)))
     }
 
-    /// Starts every view again for the scope and the filters.
+    /// Starts every view again for the scope and the filters: the
+    /// timeline now, the graph and the report when they are shown (each
+    /// reads every event of the threads).
     pub fn rebuild(&mut self) {
-        self.rebuild_graph();
-        self.rebuild_report();
+        self.graph.trees = None;
+        self.graph.laid_out = false;
+        self.graph.rows.clear();
+        self.graph.folded.clear();
+        self.graph.cur = 0;
+        self.graph.top = 0;
+        self.report.report = None;
+        self.report.sorted = false;
+        self.report.rows.clear();
+        self.report.cur = 0;
+        self.report.top = 0;
         self.rebuild_timeline();
     }
 
-    fn rebuild_graph(&mut self) {
+    fn build_graph(&mut self) {
         let (trace, names, filters, tids) = (
             self.trace.clone(),
             self.names.clone(),
@@ -234,7 +257,7 @@ impl App {
             self.scope_tids(),
         );
         let image = self.scopes[self.scope].image;
-        self.graph.trees = in_background(move || {
+        self.graph.trees = Some(in_background(move || {
             let mut out = Vec::new();
             for (i, (im, n)) in trace.images.iter().zip(names.iter()).enumerate() {
                 if image.is_some_and(|want| want != i) {
@@ -246,15 +269,10 @@ impl App {
                 }
             }
             out
-        });
-        self.graph.laid_out = false;
-        self.graph.rows.clear();
-        self.graph.folded.clear();
-        self.graph.cur = 0;
-        self.graph.top = 0;
+        }));
     }
 
-    fn rebuild_report(&mut self) {
+    fn build_report(&mut self) {
         let (trace, names) = (self.trace.clone(), self.names.clone());
         let opts = ftail_trace::report::Options {
             filters: self.filters.clone(),
@@ -263,12 +281,9 @@ impl App {
             values: false,
             srcline: false,
         };
-        self.report.report =
-            in_background(move || ftail_trace::report::report(&trace, &names, &opts));
-        self.report.sorted = false;
-        self.report.rows.clear();
-        self.report.cur = 0;
-        self.report.top = 0;
+        self.report.report = Some(in_background(move || {
+            ftail_trace::report::report(&trace, &names, &opts)
+        }));
     }
 
     fn rebuild_timeline(&mut self) {
@@ -302,12 +317,22 @@ impl App {
     /// Lays out the graph's rows once its trees are built; sorts the
     /// report once it is counted.
     pub fn refresh(&mut self) {
-        if !self.graph.laid_out && self.graph.trees.lock().is_ok_and(|t| t.is_some()) {
+        if self.view == View::Graph && self.graph.trees.is_none() {
+            self.build_graph();
+        }
+        if self.view == View::Report && self.report.report.is_none() {
+            self.build_report();
+        }
+        if !self.graph.laid_out && self.graph_built() {
             self.graph.laid_out = true;
             self.layout_graph();
         }
         if !self.report.sorted {
-            let taken = self.report.report.lock().ok().and_then(|mut r| r.take());
+            let taken = self
+                .report
+                .report
+                .as_ref()
+                .and_then(|p| p.lock().ok().and_then(|mut r| r.take()));
             if let Some(r) = taken {
                 self.report.rows = r.rows.into_iter().collect();
                 self.report.sorted = true;
@@ -316,8 +341,19 @@ impl App {
         }
     }
 
+    /// Whether the graph's trees are built.
+    pub fn graph_built(&self) -> bool {
+        self.graph
+            .trees
+            .as_ref()
+            .is_some_and(|t| t.lock().is_ok_and(|t| t.is_some()))
+    }
+
     pub fn layout_graph(&mut self) {
-        let Ok(guard) = self.graph.trees.lock() else {
+        let Some(pending) = self.graph.trees.clone() else {
+            return;
+        };
+        let Ok(guard) = pending.lock() else {
             return;
         };
         let Some(trees) = guard.as_ref() else { return };
@@ -506,6 +542,8 @@ impl App {
             KeyCode::Backspace => {
                 text.pop();
             }
+            KeyCode::Char('u') if k.modifiers.contains(KeyModifiers::CONTROL) => text.clear(),
+            KeyCode::Char(_) if k.modifiers.contains(KeyModifiers::CONTROL) => {}
             KeyCode::Char(c) => text.push(c),
             KeyCode::Enter => {
                 let (which, text) = (*which, std::mem::take(text));
@@ -611,7 +649,8 @@ impl App {
         let Some((image, node)) = self.graph_node() else {
             return;
         };
-        if let Ok(guard) = self.graph.trees.lock() {
+        let pending = self.graph.trees.clone();
+        if let Some(Ok(guard)) = pending.as_ref().map(|p| p.lock()) {
             if let Some((_, tree)) = guard.as_ref().and_then(|t| t.iter().find(|t| t.0 == image)) {
                 let mut todo = vec![node];
                 while let Some(n) = todo.pop() {
@@ -648,7 +687,10 @@ impl App {
     }
 
     fn graph_find(&mut self, forward: bool, pattern: &dyn Fn(&str) -> bool) -> bool {
-        let Ok(guard) = self.graph.trees.lock() else {
+        let Some(pending) = self.graph.trees.clone() else {
+            return false;
+        };
+        let Ok(guard) = pending.lock() else {
             return false;
         };
         let Some(trees) = guard.as_ref() else {

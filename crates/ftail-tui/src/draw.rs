@@ -142,7 +142,10 @@ fn split_title(area: Rect) -> (Rect, Rect) {
 }
 
 fn draw_graph(f: &mut Frame, app: &App, area: Rect, theme: Theme) {
-    let guard = app.graph.trees.lock();
+    let Some(pending) = app.graph.trees.clone() else {
+        return waiting(f, area, "building the call graph");
+    };
+    let guard = pending.lock();
     let Some(trees) = guard.as_ref().ok().and_then(|g| g.as_ref()) else {
         return waiting(f, area, "building the call graph");
     };
