@@ -554,9 +554,9 @@ pub fn info(dir: &Path, count_events: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// Timeline lines `ftail tui` keeps in memory per thread (24 bytes
-/// each: 96 MiB); past them the lines go to an unlinked file.
-const TUI_MEMORY_LINES: u64 = 4 << 20;
+/// Timeline lines `ftail tui` keeps in memory (32 bytes each: 96 MiB);
+/// past them the lines go to an unlinked file.
+const TUI_MEMORY_LINES: u64 = 3 << 20;
 
 /// `ftail tui`.
 pub fn tui(view: &ViewArgs) -> Result<i32> {

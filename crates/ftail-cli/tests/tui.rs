@@ -332,6 +332,18 @@ fn calls_fold_and_unfold_in_the_graph_and_the_timeline() {
     t.keys(&["Enter"]);
     let s = t.wait_for("} /* a */");
     assert!(!s.contains("… }"), "{s}");
+    // Every callee of main folded at once, then all unfolded.
+    t.keys(&["Up", "c"]);
+    let s = t.wait_for("b() { … }");
+    assert!(s.contains("a() { … }") && s.contains("d();"), "{s}");
+    assert!(!s.contains("c();"), "{s}");
+    // One of them unfolded again.
+    t.keys(&["Down", "Enter"]);
+    let s = t.wait_for("} /* a */");
+    assert!(s.contains("b() { … }"), "{s}");
+    // e on main: everything under it unfolded.
+    t.keys(&["Up", "e"]);
+    t.wait("everything unfolded", |s| !s.contains("… }"));
     t.keys(&["q"]);
     t.assert_restored();
 }

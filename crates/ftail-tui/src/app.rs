@@ -105,11 +105,68 @@ pub struct ReportView {
     sorted: bool,
 }
 
+/// Which timeline calls are folded, by entry line: one by one, or every
+/// direct callee of a call at once (`c`: a call may have millions), less
+/// those unfolded again one by one. Whether a call is folded costs two
+/// lookups, with its parent's line, which each line carries.
+#[derive(Default)]
+pub struct Folds {
+    calls: FxHashSet<u64>,
+    callees_of: FxHashSet<u64>,
+    opened: FxHashSet<u64>,
+}
+
+impl Folds {
+    /// Whether the call entered on line `entry`, inside the one entered
+    /// on `parent`, is folded.
+    pub fn folded(&self, entry: u64, parent: u64) -> bool {
+        self.calls.contains(&entry)
+            || (self.callees_of.contains(&parent) && !self.opened.contains(&entry))
+    }
+
+    fn set(&mut self, entry: u64, parent: u64, fold: bool) {
+        if fold {
+            self.opened.remove(&entry);
+            if !self.callees_of.contains(&parent) {
+                self.calls.insert(entry);
+            }
+        } else {
+            self.calls.remove(&entry);
+            if self.callees_of.contains(&parent) {
+                self.opened.insert(entry);
+            }
+        }
+    }
+
+    /// Folds every direct callee of the call entered on `entry`, which
+    /// ends on `end`.
+    fn fold_callees(&mut self, entry: u64, end: u64) {
+        let outside = |f: &u64| *f <= entry || *f > end;
+        self.calls.retain(outside);
+        self.callees_of.retain(outside);
+        self.opened.retain(outside);
+        self.callees_of.insert(entry);
+    }
+
+    /// Unfolds everything after `entry` up to `end`.
+    fn unfold_inside(&mut self, entry: u64, end: u64) {
+        let outside = |f: &u64| *f <= entry || *f > end;
+        self.calls.retain(outside);
+        self.callees_of.retain(outside);
+        self.opened.retain(outside);
+        self.callees_of.remove(&entry);
+    }
+
+    fn clear(&mut self) {
+        *self = Folds::default();
+    }
+}
+
 pub struct TimelineView {
     pub index: Option<Index>,
     pub image: usize,
     pub tid: u32,
-    pub folded: FxHashSet<u64>,
+    pub folded: Folds,
     pub cur: u64,
     pub top: u64,
 }
@@ -177,7 +234,7 @@ impl App {
                 index: None,
                 image: 0,
                 tid: 0,
-                folded: FxHashSet::default(),
+                folded: Folds::default(),
                 cur: 0,
                 top: 0,
             },
@@ -469,9 +526,6 @@ impl App {
             KeyCode::Up | KeyCode::Char('k') => self.move_by(-1),
             KeyCode::Down | KeyCode::Char('j') => self.move_by(1),
             KeyCode::PageUp => self.move_by(-(h as i64)),
-            KeyCode::PageDown | KeyCode::Char(' ') if self.view != View::Timeline => {
-                self.move_by(h as i64)
-            }
             KeyCode::PageDown => self.move_by(h as i64),
             KeyCode::Home | KeyCode::Char('g') => self.move_by(i64::MIN / 2),
             KeyCode::End | KeyCode::Char('G') => self.move_by(i64::MAX / 2),
@@ -756,7 +810,7 @@ impl App {
     /// The visible line after `i` (a folded call's lines are skipped).
     pub fn next_visible(&self, i: u64) -> u64 {
         match self.line(i) {
-            Some(l) if l.kind == Kind::Enter && self.timeline.folded.contains(&i) => {
+            Some(l) if l.kind == Kind::Enter && self.timeline.folded.folded(i, l.parent) => {
                 if l.other == NONE {
                     self.len()
                 } else {
@@ -774,7 +828,7 @@ impl App {
             Some(l)
                 if l.kind == Kind::Leave
                     && l.other != NONE
-                    && self.timeline.folded.contains(&l.other) =>
+                    && self.timeline.folded.folded(l.other, l.parent) =>
             {
                 Some(l.other)
             }
@@ -794,10 +848,15 @@ impl App {
             return;
         }
         if by >= 1 << 40 {
+            // The last line, or the outermost folded call around it.
             let mut last = len - 1;
-            // The last visible line: the outermost folded call around it.
-            while let Some(p) = self.prev_visible(last + 1).filter(|&p| p < last) {
-                last = p;
+            let mut at = self.entry_of(last).map(|(e, _)| e);
+            while let Some(e) = at {
+                let parent = self.line(e).map_or(NONE, |l| l.parent);
+                if self.timeline.folded.folded(e, parent) {
+                    last = e;
+                }
+                at = Some(parent).filter(|&p| p != NONE);
             }
             self.timeline.cur = last;
             self.timeline.top = self.back(last, h - 1);
@@ -855,20 +914,10 @@ impl App {
 
     /// Puts the cursor on line `i`, unfolding the calls around it.
     fn timeline_go(&mut self, i: u64) {
-        let around: Vec<u64> = self
-            .timeline
-            .folded
-            .iter()
-            .copied()
-            .filter(|&e| {
-                e < i
-                    && self
-                        .line(e)
-                        .is_some_and(|l| l.other == NONE || i <= l.other)
-            })
-            .collect();
-        for e in around {
-            self.timeline.folded.remove(&e);
+        let mut at = self.line(i).map_or(NONE, |l| l.parent);
+        while let Some(l) = self.line(at) {
+            self.timeline.folded.set(at, l.parent, false);
+            at = l.parent;
         }
         self.timeline.cur = i;
         let h = self.height.max(1);
@@ -891,12 +940,10 @@ impl App {
         if l.kind != Kind::Enter {
             return;
         }
-        let fold = fold.unwrap_or(!self.timeline.folded.contains(&e));
+        let fold = fold.unwrap_or(!self.timeline.folded.folded(e, l.parent));
+        self.timeline.folded.set(e, l.parent, fold);
         if fold {
-            self.timeline.folded.insert(e);
             self.timeline.cur = e;
-        } else {
-            self.timeline.folded.remove(&e);
         }
         self.scroll_to_cursor();
     }
@@ -911,21 +958,11 @@ impl App {
             return;
         }
         let end = if l.other == NONE { self.len() } else { l.other };
+        self.timeline.folded.set(e, l.parent, false);
         if fold {
-            self.timeline.folded.remove(&e);
-            let mut i = e + 1;
-            while i < end {
-                match self.line(i) {
-                    Some(c) if c.kind == Kind::Enter => {
-                        self.timeline.folded.insert(i);
-                        i = if c.other == NONE { end } else { c.other + 1 };
-                    }
-                    Some(_) => i += 1,
-                    None => break,
-                }
-            }
+            self.timeline.folded.fold_callees(e, end);
         } else {
-            self.timeline.folded.retain(|&f| f < e || f >= end);
+            self.timeline.folded.unfold_inside(e, end);
         }
         self.timeline.cur = e;
         self.scroll_to_cursor();
@@ -933,18 +970,7 @@ impl App {
 
     /// The entry line of the call that called the one on line `i`.
     fn caller(&self, i: u64) -> Option<u64> {
-        let (e, l) = self.entry_of(i)?;
-        let mut j = e;
-        while let Some(p) = j.checked_sub(1) {
-            let c = self.line(p)?;
-            match c.kind {
-                // A sibling's whole call, skipped in one step.
-                Kind::Leave if c.other != NONE && c.depth >= l.depth => j = c.other,
-                Kind::Enter if c.depth < l.depth => return Some(p),
-                _ => j = p,
-            }
-        }
-        None
+        Some(self.line(i)?.parent).filter(|&p| p != NONE)
     }
 
     fn timeline_caller(&mut self) {
@@ -1274,6 +1300,106 @@ pub const HELP: &[(&str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    /// The time each key takes, handled and drawn, on the trace in
+    /// `FTAIL_TUI_BENCH_DIR`: while the timeline is being indexed and
+    /// once it is; with the peak resident memory.
+    #[test]
+    #[ignore = "a measurement: FTAIL_TUI_BENCH_DIR=TRACE cargo test --release -p ftail-tui -- --ignored --nocapture"]
+    fn key_times_on_a_large_trace() {
+        use std::time::{Duration, Instant};
+        let Some(dir) = std::env::var_os("FTAIL_TUI_BENCH_DIR") else {
+            return;
+        };
+        let start = Instant::now();
+        let trace = TraceDir::open(std::path::Path::new(&dir)).unwrap();
+        let names = ftail_trace::names::for_images(&trace.images);
+        let opts = Options {
+            filters: Filters::default(),
+            tids: Vec::new(),
+            color: true,
+            memory_lines: 3 << 20,
+            parse_duration: |_| Ok(0.0),
+        };
+        let mut app = App::new(trace, names, opts, std::env::temp_dir());
+        app.view = View::Timeline;
+        let backend = ratatui::backend::TestBackend::new(120, 40);
+        let mut term = ratatui::Terminal::new(backend).unwrap();
+        let mut draw = |app: &mut App| {
+            term.draw(|f| crate::draw::draw(f, app)).unwrap();
+        };
+        while app.timeline.index.as_ref().is_some_and(|x| x.len() < 100) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        draw(&mut app);
+        println!("first screen of the timeline: {:?}", start.elapsed());
+        let mut time = |app: &mut App, label: &str, keys: &[KeyCode]| {
+            let mut worst = Duration::ZERO;
+            for k in keys {
+                let t = Instant::now();
+                app.key(key(*k));
+                draw(app);
+                worst = worst.max(t.elapsed());
+            }
+            println!("{label}: worst {worst:?} of {} keys", keys.len());
+        };
+        time(&mut app, "PgDn while indexing", &[KeyCode::PageDown; 50]);
+        time(&mut app, "End while indexing", &[KeyCode::End]);
+        let indexing = Instant::now();
+        while !app
+            .timeline
+            .index
+            .as_ref()
+            .is_some_and(|x| x.progress().done)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let lines = app.timeline.index.as_ref().map_or(0, |x| x.len());
+        println!("indexed {lines} lines in {:?} more", indexing.elapsed());
+        time(&mut app, "Home", &[KeyCode::Home]);
+        time(&mut app, "PgDn", &[KeyCode::PageDown; 50]);
+        time(&mut app, "Down", &[KeyCode::Down; 50]);
+        time(&mut app, "End", &[KeyCode::End]);
+        time(&mut app, "PgUp", &[KeyCode::PageUp; 50]);
+        time(&mut app, "u (caller)", &[KeyCode::Char('u')]);
+        time(&mut app, "Enter (fold)", &[KeyCode::Enter]);
+        time(&mut app, "Home, j", &[KeyCode::Home, KeyCode::Char('j')]);
+        time(&mut app, "m (slowest)", &[KeyCode::Char('m')]);
+        time(&mut app, "> (next call)", &[KeyCode::Char('>'); 5]);
+        time(&mut app, "c (fold callees)", &[KeyCode::Char('c')]);
+        time(&mut app, "e (unfold all under)", &[KeyCode::Char('e')]);
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let peak = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM"))
+            .unwrap_or("");
+        println!("{peak}");
+    }
+
+    #[test]
+    fn callees_fold_at_once_and_unfold_one_by_one_or_all() {
+        let mut f = Folds::default();
+        // Line 0 calls 1 and 5; 1 calls 2.
+        f.fold_callees(0, 9);
+        assert!(f.folded(1, 0) && f.folded(5, 0));
+        assert!(!f.folded(0, NONE) && !f.folded(2, 1));
+        f.set(5, 0, false);
+        assert!(f.folded(1, 0) && !f.folded(5, 0));
+        f.set(5, 0, true);
+        assert!(f.folded(5, 0));
+        f.set(2, 1, true);
+        assert!(f.folded(2, 1));
+        f.unfold_inside(0, 9);
+        assert!(!f.folded(1, 0) && !f.folded(5, 0) && !f.folded(2, 1));
+        f.set(0, NONE, true);
+        assert!(f.folded(0, NONE));
+        f.unfold_inside(0, 9);
+        assert!(f.folded(0, NONE), "the call itself stays as it was");
+    }
 
     #[test]
     fn filters_typed_in_read_back_and_bad_ones_are_named() {

@@ -251,7 +251,7 @@ fn draw_timeline(f: &mut Frame, app: &App, area: Rect, theme: Theme) {
             break;
         }
         let Some(l) = index.get(i) else { break };
-        let folded = l.kind == Kind::Enter && app.timeline.folded.contains(&i);
+        let folded = l.kind == Kind::Enter && app.timeline.folded.folded(i, l.parent);
         let ticks = match l.kind {
             Kind::Enter if folded && l.other != NONE => {
                 index.get(l.other).map(|e| e.tsc.saturating_sub(l.tsc))
@@ -446,7 +446,13 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
                 parts.push(filters);
             }
             if app.filters.min_ticks > 0 {
-                parts.push(format!("-t {} ticks", app.filters.min_ticks));
+                let hz = app
+                    .trace
+                    .images
+                    .first()
+                    .map_or(1e9, |i| i.tsc_hz().max(1) as f64);
+                let ns = app.filters.min_ticks as f64 * 1e9 / hz;
+                parts.push(format!("-t {}", format_ns(ns).trim()));
             }
             if !app.message.is_empty() {
                 parts.push(app.message.clone());

@@ -2,7 +2,7 @@
 //! filter set by a background thread, read a screenful at a time.
 //!
 //! Each line is what `replay` would print for one shown item (an entry, an
-//! exit, or a call without shown callees on one line), in 24 bytes: the
+//! exit, or a call without shown callees on one line), in 32 bytes: the
 //! first `memory_lines` lines stay in memory, the rest go to an unlinked
 //! file (created `O_EXCL`, 0600, by `tempfile`) read back a chunk at a
 //! time through a small cache, so memory stays bounded whatever the
@@ -46,6 +46,9 @@ pub struct Line {
     /// An entry: its exit's line ([`NONE`] while open); an exit: its
     /// entry's line; a leaf: its end time.
     pub other: u64,
+    /// The entry line of the call around it ([`NONE`] for an outermost
+    /// call): its caller, as shown, in one step.
+    pub parent: u64,
     /// The function's id plus one; 0 when not known.
     pub func: u32,
     /// Shown frames around it.
@@ -60,7 +63,7 @@ pub struct Line {
     pub how: EventKind,
 }
 
-const LINE_BYTES: usize = 24;
+const LINE_BYTES: usize = 32;
 /// Lines per chunk of the file part (and of the read cache).
 const CHUNK: u64 = 4096;
 /// Chunks the read cache keeps.
@@ -80,10 +83,11 @@ fn kind_code(l: &Line) -> u8 {
 fn encode(l: &Line, out: &mut [u8]) {
     out[..8].copy_from_slice(&l.tsc.to_le_bytes());
     out[8..16].copy_from_slice(&l.other.to_le_bytes());
-    out[16..20].copy_from_slice(&l.func.to_le_bytes());
-    out[20..22].copy_from_slice(&l.depth.to_le_bytes());
-    out[22] = kind_code(l);
-    out[23] = l.how as u8;
+    out[16..24].copy_from_slice(&l.parent.to_le_bytes());
+    out[24..28].copy_from_slice(&l.func.to_le_bytes());
+    out[28..30].copy_from_slice(&l.depth.to_le_bytes());
+    out[30] = kind_code(l);
+    out[31] = l.how as u8;
 }
 
 fn decode(b: &[u8]) -> Line {
@@ -92,12 +96,13 @@ fn decode(b: &[u8]) -> Line {
         a[..r.len()].copy_from_slice(&b[r]);
         u64::from_le_bytes(a)
     };
-    let code = b[22];
+    let code = b[30];
     Line {
         tsc: word(0..8),
         other: word(8..16),
-        func: word(16..20) as u32,
-        depth: word(20..22) as u16,
+        parent: word(16..24),
+        func: word(24..28) as u32,
+        depth: word(28..30) as u16,
         kind: match code & 3 {
             0 => Kind::Enter,
             1 => Kind::Leave,
@@ -105,7 +110,7 @@ fn decode(b: &[u8]) -> Line {
         },
         resumed: code & 4 != 0,
         earlier: code & 8 != 0,
-        how: EventKind::from_u8(b[23]).unwrap_or(EventKind::Exit),
+        how: EventKind::from_u8(b[31]).unwrap_or(EventKind::Exit),
     }
 }
 
@@ -547,10 +552,12 @@ impl Builder<'_> {
             } => {
                 let func = self.func(func, addr);
                 self.values(args.as_ref(), None, func);
+                let parent = self.open.last().copied().unwrap_or(NONE);
                 self.open.push(self.next_line());
                 Line {
                     tsc,
                     other: NONE,
+                    parent,
                     func,
                     depth: depth.min(u32::from(u16::MAX)) as u16,
                     kind: Kind::Enter,
@@ -583,6 +590,7 @@ impl Builder<'_> {
                 Line {
                     tsc: end,
                     other: entry,
+                    parent: self.open.last().copied().unwrap_or(NONE),
                     func,
                     depth: depth.min(u32::from(u16::MAX)) as u16,
                     kind: Kind::Leave,
@@ -608,6 +616,7 @@ impl Builder<'_> {
                 Line {
                     tsc: start,
                     other: end,
+                    parent: self.open.last().copied().unwrap_or(NONE),
                     func,
                     depth: depth.min(u32::from(u16::MAX)) as u16,
                     kind: Kind::Leaf,
@@ -656,6 +665,7 @@ mod tests {
         Line {
             tsc: i * 10,
             other: NONE,
+            parent: i / 2,
             func: i as u32,
             depth: (i % 7) as u16,
             kind: if i.is_multiple_of(2) {

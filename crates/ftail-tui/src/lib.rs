@@ -102,9 +102,13 @@ pub fn run(trace: TraceDir, names: Vec<Names>, opts: Options) -> io::Result<()> 
     ] {
         signal_hook::flag::register(sig, quit.clone())?;
     }
+    // A panic anywhere (the indexing threads too) puts the terminal back
+    // before its message, and ends the viewer.
     let previous = std::panic::take_hook();
+    let on_panic = quit.clone();
     std::panic::set_hook(Box::new(move |info| {
         restore();
+        on_panic.store(true, Ordering::Relaxed);
         previous(info);
     }));
     let spill = spill_dir(&trace.dir);
