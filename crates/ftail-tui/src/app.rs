@@ -1293,6 +1293,10 @@ pub const HELP: &[(&str, &str)] = &[
         "t",
         "time filter: calls of at least TIME (10us, 1.5ms; empty: none)",
     ),
+    (
+        "Enter Esc ^U",
+        "at the prompt of / f t: apply; cancel; clear the line",
+    ),
     ("?", "this help (any key closes it)"),
     ("q, Ctrl-C", "quit"),
 ];

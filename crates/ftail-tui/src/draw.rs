@@ -355,22 +355,33 @@ fn draw_report(f: &mut Frame, app: &App, area: Rect, theme: Theme) {
     let (title, rows) = split_title(area);
     let r = &app.report;
     let arrow = if r.reversed { '▲' } else { '▼' };
-    let titles: Vec<String> = REPORT_COLUMNS
+    // The numeric columns that fit beside a name of 18 columns, from the
+    // left; the sort column always.
+    const WIDTH: usize = 12;
+    let room = (area.width as usize).saturating_sub(18) / WIDTH;
+    let numeric = REPORT_COLUMNS.len() - 1;
+    let mut shown: Vec<usize> = (0..numeric).take(room).collect();
+    if r.sort < numeric && !shown.contains(&r.sort) {
+        shown.pop();
+        shown.push(r.sort);
+    }
+    let mut titles: Vec<String> = shown
         .iter()
-        .enumerate()
-        .map(|(i, t)| {
+        .map(|&i| {
+            let t = REPORT_COLUMNS[i];
             let t = if i == r.sort {
                 format!("{t}{arrow}")
             } else {
                 t.to_string()
             };
-            if i == 6 {
-                t
-            } else {
-                format!("{t:>11}  ")
-            }
+            format!("{t:>10}  ")
         })
         .collect();
+    titles.push(if r.sort == numeric {
+        format!("FUNCTION{arrow}")
+    } else {
+        "FUNCTION".to_string()
+    });
     f.render_widget(Paragraph::new(titles.concat()).style(theme.dim()), title);
     let mut lines = Vec::new();
     for (i, (k, s)) in r
@@ -380,16 +391,20 @@ fn draw_report(f: &mut Frame, app: &App, area: Rect, theme: Theme) {
         .skip(r.top)
         .take(rows.height as usize)
     {
-        let t = |ns: f64| Span::styled(format!("{:>11}  ", format_ns(ns)), theme.duration(ns));
-        let mut line = TextLine::from(vec![
-            t(s.total_ns),
-            t(s.self_ns),
-            Span::raw(format!("{:>11}  ", s.calls)),
-            t(s.avg_ns()),
-            t(s.min_ns),
-            t(s.max_ns),
-            Span::styled(k.name.to_string(), theme.name()),
-        ]);
+        let t = |ns: f64| Span::styled(format!("{:>10}  ", format_ns(ns)), theme.duration(ns));
+        let mut spans: Vec<Span> = shown
+            .iter()
+            .map(|&c| match c {
+                0 => t(s.total_ns),
+                1 => t(s.self_ns),
+                2 => Span::raw(format!("{:>10}  ", s.calls)),
+                3 => t(s.avg_ns()),
+                4 => t(s.min_ns),
+                _ => t(s.max_ns),
+            })
+            .collect();
+        spans.push(Span::styled(k.name.to_string(), theme.name()));
+        let mut line = TextLine::from(spans);
         if i == r.cur {
             line = line.patch_style(CURSOR);
         }
