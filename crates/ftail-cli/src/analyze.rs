@@ -554,6 +554,24 @@ pub fn info(dir: &Path, count_events: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// Timeline lines `ftail tui` keeps in memory (32 bytes each: 96 MiB);
+/// past them the lines go to an unlinked file.
+const TUI_MEMORY_LINES: u64 = 3 << 20;
+
+/// `ftail tui`.
+pub fn tui(view: &ViewArgs) -> Result<i32> {
+    let o = view.open()?;
+    let opts = ftail_tui::Options {
+        filters: view.filters(&o.trace),
+        tids: view.show.tid.clone(),
+        color: !no_color(),
+        memory_lines: TUI_MEMORY_LINES,
+        parse_duration,
+    };
+    ftail_tui::run(o.trace, o.names, opts).context("ftail tui")?;
+    Ok(0)
+}
+
 /// `ftail dump`.
 pub fn dump(view: &ViewArgs) -> Result<i32> {
     let o = view.open()?;

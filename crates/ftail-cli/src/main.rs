@@ -242,6 +242,16 @@ enum Cmd {
         #[arg(long)]
         no_pager: bool,
     },
+    /// Explore a trace interactively: call graph, a thread's timeline,
+    /// report and info, switched by key (? lists the keys)
+    #[command(
+        after_help = "Examples:\n  ftail tui\n  ftail tui -d trace -F main -t 10us\n  \
+                            ftail tui --tid 4242"
+    )]
+    Tui {
+        #[command(flatten)]
+        view: analyze::ViewArgs,
+    },
     /// What a trace is: program, times, threads, modules, losses
     #[command(
         after_help = "Examples:\n  ftail info\n  ftail info -d trace\n  ftail info --events"
@@ -414,6 +424,7 @@ fn ftail_main() -> Result<i32> {
             no_pager,
         ),
         Cmd::Info { dir, events } => analyze::info(&dir, events),
+        Cmd::Tui { view } => analyze::tui(&view),
         Cmd::Dump { view, format } => match export::dump(&view, &format)? {
             Some(code) => Ok(code),
             None => match &format.output {

@@ -105,6 +105,19 @@ struct Node {
     open: u32,
 }
 
+/// What a viewer reads of one node of a [`Tree`].
+#[derive(Debug, Clone, Copy)]
+pub struct NodeStats<'a> {
+    /// The function's name.
+    pub name: &'a str,
+    /// How many calls took the path.
+    pub calls: u64,
+    /// Their total time, in ticks.
+    pub ticks: u64,
+    /// Their time less their callees', in ticks.
+    pub self_ticks: u64,
+}
+
 /// A call tree (node 0 is an unnamed root).
 #[derive(Debug)]
 pub struct Tree {
@@ -217,6 +230,36 @@ impl Tree {
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
         self.nodes.len() == 1
+    }
+
+    /// The outermost calls' nodes (node 0 is the unnamed root), in the
+    /// order they were first called.
+    pub fn roots(&self) -> &[usize] {
+        &self.nodes[0].children
+    }
+
+    /// Node `id`'s children, in the order they were first called.
+    pub fn children(&self, id: usize) -> &[usize] {
+        self.nodes.get(id).map_or(&[], |n| &n.children)
+    }
+
+    /// Node `id`'s function name, calls, total ticks and self ticks (its
+    /// total less its children's), for viewers that lay the tree out
+    /// themselves.
+    pub fn node(&self, id: usize) -> Option<NodeStats<'_>> {
+        let n = self.nodes.get(id)?;
+        let callees: u64 = n.children.iter().map(|&c| self.nodes[c].ticks).sum();
+        Some(NodeStats {
+            name: &n.name,
+            calls: n.calls,
+            ticks: n.ticks,
+            self_ticks: n.ticks.saturating_sub(callees),
+        })
+    }
+
+    /// Ticks per second of the tree's times.
+    pub fn hz(&self) -> f64 {
+        self.hz
     }
 
     /// The tree as text; siblings in the order they were first called,
