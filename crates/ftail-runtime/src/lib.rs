@@ -122,6 +122,7 @@ extern "C" fn init() {
         } else {
             tramp::ftail_convert_leave_c as *const () as u64
         },
+        lib_leave: tramp::ftail_lib_leave as *const () as u64,
         entry_spec: tramp::ftail_entry_spec as *const () as u64,
     };
     let cfg = CONFIG.get().expect("set above");
@@ -136,8 +137,9 @@ extern "C" fn init() {
     );
     let mut patched = plan::Patched::default();
     let bases: Vec<u64> = modules.iter().map(|m| m.base).collect();
+    let known = plan::libcall::Known::of(&modules);
     for m in &modules {
-        patched += selection::add_module(m, start_tsc);
+        patched += selection::add_module(m, start_tsc, &known);
     }
     let start = metadata::Start {
         hz,

@@ -21,12 +21,14 @@ pub struct Trampolines {
     pub convert_enter: u64,
     /// `ftail_convert_leave`.
     pub convert_leave: u64,
+    /// `ftail_lib_leave`, which library thunks jump to (`plan::libcall`).
+    pub lib_leave: u64,
     /// `ftail_entry_spec`, which the spec stubs call (`record::args`).
     pub entry_spec: u64,
 }
 
 /// Near stubs per module, one per trampoline.
-pub const NEAR: usize = 6;
+pub const NEAR: usize = 7;
 
 impl Trampolines {
     pub fn all(&self) -> [u64; NEAR] {
@@ -36,6 +38,7 @@ impl Trampolines {
             self.tail_mark,
             self.convert_enter,
             self.convert_leave,
+            self.lib_leave,
             self.entry_spec,
         ]
     }

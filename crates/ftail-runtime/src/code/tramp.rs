@@ -66,6 +66,8 @@ extern "C" {
     pub fn ftail_exit_c();
     /// [`ftail_convert_leave`] for the compact format.
     pub fn ftail_convert_leave_c();
+    /// Jumped to by library thunks after the library function returned.
+    pub fn ftail_lib_leave();
     /// [`ftail_entry`] of a function with a spec (`args.rs`), through
     /// its spec stub.
     pub fn ftail_entry_spec();
@@ -1174,6 +1176,61 @@ ftail_convert_leave_c:
 5:  ud2                              # the side stack lost our entry
     .cfi_endproc
     .size ftail_convert_leave_c, .-ftail_convert_leave_c
+
+    # Library thunk, second half (`plan/libcall.rs`): jumped to when the
+    # library function has returned into its thunk (rsp at the thunk's
+    # CFA; rax, rdx, xmm0-1 and st0-1 hold return values) with r11 =
+    # where the thunk goes on, which r11 may hold because every call
+    # clobbers it. Puts the saved return address back in its slot and rbx
+    # back, as ftail_convert_leave does, and records nothing: the thunk
+    # then ends through the exit trampoline like any function, with a
+    # `call` matched by its `ret` and its own `ret` to the address its
+    # caller pushed.
+    .p2align 4
+    .globl ftail_lib_leave
+    .hidden ftail_lib_leave
+    .type ftail_lib_leave, @function
+ftail_lib_leave:
+    .cfi_startproc
+    .cfi_def_cfa_offset 0            # jumped to: no return address yet
+    sub $8, %rsp                     # the slot again; the return address
+    .cfi_adjust_cfa_offset 8         # goes back into it below
+    FTAIL_PUSH4                      # slot: rsp+32; [rsp]: where to go on
+    mov 72(%r11), %rcx               # rbx points at our side entry: the
+    test %rcx, %rcx                  # top one?
+    jz 6f
+    shl $5, %rcx
+    add 64(%r11), %rcx
+    sub $32, %rcx                    # &side[depth - 1]
+    cmp %rcx, %rbx
+    jne 6f
+    lea 32(%rsp), %rdx
+    cmp %rdx, 8(%rcx)
+    jne 6f
+    mov (%rcx), %rax
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov 16(%rcx), %rbx               # and the borrowed register
+    decq 72(%r11)
+2:  pop %r11
+    .cfi_adjust_cfa_offset -8
+    pop %rdx
+    .cfi_adjust_cfa_offset -8
+    pop %rcx
+    .cfi_adjust_cfa_offset -8
+    pop %rax
+    .cfi_adjust_cfa_offset -8
+    jmp *%r11
+    int3
+    .cfi_adjust_cfa_offset 32
+6:  FTAIL_SLOW_SIDE {slow_side_leave}, 80 # rax: return address, rcx: rbx
+    test %rax, %rax
+    jz 5f
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov %rcx, %rbx                   # and the borrowed register
+    jmp 2b
+5:  ud2                              # the side stack lost our entry
+    .cfi_endproc
+    .size ftail_lib_leave, .-ftail_lib_leave
 "#,
     tls = sym FTAIL_TLS_OFFSET,
     xsave_size = sym FTAIL_XSAVE_SIZE,
