@@ -122,6 +122,7 @@ extern "C" fn init() {
         } else {
             tramp::ftail_convert_leave_c as *const () as u64
         },
+        lib_enter: tramp::ftail_lib_enter as *const () as u64,
         lib_leave: tramp::ftail_lib_leave as *const () as u64,
         entry_spec: tramp::ftail_entry_spec as *const () as u64,
     };

@@ -66,6 +66,8 @@ extern "C" {
     pub fn ftail_exit_c();
     /// [`ftail_convert_leave`] for the compact format.
     pub fn ftail_convert_leave_c();
+    /// Called by library thunks before the library function.
+    pub fn ftail_lib_enter();
     /// Jumped to by library thunks after the library function returned.
     pub fn ftail_lib_leave();
     /// [`ftail_entry`] of a function with a spec (`args.rs`), through
@@ -892,11 +894,7 @@ ftail_tail_mark:
     # or another stack's) the Rust slow path decides and may reuse a freed
     # entry.
     # Every call is matched by its own ret: a shadow stack stays in step.
-    .p2align 4
-    .globl ftail_convert_enter
-    .hidden ftail_convert_enter
-    .type ftail_convert_enter, @function
-ftail_convert_enter:
+    .macro FTAIL_CONVERT_ENTER flag
     .cfi_startproc
     FTAIL_PUSH4                      # slot of the return address: rsp+40
     cmpq $1, 40(%r11)
@@ -919,7 +917,9 @@ ftail_convert_enter:
     incq 72(%r11)                    # (see ftail_entry)
     FTAIL_SIDE_ENTRY
     mov %rax, %rbx                   # borrowed until the callee returns
-2:  mov 16(%r11), %rcx               # flag the function's trace entry:
+2:
+    .if \flag
+    mov 16(%r11), %rcx               # flag the function's trace entry:
     test %rcx, %rcx                  # its exit comes from the thunk
     jz 4f
     shl $4, %rcx
@@ -928,6 +928,7 @@ ftail_convert_enter:
     cmp %rax, -16(%rcx)
     jne 4f
     btsq $62, -8(%rcx)
+    .endif
 4:  pop %r11
     .cfi_adjust_cfa_offset -8
     pop %rdx
@@ -966,7 +967,28 @@ ftail_convert_enter:
     je 1b
     jmp 9b
     .cfi_endproc
+    .endm
+
+    .p2align 4
+    .globl ftail_convert_enter
+    .hidden ftail_convert_enter
+    .type ftail_convert_enter, @function
+ftail_convert_enter:
+    FTAIL_CONVERT_ENTER 1
     .size ftail_convert_enter, .-ftail_convert_enter
+
+    # Library thunk, first half (`plan/libcall.rs`): ftail_convert_enter
+    # without flagging the thunk's trace entry. The thunk exits through
+    # the exit trampoline like any function, so its entry is an ordinary
+    # one: a later call at the same CFA (once a longjmp has left the
+    # library call behind) replaces it instead of nesting under it.
+    .p2align 4
+    .globl ftail_lib_enter
+    .hidden ftail_lib_enter
+    .type ftail_lib_enter, @function
+ftail_lib_enter:
+    FTAIL_CONVERT_ENTER 0
+    .size ftail_lib_enter, .-ftail_lib_enter
 
     # Convert thunk, second half: jumped to when the tail callee has
     # returned into the thunk (rsp at the function's CFA; rax, rdx, xmm0-1

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! T:  call ENTRY              ; the thunk's entry site (or `jmp 2f`)
-//!     call convert_enter      ; the return address to the side stack
+//!     call lib_enter          ; the return address to the side stack
 //!     jnz 2f
 //!     call *SLOT(%rip)        ; the library function, with the stack the
 //!     lea 1f(%rip), %r11      ; caller's own call gave it
@@ -202,14 +202,14 @@ pub fn write_lib_thunk(at: u64, slot: u64, stubs: &[u64; NEAR]) -> Option<[u8; 5
     let mut code = [0xccu8; LIB_THUNK as usize];
     let off = call_or_jmp(0xe9, at, fallback);
     code[..5].copy_from_slice(&off);
-    code[5..10].copy_from_slice(&call_or_jmp(0xe8, at + 5, stubs[3]));
+    code[5..10].copy_from_slice(&call_or_jmp(0xe8, at + 5, stubs[5]));
     code[10..12].copy_from_slice(&[0x75, (LIB_FALLBACK_AT - 12) as u8]);
     code[12..14].copy_from_slice(&[0xff, 0x15]);
     code[14..18].copy_from_slice(&rel32(call + 6, slot));
     // lea CONTINUE(%rip), %r11
     code[18..21].copy_from_slice(&[0x4c, 0x8d, 0x1d]);
     code[21..25].copy_from_slice(&rel32(at + 25, at + LIB_CONTINUE_AT));
-    code[25..30].copy_from_slice(&call_or_jmp(0xe9, at + 25, stubs[5]));
+    code[25..30].copy_from_slice(&call_or_jmp(0xe9, at + 25, stubs[6]));
     code[30..34].copy_from_slice(&[0xf3, 0x0f, 0x1e, 0xfa]);
     code[34..39].copy_from_slice(&call_or_jmp(0xe8, at + 34, stubs[1]));
     code[39] = 0xc3;
