@@ -26,7 +26,10 @@ __attribute__((noinline)) int cmp(const void *a, const void *b) {
   return *(const int *)a - *(const int *)b;
 }
 
-__attribute__((noinline)) void sort(int *v, int n) { qsort(v, n, sizeof *v, cmp); }
+__attribute__((noinline)) void sort(int *v, int n) {
+  qsort(v, n, sizeof *v, cmp);
+  __asm__ volatile(""); /* not a tail call */
+}
 
 /* At -O2 a tail call into the library: `jmp puts@PLT`. */
 __attribute__((noinline)) int say(const char *s) { return puts(s); }
@@ -56,9 +59,11 @@ int main(int argc, char **argv) {
     sort(v, 4);
     printf("%d %d %d %d\n", v[0], v[1], v[2], v[3]);
   } else if (strcmp(how, "longjmp") == 0) {
+    /* qsort called from main itself: say() is then called at the very
+       stack depth qsort was, once the longjmp has left qsort behind. */
     jump_at = 2;
     if (setjmp(env) == 0)
-      sort(v, 4);
+      qsort(v, 4, sizeof *v, cmp);
     say("jumped");
   } else if (strcmp(how, "tail") == 0) {
     say("tail");
