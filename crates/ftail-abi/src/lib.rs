@@ -33,7 +33,11 @@
 //! * a direct tail site, a return-thunk exit and a retpoline tail are the
 //!   `jmp rel32` itself (a conditional one is inverted around it), so
 //!   untraced nothing but the jump runs;
-//! * only an indirect tail site (`jmp *operand`) is a nop before its jump.
+//! * only an indirect tail site (`jmp *operand`) is a nop before its jump;
+//! * a call site is a call whose target may lie outside the instrumented
+//!   code (`call f@PLT`, `call *f@GOTPCREL(%rip)`): the call itself,
+//!   retargeted to a thunk that records the callee around a real `call`
+//!   when the callee turns out to be in a module without tables.
 //!
 //! Every exit and tail site executes with the stack pointer at the
 //! function's CFA − 8, i.e. with the return address on top of the stack.
@@ -45,7 +49,7 @@ extern crate alloc;
 pub mod argspec;
 
 /// Version of the site-table layout; bumped on any change.
-pub const SITES_VERSION: u32 = 2;
+pub const SITES_VERSION: u32 = 3;
 
 /// Section holding one [`SitesNote`] per object file.
 pub const NOTE_SECTION: &str = ".note.ftail";
@@ -176,6 +180,13 @@ pub enum SiteKind {
     /// inside the function (switch table, computed goto). Recorded so that
     /// checkers can account for every indirect jump.
     LocalIndirect = 7,
+    /// `call rel32` to a function that may lie outside the instrumented
+    /// code (`call f@PLT`, a call to a symbol the unit does not define).
+    Call = 8,
+    /// `call *disp(%rip)` through a GOT slot (`call *f@GOTPCREL(%rip)`,
+    /// `-fno-plt`), 6 bytes; the linker may have relaxed it to `addr32
+    /// call rel32` (`67 e8`) for a symbol it bound in the same module.
+    CallGot = 9,
 }
 
 impl SiteKind {
@@ -189,6 +200,8 @@ impl SiteKind {
             5 => SiteKind::TailIndirect,
             6 => SiteKind::TailRetpoline,
             7 => SiteKind::LocalIndirect,
+            8 => SiteKind::Call,
+            9 => SiteKind::CallGot,
             _ => return None,
         })
     }
@@ -203,6 +216,8 @@ impl SiteKind {
             SiteKind::TailIndirect => "tail-indirect",
             SiteKind::TailRetpoline => "tail-retpoline",
             SiteKind::LocalIndirect => "local-indirect",
+            SiteKind::Call => "call",
+            SiteKind::CallGot => "call-got",
         }
     }
 
@@ -217,6 +232,11 @@ impl SiteKind {
             self,
             SiteKind::TailDirect | SiteKind::TailIndirect | SiteKind::TailRetpoline
         )
+    }
+
+    /// Whether the site is a call out of the function (a library call).
+    pub fn is_call(self) -> bool {
+        matches!(self, SiteKind::Call | SiteKind::CallGot)
     }
 
     /// Whether the site is a function exit.
@@ -261,7 +281,7 @@ mod tests {
             }
         }
         assert_eq!(SiteKind::from_u8(0), None);
-        assert_eq!(SiteKind::from_u8(8), None);
+        assert_eq!(SiteKind::from_u8(10), None);
     }
 
     #[test]

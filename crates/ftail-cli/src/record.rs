@@ -22,6 +22,8 @@ pub struct RecordOptions {
     pub depth: Option<u64>,
     /// Tail strategy asked for.
     pub tail: String,
+    /// Record calls into libraries without site tables.
+    pub libcall: bool,
     /// The most events one thread keeps (none: as many as `max_size`
     /// allows).
     pub buffer_events: Option<u64>,
@@ -61,6 +63,10 @@ pub struct RecordArgs {
     /// (mark where the callee is traced, convert elsewhere)
     #[arg(long, default_value = "auto", value_parser = ["auto", "mark", "convert"])]
     pub tail: String,
+    /// Do not record calls into libraries built without ftail (libc,
+    /// libstdc++...), which are recorded by default
+    #[arg(long)]
+    pub no_libcall: bool,
     /// Keep at most about N events per thread, 16 to 2^32 (8 bytes
     /// each, 16 in a ring; default: no limit but --max-size)
     #[arg(long, value_name = "N", value_parser = parse_buffer_events)]
@@ -123,6 +129,7 @@ impl RecordArgs {
             exclude: self.exclude,
             depth: self.depth,
             tail: self.tail,
+            libcall: !self.no_libcall,
             buffer_events: self.buffer_events,
             max_size: self.max_size,
             ring: self.ring,
@@ -455,7 +462,7 @@ pub(crate) fn runtime_env(
     dir_id: (u64, u64),
     max_bytes: u64,
     has_specs: bool,
-) -> [(&'static str, Option<OsString>); 15] {
+) -> [(&'static str, Option<OsString>); 16] {
     let flag = |on: bool| Some(OsString::from(if on { "1" } else { "0" }));
     [
         ("FTAIL_DIR", Some(dir.into())),
@@ -468,6 +475,7 @@ pub(crate) fn runtime_env(
         ("FTAIL_FILTER", Some(o.filter.join(",").into())),
         ("FTAIL_EXCLUDE", Some(o.exclude.join(",").into())),
         ("FTAIL_TAIL", Some(o.tail.clone().into())),
+        ("FTAIL_LIBCALL", flag(o.libcall)),
         ("FTAIL_DEPTH", o.depth.map(|d| d.to_string().into())),
         (
             "FTAIL_BUFFER_EVENTS",

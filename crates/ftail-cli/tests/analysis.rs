@@ -910,6 +910,9 @@ fn replay_on_a_terminal_without_a_pager_still_shows() {
     assert!(paged.contains("main() {"), "{paged:?}");
 }
 
+/// Tail calls into code that is not traced: on one line each without
+/// library calls (`--no-libcall`), and with them (the default) the
+/// library function under its tail caller, which ends when it returns.
 #[test]
 fn a_tail_call_into_untraced_code_shows_on_one_line() {
     for mode in ["auto", "convert"] {
@@ -921,18 +924,34 @@ fn a_tail_call_into_untraced_code_shows_on_one_line() {
                 .arg(&exe)
                 .arg(repo().join("tests/analysis/tailout.c")),
         );
-        let trace = scratch.path().join("trace");
-        let (out, _) = record_trace(&trace, &exe, &[], &["--tail", mode, "-R", "greet"]);
-        assert!(out.status.success(), "{out:?}");
-        let replay = normalize(&ftail_on(&trace, "replay", &[]), &trace);
-        let calls: Vec<&str> = replay
-            .lines()
-            .filter_map(|l| l.split_once("|  ").map(|(_, c)| c.trim()))
-            .collect();
+        let calls = |extra: &[&str]| -> Vec<String> {
+            let trace = scratch.path().join("trace");
+            let mut args = vec!["--tail", mode, "-R", "greet"];
+            args.extend_from_slice(extra);
+            let (out, _) = record_trace(&trace, &exe, &[], &args);
+            assert!(out.status.success(), "{out:?}");
+            let replay = normalize(&ftail_on(&trace, "replay", &[]), &trace);
+            replay
+                .lines()
+                .filter_map(|l| l.split_once("|  ").map(|(_, c)| c.trim().to_string()))
+                .collect()
+        };
         assert_eq!(
-            calls,
+            calls(&["--no-libcall"]),
             ["greet() = 6; /* tail call */", "len(); /* tail call */"],
-            "{mode}:\n{replay}"
+            "{mode}"
+        );
+        assert_eq!(
+            calls(&[]),
+            [
+                "greet() {",
+                "puts();",
+                "} = 6; /* greet (tail call) */",
+                "len() {",
+                "strlen();",
+                "} /* len (tail call) */"
+            ],
+            "{mode}"
         );
     }
 }

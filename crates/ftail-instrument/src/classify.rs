@@ -19,8 +19,10 @@ pub enum Flow<'a> {
     },
     /// `jrcxz`, `loop`: branches that cannot be inverted.
     OtherBranch { target: &'a str },
-    /// `call SYMBOL`, target without `@PLT`.
-    CallDirect { target: &'a str },
+    /// `call SYMBOL`, target without `@PLT`; `plt` when it had one.
+    CallDirect { target: &'a str, plt: bool },
+    /// `call *SYMBOL@GOTPCREL(%rip)` (`-fno-plt`).
+    CallGot { target: &'a str },
     /// Anything else (including indirect calls).
     None,
 }
@@ -42,9 +44,16 @@ pub fn flow<'a>(insn: &Insn<'a>) -> Flow<'a> {
                 },
             }
         }
-        "call" | "callq" if !ops.starts_with('*') => {
-            return Flow::CallDirect {
-                target: strip_plt(ops),
+        "call" | "callq" => {
+            return match ops.strip_prefix('*') {
+                None => Flow::CallDirect {
+                    target: strip_plt(ops),
+                    plt: strip_plt(ops) != ops,
+                },
+                Some(op) => match op.trim().strip_suffix("@GOTPCREL(%rip)") {
+                    Some(target) if !target.is_empty() => Flow::CallGot { target },
+                    _ => Flow::None,
+                },
             }
         }
         "jrcxz" | "jecxz" | "loop" | "loope" | "loopz" | "loopne" | "loopnz" => {
@@ -173,6 +182,15 @@ mod tests {
         );
         assert_eq!(flow_of("\tjrcxz\t.L3"), r#"OtherBranch { target: ".L3" }"#);
         assert_eq!(flow_of("\tcall\t*%rax"), "None");
+        assert_eq!(
+            flow_of("\tcall\tputs@PLT"),
+            r#"CallDirect { target: "puts", plt: true }"#
+        );
+        assert_eq!(
+            flow_of("\tcall\t*free@GOTPCREL(%rip)"),
+            r#"CallGot { target: "free" }"#
+        );
+        assert_eq!(flow_of("\tcall\t*8(%rax)"), "None");
         assert_eq!(flow_of("\tmovl\t$1, %eax"), "None");
     }
 

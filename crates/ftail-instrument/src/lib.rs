@@ -67,6 +67,8 @@ pub struct Stats {
     pub tails_retpoline: usize,
     /// Indirect jumps proven to stay inside their function.
     pub local_indirect: usize,
+    /// Calls whose target may lie outside the instrumented code.
+    pub calls: usize,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -81,6 +83,7 @@ impl std::ops::AddAssign for Stats {
         self.tails_indirect += o.tails_indirect;
         self.tails_retpoline += o.tails_retpoline;
         self.local_indirect += o.local_indirect;
+        self.calls += o.calls;
     }
 }
 

@@ -139,6 +139,9 @@ struct Rewriter<'p, 'a> {
     addr_taken: HashSet<&'a str>,
     /// Every symbol used as a jump target or taken as an address.
     referenced: HashSet<&'a str>,
+    /// Every label the unit defines: a call to one of them stays inside
+    /// the unit and is no call site.
+    defined: HashSet<&'a str>,
     /// Lines of gcc switch tables (data that follows a table jump).
     table_lines: HashSet<usize>,
     next_label: usize,
@@ -158,6 +161,11 @@ impl<'p, 'a> Rewriter<'p, 'a> {
             funcs_out: Vec::new(),
             addr_taken: HashSet::new(),
             referenced: HashSet::new(),
+            defined: p
+                .lines
+                .iter()
+                .flat_map(|l| l.labels.iter().copied())
+                .collect(),
             table_lines: HashSet::new(),
             next_label: 0,
             stats: Stats::default(),
@@ -204,6 +212,7 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                 SiteKind::TailIndirect => self.stats.tails_indirect += 1,
                 SiteKind::TailRetpoline => self.stats.tails_retpoline += 1,
                 SiteKind::LocalIndirect => self.stats.local_indirect += 1,
+                SiteKind::Call | SiteKind::CallGot => self.stats.calls += 1,
             }
         }
     }
@@ -290,9 +299,10 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                     Flow::JmpDirect { target, .. }
                     | Flow::Jcc { target, .. }
                     | Flow::OtherBranch { target }
-                    | Flow::CallDirect { target } => {
+                    | Flow::CallDirect { target, .. } => {
                         self.referenced.insert(target);
                     }
+                    Flow::CallGot { .. } => {}
                     Flow::JmpIndirect { .. } | Flow::Ret => {}
                     Flow::None => {
                         for s in symbols(insn.operands).filter(|s| s.starts_with(".L")) {
@@ -472,13 +482,22 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                         insn.mnemonic
                     ));
                 }
-                Flow::CallDirect { target } if local_label(target) => {
+                Flow::CallDirect { target, .. } if local_label(target) => {
                     return Err(format!(
                         "line {}: call to local label {target} (inline thunk)",
                         i + 1
                     ));
                 }
-                Flow::CallDirect { .. } | Flow::None => None,
+                Flow::CallDirect { target, .. } | Flow::CallGot { target }
+                    if !insn.prefixes.is_empty()
+                        || self.defined.contains(target)
+                        || !is_call_out_target(target) =>
+                {
+                    None
+                }
+                Flow::CallDirect { .. } => Some(self.call_site(SiteKind::Call, cold_flag)),
+                Flow::CallGot { .. } => Some(self.call_site(SiteKind::CallGot, cold_flag)),
+                Flow::None => None,
             };
             if let Some((e, s)) = placed {
                 edits.push((i, e));
@@ -665,6 +684,12 @@ impl<'p, 'a> Rewriter<'p, 'a> {
             ..before(site_lines(&l))
         };
         (edit, site(&l, kind, reg, flags))
+    }
+
+    /// A call site: the call itself, labelled and left as it is.
+    fn call_site(&mut self, kind: SiteKind, flags: u8) -> (Edit, SiteOut) {
+        let l = self.label();
+        (before(vec![format!("{l}:")]), site(&l, kind, NO_REG, flags))
     }
 
     fn local_indirect(&mut self, flags: u8) -> (Edit, SiteOut) {
@@ -1014,6 +1039,28 @@ fn is_align_directive(name: &str) -> bool {
 
 /// Inline assembly is left alone, but a function whose inline assembly
 /// returns or jumps out cannot have all its exits seen.
+/// Whether a call to `target` may be a call site: not a symbol whose call
+/// the linker rewrites (`__tls_get_addr` in a TLS sequence) or one that
+/// is no function call (`mcount`, `__fentry__` of `-pg` builds), nor an
+/// expression.
+fn is_call_out_target(target: &str) -> bool {
+    const NEVER: &[&str] = &[
+        "__tls_get_addr",
+        "___tls_get_addr",
+        "mcount",
+        "_mcount",
+        "__fentry__",
+        "__cyg_profile_func_enter",
+        "__cyg_profile_func_exit",
+    ];
+    !NEVER.contains(&target)
+        && retpoline_register(target).is_none()
+        && !is_return_thunk(target)
+        && target
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.$@".contains(&b))
+}
+
 fn check_inline_asm(fl: &Flow, own_labels: &HashSet<&str>) -> Result<(), String> {
     match fl {
         Flow::Ret => Err("inline assembly returns".into()),

@@ -140,6 +140,8 @@ fn start(cfg: Config, how: Start) -> bool {
         } else {
             tramp::ftail_convert_leave_c as *const () as u64
         },
+        lib_enter: tramp::ftail_lib_enter as *const () as u64,
+        lib_leave: tramp::ftail_lib_leave as *const () as u64,
         entry_spec: tramp::ftail_entry_spec as *const () as u64,
     };
     let cfg = CONFIG.get().expect("set above");
@@ -156,8 +158,9 @@ fn start(cfg: Config, how: Start) -> bool {
     );
     let mut patched = plan::Patched::default();
     let bases: Vec<u64> = modules.iter().map(|m| m.base).collect();
+    let known = plan::libcall::Known::of(&modules);
     for m in &modules {
-        patched += selection::add_module(m, start_tsc);
+        patched += selection::add_module(m, start_tsc, &known);
     }
     if how == Start::Attached && !cfg.off {
         attach::switch_on(&mut patched);

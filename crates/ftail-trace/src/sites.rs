@@ -474,6 +474,26 @@ fn check_site(
                 _ => Ok(()),
             }
         }
+        SiteKind::Call => {
+            let i = decode_at(img, s.addr).ok_or("undecodable call site")?;
+            if i.code() != Code::Call_rel32_64 {
+                return Err(format!("call site holds `{i}`, not call rel32"));
+            }
+            Ok(())
+        }
+        SiteKind::CallGot => {
+            // `call *disp(%rip)`, or what the linker relaxed it to for a
+            // symbol bound in the same module: `addr32 call rel32`.
+            let i = decode_at(img, s.addr).ok_or("undecodable call site")?;
+            let through_got = i.code() == Code::Call_rm64 && i.is_ip_rel_memory_operand();
+            let relaxed = i.code() == Code::Call_rel32_64 && i.len() == 6;
+            if i.len() != 6 || !(through_got || relaxed) {
+                return Err(format!(
+                    "call-got site holds `{i}`, not call *disp(%rip) or addr32 call"
+                ));
+            }
+            Ok(())
+        }
         SiteKind::LocalIndirect => Ok(()),
     }
 }
@@ -569,6 +589,8 @@ pub struct Summary {
     pub tails_retpoline: usize,
     /// Indirect jumps known to stay in their function.
     pub local_indirect: usize,
+    /// Call sites (calls that may leave the instrumented code).
+    pub calls: usize,
 }
 
 /// Counts the sites of `funcs`.
@@ -586,6 +608,7 @@ pub fn summarize(funcs: &[Function]) -> Summary {
             SiteKind::TailIndirect => s.tails_indirect += 1,
             SiteKind::TailRetpoline => s.tails_retpoline += 1,
             SiteKind::LocalIndirect => s.local_indirect += 1,
+            SiteKind::Call | SiteKind::CallGot => s.calls += 1,
         }
     }
     s
@@ -596,7 +619,7 @@ impl fmt::Display for Summary {
         write!(
             f,
             "{} functions, {} entries, {} exits, {} tails (direct {}, conditional {}, \
-             indirect {}, retpoline {}), {} local indirect jumps",
+             indirect {}, retpoline {}), {} local indirect jumps, {} call sites",
             self.functions,
             self.entries,
             self.exits,
@@ -605,7 +628,8 @@ impl fmt::Display for Summary {
             self.tails_conditional,
             self.tails_indirect,
             self.tails_retpoline,
-            self.local_indirect
+            self.local_indirect,
+            self.calls
         )
     }
 }

@@ -273,17 +273,24 @@ impl Symbols {
     pub fn load(p: &Process) -> Symbols {
         let mut modules = Vec::new();
         for m in &p.modules {
+            // The library functions it calls, at their thunks' entries.
+            let libcalls: HashMap<u64, String> = m
+                .libcalls
+                .iter()
+                .map(|(entry, name)| (*entry, demangle(name)))
+                .collect();
             let Ok(data) = crate::untrusted::files::read_regular(
                 &m.path,
                 crate::untrusted::files::MODULE_LIMIT,
             ) else {
+                modules.push((m.clone(), libcalls));
                 continue;
             };
             let Ok(funcs) = crate::sites::read(&data) else {
                 continue;
             };
             let bias = if is_fixed_position(&data) { 0 } else { m.base };
-            let mut names = HashMap::new();
+            let mut names = libcalls;
             for f in funcs {
                 for s in f
                     .sites

@@ -159,6 +159,8 @@ pub fn render_sites(r: &Rewritten) -> String {
                 i > 0 && lines[i - 1].starts_with('j') && lines[i - 1].contains(".Lftail_");
             let kind = if conditional { "cond-site" } else { "site" };
             let _ = writeln!(out, "{func}: {kind} before `{guarded}`");
+        } else if next.starts_with("call") {
+            let _ = writeln!(out, "{func}: call site `{next}`");
         } else if next.starts_with("jmp") || next.starts_with("notrack jmp") {
             let _ = writeln!(out, "{func}: local `{next}`");
         }

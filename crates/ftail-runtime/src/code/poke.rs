@@ -40,10 +40,13 @@ const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 5;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 6;
 
 /// Text segments (start, end, PF_* flags) and the 5-byte writes to make
-/// in them.
+/// in them: (address, bytes, lead), `lead` being how many unchanged bytes
+/// of the instruction precede the address (1 for a `call *disp(%rip)`
+/// site, whose displacement is what changes; 0 elsewhere), so that the
+/// live protocol puts its `int3` on the instruction's first byte.
 pub struct Batch<'a> {
     pub text: &'a [(u64, u64, u32)],
-    pub writes: &'a [(u64, [u8; 5])],
+    pub writes: &'a [(u64, [u8; 5], u8)],
 }
 
 /// Writes a few code bytes at `at` while no other thread can execute
@@ -67,11 +70,11 @@ pub fn write_code(at: u64, bytes: &[u8]) -> bool {
 /// Applies `batch`; `live` when other threads may be running the code.
 pub fn write_sites(batch: &Batch, live: bool) {
     for &(start, end, flags) in batch.text {
-        let here: Vec<(u64, [u8; 5])> = batch
+        let here: Vec<(u64, [u8; 5], u8)> = batch
             .writes
             .iter()
             .copied()
-            .filter(|w| w.0 >= start && w.0 + 5 <= end)
+            .filter(|w| w.0 - u64::from(w.2) >= start && w.0 + 5 <= end)
             .collect();
         if here.is_empty() {
             continue;
@@ -91,7 +94,7 @@ pub fn write_sites(batch: &Batch, live: bool) {
         if live {
             write_live(&here, lo, len, prot);
         } else {
-            for (addr, bytes) in &here {
+            for (addr, bytes, _) in &here {
                 // SAFETY: quiescent: nothing executes the site; the page
                 // is writable.
                 unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), *addr as *mut u8, 5) };
@@ -103,29 +106,40 @@ pub fn write_sites(batch: &Batch, live: bool) {
 }
 
 /// The int3-first protocol over writable text.
-fn write_live(writes: &[(u64, [u8; 5])], lo: u64, len: usize, prot: i32) {
+fn write_live(writes: &[(u64, [u8; 5], u8)], lo: u64, len: usize, prot: i32) {
     install_trap_handler();
     let sync = || sync_cores(lo, len, prot);
-    // Every address is a 5-byte site in the writable segment; byte stores
-    // are single-copy atomic, and between the steps every core is
-    // serialised, so a thread sees the old instruction, `int3`, or the new
-    // instruction — never a mix.
+    // Every address is a 5-byte site in the writable segment (after its
+    // instruction's `lead` unchanged bytes); byte stores are single-copy
+    // atomic, and between the steps every core is serialised, so a
+    // thread sees the old instruction, `int3`, or the new instruction —
+    // never a mix.
     let store = |at: u64, b: u8| {
         // SAFETY: as above.
         unsafe { std::ptr::write_volatile(at as *mut u8, b) }
     };
-    for (addr, _) in writes {
-        store(*addr, 0xcc);
+    let load = |at: u64| {
+        // SAFETY: as above.
+        unsafe { std::ptr::read_volatile(at as *const u8) }
+    };
+    // The first byte of each instruction, once complete: the new one, or
+    // the unchanged lead byte.
+    let firsts: Vec<u8> = writes
+        .iter()
+        .map(|&(addr, bytes, lead)| if lead == 0 { bytes[0] } else { load(addr - 1) })
+        .collect();
+    for &(addr, _, lead) in writes {
+        store(addr - u64::from(lead), 0xcc);
     }
     sync();
-    for (addr, bytes) in writes {
-        for (i, &b) in bytes.iter().enumerate().skip(1) {
-            store(*addr + i as u64, b);
+    for &(addr, bytes, lead) in writes {
+        for (i, &b) in bytes.iter().enumerate().skip(usize::from(lead == 0)) {
+            store(addr + i as u64, b);
         }
     }
     sync();
-    for (addr, bytes) in writes {
-        store(*addr, bytes[0]);
+    for (&(addr, _, lead), &first) in writes.iter().zip(&firsts) {
+        store(addr - u64::from(lead), first);
     }
     sync();
 }

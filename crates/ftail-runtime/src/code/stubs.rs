@@ -21,12 +21,16 @@ pub struct Trampolines {
     pub convert_enter: u64,
     /// `ftail_convert_leave`.
     pub convert_leave: u64,
+    /// `ftail_lib_enter`, which library thunks call (`plan::libcall`).
+    pub lib_enter: u64,
+    /// `ftail_lib_leave`, which library thunks jump to.
+    pub lib_leave: u64,
     /// `ftail_entry_spec`, which the spec stubs call (`record::args`).
     pub entry_spec: u64,
 }
 
 /// Near stubs per module, one per trampoline.
-pub const NEAR: usize = 6;
+pub const NEAR: usize = 8;
 
 impl Trampolines {
     pub fn all(&self) -> [u64; NEAR] {
@@ -36,6 +40,8 @@ impl Trampolines {
             self.tail_mark,
             self.convert_enter,
             self.convert_leave,
+            self.lib_enter,
+            self.lib_leave,
             self.entry_spec,
         ]
     }

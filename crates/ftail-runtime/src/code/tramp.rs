@@ -66,6 +66,10 @@ extern "C" {
     pub fn ftail_exit_c();
     /// [`ftail_convert_leave`] for the compact format.
     pub fn ftail_convert_leave_c();
+    /// Called by library thunks before the library function.
+    pub fn ftail_lib_enter();
+    /// Jumped to by library thunks after the library function returned.
+    pub fn ftail_lib_leave();
     /// [`ftail_entry`] of a function with a spec (`args.rs`), through
     /// its spec stub.
     pub fn ftail_entry_spec();
@@ -890,11 +894,7 @@ ftail_tail_mark:
     # or another stack's) the Rust slow path decides and may reuse a freed
     # entry.
     # Every call is matched by its own ret: a shadow stack stays in step.
-    .p2align 4
-    .globl ftail_convert_enter
-    .hidden ftail_convert_enter
-    .type ftail_convert_enter, @function
-ftail_convert_enter:
+    .macro FTAIL_CONVERT_ENTER flag
     .cfi_startproc
     FTAIL_PUSH4                      # slot of the return address: rsp+40
     cmpq $1, 40(%r11)
@@ -917,7 +917,9 @@ ftail_convert_enter:
     incq 72(%r11)                    # (see ftail_entry)
     FTAIL_SIDE_ENTRY
     mov %rax, %rbx                   # borrowed until the callee returns
-2:  mov 16(%r11), %rcx               # flag the function's trace entry:
+2:
+    .if \flag
+    mov 16(%r11), %rcx               # flag the function's trace entry:
     test %rcx, %rcx                  # its exit comes from the thunk
     jz 4f
     shl $4, %rcx
@@ -926,6 +928,7 @@ ftail_convert_enter:
     cmp %rax, -16(%rcx)
     jne 4f
     btsq $62, -8(%rcx)
+    .endif
 4:  pop %r11
     .cfi_adjust_cfa_offset -8
     pop %rdx
@@ -964,7 +967,28 @@ ftail_convert_enter:
     je 1b
     jmp 9b
     .cfi_endproc
+    .endm
+
+    .p2align 4
+    .globl ftail_convert_enter
+    .hidden ftail_convert_enter
+    .type ftail_convert_enter, @function
+ftail_convert_enter:
+    FTAIL_CONVERT_ENTER 1
     .size ftail_convert_enter, .-ftail_convert_enter
+
+    # Library thunk, first half (`plan/libcall.rs`): ftail_convert_enter
+    # without flagging the thunk's trace entry. The thunk exits through
+    # the exit trampoline like any function, so its entry is an ordinary
+    # one: a later call at the same CFA (once a longjmp has left the
+    # library call behind) replaces it instead of nesting under it.
+    .p2align 4
+    .globl ftail_lib_enter
+    .hidden ftail_lib_enter
+    .type ftail_lib_enter, @function
+ftail_lib_enter:
+    FTAIL_CONVERT_ENTER 0
+    .size ftail_lib_enter, .-ftail_lib_enter
 
     # Convert thunk, second half: jumped to when the tail callee has
     # returned into the thunk (rsp at the function's CFA; rax, rdx, xmm0-1
@@ -1174,6 +1198,61 @@ ftail_convert_leave_c:
 5:  ud2                              # the side stack lost our entry
     .cfi_endproc
     .size ftail_convert_leave_c, .-ftail_convert_leave_c
+
+    # Library thunk, second half (`plan/libcall.rs`): jumped to when the
+    # library function has returned into its thunk (rsp at the thunk's
+    # CFA; rax, rdx, xmm0-1 and st0-1 hold return values) with r11 =
+    # where the thunk goes on, which r11 may hold because every call
+    # clobbers it. Puts the saved return address back in its slot and rbx
+    # back, as ftail_convert_leave does, and records nothing: the thunk
+    # then ends through the exit trampoline like any function, with a
+    # `call` matched by its `ret` and its own `ret` to the address its
+    # caller pushed.
+    .p2align 4
+    .globl ftail_lib_leave
+    .hidden ftail_lib_leave
+    .type ftail_lib_leave, @function
+ftail_lib_leave:
+    .cfi_startproc
+    .cfi_def_cfa_offset 0            # jumped to: no return address yet
+    sub $8, %rsp                     # the slot again; the return address
+    .cfi_adjust_cfa_offset 8         # goes back into it below
+    FTAIL_PUSH4                      # slot: rsp+32; [rsp]: where to go on
+    mov 72(%r11), %rcx               # rbx points at our side entry: the
+    test %rcx, %rcx                  # top one?
+    jz 6f
+    shl $5, %rcx
+    add 64(%r11), %rcx
+    sub $32, %rcx                    # &side[depth - 1]
+    cmp %rcx, %rbx
+    jne 6f
+    lea 32(%rsp), %rdx
+    cmp %rdx, 8(%rcx)
+    jne 6f
+    mov (%rcx), %rax
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov 16(%rcx), %rbx               # and the borrowed register
+    decq 72(%r11)
+2:  pop %r11
+    .cfi_adjust_cfa_offset -8
+    pop %rdx
+    .cfi_adjust_cfa_offset -8
+    pop %rcx
+    .cfi_adjust_cfa_offset -8
+    pop %rax
+    .cfi_adjust_cfa_offset -8
+    jmp *%r11
+    int3
+    .cfi_adjust_cfa_offset 32
+6:  FTAIL_SLOW_SIDE {slow_side_leave}, 80 # rax: return address, rcx: rbx
+    test %rax, %rax
+    jz 5f
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov %rcx, %rbx                   # and the borrowed register
+    jmp 2b
+5:  ud2                              # the side stack lost our entry
+    .cfi_endproc
+    .size ftail_lib_leave, .-ftail_lib_leave
 "#,
     tls = sym FTAIL_TLS_OFFSET,
     xsave_size = sym FTAIL_XSAVE_SIZE,

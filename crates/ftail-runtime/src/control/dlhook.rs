@@ -90,6 +90,7 @@ extern "C" fn on_objects_changed() {
 /// Plans the modules mapped since the last call and forgets the unloaded.
 fn catch_up(patched: &mut BTreeSet<u64>) {
     let now: Vec<Module> = loaded();
+    let known = crate::plan::libcall::Known::of(&now);
     // Unloaded modules leave the set, so one loaded again at the same
     // address is patched again.
     let current: BTreeSet<u64> = now.iter().map(|m| m.base).collect();
@@ -102,7 +103,7 @@ fn catch_up(patched: &mut BTreeSet<u64>) {
         .filter(|m| !patched.contains(&m.base))
         .collect();
     for m in fresh {
-        let done = control::add_module(&m, tsc);
+        let done = control::add_module(&m, tsc, &known);
         crate::process::status::skipped(done.modules_skipped, done.skipped);
         patched.insert(m.base);
     }

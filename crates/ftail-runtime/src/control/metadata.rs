@@ -145,6 +145,21 @@ pub fn load_line(m: &Module, tsc: u64, p: &Patched) -> String {
     )
 }
 
+/// The `libcall` lines of the library functions the module at `base`
+/// calls: the entry address its thunk's events record, and the name.
+pub fn libcall_lines(tsc: u64, base: u64, libs: &[crate::plan::LibCall]) -> String {
+    libs.iter()
+        .filter(|l| l.entry != 0)
+        .map(|l| {
+            format!(
+                "libcall {tsc} {base:#x} {:#x} {}\n",
+                l.entry,
+                escape_value(&l.name)
+            )
+        })
+        .collect()
+}
+
 /// The `unload` line of the module at `base`, unmapped at time `tsc`.
 pub fn unload_line(tsc: u64, base: u64) -> String {
     format!("unload {tsc} {base:#x}\n")

@@ -24,6 +24,7 @@ use crate::code::poke;
 use crate::code::stubs::Trampolines;
 use crate::control::metadata;
 use crate::found::modules::Module;
+use crate::plan::libcall::Known;
 use crate::plan::{plan_module, ModulePlan, Patched};
 use crate::process::config::glob;
 use crate::process::sync::{Locked, RawLock};
@@ -82,20 +83,26 @@ pub fn init(selection: Selection, trampolines: Trampolines) {
 /// Plans a module found at time `tsc` and writes its sites for the
 /// current selection (quiescent: nothing runs the module's code yet);
 /// logs it in `KEY.modules`.
-pub fn add_module(m: &Module, tsc: u64) -> Patched {
+pub fn add_module(m: &Module, tsc: u64, known: &Known) -> Patched {
     CONTROL.with(|c| {
         let Some(c) = c.as_mut() else {
             return Patched::default();
         };
-        let plan = plan_module(m, c.trampolines);
-        let slot = poke::publish_sites(plan.sites.iter().map(|s| (s.addr, s.resume)).collect());
+        let plan = plan_module(m, c.trampolines, known);
+        let slot = poke::publish_sites(
+            plan.sites
+                .iter()
+                .map(|s| (s.addr - u64::from(s.lead), s.resume))
+                .collect(),
+        );
         let mut done = apply(&plan, &c.selection, Writes::Quiescent);
         let mut lines = String::new();
         if let Some(why) = m.damage.as_deref().or(plan.failure) {
             done.modules_skipped = 1;
             lines.push_str(&metadata::skip_line(m, why));
         }
-        let load_line = metadata::load_line(m, tsc, &done);
+        let mut load_line = metadata::load_line(m, tsc, &done);
+        load_line.push_str(&metadata::libcall_lines(tsc, m.base, &plan.libcalls));
         lines.push_str(&load_line);
         metadata::append_modules(&lines);
         c.modules.push(Planned {
@@ -154,10 +161,10 @@ enum Writes {
 /// Writes the sites of `plan` that differ from what `selection` wants;
 /// returns the module's state afterwards.
 fn apply(plan: &ModulePlan, selection: &Selection, writes_how: Writes) -> Patched {
-    let traced: Vec<bool> = plan.names.iter().map(|n| selection.selects(n)).collect();
+    let traced: Vec<bool> = plan.all_names().map(|n| selection.selects(n)).collect();
     let mut writes = Vec::new();
     let mut done = Patched {
-        functions: traced.iter().filter(|&&t| t).count() as u64,
+        functions: traced[..plan.names.len()].iter().filter(|&&t| t).count() as u64,
         skipped: plan.skipped,
         ..Patched::default()
     };
@@ -178,7 +185,7 @@ fn apply(plan: &ModulePlan, selection: &Selection, writes_how: Writes) -> Patche
             done.skipped += 1;
             continue;
         }
-        writes.push((site.addr, want));
+        writes.push((site.addr, want, site.lead));
     }
     if writes_how != Writes::None {
         let batch = poke::Batch {

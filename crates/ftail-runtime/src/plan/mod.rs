@@ -15,9 +15,12 @@
 //! to the site's convert thunk; an indirect tail's nop becomes a `call`
 //! to the mark trampoline or a `jmp` to its convert thunk.
 
+pub mod libcall;
+
 use std::collections::BTreeMap;
 
 use ftail_abi::{SiteKind, NOP5};
+use libcall::{CallOut, Known, LIB_POINTER, LIB_THUNK, RESUME};
 
 use crate::code::jumps::{decode_tail_jump, exit_ret_len, jmp_target, plt_slot, TailJump};
 use crate::code::stubs::{
@@ -86,6 +89,9 @@ pub struct SitePlan {
     /// (`poke.rs`): past a nop, to a `ret` like the site's, or to the
     /// jump's target.
     pub resume: u64,
+    /// Unchanged bytes of the instruction before `addr` (1 for a `call
+    /// *disp(%rip)` site, whose displacement is what changes).
+    pub lead: u8,
 }
 
 /// The patched forms of a site.
@@ -104,6 +110,14 @@ pub enum OnBytes {
     },
 }
 
+/// A library function called from a module, and its thunk there.
+pub struct LibCall {
+    /// The symbol its call sites name (`memcpy`).
+    pub name: String,
+    /// The entry address its events record (the thunk's entry site + 5).
+    pub entry: u64,
+}
+
 /// Everything needed to switch a module's functions on and off: built
 /// once when the module is found, with every convert thunk already
 /// written, so that switching is only 5-byte writes.
@@ -114,6 +128,9 @@ pub struct ModulePlan {
     pub text: Vec<(u64, u64, u32)>,
     /// Function names, indexed by [`SitePlan::func`].
     pub names: Vec<&'static str>,
+    /// The library functions its call sites call, indexed by
+    /// [`SitePlan::func`] − `names.len()`.
+    pub libcalls: Vec<LibCall>,
     /// Every site that held the nop when the module was planned.
     pub sites: Vec<SitePlan>,
     /// Sites that did not hold the nop (left alone for good).
@@ -139,6 +156,15 @@ impl ModulePlan {
 }
 
 impl ModulePlan {
+    /// Every name a site's function index may refer to: the module's
+    /// functions, then the library functions it calls.
+    pub fn all_names(&self) -> impl Iterator<Item = &str> {
+        self.names
+            .iter()
+            .copied()
+            .chain(self.libcalls.iter().map(|l| l.name.as_str()))
+    }
+
     /// What the site should hold given which functions are traced.
     pub fn wanted(&self, site: &SitePlan, traced: &[bool]) -> [u8; 5] {
         if !traced[site.func as usize] {
@@ -174,12 +200,14 @@ impl ModulePlan {
 
 /// Plans module `m`: decides each site's patched form and writes the near
 /// stubs, site stubs and convert thunks; no site is written here.
-pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
+pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     let mode = crate::CONFIG.get().map_or(TailMode::Auto, |c| c.tail);
+    let libcalls = crate::CONFIG.get().is_none_or(|c| c.libcall);
     let mut plan = ModulePlan {
         base: m.base,
         text: m.text.clone(),
         names: Vec::with_capacity(m.funcs.len()),
+        libcalls: Vec::new(),
         sites: Vec::new(),
         skipped: 0,
         thunks: 0,
@@ -198,11 +226,29 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
             )
         })
         .collect();
-    let got = if mode == TailMode::Mark {
+    let got = if mode == TailMode::Mark && !libcalls {
         BTreeMap::new()
     } else {
         got_symbols(m)
     };
+    // Library functions by GOT slot: index in `plan.libcalls`.
+    let mut libs: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut lib_slots: Vec<u64> = Vec::new();
+    let mut lib_of = |slot: u64, name: &str, plan: &mut ModulePlan| -> usize {
+        *libs.entry(slot).or_insert_with(|| {
+            plan.libcalls.push(LibCall {
+                name: name.to_string(),
+                entry: 0,
+            });
+            lib_slots.push(slot);
+            lib_slots.len() - 1
+        })
+    };
+    // Call sites to libraries: (index in `plan.sites`, the call, its
+    // library function).
+    let mut calls: Vec<(usize, CallOut, usize)> = Vec::new();
+    // Tails into libraries: index in `tails`, library function.
+    let mut lib_tails: BTreeMap<usize, usize> = BTreeMap::new();
     // First the sites and what they need; stubs and thunks are written
     // once the area for them is mapped.
     let mut needs: Vec<Option<Stub>> = Vec::new();
@@ -219,12 +265,38 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
             if !kind.is_site() {
                 continue;
             }
+            if kind.is_call() {
+                if !libcalls {
+                    continue;
+                }
+                if let Some((call, name)) = libcall::resolve(m, &site, kind, &got, known) {
+                    let lib = lib_of(call.slot, &name, &mut plan);
+                    let lead = u8::from(call.len == 6);
+                    plan.sites.push(SitePlan {
+                        addr: call.insn + u64::from(lead),
+                        func: 0,
+                        off: call.off,
+                        on: OnBytes::Fixed(call.off),
+                        resume: call.insn,
+                        lead,
+                    });
+                    needs.push(None);
+                    calls.push((plan.sites.len() - 1, call, lib));
+                }
+                continue;
+            }
             match site_plan(mode, &m.text, &site, kind, fi as u32, &starts, &got) {
                 Some((sp, stub, tail)) => {
                     if let Some(st) = stub {
                         stubs_wanted.insert(st, 0);
                     }
                     if let Some((jump, fallback)) = tail {
+                        let into_lib = libcalls
+                            .then(|| tail_library(&jump, sp.addr, m, &got, known))
+                            .flatten();
+                        if let Some((slot, name)) = into_lib {
+                            lib_tails.insert(tails.len(), lib_of(slot, &name, &mut plan));
+                        }
                         tails.push((plan.sites.len(), jump, fallback));
                     }
                     needs.push(stub);
@@ -234,13 +306,16 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
             }
         }
     }
+    let nfuncs = plan.names.len() as u32;
     let near = m.text.first().map_or(m.base, |s| s.0);
     // Functions whose values are recorded get a spec stub (record::args).
-    let specs: Vec<_> = plan.names.iter().map(|n| args::spec_for(n)).collect();
+    let specs: Vec<_> = plan.all_names().map(args::spec_for).collect();
     let spec_stubs = specs.iter().flatten().count() as u64 * args::SPEC_STUB;
     let stubs_len = stubs_wanted.len() as u64 * SITE_STUB + spec_stubs;
-    let area_len =
-        (NEAR as u64 * STUB + stubs_len + tails.len() as u64 * THUNK + PAGE - 1) & !(PAGE - 1);
+    let libs_len = lib_slots.len() as u64 * (LIB_THUNK + LIB_POINTER) + calls.len() as u64 * RESUME;
+    let area_len = (NEAR as u64 * STUB + stubs_len + tails.len() as u64 * THUNK + libs_len + PAGE
+        - 1)
+        & !(PAGE - 1);
     let Some(area) = take_area(near, area_len) else {
         plan.skipped += plan.sites.len() as u64;
         plan.sites.clear();
@@ -297,7 +372,58 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
     }
     let mut next_thunk = next;
     let mut layouts = Vec::new();
-    for (i, jump, fallback) in tails {
+    // Library thunks first: tails into libraries call them.
+    let mut lib_thunks: Vec<Option<(u64, u64)>> = Vec::with_capacity(lib_slots.len());
+    for (i, &slot) in lib_slots.iter().enumerate() {
+        let at = next_thunk;
+        let pointer = next_thunk + LIB_THUNK;
+        next_thunk += LIB_THUNK + LIB_POINTER;
+        let Some(off) = libcall::write_lib_thunk(at, slot, &near_stubs) else {
+            lib_thunks.push(None);
+            continue;
+        };
+        // SAFETY: the pointer word lies in the writable area mapped for
+        // the module's thunks.
+        unsafe { std::ptr::write_unaligned(pointer as *mut u64, at) };
+        let func = nfuncs + i as u32;
+        let on = call_or_jmp(0xe8, at, spec_at[func as usize].unwrap_or(near_stubs[0]));
+        plan.sites.push(SitePlan {
+            addr: at,
+            func,
+            off,
+            on: OnBytes::Fixed(on),
+            resume: at + libcall::LIB_FALLBACK_AT,
+            lead: 0,
+        });
+        plan.libcalls[i].entry = at + 5;
+        layouts.push(crate::code::unwind::ThunkLayout {
+            start: at,
+            call: libcall::LIB_CALL_AT,
+            fallback: libcall::LIB_CONTINUE_AT,
+            len: LIB_THUNK,
+        });
+        lib_thunks.push(Some((at, pointer)));
+    }
+    for (i, call, lib) in calls {
+        let resume_at = next_thunk;
+        next_thunk += RESUME;
+        let s = &mut plan.sites[i];
+        s.func = nfuncs + lib as u32;
+        let on = lib_thunks[lib].and_then(|(at, pointer)| libcall::call_on(&call, at, pointer));
+        match on {
+            Some(on) if libcall::write_resume(resume_at, &call) => {
+                s.on = OnBytes::Fixed(on);
+                s.resume = resume_at;
+            }
+            // Out of reach: the call stays as it is, traced or not.
+            _ => s.on = OnBytes::Fixed(s.off),
+        }
+    }
+    for (k, (i, jump, fallback)) in tails.into_iter().enumerate() {
+        let jump = match lib_tails.get(&k).and_then(|&lib| lib_thunks[lib]) {
+            Some((thunk, _)) => TailJump::Direct(thunk),
+            None => jump,
+        };
         let s = &mut plan.sites[i];
         let OnBytes::Tail {
             mark,
@@ -338,7 +464,46 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
         at: (area, area_len),
         unwind: crate::code::unwind::register_thunks(&layouts, stubs_range),
     });
+    if !plan.libcalls.is_empty() {
+        // The library thunks' entry sites are switched like the module's.
+        let rx = libc::PF_R | libc::PF_X;
+        plan.text.push((area, area + area_len, rx));
+    }
     plan
+}
+
+/// The GOT slot and symbol of a library function a tail jump goes to
+/// (through a PLT stub or a GOT slot), if it is one to record.
+fn tail_library(
+    jump: &TailJump,
+    at: u64,
+    m: &Module,
+    got: &BTreeMap<u64, String>,
+    known: &Known,
+) -> Option<(u64, String)> {
+    let slot = match jump {
+        TailJump::Direct(target) => {
+            m.text
+                .iter()
+                .any(|s| *target >= s.0 && target + 16 <= s.1)
+                .then_some(())?;
+            plt_slot(*target)?
+        }
+        TailJump::Indirect {
+            bytes,
+            rip_disp: Some(d),
+            ..
+        } => {
+            let disp = i32::from_le_bytes(bytes[*d..*d + 4].try_into().ok()?);
+            // The jump follows an indirect tail's nop; a direct tail is
+            // the site itself.
+            let jump_at = at + 5;
+            (jump_at + bytes.len() as u64).wrapping_add(disp as i64 as u64)
+        }
+        TailJump::Indirect { .. } => return None,
+    };
+    let name = got.get(&slot)?;
+    libcall::is_library(name, slot, m, known).then(|| (slot, name.clone()))
 }
 
 /// One site's plan, if it holds its kind's untraced form: the plan (its
@@ -371,6 +536,7 @@ fn site_plan(
         off,
         on: OnBytes::Fixed([0; 5]),
         resume: addr + 5,
+        lead: 0,
     };
     match kind {
         SiteKind::Entry => {
@@ -415,7 +581,8 @@ fn site_plan(
                 }
             }
         }
-        SiteKind::LocalIndirect => None,
+        // Call sites are planned by `libcall`.
+        SiteKind::LocalIndirect | SiteKind::Call | SiteKind::CallGot => None,
     }
 }
 

@@ -36,6 +36,9 @@ pub struct Config {
     pub depth: u64,
     /// Tail strategy.
     pub tail: TailMode,
+    /// Whether calls into modules without site tables (library calls)
+    /// are recorded (`--no-libcall` turns it off).
+    pub libcall: bool,
     /// The most events one thread's buffer may grow to
     /// ([`MAX_BUFFER_EVENTS`] unless `--buffer-events` lowers it).
     pub buffer_events: u64,
@@ -214,6 +217,7 @@ impl Config {
                 Some("convert") => TailMode::Convert,
                 _ => TailMode::Auto,
             },
+            libcall: var("FTAIL_LIBCALL").is_none_or(|v| v != "0"),
             buffer_events: num("FTAIL_BUFFER_EVENTS", MAX_BUFFER_EVENTS)
                 .clamp(16, MAX_BUFFER_EVENTS),
             buffer_events_set: var("FTAIL_BUFFER_EVENTS").is_some(),

@@ -89,6 +89,9 @@ pub struct Module {
     pub unloaded: Option<u64>,
     /// Sites planned, and sites left alone.
     pub sites: (u64, u64),
+    /// The library functions its call sites call (`libcall` lines): the
+    /// entry address their events record, and the symbol.
+    pub libcalls: Vec<(u64, String)>,
 }
 
 impl Module {
@@ -266,6 +269,7 @@ fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
                     loaded,
                     unloaded: None,
                     sites: (sites.parse().unwrap_or(0), left.parse().unwrap_or(0)),
+                    libcalls: Vec::new(),
                 });
             }
             Some("unload") => {
@@ -280,6 +284,20 @@ fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
                     .find(|m| m.base == base && m.unloaded.is_none())
                 {
                     m.unloaded = Some(tsc);
+                }
+            }
+            Some("libcall") => {
+                let (Some(_tsc), Some(Some(base)), Some(Some(entry)), Some(name)) =
+                    (f.next(), f.next().map(hex), f.next().map(hex), f.next())
+                else {
+                    continue;
+                };
+                if let Some(m) = modules
+                    .iter_mut()
+                    .rev()
+                    .find(|m| m.base == base && m.unloaded.is_none())
+                {
+                    m.libcalls.push((entry, unescape_value(name)));
                 }
             }
             Some("skip") => {

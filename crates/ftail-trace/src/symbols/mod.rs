@@ -310,6 +310,22 @@ impl fmt::Debug for ModuleSymbols {
 }
 
 impl ModuleSymbols {
+    /// No symbols: what code outside every file has (the runtime's
+    /// library thunks).
+    pub fn empty() -> ModuleSymbols {
+        ModuleSymbols {
+            path: PathBuf::new(),
+            fixed: true,
+            names: Vec::new(),
+            entries: Vec::new(),
+            site_entries: Vec::new(),
+            dwarf_file: None,
+            lines: OnceLock::new(),
+            diagnostics: Vec::new(),
+            late_diagnostics: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Reads the symbols of the module recorded at `path` with GNU build id
     /// `build_id` (hex, as in `KEY.modules`; `None` when none was recorded:
     /// the file is then taken as it is). Never fails: see

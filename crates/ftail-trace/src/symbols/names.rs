@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use rustc_hash::FxHashMap;
 
 use crate::reader::dir::Image;
+use crate::symbols::demangle::demangle;
 use crate::symbols::{Mapped, ModuleSymbols, SourceLine, SymbolCache, SymbolOptions};
 use crate::untrusted::printable::printable;
 
@@ -88,6 +89,33 @@ impl ModuleFuncs {
         m
     }
 
+    /// The library functions a module calls, at the run-time entry
+    /// addresses of their thunks (each thunk's entry site is its first
+    /// byte), named by their symbols, demangled.
+    fn libcalls(libs: &[(u64, String)]) -> ModuleFuncs {
+        let mut m = ModuleFuncs {
+            lo: u64::MAX,
+            ..ModuleFuncs::default()
+        };
+        for (entry, symbol) in libs {
+            if m.by_entry.contains_key(entry) {
+                continue;
+            }
+            let name: Arc<str> = printable(&demangle(symbol, false)).into();
+            m.by_entry.insert(*entry, m.funcs.len() as u32);
+            m.funcs.push(Function {
+                name,
+                signature: printable(&demangle(symbol, true)).into(),
+                mangled: printable(symbol).into(),
+            });
+            m.starts.push(entry.saturating_sub(5));
+            m.entries.push(*entry);
+            m.lo = m.lo.min(*entry);
+            m.hi = m.hi.max(*entry);
+        }
+        m
+    }
+
     /// Whether each function matches, as `matches` says; asked once per
     /// `key`.
     fn matching(&self, key: &str, matches: &dyn Fn(&Function) -> bool) -> Arc<[bool]> {
@@ -104,6 +132,8 @@ impl ModuleFuncs {
 #[derive(Debug)]
 struct Slot {
     mapped: Mapped,
+    /// Its module's index in [`Image::modules`].
+    module: usize,
     funcs: Arc<ModuleFuncs>,
     first: u32,
     loaded: u64,
@@ -186,7 +216,7 @@ impl Names {
     /// Loads the symbols of `image`'s modules through `cache`.
     pub fn load(image: &Image, cache: &NameCache) -> Names {
         let mut names = Names::default();
-        for m in &image.modules {
+        for (mi, m) in image.modules.iter().enumerate() {
             let mapped = cache.symbols.module(&m.path, m.build_id.as_deref(), m.base);
             let funcs = cache.funcs(&mapped.symbols);
             names.diagnostics.extend(
@@ -195,6 +225,36 @@ impl Names {
                     .iter()
                     .map(|d| printable(&d.to_string()).into_owned()),
             );
+            names.add_slot(mi, m, mapped, funcs);
+            if !m.libcalls.is_empty() {
+                let none = Mapped {
+                    symbols: Arc::new(ModuleSymbols::empty()),
+                    bias: 0,
+                };
+                let libs = Arc::new(ModuleFuncs::libcalls(&m.libcalls));
+                names.add_slot(mi, m, none, libs);
+            }
+        }
+        names.diagnostics.dedup();
+        names.ranges.sort_by_key(|r| (r.lo, r.slot));
+        let mut reach = 0;
+        for r in &mut names.ranges {
+            reach = reach.max(r.hi);
+            r.reach = reach;
+        }
+        names
+    }
+
+    /// Adds the functions `funcs` of module `m` (index `mi`) as mapped.
+    fn add_slot(
+        &mut self,
+        mi: usize,
+        m: &crate::reader::dir::Module,
+        mapped: Mapped,
+        funcs: Arc<ModuleFuncs>,
+    ) {
+        let names = self;
+        {
             if !funcs.funcs.is_empty() {
                 names.ranges.push(Range {
                     lo: funcs.lo.wrapping_add(mapped.bias),
@@ -210,20 +270,13 @@ impl Names {
             names.count += funcs.funcs.len() as u32;
             names.slots.push(Slot {
                 mapped,
+                module: mi,
                 funcs,
                 first,
                 loaded: m.loaded,
                 until: m.unloaded.unwrap_or(u64::MAX),
             });
         }
-        names.diagnostics.dedup();
-        names.ranges.sort_by_key(|r| (r.lo, r.slot));
-        let mut reach = 0;
-        for r in &mut names.ranges {
-            reach = reach.max(r.hi);
-            r.reach = reach;
-        }
-        names
     }
 
     /// The function entered at `addr` by an event at time `tsc`: the one
@@ -297,7 +350,7 @@ impl Names {
 
     /// The index in [`Image::modules`] of function `id`'s module.
     pub fn module_of(&self, id: FuncId) -> usize {
-        self.slot(id).0
+        self.slots.get(self.slot(id).0).map_or(0, |s| s.module)
     }
 
     /// The address of function `id`'s first byte in this image.

@@ -1,0 +1,344 @@
+//! Library calls (issue 18): calls from instrumented code into libraries
+//! built without ftail (libc, libstdc++) are recorded by default through
+//! call sites, nested where they are made, with the program's callbacks
+//! nested under them, and every thread stays balanced however they end;
+//! `--no-libcall` records none, and the filters name them like any
+//! function. Fixtures: `tests/libcall/`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use ftail_trace::trace::Trace;
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/libcall").join(name)
+}
+
+/// gcc, and clang-19 where it is installed.
+fn compilers() -> Vec<&'static str> {
+    ["gcc", "clang-19"]
+        .into_iter()
+        .filter(|cc| have(cc))
+        .collect()
+}
+
+fn build(dir: &Path, cc: &str, flags: &[&str], source: &Path) -> PathBuf {
+    let exe = dir.join(format!("{cc}{}", flags.join("")));
+    run_ok(
+        ftail_cc(cc)
+            .args(flags)
+            .arg("-o")
+            .arg(&exe)
+            .arg(source)
+            .arg("-lpthread"),
+    );
+    exe
+}
+
+/// Records `exe args` with `extra` options into `dir/trace`; the run must
+/// behave as it does untraced (output, status) and every thread be
+/// balanced.
+fn record(dir: &Path, exe: &Path, args: &[&str], extra: &[&str]) -> Trace {
+    let plain = run(Command::new(exe).args(args));
+    let tdir = dir.join("trace");
+    let (out, t) = record_trace(&tdir, exe, args, extra);
+    assert_eq!(out.stdout, plain.stdout, "{exe:?} {args:?}");
+    assert_eq!(out.status.code(), plain.status.code(), "{exe:?} {args:?}");
+    for p in &t.processes {
+        for th in &p.threads {
+            let b = th.balance();
+            assert!(
+                b.is_balanced(),
+                "{args:?} pid {} tid {}: {b:?}",
+                p.pid,
+                th.tid
+            );
+            assert!(th.damage.is_none(), "{:?}", th.damage);
+        }
+    }
+    t
+}
+
+/// `ftail replay ARGS` of `dir/trace`: the call column of each line
+/// (indentation kept), without the main's option parsing (`strcmp`).
+fn calls(dir: &Path, args: &[&str]) -> Vec<String> {
+    let text = run_ok(
+        Command::new(ftail())
+            .args(["replay", "--no-pager", "-d"])
+            .arg(dir.join("trace"))
+            .args(args),
+    );
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once("| ").map(|(_, c)| c.to_string()))
+        .filter(|c| c.trim() != "strcmp();")
+        .collect()
+}
+
+fn position(lines: &[String], line: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l == line)
+        .unwrap_or_else(|| panic!("no line {line:?} in:\n{}", lines.join("\n")))
+}
+
+#[test]
+fn the_five_library_calls_nest_under_their_callers() {
+    for cc in compilers() {
+        let dir = scratch();
+        let exe = build(dir.path(), cc, &["-O0"], &fixture("libcall.c"));
+        record(dir.path(), &exe, &["five"], &[]);
+        assert_eq!(
+            calls(dir.path(), &[]),
+            [
+                "main() {",
+                "  copy() {",
+                "    strlen();",
+                "    malloc();",
+                "    strcpy();",
+                "  } /* copy */",
+                "  puts();",
+                "  free();",
+                "} /* main */"
+            ],
+            "{cc}"
+        );
+        // At -O2 gcc makes strcpy a memcpy, clang a tail call.
+        let exe = build(dir.path(), cc, &["-O2"], &fixture("libcall.c"));
+        record(dir.path(), &exe, &["five"], &[]);
+        let lines = calls(dir.path(), &[]);
+        let copied = lines
+            .iter()
+            .any(|l| l == "    memcpy();" || l == "    strcpy();");
+        assert!(copied, "{cc}:\n{}", lines.join("\n"));
+        for call in ["    strlen();", "    malloc();", "  puts();", "  free();"] {
+            position(&lines, call);
+        }
+    }
+}
+
+#[test]
+fn no_libcall_records_none() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O0"], &fixture("libcall.c"));
+    record(dir.path(), &exe, &["five"], &["--no-libcall"]);
+    assert_eq!(
+        calls(dir.path(), &[]),
+        ["main() {", "  copy();", "} /* main */"]
+    );
+}
+
+/// `-fno-plt`: `call *f@GOTPCREL(%rip)`, retargeted through its
+/// displacement. (clang at -O0 loads the GOT slot into a register and
+/// calls through it: an indirect call, which is not a call site.)
+#[test]
+fn no_plt_calls_through_the_got_are_recorded() {
+    for cc in compilers() {
+        let dir = scratch();
+        let exe = build(dir.path(), cc, &["-O2", "-fno-plt"], &fixture("libcall.c"));
+        let (ok, report) = sites(&exe);
+        assert!(ok, "{report}");
+        record(dir.path(), &exe, &["five"], &[]);
+        let lines = calls(dir.path(), &[]);
+        for call in ["    strlen();", "    malloc();", "  puts();", "  free();"] {
+            position(&lines, call);
+        }
+    }
+}
+
+#[test]
+fn a_callback_nests_under_the_library_call_that_makes_it() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, &[opt], &fixture("libcall.c"));
+            record(dir.path(), &exe, &["qsort"], &[]);
+            let lines = calls(dir.path(), &[]);
+            let open = position(&lines, "    qsort() {");
+            let close = position(&lines, "    } /* qsort */");
+            let cmps = lines[open..close]
+                .iter()
+                .filter(|l| *l == "      cmp();")
+                .count();
+            assert!(cmps >= 4, "{cc} {opt}:\n{}", lines.join("\n"));
+            position(&lines, "  printf();");
+        }
+    }
+}
+
+/// A longjmp out of a callback leaves the library call behind: it closes
+/// as unwound, and what the program calls next, from the same place,
+/// does not nest under it.
+#[test]
+fn a_longjmp_out_of_a_callback_unwinds_the_library_call() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, &[opt], &fixture("libcall.c"));
+            record(dir.path(), &exe, &["longjmp"], &[]);
+            let lines = calls(dir.path(), &[]);
+            let closed = position(&lines, "  } /* qsort (unwound) */");
+            let next = position(&lines, "  say() {");
+            assert!(closed < next, "{cc} {opt}:\n{}", lines.join("\n"));
+        }
+    }
+}
+
+#[test]
+fn a_tail_call_into_the_library_shows_the_library_function() {
+    for cc in compilers() {
+        let dir = scratch();
+        let exe = build(dir.path(), cc, &["-O2"], &fixture("libcall.c"));
+        for mode in ["auto", "convert"] {
+            record(dir.path(), &exe, &["tail"], &["--tail", mode]);
+            assert_eq!(
+                calls(dir.path(), &[]),
+                [
+                    "main() {",
+                    "  say() {",
+                    "    puts();",
+                    "  } /* say (tail call) */",
+                    "} /* main */"
+                ],
+                "{cc} {mode}"
+            );
+        }
+    }
+}
+
+/// exit (an atexit handler nested under it), pthread_exit, fork and exec:
+/// the calls that do not return close as unwound, every thread balanced.
+#[test]
+fn library_calls_that_do_not_return_stay_balanced() {
+    for cc in compilers() {
+        let dir = scratch();
+        let exe = build(dir.path(), cc, &["-O2"], &fixture("libcall.c"));
+        record(dir.path(), &exe, &["exit"], &[]);
+        let lines = calls(dir.path(), &[]);
+        let exit = position(&lines, "    exit() {");
+        let handler = lines
+            .iter()
+            .position(|l| l.starts_with("      last_words("))
+            .unwrap_or_else(|| panic!("{cc}:\n{}", lines.join("\n")));
+        assert!(exit < handler, "{cc}:\n{}", lines.join("\n"));
+        position(&lines, "    } /* exit (unwound) */");
+
+        let t = record(dir.path(), &exe, &["thread"], &[]);
+        assert_eq!(t.processes[0].threads.len(), 3, "{cc}");
+        let lines = calls(dir.path(), &[]);
+        assert_eq!(
+            lines.iter().filter(|l| *l == "  pthread_create();").count(),
+            2,
+            "{cc}:\n{}",
+            lines.join("\n")
+        );
+        position(&lines, "    } /* pthread_exit (unwound) */");
+
+        let t = record(dir.path(), &exe, &["fork"], &[]);
+        assert_eq!(t.processes.len(), 2, "{cc}");
+        let lines = calls(dir.path(), &[]);
+        assert_eq!(
+            lines.iter().filter(|l| *l == "  fork();").count(),
+            2,
+            "parent and child:\n{}",
+            lines.join("\n")
+        );
+        position(&lines, "    getpid();");
+
+        let t = record(dir.path(), &exe, &["exec"], &[]);
+        assert_eq!(t.processes.len(), 2, "{cc}: the image after exec");
+        let lines = calls(dir.path(), &[]);
+        position(&lines, "  } /* execl (unwound) */");
+        position(&lines, "    malloc();");
+    }
+}
+
+#[test]
+fn exceptions_thrown_through_the_library_unwind_its_frames() {
+    for cxx in ["g++", "clang++-19"].into_iter().filter(|c| have(c)) {
+        let dir = scratch();
+        let exe = dir.path().join("throw");
+        run_ok(
+            ftail_cc(cxx)
+                .args(["-O2", "-o"])
+                .arg(&exe)
+                .arg(fixture("throw.cc")),
+        );
+        record(dir.path(), &exe, &[], &[]);
+        let lines = calls(dir.path(), &[]);
+        let throws = lines
+            .iter()
+            .filter(|l| l.trim() == "} /* __cxa_throw (unwound) */")
+            .count();
+        assert_eq!(throws, 2, "{cxx}:\n{}", lines.join("\n"));
+        let caught = lines
+            .iter()
+            .filter(|l| l.trim() == "} /* catcher */")
+            .count();
+        assert_eq!(caught, 3, "{cxx}:\n{}", lines.join("\n"));
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.trim() == "__cxa_begin_catch();")
+                .count(),
+            2,
+            "{cxx}:\n{}",
+            lines.join("\n")
+        );
+    }
+}
+
+/// `-N`, `-A` and `-R` name library functions like any other, at record
+/// time; `-F` and `-D` at replay time show them as uftrace does.
+#[test]
+fn filters_and_values_apply_to_library_functions_by_name() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O0"], &fixture("libcall.c"));
+    record(dir.path(), &exe, &["five"], &["-N", "malloc"]);
+    let lines = calls(dir.path(), &[]);
+    assert!(!lines.iter().any(|l| l.contains("malloc")), "{lines:?}");
+    position(&lines, "    strlen();");
+
+    record(
+        dir.path(),
+        &exe,
+        &["five"],
+        &["-A", "malloc@arg1", "-R", "malloc", "-A", "puts@arg1/s"],
+    );
+    let lines = calls(dir.path(), &[]);
+    let malloc = lines
+        .iter()
+        .find(|l| l.starts_with("    malloc(6) = 0x"))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(malloc.ends_with(';'), "{malloc}");
+    position(&lines, "  puts(\"hello\");");
+
+    record(dir.path(), &exe, &["five"], &[]);
+    assert_eq!(
+        calls(dir.path(), &["-F", "copy", "-D", "2"]),
+        [
+            "copy() {",
+            "  strlen();",
+            "  malloc();",
+            "  strcpy();",
+            "} /* copy */"
+        ]
+    );
+}
+
+#[test]
+fn library_call_sites_are_verified_by_sites() {
+    for cc in compilers() {
+        let dir = scratch();
+        let exe = build(dir.path(), cc, &["-O2"], &fixture("libcall.c"));
+        let (ok, report) = sites(&exe);
+        assert!(ok, "{cc}: {report}");
+        let data = std::fs::read(&exe).unwrap();
+        let funcs = ftail_trace::sites::read(&data).unwrap();
+        let summary = ftail_trace::sites::summarize(&funcs);
+        assert!(summary.calls >= 10, "{cc}: {summary:?}");
+    }
+}

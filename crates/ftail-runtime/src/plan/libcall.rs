@@ -1,0 +1,270 @@
+//! Library calls: call sites whose callee lies in a module without site
+//! tables (libc, libstdc++, ...), recorded around a real `call`.
+//!
+//! A call site (`call f@PLT`, `call *f@GOTPCREL(%rip)`) is resolved at
+//! planning through the module's PLT slot or GOT slot to the symbol its
+//! dynamic relocation names. When no module with tables defines that
+//! function (a call into instrumented code is already recorded by the
+//! callee's entry, and must not be counted twice), the call is retargeted
+//! to the module's *library thunk* for that slot:
+//!
+//! ```text
+//! T:  call ENTRY              ; the thunk's entry site (or `jmp 2f`)
+//!     call lib_enter          ; the return address to the side stack
+//!     jnz 2f
+//!     call *SLOT(%rip)        ; the library function, with the stack the
+//!     lea 1f(%rip), %r11      ; caller's own call gave it
+//!     jmp lib_leave           ; the return address back in its slot
+//! 1:  endbr64
+//!     call EXIT               ; the thunk's exit, as any function's
+//!     ret
+//! 2:  jmp *SLOT(%rip)
+//! ```
+//!
+//! The thunk is traced as a function of its own that calls the library
+//! function the way a converted tail call is made: the convert
+//! trampolines move the caller's return address to the side stack and
+//! put exactly that address back before the thunk's `ret`, every `call`
+//! is matched by its own `ret`, so no return address is written and a
+//! shadow stack stays in step. Its entry event
+//! names the thunk, which `KEY.modules` names by the slot's symbol
+//! (`libcall` lines). The thunk's entry site is switched with the call
+//! sites that use it (by the library function's name), so that a tail
+//! call into the library, whose convert thunk calls the library thunk,
+//! follows the same selection.
+
+use std::collections::{BTreeMap, HashSet};
+
+use ftail_abi::SiteKind;
+
+use crate::code::jumps::plt_slot;
+use crate::code::stubs::{call_or_jmp, fits_rel32, rel32, NEAR};
+use crate::found::modules::{func_name, Module, Site};
+
+/// Bytes reserved per library thunk.
+pub const LIB_THUNK: u64 = 48;
+/// Bytes per pointer to a library thunk (for `call *disp(%rip)` sites).
+pub const LIB_POINTER: u64 = 8;
+/// Bytes per call site's resume stub: the original call made elsewhere,
+/// then a jump back after the site, for a thread that meets the site
+/// while a live change holds its `int3`.
+pub const RESUME: u64 = 16;
+/// Offset of the library call in a library thunk (for its unwind info).
+pub const LIB_CALL_AT: u64 = 12;
+/// Offset of where a library thunk goes on once the return address is
+/// back in its slot (its unwind rules are the plain ones from there).
+pub const LIB_CONTINUE_AT: u64 = 30;
+/// Offset of the fallback jump in a library thunk.
+pub const LIB_FALLBACK_AT: u64 = 41;
+
+/// Functions whose calls are never made through a library thunk: those
+/// that return twice or must see their real caller (as for converted
+/// tail calls, DESIGN.md), those whose stack is switched to another
+/// context (which may resume on another thread, away from the thunk's
+/// side-stack entry), and the runtime's own entry point.
+const NEVER: &[&str] = &[
+    "setjmp",
+    "_setjmp",
+    "__setjmp",
+    "sigsetjmp",
+    "__sigsetjmp",
+    "vfork",
+    "__vfork",
+    "getcontext",
+    "swapcontext",
+    "setcontext",
+    "makecontext",
+    "dlopen",
+    "dlmopen",
+    "dlsym",
+    "dlvsym",
+    "__libc_dlopen_mode",
+    "__tls_get_addr",
+    "ftail_ctl",
+];
+
+/// What every module with site tables defines, as known when a module is
+/// planned: a call to one of these is recorded by the callee itself.
+#[derive(Default)]
+pub struct Known {
+    names: HashSet<String>,
+    text: Vec<(u64, u64)>,
+}
+
+impl Known {
+    /// The functions and code of `modules` (every loaded module with
+    /// tables).
+    pub fn of(modules: &[Module]) -> Known {
+        let mut k = Known::default();
+        for m in modules {
+            for &f in &m.funcs {
+                // SAFETY: records come from this loaded module's notes.
+                k.names.insert(unsafe { func_name(f) }.to_string());
+            }
+            if !m.funcs.is_empty() {
+                k.text.extend(m.text.iter().map(|s| (s.0, s.1)));
+            }
+        }
+        k
+    }
+
+    /// Whether a module with tables defines `name` or holds `addr`.
+    fn instrumented(&self, name: &str, addr: u64) -> bool {
+        self.names.contains(name) || self.text.iter().any(|&(s, e)| (s..e).contains(&addr))
+    }
+}
+
+/// A call site into a library, resolved.
+pub struct CallOut {
+    /// The call instruction.
+    pub insn: u64,
+    /// Its length (5 for `call rel32`, 6 for `call *disp(%rip)`).
+    pub len: u64,
+    /// The GOT slot the call goes through.
+    pub slot: u64,
+    /// What the 5 bytes written hold untraced (at `insn`, or at `insn +
+    /// 1` for `call *disp(%rip)`).
+    pub off: [u8; 5],
+    /// The original call's target (a PLT stub), for `call rel32`.
+    pub direct: Option<u64>,
+}
+
+/// The library function a call site calls, if it is one to record.
+pub fn resolve(
+    m: &Module,
+    site: &Site,
+    kind: SiteKind,
+    got: &BTreeMap<u64, String>,
+    known: &Known,
+) -> Option<(CallOut, String)> {
+    let insn = site.addr;
+    let in_text = |a: u64, len: u64| m.text.iter().any(|s| a >= s.0 && a + len <= s.1);
+    if !in_text(insn, 6) {
+        return None;
+    }
+    // SAFETY: checked to lie in an executable segment of the module.
+    let b: [u8; 6] = unsafe { std::ptr::read_unaligned(insn as *const [u8; 6]) };
+    let disp = |at: usize| i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as i64;
+    let out = match (kind, b) {
+        (SiteKind::Call, [0xe8, ..]) => {
+            let target = (insn + 5).wrapping_add(disp(1) as u64);
+            // A PLT stub of this module: its first 16 bytes are code.
+            if !in_text(target, 16) {
+                return None;
+            }
+            CallOut {
+                insn,
+                len: 5,
+                slot: plt_slot(target)?,
+                off: [b[0], b[1], b[2], b[3], b[4]],
+                direct: Some(target),
+            }
+        }
+        (SiteKind::CallGot, [0xff, 0x15, ..]) => CallOut {
+            insn,
+            len: 6,
+            slot: (insn + 6).wrapping_add(disp(2) as u64),
+            off: [b[1], b[2], b[3], b[4], b[5]],
+            direct: None,
+        },
+        // A relaxed `addr32 call` names a function bound in this module.
+        _ => return None,
+    };
+    let name = got.get(&out.slot)?;
+    is_library(name, out.slot, m, known).then(|| (out, name.clone()))
+}
+
+/// Whether calls of `name` through the GOT slot `slot` are recorded as
+/// library calls: not one of [`NEVER`], and defined by no module with
+/// tables (by name, or by where the slot is bound now: a slot not bound
+/// yet points back into the calling module `m`'s own PLT, which says
+/// nothing).
+pub fn is_library(name: &str, slot: u64, m: &Module, known: &Known) -> bool {
+    if NEVER.contains(&name) {
+        return false;
+    }
+    // SAFETY: a GOT slot named by the module's own relocations, mapped
+    // readable while the module is loaded.
+    let bound = unsafe { std::ptr::read_volatile(slot as *const u64) };
+    let lazy = m.text.iter().any(|s| (s.0..s.1).contains(&bound));
+    !known.names.contains(name) && (lazy || !known.instrumented(name, bound))
+}
+
+/// Writes a library thunk for `slot` at `at`, its entry site holding its
+/// untraced form (`jmp` to the fallback); returns that form, or `None`
+/// when the slot is out of reach.
+pub fn write_lib_thunk(at: u64, slot: u64, stubs: &[u64; NEAR]) -> Option<[u8; 5]> {
+    let fallback = at + LIB_FALLBACK_AT;
+    let call = at + LIB_CALL_AT;
+    if !fits_rel32(call + 6, slot) || !fits_rel32(fallback + 6, slot) {
+        return None;
+    }
+    let mut code = [0xccu8; LIB_THUNK as usize];
+    let off = call_or_jmp(0xe9, at, fallback);
+    code[..5].copy_from_slice(&off);
+    code[5..10].copy_from_slice(&call_or_jmp(0xe8, at + 5, stubs[5]));
+    code[10..12].copy_from_slice(&[0x75, (LIB_FALLBACK_AT - 12) as u8]);
+    code[12..14].copy_from_slice(&[0xff, 0x15]);
+    code[14..18].copy_from_slice(&rel32(call + 6, slot));
+    // lea CONTINUE(%rip), %r11
+    code[18..21].copy_from_slice(&[0x4c, 0x8d, 0x1d]);
+    code[21..25].copy_from_slice(&rel32(at + 25, at + LIB_CONTINUE_AT));
+    code[25..30].copy_from_slice(&call_or_jmp(0xe9, at + 25, stubs[6]));
+    code[30..34].copy_from_slice(&[0xf3, 0x0f, 0x1e, 0xfa]);
+    code[34..39].copy_from_slice(&call_or_jmp(0xe8, at + 34, stubs[1]));
+    code[39] = 0xc3;
+    code[41..43].copy_from_slice(&[0xff, 0x25]);
+    code[43..47].copy_from_slice(&rel32(fallback + 6, slot));
+    // SAFETY: [at, at + LIB_THUNK) lies in the writable area mapped for
+    // the module's thunks.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };
+    Some(off)
+}
+
+/// Writes a call site's resume stub at `at`: the original call (to the
+/// PLT stub, or through the slot), then a jump back after the site.
+pub fn write_resume(at: u64, c: &CallOut) -> bool {
+    let mut code = [0xccu8; RESUME as usize];
+    match c.direct {
+        Some(target) => {
+            if !fits_rel32(at + 5, target) {
+                return false;
+            }
+            code[..5].copy_from_slice(&call_or_jmp(0xe8, at, target));
+        }
+        None => {
+            if !fits_rel32(at + 6, c.slot) {
+                return false;
+            }
+            code[..2].copy_from_slice(&[0xff, 0x15]);
+            code[2..6].copy_from_slice(&rel32(at + 6, c.slot));
+        }
+    }
+    let back = at + if c.direct.is_some() { 5 } else { 6 };
+    if !fits_rel32(back + 5, c.insn + c.len) {
+        return false;
+    }
+    code[back as usize - at as usize..][..5].copy_from_slice(&call_or_jmp(
+        0xe9,
+        back,
+        c.insn + c.len,
+    ));
+    // SAFETY: [at, at + RESUME) lies in the writable area mapped for the
+    // module's stubs.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };
+    true
+}
+
+/// The traced form of a call site calling the thunk at `thunk`: `call
+/// thunk`, or for `call *disp(%rip)` the displacement of `pointer`, a
+/// word holding the thunk's address (bytes 1–5 of the instruction).
+pub fn call_on(c: &CallOut, thunk: u64, pointer: u64) -> Option<[u8; 5]> {
+    if c.direct.is_some() {
+        return fits_rel32(c.insn + 5, thunk).then(|| call_or_jmp(0xe8, c.insn, thunk));
+    }
+    if !fits_rel32(c.insn + 6, pointer) {
+        return None;
+    }
+    let r = rel32(c.insn + 6, pointer);
+    Some([0x15, r[0], r[1], r[2], r[3]])
+}
