@@ -43,6 +43,7 @@
 extern crate alloc;
 
 pub mod argspec;
+pub mod trigger;
 
 /// Version of the site-table layout; bumped on any change.
 pub const SITES_VERSION: u32 = 2;

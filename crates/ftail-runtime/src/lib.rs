@@ -126,6 +126,7 @@ extern "C" fn init() {
     };
     let cfg = CONFIG.get().expect("set above");
     record::args::init(&cfg.dir_c);
+    record::triggers::init(hz, ring);
     selection::init(
         selection::Selection {
             enabled: !cfg.off,

@@ -235,8 +235,9 @@ pub fn plan_module(m: &Module, t: Trampolines) -> ModulePlan {
         }
     }
     let near = m.text.first().map_or(m.base, |s| s.0);
-    // Functions whose values are recorded get a spec stub (record::args).
-    let specs: Vec<_> = plan.names.iter().map(|n| args::spec_for(n)).collect();
+    // Functions whose values are recorded, or with triggers, get a spec
+    // stub (record::args, record::triggers).
+    let specs: Vec<_> = plan.names.iter().map(|n| args::stub_for(n)).collect();
     let spec_stubs = specs.iter().flatten().count() as u64 * args::SPEC_STUB;
     let stubs_len = stubs_wanted.len() as u64 * SITE_STUB + spec_stubs;
     let area_len =
