@@ -180,3 +180,157 @@ fn bad_triggers_are_refused_with_a_reason() {
         assert!(!dir.path().join("trace").exists(), "{opts:?}");
     }
 }
+
+/// Many short calls of `handle` and one of 7 ms (the 51st); `report`
+/// calls `ftail_snapshot()` when the program has an argument.
+const SERVER: &str = r#"
+#include <stdio.h>
+#include <time.h>
+#include "ftail.h"
+__attribute__((noinline)) void work(long ns) {
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  do clock_gettime(CLOCK_MONOTONIC, &t);
+  while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < ns);
+}
+__attribute__((noinline)) int handle(int i) { work(i == 50 ? 7000000 : 10000); return i; }
+__attribute__((noinline)) int report(void) { return ftail_snapshot ? ftail_snapshot() : 1; }
+int main(int argc, char **argv) {
+  (void)argv;
+  int s = 0;
+  for (int i = 0; i < 100; i++) s += handle(i);
+  printf("%d %d\n", s, argc > 1 ? report() : 7);
+  return 0;
+}
+"#;
+
+fn build_server(dir: &Path, cc: &str, flags: &[&str]) -> PathBuf {
+    let src = dir.join("server.c");
+    std::fs::write(&src, SERVER).unwrap();
+    let exe = dir.join(format!("server-{cc}"));
+    run_ok(
+        ftail_cc(cc)
+            .args(["-O2", "-I"])
+            .arg(common::repo().join("include"))
+            .args(flags)
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src),
+    );
+    exe
+}
+
+/// Records `exe ARGS` with a ring and `opts`; returns its output and
+/// the snapshots' `trigger` files, in order.
+fn snapshots(dir: &Path, exe: &Path, args: &[&str], opts: &[&str]) -> (String, Vec<String>) {
+    let trace = dir.join("trace");
+    let _ = std::fs::remove_dir_all(&trace);
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&trace)
+        .args(["--ring", "64K"])
+        .args(opts)
+        .arg("--")
+        .arg(exe)
+        .args(args));
+    assert!(out.status.success(), "{opts:?}: {out:?}");
+    let mut marks = Vec::new();
+    for n in 1.. {
+        let snap = trace.join(format!("snapshot-{n}"));
+        if !snap.exists() {
+            break;
+        }
+        marks.push(std::fs::read_to_string(snap.join("trigger")).unwrap());
+        // Each snapshot reads as a trace of its own.
+        run_ok(Command::new(ftail()).args(["replay", "-d"]).arg(&snap));
+    }
+    (String::from_utf8_lossy(&out.stdout).into_owned(), marks)
+}
+
+fn mark_field(mark: &str, key: &str) -> String {
+    mark.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {key} in {mark:?}"))
+        .to_string()
+}
+
+/// The address `nm` gives `name` in `exe`.
+fn symbol(exe: &Path, name: &str) -> u64 {
+    let text = run_ok(Command::new("nm").arg(exe));
+    let line = text
+        .lines()
+        .find(|l| l.ends_with(&format!(" {name}")))
+        .unwrap_or_else(|| panic!("no {name} in nm's output"));
+    u64::from_str_radix(line.split(' ').next().unwrap(), 16).unwrap()
+}
+
+fn check_snapshot_on(cc: &str) {
+    let dir = scratch();
+    let exe = build_server(dir.path(), cc, &[]);
+    let handle = symbol(&exe, "handle");
+    // The one slow call, at its exit.
+    let (out, marks) = snapshots(dir.path(), &exe, &[], &["--snapshot-on", "handle>5ms"]);
+    assert_eq!(out, "4950 7\n");
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(mark_field(&marks[0], "why"), "lasted");
+    // The entry address is the site's end: the function's first bytes
+    // (after endbr64), at the module's page-aligned load address.
+    let addr: u64 = mark_field(&marks[0], "addr").parse().unwrap();
+    assert!(
+        [5, 9].contains(&(addr.wrapping_sub(handle) & 0xfff)),
+        "{addr:#x} is not handle ({handle:#x})"
+    );
+    // Every call: one snapshot a second by default, each with no limit.
+    let (_, marks) = snapshots(dir.path(), &exe, &[], &["--snapshot-on", "handle"]);
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(mark_field(&marks[0], "why"), "called");
+    let (_, marks) = snapshots(
+        dir.path(),
+        &exe,
+        &[],
+        &["--snapshot-on", "handle", "--snapshot-interval", "0"],
+    );
+    assert_eq!(marks.len(), 100);
+    // No call of another function lasts 5 ms.
+    let (_, marks) = snapshots(dir.path(), &exe, &[], &["--snapshot-on", "main>500ms"]);
+    assert!(marks.is_empty(), "{marks:?}");
+}
+
+#[test]
+fn snapshots_on_a_call_and_on_a_slow_call_gcc() {
+    check_snapshot_on("gcc");
+}
+
+#[test]
+fn snapshots_on_a_call_and_on_a_slow_call_clang() {
+    if have("clang-19") {
+        check_snapshot_on("clang-19");
+    }
+}
+
+#[test]
+fn the_program_takes_a_snapshot_and_runs_without_ftail() {
+    let dir = scratch();
+    for cc in ["gcc", "clang-19"] {
+        if !have(cc) {
+            continue;
+        }
+        for flags in [&[][..], &["-Wl,-z,now"], &["-no-pie"]] {
+            let exe = build_server(dir.path(), cc, flags);
+            // Without ftail: the weak symbol is null.
+            let plain = run_ok(Command::new(&exe).arg("x"));
+            assert_eq!(plain, "4950 1\n", "{cc} {flags:?}");
+            let (out, marks) = snapshots(dir.path(), &exe, &["x"], &[]);
+            assert_eq!(out, "4950 0\n", "{cc} {flags:?}");
+            assert_eq!(marks.len(), 1, "{cc} {flags:?}");
+            assert_eq!(mark_field(&marks[0], "why"), "program");
+            let addr: u64 = mark_field(&marks[0], "addr").parse().unwrap();
+            let report = symbol(&exe, "report");
+            assert!(
+                [5, 9].contains(&(addr.wrapping_sub(report) & 0xfff)),
+                "{cc} {flags:?}: {addr:#x} is not report ({report:#x})"
+            );
+        }
+    }
+}
