@@ -334,3 +334,25 @@ fn the_program_takes_a_snapshot_and_runs_without_ftail() {
         }
     }
 }
+
+#[test]
+fn a_trace_with_triggered_snapshots_is_recorded_into_again() {
+    let dir = scratch();
+    let exe = build_server(dir.path(), "gcc", &[]);
+    let (_, marks) = snapshots(dir.path(), &exe, &[], &["--snapshot-on", "handle"]);
+    assert_eq!(marks.len(), 1);
+    // The trace and its snapshot, mark included, move to trace.old.
+    let trace = dir.path().join("trace");
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(&trace)
+        .arg("--")
+        .arg(&exe));
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir
+        .path()
+        .join("trace.old/snapshot-1")
+        .join(ftail_abi::trigger::MARK_FILE)
+        .is_file());
+}
