@@ -44,6 +44,65 @@ pub const WHY_LASTED: &str = "lasted";
 /// [`MARK_FILE`]: the program called `ftail_snapshot()`.
 pub const WHY_PROGRAM: &str = "program";
 
+/// A snapshot's [`MARK_FILE`]: the call that took it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// The thread that made the call.
+    pub tid: u32,
+    /// The function's entry address, as the trace's closes carry it (0:
+    /// no traced call was open, for [`WHY_PROGRAM`]).
+    pub addr: u64,
+    /// The call's entry time, or the time of `ftail_snapshot()`: the
+    /// marked call is the innermost call of `addr` on `tid` running then.
+    pub time: u64,
+    /// [`WHY_CALLED`], [`WHY_LASTED`] or [`WHY_PROGRAM`].
+    pub why: String,
+}
+
+impl Mark {
+    /// Reads a [`MARK_FILE`]'s text; `None` when it is not one.
+    pub fn parse(text: &str) -> Option<Mark> {
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        };
+        let why = field("why")?;
+        [WHY_CALLED, WHY_LASTED, WHY_PROGRAM]
+            .contains(&why)
+            .then_some(())?;
+        Some(Mark {
+            tid: field("tid")?.parse().ok()?,
+            addr: field("addr")?.parse().ok()?,
+            time: field("time")?.parse().ok()?,
+            why: why.to_string(),
+        })
+    }
+
+    /// What replay and the exports say of the marked call.
+    pub fn note(&self) -> &'static str {
+        match self.why.as_str() {
+            WHY_CALLED => "snapshot: called",
+            WHY_LASTED => "snapshot: lasted too long",
+            _ => "snapshot: ftail_snapshot()",
+        }
+    }
+
+    /// Whether the call of `addr` on `tid` entered at `start` is the
+    /// marked one (for [`WHY_PROGRAM`], once `time` is made its entry's:
+    /// [`Mark::entered_at`]).
+    pub fn is(&self, tid: u32, addr: u64, start: u64) -> bool {
+        tid == self.tid && addr == self.addr && start == self.time
+    }
+
+    /// The mark with `time` the entry time `start` of its call.
+    pub fn entered_at(&self, start: u64) -> Mark {
+        Mark {
+            time: start,
+            ..self.clone()
+        }
+    }
+}
+
 /// What a function's calls set off. Several rules matching one function
 /// add up ([`Actions::merge`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,6 +260,21 @@ mod tests {
             };
             assert_eq!(Rule::parse_line(&rule.to_line()), Some(rule), "{text}");
         }
+    }
+
+    #[test]
+    fn marks_read_as_the_runtime_writes_them() {
+        let m = Mark::parse("tid 42\naddr 4198405\ntime 123456\nwhy lasted\n").unwrap();
+        assert_eq!(
+            (m.tid, m.addr, m.time, m.why.as_str()),
+            (42, 4198405, 123456, "lasted")
+        );
+        assert!(m.is(42, 4198405, 123456));
+        assert!(!m.is(42, 4198405, 123457));
+        assert!(!m.is(43, 4198405, 123456));
+        assert!(m.entered_at(100).is(42, 4198405, 100));
+        assert_eq!(Mark::parse("tid 42\naddr 1\ntime 2\nwhy because\n"), None);
+        assert_eq!(Mark::parse("tid x\naddr 1\ntime 2\nwhy called\n"), None);
     }
 
     #[test]

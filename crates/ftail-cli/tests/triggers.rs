@@ -220,6 +220,33 @@ fn build_server(dir: &Path, cc: &str, flags: &[&str]) -> PathBuf {
     exe
 }
 
+/// The line of the call `replay` marks as the one that took the
+/// snapshot `snap`, and the Chrome export's event that says so; panics
+/// unless there is one of each.
+fn marked(snap: &Path) -> (String, String) {
+    let text = run_ok(Command::new(ftail()).args(["replay", "-d"]).arg(snap));
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("/* snapshot: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let json = snap.with_extension("json");
+    run_ok(
+        Command::new(ftail())
+            .args(["dump", "--chrome", "-o"])
+            .arg(&json)
+            .arg("-d")
+            .arg(snap),
+    );
+    let json = std::fs::read_to_string(&json).unwrap();
+    let events: Vec<&str> = json
+        .split("},")
+        .filter(|e| e.contains("\"snapshot\":"))
+        .collect();
+    assert_eq!(events.len(), 1, "{json}");
+    (lines[0].to_string(), events[0].to_string())
+}
+
 /// Records `exe ARGS` with a ring and `opts`; returns its output and
 /// the snapshots' `trigger` files, in order.
 fn snapshots(dir: &Path, exe: &Path, args: &[&str], opts: &[&str]) -> (String, Vec<String>) {
@@ -274,6 +301,22 @@ fn check_snapshot_on(cc: &str) {
     assert_eq!(out, "4950 7\n");
     assert_eq!(marks.len(), 1, "{marks:?}");
     assert_eq!(mark_field(&marks[0], "why"), "lasted");
+    // The slow call is the one marked: replay shows its 7 ms.
+    let (line, event) = marked(&dir.path().join("trace/snapshot-1"));
+    assert!(
+        line.contains("handle() { /* snapshot: lasted too long */"),
+        "{line}"
+    );
+    assert!(
+        event.contains("\"name\":\"handle\",\"ph\":\"B\""),
+        "{event}"
+    );
+    let text = run_ok(
+        Command::new(ftail())
+            .args(["replay", "-t", "5ms", "-d"])
+            .arg(dir.path().join("trace/snapshot-1")),
+    );
+    assert!(text.contains("} /* handle */"), "{text}");
     // The entry address is the site's end: the function's first bytes
     // (after endbr64), at the module's page-aligned load address.
     let addr: u64 = mark_field(&marks[0], "addr").parse().unwrap();
@@ -285,6 +328,8 @@ fn check_snapshot_on(cc: &str) {
     let (_, marks) = snapshots(dir.path(), &exe, &[], &["--snapshot-on", "handle"]);
     assert_eq!(marks.len(), 1, "{marks:?}");
     assert_eq!(mark_field(&marks[0], "why"), "called");
+    let (line, _) = marked(&dir.path().join("trace/snapshot-1"));
+    assert!(line.contains("handle() { /* snapshot: called */"), "{line}");
     let (_, marks) = snapshots(
         dir.path(),
         &exe,
@@ -330,6 +375,11 @@ fn the_program_takes_a_snapshot_and_runs_without_ftail() {
             assert!(
                 [5, 9].contains(&(addr.wrapping_sub(report) & 0xfff)),
                 "{cc} {flags:?}: {addr:#x} is not report ({report:#x})"
+            );
+            let (line, _) = marked(&dir.path().join("trace/snapshot-1"));
+            assert!(
+                line.contains("report() { /* snapshot: ftail_snapshot() */"),
+                "{line}"
             );
         }
     }
