@@ -47,6 +47,7 @@
 extern crate alloc;
 
 pub mod argspec;
+pub mod trigger;
 
 /// Version of the site-table layout; bumped on any change.
 pub const SITES_VERSION: u32 = 3;

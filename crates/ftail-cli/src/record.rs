@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use ftail_abi::trigger::Rule;
 
 /// Environment variable naming the runtime library explicitly.
 pub const RUNTIME_ENV: &str = "FTAIL_RUNTIME";
@@ -43,6 +44,10 @@ pub struct RecordOptions {
     pub retval: Vec<String>,
     /// `-a`: arguments and return values from the debug info.
     pub auto_args: bool,
+    /// `-T` and `--snapshot-on` rules (checked).
+    pub triggers: Vec<Rule>,
+    /// Least time between two snapshots that triggers take, in ns.
+    pub snapshot_interval: Option<u64>,
     /// The program and its arguments.
     pub command: Vec<OsString>,
 }
@@ -110,6 +115,78 @@ pub struct RecordArgs {
     /// libraries it loads at start-up (not of libraries it dlopens later)
     #[arg(short = 'a', long)]
     pub auto_args: bool,
+    /// Act when a function matching GLOB is called, as uftrace's -T:
+    /// GLOB@ACTION[,ACTION...] with trace_on, trace_off (the calling
+    /// thread records from this call on / stops), depth=N (N levels from
+    /// this call), finish (the thread stops once the call returns),
+    /// filter (the thread records only inside such calls), notrace (not
+    /// this call nor below it) (repeatable)
+    #[arg(short = 'T', long = "trigger", value_name = "GLOB@ACTIONS", value_parser = parse_trigger)]
+    pub trigger: Vec<Rule>,
+    /// With --ring: take a snapshot when a function matching GLOB is
+    /// called, or with GLOB>TIME when one of its calls returns after
+    /// more than TIME (e.g. 'handle_request>5ms') (repeatable)
+    #[arg(long, value_name = "GLOB[>TIME]", value_parser = parse_snapshot_on)]
+    pub snapshot_on: Vec<Rule>,
+    /// Least time between two snapshots that --snapshot-on or the
+    /// program's ftail_snapshot() take; those sooner are skipped
+    /// (default 1s)
+    #[arg(long, value_name = "TIME", value_parser = parse_interval)]
+    pub snapshot_interval: Option<u64>,
+}
+
+/// Parses `-T GLOB@ACTIONS`.
+fn parse_trigger(text: &str) -> Result<Rule, String> {
+    let Some((glob, actions)) = text.rsplit_once('@') else {
+        return Err(format!(
+            "{text:?}: a trigger is GLOB@ACTION[,ACTION...], e.g. 'parse@depth=2'"
+        ));
+    };
+    if glob.is_empty() || glob.contains(['\t', '\n']) {
+        return Err(format!("{text:?}: no function glob before '@'"));
+    }
+    let actions = ftail_abi::trigger::parse_actions(actions)?;
+    if actions.snapshot || actions.snapshot_after_ns != 0 {
+        return Err(format!("{text:?}: snapshots are taken by --snapshot-on"));
+    }
+    Ok(Rule {
+        glob: glob.to_string(),
+        actions,
+    })
+}
+
+/// Parses `--snapshot-on GLOB[>TIME]`.
+fn parse_snapshot_on(text: &str) -> Result<Rule, String> {
+    let (glob, after) = match text.split_once('>') {
+        Some((glob, time)) => {
+            let ns = crate::analyze::parse_duration(time)?.round();
+            if ns < 1.0 || ns > u64::MAX as f64 {
+                return Err(format!("{text:?}: the time must be more than 0"));
+            }
+            (glob.trim(), ns as u64)
+        }
+        None => (text.trim(), 0),
+    };
+    if glob.is_empty() || glob.contains(['\t', '\n']) {
+        return Err(format!("{text:?}: no function glob"));
+    }
+    Ok(Rule {
+        glob: glob.to_string(),
+        actions: ftail_abi::trigger::Actions {
+            snapshot: after == 0,
+            snapshot_after_ns: after,
+            ..Default::default()
+        },
+    })
+}
+
+/// Parses `--snapshot-interval`.
+fn parse_interval(text: &str) -> Result<u64, String> {
+    let ns = crate::analyze::parse_duration(text)?.round();
+    if ns > u64::MAX as f64 {
+        return Err(format!("{text:?} is too long"));
+    }
+    Ok(ns as u64)
 }
 
 fn check_args(text: &str) -> Result<String, String> {
@@ -139,6 +216,8 @@ impl RecordArgs {
             args: self.args,
             retval: self.retval,
             auto_args: self.auto_args,
+            triggers: self.trigger.into_iter().chain(self.snapshot_on).collect(),
+            snapshot_interval: self.snapshot_interval,
             command,
         }
     }
@@ -180,6 +259,24 @@ impl RecordArgs {
         }
         if self.auto_args {
             a.push("--auto-args".into());
+        }
+        for r in &self.trigger {
+            a.extend([
+                "-T".into(),
+                format!("{}@{}", r.glob, r.actions.to_text()).into(),
+            ]);
+        }
+        for r in &self.snapshot_on {
+            let a_ = &r.actions;
+            let text = if a_.snapshot_after_ns != 0 {
+                format!("{}>{}ns", r.glob, a_.snapshot_after_ns)
+            } else {
+                r.glob.clone()
+            };
+            a.extend(["--snapshot-on".into(), text.into()]);
+        }
+        if let Some(ns) = self.snapshot_interval {
+            a.extend(["--snapshot-interval".into(), format!("{ns}ns").into()]);
         }
         a
     }
@@ -462,7 +559,7 @@ pub(crate) fn runtime_env(
     dir_id: (u64, u64),
     max_bytes: u64,
     has_specs: bool,
-) -> [(&'static str, Option<OsString>); 16] {
+) -> [(&'static str, Option<OsString>); 18] {
     let flag = |on: bool| Some(OsString::from(if on { "1" } else { "0" }));
     [
         ("FTAIL_DIR", Some(dir.into())),
@@ -501,6 +598,17 @@ pub(crate) fn runtime_env(
         ),
         // The spec file (ftail_abi::argspec) is in the trace directory.
         ("FTAIL_ARGSPEC", has_specs.then(|| "1".into())),
+        (
+            ftail_abi::trigger::TRIGGERS_ENV,
+            (!o.triggers.is_empty()).then(|| {
+                let lines: Vec<String> = o.triggers.iter().map(Rule::to_line).collect();
+                lines.join("\n").into()
+            }),
+        ),
+        (
+            ftail_abi::trigger::SNAPSHOT_INTERVAL_ENV,
+            o.snapshot_interval.map(|ns| ns.to_string().into()),
+        ),
     ]
 }
 
@@ -537,6 +645,13 @@ pub fn run(o: RecordOptions) -> Result<i32> {
     let Some((program, args)) = o.command.split_first() else {
         bail!("no program to record; usage: ftail record [OPTIONS] -- PROGRAM [ARGS...]");
     };
+    let snapshots = o
+        .triggers
+        .iter()
+        .any(|r| r.actions.snapshot || r.actions.snapshot_after_ns != 0);
+    if snapshots && o.ring.is_none() {
+        bail!("--snapshot-on takes snapshots of rings: it needs --ring SIZE");
+    }
     let runtime = find_runtime()?;
     let created = crate::trace_dir::prepare(&o.dir)?;
     let dir = o

@@ -49,7 +49,14 @@ enum Proof {
 /// Whether `name` is one of the files the runtime writes into a trace
 /// directory.
 fn is_trace_file(name: &str) -> bool {
-    if name == ftail_abi::trace::BUDGET_FILE || name == ftail_abi::argspec::SPEC_FILE {
+    // A snapshot that a trigger took names its call in a mark file.
+    if [
+        ftail_abi::trace::BUDGET_FILE,
+        ftail_abi::argspec::SPEC_FILE,
+        ftail_abi::trigger::MARK_FILE,
+    ]
+    .contains(&name)
+    {
         return true;
     }
     let key_ok = |key: &str| {

@@ -61,6 +61,10 @@ struct Args<'a> {
     src: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     count: Option<u64>,
+    /// The call took the snapshot this trace is (`ftail record
+    /// --snapshot-on`, `ftail_snapshot()`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot: Option<&'static str>,
     /// Recorded arguments, `arg1`, `arg2`…
     #[serde(flatten)]
     values: ArgValues<'a>,
@@ -91,6 +95,7 @@ impl Args<'_> {
             && self.resumed.is_none()
             && self.src.is_none()
             && self.count.is_none()
+            && self.snapshot.is_none()
             && self.values.0.is_empty()
             && self.retval.is_none()
     }
@@ -159,6 +164,11 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
     let matches = crate::matches(input);
     let text = crate::ValueText::new(input);
     for (i, file) in crate::selected(input) {
+        let mut mark = input
+            .trace
+            .mark
+            .clone()
+            .and_then(|m| ftail_trace::replay::resolve_mark(m, &input.trace.images[i]));
         let end = crate::stream_thread(input, i, &matches[i], file, &mut notes, |t, items| {
             let pid = t.image.pid;
             let tid = Some(t.file.tid);
@@ -200,6 +210,9 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
                         };
                         let src = srcline(t, &mut srclines, func);
                         let args = args.map(|v| text.args(&v)).unwrap_or_default();
+                        let snapshot = mark
+                            .take_if(|m| m.is(t.file.tid, addr, tsc))
+                            .map(|m| m.note());
                         o.event(&Event {
                             name: name.as_str(),
                             ph: "B",
@@ -211,6 +224,7 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
                             args: Args {
                                 resumed: resumed.then_some(true),
                                 src: src.as_deref(),
+                                snapshot,
                                 values: ArgValues(&args),
                                 ..Args::default()
                             },

@@ -121,9 +121,11 @@ const COUNT: u64 = 3;
 const RETVAL: u64 = ANNOTATION_NAMES.len() as u64 + 1;
 const FIRST_ARG: u64 = RETVAL + 1;
 const INTERNED_ARGS: usize = ftail_abi::argspec::MAX_ARGS;
-const INSTANT_NAMES: [&str; 2] = ["buffer full", "events lost"];
+const INSTANT_NAMES: [&str; 3] = ["buffer full", "events lost", "snapshot"];
 const BUFFER_FULL: u64 = 1;
 const EVENTS_LOST: u64 = 2;
+/// At the entry of the call that took the snapshot this trace is.
+const SNAPSHOT: u64 = 3;
 
 /// Writes `input` as a Perfetto trace to `out`; returns notes on what
 /// could not be read.
@@ -150,6 +152,11 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
         let seq = GLOBAL_SEQUENCE + 1 + ordinal as u64;
         let track = thread_uuid(ordinal);
         let srclines = input.srcline;
+        let mut mark = input
+            .trace
+            .mark
+            .clone()
+            .and_then(|m| ftail_trace::replay::resolve_mark(m, &input.trace.images[i]));
         crate::stream_thread(input, i, &matches[i], file, &mut notes, |t, items| {
             w.thread(t, seq, track)?;
             let mut state = ThreadState {
@@ -164,6 +171,11 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
             };
             for item in items {
                 w.item(t, &mut state, &item)?;
+                if let Shown::Enter { addr, tsc, .. } = item {
+                    if mark.take_if(|m| m.is(t.file.tid, addr, tsc)).is_some() {
+                        w.instant(seq, t.clock.ns(tsc), SNAPSHOT, None)?;
+                    }
+                }
             }
             Ok::<(), io::Error>(())
         })

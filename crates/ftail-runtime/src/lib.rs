@@ -146,6 +146,7 @@ fn start(cfg: Config, how: Start) -> bool {
     };
     let cfg = CONFIG.get().expect("set above");
     record::args::init(&cfg.dir_c);
+    record::triggers::init(hz, ring);
     // Attached, every module is planned with tracing off (nothing to
     // write), then switched on live, as `ftail ctl on` does.
     selection::init(

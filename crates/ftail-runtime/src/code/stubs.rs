@@ -322,8 +322,12 @@ pub fn reachable(from: u64, to: u64) -> Option<u64> {
 
 /// Writes a function's spec stub at `at` (`record::args::spec_stub`: a
 /// call to the spec trampoline's near stub, then the spec itself).
-pub fn write_spec_stub(at: u64, entry_spec: u64, spec: &ftail_abi::argspec::FnSpec) {
-    let code = crate::record::args::spec_stub(at, entry_spec, spec);
+pub fn write_spec_stub(
+    at: u64,
+    entry_spec: u64,
+    (spec, actions): &(ftail_abi::argspec::FnSpec, ftail_abi::trigger::Actions),
+) {
+    let code = crate::record::args::spec_stub(at, entry_spec, spec, actions);
     // SAFETY: [at, at + SPEC_STUB) lies in the writable area mapped for
     // the module's stubs.
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };

@@ -45,8 +45,8 @@ use crate::record::hooks::{
     ftail_slow_side_leave, ftail_slow_tail_mark, ftail_slow_tail_return,
 };
 use crate::record::state::{
-    ThreadState, FTAIL_MAX_DEPTH, FTAIL_SLOW_ROOM, FTAIL_TLS_OFFSET, FTAIL_XSAVE_MASK,
-    FTAIL_XSAVE_SIZE, STATUS_OFF, STATUS_SWITCHED,
+    ThreadState, FTAIL_SLOW_ROOM, FTAIL_TLS_OFFSET, FTAIL_XSAVE_MASK, FTAIL_XSAVE_SIZE, STATUS_OFF,
+    STATUS_SWITCHED,
 };
 
 extern "C" {
@@ -340,6 +340,8 @@ std::arch::global_asm!(
     jne \done
     btq $63, -8(%rax)
     jnc \done                        # not marked: not a tail caller
+    testb $0x0e, -1(%rax)
+    jnz .Lt_rust\@                   # triggers act at its exit
     btq $61, -8(%rax)
     jnc .Lnot_base\@
     mov -16(%rax), %rdx              # a context's first function ended:
@@ -347,7 +349,7 @@ std::arch::global_asm!(
     movq ${switched}, 40(%r11)       # next event's slow path does it
 .Lnot_base\@:
     decq 16(%r11)
-    cmp {maxdepth}(%rip), %rcx
+    cmp {maxd}(%r11), %rcx
     ja \loop                         # deeper than -D: not written
     mov -8(%rax), %rcx               # the popped entry's word
     rdtsc
@@ -365,6 +367,12 @@ std::arch::global_asm!(
     jmp \loop
 .Ltail_callers_full\@:
     FTAIL_FULL {full_tail}, \loop
+.Lt_rust\@:                         # the rest of the chain in Rust
+    lea \cfa_off(%rsp), %rcx
+    FTAIL_SLOW {slow_ret_callers}
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    jmp \done
     .endm
 
     # FTAIL_TAIL_CALLERS for the compact format: 4-byte tail exits.
@@ -381,8 +389,9 @@ std::arch::global_asm!(
     jne \done
     btq $63, -8(%rax)
     jnc \done                        # not marked: not a tail caller
-    btq $60, -8(%rax)
-    jc .Ltc_retval\@                 # its return value is recorded
+    testb $0x1e, -1(%rax)
+    jnz .Ltc_retval\@                # its return value is recorded, or
+                                     # triggers act at its exit
     btq $61, -8(%rax)
     jnc .Lnot_base\@
     mov -16(%rax), %rdx              # a context's first function ended:
@@ -390,7 +399,7 @@ std::arch::global_asm!(
     movq ${switched}, 40(%r11)       # next event's slow path does it
 .Lnot_base\@:
     decq 16(%r11)
-    cmp {maxdepth}(%rip), %rcx
+    cmp {maxd}(%r11), %rcx
     ja \loop                         # deeper than -D: not written
     mov -8(%rax), %rcx               # the popped entry's word
     rdtsc
@@ -468,7 +477,7 @@ ftail_entry:
     cmpq $1, 40(%r11)                # status == recording?
     jne 8f
     FTAIL_TRACE_PUSH 48, 32(%rsp), 8f
-    cmp {maxdepth}(%rip), %rcx
+    cmp {maxd}(%r11), %rcx
     jae 9f                           # deeper than -D: tracked, not written
     rdtsc
     shl $32, %rdx
@@ -505,10 +514,11 @@ ftail_exit:
     lea 48(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f                           # not our frame on top: resynchronise
-    testb $0xa0, -1(%rax)
-    jnz 8f                           # top marked by a tail site, or the
-    decq 16(%r11)                    # first function of a context: pop
-    cmp {maxdepth}(%rip), %rcx
+    testb $0xae, -1(%rax)
+    jnz 8f                           # top marked by a tail site, the
+    decq 16(%r11)                    # first function of a context, or
+                                     # triggers act at its exit: pop
+    cmp {maxd}(%r11), %rcx
     ja .Lexit_callers                # popped entry was deeper than -D
     mov -8(%rax), %rcx               # the popped entry's word
     rdtsc
@@ -550,7 +560,7 @@ ftail_entry_c:
     cmpq $1, 40(%r11)                # status == recording?
     jne 8f
     FTAIL_TRACE_PUSH 48, 32(%rsp), 8f
-    cmp {maxdepth}(%rip), %rcx
+    cmp {maxd}(%r11), %rcx
     jae 9f                           # deeper than -D: tracked, not written
     rdtsc
     shl $32, %rdx
@@ -604,11 +614,12 @@ ftail_exit_c:
     lea 48(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f                           # not our frame on top: resynchronise
-    testb $0xb0, -1(%rax)
-    jnz .Lexit_c_flags               # marked, a context's first, a value
+    testb $0xbe, -1(%rax)
+    jnz .Lexit_c_flags               # marked, a context's first, a value,
+                                     # triggers
 .Lexit_c_pop:
     decq 16(%r11)
-    cmp {maxdepth}(%rip), %rcx
+    cmp {maxd}(%r11), %rcx
     ja .Lexit_c_callers                # popped entry was deeper than -D
     rdtsc
     shl $32, %rdx
@@ -642,9 +653,9 @@ ftail_exit_c:
     add %fs:0, %r11
     jmp .Lexit_c_callers
 .Lexit_c_flags:
-    testb $0xa0, -1(%rax)
-    jnz 8f                           # marked by a tail site, or the first
-    cmp {maxdepth}(%rip), %rcx       # function of a context: in Rust
+    testb $0xae, -1(%rax)
+    jnz 8f                           # marked by a tail site, the first
+    cmp {maxd}(%r11), %rcx           # function of a context, triggers
     ja .Lexit_c_pop                  # deeper than -D: no record, no value
     movzbl -2(%rax), %eax            # the return value's type
     mov %eax, %edx
@@ -724,7 +735,7 @@ ftail_entry_spec:
     bts ${retval_bit}, %rax
     or %rax, %rdi
 2:  FTAIL_TRACE_PUSH 88, %rdi, .Lspec_slow_pop
-    cmp {maxdepth}(%rip), %rcx
+    cmp {maxd}(%r11), %rcx
     jae .Lspec_pop                   # deeper than -D: tracked, not written
     movzbl 3(%rsi), %ecx             # arguments
     test %ecx, %ecx
@@ -781,7 +792,7 @@ ftail_entry_spec:
 .Lspec_entry:
     mov 16(%r11), %rcx               # the entry's depth (pushed above)
     dec %rcx
-    cmp {maxdepth}(%rip), %rcx
+    cmp {maxd}(%r11), %rcx
     jae 9f
     rdtsc                            # the entry record, as in ftail_entry_c
     shl $32, %rdx
@@ -1033,10 +1044,10 @@ ftail_convert_leave:
     lea 40(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f
-    testb $0x20, -1(%rax)            # the first function of a context
-    jnz 8f
+    testb $0x2e, -1(%rax)            # the first function of a context,
+    jnz 8f                           # or triggers act at its exit
     decq 16(%r11)                    # pop it
-    cmp {maxdepth}(%rip), %rcx
+    cmp {maxd}(%r11), %rcx
     ja .Lleave_callers
     mov -8(%rax), %rcx               # the popped entry's word
     rdtsc
@@ -1126,10 +1137,10 @@ ftail_convert_leave_c:
     lea 40(%rsp), %rdx
     cmp %rdx, -16(%rax)
     jne 8f
-    testb $0x30, -1(%rax)            # the first function of a context,
-    jnz 8f                           # or its return value recorded
+    testb $0x3e, -1(%rax)            # the first function of a context,
+    jnz 8f                           # its return value recorded, triggers
     decq 16(%r11)                    # pop it
-    cmp {maxdepth}(%rip), %rcx
+    cmp {maxd}(%r11), %rcx
     ja .Lleave_c_callers
     rdtsc
     shl $32, %rdx
@@ -1261,7 +1272,7 @@ ftail_lib_leave:
     spare = const std::mem::offset_of!(ThreadState, spare),
     coro_lo = const std::mem::offset_of!(ThreadState, coro_lo),
     spare_busy = const std::mem::offset_of!(ThreadState, spare_busy),
-    maxdepth = sym FTAIL_MAX_DEPTH,
+    maxd = const std::mem::offset_of!(ThreadState, max_depth),
     slow_entry = sym ftail_slow_entry,
     slow_exit = sym ftail_slow_exit,
     slow_setup = sym ftail_slow_setup,

@@ -308,8 +308,9 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     }
     let nfuncs = plan.names.len() as u32;
     let near = m.text.first().map_or(m.base, |s| s.0);
-    // Functions whose values are recorded get a spec stub (record::args).
-    let specs: Vec<_> = plan.all_names().map(args::spec_for).collect();
+    // Functions whose values are recorded, or with triggers, get a spec
+    // stub (record::args, record::triggers).
+    let specs: Vec<_> = plan.all_names().map(args::stub_for).collect();
     let spec_stubs = specs.iter().flatten().count() as u64 * args::SPEC_STUB;
     let stubs_len = stubs_wanted.len() as u64 * SITE_STUB + spec_stubs;
     let libs_len = lib_slots.len() as u64 * (LIB_THUNK + LIB_POINTER) + calls.len() as u64 * RESUME;

@@ -36,17 +36,23 @@ use crate::record::frames::push;
 use crate::record::hooks::{compact_slow, on_full, pop_tail_callers, ready};
 use crate::record::stacks::{self, Rule};
 use crate::record::state::{ThreadState, BASE, RETVAL, RET_TY_SHIFT};
+use crate::record::triggers::{self, ACTION_BYTES};
 use crate::record::values::{capture_ret, write_args, Regs};
 use crate::record::write::{give_up_room, rdtsc, KeepErrno};
+use ftail_abi::trigger::Actions;
 
 /// The rules, in the order given (every rule that matches a function
 /// adds to its spec: `FnSpec::merge`).
 static RULES: OnceLock<Vec<(String, FnSpec)>> = OnceLock::new();
 
 /// Bytes of a spec stub: `call` (5), `ret`, two `int3`, the spec, then
-/// what the trampoline's inline path needs ([`FAST_DATA`]).
-pub const SPEC_STUB: u64 = 8 + std::mem::size_of::<FnSpec>() as u64 + FAST_DATA;
-const _: () = assert!(SPEC_STUB == 80);
+/// what the trampoline's inline path needs ([`FAST_DATA`]), then the
+/// function's triggers (`triggers.rs`).
+pub const SPEC_STUB: u64 =
+    8 + std::mem::size_of::<FnSpec>() as u64 + FAST_DATA + ACTION_BYTES as u64;
+const _: () = assert!(SPEC_STUB == 96);
+/// Where a spec stub holds the function's triggers.
+const ACTIONS_AT: usize = 80;
 
 /// Bytes after the spec for `ftail_entry_spec`'s inline path: a flag
 /// byte ([`FAST_ARGS`]), then per argument the offset from `rsp` of where
@@ -118,9 +124,25 @@ pub fn spec_for(name: &str) -> Option<FnSpec> {
     (spec.nargs > 0 || spec.has_ret != 0).then_some(spec)
 }
 
+/// What the spec stub of the function `name` holds: its spec and its
+/// triggers; `None` when it needs no spec stub.
+pub fn stub_for(name: &str) -> Option<(FnSpec, Actions)> {
+    let spec = spec_for(name);
+    let actions = triggers::actions_for(name);
+    (spec.is_some() || actions.is_some())
+        .then(|| (spec.unwrap_or_default(), actions.unwrap_or_default()))
+}
+
 /// The spec stub's bytes: `call` to `entry_spec` (a near stub of the
-/// module, within rel32 reach of `at`), `ret`, padding, the spec.
-pub fn spec_stub(at: u64, entry_spec: u64, spec: &FnSpec) -> [u8; SPEC_STUB as usize] {
+/// module, within rel32 reach of `at`), `ret`, padding, the spec, the
+/// inline path's data, the triggers. A function with triggers always
+/// takes the slow path.
+pub fn spec_stub(
+    at: u64,
+    entry_spec: u64,
+    spec: &FnSpec,
+    actions: &Actions,
+) -> [u8; SPEC_STUB as usize] {
     let mut code = [0xccu8; SPEC_STUB as usize];
     let rel = (entry_spec.wrapping_sub(at + 5) as i32).to_le_bytes();
     code[0] = 0xe8;
@@ -130,10 +152,11 @@ pub fn spec_stub(at: u64, entry_spec: u64, spec: &FnSpec) -> [u8; SPEC_STUB as u
     code[8..64].copy_from_slice(&s);
     code[64..].fill(0);
     let offsets: Option<Vec<u8>> = spec.args().iter().map(fast_offset).collect();
-    if let Some(offsets) = offsets {
+    if let Some(offsets) = offsets.filter(|_| actions.is_empty()) {
         code[64] = FAST_ARGS;
         code[65..65 + offsets.len()].copy_from_slice(&offsets);
     }
+    code[ACTIONS_AT..].copy_from_slice(&triggers::to_bytes(actions));
     code
 }
 
@@ -200,29 +223,37 @@ pub unsafe extern "C" fn ftail_slow_entry_spec(
     // SAFETY: the trampoline's frame (see above); the spec follows the
     // stub's `call` and `ret` in the module's stub area, written when
     // the module was planned and kept while its sites may call it.
-    let (cfa, addr, spec) = unsafe {
+    let (cfa, addr, spec, actions) = unsafe {
         let spec = std::ptr::read_unaligned((stub + 3) as *const [u8; 56]);
+        let actions =
+            std::ptr::read_unaligned((stub - 5 + ACTIONS_AT as u64) as *const [u8; ACTION_BYTES]);
         (
             frame + 8,
             std::ptr::read((frame - 8) as *const u64),
             spec_from_bytes(&spec),
+            triggers::from_bytes(&actions),
         )
     };
     let now = rdtsc();
     let base = std::mem::take(&mut st.fresh_base);
     stacks::sync(st, cfa, now, Rule::Entering);
     let mut word = (addr & ADDR_MASK) | if cfa == base { BASE } else { 0 };
+    if !actions.is_empty() {
+        word |= triggers::on_entry(st, cfa, addr, now, &actions);
+    }
     if st.compact != 0 {
         if spec.has_ret != 0 {
             word |= RETVAL | (u64::from(spec.ret.ty.0) << RET_TY_SHIFT);
         }
-        let max = crate::record::state::FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed);
-        if spec.nargs > 0 && st.depth < st.stack_cap && st.depth < max {
+        if spec.nargs > 0 && st.depth < st.stack_cap && st.depth < st.max_depth {
             let regs = Regs { frame, area, cfa };
             write_args(st, &spec, &regs);
         }
     }
     push(st, cfa, word, EventKind::Entry, now);
+    if !actions.is_empty() {
+        triggers::after_entry(st, addr, now, &actions);
+    }
 }
 
 /// Slow path of a tail chain's loop (`FTAIL_TAIL_CALLERS_C`) that met a
@@ -366,7 +397,7 @@ mod tests {
             loc: LOC_STACK + 2,
             aux: 0,
         });
-        let code = spec_stub(0x1000, 0x2000, &spec);
+        let code = spec_stub(0x1000, 0x2000, &spec, &Actions::default());
         assert_eq!(code[0], 0xe8);
         assert_eq!(
             i32::from_le_bytes(code[1..5].try_into().unwrap()),
@@ -389,7 +420,7 @@ mod tests {
         ] {
             spec.push(ArgSpec { ty, loc, aux: 0 });
         }
-        let code = spec_stub(0x1000, 0x2000, &spec);
+        let code = spec_stub(0x1000, 0x2000, &spec, &Actions::default());
         assert_eq!(code[64], FAST_ARGS);
         // rdi, xmm1 and r9 where ftail_entry_spec puts them.
         assert_eq!(&code[65..68], &[80, 8, 64]);
@@ -398,6 +429,8 @@ mod tests {
             loc: LOC_INT + 1,
             aux: 3,
         });
-        assert_eq!(spec_stub(0x1000, 0x2000, &spec)[64], 0);
+        assert_eq!(spec_stub(0x1000, 0x2000, &spec, &Actions::default())[64], 0);
+        let trig = ftail_abi::trigger::parse_actions("depth=2").unwrap();
+        assert_eq!(spec_stub(0x1000, 0x2000, &spec, &trig)[64], 0);
     }
 }

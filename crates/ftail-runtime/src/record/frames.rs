@@ -6,7 +6,7 @@
 
 use ftail_abi::trace::{EventKind, ADDR_MASK};
 
-use crate::record::state::{StackEntry, ThreadState, BASE, FTAIL_MAX_DEPTH, STATUS_SWITCHED};
+use crate::record::state::{written, StackEntry, ThreadState, BASE, STATUS_SWITCHED, TRIGGER};
 use crate::record::write::{count_lost, rdtsc, write_event};
 
 /// The innermost open frame.
@@ -43,7 +43,7 @@ pub(crate) fn push(st: &mut ThreadState, cfa: u64, word: u64, kind: EventKind, n
         compiler_fence(SeqCst);
         std::ptr::write_volatile(e, entry);
     }
-    if depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
+    if written(depth, word, st.max_depth) {
         write_event(st, kind, word, now);
     }
 }
@@ -63,11 +63,14 @@ pub(crate) fn pop(st: &mut ThreadState, kind: EventKind, now: u64) {
         st.status = STATUS_SWITCHED;
     }
     st.depth -= 1;
-    if st.depth < FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed) {
+    if written(st.depth, t.word, st.max_depth) {
         if returned && t.word & crate::record::state::RETVAL != 0 {
             crate::record::values::write_ret(st, t.word);
         }
         write_event(st, kind, t.word & ADDR_MASK, now);
+    }
+    if t.word & TRIGGER != 0 && kind != EventKind::Suspended {
+        crate::record::triggers::on_exit(st, t, returned, now);
     }
 }
 

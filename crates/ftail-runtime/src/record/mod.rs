@@ -4,7 +4,8 @@
 //! budget, and closing frames before an `exec`.
 //!
 //! Imports go one way: `args` → `hooks` → `stacks`/`parked` → `frames`
-//! → `values` → `write` → `buffer` → `retired` → `budget`, `state`;
+//! → `triggers` → `values` → `write` → `buffer` → `retired` → `budget`,
+//! `state`;
 //! `thread` starts and ends a thread over them.
 
 pub mod args;
@@ -19,5 +20,6 @@ pub mod snapshot;
 pub mod stacks;
 pub mod state;
 pub mod thread;
+pub mod triggers;
 pub mod values;
 pub mod write;

@@ -116,13 +116,19 @@ const OPEN_AT_END: u64 = std::mem::offset_of!(EventFileHeader, open_at_end) as u
 /// of the trace directory. Returns N and the number of threads' files
 /// copied, or Err(errno).
 pub fn take() -> Result<(u64, u64), i32> {
+    take_marked(None)
+}
+
+/// As [`take`], and writes `mark` into the snapshot's
+/// `ftail_abi::trigger::MARK_FILE` (the call that took it).
+pub fn take_marked(mark: Option<&[u8]>) -> Result<(u64, u64), i32> {
     let dir = files::open_dir_for_listing()?;
-    let result = take_in(dir);
+    let result = take_in(dir, mark);
     files::close(dir);
     result
 }
 
-fn take_in(dir: i32) -> Result<(u64, u64), i32> {
+fn take_in(dir: i32, mark: Option<&[u8]>) -> Result<(u64, u64), i32> {
     // A fresh directory: snapshot-1, snapshot-2, ...
     let mut n = 0u64;
     let mut name = loop {
@@ -161,6 +167,10 @@ fn take_in(dir: i32) -> Result<(u64, u64), i32> {
     } else {
         Err(libc::EDQUOT)
     };
+    let copied = match (copied, mark) {
+        (Ok(n), Some(mark)) => write_mark(out, mark, &mut taken).map(|()| n),
+        (other, _) => other,
+    };
     if copied.is_ok() {
         note_depths_in_copies(out);
     }
@@ -177,6 +187,36 @@ fn take_in(dir: i32) -> Result<(u64, u64), i32> {
 }
 
 const PAGE: u64 = 4096;
+
+/// Writes the snapshot's mark file (a page of the budget).
+fn write_mark(out: i32, mark: &[u8], taken: &mut u64) -> Result<(), i32> {
+    if !take_room(PAGE, taken) {
+        return Err(libc::EDQUOT);
+    }
+    let mut name = NameBuf::new();
+    name.push(ftail_abi::trigger::MARK_FILE.as_bytes());
+    let p = name.as_c().ok_or(libc::ENAMETOOLONG)?;
+    // SAFETY: a NUL-terminated name in the snapshot's directory, created
+    // afresh, never through a link.
+    let fd = unsafe {
+        libc::openat(
+            out,
+            p,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        return Err(errno());
+    }
+    let ok = files::write_all(fd, mark);
+    files::close(fd);
+    if ok {
+        Ok(())
+    } else {
+        Err(libc::EIO)
+    }
+}
 
 /// Takes `n` bytes (whole pages) from the trace's budget, adding them to
 /// `taken`; false when there is no room for them.

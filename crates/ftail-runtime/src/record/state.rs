@@ -102,6 +102,58 @@ pub struct ThreadState {
     pub ret_xmm0: u64,
     /// See [`ThreadState::ret_rax`].
     pub ret_state: u64,
+    /// Trace-stack depth up to which events are written: `-D`, or what
+    /// the triggers made of it (`triggers.rs`); deeper functions are
+    /// still tracked but not recorded. Read by the trampolines.
+    pub max_depth: u64,
+    /// The depth the triggers' scopes allow (`depth=N`, `filter`,
+    /// `notrace`); [`ThreadState::max_depth`] is this while the thread
+    /// records, 0 while `trace_off` or `finish` stopped it.
+    pub scope_max: u64,
+    /// 0: the thread records; [`TRIG_OFF`]: `trace_off` stopped it;
+    /// [`TRIG_FINISHED`]: `finish` did, for good.
+    pub trig_off: u64,
+    /// Number of open calls whose triggers act at their exit.
+    pub trig_len: u64,
+    /// Those calls, innermost last.
+    pub trig: [TrigSave; MAX_TRIG],
+}
+
+/// [`ThreadState::trig_off`]: stopped by `trace_off`.
+pub const TRIG_OFF: u64 = 1;
+/// [`ThreadState::trig_off`]: stopped by `finish`.
+pub const TRIG_FINISHED: u64 = 2;
+/// Most calls with exit actions open at once per thread; deeper ones
+/// act only at their entry.
+pub const MAX_TRIG: usize = 32;
+
+/// An open call whose triggers act at its exit (`triggers.rs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TrigSave {
+    /// The call's CFA.
+    pub cfa: u64,
+    /// Its entry address (as in the trace-stack word).
+    pub addr: u64,
+    /// [`ThreadState::scope_max`] before the call.
+    pub scope_before: u64,
+    /// Time of its entry.
+    pub entry_tsc: u64,
+    /// Whether it ends the thread's recording (`finish`).
+    pub finish: u64,
+    /// Ticks after which its return takes a snapshot (0: none).
+    pub snapshot_after: u64,
+}
+
+impl TrigSave {
+    const EMPTY: TrigSave = TrigSave {
+        cfa: 0,
+        addr: 0,
+        scope_before: 0,
+        entry_tsc: 0,
+        finish: 0,
+        snapshot_after: 0,
+    };
 }
 
 /// [`ThreadState::base`] while a time record is being written: any
@@ -165,6 +217,7 @@ const _: () = {
     assert!(STATUS_RECORDING == 1 && STATUS_SWITCHED == 3);
     assert!(MARKED == 1 << 63 && CONVERTED == 1 << 62 && BASE == 1 << 61);
     assert!(RETVAL == 1 << 60 && RET_TY_SHIFT == 48);
+    assert!(TRIGGER == 1 << 59 && HIDDEN == 1 << 58 && SHOWN == 1 << 57);
     assert!(std::mem::size_of::<SideEntry>() == 32);
     assert!(offset_of!(SideEntry, slot) == 8);
     assert!(offset_of!(SideEntry, rbx) == 16);
@@ -204,6 +257,27 @@ pub const BASE: u64 = 1 << 61;
 pub const RETVAL: u64 = 1 << 60;
 /// Shift of the recorded return value's type in [`StackEntry::word`].
 pub const RET_TY_SHIFT: u32 = 48;
+/// Bit of [`StackEntry::word`]: the call's triggers act at its exit
+/// (`triggers.rs`): its exits and tail exits take the slow paths.
+pub const TRIGGER: u64 = 1 << 59;
+/// Bit of [`StackEntry::word`]: the call's entry was not written although
+/// its depth is now within the thread's [`ThreadState::max_depth`] (a
+/// trigger raised it while the call ran): its close is not written
+/// either. Its exits take the slow paths.
+pub const HIDDEN: u64 = 1 << 58;
+/// Bit of [`StackEntry::word`]: the call's entry was written although its
+/// depth is now past the thread's [`ThreadState::max_depth`] (a trigger
+/// lowered it while the call ran): its close is written too. Its exits
+/// take the slow paths.
+pub const SHOWN: u64 = 1 << 57;
+
+/// Whether the close of the frame at trace-stack index `index` with
+/// `word` is written, given the thread's `max_depth`: as the trampolines
+/// decide (index below the depth), unless a trigger changed the depth
+/// while the call ran ([`HIDDEN`], [`SHOWN`]).
+pub fn written(index: u64, word: u64, max_depth: u64) -> bool {
+    (index < max_depth && word & HIDDEN == 0) || word & SHOWN != 0
+}
 
 /// Bit of [`SideEntry::slot`]: the entry is free (its thunk has
 /// returned, or it was left behind by a longjmp). Slots are 8-aligned.
@@ -217,7 +291,8 @@ thread_local! {
             parked: 0, parked_len: 0, parked_cap: 0, fresh_base: 0, busy: 0, ended_base: 0,
             spare: 0, coro_lo: 0, spare_busy: 0, file_base: 0, map_len: 0, file_len: 0,
             file_id: 0, file_ino: 0, limit_why: 0, ring: 0, compact: 0, base: 0,
-            ret_rax: 0, ret_xmm0: 0, ret_state: 0,
+            ret_rax: 0, ret_xmm0: 0, ret_state: 0, max_depth: u64::MAX, scope_max: u64::MAX,
+            trig_off: 0, trig_len: 0, trig: [TrigSave::EMPTY; MAX_TRIG],
         })
     };
 }
@@ -226,8 +301,8 @@ thread_local! {
 /// (`%fs:0`); read by the trampolines.
 pub static FTAIL_TLS_OFFSET: AtomicI64 = AtomicI64::new(0);
 
-/// Trace-stack depth up to which events are written (`-D`); deeper
-/// functions are still tracked but not recorded. Read by the trampolines.
+/// Trace-stack depth up to which events are written (`-D`); each thread
+/// starts from it ([`ThreadState::max_depth`]).
 pub static FTAIL_MAX_DEPTH: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Bytes of the XSAVE area the slow paths save, rounded up to 64; 0 when

@@ -21,6 +21,7 @@ pub fn setup(st: &mut ThreadState) -> bool {
     if st.ring != 0 {
         snapshot::register(st);
     }
+    crate::record::triggers::thread_start(st);
     replay_open_frames(st);
     watch();
     crate::process::status::thread_recorded();
@@ -79,10 +80,11 @@ extern "C" fn on_exit(_: *mut libc::c_void) {
 fn replay_open_frames(st: &mut ThreadState) {
     // SAFETY: rdtsc has no memory effects.
     let now = unsafe { core::arch::x86_64::_rdtsc() };
-    let max = crate::record::state::FTAIL_MAX_DEPTH.load(Ordering::Relaxed);
-    for i in 0..st.depth.min(max) {
+    for i in 0..st.depth {
         // SAFETY: i < depth <= stack_cap entries of the stack mapping.
         let e = unsafe { *(st.stack as *const StackEntry).add(i as usize) };
-        write::write_event(st, EventKind::Entry, e.word, now);
+        if crate::record::state::written(i, e.word, st.max_depth) {
+            write::write_event(st, EventKind::Entry, e.word, now);
+        }
     }
 }

@@ -7,7 +7,7 @@
 
 use ftail_abi::trace::{compact, EventKind, ADDR_MASK, KIND_SHIFT};
 
-use crate::record::state::{StackEntry, ThreadState, FTAIL_MAX_DEPTH, TIME_POISON};
+use crate::record::state::{written, StackEntry, ThreadState, TIME_POISON};
 
 /// Keeps the program's errno across a slow path: the system calls made
 /// there (setting a thread up, mapping more buffer) may fail and set it.
@@ -83,31 +83,39 @@ pub(crate) fn close_on_full(st: &mut ThreadState, entry_lost: bool) {
     if st.reserve_end == 0 {
         return;
     }
-    let max = FTAIL_MAX_DEPTH.load(std::sync::atomic::Ordering::Relaxed);
     let open = if entry_lost {
         st.depth.saturating_sub(1)
     } else {
         st.depth + 1
     };
+    let (stack, cap) = (st.stack, st.stack_cap);
+    let word = move |i: u64| {
+        if i < cap {
+            // SAFETY: i < stack_cap entries of the stack mapping.
+            unsafe { (*(stack as *const StackEntry).add(i as usize)).word }
+        } else {
+            0
+        }
+    };
+    let max = st.max_depth;
+    let closes = (0..open).filter(|&i| written(i, word(i), max)).count() as u64;
     crate::record::buffer::set_stopped(st, st.limit_why);
     let (cursor, end) = (st.cursor, st.end);
     st.cursor = st.end;
     // On a full filesystem only the reserve's pages that can still be had
     // are written; the reader closes what did not fit.
-    let want = open.min(max) * 16;
+    let want = closes * 16;
     st.end = end + crate::record::buffer::closing_room(st, end, want.min(st.reserve_end - end));
     st.reserve_end = 0;
     let now = rdtsc();
-    // The frames still open, innermost first: below the top when the
-    // entry was lost, from the one just popped when an exit was.
-    for i in (0..open.min(max)).rev() {
-        let addr = if i < st.stack_cap {
-            // SAFETY: i < stack_cap entries of the stack mapping.
-            unsafe { (*(st.stack as *const StackEntry).add(i as usize)).word & ADDR_MASK }
-        } else {
-            0
-        };
-        write_event(st, EventKind::Truncated, addr, now);
+    // The frames still open whose entries were written, innermost first:
+    // below the top when the entry was lost, from the one just popped
+    // when an exit was.
+    for i in (0..open).rev() {
+        let w = word(i);
+        if written(i, w, max) {
+            write_event(st, EventKind::Truncated, w & ADDR_MASK, now);
+        }
     }
     st.cursor = cursor.max(end + 16);
     st.end = end;

@@ -23,6 +23,8 @@ pub struct TraceDir {
     pub images: Vec<Image>,
     /// The trace's size budget (`--max-size`), if it has a readable one.
     pub budget: Option<TraceBudget>,
+    /// For a snapshot a trigger took, the call that took it.
+    pub mark: Option<ftail_abi::trigger::Mark>,
 }
 
 /// One traced process image (a process, or what it became after `exec`).
@@ -214,6 +216,9 @@ impl TraceDir {
             dir: dir.to_path_buf(),
             images,
             budget: read_budget(&dir.join(BUDGET_FILE)),
+            mark: ftail_abi::trigger::Mark::parse(&read_small_text(
+                &dir.join(ftail_abi::trigger::MARK_FILE),
+            )),
         })
     }
 }

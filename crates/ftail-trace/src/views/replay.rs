@@ -147,6 +147,7 @@ pub fn replay(
             enums: &enums,
             text: String::new(),
             starts: std::cell::OnceCell::new(),
+            mark: trace.mark.clone(),
         };
         r.run(out)?;
     }
@@ -230,6 +231,38 @@ struct ImageReplay<'a> {
     /// The image's functions by first byte, made when a value first
     /// needs them.
     starts: std::cell::OnceCell<FunctionStarts>,
+    /// The call that took the snapshot being replayed, until shown.
+    mark: Option<ftail_abi::trigger::Mark>,
+}
+
+/// A snapshot's mark with its call's entry time: `ftail_snapshot()`
+/// gives its own time, and the call it names is the innermost call of
+/// its function on its thread running then. `None` when the image has
+/// no such call (or the mark is another image's).
+pub fn resolve_mark(
+    mark: ftail_abi::trigger::Mark,
+    image: &Image,
+) -> Option<ftail_abi::trigger::Mark> {
+    use crate::reader::calls::Step;
+    let t = image.threads.iter().find(|t| t.tid == mark.tid)?;
+    if mark.why != ftail_abi::trigger::WHY_PROGRAM {
+        return Some(mark);
+    }
+    let (header, events) = crate::reader::events::Events::open(&t.path).ok()?;
+    let mut open: Vec<(u64, u64)> = Vec::new();
+    for step in Calls::new(events, header.stopped) {
+        if step.tsc() > mark.time {
+            break;
+        }
+        match step {
+            Step::Enter { addr, tsc, .. } => open.push((addr, tsc)),
+            Step::Leave { .. } => {
+                open.pop();
+            }
+        }
+    }
+    let (_, start) = open.iter().rev().find(|(a, _)| *a == mark.addr)?;
+    Some(mark.entered_at(*start))
 }
 
 /// The functions of an image by their first byte: a pointer argument
@@ -321,6 +354,7 @@ impl ImageReplay<'_> {
         for n in &notes {
             writeln!(out, "{n}")?;
         }
+        self.mark = self.mark.take().and_then(|m| resolve_mark(m, image));
         for (i, item) in Merge::new(sources, Shown::tsc) {
             self.line(out, tids[i], &item)?;
         }
@@ -430,6 +464,7 @@ impl ImageReplay<'_> {
                     line.extend_from_slice(b" /* resumed */");
                 }
                 self.srcline(&mut line, func);
+                self.mark(&mut line, tid, addr, tsc);
             }
             Shown::Leaf {
                 addr,
@@ -454,6 +489,7 @@ impl ImageReplay<'_> {
                     line.extend_from_slice(b" */");
                 }
                 self.srcline(&mut line, func);
+                self.mark(&mut line, tid, addr, start);
             }
             Shown::Leave {
                 addr,
@@ -473,12 +509,23 @@ impl ImageReplay<'_> {
                 self.name(&mut line, func, addr, start);
                 line.extend_from_slice(self.how(how).as_bytes());
                 line.extend_from_slice(b" */");
+                self.mark(&mut line, tid, addr, start);
             }
         }
         line.push(b'\n');
         let r = out.write_all(&line);
         self.buf = line;
         r
+    }
+
+    /// ` /* snapshot: ... */` on the first line of the call that took the
+    /// snapshot being replayed.
+    fn mark(&mut self, line: &mut Vec<u8>, tid: u32, addr: u64, start: u64) {
+        if let Some(m) = self.mark.take_if(|m| m.is(tid, addr, start)) {
+            line.extend_from_slice(b" /* ");
+            line.extend_from_slice(self.paint(m.note()).as_bytes());
+            line.extend_from_slice(b" */");
+        }
     }
 
     /// ` /* file:line */` of the function's entry, when asked and known
