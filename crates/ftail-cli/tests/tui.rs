@@ -54,14 +54,18 @@ fn small() -> Small {
     let dir = scratch();
     let src = dir.path().join("abc.c");
     std::fs::write(&src, SOURCE).unwrap();
-    let trace = build_and_record(
-        "gcc",
-        &src,
-        &["-O0", "-pthread"],
-        dir.path(),
-        "abc",
-        "trace",
+    let exe = dir.path().join("abc");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .args(["-O0", "-pthread"]),
     );
+    // The screens asserted on are the program's own calls.
+    let trace = dir.path().join("trace");
+    let (out, _) = record_trace(&trace, &exe, &[], &["--no-libcall"]);
+    assert!(out.status.success(), "{out:?}");
     Small { dir, trace }
 }
 
@@ -526,6 +530,38 @@ fn sigterm_and_sighup_end_it_with_the_terminal_restored() {
         run_ok(Command::new("kill").arg(format!("-{sig}")).arg(pid.trim()));
         t.assert_restored();
     }
+}
+
+#[test]
+fn a_closed_terminal_ends_it() {
+    if tmux_missing() {
+        return;
+    }
+    let f = small();
+    let t = Tmux::start(f.dir.path(), &quoted(&f.trace), "", 120, 40);
+    t.wait_for("- main");
+    let pid = std::fs::read_to_string(f.dir.path().join("tui.pid")).unwrap();
+    let pid = pid.trim().to_string();
+    // The window goes away: its terminal hangs up under the viewer.
+    let _ = t.tmux(&["kill-server"]);
+    let proc_dir = Path::new("/proc").join(&pid);
+    let gone = |p: &Path| {
+        std::fs::read_to_string(p.join("stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gone(&proc_dir) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let still = !gone(&proc_dir);
+    if still {
+        let _ = Command::new("kill").arg("-KILL").arg(&pid).status();
+    }
+    assert!(
+        !still,
+        "ftail tui still runs 10 s after its terminal closed"
+    );
 }
 
 #[test]

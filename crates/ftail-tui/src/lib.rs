@@ -121,8 +121,15 @@ pub fn run(trace: TraceDir, names: Vec<Names>, opts: Options) -> io::Result<()> 
     while !app.done && !quit.load(Ordering::Relaxed) {
         terminal.draw(|f| draw::draw(f, &mut app))?;
         // Wakes up now and then to show the indexing's progress and to
-        // see a signal's flag.
-        if event::poll(Duration::from_millis(100))? {
+        // see a signal's flag. The terminal is watched here first:
+        // crossterm reads a hung-up terminal's end of file again and again
+        // inside its own poll, so a closed window must end the viewer
+        // before crossterm is asked.
+        if let Input::Gone = terminal_input(Duration::from_millis(100)) {
+            break;
+        }
+        // Every event crossterm already holds, not only the first.
+        while event::poll(Duration::ZERO)? {
             match event::read()? {
                 Event::Key(k) => app.key(k),
                 Event::Mouse(m) => app.mouse(m),
@@ -133,4 +140,37 @@ pub fn run(trace: TraceDir, names: Vec<Names>, opts: Options) -> io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// What the terminal has for the viewer.
+enum Input {
+    /// Something to read, or nothing yet.
+    Open,
+    /// Hung up or closed: nobody is looking any more.
+    Gone,
+}
+
+/// Waits up to `timeout` for the terminal on standard input.
+fn terminal_input(timeout: Duration) -> Input {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let stdin = io::stdin();
+    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+    let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    });
+    match poll(&mut fds, Some(&timeout)) {
+        Ok(0) => Input::Open,
+        Ok(_) => {
+            let got = fds[0].revents();
+            if got.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
+                Input::Gone
+            } else {
+                Input::Open
+            }
+        }
+        // A signal: the loop looks at its flag.
+        Err(rustix::io::Errno::INTR) => Input::Open,
+        Err(_) => Input::Gone,
+    }
 }
