@@ -32,7 +32,16 @@ fn fixture() -> Fixture {
     let dir = scratch();
     let src = dir.path().join("abc.c");
     std::fs::write(&src, SOURCE).unwrap();
-    let trace = build_and_record("gcc", &src, &["-O0"], dir.path(), "abc", "trace");
+    // The views are checked on the program's own calls.
+    let trace = build_and_record_with(
+        "gcc",
+        &src,
+        &["-O0"],
+        dir.path(),
+        "abc",
+        "trace",
+        &["--no-libcall"],
+    );
     Fixture { dir, trace }
 }
 

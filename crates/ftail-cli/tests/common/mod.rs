@@ -130,6 +130,20 @@ pub fn build_and_record(
     exe: &str,
     trace: &str,
 ) -> PathBuf {
+    build_and_record_with(cc, source, flags, dir, exe, trace, &[])
+}
+
+/// [`build_and_record`] with more `ftail record` options (`--no-libcall`
+/// where a test is about the program's own calls only).
+pub fn build_and_record_with(
+    cc: &str,
+    source: &Path,
+    flags: &[&str],
+    dir: &Path,
+    exe: &str,
+    trace: &str,
+    record_options: &[&str],
+) -> PathBuf {
     let exe = dir.join(exe);
     run_ok(
         ftail_cc(cc)
@@ -139,7 +153,7 @@ pub fn build_and_record(
             .args(flags),
     );
     let trace = dir.join(trace);
-    let (out, _) = record_trace(&trace, &exe, &[], &[]);
+    let (out, _) = record_trace(&trace, &exe, &[], record_options);
     assert!(out.status.success(), "{out:?}");
     trace
 }
