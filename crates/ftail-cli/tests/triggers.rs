@@ -77,6 +77,8 @@ fn record(dir: &Path, exe: &Path, opts: &[&str]) -> PathBuf {
         .arg("record")
         .arg("-d")
         .arg(&trace)
+        // The trees compared are the program's own calls.
+        .arg("--no-libcall")
         .args(opts)
         .arg("--")
         .arg(exe));
@@ -257,6 +259,8 @@ fn snapshots(dir: &Path, exe: &Path, args: &[&str], opts: &[&str]) -> (String, V
         .arg("-d")
         .arg(&trace)
         .args(["--ring", "64K"])
+        // The window compared holds the program's own calls.
+        .arg("--no-libcall")
         .args(opts)
         .arg("--")
         .arg(exe)

@@ -81,6 +81,8 @@ const NEVER: &[&str] = &[
     "__libc_dlopen_mode",
     "__tls_get_addr",
     "ftail_ctl",
+    // The runtime's own: a snapshot marks the program's call that asked.
+    "ftail_snapshot",
 ];
 
 /// What every module with site tables defines, as known when a module is
