@@ -34,7 +34,12 @@ fn build(dir: &Path, cc: &str, opt: &str) -> PathBuf {
 /// Records `exe args` in `tail` mode; returns the traced run's output and
 /// the trace.
 fn record(dir: &Path, exe: &Path, args: &[&str], tail: &str) -> (Output, Trace) {
-    record_trace(&dir.join("trace"), exe, args, &["--tail", tail])
+    record_trace(
+        &dir.join("trace"),
+        exe,
+        args,
+        &["--no-libcall", "--tail", tail],
+    )
 }
 
 /// The replay's function column: the call tree without times and tids.
@@ -306,7 +311,7 @@ fn a_long_ping_pong_keeps_the_side_stack_small() {
                 .arg("record")
                 .arg("-d")
                 .arg(&tdir)
-                .args(["--tail", mode, "--"])
+                .args(["--no-libcall", "--tail", mode, "--"])
                 .arg(&exe)
                 .args([storage, "tail", "1000"]));
             assert_eq!(out.status.code(), Some(0), "{what}");
@@ -404,7 +409,7 @@ fn a_small_coroutine_stack_sees_only_the_fast_paths() {
                 cmd.arg("record")
                     .arg("-d")
                     .arg(&tdir)
-                    .args(["--tail", mode]);
+                    .args(["--no-libcall", "--tail", mode]);
                 if thread {
                     // The thread's first traced event is at the deepest
                     // point of the coroutine.
@@ -499,6 +504,7 @@ fn thousands_of_coroutines_each_resume_their_own_frames() {
             .arg("record")
             .arg("-d")
             .arg(&tdir)
+            .arg("--no-libcall")
             .arg("--")
             .arg(&exe)
             .args(&args));
