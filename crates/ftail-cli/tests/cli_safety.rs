@@ -406,6 +406,7 @@ fn the_program_gets_the_runtime_settings_of_the_command_line_only() {
             &owner,
             "FTAIL_EXCLUDE=",
             "FTAIL_FILTER=",
+            "FTAIL_LIBCALL=1",
             "FTAIL_MAX_SIZE=3145728",
             "FTAIL_OFF=0",
             "FTAIL_TAIL=auto",
@@ -909,9 +910,10 @@ fn sigterm_to_that_pid_ends_the_program_and_keeps_its_trace() {
     let err = read_stderr(&mut child);
     assert!(err.contains("ftail: trace written to "), "{err}");
     let t = ftail_trace::trace::open(&trace).unwrap();
-    // Three calls of leaf() recorded, and main() was still running.
+    // Three calls of leaf() recorded, and main() was still running, in
+    // the library call it waits in.
     let b = t.processes[0].threads[0].balance();
-    assert_eq!(b.open_at_end, 1, "{b:?}");
+    assert_eq!(b.open_at_end, 2, "{b:?}");
     let text = ftail_trace::replay::render(&t);
     assert_eq!(text.matches("leaf();").count(), 3, "{text}");
 }

@@ -32,7 +32,10 @@ fn build(dir: &Path, cc: &str, flags: &[&str], source: &str, name: &str) -> Path
 /// Records `exe args` into `dir/trace-TAG`; returns the run's output and
 /// the trace.
 fn record(dir: &Path, tag: &str, exe: &Path, args: &[&str], extra: &[&str]) -> (Output, Trace) {
-    record_trace(&dir.join(format!("trace-{tag}")), exe, args, extra)
+    // The counts checked are the program's own calls.
+    let mut options = vec!["--no-libcall"];
+    options.extend_from_slice(extra);
+    record_trace(&dir.join(format!("trace-{tag}")), exe, args, &options)
 }
 
 /// Entries of the functions named `names` in process `p` of `t`.
@@ -285,7 +288,7 @@ fn issue_17_a_ring_refused_by_a_full_disk_says_so() {
 /// that `pre` can plant files named after it: `$$`).
 fn run_preloaded(dir: &Path, pre: &str, exe: &Path, args: &str, env: &str) -> Output {
     let script = format!(
-        "{pre}\nexec env LD_PRELOAD={rt} FTAIL_DIR={dir} {env} {exe} {args}",
+        "{pre}\nexec env LD_PRELOAD={rt} FTAIL_DIR={dir} FTAIL_LIBCALL=0 {env} {exe} {args}",
         rt = runtime().display(),
         dir = dir.display(),
         exe = exe.display(),

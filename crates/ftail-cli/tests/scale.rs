@@ -93,6 +93,8 @@ fn record(trace: &Path, exe: &Path, args: &[&str]) {
     run_ok(
         Command::new(ftail())
             .arg("record")
+            // Counts from the program's own calls.
+            .arg("--no-libcall")
             .arg("-d")
             .arg(trace)
             .arg("--")

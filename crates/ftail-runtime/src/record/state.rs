@@ -124,8 +124,10 @@ pub const TRIG_OFF: u64 = 1;
 /// [`ThreadState::trig_off`]: stopped by `finish`.
 pub const TRIG_FINISHED: u64 = 2;
 /// Most calls with exit actions open at once per thread; deeper ones
-/// act only at their entry.
-pub const MAX_TRIG: usize = 32;
+/// act only at their entry. Small, because the thread state lives in
+/// static TLS, which a runtime loaded late (`ftail record -p`) must fit
+/// into glibc's surplus (shared with every other library dlopened).
+pub const MAX_TRIG: usize = 4;
 
 /// An open call whose triggers act at its exit (`triggers.rs`).
 #[repr(C)]
