@@ -589,12 +589,18 @@ fn sites_reports_damage_precisely() {
     for (version, why) in [
         (
             99u32,
-            "site tables of version 99, from a newer ftail (this one reads version 2)",
+            "site tables of version 99, from a newer ftail (this one reads version 3)",
         ),
         // Tables of the nop-before-ret layout: a clear refusal.
         (
             1,
-            "site tables of version 1, from an older ftail (this one reads version 2): \
+            "site tables of version 1, from an older ftail (this one reads version 3): \
+             rebuild the program with this ftail",
+        ),
+        // Tables without call sites: rebuilt, library calls show.
+        (
+            2,
+            "site tables of version 2, from an older ftail (this one reads version 3): \
              rebuild the program with this ftail",
         ),
     ] {
