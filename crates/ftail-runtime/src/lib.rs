@@ -36,7 +36,6 @@
 //! unwinds; the slow paths use only async-signal-safe system calls. No
 //! return address is ever written.
 
-mod attach;
 mod code;
 mod control;
 mod found;
@@ -164,7 +163,7 @@ fn start(cfg: Config, how: Start) -> bool {
         patched += selection::add_module(m, start_tsc, &known);
     }
     if how == Start::Attached && !cfg.off {
-        attach::switch_on(&mut patched);
+        control::attach::switch_on(&mut patched);
     }
     let start = metadata::Start {
         hz,
