@@ -117,7 +117,7 @@ jt:
     util::check_preserved(input, &out.text);
     expect_test::expect![[r#"
         Instrumented(Rustc)
-        Stats { functions: 1, instrumented: 1, skipped: 0, entries: 1, exits: 1, tails_direct: 0, tails_conditional: 0, tails_indirect: 3, tails_retpoline: 0, local_indirect: 1 }
+        Stats { functions: 1, instrumented: 1, skipped: 0, entries: 1, exits: 1, tails_direct: 0, tails_conditional: 0, tails_indirect: 3, tails_retpoline: 0, local_indirect: 1, calls: 0 }
         jt: site before `cmpl $7, %edi`
         jt: local `jmpq *%rax`
         jt: exit site `retq`
