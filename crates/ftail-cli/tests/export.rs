@@ -101,7 +101,16 @@ struct Recorded {
 fn record(cc: &str, source: &str, name: &str) -> Recorded {
     let scratch = scratch();
     let source = repo().join("tests/analysis").join(source);
-    let trace = build_and_record(cc, &source, &["-g"], scratch.path(), "tour", name);
+    // The figures compared are the program's own calls.
+    let trace = build_and_record_with(
+        cc,
+        &source,
+        &["-g"],
+        scratch.path(),
+        "tour",
+        name,
+        &["--no-libcall"],
+    );
     Recorded { scratch, trace }
 }
 
