@@ -646,39 +646,6 @@ fn a_huge_empty_buffer_is_not_read() {
     );
 }
 
-/// Runs `ftail ARGS` with standard error on a pseudo-terminal (standard
-/// output to a file); what the terminal received.
-fn on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
-    let script = r#"
-import os, pty, select, subprocess, sys
-m, s = pty.openpty()
-p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=s, stdin=s)
-os.close(s)
-out = b""
-while True:
-    r, _, _ = select.select([m], [], [], 0.1)
-    if r:
-        try:
-            d = os.read(m, 4096)
-        except OSError:
-            break
-        if not d:
-            break
-        out += d
-    elif p.poll() is not None:
-        break
-p.wait()
-sys.stdout.buffer.write(out)
-"#;
-    let out = run(Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(ftail())
-        .args(args)
-        .envs(env.iter().copied()));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A command that reads a trace shows a progress bar on a terminal, once
 /// it has taken long enough (here: at once), and nothing on a pipe.
 #[test]
@@ -693,7 +660,7 @@ fn progress_shows_on_a_terminal_only() {
         .args(["--", exe.to_str().unwrap(), "10", "3000000"]));
     assert!(out.status.success(), "{out:?}");
     let t = trace.to_str().unwrap();
-    let shown = on_a_terminal(&["report", "-d", t], &[("FTAIL_PROGRESS_AFTER_MS", "0")]);
+    let shown = stderr_on_a_terminal(&["report", "-d", t], &[("FTAIL_PROGRESS_AFTER_MS", "0")]);
     assert!(shown.contains("reading ["), "{shown:?}");
     let piped = run(Command::new(ftail())
         .args(["report", "-d", t])
@@ -704,7 +671,7 @@ fn progress_shows_on_a_terminal_only() {
         String::from_utf8_lossy(&piped.stderr)
     );
     // Without the override, a quick command shows nothing.
-    let quick = on_a_terminal(&["info", "-d", t], &[]);
+    let quick = stderr_on_a_terminal(&["info", "-d", t], &[]);
     assert!(!quick.contains('['), "{quick:?}");
 }
 

@@ -205,10 +205,22 @@ pub fn mode(path: &Path) -> u32 {
 /// Runs `ftail ARGS` with standard output on a pseudo-terminal (no
 /// pager, no `NO_COLOR` but what `env` sets); what the terminal received.
 pub fn stdout_on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
+    on_a_terminal("stdout=s, stderr=subprocess.DEVNULL", args, env)
+}
+
+/// [`stdout_on_a_terminal`] for standard error (standard output goes
+/// nowhere).
+pub fn stderr_on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
+    on_a_terminal("stdout=subprocess.DEVNULL, stderr=s", args, env)
+}
+
+/// Runs `ftail ARGS` with the streams `streams` names (Python's
+/// `Popen` keywords; `s` is the terminal) on a pseudo-terminal.
+fn on_a_terminal(streams: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let script = r#"
 import os, pty, select, subprocess, sys
 m, s = pty.openpty()
-p = subprocess.Popen(sys.argv[1:], stdout=s, stderr=subprocess.DEVNULL, stdin=s)
+p = subprocess.Popen(sys.argv[1:], STREAMS, stdin=s)
 os.close(s)
 out = b""
 while True:
@@ -225,13 +237,14 @@ while True:
         break
 p.wait()
 sys.stdout.buffer.write(out)
-"#;
+"#
+    .replace("STREAMS", streams);
     // The interpreter itself (not a wrapper script that needs this PATH);
     // the program may get another PATH.
     let python = run_ok(Command::new("python3").args(["-c", "import sys; print(sys.executable)"]));
     let out = run(Command::new(python.trim())
         .arg("-c")
-        .arg(script)
+        .arg(&script)
         .arg(ftail())
         .args(args)
         .env_remove("PAGER")
