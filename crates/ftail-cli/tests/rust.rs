@@ -224,6 +224,52 @@ fn lto_is_refused_with_a_reason() {
     assert!(err.contains("build without LTO"), "{err}");
 }
 
+/// rayon's pool and tokio's multi-threaded runtime (from crates.io, at the
+/// fixture's locked versions): every thread balanced, the fixture's own
+/// functions called as often as the program makes them, and the pools'
+/// own functions traced.
+#[test]
+fn rayon_and_tokio_balance_per_thread() {
+    if !full_suite() {
+        eprintln!("skipping the crates.io build: set FTAIL_CORPUS=1");
+        return;
+    }
+    let dir = scratch();
+    let target = dir.path().join("target");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rust/pool/Cargo.toml");
+    run_ok(&mut ftail_cargo(
+        &manifest,
+        &target,
+        &["build", "--release", "--locked"],
+    ));
+    let exe = target.join("release/pool");
+    let (ok, text) = sites(&exe);
+    assert!(ok && text.contains(" 0 mismatches"), "{text}");
+    let plain = run(&mut Command::new(&exe));
+    assert!(plain.status.success(), "{plain:?}");
+    let tdir = dir.path().join("trace");
+    let traced = record(&tdir, &exe, &[]);
+    assert!(traced.status.success(), "{traced:?}");
+    assert_eq!(plain.stdout, traced.stdout);
+    let (counts, _) = trace_counts(&tdir);
+    let count = |name: &str| counts.get(name).copied().unwrap_or(0);
+    // 1000 leaves over rayon's pool; a task tree of 1 + 3 + 9 + 27 + 81
+    // nodes, each visited once, and 8 more visits from tokio::main.
+    assert_eq!(count("pool::leaf"), 1000, "{counts:?}");
+    assert_eq!(count("pool::spread"), 1);
+    assert_eq!(count("pool::node"), 121, "{counts:?}");
+    assert_eq!(count("pool::visit"), 121 + 8, "{counts:?}");
+    // tokio::main's async body: polled at least once (how often depends
+    // on when its tasks finish).
+    assert!(count("pool::run_macro::{{closure}}") >= 1, "{counts:?}");
+    for krate in ["rayon_core::", "tokio::"] {
+        assert!(
+            counts.keys().any(|n| n.starts_with(krate)),
+            "no {krate} function traced: {counts:?}"
+        );
+    }
+}
+
 /// semver, fetched by cargo, copied out of the registry and tested:
 /// plainly, through `ftail cargo`, and each test binary again under
 /// `ftail record`; `semver::` functions called as callgrind counts.
