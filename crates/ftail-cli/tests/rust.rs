@@ -224,6 +224,81 @@ fn lto_is_refused_with_a_reason() {
     assert!(err.contains("build without LTO"), "{err}");
 }
 
+/// A workspace of a library and a program using it (no dependencies):
+/// `--workspace` builds both members with sites, their tests pass, and
+/// the doc tests, which rustdoc compiles itself (no `RUSTC_WRAPPER`) and
+/// links against the library's instrumented archive, pass and trace the
+/// library's calls.
+#[test]
+fn workspace_members_carry_sites_and_doc_tests_run_against_them() {
+    let dir = scratch();
+    let target = dir.path().join("target");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rust/work/Cargo.toml");
+    let tests = run_ok(&mut ftail_cargo(
+        &manifest,
+        &target,
+        &["test", "--workspace", "--release", "--offline"],
+    ));
+    for passed in [
+        "tests::closed_form ... ok",
+        "tests::reports_the_sum ... ok",
+        "calc/src/lib.rs - square (line 5) ... ok",
+    ] {
+        assert!(tests.contains(passed), "{tests}");
+    }
+    run_ok(&mut ftail_cargo(
+        &manifest,
+        &target,
+        &["build", "--workspace", "--release", "--offline"],
+    ));
+    let exe = target.join("release/app");
+    let (ok, text) = sites(&exe);
+    assert!(ok && text.contains(" 0 mismatches"), "{text}");
+    let plain = run(&mut Command::new(&exe));
+    let tdir = dir.path().join("trace");
+    let traced = record(&tdir, &exe, &[]);
+    assert!(traced.status.success(), "{traced:?}");
+    assert_eq!(plain.stdout, traced.stdout);
+    let (counts, _) = trace_counts(&tdir);
+    let count = |name: &str| counts.get(name).copied().unwrap_or(0);
+    assert_eq!(count("app::report"), 10, "{counts:?}");
+    assert_eq!(count("calc::sum_of_squares"), 10, "{counts:?}");
+    assert_eq!(count("calc::square"), 55, "{counts:?}");
+
+    // The doc test's program is gone once rustdoc has run it: its
+    // functions are told apart by address. It calls square once, then
+    // sum_of_squares(3), which calls square three times.
+    let tdir = dir.path().join("doc-trace");
+    run_ok(
+        Command::new(ftail())
+            .args(["record", "--no-libcall", "-d"])
+            .arg(&tdir)
+            .arg("--")
+            .arg(ftail())
+            .arg("cargo")
+            .args(["test", "--doc", "-p", "calc", "--release", "--offline"])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target),
+    );
+    let t = trace::open(&tdir).unwrap();
+    let mut by_addr = BTreeMap::<u64, u64>::new();
+    for th in t.processes.iter().flat_map(|p| &p.threads) {
+        assert!(th.balance().is_balanced(), "{:?}", th.balance());
+        for e in th
+            .events
+            .iter()
+            .filter(|e| e.kind() == Some(EventKind::Entry))
+        {
+            *by_addr.entry(e.addr()).or_default() += 1;
+        }
+    }
+    let mut calls: Vec<u64> = by_addr.into_values().collect();
+    calls.sort();
+    assert_eq!(calls, [1, 4], "calls per function of the doc test");
+}
+
 /// rayon's pool and tokio's multi-threaded runtime (from crates.io, at the
 /// fixture's locked versions): every thread balanced, the fixture's own
 /// functions called as often as the program makes them, and the pools'
