@@ -241,7 +241,7 @@ fn workspace_members_carry_sites_and_doc_tests_run_against_them() {
     ));
     for passed in [
         "tests::closed_form ... ok",
-        "tests::reports_the_sum ... ok",
+        "tally::tests::reports_the_sum ... ok",
         "calc/src/lib.rs - square (line 5) ... ok",
     ] {
         assert!(tests.contains(passed), "{tests}");
@@ -261,7 +261,7 @@ fn workspace_members_carry_sites_and_doc_tests_run_against_them() {
     assert_eq!(plain.stdout, traced.stdout);
     let (counts, _) = trace_counts(&tdir);
     let count = |name: &str| counts.get(name).copied().unwrap_or(0);
-    assert_eq!(count("app::report"), 10, "{counts:?}");
+    assert_eq!(count("app::tally::report"), 10, "{counts:?}");
     assert_eq!(count("calc::sum_of_squares"), 10, "{counts:?}");
     assert_eq!(count("calc::square"), 55, "{counts:?}");
 
@@ -297,6 +297,54 @@ fn workspace_members_carry_sites_and_doc_tests_run_against_them() {
     let mut calls: Vec<u64> = by_addr.into_values().collect();
     calls.sort();
     assert_eq!(calls, [1, 4], "calls per function of the doc test");
+}
+
+/// The dev profile builds incrementally: after an edit that adds a
+/// function called from main, the rebuilt program is traced with it and
+/// its tables match its code (every codegen unit is compiled anew, none
+/// taken from rustc's incremental cache without its assembly).
+#[test]
+fn incremental_rebuild_traces_the_edited_program() {
+    let dir = scratch();
+    let work = dir.path().join("work");
+    run_ok(
+        Command::new("cp")
+            .arg("-r")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rust/work"))
+            .arg(&work),
+    );
+    let manifest = work.join("Cargo.toml");
+    let target = dir.path().join("target");
+    let build = || {
+        run_ok(&mut ftail_cargo(
+            &manifest,
+            &target,
+            &["build", "--workspace", "--offline"],
+        ))
+    };
+    build();
+    let main_rs = work.join("app/src/main.rs");
+    let text = std::fs::read_to_string(&main_rs).unwrap();
+    let edited = text.replace(
+        "    println!(\"total {total}\");",
+        "    println!(\"total {total} added {}\", added(total));",
+    ) + "\n#[inline(never)]\nfn added(x: u64) -> u64 {\n    calc::square(x % 5)\n}\n";
+    assert_ne!(text, edited);
+    std::fs::write(&main_rs, edited).unwrap();
+    build();
+    let exe = target.join("debug/app");
+    let (ok, text) = sites(&exe);
+    assert!(ok && text.contains(" 0 mismatches"), "{text}");
+    let tdir = dir.path().join("trace");
+    let traced = record(&tdir, &exe, &[]);
+    assert!(traced.status.success(), "{traced:?}");
+    let stdout = String::from_utf8_lossy(&traced.stdout);
+    assert!(stdout.contains("total 1210 added 0"), "{stdout}");
+    let (counts, _) = trace_counts(&tdir);
+    assert_eq!(counts.get("app::added"), Some(&1), "{counts:?}");
+    // From the codegen unit the edit left alone.
+    assert_eq!(counts.get("app::tally::report"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("calc::square"), Some(&56), "{counts:?}");
 }
 
 /// rayon's pool and tokio's multi-threaded runtime (from crates.io, at the
