@@ -16,6 +16,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +31,8 @@ pub const LINK_SHIM: &str = "ftail-link";
 const LINKER_ENV: &str = "FTAIL_RUST_LINKER";
 /// `OUT_DIR/PREFIX` of the crate being linked, for `ftail-link`.
 const UNIT_ENV: &str = "FTAIL_RUST_UNIT";
+/// How deep response files may name further response files.
+const RESPONSE_FILE_DEPTH: usize = 16;
 /// Wrappers that `ftail cargo` would silently replace.
 const WRAPPER_VARS: [&str; 4] = [
     "RUSTC_WRAPPER",
@@ -491,9 +494,8 @@ fn instrument_link_objects(unit: &Path, args: &[OsString]) -> Result<()> {
         bail!("{UNIT_ENV}={}: not OUT_DIR/PREFIX", unit.display());
     };
     let prefix = prefix.to_string_lossy();
-    if args.iter().any(|a| a.as_encoded_bytes().starts_with(b"@")) {
-        bail!("the link line came in a response file, which ftail cargo does not read");
-    }
+    // rustc passes a link line too long for the system in a response file.
+    let args = expand_response_files(args)?;
     let objects: Vec<(String, &Path)> = args
         .iter()
         .map(Path::new)
@@ -507,6 +509,60 @@ fn instrument_link_objects(unit: &Path, args: &[OsString]) -> Result<()> {
         assemble(&asm, path)?;
     }
     Ok(())
+}
+
+/// `args` with each `@FILE` replaced by the arguments the file holds, as
+/// the GNU linker and compiler drivers read them (which is how rustc
+/// writes them); a file that cannot be read stays an argument, as there.
+fn expand_response_files(args: &[OsString]) -> Result<Vec<OsString>> {
+    let mut out = Vec::with_capacity(args.len());
+    expand_into(args.to_vec(), 0, &mut out)?;
+    Ok(out)
+}
+
+fn expand_into(args: Vec<OsString>, depth: usize, out: &mut Vec<OsString>) -> Result<()> {
+    for arg in args {
+        let Some(path) = arg.as_bytes().strip_prefix(b"@").map(OsStr::from_bytes) else {
+            out.push(arg);
+            continue;
+        };
+        let Ok(text) = std::fs::read(path) else {
+            out.push(arg);
+            continue;
+        };
+        if depth == RESPONSE_FILE_DEPTH {
+            bail!(
+                "{}: response files name each other more than {RESPONSE_FILE_DEPTH} deep",
+                Path::new(path).display()
+            );
+        }
+        expand_into(split_response_file(&text), depth + 1, out)?;
+    }
+    Ok(())
+}
+
+/// The arguments of a response file: separated by white space, grouped
+/// by single or double quotes, a backslash taking the next byte as it is.
+fn split_response_file(text: &[u8]) -> Vec<OsString> {
+    let mut args = Vec::new();
+    let mut bytes = text.iter().copied().peekable();
+    loop {
+        while bytes.next_if(u8::is_ascii_whitespace).is_some() {}
+        if bytes.peek().is_none() {
+            return args;
+        }
+        let (mut arg, mut quote) = (Vec::new(), None);
+        while let Some(c) = bytes.next() {
+            match (c, quote) {
+                (b'\\', _) => arg.extend(bytes.next()),
+                (b'\'' | b'"', None) => quote = Some(c),
+                (c, Some(q)) if c == q => quote = None,
+                (c, None) if c.is_ascii_whitespace() => break,
+                (c, _) => arg.push(c),
+            }
+        }
+        args.push(OsString::from_vec(arg));
+    }
 }
 
 #[cfg(test)]
@@ -615,6 +671,28 @@ mod tests {
         );
         let five = "\t.file\t0 \"/d\" \"a.rs\" md5 0x00\n";
         assert_eq!(for_gas(five), (five.to_string(), true));
+    }
+
+    #[test]
+    fn reads_response_files_as_the_gnu_tools_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("inner");
+        std::fs::write(&inner, "c.o 'd e.o'").unwrap();
+        let outer = dir.path().join("outer");
+        std::fs::write(
+            &outer,
+            format!("-o\nout\n/t/a\\ b.o\n\"x\\\"y\"\n@{}\n", inner.display()),
+        )
+        .unwrap();
+        let missing = format!("@{}", dir.path().join("none").display());
+        let args = os(&["-m64", &format!("@{}", outer.display()), &missing]);
+        assert_eq!(
+            expand_response_files(&args).unwrap(),
+            os(&["-m64", "-o", "out", "/t/a b.o", "x\"y", "c.o", "d e.o", &missing])
+        );
+        std::fs::write(&inner, format!("@{}", inner.display())).unwrap();
+        let err = expand_response_files(&os(&[&format!("@{}", inner.display())])).unwrap_err();
+        assert!(err.to_string().contains("more than 16 deep"), "{err}");
     }
 
     #[test]

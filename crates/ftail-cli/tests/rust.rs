@@ -347,6 +347,36 @@ fn incremental_rebuild_traces_the_edited_program() {
     assert_eq!(counts.get("calc::square"), Some(&56), "{counts:?}");
 }
 
+/// A link line longer than the system takes: rustc passes it to the
+/// linker in a response file (`@FILE`), which ftail-link reads to find
+/// the objects it assembles. 12,000 `-Wl,-O1` make the line longer than
+/// the 128 KiB that a 256 KiB stack allows; they come to rustc in a
+/// response file of its own, so that rustc itself still starts.
+#[test]
+fn a_link_line_in_a_response_file_is_instrumented() {
+    let dir = scratch();
+    let flags = dir.path().join("flags");
+    std::fs::write(&flags, "-C\nlink-arg=-Wl,-O1\n".repeat(12_000)).unwrap();
+    let target = dir.path().join("target");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rust/work/Cargo.toml");
+    let cargo = ftail_cargo(&manifest, &target, &["build", "-p", "app", "--offline"]);
+    run_ok(
+        Command::new("sh")
+            .args(["-c", "ulimit -s 256 && exec \"$0\" \"$@\""])
+            .arg(cargo.get_program())
+            .args(cargo.get_args())
+            .env("RUSTFLAGS", format!("@{}", flags.display())),
+    );
+    let exe = target.join("debug/app");
+    let (ok, text) = sites(&exe);
+    assert!(ok && text.contains(" 0 mismatches"), "{text}");
+    let tdir = dir.path().join("trace");
+    let traced = record(&tdir, &exe, &[]);
+    assert!(traced.status.success(), "{traced:?}");
+    let (counts, _) = trace_counts(&tdir);
+    assert_eq!(counts.get("app::tally::report"), Some(&10), "{counts:?}");
+}
+
 /// rayon's pool and tokio's multi-threaded runtime (from crates.io, at the
 /// fixture's locked versions): every thread balanced, the fixture's own
 /// functions called as often as the program makes them, and the pools'
