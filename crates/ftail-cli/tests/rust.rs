@@ -188,6 +188,47 @@ fn dev_profile_builds_and_traces() {
     assert_eq!(counts.get("shapes::catch"), Some(&4), "{counts:?}");
 }
 
+/// Symbols mangled as v0 (`-C symbol-mangling-version=v0`): the trace
+/// names them with their generic arguments and numbered closures, and
+/// counts them as callgrind does.
+#[test]
+fn v0_mangled_names_are_demangled() {
+    let dir = scratch();
+    let target = dir.path().join("target");
+    run_ok(
+        ftail_cargo(
+            &shapes_manifest(),
+            &target,
+            &["build", "--release", "--offline"],
+        )
+        .env("RUSTFLAGS", "-C symbol-mangling-version=v0"),
+    );
+    let exe = target.join("release/shapes");
+    let (ok, text) = sites(&exe);
+    assert!(ok && text.contains(" 0 mismatches"), "{text}");
+    let tdir = dir.path().join("trace");
+    let traced = record(&tdir, &exe, &[]);
+    assert!(traced.status.success(), "{traced:?}");
+    let (counts, _) = trace_counts(&tdir);
+    let mangled: Vec<_> = counts.keys().filter(|n| n.starts_with("_R")).collect();
+    assert!(mangled.is_empty(), "left mangled: {mangled:?}");
+    assert_eq!(counts.get("shapes::catch"), Some(&4), "{counts:?}");
+    assert_eq!(counts.get("shapes::generic::<u8>"), Some(&10), "{counts:?}");
+    assert_eq!(
+        counts.get("shapes::generic::<u32>"),
+        Some(&10),
+        "{counts:?}"
+    );
+    // Legacy names would say `shapes::apply` and `{{closure}}`.
+    assert!(
+        counts.contains_key("shapes::apply::<shapes::main::{closure#2}>"),
+        "{counts:?}"
+    );
+    if have("valgrind") {
+        compare_with_callgrind(dir.path(), &exe, &[], &counts, "shapes");
+    }
+}
+
 #[test]
 fn panic_abort_builds_and_aborts_as_it_would_untraced() {
     use std::os::unix::process::ExitStatusExt;
