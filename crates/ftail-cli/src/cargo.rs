@@ -351,10 +351,13 @@ fn pair_objects<'o>(
     Ok(pairs)
 }
 
-/// Assembles `asm`, rewritten, into `obj`.
-fn assemble(asm: &Path, obj: &Path) -> Result<()> {
+/// Assembles `asm`, rewritten, into `obj`. Split debug information
+/// (`-C split-debuginfo`) goes to `dwo`, where rustc wrote the split
+/// units of the code as it was before the rewrite.
+fn assemble(asm: &Path, obj: &Path, dwo: &Path) -> Result<()> {
     let text =
         std::fs::read_to_string(asm).with_context(|| format!("reading {}", asm.display()))?;
+    let split = has_split_dwarf(&text);
     let (text, dwarf5) = for_gas(&text);
     std::fs::write(asm, text).with_context(|| format!("writing {}", asm.display()))?;
     let mut args: Vec<OsString> = vec!["-o".into(), obj.into(), asm.into()];
@@ -362,12 +365,52 @@ fn assemble(asm: &Path, obj: &Path) -> Result<()> {
         args.insert(0, "--gdwarf-5".into());
     }
     match crate::as_shim::run(args)? {
+        0 if split => split_dwarf(obj, dwo),
         0 => Ok(()),
         code => bail!(
             "assembling {} (rewritten) failed with exit code {code}",
             asm.display()
         ),
     }
+}
+
+/// Whether LLVM put split debug units (`.dwo` sections) in the assembly.
+fn has_split_dwarf(text: &str) -> bool {
+    text.lines().any(|l| {
+        l.trim_start().strip_prefix(".section").is_some_and(|r| {
+            r.trim_start()
+                .split(',')
+                .next()
+                .is_some_and(|n| n.ends_with(".dwo"))
+        })
+    })
+}
+
+/// Moves the `.dwo` sections of `obj` into `dwo`, as rustc does for the
+/// objects LLVM writes: the linker and thorin (for `packed`) then see
+/// each split unit once, with the rewritten code's sizes.
+fn split_dwarf(obj: &Path, dwo: &Path) -> Result<()> {
+    for args in [
+        vec![
+            OsStr::new("--extract-dwo"),
+            obj.as_os_str(),
+            dwo.as_os_str(),
+        ],
+        vec![OsStr::new("--strip-dwo"), obj.as_os_str()],
+    ] {
+        let out = Command::new("objcopy")
+            .args(&args)
+            .output()
+            .context("running `objcopy` (install binutils)")?;
+        if !out.status.success() {
+            bail!(
+                "`objcopy {}` failed: {}",
+                args[0].to_string_lossy(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// rustc's assembly as the GNU assembler reads it, and whether its line
@@ -457,8 +500,12 @@ fn instrument_archive(unit: &Unit, archive: &Path) -> Result<()> {
     ar.arg("r").arg(archive);
     for (member, asm) in &pairs {
         let obj = tmp.path().join(member);
-        assemble(asm, &obj)?;
+        let dwo = obj.with_extension("dwo");
+        assemble(asm, &obj, &dwo)?;
         ar.arg(obj);
+        if dwo.exists() {
+            split_units_beside(&dwo, &unit.out_dir, &members, &mut ar)?;
+        }
     }
     let out = ar.output().context("running `ar r`")?;
     if !out.status.success() {
@@ -467,6 +514,26 @@ fn instrument_archive(unit: &Unit, archive: &Path) -> Result<()> {
             archive.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
+    }
+    Ok(())
+}
+
+/// Puts the split units `dwo` of an archive's member where rustc put
+/// those of the code before the rewrite: in the archive (`packed`) and
+/// beside it (`unpacked`).
+fn split_units_beside(
+    dwo: &Path,
+    out_dir: &Path,
+    members: &[String],
+    ar: &mut Command,
+) -> Result<()> {
+    let name = dwo.file_name().expect("a member's name");
+    if members.iter().any(|m| OsStr::new(m) == name) {
+        ar.arg(dwo);
+    }
+    let beside = out_dir.join(name);
+    if beside.exists() {
+        std::fs::copy(dwo, &beside).with_context(|| format!("writing {}", beside.display()))?;
     }
     Ok(())
 }
@@ -506,7 +573,7 @@ fn instrument_link_objects(unit: &Path, args: &[OsString]) -> Result<()> {
     let asm = unit_asm(out_dir, &prefix)?;
     for (name, asm) in pair_objects(&prefix, &asm, &names)? {
         let (_, path) = objects.iter().find(|(n, _)| n == name).expect("paired");
-        assemble(&asm, path)?;
+        assemble(&asm, path, &out_dir.join(name).with_extension("dwo"))?;
     }
     Ok(())
 }
@@ -693,6 +760,16 @@ mod tests {
         std::fs::write(&inner, format!("@{}", inner.display())).unwrap();
         let err = expand_response_files(&os(&[&format!("@{}", inner.display())])).unwrap_err();
         assert!(err.to_string().contains("more than 16 deep"), "{err}");
+    }
+
+    #[test]
+    fn finds_split_units_in_llvm_assembly() {
+        assert!(has_split_dwarf(
+            "\t.text\n\t.section\t.debug_info.dwo,\"e\",@progbits\n"
+        ));
+        assert!(!has_split_dwarf(
+            "\t.section\t.debug_info,\"\",@progbits\n\t.ascii\t\".dwo\"\n"
+        ));
     }
 
     #[test]

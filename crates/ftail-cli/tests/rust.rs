@@ -418,6 +418,70 @@ fn a_link_line_in_a_response_file_is_instrumented() {
     assert_eq!(counts.get("app::tally::report"), Some(&10), "{counts:?}");
 }
 
+/// Split debug information (`split-debuginfo`, packed into a `.dwp` or
+/// left in `.dwo` files): the build links, traces, and the split units
+/// describe the rewritten code (a function's length is its symbol's size).
+#[test]
+fn split_debuginfo_describes_the_rewritten_code() {
+    let dir = scratch();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rust/work/Cargo.toml");
+    for split in ["packed", "unpacked"] {
+        let target = dir.path().join(split);
+        run_ok(
+            ftail_cargo(&manifest, &target, &["build", "--workspace", "--offline"])
+                .env("CARGO_PROFILE_DEV_SPLIT_DEBUGINFO", split),
+        );
+        let exe = target.join("debug/app");
+        let (ok, text) = sites(&exe);
+        assert!(ok && text.contains(" 0 mismatches"), "{text}");
+        let tdir = dir.path().join(format!("trace-{split}"));
+        let traced = record(&tdir, &exe, &[]);
+        assert!(traced.status.success(), "{traced:?}");
+        let (counts, _) = trace_counts(&tdir);
+        assert_eq!(counts.get("calc::square"), Some(&55), "{counts:?}");
+        let units: Vec<PathBuf> = if split == "packed" {
+            vec![target.join("debug/app.dwp")]
+        } else {
+            std::fs::read_dir(target.join("debug/deps"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "dwo"))
+                .collect()
+        };
+        let nm = run_ok(Command::new("nm").arg("-S").arg(&exe));
+        for function in ["4calc6square", "3app5tally6report"] {
+            let (name, size) = nm
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.len() == 4 && f[3].contains(function)).then(|| (f[3], f[1]))
+                })
+                .next()
+                .unwrap_or_else(|| panic!("no {function} in {nm}"));
+            let size = u64::from_str_radix(size, 16).unwrap();
+            assert_eq!(split_unit_length(&units, name), size, "{split}: {name}");
+        }
+    }
+}
+
+/// The length (`DW_AT_high_pc`) that the split units in `files` give the
+/// function whose linkage name is `name`.
+fn split_unit_length(files: &[PathBuf], name: &str) -> u64 {
+    let info = run_ok(Command::new("readelf").arg("--debug-dump=info").args(files));
+    let mut high_pc = None;
+    for line in info.lines() {
+        if line.contains("DW_TAG_") {
+            high_pc = None;
+        } else if let Some((_, v)) = line.split_once("DW_AT_high_pc") {
+            let v = v.trim_start_matches([' ', ':']).trim();
+            high_pc = u64::from_str_radix(v.trim_start_matches("0x"), 16).ok();
+        } else if line.contains("DW_AT_linkage_name") && line.trim_end().ends_with(name) {
+            return high_pc.unwrap_or_else(|| panic!("{name}: no DW_AT_high_pc"));
+        }
+    }
+    panic!("{name} not in the split units {files:?}")
+}
+
 /// rayon's pool and tokio's multi-threaded runtime (from crates.io, at the
 /// fixture's locked versions): every thread balanced, the fixture's own
 /// functions called as often as the program makes them, and the pools'
