@@ -151,6 +151,7 @@ fn option_value<'a>(args: &'a [OsString], i: usize, name: &str) -> Option<(&'a s
 fn parse_unit(args: &[OsString]) -> Result<Option<Unit>> {
     let (mut out_dir, mut crate_name, mut extra) = (None, None, String::new());
     let (mut types, mut emit, mut test, mut linker) = (Vec::new(), None, false, None);
+    let (mut musl, mut crt_static) = (false, None);
     let mut i = 0;
     while i < args.len() {
         let a = args[i].to_string_lossy();
@@ -172,6 +173,7 @@ fn parse_unit(args: &[OsString]) -> Result<Option<Unit>> {
             if !(v.starts_with("x86_64-") && v.contains("-linux-")) {
                 bail!("ftail cargo builds for x86-64 Linux only, not --target {v}");
             }
+            musl = v.contains("-musl");
             took = n;
         } else if let Some((v, n)) = option_value(args, i, "-C") {
             took = n;
@@ -179,6 +181,7 @@ fn parse_unit(args: &[OsString]) -> Result<Option<Unit>> {
             match key {
                 "extra-filename" => extra = value.to_string(),
                 "linker" => linker = Some(OsString::from(value)),
+                "target-feature" => crt_static = crt_static_of(value).or(crt_static),
                 "lto" if !matches!(value, "off" | "no" | "n" | "false") => bail!(
                     "-C lto={value}: LTO re-generates code at the link, where ftail cannot \
                      place sites; build without LTO (profile `lto = false`)"
@@ -215,11 +218,18 @@ fn parse_unit(args: &[OsString]) -> Result<Option<Unit>> {
             _ => None,
         })
         .collect();
-    let links = test
-        || types.is_empty()
+    let executable = test || types.is_empty() || types.iter().any(|t| t == "bin");
+    if executable && crt_static.unwrap_or(musl) {
+        bail!(
+            "{crate_name} would be linked statically (crt-static), and ftail's runtime is \
+             loaded into a program by the dynamic loader, which a static program does not \
+             run; build it dynamically linked (`-C target-feature=-crt-static`)"
+        );
+    }
+    let links = executable
         || types
             .iter()
-            .any(|t| matches!(t.as_str(), "bin" | "dylib" | "cdylib"));
+            .any(|t| matches!(t.as_str(), "dylib" | "cdylib"));
     Ok(Some(Unit {
         out_dir,
         prefix,
@@ -227,6 +237,15 @@ fn parse_unit(args: &[OsString]) -> Result<Option<Unit>> {
         links,
         linker,
     }))
+}
+
+/// Whether `-C target-feature=FEATURES` turns `crt-static` on or off.
+fn crt_static_of(features: &str) -> Option<bool> {
+    features.split(',').rev().find_map(|f| match f.trim() {
+        "+crt-static" => Some(true),
+        "-crt-static" => Some(false),
+        _ => None,
+    })
 }
 
 /// rustc's arguments with `asm` added to `--emit`, incremental compilation
@@ -722,6 +741,38 @@ mod tests {
         ]))
         .is_ok());
         assert!(err(&["--target", "aarch64-unknown-linux-gnu"]).contains("x86-64 Linux only"));
+        let program = [
+            "--crate-name",
+            "a",
+            "--crate-type",
+            "bin",
+            "--emit=link",
+            "--out-dir",
+            "d",
+        ];
+        let with = |extra: &[&'static str]| [&program[..], extra].concat();
+        let static_feature = with(&["-C", "target-feature=+avx2,+crt-static"]);
+        assert!(err(&static_feature).contains("crt-static"));
+        assert!(err(&with(&["--target", "x86_64-unknown-linux-musl"])).contains("crt-static"));
+        let dynamic_musl = with(&[
+            "--target",
+            "x86_64-unknown-linux-musl",
+            "-Ctarget-feature=+crt-static",
+            "-C",
+            "target-feature=-crt-static",
+        ]);
+        assert!(parse_unit(&os(&dynamic_musl)).is_ok());
+        let static_lib = [
+            "--crate-name",
+            "a",
+            "--crate-type",
+            "lib",
+            "--emit=link",
+            "--out-dir",
+            "d",
+        ];
+        let static_lib = [&static_lib[..], &["-C", "target-feature=+crt-static"]].concat();
+        assert!(parse_unit(&os(&static_lib)).is_ok());
     }
 
     #[test]

@@ -188,6 +188,21 @@ fn dev_profile_builds_and_traces() {
     assert_eq!(counts.get("shapes::catch"), Some(&4), "{counts:?}");
 }
 
+/// A statically linked program never runs the dynamic loader that would
+/// load ftail's runtime: refused when built, not found untraceable later.
+#[test]
+fn a_static_program_is_refused_with_a_reason() {
+    let dir = scratch();
+    let target = dir.path().join("target");
+    let out = run(
+        ftail_cargo(&shapes_manifest(), &target, &["build", "--offline"])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("build it dynamically linked"), "{err}");
+}
+
 /// Symbols mangled as v0 (`-C symbol-mangling-version=v0`): the trace
 /// names them with their generic arguments and numbered closures, and
 /// counts them as callgrind does.
