@@ -3,8 +3,12 @@
 //! target directory) passes its tests with sites placed, verifies with
 //! `ftail sites`, and traces with every thread balanced, panics that
 //! unwind closed as unwound, and per-function call counts equal to
-//! callgrind's. With `FTAIL_CORPUS=1`, a crate from crates.io (semver, a
-//! parser library, fetched by cargo) does the same with its own suite.
+//! callgrind's. A workspace fixture (`tests/rust/work`: a library, a
+//! program using it, a doc test) covers `--workspace`, doc tests,
+//! incremental rebuilds, split debug information and response files.
+//! With `FTAIL_CORPUS=1`, a crate from crates.io (semver, a parser
+//! library, fetched by cargo) does the same with its own suite, and
+//! `tests/rust/pool` runs rayon's and tokio's thread pools.
 
 mod common;
 
