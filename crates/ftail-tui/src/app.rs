@@ -1518,6 +1518,23 @@ mod tests {
     }
 
     #[test]
+    fn work_in_the_background_stops_once_nobody_waits_for_it() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job = in_background(move |stop| {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let _ = tx.send(());
+        });
+        let again = job.clone();
+        drop(job);
+        assert!(rx.try_recv().is_err(), "a handle is still held");
+        drop(again);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the work stopped");
+    }
+
+    #[test]
     fn callees_fold_at_once_and_unfold_one_by_one_or_all() {
         let mut f = Folds::default();
         // Line 0 calls 1 and 5; 1 calls 2.
