@@ -1503,6 +1503,21 @@ mod tests {
         time(&mut app, "End", &[KeyCode::End]);
         time(&mut app, "PgUp", &[KeyCode::PageUp; 50]);
         time(&mut app, "u (caller)", &[KeyCode::Char('u')]);
+        // Searches that cross every block: `run` is eventgen's outermost
+        // call, on the first line only.
+        let search = |q: &str| {
+            let mut keys = vec![KeyCode::Char('/')];
+            keys.extend(q.chars().map(KeyCode::Char));
+            keys.push(KeyCode::Enter);
+            keys
+        };
+        time(&mut app, "/nosuch (no such function)", &search("nosuch"));
+        time(&mut app, "Home", &[KeyCode::Home]);
+        time(&mut app, "/run Enter (none later)", &search("run"));
+        time(&mut app, "End", &[KeyCode::End]);
+        time(&mut app, "N (run, backwards)", &[KeyCode::Char('N')]);
+        time(&mut app, "n (none later)", &[KeyCode::Char('n')]);
+        time(&mut app, "> on run (none later)", &[KeyCode::Char('>')]);
         time(&mut app, "Enter (fold)", &[KeyCode::Enter]);
         time(&mut app, "Home, j", &[KeyCode::Home, KeyCode::Char('j')]);
         time(&mut app, "m (slowest)", &[KeyCode::Char('m')]);
