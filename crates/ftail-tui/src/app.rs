@@ -1391,9 +1391,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("Up Down j k", "move by a line (the mouse wheel by three)"),
     ("PgUp PgDn", "move by a screenful"),
     ("Home End g G", "first/last line"),
+    ("Enter Space", "graph, timeline: fold/unfold the call"),
     (
-        "Enter Space",
-        "graph, timeline: fold/unfold the call; report: its calls in the timeline",
+        "Enter",
+        "report: its first call, in the panel's thread or the first one calling it",
     ),
     ("Left Right", "fold/unfold the call"),
     (
