@@ -920,6 +920,12 @@ impl App {
         self.timeline.cur = 0;
         self.timeline.top = 0;
         let set = self.matching(&|n: &str| n == &*name);
+        if set.is_empty() {
+            // An address without a name: the timeline finds calls by
+            // function.
+            self.message = format!("{name} has no name to look for in the timeline");
+            return;
+        }
         self.timeline.jump = Some(Jump {
             name,
             set,
