@@ -558,6 +558,17 @@ pub fn info(dir: &Path, count_events: bool) -> Result<i32> {
 /// past them the lines go to an unlinked file.
 const TUI_MEMORY_LINES: u64 = 3 << 20;
 
+/// Timeline lines per block of `ftail tui`'s search summaries:
+/// `FTAIL_TUI_BLOCK_LINES` (tests make traces span many blocks), else
+/// 64 Ki.
+fn tui_block_lines() -> u64 {
+    std::env::var("FTAIL_TUI_BLOCK_LINES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(ftail_tui::index::BLOCK_LINES)
+}
+
 /// `ftail tui`.
 pub fn tui(view: &ViewArgs) -> Result<i32> {
     let o = view.open()?;
@@ -566,6 +577,7 @@ pub fn tui(view: &ViewArgs) -> Result<i32> {
         tids: view.show.tid.clone(),
         color: !no_color(),
         memory_lines: TUI_MEMORY_LINES,
+        block_lines: tui_block_lines(),
         parse_duration,
     };
     ftail_tui::run(o.trace, o.names, opts).context("ftail tui")?;

@@ -621,6 +621,162 @@ fn a_larger_trace_opens_at_once_and_answers_keys() {
     t.assert_restored();
 }
 
+/// main calls filler 2000 times, one → rare, filler 2000 times, two →
+/// rare (the slower call), filler 2000 times: the calls of rare lie far
+/// apart, in blocks of the search's index that do not call it.
+const FAR_SOURCE: &str = r#"
+#include <unistd.h>
+static volatile int calls;
+__attribute__((noinline)) void filler(void) { calls++; }
+__attribute__((noinline)) void rare(int slow) { calls++; if (slow) usleep(3000); }
+__attribute__((noinline)) void one(void) { rare(0); }
+__attribute__((noinline)) void two(void) { rare(1); }
+int main(void) {
+  for (int i = 0; i < 2000; i++) filler();
+  one();
+  for (int i = 0; i < 2000; i++) filler();
+  two();
+  for (int i = 0; i < 2000; i++) filler();
+  return calls & 0;
+}
+"#;
+
+#[test]
+fn search_and_jumps_find_calls_blocks_of_the_index_apart() {
+    if tmux_missing() {
+        return;
+    }
+    let dir = scratch();
+    let src = dir.path().join("far.c");
+    std::fs::write(&src, FAR_SOURCE).unwrap();
+    let exe = dir.path().join("far");
+    run_ok(ftail_cc("gcc").args(["-O1", "-o"]).arg(&exe).arg(&src));
+    let trace = dir.path().join("trace");
+    let (out, _) = record_trace(&trace, &exe, &[], &["--no-libcall"]);
+    assert!(out.status.success(), "{out:?}");
+    // Blocks of 64 lines: about 94 of them, rare in two.
+    let t = Tmux::start(
+        dir.path(),
+        &quoted(&trace),
+        "FTAIL_TUI_BLOCK_LINES=64",
+        120,
+        40,
+    );
+    t.keys(&["2"]);
+    t.wait_for("main() {");
+    t.wait("indexing to end", |s| {
+        s.lines()
+            .last()
+            .is_some_and(|l| l.contains(" lines") && !l.contains("indexing"))
+    });
+    let caller = |t: &Tmux| {
+        t.keys(&["u"]);
+        let c = t.cursor_line();
+        t.keys(&["Down"]);
+        c
+    };
+    t.keys(&["/"]);
+    t.type_text("rar");
+    t.keys(&["Enter"]);
+    t.wait_for("/rar");
+    assert!(t.cursor_line().contains("rare();"), "{}", t.cursor_line());
+    assert!(caller(&t).contains("one() {"));
+    // n: the other call, 2000 lines on; N: back; past them, none.
+    t.keys(&["n"]);
+    assert!(t.cursor_line().contains("rare();"), "{}", t.cursor_line());
+    assert!(caller(&t).contains("two() {"));
+    t.keys(&["n"]);
+    t.wait_for("/rar: not found");
+    t.keys(&["N"]);
+    assert!(t.cursor_line().contains("rare();"), "{}", t.cursor_line());
+    assert!(caller(&t).contains("one() {"));
+    t.keys(&["N"]);
+    t.wait_for("/rar: not found");
+    // > and <: the next and previous call of the function under the
+    // cursor.
+    t.keys(&[">"]);
+    assert!(caller(&t).contains("two() {"));
+    t.keys(&["<"]);
+    assert!(caller(&t).contains("one() {"));
+    // m: the slowest call of rare is two's.
+    t.keys(&["m"]);
+    assert!(t.cursor_line().contains(" ms "), "{}", t.cursor_line());
+    assert!(caller(&t).contains("two() {"));
+    // The caller of the last filler, 6000 lines back.
+    t.keys(&["End", "Up"]);
+    assert!(t.cursor_line().contains("filler();"), "{}", t.cursor_line());
+    t.keys(&["u"]);
+    assert!(t.cursor_line().contains("main() {"), "{}", t.cursor_line());
+    t.keys(&["q"]);
+    t.assert_restored();
+}
+
+#[test]
+fn report_enter_goes_to_a_thread_that_calls_the_function() {
+    if tmux_missing() {
+        return;
+    }
+    let f = small();
+    let t = Tmux::start(f.dir.path(), &quoted(&f.trace), "", 120, 40);
+    t.wait_for("- main");
+    // The timeline shows the main thread; worker runs only in the other.
+    t.keys(&["2"]);
+    let s = t.wait_for("main() {");
+    let main_tid = s
+        .split("(thread ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no thread in the title:\n{s}"))
+        .to_string();
+    t.keys(&["3"]);
+    t.wait_for("TOTAL▼");
+    t.keys(&["/"]);
+    t.type_text("worker");
+    t.keys(&["Enter"]);
+    assert!(
+        t.cursor_line().trim_end().ends_with(" worker"),
+        "{}",
+        t.cursor_line()
+    );
+    t.keys(&["Enter"]);
+    let s = t.wait("the first call of worker", |s| {
+        s.contains("first call of worker in thread") && s.contains("; > the next")
+    });
+    assert!(t.cursor_line().contains("worker() {"), "{s}");
+    assert!(!s.contains(&format!("(thread {main_tid} ")), "{s}");
+    // c runs in both: the first thread of the panel, the main one.
+    t.keys(&["3", "/"]);
+    t.type_text("c");
+    t.keys(&["Enter"]);
+    while !t.cursor_line().trim_end().ends_with(" c") {
+        t.keys(&["n"]);
+    }
+    t.keys(&["Enter"]);
+    let s = t.wait("the first call of c", |s| {
+        s.contains("first call of c in thread") && s.contains("; > the next")
+    });
+    assert!(s.contains(&format!("(thread {main_tid} ")), "{s}");
+    // With the worker thread chosen in the panel, its own call of c.
+    t.keys(&["]", "]", "]"]);
+    t.wait_for("worker() {");
+    t.keys(&["3"]);
+    t.wait_for("TOTAL▼");
+    t.keys(&["/"]);
+    t.type_text("c");
+    t.keys(&["Enter"]);
+    while !t.cursor_line().trim_end().ends_with(" c") {
+        t.keys(&["n"]);
+    }
+    t.keys(&["Enter"]);
+    let s = t.wait("the first call of c", |s| {
+        s.contains("first call of c in thread") && s.contains("; > the next")
+    });
+    assert!(!s.contains(&format!("(thread {main_tid} ")), "{s}");
+    assert!(t.cursor_line().contains("c();"), "{s}");
+    t.keys(&["q"]);
+    t.assert_restored();
+}
+
 #[test]
 fn without_a_terminal_or_a_trace_it_says_what_is_wrong() {
     let f = small();

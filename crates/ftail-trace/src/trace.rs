@@ -451,6 +451,47 @@ mod tests {
     }
 
     #[test]
+    fn a_report_or_graph_asked_to_stop_ends_early() {
+        // 10 000 calls of one function: 20 000 events (a time of 0 is
+        // an unwritten slot).
+        let mut v = header(7, 8, 0);
+        for i in 1..=10_000u64 {
+            event(&mut v, 10 * i, EventKind::Entry as u8, 0x1005);
+            event(&mut v, 10 * i + 5, EventKind::Exit as u8, 0x1010);
+        }
+        let d = dir_with(&v);
+        let listing = crate::reader::dir::TraceDir::open(d.path()).unwrap();
+        let names = crate::symbols::names::for_images(&listing.images);
+        let calls = |stop: bool| {
+            let stop = std::sync::atomic::AtomicBool::new(stop);
+            let r =
+                crate::views::report::report_until(&listing, &names, &Default::default(), &stop);
+            r.rows.values().map(|s| s.calls).sum::<u64>()
+        };
+        assert_eq!(calls(false), 10_000);
+        assert!(calls(true) < 4096, "{}", calls(true));
+        let graph_calls = |stop: bool| {
+            let stop = std::sync::atomic::AtomicBool::new(stop);
+            let t = crate::views::graph::build_until(
+                &listing.images[0],
+                &names[0],
+                &crate::views::graph::Kind::Whole,
+                &Default::default(),
+                &[],
+                false,
+                &stop,
+            );
+            t.roots()
+                .iter()
+                .filter_map(|&n| t.node(n))
+                .map(|n| n.calls)
+                .sum::<u64>()
+        };
+        assert_eq!(graph_calls(false), 10_000);
+        assert!(graph_calls(true) < 4096);
+    }
+
+    #[test]
     fn stops_at_damage_with_its_place() {
         let mut v = header(7, 8, 0);
         event(&mut v, 10, EventKind::Entry as u8, 0x1005);

@@ -1,6 +1,7 @@
 //! The viewer's state and what each key does to it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ftail_trace::graph::{Kind as GraphKind, Tree};
@@ -10,9 +11,9 @@ use ftail_trace::report::{FunctionStats, Report, RowKey};
 use ftail_trace::view::{Filters, Pattern};
 use ratatui::crossterm::event::MouseEventKind;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::index::{Index, Kind, Line, Source, NONE};
+use crate::index::{FuncSet, Index, Kind, Line, Source, NONE};
 use crate::Options;
 
 /// The views, in the order their keys number them.
@@ -53,21 +54,45 @@ pub enum Prompt {
     Time,
 }
 
-/// Something computed in the background: not yet, or its result.
-type Pending<T> = Arc<Mutex<Option<T>>>;
+/// Something computed in the background: not yet, or its result. When
+/// the last handle goes (new filters, another scope) the work is told to
+/// stop, so an abandoned count does not hold the cores.
+pub struct Job<T> {
+    slot: Arc<Mutex<Option<T>>>,
+    stop: Arc<AtomicBool>,
+}
 
-fn in_background<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Pending<T> {
-    let slot: Pending<T> = Arc::new(Mutex::new(None));
-    let out = slot.clone();
+impl<T> Job<T> {
+    pub fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, Option<T>>> {
+        self.slot.lock()
+    }
+}
+
+impl<T> Drop for Job<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+type Pending<T> = Arc<Job<T>>;
+
+fn in_background<T: Send + 'static>(
+    work: impl FnOnce(&AtomicBool) -> T + Send + 'static,
+) -> Pending<T> {
+    let job = Job {
+        slot: Arc::new(Mutex::new(None)),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let (out, stop) = (job.slot.clone(), job.stop.clone());
     let _ = std::thread::Builder::new()
         .name("ftail-view".into())
         .spawn(move || {
-            let r = work();
+            let r = work(&stop);
             if let Ok(mut s) = out.lock() {
                 *s = Some(r);
             }
         });
-    slot
+    Arc::new(job)
 }
 
 /// A visible row of the graph: a process's heading or a node.
@@ -94,10 +119,56 @@ pub struct GraphView {
 /// The report's columns, in the order `s` steps through them.
 pub const REPORT_COLUMNS: [&str; 7] = ["TOTAL", "SELF", "CALLS", "AVG", "MIN", "MAX", "FUNCTION"];
 
+/// A report counted per thread and merged: its rows, one per function,
+/// and the threads that call each function, in the side panel's order.
+pub struct Counted {
+    rows: Vec<(RowKey, FunctionStats)>,
+    threads: FxHashMap<Arc<str>, Vec<(usize, u32)>>,
+}
+
+impl Counted {
+    fn merge(trace: &TraceDir, per_thread: Report) -> Counted {
+        let mut rows: std::collections::BTreeMap<RowKey, FunctionStats> = Default::default();
+        let mut threads: FxHashMap<Arc<str>, Vec<(usize, u32)>> = FxHashMap::default();
+        for (key, stats) in per_thread.rows {
+            let thread = key.thread.as_ref().and_then(|(image, tid)| {
+                let i = trace.images.iter().position(|im| im.key == *image)?;
+                Some((i, *tid))
+            });
+            if let Some(t) = thread {
+                threads.entry(key.name.clone()).or_default().push(t);
+            }
+            let key = RowKey {
+                thread: None,
+                ..key
+            };
+            rows.entry(key)
+                .and_modify(|s| s.merge(&stats))
+                .or_insert(stats);
+        }
+        // The side panel lists the images in order, each one's threads in
+        // its order.
+        let place = |&(i, tid): &(usize, u32)| {
+            let at = trace.images[i].threads.iter().position(|t| t.tid == tid);
+            (i, at)
+        };
+        for list in threads.values_mut() {
+            list.sort_by_key(place);
+            list.dedup();
+        }
+        Counted {
+            rows: rows.into_iter().collect(),
+            threads,
+        }
+    }
+}
+
 pub struct ReportView {
     /// `None` until the view is first shown for the scope and filters.
-    pub report: Option<Pending<Report>>,
+    pub report: Option<Pending<Counted>>,
     pub rows: Vec<(RowKey, FunctionStats)>,
+    /// The threads calling each function, the first first.
+    pub threads: FxHashMap<Arc<str>, Vec<(usize, u32)>>,
     pub sort: usize,
     pub reversed: bool,
     pub cur: usize,
@@ -169,6 +240,19 @@ pub struct TimelineView {
     pub folded: Folds,
     pub cur: u64,
     pub top: u64,
+    /// A thread shown instead of the scope's (report's Enter chose it).
+    pub chosen: Option<(usize, u32)>,
+    /// The first call still looked for while the thread is indexed.
+    pub jump: Option<Jump>,
+}
+
+/// Report's Enter: the first call of a function, looked for in the lines
+/// indexed so far and again as more come.
+pub struct Jump {
+    pub name: Arc<str>,
+    set: FuncSet,
+    /// Lines already looked at.
+    searched: u64,
 }
 
 pub struct App {
@@ -224,6 +308,7 @@ impl App {
             report: ReportView {
                 report: None,
                 rows: Vec::new(),
+                threads: FxHashMap::default(),
                 sort: 0,
                 reversed: false,
                 cur: 0,
@@ -237,6 +322,8 @@ impl App {
                 folded: Folds::default(),
                 cur: 0,
                 top: 0,
+                chosen: None,
+                jump: None,
             },
             info,
             info_top: 0,
@@ -269,6 +356,9 @@ impl App {
     /// The thread the timeline shows: the scope's, or its busiest (the
     /// largest event file).
     fn scope_thread(&self) -> Option<(usize, u32)> {
+        if self.timeline.chosen.is_some() {
+            return self.timeline.chosen;
+        }
         let s = &self.scopes[self.scope];
         if let (Some(i), Some(t)) = (s.image, s.tid) {
             return Some((i, t));
@@ -301,6 +391,7 @@ impl App {
         self.report.report = None;
         self.report.sorted = false;
         self.report.rows.clear();
+        self.report.threads.clear();
         self.report.cur = 0;
         self.report.top = 0;
         self.rebuild_timeline();
@@ -314,13 +405,21 @@ impl App {
             self.scope_tids(),
         );
         let image = self.scopes[self.scope].image;
-        self.graph.trees = Some(in_background(move || {
+        self.graph.trees = Some(in_background(move |stop| {
             let mut out = Vec::new();
             for (i, (im, n)) in trace.images.iter().zip(names.iter()).enumerate() {
                 if image.is_some_and(|want| want != i) {
                     continue;
                 }
-                let t = ftail_trace::graph::build(im, n, &GraphKind::Whole, &filters, &tids);
+                let t = ftail_trace::graph::build_until(
+                    im,
+                    n,
+                    &GraphKind::Whole,
+                    &filters,
+                    &tids,
+                    false,
+                    stop,
+                );
                 if !t.is_empty() {
                     out.push((i, t));
                 }
@@ -334,17 +433,20 @@ impl App {
         let opts = ftail_trace::report::Options {
             filters: self.filters.clone(),
             tids: self.scope_tids(),
-            per_thread: false,
+            // Per thread, to know where Enter finds a function's calls.
+            per_thread: true,
             values: false,
             srcline: false,
         };
-        self.report.report = Some(in_background(move || {
-            ftail_trace::report::report(&trace, &names, &opts)
+        self.report.report = Some(in_background(move |stop| {
+            let r = ftail_trace::report::report_until(&trace, &names, &opts, stop);
+            Counted::merge(&trace, r)
         }));
     }
 
     fn rebuild_timeline(&mut self) {
         self.timeline.index = None;
+        self.timeline.jump = None;
         self.timeline.folded.clear();
         self.timeline.cur = 0;
         self.timeline.top = 0;
@@ -368,7 +470,12 @@ impl App {
         };
         self.timeline.image = image;
         self.timeline.tid = tid;
-        self.timeline.index = Some(Index::build(src, self.opts.memory_lines, &self.spill));
+        self.timeline.index = Some(Index::build(
+            src,
+            self.opts.memory_lines,
+            &self.spill,
+            self.opts.block_lines,
+        ));
     }
 
     /// Lays out the graph's rows once its trees are built; sorts the
@@ -380,6 +487,7 @@ impl App {
         if self.view == View::Report && self.report.report.is_none() {
             self.build_report();
         }
+        self.look_for_jump();
         if !self.graph.laid_out && self.graph_built() {
             self.graph.laid_out = true;
             self.layout_graph();
@@ -391,7 +499,8 @@ impl App {
                 .as_ref()
                 .and_then(|p| p.lock().ok().and_then(|mut r| r.take()));
             if let Some(r) = taken {
-                self.report.rows = r.rows.into_iter().collect();
+                self.report.rows = r.rows;
+                self.report.threads = r.threads;
                 self.report.sorted = true;
                 self.sort_report();
             }
@@ -494,6 +603,8 @@ impl App {
             self.done = true;
             return;
         }
+        // A key asks for something else than a jump still looked for.
+        self.timeline.jump = None;
         if self.prompt.is_some() {
             self.prompt_key(k);
             return;
@@ -540,6 +651,7 @@ impl App {
 
     fn choose_scope(&mut self, by: usize) {
         self.scope = (self.scope + by) % self.scopes.len();
+        self.timeline.chosen = None;
         self.rebuild();
         self.message = format!("showing {}", self.scopes[self.scope].label.trim());
     }
@@ -781,20 +893,73 @@ impl App {
 
     // The report.
 
+    /// Enter: the function's first call in the thread chosen in the side
+    /// panel when it calls the function, else in the first thread that
+    /// does.
     fn report_jump(&mut self) {
         let Some((key, _)) = self.report.rows.get(self.report.cur) else {
             return;
         };
-        let name = key.name.to_string();
+        let name = key.name.clone();
+        let threads = self.report.threads.get(&name).cloned().unwrap_or_default();
+        let s = &self.scopes[self.scope];
+        let panel = s.image.zip(s.tid);
+        let Some(target) = panel
+            .filter(|t| threads.contains(t))
+            .or_else(|| threads.first().copied())
+        else {
+            self.message = format!("no call of {name} counted");
+            return;
+        };
         self.view = View::Timeline;
+        let shown = (self.timeline.image, self.timeline.tid);
+        if self.timeline.index.is_none() || shown != target {
+            self.timeline.chosen = (panel != Some(target)).then_some(target);
+            self.rebuild_timeline();
+        }
         self.timeline.cur = 0;
         self.timeline.top = 0;
-        let found = self.timeline_find(true, &|n: &str| n == name, true);
-        self.message = if found {
-            format!("first call of {name}; > the next, m the slowest")
-        } else {
-            format!("no call of {name} in thread {}", self.timeline.tid)
+        let set = self.matching(&|n: &str| n == &*name);
+        if set.is_empty() {
+            // An address without a name: the timeline finds calls by
+            // function.
+            self.message = format!("{name} has no name to look for in the timeline");
+            return;
+        }
+        self.timeline.jump = Some(Jump {
+            name,
+            set,
+            searched: 0,
+        });
+        self.look_for_jump();
+    }
+
+    /// Looks for a jump's call in the lines indexed since it last looked.
+    fn look_for_jump(&mut self) {
+        let (Some(index), Some(jump)) = (&self.timeline.index, &mut self.timeline.jump) else {
+            return;
         };
+        // Whether indexing was done before the lines are counted: then
+        // they are all.
+        let done = index.progress().done;
+        let len = index.len();
+        let found = index.find(jump.searched..len, true, &jump.set);
+        jump.searched = len;
+        let name = jump.name.clone();
+        let tid = self.timeline.tid;
+        match found {
+            Some(i) => {
+                self.timeline.jump = None;
+                self.timeline_go(i);
+                self.message =
+                    format!("first call of {name} in thread {tid}; > the next, m the slowest");
+            }
+            None if done => {
+                self.timeline.jump = None;
+                self.message = format!("no call of {name} in thread {tid}");
+            }
+            None => self.message = format!("looking for the first call of {name} in thread {tid}"),
+        }
     }
 
     // The timeline.
@@ -989,8 +1154,7 @@ impl App {
 
     fn timeline_same(&mut self, forward: bool) {
         let Some(f) = self.cursor_func() else { return };
-        let want = move |l: &Line| l.func == f && l.kind != Kind::Leave;
-        if !self.timeline_scan(forward, &want) {
+        if !self.timeline_seek(forward, &FuncSet::new([f])) {
             self.message = format!(
                 "no {} call of it",
                 if forward { "later" } else { "earlier" }
@@ -1007,35 +1171,17 @@ impl App {
         self.message = "the slowest call of it (so far indexed)".into();
     }
 
-    /// Moves to the next (or previous) line from the cursor that `want`
-    /// takes, whether folded away or not; whether there was one.
-    fn timeline_scan(&mut self, forward: bool, want: &dyn Fn(&Line) -> bool) -> bool {
-        const AT_ONCE: u64 = 4096;
+    /// Moves to the next (or previous) call from the cursor of a function
+    /// of `set`, whether folded away or not; whether there was one.
+    fn timeline_seek(&mut self, forward: bool, set: &FuncSet) -> bool {
         let len = self.len();
-        let Some(index) = self.timeline.index.as_ref() else {
-            return false;
-        };
         let cur = self.timeline.cur;
-        let found = if forward {
-            let mut at = cur + 1;
-            let mut hit = None;
-            while at < len && hit.is_none() {
-                let lines = index.range(at, AT_ONCE);
-                hit = lines.iter().position(want).map(|p| at + p as u64);
-                at += AT_ONCE;
-            }
-            hit
-        } else {
-            let mut end = cur;
-            let mut hit = None;
-            while end > 0 && hit.is_none() {
-                let from = end.saturating_sub(AT_ONCE);
-                let lines = index.range(from, end - from);
-                hit = lines.iter().rposition(want).map(|p| from + p as u64);
-                end = from;
-            }
-            hit
-        };
+        let range = if forward { cur + 1..len } else { 0..cur };
+        let found = self
+            .timeline
+            .index
+            .as_ref()
+            .and_then(|x| x.find(range, forward, set));
         match found {
             Some(i) => {
                 self.timeline_go(i);
@@ -1045,31 +1191,23 @@ impl App {
         }
     }
 
-    fn timeline_find(
-        &mut self,
-        forward: bool,
-        pattern: &dyn Fn(&str) -> bool,
-        from_start: bool,
-    ) -> bool {
-        let names = self.names.clone();
-        let Some(n) = names.get(self.timeline.image) else {
-            return false;
+    /// The functions of the timeline's image whose names `pattern` takes.
+    fn matching(&self, pattern: &dyn Fn(&str) -> bool) -> FuncSet {
+        let Some(n) = self.names.get(self.timeline.image) else {
+            return FuncSet::new([]);
         };
-        // Which functions match, worked out once per search.
-        let hits: Vec<bool> = n.functions().iter().map(|f| pattern(&f.name)).collect();
-        let want = move |l: &Line| {
-            l.kind != Kind::Leave
-                && l.func != 0
-                && hits.get(l.func as usize - 1).copied().unwrap_or(false)
-        };
-        if from_start {
-            if self.line(0).is_some_and(|l| want(&l)) {
-                self.timeline_go(0);
-                return true;
-            }
-            self.timeline.cur = 0;
-        }
-        self.timeline_scan(forward, &want)
+        FuncSet::new(
+            n.functions()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| pattern(&f.name))
+                .map(|(i, _)| i as u32 + 1),
+        )
+    }
+
+    fn timeline_find(&mut self, forward: bool, pattern: &dyn Fn(&str) -> bool) -> bool {
+        let set = self.matching(pattern);
+        !set.is_empty() && self.timeline_seek(forward, &set)
     }
 
     /// `n`/`N`: the next (previous) match of the search.
@@ -1081,7 +1219,7 @@ impl App {
         let query = self.search.clone();
         let pattern = search_pattern(&query);
         let found = match self.view {
-            View::Timeline => self.timeline_find(forward, &pattern, false),
+            View::Timeline => self.timeline_find(forward, &pattern),
             View::Graph => self.graph_find(forward, &pattern),
             View::Report => {
                 let n = self.report.rows.len();
@@ -1259,9 +1397,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("Up Down j k", "move by a line (the mouse wheel by three)"),
     ("PgUp PgDn", "move by a screenful"),
     ("Home End g G", "first/last line"),
+    ("Enter Space", "graph, timeline: fold/unfold the call"),
     (
-        "Enter Space",
-        "graph, timeline: fold/unfold the call; report: its calls in the timeline",
+        "Enter",
+        "report: its first call, in the panel's thread or the first one calling it",
     ),
     ("Left Right", "fold/unfold the call"),
     (
@@ -1327,6 +1466,7 @@ mod tests {
             tids: Vec::new(),
             color: true,
             memory_lines: 3 << 20,
+            block_lines: crate::index::BLOCK_LINES,
             parse_duration: |_| Ok(0.0),
         };
         let mut app = App::new(trace, names, opts, std::env::temp_dir());
@@ -1370,6 +1510,21 @@ mod tests {
         time(&mut app, "End", &[KeyCode::End]);
         time(&mut app, "PgUp", &[KeyCode::PageUp; 50]);
         time(&mut app, "u (caller)", &[KeyCode::Char('u')]);
+        // Searches that cross every block: `run` is eventgen's outermost
+        // call, on the first line only.
+        let search = |q: &str| {
+            let mut keys = vec![KeyCode::Char('/')];
+            keys.extend(q.chars().map(KeyCode::Char));
+            keys.push(KeyCode::Enter);
+            keys
+        };
+        time(&mut app, "/nosuch (no such function)", &search("nosuch"));
+        time(&mut app, "Home", &[KeyCode::Home]);
+        time(&mut app, "/run Enter (none later)", &search("run"));
+        time(&mut app, "End", &[KeyCode::End]);
+        time(&mut app, "N (run, backwards)", &[KeyCode::Char('N')]);
+        time(&mut app, "n (none later)", &[KeyCode::Char('n')]);
+        time(&mut app, "> on run (none later)", &[KeyCode::Char('>')]);
         time(&mut app, "Enter (fold)", &[KeyCode::Enter]);
         time(&mut app, "Home, j", &[KeyCode::Home, KeyCode::Char('j')]);
         time(&mut app, "m (slowest)", &[KeyCode::Char('m')]);
@@ -1382,6 +1537,23 @@ mod tests {
             .find(|l| l.starts_with("VmHWM"))
             .unwrap_or("");
         println!("{peak}");
+    }
+
+    #[test]
+    fn work_in_the_background_stops_once_nobody_waits_for_it() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job = in_background(move |stop| {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let _ = tx.send(());
+        });
+        let again = job.clone();
+        drop(job);
+        assert!(rx.try_recv().is_err(), "a handle is still held");
+        drop(again);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the work stopped");
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Options {
     pub color: bool,
     /// Timeline lines kept in memory per thread; the rest go to a file.
     pub memory_lines: u64,
+    /// Timeline lines per block of the search's summaries.
+    pub block_lines: u64,
     /// Reads a duration typed in (`t`), in ns.
     pub parse_duration: fn(&str) -> Result<f64, String>,
 }

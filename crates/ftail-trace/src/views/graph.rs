@@ -7,6 +7,7 @@
 //! of distinct paths, not the trace's size.
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -17,6 +18,7 @@ use crate::reader::dir::{Image, ThreadFile, TraceDir};
 use crate::reader::events::Events;
 use crate::symbols::names::Names;
 use crate::views::view::{reread, Filters, Matches, Pattern, Shown, Threshold, Visible};
+use crate::views::Until;
 
 /// Which tree to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,6 +371,28 @@ pub fn build_with(
     tids: &[u32],
     srcline: bool,
 ) -> Tree {
+    build_until(
+        image,
+        names,
+        kind,
+        filters,
+        tids,
+        srcline,
+        &AtomicBool::new(false),
+    )
+}
+
+/// [`build_with`], ending early (with the calls read so far) once `stop`
+/// is set: for a tree nobody waits for any more.
+pub fn build_until(
+    image: &Image,
+    names: &Names,
+    kind: &Kind,
+    filters: &Filters,
+    tids: &[u32],
+    srcline: bool,
+    stop: &AtomicBool,
+) -> Tree {
     let matches = Matches::new(filters, names);
     let threads: Vec<&ThreadFile> = image
         .threads
@@ -382,7 +406,15 @@ pub fn build_with(
         .par_iter()
         .map(|t| {
             let mut tree = Tree::new(hz);
-            add_thread(&mut tree, t, names, &matches, kind, filters, srcline);
+            let tree_of = Thread {
+                file: t,
+                names,
+                matches: &matches,
+                kind,
+                filters,
+                srcline,
+            };
+            add_thread(&mut tree, &tree_of, stop);
             tree
         })
         .collect();
@@ -393,16 +425,26 @@ pub fn build_with(
     tree
 }
 
-/// Adds the shown calls of thread `t` to `tree`.
-fn add_thread(
-    tree: &mut Tree,
-    t: &ThreadFile,
-    names: &Names,
-    matches: &Matches,
-    kind: &Kind,
-    filters: &Filters,
+/// A thread to add to a tree, and how.
+struct Thread<'a> {
+    file: &'a ThreadFile,
+    names: &'a Names,
+    matches: &'a Matches,
+    kind: &'a Kind,
+    filters: &'a Filters,
     srcline: bool,
-) {
+}
+
+/// Adds the shown calls of thread `t` to `tree`, until `stop`.
+fn add_thread(tree: &mut Tree, t: &Thread, stop: &AtomicBool) {
+    let Thread {
+        file: t,
+        names,
+        matches,
+        kind,
+        filters,
+        srcline,
+    } = *t;
     // FUNC is read as the filters' patterns are (`--match`).
     let pattern = match kind {
         Kind::Callees(g) | Kind::Callers(g) => Pattern::new(g, filters.kind).ok(),
@@ -416,6 +458,7 @@ fn add_thread(
     let Ok((header, events)) = Events::open(&t.path) else {
         return;
     };
+    let events = Until::new(events, stop);
     let visible = Visible::new(Calls::new(events, header.stopped), names, matches, filters);
     let mut stack: Vec<Open> = Vec::new();
     let lead = reread(&t.path, names, matches, filters);

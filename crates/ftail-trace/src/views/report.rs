@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -28,6 +29,7 @@ use crate::reader::dir::{ThreadFile, TraceDir};
 use crate::reader::events::Events;
 use crate::symbols::names::Names;
 use crate::views::view::{Filters, Matches, Shown, Visible};
+use crate::views::Until;
 
 /// One function's counters, in ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +103,8 @@ impl FunctionStats {
         }
     }
 
-    fn merge(&mut self, o: &FunctionStats) {
+    /// Adds `o`'s calls (another thread's) to these.
+    pub fn merge(&mut self, o: &FunctionStats) {
         if self.calls == 0 {
             *self = o.clone();
             return;
@@ -214,7 +217,7 @@ fn open_thread(
 }
 
 /// Folds one thread without filters: the fast path.
-fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
+fn fold_plain(file: &ThreadFile, names: &Names, stop: &AtomicBool) -> ThreadCounters {
     let (mut out, header, mut events) = match open_thread(file, names) {
         Ok(x) => x,
         Err(out) => return out,
@@ -224,7 +227,7 @@ fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
     // new call (not a resumed slice).
     let mut stack: Vec<(u32, u64, u64, u64, bool)> = Vec::new();
     let mut open: Open<u64> = Open::new(out.by_func.len());
-    let mut calls = Calls::new(&mut events, header.stopped);
+    let mut calls = Calls::new(Until::new(&mut events, stop), header.stopped);
     for step in calls.by_ref() {
         match step {
             Step::Enter {
@@ -262,12 +265,14 @@ fn fold_filtered(
     names: &Names,
     filters: &Filters,
     m: &Matches,
+    stop: &AtomicBool,
 ) -> ThreadCounters {
     let (mut out, header, mut events) = match open_thread(file, names) {
         Ok(x) => x,
         Err(out) => return out,
     };
-    let visible = Visible::new(Calls::new(&mut events, header.stopped), names, m, filters);
+    let events_until = Until::new(&mut events, stop);
+    let visible = Visible::new(Calls::new(events_until, header.stopped), names, m, filters);
     // Per open shown call: time of its callees, whether a new call.
     let mut callees: Vec<(u64, bool)> = Vec::new();
     let mut open: Open<u64> = Open::new(out.by_func.len());
@@ -339,6 +344,7 @@ fn fold_values(
     filters: &Filters,
     m: &Matches,
     enums: &crate::values::Enums,
+    stop: &AtomicBool,
 ) -> ThreadCounters {
     let (mut out, header, mut events) = match open_thread(file, names) {
         Ok(x) => x,
@@ -346,7 +352,7 @@ fn fold_values(
     };
     let feed = events.values();
     let visible = Visible::new(
-        Calls::new(&mut events, header.stopped).values(feed),
+        Calls::new(Until::new(&mut events, stop), header.stopped).values(feed),
         names,
         m,
         filters,
@@ -485,6 +491,17 @@ pub struct Report {
 /// Counts every selected thread of `trace` (in parallel); `names` has one
 /// entry per image.
 pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
+    report_until(trace, names, opts, &AtomicBool::new(false))
+}
+
+/// [`report`], ending early (with the calls read so far) once `stop` is
+/// set: for a report nobody waits for any more.
+pub fn report_until(
+    trace: &TraceDir,
+    names: &[Names],
+    opts: &Options,
+    stop: &AtomicBool,
+) -> Report {
     let matches: Vec<Matches> = names
         .iter()
         .map(|n| Matches::new(&opts.filters, n))
@@ -507,11 +524,11 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
         .par_iter()
         .map(|&(i, t)| {
             let mut c = if opts.values {
-                fold_values(t, &names[i], &opts.filters, &matches[i], &enums)
+                fold_values(t, &names[i], &opts.filters, &matches[i], &enums, stop)
             } else if plain {
-                fold_plain(t, &names[i])
+                fold_plain(t, &names[i], stop)
             } else {
-                fold_filtered(t, &names[i], &opts.filters, &matches[i])
+                fold_filtered(t, &names[i], &opts.filters, &matches[i], stop)
             };
             (i, t.tid, c.take_called(), c)
         })
