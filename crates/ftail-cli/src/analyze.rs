@@ -383,6 +383,10 @@ pub struct ReplayShape {
     /// Show each function's source file and line (from debug info)
     #[arg(long)]
     pub srcline: bool,
+    /// Do not show the times threads spent off the CPU (`linux:schedule`
+    /// lines, where the trace has scheduler events)
+    #[arg(long)]
+    pub no_event: bool,
     /// Colours: auto, always or never
     #[arg(long, value_name = "WHEN", default_value = "auto",
           value_parser = ["auto", "always", "never"])]
@@ -405,6 +409,7 @@ pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
         absolute: shape.wall_clock,
         color: use_color(&shape.color),
         srcline: shape.srcline,
+        sched: !shape.no_event,
     };
     let mut sink = Sink::new(!shape.no_pager);
     // A bar only when the output goes to a file (not to a pager or the

@@ -21,6 +21,7 @@ mod peer;
 mod private_dir;
 mod progress;
 mod record;
+mod sched;
 mod sites;
 mod trace_dir;
 mod watch;

@@ -68,7 +68,15 @@ pub fn record(pid: u32, duration: Option<Duration>, o: RecordOptions) -> Result<
         dir.display(),
         until.as_deref().unwrap_or("")
     );
+    let sched = o
+        .sched
+        .then(|| crate::record::start_sched(&dir, pid, || crate::sched::Events::for_process(pid)))
+        .flatten()
+        .and_then(|(events, file)| events.record(file).ok());
     let end = wait_for_end(pid, duration, &signals);
+    if let Some(s) = sched {
+        s.finish();
+    }
     if !matches!(end, End::Exited) {
         detach(pid, &dir)?;
     }
