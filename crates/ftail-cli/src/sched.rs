@@ -102,12 +102,24 @@ impl Refused {
 
 /// The perf events opened, not yet read.
 pub struct Events {
-    /// Every event; the first of each CPU holds that CPU's ring.
+    /// Every event.
     fds: Vec<OwnedFd>,
-    /// Index in `fds` of each CPU's ring holder.
-    leaders: Vec<usize>,
+    /// The CPUs, each with its ring's holder: the first event opened on
+    /// it.
+    cpus: Vec<Cpu>,
     /// The threads watched (`[0]`: this process).
     tids: Vec<i32>,
+}
+
+/// A CPU's events.
+struct Cpu {
+    cpu: i32,
+    /// Index in `fds` of the event that holds the ring.
+    leader: Option<usize>,
+    /// The ring, once mapped: before another event can write into it,
+    /// or by [`Events::record`] (a mapping is not inherited across
+    /// `fork`).
+    ring: Option<Ring>,
 }
 
 impl Events {
@@ -115,76 +127,75 @@ impl Events {
     /// record` opens before it becomes the program (the watcher it forks
     /// inherits them disabled, so its own switches are not counted).
     pub fn for_exec() -> Result<Events, Refused> {
-        Events::open(&[0], DISABLED | ENABLE_ON_EXEC)
+        let mut events = Events::new()?;
+        events.add(&[0], DISABLED | ENABLE_ON_EXEC)?;
+        Ok(events)
     }
 
     /// Events on every thread of running process `pid`.
     pub fn for_process(pid: u32) -> Result<Events, Refused> {
-        let mut events = Events::open(&threads(pid), 0)?;
+        let mut events = Events::new()?;
+        events.add(&threads(pid), 0)?;
         // Threads started while the first ones were being opened (those
         // started by a watched thread since are inherited).
         let late: Vec<i32> = threads(pid)
             .into_iter()
-            .filter(|t| !events.watches(*t))
+            .filter(|t| !events.tids.contains(t))
             .collect();
-        if !late.is_empty() {
-            if let Ok(more) = Events::open(&late, 0) {
-                events.join(more);
-            }
-        }
+        let _ = events.add(&late, 0);
         Ok(events)
     }
 
-    fn open(tids: &[i32], flags: u64) -> Result<Events, Refused> {
-        let paranoid = paranoid();
-        let refused = |errno| Refused { errno, paranoid };
+    fn new() -> Result<Events, Refused> {
         if let Some(errno) = std::env::var(FAIL_ENV).ok().and_then(|v| v.parse().ok()) {
             return Err(refused(errno));
         }
-        let cpus = online_cpus();
-        let mut fds = Vec::new();
-        let mut leaders = Vec::new();
-        for &cpu in &cpus {
-            let mut leader = None;
-            for &tid in tids {
-                let fd = match open_event(tid, cpu, flags) {
-                    Ok(fd) => fd,
-                    // The thread has ended meanwhile.
-                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) && tid != 0 => continue,
-                    Err(e) => return Err(refused(e.raw_os_error().unwrap_or(libc::EINVAL))),
-                };
-                match leader {
-                    None => {
-                        leader = Some(fds.len());
-                        leaders.push(fds.len());
-                    }
-                    Some(l) => set_output(&fd, &fds[l])
-                        .map_err(|e| refused(e.raw_os_error().unwrap_or(libc::EINVAL)))?,
-                }
-                fds.push(fd);
-            }
-        }
-        if leaders.is_empty() {
-            return Err(refused(libc::ESRCH));
-        }
+        let cpus = online_cpus()
+            .into_iter()
+            .map(|cpu| Cpu {
+                cpu,
+                leader: None,
+                ring: None,
+            })
+            .collect();
         Ok(Events {
-            fds,
-            leaders,
-            tids: tids.to_vec(),
+            fds: Vec::new(),
+            cpus,
+            tids: Vec::new(),
         })
     }
 
-    fn watches(&self, tid: i32) -> bool {
-        self.tids.contains(&tid)
-    }
-
-    /// Adds `more`'s events, sending them into the rings of this set's
-    /// CPUs where they can (a CPU `more` alone has keeps its own ring).
-    fn join(&mut self, more: Events) {
-        let base = self.fds.len();
-        self.fds.extend(more.fds);
-        self.leaders.extend(more.leaders.iter().map(|l| l + base));
-        self.tids.extend(more.tids);
+    /// Opens an event per CPU on each of `tids`, those of a CPU writing
+    /// into one ring.
+    fn add(&mut self, tids: &[i32], flags: u64) -> Result<(), Refused> {
+        let as_refusal = |e: std::io::Error| refused(e.raw_os_error().unwrap_or(libc::EINVAL));
+        for c in 0..self.cpus.len() {
+            for &tid in tids {
+                let fd = match open_event(tid, self.cpus[c].cpu, flags) {
+                    Ok(fd) => fd,
+                    // The thread has ended meanwhile.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) && tid != 0 => continue,
+                    Err(e) => return Err(as_refusal(e)),
+                };
+                let cpu = &mut self.cpus[c];
+                match cpu.leader {
+                    None => cpu.leader = Some(self.fds.len()),
+                    Some(l) => {
+                        // The kernel redirects only into a ring that exists.
+                        if cpu.ring.is_none() {
+                            cpu.ring = Some(Ring::map(&self.fds[l]).map_err(as_refusal)?);
+                        }
+                        set_output(&fd, &self.fds[l]).map_err(as_refusal)?;
+                    }
+                }
+                self.fds.push(fd);
+            }
+        }
+        if self.cpus.iter().all(|c| c.leader.is_none()) {
+            return Err(refused(libc::ESRCH));
+        }
+        self.tids.extend_from_slice(tids);
+        Ok(())
     }
 
     /// The descriptors a forked process must keep.
@@ -197,8 +208,12 @@ impl Events {
     /// thread of this process.
     pub fn record(self, out: File) -> std::io::Result<Running> {
         let mut rings = Vec::new();
-        for &l in &self.leaders {
-            rings.push(Ring::map(&self.fds[l])?);
+        for c in self.cpus {
+            match (c.ring, c.leader) {
+                (Some(r), _) => rings.push(r),
+                (None, Some(l)) => rings.push(Ring::map(&self.fds[l])?),
+                (None, None) => {}
+            }
         }
         let mut recorder = Recorder {
             _events: self.fds,
@@ -236,6 +251,14 @@ impl Running {
     pub fn finish(self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
+    }
+}
+
+/// A refusal with `errno`, and the setting that may explain it.
+fn refused(errno: i32) -> Refused {
+    Refused {
+        errno,
+        paranoid: paranoid(),
     }
 }
 

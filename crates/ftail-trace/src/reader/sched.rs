@@ -105,6 +105,16 @@ impl Sched {
         Ok(())
     }
 
+    /// How many times off the CPU there are, of all threads.
+    pub fn slices(&self) -> usize {
+        self.threads.values().map(Vec::len).sum()
+    }
+
+    /// How many threads have times off the CPU.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
     /// Thread `tid`'s times off the CPU, in time order.
     pub fn thread(&self, tid: u32) -> &[OffCpu] {
         self.threads.get(&tid).map_or(&[], Vec::as_slice)

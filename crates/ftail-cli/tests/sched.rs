@@ -1,0 +1,256 @@
+//! Scheduler events: `ftail record` (and `record -p`) notes when each
+//! traced thread is switched out and back in, and `replay` shows the time
+//! off the CPU as `linux:schedule` inside the call that was running; where
+//! the kernel refuses, the trace is whole and says why.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// `sleeper` blocks for 20 ms; `spinner` runs for 20 ms without a system
+/// call (the vDSO's clock). With an argument, it says `ready` and calls
+/// `sleeper` for that many ms (to be attached to).
+const PROGRAM: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + t.tv_nsec * 1e-9;
+}
+__attribute__((noinline)) void sleeper(void) { usleep(20000); }
+__attribute__((noinline)) void spinner(void) {
+  double end = now() + 0.02;
+  while (now() < end) {
+  }
+}
+int main(int argc, char **argv) {
+  if (argc > 1) {
+    double end = now() + atoi(argv[1]) * 1e-3;
+    printf("ready\n");
+    fflush(stdout);
+    while (now() < end)
+      sleeper();
+    return 0;
+  }
+  sleeper();
+  spinner();
+  return 0;
+}
+"#;
+
+fn build(dir: &Path) -> PathBuf {
+    let src = dir.join("sched.c");
+    std::fs::write(&src, PROGRAM).unwrap();
+    let exe = dir.join("sched");
+    run_ok(ftail_cc("gcc").args(["-O2", "-o"]).arg(&exe).arg(&src));
+    exe
+}
+
+/// A `linux:schedule` line of replay: the call it is in, how long the
+/// thread was off the CPU (ms), and whether it was preempted.
+#[derive(Debug)]
+struct OffCpu {
+    inside: String,
+    ms: f64,
+    preempted: bool,
+}
+
+/// Replay's `linux:schedule` lines and each call's duration (ms, the
+/// longest of each function).
+fn replayed(trace: &Path, as_nobody: bool) -> (Vec<OffCpu>, Vec<(String, f64)>) {
+    let mut cmd = user_command(as_nobody);
+    let text = run_ok(
+        cmd.args(["replay", "--no-pager", "-f", "duration", "-d"])
+            .arg(trace),
+    );
+    let mut open: Vec<String> = Vec::new();
+    let mut off = Vec::new();
+    let mut calls = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((duration, call)) = line.split_once('|') else {
+            continue;
+        };
+        let call = call.trim();
+        let ms = || -> f64 {
+            let mut parts = duration.split_whitespace();
+            let n: f64 = parts.next().unwrap().parse().unwrap();
+            n * match parts.next().unwrap() {
+                "ns" => 1e-6,
+                "us" => 1e-3,
+                "ms" => 1.0,
+                "s" => 1e3,
+                u => panic!("unit {u} in {line}"),
+            }
+        };
+        if call.starts_with("linux:schedule();") {
+            off.push(OffCpu {
+                inside: open.last().cloned().unwrap_or_default(),
+                ms: ms(),
+                preempted: call.contains("preempted"),
+            });
+        } else if let Some(name) = call.strip_suffix("() {") {
+            open.push(name.to_string());
+        } else if call.starts_with('}') {
+            let name = open.pop().unwrap();
+            calls.push((name, ms()));
+        } else if let Some((name, _)) = call.split_once("();") {
+            calls.push((name.to_string(), ms()));
+        }
+    }
+    (off, calls)
+}
+
+/// `ftail` run as this user, or as `nobody`.
+fn user_command(as_nobody: bool) -> Command {
+    if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(ftail());
+        c
+    } else {
+        Command::new(ftail())
+    }
+}
+
+fn sleeping_and_spinning(as_nobody: bool) {
+    let tmp = scratch();
+    let exe = build(tmp.path());
+    if as_nobody {
+        give_away(tmp.path());
+    }
+    let trace = tmp.path().join("trace");
+    let out = run(user_command(as_nobody)
+        .args(["record", "--no-libcall", "-d"])
+        .arg(&trace)
+        .arg("--")
+        .arg(&exe));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!err.contains("not recorded"), "{err}");
+    let (off, calls) = replayed(&trace, as_nobody);
+    let blocked = |f: &str| -> f64 {
+        off.iter()
+            .filter(|o| o.inside == f && !o.preempted)
+            .map(|o| o.ms)
+            .sum()
+    };
+    let longest = off
+        .iter()
+        .filter(|o| o.inside == "sleeper" && !o.preempted)
+        .map(|o| o.ms)
+        .fold(0.0, f64::max);
+    assert!(longest >= 15.0, "sleeper off the CPU {longest} ms: {off:?}");
+    // The machine may be busy: the spinner may be preempted (shown as
+    // such), but it never blocks.
+    let spinner = calls.iter().find(|(n, _)| n == "spinner").unwrap().1;
+    assert!(
+        blocked("spinner") < spinner / 2.0,
+        "spinner ({spinner} ms) blocked {} ms: {off:?}",
+        blocked("spinner")
+    );
+    let sched = std::fs::read_dir(&trace)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("sched."))
+        .expect("a sched.PID file");
+    assert_eq!(mode(&sched.path()), 0o600);
+}
+
+#[test]
+fn a_sleeping_function_shows_its_time_off_the_cpu_and_a_spinning_one_does_not() {
+    sleeping_and_spinning(false);
+}
+
+#[test]
+fn another_user_records_their_own_context_switches() {
+    if !root() {
+        return;
+    }
+    sleeping_and_spinning(true);
+}
+
+#[test]
+fn refused_scheduler_events_leave_the_trace_whole_and_say_why() {
+    let tmp = scratch();
+    let exe = build(tmp.path());
+    let trace = tmp.path().join("trace");
+    let out = run(Command::new(ftail())
+        .env("FTAIL_TEST_SCHED_ERRNO", libc::EACCES.to_string())
+        .args(["record", "--no-libcall", "-d"])
+        .arg(&trace)
+        .arg("--")
+        .arg(&exe));
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("scheduler events were not recorded").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("perf_event_paranoid"), "{err}");
+    let info = run_ok(Command::new(ftail()).args(["info", "-d"]).arg(&trace));
+    assert!(
+        info.contains("scheduler events were not recorded: perf_event_open refused them"),
+        "{info}"
+    );
+    let (off, calls) = replayed(&trace, false);
+    assert!(off.is_empty(), "{off:?}");
+    for f in ["main", "sleeper", "spinner"] {
+        assert!(calls.iter().any(|(n, _)| n == f), "{f}: {calls:?}");
+    }
+
+    let trace = tmp.path().join("unasked");
+    let out = run(Command::new(ftail())
+        .args(["record", "--no-libcall", "--no-sched", "-d"])
+        .arg(&trace)
+        .arg("--")
+        .arg(&exe));
+    assert!(out.status.success(), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("scheduler"));
+    let (off, calls) = replayed(&trace, false);
+    assert!(off.is_empty(), "{off:?}");
+    assert!(calls.iter().any(|(n, _)| n == "sleeper"), "{calls:?}");
+    let names: Vec<String> = std::fs::read_dir(&trace)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("sched.")), "{names:?}");
+}
+
+#[test]
+fn an_attached_recording_has_the_context_switches_too() {
+    let tmp = scratch();
+    let exe = build(tmp.path());
+    let mut child = Command::new(&exe)
+        .arg("3000")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let trace = tmp.path().join("trace");
+    let out = run(Command::new(ftail())
+        .args(["record", "--no-libcall", "--duration", "0.4", "-p"])
+        .arg(child.id().to_string())
+        .arg("-d")
+        .arg(&trace));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{out:?}");
+    let (off, _) = replayed(&trace, false);
+    let slept = off
+        .iter()
+        .filter(|o| o.inside == "sleeper" && o.ms >= 15.0)
+        .count();
+    assert!(slept >= 3, "{off:?}");
+}
