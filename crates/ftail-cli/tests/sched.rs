@@ -254,3 +254,62 @@ fn an_attached_recording_has_the_context_switches_too() {
         .count();
     assert!(slept >= 3, "{off:?}");
 }
+
+/// `report`'s rows as (function, total ms, off-CPU ms).
+fn report(trace: &Path, extra: &[&str]) -> Vec<(String, f64, f64)> {
+    let text = run_ok(
+        Command::new(ftail())
+            .args(["report", "--no-pager", "-f", "total,off-cpu", "-d"])
+            .arg(trace)
+            .args(extra),
+    );
+    let ms = |n: &str, unit: &str| -> f64 {
+        n.parse::<f64>().unwrap()
+            * match unit {
+                "ns" => 1e-6,
+                "us" => 1e-3,
+                "ms" => 1.0,
+                "s" => 1e3,
+                u => panic!("unit {u}"),
+            }
+    };
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w[4].to_string(), ms(w[0], w[1]), ms(w[2], w[3]))
+        })
+        .collect()
+}
+
+#[test]
+fn report_shows_the_time_off_the_cpu_and_can_leave_it_out() {
+    let tmp = scratch();
+    let exe = build(tmp.path());
+    let trace = tmp.path().join("trace");
+    let out = run(Command::new(ftail())
+        .args(["record", "--no-libcall", "-d"])
+        .arg(&trace)
+        .arg("--")
+        .arg(&exe));
+    assert!(out.status.success(), "{out:?}");
+    let row = |rows: &[(String, f64, f64)], f: &str| {
+        rows.iter()
+            .find(|r| r.0 == f)
+            .cloned()
+            .unwrap_or_else(|| panic!("{f}: {rows:?}"))
+    };
+    let with = report(&trace, &[]);
+    let (_, total, off) = row(&with, "sleeper");
+    assert!(off >= 15.0 && off <= total, "{with:?}");
+    let without = report(&trace, &["--no-sleep-time"]);
+    let (_, total_on_cpu, _) = row(&without, "sleeper");
+    assert!(total_on_cpu <= total - 15.0, "{with:?} {without:?}");
+    // By default, the column follows the others where there are events.
+    let text = run_ok(
+        Command::new(ftail())
+            .args(["report", "--no-pager", "-d"])
+            .arg(&trace),
+    );
+    assert!(text.lines().next().unwrap().contains("OFF-CPU"), "{text}");
+}

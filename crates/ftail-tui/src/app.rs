@@ -337,6 +337,7 @@ impl App {
             per_thread: false,
             values: false,
             srcline: false,
+            no_sleep_time: false,
         };
         self.report.report = Some(in_background(move || {
             ftail_trace::report::report(&trace, &names, &opts)
