@@ -313,3 +313,46 @@ fn report_shows_the_time_off_the_cpu_and_can_leave_it_out() {
     );
     assert!(text.lines().next().unwrap().contains("OFF-CPU"), "{text}");
 }
+
+#[test]
+fn perfetto_shows_the_time_off_the_cpu_as_a_slice_inside_the_call() {
+    let tmp = scratch();
+    let exe = build(tmp.path());
+    let trace = tmp.path().join("trace");
+    let out = run(Command::new(ftail())
+        .args(["record", "--no-libcall", "-d"])
+        .arg(&trace)
+        .arg("--")
+        .arg(&exe));
+    assert!(out.status.success(), "{out:?}");
+    let pb = tmp.path().join("t.perfetto-trace");
+    run_ok(
+        Command::new(ftail())
+            .args(["dump", "--perfetto", "-o"])
+            .arg(&pb)
+            .arg("-d")
+            .arg(&trace),
+    );
+    let python_path = repo().join("tests/.cache/python");
+    let decoded = Command::new("python3")
+        .env("PYTHONPATH", &python_path)
+        .arg(repo().join("tests/export/perfetto_check.py"))
+        .arg(&pb)
+        .output()
+        .unwrap();
+    if !decoded.status.success() && !python_path.join("perfetto").is_dir() {
+        eprintln!("skipping the decoding: Perfetto's schema is missing (scripts/install-deps)");
+        assert!(String::from_utf8_lossy(&std::fs::read(&pb).unwrap()).contains("linux:schedule"));
+        return;
+    }
+    assert!(decoded.status.success(), "{decoded:?}");
+    let v: serde_json::Value = serde_json::from_slice(&decoded.stdout).unwrap();
+    // [depth, name, duration_ns, ...] in order of entry, one thread.
+    let calls = v["calls"].as_object().unwrap().values().next().unwrap();
+    let calls = calls.as_array().unwrap();
+    let at = calls.iter().position(|c| c[1] == "sleeper").unwrap();
+    let next = &calls[at + 1];
+    assert_eq!(next[1], "linux:schedule", "{calls:?}");
+    assert_eq!(next[0].as_u64(), calls[at][0].as_u64().map(|d| d + 1));
+    assert!(next[2].as_f64().unwrap() >= 15e6, "{calls:?}");
+}
