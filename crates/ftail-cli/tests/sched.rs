@@ -13,8 +13,9 @@ use common::*;
 
 /// `sleeper` blocks for 20 ms; `spinner` runs for 20 ms without a system
 /// call (the vDSO's clock). With an argument, it says `ready` and calls
-/// `sleeper` for that many ms (to be attached to).
+/// `sleeper` for that many ms (to be attached to), on two threads.
 const PROGRAM: &str = r#"
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -30,13 +31,21 @@ __attribute__((noinline)) void spinner(void) {
   while (now() < end) {
   }
 }
+static double end;
+static void *sleeping(void *arg) {
+  while (now() < end)
+    sleeper();
+  return arg;
+}
 int main(int argc, char **argv) {
   if (argc > 1) {
-    double end = now() + atoi(argv[1]) * 1e-3;
+    pthread_t other;
+    end = now() + atoi(argv[1]) * 1e-3;
+    pthread_create(&other, 0, sleeping, 0);
     printf("ready\n");
     fflush(stdout);
-    while (now() < end)
-      sleeper();
+    sleeping(0);
+    pthread_join(other, 0);
     return 0;
   }
   sleeper();
@@ -49,7 +58,13 @@ fn build(dir: &Path) -> PathBuf {
     let src = dir.join("sched.c");
     std::fs::write(&src, PROGRAM).unwrap();
     let exe = dir.join("sched");
-    run_ok(ftail_cc("gcc").args(["-O2", "-o"]).arg(&exe).arg(&src));
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .arg("-lpthread"),
+    );
     exe
 }
 
@@ -247,12 +262,28 @@ fn an_attached_recording_has_the_context_switches_too() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(out.status.success(), "{out:?}");
-    let (off, _) = replayed(&trace, false);
-    let slept = off
-        .iter()
-        .filter(|o| o.inside == "sleeper" && o.ms >= 15.0)
-        .count();
-    assert!(slept >= 3, "{off:?}");
+    // Both threads, each with its own times off the CPU.
+    for tid in [&child_tid(&trace, 0), &child_tid(&trace, 1)] {
+        let text = run_ok(
+            Command::new(ftail())
+                .args(["replay", "--no-pager", "-f", "duration", "--tid", tid, "-d"])
+                .arg(&trace),
+        );
+        let slept = text
+            .lines()
+            .filter(|l| l.contains("linux:schedule"))
+            .count();
+        assert!(slept >= 3, "thread {tid}:\n{text}");
+    }
+}
+
+/// The id of the `n`-th thread of the trace's one process.
+fn child_tid(trace: &Path, n: usize) -> String {
+    let t = ftail_trace::trace::open(trace).unwrap();
+    let mut tids: Vec<u32> = t.processes[0].threads.iter().map(|t| t.tid).collect();
+    tids.sort();
+    assert!(tids.len() >= 2, "{tids:?}");
+    tids[n].to_string()
 }
 
 /// `report`'s rows as (function, total ms, off-CPU ms).
