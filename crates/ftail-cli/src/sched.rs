@@ -229,8 +229,10 @@ impl Events {
         let thread = std::thread::Builder::new()
             .name("ftail-sched".into())
             .spawn(move || {
-                while !stopping.load(Ordering::Relaxed) {
-                    std::thread::sleep(DRAIN_EVERY);
+                while !stopping.load(Ordering::Acquire) {
+                    // Woken early by `finish`: a program in its exit
+                    // waits for it.
+                    std::thread::park_timeout(DRAIN_EVERY);
                     recorder.drain(false);
                 }
                 recorder.drain(true);
@@ -249,7 +251,8 @@ pub struct Running {
 impl Running {
     /// Drains what is left, writes the header's counts and stops.
     pub fn finish(self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
+        self.thread.thread().unpark();
         let _ = self.thread.join();
     }
 }
