@@ -28,10 +28,12 @@ use ftail_abi::trace::{
 };
 
 /// How often the rings are emptied.
-const DRAIN_EVERY: Duration = Duration::from_millis(20);
-/// Data pages of each CPU's ring: 32 KiB, some 1,300 switches between
-/// two drains.
-const RING_PAGES: usize = 8;
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// Data pages of each CPU's ring: 256 KiB, some 5,000 switches between
+/// two drains (a thread ping-ponging through a pipe switches some 100,000
+/// times a second). Within the kernel's default per-user allowance of
+/// locked perf pages (516 KiB per CPU).
+const RING_PAGES: usize = 64;
 /// Records newer than this (ns) may still have companions not yet
 /// written on another CPU: they wait for the next drain.
 const SETTLE_NS: u64 = 2_000_000;
