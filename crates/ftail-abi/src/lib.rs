@@ -467,6 +467,59 @@ pub mod trace {
     }
     const _: () = assert!(core::mem::size_of::<TraceBudget>() == 64);
 
+    /// Start of the name of a scheduler-event file: `sched.PID`, PID the
+    /// process `ftail record` started or attached to. Written by `ftail
+    /// record` itself (never by the traced program) from the kernel's
+    /// context-switch records: a [`SchedHeader`], then [`SchedSlice`]s in
+    /// the order their switches back in were read.
+    pub const SCHED_PREFIX: &str = "sched.";
+    /// Magic number at the start of a scheduler-event file.
+    pub const SCHED_MAGIC: [u8; 8] = *b"FTSCHED1";
+
+    /// Header of a scheduler-event file.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SchedHeader {
+        /// [`SCHED_MAGIC`].
+        pub magic: [u8; 8],
+        /// [`TRACE_VERSION`].
+        pub version: u32,
+        /// Size of this header in bytes (slices start there).
+        pub size: u32,
+        /// 0 when the events were recorded; else the `errno` with which
+        /// the kernel refused them (the file then holds no slice).
+        pub refused_errno: i32,
+        /// `kernel.perf_event_paranoid` when recording began (-9: unknown).
+        pub paranoid: i32,
+        /// Context-switch records the kernel dropped (its ring was full).
+        pub lost: u64,
+        /// Reserved, zero.
+        pub reserved: [u64; 4],
+    }
+    const _: () = assert!(core::mem::size_of::<SchedHeader>() == 64);
+
+    /// [`SchedSlice::flags`]: the thread was preempted (it could have run
+    /// on), not blocked.
+    pub const SCHED_PREEMPTED: u64 = 1;
+
+    /// A time a thread spent off the CPU: switched out, then back in. Times
+    /// are in the event files' time-stamp counter ticks.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SchedSlice {
+        /// Process id.
+        pub pid: u32,
+        /// Thread id.
+        pub tid: u32,
+        /// When it was switched out.
+        pub out_tsc: u64,
+        /// When it was switched back in.
+        pub in_tsc: u64,
+        /// [`SCHED_PREEMPTED`].
+        pub flags: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<SchedSlice>() == 32);
+
     /// Escapes a metadata value for one line of `key=value` text:
     /// backslash, and every control character as `\n`, `\t` or `\xHH`.
     pub fn escape_value(value: &str) -> String {

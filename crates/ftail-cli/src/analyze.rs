@@ -383,6 +383,10 @@ pub struct ReplayShape {
     /// Show each function's source file and line (from debug info)
     #[arg(long)]
     pub srcline: bool,
+    /// Do not show the times threads spent off the CPU (`linux:schedule`
+    /// lines, where the trace has scheduler events)
+    #[arg(long)]
+    pub no_event: bool,
     /// Colours: auto, always or never
     #[arg(long, value_name = "WHEN", default_value = "auto",
           value_parser = ["auto", "always", "never"])]
@@ -405,6 +409,7 @@ pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
         absolute: shape.wall_clock,
         color: use_color(&shape.color),
         srcline: shape.srcline,
+        sched: !shape.no_event,
     };
     let mut sink = Sink::new(!shape.no_pager);
     // A bar only when the output goes to a file (not to a pager or the
@@ -429,7 +434,12 @@ pub struct ReportShape<'a> {
     pub values: bool,
     /// `--srcline`: each function's source line.
     pub srcline: bool,
+    /// `--no-sleep-time`: durations without the time off the CPU.
+    pub no_sleep_time: bool,
 }
+
+/// `ftail report`'s columns when `-f` is not given.
+pub const DEFAULT_REPORT_FIELDS: &str = "total,self,call,avg,min,max";
 
 /// `ftail report`.
 pub fn report(
@@ -443,7 +453,7 @@ pub fn report(
     let Some(key) = SortKey::parse(shape.sort) else {
         bail!("unknown sort key {:?}", shape.sort);
     };
-    let columns = Column::parse_list(shape.fields).map_err(anyhow::Error::msg)?;
+    let mut columns = Column::parse_list(shape.fields).map_err(anyhow::Error::msg)?;
     let o = view.open()?;
     let opts = Options {
         filters: view.filters(&o.trace),
@@ -451,10 +461,14 @@ pub fn report(
         per_thread: shape.threads,
         values: shape.values,
         srcline: shape.srcline,
+        no_sleep_time: shape.no_sleep_time,
     };
     let progress = crate::progress::Progress::start(&view.dir, "reading", true);
     let r = report(&o.trace, &o.names, &opts);
     progress.finish();
+    if r.sched && shape.fields == DEFAULT_REPORT_FIELDS && !columns.contains(&Column::OffCpu) {
+        columns.push(Column::OffCpu);
+    }
     let text = match diff {
         None => render_columns(&r, key, &columns),
         Some(base) => {

@@ -21,6 +21,7 @@ mod peer;
 mod private_dir;
 mod progress;
 mod record;
+mod sched;
 mod sites;
 mod trace_dir;
 mod watch;
@@ -163,13 +164,14 @@ enum Cmd {
         #[command(flatten)]
         view: analyze::ViewArgs,
         /// Columns, in the order given: total, self, call, total-avg,
-        /// total-min, total-max, self-avg (avg, min, max for short), all
-        /// or none
+        /// total-min, total-max, self-avg, off-cpu (avg, min, max for
+        /// short), all or none; by default off-cpu follows the others
+        /// where the trace has scheduler events
         #[arg(
             short = 'f',
             long = "output-fields",
             value_name = "FIELDS",
-            default_value = "total,self,call,avg,min,max"
+            default_value = analyze::DEFAULT_REPORT_FIELDS
         )]
         fields: String,
         /// Sort by total, self, calls, avg, min, max or name
@@ -194,6 +196,11 @@ enum Cmd {
         /// often and, when they differ, `/* N of M calls; K values */`
         #[arg(long, conflicts_with = "diff")]
         args: bool,
+        /// Durations without the time the thread spent off the CPU inside
+        /// them (ftrace's nosleep-time), where the trace has scheduler
+        /// events
+        #[arg(long)]
+        no_sleep_time: bool,
         /// Compare with a base trace, as uftrace does: per function, the
         /// figures of BASE_DIR (before) and of -d (after), and the change
         /// after - before relative to before (1 call then 3: +200.0%)
@@ -388,6 +395,7 @@ fn ftail_main() -> Result<i32> {
             threads,
             args,
             srcline,
+            no_sleep_time,
             diff,
             no_pager,
             ..
@@ -398,6 +406,7 @@ fn ftail_main() -> Result<i32> {
                 threads,
                 values: args,
                 srcline,
+                no_sleep_time,
             };
             analyze::report(&view, shape, diff.as_deref(), no_pager)
         }

@@ -48,6 +48,8 @@ pub struct RecordOptions {
     pub triggers: Vec<Rule>,
     /// Least time between two snapshots that triggers take, in ns.
     pub snapshot_interval: Option<u64>,
+    /// Record when each thread is switched out and back in.
+    pub sched: bool,
     /// The program and its arguments.
     pub command: Vec<OsString>,
 }
@@ -133,6 +135,11 @@ pub struct RecordArgs {
     /// (default 1s)
     #[arg(long, value_name = "TIME", value_parser = parse_interval)]
     pub snapshot_interval: Option<u64>,
+    /// Do not record when the program's threads are switched out and
+    /// back in (recorded by `ftail record` itself, through perf events,
+    /// where the kernel allows it)
+    #[arg(long)]
+    pub no_sched: bool,
 }
 
 /// Parses `-T GLOB@ACTIONS`.
@@ -218,6 +225,7 @@ impl RecordArgs {
             auto_args: self.auto_args,
             triggers: self.trigger.into_iter().chain(self.snapshot_on).collect(),
             snapshot_interval: self.snapshot_interval,
+            sched: !self.no_sched,
             command,
         }
     }
@@ -277,6 +285,9 @@ impl RecordArgs {
         }
         if let Some(ns) = self.snapshot_interval {
             a.extend(["--snapshot-interval".into(), format!("{ns}ns").into()]);
+        }
+        if self.no_sched {
+            a.push("--no-sched".into());
         }
         a
     }
@@ -714,14 +725,45 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         summary: &|| summary(&shown(), &program_path),
         ended: &|status| note_exit(&shown(), pid, status),
     };
-    let err = crate::watch::exec(&mut cmd, &hooks);
+    let sched = o.sched.then(|| open_sched(&dir, pid)).flatten();
+    let err = crate::watch::exec(&mut cmd, &hooks, sched);
     // Nothing ran: leave no empty trace directory behind.
+    let _ = std::fs::remove_file(dir.join(format!("{}{pid}", ftail_abi::trace::SCHED_PREFIX)));
     if created {
         let _ = std::fs::remove_file(dir.join(ftail_abi::trace::BUDGET_FILE));
         let _ = std::fs::remove_file(dir.join(ftail_abi::argspec::SPEC_FILE));
         let _ = std::fs::remove_dir(&dir);
     }
     Err(err).with_context(|| format!("running {}", program.to_string_lossy()))
+}
+
+/// The scheduler events of this process once it is the program, and the
+/// file in `dir` they go to; where the kernel refuses them, a file that
+/// says so, and a line on standard error.
+pub(crate) fn open_sched(dir: &Path, pid: u32) -> Option<(crate::sched::Events, std::fs::File)> {
+    start_sched(dir, pid, crate::sched::Events::for_exec)
+}
+
+/// Opens scheduler events with `open` into `DIR/sched.PID`.
+pub(crate) fn start_sched(
+    dir: &Path,
+    pid: u32,
+    open: impl FnOnce() -> Result<crate::sched::Events, crate::sched::Refused>,
+) -> Option<(crate::sched::Events, std::fs::File)> {
+    match open() {
+        Ok(events) => match crate::sched::create(dir, pid, None) {
+            Ok(file) => Some((events, file)),
+            Err(e) => {
+                eprintln!("ftail: scheduler events were not recorded: creating their file: {e}");
+                None
+            }
+        },
+        Err(refused) => {
+            eprintln!("ftail: {}", refused.message());
+            let _ = crate::sched::create(dir, pid, Some(refused));
+            None
+        }
+    }
 }
 
 /// Writes the wait status of the program (process `pid`) into the

@@ -69,13 +69,20 @@ struct Program {
     start: Option<u64>,
     /// Where the runtime says the program is exiting.
     listener: Option<OwnedFd>,
+    /// Its scheduler events, opened to start at the `exec`, and the file
+    /// they go to.
+    sched: Option<(crate::sched::Events, File)>,
 }
 
 /// Replaces this process with `cmd`, after starting a watcher that prints
 /// the summary of `run` on standard error once the program is exiting or
 /// has ended. Returns only when the watcher or the program could not be
 /// started, with the reason.
-pub fn exec(cmd: &mut Command, run: &Hooks<'_>) -> std::io::Error {
+pub fn exec(
+    cmd: &mut Command,
+    run: &Hooks<'_>,
+    sched: Option<(crate::sched::Events, File)>,
+) -> std::io::Error {
     let (outcome_read, outcome_write) = match pipe() {
         Ok(p) => p,
         Err(e) => return e,
@@ -94,6 +101,7 @@ pub fn exec(cmd: &mut Command, run: &Hooks<'_>) -> std::io::Error {
         pidfd,
         start,
         listener,
+        sched,
     };
     // A subreaper keeps that role across exec: the watcher, orphaned,
     // would become the program's child. Not one while forking.
@@ -159,13 +167,19 @@ fn watcher(program: Program, outcome: OwnedFd, mask: &libc::sigset_t, run: &Hook
     }
     // SAFETY: `mask` is the caller's original, initialised mask.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
-    let keep = [
+    let mut keep = vec![
         libc::STDERR_FILENO,
         outcome.as_raw_fd(),
         program.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd),
         program.listener.as_ref().map_or(-1, AsRawFd::as_raw_fd),
     ];
+    if let Some((events, file)) = &program.sched {
+        keep.extend(events.raw_fds());
+        keep.push(file.as_raw_fd());
+    }
     close_all_but(&keep);
+    let mut program = program;
+    let sched = program.sched.take();
     let mut code = [0u8; 4];
     let mut outcome = File::from(outcome);
     let exec_failed = loop {
@@ -176,6 +190,7 @@ fn watcher(program: Program, outcome: OwnedFd, mask: &libc::sigset_t, run: &Hook
         }
     };
     if !exec_failed {
+        let mut sched = sched.and_then(|(events, file)| events.record(file).ok());
         let print = || {
             for line in (run.summary)() {
                 crate::out::stderr(&line);
@@ -183,7 +198,11 @@ fn watcher(program: Program, outcome: OwnedFd, mask: &libc::sigset_t, run: &Hook
         };
         if let Some(exiting) = program.wait_end_or_exit_call() {
             // The program waits in its exit for the summary: printed now,
-            // then it is let go.
+            // then it is let go. Its scheduler events are complete before
+            // its parent can see it end and read the trace.
+            if let Some(s) = sched.take() {
+                s.finish();
+            }
             print();
             drop(exiting);
             program.wait_end();
@@ -191,6 +210,9 @@ fn watcher(program: Program, outcome: OwnedFd, mask: &libc::sigset_t, run: &Hook
                 (run.ended)(status);
             }
         } else {
+            if let Some(s) = sched.take() {
+                s.finish();
+            }
             if let Some(status) = program.wait_status() {
                 (run.ended)(status);
             }

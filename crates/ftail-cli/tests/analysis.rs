@@ -298,6 +298,11 @@ fn info_says_what_the_trace_is() {
         (r"maximum size: [^(]*\(", "maximum size: <free share> ("),
         (r"grow up to [^ ]+ [^ ]+ ", "grow up to <free share> "),
         (r"[0-9.]+ [KMG]?i?B of it used", "<used> of it used"),
+        // How many context switches there were, or why the kernel refused them.
+        (
+            r"(?m)^# scheduler events.*$",
+            "# scheduler events: <how many, or why none>",
+        ),
         // Time records come whenever a time offset would not fit: how many depends on timing.
         (
             r"events, [0-9.]+ [KMG]?i?B of them: [0-9.]+ bytes each",
@@ -380,6 +385,7 @@ fn record_into(dir: &Path, name: &str, exe: &Path, args: &[&str]) -> PathBuf {
     let trace = dir.join(name);
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .arg("--")
@@ -511,6 +517,7 @@ fn a_deep_recursion_replays_in_bounded_memory() {
     let trace = scratch.path().join("trace");
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .args(["--", exe.to_str().unwrap(), "60000"]));
@@ -619,6 +626,7 @@ fn a_huge_empty_buffer_is_not_read() {
     let trace = scratch.path().join("trace");
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .args([
@@ -655,6 +663,7 @@ fn progress_shows_on_a_terminal_only() {
     let trace = scratch.path().join("trace");
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .args(["--", exe.to_str().unwrap(), "10", "3000000"]));
@@ -812,7 +821,7 @@ fn colours_wall_clock_and_live() {
             .arg(repo().join("tests/analysis/tour.c")),
     );
     let out = run(Command::new(ftail())
-        .args(["live", "--no-pager", "--"])
+        .args(["live", "--no-sched", "--no-pager", "--"])
         .arg(&exe));
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -820,7 +829,15 @@ fn colours_wall_clock_and_live() {
         text.contains("forward() {") && text.contains("helper();"),
         "{text}"
     );
-    let out = run(Command::new(ftail()).args(["live", "--no-pager", "--", "sh", "-c", "exit 7"]));
+    let out = run(Command::new(ftail()).args([
+        "live",
+        "--no-sched",
+        "--no-pager",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]));
     assert_eq!(out.status.code(), Some(7));
 }
 

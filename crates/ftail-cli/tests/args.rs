@@ -124,7 +124,7 @@ fn check(cc: &str, opt: &str, tail: &str) {
     let exe = build(dir.path(), cc, opt);
     let trace = dir.path().join("trace");
     let out = run(Command::new(ftail())
-        .args(["record", "-d"])
+        .args(["record", "--no-sched", "-d"])
         .arg(&trace)
         .args(["--tail", tail])
         .args(SPECS)
@@ -183,11 +183,19 @@ fn values_match_what_the_program_printed_clang() {
 
 #[test]
 fn bad_specs_are_refused_with_a_reason() {
-    let out = run(Command::new(ftail()).args(["record", "-A", "foo@arg1/q", "--", "true"]));
+    let out =
+        run(Command::new(ftail()).args(["record", "--no-sched", "-A", "foo@arg1/q", "--", "true"]));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown format \"q\""), "{err}");
-    let out = run(Command::new(ftail()).args(["record", "-R", "foo@retval%rax", "--", "true"]));
+    let out = run(Command::new(ftail()).args([
+        "record",
+        "--no-sched",
+        "-R",
+        "foo@retval%rax",
+        "--",
+        "true",
+    ]));
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -199,7 +207,7 @@ fn check_auto(cc: &str, opt: &str) {
     let exe = build(dir.path(), cc, opt);
     let trace = dir.path().join("trace");
     let out = run(Command::new(ftail())
-        .args(["record", "-a", "-d"])
+        .args(["record", "--no-sched", "-a", "-d"])
         .arg(&trace)
         .arg("--")
         .arg(&exe));
@@ -293,7 +301,7 @@ fn report_groups_calls_by_their_values() {
     let exe = build(dir.path(), "gcc", "-O2");
     let trace = dir.path().join("trace");
     let out = run(Command::new(ftail())
-        .args(["record", "-d"])
+        .args(["record", "--no-sched", "-d"])
         .arg(&trace)
         .args(SPECS)
         .arg("--")
@@ -361,7 +369,7 @@ fn auto_args_come_from_the_libraries_debug_info_too() {
     );
     let trace = dir.path().join("trace");
     let out = run(Command::new(ftail())
-        .args(["record", "-a", "-d"])
+        .args(["record", "--no-sched", "-a", "-d"])
         .arg(&trace)
         .arg("--")
         .arg(&exe));
@@ -390,7 +398,7 @@ fn replay_of(dir: &Path, exe: &Path, opts: &[&str]) -> String {
     let trace = dir.join("trace");
     let _ = std::fs::remove_dir_all(&trace);
     let out = run(Command::new(ftail())
-        .args(["record", "-d"])
+        .args(["record", "--no-sched", "-d"])
         .arg(&trace)
         .args(opts)
         .arg("--")

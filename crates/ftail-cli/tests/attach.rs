@@ -70,7 +70,7 @@ impl Drop for Running {
 
 fn attach(pid: &str, trace: &Path, extra: &[&str]) -> Output {
     run(Command::new(ftail())
-        .args(["record", "-p", pid, "-d"])
+        .args(["record", "--no-sched", "-p", pid, "-d"])
         .arg(trace)
         .args(extra))
 }
@@ -230,7 +230,7 @@ fn a_program_started_with_tracing_off_is_attached_through_its_agent() {
     let trace = dir.path().join("trace");
     let prog = Running::start(
         Command::new(ftail())
-            .args(["record", "--off", "-d"])
+            .args(["record", "--no-sched", "--off", "-d"])
             .arg(&trace)
             .arg("--")
             .arg(&exe)
@@ -239,7 +239,7 @@ fn a_program_started_with_tracing_off_is_attached_through_its_agent() {
     let pid = prog.pid();
     // No --duration: recording ends when ftail is told to stop.
     let recording = Command::new(ftail())
-        .args(["record", "-p", &pid, "-F", "work", "-d"])
+        .args(["record", "--no-sched", "-p", &pid, "-F", "work", "-d"])
         .arg(dir.path().join("elsewhere"))
         .stderr(Stdio::piped())
         .spawn()
@@ -293,7 +293,7 @@ fn attaching_is_refused_with_the_reason() {
     let traced = dir.path().join("traced");
     let prog = Running::start(
         Command::new(ftail())
-            .args(["record", "--ctl", "-N", "step", "-d"])
+            .args(["record", "--no-sched", "--ctl", "-N", "step", "-d"])
             .arg(&traced)
             .arg("--")
             .arg(&exe)

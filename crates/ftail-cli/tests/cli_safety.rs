@@ -47,6 +47,7 @@ fn a_closed_pipe_ends_every_command_quietly() {
     run_ok(
         Command::new(ftail())
             .arg("record")
+            .arg("--no-sched")
             .arg("-d")
             .arg(&trace)
             .arg(&exe),
@@ -100,6 +101,7 @@ fn a_closed_pipe_ends_ftail_ctl_quietly() {
 fn record_into(dir: &Path, exe: &Path) -> Output {
     run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(dir)
         .arg(exe))
@@ -328,6 +330,7 @@ fn out_of_range_buffer_sizes_and_depths_are_refused() {
     ] {
         let out = run(Command::new(ftail())
             .arg("record")
+            .arg("--no-sched")
             .arg("-d")
             .arg(&trace)
             .args([flag, value])
@@ -348,6 +351,7 @@ fn out_of_range_buffer_sizes_and_depths_are_refused() {
     // The smallest size still records a balanced trace.
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .args(["--buffer-events", "16", "-D", "1"])
@@ -376,6 +380,7 @@ fn the_program_gets_the_runtime_settings_of_the_command_line_only() {
         .envs(stray)
         .env_remove("FTAIL_CORPUS") // the test suite's switch, not the runtime's
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .args(["--buffer-events", "1000", "--max-size", "3M", "--", "env"]));
@@ -417,6 +422,7 @@ fn the_program_gets_the_runtime_settings_of_the_command_line_only() {
     let out = run(Command::new(ftail())
         .envs(stray)
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .arg(&exe));
@@ -610,7 +616,12 @@ fn the_embedded_runtime_is_used_only_when_ours_and_intact() {
         let mut cmd = Command::new(&alone);
         cmd.env_remove("FTAIL_RUNTIME");
         env(&mut cmd);
-        run(cmd.arg("record").arg("-d").arg(&trace).arg(&exe))
+        run(cmd
+            .arg("record")
+            .arg("--no-sched")
+            .arg("-d")
+            .arg(&trace)
+            .arg(&exe))
     };
     let with_cache = |c: &mut Command| {
         c.env("XDG_CACHE_HOME", &cache);
@@ -810,6 +821,7 @@ fn start_waiting(
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(ftail());
     cmd.arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(dir)
         .arg("--")
@@ -854,6 +866,7 @@ fn the_pid_a_caller_starts_is_the_programs() {
     let plain = run(Command::new(&exe).args(["calls", "100"]));
     let child = Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .args(["--buffer-events", "16", "--"])
@@ -948,6 +961,7 @@ fn a_program_that_reaps_orphans_gets_no_extra_child() {
     let exe = ownpid(dir.path());
     let mut cmd = Command::new(ftail());
     cmd.arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(dir.path().join("t"))
         .arg(&exe);
@@ -1028,7 +1042,7 @@ fn the_control_agent_answers_the_user_who_started_the_recording() {
     );
     let tdir = dir.path().join("trace");
     let mut child = Command::new(ftail())
-        .args(["record", "--ctl", "-d"])
+        .args(["record", "--no-sched", "--ctl", "-d"])
         .arg(&tdir)
         .arg("--")
         .arg(&exe)

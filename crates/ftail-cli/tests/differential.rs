@@ -66,6 +66,7 @@ fn ftail_calls(dir: &Path, exe: &Path, args: &[&str], stdin: Option<&Path>) -> (
     let tdir = dir.join("ftail.data");
     let mut cmd = Command::new(ftail());
     cmd.arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&tdir)
         .args(["--buffer-events", "40000000", "--"])

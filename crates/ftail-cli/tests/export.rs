@@ -671,7 +671,7 @@ fn record_values() -> (Recorded, String) {
     );
     let trace = scratch.path().join("trace");
     let out = run(Command::new(ftail())
-        .args(["record", "-d"])
+        .args(["record", "--no-sched", "-d"])
         .arg(&trace)
         .args(VALUE_SPECS)
         .arg("--")

@@ -16,6 +16,7 @@ fn small_trace(dir: &Path) -> PathBuf {
     let trace = dir.join("trace");
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .arg(&exe));

@@ -472,6 +472,7 @@ fn a_damaged_function_count_leaves_the_module_untraced() {
     let (status, stderr, max_kb) = run_measured(
         Command::new(ftail())
             .arg("record")
+            .arg("--no-sched")
             .arg("-d")
             .arg(&tdir)
             .arg("--")
@@ -592,7 +593,7 @@ fn a_daemon_closing_every_descriptor_keeps_its_sockets_and_its_agent() {
     let dir = scratch();
     let exe = build(dir.path(), "gcc", &["-O2"], "daemon.c", "daemon");
     let mut child = Command::new(ftail())
-        .args(["record", "--ctl", "-d"])
+        .args(["record", "--no-sched", "--ctl", "-d"])
         .arg(dir.path().join("trace"))
         .arg("--")
         .arg(&exe)
@@ -652,7 +653,7 @@ fn the_control_agent_bounds_its_input_and_serves_clients_side_by_side() {
     // Prints its pid, then blocks reading stdin between rounds of calls.
     let exe_wait = build(dir.path(), "gcc", &["-O2"], "ctlwait.c", "ctlwait");
     let mut child = Command::new(ftail())
-        .args(["record", "--ctl", "-d"])
+        .args(["record", "--no-sched", "--ctl", "-d"])
         .arg(dir.path().join("trace"))
         .arg("--")
         .arg(&exe_wait)
@@ -749,6 +750,7 @@ fn ftail_record_says_what_was_not_recorded() {
     let tdir = dir.path().join("none");
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&tdir)
         .args(["--", "sh", "-c", "exit 3"]));
@@ -773,6 +775,7 @@ fn ftail_record_says_what_was_not_recorded() {
     let tdir = dir.path().join("sgid-trace");
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&tdir)
         .arg(&sgid));

@@ -15,6 +15,7 @@ fn small_trace(dir: &Path) -> (PathBuf, PathBuf) {
     let trace = dir.join("trace");
     run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .arg(&exe));

@@ -359,6 +359,7 @@ fn an_existing_trace_is_kept_as_old() {
     assert!(dir.path().join("trace.old").is_dir());
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(repo().join("crates"))
         .arg("true"));
@@ -915,6 +916,7 @@ fn issue_17_snapshots_stay_within_max_size() {
     let mut child = Command::new(ftail())
         .args([
             "record",
+            "--no-sched",
             "--ring",
             "64K",
             "--max-size",
@@ -979,6 +981,7 @@ fn issue_11_snapshots_of_a_running_ring() {
     let mut child = Command::new(ftail())
         .args([
             "record",
+            "--no-sched",
             "--ctl",
             "--ring",
             "64K",
@@ -1202,7 +1205,7 @@ fn ftail_ctl_switches_a_running_program() {
     );
     let tdir = dir.path().join("trace");
     let mut child = Command::new(ftail())
-        .args(["record", "--off", "-d"])
+        .args(["record", "--no-sched", "--off", "-d"])
         .arg(&tdir)
         .arg("--")
         .arg(&exe)
@@ -1276,6 +1279,7 @@ fn an_ftail_installed_alone_uses_its_embedded_runtime() {
         .env("XDG_CACHE_HOME", &cache)
         .env_remove("FTAIL_RUNTIME")
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(dir.path().join("trace"))
         .arg(&exe));
@@ -1396,6 +1400,7 @@ impl Driven {
         use std::process::Stdio;
         let mut child = Command::new(ftail())
             .arg("record")
+            .arg("--no-sched")
             .arg("-d")
             .arg(tdir)
             .arg("--")
@@ -1492,6 +1497,7 @@ fn recording_again_while_the_first_program_runs_keeps_both_traces() {
     first.round(3);
     let third = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&tdir)
         .arg("--")

@@ -122,6 +122,7 @@ fn compare_with_callgrind(dir: &Path, exe: &Path, args: &[&str], ours: &Counts, 
 fn record(tdir: &Path, exe: &Path, args: &[&str]) -> std::process::Output {
     run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(tdir)
         .arg("--")

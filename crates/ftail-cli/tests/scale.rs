@@ -93,6 +93,7 @@ fn record(trace: &Path, exe: &Path, args: &[&str]) {
     run_ok(
         Command::new(ftail())
             .arg("record")
+            .arg("--no-sched")
             // Counts from the program's own calls.
             .arg("--no-libcall")
             .arg("-d")

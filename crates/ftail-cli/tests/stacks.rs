@@ -309,6 +309,7 @@ fn a_long_ping_pong_keeps_the_side_stack_small() {
             let out = run(Command::new(ftail())
                 .env("FTAIL_STACK_ENTRIES", "16")
                 .arg("record")
+                .arg("--no-sched")
                 .arg("-d")
                 .arg(&tdir)
                 .args(["--no-libcall", "--tail", mode, "--"])
@@ -407,6 +408,7 @@ fn a_small_coroutine_stack_sees_only_the_fast_paths() {
                 let tdir = dir.path().join("trace");
                 let mut cmd = Command::new(ftail());
                 cmd.arg("record")
+                    .arg("--no-sched")
                     .arg("-d")
                     .arg(&tdir)
                     .args(["--no-libcall", "--tail", mode]);
@@ -455,6 +457,7 @@ fn a_timer_signal_during_switches_breaks_nothing() {
         let tdir = dir.path().join("trace");
         let out = run(Command::new(ftail())
             .arg("record")
+            .arg("--no-sched")
             .arg("-d")
             .arg(&tdir)
             .args(["--tail", mode, "--buffer-events", "8000000", "--"])
@@ -502,6 +505,7 @@ fn thousands_of_coroutines_each_resume_their_own_frames() {
         }
         let out = run(cmd
             .arg("record")
+            .arg("--no-sched")
             .arg("-d")
             .arg(&tdir)
             .arg("--no-libcall")

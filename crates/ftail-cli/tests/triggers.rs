@@ -75,6 +75,7 @@ fn record(dir: &Path, exe: &Path, opts: &[&str]) -> PathBuf {
     let _ = std::fs::remove_dir_all(&trace);
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         // The trees compared are the program's own calls.
@@ -171,6 +172,7 @@ fn bad_triggers_are_refused_with_a_reason() {
     ] {
         let out = run(Command::new(ftail())
             .arg("record")
+            .arg("--no-sched")
             .arg("-d")
             .arg(dir.path().join("trace"))
             .args(&opts)
@@ -256,6 +258,7 @@ fn snapshots(dir: &Path, exe: &Path, args: &[&str], opts: &[&str]) -> (String, V
     let _ = std::fs::remove_dir_all(&trace);
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .args(["--ring", "64K"])
@@ -399,6 +402,7 @@ fn a_trace_with_triggered_snapshots_is_recorded_into_again() {
     let trace = dir.path().join("trace");
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(&trace)
         .arg("--")

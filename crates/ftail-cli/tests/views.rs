@@ -283,6 +283,7 @@ fn live_takes_the_replay_options() {
     let out = run(Command::new(ftail())
         .args([
             "live",
+            "--no-sched",
             "--no-pager",
             "-H",
             "b",

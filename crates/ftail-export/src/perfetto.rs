@@ -121,11 +121,14 @@ const COUNT: u64 = 3;
 const RETVAL: u64 = ANNOTATION_NAMES.len() as u64 + 1;
 const FIRST_ARG: u64 = RETVAL + 1;
 const INTERNED_ARGS: usize = ftail_abi::argspec::MAX_ARGS;
-const INSTANT_NAMES: [&str; 3] = ["buffer full", "events lost", "snapshot"];
+const INSTANT_NAMES: [&str; 4] = ["buffer full", "events lost", "snapshot", "linux:schedule"];
 const BUFFER_FULL: u64 = 1;
 const EVENTS_LOST: u64 = 2;
 /// At the entry of the call that took the snapshot this trace is.
 const SNAPSHOT: u64 = 3;
+/// A time off the CPU (scheduler events), a slice inside the call that
+/// was running, named as uftrace names it.
+const SCHEDULE: u64 = 4;
 
 /// Writes `input` as a Perfetto trace to `out`; returns notes on what
 /// could not be read.
@@ -148,7 +151,9 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
         w.process(i, image)?;
     }
     let matches = crate::matches(input);
+    let sched = ftail_trace::reader::sched::Sched::load(&input.trace.dir);
     for (ordinal, (i, file)) in crate::selected(input).into_iter().enumerate() {
+        let mut off_cpu = sched.thread(file.tid);
         let seq = GLOBAL_SEQUENCE + 1 + ordinal as u64;
         let track = thread_uuid(ordinal);
         let srclines = input.srcline;
@@ -169,7 +174,21 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
                 buffer_full: false,
                 value_names: false,
             };
+            // Shown calls open: a time off the CPU is drawn only inside one.
+            let mut depth = 0u32;
             for item in items {
+                let n = off_cpu.partition_point(|o| o.start < item.tsc());
+                if depth > 0 {
+                    for o in &off_cpu[..n] {
+                        w.off_cpu(seq, t.clock.ns(o.start), t.clock.ns(o.end))?;
+                    }
+                }
+                off_cpu = &off_cpu[n..];
+                match item {
+                    Shown::Enter { .. } => depth += 1,
+                    Shown::Leave { .. } => depth = depth.saturating_sub(1),
+                    Shown::Leaf { .. } => {}
+                }
                 w.item(t, &mut state, &item)?;
                 if let Shown::Enter { addr, tsc, .. } = item {
                     if mark.take_if(|m| m.is(t.file.tid, addr, tsc)).is_some() {
@@ -343,6 +362,39 @@ impl<W: Write + ?Sized> Writer<'_, W> {
             }
         });
         self.emit()
+    }
+
+    /// A time off the CPU: a slice on the thread's track, inside the
+    /// call that was running.
+    fn off_cpu(&mut self, seq: u64, start_ns: f64, end_ns: f64) -> io::Result<()> {
+        let iid = u64::MAX / 2 + SCHEDULE;
+        for (ns, kind) in [(start_ns, TYPE_SLICE_BEGIN), (end_ns, TYPE_SLICE_END)] {
+            self.packet.clear();
+            uint(&mut self.packet, TIMESTAMP, ns.round() as u64);
+            uint(&mut self.packet, TRUSTED_SEQUENCE_ID, seq);
+            uint(
+                &mut self.packet,
+                SEQUENCE_FLAGS,
+                SEQ_NEEDS_INCREMENTAL_STATE,
+            );
+            let (body, inner) = (&mut self.body, &mut self.inner);
+            if kind == TYPE_SLICE_BEGIN {
+                message(&mut self.packet, INTERNED_DATA, body, |b| {
+                    message(b, ID_EVENT_NAMES, inner, |e| {
+                        uint(e, IID, iid);
+                        string(e, NAME, INSTANT_NAMES[SCHEDULE as usize - 1]);
+                    });
+                });
+            }
+            message(&mut self.packet, TRACK_EVENT, body, |b| {
+                uint(b, TE_TYPE, kind);
+                if kind == TYPE_SLICE_BEGIN {
+                    uint(b, TE_NAME_IID, iid);
+                }
+            });
+            self.emit()?;
+        }
+        Ok(())
     }
 
     /// An instant event on a thread's track, with a count when given.

@@ -437,6 +437,7 @@ impl App {
             per_thread: true,
             values: false,
             srcline: false,
+            no_sleep_time: false,
         };
         self.report.report = Some(in_background(move |stop| {
             let r = ftail_trace::report::report_until(&trace, &names, &opts, stop);

@@ -57,6 +57,8 @@ pub fn record(pid: u32, duration: Option<Duration>, o: RecordOptions) -> Result<
     // call it made the program run: it is waited for instead.
     let signals = block_ending_signals();
     let t = target::examine(pid, Path::new(PTRACE_SCOPE))?;
+    // Opened before tracing starts, so the first calls have theirs too.
+    let events = o.sched.then(|| crate::sched::Events::for_process(pid));
     let dir = match t.find_file(is_runtime) {
         Some(_) => rejoin(&t, &o)?,
         None => first_attach(&t, &o)?,
@@ -68,7 +70,13 @@ pub fn record(pid: u32, duration: Option<Duration>, o: RecordOptions) -> Result<
         dir.display(),
         until.as_deref().unwrap_or("")
     );
+    let sched = events
+        .and_then(|events| crate::record::start_sched(&dir, pid, || events))
+        .and_then(|(events, file)| events.record(file).ok());
     let end = wait_for_end(pid, duration, &signals);
+    if let Some(s) = sched {
+        s.finish();
+    }
     if !matches!(end, End::Exited) {
         detach(pid, &dir)?;
     }

@@ -108,6 +108,7 @@ pub fn record_trace(
 ) -> (Output, ftail_trace::trace::Trace) {
     let out = run(Command::new(ftail())
         .arg("record")
+        .arg("--no-sched")
         .arg("-d")
         .arg(tdir)
         .args(extra)

@@ -9,3 +9,4 @@ pub mod calls;
 pub mod dir;
 pub mod events;
 pub mod merge;
+pub mod sched;

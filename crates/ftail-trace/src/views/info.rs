@@ -118,6 +118,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
             bytes(b.used_bytes)
         );
     }
+    sched_lines(&mut out, &crate::reader::sched::Sched::load(&trace.dir));
     for image in &trace.images {
         let i = &image.info;
         // Every recorded string is printable before it is shown.
@@ -275,6 +276,25 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
         }
     }
     out
+}
+
+/// What the trace holds of its threads' times off the CPU, and why not
+/// where it does not.
+fn sched_lines(out: &mut String, sched: &crate::reader::sched::Sched) {
+    if sched.recorded {
+        let _ = writeln!(
+            out,
+            "# scheduler events: {} times off the CPU, of {} thread{}",
+            sched.slices(),
+            sched.threads(),
+            if sched.threads() == 1 { "" } else { "s" }
+        );
+    } else if sched.notes.is_empty() {
+        let _ = writeln!(out, "# scheduler events: none (recorded with --no-sched)");
+    }
+    for n in &sched.notes {
+        let _ = writeln!(out, "# {}", printable(n));
+    }
 }
 
 /// How `image` ended: its exit status or signal where it was recorded.

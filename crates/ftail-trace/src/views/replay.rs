@@ -22,6 +22,7 @@ use ftail_abi::trace::EventKind;
 use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, TraceDir};
 use crate::reader::merge::Merge;
+use crate::reader::sched::{OffCpu, Sched};
 use crate::symbols::names::{FuncId, Names};
 use crate::views::view::{reread, Filters, Leaves, Matches, Shown, Threshold, Visible};
 
@@ -102,6 +103,10 @@ pub struct Options {
     pub color: bool,
     /// The source line of each function entered (`--srcline`).
     pub srcline: bool,
+    /// The times threads spent off the CPU, as uftrace's
+    /// `linux:schedule` lines inside the call that was running
+    /// (`--no-event` turns them off).
+    pub sched: bool,
 }
 
 impl Default for Options {
@@ -114,6 +119,7 @@ impl Default for Options {
             absolute: false,
             color: false,
             srcline: false,
+            sched: true,
         }
     }
 }
@@ -134,6 +140,14 @@ pub fn replay(
         .unwrap_or(0);
     header(opts, out)?;
     let enums = crate::values::Enums::load(&trace.dir);
+    let sched = if opts.sched {
+        Sched::load(&trace.dir)
+    } else {
+        Sched::default()
+    };
+    for n in &sched.notes {
+        writeln!(out, "# {n}")?;
+    }
     for (image, names) in trace.images.iter().zip(names) {
         let mut r = ImageReplay {
             image,
@@ -148,6 +162,7 @@ pub fn replay(
             text: String::new(),
             starts: std::cell::OnceCell::new(),
             mark: trace.mark.clone(),
+            sched: &sched,
         };
         r.run(out)?;
     }
@@ -233,6 +248,8 @@ struct ImageReplay<'a> {
     starts: std::cell::OnceCell<FunctionStarts>,
     /// The call that took the snapshot being replayed, until shown.
     mark: Option<ftail_abi::trigger::Mark>,
+    /// The trace's times off the CPU.
+    sched: &'a Sched,
 }
 
 /// A snapshot's mark with its call's entry time: `ftail_snapshot()`
@@ -307,7 +324,7 @@ impl ImageReplay<'_> {
             .filter(|t| self.opts.tids.is_empty() || self.opts.tids.contains(&t.tid))
             .collect();
         let mut notes = Vec::new();
-        let mut sources: Vec<Box<dyn Iterator<Item = Shown> + '_>> = Vec::new();
+        let mut sources: Vec<Box<dyn Iterator<Item = Item> + '_>> = Vec::new();
         let mut tids = Vec::new();
         let mut damage = Vec::new();
         for t in &threads {
@@ -348,15 +365,18 @@ impl ImageReplay<'_> {
             } else {
                 Box::new(thresholded)
             };
-            sources.push(items);
+            sources.push(Box::new(WithSched::new(items, self.sched.thread(t.tid))));
             tids.push(t.tid);
         }
         for n in &notes {
             writeln!(out, "{n}")?;
         }
         self.mark = self.mark.take().and_then(|m| resolve_mark(m, image));
-        for (i, item) in Merge::new(sources, Shown::tsc) {
-            self.line(out, tids[i], &item)?;
+        for (i, item) in Merge::new(sources, Item::tsc) {
+            match item {
+                Item::Call(item) => self.line(out, tids[i], &item)?,
+                Item::OffCpu { slice, depth } => self.off_cpu(out, tids[i], slice, depth)?,
+            }
         }
         for (tid, slot) in damage {
             if let Some(d) = slot.borrow().as_deref() {
@@ -518,6 +538,57 @@ impl ImageReplay<'_> {
         r
     }
 
+    /// `linux:schedule();` with the time the thread spent off the CPU,
+    /// as uftrace shows a context switch.
+    fn off_cpu(
+        &mut self,
+        out: &mut impl Write,
+        tid: u32,
+        slice: OffCpu,
+        depth: u32,
+    ) -> io::Result<()> {
+        let mut line = std::mem::take(&mut self.buf);
+        line.clear();
+        let at = slice.start;
+        for f in &self.opts.fields {
+            match f {
+                Field::Time => line.extend_from_slice(self.time(at).as_bytes()),
+                Field::Delta => {
+                    let d = self.last.map_or(0, |l| at.saturating_sub(l));
+                    self.duration(&mut line, d, false);
+                    line.extend_from_slice(b"  ");
+                }
+                Field::Duration => {
+                    self.duration(&mut line, slice.end - slice.start, self.opts.color);
+                    line.push(b' ');
+                }
+                Field::Tid => {
+                    line.push(b'[');
+                    right_aligned(&mut line, u64::from(tid), 6);
+                    line.extend_from_slice(b"] ");
+                }
+                Field::Elapsed => {
+                    let since = seconds(shown_ns(at.saturating_sub(self.origin), self.hz));
+                    line.extend_from_slice(format!("{since:>15}  ").as_bytes());
+                }
+                Field::Addr => line.extend_from_slice(format!("{:>16}  ", "").as_bytes()),
+            }
+        }
+        self.last = Some(at);
+        line.extend_from_slice(b"| ");
+        indent(&mut line, depth);
+        line.extend_from_slice(b"linux:schedule();");
+        if slice.preempted {
+            line.extend_from_slice(b" /* ");
+            line.extend_from_slice(self.paint("preempted").as_bytes());
+            line.extend_from_slice(b" */");
+        }
+        line.push(b'\n');
+        let r = out.write_all(&line);
+        self.buf = line;
+        r
+    }
+
     /// ` /* snapshot: ... */` on the first line of the call that took the
     /// snapshot being replayed.
     fn mark(&mut self, line: &mut Vec<u8>, tid: u32, addr: u64, start: u64) {
@@ -621,6 +692,111 @@ impl ImageReplay<'_> {
             let since = seconds(shown_ns(tsc.saturating_sub(self.origin), self.hz));
             format!("{since:>14}  ")
         }
+    }
+}
+
+/// What replay prints of a thread: its calls, and its times off the CPU.
+enum Item {
+    Call(Shown),
+    /// Off the CPU inside a shown call, at this depth.
+    OffCpu {
+        slice: OffCpu,
+        depth: u32,
+    },
+}
+
+impl Item {
+    fn tsc(&self) -> u64 {
+        match self {
+            Item::Call(s) => s.tsc(),
+            Item::OffCpu { slice, .. } => slice.start,
+        }
+    }
+}
+
+/// A thread's shown calls with its times off the CPU placed inside the
+/// call that was running: a call shown on one line that held some opens
+/// and closes around them (as uftrace's `sleeper() { linux:schedule();
+/// }`). Off-CPU times outside every shown call are left out.
+struct WithSched<'a, I> {
+    items: I,
+    slices: &'a [OffCpu],
+    /// Depth of what comes next: inside how many shown calls.
+    depth: u32,
+    ready: std::collections::VecDeque<Item>,
+}
+
+impl<'a, I: Iterator<Item = Shown>> WithSched<'a, I> {
+    fn new(items: I, slices: &'a [OffCpu]) -> Self {
+        WithSched {
+            items,
+            slices,
+            depth: 0,
+            ready: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Queues the off-CPU times that began before `until`, at `depth`
+    /// (none outside a shown call).
+    fn queue_until(&mut self, until: u64, depth: u32) {
+        let n = self.slices.partition_point(|s| s.start < until);
+        if depth > 0 {
+            for &slice in &self.slices[..n] {
+                self.ready.push_back(Item::OffCpu { slice, depth });
+            }
+        }
+        self.slices = &self.slices[n..];
+    }
+}
+
+impl<I: Iterator<Item = Shown>> Iterator for WithSched<'_, I> {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        if let Some(item) = self.ready.pop_front() {
+            return Some(item);
+        }
+        let item = self.items.next()?;
+        self.queue_until(item.tsc(), self.depth);
+        match item {
+            Shown::Enter { depth, .. } => self.depth = depth + 1,
+            Shown::Leave { depth, .. } => self.depth = depth,
+            Shown::Leaf {
+                addr,
+                func,
+                start,
+                end,
+                depth,
+                how,
+                args,
+                ret,
+            } if self.slices.first().is_some_and(|s| s.start < end) => {
+                self.ready.push_back(Item::Call(Shown::Enter {
+                    addr,
+                    func,
+                    tsc: start,
+                    depth,
+                    resumed: false,
+                    earlier: false,
+                    args,
+                }));
+                self.queue_until(end, depth + 1);
+                self.ready.push_back(Item::Call(Shown::Leave {
+                    addr,
+                    func,
+                    start,
+                    end,
+                    depth,
+                    how,
+                    ret,
+                }));
+                self.depth = depth;
+                return self.ready.pop_front();
+            }
+            Shown::Leaf { depth, .. } => self.depth = depth,
+        }
+        self.ready.push_back(Item::Call(item));
+        self.ready.pop_front()
     }
 }
 

@@ -27,6 +27,7 @@ use rustc_hash::FxHashMap;
 use crate::reader::calls::{Calls, Step};
 use crate::reader::dir::{ThreadFile, TraceDir};
 use crate::reader::events::Events;
+use crate::reader::sched::{OffCpu, Sched};
 use crate::symbols::names::Names;
 use crate::views::view::{Filters, Matches, Shown, Visible};
 use crate::views::Until;
@@ -45,6 +46,8 @@ pub struct Counters {
     pub min: u64,
     /// The longest call.
     pub max: u64,
+    /// Time off the CPU inside the calls, summed as `total` is.
+    pub off_cpu: u64,
 }
 
 impl Default for Counters {
@@ -55,6 +58,7 @@ impl Default for Counters {
             self_time: 0,
             min: u64::MAX,
             max: 0,
+            off_cpu: 0,
         }
     }
 }
@@ -65,10 +69,11 @@ impl Counters {
     /// ran: the time its stack was switched out is not its own);
     /// `outermost` is false for a call inside another of the same
     /// function, whose time that one's total already holds.
-    fn add(&mut self, ticks: u64, callees: u64, new_call: bool, outermost: bool) {
+    fn add(&mut self, ticks: u64, callees: u64, new_call: bool, outermost: bool, off: u64) {
         self.calls += u64::from(new_call);
         if outermost {
             self.total += ticks;
+            self.off_cpu += off;
         }
         self.self_time += ticks.saturating_sub(callees);
         self.min = self.min.min(ticks);
@@ -89,6 +94,8 @@ pub struct FunctionStats {
     pub min_ns: f64,
     /// Longest call.
     pub max_ns: f64,
+    /// Time off the CPU inside its calls (with scheduler events).
+    pub off_cpu_ns: f64,
 }
 
 impl FunctionStats {
@@ -100,6 +107,7 @@ impl FunctionStats {
             self_ns: ns(c.self_time),
             min_ns: if c.calls == 0 { 0.0 } else { ns(c.min) },
             max_ns: ns(c.max),
+            off_cpu_ns: ns(c.off_cpu),
         }
     }
 
@@ -114,6 +122,7 @@ impl FunctionStats {
         self.self_ns += o.self_ns;
         self.min_ns = self.min_ns.min(o.min_ns);
         self.max_ns = self.max_ns.max(o.max_ns);
+        self.off_cpu_ns += o.off_cpu_ns;
     }
 
     /// Average time per call.
@@ -197,6 +206,57 @@ impl<K: std::hash::Hash + Eq> Open<K> {
     }
 }
 
+/// A thread's time off the CPU up to any instant: what a call's
+/// duration holds of it is the difference at its two ends.
+struct OffTime<'a> {
+    slices: &'a [OffCpu],
+    /// Time off the CPU before each slice began.
+    before: Vec<u64>,
+    /// Take it out of every duration (`--no-sleep-time`).
+    subtract: bool,
+}
+
+impl<'a> OffTime<'a> {
+    fn new(slices: &'a [OffCpu], subtract: bool) -> Self {
+        let mut sum = 0;
+        let before = slices
+            .iter()
+            .map(|s| {
+                let b = sum;
+                sum += s.end - s.start;
+                b
+            })
+            .collect();
+        OffTime {
+            slices,
+            before,
+            subtract,
+        }
+    }
+
+    fn until(&self, t: u64) -> u64 {
+        let n = self.slices.partition_point(|s| s.start < t);
+        match n.checked_sub(1) {
+            None => 0,
+            Some(i) => {
+                let s = self.slices[i];
+                self.before[i] + (t.min(s.end) - s.start)
+            }
+        }
+    }
+
+    /// A call from `start` to `end`: its duration (without its time off
+    /// the CPU when asked) and its time off the CPU.
+    fn call(&self, start: u64, end: u64) -> (u64, u64) {
+        let ticks = end.saturating_sub(start);
+        if self.slices.is_empty() {
+            return (ticks, 0);
+        }
+        let off = self.until(end).saturating_sub(self.until(start)).min(ticks);
+        (if self.subtract { ticks - off } else { ticks }, off)
+    }
+}
+
 /// Empty counters for `names`, and the thread's events; or the counters
 /// with the reason the events cannot be read.
 fn open_thread(
@@ -217,7 +277,12 @@ fn open_thread(
 }
 
 /// Folds one thread without filters: the fast path.
-fn fold_plain(file: &ThreadFile, names: &Names, stop: &AtomicBool) -> ThreadCounters {
+fn fold_plain(
+    file: &ThreadFile,
+    names: &Names,
+    off: &OffTime,
+    stop: &AtomicBool,
+) -> ThreadCounters {
     let (mut out, header, mut events) = match open_thread(file, names) {
         Ok(x) => x,
         Err(out) => return out,
@@ -241,14 +306,14 @@ fn fold_plain(file: &ThreadFile, names: &Names, stop: &AtomicBool) -> ThreadCoun
                 let Some((f, addr, start, callees, new_call)) = stack.pop() else {
                     continue;
                 };
-                let ticks = end.saturating_sub(start);
+                let (ticks, off_cpu) = off.call(start, end);
                 let outermost = open.leave(f, || addr);
                 let c = if f == u32::MAX {
                     out.unknown.entry(addr).or_default()
                 } else {
                     &mut out.by_func[f as usize]
                 };
-                c.add(ticks, callees, new_call, outermost);
+                c.add(ticks, callees, new_call, outermost, off_cpu);
                 if let Some(parent) = stack.last_mut() {
                     parent.3 += ticks;
                 }
@@ -265,6 +330,7 @@ fn fold_filtered(
     names: &Names,
     filters: &Filters,
     m: &Matches,
+    off: &OffTime,
     stop: &AtomicBool,
 ) -> ThreadCounters {
     let (mut out, header, mut events) = match open_thread(file, names) {
@@ -320,12 +386,12 @@ fn fold_filtered(
                     let f = id(func);
                     (0, true, *open.slot(f, || addr) == 0)
                 };
-                let ticks = end.saturating_sub(start);
+                let (ticks, off_cpu) = off.call(start, end);
                 let c = match func {
                     Some(f) => &mut out.by_func[f.0 as usize],
                     None => out.unknown.entry(addr).or_default(),
                 };
-                c.add(ticks, inner, new_call, outermost);
+                c.add(ticks, inner, new_call, outermost, off_cpu);
                 if let Some(parent) = callees.last_mut() {
                     parent.0 += ticks;
                 }
@@ -344,6 +410,7 @@ fn fold_values(
     filters: &Filters,
     m: &Matches,
     enums: &crate::values::Enums,
+    off: &OffTime,
     stop: &AtomicBool,
 ) -> ThreadCounters {
     let (mut out, header, mut events) = match open_thread(file, names) {
@@ -423,9 +490,9 @@ fn fold_values(
                         (inner, new_call, args, outermost)
                     }
                 };
-                let ticks = end.saturating_sub(start);
+                let (ticks, off_cpu) = off.call(start, end);
                 let c = out.by_values.entry(key(func, addr, args)).or_default();
-                c.counters.add(ticks, inner, new_call, outermost);
+                c.counters.add(ticks, inner, new_call, outermost, off_cpu);
                 let name = func.map(|f| &*names.function(f).mangled);
                 if let Some(r) = ret
                     .as_ref()
@@ -457,6 +524,9 @@ pub struct Options {
     pub values: bool,
     /// Each function's source file and line (`--srcline`).
     pub srcline: bool,
+    /// Durations without the time off the CPU (ftrace's `nosleep-time`),
+    /// where the trace has scheduler events.
+    pub no_sleep_time: bool,
 }
 
 /// A row's key: the function's name, and the thread when per thread.
@@ -486,6 +556,9 @@ pub struct Report {
     /// With [`Options::srcline`]: where each function named in the rows
     /// is, when the debug info says.
     pub srclines: BTreeMap<Arc<str>, String>,
+    /// Whether the trace has scheduler events (its off-CPU times mean
+    /// something).
+    pub sched: bool,
 }
 
 /// Counts every selected thread of `trace` (in parallel); `names` has one
@@ -519,21 +592,26 @@ pub fn report_until(
     } else {
         crate::values::Enums::default()
     };
+    let sched = Sched::load(&trace.dir);
     #[allow(clippy::type_complexity)]
     let folded: Vec<(usize, u32, Vec<(u32, Counters)>, ThreadCounters)> = jobs
         .par_iter()
         .map(|&(i, t)| {
+            let off = OffTime::new(sched.thread(t.tid), opts.no_sleep_time);
             let mut c = if opts.values {
-                fold_values(t, &names[i], &opts.filters, &matches[i], &enums, stop)
+                fold_values(t, &names[i], &opts.filters, &matches[i], &enums, &off, stop)
             } else if plain {
-                fold_plain(t, &names[i], stop)
+                fold_plain(t, &names[i], &off, stop)
             } else {
-                fold_filtered(t, &names[i], &opts.filters, &matches[i], stop)
+                fold_filtered(t, &names[i], &opts.filters, &matches[i], &off, stop)
             };
             (i, t.tid, c.take_called(), c)
         })
         .collect();
-    let mut out = Report::default();
+    let mut out = Report {
+        sched: sched.recorded,
+        ..Report::default()
+    };
     for n in names {
         out.diagnostics.extend(n.diagnostics().iter().cloned());
     }
@@ -667,6 +745,9 @@ pub enum Column {
     Max,
     /// Average self time per call (`self-avg`).
     SelfAvg,
+    /// Time off the CPU inside the calls (`off-cpu`), from scheduler
+    /// events.
+    OffCpu,
 }
 
 impl Column {
@@ -691,7 +772,12 @@ impl Column {
         for f in list.split(',').map(str::trim).filter(|f| !f.is_empty()) {
             match f {
                 "none" => {}
-                "all" => out.extend(Column::DEFAULT.iter().copied().chain([Column::SelfAvg])),
+                "all" => out.extend(
+                    Column::DEFAULT
+                        .iter()
+                        .copied()
+                        .chain([Column::SelfAvg, Column::OffCpu]),
+                ),
                 "total" => out.push(Column::Total),
                 "self" => out.push(Column::SelfTime),
                 "call" | "calls" => out.push(Column::Calls),
@@ -699,10 +785,11 @@ impl Column {
                 "total-min" | "min" => out.push(Column::Min),
                 "total-max" | "max" => out.push(Column::Max),
                 "self-avg" => out.push(Column::SelfAvg),
+                "off-cpu" => out.push(Column::OffCpu),
                 other => {
                     return Err(format!(
                         "unknown report field {other:?} (known: total, self, call, total-avg, \
-                         total-min, total-max, self-avg, or avg, min, max; all; none)"
+                         total-min, total-max, self-avg, off-cpu, or avg, min, max; all; none)"
                     ))
                 }
             }
@@ -719,6 +806,7 @@ impl Column {
             Column::Min => "MIN",
             Column::Max => "MAX",
             Column::SelfAvg => "SELF AVG",
+            Column::OffCpu => "OFF-CPU",
         }
     }
 
@@ -731,6 +819,7 @@ impl Column {
             Column::Min => human(s.min_ns),
             Column::Max => human(s.max_ns),
             Column::SelfAvg => human(s.self_ns / s.calls.max(1) as f64),
+            Column::OffCpu => human(s.off_cpu_ns),
         }
     }
 
@@ -835,6 +924,7 @@ pub fn render_diff(before: &Report, after: &Report, labels: DiffLabels, key: Sor
         self_ns: 0.0,
         min_ns: 0.0,
         max_ns: 0.0,
+        off_cpu_ns: 0.0,
     };
     let mut rows: Vec<(&RowKey, &FunctionStats, &FunctionStats)> = names
         .into_iter()
@@ -904,6 +994,23 @@ fn change_pct(before: f64, after: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_holds_the_part_of_each_time_off_the_cpu_inside_it() {
+        let slice = |start, end| OffCpu {
+            start,
+            end,
+            preempted: false,
+        };
+        let slices = [slice(10, 20), slice(30, 35)];
+        let kept = OffTime::new(&slices, false);
+        assert_eq!(kept.call(0, 100), (100, 15));
+        assert_eq!(kept.call(15, 32), (17, 7));
+        assert_eq!(kept.call(20, 30), (10, 0));
+        let taken = OffTime::new(&slices, true);
+        assert_eq!(taken.call(15, 32), (10, 7));
+        assert_eq!(taken.call(12, 18), (0, 6));
+    }
 
     fn key(args: Option<&str>) -> RowKey {
         RowKey {
