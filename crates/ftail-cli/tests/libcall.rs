@@ -187,6 +187,26 @@ fn a_longjmp_out_of_a_callback_unwinds_the_library_call() {
     }
 }
 
+/// setjmp returns twice, so it is entered with its caller's own return
+/// address: the call is recorded as one that returns at once (as uftrace
+/// counts it), and the longjmp back to it still works.
+#[test]
+fn setjmp_is_recorded_as_a_call_that_returns_at_once() {
+    for cc in compilers() {
+        for flags in [&["-O0"][..], &["-O2"], &["-O2", "-fno-plt"]] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, flags, &fixture("libcall.c"));
+            record(dir.path(), &exe, &["longjmp"], &[]);
+            let lines = calls(dir.path(), &[]);
+            let set = position(&lines, "  _setjmp();");
+            let sorted = position(&lines, "  qsort() {");
+            assert!(set < sorted, "{cc} {flags:?}:\n{}", lines.join("\n"));
+            let n = lines.iter().filter(|l| l.trim() == "_setjmp();").count();
+            assert_eq!(n, 1, "{cc} {flags:?}:\n{}", lines.join("\n"));
+        }
+    }
+}
+
 #[test]
 fn a_tail_call_into_the_library_shows_the_library_function() {
     for cc in compilers() {
