@@ -244,6 +244,9 @@ struct Subject<'a> {
     /// only the program's own functions and pairs are compared, and the
     /// library calls that differ are listed on stderr.
     libcalls_equal: bool,
+    /// Library functions that uftrace counts differently, each with the
+    /// reason: left out of the comparison.
+    uftrace_differs: &'a [(&'a str, &'a str)],
 }
 
 fn check(subject: &Subject, dir: &Path, exes: &Builds) {
@@ -261,8 +264,18 @@ fn check(subject: &Subject, dir: &Path, exes: &Builds) {
         .chain(uc.keys())
         .cloned()
         .collect();
+    let differs = |k: &str| subject.uftrace_differs.iter().any(|(f, _)| *f == k);
+    for (f, why) in subject.uftrace_differs {
+        eprintln!(
+            "{}: {f} not compared ({why}): ftail {}, uftrace {}",
+            subject.label,
+            fc.get(*f).copied().unwrap_or(0),
+            uc.get(*f).copied().unwrap_or(0)
+        );
+    }
     let count_keys: BTreeSet<_> = all_keys
         .iter()
+        .filter(|k| !differs(k))
         .filter(|k| subject.libcalls_equal || program.contains(*k))
         .cloned()
         .collect();
@@ -280,6 +293,7 @@ fn check(subject: &Subject, dir: &Path, exes: &Builds) {
     let pair_keys: BTreeSet<_> = fp
         .keys()
         .chain(up.keys())
+        .filter(|(a, b)| !differs(a) && !differs(b))
         .filter(|(a, b)| {
             subject.libcalls_equal || ((a.is_empty() || program.contains(a)) && program.contains(b))
         })
@@ -441,6 +455,7 @@ fn fixture_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
             stdin: None,
             finstr_exact: true,
             libcalls_equal: true,
+            uftrace_differs: &[],
         },
         d,
         &builds,
@@ -498,6 +513,7 @@ fn lua_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
             stdin: None,
             finstr_exact: false,
             libcalls_equal: true,
+            uftrace_differs: &[],
         },
         dir.path(),
         &builds,
@@ -567,7 +583,8 @@ fn sqlite_speedtest1_counts_and_call_pairs_agree_with_uftrace_and_finstrument() 
             args: &["--size", "1"],
             stdin: None,
             finstr_exact: false,
-            libcalls_equal: false,
+            libcalls_equal: true,
+            uftrace_differs: &[],
         },
         dir.path(),
         &builds,
@@ -641,7 +658,12 @@ fn jq_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
             args: &["--run-tests", part.to_str().unwrap()],
             stdin: None,
             finstr_exact: false,
-            libcalls_equal: false,
+            libcalls_equal: true,
+            // atexit is glibc's libc_nonshared.a copy, linked into jq and
+            // not instrumented, that calls __cxa_atexit through jq's PLT:
+            // uftrace records that PLT call (as if the program made it),
+            // ftail records calls only from instrumented code.
+            uftrace_differs: &[("__cxa_atexit", "called by atexit, linked into jq")],
         },
         dir.path(),
         &builds,
