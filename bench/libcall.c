@@ -1,7 +1,15 @@
 /* A loop of library calls through the PLT (atoi, in libc): N calls from
- * one function, for bench/libcall.sh. */
+ * one function, for bench/libcall.sh. With a second argument `own`, the
+ * same loop calls a function of the program instead (the cost a library
+ * call is compared with). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+__attribute__((noinline)) int own(const char *s) {
+  __asm__ volatile("" ::: "memory");
+  return s[0] - '0';
+}
 
 __attribute__((noinline)) long loop(long n, const char *s) {
   long sum = 0;
@@ -12,8 +20,18 @@ __attribute__((noinline)) long loop(long n, const char *s) {
   return sum;
 }
 
+__attribute__((noinline)) long loop_own(long n, const char *s) {
+  long sum = 0;
+  for (long i = 0; i < n; i++) {
+    sum += own(s);
+    __asm__ volatile("" ::: "memory");
+  }
+  return sum;
+}
+
 int main(int argc, char **argv) {
   long n = argc > 1 ? atol(argv[1]) : 1000000;
-  printf("%ld\n", loop(n, "42"));
+  int mine = argc > 2 && strcmp(argv[2], "own") == 0;
+  printf("%ld\n", mine ? loop_own(n, "42") : loop(n, "42"));
   return 0;
 }

@@ -245,6 +245,9 @@ struct Subject<'a> {
     /// only the program's own functions and pairs are compared, and the
     /// library calls that differ are listed on stderr.
     libcalls_equal: bool,
+    /// Library functions that uftrace counts differently, each with the
+    /// reason: left out of the comparison.
+    uftrace_differs: &'a [(&'a str, &'a str)],
 }
 
 fn check(subject: &Subject, dir: &Path, exes: &Builds) {
@@ -262,8 +265,18 @@ fn check(subject: &Subject, dir: &Path, exes: &Builds) {
         .chain(uc.keys())
         .cloned()
         .collect();
+    let differs = |k: &str| subject.uftrace_differs.iter().any(|(f, _)| *f == k);
+    for (f, why) in subject.uftrace_differs {
+        eprintln!(
+            "{}: {f} not compared ({why}): ftail {}, uftrace {}",
+            subject.label,
+            fc.get(*f).copied().unwrap_or(0),
+            uc.get(*f).copied().unwrap_or(0)
+        );
+    }
     let count_keys: BTreeSet<_> = all_keys
         .iter()
+        .filter(|k| !differs(k))
         .filter(|k| subject.libcalls_equal || program.contains(*k))
         .cloned()
         .collect();
@@ -281,6 +294,7 @@ fn check(subject: &Subject, dir: &Path, exes: &Builds) {
     let pair_keys: BTreeSet<_> = fp
         .keys()
         .chain(up.keys())
+        .filter(|(a, b)| !differs(a) && !differs(b))
         .filter(|(a, b)| {
             subject.libcalls_equal || ((a.is_empty() || program.contains(a)) && program.contains(b))
         })
@@ -442,6 +456,7 @@ fn fixture_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
             stdin: None,
             finstr_exact: true,
             libcalls_equal: true,
+            uftrace_differs: &[],
         },
         d,
         &builds,
@@ -466,7 +481,14 @@ fn build_lua(dir: &Path) -> Builds {
             // A fixed string-hash seed (`!(L)` is 0): Lua seeds it from the
             // time and addresses, and the number of collisions (calls of
             // mainpositionTV) would differ from run to run.
-            format!("CFLAGS=-O2 -std=gnu99 -DLUA_USE_LINUX -Dluai_makeseed=! {cflags}"),
+            // One line in the API's string cache: it is indexed by the C
+            // string's address, so which calls of luaS_new find their
+            // string there (and how many times they call strcmp) would
+            // change with the address layout from run to run.
+            format!(
+                "CFLAGS=-O2 -std=gnu99 -DLUA_USE_LINUX -Dluai_makeseed=! \
+                 -DSTRCACHE_N=1 -DSTRCACHE_M=2 {cflags}"
+            ),
             format!("MYLDFLAGS={link}"),
             "MYLIBS=-ldl".to_string(),
             "lua".to_string(),
@@ -491,7 +513,8 @@ fn lua_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
             args: &[script.to_str().unwrap()],
             stdin: None,
             finstr_exact: false,
-            libcalls_equal: false,
+            libcalls_equal: true,
+            uftrace_differs: &[],
         },
         dir.path(),
         &builds,
@@ -561,7 +584,8 @@ fn sqlite_speedtest1_counts_and_call_pairs_agree_with_uftrace_and_finstrument() 
             args: &["--size", "1"],
             stdin: None,
             finstr_exact: false,
-            libcalls_equal: false,
+            libcalls_equal: true,
+            uftrace_differs: &[],
         },
         dir.path(),
         &builds,
@@ -635,7 +659,12 @@ fn jq_counts_and_call_pairs_agree_with_uftrace_and_finstrument() {
             args: &["--run-tests", part.to_str().unwrap()],
             stdin: None,
             finstr_exact: false,
-            libcalls_equal: false,
+            libcalls_equal: true,
+            // atexit is glibc's libc_nonshared.a copy, linked into jq and
+            // not instrumented, that calls __cxa_atexit through jq's PLT:
+            // uftrace records that PLT call (as if the program made it),
+            // ftail records calls only from instrumented code.
+            uftrace_differs: &[("__cxa_atexit", "called by atexit, linked into jq")],
         },
         dir.path(),
         &builds,

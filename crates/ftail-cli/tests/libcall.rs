@@ -131,6 +131,61 @@ fn no_libcall_records_none() {
     );
 }
 
+/// Whether `text` holds `word` with no identifier character either side.
+fn has_word(text: &[u8], word: &str) -> bool {
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let w = word.as_bytes();
+    text.windows(w.len()).enumerate().any(|(i, win)| {
+        win == w
+            && (i == 0 || !ident(text[i - 1]))
+            && text.get(i + w.len()).is_none_or(|&c| !ident(c))
+    })
+}
+
+/// The exports (Chrome JSON, Perfetto, speedscope, folded stacks, the SVG
+/// flame graph) name the library calls as replay does.
+#[test]
+fn every_export_shows_the_library_calls() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O0"], &fixture("libcall.c"));
+    record(dir.path(), &exe, &["five"], &[]);
+    let trace = dir.path().join("trace");
+    let mut outputs = Vec::new();
+    for format in ["--chrome", "--perfetto", "--speedscope", "--flame-graph"] {
+        let out = dir.path().join(format.trim_start_matches('-'));
+        run_ok(
+            Command::new(ftail())
+                .args(["dump", format, "-d"])
+                .arg(&trace)
+                .arg("-o")
+                .arg(&out),
+        );
+        outputs.push((format, out));
+    }
+    let svg = dir.path().join("flame.svg");
+    run_ok(
+        Command::new(ftail())
+            .args(["flame", "-d"])
+            .arg(&trace)
+            .arg("-o")
+            .arg(&svg),
+    );
+    outputs.push(("flame", svg));
+    for (what, out) in outputs {
+        let text = std::fs::read(&out).unwrap();
+        for f in ["copy", "strlen", "malloc", "strcpy", "puts", "free"] {
+            let found = if what == "--perfetto" {
+                // A protobuf string: its length, then its bytes.
+                let field = [&[f.len() as u8], f.as_bytes()].concat();
+                text.windows(field.len()).any(|w| w == field)
+            } else {
+                has_word(&text, f)
+            };
+            assert!(found, "{what}: no {f}");
+        }
+    }
+}
+
 /// `-fno-plt`: `call *f@GOTPCREL(%rip)`, retargeted through its
 /// displacement. (clang at -O0 loads the GOT slot into a register and
 /// calls through it: an indirect call, which is not a call site.)
@@ -183,6 +238,26 @@ fn a_longjmp_out_of_a_callback_unwinds_the_library_call() {
             let closed = position(&lines, "  } /* qsort (unwound) */");
             let next = position(&lines, "  say() {");
             assert!(closed < next, "{cc} {opt}:\n{}", lines.join("\n"));
+        }
+    }
+}
+
+/// setjmp returns twice, so it is entered with its caller's own return
+/// address: the call is recorded as one that returns at once (as uftrace
+/// counts it), and the longjmp back to it still works.
+#[test]
+fn setjmp_is_recorded_as_a_call_that_returns_at_once() {
+    for cc in compilers() {
+        for flags in [&["-O0"][..], &["-O2"], &["-O2", "-fno-plt"]] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, flags, &fixture("libcall.c"));
+            record(dir.path(), &exe, &["longjmp"], &[]);
+            let lines = calls(dir.path(), &[]);
+            let set = position(&lines, "  _setjmp();");
+            let sorted = position(&lines, "  qsort() {");
+            assert!(set < sorted, "{cc} {flags:?}:\n{}", lines.join("\n"));
+            let n = lines.iter().filter(|l| l.trim() == "_setjmp();").count();
+            assert_eq!(n, 1, "{cc} {flags:?}:\n{}", lines.join("\n"));
         }
     }
 }

@@ -32,6 +32,18 @@
 //! sites that use it (by the library function's name), so that a tail
 //! call into the library, whose convert thunk calls the library thunk,
 //! follows the same selection.
+//!
+//! A function that returns twice (`setjmp`) must be entered with its
+//! caller's own return address on the stack: its *leaf thunk* records
+//! the call's entry and exit at once, then jumps to it, so the call is
+//! counted (as uftrace counts it) and the function returns straight to
+//! its caller:
+//!
+//! ```text
+//! T:  call ENTRY              ; the thunk's entry site (or `jmp 2f`)
+//!     call EXIT               ; closed at once
+//! 2:  jmp *SLOT(%rip)
+//! ```
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -39,6 +51,7 @@ use ftail_abi::SiteKind;
 
 use crate::code::jumps::plt_slot;
 use crate::code::stubs::{call_or_jmp, fits_rel32, rel32, NEAR};
+use crate::code::unwind::ThunkLayout;
 use crate::found::modules::{func_name, Module, Site};
 
 /// Bytes reserved per library thunk.
@@ -57,17 +70,26 @@ pub const LIB_CONTINUE_AT: u64 = 30;
 /// Offset of the fallback jump in a library thunk.
 pub const LIB_FALLBACK_AT: u64 = 41;
 
+/// Offset of the jump to the library function in a leaf thunk.
+pub const LEAF_FALLBACK_AT: u64 = 10;
+/// Bytes of a leaf thunk's code.
+pub const LEAF_LEN: u64 = 16;
+
+/// Functions that return twice: recorded through a leaf thunk, as calls
+/// that end at once (a tail jump into one stays the program's own).
+const LEAF: &[&str] = &["setjmp", "_setjmp", "__setjmp", "sigsetjmp", "__sigsetjmp"];
+
+/// Whether calls of `name` are recorded through a leaf thunk.
+pub fn is_leaf(name: &str) -> bool {
+    LEAF.contains(&name)
+}
+
 /// Functions whose calls are never made through a library thunk: those
-/// that return twice or must see their real caller (as for converted
-/// tail calls, DESIGN.md), those whose stack is switched to another
-/// context (which may resume on another thread, away from the thunk's
-/// side-stack entry), and the runtime's own entry point.
+/// that must see their real caller (as for converted tail calls,
+/// DESIGN.md), those whose stack is switched to another context (which
+/// may resume on another thread, away from the thunk's side-stack
+/// entry), and the runtime's own entry point.
 const NEVER: &[&str] = &[
-    "setjmp",
-    "_setjmp",
-    "__setjmp",
-    "sigsetjmp",
-    "__sigsetjmp",
     "vfork",
     "__vfork",
     "getcontext",
@@ -195,7 +217,7 @@ pub fn is_library(name: &str, slot: u64, m: &Module, known: &Known) -> bool {
 /// Writes a library thunk for `slot` at `at`, its entry site holding its
 /// untraced form (`jmp` to the fallback); returns that form, or `None`
 /// when the slot is out of reach.
-pub fn write_lib_thunk(at: u64, slot: u64, stubs: &[u64; NEAR]) -> Option<[u8; 5]> {
+fn write_lib_thunk(at: u64, slot: u64, stubs: &[u64; NEAR]) -> Option<[u8; 5]> {
     let fallback = at + LIB_FALLBACK_AT;
     let call = at + LIB_CALL_AT;
     if !fits_rel32(call + 6, slot) || !fits_rel32(fallback + 6, slot) {
@@ -219,6 +241,66 @@ pub fn write_lib_thunk(at: u64, slot: u64, stubs: &[u64; NEAR]) -> Option<[u8; 5
     code[43..47].copy_from_slice(&rel32(fallback + 6, slot));
     // SAFETY: [at, at + LIB_THUNK) lies in the writable area mapped for
     // the module's thunks.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };
+    Some(off)
+}
+
+/// A library thunk as written.
+pub struct Thunk {
+    /// Its entry site's untraced form.
+    pub off: [u8; 5],
+    /// Where a thread that traps on its entry site's `int3` goes on.
+    pub resume: u64,
+    /// Its parts, for its unwind information.
+    pub layout: ThunkLayout,
+}
+
+/// Writes the thunk for calls of `name` through `slot` at `at`: a leaf
+/// thunk for a function that returns twice, else a library thunk;
+/// `None` when the slot is out of reach.
+pub fn write_thunk(at: u64, slot: u64, name: &str, stubs: &[u64; NEAR]) -> Option<Thunk> {
+    if is_leaf(name) {
+        // The caller's return address stays where it is: the plain
+        // unwind rule throughout.
+        return Some(Thunk {
+            off: write_leaf_thunk(at, slot, stubs)?,
+            resume: at + LEAF_FALLBACK_AT,
+            layout: ThunkLayout {
+                start: at,
+                call: LEAF_LEN,
+                fallback: LEAF_LEN,
+                len: LEAF_LEN,
+            },
+        });
+    }
+    Some(Thunk {
+        off: write_lib_thunk(at, slot, stubs)?,
+        resume: at + LIB_FALLBACK_AT,
+        layout: ThunkLayout {
+            start: at,
+            call: LIB_CALL_AT,
+            fallback: LIB_CONTINUE_AT,
+            len: LIB_THUNK,
+        },
+    })
+}
+
+/// Writes a leaf thunk for `slot` at `at` (see the module's text), its
+/// entry site holding its untraced form (`jmp` to the jump through the
+/// slot); returns that form, or `None` when the slot is out of reach.
+fn write_leaf_thunk(at: u64, slot: u64, stubs: &[u64; NEAR]) -> Option<[u8; 5]> {
+    let fallback = at + LEAF_FALLBACK_AT;
+    if !fits_rel32(fallback + 6, slot) {
+        return None;
+    }
+    let mut code = [0xccu8; LEAF_LEN as usize];
+    let off = call_or_jmp(0xe9, at, fallback);
+    code[..5].copy_from_slice(&off);
+    code[5..10].copy_from_slice(&call_or_jmp(0xe8, at + 5, stubs[1]));
+    code[10..12].copy_from_slice(&[0xff, 0x25]);
+    code[12..16].copy_from_slice(&rel32(fallback + 6, slot));
+    // SAFETY: [at, at + LEAF_LEN) lies in the writable area mapped for
+    // the module's thunks (a library thunk's room, LIB_THUNK bytes).
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };
     Some(off)
 }

@@ -379,7 +379,8 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
         let at = next_thunk;
         let pointer = next_thunk + LIB_THUNK;
         next_thunk += LIB_THUNK + LIB_POINTER;
-        let Some(off) = libcall::write_lib_thunk(at, slot, &near_stubs) else {
+        let name = &plan.libcalls[i].name;
+        let Some(thunk) = libcall::write_thunk(at, slot, name, &near_stubs) else {
             lib_thunks.push(None);
             continue;
         };
@@ -391,18 +392,13 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
         plan.sites.push(SitePlan {
             addr: at,
             func,
-            off,
+            off: thunk.off,
             on: OnBytes::Fixed(on),
-            resume: at + libcall::LIB_FALLBACK_AT,
+            resume: thunk.resume,
             lead: 0,
         });
         plan.libcalls[i].entry = at + 5;
-        layouts.push(crate::code::unwind::ThunkLayout {
-            start: at,
-            call: libcall::LIB_CALL_AT,
-            fallback: libcall::LIB_CONTINUE_AT,
-            len: LIB_THUNK,
-        });
+        layouts.push(thunk.layout);
         lib_thunks.push(Some((at, pointer)));
     }
     for (i, call, lib) in calls {
@@ -504,7 +500,8 @@ fn tail_library(
         TailJump::Indirect { .. } => return None,
     };
     let name = got.get(&slot)?;
-    libcall::is_library(name, slot, m, known).then(|| (slot, name.clone()))
+    (!libcall::is_leaf(name) && libcall::is_library(name, slot, m, known))
+        .then(|| (slot, name.clone()))
 }
 
 /// One site's plan, if it holds its kind's untraced form: the plan (its
