@@ -225,12 +225,13 @@ fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
     let mut stack: Vec<(u32, u64, u64, u64, bool)> = Vec::new();
     let mut open: Open<u64> = Open::new(out.by_func.len());
     let mut calls = Calls::new(&mut events, header.stopped);
+    let mut resolved = crate::symbols::names::ResolveCache::default();
     for step in calls.by_ref() {
         match step {
             Step::Enter {
                 addr, tsc, resumed, ..
             } => {
-                let f = names.resolve(addr, tsc).map_or(u32::MAX, |f| f.0);
+                let f = resolved.resolve(names, addr, tsc).map_or(u32::MAX, |f| f.0);
                 open.enter(f, || addr);
                 stack.push((f, addr, tsc, 0, !resumed));
             }
