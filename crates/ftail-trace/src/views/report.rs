@@ -213,8 +213,9 @@ fn open_thread(
     }
 }
 
-/// Folds one thread without filters: the fast path.
-fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
+/// Folds one thread without filters but `-t` (`filters`' other
+/// fields are not looked at): the fast path.
+fn fold_plain(file: &ThreadFile, names: &Names, filters: &Filters) -> ThreadCounters {
     let (mut out, header, mut events) = match open_thread(file, names) {
         Ok(x) => x,
         Err(out) => return out,
@@ -241,6 +242,10 @@ fn fold_plain(file: &ThreadFile, names: &Names) -> ThreadCounters {
                 };
                 let ticks = end.saturating_sub(start);
                 let outermost = open.leave(f, || addr);
+                if !filters.long_enough(start, end) {
+                    // Left out: its time stays in its caller's own time.
+                    continue;
+                }
                 let c = if f == u32::MAX {
                     out.unknown.entry(addr).or_default()
                 } else {
@@ -490,7 +495,12 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
         .iter()
         .map(|n| Matches::new(&opts.filters, n))
         .collect();
-    let plain = !opts.filters.select();
+    // `-t` alone is decided at each exit, on the fast path too.
+    let plain = !Filters {
+        min_ticks: 0,
+        ..opts.filters.clone()
+    }
+    .select();
     let jobs: Vec<(usize, &ThreadFile)> = trace
         .images
         .iter()
@@ -510,7 +520,7 @@ pub fn report(trace: &TraceDir, names: &[Names], opts: &Options) -> Report {
             let mut c = if opts.values {
                 fold_values(t, &names[i], &opts.filters, &matches[i], &enums)
             } else if plain {
-                fold_plain(t, &names[i])
+                fold_plain(t, &names[i], &opts.filters)
             } else {
                 fold_filtered(t, &names[i], &opts.filters, &matches[i])
             };
