@@ -4,26 +4,32 @@
 # median of RUNS runs, hyperfine) and peak RSS (/usr/bin/time): report on
 # one core and on two (taskset), replay and graph writing a file, and each
 # with -t at a threshold some calls pass (1us) and one none does (10s).
+# Prints each view's events/s and user CPU seconds, and each -t run's
+# time as a ratio to the same view unfiltered (goal: at most 1.2).
 # Usage: bench/analysis.sh [RUNS]   (default 3; needs ~1.8 GB of disk)
 #        SIZES="10" bench/analysis.sh   (only the 10 M-event trace)
+#        THREADS=1 bench/analysis.sh    (one thread making all the events)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need hyperfine /usr/bin/time taskset
 RUNS="${1:-3}"
 SIZES="${SIZES:-10 100}"
+THREADS="${THREADS:-4}"
 OUT="$WORK/analysis-out.txt"
 build_ftail
 gen="$WORK/eventgen"
 "$FTAIL" cc gcc -O2 -o "$gen" "$ROOT/bench/eventgen.c" -lpthread
 for size in $SIZES; do
-  t="$WORK/trace-${size}M"
-  # 4 threads x N outer calls x 6 events = size M events.
-  calls=$((size * 1000000 / 24))
+  t="$WORK/trace-${size}M-${THREADS}t"
+  # THREADS threads x N outer calls x 6 events = size M events.
+  calls=$((size * 1000000 / (6 * THREADS)))
   if [ ! -d "$t" ]; then
-    "$FTAIL" record -d "$t" --buffer-events $((1 << 25)) -- "$gen" 4 "$calls" >/dev/null 2>&1
+    "$FTAIL" record -d "$t" --buffer-events $((calls * 8)) -- "$gen" "$THREADS" "$calls" \
+      >/dev/null 2>&1
   fi
   events=$("$FTAIL" info --events -d "$t" | sed -n 's/.*duration.*(\([0-9]*\) events.*/\1/p' | head -1)
-  echo "== ${size}M: $events events"
+  echo "== ${size}M, $THREADS threads: $events events"
+  declare -A unfiltered=()
   for cmd in report report-1core report-2cores report-t1us report-t10s \
     replay replay-t1us replay-t10s graph graph-t1us graph-t10s; do
     case $cmd in
@@ -38,13 +44,18 @@ for size in $SIZES; do
     esac
     json="$WORK/analysis-$cmd-$size.json"
     hyperfine --runs "$RUNS" --warmup 1 --export-json "$json" "${run[*]} > $OUT" >/dev/null 2>&1
-    read -r min median < <(python3 -c "
-import json,statistics; r=json.load(open('$json'))['results'][0]['times']
-print(min(r), statistics.median(r))")
+    read -r min median user < <(python3 -c "
+import json,statistics; r=json.load(open('$json'))['results'][0]
+print(min(r['times']), statistics.median(r['times']), r['user'])")
+    view=${cmd%%-*}
+    [ "$cmd" = "$view" ] && unfiltered[$view]=$min
+    base=${unfiltered[$view]:-$min}
     rss=$( { /usr/bin/time -f %M "${run[@]}" >/dev/null; } 2>&1 | tail -1)
     load=$(cut -d' ' -f1 /proc/loadavg)
     python3 -c "
-ev=$events; mn=$min; md=$median
-print(f'$cmd: load $load, min {mn:.2f} s, median {md:.2f} s, {ev/mn/1e6:.1f} M events/s (min), peak RSS {int($rss)/1024:.1f} MiB')"
+ev=$events; mn=$min; md=$median; us=$user; base=$base
+t = f', {mn/base:.2f}x unfiltered' if '$cmd' != '$view' and '-t' in '$cmd' else ''
+print(f'$cmd: load $load, min {mn:.2f} s, median {md:.2f} s, user {us:.2f} s, '
+      f'{ev/mn/1e6:.1f} M events/s (min){t}, peak RSS {int($rss)/1024:.1f} MiB')"
   done
 done

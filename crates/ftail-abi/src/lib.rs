@@ -877,10 +877,12 @@ pub mod trace {
             pub base: Option<u64>,
         }
 
+        #[inline]
         fn u32_at(b: &[u8], at: usize) -> u32 {
             u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
         }
 
+        #[inline]
         fn u64_at(b: &[u8], at: usize) -> u64 {
             u64::from(u32_at(b, at)) | (u64::from(u32_at(b, at + 4)) << 32)
         }
@@ -888,6 +890,7 @@ pub mod trace {
         impl Decoder {
             /// Decodes the record at the start of `b`; returns it and its
             /// size in bytes (0 unless it is a record).
+            #[inline]
             pub fn next(&mut self, b: &[u8]) -> (Record, usize) {
                 if b.len() < 4 {
                     return (Record::Need(4), 0);

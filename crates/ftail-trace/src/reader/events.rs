@@ -211,10 +211,15 @@ impl ValueFeed {
 
     /// The values of event `index` (events counted from 0), if any;
     /// values of earlier events are dropped.
+    #[inline]
     pub fn take(&self, index: u64) -> Option<crate::values::Values> {
         if self.waiting.load(std::sync::atomic::Ordering::Acquire) == 0 {
             return None;
         }
+        self.take_waiting(index)
+    }
+
+    fn take_waiting(&self, index: u64) -> Option<crate::values::Values> {
         let mut q = self.queue.lock().ok()?;
         let mut found = None;
         while let Some(&(i, _)) = q.front() {
@@ -388,8 +393,8 @@ impl Iterator for Events {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
-        if let Some(e) = self.pending.pop_front() {
-            return Some(e);
+        if !self.pending.is_empty() {
+            return self.pending.pop_front();
         }
         if self.compact.is_some() {
             return self.next_compact();

@@ -12,6 +12,10 @@ pub struct Merge<I: Iterator, K> {
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     pending: Vec<Option<I::Item>>,
     key: K,
+    /// The source whose pending item comes next, kept out of the heap: a
+    /// source that stays ahead (one thread, or a long run of one) costs
+    /// a comparison an item, not a pop and a push.
+    front: Option<(u64, usize)>,
 }
 
 impl<I: Iterator, K: Fn(&I::Item) -> u64> Merge<I, K> {
@@ -34,6 +38,7 @@ impl<I: Iterator, K: Fn(&I::Item) -> u64> Merge<I, K> {
             heap,
             pending,
             key,
+            front: None,
         }
     }
 
@@ -47,11 +52,18 @@ impl<I: Iterator, K: Fn(&I::Item) -> u64> Iterator for Merge<I, K> {
     type Item = (usize, I::Item);
 
     fn next(&mut self) -> Option<(usize, I::Item)> {
-        let Reverse((_, i)) = self.heap.pop()?;
+        let (_, i) = match self.front.take() {
+            Some(front) => front,
+            None => self.heap.pop()?.0,
+        };
         let item = self.pending[i].take()?;
         self.pending[i] = self.sources[i].next();
         if let Some(next) = &self.pending[i] {
-            self.heap.push(Reverse(((self.key)(next), i)));
+            let at = ((self.key)(next), i);
+            match self.heap.peek() {
+                Some(&Reverse(top)) if top < at => self.heap.push(Reverse(at)),
+                _ => self.front = Some(at),
+            }
         }
         Some((i, item))
     }

@@ -171,6 +171,42 @@ impl Range {
     }
 }
 
+/// [`Names::resolve`] remembered for the entry addresses a reader met
+/// last: a thread enters the same few functions again and again.
+/// Addresses whose function depends on the time are never kept.
+pub struct ResolveCache {
+    /// Entry address (0: empty, no entry is at 0) and its function.
+    slots: Box<[(u64, Option<FuncId>)]>,
+}
+
+impl Default for ResolveCache {
+    fn default() -> Self {
+        ResolveCache {
+            slots: vec![(0, None); 1024].into_boxed_slice(),
+        }
+    }
+}
+
+impl ResolveCache {
+    /// [`Names::resolve`] of `names` (always the same `names` for one
+    /// cache).
+    #[inline]
+    pub fn resolve(&mut self, names: &Names, addr: u64, tsc: u64) -> Option<FuncId> {
+        let i = ((addr >> 4) ^ (addr >> 14)) as usize & (self.slots.len() - 1);
+        let slot = &mut self.slots[i];
+        if slot.0 == addr && addr != 0 {
+            return slot.1;
+        }
+        match names.resolve_timeless(addr) {
+            Some(found) => {
+                *slot = (addr, found);
+                found
+            }
+            None => names.resolve_at(addr, tsc),
+        }
+    }
+}
+
 /// The functions of a process image and how to find them.
 #[derive(Debug, Default)]
 pub struct Names {
@@ -299,6 +335,29 @@ impl Names {
             found = Some(id);
         }
         found
+    }
+
+    /// The function entered at `addr` at any time, when the answer does
+    /// not depend on the time (`None` when it does: several modules had a
+    /// function there).
+    #[inline]
+    fn resolve_timeless(&self, addr: u64) -> Option<Option<FuncId>> {
+        if let [only] = self.ranges.as_slice() {
+            return Some(
+                (only.lo..=only.hi)
+                    .contains(&addr)
+                    .then(|| only.find(addr))
+                    .flatten(),
+            );
+        }
+        let mut found = None;
+        for (id, _) in self.candidates(addr) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(id);
+        }
+        Some(found)
     }
 
     /// Among several modules with a function at `addr`, the first loaded

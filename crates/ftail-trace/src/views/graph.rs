@@ -159,6 +159,15 @@ impl Tree {
     }
 
     fn child(&mut self, parent: usize, name: &Arc<str>, addr: u64) -> usize {
+        // A function's calls share its name: the first few children are
+        // found by pointer before the name is hashed.
+        let children = &self.nodes[parent].children;
+        if let Some(&i) = children[..children.len().min(4)]
+            .iter()
+            .find(|&&c| Arc::ptr_eq(&self.nodes[c].name, name))
+        {
+            return i;
+        }
         if let Some(&i) = self.index.get(&(parent, name.clone())) {
             return i;
         }
@@ -471,8 +480,11 @@ fn add_thread(tree: &mut Tree, t: &Thread, stop: &AtomicBool) {
                 resumed,
                 ..
             } => {
-                let name = names.name(addr, tsc);
                 let func = func.or_else(|| names.resolve(addr, tsc));
+                let name = match func {
+                    Some(f) => names.function(f).name.clone(),
+                    None => names.name(addr, tsc),
+                };
                 let first = match func {
                     Some(f) => names.start(f),
                     None => addr.saturating_sub(5),

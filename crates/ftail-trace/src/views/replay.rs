@@ -29,6 +29,9 @@ use crate::views::view::{reread, Filters, Leaves, Matches, Shown, Threshold, Vis
 /// Levels of indentation spelled out; deeper calls show their depth.
 pub const MAX_INDENT: u32 = 40;
 
+/// Bytes of lines gathered before they go to the writer.
+const OUT_BLOCK: usize = 1 << 16;
+
 /// A column of the output (`-f`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -156,7 +159,9 @@ pub fn replay(
             hz: image_hz(image),
             origin,
             last: None,
-            buf: Vec::with_capacity(256),
+            buf: Vec::with_capacity(OUT_BLOCK + 4096),
+            names_by_id: vec![None; names.functions().len()],
+            tid_column: (None, Vec::new()),
             srclines: vec![None; names.functions().len()],
             enums: &enums,
             text: String::new(),
@@ -235,8 +240,13 @@ struct ImageReplay<'a> {
     origin: u64,
     /// Time of the previous line (for `delta`).
     last: Option<u64>,
-    /// The line being built (kept to reuse its allocation).
+    /// Lines not yet handed to the writer: one call of the writer per
+    /// [`OUT_BLOCK`] bytes, not one per line.
     buf: Vec<u8>,
+    /// Function names looked up so far, by function id.
+    names_by_id: Vec<Option<&'a str>>,
+    /// The thread column of the last line's thread.
+    tid_column: (Option<u32>, Vec<u8>),
     /// Source lines looked up so far, by function.
     srclines: Vec<Option<Option<Box<str>>>>,
     /// The enums' names, for recorded values.
@@ -374,10 +384,14 @@ impl ImageReplay<'_> {
         self.mark = self.mark.take().and_then(|m| resolve_mark(m, image));
         for (i, item) in Merge::new(sources, Item::tsc) {
             match item {
-                Item::Call(item) => self.line(out, tids[i], &item)?,
-                Item::OffCpu { slice, depth } => self.off_cpu(out, tids[i], slice, depth)?,
+                Item::Call(item) => self.line(tids[i], &item),
+                Item::OffCpu { slice, depth } => self.off_cpu(tids[i], slice, depth),
+            }
+            if self.buf.len() >= OUT_BLOCK {
+                self.flush(out)?;
             }
         }
+        self.flush(out)?;
         for (tid, slot) in damage {
             if let Some(d) = slot.borrow().as_deref() {
                 writeln!(out, "# thread {tid}: read up to damage: {d}")?;
@@ -420,15 +434,21 @@ impl ImageReplay<'_> {
         shown
     }
 
-    /// Writes one line. The hot path of replay: it builds the line in a
-    /// buffer it keeps, without formatting machinery or allocation.
-    fn line(&mut self, out: &mut impl Write, tid: u32, item: &Shown) -> io::Result<()> {
+    /// Hands the lines gathered to `out`.
+    fn flush(&mut self, out: &mut impl Write) -> io::Result<()> {
+        let r = out.write_all(&self.buf);
+        self.buf.clear();
+        r
+    }
+
+    /// Adds one line to the lines gathered. The hot path of replay:
+    /// without formatting machinery or allocation.
+    fn line(&mut self, tid: u32, item: &Shown) {
         let mut line = std::mem::take(&mut self.buf);
-        line.clear();
         let at = item.tsc();
         for f in &self.opts.fields {
             match f {
-                Field::Time => line.extend_from_slice(self.time(at).as_bytes()),
+                Field::Time => self.time(&mut line, at),
                 Field::Delta => {
                     let d = self.last.map_or(0, |l| at.saturating_sub(l));
                     self.duration(&mut line, d, false);
@@ -444,17 +464,27 @@ impl ImageReplay<'_> {
                     line.push(b' ');
                 }
                 Field::Tid => {
-                    line.push(b'[');
-                    right_aligned(&mut line, u64::from(tid), 6);
-                    line.extend_from_slice(b"] ");
+                    if self.tid_column.0 != Some(tid) {
+                        let text = &mut self.tid_column.1;
+                        text.clear();
+                        text.push(b'[');
+                        right_aligned(text, u64::from(tid), 6);
+                        text.extend_from_slice(b"] ");
+                        self.tid_column.0 = Some(tid);
+                    }
+                    line.extend_from_slice(&self.tid_column.1);
                 }
                 Field::Elapsed => {
-                    let since = seconds(shown_ns(at.saturating_sub(self.origin), self.hz));
-                    line.extend_from_slice(format!("{since:>15}  ").as_bytes());
+                    push_seconds(
+                        &mut line,
+                        shown_ns(at.saturating_sub(self.origin), self.hz),
+                        15,
+                    );
+                    line.extend_from_slice(b"  ");
                 }
                 Field::Addr => {
-                    let addr = self.address(item);
-                    line.extend_from_slice(format!("{addr:>16x}  ").as_bytes());
+                    push_hex(&mut line, self.address(item), 16);
+                    line.extend_from_slice(b"  ");
                 }
             }
         }
@@ -527,32 +557,25 @@ impl ImageReplay<'_> {
                 }
                 line.extend_from_slice(b" /* ");
                 self.name(&mut line, func, addr, start);
-                line.extend_from_slice(self.how(how).as_bytes());
+                if how != EventKind::Exit {
+                    line.extend_from_slice(self.how(how).as_bytes());
+                }
                 line.extend_from_slice(b" */");
                 self.mark(&mut line, tid, addr, start);
             }
         }
         line.push(b'\n');
-        let r = out.write_all(&line);
         self.buf = line;
-        r
     }
 
     /// `linux:schedule();` with the time the thread spent off the CPU,
     /// as uftrace shows a context switch.
-    fn off_cpu(
-        &mut self,
-        out: &mut impl Write,
-        tid: u32,
-        slice: OffCpu,
-        depth: u32,
-    ) -> io::Result<()> {
+    fn off_cpu(&mut self, tid: u32, slice: OffCpu, depth: u32) {
         let mut line = std::mem::take(&mut self.buf);
-        line.clear();
         let at = slice.start;
         for f in &self.opts.fields {
             match f {
-                Field::Time => line.extend_from_slice(self.time(at).as_bytes()),
+                Field::Time => self.time(&mut line, at),
                 Field::Delta => {
                     let d = self.last.map_or(0, |l| at.saturating_sub(l));
                     self.duration(&mut line, d, false);
@@ -568,10 +591,14 @@ impl ImageReplay<'_> {
                     line.extend_from_slice(b"] ");
                 }
                 Field::Elapsed => {
-                    let since = seconds(shown_ns(at.saturating_sub(self.origin), self.hz));
-                    line.extend_from_slice(format!("{since:>15}  ").as_bytes());
+                    push_seconds(
+                        &mut line,
+                        shown_ns(at.saturating_sub(self.origin), self.hz),
+                        15,
+                    );
+                    line.extend_from_slice(b"  ");
                 }
-                Field::Addr => line.extend_from_slice(format!("{:>16}  ", "").as_bytes()),
+                Field::Addr => line.extend_from_slice(&[b' '; 18]),
             }
         }
         self.last = Some(at);
@@ -584,9 +611,7 @@ impl ImageReplay<'_> {
             line.extend_from_slice(b" */");
         }
         line.push(b'\n');
-        let r = out.write_all(&line);
         self.buf = line;
-        r
     }
 
     /// ` /* snapshot: ... */` on the first line of the call that took the
@@ -628,9 +653,16 @@ impl ImageReplay<'_> {
     }
 
     /// The function's name, or the site's address.
-    fn name(&self, line: &mut Vec<u8>, func: Option<FuncId>, addr: u64, tsc: u64) {
+    fn name(&mut self, line: &mut Vec<u8>, func: Option<FuncId>, addr: u64, tsc: u64) {
         match func.or_else(|| self.names.resolve(addr, tsc)) {
-            Some(f) => line.extend_from_slice(self.names.function(f).name.as_bytes()),
+            Some(f) => {
+                let names = self.names;
+                let name = match self.names_by_id.get_mut(f.0 as usize) {
+                    Some(cached) => *cached.get_or_insert_with(|| &names.function(f).name),
+                    None => &names.function(f).name,
+                };
+                line.extend_from_slice(name.as_bytes());
+            }
             None => line.extend_from_slice(format!("{:#x}", addr.saturating_sub(5)).as_bytes()),
         }
     }
@@ -672,7 +704,9 @@ impl ImageReplay<'_> {
         }
     }
 
-    fn time(&self, tsc: u64) -> String {
+    /// The time column: wall-clock seconds (`--wall-clock`), or seconds
+    /// since the trace began.
+    fn time(&self, line: &mut Vec<u8>, tsc: u64) {
         if self.opts.absolute {
             let start = self
                 .image
@@ -687,10 +721,10 @@ impl ImageReplay<'_> {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(self.origin);
             let secs = start / 1e9 + (tsc as f64 - image_start as f64) / self.hz;
-            format!("{secs:>20.9}  ")
+            line.extend_from_slice(format!("{secs:>20.9}  ").as_bytes());
         } else {
-            let since = seconds(shown_ns(tsc.saturating_sub(self.origin), self.hz));
-            format!("{since:>14}  ")
+            push_seconds(line, shown_ns(tsc.saturating_sub(self.origin), self.hz), 14);
+            line.extend_from_slice(b"  ");
         }
     }
 }
@@ -830,37 +864,83 @@ fn indent(line: &mut Vec<u8>, depth: u32) {
     }
 }
 
-/// `n` in decimal, right-aligned in `width` columns.
-fn right_aligned(line: &mut Vec<u8>, mut n: u64, width: usize) {
-    let mut digits = [0u8; 20];
+const SPACES: &[u8; 32] = &[b' '; 32];
+
+/// `ns` as [`seconds`] writes it, right-aligned in `width` columns.
+fn push_seconds(line: &mut Vec<u8>, ns: u64, width: usize) {
+    right_aligned(line, ns / 1_000_000_000, width.saturating_sub(10));
+    line.push(b'.');
+    let mut frac = ns % 1_000_000_000;
+    let mut digits = [b'0'; 9];
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    line.extend_from_slice(&digits);
+}
+
+/// `n` in lower-case hexadecimal, right-aligned in `width` columns.
+fn push_hex(line: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [0u8; 16];
     let mut i = digits.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
+        digits[i] = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
         if n == 0 {
             break;
         }
     }
-    let len = digits.len() - i;
-    line.extend(std::iter::repeat_n(b' ', width.saturating_sub(len)));
+    pad(line, width.saturating_sub(digits.len() - i));
     line.extend_from_slice(&digits[i..]);
 }
 
-/// `ns` as uftrace shows a duration: `{:7.3} {unit}`, 10 columns.
+/// `n` spaces.
+fn pad(line: &mut Vec<u8>, mut n: usize) {
+    while n > 0 {
+        let k = n.min(SPACES.len());
+        line.extend_from_slice(&SPACES[..k]);
+        n -= k;
+    }
+}
+
+/// Writes `n` in decimal into `a`, its last digit right before `end`;
+/// returns where its first digit is.
+fn digits_before(a: &mut [u8], end: usize, mut n: u64) -> usize {
+    let mut i = end;
+    loop {
+        i -= 1;
+        a[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return i;
+        }
+    }
+}
+
+/// `n` in decimal, right-aligned in `width` columns.
+fn right_aligned(line: &mut Vec<u8>, n: u64, width: usize) {
+    let mut a = [b' '; 20];
+    let start = digits_before(&mut a, 20, n);
+    pad(line, width.saturating_sub(a.len()));
+    line.extend_from_slice(&a[start.min(a.len().saturating_sub(width))..]);
+}
+
+/// `ns` as uftrace shows a duration: `{:7.3} {unit}`, 10 columns, put
+/// together on the stack and added in one piece.
 fn push_ns(line: &mut Vec<u8>, ns: f64) {
     let (v, unit) = scaled(ns);
     let milli = (v * 1000.0).round() as u64;
-    right_aligned(line, milli / 1000, 3);
-    line.push(b'.');
+    let mut a = [b' '; 32];
+    let n = a.len();
+    a[n - 2..].copy_from_slice(unit.as_bytes());
     let frac = milli % 1000;
-    line.extend_from_slice(&[
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
-    line.push(b' ');
-    line.extend_from_slice(unit.as_bytes());
+    a[n - 6] = b'0' + (frac / 100) as u8;
+    a[n - 5] = b'0' + (frac / 10 % 10) as u8;
+    a[n - 4] = b'0' + (frac % 10) as u8;
+    a[n - 7] = b'.';
+    let start = digits_before(&mut a, n - 7, milli / 1000);
+    line.extend_from_slice(&a[start.min(n - 10)..]);
 }
 
 /// A duration formatted like uftrace: value and unit in 10 columns.
@@ -902,5 +982,49 @@ fn how_note(how: EventKind) -> &'static str {
         EventKind::Truncated => "buffer full: exit not recorded",
         EventKind::Suspended => "switched out",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_written_by_hand_match_the_formatting_machinery() {
+        let values = [
+            0u64,
+            1,
+            9,
+            10,
+            999,
+            1_000,
+            999_499,
+            999_500,
+            123_456_789,
+            1_000_000_000,
+            12_345_678_901_234,
+            u64::MAX / 3,
+        ];
+        for &n in &values {
+            let ns = n as f64 * 0.37;
+            let mut line = Vec::new();
+            push_ns(&mut line, ns);
+            assert_eq!(String::from_utf8(line).unwrap(), format_ns(ns), "{ns}");
+            let mut line = Vec::new();
+            right_aligned(&mut line, n, 6);
+            assert_eq!(String::from_utf8(line).unwrap(), format!("{n:>6}"));
+            let mut line = Vec::new();
+            right_aligned(&mut line, n, 24);
+            assert_eq!(String::from_utf8(line).unwrap(), format!("{n:>24}"));
+            let mut line = Vec::new();
+            push_seconds(&mut line, n, 15);
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                format!("{:>15}", seconds(n))
+            );
+            let mut line = Vec::new();
+            push_hex(&mut line, n, 16);
+            assert_eq!(String::from_utf8(line).unwrap(), format!("{n:>16x}"));
+        }
     }
 }

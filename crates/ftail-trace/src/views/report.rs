@@ -276,10 +276,12 @@ fn open_thread(
     }
 }
 
-/// Folds one thread without filters: the fast path.
+/// Folds one thread without filters but `-t` (`filters`' other
+/// fields are not looked at): the fast path.
 fn fold_plain(
     file: &ThreadFile,
     names: &Names,
+    filters: &Filters,
     off: &OffTime,
     stop: &AtomicBool,
 ) -> ThreadCounters {
@@ -293,12 +295,13 @@ fn fold_plain(
     let mut stack: Vec<(u32, u64, u64, u64, bool)> = Vec::new();
     let mut open: Open<u64> = Open::new(out.by_func.len());
     let mut calls = Calls::new(Until::new(&mut events, stop), header.stopped);
+    let mut resolved = crate::symbols::names::ResolveCache::default();
     for step in calls.by_ref() {
         match step {
             Step::Enter {
                 addr, tsc, resumed, ..
             } => {
-                let f = names.resolve(addr, tsc).map_or(u32::MAX, |f| f.0);
+                let f = resolved.resolve(names, addr, tsc).map_or(u32::MAX, |f| f.0);
                 open.enter(f, || addr);
                 stack.push((f, addr, tsc, 0, !resumed));
             }
@@ -308,6 +311,10 @@ fn fold_plain(
                 };
                 let (ticks, off_cpu) = off.call(start, end);
                 let outermost = open.leave(f, || addr);
+                if !filters.long_enough(start, end) {
+                    // Left out: its time stays in its caller's own time.
+                    continue;
+                }
                 let c = if f == u32::MAX {
                     out.unknown.entry(addr).or_default()
                 } else {
@@ -579,7 +586,12 @@ pub fn report_until(
         .iter()
         .map(|n| Matches::new(&opts.filters, n))
         .collect();
-    let plain = !opts.filters.select();
+    // `-t` alone is decided at each exit, on the fast path too.
+    let plain = !Filters {
+        min_ticks: 0,
+        ..opts.filters.clone()
+    }
+    .select();
     let jobs: Vec<(usize, &ThreadFile)> = trace
         .images
         .iter()
@@ -601,7 +613,7 @@ pub fn report_until(
             let mut c = if opts.values {
                 fold_values(t, &names[i], &opts.filters, &matches[i], &enums, &off, stop)
             } else if plain {
-                fold_plain(t, &names[i], &off, stop)
+                fold_plain(t, &names[i], &opts.filters, &off, stop)
             } else {
                 fold_filtered(t, &names[i], &opts.filters, &matches[i], &off, stop)
             };

@@ -309,6 +309,9 @@ pub struct Visible<'a, I> {
     held: Vec<Shown>,
     /// Items let out, waiting to be returned.
     out: VecDeque<Shown>,
+    /// No filter can leave a call out here (`-t` is another reader's).
+    plain: bool,
+    resolved: crate::symbols::names::ResolveCache,
 }
 
 impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
@@ -322,11 +325,31 @@ impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
             stack: Vec::new(),
             held: Vec::new(),
             out: VecDeque::new(),
+            plain: filters.include.is_empty()
+                && filters.exclude.is_empty()
+                && filters.hide.is_empty()
+                && filters.callers.is_empty()
+                && filters.depth.is_none()
+                && filters.range.is_none(),
+            resolved: Default::default(),
         }
     }
 
     fn enter(&mut self, func: Option<FuncId>, tsc: u64) -> Frame {
         let parent = self.stack.last().copied();
+        if self.plain {
+            // What the filters below decide when none is given.
+            let (above, level) = parent.map_or((0, 0), |p| (p.shown_depth, p.level));
+            return Frame {
+                func,
+                shown: true,
+                hides_below: false,
+                in_scope: true,
+                shown_depth: above + 1,
+                level: level + 1,
+                held: false,
+            };
+        }
         let above = parent.map_or(0, |p| p.shown_depth);
         let hidden_above = parent.is_some_and(|p| p.hides_below);
         let excluded = self.matches.excluded(func);
@@ -408,7 +431,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                     args,
                     ..
                 } => {
-                    let func = self.names.resolve(addr, tsc);
+                    let func = self.resolved.resolve(self.names, addr, tsc);
                     let mut f = self.enter(func, tsc);
                     f.held &= f.shown;
                     if f.shown {
