@@ -119,7 +119,7 @@ fn report_shows_the_fields_asked_in_their_order() {
     let out = ok(&f, "report", &["-f", "all"]);
     assert_eq!(
         header(&out),
-        "TOTAL TIME SELF TIME CALLS AVERAGE MIN MAX SELF AVG FUNCTION"
+        "TOTAL TIME SELF TIME CALLS AVERAGE MIN MAX SELF AVG OFF-CPU FUNCTION"
     );
     // The default is unchanged.
     let out = ok(&f, "report", &[]);
