@@ -63,6 +63,11 @@ fn is_trace_file(name: &str) -> bool {
         let (pid, exec) = key.split_once('~').unwrap_or((key, "0"));
         is_number(pid) && is_number(exec)
     };
+    if let Some(rest) = name.strip_prefix(ftail_abi::trace::SCHED_PREFIX) {
+        // `sched.PID`, or `sched.PID.N` for a process id that came back.
+        let (pid, n) = rest.split_once('.').unwrap_or((rest, "0"));
+        return is_number(pid) && is_number(n);
+    }
     if let Some(stem) = name.strip_suffix(".events") {
         // `KEY-TID`, or `KEY-TID~N` for a thread id that came back.
         return stem
