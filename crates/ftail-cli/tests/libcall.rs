@@ -342,3 +342,75 @@ fn library_call_sites_are_verified_by_sites() {
         assert!(summary.calls >= 10, "{cc}: {summary:?}");
     }
 }
+
+/// An object built without ftail and linked into the program (a static
+/// archive's code, as the Rust standard library is in a Rust program):
+/// its functions are library calls of the program itself, named from its
+/// symbol table, nested where they are made (a tail call into one too),
+/// and a function that must
+/// see its real caller (here the program's own `getcontext`) is never
+/// wrapped.
+#[test]
+fn calls_into_uninstrumented_code_of_the_program_are_library_calls() {
+    for cc in compilers() {
+        let dir = scratch();
+        let plain = dir.path().join("plain.c");
+        std::fs::write(
+            &plain,
+            "int helper(int x) { return x * 3; }\n\
+             int getcontext(void *u) { (void)u; return 7; }\n",
+        )
+        .unwrap();
+        let object = dir.path().join("plain.o");
+        run_ok(
+            Command::new(cc)
+                .args(["-O2", "-c", "-o"])
+                .arg(&object)
+                .arg(&plain),
+        );
+        let main = dir.path().join("main.c");
+        std::fs::write(
+            &main,
+            "#include <stdio.h>\n\
+             int helper(int);\n\
+             int getcontext(void *);\n\
+             __attribute__((noinline)) int twice(int x) { return helper(x) + helper(x + 1) + 1; }\n\
+             __attribute__((noinline)) int once(int x) { return helper(x); }\n\
+             int main(void) { char u[8]; printf(\"%d\\n\", twice(1) + once(2) + getcontext(u)); return 0; }\n",
+        )
+        .unwrap();
+        for opt in ["-O0", "-O2"] {
+            let exe = dir.path().join(format!("main{opt}"));
+            run_ok(
+                ftail_cc(cc)
+                    .arg(opt)
+                    .arg("-o")
+                    .arg(&exe)
+                    .arg(&main)
+                    .arg(&object),
+            );
+            record(dir.path(), &exe, &[], &[]);
+            let once = if opt == "-O2" {
+                "  } /* once (tail call) */"
+            } else {
+                "  } /* once */"
+            };
+            assert_eq!(
+                calls(dir.path(), &[]),
+                [
+                    "main() {",
+                    "  twice() {",
+                    "    helper();",
+                    "    helper();",
+                    "  } /* twice */",
+                    "  once() {",
+                    "    helper();",
+                    once,
+                    "  printf();",
+                    "} /* main */"
+                ],
+                "{cc} {opt}"
+            );
+        }
+    }
+}
