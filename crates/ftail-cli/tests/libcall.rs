@@ -414,3 +414,41 @@ fn calls_into_uninstrumented_code_of_the_program_are_library_calls() {
         }
     }
 }
+
+/// A fully static program builds with its sites, but no dynamic loader
+/// preloads the runtime into it: it runs as it would untraced, nothing is
+/// recorded, and `ftail record` says why.
+#[test]
+fn a_static_program_records_nothing_and_says_why() {
+    let dir = scratch();
+    let source = dir.path().join("main.c");
+    std::fs::write(
+        &source,
+        "#include <stdio.h>\nint main(void) { puts(\"hi\"); return 3; }\n",
+    )
+    .unwrap();
+    let exe = dir.path().join("main");
+    let built = run(ftail_cc("gcc")
+        .args(["-O2", "-static", "-o"])
+        .arg(&exe)
+        .arg(&source));
+    if !built.status.success() {
+        eprintln!("skipping: no static C library to link against");
+        return;
+    }
+    let (ok, text) = sites(&exe);
+    assert!(ok && text.contains(" 0 mismatches"), "{text}");
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(dir.path().join("trace"))
+        .arg("--")
+        .arg(&exe));
+    assert_eq!(out.stdout, b"hi\n");
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nothing was recorded") && stderr.contains("is statically linked"),
+        "{stderr}"
+    );
+}
