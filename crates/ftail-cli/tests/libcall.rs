@@ -349,7 +349,8 @@ fn library_call_sites_are_verified_by_sites() {
 /// symbol table, nested where they are made (a tail call into one too),
 /// and a function that must
 /// see its real caller (here the program's own `getcontext`) is never
-/// wrapped.
+/// wrapped; in a stripped program, where no name tells such a function
+/// apart, none is.
 #[test]
 fn calls_into_uninstrumented_code_of_the_program_are_library_calls() {
     for cc in compilers() {
@@ -410,6 +411,19 @@ fn calls_into_uninstrumented_code_of_the_program_are_library_calls() {
                     "} /* main */"
                 ],
                 "{cc} {opt}"
+            );
+            // Stripped, nothing tells a setjmp apart: no such call is
+            // recorded, library calls through the PLT still are.
+            run_ok(Command::new("strip").arg(&exe));
+            record(dir.path(), &exe, &[], &[]);
+            let lines = calls(dir.path(), &[]);
+            assert!(
+                !lines
+                    .iter()
+                    .any(|l| l.contains("helper") || l.contains("getcontext"))
+                    && lines.contains(&"  printf();".to_string()),
+                "{cc} {opt} stripped:\n{}",
+                lines.join("\n")
             );
         }
     }
