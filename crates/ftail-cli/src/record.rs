@@ -854,7 +854,38 @@ fn nothing_recorded(dir: &Path, program: &Path) -> Vec<String> {
             path.display()
         ));
     }
+    if let Some(path) = which(program).filter(|p| is_static(p)) {
+        lines.push(format!(
+            "ftail: {} is statically linked: with no dynamic loader nothing preloads ftail's \
+             runtime, so it never ran in it; link the program dynamically (without `-static`)",
+            path.display()
+        ));
+    }
     lines
+}
+
+/// Whether `path` is an ELF executable without a program interpreter (a
+/// fully static or static-pie program, which `LD_PRELOAD` never reaches).
+fn is_static(path: &Path) -> bool {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    let Ok(header) = object::elf::FileHeader64::<object::Endianness>::parse(&*data) else {
+        return false;
+    };
+    let Ok(endian) = header.endian() else {
+        return false;
+    };
+    let kind = header.e_type(endian);
+    let executable = kind == object::elf::ET_EXEC || kind == object::elf::ET_DYN;
+    header.program_headers(endian, &*data).is_ok_and(|phdrs| {
+        executable
+            && !phdrs.is_empty()
+            && !phdrs
+                .iter()
+                .any(|p| p.p_type(endian) == object::elf::PT_INTERP)
+    })
 }
 
 /// Where `program` is found, as `exec` would find it.

@@ -417,3 +417,127 @@ fn library_call_sites_are_verified_by_sites() {
         assert!(summary.calls >= 10, "{cc}: {summary:?}");
     }
 }
+
+/// An object built without ftail and linked into the program (a static
+/// archive's code, as the Rust standard library is in a Rust program):
+/// its functions are library calls of the program itself, named from its
+/// symbol table, nested where they are made (a tail call into one too),
+/// and a function that must
+/// see its real caller (here the program's own `getcontext`) is never
+/// wrapped; in a stripped program, where no name tells such a function
+/// apart, none is.
+#[test]
+fn calls_into_uninstrumented_code_of_the_program_are_library_calls() {
+    for cc in compilers() {
+        let dir = scratch();
+        let plain = dir.path().join("plain.c");
+        std::fs::write(
+            &plain,
+            "int helper(int x) { return x * 3; }\n\
+             int getcontext(void *u) { (void)u; return 7; }\n",
+        )
+        .unwrap();
+        let object = dir.path().join("plain.o");
+        run_ok(
+            Command::new(cc)
+                .args(["-O2", "-c", "-o"])
+                .arg(&object)
+                .arg(&plain),
+        );
+        let main = dir.path().join("main.c");
+        std::fs::write(
+            &main,
+            "#include <stdio.h>\n\
+             int helper(int);\n\
+             int getcontext(void *);\n\
+             __attribute__((noinline)) int twice(int x) { return helper(x) + helper(x + 1) + 1; }\n\
+             __attribute__((noinline)) int once(int x) { return helper(x); }\n\
+             int main(void) { char u[8]; printf(\"%d\\n\", twice(1) + once(2) + getcontext(u)); return 0; }\n",
+        )
+        .unwrap();
+        for opt in ["-O0", "-O2"] {
+            let exe = dir.path().join(format!("main{opt}"));
+            run_ok(
+                ftail_cc(cc)
+                    .arg(opt)
+                    .arg("-o")
+                    .arg(&exe)
+                    .arg(&main)
+                    .arg(&object),
+            );
+            record(dir.path(), &exe, &[], &[]);
+            let once = if opt == "-O2" {
+                "  } /* once (tail call) */"
+            } else {
+                "  } /* once */"
+            };
+            assert_eq!(
+                calls(dir.path(), &[]),
+                [
+                    "main() {",
+                    "  twice() {",
+                    "    helper();",
+                    "    helper();",
+                    "  } /* twice */",
+                    "  once() {",
+                    "    helper();",
+                    once,
+                    "  printf();",
+                    "} /* main */"
+                ],
+                "{cc} {opt}"
+            );
+            // Stripped, nothing tells a setjmp apart: no such call is
+            // recorded, library calls through the PLT still are.
+            run_ok(Command::new("strip").arg(&exe));
+            record(dir.path(), &exe, &[], &[]);
+            let lines = calls(dir.path(), &[]);
+            assert!(
+                !lines
+                    .iter()
+                    .any(|l| l.contains("helper") || l.contains("getcontext"))
+                    && lines.contains(&"  printf();".to_string()),
+                "{cc} {opt} stripped:\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+}
+
+/// A fully static program builds with its sites, but no dynamic loader
+/// preloads the runtime into it: it runs as it would untraced, nothing is
+/// recorded, and `ftail record` says why.
+#[test]
+fn a_static_program_records_nothing_and_says_why() {
+    let dir = scratch();
+    let source = dir.path().join("main.c");
+    std::fs::write(
+        &source,
+        "#include <stdio.h>\nint main(void) { puts(\"hi\"); return 3; }\n",
+    )
+    .unwrap();
+    let exe = dir.path().join("main");
+    let built = run(ftail_cc("gcc")
+        .args(["-O2", "-static", "-o"])
+        .arg(&exe)
+        .arg(&source));
+    if !built.status.success() {
+        eprintln!("skipping: no static C library to link against");
+        return;
+    }
+    let (ok, text) = sites(&exe);
+    assert!(ok && text.contains(" 0 mismatches"), "{text}");
+    let out = run(Command::new(ftail())
+        .arg("record")
+        .arg("-d")
+        .arg(dir.path().join("trace"))
+        .arg("--")
+        .arg(&exe));
+    assert_eq!(out.stdout, b"hi\n");
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nothing was recorded") && stderr.contains("is statically linked"),
+        "{stderr}"
+    );
+}

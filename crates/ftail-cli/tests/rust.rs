@@ -119,12 +119,47 @@ fn compare_with_callgrind(dir: &Path, exe: &Path, args: &[&str], ours: &Counts, 
     assert!(differ.is_empty(), "counts differ:\n{}", differ.join("\n"));
 }
 
+/// The caller of each call of a function whose name `pick` accepts, in
+/// every thread of the trace at `tdir`: (callee, caller) names.
+fn callers(tdir: &Path, pick: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+    let t = trace::open(tdir).unwrap();
+    let mut out = Vec::new();
+    for p in &t.processes {
+        let syms = Symbols::load(p);
+        for th in &p.threads {
+            let mut stack: Vec<String> = Vec::new();
+            for e in &th.events {
+                match e.kind() {
+                    Some(EventKind::Entry | EventKind::Resumed | EventKind::Earlier) => {
+                        let name = syms.name(e.addr(), e.tsc);
+                        if e.kind() == Some(EventKind::Entry) && pick(&name) {
+                            let caller = stack.last().cloned().unwrap_or_default();
+                            out.push((name.clone(), caller));
+                        }
+                        stack.push(name);
+                    }
+                    Some(_) => {
+                        stack.pop();
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+    out
+}
+
 fn record(tdir: &Path, exe: &Path, args: &[&str]) -> std::process::Output {
+    record_with(tdir, exe, args, &[])
+}
+
+fn record_with(tdir: &Path, exe: &Path, args: &[&str], opts: &[&str]) -> std::process::Output {
     run(Command::new(ftail())
         .arg("record")
         .arg("--no-sched")
         .arg("-d")
         .arg(tdir)
+        .args(opts)
         .arg("--")
         .arg(exe)
         .args(args))
@@ -160,11 +195,42 @@ fn shapes_build_test_verify_and_trace_through_ftail_cargo() {
     assert!(unwound >= 4, "{unwound} frames closed as unwound");
     assert_eq!(counts.get("shapes::catch"), Some(&4), "{counts:?}");
     // The standard library stays uninstrumented (but for its generic
-    // functions instantiated in the program's crates): println!'s `_print`
-    // runs, untraced.
-    assert!(!counts.contains_key("std::io::stdio::_print"), "{counts:?}");
+    // functions instantiated in the program's crates): its functions show
+    // as library calls, nested where the program calls them — println!'s
+    // `_print` once per line printed, the allocator under the program's
+    // functions.
+    let lines = plain.stdout.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert_eq!(
+        counts.get("std::io::stdio::_print"),
+        Some(&lines),
+        "{counts:?}"
+    );
+    let prints = callers(&tdir, |n| n == "std::io::stdio::_print");
+    assert!(
+        prints.iter().all(|(_, caller)| caller == "shapes::main"),
+        "{prints:?}"
+    );
+    let allocs = callers(&tdir, |n| {
+        n.ends_with("__rust_alloc") || n.ends_with("__rdl_alloc")
+    });
+    assert!(
+        allocs
+            .iter()
+            .any(|(_, caller)| caller.starts_with("shapes::")),
+        "{allocs:?}"
+    );
     assert!(
         counts.contains_key("std::rt::lang_start::{{closure}}"),
+        "{counts:?}"
+    );
+    // Without library calls the standard library's functions stay out.
+    let bare = dir.path().join("bare");
+    let traced = record_with(&bare, &exe, &[], &["--no-libcall"]);
+    assert!(traced.status.success(), "{traced:?}");
+    let (counts, _) = trace_counts(&bare);
+    assert!(!counts.contains_key("std::io::stdio::_print"), "{counts:?}");
+    assert!(
+        !counts.keys().any(|n| n.ends_with("__rust_alloc")),
         "{counts:?}"
     );
     if have("valgrind") {

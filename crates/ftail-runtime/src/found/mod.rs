@@ -2,3 +2,4 @@
 //! their program headers and notes (`dl_iterate_phdr`).
 
 pub mod modules;
+pub mod symtab;

@@ -44,6 +44,17 @@
 //!     call EXIT               ; closed at once
 //! 2:  jmp *SLOT(%rip)
 //! ```
+//!
+//! A call into code of the calling module itself that carries no site
+//! tables — the Rust standard library linked into a program, a static
+//! archive built without ftail — is a library call as well: `call rel32`,
+//! or the `addr32 call rel32` a linker relaxes `call *f@GOTPCREL(%rip)`
+//! to, whose target starts a function of the module's `.symtab`
+//! (`found::symtab`) that has no entry site. Its thunk calls through a
+//! word holding the target (the thunk's pointer word, which only a `call
+//! *disp(%rip)` site would use otherwise), and is named by that symbol.
+//! Without a symbol table nothing tells a `setjmp` apart, and such calls
+//! stay unrecorded.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -52,7 +63,8 @@ use ftail_abi::SiteKind;
 use crate::code::jumps::plt_slot;
 use crate::code::stubs::{call_or_jmp, fits_rel32, rel32, NEAR};
 use crate::code::unwind::ThunkLayout;
-use crate::found::modules::{func_name, Module, Site};
+use crate::found::modules::{func_name, rel, Module, Site};
+use crate::found::symtab::LocalFunctions;
 
 /// Bytes reserved per library thunk.
 pub const LIB_THUNK: u64 = 48;
@@ -84,12 +96,20 @@ pub fn is_leaf(name: &str) -> bool {
     LEAF.contains(&name)
 }
 
+/// Whether a function of the calling module itself named `name` is left
+/// alone: one of [`NEVER`], or one that returns twice (a `setjmp` linked
+/// into the program stays the program's own; only calls into shared
+/// libraries take a leaf thunk).
+pub fn never_local(name: &str) -> bool {
+    NEVER.contains(&name) || is_leaf(name)
+}
+
 /// Functions whose calls are never made through a library thunk: those
 /// that must see their real caller (as for converted tail calls,
 /// DESIGN.md), those whose stack is switched to another context (which
 /// may resume on another thread, away from the thunk's side-stack
 /// entry), and the runtime's own entry point.
-const NEVER: &[&str] = &[
+pub const NEVER: &[&str] = &[
     "vfork",
     "__vfork",
     "getcontext",
@@ -113,6 +133,8 @@ const NEVER: &[&str] = &[
 pub struct Known {
     names: HashSet<String>,
     text: Vec<(u64, u64)>,
+    /// Where every function with an entry site starts, sorted.
+    starts: Vec<u64>,
 }
 
 impl Known {
@@ -124,12 +146,21 @@ impl Known {
             for &f in &m.funcs {
                 // SAFETY: records come from this loaded module's notes.
                 k.names.insert(unsafe { func_name(f) }.to_string());
+                // SAFETY: as above.
+                k.starts
+                    .push(unsafe { rel(std::ptr::addr_of!((*f).start)) });
             }
             if !m.funcs.is_empty() {
                 k.text.extend(m.text.iter().map(|s| (s.0, s.1)));
             }
         }
+        k.starts.sort_unstable();
         k
+    }
+
+    /// Whether a function with an entry site starts at `addr`.
+    fn starts_function(&self, addr: u64) -> bool {
+        self.starts.binary_search(&addr).is_ok()
     }
 
     /// Whether a module with tables defines `name` or holds `addr`.
@@ -138,18 +169,28 @@ impl Known {
     }
 }
 
+/// What a library thunk calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Callee {
+    /// The function a GOT slot of the module holds.
+    Slot(u64),
+    /// A function of the module itself, at this address.
+    Local(u64),
+}
+
 /// A call site into a library, resolved.
 pub struct CallOut {
     /// The call instruction.
     pub insn: u64,
-    /// Its length (5 for `call rel32`, 6 for `call *disp(%rip)`).
+    /// Its length (5 for `call rel32`, 6 for `call *disp(%rip)` and
+    /// `addr32 call rel32`).
     pub len: u64,
-    /// The GOT slot the call goes through.
-    pub slot: u64,
-    /// What the 5 bytes written hold untraced (at `insn`, or at `insn +
-    /// 1` for `call *disp(%rip)`).
+    /// What it calls.
+    pub callee: Callee,
+    /// What the 5 bytes written hold untraced (at `insn + len - 5`).
     pub off: [u8; 5],
-    /// The original call's target (a PLT stub), for `call rel32`.
+    /// The original call's target (a PLT stub, or the function itself),
+    /// for `call rel32` and `addr32 call rel32`.
     pub direct: Option<u64>,
 }
 
@@ -160,6 +201,7 @@ pub fn resolve(
     kind: SiteKind,
     got: &BTreeMap<u64, String>,
     known: &Known,
+    local: &LocalFunctions,
 ) -> Option<(CallOut, String)> {
     let insn = site.addr;
     let in_text = |a: u64, len: u64| m.text.iter().any(|s| a >= s.0 && a + len <= s.1);
@@ -169,9 +211,33 @@ pub fn resolve(
     // SAFETY: checked to lie in an executable segment of the module.
     let b: [u8; 6] = unsafe { std::ptr::read_unaligned(insn as *const [u8; 6]) };
     let disp = |at: usize| i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as i64;
+    let direct = |len: u64| {
+        let target = (insn + len).wrapping_add(disp(len as usize - 4) as u64);
+        let at = (len - 5) as usize;
+        let off = [b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4]];
+        (target, off)
+    };
     let out = match (kind, b) {
-        (SiteKind::Call, [0xe8, ..]) => {
-            let target = (insn + 5).wrapping_add(disp(1) as u64);
+        // A `call *f@GOTPCREL(%rip)` that the linker relaxed, to `addr32
+        // call f` or to `call f; nop` (`-z call-nop=suffix-nop`), for an f
+        // bound in this module; or a direct call.
+        (SiteKind::Call, [0xe8, ..]) | (SiteKind::CallGot, [0x67, 0xe8, ..] | [0xe8, .., 0x90]) => {
+            let len = if b[0] == 0x67 { 6 } else { 5 };
+            let (target, off) = direct(len);
+            if let Some(name) = local.name(target) {
+                let call = CallOut {
+                    insn,
+                    len,
+                    callee: Callee::Local(target),
+                    off,
+                    direct: Some(target),
+                };
+                return is_local_library(target, m, known, local).then(|| (call, name.to_string()));
+            }
+            if kind == SiteKind::CallGot {
+                // Bound in this module, to a function no symbol names.
+                return None;
+            }
             // A PLT stub of this module: its first 16 bytes are code.
             if !in_text(target, 16) {
                 return None;
@@ -179,23 +245,34 @@ pub fn resolve(
             CallOut {
                 insn,
                 len: 5,
-                slot: plt_slot(target)?,
-                off: [b[0], b[1], b[2], b[3], b[4]],
+                callee: Callee::Slot(plt_slot(target)?),
+                off,
                 direct: Some(target),
             }
         }
         (SiteKind::CallGot, [0xff, 0x15, ..]) => CallOut {
             insn,
             len: 6,
-            slot: (insn + 6).wrapping_add(disp(2) as u64),
+            callee: Callee::Slot((insn + 6).wrapping_add(disp(2) as u64)),
             off: [b[1], b[2], b[3], b[4], b[5]],
             direct: None,
         },
-        // A relaxed `addr32 call` names a function bound in this module.
         _ => return None,
     };
-    let name = got.get(&out.slot)?;
-    is_library(name, out.slot, m, known).then(|| (out, name.clone()))
+    let Callee::Slot(slot) = out.callee else {
+        return None;
+    };
+    let name = got.get(&slot)?;
+    is_library(name, slot, m, known).then(|| (out, name.clone()))
+}
+
+/// Whether calls of the function of `m` at `target` (a `.symtab`
+/// function) are recorded as library calls: it has no entry site, is
+/// not one of [`NEVER`] under any of its names, and lies in `m`'s code.
+pub fn is_local_library(target: u64, m: &Module, known: &Known, local: &LocalFunctions) -> bool {
+    m.text.iter().any(|s| (s.0..s.1).contains(&target))
+        && !known.starts_function(target)
+        && !local.is_never(target)
 }
 
 /// Whether calls of `name` through the GOT slot `slot` are recorded as
@@ -317,11 +394,14 @@ pub fn write_resume(at: u64, c: &CallOut) -> bool {
             code[..5].copy_from_slice(&call_or_jmp(0xe8, at, target));
         }
         None => {
-            if !fits_rel32(at + 6, c.slot) {
+            let Callee::Slot(slot) = c.callee else {
+                return false;
+            };
+            if !fits_rel32(at + 6, slot) {
                 return false;
             }
             code[..2].copy_from_slice(&[0xff, 0x15]);
-            code[2..6].copy_from_slice(&rel32(at + 6, c.slot));
+            code[2..6].copy_from_slice(&rel32(at + 6, slot));
         }
     }
     let back = at + if c.direct.is_some() { 5 } else { 6 };
@@ -340,11 +420,13 @@ pub fn write_resume(at: u64, c: &CallOut) -> bool {
 }
 
 /// The traced form of a call site calling the thunk at `thunk`: `call
-/// thunk`, or for `call *disp(%rip)` the displacement of `pointer`, a
-/// word holding the thunk's address (bytes 1–5 of the instruction).
+/// thunk` (after the `addr32` prefix of a relaxed call), or for `call
+/// *disp(%rip)` the displacement of `pointer`, a word holding the thunk's
+/// address (bytes 1–5 of the instruction).
 pub fn call_on(c: &CallOut, thunk: u64, pointer: u64) -> Option<[u8; 5]> {
     if c.direct.is_some() {
-        return fits_rel32(c.insn + 5, thunk).then(|| call_or_jmp(0xe8, c.insn, thunk));
+        let at = c.insn + c.len - 5;
+        return fits_rel32(at + 5, thunk).then(|| call_or_jmp(0xe8, at, thunk));
     }
     if !fits_rel32(c.insn + 6, pointer) {
         return None;

@@ -20,7 +20,7 @@ pub mod libcall;
 use std::collections::BTreeMap;
 
 use ftail_abi::{SiteKind, NOP5};
-use libcall::{CallOut, Known, LIB_POINTER, LIB_THUNK, RESUME};
+use libcall::{CallOut, Callee, Known, LIB_POINTER, LIB_THUNK, RESUME};
 
 use crate::code::jumps::{decode_tail_jump, exit_ret_len, jmp_target, plt_slot, TailJump};
 use crate::code::stubs::{
@@ -28,6 +28,7 @@ use crate::code::stubs::{
     Trampolines, NEAR, PAGE, SITE_STUB, STUB, THUNK,
 };
 use crate::found::modules::{func_name, func_sites, got_symbols, Module, Site};
+use crate::found::symtab::{local_functions, LocalFunctions};
 use crate::process::config::TailMode;
 use crate::record::args;
 
@@ -231,10 +232,16 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     } else {
         got_symbols(m)
     };
-    // Library functions by GOT slot: index in `plan.libcalls`.
-    let mut libs: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut lib_slots: Vec<u64> = Vec::new();
-    let mut lib_of = |slot: u64, name: &str, plan: &mut ModulePlan| -> usize {
+    let local = if libcalls {
+        local_functions(m, libcall::never_local)
+    } else {
+        LocalFunctions::default()
+    };
+    // Library functions by what their thunk calls: index in
+    // `plan.libcalls`.
+    let mut libs: BTreeMap<Callee, usize> = BTreeMap::new();
+    let mut lib_slots: Vec<Callee> = Vec::new();
+    let mut lib_of = |slot: Callee, name: &str, plan: &mut ModulePlan| -> usize {
         *libs.entry(slot).or_insert_with(|| {
             plan.libcalls.push(LibCall {
                 name: name.to_string(),
@@ -269,8 +276,8 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
                 if !libcalls {
                     continue;
                 }
-                if let Some((call, name)) = libcall::resolve(m, &site, kind, &got, known) {
-                    let lib = lib_of(call.slot, &name, &mut plan);
+                if let Some((call, name)) = libcall::resolve(m, &site, kind, &got, known, &local) {
+                    let lib = lib_of(call.callee, &name, &mut plan);
                     let lead = u8::from(call.len == 6);
                     plan.sites.push(SitePlan {
                         addr: call.insn + u64::from(lead),
@@ -292,7 +299,7 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
                     }
                     if let Some((jump, fallback)) = tail {
                         let into_lib = libcalls
-                            .then(|| tail_library(&jump, sp.addr, m, &got, known))
+                            .then(|| tail_library(&jump, sp.addr, m, &got, known, &local))
                             .flatten();
                         if let Some((slot, name)) = into_lib {
                             lib_tails.insert(tails.len(), lib_of(slot, &name, &mut plan));
@@ -375,18 +382,25 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     let mut layouts = Vec::new();
     // Library thunks first: tails into libraries call them.
     let mut lib_thunks: Vec<Option<(u64, u64)>> = Vec::with_capacity(lib_slots.len());
-    for (i, &slot) in lib_slots.iter().enumerate() {
+    for (i, &callee) in lib_slots.iter().enumerate() {
         let at = next_thunk;
         let pointer = next_thunk + LIB_THUNK;
         next_thunk += LIB_THUNK + LIB_POINTER;
         let name = &plan.libcalls[i].name;
+        // A thunk for a function of the module calls through its pointer
+        // word, which then holds that function (its sites are direct
+        // calls and never need the word to hold the thunk).
+        let (slot, word) = match callee {
+            Callee::Slot(slot) => (slot, at),
+            Callee::Local(target) => (pointer, target),
+        };
         let Some(thunk) = libcall::write_thunk(at, slot, name, &near_stubs) else {
             lib_thunks.push(None);
             continue;
         };
         // SAFETY: the pointer word lies in the writable area mapped for
         // the module's thunks.
-        unsafe { std::ptr::write_unaligned(pointer as *mut u64, at) };
+        unsafe { std::ptr::write_unaligned(pointer as *mut u64, word) };
         let func = nfuncs + i as u32;
         let on = call_or_jmp(0xe8, at, spec_at[func as usize].unwrap_or(near_stubs[0]));
         plan.sites.push(SitePlan {
@@ -469,17 +483,23 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     plan
 }
 
-/// The GOT slot and symbol of a library function a tail jump goes to
-/// (through a PLT stub or a GOT slot), if it is one to record.
+/// What a library thunk for the library function a tail jump goes to
+/// (through a PLT stub or a GOT slot, or a function of the module without
+/// an entry site) calls, and its symbol, if it is one to record.
 fn tail_library(
     jump: &TailJump,
     at: u64,
     m: &Module,
     got: &BTreeMap<u64, String>,
     known: &Known,
-) -> Option<(u64, String)> {
+    local: &LocalFunctions,
+) -> Option<(Callee, String)> {
     let slot = match jump {
         TailJump::Direct(target) => {
+            if let Some(name) = local.name(*target) {
+                return libcall::is_local_library(*target, m, known, local)
+                    .then(|| (Callee::Local(*target), name.to_string()));
+            }
             m.text
                 .iter()
                 .any(|s| *target >= s.0 && target + 16 <= s.1)
@@ -501,7 +521,7 @@ fn tail_library(
     };
     let name = got.get(&slot)?;
     (!libcall::is_leaf(name) && libcall::is_library(name, slot, m, known))
-        .then(|| (slot, name.clone()))
+        .then(|| (Callee::Slot(slot), name.clone()))
 }
 
 /// One site's plan, if it holds its kind's untraced form: the plan (its
