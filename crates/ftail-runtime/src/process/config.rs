@@ -64,6 +64,10 @@ pub struct Config {
     /// The user who started the recording: the one the control agent
     /// answers (with root), whatever user the program has become since.
     pub owner_uid: u32,
+    /// Experiment (`FTAIL_HUGEPAGE=1`): event files that keep every event
+    /// are mapped with `MADV_HUGEPAGE`, so that a filesystem with large
+    /// folios may map them 2 MiB at a time (`bench/keep-cost.sh`).
+    pub hugepage: bool,
 }
 
 /// Most events a thread's buffer may grow to (2^36: 0.5 to 1 TiB);
@@ -239,6 +243,7 @@ impl Config {
                 .and_then(|v| v.parse().ok())
                 // SAFETY: geteuid has no preconditions.
                 .unwrap_or_else(|| unsafe { libc::geteuid() }),
+            hugepage: var("FTAIL_HUGEPAGE").is_some_and(|v| v == "1"),
         })
     }
 }

@@ -155,6 +155,11 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         }
         map_len = (map_len / 2).max(MIN_MAP + reserve).div_ceil(PAGE) * PAGE;
     };
+    if cfg.hugepage && ring == 0 {
+        // SAFETY: advice on the mapping just made; it changes no
+        // contents, and failing it changes nothing.
+        unsafe { libc::madvise(base, map_len as usize, libc::MADV_HUGEPAGE) };
+    }
     // SAFETY: closing the descriptor created above; the mapping keeps the
     // file.
     unsafe { libc::close(fd) };
