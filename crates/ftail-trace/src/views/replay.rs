@@ -24,7 +24,7 @@ use crate::reader::dir::{Image, TraceDir};
 use crate::reader::merge::Merge;
 use crate::reader::sched::{OffCpu, Sched};
 use crate::symbols::names::{FuncId, Names};
-use crate::views::view::{reread, Filters, Leaves, Matches, Shown, Threshold, Visible};
+use crate::views::view::{Filters, Leaves, Matches, Shown, Threshold, Visible};
 
 /// Levels of indentation spelled out; deeper calls show their depth.
 pub const MAX_INDENT: u32 = 40;
@@ -368,8 +368,7 @@ impl ImageReplay<'_> {
                 &matches,
                 &self.opts.filters,
             );
-            let lead = reread(&t.path, self.names, &matches, &self.opts.filters);
-            let thresholded = Threshold::new(visible, lead, self.opts.filters.min_ticks);
+            let thresholded = Threshold::new(visible, self.opts.filters.min_ticks);
             let items: Box<dyn Iterator<Item = Shown>> = if self.opts.merge_leaves {
                 Box::new(Leaves::new(thresholded))
             } else {
