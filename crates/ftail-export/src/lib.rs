@@ -38,7 +38,7 @@ use ftail_trace::names::{FuncId, Names};
 use ftail_trace::reader::calls::Calls;
 use ftail_trace::reader::dir::{Image, ThreadFile, TraceDir};
 use ftail_trace::reader::events::{Events, Header};
-use ftail_trace::view::{reread, Filters, Matches, Shown, Threshold, Visible};
+use ftail_trace::view::{Filters, Matches, Shown, Threshold, Visible};
 
 pub use progress::Progress;
 
@@ -256,8 +256,7 @@ pub fn stream_thread<E>(
             matches,
             input.filters,
         );
-        let lead = reread(&file.path, names, matches, input.filters);
-        let mut items = Threshold::new(visible, lead, input.filters.min_ticks);
+        let mut items = Threshold::new(visible, input.filters.min_ticks);
         f(&thread, &mut items)?;
     }
     let damage = events.damage().map(str::to_string);

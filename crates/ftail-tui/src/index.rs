@@ -29,7 +29,7 @@ use ftail_trace::names::Names;
 use ftail_trace::reader::calls::Calls;
 use ftail_trace::reader::events::Events;
 use ftail_trace::values::{Enums, Values};
-use ftail_trace::view::{reread, Filters, Leaves, Matches, Shown, Threshold, Visible};
+use ftail_trace::view::{Filters, Leaves, Matches, Shown, Threshold, Visible};
 use rustc_hash::FxHashMap;
 
 /// No line (an entry whose exit was never recorded).
@@ -583,9 +583,7 @@ fn run(shared: &Shared, src: &Source) {
     let read = counted.read.clone();
     let calls = Calls::new(counted, header.stopped).values(feed);
     let visible = Visible::new(calls, names, &matches, &src.filters);
-    // `-t` reads the thread a second time, ahead, to decide each entry.
-    let lead = reread(&src.path, names, &matches, &src.filters);
-    let thresholded = Threshold::new(visible, lead, src.filters.min_ticks);
+    let thresholded = Threshold::new(visible, src.filters.min_ticks);
     for (n, item) in Leaves::new(thresholded).enumerate() {
         b.add(item);
         if n % BATCH == BATCH - 1 {

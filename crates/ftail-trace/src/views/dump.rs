@@ -17,7 +17,7 @@ use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, TraceDir};
 use crate::reader::events::Events;
 use crate::symbols::names::Names;
-use crate::views::view::{reread, Filters, Matches, Shown, Threshold, Visible};
+use crate::views::view::{Filters, Matches, Shown, Threshold, Visible};
 
 /// Writes every selected thread's events (`tids` empty: all), filtered
 /// as `filters` say.
@@ -57,13 +57,7 @@ pub fn dump(
                     let feed = events.values();
                     let calls = Calls::new(events.by_ref(), header.stopped).values(feed);
                     let visible = Visible::new(calls, n, m, filters);
-                    let lead = reread(&t.path, n, m, filters);
-                    shown(
-                        &row,
-                        t.tid,
-                        Threshold::new(visible, lead, filters.min_ticks),
-                        out,
-                    )?;
+                    shown(&row, t.tid, Threshold::new(visible, filters.min_ticks), out)?;
                 }
             }
             if let Some(d) = events.damage() {

@@ -17,7 +17,7 @@ use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, ThreadFile, TraceDir};
 use crate::reader::events::Events;
 use crate::symbols::names::Names;
-use crate::views::view::{reread, Filters, Matches, Pattern, Shown, Threshold, Visible};
+use crate::views::view::{Filters, Matches, Pattern, Shown, Threshold, Visible};
 use crate::views::Until;
 
 /// Which tree to build.
@@ -470,8 +470,7 @@ fn add_thread(tree: &mut Tree, t: &Thread, stop: &AtomicBool) {
     let events = Until::new(events, stop);
     let visible = Visible::new(Calls::new(events, header.stopped), names, matches, filters);
     let mut stack: Vec<Open> = Vec::new();
-    let lead = reread(&t.path, names, matches, filters);
-    for item in Threshold::new(visible, lead, filters.min_ticks) {
+    for item in Threshold::new(visible, filters.min_ticks) {
         match item {
             Shown::Enter {
                 addr,

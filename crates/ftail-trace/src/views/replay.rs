@@ -24,7 +24,7 @@ use crate::reader::dir::{Image, TraceDir};
 use crate::reader::merge::Merge;
 use crate::reader::sched::{OffCpu, Sched};
 use crate::symbols::names::{FuncId, Names};
-use crate::views::view::{reread, Filters, Leaves, Matches, Shown, Threshold, Visible};
+use crate::views::view::{Filters, Leaves, Matches, Shown, Threshold, Visible};
 
 /// Levels of indentation spelled out; deeper calls show their depth.
 pub const MAX_INDENT: u32 = 40;
@@ -187,7 +187,16 @@ pub fn ticks(ns: f64, hz: f64) -> u64 {
 /// what `--time-range` compares, so that a time copied from one selects
 /// the line it was copied from.
 pub fn shown_ns(ticks: u64, hz: f64) -> u64 {
-    (ticks as f64 * 1e9 / hz).round() as u64
+    round(ticks as f64 * 1e9 / hz)
+}
+
+/// `x.round() as u64` without the library call `f64::round` is on x86-64:
+/// below 2^53 the fraction `x - trunc(x)` is exact, above it `x` is a
+/// whole number; negatives and NaN are 0 either way.
+#[inline]
+fn round(x: f64) -> u64 {
+    let whole = x as u64;
+    whole.saturating_add(u64::from(x - whole as f64 >= 0.5))
 }
 
 /// The first tick that shows as `ns` or later (`--time-range`'s start).
@@ -368,8 +377,7 @@ impl ImageReplay<'_> {
                 &matches,
                 &self.opts.filters,
             );
-            let lead = reread(&t.path, self.names, &matches, &self.opts.filters);
-            let thresholded = Threshold::new(visible, lead, self.opts.filters.min_ticks);
+            let thresholded = Threshold::new(visible, self.opts.filters.min_ticks);
             let items: Box<dyn Iterator<Item = Shown>> = if self.opts.merge_leaves {
                 Box::new(Leaves::new(thresholded))
             } else {
@@ -653,6 +661,7 @@ impl ImageReplay<'_> {
     }
 
     /// The function's name, or the site's address.
+    #[inline]
     fn name(&mut self, line: &mut Vec<u8>, func: Option<FuncId>, addr: u64, tsc: u64) {
         match func.or_else(|| self.names.resolve(addr, tsc)) {
             Some(f) => {
@@ -686,6 +695,7 @@ impl ImageReplay<'_> {
 
     /// A duration in uftrace's 10 columns (`  3.097 ms`), coloured by
     /// size when asked.
+    #[inline]
     fn duration(&self, line: &mut Vec<u8>, ticks: u64, color: bool) {
         let ns = ticks as f64 * 1e9 / self.hz;
         let code: &[u8] = if !color {
@@ -773,6 +783,9 @@ impl<'a, I: Iterator<Item = Shown>> WithSched<'a, I> {
     /// Queues the off-CPU times that began before `until`, at `depth`
     /// (none outside a shown call).
     fn queue_until(&mut self, until: u64, depth: u32) {
+        if self.slices.first().is_none_or(|s| s.start >= until) {
+            return;
+        }
         let n = self.slices.partition_point(|s| s.start < until);
         if depth > 0 {
             for &slice in &self.slices[..n] {
@@ -828,6 +841,9 @@ impl<I: Iterator<Item = Shown>> Iterator for WithSched<'_, I> {
                 return self.ready.pop_front();
             }
             Shown::Leaf { depth, .. } => self.depth = depth,
+        }
+        if self.ready.is_empty() {
+            return Some(Item::Call(item));
         }
         self.ready.push_back(Item::Call(item));
         self.ready.pop_front()
@@ -930,7 +946,7 @@ fn right_aligned(line: &mut Vec<u8>, n: u64, width: usize) {
 /// together on the stack and added in one piece.
 fn push_ns(line: &mut Vec<u8>, ns: f64) {
     let (v, unit) = scaled(ns);
-    let milli = (v * 1000.0).round() as u64;
+    let milli = round(v * 1000.0);
     let mut a = [b' '; 32];
     let n = a.len();
     a[n - 2..].copy_from_slice(unit.as_bytes());
@@ -1005,6 +1021,19 @@ mod tests {
             12_345_678_901_234,
             u64::MAX / 3,
         ];
+        for x in [
+            0.0,
+            0.49999999999999994,
+            0.5,
+            1.5,
+            2.5,
+            4503599627370497.0,
+            1e30,
+            -3.5,
+        ] {
+            assert_eq!(round(x), x.round() as u64, "{x}");
+        }
+        assert_eq!(round(f64::NAN), 0);
         for &n in &values {
             let ns = n as f64 * 0.37;
             let mut line = Vec::new();

@@ -14,9 +14,8 @@
 //! * `-t TIME`: not calls that ran shorter than TIME (nor, then, their
 //!   callees). Views that count a call at its exit decide there
 //!   ([`Filters::long_enough`]); views that show an entry before its exit
-//!   read the thread twice ([`Threshold`]): one reader runs ahead to
-//!   decide, remembering only the calls long enough, which are at most its
-//!   open frames.
+//!   hold it back until it is decided ([`Threshold`]), which holds at most
+//!   the open frames.
 //!
 //! Patterns ([`Pattern`]: globs, or regular expressions with
 //! `--match=regex`) match a function's demangled name (`ns::Klass::*`) or
@@ -27,8 +26,7 @@ use std::collections::VecDeque;
 
 use ftail_abi::trace::EventKind;
 
-use crate::reader::calls::{Calls, Step};
-use crate::reader::events::Events;
+use crate::reader::calls::Step;
 use crate::symbols::names::{FuncId, Names};
 
 /// Whether `pattern` (a shell-style glob: `*`, `?`, `[a-z]`) matches
@@ -498,152 +496,83 @@ impl Filters {
 /// the exports): drops the calls shorter than `min` ticks (and what is
 /// inside them), though an entry is shown before its exit is known.
 ///
-/// The same items are read twice, by two readers of the thread: the
-/// lead runs ahead just far enough to decide the entry the shown reader
-/// has come to (until its exit, or until `min` has passed since it
-/// began), and remembers only the calls it found long enough; all else
-/// it has passed is left out. A call long enough that began after the
-/// shown entry is still open when the lead stops (it began less than
-/// `min` before), so what is remembered is at most the lead's open
-/// frames: memory is the call depth at any threshold, and each reader
-/// reads each item once (linear time).
-pub struct Threshold<I, L, F> {
+/// One pass: an entry waits, with what follows it, until it is decided:
+/// long enough at its exit, or once `min` has passed since it began (an
+/// item that late is inside it or after it); short at its exit, when it
+/// and all inside it are dropped. A call long enough decides every call
+/// around it that began earlier, so what waits is the open frames begun
+/// less than `min` ago: memory is the call depth at any threshold, and
+/// each item is read once (linear time). Entries still open when the
+/// items end are long enough.
+pub struct Threshold<I> {
     items: I,
-    /// Makes the lead reader, when the first entry needs it.
-    make_lead: Option<F>,
-    lead: LeadState<L>,
     min: u64,
-    /// Items read by the shown reader (the next one's number).
-    read: u64,
-    /// Within a call left out: its frames still open.
-    skipping: u32,
-}
-
-/// The lead reader of a [`Threshold`].
-struct LeadState<L> {
-    items: Option<L>,
-    /// It has read all it could.
-    done: bool,
-    min: u64,
-    /// Items read (the next one's number).
-    read: u64,
-    /// Its open entries: number and start.
+    /// Items read and not yet let out, each entry with whether it is
+    /// still undecided.
+    waiting: VecDeque<(Shown, bool)>,
+    /// Items let out so far (`waiting`'s first item's number).
+    out: u64,
+    /// The open entries: their number and start, outermost first.
     open: Vec<(u64, u64)>,
-    /// The open entries not yet decided: number and start, oldest first
-    /// (the innermost ones: those begun less than `min` ago).
-    undecided: VecDeque<(u64, u64)>,
-    /// The entries decided long enough that the shown reader has not
-    /// come to yet.
-    kept: std::collections::BTreeSet<u64>,
+    /// `open[decided..]` are undecided (the innermost ones).
+    decided: usize,
+    /// The items have ended.
+    done: bool,
 }
 
-impl<L: Iterator<Item = Shown>> LeadState<L> {
-    fn new(items: Option<L>, min: u64) -> Self {
-        LeadState {
+impl<I: Iterator<Item = Shown>> Threshold<I> {
+    /// Applies `-t min` (ticks; 0 lets everything through) to `items`.
+    pub fn new(items: I, min: u64) -> Self {
+        Threshold {
             items,
-            done: false,
             min,
-            read: 0,
+            waiting: VecDeque::new(),
+            out: 0,
             open: Vec::new(),
-            undecided: VecDeque::new(),
-            kept: Default::default(),
+            decided: 0,
+            done: false,
         }
     }
 
-    fn decided(&self, entry: u64) -> bool {
-        entry < self.read
-            && self
-                .undecided
-                .binary_search_by_key(&entry, |e| e.0)
-                .is_err()
-    }
-
-    /// Whether the entry numbered `entry` is long enough: reads on until
-    /// it is decided. An entry never decided (the thread ended with it
-    /// open, or the lead could not read it) is.
-    fn keeps(&mut self, entry: u64) -> bool {
-        while !self.done && !self.decided(entry) {
-            match self.items.as_mut().and_then(Iterator::next) {
-                Some(item) => self.step(item),
-                None => {
-                    self.done = true;
-                    self.kept.extend(self.undecided.drain(..).map(|e| e.0));
-                }
-            }
-        }
-        // Entries passed by the shown reader (inside a call left out).
-        while self.kept.first().is_some_and(|&k| k < entry) {
-            self.kept.pop_first();
-        }
-        self.kept.remove(&entry) || (self.done && entry >= self.read)
-    }
-
-    fn step(&mut self, item: Shown) {
-        let number = self.read;
-        self.read += 1;
+    /// Reads one item into `waiting`, deciding what it decides.
+    fn read(&mut self, item: Shown) {
         let now = item.tsc();
+        let number = self.out + self.waiting.len() as u64;
         match item {
             Shown::Enter { tsc, .. } => {
                 self.open.push((number, tsc));
-                self.undecided.push_back((number, tsc));
+                self.waiting.push_back((item, true));
             }
-            Shown::Leave { start, end, .. } => {
-                let Some((entry, _)) = self.open.pop() else {
-                    return;
-                };
-                if self.undecided.back().is_some_and(|e| e.0 == entry) {
-                    self.undecided.pop_back();
+            Shown::Leave { start, end, .. } => match self.open.pop() {
+                Some(_) if self.decided > self.open.len() => {
+                    // Decided already (long enough): nothing waits on it.
+                    self.decided = self.open.len();
+                    self.waiting.push_back((item, false));
+                }
+                Some((entry, _)) => {
+                    let at = (entry - self.out) as usize;
                     if end.saturating_sub(start) >= self.min {
-                        self.kept.insert(entry);
+                        self.waiting[at].1 = false;
+                        self.waiting.push_back((item, false));
+                    } else {
+                        self.waiting.truncate(at);
                     }
                 }
-            }
-            Shown::Leaf { .. } => {}
+                None => self.waiting.push_back((item, false)),
+            },
+            Shown::Leaf { .. } => self.waiting.push_back((item, false)),
         }
-        while let Some(&(entry, start)) = self.undecided.front() {
+        while let Some(&(entry, start)) = self.open.get(self.decided) {
             if now < start.saturating_add(self.min) {
                 break;
             }
-            self.undecided.pop_front();
-            self.kept.insert(entry);
+            self.waiting[(entry - self.out) as usize].1 = false;
+            self.decided += 1;
         }
     }
 }
 
-impl<I, L, F> Threshold<I, L, F>
-where
-    I: Iterator<Item = Shown>,
-    L: Iterator<Item = Shown>,
-    F: FnOnce() -> Option<L>,
-{
-    /// Applies `-t min` (ticks; 0 lets everything through) to `items`;
-    /// `lead` reads the same items again (called at most once, only when
-    /// `min` is not 0; `None` when it cannot: every call is then kept).
-    pub fn new(items: I, lead: F, min: u64) -> Self {
-        Threshold {
-            items,
-            make_lead: Some(lead),
-            lead: LeadState::new(None, min),
-            min,
-            read: 0,
-            skipping: 0,
-        }
-    }
-
-    fn keeps(&mut self, entry: u64) -> bool {
-        if let Some(make) = self.make_lead.take() {
-            self.lead.items = make();
-        }
-        self.lead.keeps(entry)
-    }
-}
-
-impl<I, L, F> Iterator for Threshold<I, L, F>
-where
-    I: Iterator<Item = Shown>,
-    L: Iterator<Item = Shown>,
-    F: FnOnce() -> Option<L>,
-{
+impl<I: Iterator<Item = Shown>> Iterator for Threshold<I> {
     type Item = Shown;
 
     fn next(&mut self) -> Option<Shown> {
@@ -651,42 +580,20 @@ where
             return self.items.next();
         }
         loop {
-            let item = self.items.next()?;
-            let number = self.read;
-            self.read += 1;
-            if self.skipping > 0 {
-                match item {
-                    Shown::Enter { .. } => self.skipping += 1,
-                    Shown::Leave { .. } => self.skipping -= 1,
-                    Shown::Leaf { .. } => {}
-                }
-                continue;
+            if let Some((_, false)) = self.waiting.front() {
+                self.out += 1;
+                return self.waiting.pop_front().map(|w| w.0);
             }
-            if matches!(item, Shown::Enter { .. }) && !self.keeps(number) {
-                self.skipping = 1;
-                continue;
+            if self.done {
+                // Entries never decided (still open at the end) are kept.
+                self.out += 1;
+                return self.waiting.pop_front().map(|w| w.0);
             }
-            return Some(item);
+            match self.items.next() {
+                Some(item) => self.read(item),
+                None => self.done = true,
+            }
         }
-    }
-}
-
-/// The lead reader for [`Threshold`]: the shown items of the thread in
-/// `path` read again, without their values.
-pub fn reread<'a>(
-    path: &'a std::path::Path,
-    names: &'a Names,
-    matches: &'a Matches,
-    filters: &'a Filters,
-) -> impl FnOnce() -> Option<Visible<'a, Calls<Events>>> + 'a {
-    move || {
-        let (header, events) = Events::open(path).ok()?;
-        Some(Visible::new(
-            Calls::new(events, header.stopped),
-            names,
-            matches,
-            filters,
-        ))
     }
 }
 
@@ -804,13 +711,7 @@ mod tests {
             leave(10, 60, 1),
             leave(0, 100, 0),
         ];
-        let lead = items.clone();
-        let kept: Vec<Shown> = Threshold::new(
-            items.clone().into_iter(),
-            move || Some(lead.into_iter()),
-            20,
-        )
-        .collect();
+        let kept: Vec<Shown> = Threshold::new(items.clone().into_iter(), 20).collect();
         assert_eq!(
             kept,
             [
@@ -820,26 +721,39 @@ mod tests {
                 leave(0, 100, 0)
             ]
         );
-        let all: Vec<Shown> =
-            Threshold::new(items.into_iter(), || None::<std::vec::IntoIter<Shown>>, 0).collect();
+        let all: Vec<Shown> = Threshold::new(items.into_iter(), 0).collect();
         assert_eq!(all.len(), 8);
     }
 
     #[test]
-    fn threshold_keeps_a_call_that_never_ends_and_all_without_a_lead() {
+    fn threshold_keeps_a_call_that_never_ends() {
         // outer [0, never ends] { short [1, 3] }
         let items = vec![enter(0, 0), enter(1, 1), leave(1, 3, 1)];
-        let lead = items.clone();
-        let kept: Vec<Shown> = Threshold::new(
-            items.clone().into_iter(),
-            move || Some(lead.into_iter()),
-            20,
-        )
-        .collect();
+        let kept: Vec<Shown> = Threshold::new(items.into_iter(), 20).collect();
         assert_eq!(kept, [enter(0, 0)]);
-        let no_lead = || None::<std::vec::IntoIter<Shown>>;
-        let all: Vec<Shown> = Threshold::new(items.clone().into_iter(), no_lead, 20).collect();
-        assert_eq!(all, items);
+    }
+
+    #[test]
+    fn threshold_holds_back_only_the_open_frames() {
+        // outer [0, 1000] holds 300 short calls [i, i + 1] before it is
+        // decided: each is dropped at its exit, not held.
+        let mut items = vec![enter(0, 0)];
+        for i in 1..300 {
+            items.push(enter(i, 1));
+            items.push(leave(i, i + 1, 1));
+        }
+        items.push(leave(0, 1000, 0));
+        let mut t = Threshold::new(items.into_iter(), 500);
+        let mut most = 0;
+        while !t.done {
+            match t.items.next() {
+                Some(item) => t.read(item),
+                None => t.done = true,
+            }
+            most = most.max(t.waiting.len());
+        }
+        assert!(most <= 2, "held {most} items");
+        assert_eq!(t.collect::<Vec<_>>(), [enter(0, 0), leave(0, 1000, 0)]);
     }
 
     #[test]
