@@ -718,6 +718,82 @@ mod tests {
         b
     }
 
+    /// A wide event file whose header is `size` bytes, saying it holds
+    /// `before` exits of frames begun before tracing, switched on at
+    /// `since`.
+    fn wide_file(size: usize, before: u64, since: u64, events: &[[u8; 16]]) -> Vec<u8> {
+        let mut v = vec![0u8; size];
+        let mut put = |at: usize, b: &[u8]| v[at..at + b.len()].copy_from_slice(b);
+        put(0, &EVENTS_MAGIC);
+        put(
+            std::mem::offset_of!(EventFileHeader, version),
+            &TRACE_VERSION.to_le_bytes(),
+        );
+        put(
+            std::mem::offset_of!(EventFileHeader, header_size),
+            &(size as u32).to_le_bytes(),
+        );
+        if size >= std::mem::size_of::<EventFileHeader>() {
+            let at = std::mem::offset_of!(EventFileHeader, before_tracing);
+            put(at, &before.to_le_bytes());
+            let at = std::mem::offset_of!(EventFileHeader, traced_since);
+            put(at, &since.to_le_bytes());
+        }
+        for e in events {
+            v.extend_from_slice(e);
+        }
+        v
+    }
+
+    fn read_all(bytes: &[u8]) -> Vec<(EventKind, u64, u64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.events");
+        std::fs::write(&path, bytes).unwrap();
+        let (_, events) = Events::open(&path).unwrap();
+        events
+            .map(|e| (e.kind().unwrap(), e.addr(), e.tsc))
+            .collect()
+    }
+
+    /// A file written before the header had its fields on frames begun
+    /// before tracing (96 bytes) reads as before.
+    #[test]
+    fn a_file_with_the_older_header_still_reads() {
+        use EventKind::*;
+        let events = [ev(10, Entry, 0x10), ev(20, Exit, 0x10)];
+        let got = read_all(&wide_file(EVENTS_HEADER_V5_SIZE, 0, 0, &events));
+        assert_eq!(got, [(Entry, 0x10, 10), (Exit, 0x10, 20)]);
+    }
+
+    /// Exits at depth 0 of a file that counts frames begun before
+    /// tracing are paired with frames opened at its start, outermost
+    /// first, at the time tracing was switched on.
+    #[test]
+    fn frames_begun_before_tracing_open_at_the_start() {
+        use EventKind::*;
+        let events = [
+            ev(10, Exit, 0x20),
+            ev(11, Entry, 0x30),
+            ev(12, Exit, 0x30),
+            ev(13, Exit, 0x10),
+        ];
+        let size = std::mem::size_of::<EventFileHeader>();
+        let got = read_all(&wide_file(size, 2, 5, &events));
+        assert_eq!(
+            got,
+            [
+                (Earlier, 0x10, 5),
+                (Earlier, 0x20, 5),
+                (Exit, 0x20, 10),
+                (Entry, 0x30, 11),
+                (Exit, 0x30, 12),
+                (Exit, 0x10, 13),
+            ]
+        );
+        // Not counted in the header: read as written.
+        assert_eq!(read_all(&wide_file(size, 0, 5, &events)).len(), 4);
+    }
+
     /// A ring that went round is read from its oldest event, after the
     /// frames that were running when its window began: those open all
     /// through it (from the trace stack kept after the ring, as deep as
