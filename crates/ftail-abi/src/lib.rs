@@ -618,7 +618,27 @@ pub mod trace {
         /// How the events are written: [`FORMAT_WIDE`] (16-byte [`Event`]s,
         /// rings) or [`FORMAT_COMPACT`] (the records of [`compact`]).
         pub format: u64,
+        /// Exits the thread wrote of functions entered before tracing
+        /// began (`ftail record -p`, `ftail ctl on`, a `trace_on`
+        /// trigger): each is an [`EventKind::Exit`] that carries its
+        /// function's entry address and closes no frame of the file, and
+        /// a reader opens an [`EventKind::Earlier`] frame for each at the
+        /// thread's start. Counted so that a reader looks for them only
+        /// in a file that has some.
+        pub before_tracing: u64,
+        /// Time-stamp counter value when tracing was last switched on in
+        /// the process before the file was created (0: unknown): the
+        /// start of the frames that began before tracing.
+        pub traced_since: u64,
+        /// Zero.
+        pub reserved: [u64; 2],
     }
+
+    /// The size of an event file's header before
+    /// [`EventFileHeader::before_tracing`] was added: a file whose
+    /// `header_size` is this has neither that field nor the ones after
+    /// it (a reader takes them as 0).
+    pub const EVENTS_HEADER_V5_SIZE: usize = 96;
 
     /// [`EventFileHeader::format`]: 16-byte [`Event`]s.
     pub const FORMAT_WIDE: u64 = 0;
@@ -661,7 +681,7 @@ pub mod trace {
     /// process: the frames still open then were left untraced (a reader
     /// closes them at the thread's last event). Attaching again clears it.
     pub const STOPPED_DETACHED: u64 = 7;
-    const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 96);
+    const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 128);
 
     /// One event: 16 bytes.
     #[repr(C)]
@@ -714,8 +734,10 @@ pub mod trace {
         /// Never in a file: a reader of a ring makes one, at the time of
         /// its first event, for each function that was already running
         /// when the ring's window began (its entry was overwritten; its
-        /// close is in the window, or it is still open). Opens a frame
-        /// like an entry; the call began earlier.
+        /// close is in the window, or it is still open); and, at the
+        /// thread's start, for each function entered before tracing began
+        /// whose exit the file holds (`EventFileHeader::before_tracing`).
+        /// Opens a frame like an entry; the call began earlier.
         Earlier = 7,
     }
 

@@ -334,3 +334,118 @@ fn another_users_process_is_refused() {
     let _ = other.kill();
     let _ = other.wait();
 }
+
+/// The replay lines of thread `tid`: the part after `|`, indented.
+fn thread_lines(text: &str, tid: u32) -> Vec<String> {
+    let column = format!("[{tid:>6}]");
+    text.lines()
+        .filter(|l| l.contains(&column))
+        .filter_map(|l| Some(l.split_once('|')?.1.to_string()))
+        .collect()
+}
+
+fn indent_of(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+#[test]
+fn frames_open_at_attach_close_marked_from_the_attach() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc");
+    let prog = Running::start(Command::new(&exe).arg("1"));
+    let pid = prog.pid();
+    let trace = dir.path().join("trace");
+    // No --duration: recording ends with the program.
+    let mut recording = Command::new(ftail())
+        .args(["record", "--no-sched", "--no-libcall", "-N", "step", "-p"])
+        .arg(&pid)
+        .arg("-d")
+        .arg(&trace)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(recording.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("ftail: recording process") {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("ftail ended before recording: {said}");
+        }
+        said.push_str(&line);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (_, code) = prog.finish();
+    assert_eq!(code, Some(3));
+    std::io::Read::read_to_string(&mut err, &mut said).unwrap();
+    assert!(recording.wait().unwrap().success(), "{said}");
+    assert!(said.contains("ended"), "{said}");
+
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_balanced(&t);
+    let text = ftail_trace::replay::render(&t);
+    let main = thread_lines(&text, pid.parse().unwrap());
+    // main was waiting for its input when tracing began: it opens the
+    // thread, marked, and closes at its return.
+    assert!(
+        main.first()
+            .is_some_and(|l| l.trim() == "main() { /* began before tracing */"),
+        "{text}"
+    );
+    assert!(
+        main.iter()
+            .any(|l| l.trim() == "} /* main (began before tracing) */"),
+        "{text}"
+    );
+    // The reader thread was blocked in wait_for_data (which reader
+    // tail-calls, so it is the frame); the handler thread was in a signal
+    // handler called from signalled: nested.
+    let thread = |name: &str| {
+        let th = t.processes[0].threads.iter().find(|th| th.name == name);
+        thread_lines(&text, th.unwrap_or_else(|| panic!("no {name} thread")).tid)
+    };
+    let trimmed = |lines: &[String], n: usize| -> Vec<String> {
+        lines.iter().take(n).map(|l| l.trim().to_string()).collect()
+    };
+    assert_eq!(
+        trimmed(&thread("reader"), 2),
+        [
+            "wait_for_data() { /* began before tracing */",
+            "} /* wait_for_data (began before tracing) */"
+        ],
+        "{text}"
+    );
+    let handler = thread("handler");
+    assert_eq!(
+        trimmed(&handler, 2),
+        [
+            "signalled() { /* began before tracing */",
+            "on_usr1() { /* began before tracing */"
+        ],
+        "{text}"
+    );
+    assert!(indent_of(&handler[1]) > indent_of(&handler[0]), "{text}");
+    // The busy thread's calls made after the attach nest under busy.
+    let lines = thread("busy");
+    assert_eq!(
+        lines.first().map(|l| l.trim()),
+        Some("busy() { /* began before tracing */"),
+        "{text}"
+    );
+    let calls: Vec<&String> = lines.iter().filter(|l| l.trim() == "work();").collect();
+    assert!(!calls.is_empty(), "{text}");
+    assert!(
+        calls.iter().all(|l| indent_of(l) > indent_of(&lines[0])),
+        "{text}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.trim() == "} /* busy (began before tracing) */"),
+        "{text}"
+    );
+    // Every thread that was running then says so; none lost a frame.
+    for th in &t.processes[0].threads {
+        let b = th.balance();
+        assert_eq!(b.unmatched, 0, "tid {}: {b:?}", th.tid);
+    }
+}

@@ -156,6 +156,9 @@ fn start(cfg: Config, how: Start) -> bool {
         },
         trampolines,
     );
+    if !cfg.off && how == Start::Preloaded {
+        record::buffer::tracing_switched_on(start_tsc);
+    }
     let mut patched = plan::Patched::default();
     let bases: Vec<u64> = modules.iter().map(|m| m.base).collect();
     let known = plan::libcall::Known::of(&modules);

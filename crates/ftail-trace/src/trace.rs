@@ -345,6 +345,9 @@ mod tests {
             laps: 0,
             open_at_end: 0,
             format: 0,
+            before_tracing: 0,
+            traced_since: 0,
+            reserved: [0; 2],
         };
         let mut v = Vec::new();
         v.extend_from_slice(&h.magic);
@@ -502,7 +505,7 @@ mod tests {
         assert_eq!(th.events.len(), 1);
         let damage = th.damage.as_deref().unwrap();
         assert!(
-            damage.ends_with("7-8.events: event 1 at offset 112: unknown kind 127"),
+            damage.ends_with("7-8.events: event 1 at offset 144: unknown kind 127"),
             "{damage}"
         );
         let b = th.balance();

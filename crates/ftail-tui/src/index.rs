@@ -715,6 +715,7 @@ impl Builder<'_> {
                 depth,
                 how,
                 ret,
+                ..
             } => {
                 let func = self.func(func, addr);
                 self.values(None, ret.as_ref(), func);

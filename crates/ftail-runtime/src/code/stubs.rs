@@ -173,34 +173,46 @@ pub fn take_area(near: u64, len: u64) -> Option<u64> {
 /// says.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stub {
-    /// `call exit; RET` (the `ret`'s bytes, up to 4).
-    Exit([u8; 4], u8),
-    /// `call TRAMPOLINE; jmp TARGET` (trampoline 1: exit, 2: tail mark).
-    Jump(u8, u64),
+    /// `call exit; RET` (the `ret`'s bytes, up to 4), for the exits of
+    /// function N of the module.
+    Exit([u8; 4], u8, u32),
+    /// `call TRAMPOLINE; jmp TARGET` (trampoline 1: exit, of function N;
+    /// 2: tail mark, [`NO_FUNCTION`]).
+    Jump(u8, u64, u32),
 }
 
-/// Bytes per site stub.
-pub const SITE_STUB: u64 = 32;
+/// [`Stub::Jump`]'s function for a stub that is no function's exit.
+pub const NO_FUNCTION: u32 = u32::MAX;
+
+/// Bytes per site stub (which lie at multiples of it in their area).
+pub const SITE_STUB: u64 = crate::record::before::EXIT_STUB;
 
 /// Writes a site stub at `at`: `call NEAR_STUB; RET; int3` or `call
 /// NEAR_STUB; jmp TARGET; int3` (an absolute `jmp *0(%rip)` when TARGET
-/// is out of rel32 reach).
-pub fn write_site_stub(at: u64, stub: Stub, near_stubs: &[u64; NEAR]) {
+/// is out of rel32 reach). An exit stub's last bytes, which never run,
+/// name its function (`entry`, its entry address) for exits whose entry
+/// was never recorded (`record::before`).
+pub fn write_site_stub(at: u64, stub: Stub, near_stubs: &[u64; NEAR], entry: u64) {
     let mut code = [0xccu8; SITE_STUB as usize];
     let trampoline = match stub {
         Stub::Exit(..) => 1,
-        Stub::Jump(t, _) => t as usize,
+        Stub::Jump(t, ..) => t as usize,
     };
     code[..5].copy_from_slice(&call_or_jmp(0xe8, at, near_stubs[trampoline]));
     match stub {
-        Stub::Exit(ret, len) => code[5..5 + len as usize].copy_from_slice(&ret[..len as usize]),
-        Stub::Jump(_, target) if fits_rel32(at + 10, target) => {
+        Stub::Exit(ret, len, _) => code[5..5 + len as usize].copy_from_slice(&ret[..len as usize]),
+        Stub::Jump(_, target, _) if fits_rel32(at + 10, target) => {
             code[5..10].copy_from_slice(&call_or_jmp(0xe9, at + 5, target));
         }
-        Stub::Jump(_, target) => {
+        Stub::Jump(_, target, _) => {
             code[5..11].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
             code[11..19].copy_from_slice(&target.to_le_bytes());
         }
+    }
+    if trampoline == 1 && entry != 0 {
+        use crate::record::before::{ENTRY_AT, TAG, TAG_AT};
+        code[TAG_AT..TAG_AT + 4].copy_from_slice(&TAG.to_le_bytes());
+        code[ENTRY_AT..ENTRY_AT + 8].copy_from_slice(&entry.to_le_bytes());
     }
     // SAFETY: [at, at + SITE_STUB) lies in the writable area mapped for
     // the module's stubs.

@@ -507,7 +507,7 @@ ftail_exit:
     jne 8f
     mov 16(%r11), %rcx               # depth
     test %rcx, %rcx
-    jz 9f                            # nothing open: entry not seen
+    jz 8f                            # nothing open: entered before tracing
     mov %rcx, %rax
     shl $4, %rax
     add 24(%r11), %rax               # &stack[depth]; the top is at -16
@@ -607,7 +607,7 @@ ftail_exit_c:
     jne 8f
     mov 16(%r11), %rcx               # depth
     test %rcx, %rcx
-    jz 9f                            # nothing open: entry not seen
+    jz 8f                            # nothing open: entered before tracing
     mov %rcx, %rax
     shl $4, %rax
     add 24(%r11), %rax               # &stack[depth]; the top is at -16

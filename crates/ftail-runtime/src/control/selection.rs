@@ -218,7 +218,10 @@ fn run_command(c: &mut Control, line: &str) -> Result<String, String> {
     };
     let mut selection = c.selection.clone();
     match verb {
-        "on" => selection.enabled = true,
+        "on" => {
+            selection.enabled = true;
+            crate::record::buffer::tracing_switched_on(crate::record::write::rdtsc());
+        }
         "off" => selection.enabled = false,
         "filter" => selection.include = globs(),
         "exclude" => selection.exclude = globs(),

@@ -25,7 +25,7 @@ use libcall::{CallOut, Callee, Known, LIB_POINTER, LIB_THUNK, RESUME};
 use crate::code::jumps::{decode_tail_jump, exit_ret_len, jmp_target, plt_slot, TailJump};
 use crate::code::stubs::{
     call_or_jmp, take_area, write_site_stub, write_spec_stub, write_stubs, write_thunk, Area, Stub,
-    Trampolines, NEAR, PAGE, SITE_STUB, STUB, THUNK,
+    Trampolines, NEAR, NO_FUNCTION, PAGE, SITE_STUB, STUB, THUNK,
 };
 use crate::found::modules::{func_name, func_sites, got_symbols, Module, Site};
 use crate::found::symtab::{local_functions, LocalFunctions};
@@ -261,6 +261,9 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     let mut needs: Vec<Option<Stub>> = Vec::new();
     let mut tails: Vec<(usize, TailJump, u64)> = Vec::new();
     let mut stubs_wanted: BTreeMap<Stub, u64> = BTreeMap::new();
+    // Each function's entry address (entry site + 5; 0: none), which its
+    // exit stubs keep.
+    let mut entries: Vec<u64> = vec![0; m.funcs.len()];
     for (fi, &f) in m.funcs.iter().enumerate() {
         // SAFETY: as above.
         plan.names.push(unsafe { func_name(f) });
@@ -294,6 +297,9 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
             }
             match site_plan(mode, &m.text, &site, kind, fi as u32, &starts, &got) {
                 Some((sp, stub, tail)) => {
+                    if kind == SiteKind::Entry {
+                        entries[fi] = sp.addr + 5;
+                    }
                     if let Some(st) = stub {
                         stubs_wanted.insert(st, 0);
                     }
@@ -333,7 +339,11 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     let near_stubs = write_stubs(area, t);
     let mut next = area + NEAR as u64 * STUB;
     for (stub, at) in stubs_wanted.iter_mut() {
-        write_site_stub(next, *stub, &near_stubs);
+        let entry = match *stub {
+            Stub::Exit(.., f) | Stub::Jump(1, _, f) => entries[f as usize],
+            Stub::Jump(..) => 0,
+        };
+        write_site_stub(next, *stub, &near_stubs, entry);
         *at = next;
         next += SITE_STUB;
     }
@@ -566,13 +576,13 @@ fn site_plan(
             let mut ret = [0xcc; 4];
             ret[..len].copy_from_slice(&off[..len]);
             sp.on = OnBytes::Fixed([1; 5]);
-            Some((sp, Some(Stub::Exit(ret, len as u8)), None))
+            Some((sp, Some(Stub::Exit(ret, len as u8, func)), None))
         }
         SiteKind::ExitThunk => {
             let target = jmp_target(addr, &off)?;
             sp.resume = target;
             sp.on = OnBytes::Fixed([1; 5]);
-            Some((sp, Some(Stub::Jump(1, target)), None))
+            Some((sp, Some(Stub::Jump(1, target, func)), None))
         }
         SiteKind::TailDirect | SiteKind::TailRetpoline | SiteKind::TailIndirect => {
             let (jump_at, stub, fallback) = if kind == SiteKind::TailIndirect {
@@ -581,7 +591,7 @@ fn site_plan(
             } else {
                 let target = jmp_target(addr, &off)?;
                 sp.resume = target;
-                (addr, Some(Stub::Jump(2, target)), target)
+                (addr, Some(Stub::Jump(2, target, NO_FUNCTION)), target)
             };
             let mark = if stub.is_some() { [2; 5] } else { [3; 5] };
             match tail_plan(mode, jump_at, starts, got) {

@@ -33,6 +33,30 @@ const MAX_MAP: u64 = 1 << 38;
 /// records nothing.
 const MIN_MAP: u64 = 1 << 20;
 
+/// When tracing was last switched on in the process (0: never): a new
+/// file's [`EventFileHeader::traced_since`].
+static TRACED_SINCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Notes that tracing is switched on at `tsc`: the functions already
+/// running then began before tracing.
+pub fn tracing_switched_on(tsc: u64) {
+    TRACED_SINCE.store(tsc, Ordering::Relaxed);
+}
+
+/// Counts, in the thread's file header, an exit of a function entered
+/// before tracing began.
+pub(crate) fn count_before_tracing(st: &ThreadState) {
+    if st.file_base == 0 {
+        return;
+    }
+    let field = st.file_base + std::mem::offset_of!(EventFileHeader, before_tracing) as u64;
+    // SAFETY: the header lies at the start of this thread's live mapping,
+    // the field is 8-byte aligned, and only this thread (and its signal
+    // handlers, which run to completion) writes it.
+    let count = unsafe { std::sync::atomic::AtomicU64::from_ptr(field as *mut u64) };
+    count.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Maps a new event file for the calling thread; false on any failure (the
 /// thread then records nothing).
 pub fn setup_thread(st: &mut ThreadState) -> bool {
@@ -189,6 +213,9 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         } else {
             FORMAT_COMPACT
         },
+        before_tracing: 0,
+        traced_since: TRACED_SINCE.load(Ordering::Relaxed),
+        reserved: [0; 2],
     };
     // The header's page is allocated first: on a full filesystem, touching
     // it would raise SIGBUS in the program.

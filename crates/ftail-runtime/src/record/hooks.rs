@@ -52,7 +52,7 @@ pub unsafe extern "C" fn ftail_slow_entry(st: *mut ThreadState, cfa: u64, addr: 
 pub unsafe extern "C" fn ftail_slow_exit(
     st: *mut ThreadState,
     cfa: u64,
-    _addr: u64,
+    addr: u64,
     _rcx: u64,
     _kind: u64,
     area: u64,
@@ -62,21 +62,26 @@ pub unsafe extern "C" fn ftail_slow_exit(
     let st = unsafe { &mut *st };
     // SAFETY: FTAIL_SLOW's frame and area.
     unsafe { capture_ret(st, cfa - 24, area) };
-    slow_exit(st, cfa);
+    slow_exit(st, cfa, addr);
     st.ret_state = 0;
 }
 
-fn slow_exit(st: &mut ThreadState, cfa: u64) {
+/// `from`: where the exit trampoline returns to, in the exit's stub.
+fn slow_exit(st: &mut ThreadState, cfa: u64, from: u64) {
     if !ready(st) {
         return;
     }
     let now = rdtsc();
     st.fresh_base = 0;
     stacks::sync(st, cfa, now, Rule::Exiting);
-    let Some(open) = top(st) else { return };
+    let Some(open) = top(st) else {
+        // Nothing open: the function was entered before tracing started.
+        crate::record::before::exit(st, from, now);
+        return;
+    };
     if open.cfa != cfa {
-        // The exiting function's entry was never recorded (it was entered
-        // before tracing started, or the trace stack was full).
+        // The exiting function's entry was never recorded (the trace
+        // stack was full).
         return;
     }
     pop(st, EventKind::Exit, now);

@@ -9,6 +9,7 @@
 //! `thread` starts and ends a thread over them.
 
 pub mod args;
+pub mod before;
 pub mod budget;
 pub mod buffer;
 pub mod children;

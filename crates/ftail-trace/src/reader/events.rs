@@ -15,8 +15,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ftail_abi::trace::{
-    compact, Event, EventFileHeader, EventKind, EVENTS_MAGIC, FORMAT_COMPACT, FORMAT_WIDE,
-    KIND_SHIFT, TRACE_VERSION,
+    compact, Event, EventFileHeader, EventKind, EVENTS_HEADER_V5_SIZE, EVENTS_MAGIC,
+    FORMAT_COMPACT, FORMAT_WIDE, KIND_SHIFT, TRACE_VERSION,
 };
 
 /// Bytes read at a time.
@@ -105,15 +105,38 @@ pub struct Header {
     pub open_at_end: u64,
     /// `FORMAT_WIDE` or `FORMAT_COMPACT`.
     pub format: u64,
+    /// Exits written of functions entered before tracing began (0 in
+    /// files from before the field).
+    pub before_tracing: u64,
+    /// When tracing was switched on before the file was made (0:
+    /// unknown).
+    pub traced_since: u64,
+    /// Bytes of the header read.
+    read: u64,
 }
 
 /// Reads and checks an event file's header. Errors say what is wrong.
 pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
-    let hsize = std::mem::size_of::<EventFileHeader>();
-    let mut h = vec![0u8; hsize];
-    if file.read_exact(&mut h).is_err() || h[..8] != EVENTS_MAGIC {
+    let hsize = EVENTS_HEADER_V5_SIZE;
+    let mut h = vec![0u8; std::mem::size_of::<EventFileHeader>()];
+    if file.read_exact(&mut h[..hsize]).is_err() || h[..8] != EVENTS_MAGIC {
         return Err("not an ftail event file (bad magic)".into());
     }
+    let declared = u32::from_le_bytes(
+        h[std::mem::offset_of!(EventFileHeader, header_size)..][..4]
+            .try_into()
+            .unwrap_or_default(),
+    ) as usize;
+    // A header as long as this version's has the fields added to it;
+    // an older one stops before them (read as 0).
+    let read = if declared >= h.len() {
+        if file.read_exact(&mut h[hsize..]).is_err() {
+            return Err("the event file's header is cut short".into());
+        }
+        h.len()
+    } else {
+        hsize
+    };
     let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().unwrap_or_default());
     let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or_default());
     let version = u32_at(std::mem::offset_of!(EventFileHeader, version));
@@ -138,6 +161,9 @@ pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
         laps: u64_at(std::mem::offset_of!(EventFileHeader, laps)),
         open_at_end: u64_at(std::mem::offset_of!(EventFileHeader, open_at_end)),
         format: u64_at(std::mem::offset_of!(EventFileHeader, format)),
+        before_tracing: u64_at(std::mem::offset_of!(EventFileHeader, before_tracing)),
+        traced_since: u64_at(std::mem::offset_of!(EventFileHeader, traced_since)),
+        read: read as u64,
     })
 }
 
@@ -245,12 +271,18 @@ impl Events {
     /// A message naming the file when it cannot be opened or its header is
     /// not an event file's of this version.
     pub fn open(path: &Path) -> Result<(Header, Events), String> {
+        Self::open_scanning(path, true)
+    }
+
+    /// [`Events::open`]; `scan` false leaves out the frames that began
+    /// before tracing (the scan that finds them reads the file this way).
+    fn open_scanning(path: &Path, scan: bool) -> Result<(Header, Events), String> {
         let named = |e: String| format!("{}: {e}", path.display());
         let mut file = std::fs::File::open(path).map_err(|e| named(e.to_string()))?;
         let header = read_header(&mut file).map_err(named)?;
         let len = file.metadata().map_err(|e| named(e.to_string()))?.len();
         check_sizes(&header, len).map_err(named)?;
-        let skip = header.header_size - std::mem::size_of::<EventFileHeader>() as u64;
+        let skip = header.header_size - header.read;
         std::io::copy(&mut (&mut file).take(skip), &mut std::io::sink())
             .map_err(|e| named(e.to_string()))?;
         let mut events = Events {
@@ -290,7 +322,13 @@ impl Events {
                     events.next_stretch = Some((start, head));
                 }
                 events.pending = earlier(path, &header, head).map_err(named)?;
+            } else if scan && header.before_tracing > 0 {
+                let start = header.header_size;
+                events.pending = earlier(path, &header, start).map_err(named)?;
+                since_tracing(&mut events.pending, header.traced_since);
             }
+        } else if scan && header.before_tracing > 0 {
+            events.pending = before_tracing(path)?;
         }
         Ok((header, events))
     }
@@ -555,6 +593,48 @@ fn oldest(path: &Path, start: u64, end: u64) -> Result<u64, String> {
     Ok(at)
 }
 
+/// The `Earlier` events a file that keeps every event starts with: one
+/// per close found at depth 0 (the exit of a function entered before
+/// tracing began), innermost last, at the time tracing was switched on
+/// (or the first event's, when that is not known or later).
+fn before_tracing(path: &Path) -> Result<std::collections::VecDeque<Event>, String> {
+    let (header, events) = Events::open_scanning(path, false)?;
+    let (mut depth, mut first) = (0u64, 0u64);
+    let mut found = Vec::new();
+    for e in events {
+        if first == 0 {
+            first = e.tsc;
+        }
+        match e.kind() {
+            Some(k) if k.opens() => depth += 1,
+            Some(_) if depth > 0 => depth -= 1,
+            Some(_) => found.push(e.addr()),
+            None => {}
+        }
+    }
+    let word = |addr: u64| ((EventKind::Earlier as u64) << KIND_SHIFT) | addr;
+    let mut pending = found
+        .into_iter()
+        .rev()
+        .map(|addr| Event {
+            tsc: first,
+            word: word(addr),
+        })
+        .collect();
+    since_tracing(&mut pending, header.traced_since);
+    Ok(pending)
+}
+
+/// Moves the start of frames that began before tracing back to when it
+/// was switched on, `since` (0: unknown), when that is earlier.
+fn since_tracing(pending: &mut std::collections::VecDeque<Event>, since: u64) {
+    for e in pending.iter_mut() {
+        if since != 0 && since < e.tsc {
+            e.tsc = since;
+        }
+    }
+}
+
 /// The `Earlier` events a ring whose oldest event is at `head` starts
 /// with, outermost first, at the window's first time: the frames open
 /// all through the window, the outermost of the trace stack kept after
@@ -636,6 +716,82 @@ mod tests {
         b[..8].copy_from_slice(&tsc.to_le_bytes());
         b[8..].copy_from_slice(&(((kind as u64) << KIND_SHIFT) | addr).to_le_bytes());
         b
+    }
+
+    /// A wide event file whose header is `size` bytes, saying it holds
+    /// `before` exits of frames begun before tracing, switched on at
+    /// `since`.
+    fn wide_file(size: usize, before: u64, since: u64, events: &[[u8; 16]]) -> Vec<u8> {
+        let mut v = vec![0u8; size];
+        let mut put = |at: usize, b: &[u8]| v[at..at + b.len()].copy_from_slice(b);
+        put(0, &EVENTS_MAGIC);
+        put(
+            std::mem::offset_of!(EventFileHeader, version),
+            &TRACE_VERSION.to_le_bytes(),
+        );
+        put(
+            std::mem::offset_of!(EventFileHeader, header_size),
+            &(size as u32).to_le_bytes(),
+        );
+        if size >= std::mem::size_of::<EventFileHeader>() {
+            let at = std::mem::offset_of!(EventFileHeader, before_tracing);
+            put(at, &before.to_le_bytes());
+            let at = std::mem::offset_of!(EventFileHeader, traced_since);
+            put(at, &since.to_le_bytes());
+        }
+        for e in events {
+            v.extend_from_slice(e);
+        }
+        v
+    }
+
+    fn read_all(bytes: &[u8]) -> Vec<(EventKind, u64, u64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.events");
+        std::fs::write(&path, bytes).unwrap();
+        let (_, events) = Events::open(&path).unwrap();
+        events
+            .map(|e| (e.kind().unwrap(), e.addr(), e.tsc))
+            .collect()
+    }
+
+    /// A file written before the header had its fields on frames begun
+    /// before tracing (96 bytes) reads as before.
+    #[test]
+    fn a_file_with_the_older_header_still_reads() {
+        use EventKind::*;
+        let events = [ev(10, Entry, 0x10), ev(20, Exit, 0x10)];
+        let got = read_all(&wide_file(EVENTS_HEADER_V5_SIZE, 0, 0, &events));
+        assert_eq!(got, [(Entry, 0x10, 10), (Exit, 0x10, 20)]);
+    }
+
+    /// Exits at depth 0 of a file that counts frames begun before
+    /// tracing are paired with frames opened at its start, outermost
+    /// first, at the time tracing was switched on.
+    #[test]
+    fn frames_begun_before_tracing_open_at_the_start() {
+        use EventKind::*;
+        let events = [
+            ev(10, Exit, 0x20),
+            ev(11, Entry, 0x30),
+            ev(12, Exit, 0x30),
+            ev(13, Exit, 0x10),
+        ];
+        let size = std::mem::size_of::<EventFileHeader>();
+        let got = read_all(&wide_file(size, 2, 5, &events));
+        assert_eq!(
+            got,
+            [
+                (Earlier, 0x10, 5),
+                (Earlier, 0x20, 5),
+                (Exit, 0x20, 10),
+                (Entry, 0x30, 11),
+                (Exit, 0x30, 12),
+                (Exit, 0x10, 13),
+            ]
+        );
+        // Not counted in the header: read as written.
+        assert_eq!(read_all(&wide_file(size, 0, 5, &events)).len(), 4);
     }
 
     /// A ring that went round is read from its oldest event, after the

@@ -168,6 +168,7 @@ pub fn replay(
             starts: std::cell::OnceCell::new(),
             mark: trace.mark.clone(),
             sched: &sched,
+            windows: Vec::new(),
         };
         r.run(out)?;
     }
@@ -269,6 +270,9 @@ struct ImageReplay<'a> {
     mark: Option<ftail_abi::trigger::Mark>,
     /// The trace's times off the CPU.
     sched: &'a Sched,
+    /// Which of the threads being shown keep a ring (a window of their
+    /// events) rather than every event, in the order of their sources.
+    windows: Vec<bool>,
 }
 
 /// A snapshot's mark with its call's entry time: `ftail_snapshot()`
@@ -385,6 +389,7 @@ impl ImageReplay<'_> {
             };
             sources.push(Box::new(WithSched::new(items, self.sched.thread(t.tid))));
             tids.push(t.tid);
+            self.windows.push(header.ring != 0);
         }
         for n in &notes {
             writeln!(out, "{n}")?;
@@ -392,7 +397,7 @@ impl ImageReplay<'_> {
         self.mark = self.mark.take().and_then(|m| resolve_mark(m, image));
         for (i, item) in Merge::new(sources, Item::tsc) {
             match item {
-                Item::Call(item) => self.line(tids[i], &item),
+                Item::Call(item) => self.line(tids[i], self.windows[i], &item),
                 Item::OffCpu { slice, depth } => self.off_cpu(tids[i], slice, depth),
             }
             if self.buf.len() >= OUT_BLOCK {
@@ -451,7 +456,7 @@ impl ImageReplay<'_> {
 
     /// Adds one line to the lines gathered. The hot path of replay:
     /// without formatting machinery or allocation.
-    fn line(&mut self, tid: u32, item: &Shown) {
+    fn line(&mut self, tid: u32, window: bool, item: &Shown) {
         let mut line = std::mem::take(&mut self.buf);
         let at = item.tsc();
         for f in &self.opts.fields {
@@ -512,10 +517,14 @@ impl ImageReplay<'_> {
                 self.name(&mut line, func, addr, tsc);
                 self.args(&mut line, args);
                 line.extend_from_slice(b" {");
-                if earlier {
+                if earlier && window {
                     // A ring's window began while it ran: its entry was
                     // overwritten.
                     line.extend_from_slice(b" /* began before the window */");
+                } else if earlier {
+                    // Running when tracing was switched on (`record -p`):
+                    // shown from then.
+                    line.extend_from_slice(b" /* began before tracing */");
                 } else if resumed {
                     // A function switched out on a coroutine's stack runs
                     // again: a new slice of it, where execution is now.
@@ -555,6 +564,7 @@ impl ImageReplay<'_> {
                 start,
                 depth,
                 how,
+                earlier,
                 ref ret,
                 ..
             } => {
@@ -567,6 +577,10 @@ impl ImageReplay<'_> {
                 self.name(&mut line, func, addr, start);
                 if how != EventKind::Exit {
                     line.extend_from_slice(self.how(how).as_bytes());
+                } else if earlier && !window {
+                    // Its time counts from when tracing was switched on.
+                    let note = self.paint(" (began before tracing)");
+                    line.extend_from_slice(note.as_bytes());
                 }
                 line.extend_from_slice(b" */");
                 self.mark(&mut line, tid, addr, start);
@@ -835,6 +849,7 @@ impl<I: Iterator<Item = Shown>> Iterator for WithSched<'_, I> {
                     end,
                     depth,
                     how,
+                    earlier: false,
                     ret,
                 }));
                 self.depth = depth;

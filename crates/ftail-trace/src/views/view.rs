@@ -242,6 +242,8 @@ pub enum Shown {
         depth: u32,
         /// How it ended.
         how: EventKind,
+        /// The call began before a ring's window or before tracing.
+        earlier: bool,
         /// Its return value, when recorded.
         ret: Option<Values>,
     },
@@ -293,6 +295,8 @@ struct Frame {
     level: u32,
     /// Its entry waits for a `-C` match under it (or is not shown).
     held: bool,
+    /// The call began before the events (a ring's window, or tracing).
+    earlier: bool,
 }
 
 /// The steps of a thread that the filters (except `-t`) let through.
@@ -346,6 +350,7 @@ impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
                 shown_depth: above + 1,
                 level: level + 1,
                 held: false,
+                earlier: false,
             };
         }
         let above = parent.map_or(0, |p| p.shown_depth);
@@ -380,6 +385,7 @@ impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
             shown_depth: above + u32::from(shown),
             level: base + u32::from(shown),
             held: !self.filters.callers.is_empty() && !target,
+            earlier: false,
         }
     }
 
@@ -432,6 +438,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                     let func = self.resolved.resolve(self.names, addr, tsc);
                     let mut f = self.enter(func, tsc);
                     f.held &= f.shown;
+                    f.earlier = earlier;
                     if f.shown {
                         let item = Shown::Enter {
                             addr,
@@ -469,6 +476,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                             end,
                             depth: f.shown_depth - 1,
                             how,
+                            earlier: f.earlier,
                             ret,
                         };
                         if let Some(item) = self.let_leave(f, item) {
@@ -694,6 +702,7 @@ mod tests {
             end,
             depth,
             how: EventKind::Exit,
+            earlier: false,
             ret: None,
         }
     }
