@@ -459,48 +459,13 @@ impl ImageReplay<'_> {
     fn line(&mut self, tid: u32, window: bool, item: &Shown) {
         let mut line = std::mem::take(&mut self.buf);
         let at = item.tsc();
-        for f in &self.opts.fields {
-            match f {
-                Field::Time => self.time(&mut line, at),
-                Field::Delta => {
-                    let d = self.last.map_or(0, |l| at.saturating_sub(l));
-                    self.duration(&mut line, d, false);
-                    line.extend_from_slice(b"  ");
-                }
-                Field::Duration => {
-                    match *item {
-                        Shown::Enter { .. } => line.extend_from_slice(b"          "),
-                        Shown::Leave { start, end, .. } | Shown::Leaf { start, end, .. } => {
-                            self.duration(&mut line, end.saturating_sub(start), self.opts.color)
-                        }
-                    }
-                    line.push(b' ');
-                }
-                Field::Tid => {
-                    if self.tid_column.0 != Some(tid) {
-                        let text = &mut self.tid_column.1;
-                        text.clear();
-                        text.push(b'[');
-                        right_aligned(text, u64::from(tid), 6);
-                        text.extend_from_slice(b"] ");
-                        self.tid_column.0 = Some(tid);
-                    }
-                    line.extend_from_slice(&self.tid_column.1);
-                }
-                Field::Elapsed => {
-                    push_seconds(
-                        &mut line,
-                        shown_ns(at.saturating_sub(self.origin), self.hz),
-                        15,
-                    );
-                    line.extend_from_slice(b"  ");
-                }
-                Field::Addr => {
-                    push_hex(&mut line, self.address(item), 16);
-                    line.extend_from_slice(b"  ");
-                }
+        let duration = match *item {
+            Shown::Enter { .. } => None,
+            Shown::Leave { start, end, .. } | Shown::Leaf { start, end, .. } => {
+                Some(end.saturating_sub(start))
             }
-        }
+        };
+        self.columns(&mut line, tid, at, duration, Some(item));
         self.last = Some(at);
         line.extend_from_slice(b"| ");
         match *item {
@@ -590,39 +555,65 @@ impl ImageReplay<'_> {
         self.buf = line;
     }
 
+    /// The columns before `| ` of a line at `at`: `duration` blank for an
+    /// entry, the address blank for a line of no call (`item` none).
+    #[inline]
+    fn columns(
+        &mut self,
+        line: &mut Vec<u8>,
+        tid: u32,
+        at: u64,
+        duration: Option<u64>,
+        item: Option<&Shown>,
+    ) {
+        for f in &self.opts.fields {
+            match f {
+                Field::Time => self.time(line, at),
+                Field::Delta => {
+                    let d = self.last.map_or(0, |l| at.saturating_sub(l));
+                    self.duration(line, d, false);
+                    line.extend_from_slice(b"  ");
+                }
+                Field::Duration => {
+                    match duration {
+                        None => line.extend_from_slice(b"          "),
+                        Some(d) => self.duration(line, d, self.opts.color),
+                    }
+                    line.push(b' ');
+                }
+                Field::Tid => {
+                    if self.tid_column.0 != Some(tid) {
+                        let text = &mut self.tid_column.1;
+                        text.clear();
+                        text.push(b'[');
+                        right_aligned(text, u64::from(tid), 6);
+                        text.extend_from_slice(b"] ");
+                        self.tid_column.0 = Some(tid);
+                    }
+                    line.extend_from_slice(&self.tid_column.1);
+                }
+                Field::Elapsed => {
+                    push_seconds(line, shown_ns(at.saturating_sub(self.origin), self.hz), 15);
+                    line.extend_from_slice(b"  ");
+                }
+                Field::Addr => match item {
+                    Some(item) => {
+                        push_hex(line, self.address(item), 16);
+                        line.extend_from_slice(b"  ");
+                    }
+                    None => line.extend_from_slice(&[b' '; 18]),
+                },
+            }
+        }
+    }
+
     /// `linux:schedule();` with the time the thread spent off the CPU,
     /// as uftrace shows a context switch.
     fn off_cpu(&mut self, tid: u32, slice: OffCpu, depth: u32) {
         let mut line = std::mem::take(&mut self.buf);
         let at = slice.start;
-        for f in &self.opts.fields {
-            match f {
-                Field::Time => self.time(&mut line, at),
-                Field::Delta => {
-                    let d = self.last.map_or(0, |l| at.saturating_sub(l));
-                    self.duration(&mut line, d, false);
-                    line.extend_from_slice(b"  ");
-                }
-                Field::Duration => {
-                    self.duration(&mut line, slice.end - slice.start, self.opts.color);
-                    line.push(b' ');
-                }
-                Field::Tid => {
-                    line.push(b'[');
-                    right_aligned(&mut line, u64::from(tid), 6);
-                    line.extend_from_slice(b"] ");
-                }
-                Field::Elapsed => {
-                    push_seconds(
-                        &mut line,
-                        shown_ns(at.saturating_sub(self.origin), self.hz),
-                        15,
-                    );
-                    line.extend_from_slice(b"  ");
-                }
-                Field::Addr => line.extend_from_slice(&[b' '; 18]),
-            }
-        }
+        let off = slice.end.saturating_sub(slice.start);
+        self.columns(&mut line, tid, at, Some(off), None);
         self.last = Some(at);
         line.extend_from_slice(b"| ");
         indent(&mut line, depth);
