@@ -149,6 +149,16 @@ fn callers(tdir: &Path, pick: impl Fn(&str) -> bool) -> Vec<(String, String)> {
     out
 }
 
+/// `exe`'s sites verify with no mismatch and it runs traced into `tdir`;
+/// what it printed, and its calls per function.
+fn verified_trace(exe: &Path, tdir: &Path) -> (Vec<u8>, Counts) {
+    let (ok, text) = sites(exe);
+    assert!(ok && text.contains(" 0 mismatches"), "{text}");
+    let traced = record(tdir, exe, &[]);
+    assert!(traced.status.success(), "{traced:?}");
+    (traced.stdout, trace_counts(tdir).0)
+}
+
 fn record(tdir: &Path, exe: &Path, args: &[&str]) -> std::process::Output {
     record_with(tdir, exe, args, &[])
 }
@@ -250,12 +260,7 @@ fn dev_profile_builds_and_traces() {
         &["build", "--offline"],
     ));
     let exe = target.join("debug/shapes");
-    let (ok, text) = sites(&exe);
-    assert!(ok && text.contains(" 0 mismatches"), "{text}");
-    let tdir = dir.path().join("trace");
-    let traced = record(&tdir, &exe, &[]);
-    assert!(traced.status.success(), "{traced:?}");
-    let (counts, _) = trace_counts(&tdir);
+    let (_, counts) = verified_trace(&exe, &dir.path().join("trace"));
     assert_eq!(counts.get("shapes::catch"), Some(&4), "{counts:?}");
 }
 
@@ -290,12 +295,7 @@ fn v0_mangled_names_are_demangled() {
         .env("RUSTFLAGS", "-C symbol-mangling-version=v0"),
     );
     let exe = target.join("release/shapes");
-    let (ok, text) = sites(&exe);
-    assert!(ok && text.contains(" 0 mismatches"), "{text}");
-    let tdir = dir.path().join("trace");
-    let traced = record(&tdir, &exe, &[]);
-    assert!(traced.status.success(), "{traced:?}");
-    let (counts, _) = trace_counts(&tdir);
+    let (_, counts) = verified_trace(&exe, &dir.path().join("trace"));
     let mangled: Vec<_> = counts.keys().filter(|n| n.starts_with("_R")).collect();
     assert!(mangled.is_empty(), "left mangled: {mangled:?}");
     assert_eq!(counts.get("shapes::catch"), Some(&4), "{counts:?}");
@@ -460,14 +460,9 @@ fn incremental_rebuild_traces_the_edited_program() {
     std::fs::write(&main_rs, edited).unwrap();
     build();
     let exe = target.join("debug/app");
-    let (ok, text) = sites(&exe);
-    assert!(ok && text.contains(" 0 mismatches"), "{text}");
-    let tdir = dir.path().join("trace");
-    let traced = record(&tdir, &exe, &[]);
-    assert!(traced.status.success(), "{traced:?}");
-    let stdout = String::from_utf8_lossy(&traced.stdout);
+    let (stdout, counts) = verified_trace(&exe, &dir.path().join("trace"));
+    let stdout = String::from_utf8_lossy(&stdout);
     assert!(stdout.contains("total 1210 added 0"), "{stdout}");
-    let (counts, _) = trace_counts(&tdir);
     assert_eq!(counts.get("app::added"), Some(&1), "{counts:?}");
     // From the codegen unit the edit left alone.
     assert_eq!(counts.get("app::tally::report"), Some(&10), "{counts:?}");
@@ -495,12 +490,7 @@ fn a_link_line_in_a_response_file_is_instrumented() {
             .env("RUSTFLAGS", format!("@{}", flags.display())),
     );
     let exe = target.join("debug/app");
-    let (ok, text) = sites(&exe);
-    assert!(ok && text.contains(" 0 mismatches"), "{text}");
-    let tdir = dir.path().join("trace");
-    let traced = record(&tdir, &exe, &[]);
-    assert!(traced.status.success(), "{traced:?}");
-    let (counts, _) = trace_counts(&tdir);
+    let (_, counts) = verified_trace(&exe, &dir.path().join("trace"));
     assert_eq!(counts.get("app::tally::report"), Some(&10), "{counts:?}");
 }
 
