@@ -50,6 +50,13 @@ struct Small {
     trace: PathBuf,
 }
 
+impl Small {
+    /// `ftail tui` on the trace, in a 120×40 window.
+    fn tui(&self) -> Tmux {
+        Tmux::start(self.dir.path(), &quoted(&self.trace), "", 120, 40)
+    }
+}
+
 fn small() -> Small {
     let dir = scratch();
     let src = dir.path().join("abc.c");
@@ -259,7 +266,7 @@ fn every_view_shows_and_q_restores_the_terminal() {
         return;
     }
     let f = small();
-    let t = Tmux::start(f.dir.path(), &quoted(&f.trace), "", 120, 40);
+    let t = f.tui();
     // The call graph first: every path once, with its calls.
     let s = t.wait_for("CALLS  FUNCTION");
     let s = if s.contains("- main") {
@@ -302,7 +309,7 @@ fn calls_fold_and_unfold_in_the_graph_and_the_timeline() {
         return;
     }
     let f = small();
-    let t = Tmux::start(f.dir.path(), &quoted(&f.trace), "", 120, 40);
+    let t = f.tui();
     t.wait_for("- main");
     // Whole-trace graph: the process heading, main, then a (under main).
     t.keys(&["Down", "Down"]);
@@ -358,7 +365,7 @@ fn search_and_jumps_move_to_the_calls_asked_for() {
         return;
     }
     let f = small();
-    let t = Tmux::start(f.dir.path(), &quoted(&f.trace), "", 120, 40);
+    let t = f.tui();
     t.wait_for("- main");
     t.keys(&["2"]);
     t.wait_for("main() {");
@@ -408,7 +415,7 @@ fn threads_switch_sorting_changes_and_a_resize_lays_out_again() {
         return;
     }
     let f = small();
-    let t = Tmux::start(f.dir.path(), &quoted(&f.trace), "", 120, 40);
+    let t = f.tui();
     t.wait_for("- main");
     t.keys(&["2"]);
     t.wait_for("main() {");
@@ -459,7 +466,7 @@ fn filters_change_inside_and_mouse_wheel_scrolls() {
         return;
     }
     let f = small();
-    let t = Tmux::start(f.dir.path(), &quoted(&f.trace), "", 120, 40);
+    let t = f.tui();
     t.wait_for("- main");
     t.keys(&["2"]);
     t.wait_for("main() {");
@@ -501,7 +508,7 @@ fn colours_are_256_and_no_color_turns_them_off() {
         return;
     }
     let f = small();
-    let t = Tmux::start(f.dir.path(), &quoted(&f.trace), "", 120, 40);
+    let t = f.tui();
     t.wait_for("- main");
     let s = t.screen_escaped();
     assert!(s.contains("38;5;"), "256-colour names:\n{s}");
@@ -524,7 +531,7 @@ fn sigterm_and_sighup_end_it_with_the_terminal_restored() {
     }
     let f = small();
     for sig in ["TERM", "HUP"] {
-        let t = Tmux::start(f.dir.path(), &quoted(&f.trace), "", 120, 40);
+        let t = f.tui();
         t.wait_for("- main");
         let pid = std::fs::read_to_string(f.dir.path().join("tui.pid")).unwrap();
         run_ok(Command::new("kill").arg(format!("-{sig}")).arg(pid.trim()));
@@ -538,7 +545,7 @@ fn a_closed_terminal_ends_it() {
         return;
     }
     let f = small();
-    let t = Tmux::start(f.dir.path(), &quoted(&f.trace), "", 120, 40);
+    let t = f.tui();
     t.wait_for("- main");
     let pid = std::fs::read_to_string(f.dir.path().join("tui.pid")).unwrap();
     let pid = pid.trim().to_string();
@@ -717,7 +724,7 @@ fn report_enter_goes_to_a_thread_that_calls_the_function() {
         return;
     }
     let f = small();
-    let t = Tmux::start(f.dir.path(), &quoted(&f.trace), "", 120, 40);
+    let t = f.tui();
     t.wait_for("- main");
     // The timeline shows the main thread; worker runs only in the other.
     t.keys(&["2"]);
