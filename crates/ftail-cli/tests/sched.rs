@@ -313,17 +313,24 @@ fn report(trace: &Path, extra: &[&str]) -> Vec<(String, f64, f64)> {
         .collect()
 }
 
-#[test]
-fn report_shows_the_time_off_the_cpu_and_can_leave_it_out() {
-    let tmp = scratch();
-    let exe = build(tmp.path());
-    let trace = tmp.path().join("trace");
+/// The fixture built in `dir` and recorded, scheduler events included,
+/// into `dir/trace`.
+fn recorded(dir: &Path) -> PathBuf {
+    let exe = build(dir);
+    let trace = dir.join("trace");
     let out = run(Command::new(ftail())
         .args(["record", "--no-libcall", "-d"])
         .arg(&trace)
         .arg("--")
         .arg(&exe));
     assert!(out.status.success(), "{out:?}");
+    trace
+}
+
+#[test]
+fn report_shows_the_time_off_the_cpu_and_can_leave_it_out() {
+    let tmp = scratch();
+    let trace = recorded(tmp.path());
     let row = |rows: &[(String, f64, f64)], f: &str| {
         rows.iter()
             .find(|r| r.0 == f)
@@ -348,14 +355,7 @@ fn report_shows_the_time_off_the_cpu_and_can_leave_it_out() {
 #[test]
 fn perfetto_shows_the_time_off_the_cpu_as_a_slice_inside_the_call() {
     let tmp = scratch();
-    let exe = build(tmp.path());
-    let trace = tmp.path().join("trace");
-    let out = run(Command::new(ftail())
-        .args(["record", "--no-libcall", "-d"])
-        .arg(&trace)
-        .arg("--")
-        .arg(&exe));
-    assert!(out.status.success(), "{out:?}");
+    let trace = recorded(tmp.path());
     let pb = tmp.path().join("t.perfetto-trace");
     run_ok(
         Command::new(ftail())
