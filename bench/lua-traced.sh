@@ -15,6 +15,10 @@ command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hype
 lua=target/corpus/lua54-gcc
 [ -x "$lua/lua" ] || { echo "build it first: FTAIL_CORPUS=1 cargo test --release -p ftail-cli --test corpus lua_gcc_c" >&2; exit 1; }
 ftail="$PWD/target/release/ftail"
+# The traces and hyperfine's results in a private directory: never a
+# predictable name in the shared /tmp.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 cd "$lua/testes"
 ulimit -S -s 1100
 cmds=('true | env --default-signal=HUP ../lua -W all.lua >/dev/null 2>&1')
@@ -25,14 +29,14 @@ for m in $modes; do
     ring) opt="--ring 4M"; names+=("ftail record --ring 4M (auto)") ;;
     *) echo "unknown mode $m (capped, ring)" >&2; exit 2 ;;
   esac
-  cmds+=("true | env --default-signal=HUP $ftail record -d /tmp/ftail-lua-trace $opt -- ../lua -W all.lua >/dev/null 2>&1")
+  cmds+=("true | env --default-signal=HUP $ftail record -d $tmp/trace $opt -- ../lua -W all.lua >/dev/null 2>&1")
 done
-hyperfine --style basic --runs "$runs" --export-json /tmp/ftail-lua.json \
-  --prepare "rm -rf /tmp/ftail-lua-trace /tmp/ftail-lua-trace.old" "${cmds[@]}" >/dev/null
-printf '%s\n' "${names[@]}" | python3 -c '
-import json, statistics, sys
+hyperfine --style basic --runs "$runs" --export-json "$tmp/runs.json" \
+  --prepare "rm -rf $tmp/trace $tmp/trace.old" "${cmds[@]}" >/dev/null
+printf '%s\n' "${names[@]}" | RUNS_JSON="$tmp/runs.json" python3 -c '
+import json, os, statistics, sys
 names = sys.stdin.read().splitlines()
-r = json.load(open("/tmp/ftail-lua.json"))["results"]
+r = json.load(open(os.environ["RUNS_JSON"]))["results"]
 t = [(min(x["times"]), statistics.median(x["times"])) for x in r]
 print("| run | min | median | ratio to untraced (min / median) |\n|---|---|---|---|")
 for i, (name, (mn, md)) in enumerate(zip(names, t)):
