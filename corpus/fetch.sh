@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the source of one corpus project into corpus/.cache/src/NAME/.
-# Usage: corpus/fetch.sh NAME     (NAME: lua54 jq sqlite zstd zlib)
+# Usage: corpus/fetch.sh NAME     (NAME: lua54 jq sqlite zstd zlib redis)
+# (redis is used only by bench/server.sh, not by the tests)
 # Idempotent: does nothing if corpus/.cache/src/NAME already exists.
 # Downloads are cached under corpus/.cache/dl/. Sources come through the
 # ordinary clients and their own configuration only: pip for PyPI sdists,
@@ -12,10 +13,10 @@ CACHE="$HERE/.cache"
 DL="$CACHE/dl"
 SRC="$CACHE/src"
 
-usage() { echo "usage: $0 {lua54|jq|sqlite|zstd|zlib}" >&2; exit 2; }
+usage() { echo "usage: $0 {lua54|jq|sqlite|zstd|zlib|redis}" >&2; exit 2; }
 [ $# -eq 1 ] || usage
 NAME="$1"
-case "$NAME" in lua54|jq|sqlite|zstd|zlib) ;; *) usage ;; esac
+case "$NAME" in lua54|jq|sqlite|zstd|zlib|redis) ;; *) usage ;; esac
 
 # Make sure the cache is ignored by git (append once).
 GITIGNORE="$HERE/../.gitignore"
@@ -139,5 +140,6 @@ jq)
 sqlite) apt_source sqlite3 ;;
 zstd)   apt_source libzstd ;;
 zlib)   apt_source zlib ;;
+redis)  apt_source redis ;;
 esac
 echo "fetch $NAME: done -> $DEST"

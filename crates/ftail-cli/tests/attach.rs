@@ -449,3 +449,32 @@ fn frames_open_at_attach_close_marked_from_the_attach() {
         assert_eq!(b.unmatched, 0, "tid {}: {b:?}", th.tid);
     }
 }
+
+/// An event-loop server idle in `epoll_wait` (no thread ever runs its
+/// code) is attached to, and its `epoll_wait` is never seen to fail
+/// with `EINTR`: a call a stop interrupts is resumed as the kernel
+/// resumes `poll`'s.
+#[test]
+fn an_idle_server_waiting_in_epoll_is_attached_without_noticing() {
+    let dir = scratch();
+    let exe = dir.path().join("epoll_idle");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(repo().join("tests/runtime/epoll_idle.c")),
+    );
+    let mut prog = Running::start(&mut Command::new(&exe));
+    let pid = prog.pid();
+    let trace = dir.path().join("trace");
+    let out = attach(&pid, &trace, &["--no-libcall", "--duration", "0.3"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(runtime_loads(&pid), 1);
+    assert_code_unchanged(&pid, &exe);
+    let stdin = prog.child.stdin.as_mut().unwrap();
+    stdin.write_all(b"one\ntwo\n").unwrap();
+    stdin.flush().unwrap();
+    let (rest, code) = prog.finish();
+    assert_eq!(rest, "served 2, interrupted 0\n");
+    assert_eq!(code, Some(0));
+}

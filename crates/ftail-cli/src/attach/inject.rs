@@ -48,6 +48,19 @@ impl Snapshot {
     pub fn in_syscall(&self) -> bool {
         (self.regs.orig_rax as i64) >= 0
     }
+
+    /// An event-loop wait the stop made fail with `EINTR` is given the
+    /// result `poll` gets in that case, `ERESTARTNOHAND`: when the thread
+    /// resumes, the kernel restarts the call unless a handler of the
+    /// program's runs first, and then returns `EINTR`, as it would have
+    /// without the stop. The program sees only a wait that took longer.
+    fn resume_as_poll(&mut self) {
+        const ERESTARTNOHAND: i64 = 514;
+        let n = self.regs.orig_rax as i64;
+        if RESUMED_AS_POLL.contains(&n) && self.regs.rax as i64 == -(libc::EINTR as i64) {
+            self.regs.rax = (-ERESTARTNOHAND) as u64;
+        }
+    }
 }
 
 fn ptrace(req: libc::c_uint, tid: libc::pid_t, addr: u64, data: u64) -> io::Result<libc::c_long> {
@@ -385,6 +398,21 @@ const RESTARTED: &[i64] = &[
     288, // accept4
 ];
 
+/// System calls that fail with `EINTR` after any stop, even one for
+/// which no handler runs (signal(7)): the event-loop waits. A thread
+/// waiting in one may be borrowed too; its call is then resumed as the
+/// kernel resumes `poll`'s (see [`Snapshot::resume_as_poll`]).
+const RESUMED_AS_POLL: &[i64] = &[
+    232, // epoll_wait
+    281, // epoll_pwait
+    441, // epoll_pwait2
+];
+
+/// Whether a thread waiting in system call `n` may be borrowed.
+fn borrowable_wait(n: i64) -> bool {
+    RESTARTED.contains(&n) || RESUMED_AS_POLL.contains(&n)
+}
+
 /// The threads of process `pid`, each with its scheduler state and, for
 /// one waiting in a system call, the call's number.
 fn threads(pid: u32) -> Vec<(libc::pid_t, char, Option<i64>)> {
@@ -419,20 +447,21 @@ fn borrow(t: &target::Target) -> Result<(Stopped, Snapshot)> {
     while started.elapsed() < BORROW_TIMEOUT {
         let waiting_ok = started.elapsed() > BORROW_TIMEOUT / 5;
         for (tid, state, syscall) in threads(t.pid) {
-            let waiting = state == 'S' && syscall.is_some_and(|n| RESTARTED.contains(&n));
+            let waiting = state == 'S' && syscall.is_some_and(borrowable_wait);
             if state != 'R' && !(waiting_ok && waiting) {
                 continue;
             }
             let Ok(stopped) = Stopped::stop(tid) else {
                 continue;
             };
-            let snap = stopped.snapshot()?;
+            let mut snap = stopped.snapshot()?;
             let usable = if snap.in_syscall() {
-                waiting_ok && RESTARTED.contains(&(snap.regs.orig_rax as i64))
+                waiting_ok && borrowable_wait(snap.regs.orig_rax as i64)
             } else {
                 t.code_of(snap.rip(), &code)
             };
             if usable {
+                snap.resume_as_poll();
                 return Ok((stopped, snap));
             }
         }

@@ -14,7 +14,9 @@
 //! borrowed one, for the two calls; the thread borrowed is one running
 //! the program's own instrumented code (it holds none of libc's or the
 //! loader's locks, which `dlopen` takes), or else one waiting in a system
-//! call that the kernel restarts as it was.
+//! call that the kernel restarts as it was — `epoll_wait` included, which
+//! is restarted unless a handler of the program's runs first, as `poll`
+//! is, so an idle event-loop server can be attached to.
 
 mod inject;
 mod target;
