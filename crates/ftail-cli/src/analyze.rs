@@ -30,6 +30,13 @@ pub struct ViewArgs {
     /// uftrace: -F a -F c -D 1 shows c under a), e.g. -D 3
     #[arg(short = 'D', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub depth: Option<u32>,
+    /// Act when a function matching PATTERN is called, as `record -T`
+    /// does but on what is shown: PATTERN@ACTION[,ACTION...] with
+    /// trace_on, trace_off, depth=N, finish, filter, notrace (repeatable),
+    /// e.g. -T 'parse@depth=2' -T 'gc*@notrace'
+    #[arg(short = 'T', long = "trigger", value_name = "PATTERN@ACTIONS",
+          value_parser = parse_view_trigger)]
+    pub trigger: Vec<(String, ftail_abi::trigger::Actions)>,
     /// The options of what is shown that `live` takes too.
     #[command(flatten)]
     pub show: ShowArgs,
@@ -111,6 +118,24 @@ pub fn parse_range(s: &str) -> Result<(u64, u64), String> {
         return Err(format!("{s:?}: the range ends before it starts"));
     }
     Ok((from, to))
+}
+
+/// Parses a view's `-T PATTERN@ACTIONS` (the snapshot actions are
+/// `record`'s alone).
+fn parse_view_trigger(text: &str) -> Result<(String, ftail_abi::trigger::Actions), String> {
+    let Some((pattern, actions)) = text.rsplit_once('@') else {
+        return Err(format!(
+            "{text:?}: a trigger is PATTERN@ACTION[,ACTION...], e.g. 'parse@depth=2'"
+        ));
+    };
+    if pattern.is_empty() {
+        return Err(format!("{text:?}: no function pattern before '@'"));
+    }
+    let actions = ftail_abi::trigger::parse_actions(actions)?;
+    if actions.snapshot || actions.snapshot_after_ns != 0 {
+        return Err(format!("{text:?}: snapshots are taken while recording"));
+    }
+    Ok((pattern.to_string(), actions))
 }
 
 /// A time since the trace began, read exactly (decimal digits, no
@@ -234,6 +259,7 @@ impl ViewArgs {
             hide: self.show.hide.clone(),
             callers: self.show.caller_filter.clone(),
             depth: self.depth,
+            triggers: self.trigger.clone(),
             min_ticks: self.show.min_time.map_or(0, ticks),
             // Compared as the time column shows times (whole ns), so a
             // time copied from it selects its line.

@@ -143,6 +143,7 @@ enum Cmd {
                             ftail replay -f +elapsed,addr   (added to duration,tid)\n  \
                             ftail replay -f none\n  \
                             ftail replay -N 'lua_*' --time-range 1ms~2ms\n  \
+                            ftail replay -T 'luaV_execute@depth=2' -T 'luaC_*@notrace'   (record's triggers)\n  \
                             ftail replay --time-range 0.001234567~   (a time as -f time prints it)"
     )]
     Replay {

@@ -348,6 +348,7 @@ pub fn live(
             filter: Vec::new(),
             notrace: Vec::new(),
             depth: None,
+            trigger: Vec::new(),
             show,
         };
         crate::analyze::replay(&view, &shape)?;

@@ -42,10 +42,16 @@ fn build(dir: &Path, cc: &str) -> PathBuf {
 /// The calls `replay` shows, as `f{g{h}}` with calls side by side
 /// separated by a space.
 fn tree(trace: &Path) -> String {
+    tree_shown(trace, &[])
+}
+
+/// [`tree`] with `replay`'s options `view`.
+fn tree_shown(trace: &Path, view: &[&str]) -> String {
     let text = run_ok(
         Command::new(ftail())
             .args(["replay", "-f", "none", "-d"])
-            .arg(trace),
+            .arg(trace)
+            .args(view),
     );
     let mut out = String::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -88,11 +94,10 @@ fn record(dir: &Path, exe: &Path, opts: &[&str]) -> PathBuf {
     trace
 }
 
-fn check_triggers(cc: &str) {
-    let dir = scratch();
-    let exe = build(dir.path(), cc);
+/// Trigger options, and the calls recorded with them.
+fn trigger_cases() -> Vec<(Vec<&'static str>, String)> {
     let t = "top{mid{leaf}}";
-    let cases: Vec<(Vec<&str>, String)> = vec![
+    vec![
         (
             vec![],
             format!("main{{{t} off{{{t}}} {t} on{{{t}}} done{{{t}}} {t} tl{{{t}}}}}"),
@@ -135,8 +140,13 @@ fn check_triggers(cc: &str) {
             vec!["-D", "2", "-T", "on@depth=3"],
             "main{top off top on{top{mid}} done top tl}".into(),
         ),
-    ];
-    for (opts, want) in &cases {
+    ]
+}
+
+fn check_triggers(cc: &str) {
+    let dir = scratch();
+    let exe = build(dir.path(), cc);
+    for (opts, want) in &trigger_cases() {
         for format in [&[][..], &["--ring", "1M"][..], &["--tail", "convert"][..]] {
             let all: Vec<&str> = opts.iter().chain(format).copied().collect();
             let trace = record(dir.path(), &exe, &all);
@@ -154,6 +164,54 @@ fn triggers_act_as_uftraces_gcc() {
 fn triggers_act_as_uftraces_clang() {
     if have("clang-19") {
         check_triggers("clang-19");
+    }
+}
+
+/// `replay -T` shows of a trace recorded whole what `record -T` records.
+fn check_view_triggers(cc: &str) {
+    let dir = scratch();
+    let exe = build(dir.path(), cc);
+    let trace = record(dir.path(), &exe, &[]);
+    for (opts, want) in &trigger_cases() {
+        assert_eq!(&tree_shown(&trace, opts), want, "{cc} replay {opts:?}");
+    }
+    // report and graph count what replay shows.
+    let report = run_ok(
+        Command::new(ftail())
+            .args(["report", "-d"])
+            .arg(&trace)
+            .args(["-T", "on@filter"]),
+    );
+    let functions: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|w| ["main", "on", "off", "top", "mid", "leaf"].contains(w))
+        .collect();
+    assert_eq!(functions.len(), 4, "{report}");
+    assert!(!functions.contains(&"main"), "{report}");
+    for (view, says) in [
+        ("main@snapshot", "snapshots are taken while recording"),
+        ("main@depth=0", "1 or more"),
+        ("main", "PATTERN@ACTION"),
+    ] {
+        let out = run(Command::new(ftail())
+            .args(["replay", "-d"])
+            .arg(&trace)
+            .args(["-T", view]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{view}: {err}");
+    }
+}
+
+#[test]
+fn replay_triggers_show_what_record_triggers_record_gcc() {
+    check_view_triggers("gcc");
+}
+
+#[test]
+fn replay_triggers_show_what_record_triggers_record_clang() {
+    if have("clang-19") {
+        check_view_triggers("clang-19");
     }
 }
 

@@ -11,6 +11,12 @@
 //!   of a matching function, and that call without its callees; entries
 //!   wait on a stack (the call depth) until a match or their exit decides;
 //! * `--time-range`: calls that start inside the range;
+//! * `-T GLOB@ACTIONS`: the triggers `ftail record -T` takes, applied to
+//!   what is shown as the runtime applies them to what is recorded, per
+//!   thread: `trace_on`/`trace_off` (from this call on), `depth=N` (this
+//!   call and N − 1 levels below), `filter` (only inside such calls),
+//!   `notrace` (not this call nor below it), `finish` (nothing once it
+//!   returns);
 //! * `-t TIME`: not calls that ran shorter than TIME (nor, then, their
 //!   callees). Views that count a call at its exit decide there
 //!   ([`Filters::long_enough`]); views that show an entry before its exit
@@ -25,6 +31,7 @@ use crate::values::Values;
 use std::collections::VecDeque;
 
 use ftail_abi::trace::EventKind;
+use ftail_abi::trigger::Actions;
 
 use crate::reader::calls::Step;
 use crate::symbols::names::{FuncId, Names};
@@ -122,6 +129,8 @@ pub struct Filters {
     pub min_ticks: u64,
     /// `--time-range`: show calls starting in [from, to] (ticks).
     pub range: Option<(u64, u64)>,
+    /// `-T`: each trigger's pattern and what it does.
+    pub triggers: Vec<(String, Actions)>,
 }
 
 impl Filters {
@@ -135,6 +144,7 @@ impl Filters {
             || self.depth.is_some()
             || self.min_ticks > 0
             || self.range.is_some()
+            || !self.triggers.is_empty()
     }
 
     /// Each pattern with the option that gave it (`-F`, `-N`, `-H`, `-C`).
@@ -148,6 +158,7 @@ impl Filters {
         lists
             .into_iter()
             .flat_map(|(flag, list)| list.iter().map(move |p| (flag, p.as_str())))
+            .chain(self.triggers.iter().map(|(p, _)| ("-T", p.as_str())))
             .collect()
     }
 }
@@ -159,6 +170,8 @@ pub struct Matches {
     exclude: Vec<bool>,
     hide: Vec<bool>,
     callers: Vec<bool>,
+    /// Per `-T` rule: the functions it matches, and its actions.
+    triggers: Vec<(Vec<bool>, Actions)>,
 }
 
 impl Matches {
@@ -178,12 +191,35 @@ impl Matches {
             let key = format!("{:?}\0{}", filters.kind, texts.join("\0"));
             names.matching(&key, &|f| patterns.iter().any(|p| p.matches(f)))
         };
+        let triggers = filters
+            .triggers
+            .iter()
+            .map(|(p, a)| (any(std::slice::from_ref(p)), *a))
+            .collect();
         Matches {
             include: any(&filters.include),
             exclude: any(&filters.exclude),
             hide: any(&filters.hide),
             callers: any(&filters.callers),
+            triggers,
         }
+    }
+
+    /// What the `-T` rules matching `f` do (all of them together).
+    fn actions(&self, f: Option<FuncId>) -> Option<Actions> {
+        let mut hit = self.triggers.iter().filter(|(set, _)| Self::hit(set, f));
+        let mut all = hit.next()?.1;
+        for (_, a) in hit {
+            all.trace_on |= a.trace_on;
+            all.trace_off |= a.trace_off;
+            all.finish |= a.finish;
+            all.filter |= a.filter;
+            all.notrace |= a.notrace;
+            if all.depth == 0 {
+                all.depth = a.depth;
+            }
+        }
+        Some(all)
     }
 
     fn hit(set: &[bool], f: Option<FuncId>) -> bool {
@@ -297,6 +333,32 @@ struct Frame {
     held: bool,
     /// The call began before the events (a ring's window, or tracing).
     earlier: bool,
+    /// `-T`: what this call's triggers do at its exit.
+    trigger: Option<TriggerExit>,
+    /// Inside a call with a `depth=N` trigger: its depth, not `-D`'s,
+    /// bounds what is shown (as when recording).
+    trigger_depth: bool,
+}
+
+/// What a `-T` trigger puts back when its call ends.
+#[derive(Clone, Copy)]
+struct TriggerExit {
+    /// The thread's scope before the call.
+    scope_before: u32,
+    /// `finish`: nothing more is shown once the call returns.
+    finish: bool,
+}
+
+/// The `-T` state of a thread, as the runtime keeps it while recording.
+#[derive(Clone, Copy)]
+struct TriggerState {
+    /// `trace_off` was met (and no `trace_on` since).
+    off: bool,
+    /// A `finish` call returned.
+    finished: bool,
+    /// Calls at this stack index or deeper are not shown (`depth=N`,
+    /// `filter`, `notrace`).
+    scope_max: u32,
 }
 
 /// The steps of a thread that the filters (except `-t`) let through.
@@ -313,6 +375,8 @@ pub struct Visible<'a, I> {
     out: VecDeque<Shown>,
     /// No filter can leave a call out here (`-t` is another reader's).
     plain: bool,
+    /// `-T`.
+    triggered: TriggerState,
     resolved: crate::symbols::names::ResolveCache,
 }
 
@@ -332,7 +396,18 @@ impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
                 && filters.hide.is_empty()
                 && filters.callers.is_empty()
                 && filters.depth.is_none()
-                && filters.range.is_none(),
+                && filters.range.is_none()
+                && filters.triggers.is_empty(),
+            triggered: TriggerState {
+                off: false,
+                finished: false,
+                // With a `filter` rule, nothing outside its calls.
+                scope_max: if filters.triggers.iter().any(|(_, a)| a.filter) {
+                    0
+                } else {
+                    u32::MAX
+                },
+            },
             resolved: Default::default(),
         }
     }
@@ -351,8 +426,12 @@ impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
                 level: level + 1,
                 held: false,
                 earlier: false,
+                trigger: None,
+                trigger_depth: false,
             };
         }
+        let (trigger, allowed, sets_depth) = self.trigger_entry(func);
+        let trigger_depth = sets_depth || parent.is_some_and(|p| p.trigger_depth);
         let above = parent.map_or(0, |p| p.shown_depth);
         let hidden_above = parent.is_some_and(|p| p.hides_below);
         let excluded = self.matches.excluded(func);
@@ -365,7 +444,7 @@ impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
         } else {
             parent.map_or(0, |p| p.level)
         };
-        let too_deep = self.filters.depth.is_some_and(|d| base >= d);
+        let too_deep = !trigger_depth && self.filters.depth.is_some_and(|d| base >= d);
         let in_range = self
             .filters
             .range
@@ -375,7 +454,8 @@ impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
             && !self.matches.hidden(func)
             && in_scope
             && !too_deep
-            && in_range;
+            && in_range
+            && allowed;
         let target = shown && self.matches.called(func);
         Frame {
             func,
@@ -386,6 +466,52 @@ impl<'a, I: Iterator<Item = Step>> Visible<'a, I> {
             level: base + u32::from(shown),
             held: !self.filters.callers.is_empty() && !target,
             earlier: false,
+            trigger,
+            trigger_depth,
+        }
+    }
+
+    /// Applies the `-T` rules of a call of `func` about to be pushed (as
+    /// the runtime's `on_entry` does): what its exit puts back, whether
+    /// the triggers let it be shown, and whether it sets a depth.
+    fn trigger_entry(&mut self, func: Option<FuncId>) -> (Option<TriggerExit>, bool, bool) {
+        let index = self.stack.len() as u32;
+        let t = &mut self.triggered;
+        let mut exit = None;
+        let mut sets_depth = false;
+        if let Some(a) = self.matches.actions(func) {
+            if !t.finished {
+                if a.trace_on {
+                    t.off = false;
+                }
+                if a.trace_off {
+                    t.off = true;
+                }
+            }
+            if a.notrace || a.depth != 0 || a.filter || a.finish {
+                exit = Some(TriggerExit {
+                    scope_before: t.scope_max,
+                    finish: a.finish,
+                });
+                if a.notrace {
+                    t.scope_max = index;
+                } else if a.depth != 0 {
+                    t.scope_max = index.saturating_add(a.depth);
+                    sets_depth = true;
+                } else if a.filter {
+                    t.scope_max = u32::MAX;
+                }
+            }
+        }
+        let allowed = !t.finished && !t.off && index < t.scope_max;
+        (exit, allowed, sets_depth)
+    }
+
+    /// The `-T` rules of a call that ends put back what they changed.
+    fn trigger_exit(&mut self, f: &Frame) {
+        if let Some(e) = f.trigger {
+            self.triggered.scope_max = e.scope_before;
+            self.triggered.finished |= e.finish;
         }
     }
 
@@ -468,6 +594,7 @@ impl<I: Iterator<Item = Step>> Iterator for Visible<'_, I> {
                     ..
                 } => {
                     let Some(f) = self.stack.pop() else { continue };
+                    self.trigger_exit(&f);
                     if f.shown {
                         let item = Shown::Leave {
                             addr,
