@@ -449,3 +449,84 @@ fn frames_open_at_attach_close_marked_from_the_attach() {
         assert_eq!(b.unmatched, 0, "tid {}: {b:?}", th.tid);
     }
 }
+
+/// What the fixture's `work(x)` returns.
+fn work_of(mut x: i64) -> i64 {
+    for i in 0..100 {
+        x = (x + i) * 2654435761 % 1000003;
+    }
+    x
+}
+
+/// The `(argument, return value)` of every call of `work` replay shows
+/// with both.
+fn work_values(text: &str) -> Vec<(i64, i64)> {
+    text.lines()
+        .filter_map(|l| {
+            let call = l.split_once("| ")?.1.trim();
+            let rest = call.strip_prefix("work(")?;
+            let (arg, rest) = rest.split_once(')')?;
+            let ret = rest.strip_prefix(" = ")?.strip_suffix(';')?;
+            Some((arg.parse().ok()?, ret.parse().ok()?))
+        })
+        .collect()
+}
+
+fn values_are_recorded_when_attached(cc: &str) {
+    if !have(cc) {
+        return;
+    }
+    let dir = scratch();
+    let exe = build(dir.path(), cc);
+    let prog = Running::start(Command::new(&exe).arg("1"));
+    let pid = prog.pid();
+    let trace = dir.path().join("trace");
+    let specs = [
+        "-A",
+        "work@arg1/i64",
+        "-R",
+        "work@i64",
+        "-N",
+        "step",
+        "--no-libcall",
+    ];
+    let out = attach(&pid, &trace, &[&["--duration", "0.5"][..], &specs].concat());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_code_unchanged(&pid, &exe);
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_balanced(&t);
+    let text = ftail_trace::replay::render(&t);
+    let calls = work_values(&text);
+    assert!(
+        calls.len() >= 10,
+        "{} calls with values:\n{text}",
+        calls.len()
+    );
+    for (arg, ret) in &calls {
+        assert_eq!(*ret, work_of(*arg), "work({arg}) = {ret}");
+    }
+
+    // Attaching again with the same rules is fine; with others it is
+    // refused, saying why.
+    let out = attach(&pid, &trace, &[&["--duration", "0.2"][..], &specs].concat());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = attach(&pid, &trace, &["--duration", "0.2", "-A", "step@arg1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("can only repeat those"),
+        "{}",
+        stderr_of(&out)
+    );
+    let (_, code) = prog.finish();
+    assert_eq!(code, Some(3));
+}
+
+#[test]
+fn values_are_recorded_when_attached_gcc() {
+    values_are_recorded_when_attached("gcc");
+}
+
+#[test]
+fn values_are_recorded_when_attached_clang() {
+    values_are_recorded_when_attached("clang-19");
+}

@@ -144,7 +144,7 @@ fn start(cfg: Config, how: Start) -> bool {
         entry_spec: tramp::ftail_entry_spec as *const () as u64,
     };
     let cfg = CONFIG.get().expect("set above");
-    record::args::init(&cfg.dir_c);
+    record::args::init(&cfg.dir_c, cfg.argspec);
     record::triggers::init(hz, ring);
     // Attached, every module is planned with tracing off (nothing to
     // write), then switched on live, as `ftail ctl on` does.
