@@ -5,7 +5,11 @@
  * standard input, then stops its threads and prints what they did that
  * does not depend on timing. Exits with 3.
  *
- * attach [BUSY]: BUSY busy threads (default 4). */
+ * attach [BUSY [LIBRARY]]: BUSY busy threads (default 4); with LIBRARY,
+ * a line "load" first makes it dlopen LIBRARY, print "loaded" and call
+ * its plugin_entry in a loop on a thread of its own, about ten thousand
+ * times a second. */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -82,6 +86,31 @@ static void *creator(void *arg) {
   return NULL;
 }
 
+static int (*plugin_entry)(int);
+
+static void *plugin_caller(void *arg) {
+  (void)arg;
+  pthread_setname_np(pthread_self(), "plugin");
+  long x = 0;
+  while (!atomic_load(&stop)) {
+    x += plugin_entry((int)(x & 0xff));
+    usleep(100);
+  }
+  sink = x;
+  return NULL;
+}
+
+/* Loads the library at `path` and starts calling it; 0 when it could. */
+static int load_plugin(const char *path, pthread_t *t) {
+  void *lib = dlopen(path, RTLD_NOW);
+  plugin_entry = lib ? (int (*)(int))dlsym(lib, "plugin_entry") : NULL;
+  if (!plugin_entry || pthread_create(t, NULL, plugin_caller, NULL) != 0)
+    return 1;
+  printf("loaded\n");
+  fflush(stdout);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   int nbusy = argc > 1 ? atoi(argv[1]) : 4;
   pthread_t t[nbusy + 3];
@@ -102,7 +131,17 @@ int main(int argc, char **argv) {
   char line[64];
   if (!fgets(line, sizeof line, stdin))
     line[0] = 0;
+  pthread_t plugin;
+  int with_plugin = argc > 2;
+  if (with_plugin) {
+    if (load_plugin(argv[2], &plugin) != 0)
+      return 1;
+    if (!fgets(line, sizeof line, stdin))
+      line[0] = 0;
+  }
   atomic_store(&stop, 1);
+  if (with_plugin)
+    pthread_join(plugin, NULL);
   if (write(pipefd[1], "hello", 5) != 5)
     return 1;
   long got = 0;
