@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# How long attaching stops the target's threads: tests/runtime/attach.c
-# with BUSY busy threads (default 16) plus a blocked, a signal-handling
-# and a thread-creating one, attached to and detached from CYCLES times
-# (default 10), recording 0.5 s each, twice per process. Attaching stops one thread (the one
-# borrowed to load the runtime, the first time), for as long as `ftail
-# record -p` reports; switching the sites on or off again goes through
-# the runtime's agent and stops no thread (a thread that meets a site
-# while it is being written takes one SIGTRAP detour).
+# How long attaching and detaching keep the target's threads from their
+# code: tests/runtime/attach.c with BUSY busy threads (default 16) plus a
+# blocked, a signal-handling and a thread-creating one, attached to and
+# detached from twice per process (the first attach loads the runtime,
+# borrowing one thread; the second goes through the runtime's agent),
+# CYCLES processes (default 10), recording 0.5 s each time.
+#
+# The fixture's busy threads note the longest time between two of their
+# calls of `work` (a time-stamp counter read, no library call); the
+# script reads it back for each window: while `ftail record -p` attaches
+# (until it says it records), while it records, while it detaches (from
+# Ctrl-C to its exit), and over an idle window of the same length
+# without ftail. That is the longest stop of any busy thread, whichever
+# stopped it: ptrace, a SIGTRAP detour at a site being written, or the
+# scheduler — on an oversubscribed machine the idle window shows what
+# waiting for a CPU alone costs. `ftail record -p` also reports how long
+# it kept the borrowed thread.
 # Usage: bench/attach.sh [BUSY] [CYCLES]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -18,13 +27,44 @@ exe="$WORK/attach-fixture"
 "$FTAIL" cc gcc -O2 -o "$exe" "$ROOT/tests/runtime/attach.c" -lpthread
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# attach_once N: records 0.5 s from the running fixture; prints the stop.
-attach_once() {
-  /usr/bin/time -f "%e" -o "$tmp/wall" \
-    "$FTAIL" record -p "$pid" -d "$tmp/trace" -N step --duration 0.5 2> "$tmp/err" ||
-    { cat "$tmp/err"; exit 1; }
+# gap: the longest gap of any busy thread since the last call, in us.
+gap() {
+  local n
+  n=$(grep -c "longest gap" "$tmp/out" || true)
+  echo gap >&3
+  until [ "$(grep -c "longest gap" "$tmp/out" || true)" -gt "$n" ]; do sleep 0.01; done
+  grep "longest gap" "$tmp/out" | tail -1 | sed 's/longest gap \([0-9]*\) us/\1/'
+}
+# ms US: microseconds as milliseconds.
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
+worst_attach=0 worst_detach=0 worst_idle=0
+# window N: one attach, 0.5 s of recording and a detach of the fixture.
+window() {
+  gap > /dev/null
+  "$FTAIL" record -p "$pid" -d "$tmp/trace" -N step 2> "$tmp/err" &
+  local rec=$!
+  until grep -q "ftail: recording process" "$tmp/err"; do
+    kill -0 "$rec" 2> /dev/null || { cat "$tmp/err"; exit 1; }
+    sleep 0.005
+  done
+  local attach recording detach idle
+  attach=$(gap)
+  sleep 0.5
+  recording=$(gap)
+  kill -INT "$rec"
+  wait "$rec" || { cat "$tmp/err"; exit 1; }
+  detach=$(gap)
+  sleep 0.5
+  idle=$(gap)
+  local stop
   stop=$(sed -n 's/.*stopped for \(.*\)/\1/p' "$tmp/err")
-  echo "  attach $1: ${stop:+one thread stopped ${stop} to load the runtime; }ftail took $(cat "$tmp/wall") s"
+  echo "  attach $1: longest stop of a busy thread $(ms "$attach") attaching," \
+    "$(ms "$recording") recording, $(ms "$detach") detaching; $(ms "$idle") in 0.5 s idle${stop:+;}" \
+    "${stop:+the borrowed thread was kept ${stop}}"
+  ((attach > worst_attach)) && worst_attach=$attach
+  ((detach > worst_detach)) && worst_detach=$detach
+  ((idle > worst_idle)) && worst_idle=$idle
+  return 0
 }
 for i in $(seq "$cycles"); do
   rm -f "$tmp/in" && mkfifo "$tmp/in"
@@ -33,11 +73,13 @@ for i in $(seq "$cycles"); do
   exec 3> "$tmp/in"
   until grep -q ready "$tmp/out"; do sleep 0.05; done
   echo "cycle $i (process $pid):"
-  attach_once 1
-  attach_once 2
+  window 1
+  window 2
   echo go >&3
   exec 3>&-
   wait "$pid" || true
   grep -q "handler ran" "$tmp/out" || { echo "the fixture's output differs: $(cat "$tmp/out")"; exit 1; }
 done
+echo "longest stop of any busy thread: $(ms "$worst_attach") attaching," \
+  "$(ms "$worst_detach") detaching, $(ms "$worst_idle") idle"
 echo "cores: $(nproc); busy threads: $busy; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"

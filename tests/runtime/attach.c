@@ -5,12 +5,23 @@
  * standard input, then stops its threads and prints what they did that
  * does not depend on timing. Exits with 3.
  *
- * attach [BUSY]: BUSY busy threads (default 4). */
+ * attach [BUSY [LIBRARY]]: BUSY busy threads (default 4); with LIBRARY,
+ * a line "load" first makes it dlopen LIBRARY, print "loaded" and call
+ * its plugin_entry in a loop on a thread of its own, about ten thousand
+ * times a second.
+ *
+ * Before that, each line "gap" makes it print the longest time any busy
+ * thread went without finishing a call of work since the last such line
+ * (or "ready"), in microseconds: how long a thread was kept from its code
+ * (stopped, or waiting for a CPU). */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static atomic_int stop;
@@ -28,12 +39,39 @@ __attribute__((noinline)) long work(long x) {
   return x;
 }
 
+/* The longest gap between two calls of work a busy thread has seen, in
+ * counter ticks (the time-stamp counter: no library call in the loop). */
+static atomic_ulong longest_gap;
+
+static void note_gap(unsigned long gap) {
+  unsigned long was = atomic_load(&longest_gap);
+  while (gap > was && !atomic_compare_exchange_weak(&longest_gap, &was, gap))
+    ;
+}
+
 static void *busy(void *arg) {
   long x = (long)arg;
   pthread_setname_np(pthread_self(), "busy");
-  while (!atomic_load(&stop))
+  unsigned long last = __builtin_ia32_rdtsc();
+  while (!atomic_load(&stop)) {
     x = work(x);
+    unsigned long now = __builtin_ia32_rdtsc();
+    note_gap(now - last);
+    last = now;
+  }
   return (void *)(x & 1);
+}
+
+/* Counter ticks per microsecond, measured over 20 ms. */
+static double ticks_per_us(void) {
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  unsigned long t0 = __builtin_ia32_rdtsc();
+  usleep(20000);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  unsigned long t1 = __builtin_ia32_rdtsc();
+  double us = (b.tv_sec - a.tv_sec) * 1e6 + (b.tv_nsec - a.tv_nsec) / 1e3;
+  return (t1 - t0) / us;
 }
 
 __attribute__((noinline)) long wait_for_data(void) {
@@ -82,6 +120,31 @@ static void *creator(void *arg) {
   return NULL;
 }
 
+static int (*plugin_entry)(int);
+
+static void *plugin_caller(void *arg) {
+  (void)arg;
+  pthread_setname_np(pthread_self(), "plugin");
+  long x = 0;
+  while (!atomic_load(&stop)) {
+    x += plugin_entry((int)(x & 0xff));
+    usleep(100);
+  }
+  sink = x;
+  return NULL;
+}
+
+/* Loads the library at `path` and starts calling it; 0 when it could. */
+static int load_plugin(const char *path, pthread_t *t) {
+  void *lib = dlopen(path, RTLD_NOW);
+  plugin_entry = lib ? (int (*)(int))dlsym(lib, "plugin_entry") : NULL;
+  if (!plugin_entry || pthread_create(t, NULL, plugin_caller, NULL) != 0)
+    return 1;
+  printf("loaded\n");
+  fflush(stdout);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   int nbusy = argc > 1 ? atoi(argv[1]) : 4;
   pthread_t t[nbusy + 3];
@@ -97,12 +160,28 @@ int main(int argc, char **argv) {
   /* Ready once every thread is where it works. */
   while (!atomic_load(&handler_started) || atomic_load(&created) == 0)
     usleep(1000);
+  double rate = ticks_per_us();
+  atomic_store(&longest_gap, 0);
   printf("ready\n");
   fflush(stdout);
   char line[64];
-  if (!fgets(line, sizeof line, stdin))
+  line[0] = 0;
+  while (fgets(line, sizeof line, stdin) && strcmp(line, "gap\n") == 0) {
+    printf("longest gap %.0f us\n", atomic_exchange(&longest_gap, 0) / rate);
+    fflush(stdout);
     line[0] = 0;
+  }
+  pthread_t plugin;
+  int with_plugin = argc > 2;
+  if (with_plugin) {
+    if (load_plugin(argv[2], &plugin) != 0)
+      return 1;
+    if (!fgets(line, sizeof line, stdin))
+      line[0] = 0;
+  }
   atomic_store(&stop, 1);
+  if (with_plugin)
+    pthread_join(plugin, NULL);
   if (write(pipefd[1], "hello", 5) != 5)
     return 1;
   long got = 0;

@@ -236,6 +236,18 @@ pub struct SpecSources<'a> {
 /// whether there is one (there is none when nothing was asked for).
 pub fn write_spec_file(dir: &std::path::Path, o: &SpecSources) -> anyhow::Result<bool> {
     use anyhow::Context;
+    let path = dir.join(ftail_abi::argspec::SPEC_FILE);
+    let Some(text) = spec_text(o)? else {
+        let _ = std::fs::remove_file(&path);
+        return Ok(false);
+    };
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
+}
+
+/// The spec file's text for `-A`, `-R` and `-a`; `None` when nothing was
+/// asked for.
+pub fn spec_text(o: &SpecSources) -> anyhow::Result<Option<String>> {
     // The rules from the debug info first: every rule that matches a
     // function adds to its spec in order, so what -A and -R say about
     // an argument or the return value takes the place of -a's.
@@ -262,15 +274,12 @@ pub fn write_spec_file(dir: &std::path::Path, o: &SpecSources) -> anyhow::Result
         let (glob, spec) = parse_retval(r).map_err(anyhow::Error::msg)?;
         lines.push(spec.to_line(&glob));
     }
-    let path = dir.join(ftail_abi::argspec::SPEC_FILE);
     if lines.is_empty() {
-        let _ = std::fs::remove_file(&path);
-        return Ok(false);
+        return Ok(None);
     }
     let mut text = lines.join("\n");
     text.push('\n');
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(true)
+    Ok(Some(text))
 }
 
 #[cfg(test)]

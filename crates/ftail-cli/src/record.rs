@@ -628,9 +628,10 @@ pub(crate) fn runtime_env(
 pub(crate) type RuntimeVar = (&'static str, Option<OsString>);
 
 /// For `ftail record -p`: the trace directory made ready (an existing
-/// trace moved to `DIR.old`, the budget file written) and the runtime's
-/// settings.
-pub(crate) fn prepare_trace(o: &RecordOptions) -> Result<(PathBuf, Vec<RuntimeVar>)> {
+/// trace moved to `DIR.old`, the budget file and the spec file of `-A`,
+/// `-R` and `-a` written, the debug info `-a` reads being `exe`'s) and
+/// the runtime's settings.
+pub(crate) fn prepare_trace(o: &RecordOptions, exe: &Path) -> Result<(PathBuf, Vec<RuntimeVar>)> {
     let created = crate::trace_dir::prepare(&o.dir)?;
     let ready = o
         .dir
@@ -641,14 +642,29 @@ pub(crate) fn prepare_trace(o: &RecordOptions) -> Result<(PathBuf, Vec<RuntimeVa
             let free = free_space(&dir)?;
             let max = o.max_size.bytes(free).max(MIN_MAX_SIZE);
             write_budget(&dir, max, free)?;
-            let env = runtime_env(o, &dir, dir_id, max, false);
+            let has_specs = crate::argspec::write_spec_file(&dir, &spec_sources(o, Some(exe)))?;
+            let env = runtime_env(o, &dir, dir_id, max, has_specs);
             Ok((dir, env.into_iter().collect()))
         });
     if ready.is_err() && created {
         let _ = std::fs::remove_file(o.dir.join(ftail_abi::trace::BUDGET_FILE));
+        let _ = std::fs::remove_file(o.dir.join(ftail_abi::argspec::SPEC_FILE));
         let _ = std::fs::remove_dir(&o.dir);
     }
     ready
+}
+
+/// Where the spec file's rules come from: `-A`, `-R`, and with `-a` the
+/// debug info of `exe`.
+pub(crate) fn spec_sources<'a>(
+    o: &'a RecordOptions,
+    exe: Option<&'a Path>,
+) -> crate::argspec::SpecSources<'a> {
+    crate::argspec::SpecSources {
+        args: &o.args,
+        retval: &o.retval,
+        auto_from: exe.filter(|_| o.auto_args),
+    }
 }
 
 /// Runs the program in this process (see `watch`), so its exit status is
@@ -685,12 +701,7 @@ pub fn run(o: RecordOptions) -> Result<i32> {
         } else {
             None
         };
-        let sources = crate::argspec::SpecSources {
-            args: &o.args,
-            retval: &o.retval,
-            auto_from: exe.as_deref(),
-        };
-        let has = crate::argspec::write_spec_file(&dir, &sources)?;
+        let has = crate::argspec::write_spec_file(&dir, &spec_sources(&o, exe.as_deref()))?;
         Ok((max, has))
     });
     let (max_bytes, has_specs) = match specs {

@@ -51,6 +51,16 @@ impl Running {
         self.child.id().to_string()
     }
 
+    /// Sends it `line`, then waits for it to answer `answer`.
+    fn ask(&mut self, line: &str, answer: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        let mut got = String::new();
+        self.out.read_line(&mut got).unwrap();
+        assert_eq!(got.trim_end(), answer);
+    }
+
     /// Tells it to finish; its remaining output and exit code.
     fn finish(mut self) -> (String, Option<i32>) {
         self.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
@@ -79,8 +89,9 @@ fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Every byte of the executable's code in the running process is the
-/// file's: every site is back to what the compiler wrote.
+/// Every byte of the code of `exe` (an executable or a library) in the
+/// running process is the file's: every site is back to what the
+/// compiler wrote.
 fn assert_code_unchanged(pid: &str, exe: &Path) {
     use std::os::unix::fs::FileExt;
     let file = std::fs::read(exe).unwrap();
@@ -477,4 +488,160 @@ fn an_idle_server_waiting_in_epoll_is_attached_without_noticing() {
     let (rest, code) = prog.finish();
     assert_eq!(rest, "served 2, interrupted 0\n");
     assert_eq!(code, Some(0));
+
+/// What the fixture's `work(x)` returns.
+fn work_of(mut x: i64) -> i64 {
+    for i in 0..100 {
+        x = (x + i) * 2654435761 % 1000003;
+    }
+    x
+}
+
+/// The `(argument, return value)` of every call of `work` replay shows
+/// with both.
+fn work_values(text: &str) -> Vec<(i64, i64)> {
+    text.lines()
+        .filter_map(|l| {
+            let call = l.split_once("| ")?.1.trim();
+            let rest = call.strip_prefix("work(")?;
+            let (arg, rest) = rest.split_once(')')?;
+            let ret = rest.strip_prefix(" = ")?.strip_suffix(';')?;
+            Some((arg.parse().ok()?, ret.parse().ok()?))
+        })
+        .collect()
+}
+
+fn values_are_recorded_when_attached(cc: &str) {
+    if !have(cc) {
+        return;
+    }
+    let dir = scratch();
+    let exe = build(dir.path(), cc);
+    let prog = Running::start(Command::new(&exe).arg("1"));
+    let pid = prog.pid();
+    let trace = dir.path().join("trace");
+    let specs = [
+        "-A",
+        "work@arg1/i64",
+        "-R",
+        "work@i64",
+        "-N",
+        "step",
+        "--no-libcall",
+    ];
+    let out = attach(&pid, &trace, &[&["--duration", "0.5"][..], &specs].concat());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_code_unchanged(&pid, &exe);
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_balanced(&t);
+    let text = ftail_trace::replay::render(&t);
+    let calls = work_values(&text);
+    assert!(
+        calls.len() >= 10,
+        "{} calls with values:\n{text}",
+        calls.len()
+    );
+    for (arg, ret) in &calls {
+        assert_eq!(*ret, work_of(*arg), "work({arg}) = {ret}");
+    }
+
+    // Attaching again with the same rules is fine; with others it is
+    // refused, saying why.
+    let out = attach(&pid, &trace, &[&["--duration", "0.2"][..], &specs].concat());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = attach(&pid, &trace, &["--duration", "0.2", "-A", "step@arg1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("can only repeat those"),
+        "{}",
+        stderr_of(&out)
+    );
+    let (_, code) = prog.finish();
+    assert_eq!(code, Some(3));
+}
+
+#[test]
+fn values_are_recorded_when_attached_gcc() {
+    values_are_recorded_when_attached("gcc");
+}
+
+#[test]
+fn values_are_recorded_when_attached_clang() {
+    values_are_recorded_when_attached("clang-19");
+}
+
+/// `ftail record -p` on `pid`, recording until it is ended; returns once
+/// it says it records.
+fn start_recording(
+    pid: &str,
+    trace: &Path,
+    extra: &[&str],
+) -> (Child, BufReader<std::process::ChildStderr>) {
+    let mut recording = Command::new(ftail())
+        .args(["record", "--no-sched", "-p", pid, "-d"])
+        .arg(trace)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(recording.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("ftail: recording process") {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("ftail ended before recording: {said}");
+        }
+        said.push_str(&line);
+    }
+    (recording, err)
+}
+
+/// Ends a recording started by [`start_recording`] as Ctrl-C would.
+fn stop_recording(mut recording: Child, mut err: BufReader<std::process::ChildStderr>) {
+    // SAFETY: a signal to the child just started (not yet waited for).
+    unsafe { libc::kill(recording.id() as i32, libc::SIGINT) };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut err, &mut said).unwrap();
+    assert!(recording.wait().unwrap().success(), "{said}");
+    assert!(said.contains("detached from process"), "{said}");
+}
+
+#[test]
+fn a_library_loaded_after_the_attach_is_traced() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc");
+    let lib = dir.path().join("libplugin.so");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(repo().join("tests/runtime/plugin.c")),
+    );
+    let mut prog = Running::start(Command::new(&exe).arg("1").arg(&lib));
+    let pid = prog.pid();
+    let trace = dir.path().join("trace");
+    let (recording, err) = start_recording(&pid, &trace, &["--no-libcall", "-N", "step"]);
+    prog.ask("load", "loaded");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop_recording(recording, err);
+    assert_code_unchanged(&pid, &exe);
+    assert_code_unchanged(&pid, &lib);
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_balanced(&t);
+    let text = ftail_trace::replay::render(&t);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| Some(l.split_once('|')?.1))
+        .collect();
+    let calls = lines
+        .iter()
+        .filter(|l| l.trim() == "plugin_entry() {")
+        .count();
+    assert!(calls > 10, "{calls} calls of plugin_entry:\n{text}");
+    assert!(
+        lines.iter().any(|l| l.trim() == "plugin_helper();"),
+        "{text}"
+    );
+    let (_, code) = prog.finish();
+    assert_eq!(code, Some(3));
 }

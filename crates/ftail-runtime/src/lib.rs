@@ -144,7 +144,7 @@ fn start(cfg: Config, how: Start) -> bool {
         entry_spec: tramp::ftail_entry_spec as *const () as u64,
     };
     let cfg = CONFIG.get().expect("set above");
-    record::args::init(&cfg.dir_c);
+    record::args::init(&cfg.dir_c, cfg.argspec);
     record::triggers::init(hz, ring);
     // Attached, every module is planned with tracing off (nothing to
     // write), then switched on live, as `ftail ctl on` does.
@@ -163,7 +163,7 @@ fn start(cfg: Config, how: Start) -> bool {
     let bases: Vec<u64> = modules.iter().map(|m| m.base).collect();
     let known = plan::libcall::Known::of(&modules);
     for m in &modules {
-        patched += selection::add_module(m, start_tsc, &known);
+        patched += selection::add_module(m, start_tsc, &known, false);
     }
     if how == Start::Attached && !cfg.off {
         control::attach::switch_on(&mut patched);
@@ -173,9 +173,14 @@ fn start(cfg: Config, how: Start) -> bool {
         start_tsc,
         patched,
         // The hook is written with a plain store, safe only before other
-        // threads run: libraries a running process loads after the attach
-        // are not traced.
-        dlopen_hooked: how == Start::Preloaded && dlhook::install(bases),
+        // threads run: in a running process, the agent polls instead.
+        dlopen_hooked: match how {
+            Start::Preloaded => dlhook::install(bases),
+            Start::Attached => {
+                dlhook::watch(bases);
+                false
+            }
+        },
     };
     metadata::write_info(files.info, &start);
     let _ = START.set(start);
@@ -198,7 +203,7 @@ fn start(cfg: Config, how: Start) -> bool {
         snapshot::install(cfg.snapshot_signal);
     }
     if cfg.ctl || cfg.off || how == Start::Attached {
-        agent::start();
+        agent::start(how == Start::Attached);
     }
     true
 }

@@ -49,9 +49,6 @@ enum End {
 /// process is interrupted or terminated, or the program ends, then
 /// detaches.
 pub fn record(pid: u32, duration: Option<Duration>, o: RecordOptions) -> Result<i32> {
-    if !o.args.is_empty() || !o.retval.is_empty() || o.auto_args {
-        bail!("-A, -R and -a are not available with -p: arguments are recorded only by a program started under `ftail record`");
-    }
     if o.snapshot_signal.is_some() {
         bail!("--snapshot-signal is not available with -p: it would change the handler of a signal of a running program; use `ftail ctl PID snapshot`");
     }
@@ -126,6 +123,7 @@ fn rejoin(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
             dir.display()
         );
     }
+    same_specs(t, o, &dir)?;
     mark_detached(&dir, pid, false);
     let mut lines = vec![
         format!("filter {}", crate::ctl::globs(&o.filter)),
@@ -134,6 +132,31 @@ fn rejoin(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
     lines.push("on".to_string());
     crate::ctl::send(pid, &lines)?;
     Ok(dir)
+}
+
+/// Refuses `-A`, `-R` and `-a` that differ from the rules the runtime
+/// already loaded in the process read from `dir` when it was loaded:
+/// each function's spec is planned into its code then, and stays.
+fn same_specs(t: &target::Target, o: &RecordOptions, dir: &Path) -> Result<()> {
+    let asked = crate::argspec::spec_text(&crate::record::spec_sources(o, Some(&t.exe)))?;
+    let Some(asked) = asked else {
+        return Ok(());
+    };
+    let path = dir.join(ftail_abi::argspec::SPEC_FILE);
+    let armed = std::fs::read_to_string(&path).unwrap_or_default();
+    if armed != asked {
+        bail!(
+            "process {} loaded ftail's runtime at an earlier attach, which armed the argument \
+             rules it had then ({}): -A, -R and -a can only repeat those",
+            t.pid,
+            if armed.is_empty() {
+                "none".to_string()
+            } else {
+                path.display().to_string()
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Loads the runtime into the process and waits until it traces.
@@ -147,7 +170,7 @@ fn first_attach(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
         );
     }
     let runtime = crate::record::find_runtime()?;
-    let (dir, env) = crate::record::prepare_trace(o)?;
+    let (dir, env) = crate::record::prepare_trace(o, &t.exe)?;
     let config = write_config(&env)?;
     let took = inject::load_runtime(t, &runtime, config.path())?;
     let ran = took

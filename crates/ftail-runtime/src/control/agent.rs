@@ -39,6 +39,12 @@ pub const IDLE: Duration = Duration::from_secs(10);
 pub const MAX_CLIENTS: usize = 16;
 /// The lowest descriptor number the agent moves its descriptors to.
 const HIGH_FD: i32 = 900;
+/// How often the agent of a process the runtime was loaded into looks
+/// for libraries loaded since (`dlhook::poll`) while tracing is on; while
+/// it is off, once a second and before every command.
+const MODULES_POLL_MS: i32 = 10;
+/// The agent's `poll` timeout otherwise.
+const IDLE_POLL_MS: i32 = 1000;
 
 /// A descriptor the agent made, with the identity that proves it is still
 /// the same open file.
@@ -202,8 +208,27 @@ fn answer(c: &Client, text: &str) -> bool {
     c.sock.still_ours() && crate::process::files::write_all(c.sock.fd, text.as_bytes())
 }
 
+/// Runs one command line; `watch_modules`: first catches up with the
+/// libraries loaded since the last look, and holds the loader's list of
+/// objects while the command writes sites.
+fn run_line(line: &str, watch_modules: bool) -> String {
+    let mut text = String::new();
+    let mut run = || {
+        text = match crate::control::selection::command(line) {
+            Ok(s) => format!("ok {s}\n"),
+            Err(e) => format!("error {e}\n"),
+        }
+    };
+    if watch_modules {
+        crate::control::dlhook::poll(&mut run);
+    } else {
+        run();
+    }
+    text
+}
+
 /// Reads what the client sent and answers every complete line.
-fn serve(c: &mut Client) -> Next {
+fn serve(c: &mut Client, watch_modules: bool) -> Next {
     if !c.sock.still_ours() {
         return Next::Drop;
     }
@@ -220,10 +245,7 @@ fn serve(c: &mut Client) -> Next {
     while let Some(end) = c.pending.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = c.pending.drain(..=end).collect();
         let line = String::from_utf8_lossy(&line[..end]).into_owned();
-        let text = match crate::control::selection::command(&line) {
-            Ok(s) => format!("ok {s}\n"),
-            Err(e) => format!("error {e}\n"),
-        };
+        let text = run_line(&line, watch_modules);
         if !answer(c, &text) {
             return Next::Drop;
         }
@@ -236,8 +258,10 @@ fn serve(c: &mut Client) -> Next {
     Next::Keep
 }
 
-/// The agent thread's body.
-pub fn run(name: &str) {
+/// The agent thread's body; `watch_modules`: it also looks for libraries
+/// loaded later (the runtime was loaded into a running process, with no
+/// hook in the loader).
+pub fn run(name: &str, watch_modules: bool) {
     // SAFETY: blocking every signal in this thread only, so the program's
     // signals keep going to its own threads.
     unsafe {
@@ -257,6 +281,13 @@ pub fn run(name: &str) {
     crate::process::status::agent(AGENT_LISTENING);
     let mut clients: Vec<Client> = Vec::new();
     loop {
+        let mut timeout = IDLE_POLL_MS;
+        if watch_modules {
+            crate::control::dlhook::poll(&mut || {});
+            if crate::control::selection::enabled() {
+                timeout = MODULES_POLL_MS;
+            }
+        }
         if !listener.still_ours() {
             // The program closed (and maybe reused) the number: listen
             // again on a socket of our own.
@@ -286,7 +317,7 @@ pub fn run(name: &str) {
             .collect();
         // SAFETY: polling our descriptors (checked just above), with a
         // timeout so that identities and idle clients are checked again.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n <= 0 {
             continue;
         }
@@ -294,7 +325,7 @@ pub fn run(name: &str) {
         for (c, p) in clients.into_iter().zip(&fds[1..]) {
             let mut c = c;
             let next = if p.revents != 0 {
-                serve(&mut c)
+                serve(&mut c, watch_modules)
             } else {
                 Next::Keep
             };
@@ -352,10 +383,10 @@ pub fn agent_name(pid: u32) -> String {
     format!("ftail-ctl-{pid}")
 }
 
-/// Starts the control agent thread .
-pub fn start() {
+/// Starts the control agent thread; `watch_modules`: see [`run`].
+pub fn start(watch_modules: bool) {
     let name = agent_name(std::process::id());
     let _ = std::thread::Builder::new()
         .name("ftail-ctl".into())
-        .spawn(move || run(&name));
+        .spawn(move || run(&name, watch_modules));
 }

@@ -81,9 +81,9 @@ pub fn init(selection: Selection, trampolines: Trampolines) {
 }
 
 /// Plans a module found at time `tsc` and writes its sites for the
-/// current selection (quiescent: nothing runs the module's code yet);
-/// logs it in `KEY.modules`.
-pub fn add_module(m: &Module, tsc: u64, known: &Known) -> Patched {
+/// current selection (quiescent: nothing runs the module's code yet,
+/// unless `live`); logs it in `KEY.modules`.
+pub fn add_module(m: &Module, tsc: u64, known: &Known, live: bool) -> Patched {
     CONTROL.with(|c| {
         let Some(c) = c.as_mut() else {
             return Patched::default();
@@ -95,7 +95,12 @@ pub fn add_module(m: &Module, tsc: u64, known: &Known) -> Patched {
                 .map(|s| (s.addr - u64::from(s.lead), s.resume))
                 .collect(),
         );
-        let mut done = apply(&plan, &c.selection, Writes::Quiescent);
+        let writes = if live {
+            Writes::Live
+        } else {
+            Writes::Quiescent
+        };
+        let mut done = apply(&plan, &c.selection, writes);
         let mut lines = String::new();
         if let Some(why) = m.damage.as_deref().or(plan.failure) {
             done.modules_skipped = 1;
@@ -195,6 +200,11 @@ fn apply(plan: &ModulePlan, selection: &Selection, writes_how: Writes) -> Patche
         poke::write_sites(&batch, writes_how == Writes::Live);
     }
     done
+}
+
+/// Whether tracing is on.
+pub fn enabled() -> bool {
+    CONTROL.with(|c| c.as_ref().is_some_and(|c| c.selection.enabled))
 }
 
 /// Runs one control command: `on`, `off`, `filter GLOB,...`,

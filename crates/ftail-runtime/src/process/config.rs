@@ -68,6 +68,9 @@ pub struct Config {
     /// are mapped with `MADV_HUGEPAGE`, so that a filesystem with large
     /// folios may map them 2 MiB at a time (`bench/keep-cost.sh`).
     pub hugepage: bool,
+    /// Whether the trace directory holds the rules of `-A`, `-R` and `-a`
+    /// (`FTAIL_ARGSPEC=1`).
+    pub argspec: bool,
 }
 
 /// Most events a thread's buffer may grow to (2^36: 0.5 to 1 TiB);
@@ -244,6 +247,7 @@ impl Config {
                 // SAFETY: geteuid has no preconditions.
                 .unwrap_or_else(|| unsafe { libc::geteuid() }),
             hugepage: var("FTAIL_HUGEPAGE").is_some_and(|v| v == "1"),
+            argspec: var("FTAIL_ARGSPEC").is_some_and(|v| v == "1"),
         })
     }
 }

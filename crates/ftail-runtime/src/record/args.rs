@@ -1,7 +1,8 @@
 //! Argument and return values (`ftail record -A/-R/-a`).
 //!
 //! `ftail record` writes the spec rules (`ftail_abi::argspec`) into the
-//! trace directory and sets `FTAIL_ARGSPEC=1`; [`init`] reads them once.
+//! trace directory and sets `FTAIL_ARGSPEC=1` (in the environment, or in
+//! the configuration file of an attach); [`init`] reads them once.
 //! When a module is planned (`plan`), each function whose name a rule
 //! matches gets a *spec stub* in the module's stub area: `call
 //! ftail_entry_spec; ret` followed by its [`FnSpec`], and its entry site
@@ -92,10 +93,10 @@ fn fast_offset(a: &ArgSpec) -> Option<u8> {
     }
 }
 
-/// Reads the rules, when `ftail record` asked for values: the spec file
-/// of the trace directory `dir`.
-pub fn init(dir: &std::ffi::CStr) {
-    if std::env::var_os("FTAIL_ARGSPEC").is_none_or(|v| v != "1") {
+/// Reads the rules, when `ftail record` asked for values (`asked`): the
+/// spec file of the trace directory `dir`.
+pub fn init(dir: &std::ffi::CStr, asked: bool) {
+    if !asked {
         return;
     }
     use std::os::unix::ffi::OsStrExt;
