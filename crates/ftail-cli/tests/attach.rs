@@ -488,6 +488,7 @@ fn an_idle_server_waiting_in_epoll_is_attached_without_noticing() {
     let (rest, code) = prog.finish();
     assert_eq!(rest, "served 2, interrupted 0\n");
     assert_eq!(code, Some(0));
+}
 
 /// What the fixture's `work(x)` returns.
 fn work_of(mut x: i64) -> i64 {
