@@ -541,3 +541,66 @@ fn a_static_program_records_nothing_and_says_why() {
         "{stderr}"
     );
 }
+
+/// The library functions `ftail info` lists for `dir/trace`: name →
+/// the module that defines it.
+fn info_library_functions(dir: &Path) -> Vec<(String, String)> {
+    let text = run_ok(
+        Command::new(ftail())
+            .arg("info")
+            .arg("-d")
+            .arg(dir.join("trace")),
+    );
+    text.lines()
+        .skip_while(|l| !l.starts_with("  library functions:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .filter_map(|l| l.trim().split_once("  "))
+        .map(|(name, module)| (name.to_string(), module.trim().to_string()))
+        .collect()
+}
+
+fn defined_in<'a>(functions: &'a [(String, String)], name: &str) -> &'a str {
+    functions
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, m)| m.as_str())
+        .unwrap_or_else(|| panic!("no {name} in {functions:?}"))
+}
+
+/// `ftail info` names the module that defines each library function,
+/// not the module that calls it: libc's functions, libstdc++'s, and a
+/// function linked into the program itself.
+#[test]
+fn info_names_the_module_that_defines_each_library_function() {
+    for cc in compilers() {
+        let dir = scratch();
+        let exe = build(dir.path(), cc, &["-O2"], &fixture("libcall.c"));
+        record(dir.path(), &exe, &["five"], &[]);
+        let functions = info_library_functions(dir.path());
+        for f in ["strlen", "malloc", "puts", "free", "qsort"] {
+            let m = defined_in(&functions, f);
+            assert!(m.ends_with("/libc.so.6"), "{cc} {f}: {m}");
+        }
+        // From libc_nonshared.a, linked into the program.
+        let m = defined_in(&functions, "atexit");
+        let exe = std::fs::canonicalize(&exe).unwrap();
+        assert_eq!(Path::new(m), exe, "{cc}");
+    }
+    for cxx in ["g++", "clang++-19"].into_iter().filter(|c| have(c)) {
+        let dir = scratch();
+        let exe = dir.path().join("throw");
+        run_ok(
+            ftail_cc(cxx)
+                .args(["-O2", "-o"])
+                .arg(&exe)
+                .arg(fixture("throw.cc")),
+        );
+        record(dir.path(), &exe, &[], &[]);
+        let functions = info_library_functions(dir.path());
+        let m = defined_in(&functions, "__cxa_throw");
+        assert!(m.ends_with("/libstdc++.so.6"), "{cxx}: {m}");
+        let m = defined_in(&functions, "printf");
+        assert!(m.ends_with("/libc.so.6"), "{cxx}: {m}");
+    }
+}
