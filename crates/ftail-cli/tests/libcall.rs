@@ -604,3 +604,90 @@ fn info_names_the_module_that_defines_each_library_function() {
         assert!(m.ends_with("/libc.so.6"), "{cxx}: {m}");
     }
 }
+
+/// How many times each function is entered in the trace at `tdir`.
+fn entry_counts(tdir: &Path) -> std::collections::HashMap<String, u64> {
+    use ftail_abi::trace::EventKind;
+    let t = ftail_trace::trace::open(tdir).unwrap();
+    let mut counts = std::collections::HashMap::new();
+    for p in &t.processes {
+        let syms = ftail_trace::trace::Symbols::load(p);
+        for th in &p.threads {
+            assert!(th.balance().is_balanced(), "tid {}", th.tid);
+            for e in th
+                .events
+                .iter()
+                .filter(|e| e.kind() == Some(EventKind::Entry))
+            {
+                *counts.entry(syms.name(e.addr(), e.tsc)).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// `ftail ctl` switches library functions by name in a running program,
+/// as it does the program's own: `-N printf` stops recording printf's
+/// calls until `-N ''`, and `-F` keeps only the library functions it
+/// names.
+#[test]
+fn ftail_ctl_filters_apply_to_library_functions() {
+    use std::io::{BufRead, BufReader, Write};
+    for cc in compilers() {
+        let dir = scratch();
+        let exe = build(
+            dir.path(),
+            cc,
+            &["-O2"],
+            &repo().join("tests/runtime/ctlwait.c"),
+        );
+        let tdir = dir.path().join("trace");
+        let mut child = Command::new(ftail())
+            .args(["record", "--no-sched", "--ctl", "-d"])
+            .arg(&tdir)
+            .arg("--")
+            .arg(&exe)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let pid = lines.next().unwrap().unwrap();
+        let ctl = |args: &[&str]| -> String {
+            // The agent starts with the program; retry until it listens.
+            for _ in 0..100 {
+                let out = run(Command::new(ftail()).arg("ctl").arg(&pid).args(args));
+                if out.status.success() {
+                    return String::from_utf8_lossy(&out.stdout).into_owned();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            panic!("ftail ctl {pid} {args:?} kept failing");
+        };
+        let mut round = |n: u32| {
+            writeln!(stdin, "{n}").unwrap();
+            assert_eq!(lines.next().unwrap().unwrap(), format!("done {n}"));
+        };
+        round(1); // everything
+        let state = ctl(&["-N", "printf"]);
+        assert!(state.contains("exclude=printf "), "{cc}: {state}");
+        round(2); // all but printf
+        let state = ctl(&["-N", ""]);
+        assert!(state.contains("exclude= "), "{cc}: {state}");
+        round(3); // everything again
+        let state = ctl(&["-F", "alpha", "-F", "fflush"]);
+        assert!(state.contains("filter=alpha,fflush "), "{cc}: {state}");
+        round(4); // alpha and fflush only
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "{cc}");
+        let counts = entry_counts(&tdir);
+        let count = |f: &str| counts.get(f).copied().unwrap_or(0);
+        // printf: the pid, rounds 1 and 3.
+        assert_eq!(count("printf"), 3, "{cc}: {counts:?}");
+        // fflush: the pid, and every round.
+        assert_eq!(count("fflush"), 5, "{cc}: {counts:?}");
+        assert_eq!(count("alpha"), 4, "{cc}: {counts:?}");
+        assert_eq!(count("beta"), 3, "{cc}: {counts:?}");
+    }
+}
