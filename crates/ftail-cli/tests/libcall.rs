@@ -691,3 +691,116 @@ fn ftail_ctl_filters_apply_to_library_functions() {
         assert_eq!(count("beta"), 3, "{cc}: {counts:?}");
     }
 }
+
+/// Runs `check` on `libcall.c` built by each compiler at -O0 and -O2.
+fn each_build(check: impl Fn(&str, &Path, &Path)) {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, &[opt], &fixture("libcall.c"));
+            check(&format!("{cc} {opt}"), dir.path(), &exe);
+        }
+    }
+}
+
+/// The lines between `open` and the line that closes it.
+fn inside<'a>(lines: &'a [String], open: &str, close: &str) -> &'a [String] {
+    let at = position(lines, open);
+    let end = at + position(&lines[at..], close);
+    &lines[at + 1..end]
+}
+
+/// bsearch's comparator nests under bsearch. (At -O2 glibc's header
+/// inlines bsearch into the program: the comparator is then called by
+/// main itself.)
+#[test]
+fn bsearch_callbacks_nest_under_bsearch() {
+    each_build(|what, dir, exe| {
+        record(dir, exe, &["bsearch"], &[]);
+        let lines = calls(dir, &[]);
+        let cmps = |ls: &[String], indent: &str| {
+            ls.iter()
+                .filter(|l| **l == format!("{indent}cmp();"))
+                .count()
+        };
+        if lines.iter().any(|l| l == "  bsearch() {") {
+            let under = inside(&lines, "  bsearch() {", "  } /* bsearch */");
+            assert_eq!(cmps(under, "    "), 3, "{what}:\n{}", lines.join("\n"));
+        } else {
+            assert!(what.ends_with("-O2"), "{what}:\n{}", lines.join("\n"));
+            assert_eq!(cmps(&lines, "  "), 3, "{what}:\n{}", lines.join("\n"));
+        }
+        position(&lines, "  printf();");
+    });
+}
+
+/// pthread_once runs its routine, nested under it, the first time only.
+#[test]
+fn pthread_once_nests_its_routine_the_first_time() {
+    each_build(|what, dir, exe| {
+        record(dir, exe, &["once"], &[]);
+        let lines = calls(dir, &[]);
+        assert_eq!(
+            lines,
+            [
+                "main() {",
+                "  pthread_once() {",
+                "    init_once();",
+                "  } /* pthread_once */",
+                "  pthread_once();",
+                "  printf();",
+                "} /* main */"
+            ],
+            "{what}"
+        );
+    });
+}
+
+/// A siglongjmp out of qsort's callback closes the callback, siglongjmp
+/// and qsort as unwound; sigsetjmp returns twice, recorded once.
+#[test]
+fn a_siglongjmp_out_of_a_callback_unwinds_the_library_call() {
+    each_build(|what, dir, exe| {
+        record(dir, exe, &["siglongjmp"], &[]);
+        let lines = calls(dir, &[]);
+        let set = lines
+            .iter()
+            .filter(|l| l.trim() == "__sigsetjmp();")
+            .count();
+        assert_eq!(set, 1, "{what}:\n{}", lines.join("\n"));
+        let under = inside(&lines, "  qsort() {", "  } /* qsort (unwound) */");
+        assert_eq!(
+            under.last().map(String::as_str),
+            Some("    } /* sigcmp (unwound) */"),
+            "{what}:\n{}",
+            lines.join("\n")
+        );
+        position(&lines, "      } /* siglongjmp (unwound) */");
+        let next = position(&lines, "  say() {");
+        assert!(
+            position(&lines, "  } /* qsort (unwound) */") < next,
+            "{what}"
+        );
+    });
+}
+
+/// A signal delivered inside a library call (raise) runs its handler,
+/// which calls the program back, nested under that call.
+#[test]
+fn a_signal_handler_nests_under_the_library_call_it_interrupts() {
+    each_build(|what, dir, exe| {
+        record(dir, exe, &["signal"], &[]);
+        let lines = calls(dir, &[]);
+        assert_eq!(
+            inside(&lines, "  raise() {", "  } /* raise */"),
+            [
+                "    on_signal() {",
+                "      handled();",
+                "    } /* on_signal */"
+            ],
+            "{what}:\n{}",
+            lines.join("\n")
+        );
+        position(&lines, "  sigaction();");
+    });
+}
