@@ -804,3 +804,70 @@ fn a_signal_handler_nests_under_the_library_call_it_interrupts() {
         position(&lines, "  sigaction();");
     });
 }
+
+fn count(lines: &[String], line: &str) -> usize {
+    lines.iter().filter(|l| l.trim() == line).count()
+}
+
+/// C++: the comparator std::sort calls and the function a std::function
+/// holds (both compiled into the program) are traced, operator new and
+/// delete, a std:: function compiled into libstdc++ and the `__cxa_*`
+/// functions are named, and an exception through a frame with a cleanup
+/// closes `_Unwind_Resume` as unwound, nested in that frame.
+#[test]
+fn cxx_library_calls_are_named_and_unwind() {
+    for cxx in ["g++", "clang++-19"].into_iter().filter(|c| have(c)) {
+        for opt in ["-O0", "-O2"] {
+            let what = format!("{cxx} {opt}");
+            let dir = scratch();
+            let exe = dir.path().join("cxx");
+            run_ok(
+                ftail_cc(cxx)
+                    .args([opt, "-o"])
+                    .arg(&exe)
+                    .arg(fixture("cxx.cc")),
+            );
+            record(dir.path(), &exe, &[], &[]);
+            let lines = calls(dir.path(), &[]);
+            let all = lines.join("\n");
+            assert_eq!(count(&lines, "less();"), 4, "{what}:\n{all}");
+            assert_eq!(count(&lines, "twice();"), 1, "{what}:\n{all}");
+            if opt == "-O0" {
+                // Not inlined: the comparator nests under std::sort.
+                let sort = lines
+                    .iter()
+                    .position(|l| l.starts_with("  std::sort<"))
+                    .unwrap_or_else(|| panic!("{what}:\n{all}"));
+                let end = sort + position(&lines[sort..], "  } /* std::sort<__gnu_cxx::__normal_iterator<int*, std::vector<int, std::allocator<int> > >, bool (*)(int, int)> */");
+                let inner = lines[sort..end].iter().filter(|l| l.trim() == "less();");
+                assert_eq!(inner.count(), 4, "{what}:\n{all}");
+            }
+            assert!(count(&lines, "operator new();") >= 1, "{what}:\n{all}");
+            assert!(count(&lines, "operator delete();") >= 1, "{what}:\n{all}");
+            assert_eq!(
+                count(&lines, "std::chrono::_V2::steady_clock::now();"),
+                1,
+                "{what}:\n{all}"
+            );
+            for (line, n) in [
+                ("__cxa_allocate_exception();", 1),
+                ("} /* __cxa_throw (unwound) */", 1),
+                ("__cxa_begin_catch();", 1),
+                ("__cxa_end_catch();", 1),
+                ("} /* catcher */", 2),
+            ] {
+                assert_eq!(count(&lines, line), n, "{what} {line}:\n{all}");
+            }
+            // The cleanup runs in with_cleanup's frame, then goes on.
+            let thrown = position(&lines, "      } /* thrower (unwound) */");
+            let resume = position(&lines, "      _Unwind_Resume() {");
+            let left = position(&lines, "    } /* with_cleanup (unwound) */");
+            assert!(thrown < resume && resume < left, "{what}:\n{all}");
+            assert_eq!(
+                lines[resume + 1],
+                "      } /* _Unwind_Resume (unwound) */",
+                "{what}:\n{all}"
+            );
+        }
+    }
+}
