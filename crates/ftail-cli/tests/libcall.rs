@@ -871,3 +871,33 @@ fn cxx_library_calls_are_named_and_unwind() {
         }
     }
 }
+
+/// `-static-libstdc++ -static-libgcc`: libstdc++'s functions and the
+/// unwinder are the program's own code, without tables. Their calls are
+/// library calls of the program itself, and an exception thrown through
+/// their thunks is unwound by the program's own unwinder, which must
+/// know the thunks too: the program runs as it does untraced.
+#[test]
+fn static_libstdcxx_and_libgcc_builds_throw_as_untraced() {
+    for cxx in ["g++", "clang++-19"].into_iter().filter(|c| have(c)) {
+        let dir = scratch();
+        let exe = dir.path().join("cxx");
+        run_ok(
+            ftail_cc(cxx)
+                .args(["-O2", "-static-libstdc++", "-static-libgcc", "-o"])
+                .arg(&exe)
+                .arg(fixture("cxx.cc")),
+        );
+        record(dir.path(), &exe, &[], &[]);
+        let lines = calls(dir.path(), &[]);
+        let all = lines.join("\n");
+        assert_eq!(count(&lines, "less();"), 4, "{cxx}:\n{all}");
+        assert_eq!(
+            count(&lines, "} /* __cxa_throw (unwound) */"),
+            1,
+            "{cxx}:\n{all}"
+        );
+        assert_eq!(count(&lines, "__cxa_begin_catch();"), 1, "{cxx}:\n{all}");
+        assert_eq!(count(&lines, "} /* catcher */"), 2, "{cxx}:\n{all}");
+    }
+}

@@ -491,7 +491,11 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     };
     plan.area = Some(Area {
         at: (area, area_len),
-        unwind: crate::code::unwind::register_thunks(&layouts, stubs_range),
+        unwind: crate::code::unwind::register_thunks(
+            &layouts,
+            stubs_range,
+            local.address("__register_frame_info"),
+        ),
     });
     if !plan.libcalls.is_empty() {
         // The library thunks' entry sites are switched like the module's.
