@@ -901,3 +901,62 @@ fn static_libstdcxx_and_libgcc_builds_throw_as_untraced() {
         assert_eq!(count(&lines, "} /* catcher */"), 2, "{cxx}:\n{all}");
     }
 }
+
+/// A `-fPIC` shared library built with ftail calls out to libc, linked
+/// into the program or loaded with dlopen: its library calls are
+/// recorded and named, and its call to a function of another module
+/// with tables is recorded once, by that function.
+#[test]
+fn shared_and_dlopened_libraries_record_their_library_calls() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let what = format!("{cc} {opt}");
+            let dir = scratch();
+            for lib in ["liblen.so", "libplug.so"] {
+                run_ok(
+                    ftail_cc(cc)
+                        .args([opt, "-fPIC", "-shared", "-o"])
+                        .arg(dir.path().join(lib))
+                        .arg(fixture("plugin.c")),
+                );
+            }
+            let exe = dir.path().join("main");
+            run_ok(
+                ftail_cc(cc)
+                    .args([opt, "-o"])
+                    .arg(&exe)
+                    .arg(fixture("plugin_main.c"))
+                    .arg("-L")
+                    .arg(dir.path())
+                    .arg(format!("-Wl,-rpath,{}", dir.path().display()))
+                    .args(["-llen", "-ldl"]),
+            );
+            let plug = dir.path().join("libplug.so");
+            record(dir.path(), &exe, &[plug.to_str().unwrap()], &[]);
+            assert_eq!(
+                calls(dir.path(), &[]),
+                [
+                    "main() {",
+                    "  lib_len() {",
+                    "    strlen();",
+                    "  } /* lib_len */",
+                    "  plug_run() {",
+                    "    lib_len() {",
+                    "      strlen();",
+                    "    } /* lib_len */",
+                    "    printf();",
+                    "  } /* plug_run */",
+                    "  dlclose();",
+                    "  printf();",
+                    "} /* main */"
+                ],
+                "{what}"
+            );
+            let functions = info_library_functions(dir.path());
+            for f in ["strlen", "printf", "dlclose"] {
+                let m = defined_in(&functions, f);
+                assert!(m.ends_with("/libc.so.6"), "{what} {f}: {m}");
+            }
+        }
+    }
+}
