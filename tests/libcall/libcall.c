@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 static jmp_buf env;
+static sigjmp_buf sigenv;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int jump_at = -1, compared;
 
 __attribute__((noinline)) char *copy(const char *s) {
@@ -25,6 +28,18 @@ __attribute__((noinline)) int cmp(const void *a, const void *b) {
     longjmp(env, 1);
   return *(const int *)a - *(const int *)b;
 }
+
+__attribute__((noinline)) int sigcmp(const void *a, const void *b) {
+  if (++compared == jump_at)
+    siglongjmp(sigenv, 1);
+  return *(const int *)a - *(const int *)b;
+}
+
+__attribute__((noinline)) void init_once(void) { compared = 100; }
+
+__attribute__((noinline)) int handled(int sig) { return sig + compared; }
+
+__attribute__((noinline)) void on_signal(int sig) { compared = handled(sig); }
 
 __attribute__((noinline)) void sort(int *v, int n) {
   qsort(v, n, sizeof *v, cmp);
@@ -65,6 +80,34 @@ int main(int argc, char **argv) {
     if (setjmp(env) == 0)
       qsort(v, 4, sizeof *v, cmp);
     say("jumped");
+  } else if (strcmp(how, "bsearch") == 0) {
+    int key = 1; /* three comparisons */
+    int *at = bsearch(&key, (int[]){1, 2, 3, 4}, 4, sizeof key, cmp);
+    printf("%d\n", at ? *at : -1);
+  } else if (strcmp(how, "once") == 0) {
+    pthread_once(&once, init_once);
+    pthread_once(&once, init_once);
+    printf("%d\n", compared);
+  } else if (strcmp(how, "siglongjmp") == 0) {
+    jump_at = 2;
+    if (sigsetjmp(sigenv, 1) == 0)
+      qsort(v, 4, sizeof *v, sigcmp);
+    say("jumped");
+  } else if (strcmp(how, "signal") == 0) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGUSR1, &sa, NULL);
+    raise(SIGUSR1);
+    printf("%d\n", compared);
+  } else if (strcmp(how, "vfork") == 0) {
+    fflush(stdout);
+    pid_t pid = vfork();
+    if (pid == 0)
+      _exit(3);
+    int status;
+    waitpid(pid, &status, 0);
+    say(WEXITSTATUS(status) == 3 ? "child ok" : "child failed");
   } else if (strcmp(how, "tail") == 0) {
     say("tail");
   } else if (strcmp(how, "exit") == 0) {

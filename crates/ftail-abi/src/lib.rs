@@ -329,7 +329,10 @@ mod tests {
 ///   it is unmapped, so that an address is resolved against the module
 ///   mapped at the time of its event (a library loaded later at the same
 ///   address is another module); `skip BASE REASON PATH` for a module
-///   left untraced as a whole;
+///   left untraced as a whole; `libcall TSC BASE ENTRY NAME MODULE` for
+///   each library function the module at BASE calls, its events at ENTRY
+///   (MODULE, the escaped path of the object that defines it or `-`, is
+///   missing from older traces);
 /// * `KEY.status`: a [`ProcessStatus`], counters the process updates while
 ///   it runs (threads not recorded and why, disk full, modules skipped);
 /// * `KEY-TID.events` per thread (`KEY-TID~N.events` when a thread id

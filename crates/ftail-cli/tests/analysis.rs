@@ -303,6 +303,8 @@ fn info_says_what_the_trace_is() {
             r"(?m)^# scheduler events.*$",
             "# scheduler events: <how many, or why none>",
         ),
+        // Where the system keeps libc.
+        (r"/\S*/libc\.so\.6", "<libdir>/libc.so.6"),
         // Time records come whenever a time offset would not fit: how many depends on timing.
         (
             r"events, [0-9.]+ [KMG]?i?B of them: [0-9.]+ bytes each",

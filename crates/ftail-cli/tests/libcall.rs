@@ -541,3 +541,422 @@ fn a_static_program_records_nothing_and_says_why() {
         "{stderr}"
     );
 }
+
+/// The library functions `ftail info` lists for `dir/trace`: name →
+/// the module that defines it.
+fn info_library_functions(dir: &Path) -> Vec<(String, String)> {
+    let text = run_ok(
+        Command::new(ftail())
+            .arg("info")
+            .arg("-d")
+            .arg(dir.join("trace")),
+    );
+    text.lines()
+        .skip_while(|l| !l.starts_with("  library functions:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .filter_map(|l| l.trim().split_once("  "))
+        .map(|(name, module)| (name.to_string(), module.trim().to_string()))
+        .collect()
+}
+
+fn defined_in<'a>(functions: &'a [(String, String)], name: &str) -> &'a str {
+    functions
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, m)| m.as_str())
+        .unwrap_or_else(|| panic!("no {name} in {functions:?}"))
+}
+
+/// `ftail info` names the module that defines each library function,
+/// not the module that calls it: libc's functions, libstdc++'s, and a
+/// function linked into the program itself.
+#[test]
+fn info_names_the_module_that_defines_each_library_function() {
+    for cc in compilers() {
+        let dir = scratch();
+        let exe = build(dir.path(), cc, &["-O2"], &fixture("libcall.c"));
+        record(dir.path(), &exe, &["five"], &[]);
+        let functions = info_library_functions(dir.path());
+        for f in ["strlen", "malloc", "puts", "free", "qsort"] {
+            let m = defined_in(&functions, f);
+            assert!(m.ends_with("/libc.so.6"), "{cc} {f}: {m}");
+        }
+        // From libc_nonshared.a, linked into the program.
+        let m = defined_in(&functions, "atexit");
+        let exe = std::fs::canonicalize(&exe).unwrap();
+        assert_eq!(Path::new(m), exe, "{cc}");
+    }
+    for cxx in ["g++", "clang++-19"].into_iter().filter(|c| have(c)) {
+        let dir = scratch();
+        let exe = dir.path().join("throw");
+        run_ok(
+            ftail_cc(cxx)
+                .args(["-O2", "-o"])
+                .arg(&exe)
+                .arg(fixture("throw.cc")),
+        );
+        record(dir.path(), &exe, &[], &[]);
+        let functions = info_library_functions(dir.path());
+        let m = defined_in(&functions, "__cxa_throw");
+        assert!(m.ends_with("/libstdc++.so.6"), "{cxx}: {m}");
+        let m = defined_in(&functions, "printf");
+        assert!(m.ends_with("/libc.so.6"), "{cxx}: {m}");
+    }
+}
+
+/// How many times each function is entered in the trace at `tdir`.
+fn entry_counts(tdir: &Path) -> std::collections::HashMap<String, u64> {
+    use ftail_abi::trace::EventKind;
+    let t = ftail_trace::trace::open(tdir).unwrap();
+    let mut counts = std::collections::HashMap::new();
+    for p in &t.processes {
+        let syms = ftail_trace::trace::Symbols::load(p);
+        for th in &p.threads {
+            assert!(th.balance().is_balanced(), "tid {}", th.tid);
+            for e in th
+                .events
+                .iter()
+                .filter(|e| e.kind() == Some(EventKind::Entry))
+            {
+                *counts.entry(syms.name(e.addr(), e.tsc)).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// `ftail ctl` switches library functions by name in a running program,
+/// as it does the program's own: `-N printf` stops recording printf's
+/// calls until `-N ''`, and `-F` keeps only the library functions it
+/// names.
+#[test]
+fn ftail_ctl_filters_apply_to_library_functions() {
+    use std::io::{BufRead, BufReader, Write};
+    for cc in compilers() {
+        let dir = scratch();
+        let exe = build(
+            dir.path(),
+            cc,
+            &["-O2"],
+            &repo().join("tests/runtime/ctlwait.c"),
+        );
+        let tdir = dir.path().join("trace");
+        let mut child = Command::new(ftail())
+            .args(["record", "--no-sched", "--ctl", "-d"])
+            .arg(&tdir)
+            .arg("--")
+            .arg(&exe)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let pid = lines.next().unwrap().unwrap();
+        let ctl = |args: &[&str]| -> String {
+            // The agent starts with the program; retry until it listens.
+            for _ in 0..100 {
+                let out = run(Command::new(ftail()).arg("ctl").arg(&pid).args(args));
+                if out.status.success() {
+                    return String::from_utf8_lossy(&out.stdout).into_owned();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            panic!("ftail ctl {pid} {args:?} kept failing");
+        };
+        let mut round = |n: u32| {
+            writeln!(stdin, "{n}").unwrap();
+            assert_eq!(lines.next().unwrap().unwrap(), format!("done {n}"));
+        };
+        round(1); // everything
+        let state = ctl(&["-N", "printf"]);
+        assert!(state.contains("exclude=printf "), "{cc}: {state}");
+        round(2); // all but printf
+        let state = ctl(&["-N", ""]);
+        assert!(state.contains("exclude= "), "{cc}: {state}");
+        round(3); // everything again
+        let state = ctl(&["-F", "alpha", "-F", "fflush"]);
+        assert!(state.contains("filter=alpha,fflush "), "{cc}: {state}");
+        round(4); // alpha and fflush only
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "{cc}");
+        let counts = entry_counts(&tdir);
+        let count = |f: &str| counts.get(f).copied().unwrap_or(0);
+        // printf: the pid, rounds 1 and 3.
+        assert_eq!(count("printf"), 3, "{cc}: {counts:?}");
+        // fflush: the pid, and every round.
+        assert_eq!(count("fflush"), 5, "{cc}: {counts:?}");
+        assert_eq!(count("alpha"), 4, "{cc}: {counts:?}");
+        assert_eq!(count("beta"), 3, "{cc}: {counts:?}");
+    }
+}
+
+/// Runs `check` on `libcall.c` built by each compiler at -O0 and -O2.
+fn each_build(check: impl Fn(&str, &Path, &Path)) {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, &[opt], &fixture("libcall.c"));
+            check(&format!("{cc} {opt}"), dir.path(), &exe);
+        }
+    }
+}
+
+/// The lines between `open` and the line that closes it.
+fn inside<'a>(lines: &'a [String], open: &str, close: &str) -> &'a [String] {
+    let at = position(lines, open);
+    let end = at + position(&lines[at..], close);
+    &lines[at + 1..end]
+}
+
+/// bsearch's comparator nests under bsearch. (At -O2 glibc's header
+/// inlines bsearch into the program: the comparator is then called by
+/// main itself.)
+#[test]
+fn bsearch_callbacks_nest_under_bsearch() {
+    each_build(|what, dir, exe| {
+        record(dir, exe, &["bsearch"], &[]);
+        let lines = calls(dir, &[]);
+        let cmps = |ls: &[String], indent: &str| {
+            ls.iter()
+                .filter(|l| **l == format!("{indent}cmp();"))
+                .count()
+        };
+        if lines.iter().any(|l| l == "  bsearch() {") {
+            let under = inside(&lines, "  bsearch() {", "  } /* bsearch */");
+            assert_eq!(cmps(under, "    "), 3, "{what}:\n{}", lines.join("\n"));
+        } else {
+            assert!(what.ends_with("-O2"), "{what}:\n{}", lines.join("\n"));
+            assert_eq!(cmps(&lines, "  "), 3, "{what}:\n{}", lines.join("\n"));
+        }
+        position(&lines, "  printf();");
+    });
+}
+
+/// pthread_once runs its routine, nested under it, the first time only.
+#[test]
+fn pthread_once_nests_its_routine_the_first_time() {
+    each_build(|what, dir, exe| {
+        record(dir, exe, &["once"], &[]);
+        let lines = calls(dir, &[]);
+        assert_eq!(
+            lines,
+            [
+                "main() {",
+                "  pthread_once() {",
+                "    init_once();",
+                "  } /* pthread_once */",
+                "  pthread_once();",
+                "  printf();",
+                "} /* main */"
+            ],
+            "{what}"
+        );
+    });
+}
+
+/// A siglongjmp out of qsort's callback closes the callback, siglongjmp
+/// and qsort as unwound; sigsetjmp returns twice, recorded once.
+#[test]
+fn a_siglongjmp_out_of_a_callback_unwinds_the_library_call() {
+    each_build(|what, dir, exe| {
+        record(dir, exe, &["siglongjmp"], &[]);
+        let lines = calls(dir, &[]);
+        let set = lines
+            .iter()
+            .filter(|l| l.trim() == "__sigsetjmp();")
+            .count();
+        assert_eq!(set, 1, "{what}:\n{}", lines.join("\n"));
+        let under = inside(&lines, "  qsort() {", "  } /* qsort (unwound) */");
+        assert_eq!(
+            under.last().map(String::as_str),
+            Some("    } /* sigcmp (unwound) */"),
+            "{what}:\n{}",
+            lines.join("\n")
+        );
+        position(&lines, "      } /* siglongjmp (unwound) */");
+        let next = position(&lines, "  say() {");
+        assert!(
+            position(&lines, "  } /* qsort (unwound) */") < next,
+            "{what}"
+        );
+    });
+}
+
+/// A signal delivered inside a library call (raise) runs its handler,
+/// which calls the program back, nested under that call.
+#[test]
+fn a_signal_handler_nests_under_the_library_call_it_interrupts() {
+    each_build(|what, dir, exe| {
+        record(dir, exe, &["signal"], &[]);
+        let lines = calls(dir, &[]);
+        assert_eq!(
+            inside(&lines, "  raise() {", "  } /* raise */"),
+            [
+                "    on_signal() {",
+                "      handled();",
+                "    } /* on_signal */"
+            ],
+            "{what}:\n{}",
+            lines.join("\n")
+        );
+        position(&lines, "  sigaction();");
+    });
+}
+
+fn count(lines: &[String], line: &str) -> usize {
+    lines.iter().filter(|l| l.trim() == line).count()
+}
+
+/// C++: the comparator std::sort calls and the function a std::function
+/// holds (both compiled into the program) are traced, operator new and
+/// delete, a std:: function compiled into libstdc++ and the `__cxa_*`
+/// functions are named, and an exception through a frame with a cleanup
+/// closes `_Unwind_Resume` as unwound, nested in that frame.
+#[test]
+fn cxx_library_calls_are_named_and_unwind() {
+    for cxx in ["g++", "clang++-19"].into_iter().filter(|c| have(c)) {
+        for opt in ["-O0", "-O2"] {
+            let what = format!("{cxx} {opt}");
+            let dir = scratch();
+            let exe = dir.path().join("cxx");
+            run_ok(
+                ftail_cc(cxx)
+                    .args([opt, "-o"])
+                    .arg(&exe)
+                    .arg(fixture("cxx.cc")),
+            );
+            record(dir.path(), &exe, &[], &[]);
+            let lines = calls(dir.path(), &[]);
+            let all = lines.join("\n");
+            assert_eq!(count(&lines, "less();"), 4, "{what}:\n{all}");
+            assert_eq!(count(&lines, "twice();"), 1, "{what}:\n{all}");
+            if opt == "-O0" {
+                // Not inlined: the comparator nests under std::sort.
+                let sort = lines
+                    .iter()
+                    .position(|l| l.starts_with("  std::sort<"))
+                    .unwrap_or_else(|| panic!("{what}:\n{all}"));
+                let end = sort + position(&lines[sort..], "  } /* std::sort<__gnu_cxx::__normal_iterator<int*, std::vector<int, std::allocator<int> > >, bool (*)(int, int)> */");
+                let inner = lines[sort..end].iter().filter(|l| l.trim() == "less();");
+                assert_eq!(inner.count(), 4, "{what}:\n{all}");
+            }
+            assert!(count(&lines, "operator new();") >= 1, "{what}:\n{all}");
+            assert!(count(&lines, "operator delete();") >= 1, "{what}:\n{all}");
+            assert_eq!(
+                count(&lines, "std::chrono::_V2::steady_clock::now();"),
+                1,
+                "{what}:\n{all}"
+            );
+            for (line, n) in [
+                ("__cxa_allocate_exception();", 1),
+                ("} /* __cxa_throw (unwound) */", 1),
+                ("__cxa_begin_catch();", 1),
+                ("__cxa_end_catch();", 1),
+                ("} /* catcher */", 2),
+            ] {
+                assert_eq!(count(&lines, line), n, "{what} {line}:\n{all}");
+            }
+            // The cleanup runs in with_cleanup's frame, then goes on.
+            let thrown = position(&lines, "      } /* thrower (unwound) */");
+            let resume = position(&lines, "      _Unwind_Resume() {");
+            let left = position(&lines, "    } /* with_cleanup (unwound) */");
+            assert!(thrown < resume && resume < left, "{what}:\n{all}");
+            assert_eq!(
+                lines[resume + 1],
+                "      } /* _Unwind_Resume (unwound) */",
+                "{what}:\n{all}"
+            );
+        }
+    }
+}
+
+/// `-static-libstdc++ -static-libgcc`: libstdc++'s functions and the
+/// unwinder are the program's own code, without tables. Their calls are
+/// library calls of the program itself, and an exception thrown through
+/// their thunks is unwound by the program's own unwinder, which must
+/// know the thunks too: the program runs as it does untraced.
+#[test]
+fn static_libstdcxx_and_libgcc_builds_throw_as_untraced() {
+    for cxx in ["g++", "clang++-19"].into_iter().filter(|c| have(c)) {
+        let dir = scratch();
+        let exe = dir.path().join("cxx");
+        run_ok(
+            ftail_cc(cxx)
+                .args(["-O2", "-static-libstdc++", "-static-libgcc", "-o"])
+                .arg(&exe)
+                .arg(fixture("cxx.cc")),
+        );
+        record(dir.path(), &exe, &[], &[]);
+        let lines = calls(dir.path(), &[]);
+        let all = lines.join("\n");
+        assert_eq!(count(&lines, "less();"), 4, "{cxx}:\n{all}");
+        assert_eq!(
+            count(&lines, "} /* __cxa_throw (unwound) */"),
+            1,
+            "{cxx}:\n{all}"
+        );
+        assert_eq!(count(&lines, "__cxa_begin_catch();"), 1, "{cxx}:\n{all}");
+        assert_eq!(count(&lines, "} /* catcher */"), 2, "{cxx}:\n{all}");
+    }
+}
+
+/// A `-fPIC` shared library built with ftail calls out to libc, linked
+/// into the program or loaded with dlopen: its library calls are
+/// recorded and named, and its call to a function of another module
+/// with tables is recorded once, by that function.
+#[test]
+fn shared_and_dlopened_libraries_record_their_library_calls() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let what = format!("{cc} {opt}");
+            let dir = scratch();
+            for lib in ["liblen.so", "libplug.so"] {
+                run_ok(
+                    ftail_cc(cc)
+                        .args([opt, "-fPIC", "-shared", "-o"])
+                        .arg(dir.path().join(lib))
+                        .arg(fixture("plugin.c")),
+                );
+            }
+            let exe = dir.path().join("main");
+            run_ok(
+                ftail_cc(cc)
+                    .args([opt, "-o"])
+                    .arg(&exe)
+                    .arg(fixture("plugin_main.c"))
+                    .arg("-L")
+                    .arg(dir.path())
+                    .arg(format!("-Wl,-rpath,{}", dir.path().display()))
+                    .args(["-llen", "-ldl"]),
+            );
+            let plug = dir.path().join("libplug.so");
+            record(dir.path(), &exe, &[plug.to_str().unwrap()], &[]);
+            assert_eq!(
+                calls(dir.path(), &[]),
+                [
+                    "main() {",
+                    "  lib_len() {",
+                    "    strlen();",
+                    "  } /* lib_len */",
+                    "  plug_run() {",
+                    "    lib_len() {",
+                    "      strlen();",
+                    "    } /* lib_len */",
+                    "    printf();",
+                    "  } /* plug_run */",
+                    "  dlclose();",
+                    "  printf();",
+                    "} /* main */"
+                ],
+                "{what}"
+            );
+            let functions = info_library_functions(dir.path());
+            for f in ["strlen", "printf", "dlclose"] {
+                let m = defined_in(&functions, f);
+                assert!(m.ends_with("/libc.so.6"), "{what} {f}: {m}");
+            }
+        }
+    }
+}

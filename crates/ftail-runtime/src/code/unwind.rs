@@ -36,6 +36,8 @@ extern "C" {
 pub struct Registration {
     block: *mut [u8],
     object: *mut [u8],
+    /// The bookkeeping of the module's own unwinder, if it has one.
+    own_object: Option<*mut [u8]>,
     jit: crate::code::gdbjit::Entry,
 }
 
@@ -63,8 +65,16 @@ const RSP: u8 = 7;
 const RA: u8 = 16;
 
 /// Registers the unwind info of a module's thunks and site stubs
-/// (`stubs`: their address range; nothing when there are neither).
-pub fn register_thunks(thunks: &[ThunkLayout], stubs: (u64, u64)) -> Option<Registration> {
+/// (`stubs`: their address range; nothing when there are neither), with
+/// the shared libgcc and, for a module linked with an unwinder of its
+/// own (`-static-libgcc`), with that one too at `own_register` (its
+/// `__register_frame_info`): its exceptions are unwound by that copy,
+/// which knows nothing of what the shared one was given.
+pub fn register_thunks(
+    thunks: &[ThunkLayout],
+    stubs: (u64, u64),
+    own_register: Option<u64>,
+) -> Option<Registration> {
     if thunks.is_empty() && stubs.1 == 0 {
         return None;
     }
@@ -75,6 +85,19 @@ pub fn register_thunks(thunks: &[ThunkLayout], stubs: (u64, u64)) -> Option<Regi
     // terminator) and `object` zeroed room for libgcc's bookkeeping; both
     // stay allocated until `deregister`.
     unsafe { __register_frame_info(block.cast::<u8>(), object.cast::<u8>()) };
+    let own_object = own_register.map(|at| {
+        let own = Box::into_raw(vec![0u8; LIBGCC_OBJECT].into_boxed_slice());
+        // SAFETY: `at` is where the module's `.symtab` (its build id
+        // checked) says its `__register_frame_info` starts, the same
+        // libgcc function as above; `own` is zeroed room for its
+        // bookkeeping, and both it and `block` stay allocated while the
+        // module is loaded (its unwinder goes with it).
+        unsafe {
+            let register: unsafe extern "C" fn(*const u8, *mut u8) = std::mem::transmute(at);
+            register(block.cast::<u8>(), own.cast::<u8>());
+        }
+        own
+    });
     // SAFETY: `block` is live (see above).
     let eh: &[u8] = unsafe { &*block };
     let ranges = || {
@@ -93,7 +116,12 @@ pub fn register_thunks(thunks: &[ThunkLayout], stubs: (u64, u64)) -> Option<Regi
         })
         .collect();
     let jit = crate::code::gdbjit::register((start, end - start), &named, eh);
-    Some(Registration { block, object, jit })
+    Some(Registration {
+        block,
+        object,
+        own_object,
+        jit,
+    })
 }
 
 /// Takes a module's thunks' unwind information back from libgcc and gdb
@@ -107,6 +135,10 @@ pub fn deregister(r: Registration) {
         __deregister_frame_info(r.block.cast::<u8>());
         drop(Box::from_raw(r.block));
         drop(Box::from_raw(r.object));
+        // The module's own unwinder, if it had one, is unmapped with it.
+        if let Some(own) = r.own_object {
+            drop(Box::from_raw(own));
+        }
     }
 }
 

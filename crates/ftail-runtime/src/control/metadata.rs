@@ -145,16 +145,25 @@ pub fn load_line(m: &Module, tsc: u64, p: &Patched) -> String {
     )
 }
 
-/// The `libcall` lines of the library functions the module at `base`
-/// calls: the entry address its thunk's events record, and the name.
-pub fn libcall_lines(tsc: u64, base: u64, libs: &[crate::plan::LibCall]) -> String {
+/// The `libcall` lines of the library functions module `m` calls: the
+/// entry address its thunk's events record, the name, and the module
+/// that defines it (`-`: none found).
+pub fn libcall_lines(tsc: u64, m: &Module, libs: &[crate::plan::LibCall]) -> String {
+    let own = || module_path(m);
     libs.iter()
         .filter(|l| l.entry != 0)
         .map(|l| {
+            let module = match l.module.as_deref() {
+                None => own(),
+                Some("") => "-".to_string(),
+                Some(path) => path.to_string(),
+            };
             format!(
-                "libcall {tsc} {base:#x} {:#x} {}\n",
+                "libcall {tsc} {:#x} {:#x} {} {}\n",
+                m.base,
                 l.entry,
-                escape_value(&l.name)
+                escape_value(&l.name),
+                escape_value(&module)
             )
         })
         .collect()

@@ -107,7 +107,7 @@ pub fn add_module(m: &Module, tsc: u64, known: &Known, live: bool) -> Patched {
             lines.push_str(&metadata::skip_line(m, why));
         }
         let mut load_line = metadata::load_line(m, tsc, &done);
-        load_line.push_str(&metadata::libcall_lines(tsc, m.base, &plan.libcalls));
+        load_line.push_str(&metadata::libcall_lines(tsc, m, &plan.libcalls));
         lines.push_str(&load_line);
         metadata::append_modules(&lines);
         c.modules.push(Planned {

@@ -54,6 +54,20 @@ impl LocalFunctions {
             .filter(|n| !n.is_empty())
     }
 
+    /// Where the function named `name` starts, if the module has one.
+    pub fn address(&self, name: &str) -> Option<u64> {
+        let named = |off: u32| {
+            let tail = self.names.get(off as usize..)?;
+            tail.strip_prefix(name.as_bytes())?
+                .first()
+                .filter(|&&b| b == 0)
+        };
+        self.funcs
+            .iter()
+            .find(|f| named(f.2).is_some())
+            .map(|f| f.0)
+    }
+
     /// Whether any symbol at `addr` has one of the names given to
     /// [`local_functions`] as `never`.
     pub fn is_never(&self, addr: u64) -> bool {

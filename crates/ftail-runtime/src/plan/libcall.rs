@@ -63,6 +63,7 @@ use ftail_abi::SiteKind;
 use crate::code::jumps::plt_slot;
 use crate::code::stubs::{call_or_jmp, fits_rel32, rel32, NEAR};
 use crate::code::unwind::ThunkLayout;
+use crate::found::exports::Exports;
 use crate::found::modules::{func_name, rel, Module, Site};
 use crate::found::symtab::LocalFunctions;
 
@@ -135,13 +136,19 @@ pub struct Known {
     text: Vec<(u64, u64)>,
     /// Where every function with an entry site starts, sorted.
     starts: Vec<u64>,
+    /// Every loaded object's dynamic symbols, to name the module that
+    /// defines a library function.
+    exports: Exports,
 }
 
 impl Known {
     /// The functions and code of `modules` (every loaded module with
     /// tables).
     pub fn of(modules: &[Module]) -> Known {
-        let mut k = Known::default();
+        let mut k = Known {
+            exports: Exports::loaded(),
+            ..Known::default()
+        };
         for m in modules {
             for &f in &m.funcs {
                 // SAFETY: records come from this loaded module's notes.
@@ -156,6 +163,11 @@ impl Known {
         }
         k.starts.sort_unstable();
         k
+    }
+
+    /// The path of the loaded object that defines `name`, if one does.
+    pub fn definer(&self, name: &str) -> Option<&str> {
+        self.exports.definer(name)
     }
 
     /// Whether a function with an entry site starts at `addr`.

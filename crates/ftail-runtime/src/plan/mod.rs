@@ -117,6 +117,9 @@ pub struct LibCall {
     pub name: String,
     /// The entry address its events record (the thunk's entry site + 5).
     pub entry: u64,
+    /// The module that defines it: `None` for a function of the calling
+    /// module itself, `Some("")` when no loaded object defines it.
+    pub module: Option<String>,
 }
 
 /// Everything needed to switch a module's functions on and off: built
@@ -243,9 +246,14 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     let mut lib_slots: Vec<Callee> = Vec::new();
     let mut lib_of = |slot: Callee, name: &str, plan: &mut ModulePlan| -> usize {
         *libs.entry(slot).or_insert_with(|| {
+            let module = match slot {
+                Callee::Slot(_) => Some(known.definer(name).unwrap_or("").to_string()),
+                Callee::Local(_) => None,
+            };
             plan.libcalls.push(LibCall {
                 name: name.to_string(),
                 entry: 0,
+                module,
             });
             lib_slots.push(slot);
             lib_slots.len() - 1
@@ -483,7 +491,11 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     };
     plan.area = Some(Area {
         at: (area, area_len),
-        unwind: crate::code::unwind::register_thunks(&layouts, stubs_range),
+        unwind: crate::code::unwind::register_thunks(
+            &layouts,
+            stubs_range,
+            local.address("__register_frame_info"),
+        ),
     });
     if !plan.libcalls.is_empty() {
         // The library thunks' entry sites are switched like the module's.

@@ -94,6 +94,9 @@ pub struct Module {
     /// The library functions its call sites call (`libcall` lines): the
     /// entry address their events record, and the symbol.
     pub libcalls: Vec<(u64, String)>,
+    /// The object that defines each library function it calls, by the
+    /// function's entry address (absent from older traces).
+    pub libcall_modules: BTreeMap<u64, PathBuf>,
 }
 
 impl Module {
@@ -275,6 +278,7 @@ fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
                     unloaded: None,
                     sites: (sites.parse().unwrap_or(0), left.parse().unwrap_or(0)),
                     libcalls: Vec::new(),
+                    libcall_modules: BTreeMap::new(),
                 });
             }
             Some("unload") => {
@@ -297,12 +301,18 @@ fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
                 else {
                     continue;
                 };
+                // The path is the rest of the line: it may hold spaces.
+                let definer = f.collect::<Vec<_>>().join(" ");
                 if let Some(m) = modules
                     .iter_mut()
                     .rev()
                     .find(|m| m.base == base && m.unloaded.is_none())
                 {
                     m.libcalls.push((entry, unescape_value(name)));
+                    if !definer.is_empty() && definer != "-" {
+                        let path = PathBuf::from(unescape_value(&definer));
+                        m.libcall_modules.insert(entry, path);
+                    }
                 }
             }
             Some("skip") => {

@@ -267,6 +267,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
                 }
             );
         }
+        library_functions(&mut out, &image.modules);
     }
     let notes = crate::views::losses::notes(trace_view);
     if !notes.is_empty() {
@@ -276,6 +277,32 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
         }
     }
     out
+}
+
+/// The library functions the image's modules call, each with the module
+/// that defines it, by name.
+fn library_functions(out: &mut String, modules: &[crate::reader::dir::Module]) {
+    let mut functions = std::collections::BTreeSet::new();
+    for m in modules {
+        for (entry, name) in &m.libcalls {
+            let definer = m.libcall_modules.get(entry).map_or_else(
+                || Cow::Borrowed("(module not recorded)"),
+                |p| printable(&p.to_string_lossy()).into_owned().into(),
+            );
+            functions.insert((
+                printable(&crate::trace::demangle(name)).into_owned(),
+                definer,
+            ));
+        }
+    }
+    if functions.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  library functions: {}", functions.len());
+    let width = functions.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for (name, definer) in functions {
+        let _ = writeln!(out, "    {name:<width$}  {definer}");
+    }
 }
 
 /// What the trace holds of its threads' times off the CPU, and why not
