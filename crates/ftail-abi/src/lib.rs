@@ -660,8 +660,12 @@ pub mod trace {
         pub const DRAINED_SUFFIX: &str = ".drained";
         /// The first bytes of a drained file.
         pub const DRAINED_MAGIC: [u8; 8] = *b"FTAILDR1";
-        /// The first word of each frame of a drained file.
+        /// The first word of each frame of a drained file whose chunk is
+        /// one zstd frame.
         pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"FTCK");
+        /// The first word of a frame that holds its chunk as it is (the
+        /// drainer was behind: storing is faster than compressing).
+        pub const FRAME_STORED: u32 = u32::from_le_bytes(*b"FTCS");
         /// Bytes of a frame's head: magic, bytes of the chunk, its
         /// number, bytes of its zstd frame, the CRC-32 of those bytes.
         pub const FRAME_HEAD: usize = 24;

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ftail_abi::trace::drain::{
-    chunk_at, Control, CHUNK, CONTROL_AT, DRAINED_MAGIC, FRAME_HEAD, FRAME_MAGIC, NO_SPILL, RING_AT,
+    chunk_at, Control, CHUNK, CONTROL_AT, DRAINED_MAGIC, FRAME_HEAD, FRAME_MAGIC, FRAME_STORED,
+    NO_SPILL, RING_AT,
 };
 use ftail_abi::trace::{EventFileHeader, EVENTS_MAGIC, EVENTS_SUFFIX};
 
@@ -230,9 +231,13 @@ impl Ring {
         let written = self.word(|c| &c.written).load(Ordering::Acquire);
         let spill = self.word(|c| &c.spill_from).load(Ordering::Acquire);
         let ready = written.saturating_sub(1).min(spill);
+        let slots = self.drain / CHUNK;
         let mut any = false;
         while self.next < ready {
-            if self.drain_chunk(compressor, true).is_err() {
+            // Behind by more than half the ring: the chunk is stored as it
+            // is, before the thread has to wait for its slot.
+            let behind = (ready - self.next) * 2 > slots;
+            if self.drain_chunk(compressor, true, behind).is_err() {
                 return any;
             }
             any = true;
@@ -246,6 +251,7 @@ impl Ring {
         &mut self,
         compressor: &mut zstd::bulk::Compressor<'static>,
         free: bool,
+        store: bool,
     ) -> std::io::Result<bool> {
         let spill = self.word(|c| &c.spill_from).load(Ordering::Acquire);
         let at = chunk_at(self.next, self.drain, spill);
@@ -256,9 +262,13 @@ impl Ring {
         if last && !free {
             return Ok(false);
         }
-        let packed = compressor.compress(&data)?;
+        let (magic, packed) = if store {
+            (FRAME_STORED, data.clone())
+        } else {
+            (FRAME_MAGIC, compressor.compress(&data)?)
+        };
         let mut frame = Vec::with_capacity(FRAME_HEAD + packed.len());
-        frame.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
+        frame.extend_from_slice(&magic.to_le_bytes());
         frame.extend_from_slice(&(data.len() as u32).to_le_bytes());
         frame.extend_from_slice(&self.next.to_le_bytes());
         frame.extend_from_slice(&(packed.len() as u32).to_le_bytes());
@@ -294,7 +304,7 @@ impl Ring {
         while self.next < ring_end {
             // The chunk being written may be empty: nothing to keep.
             let last = self.next + 1 == ring_end && spill == NO_SPILL;
-            match self.drain_chunk(compressor, !last) {
+            match self.drain_chunk(compressor, !last, false) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(_) => return,
@@ -302,7 +312,7 @@ impl Ring {
         }
         if spill != NO_SPILL {
             loop {
-                match self.drain_chunk(compressor, false) {
+                match self.drain_chunk(compressor, false, false) {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(_) => return,

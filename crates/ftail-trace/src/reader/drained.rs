@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use ftail_abi::trace::drain::{
     chunk_at, Control, CHUNK, CONTROL_AT, DRAINED_MAGIC, DRAINED_SUFFIX, FRAME_HEAD, FRAME_MAGIC,
-    NO_SPILL,
+    FRAME_STORED, NO_SPILL,
 };
 
 /// Bytes of a drained file's header: the magic, then 8 bytes of zero.
@@ -59,7 +59,8 @@ pub fn read_frame(file: &File, path: &Path, at: u64) -> std::io::Result<Option<(
     let u32_at = |o: usize| u32::from_le_bytes(head[o..o + 4].try_into().unwrap_or_default());
     let chunk = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
     let (raw, packed, crc) = (u32_at(4), u32_at(16), u32_at(20));
-    if u32_at(0) != FRAME_MAGIC {
+    let stored = u32_at(0) == FRAME_STORED;
+    if u32_at(0) != FRAME_MAGIC && !stored {
         return Err(damaged("no frame starts there".into()));
     }
     if u64::from(raw) > CHUNK || u64::from(packed) > MAX_FRAME {
@@ -74,8 +75,12 @@ pub fn read_frame(file: &File, path: &Path, at: u64) -> std::io::Result<Option<(
     if crc32fast::hash(&body) != crc {
         return Err(damaged(format!("chunk {chunk} fails its checksum")));
     }
-    let data = zstd::bulk::decompress(&body, raw as usize)
-        .map_err(|e| damaged(format!("chunk {chunk} does not decompress: {e}")))?;
+    let data = if stored {
+        body
+    } else {
+        zstd::bulk::decompress(&body, raw as usize)
+            .map_err(|e| damaged(format!("chunk {chunk} does not decompress: {e}")))?
+    };
     if data.len() != raw as usize {
         return Err(damaged(format!(
             "chunk {chunk} decompresses to {} bytes, not {raw}",
@@ -312,4 +317,62 @@ pub fn stream_bytes(path: &Path, events: &File, ring: u64) -> std::io::Result<u6
         control.spill_from.saturating_sub(chunks) * CHUNK + spilled.saturating_sub(spilled_drained)
     };
     Ok(total + left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(magic: u32, chunk: u64, data: &[u8]) -> Vec<u8> {
+        let body = if magic == FRAME_STORED {
+            data.to_vec()
+        } else {
+            zstd::bulk::compress(data, 1).unwrap()
+        };
+        let mut f = Vec::new();
+        f.extend_from_slice(&magic.to_le_bytes());
+        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        f.extend_from_slice(&chunk.to_le_bytes());
+        f.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        f.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        f.extend_from_slice(&body);
+        f
+    }
+
+    #[test]
+    fn stored_and_compressed_frames_read_alike_and_a_cut_one_is_not_there_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.drained");
+        let data: Vec<u8> = (0..5000u32).flat_map(|i| (i % 7).to_le_bytes()).collect();
+        let mut bytes = frame(FRAME_MAGIC, 0, &data);
+        let second = bytes.len() as u64;
+        bytes.extend(frame(FRAME_STORED, 1, &data));
+        let whole = bytes.len();
+        bytes.extend(&frame(FRAME_MAGIC, 2, &data)[..30]);
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let (a, next) = read_frame(&file, &path, 0).unwrap().unwrap();
+        assert_eq!((a.chunk, next, &a.data), (0, second, &data));
+        let (b, next) = read_frame(&file, &path, second).unwrap().unwrap();
+        assert_eq!((b.chunk, next as usize, &b.data), (1, whole, &data));
+        assert!(read_frame(&file, &path, next).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_frame_that_fails_its_checksum_is_damage_named_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.drained");
+        let mut bytes = frame(FRAME_STORED, 0, &[1, 2, 3, 4]);
+        bytes[FRAME_HEAD + 1] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let e = read_frame(&file, &path, 0).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: the frame at byte 0 is damaged: chunk 0 fails its checksum",
+                path.display()
+            )
+        );
+    }
 }
