@@ -165,6 +165,15 @@ fn a_drained_trace_reads_as_the_default_one() {
         bytes * 2 < events as u64 * 3,
         "{bytes} bytes for {events} events"
     );
+    let info = run_ok(
+        Command::new(ftail())
+            .args(["info", "--events", "-d"])
+            .arg(&tdir),
+    );
+    assert!(
+        info.contains(&format!(" on disk for {events} events of drained rings: ")),
+        "{info}"
+    );
 }
 
 /// The replay of a trace without its times: the same for any two
