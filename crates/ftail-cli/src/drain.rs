@@ -148,7 +148,17 @@ impl Ring {
     fn open(path: &Path) -> Option<Ring> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;
-        let events = OpenOptions::new().read(true).write(true).open(path).ok()?;
+        // The program may name files in the trace directory: a link is
+        // never followed, and only a regular file is drained (and cut).
+        let events = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .ok()?;
+        if !events.metadata().ok()?.is_file() {
+            return None;
+        }
         let mut head = [0u8; std::mem::size_of::<EventFileHeader>()];
         events.read_exact_at(&mut head, 0).ok()?;
         let u64_at = |o: usize| u64::from_le_bytes(head[o..o + 8].try_into().unwrap_or_default());

@@ -366,3 +366,63 @@ fn forks_and_execs_are_drained_too() {
         "{text}"
     );
 }
+
+/// The drainer opens what the trace directory lists, where the program
+/// may put names: a link named like an event file is never followed (the
+/// drainer would cut the file it points to).
+#[test]
+fn the_drainer_follows_no_link() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    // A drained ring's event file whose writer is gone, not finished.
+    let first = dir.path().join("first");
+    record_trace(&first, &exe, &["0", "1000"], &["--no-libcall", "--drain"]);
+    wait_drained(&first);
+    let ring = std::fs::read_dir(&first)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "events"))
+        .unwrap();
+    let mut bytes = std::fs::read(ring).unwrap();
+    let finished = ftail_abi::trace::drain::CONTROL_AT as usize + 40;
+    bytes[finished..finished + 8].fill(0);
+    bytes.resize(4096 + (128 << 10), 7);
+    let target = dir.path().join("target.events");
+    std::fs::write(&target, &bytes).unwrap();
+
+    let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
+    let tdir = dir.path().join("trace");
+    let child = Command::new(ftail())
+        .args(["record", "--no-sched", "--no-libcall", "--drain", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .args(["0", "1000"])
+        .arg(&ready)
+        .arg(&go)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::os::unix::fs::symlink(&target, tdir.join("999999-1.events")).unwrap();
+    std::fs::write(&go, "").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    // The drainer ends once it has drained the program's rings.
+    let start = Instant::now();
+    while watcher_of(&tdir, 0).is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the drainer never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        std::fs::read(&target).unwrap() == bytes,
+        "the link was followed"
+    );
+    assert!(!tdir.join("999999-1.drained").exists());
+}
