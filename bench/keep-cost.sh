@@ -13,7 +13,10 @@
 #   keeping every event with FTAIL_HUGEPAGE=1 (MADV_HUGEPAGE on the event
 #   mapping: larger page-cache folios, fewer faults) and, when
 #   KEEP_COST_HUGE_DIR names a directory on a tmpfs mounted huge=always
-#   (`mount -t tmpfs -o huge=always,size=2G none DIR`, as root), there.
+#   (`mount -t tmpfs -o huge=always,size=2G none DIR`, as root), there;
+#   keeping every event in a drained ring (`--drain`, 8M and 1M per
+#   thread), compressed by `ftail record` beside the program.
+# KEEP_COST_VARIANTS="plain floor ring keep drain" runs only those.
 # Also the minor page faults and system time of each run (/usr/bin/time,
 # the whole `ftail record` included) and, with perf, where the traced
 # thread's time goes when everything is kept.
@@ -46,9 +49,10 @@ with() {
   return $rc
 }
 names=(plain floor ring keep keep-tmpfs keep+idle keep+pop keep+fallocate keep+pop+fallocate keep-tmpfs+pop
-  keep+hugepage)
+  keep+hugepage drain drain-1M)
 huge=${KEEP_COST_HUGE_DIR:-}
 [ -n "$huge" ] && names+=(keep-huge-tmpfs)
+[ -n "${KEEP_COST_VARIANTS:-}" ] && read -ra names <<<"$KEEP_COST_VARIANTS"
 T=(/usr/bin/time -o tm.txt -f "%R %S")
 run() {
   case $1 in
@@ -63,6 +67,8 @@ run() {
     keep+pop+fallocate) with trace both "${T[@]}" "$ftail" record -d trace --tail mark -- ./hotloop "$n" ;;
     keep-tmpfs+pop) with "$shm/trace" pop "${T[@]}" "$ftail" record -d "$shm/trace" --tail mark -- ./hotloop "$n" ;;
     keep+hugepage) FTAIL_HUGEPAGE=1 "${T[@]}" "$ftail" record -d trace --tail mark -- ./hotloop "$n" ;;
+    drain) "${T[@]}" "$ftail" record -d trace --drain --tail mark -- ./hotloop "$n" ;;
+    drain-1M) "${T[@]}" "$ftail" record -d trace --drain=1M --tail mark -- ./hotloop "$n" ;;
     keep-huge-tmpfs) "${T[@]}" "$ftail" record -d "$huge/trace" --tail mark -- ./hotloop "$n" ;;
   esac
 }

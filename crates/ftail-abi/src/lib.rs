@@ -633,8 +633,81 @@ pub mod trace {
         /// the process before the file was created (0: unknown): the
         /// start of the frames that began before tracing.
         pub traced_since: u64,
+        /// Bytes of the file's drained ring (`ftail record --drain`; 0:
+        /// none): see [`drain`].
+        pub drain: u64,
         /// Zero.
-        pub reserved: [u64; 2],
+        pub reserved: [u64; 1],
+    }
+
+    /// A drained ring (`ftail record --drain`): the thread writes compact
+    /// records into a ring of [`drain::CHUNK`]-byte chunks in its event
+    /// file, after the header's page; `ftail record` compresses each
+    /// chunk the thread has left into `KEY-TID.drained` (a file of
+    /// frames, each one chunk) and only then lets the thread write over
+    /// it. Chunk `k` lies in ring slot `k % (drain / CHUNK)`, or, from
+    /// [`drain::Control::spill_from`] on, where the thread went on
+    /// writing when the drainer was behind or gone: the file grows after
+    /// the ring as a file that keeps every event does. The stream of a
+    /// thread is the chunks in order; each ends with padding, except the
+    /// last, whose unwritten rest is zero.
+    pub mod drain {
+        /// Bytes of a chunk.
+        pub const CHUNK: u64 = 64 << 10;
+        /// Where the ring starts in the event file: the header's page
+        /// holds the header and then [`Control`].
+        pub const RING_AT: u64 = 4096;
+        /// Where [`Control`] lies in the event file.
+        pub const CONTROL_AT: u64 = 512;
+        /// The drained file of `KEY-TID.events` is `KEY-TID.drained`.
+        pub const DRAINED_SUFFIX: &str = ".drained";
+        /// The first bytes of a drained file.
+        pub const DRAINED_MAGIC: [u8; 8] = *b"FTAILDR1";
+        /// The first word of each frame of a drained file whose chunk is
+        /// one zstd frame.
+        pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"FTCK");
+        /// The first word of a frame that holds its chunk as it is (the
+        /// drainer was behind: storing is faster than compressing).
+        pub const FRAME_STORED: u32 = u32::from_le_bytes(*b"FTCS");
+        /// Bytes of a frame's head: magic, bytes of the chunk, its
+        /// number, bytes of its zstd frame, the CRC-32 of those bytes.
+        pub const FRAME_HEAD: usize = 24;
+        /// No spill: [`Control::spill_from`].
+        pub const NO_SPILL: u64 = u64::MAX;
+
+        /// The words the thread and the drainer share, in the header's
+        /// page. Each is written by one side only.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Control {
+            /// Chunks the thread has finished (by the thread).
+            pub written: u64,
+            /// Chunks in the drained file (by the drainer, after writing
+            /// them there).
+            pub drained: u64,
+            /// Chunks whose ring slots the thread may write again (by
+            /// the drainer, after zeroing them).
+            pub freed: u64,
+            /// The first chunk written after the ring instead of in it
+            /// ([`NO_SPILL`]: none), by the thread.
+            pub spill_from: u64,
+            /// `CLOCK_MONOTONIC` nanoseconds of the drainer's last look
+            /// (0: no drainer yet), by the drainer.
+            pub heartbeat: u64,
+            /// Nonzero once every chunk is in the drained file, by the
+            /// drainer; the file is then cut to the header's page.
+            pub finished: u64,
+        }
+
+        /// Where chunk `k` lies in the event file of a drained ring of
+        /// `ring` bytes.
+        pub fn chunk_at(k: u64, ring: u64, spill_from: u64) -> u64 {
+            if k < spill_from {
+                RING_AT + (k % (ring / CHUNK)) * CHUNK
+            } else {
+                RING_AT + ring + (k - spill_from) * CHUNK
+            }
+        }
     }
 
     /// The size of an event file's header before

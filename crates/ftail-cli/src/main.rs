@@ -15,6 +15,7 @@ mod cargo;
 mod cc;
 mod cc_lto;
 mod ctl;
+mod drain;
 mod export;
 mod out;
 mod peer;

@@ -32,6 +32,8 @@ pub struct RecordOptions {
     pub max_size: MaxSize,
     /// Bytes of each thread's ring (flight recorder), if asked for.
     pub ring: Option<u64>,
+    /// Bytes of each thread's drained ring, if asked for.
+    pub drain: Option<u64>,
     /// The signal that takes a snapshot of the rings, if any.
     pub snapshot_signal: Option<i32>,
     /// Start with tracing off.
@@ -86,6 +88,14 @@ pub struct RecordArgs {
     /// thread (64K to 64G), in a ring that is the thread's event file
     #[arg(long, value_name = "SIZE", value_parser = parse_ring)]
     pub ring: Option<u64>,
+    /// Keep every event in a fixed ring of SIZE bytes per thread (128K
+    /// to 1G, default 8M) that `ftail record` drains: it compresses what
+    /// the thread wrote into KEY-TID.drained and frees the ring for it
+    /// again, so the thread never faults in a fresh page (a thread whose
+    /// drainer is behind or gone goes on in its growing event file)
+    #[arg(long, value_name = "SIZE", num_args = 0..=1, default_missing_value = "8M",
+          require_equals = true, value_parser = parse_drain, conflicts_with = "ring")]
+    pub drain: Option<u64>,
     /// Copy the rings into DIR/snapshot-N when the program receives
     /// SIGNAL (a name like USR2 or a number); see also `ftail ctl PID
     /// snapshot`
@@ -217,6 +227,7 @@ impl RecordArgs {
             buffer_events: self.buffer_events,
             max_size: self.max_size,
             ring: self.ring,
+            drain: self.drain,
             snapshot_signal: self.snapshot_signal,
             off: self.off,
             ctl: self.ctl,
@@ -249,6 +260,9 @@ impl RecordArgs {
         a.extend(["--max-size".into(), self.max_size.to_string().into()]);
         if let Some(n) = self.ring {
             a.extend(["--ring".into(), n.to_string().into()]);
+        }
+        if let Some(n) = self.drain {
+            a.push(format!("--drain={n}").into());
         }
         if let Some(n) = self.snapshot_signal {
             a.extend(["--snapshot-signal".into(), n.to_string().into()]);
@@ -425,9 +439,29 @@ pub fn parse_max_size(text: &str) -> Result<MaxSize, String> {
         .ok_or_else(bad)
 }
 
+/// Parses `--drain`: a size as for `--ring`, 128K to 1G, in whole 64K
+/// chunks.
+pub fn parse_drain(text: &str) -> Result<u64, String> {
+    let bad = || "must be a size from 128K to 1G in steps of 64K (e.g. 8M)".to_string();
+    let n = parse_size(text).ok_or_else(bad)?;
+    let chunk = ftail_abi::trace::drain::CHUNK;
+    if (2 * chunk..=1 << 30).contains(&n) && n.is_multiple_of(chunk) {
+        Ok(n)
+    } else {
+        Err(bad())
+    }
+}
+
 /// Parses `--ring`: a size as for `--max-size`, 64K to 64G.
 pub fn parse_ring(text: &str) -> Result<u64, String> {
     let bad = || "must be a size from 64K to 64G (e.g. 1M, 256K)".to_string();
+    parse_size(text)
+        .filter(|n| (64 << 10..=64 << 30).contains(n))
+        .ok_or_else(bad)
+}
+
+/// A size in bytes: digits and an optional K, M or G (KiB, MB ...).
+fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim_end_matches("iB").trim_end_matches('B');
     let (digits, shift) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -435,7 +469,7 @@ pub fn parse_ring(text: &str) -> Result<u64, String> {
                 'K' => 10,
                 'M' => 20,
                 'G' => 30,
-                _ => return Err(bad()),
+                _ => return None,
             };
             (&t[..i], shift)
         }
@@ -445,8 +479,6 @@ pub fn parse_ring(text: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(1 << shift))
-        .filter(|n| (64 << 10..=64 << 30).contains(n))
-        .ok_or_else(bad)
 }
 
 /// Parses `--snapshot-signal`: `USR2`, `SIGUSR2` or a number; not the
@@ -571,7 +603,7 @@ pub(crate) fn runtime_env(
     dir_id: (u64, u64),
     max_bytes: u64,
     has_specs: bool,
-) -> [(&'static str, Option<OsString>); 18] {
+) -> [(&'static str, Option<OsString>); 19] {
     let flag = |on: bool| Some(OsString::from(if on { "1" } else { "0" }));
     [
         ("FTAIL_DIR", Some(dir.into())),
@@ -594,6 +626,7 @@ pub(crate) fn runtime_env(
         // uses this only where that file cannot be read.
         ("FTAIL_MAX_SIZE", Some(max_bytes.to_string().into())),
         ("FTAIL_RING", o.ring.map(|n| n.to_string().into())),
+        ("FTAIL_DRAIN", o.drain.map(|n| n.to_string().into())),
         (
             "FTAIL_SNAPSHOT_SIGNAL",
             o.snapshot_signal.map(|n| n.to_string().into()),
@@ -632,6 +665,9 @@ pub(crate) type RuntimeVar = (&'static str, Option<OsString>);
 /// `-R` and `-a` written, the debug info `-a` reads being `exe`'s) and
 /// the runtime's settings.
 pub(crate) fn prepare_trace(o: &RecordOptions, exe: &Path) -> Result<(PathBuf, Vec<RuntimeVar>)> {
+    if o.drain.is_some() {
+        bail!("--drain needs a program that ftail record starts, whose end its drainer sees");
+    }
     let created = crate::trace_dir::prepare(&o.dir)?;
     let ready = o
         .dir
@@ -736,6 +772,7 @@ pub fn run(o: RecordOptions) -> Result<i32> {
     let hooks = crate::watch::Hooks {
         summary: &|| summary(&shown(), &program_path),
         ended: &|status| note_exit(&shown(), pid, status),
+        drain: o.drain.is_some().then_some(dir.as_path()),
     };
     let sched = o.sched.then(|| open_sched(&dir, pid)).flatten();
     let err = crate::watch::exec(&mut cmd, &hooks, sched);

@@ -57,6 +57,9 @@ pub struct Hooks<'a> {
     pub summary: &'a dyn Fn() -> Vec<String>,
     /// Told the program's wait status, where it could be learnt.
     pub ended: &'a dyn Fn(i32),
+    /// The trace directory whose drained rings the watcher drains
+    /// (`--drain`), until the program and its children are gone.
+    pub drain: Option<&'a std::path::Path>,
 }
 
 /// The variable that tells the runtime where the watcher listens.
@@ -190,6 +193,9 @@ fn watcher(program: Program, outcome: OwnedFd, mask: &libc::sigset_t, run: &Hook
         }
     };
     if !exec_failed {
+        let drainer = run
+            .drain
+            .map(|dir| crate::drain::Drainer::start(dir.to_path_buf()));
         let mut sched = sched.and_then(|(events, file)| events.record(file).ok());
         let print = || {
             for line in (run.summary)() {
@@ -217,6 +223,9 @@ fn watcher(program: Program, outcome: OwnedFd, mask: &libc::sigset_t, run: &Hook
                 (run.ended)(status);
             }
             print();
+        }
+        if let Some(d) = drainer {
+            d.finish();
         }
     }
     // SAFETY: _exit ends the process without running anything inherited.

@@ -71,6 +71,9 @@ pub struct Config {
     /// Whether the trace directory holds the rules of `-A`, `-R` and `-a`
     /// (`FTAIL_ARGSPEC=1`).
     pub argspec: bool,
+    /// Bytes of each thread's drained ring (`--drain`; 0: none): a
+    /// whole number of chunks, at least two.
+    pub drain: u64,
 }
 
 /// Most events a thread's buffer may grow to (2^36: 0.5 to 1 TiB);
@@ -78,6 +81,9 @@ pub struct Config {
 /// buffer grows as the thread writes; `--max-size` bounds the whole
 /// trace.
 pub const MAX_BUFFER_EVENTS: u64 = 1 << 36;
+/// The largest drained ring per thread (`--drain`).
+const MAX_DRAIN: u64 = 1 << 30;
+
 /// The smallest and largest ring per thread (`--ring`).
 pub const MIN_RING: u64 = 4 << 10;
 /// See [`MIN_RING`].
@@ -248,6 +254,13 @@ impl Config {
                 .unwrap_or_else(|| unsafe { libc::geteuid() }),
             hugepage: var("FTAIL_HUGEPAGE").is_some_and(|v| v == "1"),
             argspec: var("FTAIL_ARGSPEC").is_some_and(|v| v == "1"),
+            drain: match num("FTAIL_DRAIN", 0) {
+                0 => 0,
+                n => {
+                    let chunk = ftail_abi::trace::drain::CHUNK;
+                    n.clamp(2 * chunk, MAX_DRAIN) / chunk * chunk
+                }
+            },
         })
     }
 }

@@ -22,6 +22,8 @@ use ftail_abi::trace::{
     STOPPED_BUFFER_FULL, STOPPED_DISK_FULL, STOPPED_FILE_ERROR, STOPPED_MAX_SIZE, TRACE_VERSION,
 };
 
+use ftail_abi::trace::drain::{Control, CHUNK, CONTROL_AT, NO_SPILL, RING_AT};
+
 use crate::record::state::{StackEntry, ThreadState};
 
 const HEADER: u64 = std::mem::size_of::<EventFileHeader>() as u64;
@@ -107,6 +109,16 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         0
     };
     let refused = cfg.ring != 0 && ring == 0;
+    // A drained ring is all file from the start too, taken from the
+    // budget whole; without the room the thread's file grows as usual.
+    let drain = if cfg.ring == 0
+        && cfg.drain != 0
+        && crate::record::budget::take_all(RING_AT + cfg.drain)
+    {
+        cfg.drain
+    } else {
+        0
+    };
     // The buffer proper may grow to `cap` bytes of file; its mapping
     // also holds the reserve that closes open frames when it stops (a
     // ring's, the room its trace stack may grow into).
@@ -119,10 +131,17 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
             .min(crate::record::budget::max().saturating_add(HEADER))
             .min(MAX_MAP)
     };
+    let cap = if drain != 0 {
+        cap.max(RING_AT + drain + MIN_MAP)
+    } else {
+        cap
+    };
     let wanted = (cap + reserve).div_ceil(PAGE) * PAGE;
     // The first step of the file: the header's page and a first chunk.
     let mut first = if ring != 0 {
         ring_first
+    } else if drain != 0 {
+        RING_AT + drain
     } else if refused {
         0
     } else {
@@ -174,7 +193,7 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
             break p;
         }
         let errno = crate::process::files::errno();
-        if map_len <= MIN_MAP + reserve || ring != 0 {
+        if map_len <= MIN_MAP + reserve || ring != 0 || drain != 0 {
             return fail(st, errno, first);
         }
         map_len = (map_len / 2).max(MIN_MAP + reserve).div_ceil(PAGE) * PAGE;
@@ -192,13 +211,17 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
     let limit = if ring != 0 {
         cap
+    } else if drain != 0 {
+        // A drained ring that spills goes on after its ring, up to the
+        // end of the room mapped.
+        (cap.max(RING_AT + drain + MIN_MAP).min(map_len - reserve) - HEADER) / 16 * 16 + HEADER
     } else {
         (cap.min(map_len - reserve) - HEADER) / 16 * 16 + HEADER
     };
     let header = EventFileHeader {
         magic: EVENTS_MAGIC,
         version: TRACE_VERSION,
-        header_size: HEADER as u32,
+        header_size: if drain != 0 { RING_AT } else { HEADER } as u32,
         pid: pid as u32,
         tid: tid as u32,
         capacity: limit - HEADER,
@@ -215,14 +238,16 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         },
         before_tracing: 0,
         traced_since: TRACED_SINCE.load(Ordering::Relaxed),
-        reserved: [0; 2],
+        drain,
+        reserved: [0; 1],
     };
     // The header's page is allocated first: on a full filesystem, touching
     // it would raise SIGBUS in the program.
     // A ring's whole file is allocated at once (the files of ended threads
     // make room on a full filesystem too): it stays in the cache, and its
     // trace stack is written from the trampolines.
-    let now = if ring != 0 { first } else { PAGE };
+    // A drained ring's too, so that its thread never faults a fresh page.
+    let now = if ring != 0 || drain != 0 { first } else { PAGE };
     let mut populated = populate(base as u64, now);
     while ring != 0 && populated == Err(libc::ENOSPC) && crate::record::retired::evict_oldest() {
         populated = populate(base as u64, now);
@@ -235,6 +260,17 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         drop_inherited(st);
         crate::process::status::thread_failed(tid as u32, errno);
         return false;
+    }
+    if drain != 0 {
+        let control = Control {
+            spill_from: NO_SPILL,
+            ..Control::default()
+        };
+        // SAFETY: the header's page is mapped and populated; the control
+        // words lie in it, aligned, and the header, written next, is what a
+        // drainer looks for first.
+        unsafe { std::ptr::write((base as u64 + CONTROL_AT) as *mut Control, control) };
+        std::sync::atomic::fence(Ordering::Release);
     }
     // SAFETY: the mapping is at least HEADER bytes and page-aligned.
     unsafe { std::ptr::write(base.cast::<EventFileHeader>(), header) };
@@ -310,8 +346,14 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
     // refused keeps 16-byte events (and has room for none).
     st.compact = u64::from(cfg.ring == 0);
     st.base = crate::record::state::NO_BASE;
+    st.drain = drain;
+    st.drain_chunk = 0;
+    st.drain_prev_end = 0;
     if st.ring != 0 {
         st.end = base + limit;
+    } else if drain != 0 {
+        st.cursor = base + RING_AT;
+        st.end = base + RING_AT + CHUNK;
     } else {
         extend(st);
     }
@@ -421,7 +463,7 @@ pub fn extend(st: &mut ThreadState) -> bool {
     // A thread that stopped (its open frames closed from the reserve,
     // `reserve_end` 0) never records again, even if the trace's budget
     // has room again: its file ends balanced where it stopped.
-    if st.lost == 0 || st.ring != 0 || st.reserve_end == 0 {
+    if st.lost == 0 || st.ring != 0 || st.drain != 0 || st.reserve_end == 0 {
         return false;
     }
     if st.end >= st.limit {
@@ -682,7 +724,7 @@ fn retire_ring(st: &mut ThreadState) {
 /// reserve holds events past `end` (the thread stopped) or there is no
 /// file; `end` moves back with it.
 fn cut(st: &mut ThreadState) {
-    if st.file_base == 0 || st.reserve_end == 0 || st.ring != 0 {
+    if st.file_base == 0 || st.reserve_end == 0 || st.ring != 0 || st.drain != 0 {
         return;
     }
     let keep = (st.cursor.min(st.end) - st.file_base).div_ceil(PAGE) * PAGE;
@@ -723,4 +765,125 @@ fn map_anon(bytes: u64) -> Option<u64> {
         )
     };
     (p != libc::MAP_FAILED).then_some(p as u64)
+}
+
+/// The control words a drained ring shares with its drainer.
+fn control(st: &ThreadState) -> &'static Control {
+    // SAFETY: the control words lie in the header's page of the thread's
+    // live mapping (populated at set-up), aligned; they are only read or
+    // written whole through atomics (`word`).
+    unsafe { &*((st.file_base + CONTROL_AT) as *const Control) }
+}
+
+/// One control word, shared with the drainer.
+fn word(w: &u64) -> &std::sync::atomic::AtomicU64 {
+    // SAFETY: a word of the shared control page, aligned, accessed by
+    // both sides only with atomic loads and stores.
+    unsafe { std::sync::atomic::AtomicU64::from_ptr(w as *const u64 as *mut u64) }
+}
+
+/// Whether `slot` lies in the chunk of a drained ring being written, or
+/// the one before it; the end of that chunk.
+fn drained_chunk_end(st: &ThreadState, slot: u64) -> Option<u64> {
+    [st.end, st.drain_prev_end].into_iter().find(|&end| {
+        end != 0 && slot < end && slot >= end - CHUNK && (st.drain != 0 || end != st.end)
+    })
+}
+
+/// Pads a slot given up: in a drained ring only up to the end of its
+/// chunk (the next chunk may lie anywhere, or not be free yet), with a
+/// pad record a word, so that no record crosses into the next chunk.
+/// Whether the slot was in a drained ring's chunk.
+pub(crate) fn pad_drained(st: &ThreadState, slot: u64, size: u64) -> bool {
+    let Some(end) = drained_chunk_end(st, slot) else {
+        return false;
+    };
+    let one = ftail_abi::trace::compact::ext_head(ftail_abi::trace::compact::SUB_PAD, 1, 0);
+    let mut at = slot;
+    while at < (slot + size).min(end) {
+        // SAFETY: [slot, end) lies in a chunk of the thread's ring,
+        // which only it writes until it moves past the next chunk.
+        unsafe { std::ptr::write_volatile(at as *mut u32, one) };
+        at += 4;
+    }
+    true
+}
+
+/// A drained ring's thread has filled its chunk (the cursor passed
+/// `end`): the chunk is published to the drainer and the thread goes on
+/// in the next one once the drainer has freed it, waiting a little for
+/// that; when the drainer is behind or gone the thread spills, going on
+/// after the ring in a file that grows as usual. False only when a spilled
+/// thread's file cannot grow. Signals are blocked meanwhile: a handler's
+/// events wait for the new chunk.
+pub(crate) fn next_chunk(st: &mut ThreadState) -> bool {
+    use std::sync::atomic::Ordering::Release;
+    let _blocked = crate::process::sync::SignalsBlocked::all();
+    if st.drain == 0 {
+        return extend(st);
+    }
+    if st.cursor <= st.end {
+        // A signal handler moved on already.
+        return true;
+    }
+    let ctl = control(st);
+    let k = st.drain_chunk + 1;
+    word(&ctl.written).store(k, Release);
+    let slots = st.drain / CHUNK;
+    let free = k < slots || wait_freed(ctl, k + 1 - slots);
+    st.drain_prev_end = st.end;
+    if !free {
+        word(&ctl.spill_from).store(k, Release);
+        let at = st.file_base + RING_AT + st.drain;
+        st.drain = 0;
+        st.cursor = at;
+        st.end = at;
+        return extend(st);
+    }
+    let at = st.file_base + ftail_abi::trace::drain::chunk_at(k, st.drain, NO_SPILL);
+    st.drain_chunk = k;
+    st.end = at + CHUNK;
+    st.cursor = at;
+    true
+}
+
+/// How long a thread waits for its drainer to free a chunk before it
+/// spills, and how long without a sign of the drainer means it is gone.
+const DRAIN_WAIT_NS: u64 = 50_000_000;
+const DRAINER_GONE_NS: u64 = 500_000_000;
+
+/// Waits until the drainer has freed `need` chunks; false when it has not
+/// after [`DRAIN_WAIT_NS`], or is gone. Async-signal-safe.
+fn wait_freed(ctl: &Control, need: u64) -> bool {
+    use std::sync::atomic::Ordering::Acquire;
+    let start = monotonic_ns();
+    loop {
+        if word(&ctl.freed).load(Acquire) >= need {
+            return true;
+        }
+        let now = monotonic_ns();
+        let beat = word(&ctl.heartbeat).load(Acquire);
+        let gone = beat != 0 && now.saturating_sub(beat) > DRAINER_GONE_NS;
+        if gone || now.saturating_sub(start) > DRAIN_WAIT_NS {
+            return false;
+        }
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 20_000,
+        };
+        // SAFETY: nanosleep reads `pause` and writes nothing (no
+        // remainder asked for).
+        unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (async-signal-safe).
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }

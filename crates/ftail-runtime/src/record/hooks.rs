@@ -18,9 +18,7 @@ use crate::record::state::{
     STATUS_RECORDING, STATUS_SWITCHED,
 };
 use crate::record::values::capture_ret;
-use crate::record::write::{
-    close_on_full, compact_size, give_up_slot, rdtsc, store, write_event, KeepErrno,
-};
+use crate::record::write::{close_on_full, give_up_slot, rdtsc, store, write_event, KeepErrno};
 
 /// Slow path of `ftail_entry`.
 ///
@@ -413,8 +411,7 @@ pub(crate) fn on_full(st: &mut ThreadState, kind: EventKind, addr: u64, slot: u6
         return;
     }
     if st.compact != 0 {
-        give_up_slot(st, kind, slot);
-        if slot + compact_size(kind) <= st.end {
+        if give_up_slot(st, kind, slot) {
             write_event(st, kind, addr, rdtsc());
         }
         return;
@@ -452,12 +449,8 @@ pub unsafe extern "C" fn ftail_slow_compact(
 /// function's address another way (`args::ftail_slow_compact_spec`).
 pub(crate) fn compact_slow(st: &mut ThreadState, addr: u64, slot: u64, kind: u64) {
     let kind = EventKind::from_u8(kind as u8).unwrap_or(EventKind::Exit);
-    if slot != 0 {
-        let full = slot + compact_size(kind) > st.end;
-        give_up_slot(st, kind, slot);
-        if full && slot + compact_size(kind) > st.end {
-            return;
-        }
+    if slot != 0 && !give_up_slot(st, kind, slot) {
+        return;
     }
     write_event(st, kind, addr, rdtsc());
 }

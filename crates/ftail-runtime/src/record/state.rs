@@ -117,6 +117,16 @@ pub struct ThreadState {
     pub trig_len: u64,
     /// Those calls, innermost last.
     pub trig: [TrigSave; MAX_TRIG],
+    /// Bytes of the thread's drained ring (0: none, or the thread spilled
+    /// and its file grows): `end` is then the end of the chunk being
+    /// written (`buffer::next_chunk`).
+    pub drain: u64,
+    /// The number of the chunk being written in a drained ring.
+    pub drain_chunk: u64,
+    /// The end of the chunk written before it (0: none), whose last
+    /// record a slow path interrupted by the change of chunk may still
+    /// have to pad.
+    pub drain_prev_end: u64,
 }
 
 /// [`ThreadState::trig_off`]: stopped by `trace_off`.
@@ -295,6 +305,7 @@ thread_local! {
             file_id: 0, file_ino: 0, limit_why: 0, ring: 0, compact: 0, base: 0,
             ret_rax: 0, ret_xmm0: 0, ret_state: 0, max_depth: u64::MAX, scope_max: u64::MAX,
             trig_off: 0, trig_len: 0, trig: [TrigSave::EMPTY; MAX_TRIG],
+            drain: 0, drain_chunk: 0, drain_prev_end: 0,
         })
     };
 }

@@ -7,6 +7,8 @@
 
 use ftail_abi::trace::{compact, EventKind, ADDR_MASK, KIND_SHIFT};
 
+use ftail_abi::trace::drain::CHUNK;
+
 use crate::record::state::{written, StackEntry, ThreadState, TIME_POISON};
 
 /// Keeps the program's errno across a slow path: the system calls made
@@ -46,17 +48,27 @@ pub(crate) fn compact_size(kind: EventKind) -> u64 {
 /// write it there: fills it with padding where the buffer reaches it
 /// (mapping more when it can), so the stream has no hole. When the
 /// buffer cannot reach it, the buffer is full: closes what is open (the
-/// first time) or counts the event as lost.
-pub(crate) fn give_up_slot(st: &mut ThreadState, kind: EventKind, slot: u64) {
+/// first time) or counts the event as lost. Whether the event can be
+/// written again.
+pub(crate) fn give_up_slot(st: &mut ThreadState, kind: EventKind, slot: u64) -> bool {
     let size = compact_size(kind);
-    while slot + size > st.end && crate::record::buffer::extend(st) {}
-    if slot + size <= st.end {
-        pad(slot, size);
-    } else if st.reserve_end != 0 {
+    if crate::record::buffer::pad_drained(st, slot, size) || st.drain != 0 {
+        if st.cursor <= st.end || crate::record::buffer::next_chunk(st) {
+            return true;
+        }
+    } else {
+        while slot + size > st.end && crate::record::buffer::extend(st) {}
+        if slot + size <= st.end {
+            pad(slot, size);
+            return true;
+        }
+    }
+    if st.reserve_end != 0 {
         close_on_full(st, kind == EventKind::Entry);
     } else {
         count_lost(st);
     }
+    false
 }
 
 /// A payload's `size`-byte slot at `slot` that a trampoline reserved but
@@ -66,6 +78,12 @@ pub(crate) fn give_up_slot(st: &mut ThreadState, kind: EventKind, slot: u64) {
 /// closed here: the event the payload went with comes next, through a
 /// slow path that does that.
 pub(crate) fn give_up_room(st: &mut ThreadState, slot: u64, size: u64) {
+    if crate::record::buffer::pad_drained(st, slot, size) || st.drain != 0 {
+        if st.cursor > st.end {
+            crate::record::buffer::next_chunk(st);
+        }
+        return;
+    }
     while slot + size > st.end && crate::record::buffer::extend(st) {}
     if slot + size <= st.end {
         pad(slot, size);
@@ -154,7 +172,27 @@ pub(crate) fn write_event(st: &mut ThreadState, kind: EventKind, addr: u64, tsc:
 pub(crate) fn reserve(st: &mut ThreadState, size: u64, kind: EventKind) -> Option<u64> {
     // SAFETY: as in write_event.
     let cursor = unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut st.cursor) };
-    let slot = cursor.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+    let mut slot = cursor.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+    while st.drain != 0 || crate::record::buffer::pad_drained(st, slot, 0) {
+        if st.drain != 0 && slot + size <= st.end && slot + CHUNK >= st.end {
+            return Some(slot);
+        }
+        // Not in the chunk being written (it is full, or a signal handler
+        // moved on meanwhile): padded to its chunk's end, and again in
+        // the next chunk.
+        crate::record::buffer::pad_drained(st, slot, size);
+        let room =
+            size <= CHUNK / 4 && (st.cursor <= st.end || crate::record::buffer::next_chunk(st));
+        if !room {
+            if st.reserve_end != 0 {
+                close_on_full(st, kind == EventKind::Entry);
+            } else {
+                count_lost(st);
+            }
+            return None;
+        }
+        slot = cursor.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+    }
     while slot + size > st.end && crate::record::buffer::extend(st) {}
     if slot + size > st.end {
         if st.reserve_end != 0 {

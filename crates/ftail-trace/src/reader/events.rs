@@ -22,6 +22,31 @@ use ftail_abi::trace::{
 /// Bytes read at a time.
 const BLOCK: usize = 256 << 10;
 
+/// Where a thread's records come from: its event file, or a drained
+/// ring's stream.
+enum Source {
+    File(std::fs::File),
+    Drained(Box<super::drained::Stream>),
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::File(f) => f.read(buf),
+            Source::Drained(d) => d.read(buf),
+        }
+    }
+}
+
+impl std::io::Seek for Source {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        match self {
+            Source::File(f) => f.seek(to),
+            Source::Drained(_) => Err(std::io::Error::other("a drained ring is read in order")),
+        }
+    }
+}
+
 /// Event bytes read so far by this process, over every thread's file: what
 /// a progress display compares with the trace's size.
 static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -48,6 +73,9 @@ pub fn written_bytes(path: &Path, header: &Header) -> std::io::Result<u64> {
         return Ok(header.ring);
     }
     let file = std::fs::File::open(path)?;
+    if header.drain != 0 {
+        return super::drained::stream_bytes(path, &file, header.drain);
+    }
     let start = header.header_size;
     let mut end = file.metadata()?.len();
     if header.ring != 0 {
@@ -111,6 +139,8 @@ pub struct Header {
     /// When tracing was switched on before the file was made (0:
     /// unknown).
     pub traced_since: u64,
+    /// Bytes of the file's drained ring (0: none; `super::drained`).
+    pub drain: u64,
     /// Bytes of the header read.
     read: u64,
 }
@@ -163,6 +193,11 @@ pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
         format: u64_at(std::mem::offset_of!(EventFileHeader, format)),
         before_tracing: u64_at(std::mem::offset_of!(EventFileHeader, before_tracing)),
         traced_since: u64_at(std::mem::offset_of!(EventFileHeader, traced_since)),
+        drain: if read >= std::mem::size_of::<EventFileHeader>() {
+            u64_at(std::mem::offset_of!(EventFileHeader, drain))
+        } else {
+            0
+        },
         read: read as u64,
     })
 }
@@ -191,7 +226,7 @@ fn check_sizes(header: &Header, len: u64) -> Result<(), String> {
 /// of what was written.
 pub struct Events {
     path: PathBuf,
-    file: Option<std::fs::File>,
+    file: Option<Source>,
     buf: Vec<u8>,
     /// Next byte of `buf` to decode, and how many it holds.
     at: usize,
@@ -282,12 +317,26 @@ impl Events {
         let header = read_header(&mut file).map_err(named)?;
         let len = file.metadata().map_err(|e| named(e.to_string()))?.len();
         check_sizes(&header, len).map_err(named)?;
-        let skip = header.header_size - header.read;
-        std::io::copy(&mut (&mut file).take(skip), &mut std::io::sink())
-            .map_err(|e| named(e.to_string()))?;
+        let source = if header.drain != 0 {
+            if header.format != FORMAT_COMPACT || header.ring != 0 {
+                return Err(named(
+                    "a drained ring that is not compact, or is a ring".into(),
+                ));
+            }
+            Source::Drained(Box::new(super::drained::Stream::open(
+                path,
+                file,
+                header.drain,
+            )?))
+        } else {
+            let skip = header.header_size - header.read;
+            std::io::copy(&mut (&mut file).take(skip), &mut std::io::sink())
+                .map_err(|e| named(e.to_string()))?;
+            Source::File(file)
+        };
         let mut events = Events {
             path: path.to_path_buf(),
-            file: Some(file),
+            file: Some(source),
             buf: vec![0; BLOCK],
             at: 0,
             len: 0,

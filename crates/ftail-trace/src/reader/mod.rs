@@ -7,6 +7,7 @@
 
 pub mod calls;
 pub mod dir;
+pub mod drained;
 pub mod events;
 pub mod merge;
 pub mod sched;

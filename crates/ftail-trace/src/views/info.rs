@@ -28,6 +28,8 @@ struct ThreadEvents {
     first: u64,
     last: u64,
     bytes: u64,
+    /// For a drained ring (`--drain`): the bytes its two files take.
+    drained: Option<u64>,
     lost: u64,
     note: String,
 }
@@ -41,6 +43,7 @@ impl ThreadEvents {
             first: u64::MAX,
             last: 0,
             bytes: 0,
+            drained: None,
             lost: 0,
             note: String::new(),
         };
@@ -66,6 +69,10 @@ impl ThreadEvents {
             }
         };
         out.lost = header.lost;
+        if header.drain != 0 {
+            let len = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+            out.drained = Some(len(&t.path) + len(&crate::reader::drained::drained_path(&t.path)));
+        }
         while let Some(e) = events.next() {
             if e.kind() == Some(ftail_abi::trace::EventKind::Earlier) {
                 continue;
@@ -207,12 +214,17 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
             get("skipped_sites")
         );
         let (mut first, mut last, mut all, mut bytes_all) = (u64::MAX, 0u64, 0u64, 0u64);
+        let mut drained: Option<(u64, u64)> = None;
         let mut exact = true;
         let _ = writeln!(out, "  threads          : {}", image.threads.len());
         for t in &image.threads {
             let e = ThreadEvents::read(t, count_events);
             all += e.count;
             bytes_all += e.bytes;
+            if let Some(d) = e.drained {
+                let (b, n) = drained.unwrap_or_default();
+                drained = Some((b + d, n + e.count));
+            }
             exact &= e.exact;
             first = first.min(e.first);
             last = last.max(e.last);
@@ -248,6 +260,15 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
                 all,
                 bytes(bytes_all),
                 bytes_all as f64 / all.max(1) as f64
+            );
+        }
+        if let Some((b, n)) = drained {
+            let _ = writeln!(
+                out,
+                "  drained          : {} on disk for {}{n} events of drained rings: {:.2} bytes each",
+                bytes(b),
+                if exact { "" } else { "~" },
+                b as f64 / n.max(1) as f64
             );
         }
         let _ = writeln!(out, "  modules          : {}", image.modules.len());

@@ -1,0 +1,428 @@
+//! `ftail record --drain`: each thread writes into a fixed ring that
+//! `ftail record` drains into a compressed file; the trace reads as if
+//! every event had been kept the default way, whatever was killed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ftail_trace::trace::{self, Trace};
+
+/// Threads that each call `leaf` CALLS times under `nest`; with READY and
+/// GO, the main thread then creates READY, waits for GO and calls as many
+/// times again.
+const PROGRAM: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+__attribute__((noinline)) long leaf(long x) { return x ^ (x >> 3); }
+
+__attribute__((noinline)) long nest(int depth, long calls) {
+  if (depth > 0)
+    return nest(depth - 1, calls) + 1;
+  long sum = 0;
+  for (long i = 0; i < calls; i++)
+    sum += leaf(i);
+  return sum;
+}
+
+static long calls;
+
+static void *worker(void *arg) {
+  (void)arg;
+  return (void *)nest(5, calls);
+}
+
+int main(int argc, char **argv) {
+  int threads = atoi(argv[1]);
+  calls = atol(argv[2]);
+  pthread_t t[16];
+  for (int i = 0; i < threads && i < 16; i++)
+    pthread_create(&t[i], NULL, worker, NULL);
+  long sum = nest(5, calls);
+  for (int i = 0; i < threads && i < 16; i++) {
+    void *r;
+    pthread_join(t[i], &r);
+    sum += (long)r;
+  }
+  if (argc > 4) {
+    fclose(fopen(argv[3], "w"));
+    while (access(argv[4], F_OK) != 0)
+      usleep(1000);
+    sum += nest(5, calls);
+  }
+  printf("%ld\n", sum);
+  return 0;
+}
+"#;
+
+fn build(dir: &Path) -> PathBuf {
+    let src = dir.join("drained.c");
+    std::fs::write(&src, PROGRAM).unwrap();
+    let exe = dir.join("prog");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .arg("-lpthread"),
+    );
+    exe
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/runtime").join(name)
+}
+
+/// Each thread's events as (kind, function) lines, the threads' lists
+/// sorted (thread ids and times differ from run to run).
+fn per_thread(t: &Trace) -> Vec<Vec<String>> {
+    let mut all: Vec<Vec<String>> = t
+        .processes
+        .iter()
+        .flat_map(|p| {
+            let syms = trace::Symbols::load(p);
+            p.threads.iter().map(move |th| {
+                assert!(th.damage.is_none(), "tid {}: {:?}", th.tid, th.damage);
+                th.events
+                    .iter()
+                    .map(|e| format!("{:?} {}", e.kind(), syms.name(e.addr(), e.tsc)))
+                    .collect()
+            })
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+fn drained_files(tdir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(tdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "drained"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until the drainer has cut every event file to its header's page
+/// (it finishes after the program's end).
+fn wait_drained(tdir: &Path) {
+    let start = Instant::now();
+    loop {
+        let left = std::fs::read_dir(tdir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "events"))
+            .any(|p| std::fs::metadata(p).unwrap().len() > 4096);
+        if !left {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the drainer never finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_drained_trace_reads_as_the_default_one() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    // 4 threads of 200,000 calls: about 2.4 MB of records each, through
+    // rings of 128 KiB.
+    let args = ["3", "200000"];
+    let (out, kept) = record_trace(&dir.path().join("kept"), &exe, &args, &["--no-libcall"]);
+    assert!(out.status.success(), "{out:?}");
+    let tdir = dir.path().join("drained");
+    let (out, _) = record_trace(&tdir, &exe, &args, &["--no-libcall", "--drain=128K"]);
+    assert!(out.status.success(), "{out:?}");
+    let expected = per_thread(&kept);
+    assert_eq!(expected.len(), 4);
+    assert!(expected.iter().all(|t| t.len() > 400_000));
+    // Read while the drainer may still be finishing, then once it has.
+    assert!(per_thread(&trace::open(&tdir).unwrap()) == expected);
+    wait_drained(&tdir);
+    assert_eq!(drained_files(&tdir).len(), 4);
+    assert!(per_thread(&trace::open(&tdir).unwrap()) == expected);
+    // Compressed: far under the 6 bytes an event of the default format.
+    let events: usize = expected.iter().map(Vec::len).sum();
+    let bytes: u64 = drained_files(&tdir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        bytes * 2 < events as u64 * 3,
+        "{bytes} bytes for {events} events"
+    );
+    let info = run_ok(
+        Command::new(ftail())
+            .args(["info", "--events", "-d"])
+            .arg(&tdir),
+    );
+    assert!(
+        info.contains(&format!(" on disk for {events} events of drained rings: ")),
+        "{info}"
+    );
+}
+
+/// The replay of a trace without its times: the same for any two
+/// recordings of a program of one thread that does the same calls.
+fn replay_lines(tdir: &Path) -> Vec<String> {
+    let text = run_ok(
+        Command::new(ftail())
+            .args(["replay", "--no-pager", "-d"])
+            .arg(tdir),
+    );
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split("| ").nth(1).unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn a_drained_trace_replays_as_the_default_one() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    let args = ["0", "100000"];
+    let kept = dir.path().join("kept");
+    let drained = dir.path().join("drained");
+    record_trace(&kept, &exe, &args, &["--no-libcall"]);
+    record_trace(&drained, &exe, &args, &["--no-libcall", "--drain=128K"]);
+    let (a, b) = (replay_lines(&kept), replay_lines(&drained));
+    assert!(a.len() > 100_000);
+    assert!(a == b, "the replays differ");
+}
+
+#[test]
+fn a_sigkill_of_the_program_keeps_every_event_written() {
+    let dir = scratch();
+    // -O0: every recursive call of work() stays a call.
+    let exe = dir.path().join("killed");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O0", "-o"])
+            .arg(&exe)
+            .arg(fixture("killed.c")),
+    );
+    let (out, t) = record_trace(&dir.path().join("trace"), &exe, &[], &["--drain"]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9));
+    let mut b = trace::Balance::default();
+    for th in t.processes.iter().flat_map(|p| &p.threads) {
+        assert!(th.damage.is_none(), "{:?}", th.damage);
+        let x = th.balance();
+        b.entries += x.entries;
+        b.open_at_end += x.open_at_end;
+    }
+    // As `sigkill_keeps_what_was_recorded` finds keeping every event.
+    assert_eq!(b.entries, 105, "{b:?}");
+    assert_eq!(b.open_at_end, 4, "{b:?}");
+}
+
+/// The watcher process of a recording into `tdir`: the `ftail record`
+/// process that is not the program (which took its pid).
+fn watcher_of(tdir: &Path, program: u32) -> Option<u32> {
+    let want = tdir.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let ours = args.contains(&want) && args.contains(&&b"record"[..]);
+        (ours && pid != program).then_some(pid)
+    })
+}
+
+#[test]
+fn a_sigkill_of_ftail_record_leaves_a_readable_trace() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
+    // The same calls kept the default way, GO there from the start.
+    std::fs::write(&go, "").unwrap();
+    let (_, kept) = record_trace(
+        &dir.path().join("kept"),
+        &exe,
+        &["1", "200000", path_str(&ready), path_str(&go)],
+        &["--no-libcall"],
+    );
+    std::fs::remove_file(&go).unwrap();
+    std::fs::remove_file(&ready).unwrap();
+    let tdir = dir.path().join("trace");
+    let child = Command::new(ftail())
+        .args(["record", "--no-sched", "--no-libcall", "--drain=128K", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .args(["1", "200000"])
+        .arg(&ready)
+        .arg(&go)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The drainer has drained some chunks by now.
+    assert!(drained_files(&tdir)
+        .iter()
+        .any(|p| std::fs::metadata(p).unwrap().len() > 16));
+    let watcher = watcher_of(&tdir, child.id()).expect("the watcher");
+    // SAFETY: kill has no memory preconditions; the pid is the watcher
+    // this test started.
+    assert_eq!(unsafe { libc::kill(watcher as i32, libc::SIGKILL) }, 0);
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let t = trace::open(&tdir).unwrap();
+    for th in t.processes.iter().flat_map(|p| &p.threads) {
+        assert!(th.balance().is_balanced(), "{:?}", th.balance());
+    }
+    assert!(per_thread(&t) == per_thread(&kept), "events differ");
+}
+
+#[test]
+fn a_damaged_chunk_is_an_error_naming_its_file() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    let tdir = dir.path().join("trace");
+    let (out, _) = record_trace(
+        &tdir,
+        &exe,
+        &["0", "100000"],
+        &["--no-libcall", "--drain=128K"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    wait_drained(&tdir);
+    let file = drained_files(&tdir)
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Within the first frame's compressed bytes.
+    bytes[16 + 24 + 40] ^= 0x55;
+    std::fs::write(&file, bytes).unwrap();
+    let out = run(Command::new(ftail())
+        .args(["replay", "--no-pager", "-d"])
+        .arg(&tdir));
+    // A note in the replay, where reading that thread stopped.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "{}: the frame at byte 16 is damaged: chunk 0 fails its checksum",
+            file.display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn forks_and_execs_are_drained_too() {
+    let dir = scratch();
+    let exe = dir.path().join("forkcalls");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(fixture("forkcalls.c")),
+    );
+    let args = ["2", "100000"];
+    let (_, kept) = record_trace(&dir.path().join("kept"), &exe, &args, &["--no-libcall"]);
+    let (out, t) = record_trace(
+        &dir.path().join("drained"),
+        &exe,
+        &args,
+        &["--no-libcall", "--drain=128K"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(t.processes.len(), 3);
+    assert!(per_thread(&t) == per_thread(&kept));
+
+    let exe = dir.path().join("exec");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .arg(fixture("exec.c")),
+    );
+    let (out, t) = record_trace(&dir.path().join("exec-trace"), &exe, &[], &["--drain"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "parent 2\nchild 3\n");
+    assert_eq!(t.processes.len(), 2, "two images of one process");
+    let text = ftail_trace::replay::render(&t);
+    assert!(
+        text.contains("become_child() {") && text.contains("/* become_child (unwound) */"),
+        "{text}"
+    );
+}
+
+/// The drainer opens what the trace directory lists, where the program
+/// may put names: a link named like an event file is never followed (the
+/// drainer would cut the file it points to).
+#[test]
+fn the_drainer_follows_no_link() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    // A drained ring's event file whose writer is gone, not finished.
+    let first = dir.path().join("first");
+    record_trace(&first, &exe, &["0", "1000"], &["--no-libcall", "--drain"]);
+    wait_drained(&first);
+    let ring = std::fs::read_dir(&first)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "events"))
+        .unwrap();
+    let mut bytes = std::fs::read(ring).unwrap();
+    let finished = ftail_abi::trace::drain::CONTROL_AT as usize + 40;
+    bytes[finished..finished + 8].fill(0);
+    bytes.resize(4096 + (128 << 10), 7);
+    let target = dir.path().join("target.events");
+    std::fs::write(&target, &bytes).unwrap();
+
+    let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
+    let tdir = dir.path().join("trace");
+    let child = Command::new(ftail())
+        .args(["record", "--no-sched", "--no-libcall", "--drain", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .args(["0", "1000"])
+        .arg(&ready)
+        .arg(&go)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::os::unix::fs::symlink(&target, tdir.join("999999-1.events")).unwrap();
+    std::fs::write(&go, "").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    // The drainer ends once it has drained the program's rings.
+    let start = Instant::now();
+    while watcher_of(&tdir, 0).is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the drainer never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        std::fs::read(&target).unwrap() == bytes,
+        "the link was followed"
+    );
+    assert!(!tdir.join("999999-1.drained").exists());
+}
