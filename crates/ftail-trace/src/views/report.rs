@@ -353,25 +353,44 @@ impl OffClock for OnCpu {
     }
 }
 
-/// [`OffTime`] read with a cursor that follows the events' times: a step
-/// or two per event where a binary search over every slice took a dozen
-/// mispredicted ones. It walks back as well when a time does (a clock
-/// resynchronised), so it finds what [`OffTime::until`] finds.
+/// [`OffTime`] read with a cursor that follows the events' times: a
+/// comparison or two per event where a binary search over every slice
+/// took a dozen mispredicted steps. It seeks back as well when a time
+/// goes back (a clock resynchronised), so it finds what
+/// [`OffTime::until`] finds.
 struct OffCursor<'a> {
     time: &'a OffTime<'a>,
     /// The slices that start before the last time asked.
     next: usize,
+    /// Times in `(lo, hi]` have `next` slices starting before them.
+    lo: u64,
+    hi: u64,
+    /// The last of those slices (all 0 when there is none): time off
+    /// the CPU before it, its start and end.
+    before: u64,
+    start: u64,
+    end: u64,
 }
 
 impl<'a> OffCursor<'a> {
     fn new(time: &'a OffTime<'a>) -> Self {
-        OffCursor { time, next: 0 }
+        let mut cursor = OffCursor {
+            time,
+            next: 0,
+            lo: 0,
+            hi: 0,
+            before: 0,
+            start: 0,
+            end: 0,
+        };
+        cursor.seek(0);
+        cursor
     }
-}
 
-impl OffClock for OffCursor<'_> {
-    #[inline]
-    fn at(&mut self, t: u64) -> u64 {
+    /// Moves to the slices that start before `t`.
+    #[cold]
+    #[inline(never)]
+    fn seek(&mut self, t: u64) {
         let slices = self.time.slices;
         while self.next < slices.len() && slices[self.next].start < t {
             self.next += 1;
@@ -379,13 +398,28 @@ impl OffClock for OffCursor<'_> {
         while self.next > 0 && slices[self.next - 1].start >= t {
             self.next -= 1;
         }
-        match self.next.checked_sub(1) {
-            None => 0,
-            Some(i) => self.time.before[i] + (t.min(slices[i].end) - slices[i].start),
+        self.hi = slices.get(self.next).map_or(u64::MAX, |s| s.start);
+        (self.lo, self.before, self.start, self.end) = match self.next.checked_sub(1) {
+            // A time of 0 seeks again: it finds no slice before it.
+            None => (0, 0, 0, 0),
+            Some(i) => {
+                let s = slices[i];
+                (s.start, self.time.before[i], s.start, s.end)
+            }
+        };
+    }
+}
+
+impl OffClock for OffCursor<'_> {
+    #[inline(always)]
+    fn at(&mut self, t: u64) -> u64 {
+        if !(self.lo < t && t <= self.hi) {
+            self.seek(t);
         }
+        self.before + (t.min(self.end) - self.start)
     }
 
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, start: u64, off_start: u64, end: u64) -> (u64, u64) {
         let ticks = end.saturating_sub(start);
         let off = self.at(end).saturating_sub(off_start).min(ticks);
