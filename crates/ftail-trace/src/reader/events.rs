@@ -13,9 +13,10 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ftail_abi::trace::{
-    compact, Event, EventFileHeader, EventKind, EVENTS_HEADER_V5_SIZE, EVENTS_MAGIC,
+    compact, Event, EventFileHeader, EventKind, ADDR_MASK, EVENTS_HEADER_V5_SIZE, EVENTS_MAGIC,
     FORMAT_COMPACT, FORMAT_WIDE, KIND_SHIFT, TRACE_VERSION,
 };
 
@@ -219,6 +220,14 @@ fn check_sizes(header: &Header, len: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// What takes a thread's events one by one from [`Events::each_event`]:
+/// a fold whose step the decoding loop inlines (its `event` is best
+/// marked `#[inline(always)]`).
+pub trait EventSink {
+    /// The next event.
+    fn event(&mut self, e: Event);
 }
 
 /// A thread's events in order (an iterator); [`Events::damage`] says,
@@ -513,6 +522,94 @@ impl Iterator for Events {
 }
 
 impl Events {
+    /// Hands each event to `each`, in order: what iterating yields, but
+    /// the entries, closes and time records of a compact file decoded in
+    /// one loop over a block rather than a call and an `Option` per
+    /// event (a fold over a whole thread spends most of its time here).
+    /// Ends early once `stop` is set (looked at every few thousand
+    /// events).
+    pub fn each_event(&mut self, stop: &AtomicBool, each: &mut impl EventSink) {
+        while let Some(e) = self.pending.pop_front() {
+            each.event(e);
+        }
+        // A wide file's events one by one, the stop flag looked at every
+        // 4096; a compact file's in runs, each ended by a record that is
+        // read the general way.
+        let batch = if self.compact.is_some() { 1 } else { 4096 };
+        while !stop.load(Ordering::Relaxed) {
+            self.compact_run(each);
+            for _ in 0..batch {
+                let Some(e) = self.next() else { return };
+                each.event(e);
+            }
+        }
+    }
+
+    /// Decodes the entry, close and time records from `at` into `each`,
+    /// up to the end of the block or the first record of another kind,
+    /// which [`Events::next_compact`] reads: the same events, times and
+    /// counts.
+    #[inline(always)]
+    fn compact_run(&mut self, each: &mut impl EventSink) {
+        let Some(mut base) = self.compact.and_then(|d| d.base) else {
+            return;
+        };
+        if self.payload.is_some() {
+            // It goes with the next event, which the general way hands on.
+            return;
+        }
+        let buf = &self.buf[..self.len];
+        let start = self.at;
+        let mut at = start;
+        let mut events = 0u64;
+        let word = |kind: EventKind| (kind as u64) << KIND_SHIFT;
+        // Every record read here is whole: 8 bytes ahead are enough for
+        // an entry or a close, a time record is checked for its 12.
+        while at + 8 <= buf.len() {
+            let r = u64::from_le_bytes(buf[at..at + 8].try_into().unwrap_or_default());
+            let head = r as u32;
+            let kind = match head & 7 {
+                compact::TAG_ENTRY => {
+                    let offset = (r >> 3) & (compact::ENTRY_SPAN - 1);
+                    each.event(Event {
+                        tsc: base.wrapping_add(offset).max(1),
+                        word: word(EventKind::Entry) | ((r >> 17) & ADDR_MASK),
+                    });
+                    at += 8;
+                    events += 1;
+                    continue;
+                }
+                2 => EventKind::Exit,
+                3 => EventKind::TailExit,
+                4 => EventKind::Unwound,
+                5 => EventKind::Truncated,
+                6 => EventKind::Suspended,
+                compact::TAG_EXT
+                    if (head >> 3) & 31 == compact::SUB_TIME
+                        && (head >> 8) & 0xff >= 3
+                        && at + ((head >> 8) & 0xff) as usize * 4 <= buf.len() =>
+                {
+                    base = u64::from_le_bytes(buf[at + 4..at + 12].try_into().unwrap_or_default());
+                    at += ((head >> 8) & 0xff) as usize * 4;
+                    continue;
+                }
+                _ => break,
+            };
+            each.event(Event {
+                tsc: base.wrapping_add(u64::from(head >> 3)).max(1),
+                word: word(kind),
+            });
+            at += 4;
+            events += 1;
+        }
+        if let Some(d) = self.compact.as_mut() {
+            d.base = Some(base);
+        }
+        self.consumed += (at - start) as u64;
+        self.count += events;
+        self.at = at;
+    }
+
     /// The next event of a compact file: records decoded until one is an
     /// event, the first unwritten word, or damage.
     fn next_compact(&mut self) -> Option<Event> {
@@ -1086,5 +1183,152 @@ mod tests {
         std::fs::write(&path, header(7)).unwrap();
         let err = Events::open(&path).err().unwrap();
         assert!(err.ends_with("unknown event format 7"), "{err}");
+    }
+
+    /// What [`Events::each_event`] hands on, and the reader's state after:
+    /// the events, the count, the bytes consumed, the damage, and the
+    /// events the values fed went with.
+    type Read = (Vec<Event>, u64, u64, Option<String>, Vec<u64>);
+
+    struct Collect(Vec<Event>);
+
+    impl EventSink for Collect {
+        fn event(&mut self, e: Event) {
+            self.0.push(e);
+        }
+    }
+
+    fn read_both_ways(path: &Path) -> (Read, Read) {
+        let state = |events: &Events, got: Vec<Event>, feed: &ValueFeed| -> Read {
+            let fed = feed.queue.lock().unwrap().iter().map(|v| v.0).collect();
+            let damage = events.damage().map(str::to_string);
+            (got, events.count(), events.consumed(), damage, fed)
+        };
+        let (_, mut events) = Events::open(path).unwrap();
+        let feed = events.values();
+        let got: Vec<Event> = events.by_ref().collect();
+        let iterated = state(&events, got, &feed);
+        let (_, mut events) = Events::open(path).unwrap();
+        let feed = events.values();
+        let mut sink = Collect(Vec::new());
+        events.each_event(&AtomicBool::new(false), &mut sink);
+        (iterated, state(&events, sink.0, &feed))
+    }
+
+    /// The loop over a block's records yields what iterating yields, over
+    /// blocks, time records, payloads, events with their own time, padding
+    /// and records cut by a block's end, up to damage.
+    #[test]
+    fn each_event_hands_on_what_iterating_yields() {
+        use compact::*;
+        use ftail_abi::argspec::{class, value, Ty};
+        let mut file = header(FORMAT_COMPACT);
+        file.extend(ext_head(SUB_TIME, 3, 0).to_le_bytes());
+        file.extend(1_000_000u64.to_le_bytes());
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let arg = {
+            let mut b = value::desc(Ty::new(class::SIGNED, 4).0, 0, 8)
+                .to_le_bytes()
+                .to_vec();
+            b.extend(7u64.to_le_bytes());
+            b
+        };
+        // About 3 blocks of records, every kind the writer makes.
+        while file.len() < 3 * BLOCK + 1000 {
+            let r = next();
+            match r % 16 {
+                0..=6 => {
+                    file.extend(entry(r >> 40 & (ENTRY_SPAN - 1), r >> 8 & 0xffff).to_le_bytes())
+                }
+                7..=12 => {
+                    let tag = 2 + (r >> 4) as u32 % 5;
+                    file.extend(close(tag, r >> 20 & (CLOSE_SPAN - 1)).to_le_bytes());
+                }
+                13 if r >> 8 & 7 == 0 => {
+                    // A clock at 0: events at time 0 read as 1.
+                    file.extend(ext_head(SUB_TIME, 3, 0).to_le_bytes());
+                    file.extend(0u64.to_le_bytes());
+                    file.extend(entry(0, 0x3005).to_le_bytes());
+                    file.extend(close(2, 0).to_le_bytes());
+                }
+                13 => {
+                    file.extend(ext_head(SUB_TIME, 3, 0).to_le_bytes());
+                    file.extend((r >> 20).to_le_bytes());
+                }
+                14 => {
+                    file.extend(ext_head(SUB_ARGS, 4, 1).to_le_bytes());
+                    file.extend(&arg);
+                }
+                _ => match r >> 8 & 3 {
+                    0 => {
+                        file.extend(
+                            ext_head(SUB_EVENT, 5, EventKind::Resumed as u32).to_le_bytes(),
+                        );
+                        file.extend((r >> 24).to_le_bytes());
+                        file.extend(0x1005u64.to_le_bytes());
+                    }
+                    1 => {
+                        file.extend(
+                            ext_head(SUB_EVENT, 3, EventKind::Suspended as u32).to_le_bytes(),
+                        );
+                        file.extend((r >> 24).to_le_bytes());
+                    }
+                    2 => {
+                        file.extend(ext_head(SUB_PAD, 2, 0).to_le_bytes());
+                        file.extend(0u32.to_le_bytes());
+                    }
+                    _ => {
+                        file.extend(ext_head(SUB_RETVAL, 4, 1).to_le_bytes());
+                        file.extend(&arg);
+                    }
+                },
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.events");
+        let mut ended = file.clone();
+        ended.extend([0u8; 16]);
+        std::fs::write(&path, &ended).unwrap();
+        let (iterated, folded) = read_both_ways(&path);
+        assert!(
+            iterated.0.len() > 50_000 && !iterated.4.is_empty(),
+            "{} {}",
+            iterated.0.len(),
+            iterated.4.len()
+        );
+        assert_eq!(iterated.3, None);
+        assert_eq!(iterated, folded);
+        // Damage: a record with tag 0 that is not the end.
+        let mut damaged = file.clone();
+        damaged.extend(8u32.to_le_bytes());
+        std::fs::write(&path, &damaged).unwrap();
+        let (iterated, folded) = read_both_ways(&path);
+        assert!(iterated.3.is_some());
+        assert_eq!(iterated, folded);
+        // Cut short in the middle of an entry.
+        let mut cut = file;
+        cut.extend(&entry(1, 0x2005).to_le_bytes()[..6]);
+        std::fs::write(&path, &cut).unwrap();
+        let (iterated, folded) = read_both_ways(&path);
+        assert_eq!(iterated, folded);
+        // A wide file, with a frame begun before tracing.
+        let wide: Vec<[u8; 16]> = (1..10_000u64)
+            .map(|t| ev(t, [EventKind::Entry, EventKind::Exit][t as usize % 2], 0x10))
+            .chain([ev(10_000, EventKind::Exit, 0x20)])
+            .collect();
+        std::fs::write(
+            &path,
+            wide_file(std::mem::size_of::<EventFileHeader>(), 1, 0, &wide),
+        )
+        .unwrap();
+        let (iterated, folded) = read_both_ways(&path);
+        assert!(iterated.0.len() >= 10_000);
+        assert_eq!(iterated, folded);
     }
 }

@@ -176,13 +176,17 @@ impl Range {
 /// Addresses whose function depends on the time are never kept.
 pub struct ResolveCache {
     /// Entry address (0: empty, no entry is at 0) and its function.
-    slots: Box<[(u64, Option<FuncId>)]>,
+    slots: Box<[(u64, Option<FuncId>); RESOLVE_SLOTS]>,
 }
+
+/// Slots of a [`ResolveCache`]: a power of two, a fixed size so that
+/// the lookup needs no bounds check.
+const RESOLVE_SLOTS: usize = 1024;
 
 impl Default for ResolveCache {
     fn default() -> Self {
         ResolveCache {
-            slots: vec![(0, None); 1024].into_boxed_slice(),
+            slots: Box::new([(0, None); RESOLVE_SLOTS]),
         }
     }
 }
@@ -190,16 +194,24 @@ impl Default for ResolveCache {
 impl ResolveCache {
     /// [`Names::resolve`] of `names` (always the same `names` for one
     /// cache).
-    #[inline]
+    #[inline(always)]
     pub fn resolve(&mut self, names: &Names, addr: u64, tsc: u64) -> Option<FuncId> {
-        let i = ((addr >> 4) ^ (addr >> 14)) as usize & (self.slots.len() - 1);
-        let slot = &mut self.slots[i];
+        let i = ((addr >> 4) ^ (addr >> 14)) as usize % RESOLVE_SLOTS;
+        let slot = self.slots[i];
         if slot.0 == addr && addr != 0 {
             return slot.1;
         }
+        self.miss(names, addr, tsc, i)
+    }
+
+    /// Looks `addr` up in `names`, kept in slot `i` when its function
+    /// does not depend on the time.
+    #[cold]
+    #[inline(never)]
+    fn miss(&mut self, names: &Names, addr: u64, tsc: u64, i: usize) -> Option<FuncId> {
         match names.resolve_timeless(addr) {
             Some(found) => {
-                *slot = (addr, found);
+                self.slots[i] = (addr, found);
                 found
             }
             None => names.resolve_at(addr, tsc),

@@ -24,9 +24,11 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::reader::calls::{Calls, Step};
+use ftail_abi::trace::{Event, EventKind, KIND_SHIFT};
+
+use crate::reader::calls::Calls;
 use crate::reader::dir::{ThreadFile, TraceDir};
-use crate::reader::events::Events;
+use crate::reader::events::{EventSink, Events};
 use crate::reader::sched::{OffCpu, Sched};
 use crate::symbols::names::Names;
 use crate::views::view::{Filters, Matches, Shown, Visible};
@@ -69,6 +71,7 @@ impl Counters {
     /// ran: the time its stack was switched out is not its own);
     /// `outermost` is false for a call inside another of the same
     /// function, whose time that one's total already holds.
+    #[inline(always)]
     fn add(&mut self, ticks: u64, callees: u64, new_call: bool, outermost: bool, off: u64) {
         self.calls += u64::from(new_call);
         if outermost {
@@ -145,6 +148,16 @@ struct ThreadCounters {
 }
 
 impl ThreadCounters {
+    /// The counters of function `f` (an index, or `u32::MAX` for an
+    /// entry at `addr` that no table names).
+    #[inline]
+    fn counters(&mut self, f: u32, addr: u64) -> &mut Counters {
+        match self.by_func.get_mut(f as usize) {
+            Some(c) => c,
+            None => other_slot(&mut self.unknown, addr),
+        }
+    }
+
     /// The functions that were called, taken out of `by_func`: the
     /// threads of a trace of many short processes each call few of their
     /// image's functions, and all are held until they are merged.
@@ -187,23 +200,34 @@ impl<K: std::hash::Hash + Eq> Open<K> {
 
     /// The count of function `f` (an index, or `u32::MAX` for the keys
     /// of `other`).
+    #[inline(always)]
     fn slot(&mut self, f: u32, key: impl FnOnce() -> K) -> &mut u32 {
         match self.by_func.get_mut(f as usize) {
             Some(n) => n,
-            None => self.other.entry(key()).or_default(),
+            None => other_slot(&mut self.other, key()),
         }
     }
 
+    #[inline(always)]
     fn enter(&mut self, f: u32, key: impl FnOnce() -> K) {
         *self.slot(f, key) += 1;
     }
 
     /// Closes a frame of `f`; whether it was the outermost one open.
+    #[inline(always)]
     fn leave(&mut self, f: u32, key: impl FnOnce() -> K) -> bool {
         let n = self.slot(f, key);
         *n = n.saturating_sub(1);
         *n == 0
     }
+}
+
+/// The entry of `key` in `map`, made when missing: out of the loops'
+/// way (functions no table names are few).
+#[cold]
+#[inline(never)]
+fn other_slot<K: std::hash::Hash + Eq, V: Default>(map: &mut FxHashMap<K, V>, key: K) -> &mut V {
+    map.entry(key).or_default()
 }
 
 /// A thread's time off the CPU up to any instant: what a call's
@@ -277,7 +301,9 @@ fn open_thread(
 }
 
 /// Folds one thread without filters but `-t` (`filters`' other
-/// fields are not looked at): the fast path.
+/// fields are not looked at): the fast path, one loop over the thread's
+/// records that pairs and counts as it decodes, made once for threads
+/// that were never off the CPU and once for those that were.
 fn fold_plain(
     file: &ThreadFile,
     names: &Names,
@@ -289,46 +315,225 @@ fn fold_plain(
         Ok(x) => x,
         Err(out) => return out,
     };
-    // Open frames: the function (index, or !0 for an unknown address in
-    // `addr`), entry address, entry time, time of its callees, whether a
-    // new call (not a resumed slice).
-    let mut stack: Vec<(u32, u64, u64, u64, bool)> = Vec::new();
-    let mut open: Open<u64> = Open::new(out.by_func.len());
-    let mut calls = Calls::new(Until::new(&mut events, stop), header.stopped);
-    let mut resolved = crate::symbols::names::ResolveCache::default();
-    for step in calls.by_ref() {
-        match step {
-            Step::Enter {
-                addr, tsc, resumed, ..
-            } => {
-                let f = resolved.resolve(names, addr, tsc).map_or(u32::MAX, |f| f.0);
-                open.enter(f, || addr);
-                stack.push((f, addr, tsc, 0, !resumed));
-            }
-            Step::Leave { end, .. } => {
-                let Some((f, addr, start, callees, new_call)) = stack.pop() else {
-                    continue;
-                };
-                let (ticks, off_cpu) = off.call(start, end);
-                let outermost = open.leave(f, || addr);
-                if !filters.long_enough(start, end) {
-                    // Left out: its time stays in its caller's own time.
-                    continue;
-                }
-                let c = if f == u32::MAX {
-                    out.unknown.entry(addr).or_default()
-                } else {
-                    &mut out.by_func[f as usize]
-                };
-                c.add(ticks, callees, new_call, outermost, off_cpu);
-                if let Some(parent) = stack.last_mut() {
-                    parent.3 += ticks;
-                }
-            }
-        }
+    let close_at_end = header.stopped != 0;
+    if off.slices.is_empty() {
+        let fold = PlainFold::new(&mut out, names, filters.min_ticks, OnCpu);
+        fold.run(&mut events, close_at_end, stop);
+    } else {
+        let fold = PlainFold::new(&mut out, names, filters.min_ticks, OffCursor::new(off));
+        fold.run(&mut events, close_at_end, stop);
     }
     out.damage = events.damage().map(str::to_string);
     out
+}
+
+/// What a call from `start` to `end` held of the time its thread was
+/// off the CPU, asked in (about) time order: at each entry, then at its
+/// exit.
+trait OffClock {
+    /// Time off the CPU before `t`.
+    fn at(&mut self, t: u64) -> u64;
+    /// A call's duration (without its time off the CPU when asked) and
+    /// its time off the CPU; `off_start` is [`OffClock::at`] its start.
+    fn call(&mut self, start: u64, off_start: u64, end: u64) -> (u64, u64);
+}
+
+/// A thread never off the CPU (or no scheduler events).
+struct OnCpu;
+
+impl OffClock for OnCpu {
+    #[inline(always)]
+    fn at(&mut self, _: u64) -> u64 {
+        0
+    }
+
+    #[inline(always)]
+    fn call(&mut self, start: u64, _: u64, end: u64) -> (u64, u64) {
+        (end.saturating_sub(start), 0)
+    }
+}
+
+/// [`OffTime`] read with a cursor that follows the events' times: a
+/// comparison or two per event where a binary search over every slice
+/// took a dozen mispredicted steps. It seeks back as well when a time
+/// goes back (a clock resynchronised), so it finds what
+/// [`OffTime::until`] finds.
+struct OffCursor<'a> {
+    time: &'a OffTime<'a>,
+    /// The slices that start before the last time asked.
+    next: usize,
+    /// Times in `(lo, hi]` have `next` slices starting before them.
+    lo: u64,
+    hi: u64,
+    /// The last of those slices (all 0 when there is none): time off
+    /// the CPU before it, its start and end.
+    before: u64,
+    start: u64,
+    end: u64,
+}
+
+impl<'a> OffCursor<'a> {
+    fn new(time: &'a OffTime<'a>) -> Self {
+        let mut cursor = OffCursor {
+            time,
+            next: 0,
+            lo: 0,
+            hi: 0,
+            before: 0,
+            start: 0,
+            end: 0,
+        };
+        cursor.seek(0);
+        cursor
+    }
+
+    /// Moves to the slices that start before `t`.
+    #[cold]
+    #[inline(never)]
+    fn seek(&mut self, t: u64) {
+        let slices = self.time.slices;
+        while self.next < slices.len() && slices[self.next].start < t {
+            self.next += 1;
+        }
+        while self.next > 0 && slices[self.next - 1].start >= t {
+            self.next -= 1;
+        }
+        self.hi = slices.get(self.next).map_or(u64::MAX, |s| s.start);
+        (self.lo, self.before, self.start, self.end) = match self.next.checked_sub(1) {
+            // A time of 0 seeks again: it finds no slice before it.
+            None => (0, 0, 0, 0),
+            Some(i) => {
+                let s = slices[i];
+                (s.start, self.time.before[i], s.start, s.end)
+            }
+        };
+    }
+}
+
+impl OffClock for OffCursor<'_> {
+    #[inline(always)]
+    fn at(&mut self, t: u64) -> u64 {
+        if !(self.lo < t && t <= self.hi) {
+            self.seek(t);
+        }
+        self.before + (t.min(self.end) - self.start)
+    }
+
+    #[inline(always)]
+    fn call(&mut self, start: u64, off_start: u64, end: u64) -> (u64, u64) {
+        let ticks = end.saturating_sub(start);
+        let off = self.at(end).saturating_sub(off_start).min(ticks);
+        (
+            if self.time.subtract {
+                ticks - off
+            } else {
+                ticks
+            },
+            off,
+        )
+    }
+}
+
+/// An open frame of [`PlainFold`].
+struct PlainFrame {
+    addr: u64,
+    start: u64,
+    /// Time of its callees so far.
+    callees: u64,
+    /// Time off the CPU before it began.
+    off_start: u64,
+    /// Its function (index, or `u32::MAX` for an address no table names).
+    func: u32,
+    /// A new call, not a resumed slice.
+    new_call: bool,
+}
+
+/// The state of [`fold_plain`]: events paired as [`Calls`] pairs them
+/// and counted as the filtered fold counts its shown calls.
+struct PlainFold<'a, C> {
+    out: &'a mut ThreadCounters,
+    names: &'a Names,
+    resolved: crate::symbols::names::ResolveCache,
+    stack: Vec<PlainFrame>,
+    open: Open<u64>,
+    min_ticks: u64,
+    clock: C,
+    /// The time of the last event.
+    last: u64,
+}
+
+impl<C: OffClock> EventSink for PlainFold<'_, C> {
+    #[inline(always)]
+    fn event(&mut self, e: Event) {
+        self.last = e.tsc;
+        match EventKind::from_u8((e.word >> KIND_SHIFT) as u8) {
+            Some(kind) if kind.opens() => self.enter(e.addr(), e.tsc, kind != EventKind::Entry),
+            Some(_) => self.leave(e.tsc),
+            None => {}
+        }
+    }
+}
+
+impl<'a, C: OffClock> PlainFold<'a, C> {
+    fn new(out: &'a mut ThreadCounters, names: &'a Names, min_ticks: u64, clock: C) -> Self {
+        let functions = out.by_func.len();
+        PlainFold {
+            out,
+            names,
+            resolved: Default::default(),
+            stack: Vec::new(),
+            open: Open::new(functions),
+            min_ticks,
+            clock,
+            last: 0,
+        }
+    }
+
+    /// Reads every event; a thread that stopped recording early has the
+    /// frames still open at its end closed at its last event's time.
+    fn run(mut self, events: &mut Events, close_at_end: bool, stop: &AtomicBool) {
+        events.each_event(stop, &mut self);
+        if close_at_end {
+            while !self.stack.is_empty() {
+                self.leave(self.last);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn enter(&mut self, addr: u64, tsc: u64, resumed: bool) {
+        let func = self
+            .resolved
+            .resolve(self.names, addr, tsc)
+            .map_or(u32::MAX, |f| f.0);
+        self.open.enter(func, || addr);
+        self.stack.push(PlainFrame {
+            addr,
+            start: tsc,
+            callees: 0,
+            off_start: self.clock.at(tsc),
+            func,
+            new_call: !resumed,
+        });
+    }
+
+    #[inline(always)]
+    fn leave(&mut self, end: u64) {
+        let Some(frame) = self.stack.pop() else {
+            return; // an exit with nothing open
+        };
+        let (ticks, off_cpu) = self.clock.call(frame.start, frame.off_start, end);
+        let outermost = self.open.leave(frame.func, || frame.addr);
+        if end.saturating_sub(frame.start) < self.min_ticks {
+            // Left out (`-t`): its time stays in its caller's own time.
+            return;
+        }
+        let c = self.out.counters(frame.func, frame.addr);
+        c.add(ticks, frame.callees, frame.new_call, outermost, off_cpu);
+        if let Some(parent) = self.stack.last_mut() {
+            parent.callees += ticks;
+        }
+    }
 }
 
 /// Folds one thread through the filters.
@@ -394,10 +599,7 @@ fn fold_filtered(
                     (0, true, *open.slot(f, || addr) == 0)
                 };
                 let (ticks, off_cpu) = off.call(start, end);
-                let c = match func {
-                    Some(f) => &mut out.by_func[f.0 as usize],
-                    None => out.unknown.entry(addr).or_default(),
-                };
+                let c = out.counters(id(func), addr);
                 c.add(ticks, inner, new_call, outermost, off_cpu);
                 if let Some(parent) = callees.last_mut() {
                     parent.0 += ticks;
@@ -1022,6 +1224,43 @@ mod tests {
         let taken = OffTime::new(&slices, true);
         assert_eq!(taken.call(15, 32), (10, 7));
         assert_eq!(taken.call(12, 18), (0, 6));
+    }
+
+    /// The cursor finds what the binary search finds, for times in order
+    /// and for times that go back, inside, between and around slices.
+    #[test]
+    fn the_off_cpu_cursor_agrees_with_the_search() {
+        let slice = |start, end| OffCpu {
+            start,
+            end,
+            preempted: false,
+        };
+        let slices: Vec<OffCpu> = (0..50u64)
+            .map(|i| slice(i * 100 + 10, i * 100 + 60))
+            .collect();
+        let mut seed = 88172645463325252u64;
+        let mut times: Vec<u64> = (0..6000u64).map(|t| t + 1).collect();
+        times.extend((0..2000).map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % 5200
+        }));
+        for subtract in [false, true] {
+            let time = OffTime::new(&slices, subtract);
+            let mut cursor = OffCursor::new(&time);
+            let mut open = Vec::new();
+            for (i, &t) in times.iter().enumerate() {
+                assert_eq!(cursor.at(t), time.until(t), "at {t}");
+                if i % 3 == 2 {
+                    if let Some((start, off_start)) = open.pop() {
+                        assert_eq!(cursor.call(start, off_start, t), time.call(start, t));
+                    }
+                } else {
+                    open.push((t, cursor.at(t)));
+                }
+            }
+        }
     }
 
     fn key(args: Option<&str>) -> RowKey {
