@@ -17,7 +17,7 @@ use std::io::{self, Write};
 
 use ftail_abi::trace::{Event, EventKind, KIND_SHIFT};
 
-use super::{Field, ImageReplay, Options, OUT_BLOCK};
+use super::{Field, ImageReplay, Options, MAX_INDENT, OUT_BLOCK};
 use crate::reader::events::Events;
 use crate::reader::sched::OffCpu;
 use crate::symbols::names::{FuncId, Names, ResolveCache};
@@ -429,6 +429,8 @@ impl ImageReplay<'_> {
         // The thread whose line comes next, kept out of the heap while
         // it stays ahead (as the general path's merge does).
         let mut front = None;
+        let plain_columns = self.opts.fields == [Field::Duration, Field::Tid];
+        let mut buf = std::mem::take(&mut self.buf);
         loop {
             let (_, i) = match front.take() {
                 Some(f) => f,
@@ -438,7 +440,7 @@ impl ImageReplay<'_> {
                 },
             };
             let t = &mut threads[i];
-            self.fused_line(t.tid, t.window, t.line);
+            self.fused_line(&mut buf, plain_columns, t.tid, t.window, &t.line);
             if t.advance() {
                 let at = (t.line.at(), i);
                 match heap.peek() {
@@ -446,10 +448,13 @@ impl ImageReplay<'_> {
                     _ => front = Some(at),
                 }
             }
-            if self.buf.len() >= OUT_BLOCK {
-                self.flush(out)?;
+            if buf.len() >= OUT_BLOCK {
+                let written = out.write_all(&buf);
+                buf.clear();
+                written?;
             }
         }
+        self.buf = buf;
         self.flush(out)?;
         for t in &threads {
             if let Some(d) = t.events.damage() {
@@ -462,8 +467,15 @@ impl ImageReplay<'_> {
     /// Adds one line: the common ones here, the others by the general
     /// writer.
     #[inline]
-    fn fused_line(&mut self, tid: u32, window: bool, line: Line) {
-        let (func, at, duration, depth, tail) = match line {
+    fn fused_line(
+        &mut self,
+        buf: &mut Vec<u8>,
+        plain_columns: bool,
+        tid: u32,
+        window: bool,
+        line: &Line,
+    ) {
+        let (func, at, duration, depth, tail) = match *line {
             Line::Enter {
                 func: Some(f),
                 tsc,
@@ -491,26 +503,20 @@ impl ImageReplay<'_> {
             } if !earlier || window => {
                 (f, end, Some(end.saturating_sub(start)), depth, Tail::Leave)
             }
-            Line::OffCpu { slice, depth } => return self.off_cpu(tid, slice, depth),
-            other => {
-                if let Some(item) = other.shown() {
-                    self.line(tid, window, &item);
-                }
-                return;
-            }
+            _ => return self.general_line(buf, tid, window, line),
         };
         if self.tails.get(func.0 as usize).is_none() {
             // Not a function of the image: no name to render once.
-            if let Some(item) = line.shown() {
-                self.line(tid, window, &item);
-            }
-            return;
+            return self.general_line(buf, tid, window, line);
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        self.columns(&mut buf, tid, at, duration, None);
+        if plain_columns {
+            self.default_columns(buf, tid, duration);
+        } else {
+            self.columns(buf, tid, at, duration, None);
+            buf.extend_from_slice(b"| ");
+        }
         self.last = Some(at);
-        buf.extend_from_slice(b"| ");
-        super::indent(&mut buf, depth);
+        indent(buf, depth);
         let names = self.names;
         let tails = self.tails[func.0 as usize]
             .get_or_insert_with(|| Tails::of(&names.function(func).name));
@@ -519,7 +525,22 @@ impl ImageReplay<'_> {
             Tail::Leaf => &tails.leaf,
             Tail::Leave => &tails.leave,
         });
-        self.buf = buf;
+    }
+
+    /// Adds a line that is not one of the common ones, by the general
+    /// writer.
+    #[cold]
+    fn general_line(&mut self, buf: &mut Vec<u8>, tid: u32, window: bool, line: &Line) {
+        std::mem::swap(&mut self.buf, buf);
+        match *line {
+            Line::OffCpu { slice, depth } => self.off_cpu(tid, slice, depth),
+            other => {
+                if let Some(item) = other.shown() {
+                    self.line(tid, window, &item);
+                }
+            }
+        }
+        std::mem::swap(&mut self.buf, buf);
     }
 }
 
@@ -529,4 +550,75 @@ enum Tail {
     Enter,
     Leaf,
     Leave,
+}
+
+impl ImageReplay<'_> {
+    /// The default columns (duration, thread) and `| `, as
+    /// [`ImageReplay::columns`] writes them.
+    #[inline]
+    fn default_columns(&mut self, buf: &mut Vec<u8>, tid: u32, duration: Option<u64>) {
+        if self.tid_prefix.0 != Some(tid) {
+            // The line of an entry up to its indentation: no duration.
+            let prefix = &mut self.tid_prefix.1;
+            prefix.clear();
+            prefix.extend_from_slice(&[b' '; DURATION + 1]);
+            prefix.push(b'[');
+            super::right_aligned(prefix, u64::from(tid), 6);
+            prefix.extend_from_slice(b"] | ");
+            self.tid_prefix.0 = Some(tid);
+        }
+        match duration {
+            None => buf.extend_from_slice(&self.tid_prefix.1),
+            Some(ticks) => {
+                duration_column(buf, ticks as f64 * 1e9 / self.hz);
+                buf.extend_from_slice(&self.tid_prefix.1[DURATION..]);
+            }
+        }
+    }
+}
+
+/// Columns of a duration.
+const DURATION: usize = 10;
+
+/// `ns` as [`super::push_ns`] writes it (`{:7.3} {unit}`), with the
+/// common widths written in one piece.
+#[inline]
+fn duration_column(buf: &mut Vec<u8>, ns: f64) {
+    let (v, unit) = super::scaled(ns);
+    let milli = super::round(v * 1000.0);
+    let (Ok(unit), true) = (<[u8; 2]>::try_from(unit.as_bytes()), milli < 1_000_000) else {
+        return super::push_ns(buf, ns);
+    };
+    let whole = milli / 1000;
+    let frac = milli % 1000;
+    let digit = |n: u64| b'0' + (n % 10) as u8;
+    let mut a = [b' '; DURATION];
+    if whole >= 100 {
+        a[0] = digit(whole / 100);
+    }
+    if whole >= 10 {
+        a[1] = digit(whole / 10);
+    }
+    a[2] = digit(whole);
+    a[3] = b'.';
+    a[4] = digit(frac / 100);
+    a[5] = digit(frac / 10);
+    a[6] = digit(frac);
+    a[8] = unit[0];
+    a[9] = unit[1];
+    buf.extend_from_slice(&a);
+}
+
+/// Two spaces a level, as [`super::indent`] writes them, in one piece
+/// (a depth past [`MAX_INDENT`] by the general writer).
+#[inline]
+fn indent(buf: &mut Vec<u8>, depth: u32) {
+    const SPACES: &[u8; 2 * MAX_INDENT as usize] = &[b' '; 2 * MAX_INDENT as usize];
+    if depth > MAX_INDENT {
+        return super::indent(buf, depth);
+    }
+    // A copy of known length, then cut: no call to `memset`.
+    let end = buf.len() + 2 * depth as usize;
+    buf.extend_from_slice(SPACES);
+    buf.truncate(end);
 }
