@@ -622,3 +622,26 @@ fn indent(buf: &mut Vec<u8>, depth: u32) {
     buf.extend_from_slice(SPACES);
     buf.truncate(end);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_in_one_piece_match_the_general_writer() {
+        let mut ns = vec![0.0, 0.4, 0.5, 999.4994, 999.9995, 1e3, 99_999.9, 1e9, 5e12];
+        ns.extend((0..2000).map(|i| f64::from(i) * 1.37e5 / 7.0));
+        for &ns in &ns {
+            let (mut fused, mut general) = (Vec::new(), Vec::new());
+            duration_column(&mut fused, ns);
+            super::super::push_ns(&mut general, ns);
+            assert_eq!(fused, general, "{ns}");
+        }
+        for depth in 0..60 {
+            let (mut fused, mut general) = (b"x".to_vec(), b"x".to_vec());
+            indent(&mut fused, depth);
+            super::super::indent(&mut general, depth);
+            assert_eq!(fused, general, "{depth}");
+        }
+    }
+}
