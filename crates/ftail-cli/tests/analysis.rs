@@ -941,3 +941,45 @@ fn a_tail_call_into_untraced_code_shows_on_one_line() {
         );
     }
 }
+
+/// Plain replay takes a fused path (events straight to lines); the
+/// general path (filters, values, colours) must write the same bytes on
+/// every kind of line: library calls and a tail call (`tour.c`), threads
+/// interleaved, calls unwound by an exception, coroutines switched out
+/// and resumed, and a ring's window with calls begun before it.
+#[test]
+fn plain_replay_writes_what_the_general_path_writes() {
+    let tour = record_fixture("gcc", "tour.c");
+    let text = replay_paths_agree(&tour.trace);
+    assert!(text.contains("(tail call)"), "{text}");
+    assert!(text.contains("strlen();"), "{text}");
+    let threads = record_threads();
+    replay_paths_agree(&threads.trace);
+    let dir = scratch();
+    let build = |cc: &str, source: &str, exe: &str| {
+        let exe = dir.path().join(exe);
+        run_ok(
+            ftail_cc(cc)
+                .args(["-O2", "-o"])
+                .arg(&exe)
+                .arg(repo().join("tests/runtime").join(source)),
+        );
+        exe
+    };
+    let many = build("gcc", "many_coroutines.c", "many");
+    let tdir = dir.path().join("coroutines");
+    record_trace(&tdir, &many, &["20", "2"], &["--no-libcall"]);
+    let text = replay_paths_agree(&tdir);
+    assert!(text.contains("/* resumed */"), "{text}");
+    let tdir = dir.path().join("ring");
+    let tour_exe = tour.trace.parent().unwrap().join("tour");
+    record_trace(&tdir, &tour_exe, &[], &["--ring", "1M"]);
+    replay_paths_agree(&tdir);
+    if have("g++") {
+        let exc = build("g++", "exceptions.cc", "exc");
+        let tdir = dir.path().join("exceptions");
+        record_trace(&tdir, &exc, &[], &[]);
+        let text = replay_paths_agree(&tdir);
+        assert!(text.contains("(unwound)"), "{text}");
+    }
+}

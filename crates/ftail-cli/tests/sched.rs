@@ -387,3 +387,16 @@ fn perfetto_shows_the_time_off_the_cpu_as_a_slice_inside_the_call() {
     assert_eq!(next[0].as_u64(), calls[at][0].as_u64().map(|d| d + 1));
     assert!(next[2].as_f64().unwrap() >= 15e6, "{calls:?}");
 }
+
+/// Plain replay's fused path places the times off the CPU as the general
+/// path does: inside the call running, a one-line call split around them.
+#[test]
+fn plain_replay_places_the_time_off_the_cpu_as_the_general_path_does() {
+    let tmp = scratch();
+    let trace = recorded(tmp.path());
+    let text = replay_paths_agree(&trace);
+    assert!(
+        text.contains("linux:schedule();") || text.contains("scheduler events were not recorded"),
+        "{text}"
+    );
+}

@@ -253,3 +253,75 @@ sys.stdout.buffer.write(out)
         .envs(env.iter().copied()));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Replays `trace` with the common option sets (the default, each `-f`
+/// column, several together, `--no-merge`, `--no-event`) both as `replay`
+/// does (plain replay takes a fused path) and by the general path only,
+/// and asserts that both write the same bytes; returns the default
+/// output.
+pub fn replay_paths_agree(trace: &Path) -> String {
+    use ftail_trace::replay::{Field, Options};
+    let listing = ftail_trace::reader::dir::TraceDir::open(trace).unwrap();
+    let names = ftail_trace::names::for_images(&listing.images);
+    let mut sets = vec![Options::default()];
+    for fields in [
+        "time",
+        "delta",
+        "duration",
+        "tid",
+        "elapsed",
+        "none",
+        "+time",
+        "elapsed,delta,duration,tid,time",
+    ] {
+        sets.push(Options {
+            fields: Field::parse_list(fields).unwrap(),
+            ..Options::default()
+        });
+    }
+    sets.push(Options {
+        merge_leaves: false,
+        ..Options::default()
+    });
+    sets.push(Options {
+        sched: false,
+        ..Options::default()
+    });
+    let mut first = None;
+    for opts in &sets {
+        let mut fused = Vec::new();
+        ftail_trace::replay::replay(&listing, &names, opts, &mut fused).unwrap();
+        let mut general = Vec::new();
+        ftail_trace::replay::replay_general(&listing, &names, opts, &mut general).unwrap();
+        let (fused, general) = (
+            String::from_utf8(fused).unwrap(),
+            String::from_utf8(general).unwrap(),
+        );
+        assert!(general.contains(" {\n"), "{general}");
+        if fused != general {
+            let at = fused
+                .lines()
+                .zip(general.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            panic!(
+                "{:?}: the paths differ from line {at}:\n{}\nvs\n{}",
+                opts.fields,
+                fused
+                    .lines()
+                    .skip(at)
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                general
+                    .lines()
+                    .skip(at)
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
+        first.get_or_insert(fused);
+    }
+    first.unwrap_or_default()
+}

@@ -150,6 +150,12 @@ impl Enums {
         }
     }
 
+    /// Whether the trace has a spec file (without one, the runtime
+    /// records no value).
+    pub fn loaded(&self) -> bool {
+        self.loaded
+    }
+
     /// The enum or aggregate that the function `name` returns, when the
     /// spec file names one for it.
     pub fn returned_by(&self, name: &str) -> Option<u32> {

@@ -26,6 +26,8 @@ use crate::reader::sched::{OffCpu, Sched};
 use crate::symbols::names::{FuncId, Names};
 use crate::views::view::{Filters, Leaves, Matches, Shown, Threshold, Visible};
 
+mod fused;
+
 /// Levels of indentation spelled out; deeper calls show their depth.
 pub const MAX_INDENT: u32 = 40;
 
@@ -135,6 +137,27 @@ pub fn replay(
     opts: &Options,
     out: &mut impl Write,
 ) -> io::Result<()> {
+    replay_by(trace, names, opts, out, true)
+}
+
+/// [`replay`] without its fused path for plain replay, which must write
+/// the same bytes: what tests compare it with.
+pub fn replay_general(
+    trace: &TraceDir,
+    names: &[Names],
+    opts: &Options,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    replay_by(trace, names, opts, out, false)
+}
+
+fn replay_by(
+    trace: &TraceDir,
+    names: &[Names],
+    opts: &Options,
+    out: &mut impl Write,
+    fused: bool,
+) -> io::Result<()> {
     let origin = trace
         .images
         .iter()
@@ -161,7 +184,11 @@ pub fn replay(
             last: None,
             buf: Vec::with_capacity(OUT_BLOCK + 4096),
             names_by_id: vec![None; names.functions().len()],
+            tails: std::iter::repeat_with(|| None)
+                .take(names.functions().len())
+                .collect(),
             tid_column: (None, Vec::new()),
+            tid_prefix: (None, Vec::new()),
             srclines: vec![None; names.functions().len()],
             enums: &enums,
             text: String::new(),
@@ -169,6 +196,7 @@ pub fn replay(
             mark: trace.mark.clone(),
             sched: &sched,
             windows: Vec::new(),
+            fused,
         };
         r.run(out)?;
     }
@@ -255,8 +283,13 @@ struct ImageReplay<'a> {
     buf: Vec<u8>,
     /// Function names looked up so far, by function id.
     names_by_id: Vec<Option<&'a str>>,
+    /// Function lines rendered so far (the fused path), by function id.
+    tails: Vec<Option<fused::Tails>>,
     /// The thread column of the last line's thread.
     tid_column: (Option<u32>, Vec<u8>),
+    /// The default columns of an entry of the last line's thread, up to
+    /// the indentation (the fused path).
+    tid_prefix: (Option<u32>, Vec<u8>),
     /// Source lines looked up so far, by function.
     srclines: Vec<Option<Option<Box<str>>>>,
     /// The enums' names, for recorded values.
@@ -273,6 +306,8 @@ struct ImageReplay<'a> {
     /// Which of the threads being shown keep a ring (a window of their
     /// events) rather than every event, in the order of their sources.
     windows: Vec<bool>,
+    /// Plain replay may take the fused path.
+    fused: bool,
 }
 
 /// A snapshot's mark with its call's entry time: `ftail_snapshot()`
@@ -346,6 +381,10 @@ impl ImageReplay<'_> {
             .iter()
             .filter(|t| self.opts.tids.is_empty() || self.opts.tids.contains(&t.tid))
             .collect();
+        self.mark = self.mark.take().and_then(|m| resolve_mark(m, image));
+        let fused =
+            self.fused && fused::applies(self.opts, self.enums.loaded(), self.mark.is_some());
+        let mut plain = Vec::new();
         let mut notes = Vec::new();
         let mut sources: Vec<Box<dyn Iterator<Item = Item> + '_>> = Vec::new();
         let mut tids = Vec::new();
@@ -371,6 +410,14 @@ impl ImageReplay<'_> {
             if header.lost > 0 {
                 notes.push(format!("# thread {}: {} events lost", t.tid, header.lost));
             }
+            if fused {
+                let slices = self.sched.thread(t.tid);
+                let merge = self.opts.merge_leaves;
+                plain.push(fused::Thread::new(
+                    t.tid, &header, events, self.names, merge, slices,
+                ));
+                continue;
+            }
             let slot = std::rc::Rc::new(std::cell::RefCell::new(None));
             damage.push((t.tid, slot.clone()));
             let feed = events.values();
@@ -394,7 +441,9 @@ impl ImageReplay<'_> {
         for n in &notes {
             writeln!(out, "{n}")?;
         }
-        self.mark = self.mark.take().and_then(|m| resolve_mark(m, image));
+        if fused {
+            return self.run_fused(plain, out);
+        }
         for (i, item) in Merge::new(sources, Item::tsc) {
             match item {
                 Item::Call(item) => self.line(tids[i], self.windows[i], &item),
