@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use ftail_abi::{FuncFlags, SiteFlags, SiteKind, NO_REG, SITES_VERSION};
 
 use crate::classify::{
-    cold_parent, flow, inverse_cc, is_return_thunk, is_thunk_body, operand_register,
-    retpoline_register, Flow,
+    cold_parent, flow, indirect_call_len, inverse_cc, is_return_thunk, is_thunk_body,
+    operand_register, retpoline_register, Flow,
 };
 use crate::lex::{split_args, symbols};
 use crate::parse::{parse, pieces, Line, Parsed, SectionId, Stmt};
@@ -212,7 +212,9 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                 SiteKind::TailIndirect => self.stats.tails_indirect += 1,
                 SiteKind::TailRetpoline => self.stats.tails_retpoline += 1,
                 SiteKind::LocalIndirect => self.stats.local_indirect += 1,
-                SiteKind::Call | SiteKind::CallGot => self.stats.calls += 1,
+                SiteKind::Call | SiteKind::CallGot | SiteKind::CallIndirect => {
+                    self.stats.calls += 1
+                }
             }
         }
     }
@@ -304,7 +306,7 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                     }
                     Flow::CallGot { .. } => {}
                     Flow::JmpIndirect { .. } | Flow::Ret => {}
-                    Flow::None => {
+                    Flow::None | Flow::CallIndirect { .. } => {
                         for s in symbols(insn.operands).filter(|s| s.starts_with(".L")) {
                             self.addr_taken.insert(s);
                         }
@@ -497,6 +499,10 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                 }
                 Flow::CallDirect { .. } => Some(self.call_site(SiteKind::Call, cold_flag)),
                 Flow::CallGot { .. } => Some(self.call_site(SiteKind::CallGot, cold_flag)),
+                Flow::CallIndirect { operand } if insn.prefixes.is_empty() => {
+                    indirect_call_len(operand).map(|len| self.indirect_call_site(len, cold_flag))
+                }
+                Flow::CallIndirect { .. } => None,
                 Flow::None => None,
             };
             if let Some((e, s)) = placed {
@@ -690,6 +696,22 @@ impl<'p, 'a> Rewriter<'p, 'a> {
     fn call_site(&mut self, kind: SiteKind, flags: u8) -> (Edit, SiteOut) {
         let l = self.label();
         (before(vec![format!("{l}:")]), site(&l, kind, NO_REG, flags))
+    }
+
+    /// An indirect call site: the call itself, labelled, after as many
+    /// `cs` prefixes (`2e`) as make it 5 bytes long — never `3e`, which
+    /// is `notrack` under CET's indirect branch tracking — so untraced
+    /// the same single instruction runs.
+    fn indirect_call_site(&mut self, len: usize, flags: u8) -> (Edit, SiteOut) {
+        let l = self.label();
+        let mut lines = vec![format!("{l}:")];
+        if len < 5 {
+            lines.push(format!("\t.byte\t{}", vec!["0x2e"; 5 - len].join(", ")));
+        }
+        (
+            before(lines),
+            site(&l, SiteKind::CallIndirect, NO_REG, flags),
+        )
     }
 
     fn local_indirect(&mut self, flags: u8) -> (Edit, SiteOut) {

@@ -269,6 +269,7 @@ extern "C" fn after_fork_in_child() {
         if let Some(files) = key::choose() {
             status::create(files.status);
             metadata::write_modules(files.modules, &selection::loaded_lines());
+            plan::indirect::log_again();
             metadata::write_info(files.info, start);
         }
     }

@@ -239,7 +239,7 @@ fn read_unit(
         return Err(corrupt(desc_addr, "note descriptor too short"));
     }
     let version = u32_at(desc, 0);
-    if version != ftail_abi::SITES_VERSION {
+    if !ftail_abi::reads_sites_version(version) {
         return Err(corrupt(
             desc_addr,
             &if version < ftail_abi::SITES_VERSION {
@@ -494,6 +494,17 @@ fn check_site(
             }
             Ok(())
         }
+        SiteKind::CallIndirect => {
+            // `call *operand`, one instruction: padded with `cs` prefixes
+            // to 5 bytes when shorter.
+            let i = decode_at(img, s.addr).ok_or("undecodable call site")?;
+            if i.code() != Code::Call_rm64 || i.len() < 5 {
+                return Err(format!(
+                    "call-indirect site holds `{i}`, not one call *operand of 5 bytes or more"
+                ));
+            }
+            Ok(())
+        }
         SiteKind::LocalIndirect => Ok(()),
     }
 }
@@ -608,7 +619,7 @@ pub fn summarize(funcs: &[Function]) -> Summary {
             SiteKind::TailIndirect => s.tails_indirect += 1,
             SiteKind::TailRetpoline => s.tails_retpoline += 1,
             SiteKind::LocalIndirect => s.local_indirect += 1,
-            SiteKind::Call | SiteKind::CallGot => s.calls += 1,
+            SiteKind::Call | SiteKind::CallGot | SiteKind::CallIndirect => s.calls += 1,
         }
     }
     s

@@ -89,7 +89,7 @@ pub const LEAF_LEN: u64 = 16;
 
 /// Functions that return twice: recorded through a leaf thunk, as calls
 /// that end at once (a tail jump into one stays the program's own).
-const LEAF: &[&str] = &["setjmp", "_setjmp", "__setjmp", "sigsetjmp", "__sigsetjmp"];
+pub const LEAF: &[&str] = &["setjmp", "_setjmp", "__setjmp", "sigsetjmp", "__sigsetjmp"];
 
 /// Whether calls of `name` are recorded through a leaf thunk.
 pub fn is_leaf(name: &str) -> bool {
@@ -155,6 +155,12 @@ impl Known {
             }
         }
         k.starts.sort_unstable();
+        let slots = modules
+            .iter()
+            .filter(|m| !m.funcs.is_empty())
+            .map(|m| (m.base, crate::found::modules::bound_slots(m)))
+            .collect();
+        crate::plan::indirect::publish(&k.starts, slots);
         k
     }
 
