@@ -1126,3 +1126,35 @@ fn writes(insn: &crate::parse::Insn<'_>, reg: &str) -> bool {
     let dest = split_args(insn.operands).last().copied().unwrap_or("");
     dest.strip_prefix('%').and_then(gpr64) == Some(reg)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The line before the first line of `text` that trims to `stmt`.
+    fn before<'a>(text: &'a str, stmt: &str) -> &'a str {
+        let lines: Vec<&str> = text.lines().collect();
+        let i = lines
+            .iter()
+            .position(|l| l.trim() == stmt)
+            .unwrap_or_else(|| panic!("no {stmt:?} in:\n{text}"));
+        lines[i - 1].trim()
+    }
+
+    #[test]
+    fn indirect_calls_are_padded_to_five_bytes_outside_inline_assembly() {
+        let asm = "\t.text\n\t.globl\tf\n\t.type\tf, @function\nf:\n\t.cfi_startproc\n\
+                   \tsubq\t$8, %rsp\n\tcall\t*%rax\n\tcall\t*8(%rsp)\n\tcall\t*%r9\n\
+                   \tcall\t*fp(%rip)\n\tnotrack call\t*%rdx\n#APP\n\tcall *%rbx\n#NO_APP\n\
+                   \taddq\t$8, %rsp\n\tret\n\t.cfi_endproc\n\t.size\tf, .-f\n\
+                   \t.ident\t\"GCC: (Debian 12.2.0-14) 12.2.0\"\n";
+        let r = crate::rewrite(asm).expect("rewritten");
+        assert_eq!(r.stats.calls, 4, "{}", r.text);
+        let t = &r.text;
+        assert_eq!(before(t, "call\t*%rax"), ".byte\t0x2e, 0x2e, 0x2e");
+        assert_eq!(before(t, "call\t*8(%rsp)"), ".byte\t0x2e");
+        assert_eq!(before(t, "call\t*%r9"), ".byte\t0x2e, 0x2e");
+        assert!(before(t, "call\t*fp(%rip)").starts_with(".Lftail_"), "{t}");
+        assert_eq!(before(t, "notrack call\t*%rdx"), "call\t*fp(%rip)");
+        assert_eq!(before(t, "call *%rbx"), "#APP");
+        assert!(!t.contains("0x3e"), "{t}");
+    }
+}
