@@ -240,20 +240,20 @@ fn read_unit(
     }
     let version = u32_at(desc, 0);
     if !ftail_abi::reads_sites_version(version) {
+        let reads = format!(
+            "this one reads versions {} to {}",
+            ftail_abi::OLDEST_SITES_VERSION,
+            ftail_abi::SITES_VERSION
+        );
         return Err(corrupt(
             desc_addr,
-            &if version < ftail_abi::SITES_VERSION {
+            &if version < ftail_abi::OLDEST_SITES_VERSION {
                 format!(
-                    "site tables of version {version}, from an older ftail (this one reads \
-                     version {}): rebuild the program with this ftail",
-                    ftail_abi::SITES_VERSION
+                    "site tables of version {version}, from an older ftail ({reads}): rebuild \
+                     the program with this ftail"
                 )
             } else {
-                format!(
-                    "site tables of version {version}, from a newer ftail (this one reads \
-                     version {})",
-                    ftail_abi::SITES_VERSION
-                )
+                format!("site tables of version {version}, from a newer ftail ({reads})")
             },
         ));
     }

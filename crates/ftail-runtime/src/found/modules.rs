@@ -4,7 +4,7 @@
 
 use ftail_abi::{
     reads_sites_version, FuncRecord, SiteRecord, SitesNote, NOTE_NAME, NOTE_TYPE_SITES,
-    SITES_VERSION,
+    OLDEST_SITES_VERSION, SITES_VERSION,
 };
 
 /// A loaded module with site tables.
@@ -106,9 +106,9 @@ unsafe extern "C" fn visit(
         // is left alone, and says why.
         funcs.clear();
         damage = Some(format!(
-            "its site tables are of version {v}, from {} ftail (this one reads version \
-             {SITES_VERSION}): build it again with this ftail",
-            if v < SITES_VERSION {
+            "its site tables are of version {v}, from {} ftail (this one reads versions \
+             {OLDEST_SITES_VERSION} to {SITES_VERSION}): build it again with this ftail",
+            if v < OLDEST_SITES_VERSION {
                 "an older"
             } else {
                 "a newer"
