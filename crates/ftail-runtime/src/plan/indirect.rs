@@ -338,11 +338,20 @@ fn with_shared<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
     LOCK.with(|| f(unsafe { &mut *SHARED.0.get() }))
 }
 
-/// Publishes the function starts and bound GOT slots of every module
-/// with tables (planning, under the control lock, never in a signal
+/// Publishes the function starts and bound GOT slots of `modules`, every
+/// loaded module with tables (when modules are found, never in a signal
 /// handler: it allocates).
-pub fn publish(starts: &[u64], slots: Vec<(u64, BTreeMap<u64, String>)>) {
-    let fresh = starts.to_vec();
+pub fn publish(modules: &[crate::found::modules::Module]) {
+    let with_tables = || modules.iter().filter(|m| !m.funcs.is_empty());
+    let mut fresh: Vec<u64> = with_tables()
+        .flat_map(|m| &m.funcs)
+        // SAFETY: records come from these loaded modules' notes.
+        .map(|&f| unsafe { crate::found::modules::rel(std::ptr::addr_of!((*f).start)) })
+        .collect();
+    fresh.sort_unstable();
+    let slots = with_tables()
+        .map(|m| (m.base, crate::found::modules::bound_slots(m)))
+        .collect();
     let old = with_shared(|s| {
         (
             std::mem::replace(&mut s.starts, fresh),

@@ -155,12 +155,6 @@ impl Known {
             }
         }
         k.starts.sort_unstable();
-        let slots = modules
-            .iter()
-            .filter(|m| !m.funcs.is_empty())
-            .map(|m| (m.base, crate::found::modules::bound_slots(m)))
-            .collect();
-        crate::plan::indirect::publish(&k.starts, slots);
         k
     }
 
