@@ -9,6 +9,9 @@
 #   (`libcall.c own`), each over its plain build. Valgrind runs slowly,
 #   so the trace takes more time records than it does natively: a few
 #   instructions per call more than a native run executes.
+# * The same two for atoi called through a function pointer (`ind`): an
+#   indirect call site is the original `call *%reg` (padded with `cs`
+#   prefixes) until traced.
 # * Traced cost per call: the slope of wall time between N and 5N calls
 #   (which cancels each tool's start-up), less the plain build's, for
 #   `ftail record` of the ftail build (library calls, and calls of the
@@ -36,6 +39,12 @@ ip2=$(instructions "$plain" $((small * 10)))
 ii2=$(instructions "$ftail" $((small * 10)))
 echo "untraced, $small calls: plain $ip, instrumented $ii instructions (+$((ii - ip)))"
 echo "untraced, $((small * 10)) calls: plain $ip2, instrumented $ii2 instructions (+$((ii2 - ip2)))"
+ipi=$(instructions "$plain" $small ind)
+iii=$(instructions "$ftail" $small ind)
+ipi2=$(instructions "$plain" $((small * 10)) ind)
+iii2=$(instructions "$ftail" $((small * 10)) ind)
+echo "untraced, $small indirect calls: plain $ipi, instrumented $iii instructions (+$((iii - ipi)))"
+echo "untraced, $((small * 10)) indirect calls: plain $ipi2, instrumented $iii2 instructions (+$((iii2 - ipi2)))"
 # Instructions per call traced, over the plain build: N calls and 10N.
 traced_per_call() {
   local mode=$1 a b pa pb
@@ -50,6 +59,7 @@ traced_per_call() {
   echo $(((b - a - pb + pa) / (small * 9)))
 }
 echo "traced instructions per call: library call $(traced_per_call lib)," \
+  "indirect library call $(traced_per_call ind)," \
   "call of the program's own function $(traced_per_call own)"
 cd "$WORK"
 for k in 1 5; do

@@ -37,7 +37,9 @@
 //! * a call site is a call whose target may lie outside the instrumented
 //!   code (`call f@PLT`, `call *f@GOTPCREL(%rip)`): the call itself,
 //!   retargeted to a thunk that records the callee around a real `call`
-//!   when the callee turns out to be in a module without tables.
+//!   when the callee turns out to be in a module without tables;
+//! * an indirect call site (`call *operand`) is the call itself, padded
+//!   with `cs` prefixes to 5 bytes when shorter.
 //!
 //! Every exit and tail site executes with the stack pointer at the
 //! function's CFA − 8, i.e. with the return address on top of the stack.
@@ -50,7 +52,16 @@ pub mod argspec;
 pub mod trigger;
 
 /// Version of the site-table layout; bumped on any change.
-pub const SITES_VERSION: u32 = 3;
+pub const SITES_VERSION: u32 = 4;
+
+/// The oldest version readers still read: version 3 differs from 4 only
+/// in having no [`SiteKind::CallIndirect`] sites.
+pub const OLDEST_SITES_VERSION: u32 = 3;
+
+/// Whether tables of `version` are read by this ftail.
+pub fn reads_sites_version(version: u32) -> bool {
+    (OLDEST_SITES_VERSION..=SITES_VERSION).contains(&version)
+}
 
 /// Section holding one [`SitesNote`] per object file.
 pub const NOTE_SECTION: &str = ".note.ftail";
@@ -188,6 +199,11 @@ pub enum SiteKind {
     /// `-fno-plt`), 6 bytes; the linker may have relaxed it to `addr32
     /// call rel32` (`67 e8`) for a symbol it bound in the same module.
     CallGot = 9,
+    /// An indirect `call *operand` (a function pointer, a virtual call),
+    /// padded with `cs` prefixes (`2e`) to 5 bytes when shorter, so that
+    /// untraced the one original call runs; longer forms are as they were
+    /// compiled. Since version 4.
+    CallIndirect = 10,
 }
 
 impl SiteKind {
@@ -203,6 +219,7 @@ impl SiteKind {
             7 => SiteKind::LocalIndirect,
             8 => SiteKind::Call,
             9 => SiteKind::CallGot,
+            10 => SiteKind::CallIndirect,
             _ => return None,
         })
     }
@@ -219,6 +236,7 @@ impl SiteKind {
             SiteKind::LocalIndirect => "local-indirect",
             SiteKind::Call => "call",
             SiteKind::CallGot => "call-got",
+            SiteKind::CallIndirect => "call-indirect",
         }
     }
 
@@ -237,7 +255,10 @@ impl SiteKind {
 
     /// Whether the site is a call out of the function (a library call).
     pub fn is_call(self) -> bool {
-        matches!(self, SiteKind::Call | SiteKind::CallGot)
+        matches!(
+            self,
+            SiteKind::Call | SiteKind::CallGot | SiteKind::CallIndirect
+        )
     }
 
     /// Whether the site is a function exit.
@@ -282,7 +303,7 @@ mod tests {
             }
         }
         assert_eq!(SiteKind::from_u8(0), None);
-        assert_eq!(SiteKind::from_u8(10), None);
+        assert_eq!(SiteKind::from_u8(11), None);
     }
 
     #[test]

@@ -589,18 +589,18 @@ fn sites_reports_damage_precisely() {
     for (version, why) in [
         (
             99u32,
-            "site tables of version 99, from a newer ftail (this one reads version 3)",
+            "site tables of version 99, from a newer ftail (this one reads versions 3 to 4)",
         ),
         // Tables of the nop-before-ret layout: a clear refusal.
         (
             1,
-            "site tables of version 1, from an older ftail (this one reads version 3): \
+            "site tables of version 1, from an older ftail (this one reads versions 3 to 4): \
              rebuild the program with this ftail",
         ),
         // Tables without call sites: rebuilt, library calls show.
         (
             2,
-            "site tables of version 2, from an older ftail (this one reads version 3): \
+            "site tables of version 2, from an older ftail (this one reads versions 3 to 4): \
              rebuild the program with this ftail",
         ),
     ] {
@@ -613,6 +613,14 @@ fn sites_reports_damage_precisely() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(why), "{err}");
     }
+
+    // Version 3 tables (no indirect call sites) are still read.
+    let mut v3 = data.clone();
+    v3[desc..desc + 4].copy_from_slice(&3u32.to_le_bytes());
+    let path = dir.path().join("version-3");
+    std::fs::write(&path, &v3).unwrap();
+    let (ok, text) = sites(&path);
+    assert!(ok, "{text}");
 
     // A function table pointing outside the file is named, not followed.
     let mut pointing = data.clone();

@@ -960,3 +960,137 @@ fn shared_and_dlopened_libraries_record_their_library_calls() {
         }
     }
 }
+
+/// Indirect calls (`call *%reg`, `call *(%reg)`, `call *fp(%rip)`) into
+/// libc: each call recorded once, nested under its caller, named by the
+/// function the program took the address of (`strlen`, not the
+/// implementation its IFUNC chose); the padded sites check out.
+#[test]
+fn indirect_calls_into_libc_are_recorded_once_each() {
+    for cc in compilers() {
+        for flags in [&["-O0"][..], &["-O2"], &["-O0", "-fno-plt"]] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, flags, &fixture("indirect.c"));
+            let (ok, report) = sites(&exe);
+            assert!(ok && report.contains(" 0 mismatches"), "{report}");
+            record(dir.path(), &exe, &["table"], &[]);
+            let mut want = vec!["main() {", "  table() {"];
+            for _ in 0..3 {
+                want.extend(["    strlen();", "    puts();"]);
+            }
+            want.extend(["  } /* table */", "  printf();", "} /* main */"]);
+            assert_eq!(calls(dir.path(), &[]), want, "{cc} {flags:?}");
+        }
+    }
+}
+
+/// A pointer from `dlsym` into a library loaded with `dlopen` (libm):
+/// named from the library's symbols when the trace is read.
+#[test]
+fn a_function_found_by_dlsym_is_recorded_through_its_pointer() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, &[opt], &fixture("indirect.c"));
+            record(dir.path(), &exe, &["dlsym"], &[]);
+            assert_eq!(
+                calls(dir.path(), &[]),
+                [
+                    "main() {",
+                    "  through_dlsym() {",
+                    "    cbrt();",
+                    "  } /* through_dlsym */",
+                    "  printf();",
+                    "} /* main */"
+                ],
+                "{cc} {opt}"
+            );
+        }
+    }
+}
+
+/// A pointer to the program's own instrumented function: its own entry
+/// records each call, once.
+#[test]
+fn an_indirect_call_of_an_instrumented_function_counts_once() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, &[opt], &fixture("indirect.c"));
+            record(dir.path(), &exe, &["own"], &[]);
+            assert_eq!(
+                calls(dir.path(), &[]),
+                [
+                    "main() {",
+                    "  own_pointer() {",
+                    "    twice();",
+                    "    twice();",
+                    "    twice();",
+                    "  } /* own_pointer */",
+                    "  printf();",
+                    "} /* main */"
+                ],
+                "{cc} {opt}"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_libcall_leaves_indirect_calls_alone() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O2"], &fixture("indirect.c"));
+    record(dir.path(), &exe, &["table"], &["--no-libcall"]);
+    assert_eq!(
+        calls(dir.path(), &[]),
+        ["main() {", "  table();", "} /* main */"]
+    );
+}
+
+/// An exception thrown by a C++ function of a library built without
+/// ftail, called through a pointer from `dlsym`, unwinds through the
+/// indirect call's thunk into the program's handler; the call closes as
+/// unwound and every thread stays balanced.
+#[test]
+fn an_exception_from_an_indirect_library_call_unwinds_through_it() {
+    for cxx in ["g++", "clang++-19"].into_iter().filter(|c| have(c)) {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let lib = dir.path().join("libthrow.so");
+            run_ok(
+                Command::new("g++")
+                    .args(["-O2", "-shared", "-fPIC", "-o"])
+                    .arg(&lib)
+                    .arg(fixture("indirect_throw_lib.cc")),
+            );
+            let exe = dir.path().join("throw");
+            run_ok(
+                ftail_cc(cxx)
+                    .args([opt, "-o"])
+                    .arg(&exe)
+                    .arg(fixture("indirect_throw.cc")),
+            );
+            record(dir.path(), &exe, &[lib.to_str().unwrap()], &[]);
+            let lines = calls(dir.path(), &[]);
+            let count = |want: &str| lines.iter().filter(|l| l.trim() == want).count();
+            assert_eq!(
+                count("lib_throw();"),
+                1,
+                "{cxx} {opt}:\n{}",
+                lines.join("\n")
+            );
+            assert_eq!(
+                count("} /* lib_throw (unwound) */"),
+                2,
+                "{cxx} {opt}:\n{}",
+                lines.join("\n")
+            );
+            assert_eq!(
+                count("} /* catcher */"),
+                3,
+                "{cxx} {opt}:\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+}

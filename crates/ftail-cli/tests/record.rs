@@ -461,6 +461,14 @@ fn every_ret_matches_its_call_under_an_emulated_shadow_stack() {
             &[fixture("unwind.c")],
             "unwind",
         ),
+        // Indirect calls into libc, through the target cache and thunks.
+        build(
+            dir.path(),
+            "gcc",
+            &["-O2"],
+            &[repo().join("tests/libcall/indirect.c")],
+            "indirect",
+        ),
     ];
     for exe in &programs {
         for mode in MODES {

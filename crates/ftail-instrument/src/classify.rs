@@ -23,7 +23,10 @@ pub enum Flow<'a> {
     CallDirect { target: &'a str, plt: bool },
     /// `call *SYMBOL@GOTPCREL(%rip)` (`-fno-plt`).
     CallGot { target: &'a str },
-    /// Anything else (including indirect calls).
+    /// `call *OPERAND` otherwise (a function pointer, a virtual call);
+    /// `operand` is without the `*`.
+    CallIndirect { operand: &'a str },
+    /// Anything else.
     None,
 }
 
@@ -52,7 +55,8 @@ pub fn flow<'a>(insn: &Insn<'a>) -> Flow<'a> {
                 },
                 Some(op) => match op.trim().strip_suffix("@GOTPCREL(%rip)") {
                     Some(target) if !target.is_empty() => Flow::CallGot { target },
-                    _ => Flow::None,
+                    Some(_) => Flow::None,
+                    None => Flow::CallIndirect { operand: op.trim() },
                 },
             }
         }
@@ -140,6 +144,78 @@ pub fn operand_register(operand: &str) -> Option<u8> {
     operand.strip_prefix('%').and_then(ftail_abi::gpr_number)
 }
 
+/// The length in bytes of `call *OPERAND` as the assembler encodes it,
+/// when the operand is a 64-bit register or a memory operand without a
+/// relocation (`@`), segment or symbol whose displacement size the
+/// assembler could choose otherwise; `None` for anything else.
+pub fn indirect_call_len(operand: &str) -> Option<usize> {
+    let reg = |r: &str| r.strip_prefix('%').and_then(ftail_abi::gpr_number);
+    if let Some(r) = reg(operand) {
+        return Some(2 + usize::from(r >= 8));
+    }
+    if operand.contains(['@', ':']) {
+        return None;
+    }
+    let (disp, rest) = operand.split_once('(')?;
+    let inner = rest.strip_suffix(')')?;
+    let mut parts = inner.split(',').map(str::trim);
+    let base = parts.next()?;
+    let index = parts.next().filter(|s| !s.is_empty());
+    if parts
+        .next()
+        .is_some_and(|s| !matches!(s, "1" | "2" | "4" | "8"))
+        || parts.next().is_some()
+    {
+        return None;
+    }
+    if base == "%rip" {
+        return (index.is_none()).then_some(6);
+    }
+    let base = if base.is_empty() {
+        None
+    } else {
+        Some(reg(base)?)
+    };
+    let index = index.map(reg).map_or(Some(None), |r| r.map(Some))?;
+    if index == Some(4) {
+        return None;
+    }
+    let rex = base.is_some_and(|b| b >= 8) || index.is_some_and(|i| i >= 8);
+    let sib = index.is_some() || base.is_none_or(|b| b & 7 == 4);
+    let disp_len = match base {
+        None => 4,
+        Some(b) => {
+            let value = if disp.is_empty() {
+                Some(0)
+            } else {
+                parse_int(disp)
+            };
+            match value {
+                Some(0) if b & 7 != 5 => 0,
+                Some(v) if (-128..=127).contains(&v) => 1,
+                _ => 4,
+            }
+        }
+    };
+    Some(usize::from(rex) + 2 + usize::from(sib) + disp_len)
+}
+
+/// A decimal or `0x` hexadecimal integer, maybe negative.
+fn parse_int(s: &str) -> Option<i64> {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s),
+    };
+    let v = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        Some(h) => i64::from_str_radix(h, 16).ok()?,
+        None => digits.parse::<i64>().ok()?,
+    };
+    Some(if neg { -v } else { v })
+}
+
 /// If `name` is a cold partition (`foo.cold`, `foo.cold.3`), the name of the
 /// function it belongs to.
 pub fn cold_parent(name: &str) -> Option<&str> {
@@ -181,7 +257,10 @@ mod tests {
             r#"Jcc { cc: "ge", target: "g", operand: "g@PLT" }"#
         );
         assert_eq!(flow_of("\tjrcxz\t.L3"), r#"OtherBranch { target: ".L3" }"#);
-        assert_eq!(flow_of("\tcall\t*%rax"), "None");
+        assert_eq!(
+            flow_of("\tcall\t*%rax"),
+            r#"CallIndirect { operand: "%rax" }"#
+        );
         assert_eq!(
             flow_of("\tcall\tputs@PLT"),
             r#"CallDirect { target: "puts", plt: true }"#
@@ -190,8 +269,41 @@ mod tests {
             flow_of("\tcall\t*free@GOTPCREL(%rip)"),
             r#"CallGot { target: "free" }"#
         );
-        assert_eq!(flow_of("\tcall\t*8(%rax)"), "None");
+        assert_eq!(
+            flow_of("\tcall\t*8(%rax)"),
+            r#"CallIndirect { operand: "8(%rax)" }"#
+        );
         assert_eq!(flow_of("\tmovl\t$1, %eax"), "None");
+    }
+
+    /// Checked against GNU as: `call *OPERAND` assembled and measured.
+    #[test]
+    fn indirect_calls_have_their_assembled_length() {
+        for (op, len) in [
+            ("%rax", Some(2)),
+            ("%r11", Some(3)),
+            ("(%rax)", Some(2)),
+            ("0(%rax)", Some(2)),
+            ("8(%rax)", Some(3)),
+            ("(%rbp)", Some(3)),
+            ("(%r13)", Some(4)),
+            ("(%rsp)", Some(3)),
+            ("(%r12)", Some(4)),
+            ("8(%rsp)", Some(4)),
+            ("-8(%rbx,%rcx,8)", Some(4)),
+            ("(%rax,%r9,4)", Some(4)),
+            ("0x80(%rax)", Some(6)),
+            ("-128(%rax)", Some(3)),
+            ("fp(%rip)", Some(6)),
+            ("table(,%rax,8)", Some(7)),
+            ("16(%r12,%r13,2)", Some(5)),
+            ("x@TLSCALL(%rax)", None),
+            ("%fs:(%rax)", None),
+            ("%eax", None),
+            ("(%rax,%rsp)", None),
+        ] {
+            assert_eq!(indirect_call_len(op), len, "{op}");
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use ftail_abi::{FuncFlags, SiteFlags, SiteKind, NO_REG, SITES_VERSION};
 
 use crate::classify::{
-    cold_parent, flow, inverse_cc, is_return_thunk, is_thunk_body, operand_register,
-    retpoline_register, Flow,
+    cold_parent, flow, indirect_call_len, inverse_cc, is_return_thunk, is_thunk_body,
+    operand_register, retpoline_register, Flow,
 };
 use crate::lex::{split_args, symbols};
 use crate::parse::{parse, pieces, Line, Parsed, SectionId, Stmt};
@@ -212,7 +212,9 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                 SiteKind::TailIndirect => self.stats.tails_indirect += 1,
                 SiteKind::TailRetpoline => self.stats.tails_retpoline += 1,
                 SiteKind::LocalIndirect => self.stats.local_indirect += 1,
-                SiteKind::Call | SiteKind::CallGot => self.stats.calls += 1,
+                SiteKind::Call | SiteKind::CallGot | SiteKind::CallIndirect => {
+                    self.stats.calls += 1
+                }
             }
         }
     }
@@ -304,7 +306,7 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                     }
                     Flow::CallGot { .. } => {}
                     Flow::JmpIndirect { .. } | Flow::Ret => {}
-                    Flow::None => {
+                    Flow::None | Flow::CallIndirect { .. } => {
                         for s in symbols(insn.operands).filter(|s| s.starts_with(".L")) {
                             self.addr_taken.insert(s);
                         }
@@ -497,6 +499,10 @@ impl<'p, 'a> Rewriter<'p, 'a> {
                 }
                 Flow::CallDirect { .. } => Some(self.call_site(SiteKind::Call, cold_flag)),
                 Flow::CallGot { .. } => Some(self.call_site(SiteKind::CallGot, cold_flag)),
+                Flow::CallIndirect { operand } if insn.prefixes.is_empty() => {
+                    indirect_call_len(operand).map(|len| self.indirect_call_site(len, cold_flag))
+                }
+                Flow::CallIndirect { .. } => None,
                 Flow::None => None,
             };
             if let Some((e, s)) = placed {
@@ -690,6 +696,22 @@ impl<'p, 'a> Rewriter<'p, 'a> {
     fn call_site(&mut self, kind: SiteKind, flags: u8) -> (Edit, SiteOut) {
         let l = self.label();
         (before(vec![format!("{l}:")]), site(&l, kind, NO_REG, flags))
+    }
+
+    /// An indirect call site: the call itself, labelled, after as many
+    /// `cs` prefixes (`2e`) as make it 5 bytes long — never `3e`, which
+    /// is `notrack` under CET's indirect branch tracking — so untraced
+    /// the same single instruction runs.
+    fn indirect_call_site(&mut self, len: usize, flags: u8) -> (Edit, SiteOut) {
+        let l = self.label();
+        let mut lines = vec![format!("{l}:")];
+        if len < 5 {
+            lines.push(format!("\t.byte\t{}", vec!["0x2e"; 5 - len].join(", ")));
+        }
+        (
+            before(lines),
+            site(&l, SiteKind::CallIndirect, NO_REG, flags),
+        )
     }
 
     fn local_indirect(&mut self, flags: u8) -> (Edit, SiteOut) {
@@ -1103,4 +1125,36 @@ fn gpr64(name: &str) -> Option<&'static str> {
 fn writes(insn: &crate::parse::Insn<'_>, reg: &str) -> bool {
     let dest = split_args(insn.operands).last().copied().unwrap_or("");
     dest.strip_prefix('%').and_then(gpr64) == Some(reg)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The line before the first line of `text` that trims to `stmt`.
+    fn before<'a>(text: &'a str, stmt: &str) -> &'a str {
+        let lines: Vec<&str> = text.lines().collect();
+        let i = lines
+            .iter()
+            .position(|l| l.trim() == stmt)
+            .unwrap_or_else(|| panic!("no {stmt:?} in:\n{text}"));
+        lines[i - 1].trim()
+    }
+
+    #[test]
+    fn indirect_calls_are_padded_to_five_bytes_outside_inline_assembly() {
+        let asm = "\t.text\n\t.globl\tf\n\t.type\tf, @function\nf:\n\t.cfi_startproc\n\
+                   \tsubq\t$8, %rsp\n\tcall\t*%rax\n\tcall\t*8(%rsp)\n\tcall\t*%r9\n\
+                   \tcall\t*fp(%rip)\n\tnotrack call\t*%rdx\n#APP\n\tcall *%rbx\n#NO_APP\n\
+                   \taddq\t$8, %rsp\n\tret\n\t.cfi_endproc\n\t.size\tf, .-f\n\
+                   \t.ident\t\"GCC: (Debian 12.2.0-14) 12.2.0\"\n";
+        let r = crate::rewrite(asm).expect("rewritten");
+        assert_eq!(r.stats.calls, 4, "{}", r.text);
+        let t = &r.text;
+        assert_eq!(before(t, "call\t*%rax"), ".byte\t0x2e, 0x2e, 0x2e");
+        assert_eq!(before(t, "call\t*8(%rsp)"), ".byte\t0x2e");
+        assert_eq!(before(t, "call\t*%r9"), ".byte\t0x2e, 0x2e");
+        assert!(before(t, "call\t*fp(%rip)").starts_with(".Lftail_"), "{t}");
+        assert_eq!(before(t, "notrack call\t*%rdx"), "call\t*fp(%rip)");
+        assert_eq!(before(t, "call *%rbx"), "#APP");
+        assert!(!t.contains("0x3e"), "{t}");
+    }
 }

@@ -162,6 +162,7 @@ fn start(cfg: Config, how: Start) -> bool {
     let mut patched = plan::Patched::default();
     let bases: Vec<u64> = modules.iter().map(|m| m.base).collect();
     let known = plan::libcall::Known::of(&modules);
+    plan::indirect::publish(&modules);
     for m in &modules {
         patched += selection::add_module(m, start_tsc, &known, false);
     }
@@ -274,6 +275,7 @@ extern "C" fn after_fork_in_child() {
         if let Some(files) = key::choose() {
             status::create(files.status);
             metadata::write_modules(files.modules, &selection::loaded_lines());
+            plan::indirect::log_again();
             metadata::write_info(files.info, start);
         }
     }

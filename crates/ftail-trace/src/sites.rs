@@ -239,21 +239,21 @@ fn read_unit(
         return Err(corrupt(desc_addr, "note descriptor too short"));
     }
     let version = u32_at(desc, 0);
-    if version != ftail_abi::SITES_VERSION {
+    if !ftail_abi::reads_sites_version(version) {
+        let reads = format!(
+            "this one reads versions {} to {}",
+            ftail_abi::OLDEST_SITES_VERSION,
+            ftail_abi::SITES_VERSION
+        );
         return Err(corrupt(
             desc_addr,
-            &if version < ftail_abi::SITES_VERSION {
+            &if version < ftail_abi::OLDEST_SITES_VERSION {
                 format!(
-                    "site tables of version {version}, from an older ftail (this one reads \
-                     version {}): rebuild the program with this ftail",
-                    ftail_abi::SITES_VERSION
+                    "site tables of version {version}, from an older ftail ({reads}): rebuild \
+                     the program with this ftail"
                 )
             } else {
-                format!(
-                    "site tables of version {version}, from a newer ftail (this one reads \
-                     version {})",
-                    ftail_abi::SITES_VERSION
-                )
+                format!("site tables of version {version}, from a newer ftail ({reads})")
             },
         ));
     }
@@ -494,6 +494,17 @@ fn check_site(
             }
             Ok(())
         }
+        SiteKind::CallIndirect => {
+            // `call *operand`, one instruction: padded with `cs` prefixes
+            // to 5 bytes when shorter.
+            let i = decode_at(img, s.addr).ok_or("undecodable call site")?;
+            if i.code() != Code::Call_rm64 || i.len() < 5 {
+                return Err(format!(
+                    "call-indirect site holds `{i}`, not one call *operand of 5 bytes or more"
+                ));
+            }
+            Ok(())
+        }
         SiteKind::LocalIndirect => Ok(()),
     }
 }
@@ -608,7 +619,7 @@ pub fn summarize(funcs: &[Function]) -> Summary {
             SiteKind::TailIndirect => s.tails_indirect += 1,
             SiteKind::TailRetpoline => s.tails_retpoline += 1,
             SiteKind::LocalIndirect => s.local_indirect += 1,
-            SiteKind::Call | SiteKind::CallGot => s.calls += 1,
+            SiteKind::Call | SiteKind::CallGot | SiteKind::CallIndirect => s.calls += 1,
         }
     }
     s

@@ -56,6 +56,11 @@ pub fn strip_sites(output: &str) -> Vec<String> {
             }
             continue;
         }
+        // An indirect call site's `cs` padding: .Lftail_s: / .byte 0x2e, ...
+        if l.starts_with(".byte 0x2e") && i > 0 && is_ours(&lines[i - 1]) {
+            i += 1;
+            continue;
+        }
         if !is_ours(l) && l != NOP5 {
             out.push(l.replace("jmp.d32 ", "jmp "));
         }

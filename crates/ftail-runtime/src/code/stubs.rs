@@ -64,7 +64,7 @@ pub fn rel32(from_end: u64, to: u64) -> [u8; 4] {
 
 /// An anonymous RW mapping within rel32 range of `near` (made executable
 /// once filled).
-fn map_near(near: u64, len: u64) -> Option<u64> {
+pub fn map_near(near: u64, len: u64) -> Option<u64> {
     for step in 1..128u64 {
         for hint in [near.wrapping_sub(step << 24), near.wrapping_add(step << 24)] {
             let hint = hint & !(PAGE - 1);

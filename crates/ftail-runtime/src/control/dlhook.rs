@@ -159,6 +159,7 @@ extern "C" fn on_objects_changed() {
 fn catch_up(patched: &mut BTreeSet<u64>, live: bool) {
     let now: Vec<Module> = loaded();
     let known = crate::plan::libcall::Known::of(&now);
+    crate::plan::indirect::publish(&now);
     // Unloaded modules leave the set, so one loaded again at the same
     // address is patched again.
     let current: BTreeSet<u64> = now.iter().map(|m| m.base).collect();

@@ -2,7 +2,10 @@
 //! headers (`dl_iterate_phdr`): each object file contributed an ftail note
 //! to a `PT_NOTE` segment, pointing at its function records.
 
-use ftail_abi::{FuncRecord, SiteRecord, SitesNote, NOTE_NAME, NOTE_TYPE_SITES, SITES_VERSION};
+use ftail_abi::{
+    reads_sites_version, FuncRecord, SiteRecord, SitesNote, NOTE_NAME, NOTE_TYPE_SITES,
+    OLDEST_SITES_VERSION, SITES_VERSION,
+};
 
 /// A loaded module with site tables.
 #[derive(Debug)]
@@ -103,9 +106,9 @@ unsafe extern "C" fn visit(
         // is left alone, and says why.
         funcs.clear();
         damage = Some(format!(
-            "its site tables are of version {v}, from {} ftail (this one reads version \
-             {SITES_VERSION}): build it again with this ftail",
-            if v < SITES_VERSION {
+            "its site tables are of version {v}, from {} ftail (this one reads versions \
+             {OLDEST_SITES_VERSION} to {SITES_VERSION}): build it again with this ftail",
+            if v < OLDEST_SITES_VERSION {
                 "an older"
             } else {
                 "a newer"
@@ -261,10 +264,10 @@ fn collect_notes(
         if ours && descsz as usize >= std::mem::size_of::<SitesNote>() {
             let desc = start + desc_at as u64;
             let version = u32_at(bytes, desc_at);
-            if version.is_some_and(|v| v != SITES_VERSION) {
+            if version.is_some_and(|v| !reads_sites_version(v)) {
                 *other_version = version;
             }
-            if version == Some(SITES_VERSION) {
+            if version.is_some_and(reads_sites_version) {
                 let rel = u32_at(bytes, desc_at + 4).unwrap_or(0) as i32;
                 let count = u32_at(bytes, desc_at + 8).unwrap_or(0);
                 let first = (desc + 4).wrapping_add(rel as i64 as u64);
@@ -320,6 +323,25 @@ pub unsafe fn func_sites(f: *const FuncRecord) -> impl Iterator<Item = Site> {
 /// Names of the functions a module's PLT and GOT slots resolve to, from
 /// its dynamic section: GOT slot address → symbol name.
 pub fn got_symbols(m: &Module) -> std::collections::BTreeMap<u64, String> {
+    relocated_symbols(m, |_| true)
+}
+
+/// The GOT slots of `m` that the loader binds to a function and no code
+/// writes (`R_X86_64_GLOB_DAT`, `R_X86_64_JUMP_SLOT`), with the symbol
+/// each is bound to: a function pointer the program loads from one is
+/// that function.
+pub fn bound_slots(m: &Module) -> std::collections::BTreeMap<u64, String> {
+    const GLOB_DAT: u64 = 6;
+    const JUMP_SLOT: u64 = 7;
+    relocated_symbols(m, |ty| ty == GLOB_DAT || ty == JUMP_SLOT)
+}
+
+/// The words `m`'s dynamic relocations of a type `keep` accepts bind to
+/// a symbol, with the symbol's name.
+fn relocated_symbols(
+    m: &Module,
+    keep: impl Fn(u64) -> bool,
+) -> std::collections::BTreeMap<u64, String> {
     let mut out = std::collections::BTreeMap::new();
     let Some(dynamic) = m.dynamic else { return out };
     let (mut jmprel, mut pltrelsz, mut rela, mut relasz, mut symtab, mut strtab) =
@@ -359,7 +381,7 @@ pub fn got_symbols(m: &Module) -> std::collections::BTreeMap<u64, String> {
             unsafe {
                 let (offset, info) = (r.read(), r.add(1).read());
                 let sym = info >> 32;
-                if sym == 0 {
+                if sym == 0 || !keep(info & 0xffff_ffff) {
                     continue;
                 }
                 let st_name = ((symtab + sym * 24) as *const u32).read();

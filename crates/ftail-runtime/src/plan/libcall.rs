@@ -90,7 +90,7 @@ pub const LEAF_LEN: u64 = 16;
 
 /// Functions that return twice: recorded through a leaf thunk, as calls
 /// that end at once (a tail jump into one stays the program's own).
-const LEAF: &[&str] = &["setjmp", "_setjmp", "__setjmp", "sigsetjmp", "__sigsetjmp"];
+pub const LEAF: &[&str] = &["setjmp", "_setjmp", "__setjmp", "sigsetjmp", "__sigsetjmp"];
 
 /// Whether calls of `name` are recorded through a leaf thunk.
 pub fn is_leaf(name: &str) -> bool {

@@ -15,6 +15,7 @@
 //! to the site's convert thunk; an indirect tail's nop becomes a `call`
 //! to the mark trampoline or a `jmp` to its convert thunk.
 
+pub mod indirect;
 pub mod libcall;
 
 use std::collections::BTreeMap;
@@ -262,6 +263,8 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     // Call sites to libraries: (index in `plan.sites`, the call, its
     // library function).
     let mut calls: Vec<(usize, CallOut, usize)> = Vec::new();
+    // Indirect call sites: (index in `plan.sites`, the call).
+    let mut indirect_calls: Vec<(usize, indirect::IndirectCall)> = Vec::new();
     // Tails into libraries: index in `tails`, library function.
     let mut lib_tails: BTreeMap<usize, usize> = BTreeMap::new();
     // First the sites and what they need; stubs and thunks are written
@@ -281,6 +284,26 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
                 continue;
             };
             if !kind.is_site() {
+                continue;
+            }
+            if kind == SiteKind::CallIndirect {
+                let in_text = |a: u64, len: u64| m.text.iter().any(|s| a >= s.0 && a + len <= s.1);
+                if let Some(call) = libcalls
+                    .then(|| indirect::decode(site.addr, in_text))
+                    .flatten()
+                {
+                    let lead = call.len - 5;
+                    plan.sites.push(SitePlan {
+                        addr: call.insn + lead,
+                        func: fi as u32,
+                        off: call.off,
+                        on: OnBytes::Fixed(call.off),
+                        resume: call.insn,
+                        lead: lead as u8,
+                    });
+                    needs.push(None);
+                    indirect_calls.push((plan.sites.len() - 1, call));
+                }
                 continue;
             }
             if kind.is_call() {
@@ -334,7 +357,14 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
     let specs: Vec<_> = plan.all_names().map(args::stub_for).collect();
     let spec_stubs = specs.iter().flatten().count() as u64 * args::SPEC_STUB;
     let stubs_len = stubs_wanted.len() as u64 * SITE_STUB + spec_stubs;
-    let libs_len = lib_slots.len() as u64 * (LIB_THUNK + LIB_POINTER) + calls.len() as u64 * RESUME;
+    let indirect_len = if indirect_calls.is_empty() {
+        0
+    } else {
+        indirect::REG_STUBS + indirect_calls.len() as u64 * indirect::PER_SITE
+    };
+    let libs_len = lib_slots.len() as u64 * (LIB_THUNK + LIB_POINTER)
+        + calls.len() as u64 * RESUME
+        + indirect_len;
     let area_len = (NEAR as u64 * STUB + stubs_len + tails.len() as u64 * THUNK + libs_len + PAGE
         - 1)
         & !(PAGE - 1);
@@ -448,6 +478,7 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
             _ => s.on = OnBytes::Fixed(s.off),
         }
     }
+    plan_indirect(&mut plan, indirect_calls, &mut next_thunk, t);
     for (k, (i, jump, fallback)) in tails.into_iter().enumerate() {
         let jump = match lib_tails.get(&k).and_then(|&lib| lib_thunks[lib]) {
             Some((thunk, _)) => TailJump::Direct(thunk),
@@ -503,6 +534,39 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
         plan.text.push((area, area + area_len, rx));
     }
     plan
+}
+
+/// Writes the stubs of the module's indirect call sites from `*next`
+/// on (the pool of thunks first, once per process) and sets their
+/// traced forms; a site left without one stays as it is, traced or not.
+fn plan_indirect(
+    plan: &mut ModulePlan,
+    calls: Vec<(usize, indirect::IndirectCall)>,
+    next: &mut u64,
+    t: Trampolines,
+) {
+    if calls.is_empty() {
+        return;
+    }
+    let pool = indirect::ensure_pool(t);
+    let reg_stubs = *next;
+    indirect::write_register_stubs(reg_stubs);
+    *next += indirect::REG_STUBS;
+    for (i, call) in calls {
+        let s = &mut plan.sites[i];
+        let at = *next;
+        *next += indirect::PER_SITE;
+        match pool
+            .then(|| indirect::write_site(&call, at, reg_stubs))
+            .flatten()
+        {
+            Some((on, resume)) => {
+                s.on = OnBytes::Fixed(on);
+                s.resume = resume;
+            }
+            None => s.on = OnBytes::Fixed(s.off),
+        }
+    }
 }
 
 /// What a library thunk for the library function a tail jump goes to
@@ -622,7 +686,9 @@ fn site_plan(
             }
         }
         // Call sites are planned by `libcall`.
-        SiteKind::LocalIndirect | SiteKind::Call | SiteKind::CallGot => None,
+        SiteKind::LocalIndirect | SiteKind::Call | SiteKind::CallGot | SiteKind::CallIndirect => {
+            None
+        }
     }
 }
 

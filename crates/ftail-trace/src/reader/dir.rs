@@ -258,6 +258,7 @@ fn hex(s: &str) -> Option<u64> {
 fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
     let text = read_small_text(path);
     let (mut modules, mut skipped) = (Vec::<Module>::new(), Vec::new());
+    let mut targets = BTreeMap::new();
     for line in text.lines() {
         let mut f = line.splitn(7, ' ');
         match f.next() {
@@ -315,6 +316,29 @@ fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
                     }
                 }
             }
+            Some("indirect") => {
+                // The path is the rest of the line.
+                let mut f = line.splitn(6, ' ').skip(1);
+                let (Some(_tsc), Some(Some(entry)), Some(Some(offset)), Some(symbol), Some(p)) = (
+                    f.next(),
+                    f.next().map(hex),
+                    f.next().map(hex),
+                    f.next(),
+                    f.next(),
+                ) else {
+                    continue;
+                };
+                let name = if symbol == "-" {
+                    indirect_name(&mut targets, Path::new(&unescape_value(p)), offset)
+                } else {
+                    unescape_value(symbol)
+                };
+                // The thunks are the process's, not a module's: named with
+                // the first module still mapped (the program).
+                if let Some(m) = modules.iter_mut().find(|m| m.unloaded.is_none()) {
+                    m.libcalls.push((entry, name));
+                }
+            }
             Some("skip") => {
                 let (Some(Some(base)), Some(why), Some(p)) =
                     (f.next().map(hex), f.next(), f.next())
@@ -331,6 +355,28 @@ fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
         }
     }
     (modules, skipped)
+}
+
+/// The name of the function at link-time address `offset` of the module
+/// file at `path` (an indirect call's target): its symbol (`name+0xN`
+/// inside one), else `FILE+0xOFFSET`. Each file is read once per
+/// `KEY.modules`, through `files`.
+fn indirect_name(
+    files: &mut BTreeMap<PathBuf, crate::symbols::ModuleSymbols>,
+    path: &Path,
+    offset: u64,
+) -> String {
+    let symbols = files.entry(path.to_path_buf()).or_insert_with(|| {
+        crate::symbols::ModuleSymbols::load(path, None, &crate::symbols::SymbolOptions::default())
+    });
+    match symbols.lookup(offset) {
+        Some(s) if s.offset == 0 => s.mangled.to_string(),
+        Some(s) => format!("{}+{:#x}", s.mangled, s.offset),
+        None => {
+            let file = path.file_name().unwrap_or(path.as_os_str());
+            format!("{}+{offset:#x}", file.to_string_lossy())
+        }
+    }
 }
 
 /// `KEY.status`, if it is there and whole.
