@@ -646,3 +646,92 @@ fn a_library_loaded_after_the_attach_is_traced() {
     let (_, code) = prog.finish();
     assert_eq!(code, Some(3));
 }
+
+/// The durations and notes of the closes of `name` in replay lines.
+fn closes_of<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let close = format!("}} /* {name}");
+    text.lines().filter(|l| l.contains(&close)).collect()
+}
+
+/// A line's duration, in milliseconds.
+fn duration_ms(line: &str) -> f64 {
+    let mut fields = line.split_whitespace();
+    let (n, unit) = (fields.next(), fields.next().unwrap_or_default());
+    let n: f64 = n
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {line:?}"));
+    match unit {
+        "ns" => n / 1e6,
+        "us" => n / 1e3,
+        "ms" => n,
+        "s" => n * 1e3,
+        _ => panic!("unit {unit:?} in {line:?}"),
+    }
+}
+
+/// Frames open when tracing went off do not carry over into the next
+/// attach: the first session's close as detached, and a function entered
+/// between the two attaches that returns during the second begins, marked,
+/// at the second.
+#[test]
+fn a_second_attach_starts_from_a_clean_slate() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc");
+    let mut prog = Running::start(Command::new(&exe).arg("1"));
+    let pid = prog.pid();
+    let trace = dir.path().join("trace");
+    let quiet = ["--no-libcall", "-N", "step"];
+    // Entered during the first attach, open when it detaches.
+    let (recording, err) = start_recording(&pid, &trace, &quiet);
+    prog.ask("enter", "entered");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stop_recording(recording, err);
+    // Returns, and is entered again at the same depth, between the two.
+    prog.ask("go", "returned");
+    prog.ask("enter", "entered");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = std::time::Instant::now();
+    let (recording, err) = start_recording(&pid, &trace, &quiet);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    prog.ask("go", "returned");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    stop_recording(recording, err);
+    let second = second.elapsed().as_secs_f64() * 1e3;
+    let (_, code) = prog.finish();
+    assert_eq!(code, Some(3));
+
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_balanced(&t);
+    let text = ftail_trace::replay::render(&t);
+    let main = thread_lines(&text, pid.parse().unwrap()).join("\n");
+    let closes = closes_of(&main, "wait_for_line");
+    assert_eq!(
+        closes
+            .iter()
+            .map(|l| l.trim().to_string())
+            .collect::<Vec<_>>(),
+        [
+            "} /* wait_for_line (detached: exit not recorded) */",
+            "} /* wait_for_line (began before tracing) */"
+        ],
+        "{text}"
+    );
+    assert!(
+        main.contains("wait_for_line() { /* began before tracing */"),
+        "{text}"
+    );
+    // No call of the second attach began in the first: none lasts longer
+    // than the second attach did.
+    for close in closes_of(&text, "") {
+        let ms = duration_ms(close);
+        assert!(
+            ms < second,
+            "{close}: {ms} ms, the second attach {second} ms\n{text}"
+        );
+    }
+    let wait = text
+        .lines()
+        .find(|l| l.contains("} /* wait_for_line (began before tracing) */"))
+        .unwrap();
+    assert!(duration_ms(wait) >= 150.0, "{wait}\n{text}");
+}

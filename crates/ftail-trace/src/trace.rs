@@ -347,7 +347,8 @@ mod tests {
             format: 0,
             before_tracing: 0,
             traced_since: 0,
-            reserved: [0; 2],
+            rejoined: 0,
+            reserved: [0; 1],
         };
         let mut v = Vec::new();
         v.extend_from_slice(&h.magic);

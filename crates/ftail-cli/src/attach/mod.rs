@@ -124,7 +124,9 @@ fn rejoin(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
         );
     }
     same_specs(t, o, &dir)?;
-    mark_detached(&dir, pid, false);
+    // The runtime clears the mark of the files of its live threads when
+    // tracing goes on again; the files of threads that ended while it was
+    // off keep theirs (their open frames are the detach's).
     let mut lines = vec![
         format!("filter {}", crate::ctl::globs(&o.filter)),
         format!("exclude {}", crate::ctl::globs(&o.exclude)),
@@ -288,14 +290,15 @@ fn detach(pid: u32, dir: &Path) -> Result<()> {
     // A thread may be inside a slow path that began before the sites went
     // back (its first event: making its file): let it finish first.
     std::thread::sleep(SETTLE);
-    mark_detached(dir, pid, true);
+    mark_detached(dir, pid);
     Ok(())
 }
 
-/// Sets (`on`) or clears the `stopped` field of every event file of
-/// process `pid` in `dir` to [`ftail_abi::trace::STOPPED_DETACHED`]: a
-/// reader closes the frames still open at the end of such a file.
-fn mark_detached(dir: &Path, pid: u32, on: bool) {
+/// Sets the `stopped` field of every event file of process `pid` in `dir`
+/// that has none to [`ftail_abi::trace::STOPPED_DETACHED`] (the runtime
+/// does so too, for the threads it can reach): a reader closes the frames
+/// still open at the end of such a file.
+fn mark_detached(dir: &Path, pid: u32) {
     use ftail_abi::trace::{EventFileHeader, EVENTS_SUFFIX, STOPPED_DETACHED};
     use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -323,12 +326,8 @@ fn mark_detached(dir: &Path, pid: u32, on: bool) {
         if !ok || file.read_exact_at(&mut word, at).is_err() {
             continue;
         }
-        let now = u64::from_le_bytes(word);
-        let new = match (on, now) {
-            (true, 0) => STOPPED_DETACHED,
-            (false, STOPPED_DETACHED) => 0,
-            _ => continue,
-        };
-        let _ = file.write_all_at(&new.to_le_bytes(), at);
+        if u64::from_le_bytes(word) == 0 {
+            let _ = file.write_all_at(&STOPPED_DETACHED.to_le_bytes(), at);
+        }
     }
 }

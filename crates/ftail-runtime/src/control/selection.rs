@@ -231,8 +231,12 @@ fn run_command(c: &mut Control, line: &str) -> Result<String, String> {
         "on" => {
             selection.enabled = true;
             crate::record::buffer::tracing_switched_on(crate::record::write::rdtsc());
+            crate::record::session::begin();
         }
-        "off" => selection.enabled = false,
+        "off" => {
+            selection.enabled = false;
+            crate::record::session::end(crate::record::write::rdtsc());
+        }
         "filter" => selection.include = globs(),
         "exclude" => selection.exclude = globs(),
         "status" => {}

@@ -117,6 +117,9 @@ pub struct ThreadState {
     pub trig_len: u64,
     /// Those calls, innermost last.
     pub trig: [TrigSave; MAX_TRIG],
+    /// The tracing session the trace stack's frames belong to
+    /// (`session.rs`).
+    pub session: u64,
 }
 
 /// [`ThreadState::trig_off`]: stopped by `trace_off`.
@@ -294,7 +297,7 @@ thread_local! {
             spare: 0, coro_lo: 0, spare_busy: 0, file_base: 0, map_len: 0, file_len: 0,
             file_id: 0, file_ino: 0, limit_why: 0, ring: 0, compact: 0, base: 0,
             ret_rax: 0, ret_xmm0: 0, ret_state: 0, max_depth: u64::MAX, scope_max: u64::MAX,
-            trig_off: 0, trig_len: 0, trig: [TrigSave::EMPTY; MAX_TRIG],
+            trig_off: 0, trig_len: 0, trig: [TrigSave::EMPTY; MAX_TRIG], session: 0,
         })
     };
 }
