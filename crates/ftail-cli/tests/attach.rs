@@ -188,7 +188,11 @@ fn attach_detach_attach(cc: &str) {
     for f in ["work", "in_handler", "short_lived"] {
         assert!(names.contains(f), "{f} not traced: {names:?}");
     }
-    assert!(!names.contains("step"), "{names:?}");
+    assert!(
+        !names.contains("step"),
+        "{names:?}\n{}",
+        ftail_trace::replay::render(&t)
+    );
     let first_events: usize = t.processes[0]
         .threads
         .iter()
@@ -734,4 +738,57 @@ fn a_second_attach_starts_from_a_clean_slate() {
         .find(|l| l.contains("} /* wait_for_line (began before tracing) */"))
         .unwrap();
     assert!(duration_ms(wait) >= 150.0, "{wait}\n{text}");
+}
+
+/// `-T` rules reach a program attached to, several at once: `work`'s
+/// callees are not recorded (`depth=1`), nor the signal handler's calls
+/// (`notrace`).
+#[test]
+fn trigger_rules_apply_to_a_program_attached_to() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc");
+    let prog = Running::start(Command::new(&exe).arg("1"));
+    let pid = prog.pid();
+    let trace = dir.path().join("trace");
+    let rules = ["-T", "work@depth=1", "-T", "in_handler@notrace"];
+    let out = attach(
+        &pid,
+        &trace,
+        &[&["--no-libcall", "--duration", "0.3"][..], &rules].concat(),
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // Attaching again cannot change them: said, not ignored.
+    let again = attach(&pid, &trace, &[&["--duration", "0.1"][..], &rules].concat());
+    assert!(!again.status.success());
+    assert!(
+        stderr_of(&again).contains("apply only to the first attach"),
+        "{}",
+        stderr_of(&again)
+    );
+    let (_, code) = prog.finish();
+    assert_eq!(code, Some(3));
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_balanced(&t);
+    let names = called(&t);
+    assert!(!names.contains("in_handler"), "{names:?}");
+    // Calls of work seen from their entry show no callees (one open at
+    // the detach closes right after); only those running at the attach
+    // (the trigger acts at an entry) may.
+    let text = ftail_trace::replay::render(&t);
+    let mut leaves = 0;
+    for th in &t.processes[0].threads {
+        let lines = thread_lines(&text, th.tid);
+        let lines: Vec<&str> = lines.iter().map(|l| l.trim()).collect();
+        leaves += lines.iter().filter(|l| **l == "work();").count();
+        for (i, l) in lines.iter().enumerate() {
+            if *l == "work() {" {
+                assert_eq!(
+                    lines.get(i + 1).copied(),
+                    Some("} /* work (detached: exit not recorded) */"),
+                    "{text}"
+                );
+            }
+        }
+    }
+    assert!(leaves > 10, "{leaves} calls of work:\n{text}");
 }

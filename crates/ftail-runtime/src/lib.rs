@@ -145,7 +145,7 @@ fn start(cfg: Config, how: Start) -> bool {
     };
     let cfg = CONFIG.get().expect("set above");
     record::args::init(&cfg.dir_c, cfg.argspec);
-    record::triggers::init(hz, ring);
+    record::triggers::init(hz, ring, cfg);
     // Attached, every module is planned with tracing off (nothing to
     // write), then switched on live, as `ftail ctl on` does.
     selection::init(

@@ -124,6 +124,13 @@ fn rejoin(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
         );
     }
     same_specs(t, o, &dir)?;
+    if !o.triggers.is_empty() || o.snapshot_interval.is_some() {
+        bail!(
+            "process {pid} loaded ftail's runtime at an earlier attach, which set the trigger \
+             rules it had then: -T, --snapshot-on and --snapshot-interval apply only to the \
+             first attach (those of the first stay in effect)"
+        );
+    }
     // The runtime clears the mark of the files of its live threads when
     // tracing goes on again; the files of threads that ended while it was
     // off keep theirs (their open frames are the detach's).
@@ -208,15 +215,16 @@ fn write_config(env: &[crate::record::RuntimeVar]) -> Result<tempfile::NamedTemp
     use std::io::Write;
     use std::os::unix::ffi::OsStrExt;
     let mut text = Vec::new();
+    // A value of several lines (the trigger rules) is one line per line
+    // of it, which the runtime joins again.
     for (name, value) in env {
         let Some(value) = value else { continue };
-        if value.as_bytes().contains(&b'\n') {
-            bail!("{name}: a value with a line break cannot be passed to a running program");
+        for line in value.as_bytes().split(|&b| b == b'\n') {
+            text.extend_from_slice(name.as_bytes());
+            text.push(b'=');
+            text.extend_from_slice(line);
+            text.push(b'\n');
         }
-        text.extend_from_slice(name.as_bytes());
-        text.push(b'=');
-        text.extend_from_slice(value.as_bytes());
-        text.push(b'\n');
     }
     let cache = crate::private_dir::cache_dir()?;
     let mut file = tempfile::Builder::new()
