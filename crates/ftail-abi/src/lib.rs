@@ -686,7 +686,8 @@ pub mod trace {
     /// `--max-size`.
     pub const STOPPED_BUDGET_LOST: u64 = 6;
     /// [`EventFileHeader::stopped`]: `ftail record -p` detached from the
-    /// process: the frames still open then were left untraced (a reader
+    /// process (or tracing was switched off, `ftail ctl off`): the frames
+    /// still open then were left untraced (a reader
     /// closes them at the thread's last event). Switching tracing on again
     /// clears it in the files of the threads still alive.
     pub const STOPPED_DETACHED: u64 = 7;

@@ -264,6 +264,7 @@ extern "C" fn after_fork_in_parent() {
 extern "C" fn after_fork_in_child() {
     after_fork_in_parent();
     agent::close_inherited();
+    session::forget_all();
     let st = state::current();
     // SAFETY: the calling (only) thread's own state.
     unsafe {

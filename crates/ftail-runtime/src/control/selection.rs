@@ -231,11 +231,17 @@ fn run_command(c: &mut Control, line: &str) -> Result<String, String> {
         "on" => {
             selection.enabled = true;
             crate::record::buffer::tracing_switched_on(crate::record::write::rdtsc());
-            crate::record::session::begin();
+            // Only a switch begins a session: frames open while tracing
+            // stays on are the threads' own.
+            if !c.selection.enabled {
+                crate::record::session::begin();
+            }
         }
         "off" => {
             selection.enabled = false;
-            crate::record::session::end(crate::record::write::rdtsc());
+            if c.selection.enabled {
+                crate::record::session::end(crate::record::write::rdtsc());
+            }
         }
         "filter" => selection.include = globs(),
         "exclude" => selection.exclude = globs(),

@@ -59,6 +59,15 @@ pub fn register(st: &mut ThreadState) {
     }
 }
 
+/// In a forked child: forgets the parent's threads, whose files are not
+/// the child's to mark (the child's thread registers again when it sets
+/// itself up).
+pub fn forget_all() {
+    for slot in &THREADS {
+        slot.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Takes the calling thread out of the registry (it ends).
 pub fn unregister(st: &ThreadState) {
     let me = st as *const ThreadState as u64;
