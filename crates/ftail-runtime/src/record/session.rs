@@ -33,8 +33,9 @@ static SESSION: AtomicU64 = AtomicU64::new(0);
 static OFF_AT: AtomicU64 = AtomicU64::new(0);
 /// Whether tracing is off after having been on.
 static OFF: AtomicBool = AtomicBool::new(false);
-/// Threads reached at [`begin`]; one past this many are caught up only
-/// when a slow path of theirs runs anyway.
+/// Threads reached at [`begin`]. One set up while this many record is
+/// not registered: it is caught up only when a stack switch sends it to
+/// its slow path, and otherwise keeps its frames across the gap.
 const MAX_THREADS: usize = 4096;
 static THREADS: [AtomicU64; MAX_THREADS] = [const { AtomicU64::new(0) }; MAX_THREADS];
 static LOCK: RawLock = RawLock::new();
