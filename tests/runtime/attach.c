@@ -13,7 +13,9 @@
  * Before that, each line "gap" makes it print the longest time any busy
  * thread went without finishing a call of work since the last such line
  * (or "ready"), in microseconds: how long a thread was kept from its code
- * (stopped, or waiting for a CPU). */
+ * (stopped, or waiting for a CPU). A line "enter" makes it print "entered"
+ * from inside wait_for_line, which returns (and prints "returned") when
+ * the next line arrives. */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
@@ -145,6 +147,15 @@ static int load_plugin(const char *path, pthread_t *t) {
   return 0;
 }
 
+/* Waits, inside a call that lasts, for the next line of input. */
+__attribute__((noinline)) long wait_for_line(void) {
+  char line[64];
+  printf("entered\n");
+  fflush(stdout);
+  sink = fgets(line, sizeof line, stdin) != NULL;
+  return sink;
+}
+
 int main(int argc, char **argv) {
   int nbusy = argc > 1 ? atoi(argv[1]) : 4;
   pthread_t t[nbusy + 3];
@@ -166,8 +177,15 @@ int main(int argc, char **argv) {
   fflush(stdout);
   char line[64];
   line[0] = 0;
-  while (fgets(line, sizeof line, stdin) && strcmp(line, "gap\n") == 0) {
-    printf("longest gap %.0f us\n", atomic_exchange(&longest_gap, 0) / rate);
+  while (fgets(line, sizeof line, stdin)) {
+    if (strcmp(line, "gap\n") == 0) {
+      printf("longest gap %.0f us\n", atomic_exchange(&longest_gap, 0) / rate);
+    } else if (strcmp(line, "enter\n") == 0) {
+      wait_for_line();
+      printf("returned\n");
+    } else {
+      break;
+    }
     fflush(stdout);
     line[0] = 0;
   }

@@ -657,8 +657,14 @@ pub mod trace {
         /// Bytes of the file's drained ring (`ftail record --drain`; 0:
         /// none): see [`drain`].
         pub drain: u64,
-        /// Zero.
-        pub reserved: [u64; 1],
+        /// Time-stamp counter value when tracing was last switched on
+        /// again after being off while the file existed (0: never): the
+        /// trace stack was emptied then, its frames closed as
+        /// [`EventKind::Truncated`] at the time tracing went off, so the
+        /// exits of functions entered before tracing began that follow
+        /// it open their frames at this time, where the file's events
+        /// reach it, not at the thread's start.
+        pub rejoined: u64,
     }
 
     /// A drained ring (`ftail record --drain`): the thread writes compact
@@ -775,8 +781,10 @@ pub mod trace {
     /// `--max-size`.
     pub const STOPPED_BUDGET_LOST: u64 = 6;
     /// [`EventFileHeader::stopped`]: `ftail record -p` detached from the
-    /// process: the frames still open then were left untraced (a reader
-    /// closes them at the thread's last event). Attaching again clears it.
+    /// process (or tracing was switched off, `ftail ctl off`): the frames
+    /// still open then were left untraced (a reader
+    /// closes them at the thread's last event). Switching tracing on again
+    /// clears it in the files of the threads still alive.
     pub const STOPPED_DETACHED: u64 = 7;
     const _: () = assert!(core::mem::size_of::<EventFileHeader>() == 128);
 

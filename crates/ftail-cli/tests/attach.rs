@@ -188,7 +188,11 @@ fn attach_detach_attach(cc: &str) {
     for f in ["work", "in_handler", "short_lived"] {
         assert!(names.contains(f), "{f} not traced: {names:?}");
     }
-    assert!(!names.contains("step"), "{names:?}");
+    assert!(
+        !names.contains("step"),
+        "{names:?}\n{}",
+        ftail_trace::replay::render(&t)
+    );
     let first_events: usize = t.processes[0]
         .threads
         .iter()
@@ -645,4 +649,146 @@ fn a_library_loaded_after_the_attach_is_traced() {
     );
     let (_, code) = prog.finish();
     assert_eq!(code, Some(3));
+}
+
+/// The durations and notes of the closes of `name` in replay lines.
+fn closes_of<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let close = format!("}} /* {name}");
+    text.lines().filter(|l| l.contains(&close)).collect()
+}
+
+/// A line's duration, in milliseconds.
+fn duration_ms(line: &str) -> f64 {
+    let mut fields = line.split_whitespace();
+    let (n, unit) = (fields.next(), fields.next().unwrap_or_default());
+    let n: f64 = n
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {line:?}"));
+    match unit {
+        "ns" => n / 1e6,
+        "us" => n / 1e3,
+        "ms" => n,
+        "s" => n * 1e3,
+        _ => panic!("unit {unit:?} in {line:?}"),
+    }
+}
+
+/// Frames open when tracing went off do not carry over into the next
+/// attach: the first session's close as detached, and a function entered
+/// between the two attaches that returns during the second begins, marked,
+/// at the second.
+#[test]
+fn a_second_attach_starts_from_a_clean_slate() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc");
+    let mut prog = Running::start(Command::new(&exe).arg("1"));
+    let pid = prog.pid();
+    let trace = dir.path().join("trace");
+    let quiet = ["--no-libcall", "-N", "step"];
+    // Entered during the first attach, open when it detaches.
+    let (recording, err) = start_recording(&pid, &trace, &quiet);
+    prog.ask("enter", "entered");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stop_recording(recording, err);
+    // Returns, and is entered again at the same depth, between the two.
+    prog.ask("go", "returned");
+    prog.ask("enter", "entered");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = std::time::Instant::now();
+    let (recording, err) = start_recording(&pid, &trace, &quiet);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    prog.ask("go", "returned");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    stop_recording(recording, err);
+    let second = second.elapsed().as_secs_f64() * 1e3;
+    let (_, code) = prog.finish();
+    assert_eq!(code, Some(3));
+
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_balanced(&t);
+    let text = ftail_trace::replay::render(&t);
+    let main = thread_lines(&text, pid.parse().unwrap()).join("\n");
+    let closes = closes_of(&main, "wait_for_line");
+    assert_eq!(
+        closes
+            .iter()
+            .map(|l| l.trim().to_string())
+            .collect::<Vec<_>>(),
+        [
+            "} /* wait_for_line (detached: exit not recorded) */",
+            "} /* wait_for_line (began before tracing) */"
+        ],
+        "{text}"
+    );
+    assert!(
+        main.contains("wait_for_line() { /* began before tracing */"),
+        "{text}"
+    );
+    // No call of the second attach began in the first: none lasts longer
+    // than the second attach did.
+    for close in closes_of(&text, "") {
+        let ms = duration_ms(close);
+        assert!(
+            ms < second,
+            "{close}: {ms} ms, the second attach {second} ms\n{text}"
+        );
+    }
+    let wait = text
+        .lines()
+        .find(|l| l.contains("} /* wait_for_line (began before tracing) */"))
+        .unwrap();
+    assert!(duration_ms(wait) >= 150.0, "{wait}\n{text}");
+}
+
+/// `-T` rules reach a program attached to, several at once: `work`'s
+/// callees are not recorded (`depth=1`), nor the signal handler's calls
+/// (`notrace`).
+#[test]
+fn trigger_rules_apply_to_a_program_attached_to() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc");
+    let prog = Running::start(Command::new(&exe).arg("1"));
+    let pid = prog.pid();
+    let trace = dir.path().join("trace");
+    let rules = ["-T", "work@depth=1", "-T", "in_handler@notrace"];
+    let out = attach(
+        &pid,
+        &trace,
+        &[&["--no-libcall", "--duration", "0.3"][..], &rules].concat(),
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // Attaching again cannot change them: said, not ignored.
+    let again = attach(&pid, &trace, &[&["--duration", "0.1"][..], &rules].concat());
+    assert!(!again.status.success());
+    assert!(
+        stderr_of(&again).contains("apply only to the first attach"),
+        "{}",
+        stderr_of(&again)
+    );
+    let (_, code) = prog.finish();
+    assert_eq!(code, Some(3));
+    let t = ftail_trace::trace::open(&trace).unwrap();
+    assert_balanced(&t);
+    let names = called(&t);
+    assert!(!names.contains("in_handler"), "{names:?}");
+    // Calls of work seen from their entry show no callees (one open at
+    // the detach closes right after); only those running at the attach
+    // (the trigger acts at an entry) may.
+    let text = ftail_trace::replay::render(&t);
+    let mut leaves = 0;
+    for th in &t.processes[0].threads {
+        let lines = thread_lines(&text, th.tid);
+        let lines: Vec<&str> = lines.iter().map(|l| l.trim()).collect();
+        leaves += lines.iter().filter(|l| **l == "work();").count();
+        for (i, l) in lines.iter().enumerate() {
+            if *l == "work() {" {
+                assert_eq!(
+                    lines.get(i + 1).copied(),
+                    Some("} /* work (detached: exit not recorded) */"),
+                    "{text}"
+                );
+            }
+        }
+    }
+    assert!(leaves > 10, "{leaves} calls of work:\n{text}");
 }

@@ -47,7 +47,7 @@ use code::{stubs, tramp};
 use control::{agent, dlhook, metadata, selection};
 use found::modules;
 use process::{alloc, config, key, status, sync, watcher};
-use record::{budget, buffer, children, frames, snapshot, stacks, state, thread};
+use record::{budget, buffer, children, session, snapshot, stacks, state, thread};
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
@@ -145,7 +145,7 @@ fn start(cfg: Config, how: Start) -> bool {
     };
     let cfg = CONFIG.get().expect("set above");
     record::args::init(&cfg.dir_c, cfg.argspec);
-    record::triggers::init(hz, ring);
+    record::triggers::init(hz, ring, cfg);
     // Attached, every module is planned with tracing off (nothing to
     // write), then switched on live, as `ftail ctl on` does.
     selection::init(
@@ -228,17 +228,18 @@ fn exiting(code: i32) {
 }
 
 extern "C" fn at_exit() {
-    frames::close_all_open();
+    session::close_all_open();
     // SAFETY: the calling thread's own state.
     buffer::cut_at_exit(unsafe { &mut *state::current() });
 }
 
 /// The runtime's locks, in the order they are taken: whoever holds one
 /// may take those after it, never those before.
-fn locks_in_order() -> [&'static sync::RawLock; 4] {
+fn locks_in_order() -> [&'static sync::RawLock; 5] {
     [
         dlhook::lock(),
         selection::lock(),
+        session::lock(),
         agent::lock(),
         alloc::lock(),
     ]
@@ -264,6 +265,7 @@ extern "C" fn after_fork_in_parent() {
 extern "C" fn after_fork_in_child() {
     after_fork_in_parent();
     agent::close_inherited();
+    session::forget_all();
     let st = state::current();
     // SAFETY: the calling (only) thread's own state.
     unsafe {
@@ -306,7 +308,7 @@ fn calibrate_tsc() -> (u64, u64) {
 /// thread's trace stays balanced, then leave as `_exit` does.
 #[no_mangle]
 pub extern "C" fn _exit(code: i32) -> ! {
-    frames::close_all_open();
+    session::close_all_open();
     exiting(code);
     // SAFETY: exit_group ends the process; nothing runs after it.
     unsafe {

@@ -348,7 +348,7 @@ mod tests {
             before_tracing: 0,
             traced_since: 0,
             drain: 0,
-            reserved: [0; 1],
+            rejoined: 0,
         };
         let mut v = Vec::new();
         v.extend_from_slice(&h.magic);

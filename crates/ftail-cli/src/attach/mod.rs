@@ -124,7 +124,16 @@ fn rejoin(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
         );
     }
     same_specs(t, o, &dir)?;
-    mark_detached(&dir, pid, false);
+    if !o.triggers.is_empty() || o.snapshot_interval.is_some() {
+        bail!(
+            "process {pid} loaded ftail's runtime at an earlier attach, which set the trigger \
+             rules it had then: -T, --snapshot-on and --snapshot-interval apply only to the \
+             first attach (those of the first stay in effect)"
+        );
+    }
+    // The runtime clears the mark of the files of its live threads when
+    // tracing goes on again; the files of threads that ended while it was
+    // off keep theirs (their open frames are the detach's).
     let mut lines = vec![
         format!("filter {}", crate::ctl::globs(&o.filter)),
         format!("exclude {}", crate::ctl::globs(&o.exclude)),
@@ -206,15 +215,16 @@ fn write_config(env: &[crate::record::RuntimeVar]) -> Result<tempfile::NamedTemp
     use std::io::Write;
     use std::os::unix::ffi::OsStrExt;
     let mut text = Vec::new();
+    // A value of several lines (the trigger rules) is one line per line
+    // of it, which the runtime joins again.
     for (name, value) in env {
         let Some(value) = value else { continue };
-        if value.as_bytes().contains(&b'\n') {
-            bail!("{name}: a value with a line break cannot be passed to a running program");
+        for line in value.as_bytes().split(|&b| b == b'\n') {
+            text.extend_from_slice(name.as_bytes());
+            text.push(b'=');
+            text.extend_from_slice(line);
+            text.push(b'\n');
         }
-        text.extend_from_slice(name.as_bytes());
-        text.push(b'=');
-        text.extend_from_slice(value.as_bytes());
-        text.push(b'\n');
     }
     let cache = crate::private_dir::cache_dir()?;
     let mut file = tempfile::Builder::new()
@@ -288,14 +298,15 @@ fn detach(pid: u32, dir: &Path) -> Result<()> {
     // A thread may be inside a slow path that began before the sites went
     // back (its first event: making its file): let it finish first.
     std::thread::sleep(SETTLE);
-    mark_detached(dir, pid, true);
+    mark_detached(dir, pid);
     Ok(())
 }
 
-/// Sets (`on`) or clears the `stopped` field of every event file of
-/// process `pid` in `dir` to [`ftail_abi::trace::STOPPED_DETACHED`]: a
-/// reader closes the frames still open at the end of such a file.
-fn mark_detached(dir: &Path, pid: u32, on: bool) {
+/// Sets the `stopped` field of every event file of process `pid` in `dir`
+/// that has none to [`ftail_abi::trace::STOPPED_DETACHED`] (the runtime
+/// does so too, for the threads it can reach): a reader closes the frames
+/// still open at the end of such a file.
+fn mark_detached(dir: &Path, pid: u32) {
     use ftail_abi::trace::{EventFileHeader, EVENTS_SUFFIX, STOPPED_DETACHED};
     use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -323,12 +334,8 @@ fn mark_detached(dir: &Path, pid: u32, on: bool) {
         if !ok || file.read_exact_at(&mut word, at).is_err() {
             continue;
         }
-        let now = u64::from_le_bytes(word);
-        let new = match (on, now) {
-            (true, 0) => STOPPED_DETACHED,
-            (false, STOPPED_DETACHED) => 0,
-            _ => continue,
-        };
-        let _ = file.write_all_at(&new.to_le_bytes(), at);
+        if u64::from_le_bytes(word) == 0 {
+            let _ = file.write_all_at(&STOPPED_DETACHED.to_le_bytes(), at);
+        }
     }
 }

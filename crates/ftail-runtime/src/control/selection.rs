@@ -231,8 +231,18 @@ fn run_command(c: &mut Control, line: &str) -> Result<String, String> {
         "on" => {
             selection.enabled = true;
             crate::record::buffer::tracing_switched_on(crate::record::write::rdtsc());
+            // Only a switch begins a session: frames open while tracing
+            // stays on are the threads' own.
+            if !c.selection.enabled {
+                crate::record::session::begin();
+            }
         }
-        "off" => selection.enabled = false,
+        "off" => {
+            selection.enabled = false;
+            if c.selection.enabled {
+                crate::record::session::end(crate::record::write::rdtsc());
+            }
+        }
         "filter" => selection.include = globs(),
         "exclude" => selection.exclude = globs(),
         "status" => {}

@@ -74,6 +74,12 @@ pub struct Config {
     /// Bytes of each thread's drained ring (`--drain`; 0: none): a
     /// whole number of chunks, at least two.
     pub drain: u64,
+    /// The trigger rules of `-T` and `--snapshot-on`, one a line
+    /// ([`ftail_abi::trigger::TRIGGERS_ENV`]).
+    pub triggers: Option<String>,
+    /// Least time between two snapshots triggers take, in ns
+    /// ([`ftail_abi::trigger::SNAPSHOT_INTERVAL_ENV`]).
+    pub snapshot_interval: Option<u64>,
 }
 
 /// Most events a thread's buffer may grow to (2^36: 0.5 to 1 TiB);
@@ -176,15 +182,20 @@ fn globs(text: Option<String>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// The `NAME=VALUE` lines of a configuration file (`attach`), in the
-/// environment's names: the value of `name`, if set.
-pub fn file_var<'a>(text: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    text.split(|&b| b == b'\n')
-        .filter_map(|line| {
-            let eq = line.iter().position(|&b| b == b'=')?;
-            (&line[..eq] == name.as_bytes()).then(|| &line[eq + 1..])
-        })
-        .next_back()
+/// The value of `name` in a file of `NAME=VALUE` lines: the values of
+/// every line that names it, joined with line breaks; `None` when none
+/// does.
+pub fn file_lines(text: &[u8], name: &str) -> Option<Vec<u8>> {
+    let mut lines = text.split(|&b| b == b'\n').filter_map(|line| {
+        let eq = line.iter().position(|&b| b == b'=')?;
+        (&line[..eq] == name.as_bytes()).then(|| &line[eq + 1..])
+    });
+    let mut value = lines.next()?.to_vec();
+    for more in lines {
+        value.push(b'\n');
+        value.extend_from_slice(more);
+    }
+    Some(value)
 }
 
 impl Config {
@@ -195,11 +206,13 @@ impl Config {
 
     /// Reads the configuration from a file of `NAME=VALUE` lines with the
     /// environment's names (`attach`: a running process's environment
-    /// cannot be set); `None` when it names no trace directory.
+    /// cannot be set); `None` when it names no trace directory. A value
+    /// of several lines (the trigger rules) is written as one `NAME=LINE`
+    /// line per line, in order ([`file_lines`]).
     pub fn from_file(text: &[u8]) -> Option<Config> {
         use std::os::unix::ffi::OsStrExt;
         Config::from_vars(|name| {
-            file_var(text, name).map(|v| std::ffi::OsStr::from_bytes(v).to_os_string())
+            file_lines(text, name).map(|v| std::ffi::OsStr::from_bytes(&v).to_os_string())
         })
     }
 
@@ -261,6 +274,9 @@ impl Config {
                     n.clamp(2 * chunk, MAX_DRAIN) / chunk * chunk
                 }
             },
+            triggers: var(ftail_abi::trigger::TRIGGERS_ENV),
+            snapshot_interval: var(ftail_abi::trigger::SNAPSHOT_INTERVAL_ENV)
+                .and_then(|v| v.parse().ok()),
         })
     }
 }
@@ -291,7 +307,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{file_var, glob, old_path, parse_dir_id, Config, Watch};
+    use super::{file_lines, glob, old_path, parse_dir_id, Config, Watch};
 
     #[test]
     fn the_old_trace_is_named_as_ftail_record_names_it() {
@@ -316,15 +332,20 @@ mod tests {
     #[test]
     fn a_configuration_file_reads_like_the_environment() {
         let text = b"FTAIL_DIR=/t/trace dir\nFTAIL_FILTER=a*,b\nFTAIL_DEPTH=\nFTAIL_RING=8192\n\
-                     FTAIL_FILTER=c\nnot a line\n";
-        assert_eq!(file_var(text, "FTAIL_DIR"), Some(&b"/t/trace dir"[..]));
-        // The last line of a name counts, as a later variable would.
-        assert_eq!(file_var(text, "FTAIL_FILTER"), Some(&b"c"[..]));
-        assert_eq!(file_var(text, "FTAIL_DEPTH"), Some(&b""[..]));
-        assert_eq!(file_var(text, "FTAIL_OFF"), None);
+                     FTAIL_TRIGGERS=work@depth=1\nnot a line\nFTAIL_TRIGGERS=step@notrace\n";
+        let value = |name| file_lines(text, name);
+        assert_eq!(value("FTAIL_DIR").as_deref(), Some(&b"/t/trace dir"[..]));
+        // A value of several lines is one line of the name per line.
+        assert_eq!(
+            value("FTAIL_TRIGGERS").as_deref(),
+            Some(&b"work@depth=1\nstep@notrace"[..])
+        );
+        assert_eq!(value("FTAIL_DEPTH").as_deref(), Some(&b""[..]));
+        assert_eq!(value("FTAIL_OFF"), None);
         let cfg = Config::from_file(text).unwrap();
         assert_eq!(cfg.dir_c.to_bytes(), b"/t/trace dir");
-        assert_eq!(cfg.include, ["c"]);
+        assert_eq!(cfg.include, ["a*", "b"]);
+        assert_eq!(cfg.triggers.as_deref(), Some("work@depth=1\nstep@notrace"));
         assert_eq!((cfg.depth, cfg.ring), (u64::MAX, 8192));
         assert!(
             Config::from_file(b"FTAIL_FILTER=x\n").is_none(),

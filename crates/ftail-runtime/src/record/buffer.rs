@@ -45,6 +45,18 @@ pub fn tracing_switched_on(tsc: u64) {
     TRACED_SINCE.store(tsc, Ordering::Relaxed);
 }
 
+/// Notes, in the thread's file header, that tracing was switched on again
+/// while the file existed: the time it was.
+pub(crate) fn note_rejoined(st: &ThreadState) {
+    if st.file_base == 0 {
+        return;
+    }
+    let field = st.file_base + std::mem::offset_of!(EventFileHeader, rejoined) as u64;
+    // SAFETY: as in count_before_tracing.
+    let since = unsafe { std::sync::atomic::AtomicU64::from_ptr(field as *mut u64) };
+    since.store(TRACED_SINCE.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
 /// Counts, in the thread's file header, an exit of a function entered
 /// before tracing began.
 pub(crate) fn count_before_tracing(st: &ThreadState) {
@@ -239,7 +251,7 @@ pub fn setup_thread(st: &mut ThreadState) -> bool {
         before_tracing: 0,
         traced_since: TRACED_SINCE.load(Ordering::Relaxed),
         drain,
-        reserved: [0; 1],
+        rejoined: 0,
     };
     // The header's page is allocated first: on a full filesystem, touching
     // it would raise SIGBUS in the program.

@@ -250,7 +250,7 @@ fn fail(errno: i32) -> i32 {
 /// replaced: they never return), then runs libc's `name` with `envp`
 /// given the tracer's variables.
 fn exec_with(name: &CStr, envp: Envp, call: impl FnOnce(*mut libc::c_void, Envp) -> i32) -> i32 {
-    crate::record::frames::close_all_open();
+    crate::record::session::close_all_open();
     let env = with_tracer(envp);
     let envp = env.as_ref().map_or(envp, ChildEnv::envp);
     let p = next_symbol(name);

@@ -337,6 +337,7 @@ pub(crate) fn ready(st: &mut ThreadState) -> bool {
     }
     if st.status == STATUS_SWITCHED {
         st.status = STATUS_RECORDING;
+        crate::record::session::catch_up(st);
     }
     st.status == STATUS_RECORDING
 }

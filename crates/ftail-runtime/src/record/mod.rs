@@ -3,7 +3,8 @@
 //! stack switches, a thread's start and end, snapshots, the trace's size
 //! budget, and closing frames before an `exec`.
 //!
-//! Imports go one way: `args` → `hooks` → `stacks`/`parked` → `frames`
+//! Imports go one way: `args` → `hooks` → `session` →
+//! `stacks`/`parked` → `frames`
 //! → `triggers` → `values` → `write` → `buffer` → `retired` → `budget`,
 //! `state`;
 //! `thread` starts and ends a thread over them.
@@ -17,6 +18,7 @@ pub mod frames;
 pub mod hooks;
 pub mod parked;
 pub mod retired;
+pub mod session;
 pub mod snapshot;
 pub mod stacks;
 pub mod state;

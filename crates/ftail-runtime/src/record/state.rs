@@ -127,6 +127,9 @@ pub struct ThreadState {
     /// record a slow path interrupted by the change of chunk may still
     /// have to pad.
     pub drain_prev_end: u64,
+    /// The tracing session the trace stack's frames belong to
+    /// (`session.rs`).
+    pub session: u64,
 }
 
 /// [`ThreadState::trig_off`]: stopped by `trace_off`.
@@ -305,7 +308,7 @@ thread_local! {
             file_id: 0, file_ino: 0, limit_why: 0, ring: 0, compact: 0, base: 0,
             ret_rax: 0, ret_xmm0: 0, ret_state: 0, max_depth: u64::MAX, scope_max: u64::MAX,
             trig_off: 0, trig_len: 0, trig: [TrigSave::EMPTY; MAX_TRIG],
-            drain: 0, drain_chunk: 0, drain_prev_end: 0,
+            drain: 0, drain_chunk: 0, drain_prev_end: 0, session: 0,
         })
     };
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use ftail_abi::trace::EventKind;
 
 use crate::record::state::{StackEntry, ThreadState};
-use crate::record::{buffer, frames, snapshot, stacks, write};
+use crate::record::{buffer, session, snapshot, stacks, write};
 
 /// Sets the calling thread up on its first event; false when it records
 /// nothing (no event file could be made).
@@ -22,6 +22,7 @@ pub fn setup(st: &mut ThreadState) -> bool {
         snapshot::register(st);
     }
     crate::record::triggers::thread_start(st);
+    session::register(st);
     replay_open_frames(st);
     watch();
     crate::process::status::thread_recorded();
@@ -34,8 +35,9 @@ pub fn setup(st: &mut ThreadState) -> bool {
 /// Later events of the thread (from other libraries' TLS destructors) are
 /// not recorded.
 pub fn release(st: &mut ThreadState) {
-    frames::close_all_open();
+    session::close_all_open();
     st.status = crate::record::state::STATUS_OFF;
+    session::unregister(st);
     if st.ring != 0 {
         snapshot::unregister(st);
     }

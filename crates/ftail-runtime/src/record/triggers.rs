@@ -29,9 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use ftail_abi::trace::ADDR_MASK;
-use ftail_abi::trigger::{
-    Actions, Rule, SNAPSHOT_INTERVAL_ENV, TRIGGERS_ENV, WHY_CALLED, WHY_LASTED, WHY_PROGRAM,
-};
+use ftail_abi::trigger::{Actions, Rule, WHY_CALLED, WHY_LASTED, WHY_PROGRAM};
 
 use crate::record::state::{
     written, StackEntry, ThreadState, TrigSave, FTAIL_MAX_DEPTH, HIDDEN, MAX_TRIG, SHOWN, TRIGGER,
@@ -55,15 +53,14 @@ static RING: AtomicU64 = AtomicU64::new(0);
 const DEFAULT_INTERVAL_NS: u64 = 1_000_000_000;
 
 /// Reads the rules, at start-up; `hz` is the counter's frequency.
-pub fn init(hz: u64, ring: bool) {
+pub fn init(hz: u64, ring: bool, cfg: &crate::process::config::Config) {
     HZ.store(hz, Ordering::Relaxed);
     RING.store(u64::from(ring), Ordering::Relaxed);
-    let ns = std::env::var(SNAPSHOT_INTERVAL_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(DEFAULT_INTERVAL_NS);
+    let ns = cfg.snapshot_interval.unwrap_or(DEFAULT_INTERVAL_NS);
     INTERVAL.store(ticks(ns), Ordering::Relaxed);
-    let rules: Vec<Rule> = std::env::var(TRIGGERS_ENV)
+    let rules: Vec<Rule> = cfg
+        .triggers
+        .as_deref()
         .map(|text| text.lines().filter_map(Rule::parse_line).collect())
         .unwrap_or_default();
     if rules.iter().any(|r| r.actions.filter) {

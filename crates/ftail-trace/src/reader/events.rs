@@ -142,6 +142,9 @@ pub struct Header {
     pub traced_since: u64,
     /// Bytes of the file's drained ring (0: none; `super::drained`).
     pub drain: u64,
+    /// When tracing was last switched on again while the file existed
+    /// (0: never).
+    pub rejoined: u64,
     /// Bytes of the header read.
     read: u64,
 }
@@ -199,6 +202,7 @@ pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
         } else {
             0
         },
+        rejoined: u64_at(std::mem::offset_of!(EventFileHeader, rejoined)),
         read: read as u64,
     })
 }
@@ -250,6 +254,10 @@ pub struct Events {
     next_stretch: Option<(u64, u64)>,
     /// Events to yield before the file's (a ring's `Earlier` frames).
     pending: std::collections::VecDeque<Event>,
+    /// Events to yield before the first of the file's at or after a time:
+    /// the `Earlier` frames of the session tracing was last switched on
+    /// again for ([`EventFileHeader::rejoined`]).
+    later: Option<(u64, std::collections::VecDeque<Event>)>,
     /// The compact decoder, for a file of that format.
     compact: Option<compact::Decoder>,
     /// Bytes of records read (the file's events, however written).
@@ -355,6 +363,7 @@ impl Events {
             stretch_end: u64::MAX,
             next_stretch: None,
             pending: std::collections::VecDeque::new(),
+            later: None,
             compact: (header.format == FORMAT_COMPACT).then(compact::Decoder::default),
             consumed: 0,
             payload: None,
@@ -386,7 +395,9 @@ impl Events {
                 since_tracing(&mut events.pending, header.traced_since);
             }
         } else if scan && header.before_tracing > 0 {
-            events.pending = before_tracing(path)?;
+            let (first, later) = before_tracing(path)?;
+            events.pending = first;
+            events.later = later;
         }
         Ok((header, events))
     }
@@ -492,6 +503,24 @@ impl Iterator for Events {
         if !self.pending.is_empty() {
             return self.pending.pop_front();
         }
+        let e = self.next_read()?;
+        match self.later.take() {
+            Some((since, mut later)) if e.tsc >= since => {
+                later.push_back(e);
+                self.pending = later;
+                self.pending.pop_front()
+            }
+            kept => {
+                self.later = kept;
+                Some(e)
+            }
+        }
+    }
+}
+
+impl Events {
+    /// The file's next event.
+    fn next_read(&mut self) -> Option<Event> {
         if self.compact.is_some() {
             return self.next_compact();
         }
@@ -742,11 +771,20 @@ fn oldest(path: &Path, start: u64, end: u64) -> Result<u64, String> {
 /// The `Earlier` events a file that keeps every event starts with: one
 /// per close found at depth 0 (the exit of a function entered before
 /// tracing began), innermost last, at the time tracing was switched on
-/// (or the first event's, when that is not known or later).
-fn before_tracing(path: &Path) -> Result<std::collections::VecDeque<Event>, String> {
+/// (or the first event's, when that is not known or later). Those of the
+/// closes after tracing was last switched on again
+/// ([`Header::rejoined`]) come second, with that time: they open where
+/// the file's events reach it.
+type BeforeTracing = (
+    std::collections::VecDeque<Event>,
+    Option<(u64, std::collections::VecDeque<Event>)>,
+);
+
+fn before_tracing(path: &Path) -> Result<BeforeTracing, String> {
     let (header, events) = Events::open_scanning(path, false)?;
     let (mut depth, mut first) = (0u64, 0u64);
-    let mut found = Vec::new();
+    let (mut found, mut found_later) = (Vec::new(), Vec::new());
+    let rejoined = header.rejoined;
     for e in events {
         if first == 0 {
             first = e.tsc;
@@ -754,21 +792,26 @@ fn before_tracing(path: &Path) -> Result<std::collections::VecDeque<Event>, Stri
         match e.kind() {
             Some(k) if k.opens() => depth += 1,
             Some(_) if depth > 0 => depth -= 1,
+            Some(_) if rejoined != 0 && e.tsc >= rejoined => found_later.push(e.addr()),
             Some(_) => found.push(e.addr()),
             None => {}
         }
     }
-    let word = |addr: u64| ((EventKind::Earlier as u64) << KIND_SHIFT) | addr;
-    let mut pending = found
-        .into_iter()
-        .rev()
-        .map(|addr| Event {
-            tsc: first,
-            word: word(addr),
-        })
-        .collect();
+    let earlier = |found: Vec<u64>, tsc: u64| -> std::collections::VecDeque<Event> {
+        let word = |addr: u64| ((EventKind::Earlier as u64) << KIND_SHIFT) | addr;
+        found
+            .into_iter()
+            .rev()
+            .map(|addr| Event {
+                tsc,
+                word: word(addr),
+            })
+            .collect()
+    };
+    let mut pending = earlier(found, first);
     since_tracing(&mut pending, header.traced_since);
-    Ok(pending)
+    let later = (!found_later.is_empty()).then(|| (rejoined, earlier(found_later, rejoined)));
+    Ok((pending, later))
 }
 
 /// Moves the start of frames that began before tracing back to when it

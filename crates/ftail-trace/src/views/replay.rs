@@ -197,6 +197,8 @@ fn replay_by(
             sched: &sched,
             windows: Vec::new(),
             fused,
+            detached: Vec::new(),
+            truncated_note: TRUNCATED,
         };
         r.run(out)?;
     }
@@ -308,6 +310,12 @@ struct ImageReplay<'a> {
     windows: Vec<bool>,
     /// Plain replay may take the fused path.
     fused: bool,
+    /// Which of them were detached from (`ftail record -p`, `ftail ctl
+    /// off`): their frames closed as `Truncated` were open then.
+    detached: Vec<bool>,
+    /// How a frame closed as `Truncated` on the thread of the line being
+    /// made ended, in words.
+    truncated_note: &'static str,
 }
 
 /// A snapshot's mark with its call's entry time: `ftail_snapshot()`
@@ -437,6 +445,7 @@ impl ImageReplay<'_> {
             sources.push(Box::new(WithSched::new(items, self.sched.thread(t.tid))));
             tids.push(t.tid);
             self.windows.push(header.ring != 0);
+            self.detached.push(detached(&header));
         }
         for n in &notes {
             writeln!(out, "{n}")?;
@@ -446,7 +455,14 @@ impl ImageReplay<'_> {
         }
         for (i, item) in Merge::new(sources, Item::tsc) {
             match item {
-                Item::Call(item) => self.line(tids[i], self.windows[i], &item),
+                Item::Call(item) => {
+                    self.truncated_note = if self.detached[i] {
+                        DETACHED
+                    } else {
+                        TRUNCATED
+                    };
+                    self.line(tids[i], self.windows[i], &item)
+                }
                 Item::OffCpu { slice, depth } => self.off_cpu(tids[i], slice, depth),
             }
             if self.buf.len() >= OUT_BLOCK {
@@ -566,7 +582,8 @@ impl ImageReplay<'_> {
                     // A tail call into code that is not traced: nothing
                     // inside to show, but it did not simply return.
                     line.extend_from_slice(b" /* ");
-                    line.extend_from_slice(self.paint(how_note(how)).as_bytes());
+                    let note = self.how_note(how);
+                    line.extend_from_slice(self.paint(note).as_bytes());
                     line.extend_from_slice(b" */");
                 }
                 self.srcline(&mut line, func);
@@ -732,7 +749,7 @@ impl ImageReplay<'_> {
 
     /// The note of a call that did not simply return.
     fn how(&self, how: EventKind) -> String {
-        match how_note(how) {
+        match self.how_note(how) {
             "" => String::new(),
             note => self.paint(&format!(" ({note})")),
         }
@@ -1045,14 +1062,30 @@ pub fn render(trace: &crate::trace::Trace) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// How a call that did not simply return ended, in words.
-fn how_note(how: EventKind) -> &'static str {
-    match how {
-        EventKind::TailExit => "tail call",
-        EventKind::Unwound => "unwound",
-        EventKind::Truncated => "buffer full: exit not recorded",
-        EventKind::Suspended => "switched out",
-        _ => "",
+/// How a call closed as `Truncated` ended: the buffer filled up, or
+/// tracing was switched off (or the tracer detached) while it ran.
+const TRUNCATED: &str = "buffer full: exit not recorded";
+const DETACHED: &str = "detached: exit not recorded";
+
+/// Whether the frames of this thread's file that close as `Truncated`
+/// were open when tracing was switched off: a file stopped by a detach,
+/// or one that went on after tracing was switched on again and did not
+/// stop early (a full buffer stops the file for good).
+fn detached(header: &crate::reader::events::Header) -> bool {
+    header.stopped == ftail_abi::trace::STOPPED_DETACHED
+        || (header.stopped == 0 && header.rejoined != 0)
+}
+
+impl ImageReplay<'_> {
+    /// How a call that did not simply return ended, in words.
+    fn how_note(&self, how: EventKind) -> &'static str {
+        match how {
+            EventKind::TailExit => "tail call",
+            EventKind::Unwound => "unwound",
+            EventKind::Truncated => self.truncated_note,
+            EventKind::Suspended => "switched out",
+            _ => "",
+        }
     }
 }
 

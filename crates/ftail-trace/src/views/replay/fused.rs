@@ -155,6 +155,9 @@ pub(super) struct Thread<'a> {
     pub(super) tid: u32,
     /// The thread keeps a ring (a window of its events).
     pub(super) window: bool,
+    /// Tracing was detached from it: its frames closed as `Truncated`
+    /// were open then.
+    pub(super) detached: bool,
     pub(super) events: Events,
     names: &'a Names,
     resolved: ResolveCache,
@@ -188,6 +191,7 @@ impl<'a> Thread<'a> {
         Thread {
             tid,
             window: header.ring != 0,
+            detached: super::detached(header),
             events,
             names,
             resolved: ResolveCache::default(),
@@ -440,6 +444,11 @@ impl ImageReplay<'_> {
                 },
             };
             let t = &mut threads[i];
+            self.truncated_note = if t.detached {
+                super::DETACHED
+            } else {
+                super::TRUNCATED
+            };
             self.fused_line(&mut buf, plain_columns, t.tid, t.window, &t.line);
             if t.advance() {
                 let at = (t.line.at(), i);
