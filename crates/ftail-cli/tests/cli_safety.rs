@@ -832,6 +832,18 @@ fn start_waiting(
     if group {
         cmd.process_group(0);
     }
+    // Ctrl-C must reach the program as from a terminal, even when the
+    // tests themselves run with SIGINT ignored (a background job of a
+    // non-interactive shell), which ftail rightly passes on.
+    // SAFETY: the closure only makes system calls (no allocation, no
+    // locks), as a child between fork and exec may.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
