@@ -274,10 +274,9 @@ impl Symbols {
         let mut modules = Vec::new();
         for m in &p.modules {
             // The library functions it calls, at their thunks' entries.
-            let libcalls: HashMap<u64, String> = m
-                .libcalls
-                .iter()
-                .map(|(entry, name)| (*entry, demangle(name)))
+            let libcalls: HashMap<u64, String> = crate::symbols::library_calls(m)
+                .into_iter()
+                .map(|(entry, name)| (entry, demangle(&name)))
                 .collect();
             let Ok(data) = crate::untrusted::files::read_regular(
                 &m.path,

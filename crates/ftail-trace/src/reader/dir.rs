@@ -97,6 +97,11 @@ pub struct Module {
     /// The object that defines each library function it calls, by the
     /// function's entry address (absent from older traces).
     pub libcall_modules: BTreeMap<u64, PathBuf>,
+    /// Library functions reached by indirect calls that the runtime could
+    /// not name (`indirect` lines with `-`): the thunk's entry, the
+    /// target's module file and its link-time offset there, which
+    /// `symbols::library_calls` names from that file's symbols.
+    pub indirect: Vec<(u64, PathBuf, u64)>,
 }
 
 impl Module {
@@ -258,7 +263,6 @@ fn hex(s: &str) -> Option<u64> {
 fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
     let text = read_small_text(path);
     let (mut modules, mut skipped) = (Vec::<Module>::new(), Vec::new());
-    let mut targets = BTreeMap::new();
     for line in text.lines() {
         let mut f = line.splitn(7, ' ');
         match f.next() {
@@ -280,6 +284,7 @@ fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
                     sites: (sites.parse().unwrap_or(0), left.parse().unwrap_or(0)),
                     libcalls: Vec::new(),
                     libcall_modules: BTreeMap::new(),
+                    indirect: Vec::new(),
                 });
             }
             Some("unload") => {
@@ -328,15 +333,15 @@ fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
                 ) else {
                     continue;
                 };
-                let name = if symbol == "-" {
-                    indirect_name(&mut targets, Path::new(&unescape_value(p)), offset)
-                } else {
-                    unescape_value(symbol)
-                };
                 // The thunks are the process's, not a module's: named with
                 // the first module still mapped (the program).
                 if let Some(m) = modules.iter_mut().find(|m| m.unloaded.is_none()) {
-                    m.libcalls.push((entry, name));
+                    if symbol == "-" {
+                        m.indirect
+                            .push((entry, PathBuf::from(unescape_value(p)), offset));
+                    } else {
+                        m.libcalls.push((entry, unescape_value(symbol)));
+                    }
                 }
             }
             Some("skip") => {
@@ -355,28 +360,6 @@ fn read_modules(path: &Path) -> (Vec<Module>, Vec<(u64, String, PathBuf)>) {
         }
     }
     (modules, skipped)
-}
-
-/// The name of the function at link-time address `offset` of the module
-/// file at `path` (an indirect call's target): its symbol (`name+0xN`
-/// inside one), else `FILE+0xOFFSET`. Each file is read once per
-/// `KEY.modules`, through `files`.
-fn indirect_name(
-    files: &mut BTreeMap<PathBuf, crate::symbols::ModuleSymbols>,
-    path: &Path,
-    offset: u64,
-) -> String {
-    let symbols = files.entry(path.to_path_buf()).or_insert_with(|| {
-        crate::symbols::ModuleSymbols::load(path, None, &crate::symbols::SymbolOptions::default())
-    });
-    match symbols.lookup(offset) {
-        Some(s) if s.offset == 0 => s.mangled.to_string(),
-        Some(s) => format!("{}+{:#x}", s.mangled, s.offset),
-        None => {
-            let file = path.file_name().unwrap_or(path.as_os_str());
-            format!("{}+{offset:#x}", file.to_string_lossy())
-        }
-    }
 }
 
 /// `KEY.status`, if it is there and whole.

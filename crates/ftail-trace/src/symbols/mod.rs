@@ -54,6 +54,31 @@ pub use demangle::{demangle, demangle_both, Demangled};
 pub use glob::{matches, Glob};
 pub use srcline::SourceLine;
 
+/// The library functions module `m`'s thunks call, by their entry
+/// address: the symbols of its `libcall` lines, and the targets of its
+/// indirect calls the runtime could not name, named from their module
+/// file's symbols (`name+0xN` inside one), else `FILE+0xOFFSET`. Each
+/// file is read once.
+pub fn library_calls(m: &crate::reader::dir::Module) -> Vec<(u64, String)> {
+    let mut out = m.libcalls.clone();
+    let mut files = std::collections::BTreeMap::new();
+    for (entry, path, offset) in &m.indirect {
+        let symbols = files
+            .entry(path.clone())
+            .or_insert_with(|| ModuleSymbols::load(path, None, &SymbolOptions::default()));
+        let name = match symbols.lookup(*offset) {
+            Some(s) if s.offset == 0 => s.mangled.to_string(),
+            Some(s) => format!("{}+{:#x}", s.mangled, s.offset),
+            None => {
+                let file = path.file_name().unwrap_or(path.as_os_str());
+                format!("{}+{offset:#x}", file.to_string_lossy())
+            }
+        };
+        out.push((*entry, name));
+    }
+    out
+}
+
 /// Where to look for files by build id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SymbolOptions {

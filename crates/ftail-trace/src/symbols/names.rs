@@ -274,12 +274,13 @@ impl Names {
                     .map(|d| printable(&d.to_string()).into_owned()),
             );
             names.add_slot(mi, m, mapped, funcs);
-            if !m.libcalls.is_empty() {
+            let libcalls = super::library_calls(m);
+            if !libcalls.is_empty() {
                 let none = Mapped {
                     symbols: Arc::new(ModuleSymbols::empty()),
                     bias: 0,
                 };
-                let libs = Arc::new(ModuleFuncs::libcalls(&m.libcalls));
+                let libs = Arc::new(ModuleFuncs::libcalls(&libcalls));
                 names.add_slot(mi, m, none, libs);
             }
         }

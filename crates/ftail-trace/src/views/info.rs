@@ -305,7 +305,7 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
 fn library_functions(out: &mut String, modules: &[crate::reader::dir::Module]) {
     let mut functions = std::collections::BTreeSet::new();
     for m in modules {
-        for (entry, name) in &m.libcalls {
+        for (entry, name) in &crate::symbols::library_calls(m) {
             let definer = m.libcall_modules.get(entry).map_or_else(
                 || Cow::Borrowed("(module not recorded)"),
                 |p| printable(&p.to_string_lossy()).into_owned().into(),
