@@ -654,17 +654,7 @@ fn ftail_ctl_filters_apply_to_library_functions() {
         let mut stdin = child.stdin.take().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let pid = lines.next().unwrap().unwrap();
-        let ctl = |args: &[&str]| -> String {
-            // The agent starts with the program; retry until it listens.
-            for _ in 0..100 {
-                let out = run(Command::new(ftail()).arg("ctl").arg(&pid).args(args));
-                if out.status.success() {
-                    return String::from_utf8_lossy(&out.stdout).into_owned();
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            panic!("ftail ctl {pid} {args:?} kept failing");
-        };
+        let ctl = |args: &[&str]| ctl_once_listening(&pid, args);
         let mut round = |n: u32| {
             writeln!(stdin, "{n}").unwrap();
             assert_eq!(lines.next().unwrap().unwrap(), format!("done {n}"));

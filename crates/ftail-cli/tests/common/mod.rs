@@ -47,6 +47,19 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// `ftail ctl PID ARGS`, tried again until the program's agent (which
+/// starts with the program) listens; its stdout.
+pub fn ctl_once_listening(pid: &str, args: &[&str]) -> String {
+    for _ in 0..100 {
+        let out = run(Command::new(ftail()).arg("ctl").arg(pid).args(args));
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("ftail ctl {pid} {args:?} kept failing");
+}
+
 /// Runs a command that must succeed; returns its stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = run(cmd);
