@@ -141,6 +141,12 @@ fn start(cfg: Config, how: Start) -> bool {
         },
         lib_enter: tramp::ftail_lib_enter as *const () as u64,
         lib_leave: tramp::ftail_lib_leave as *const () as u64,
+        lib_entry: if ring {
+            0
+        } else {
+            tramp::ftail_lib_entry_c as *const () as u64
+        },
+        lib_exit: tramp::ftail_lib_exit_c as *const () as u64,
         entry_spec: tramp::ftail_entry_spec as *const () as u64,
     };
     let cfg = CONFIG.get().expect("set above");

@@ -25,12 +25,19 @@ pub struct Trampolines {
     pub lib_enter: u64,
     /// `ftail_lib_leave`, which library thunks jump to.
     pub lib_leave: u64,
+    /// `ftail_lib_entry_c`, which the entry site of a library thunk
+    /// whose entry takes no spec calls (`plan::libcall`); 0 in the ring
+    /// format, whose thunks call the entry trampoline and `lib_enter`.
+    pub lib_entry: u64,
+    /// `ftail_lib_exit_c`, which such a thunk jumps to.
+    pub lib_exit: u64,
     /// `ftail_entry_spec`, which the spec stubs call (`record::args`).
     pub entry_spec: u64,
 }
 
-/// Near stubs per module, one per trampoline.
-pub const NEAR: usize = 8;
+/// Near stubs per module, one per trampoline (the spec trampoline's
+/// last).
+pub const NEAR: usize = 10;
 
 impl Trampolines {
     pub fn all(&self) -> [u64; NEAR] {
@@ -42,6 +49,8 @@ impl Trampolines {
             self.convert_leave,
             self.lib_enter,
             self.lib_leave,
+            self.lib_entry,
+            self.lib_exit,
             self.entry_spec,
         ]
     }

@@ -70,6 +70,12 @@ extern "C" {
     pub fn ftail_lib_enter();
     /// Jumped to by library thunks after the library function returned.
     pub fn ftail_lib_leave();
+    /// Called by the entry site of a library thunk (compact format):
+    /// its entry and [`ftail_lib_enter`] in one.
+    pub fn ftail_lib_entry_c();
+    /// Jumped to by such a thunk after the library function returned:
+    /// [`ftail_lib_leave`] and its exit in one.
+    pub fn ftail_lib_exit_c();
     /// [`ftail_entry`] of a function with a spec (`args.rs`), through
     /// its spec stub.
     pub fn ftail_entry_spec();
@@ -908,6 +914,14 @@ ftail_tail_mark:
     .macro FTAIL_CONVERT_ENTER flag
     .cfi_startproc
     FTAIL_PUSH4                      # slot of the return address: rsp+40
+    FTAIL_SIDE_ENTER \flag
+    .cfi_endproc
+    .endm
+
+    # The side-stack part of FTAIL_CONVERT_ENTER, after FTAIL_PUSH4 (r11:
+    # the thread's state); also the second half of ftail_lib_entry_c.
+    # Ends the trampoline: `ret $8` with ZF=1, or `ret` with ZF=0.
+    .macro FTAIL_SIDE_ENTER flag
     cmpq $1, 40(%r11)
     jne 8f
 1:  lea 40(%rsp), %rdx               # our slot
@@ -977,7 +991,6 @@ ftail_tail_mark:
     cmpq $1, 40(%r11)
     je 1b
     jmp 9b
-    .cfi_endproc
     .endm
 
     .p2align 4
@@ -1000,6 +1013,66 @@ ftail_convert_enter:
 ftail_lib_enter:
     FTAIL_CONVERT_ENTER 0
     .size ftail_lib_enter, .-ftail_lib_enter
+
+    # Library thunk, entry and first half in one trip (compact format;
+    # `plan/libcall.rs`): the entry site of a thunk whose entry takes no
+    # spec calls it, so [rsp] is the site + 5, [rsp+8] the caller's return
+    # address and the thunk's CFA rsp + 16. Records the thunk's entry as
+    # ftail_entry_c does (its slow paths as there), then moves the return
+    # address to the side stack as ftail_lib_enter does, and returns as
+    # it does: `ret $8` with ZF=1, or `ret` with ZF=0 (the thunk then
+    # jumps to the library function, as after ftail_lib_enter).
+    .p2align 4
+    .globl ftail_lib_entry_c
+    .hidden ftail_lib_entry_c
+    .type ftail_lib_entry_c, @function
+ftail_lib_entry_c:
+    .cfi_startproc
+    FTAIL_PUSH4
+    cmpq $1, 40(%r11)                # status == recording?
+    jne .Llib_entry_slow
+    FTAIL_TRACE_PUSH 48, 32(%rsp), .Llib_entry_slow
+    cmp {maxd}(%r11), %rcx
+    jae .Llib_side                   # deeper than -D: tracked, not written
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov {tbase}(%r11), %rcx
+    sub %rcx, %rax                   # the time's offset from the base
+    cmp ${entry_span}, %rax
+    jae .Llib_entry_time             # too far, or the base poisoned
+    lea 1(,%rax,8), %rax             # tag Entry (1) | offset << 3
+    mov 32(%rsp), %rdx
+    shl $17, %rdx
+    or %rdx, %rax                    # | (site + 5) << 17
+    mov $8, %edx
+    xadd %rdx, (%r11)                # reserve the record
+    cmp %rcx, {tbase}(%r11)
+    jne .Llib_entry_redo             # a handler moved the base meanwhile
+    lea 8(%rdx), %rcx
+    cmp 8(%r11), %rcx
+    ja .Llib_entry_full
+    mov %rax, (%rdx)                 # one store: the record is whole
+.Llib_side:
+    FTAIL_SIDE_ENTER 0
+.Llib_entry_full:
+    FTAIL_FULL {full_entry}, .Llib_side
+.Llib_entry_redo:
+    mov %rdx, %rcx
+    FTAIL_SLOW {slow_compact}, 0
+    jmp .Llib_entry_reload
+.Llib_entry_time:
+    xor %ecx, %ecx
+    FTAIL_SLOW {slow_compact}, 0
+    jmp .Llib_entry_reload
+.Llib_entry_slow:
+    FTAIL_SLOW {slow_entry}
+.Llib_entry_reload:
+    mov {tls}(%rip), %r11            # the call clobbered it
+    add %fs:0, %r11
+    jmp .Llib_side
+    .cfi_endproc
+    .size ftail_lib_entry_c, .-ftail_lib_entry_c
 
     # Convert thunk, second half: jumped to when the tail callee has
     # returned into the thunk (rsp at the function's CFA; rax, rdx, xmm0-1
@@ -1264,6 +1337,108 @@ ftail_lib_leave:
 5:  ud2                              # the side stack lost our entry
     .cfi_endproc
     .size ftail_lib_leave, .-ftail_lib_leave
+
+    # Library thunk, second half and exit in one trip (compact format):
+    # jumped to as ftail_lib_leave is (r11: where the thunk goes on). Puts
+    # the return address and rbx back as it does, then, when the thunk's
+    # trace entry is on top with nothing to act at its exit, pops it,
+    # records the exit as ftail_exit_c does and returns to the thunk's
+    # caller, with the `ret` its `call` is matched by. Anything else
+    # (not recording, frames to resynchronise, a return value or triggers
+    # at the exit, a marked entry) goes on in the thunk as after
+    # ftail_lib_leave: its exit site records the exit.
+    .p2align 4
+    .globl ftail_lib_exit_c
+    .hidden ftail_lib_exit_c
+    .type ftail_lib_exit_c, @function
+ftail_lib_exit_c:
+    .cfi_startproc
+    .cfi_def_cfa_offset 0            # jumped to: no return address yet
+    sub $8, %rsp                     # the slot again; the return address
+    .cfi_adjust_cfa_offset 8         # goes back into it below
+    FTAIL_PUSH4                      # slot: rsp+32; CFA: rsp+40
+    mov 72(%r11), %rcx               # rbx points at our side entry: the
+    test %rcx, %rcx                  # top one?
+    jz 6f
+    shl $5, %rcx
+    add 64(%r11), %rcx
+    sub $32, %rcx                    # &side[depth - 1]
+    cmp %rcx, %rbx
+    jne 6f
+    lea 32(%rsp), %rdx
+    cmp %rdx, 8(%rcx)
+    jne 6f
+    mov (%rcx), %rax
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov 16(%rcx), %rbx               # and the borrowed register
+    decq 72(%r11)
+    cmpq $1, 40(%r11)
+    jne 2f
+    mov 16(%r11), %rcx               # the thunk's trace entry on top?
+    test %rcx, %rcx
+    jz 2f
+    mov %rcx, %rax
+    shl $4, %rax
+    add 24(%r11), %rax
+    lea 40(%rsp), %rdx
+    cmp %rdx, -16(%rax)
+    jne 2f
+    testb $0xbe, -1(%rax)            # marked, a context's first, a value,
+    jnz 2f                           # triggers: the exit trampoline's
+    decq 16(%r11)                    # pop it
+    cmp {maxd}(%r11), %rcx
+    ja .Llib_exit_callers            # popped entry was deeper than -D
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov {tbase}(%r11), %rcx
+    sub %rcx, %rax                   # the time's offset from the base
+    cmp ${close_span}, %rax
+    jae .Llib_exit_time              # too far, or the base poisoned
+    lea 2(,%rax,8), %rax             # tag Exit (2) | offset << 3
+    mov $4, %edx
+    xadd %rdx, (%r11)
+    cmp %rcx, {tbase}(%r11)
+    jne .Llib_exit_redo              # a handler moved the base meanwhile
+    lea 4(%rdx), %rcx
+    cmp 8(%r11), %rcx
+    ja 7f
+    mov %eax, (%rdx)
+    FTAIL_TAIL_CALLERS_C 40, .Llib_exit_callers, 9f
+9:  FTAIL_POP4_RET
+7:  FTAIL_FULL {full_exit}, .Llib_exit_callers # (CFA/site arguments unused)
+.Llib_exit_redo:                     # (CFA/site arguments unused)
+    mov %rdx, %rcx
+    FTAIL_SLOW {slow_compact}, 1
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    jmp .Llib_exit_callers
+.Llib_exit_time:
+    xor %ecx, %ecx
+    FTAIL_SLOW {slow_compact}, 1
+    mov {tls}(%rip), %r11
+    add %fs:0, %r11
+    jmp .Llib_exit_callers
+2:  pop %r11                         # on in the thunk, to its exit site
+    .cfi_adjust_cfa_offset -8
+    pop %rdx
+    .cfi_adjust_cfa_offset -8
+    pop %rcx
+    .cfi_adjust_cfa_offset -8
+    pop %rax
+    .cfi_adjust_cfa_offset -8
+    jmp *%r11
+    int3
+    .cfi_adjust_cfa_offset 32
+6:  FTAIL_SLOW_SIDE {slow_side_leave}, 80 # rax: return address, rcx: rbx
+    test %rax, %rax
+    jz 5f
+    mov %rax, 32(%rsp)               # the return address, back in place
+    mov %rcx, %rbx                   # and the borrowed register
+    jmp 2b
+5:  ud2                              # the side stack lost our entry
+    .cfi_endproc
+    .size ftail_lib_exit_c, .-ftail_lib_exit_c
 "#,
     tls = sym FTAIL_TLS_OFFSET,
     xsave_size = sym FTAIL_XSAVE_SIZE,

@@ -456,8 +456,9 @@ fn write_pool(t: Trampolines) -> Option<Pool> {
     let mut layouts = Vec::with_capacity(POOL);
     for i in 0..POOL as u64 {
         let at = code + i * LIB_THUNK;
-        let thunk = libcall::write_thunk(at, words + i * 8, "", &near)?;
-        let entry = call_or_jmp(0xe8, at, near[0]);
+        let (target, merged) = libcall::entry_target("", None, &near, &t);
+        let thunk = libcall::write_thunk(at, words + i * 8, "", merged, &near)?;
+        let entry = call_or_jmp(0xe8, at, target);
         // SAFETY: the thunk lies in the writable area just mapped.
         unsafe { std::ptr::copy_nonoverlapping(entry.as_ptr(), at as *mut u8, 5) };
         layouts.push(thunk.layout);

@@ -33,6 +33,28 @@
 //! call into the library, whose convert thunk calls the library thunk,
 //! follows the same selection.
 //!
+//! A thunk whose entry takes no spec (`-A`/`-R`), in the compact format,
+//! is *merged*: one trampoline records the entry and moves the return
+//! address to the side stack, and one puts it back and records the exit,
+//! returning straight to the caller (two trips through the runtime per
+//! call instead of four):
+//!
+//! ```text
+//! T:  call lib_entry          ; the thunk's entry site (or `jmp 2f`)
+//!     jnz 2f
+//!     call *SLOT(%rip)        ; the library function
+//!     lea 1f(%rip), %r11      ; where to go on when the exit is not
+//!     jmp lib_exit            ; recorded there (not recording, a value
+//! 1:  endbr64                 ; or trigger at the exit, frames to
+//!     call EXIT               ; resynchronise): the exit site, as in
+//!     ret                     ; the thunk above
+//! 2:  jmp *SLOT(%rip)
+//! ```
+//!
+//! `lib_entry` returns as `lib_enter` does, and `lib_exit` returns to the
+//! caller with the `ret` that matches the caller's own `call`: the same
+//! calls and returns as the thunk above, one `call`/`ret` pair fewer.
+//!
 //! A function that returns twice (`setjmp`) must be entered with its
 //! caller's own return address on the stack: its *leaf thunk* records
 //! the call's entry and exit at once, then jumps to it, so the call is
@@ -61,7 +83,7 @@ use std::collections::{BTreeMap, HashSet};
 use ftail_abi::SiteKind;
 
 use crate::code::jumps::plt_slot;
-use crate::code::stubs::{call_or_jmp, fits_rel32, rel32, NEAR};
+use crate::code::stubs::{call_or_jmp, fits_rel32, rel32, Trampolines, NEAR};
 use crate::code::unwind::ThunkLayout;
 use crate::found::exports::Exports;
 use crate::found::modules::{func_name, rel, Module, Site};
@@ -82,6 +104,19 @@ pub const LIB_CALL_AT: u64 = 12;
 pub const LIB_CONTINUE_AT: u64 = 30;
 /// Offset of the fallback jump in a library thunk.
 pub const LIB_FALLBACK_AT: u64 = 41;
+
+/// Offset of the library call in a merged library thunk.
+pub const MERGED_CALL_AT: u64 = 7;
+/// Offset of where a merged library thunk goes on when its exit is not
+/// recorded by `lib_exit` (its unwind rules are the plain ones from
+/// there).
+pub const MERGED_CONTINUE_AT: u64 = 25;
+/// Offset of the fallback jump in a merged library thunk.
+pub const MERGED_FALLBACK_AT: u64 = 36;
+/// The near stubs of `ftail_lib_entry_c` and `ftail_lib_exit_c`
+/// (`Trampolines::all`).
+const LIB_ENTRY_STUB: usize = 7;
+const LIB_EXIT_STUB: usize = 8;
 
 /// Offset of the jump to the library function in a leaf thunk.
 pub const LEAF_FALLBACK_AT: u64 = 10;
@@ -334,6 +369,54 @@ fn write_lib_thunk(at: u64, slot: u64, stubs: &[u64; NEAR]) -> Option<[u8; 5]> {
     Some(off)
 }
 
+/// Writes a merged library thunk for `slot` at `at` (see the module's
+/// text), its entry site holding its untraced form (`jmp` to the
+/// fallback); returns that form, or `None` when the slot is out of
+/// reach.
+fn write_merged_thunk(at: u64, slot: u64, stubs: &[u64; NEAR]) -> Option<[u8; 5]> {
+    let fallback = at + MERGED_FALLBACK_AT;
+    let call = at + MERGED_CALL_AT;
+    if !fits_rel32(call + 6, slot) || !fits_rel32(fallback + 6, slot) {
+        return None;
+    }
+    let mut code = [0xccu8; LIB_THUNK as usize];
+    let off = call_or_jmp(0xe9, at, fallback);
+    code[..5].copy_from_slice(&off);
+    code[5..7].copy_from_slice(&[0x75, (MERGED_FALLBACK_AT - 7) as u8]);
+    code[7..9].copy_from_slice(&[0xff, 0x15]);
+    code[9..13].copy_from_slice(&rel32(call + 6, slot));
+    // lea CONTINUE(%rip), %r11
+    code[13..16].copy_from_slice(&[0x4c, 0x8d, 0x1d]);
+    code[16..20].copy_from_slice(&rel32(at + 20, at + MERGED_CONTINUE_AT));
+    code[20..25].copy_from_slice(&call_or_jmp(0xe9, at + 20, stubs[LIB_EXIT_STUB]));
+    code[25..29].copy_from_slice(&[0xf3, 0x0f, 0x1e, 0xfa]);
+    code[29..34].copy_from_slice(&call_or_jmp(0xe8, at + 29, stubs[1]));
+    code[34] = 0xc3;
+    code[36..38].copy_from_slice(&[0xff, 0x25]);
+    code[38..42].copy_from_slice(&rel32(fallback + 6, slot));
+    // SAFETY: [at, at + LIB_THUNK) lies in the writable area mapped for
+    // the module's thunks.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };
+    Some(off)
+}
+
+/// What the entry site of the thunk for `name` calls when traced, and
+/// whether the thunk is a merged one: `spec`, the function's spec stub
+/// when its entry takes one, else the entry trampoline (a leaf thunk, or
+/// the ring format) or `ftail_lib_entry_c`.
+pub fn entry_target(
+    name: &str,
+    spec: Option<u64>,
+    stubs: &[u64; NEAR],
+    t: &Trampolines,
+) -> (u64, bool) {
+    match spec {
+        Some(at) => (at, false),
+        None if is_leaf(name) || t.lib_entry == 0 => (stubs[0], false),
+        None => (stubs[LIB_ENTRY_STUB], true),
+    }
+}
+
 /// A library thunk as written.
 pub struct Thunk {
     /// Its entry site's untraced form.
@@ -345,9 +428,17 @@ pub struct Thunk {
 }
 
 /// Writes the thunk for calls of `name` through `slot` at `at`: a leaf
-/// thunk for a function that returns twice, else a library thunk;
-/// `None` when the slot is out of reach.
-pub fn write_thunk(at: u64, slot: u64, name: &str, stubs: &[u64; NEAR]) -> Option<Thunk> {
+/// thunk for a function that returns twice, else a merged library thunk
+/// when `merged` (its entry site calls `ftail_lib_entry_c`, see
+/// [`entry_target`]) or a library thunk; `None` when the slot is out of
+/// reach.
+pub fn write_thunk(
+    at: u64,
+    slot: u64,
+    name: &str,
+    merged: bool,
+    stubs: &[u64; NEAR],
+) -> Option<Thunk> {
     if is_leaf(name) {
         // The caller's return address stays where it is: the plain
         // unwind rule throughout.
@@ -359,6 +450,18 @@ pub fn write_thunk(at: u64, slot: u64, name: &str, stubs: &[u64; NEAR]) -> Optio
                 call: LEAF_LEN,
                 fallback: LEAF_LEN,
                 len: LEAF_LEN,
+            },
+        });
+    }
+    if merged {
+        return Some(Thunk {
+            off: write_merged_thunk(at, slot, stubs)?,
+            resume: at + MERGED_FALLBACK_AT,
+            layout: ThunkLayout {
+                start: at,
+                call: MERGED_CALL_AT,
+                fallback: MERGED_CONTINUE_AT,
+                len: LIB_THUNK,
             },
         });
     }

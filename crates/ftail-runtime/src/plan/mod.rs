@@ -442,15 +442,16 @@ pub fn plan_module(m: &Module, t: Trampolines, known: &Known) -> ModulePlan {
             Callee::Slot(slot) => (slot, at),
             Callee::Local(target) => (pointer, target),
         };
-        let Some(thunk) = libcall::write_thunk(at, slot, name, &near_stubs) else {
+        let func = nfuncs + i as u32;
+        let (target, merged) = libcall::entry_target(name, spec_at[func as usize], &near_stubs, &t);
+        let Some(thunk) = libcall::write_thunk(at, slot, name, merged, &near_stubs) else {
             lib_thunks.push(None);
             continue;
         };
         // SAFETY: the pointer word lies in the writable area mapped for
         // the module's thunks.
         unsafe { std::ptr::write_unaligned(pointer as *mut u64, word) };
-        let func = nfuncs + i as u32;
-        let on = call_or_jmp(0xe8, at, spec_at[func as usize].unwrap_or(near_stubs[0]));
+        let on = call_or_jmp(0xe8, at, target);
         plan.sites.push(SitePlan {
             addr: at,
             func,
