@@ -447,14 +447,13 @@ std::arch::global_asm!(
     jmp \done
     .endm
 
-    # Fills the side entry at rax for the slot at rdx: return address,
-    # slot, rbx, and the chain's base entry. A tail callee of a thunk that
-    # tail-calls through a thunk itself finds the top entry at its own
-    # slot with rbx pointing at it: the two thunks form a chain, and the
-    # unwind info of the inner one (see unwind.rs) reads the base entry,
-    # so an unwinder steps over the whole chain (libgcc aborts on two
-    # frames with the same CFA). Clobbers rcx.
-    .macro FTAIL_SIDE_ENTRY
+    # The side entry at rax for the slot at rdx: its chain's base entry
+    # in rcx. A tail callee of a thunk that tail-calls through a thunk
+    # itself finds the top entry at its own slot with rbx pointing at it:
+    # the two thunks form a chain, and the unwind info of the inner one
+    # (see unwind.rs) reads the base entry, so an unwinder steps over the
+    # whole chain (libgcc aborts on two frames with the same CFA).
+    .macro FTAIL_SIDE_BASE
     lea -32(%rax), %rcx
     cmp 64(%r11), %rax
     je 5f                            # no entry below
@@ -465,11 +464,17 @@ std::arch::global_asm!(
     mov 24(%rcx), %rcx               # chained: share its base
     jmp 6f
 5:  mov %rax, %rcx
-6:  mov %rcx, 24(%rax)
-    mov 40(%rsp), %rcx
-    mov %rcx, (%rax)
+6:
+    .endm
+
+    # Fills the side entry at rax for the slot at rdx (rcx: the chain's
+    # base): return address, slot, rbx, base. Clobbers rcx.
+    .macro FTAIL_SIDE_ENTRY
+    mov %rcx, 24(%rax)
     mov %rdx, 8(%rax)
     mov %rbx, 16(%rax)
+    mov (%rdx), %rcx
+    mov %rcx, (%rax)
     .endm
 
     .text
@@ -921,25 +926,30 @@ ftail_tail_mark:
     # The side-stack part of FTAIL_CONVERT_ENTER, after FTAIL_PUSH4 (r11:
     # the thread's state); also the second half of ftail_lib_entry_c.
     # Ends the trampoline: `ret $8` with ZF=1, or `ret` with ZF=0.
-    .macro FTAIL_SIDE_ENTER flag
+    # \checked: the status is known to be "recording" on the way in.
+    .macro FTAIL_SIDE_ENTER flag, checked=0
+    .if !\checked
     cmpq $1, 40(%r11)
     jne 8f
+    .endif
 1:  lea 40(%rsp), %rdx               # our slot
     mov 72(%r11), %rcx
-    test %rcx, %rcx
-    jz 3f
     mov %rcx, %rax
     shl $5, %rax
     add 64(%r11), %rax               # &side[depth]; the top is at -32
+    test %rcx, %rcx
+    jz 3f
     cmp %rdx, -24(%rax)
     jb 7f                            # top below our slot: left behind by
 3:  cmp 80(%r11), %rcx               # a longjmp, or another stack's
     jae 9f                           # full: take the original jump
-    mov %rcx, %rax
-    shl $5, %rax
-    add 64(%r11), %rax               # &side[depth]
+    FTAIL_SIDE_BASE
+    push %rcx
+    .cfi_adjust_cfa_offset 8
     FTAIL_SIDE_ENTRY                 # written, reserved, written again
     incq 72(%r11)                    # (see ftail_entry)
+    pop %rcx
+    .cfi_adjust_cfa_offset -8
     FTAIL_SIDE_ENTRY
     mov %rax, %rbx                   # borrowed until the callee returns
 2:
@@ -1033,7 +1043,7 @@ ftail_lib_entry_c:
     jne .Llib_entry_slow
     FTAIL_TRACE_PUSH 48, 32(%rsp), .Llib_entry_slow
     cmp {maxd}(%r11), %rcx
-    jae .Llib_side                   # deeper than -D: tracked, not written
+    jae .Llib_recording              # deeper than -D: tracked, not written
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
@@ -1053,10 +1063,14 @@ ftail_lib_entry_c:
     cmp 8(%r11), %rcx
     ja .Llib_entry_full
     mov %rax, (%rdx)                 # one store: the record is whole
-.Llib_side:
-    FTAIL_SIDE_ENTER 0
+.Llib_recording:
+    FTAIL_SIDE_ENTER 0, 1
 .Llib_entry_full:
     FTAIL_FULL {full_entry}, .Llib_side
+.Llib_side:                          # after a slow path: as lib_enter
+    cmpq $1, 40(%r11)
+    je .Llib_recording
+    jmp 8b                           # (FTAIL_SIDE_ENTER's setup path)
 .Llib_entry_redo:
     mov %rdx, %rcx
     FTAIL_SLOW {slow_compact}, 0
