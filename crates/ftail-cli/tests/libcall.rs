@@ -120,6 +120,39 @@ fn the_five_library_calls_nest_under_their_callers() {
     }
 }
 
+/// A library function's thunk records its entry and exit in the
+/// side-stack trampolines themselves in the compact format, and through
+/// the entry and exit trampolines in a ring (16-byte events) or when its
+/// entry takes a spec: the same calls, nested the same way, either way.
+#[test]
+fn library_calls_read_the_same_through_every_thunk_form() {
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc", &["-O0"], &fixture("libcall.c"));
+    let five = [
+        "main() {",
+        "  copy() {",
+        "    strlen();",
+        "    malloc();",
+        "    strcpy();",
+        "  } /* copy */",
+        "  puts();",
+        "  free();",
+        "} /* main */",
+    ];
+    for extra in [&[][..], &["--ring", "1M"], &["-A", "strlen@arg1"]] {
+        record(dir.path(), &exe, &["five"], extra);
+        // Without the values recorded (`strlen(0x…)`).
+        let lines: Vec<String> = calls(dir.path(), &[])
+            .into_iter()
+            .map(|l| match (l.find('('), l.find(')')) {
+                (Some(open), Some(close)) => format!("{}{}", &l[..=open], &l[close..]),
+                _ => l,
+            })
+            .collect();
+        assert_eq!(lines, five, "{extra:?}");
+    }
+}
+
 #[test]
 fn no_libcall_records_none() {
     let dir = scratch();
