@@ -41,7 +41,7 @@ worst_attach=0 worst_detach=0 worst_idle=0
 # window N: one attach, 0.5 s of recording and a detach of the fixture.
 window() {
   gap > /dev/null
-  "$FTAIL" record -p "$pid" -d "$tmp/trace" -N step 2> "$tmp/err" &
+  FTAIL_ATTACH_STEPS=1 "$FTAIL" record -p "$pid" -d "$tmp/trace" -N step 2> "$tmp/err" &
   local rec=$!
   until grep -q "ftail: recording process" "$tmp/err"; do
     kill -0 "$rec" 2> /dev/null || { cat "$tmp/err"; exit 1; }
@@ -58,6 +58,7 @@ window() {
   idle=$(gap)
   local stop
   stop=$(sed -n 's/.*stopped for \(.*\)/\1/p' "$tmp/err")
+  grep "attach steps" "$tmp/err" || true
   echo "  attach $1: longest stop of a busy thread $(ms "$attach") attaching," \
     "$(ms "$recording") recording, $(ms "$detach") detaching; $(ms "$idle") in 0.5 s idle${stop:+;}" \
     "${stop:+the borrowed thread was kept ${stop}}"

@@ -6,7 +6,7 @@
 //! only for the calls; the process's other threads run on.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +29,66 @@ pub struct Stopped {
     tid: libc::pid_t,
     /// When it stopped.
     pub since: Instant,
+    /// When each step of its borrowing ended, with its processor time
+    /// then.
+    pub steps: Steps,
+}
+
+/// Named moments of a borrowing, for measuring where its time goes.
+#[derive(Default)]
+pub struct Steps {
+    pid: u32,
+    at: Vec<(&'static str, Instant, Option<Duration>, [u64; 2])>,
+}
+
+/// The voluntary and involuntary context switches of thread `tid`.
+fn switches(pid: u32, tid: libc::pid_t) -> [u64; 2] {
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    [
+        field("voluntary_ctxt_switches:"),
+        field("nonvoluntary_ctxt_switches:"),
+    ]
+}
+
+impl Steps {
+    fn note(&mut self, tid: libc::pid_t, what: &'static str) {
+        self.at.push((
+            what,
+            Instant::now(),
+            run_time(self.pid, tid),
+            switches(self.pid, tid),
+        ));
+    }
+
+    /// One line: each step's wall time and the thread's processor time
+    /// in it, in milliseconds from the previous step, and how often the
+    /// thread was switched out in it, waiting (for a lock, a page) and
+    /// preempted.
+    pub fn line(&self) -> String {
+        let mut out = Vec::new();
+        for pair in self.at.windows(2) {
+            let (_, t0, r0, s0) = pair[0];
+            let (what, t1, r1, s1) = pair[1];
+            let ran = r0
+                .zip(r1)
+                .map(|(a, b)| b.saturating_sub(a).as_secs_f64() * 1e3);
+            out.push(format!(
+                "{what} {:.2}/{:.2} (switches {}+{})",
+                (t1 - t0).as_secs_f64() * 1e3,
+                ran.unwrap_or(f64::NAN),
+                s1[0].saturating_sub(s0[0]),
+                s1[1].saturating_sub(s0[1])
+            ));
+        }
+        out.join(", ")
+    }
 }
 
 /// What a thread was doing when it stopped.
@@ -139,12 +199,17 @@ fn exited(status: i32) -> bool {
 
 impl Stopped {
     /// Seizes thread `tid` and stops it.
-    pub fn stop(tid: libc::pid_t) -> io::Result<Stopped> {
+    pub fn stop(pid: u32, tid: libc::pid_t) -> io::Result<Stopped> {
         ptrace(libc::PTRACE_SEIZE, tid, 0, 0)?;
         let mut t = Stopped {
             tid,
             since: Instant::now(),
+            steps: Steps {
+                pid,
+                at: Vec::new(),
+            },
         };
+        t.steps.note(tid, "seized");
         ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)?;
         loop {
             let Some(status) = wait(tid, Duration::from_secs(2))? else {
@@ -158,6 +223,7 @@ impl Stopped {
             }
             if status >> 16 == libc::PTRACE_EVENT_STOP {
                 t.since = Instant::now();
+                t.steps.note(tid, "stopped");
                 return Ok(t);
             }
             // A signal on its way to the thread: delivered now; the stop
@@ -307,6 +373,7 @@ impl Stopped {
         ptrace(libc::PTRACE_SETREGS, self.tid, 0, &regs as *const _ as u64)
             .context("setting up the call")?;
         ptrace(libc::PTRACE_CONT, self.tid, 0, 0).context("starting the call")?;
+        self.steps.note(self.tid, "call set up");
         let until = Instant::now() + CALL_TIMEOUT;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -325,6 +392,7 @@ impl Stopped {
             if event == 0 && sig == libc::SIGSEGV {
                 let now = self.snapshot()?;
                 if now.regs.rip == 0 {
+                    self.steps.note(self.tid, "returned");
                     return Ok(now.regs.rax);
                 }
                 bail!(
@@ -451,7 +519,7 @@ fn borrow(t: &target::Target) -> Result<(Stopped, Snapshot)> {
             if state != 'R' && !(waiting_ok && waiting) {
                 continue;
             }
-            let Ok(stopped) = Stopped::stop(tid) else {
+            let Ok(stopped) = Stopped::stop(t.pid, tid) else {
                 continue;
             };
             let mut snap = stopped.snapshot()?;
@@ -475,12 +543,17 @@ fn borrow(t: &target::Target) -> Result<(Stopped, Snapshot)> {
     )
 }
 
+/// Set, `ftail record -p` prints how long each step of the borrowing
+/// took.
+const STEPS_ENV: &str = "FTAIL_ATTACH_STEPS";
+
 /// How long to look for a thread to borrow.
 const BORROW_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Loads `runtime` into the process and calls its attach entry point
-/// with `config`, from one borrowed thread.
-pub fn load_runtime(t: &target::Target, runtime: &Path, config: &Path) -> Result<Took> {
+/// Loads `runtime` into the process from one borrowed thread, whose
+/// only call is `dlopen`: the runtime's constructor starts the runtime's
+/// own thread, which fetches its configuration from this process.
+pub fn load_runtime(t: &target::Target, runtime: &Path) -> Result<Took> {
     let libc_path = t
         .find_file(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
         .with_context(|| format!("process {} has no C library mapped", t.pid))?
@@ -493,21 +566,12 @@ pub fn load_runtime(t: &target::Target, runtime: &Path, config: &Path) -> Result
             .with_context(|| format!("{} exports no dlopen", libc_path.display()))?,
     };
     let dlerror = t.symbol(&libc_path, "dlerror")?;
-    let runtime_data =
-        std::fs::read(runtime).with_context(|| format!("reading {}", runtime.display()))?;
-    let entry = target::LinkSymbol::find(&runtime_data, ftail_abi::attach::ENTRY, runtime)?
-        .with_context(|| format!("{} has no {}", runtime.display(), ftail_abi::attach::ENTRY))?;
     let (mut stopped, saved) = borrow(t)?;
     let ran_before = run_time(t.pid, stopped.tid);
-    let call = Calls {
-        pid: t.pid,
-        dlopen,
-        dlerror,
-        entry,
-    };
-    let result = call.run(&mut stopped, &saved, runtime, config);
+    let result = open_runtime(&mut stopped, &saved, t.pid, dlopen, dlerror, runtime);
     // Whatever happened in the calls, the thread gets its state back.
     stopped.restore(&saved)?;
+    stopped.steps.note(stopped.tid, "restored");
     let took = Took {
         tid: stopped.tid,
         stopped: stopped.since.elapsed(),
@@ -515,7 +579,12 @@ pub fn load_runtime(t: &target::Target, runtime: &Path, config: &Path) -> Result
             .zip(run_time(t.pid, stopped.tid))
             .map(|(a, b)| b.saturating_sub(a)),
     };
+    let mut steps = std::mem::take(&mut stopped.steps);
     drop(stopped);
+    steps.note(took.tid, "resumed");
+    if std::env::var_os(STEPS_ENV).is_some() {
+        eprintln!("ftail: attach steps (ms wall/running): {}", steps.line());
+    }
     result.map(|()| took)
 }
 
@@ -526,56 +595,27 @@ fn cstring(p: &Path) -> Vec<u8> {
     v
 }
 
-/// The calls that load the runtime.
-struct Calls {
+/// Calls `dlopen(runtime)` in the stopped thread; on failure, says why
+/// with `dlerror`'s message.
+fn open_runtime(
+    s: &mut Stopped,
+    saved: &Snapshot,
     pid: u32,
     dlopen: u64,
     dlerror: Option<u64>,
-    /// The runtime's entry point, at link time.
-    entry: target::LinkSymbol,
-}
-
-impl Calls {
-    fn run(&self, s: &mut Stopped, saved: &Snapshot, runtime: &Path, config: &Path) -> Result<()> {
-        let pid = self.pid;
-        let handle = s.call(
-            saved,
-            self.dlopen,
-            [DATA, RTLD_NOW_NODELETE],
-            &cstring(runtime),
-        )?;
-        if handle == 0 {
-            let why = match self.dlerror {
-                Some(f) => s.call(saved, f, [0, 0], &[]).and_then(|p| s.peek_string(p)),
-                None => Ok(String::new()),
-            };
-            bail!(
-                "process {pid} could not load {}: {}",
-                runtime.display(),
-                why.unwrap_or_default()
-            );
-        }
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .with_context(|| format!("reading the mappings of process {pid}"))?;
-        let now = target::Target {
-            pid,
-            maps: target::parse_maps(&maps),
-            exe: PathBuf::new(),
-        };
-        let entry = now
-            .relocate(runtime, &self.entry)
-            .with_context(|| format!("process {pid} did not map {}", runtime.display()))?;
-        let code = s.call(saved, entry, [DATA, 0], &cstring(config))? as i32;
-        match code {
-            ftail_abi::attach::STARTED => Ok(()),
-            ftail_abi::attach::ALREADY => {
-                bail!("ftail's runtime was already set up in process {pid}")
-            }
-            ftail_abi::attach::BAD_CONFIG => bail!(
-                "the runtime in process {pid} could not read its settings from {}",
-                config.display()
-            ),
-            _ => bail!("the runtime in process {pid} could not start its thread"),
-        }
+    runtime: &Path,
+) -> Result<()> {
+    let handle = s.call(saved, dlopen, [DATA, RTLD_NOW_NODELETE], &cstring(runtime))?;
+    if handle != 0 {
+        return Ok(());
     }
+    let why = match dlerror {
+        Some(f) => s.call(saved, f, [0, 0], &[]).and_then(|p| s.peek_string(p)),
+        None => Ok(String::new()),
+    };
+    bail!(
+        "process {pid} could not load {}: {}",
+        runtime.display(),
+        why.unwrap_or_default()
+    )
 }
