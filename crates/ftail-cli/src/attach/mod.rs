@@ -12,12 +12,14 @@
 //! stopped, and leaves the runtime loaded but idle.
 //!
 //! Nothing else of the program changes: no thread is stopped but the
-//! borrowed one, for the one call; the thread borrowed is one running
-//! the program's own instrumented code (it holds none of libc's or the
-//! loader's locks, which `dlopen` takes), or else one waiting in a system
-//! call that the kernel restarts as it was — `epoll_wait` included, which
-//! is restarted unless a handler of the program's runs first, as `poll`
-//! is, so an idle event-loop server can be attached to.
+//! borrowed one, for the one call; the thread borrowed is preferably one
+//! waiting in a system call that the kernel restarts with the time it had
+//! left (a sleep, `poll`, a read from a pipe: it loses nothing), else one
+//! running the program's own instrumented code (it holds none of libc's
+//! or the loader's locks, which `dlopen` takes), or else one waiting in
+//! any system call that the kernel restarts — `epoll_wait` included,
+//! which is restarted unless a handler of the program's runs first, as
+//! `poll` is, so an idle event-loop server can be attached to.
 
 mod inject;
 mod target;
@@ -187,8 +189,13 @@ fn first_attach(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
         .ran
         .map(|r| format!(", {:.2} ms of it running", r.as_secs_f64() * 1e3));
     eprintln!(
-        "ftail: loaded the runtime into process {pid}: thread {} stopped for {:.2} ms{}",
+        "ftail: loaded the runtime into process {pid}: thread {}{} stopped for {:.2} ms{}",
         took.tid,
+        if took.waiting {
+            " (waiting in a system call)"
+        } else {
+            ""
+        },
         took.stopped.as_secs_f64() * 1e3,
         ran.as_deref().unwrap_or("")
     );
