@@ -40,6 +40,15 @@ const FETCH_TIMEOUT_S: libc::time_t = 10;
 /// fetches the configuration from that tracer. The borrowed thread only
 /// reads its own status and creates a thread.
 pub fn on_load() {
+    // The borrowed thread may be between a failed call and its reading of
+    // `errno`: a failed call here must not change it.
+    let errno = crate::process::files::errno();
+    start_if_traced();
+    // SAFETY: this thread's errno location, always valid.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+fn start_if_traced() {
     let tracer = tracer_pid();
     if tracer <= 0 || crate::CONFIG.get().is_some() || CALLED.swap(true, Ordering::AcqRel) {
         return;
