@@ -15,7 +15,10 @@
 # stopped it: ptrace, a SIGTRAP detour at a site being written, or the
 # scheduler — on an oversubscribed machine the idle window shows what
 # waiting for a CPU alone costs. `ftail record -p` also reports how long
-# it kept the borrowed thread.
+# it kept the borrowed thread (wall time from its stop to its release,
+# and the processor time it ran in between), and, with
+# FTAIL_ATTACH_STEPS=1, each step of that; the script prints both per
+# first attach, and their minimum, median and maximum at the end.
 # Usage: bench/attach.sh [BUSY] [CYCLES]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -38,6 +41,7 @@ gap() {
 # ms US: microseconds as milliseconds.
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 worst_attach=0 worst_detach=0 worst_idle=0
+kept=() ran=()
 # window N: one attach, 0.5 s of recording and a detach of the fixture.
 window() {
   gap > /dev/null
@@ -58,9 +62,15 @@ window() {
   idle=$(gap)
   local stop
   stop=$(sed -n 's/.*stopped for \(.*\)/\1/p' "$tmp/err")
+  sed -n 's/^ftail: attach steps/    steps/p' "$tmp/err"
   echo "  attach $1: longest stop of a busy thread $(ms "$attach") attaching," \
     "$(ms "$recording") recording, $(ms "$detach") detaching; $(ms "$idle") in 0.5 s idle${stop:+;}" \
     "${stop:+the borrowed thread was kept ${stop}}"
+  local k r
+  k=$(sed -n 's/.*stopped for \([0-9.]*\) ms.*/\1/p' "$tmp/err")
+  r=$(sed -n 's/.*stopped for .*, \([0-9.]*\) ms of it running.*/\1/p' "$tmp/err")
+  [ -n "$k" ] && kept+=("$k")
+  [ -n "$r" ] && ran+=("$r")
   ((attach > worst_attach)) && worst_attach=$attach
   ((detach > worst_detach)) && worst_detach=$detach
   ((idle > worst_idle)) && worst_idle=$idle
@@ -82,4 +92,10 @@ for i in $(seq "$cycles"); do
 done
 echo "longest stop of any busy thread: $(ms "$worst_attach") attaching," \
   "$(ms "$worst_detach") detaching, $(ms "$worst_idle") idle"
+# spread VALUES...: minimum, median and maximum, in ms.
+spread() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+    END { if (NR) printf "min %.2f / median %.2f / max %.2f ms (%d attaches)", v[1], v[int((NR + 1) / 2)], v[NR], NR }'
+}
+echo "borrowed thread kept: $(spread "${kept[@]}"); of it running: $(spread "${ran[@]}")"
 echo "cores: $(nproc); busy threads: $busy; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1091,23 +1091,19 @@ pub mod trace {
     }
 }
 
-/// Loading the runtime into a running process (`ftail record -p`): the
-/// entry point the tracer calls once the runtime is mapped, and what it
-/// returns.
+/// Loading the runtime into a running process (`ftail record -p`): how
+/// the runtime gets its configuration from the tracer, and its answer.
 pub mod attach {
-    /// The runtime's entry point: `int ftail_attach(const char *config)`,
-    /// `config` the path of a file of `NAME=VALUE` lines with the names
-    /// of the environment variables `ftail record` sets.
-    pub const ENTRY: &str = "ftail_attach";
-    /// Started: a thread of the runtime writes the sites and starts the
+    /// The abstract Unix socket name, followed by the tracer's pid, on
+    /// which `ftail record -p` hands the runtime it loaded its
+    /// configuration: `NAME=VALUE` lines with the names of the
+    /// environment variables `ftail record` sets, up to the end of the
+    /// stream; the runtime answers one byte.
+    pub const TRACER_SOCKET: &str = "ftail-attach-";
+    /// Read: a thread of the runtime writes the sites and starts the
     /// control agent, which answers once tracing is on.
     pub const STARTED: i32 = 0;
-    /// The runtime was already set up in this process (preloaded, or
-    /// attached before): its control agent is the way in.
-    pub const ALREADY: i32 = 1;
-    /// The configuration file could not be read, or names no trace
+    /// The configuration could not be read, or names no trace
     /// directory.
     pub const BAD_CONFIG: i32 = 2;
-    /// The runtime's thread could not be started.
-    pub const NO_THREAD: i32 = 3;
 }

@@ -792,3 +792,29 @@ fn trigger_rules_apply_to_a_program_attached_to() {
     }
     assert!(leaves > 10, "{leaves} calls of work:\n{text}");
 }
+
+/// The runtime is loaded from a thread that loses nothing by being
+/// borrowed: the fixture's busy threads run its code, but its reader
+/// waits in `read` on a pipe (and its main thread on its input), and one
+/// of those is borrowed; the read is restarted and the program's output
+/// and exit status are as without ftail.
+#[test]
+fn a_thread_waiting_in_a_read_is_borrowed_before_a_busy_one() {
+    if !have("gcc") {
+        return;
+    }
+    let dir = scratch();
+    let exe = build(dir.path(), "gcc");
+    let expected = Running::start(Command::new(&exe).arg("4")).finish();
+    let prog = Running::start(Command::new(&exe).arg("4"));
+    let pid = prog.pid();
+    let trace = dir.path().join("trace");
+    let out = attach(&pid, &trace, &["--duration", "0.3", "-N", "step"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("(waiting in a system call) stopped for"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(prog.finish(), expected);
+}

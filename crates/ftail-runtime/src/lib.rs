@@ -74,6 +74,7 @@ std::arch::global_asm!(
 extern "C" fn init() {
     stacks::init();
     let Some(cfg) = Config::from_env() else {
+        control::attach::on_load();
         return;
     };
     // Before anything else, and in every process (instrumented or not):

@@ -6,7 +6,7 @@
 //! only for the calls; the process's other threads run on.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +29,91 @@ pub struct Stopped {
     tid: libc::pid_t,
     /// When it stopped.
     pub since: Instant,
+    /// When each step of its borrowing ended, with its processor time
+    /// then.
+    pub steps: Steps,
+}
+
+/// Named moments of a borrowing, for measuring where its time goes.
+#[derive(Default)]
+pub struct Steps {
+    pid: u32,
+    at: Vec<Moment>,
+}
+
+/// A step's end: its name, the time, the thread's processor time, its
+/// context switches ([`switches`]) and the waits for a processor
+/// ([`queue_waits`]).
+type Moment = (&'static str, Instant, Option<Duration>, [u64; 2], [u64; 2]);
+
+/// The time thread `tid` (this thread when `None`) has waited for a
+/// processor, and this thread's, in nanoseconds, from `schedstat`.
+fn queue_waits(pid: u32, tid: libc::pid_t) -> [u64; 2] {
+    let waited = |path: String| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    [
+        waited(format!("/proc/{pid}/task/{tid}/schedstat")),
+        waited("/proc/thread-self/schedstat".to_string()),
+    ]
+}
+
+/// The voluntary and involuntary context switches of thread `tid`.
+fn switches(pid: u32, tid: libc::pid_t) -> [u64; 2] {
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    [
+        field("voluntary_ctxt_switches:"),
+        field("nonvoluntary_ctxt_switches:"),
+    ]
+}
+
+impl Steps {
+    fn note(&mut self, tid: libc::pid_t, what: &'static str) {
+        self.at.push((
+            what,
+            Instant::now(),
+            run_time(self.pid, tid),
+            switches(self.pid, tid),
+            queue_waits(self.pid, tid),
+        ));
+    }
+
+    /// One line: each step's wall time and the thread's processor time
+    /// in it, in milliseconds from the previous step, the time the thread
+    /// and ftail waited for a processor in it, and how often the thread
+    /// was switched out in it, waiting (for a lock, a page) and
+    /// preempted.
+    pub fn line(&self) -> String {
+        let mut out = Vec::new();
+        for pair in self.at.windows(2) {
+            let (_, t0, r0, s0, q0) = pair[0];
+            let (what, t1, r1, s1, q1) = pair[1];
+            let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e6;
+            let ran = r0
+                .zip(r1)
+                .map(|(a, b)| b.saturating_sub(a).as_secs_f64() * 1e3);
+            out.push(format!(
+                "{what} {:.2}/{:.2} (queued {:.2}, ftail queued {:.2}, switches {}+{})",
+                (t1 - t0).as_secs_f64() * 1e3,
+                ran.unwrap_or(f64::NAN),
+                ms(q0[0], q1[0]),
+                ms(q0[1], q1[1]),
+                s1[0].saturating_sub(s0[0]),
+                s1[1].saturating_sub(s0[1])
+            ));
+        }
+        out.join(", ")
+    }
 }
 
 /// What a thread was doing when it stopped.
@@ -139,12 +224,17 @@ fn exited(status: i32) -> bool {
 
 impl Stopped {
     /// Seizes thread `tid` and stops it.
-    pub fn stop(tid: libc::pid_t) -> io::Result<Stopped> {
+    pub fn stop(pid: u32, tid: libc::pid_t) -> io::Result<Stopped> {
         ptrace(libc::PTRACE_SEIZE, tid, 0, 0)?;
         let mut t = Stopped {
             tid,
             since: Instant::now(),
+            steps: Steps {
+                pid,
+                at: Vec::new(),
+            },
         };
+        t.steps.note(tid, "seized");
         ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)?;
         loop {
             let Some(status) = wait(tid, Duration::from_secs(2))? else {
@@ -158,6 +248,7 @@ impl Stopped {
             }
             if status >> 16 == libc::PTRACE_EVENT_STOP {
                 t.since = Instant::now();
+                t.steps.note(tid, "stopped");
                 return Ok(t);
             }
             // A signal on its way to the thread: delivered now; the stop
@@ -307,6 +398,7 @@ impl Stopped {
         ptrace(libc::PTRACE_SETREGS, self.tid, 0, &regs as *const _ as u64)
             .context("setting up the call")?;
         ptrace(libc::PTRACE_CONT, self.tid, 0, 0).context("starting the call")?;
+        self.steps.note(self.tid, "call set up");
         let until = Instant::now() + CALL_TIMEOUT;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -325,6 +417,7 @@ impl Stopped {
             if event == 0 && sig == libc::SIGSEGV {
                 let now = self.snapshot()?;
                 if now.regs.rip == 0 {
+                    self.steps.note(self.tid, "returned");
                     return Ok(now.regs.rax);
                 }
                 bail!(
@@ -361,6 +454,9 @@ pub struct Took {
     pub stopped: Duration,
     /// The processor time it spent in the calls, when the kernel says.
     pub ran: Option<Duration>,
+    /// Whether it was waiting in a system call (and so lost no time
+    /// unless what it waited for came meanwhile).
+    pub waiting: bool,
 }
 
 /// The processor time thread `tid` of `pid` has run, from its
@@ -370,6 +466,77 @@ fn run_time(pid: u32, tid: libc::pid_t) -> Option<Duration> {
     Some(Duration::from_nanos(
         text.split_whitespace().next()?.parse().ok()?,
     ))
+}
+
+/// While alive, this thread asks the scheduler for short slices
+/// (`sched_setattr`'s `sched_runtime` for a normal thread, Linux 6.12
+/// and later; elsewhere nothing changes): its priority stays as it was,
+/// but each time a stop of the borrowed thread wakes it, it gets a
+/// processor sooner than the program's busy threads, which keep their
+/// longer slices. On a machine with more runnable threads than
+/// processors, waiting for one was most of the borrowed thread's stop.
+struct ShortSlice {
+    asked: bool,
+}
+
+/// The `sched_attr` of `sched_setattr(2)`, first version.
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+/// The slice asked for: the shortest the kernel grants.
+const SHORT_SLICE_NS: u64 = 100_000;
+
+impl ShortSlice {
+    fn ask() -> ShortSlice {
+        ShortSlice {
+            asked: set_slice(SHORT_SLICE_NS),
+        }
+    }
+}
+
+impl Drop for ShortSlice {
+    fn drop(&mut self) {
+        if self.asked {
+            // 0: the kernel's default slice again.
+            set_slice(0);
+        }
+    }
+}
+
+/// Sets this thread's slice, keeping its policy (normal) and nice
+/// value; false when the kernel refused.
+fn set_slice(ns: u64) -> bool {
+    // SAFETY: getpriority has no memory arguments; errno is this
+    // thread's (a nice value of -1 is told from an error by it).
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    // SAFETY: policy 0 is SCHED_OTHER; sched_getscheduler takes a pid.
+    if unsafe { libc::sched_getscheduler(0) } != libc::SCHED_OTHER {
+        return false;
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        nice,
+        priority: 0,
+        runtime: ns,
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: sched_setattr reads a sched_attr of the size it states.
+    unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) == 0 }
 }
 
 /// `dlopen` flags: resolve everything now, never unload.
@@ -413,9 +580,51 @@ fn borrowable_wait(n: i64) -> bool {
     RESTARTED.contains(&n) || RESUMED_AS_POLL.contains(&n)
 }
 
-/// The threads of process `pid`, each with its scheduler state and, for
-/// one waiting in a system call, the call's number.
-fn threads(pid: u32) -> Vec<(libc::pid_t, char, Option<i64>)> {
+/// Waits that the kernel restarts with exactly the time they had left
+/// (or that have no time limit), and that a stop never makes fail:
+/// a thread in one is not kept from anything while it is borrowed,
+/// unless what it waits for comes meanwhile.
+const QUIET: &[i64] = &[
+    7,   // poll
+    23,  // select
+    34,  // pause
+    35,  // nanosleep
+    61,  // wait4
+    230, // clock_nanosleep
+    247, // waitid
+    270, // pselect6
+    271, // ppoll
+];
+
+/// Reads, quiet too unless from a socket: one with a receive timeout
+/// fails with `EINTR` after a stop.
+const READS: &[i64] = &[
+    0,  // read
+    17, // pread64
+    19, // readv
+];
+
+/// Whether a thread of process `pid` waiting in system call `n` with
+/// first argument `arg` waits quietly (see [`QUIET`]).
+fn quiet_wait(pid: u32, n: i64, arg: u64) -> bool {
+    QUIET.contains(&n) || READS.contains(&n) && !is_socket(pid, arg)
+}
+
+fn is_socket(pid: u32, fd: u64) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .map_or(true, |l| l.to_string_lossy().starts_with("socket:"))
+}
+
+/// A thread of a process, as `/proc` shows it.
+struct Task {
+    tid: libc::pid_t,
+    state: char,
+    /// The system call it waits in, and its first argument.
+    syscall: Option<(i64, u64)>,
+}
+
+/// The threads of process `pid`.
+fn threads(pid: u32) -> Vec<Task> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -430,33 +639,56 @@ fn threads(pid: u32) -> Vec<(libc::pid_t, char, Option<i64>)> {
                 .unwrap_or('?');
             let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
                 .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse().ok());
-            (tid, state, syscall)
+                .and_then(|s| {
+                    let mut fields = s.split_whitespace();
+                    let n = fields.next()?.parse().ok()?;
+                    let arg = fields.next()?.strip_prefix("0x")?;
+                    Some((n, u64::from_str_radix(arg, 16).ok()?))
+                });
+            Task {
+                tid,
+                state,
+                syscall,
+            }
         })
         .collect()
 }
 
-/// Stops a thread of the process that may be borrowed for a call: one
-/// running the program's instrumented code (so holding none of libc's or
-/// the loader's locks), or, failing that for a while, one waiting in a
-/// system call that is restarted. Threads of other kinds are let go at
-/// once (their stop is a few microseconds, outside any system call).
+/// How fit a thread is to be borrowed, best first; `None`: not at all.
+fn rank(pid: u32, task: &Task, waiting_ok: bool) -> Option<u8> {
+    match (task.state, task.syscall) {
+        ('S', Some((n, arg))) if quiet_wait(pid, n, arg) => Some(0),
+        ('R', _) => Some(1),
+        ('S', Some((n, _))) if waiting_ok && borrowable_wait(n) => Some(2),
+        _ => None,
+    }
+}
+
+/// Stops a thread of the process that may be borrowed for a call,
+/// preferring one that loses nothing by it: one waiting quietly (see
+/// [`QUIET`]); else one running the program's instrumented code (so
+/// holding none of libc's or the loader's locks); or, failing both for a
+/// while, one waiting in any system call that is restarted. Threads of
+/// other kinds are let go at once (their stop is a few microseconds,
+/// outside any system call).
 fn borrow(t: &target::Target) -> Result<(Stopped, Snapshot)> {
     let code = t.instrumented();
     let started = Instant::now();
     while started.elapsed() < BORROW_TIMEOUT {
         let waiting_ok = started.elapsed() > BORROW_TIMEOUT / 5;
-        for (tid, state, syscall) in threads(t.pid) {
-            let waiting = state == 'S' && syscall.is_some_and(borrowable_wait);
-            if state != 'R' && !(waiting_ok && waiting) {
-                continue;
-            }
-            let Ok(stopped) = Stopped::stop(tid) else {
+        let mut tasks: Vec<(u8, Task)> = threads(t.pid)
+            .into_iter()
+            .filter_map(|task| Some((rank(t.pid, &task, waiting_ok)?, task)))
+            .collect();
+        tasks.sort_by_key(|(rank, _)| *rank);
+        for (_, task) in tasks {
+            let Ok(stopped) = Stopped::stop(t.pid, task.tid) else {
                 continue;
             };
             let mut snap = stopped.snapshot()?;
             let usable = if snap.in_syscall() {
-                waiting_ok && borrowable_wait(snap.regs.orig_rax as i64)
+                let n = snap.regs.orig_rax as i64;
+                quiet_wait(t.pid, n, snap.regs.rdi) || waiting_ok && borrowable_wait(n)
             } else {
                 t.code_of(snap.rip(), &code)
             };
@@ -475,12 +707,17 @@ fn borrow(t: &target::Target) -> Result<(Stopped, Snapshot)> {
     )
 }
 
+/// Set, `ftail record -p` prints how long each step of the borrowing
+/// took.
+const STEPS_ENV: &str = "FTAIL_ATTACH_STEPS";
+
 /// How long to look for a thread to borrow.
 const BORROW_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Loads `runtime` into the process and calls its attach entry point
-/// with `config`, from one borrowed thread.
-pub fn load_runtime(t: &target::Target, runtime: &Path, config: &Path) -> Result<Took> {
+/// Loads `runtime` into the process from one borrowed thread, whose
+/// only call is `dlopen`: the runtime's constructor starts the runtime's
+/// own thread, which fetches its configuration from this process.
+pub fn load_runtime(t: &target::Target, runtime: &Path) -> Result<Took> {
     let libc_path = t
         .find_file(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
         .with_context(|| format!("process {} has no C library mapped", t.pid))?
@@ -493,29 +730,29 @@ pub fn load_runtime(t: &target::Target, runtime: &Path, config: &Path) -> Result
             .with_context(|| format!("{} exports no dlopen", libc_path.display()))?,
     };
     let dlerror = t.symbol(&libc_path, "dlerror")?;
-    let runtime_data =
-        std::fs::read(runtime).with_context(|| format!("reading {}", runtime.display()))?;
-    let entry = target::LinkSymbol::find(&runtime_data, ftail_abi::attach::ENTRY, runtime)?
-        .with_context(|| format!("{} has no {}", runtime.display(), ftail_abi::attach::ENTRY))?;
+    let _quick = ShortSlice::ask();
     let (mut stopped, saved) = borrow(t)?;
     let ran_before = run_time(t.pid, stopped.tid);
-    let call = Calls {
-        pid: t.pid,
-        dlopen,
-        dlerror,
-        entry,
-    };
-    let result = call.run(&mut stopped, &saved, runtime, config);
+    let result = open_runtime(&mut stopped, &saved, t.pid, dlopen, dlerror, runtime);
     // Whatever happened in the calls, the thread gets its state back.
     stopped.restore(&saved)?;
-    let took = Took {
-        tid: stopped.tid,
-        stopped: stopped.since.elapsed(),
-        ran: ran_before
-            .zip(run_time(t.pid, stopped.tid))
-            .map(|(a, b)| b.saturating_sub(a)),
-    };
+    stopped.steps.note(stopped.tid, "restored");
+    let (tid, since, waiting) = (stopped.tid, stopped.since, saved.in_syscall());
+    let mut steps = std::mem::take(&mut stopped.steps);
+    // Detaching resumes it.
     drop(stopped);
+    let took = Took {
+        tid,
+        stopped: since.elapsed(),
+        ran: ran_before
+            .zip(run_time(t.pid, tid))
+            .map(|(a, b)| b.saturating_sub(a)),
+        waiting,
+    };
+    steps.note(tid, "resumed");
+    if std::env::var_os(STEPS_ENV).is_some() {
+        eprintln!("ftail: attach steps (ms wall/running): {}", steps.line());
+    }
     result.map(|()| took)
 }
 
@@ -526,56 +763,27 @@ fn cstring(p: &Path) -> Vec<u8> {
     v
 }
 
-/// The calls that load the runtime.
-struct Calls {
+/// Calls `dlopen(runtime)` in the stopped thread; on failure, says why
+/// with `dlerror`'s message.
+fn open_runtime(
+    s: &mut Stopped,
+    saved: &Snapshot,
     pid: u32,
     dlopen: u64,
     dlerror: Option<u64>,
-    /// The runtime's entry point, at link time.
-    entry: target::LinkSymbol,
-}
-
-impl Calls {
-    fn run(&self, s: &mut Stopped, saved: &Snapshot, runtime: &Path, config: &Path) -> Result<()> {
-        let pid = self.pid;
-        let handle = s.call(
-            saved,
-            self.dlopen,
-            [DATA, RTLD_NOW_NODELETE],
-            &cstring(runtime),
-        )?;
-        if handle == 0 {
-            let why = match self.dlerror {
-                Some(f) => s.call(saved, f, [0, 0], &[]).and_then(|p| s.peek_string(p)),
-                None => Ok(String::new()),
-            };
-            bail!(
-                "process {pid} could not load {}: {}",
-                runtime.display(),
-                why.unwrap_or_default()
-            );
-        }
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .with_context(|| format!("reading the mappings of process {pid}"))?;
-        let now = target::Target {
-            pid,
-            maps: target::parse_maps(&maps),
-            exe: PathBuf::new(),
-        };
-        let entry = now
-            .relocate(runtime, &self.entry)
-            .with_context(|| format!("process {pid} did not map {}", runtime.display()))?;
-        let code = s.call(saved, entry, [DATA, 0], &cstring(config))? as i32;
-        match code {
-            ftail_abi::attach::STARTED => Ok(()),
-            ftail_abi::attach::ALREADY => {
-                bail!("ftail's runtime was already set up in process {pid}")
-            }
-            ftail_abi::attach::BAD_CONFIG => bail!(
-                "the runtime in process {pid} could not read its settings from {}",
-                config.display()
-            ),
-            _ => bail!("the runtime in process {pid} could not start its thread"),
-        }
+    runtime: &Path,
+) -> Result<()> {
+    let handle = s.call(saved, dlopen, [DATA, RTLD_NOW_NODELETE], &cstring(runtime))?;
+    if handle != 0 {
+        return Ok(());
     }
+    let why = match dlerror {
+        Some(f) => s.call(saved, f, [0, 0], &[]).and_then(|p| s.peek_string(p)),
+        None => Ok(String::new()),
+    };
+    bail!(
+        "process {pid} could not load {}: {}",
+        runtime.display(),
+        why.unwrap_or_default()
+    )
 }

@@ -1,22 +1,25 @@
 //! `ftail record -p PID`: trace a program that is already running.
 //!
 //! The first time, the runtime is loaded into the process: one of its
-//! threads, stopped with ptrace, calls `dlopen` on it and then its
-//! `ftail_attach` entry point with a configuration file (`inject`), and
-//! is given back its registers; the runtime's own thread writes the
-//! selected sites live and starts the control agent. From then on —
+//! threads, stopped with ptrace, calls `dlopen` on it (`inject`) and is
+//! given back its registers; the runtime's constructor, seeing the
+//! thread traced, starts the runtime's own thread, which fetches its
+//! configuration from this process over a socket ([`Handover`]), writes
+//! the selected sites live and starts the control agent. From then on —
 //! later attaches, and a program started under `ftail record --off` —
 //! the agent is the way in: `on` to attach, `off` to detach. Detaching
 //! switches every site back to its original bytes, with no thread
 //! stopped, and leaves the runtime loaded but idle.
 //!
 //! Nothing else of the program changes: no thread is stopped but the
-//! borrowed one, for the two calls; the thread borrowed is one running
-//! the program's own instrumented code (it holds none of libc's or the
-//! loader's locks, which `dlopen` takes), or else one waiting in a system
-//! call that the kernel restarts as it was — `epoll_wait` included, which
-//! is restarted unless a handler of the program's runs first, as `poll`
-//! is, so an idle event-loop server can be attached to.
+//! borrowed one, for the one call; the thread borrowed is preferably one
+//! waiting in a system call that the kernel restarts with the time it had
+//! left (a sleep, `poll`, a read from a pipe: it loses nothing), else one
+//! running the program's own instrumented code (it holds none of libc's
+//! or the loader's locks, which `dlopen` takes), or else one waiting in
+//! any system call that the kernel restarts — `epoll_wait` included,
+//! which is restarted unless a handler of the program's runs first, as
+//! `poll` is, so an idle event-loop server can be attached to.
 
 mod inject;
 mod target;
@@ -180,17 +183,23 @@ fn first_attach(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
     }
     let runtime = crate::record::find_runtime()?;
     let (dir, env) = crate::record::prepare_trace(o, &t.exe)?;
-    let config = write_config(&env)?;
-    let took = inject::load_runtime(t, &runtime, config.path())?;
+    let handover = Handover::listen(config_text(&env))?;
+    let took = inject::load_runtime(t, &runtime)?;
     let ran = took
         .ran
         .map(|r| format!(", {:.2} ms of it running", r.as_secs_f64() * 1e3));
     eprintln!(
-        "ftail: loaded the runtime into process {pid}: thread {} stopped for {:.2} ms{}",
+        "ftail: loaded the runtime into process {pid}: thread {}{} stopped for {:.2} ms{}",
         took.tid,
+        if took.waiting {
+            " (waiting in a system call)"
+        } else {
+            ""
+        },
         took.stopped.as_secs_f64() * 1e3,
         ran.as_deref().unwrap_or("")
     );
+    handover.hand(pid)?;
     let until = Instant::now() + START_TIMEOUT;
     loop {
         let status = crate::ctl::send(pid, &["status".to_string()]);
@@ -208,11 +217,8 @@ fn first_attach(t: &target::Target, o: &RecordOptions) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The runtime's settings as a file of `NAME=VALUE` lines, private to
-/// this user; removed when dropped (the runtime reads it during the
-/// call).
-fn write_config(env: &[crate::record::RuntimeVar]) -> Result<tempfile::NamedTempFile> {
-    use std::io::Write;
+/// The runtime's settings as `NAME=VALUE` lines.
+fn config_text(env: &[crate::record::RuntimeVar]) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
     let mut text = Vec::new();
     // A value of several lines (the trigger rules) is one line per line
@@ -226,15 +232,86 @@ fn write_config(env: &[crate::record::RuntimeVar]) -> Result<tempfile::NamedTemp
             text.push(b'\n');
         }
     }
-    let cache = crate::private_dir::cache_dir()?;
-    let mut file = tempfile::Builder::new()
-        .prefix(".attach-")
-        .tempfile_in(&cache)
-        .with_context(|| format!("creating a file in {}", cache.display()))?;
-    file.write_all(&text)
-        .and_then(|()| file.flush())
-        .with_context(|| format!("writing {}", file.path().display()))?;
-    Ok(file)
+    text
+}
+
+/// How long the runtime loaded may take to ask for its settings.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The socket on which the runtime loaded into the process asks this
+/// process for its settings (`ftail_abi::attach`): abstract, named after
+/// this process's pid; the runtime checks that this process made it, and
+/// this process answers only the target process.
+struct Handover {
+    listener: std::os::unix::net::UnixListener,
+    config: Vec<u8>,
+}
+
+impl Handover {
+    fn listen(config: Vec<u8>) -> Result<Handover> {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("{}{}", ftail_abi::attach::TRACER_SOCKET, std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name)?;
+        let listener = std::os::unix::net::UnixListener::bind_addr(&addr)
+            .with_context(|| format!("listening on the abstract socket @{name}"))?;
+        listener.set_nonblocking(true)?;
+        Ok(Handover { listener, config })
+    }
+
+    /// Sends the settings to the runtime loaded into process `pid`, and
+    /// checks its answer.
+    fn hand(self, pid: u32) -> Result<()> {
+        use std::io::{Read, Write};
+        let until = Instant::now() + HANDOVER_TIMEOUT;
+        let mut stream = loop {
+            match self.listener.accept() {
+                Ok((stream, _)) if peer_pid(&stream) == Some(pid) => break stream,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= until {
+                        bail!(
+                            "the runtime loaded into process {pid} did not ask for its                              settings within {} s",
+                            HANDOVER_TIMEOUT.as_secs()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(e).context("waiting for the runtime's call"),
+            }
+        };
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
+        stream
+            .write_all(&self.config)
+            .and_then(|()| stream.shutdown(std::net::Shutdown::Write))
+            .with_context(|| format!("sending process {pid} its settings"))?;
+        let mut code = [0u8; 1];
+        stream
+            .read_exact(&mut code)
+            .with_context(|| format!("reading the answer of the runtime in process {pid}"))?;
+        match i32::from(code[0]) {
+            ftail_abi::attach::STARTED => Ok(()),
+            _ => bail!("the runtime in process {pid} could not read the settings it was sent"),
+        }
+    }
+}
+
+/// The process at the other end of `stream`.
+fn peer_pid(stream: &std::os::unix::net::UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getsockopt(SO_PEERCRED) fills a ucred of the given size.
+    unsafe {
+        let mut cred: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        );
+        (r == 0).then_some(cred.pid as u32)
+    }
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this process; returns their set.

@@ -125,7 +125,7 @@ fn identity(fd: i32) -> Option<(u64, u64)> {
 }
 
 /// The abstract socket address `\0NAME`.
-fn address(name: &str) -> (libc::sockaddr_un, libc::socklen_t) {
+pub(crate) fn address(name: &str) -> (libc::sockaddr_un, libc::socklen_t) {
     // SAFETY: sockaddr_un is plain data; all zero is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
