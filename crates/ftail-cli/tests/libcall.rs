@@ -1084,3 +1084,71 @@ fn an_exception_from_an_indirect_library_call_unwinds_through_it() {
         }
     }
 }
+
+/// The lines of the (one-thread) process of `t` whose last argument is
+/// `arg`.
+fn process_calls(dir: &Path, t: &Trace, arg: &str) -> Vec<String> {
+    let p = t
+        .processes
+        .iter()
+        .find(|p| p.args().last().is_some_and(|a| a == arg))
+        .unwrap_or_else(|| panic!("no process {arg}"));
+    calls(dir, &["--tid", &p.threads[0].tid.to_string()])
+}
+
+/// A `vfork` child borrows its parent's memory and thread: its calls
+/// (`child`, `getpid`, `_exit`, `execl`) stay out of the parent's trace,
+/// the `vfork` call closes in the parent with its duration, and a child
+/// that execs an instrumented program starts a trace of its own.
+#[test]
+fn a_vfork_child_leaves_its_parents_trace_alone() {
+    each_build(|what, dir, exe| {
+        for how in ["vfork", "vforkexec"] {
+            let t = record(dir, exe, &[how], &[]);
+            let parent = process_calls(dir, &t, how);
+            let close = if parent.contains(&"  } /* say (tail call) */".to_string()) {
+                "  } /* say (tail call) */"
+            } else {
+                "  } /* say */"
+            };
+            assert_eq!(
+                parent,
+                [
+                    "main() {",
+                    "  fflush();",
+                    "  vfork();",
+                    "  waitpid();",
+                    "  say() {",
+                    "    puts();",
+                    close,
+                    "} /* main */"
+                ],
+                "{what} {how}"
+            );
+            if how == "vfork" {
+                assert_eq!(t.processes.len(), 1, "{what}");
+                continue;
+            }
+            assert_eq!(t.processes.len(), 2, "{what}: the image after exec");
+            let image = process_calls(dir, &t, "five");
+            assert_eq!(
+                image.first().map(String::as_str),
+                Some("main() {"),
+                "{what}"
+            );
+            assert_eq!(
+                image.last().map(String::as_str),
+                Some("} /* main */"),
+                "{what}"
+            );
+            position(&image, "  copy() {");
+            assert!(
+                !image
+                    .iter()
+                    .any(|l| l.contains("child") || l.contains("vfork")),
+                "{what}:\n{}",
+                image.join("\n")
+            );
+        }
+    });
+}

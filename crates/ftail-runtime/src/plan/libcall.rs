@@ -111,8 +111,6 @@ pub fn never_local(name: &str) -> bool {
 /// may resume on another thread, away from the thunk's side-stack
 /// entry), and the runtime's own entry point.
 pub const NEVER: &[&str] = &[
-    "vfork",
-    "__vfork",
     "getcontext",
     "swapcontext",
     "setcontext",
