@@ -1152,3 +1152,71 @@ fn a_vfork_child_leaves_its_parents_trace_alone() {
         }
     });
 }
+
+/// `-N` and `-F` at record time name library functions reached through
+/// a pointer by the GOT slot the program took the pointer from, as they
+/// name those called through the PLT.
+#[test]
+fn record_filters_apply_to_indirect_library_calls() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, &[opt], &fixture("indirect.c"));
+            record(dir.path(), &exe, &["table"], &["-N", "strlen"]);
+            let mut want = vec!["main() {", "  table() {"];
+            want.extend(["    puts();"; 3]);
+            want.extend(["  } /* table */", "  printf();", "} /* main */"]);
+            assert_eq!(calls(dir.path(), &[]), want, "{cc} {opt} -N strlen");
+
+            record(dir.path(), &exe, &["table"], &["-F", "table", "-F", "str*"]);
+            let mut want = vec!["table() {"];
+            want.extend(["  strlen();"; 3]);
+            want.push("} /* table */");
+            assert_eq!(calls(dir.path(), &[]), want, "{cc} {opt} -F table -F str*");
+        }
+    }
+}
+
+/// `ftail ctl` switches library functions reached through a pointer by
+/// name in a running program: `-N strlen` stops recording strlen's calls
+/// until `-N ''`, and `-F labs` keeps only labs.
+#[test]
+fn ftail_ctl_filters_apply_to_indirect_library_calls() {
+    use std::io::{BufRead, BufReader, Write};
+    for cc in compilers() {
+        let dir = scratch();
+        let exe = build(dir.path(), cc, &["-O2"], &fixture("indirect_ctl.c"));
+        let tdir = dir.path().join("trace");
+        let mut child = Command::new(ftail())
+            .args(["record", "--no-sched", "--ctl", "-d"])
+            .arg(&tdir)
+            .arg("--")
+            .arg(&exe)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let pid = lines.next().unwrap().unwrap();
+        let ctl = |args: &[&str]| ctl_once_listening(&pid, args);
+        let mut round = |n: u32| {
+            writeln!(stdin, "{n}").unwrap();
+            assert_eq!(lines.next().unwrap().unwrap(), format!("done {n}"));
+        };
+        round(1); // everything
+        ctl(&["-N", "strlen"]);
+        round(2); // all but strlen
+        ctl(&["-N", ""]);
+        round(3); // everything again
+        ctl(&["-F", "labs"]);
+        round(4); // labs only
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "{cc}");
+        let counts = entry_counts(&tdir);
+        let count = |f: &str| counts.get(f).copied().unwrap_or(0);
+        assert_eq!(count("strlen"), 2, "{cc}: {counts:?}");
+        assert_eq!(count("labs"), 4, "{cc}: {counts:?}");
+        assert_eq!(count("round_of_calls"), 3, "{cc}: {counts:?}");
+    }
+}

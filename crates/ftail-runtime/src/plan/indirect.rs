@@ -31,6 +31,17 @@
 //! its unwind information registered when the first module with indirect
 //! sites is planned.
 //!
+//! Name filters (`-F`, `-N`, `ftail ctl`) choose a library function
+//! reached this way by the symbol of the calling module's GOT slot that
+//! held the pointer, the name the readers give it: the slow path sends
+//! the calls of a target that the selection leaves out straight to it
+//! (cached as itself), and each change of the selection sends every
+//! target handed a thunk so far to its thunk or straight to it again
+//! (only the cache's values change, never its keys). A target no slot
+//! names is recorded unless include globs are given. The sites
+//! themselves stay patched whenever tracing is on, whichever function
+//! holds them: the callee's own entry, or its thunk, chooses.
+//!
 //! A target that is not a function start of an instrumented module is a
 //! library function: code of a shared library, a function of an
 //! instrumented module built without ftail, or a PLT stub of the program
@@ -300,6 +311,52 @@ struct Shared {
     /// (the function a program takes the address of, not the
     /// implementation an IFUNC chose: `strlen`, not `__strlen_avx2`).
     slots: Vec<(u64, BTreeMap<u64, String>)>,
+    /// Which library functions are recorded, by name (the selection's
+    /// copy: see [`select`]).
+    chosen: Chosen,
+}
+
+/// A copy of the selection the slow path reads (it cannot take the
+/// control lock: a signal handler may run it while its thread holds it).
+struct Chosen {
+    enabled: bool,
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl Chosen {
+    /// Whether calls of the function named `name` (empty: no GOT slot
+    /// named it, and only the readers will) are recorded: as
+    /// `Selection::selects`; an unnamed one only while no include glob
+    /// is given.
+    fn selects(&self, name: &[u8]) -> bool {
+        let included = self.include.is_empty()
+            || (!name.is_empty() && self.include.iter().any(|g| glob(g.as_bytes(), name)));
+        self.enabled && included && !self.exclude.iter().any(|g| glob(g.as_bytes(), name))
+    }
+}
+
+/// `config::glob` (`*` and `?`) over bytes, without allocating.
+fn glob(p: &[u8], t: &[u8]) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// The thunks the slow path hands out.
@@ -313,6 +370,16 @@ struct Pool {
     /// Per thunk: the symbol its target was loaded as, NUL-padded (empty:
     /// the readers symbolise the target).
     names: Vec<[u8; NAME_LEN]>,
+}
+
+impl Pool {
+    /// The target and address of thunk `i` (handed out).
+    fn handed(&self, i: usize) -> (u64, u64) {
+        // SAFETY: word i of the pool's writable page, written when the
+        // thunk was handed out.
+        let target = unsafe { std::ptr::read_volatile((self.words + i as u64 * 8) as *const u64) };
+        (target, self.code + i as u64 * LIB_THUNK)
+    }
 }
 
 /// Bytes kept of a target's symbol.
@@ -330,6 +397,11 @@ static SHARED: SharedCell = SharedCell(UnsafeCell::new(Shared {
     pool: None,
     runtime: 0,
     slots: Vec::new(),
+    chosen: Chosen {
+        enabled: true,
+        include: Vec::new(),
+        exclude: Vec::new(),
+    },
 }));
 
 fn with_shared<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
@@ -359,6 +431,41 @@ pub fn publish(modules: &[crate::found::modules::Module]) {
         )
     });
     drop(old);
+}
+
+/// Takes the selection (tracing on, include and exclude globs) that the
+/// indirect calls' library functions follow from now on, and sends the
+/// calls of every target handed a thunk so far where it says: to the
+/// thunk, or straight to the function (never in a signal handler: it
+/// allocates).
+pub fn select(enabled: bool, include: &[String], exclude: &[String]) {
+    let fresh = Chosen {
+        enabled,
+        include: include.to_vec(),
+        exclude: exclude.to_vec(),
+    };
+    let old = with_shared(|s| {
+        let old = std::mem::replace(&mut s.chosen, fresh);
+        if let Some(pool) = s.pool.as_ref() {
+            for i in 0..pool.used {
+                let (target, thunk) = pool.handed(i);
+                recache(target, pool_dest(&s.chosen, pool, i, target, thunk));
+            }
+        }
+        old
+    });
+    drop(old);
+}
+
+/// Where calls of `target`, handed thunk `i` of `pool` (at `thunk`), go.
+fn pool_dest(chosen: &Chosen, pool: &Pool, i: usize, target: u64, thunk: u64) -> u64 {
+    let name = &pool.names[i];
+    let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN)];
+    if chosen.selects(name) {
+        thunk
+    } else {
+        target
+    }
 }
 
 /// `_dl_find_object`'s result (glibc 2.35, x86-64 layout).
@@ -502,8 +609,9 @@ fn resolve(s: &mut Shared, target: u64, ret: u64) -> u64 {
     let words = unsafe { std::slice::from_raw_parts(pool.words as *const u64, pool.used) };
     if let Some(i) = words.iter().position(|&w| w == target) {
         let thunk = pool.code + i as u64 * LIB_THUNK;
-        cache(target, thunk);
-        return thunk;
+        let dest = pool_dest(&s.chosen, pool, i, target, thunk);
+        cache(target, dest);
+        return dest;
     }
     if target == 0 || !is_library(s, target) {
         cache(target, target);
@@ -526,8 +634,9 @@ fn resolve(s: &mut Shared, target: u64, ret: u64) -> u64 {
         name[..n].copy_from_slice(&symbol.as_bytes()[..n]);
     }
     log_thunk(thunk + 5, target, name);
-    cache(target, thunk);
-    thunk
+    let dest = pool_dest(&s.chosen, pool, i as usize, target, thunk);
+    cache(target, dest);
+    dest
 }
 
 /// The symbol of a GOT slot of the calling module (whose code holds
@@ -576,6 +685,16 @@ fn cache(target: u64, dest: u64) {
     if e.key.load(Ordering::Relaxed) == 0 {
         e.value.store(dest, Ordering::Relaxed);
         e.key.store(target, Ordering::Release);
+    }
+}
+
+/// Sends the calls of `target` to `dest` from now on, when the cache
+/// holds `target`: a stub that read the key reads the old or the new
+/// value, and either calls `target` (through its thunk, or straight).
+fn recache(target: u64, dest: u64) {
+    let e = &FTAIL_IND_CACHE[(target >> 4) as usize & (CACHE_LEN - 1)];
+    if e.key.load(Ordering::Relaxed) == target {
+        e.value.store(dest, Ordering::Release);
     }
 }
 
