@@ -1220,3 +1220,39 @@ fn ftail_ctl_filters_apply_to_indirect_library_calls() {
         assert_eq!(count("round_of_calls"), 3, "{cc}: {counts:?}");
     }
 }
+
+/// A function that returns twice (`setjmp`, `_setjmp`, `__sigsetjmp`),
+/// called through a pointer: recorded as a call that returns at once,
+/// and the `longjmp` back to it leaves the trace balanced.
+#[test]
+fn setjmp_through_a_pointer_is_recorded_as_a_call_that_returns_at_once() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, &[opt], &fixture("indirect.c"));
+            for (how, name, jump) in [
+                ("setjmp", "setjmp", "longjmp"),
+                ("_setjmp", "_setjmp", "longjmp"),
+                ("sigsetjmp", "__sigsetjmp", "siglongjmp"),
+            ] {
+                record(dir.path(), &exe, &[how], &[]);
+                assert_eq!(
+                    calls(dir.path(), &[]),
+                    [
+                        "main() {".to_string(),
+                        "  through_setjmp() {".into(),
+                        format!("    {name}();"),
+                        "    jump_back() {".into(),
+                        format!("      {jump}() {{"),
+                        format!("      }} /* {jump} (unwound) */"),
+                        "    } /* jump_back (unwound) */".into(),
+                        "  } /* through_setjmp */".into(),
+                        "  printf();".into(),
+                        "} /* main */".into(),
+                    ],
+                    "{cc} {opt} {how}"
+                );
+            }
+        }
+    }
+}
