@@ -1256,3 +1256,62 @@ fn setjmp_through_a_pointer_is_recorded_as_a_call_that_returns_at_once() {
         }
     }
 }
+
+/// Indirect calls longer than 5 bytes (`call *0x88(%reg)`, a vtable slot
+/// past the 16th, into a library built without ftail) are left as they
+/// are: the program runs as untraced, its sites verify, its trace is
+/// balanced; the same call made through a register (at -O0, or through
+/// a table indexed in registers) is recorded, and a pointer to the
+/// program's own function counts once.
+#[test]
+fn indirect_calls_longer_than_five_bytes_are_left_as_they_are() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let lib = dir.path().join("libops.so");
+            run_ok(
+                Command::new("gcc")
+                    .args(["-O2", "-shared", "-fPIC", "-o"])
+                    .arg(&lib)
+                    .arg(fixture("long_indirect_lib.c")),
+            );
+            let exe = dir.path().join("long");
+            run_ok(
+                ftail_cc(cc)
+                    .args([opt, "-o"])
+                    .arg(&exe)
+                    .arg(fixture("long_indirect.c"))
+                    .arg(format!("-L{}", dir.path().display()))
+                    .arg("-lops")
+                    .arg(format!("-Wl,-rpath,{}", dir.path().display())),
+            );
+            let (ok, report) = sites(&exe);
+            assert!(ok && report.contains(" 0 mismatches"), "{report}");
+            record(dir.path(), &exe, &[], &[]);
+            let slot: &[&str] = if opt == "-O0" {
+                // Loaded into a register first: `call *%reg`.
+                &[
+                    "  through_slot() {",
+                    "    op17();",
+                    "  } /* through_slot */",
+                ]
+            } else {
+                // `call *0x88(%reg)`: six bytes, left as it is.
+                &["  through_slot();"]
+            };
+            let mut want = vec!["main() {", "  lib_ops();"];
+            want.extend(slot);
+            want.extend([
+                "  through_table() {",
+                "    op17();",
+                "  } /* through_table */",
+                "  through_table() {",
+                "    own();",
+                "  } /* through_table */",
+                "  printf();",
+                "} /* main */",
+            ]);
+            assert_eq!(calls(dir.path(), &[]), want, "{cc} {opt}");
+        }
+    }
+}
