@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::record::state::{SideEntry, ThreadState, STATUS_OFF};
+use crate::record::state::{SideEntry, ThreadState, STATUS_OFF, STATUS_RECORDING, STATUS_SWITCHED};
 
 /// What a thread inside `vfork` put aside.
 struct Saved {
@@ -89,7 +89,12 @@ extern "C" fn after() {
         // SAFETY: as in `before`: the same entry, put back.
         unsafe { std::ptr::write_volatile(top, words) };
     }
-    st.status = s.status.load(Ordering::Relaxed);
+    // A recording thread goes on through its slow path once: a session
+    // begun while it was "off" (`ftail ctl on`) passed it by.
+    st.status = match s.status.load(Ordering::Relaxed) {
+        STATUS_RECORDING => STATUS_SWITCHED,
+        other => other,
+    };
     s.owner.store(0, Ordering::Release);
 }
 
