@@ -545,7 +545,10 @@ pub fn ensure_pool(t: Trampolines) -> bool {
     let find = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
     FIND_OBJECT.store(find as u64, Ordering::Relaxed);
     let runtime = module_of(ensure_pool as *const () as usize as u64).map_or(0, |m| m.0);
-    let never = addresses(libcall::NEVER);
+    let mut never = addresses(libcall::NEVER);
+    if libcall::shadow_stack_in_use() {
+        never.extend(addresses(libcall::VFORK));
+    }
     let leaf = addresses(libcall::LEAF);
     let Some(pool) = write_pool(t) else {
         return false;
