@@ -4,6 +4,7 @@
  * program's own instrumented function must count once. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,28 @@ put_fn volatile puts_table[1];
 int (*volatile own)(int);
 
 __attribute__((noinline)) int twice(int x) { return 2 * x; }
+
+/* Functions that return twice, called through a pointer. */
+static jmp_buf jumps;
+static sigjmp_buf sigjumps;
+int (*volatile set_jump)(struct __jmp_buf_tag *);
+int (*volatile sigset_jump)(struct __jmp_buf_tag *, int);
+
+__attribute__((noinline)) void jump_back(int sig) {
+  if (sig)
+    siglongjmp(sigjumps, 1);
+  longjmp(jumps, 1);
+}
+
+__attribute__((noinline)) int through_setjmp(int sig) {
+  volatile int n = 0;
+  int first = sig ? sigset_jump(sigjumps, 1) : set_jump(jumps);
+  if (first == 0) {
+    n++;
+    jump_back(sig);
+  }
+  return n;
+}
 
 /* A table of pointers called in a loop: `call *%reg` or `call *(%reg)`. */
 __attribute__((noinline)) size_t table(int n) {
@@ -52,6 +75,12 @@ int main(int argc, char **argv) {
     printf("%zu\n", table(3));
   } else if (strcmp(how, "dlsym") == 0) {
     printf("%.1f\n", through_dlsym());
+  } else if (strcmp(how, "setjmp") == 0 || strcmp(how, "_setjmp") == 0) {
+    set_jump = how[0] == '_' ? _setjmp : setjmp;
+    printf("%d\n", through_setjmp(0));
+  } else if (strcmp(how, "sigsetjmp") == 0) {
+    sigset_jump = __sigsetjmp;
+    printf("%d\n", through_setjmp(1));
   } else if (strcmp(how, "own") == 0) {
     own = twice;
     printf("%d\n", own_pointer(3));

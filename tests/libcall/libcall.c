@@ -100,14 +100,21 @@ int main(int argc, char **argv) {
     sigaction(SIGUSR1, &sa, NULL);
     raise(SIGUSR1);
     printf("%d\n", compared);
-  } else if (strcmp(how, "vfork") == 0) {
+  } else if (strcmp(how, "vfork") == 0 || strcmp(how, "vforkexec") == 0) {
+    /* The child borrows the parent's memory and thread until it execs or
+       exits: its calls must not show in the parent's trace. */
     fflush(stdout);
     pid_t pid = vfork();
-    if (pid == 0)
+    if (pid == 0) {
+      if (!child())
+        _exit(1);
+      if (how[5])
+        execl(argv[0], argv[0], "five", (char *)NULL);
       _exit(3);
+    }
     int status;
     waitpid(pid, &status, 0);
-    say(WEXITSTATUS(status) == 3 ? "child ok" : "child failed");
+    say(WEXITSTATUS(status) == 3 || how[5] ? "child ok" : "child failed");
   } else if (strcmp(how, "tail") == 0) {
     say("tail");
   } else if (strcmp(how, "exit") == 0) {

@@ -1117,3 +1117,234 @@ fn an_exception_from_an_indirect_library_call_unwinds_through_it() {
         }
     }
 }
+
+/// The lines of the (one-thread) process of `t` whose last argument is
+/// `arg`.
+fn process_calls(dir: &Path, t: &Trace, arg: &str) -> Vec<String> {
+    let p = t
+        .processes
+        .iter()
+        .find(|p| p.args().last().is_some_and(|a| a == arg))
+        .unwrap_or_else(|| panic!("no process {arg}"));
+    calls(dir, &["--tid", &p.threads[0].tid.to_string()])
+}
+
+/// A `vfork` child borrows its parent's memory and thread: its calls
+/// (`child`, `getpid`, `_exit`, `execl`) stay out of the parent's trace,
+/// the `vfork` call closes in the parent with its duration, and a child
+/// that execs an instrumented program starts a trace of its own.
+#[test]
+fn a_vfork_child_leaves_its_parents_trace_alone() {
+    each_build(|what, dir, exe| {
+        for how in ["vfork", "vforkexec"] {
+            let t = record(dir, exe, &[how], &[]);
+            let parent = process_calls(dir, &t, how);
+            let close = if parent.contains(&"  } /* say (tail call) */".to_string()) {
+                "  } /* say (tail call) */"
+            } else {
+                "  } /* say */"
+            };
+            assert_eq!(
+                parent,
+                [
+                    "main() {",
+                    "  fflush();",
+                    "  vfork();",
+                    "  waitpid();",
+                    "  say() {",
+                    "    puts();",
+                    close,
+                    "} /* main */"
+                ],
+                "{what} {how}"
+            );
+            if how == "vfork" {
+                assert_eq!(t.processes.len(), 1, "{what}");
+                continue;
+            }
+            assert_eq!(t.processes.len(), 2, "{what}: the image after exec");
+            let image = process_calls(dir, &t, "five");
+            assert_eq!(
+                image.first().map(String::as_str),
+                Some("main() {"),
+                "{what}"
+            );
+            assert_eq!(
+                image.last().map(String::as_str),
+                Some("} /* main */"),
+                "{what}"
+            );
+            position(&image, "  copy() {");
+            assert!(
+                !image
+                    .iter()
+                    .any(|l| l.contains("child") || l.contains("vfork")),
+                "{what}:\n{}",
+                image.join("\n")
+            );
+        }
+    });
+}
+
+/// `-N` and `-F` at record time name library functions reached through
+/// a pointer by the GOT slot the program took the pointer from, as they
+/// name those called through the PLT.
+#[test]
+fn record_filters_apply_to_indirect_library_calls() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, &[opt], &fixture("indirect.c"));
+            record(dir.path(), &exe, &["table"], &["-N", "strlen"]);
+            let mut want = vec!["main() {", "  table() {"];
+            want.extend(["    puts();"; 3]);
+            want.extend(["  } /* table */", "  printf();", "} /* main */"]);
+            assert_eq!(calls(dir.path(), &[]), want, "{cc} {opt} -N strlen");
+
+            record(dir.path(), &exe, &["table"], &["-F", "table", "-F", "str*"]);
+            let mut want = vec!["table() {"];
+            want.extend(["  strlen();"; 3]);
+            want.push("} /* table */");
+            assert_eq!(calls(dir.path(), &[]), want, "{cc} {opt} -F table -F str*");
+        }
+    }
+}
+
+/// `ftail ctl` switches library functions reached through a pointer by
+/// name in a running program: `-N strlen` stops recording strlen's calls
+/// until `-N ''`, and `-F labs` keeps only labs.
+#[test]
+fn ftail_ctl_filters_apply_to_indirect_library_calls() {
+    use std::io::{BufRead, BufReader, Write};
+    for cc in compilers() {
+        let dir = scratch();
+        let exe = build(dir.path(), cc, &["-O2"], &fixture("indirect_ctl.c"));
+        let tdir = dir.path().join("trace");
+        let mut child = Command::new(ftail())
+            .args(["record", "--no-sched", "--ctl", "-d"])
+            .arg(&tdir)
+            .arg("--")
+            .arg(&exe)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let pid = lines.next().unwrap().unwrap();
+        let ctl = |args: &[&str]| ctl_once_listening(&pid, args);
+        let mut round = |n: u32| {
+            writeln!(stdin, "{n}").unwrap();
+            assert_eq!(lines.next().unwrap().unwrap(), format!("done {n}"));
+        };
+        round(1); // everything
+        ctl(&["-N", "strlen"]);
+        round(2); // all but strlen
+        ctl(&["-N", ""]);
+        round(3); // everything again
+        ctl(&["-F", "labs"]);
+        round(4); // labs only
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "{cc}");
+        let counts = entry_counts(&tdir);
+        let count = |f: &str| counts.get(f).copied().unwrap_or(0);
+        assert_eq!(count("strlen"), 2, "{cc}: {counts:?}");
+        assert_eq!(count("labs"), 4, "{cc}: {counts:?}");
+        assert_eq!(count("round_of_calls"), 3, "{cc}: {counts:?}");
+    }
+}
+
+/// A function that returns twice (`setjmp`, `_setjmp`, `__sigsetjmp`),
+/// called through a pointer: recorded as a call that returns at once,
+/// and the `longjmp` back to it leaves the trace balanced.
+#[test]
+fn setjmp_through_a_pointer_is_recorded_as_a_call_that_returns_at_once() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let exe = build(dir.path(), cc, &[opt], &fixture("indirect.c"));
+            for (how, name, jump) in [
+                ("setjmp", "setjmp", "longjmp"),
+                ("_setjmp", "_setjmp", "longjmp"),
+                ("sigsetjmp", "__sigsetjmp", "siglongjmp"),
+            ] {
+                record(dir.path(), &exe, &[how], &[]);
+                assert_eq!(
+                    calls(dir.path(), &[]),
+                    [
+                        "main() {".to_string(),
+                        "  through_setjmp() {".into(),
+                        format!("    {name}();"),
+                        "    jump_back() {".into(),
+                        format!("      {jump}() {{"),
+                        format!("      }} /* {jump} (unwound) */"),
+                        "    } /* jump_back (unwound) */".into(),
+                        "  } /* through_setjmp */".into(),
+                        "  printf();".into(),
+                        "} /* main */".into(),
+                    ],
+                    "{cc} {opt} {how}"
+                );
+            }
+        }
+    }
+}
+
+/// Indirect calls longer than 5 bytes (`call *0x88(%reg)`, a vtable slot
+/// past the 16th, into a library built without ftail) are left as they
+/// are: the program runs as untraced, its sites verify, its trace is
+/// balanced; the same call made through a register (at -O0, or through
+/// a table indexed in registers) is recorded, and a pointer to the
+/// program's own function counts once.
+#[test]
+fn indirect_calls_longer_than_five_bytes_are_left_as_they_are() {
+    for cc in compilers() {
+        for opt in ["-O0", "-O2"] {
+            let dir = scratch();
+            let lib = dir.path().join("libops.so");
+            run_ok(
+                Command::new("gcc")
+                    .args(["-O2", "-shared", "-fPIC", "-o"])
+                    .arg(&lib)
+                    .arg(fixture("long_indirect_lib.c")),
+            );
+            let exe = dir.path().join("long");
+            run_ok(
+                ftail_cc(cc)
+                    .args([opt, "-o"])
+                    .arg(&exe)
+                    .arg(fixture("long_indirect.c"))
+                    .arg(format!("-L{}", dir.path().display()))
+                    .arg("-lops")
+                    .arg(format!("-Wl,-rpath,{}", dir.path().display())),
+            );
+            let (ok, report) = sites(&exe);
+            assert!(ok && report.contains(" 0 mismatches"), "{report}");
+            record(dir.path(), &exe, &[], &[]);
+            let slot: &[&str] = if opt == "-O0" {
+                // Loaded into a register first: `call *%reg`.
+                &[
+                    "  through_slot() {",
+                    "    op17();",
+                    "  } /* through_slot */",
+                ]
+            } else {
+                // `call *0x88(%reg)`: six bytes, left as it is.
+                &["  through_slot();"]
+            };
+            let mut want = vec!["main() {", "  lib_ops();"];
+            want.extend(slot);
+            want.extend([
+                "  through_table() {",
+                "    op17();",
+                "  } /* through_table */",
+                "  through_table() {",
+                "    own();",
+                "  } /* through_table */",
+                "  printf();",
+                "} /* main */",
+            ]);
+            assert_eq!(calls(dir.path(), &[]), want, "{cc} {opt}");
+        }
+    }
+}

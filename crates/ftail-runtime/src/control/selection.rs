@@ -72,6 +72,7 @@ pub fn lock() -> &'static RawLock {
 /// Sets the initial selection; called once at start-up.
 pub fn init(selection: Selection, trampolines: Trampolines) {
     CONTROL.with(|c| {
+        follow_indirect(&selection);
         *c = Some(Control {
             modules: Vec::new(),
             selection,
@@ -166,7 +167,8 @@ enum Writes {
 /// Writes the sites of `plan` that differ from what `selection` wants;
 /// returns the module's state afterwards.
 fn apply(plan: &ModulePlan, selection: &Selection, writes_how: Writes) -> Patched {
-    let traced: Vec<bool> = plan.all_names().map(|n| selection.selects(n)).collect();
+    let mut traced: Vec<bool> = plan.all_names().map(|n| selection.selects(n)).collect();
+    traced.push(selection.enabled);
     let mut writes = Vec::new();
     let mut done = Patched {
         functions: traced[..plan.names.len()].iter().filter(|&&t| t).count() as u64,
@@ -200,6 +202,12 @@ fn apply(plan: &ModulePlan, selection: &Selection, writes_how: Writes) -> Patche
         poke::write_sites(&batch, writes_how == Writes::Live);
     }
     done
+}
+
+/// Library functions reached through pointers are chosen by name when
+/// their thunk is handed out, and again at each change (`indirect.rs`).
+fn follow_indirect(selection: &Selection) {
+    crate::plan::indirect::select(selection.enabled, &selection.include, &selection.exclude);
 }
 
 /// Whether tracing is on.
@@ -271,6 +279,9 @@ fn run_command(c: &mut Control, line: &str) -> Result<String, String> {
         total.functions += done.functions;
         total.sites += done.sites;
         total.converted += done.converted;
+    }
+    if verb != "status" {
+        follow_indirect(&selection);
     }
     c.selection = selection;
     let s = &c.selection;

@@ -31,13 +31,28 @@
 //! its unwind information registered when the first module with indirect
 //! sites is planned.
 //!
+//! Name filters (`-F`, `-N`, `ftail ctl`) choose a library function
+//! reached this way by the symbol of the calling module's GOT slot that
+//! held the pointer, the name the readers give it: the slow path sends
+//! the calls of a target that the selection leaves out straight to it
+//! (cached as itself), and each change of the selection sends every
+//! target handed a thunk so far to its thunk or straight to it again
+//! (only the cache's values change, never its keys). A target no slot
+//! names is recorded unless include globs are given. The sites
+//! themselves stay patched whenever tracing is on, whichever function
+//! holds them: the callee's own entry, or its thunk, chooses.
+//!
 //! A target that is not a function start of an instrumented module is a
 //! library function: code of a shared library, a function of an
 //! instrumented module built without ftail, or a PLT stub of the program
 //! (unless its slot is bound to an instrumented function). Calls of the
-//! functions that must see their real caller or that return twice
-//! (`libcall::NEVER`, `setjmp`) go straight to them, unrecorded, and so
-//! do calls into the runtime and into code no module holds.
+//! functions that must see their real caller (`libcall::NEVER`) go
+//! straight to them, unrecorded, and so do calls into the runtime and
+//! into code no module holds. A function that returns twice (`setjmp`,
+//! `libcall::LEAF`) goes through a leaf thunk of the pool, as a direct
+//! call does: recorded as a call that ends at once, the function then
+//! entered with its caller's own return address, so a `longjmp` back to
+//! it finds its caller's frame as the program left it.
 
 use std::cell::UnsafeCell;
 use std::collections::BTreeMap;
@@ -73,6 +88,10 @@ pub static FTAIL_IND_CACHE: [CacheEntry; CACHE_LEN] = [const {
 /// Thunks in the pool: distinct library functions reached by indirect
 /// calls in one process; past them, such calls go unrecorded.
 const POOL: usize = 1024;
+/// Leaf thunks after them, for functions that return twice (`setjmp`
+/// and the like, `libcall::LEAF`): a call that ends at once, then a jump
+/// to the function, which returns straight to its caller.
+const LEAVES: usize = 16;
 
 /// Bytes of a site's stub (`mov OPERAND, %r11; jmp ftail_ind_lookup`).
 pub const SITE_STUB: u64 = 16;
@@ -291,6 +310,8 @@ struct Shared {
     starts: Vec<u64>,
     /// Addresses of the functions never called through a thunk.
     never: Vec<u64>,
+    /// Addresses of the functions that return twice.
+    leaf: Vec<u64>,
     /// The pool, once written.
     pool: Option<Pool>,
     /// The runtime's own load bias (its calls go straight).
@@ -300,6 +321,52 @@ struct Shared {
     /// (the function a program takes the address of, not the
     /// implementation an IFUNC chose: `strlen`, not `__strlen_avx2`).
     slots: Vec<(u64, BTreeMap<u64, String>)>,
+    /// Which library functions are recorded, by name (the selection's
+    /// copy: see [`select`]).
+    chosen: Chosen,
+}
+
+/// A copy of the selection the slow path reads (it cannot take the
+/// control lock: a signal handler may run it while its thread holds it).
+struct Chosen {
+    enabled: bool,
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl Chosen {
+    /// Whether calls of the function named `name` (empty: no GOT slot
+    /// named it, and only the readers will) are recorded: as
+    /// `Selection::selects`; an unnamed one only while no include glob
+    /// is given.
+    fn selects(&self, name: &[u8]) -> bool {
+        let included = self.include.is_empty()
+            || (!name.is_empty() && self.include.iter().any(|g| glob(g.as_bytes(), name)));
+        self.enabled && included && !self.exclude.iter().any(|g| glob(g.as_bytes(), name))
+    }
+}
+
+/// `config::glob` (`*` and `?`) over bytes, without allocating.
+fn glob(p: &[u8], t: &[u8]) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// The thunks the slow path hands out.
@@ -308,11 +375,28 @@ struct Pool {
     code: u64,
     /// Address of pointer word 0 (each thunk calls through its own).
     words: u64,
-    /// Thunks handed out.
+    /// Library thunks handed out.
     used: usize,
+    /// Leaf thunks handed out (thunks `POOL..POOL + leaves`).
+    leaves: usize,
     /// Per thunk: the symbol its target was loaded as, NUL-padded (empty:
     /// the readers symbolise the target).
     names: Vec<[u8; NAME_LEN]>,
+}
+
+impl Pool {
+    /// The thunks handed out.
+    fn handed_out(&self) -> impl Iterator<Item = usize> {
+        (0..self.used).chain(POOL..POOL + self.leaves)
+    }
+
+    /// The target and address of thunk `i` (handed out).
+    fn handed(&self, i: usize) -> (u64, u64) {
+        // SAFETY: word i of the pool's writable page, written when the
+        // thunk was handed out.
+        let target = unsafe { std::ptr::read_volatile((self.words + i as u64 * 8) as *const u64) };
+        (target, self.code + i as u64 * LIB_THUNK)
+    }
 }
 
 /// Bytes kept of a target's symbol.
@@ -327,9 +411,15 @@ static LOCK: SlowLock = SlowLock::new();
 static SHARED: SharedCell = SharedCell(UnsafeCell::new(Shared {
     starts: Vec::new(),
     never: Vec::new(),
+    leaf: Vec::new(),
     pool: None,
     runtime: 0,
     slots: Vec::new(),
+    chosen: Chosen {
+        enabled: true,
+        include: Vec::new(),
+        exclude: Vec::new(),
+    },
 }));
 
 fn with_shared<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
@@ -359,6 +449,41 @@ pub fn publish(modules: &[crate::found::modules::Module]) {
         )
     });
     drop(old);
+}
+
+/// Takes the selection (tracing on, include and exclude globs) that the
+/// indirect calls' library functions follow from now on, and sends the
+/// calls of every target handed a thunk so far where it says: to the
+/// thunk, or straight to the function (never in a signal handler: it
+/// allocates).
+pub fn select(enabled: bool, include: &[String], exclude: &[String]) {
+    let fresh = Chosen {
+        enabled,
+        include: include.to_vec(),
+        exclude: exclude.to_vec(),
+    };
+    let old = with_shared(|s| {
+        let old = std::mem::replace(&mut s.chosen, fresh);
+        if let Some(pool) = s.pool.as_ref() {
+            for i in pool.handed_out() {
+                let (target, thunk) = pool.handed(i);
+                recache(target, pool_dest(&s.chosen, pool, i, target, thunk));
+            }
+        }
+        old
+    });
+    drop(old);
+}
+
+/// Where calls of `target`, handed thunk `i` of `pool` (at `thunk`), go.
+fn pool_dest(chosen: &Chosen, pool: &Pool, i: usize, target: u64, thunk: u64) -> u64 {
+    let name = &pool.names[i];
+    let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN)];
+    if chosen.selects(name) {
+        thunk
+    } else {
+        target
+    }
 }
 
 /// `_dl_find_object`'s result (glibc 2.35, x86-64 layout).
@@ -420,44 +545,61 @@ pub fn ensure_pool(t: Trampolines) -> bool {
     let find = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
     FIND_OBJECT.store(find as u64, Ordering::Relaxed);
     let runtime = module_of(ensure_pool as *const () as usize as u64).map_or(0, |m| m.0);
-    let mut never = Vec::new();
-    for name in libcall::NEVER.iter().chain(libcall::LEAF) {
-        let Ok(c) = std::ffi::CString::new(*name) else {
-            continue;
-        };
-        // SAFETY: dlsym with a NUL-terminated name.
-        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
-        if !p.is_null() {
-            never.push(p as u64);
-        }
+    let mut never = addresses(libcall::NEVER);
+    if libcall::shadow_stack_in_use() {
+        never.extend(addresses(libcall::VFORK));
     }
+    let leaf = addresses(libcall::LEAF);
     let Some(pool) = write_pool(t) else {
         return false;
     };
     with_shared(|s| {
         s.never = never;
+        s.leaf = leaf;
         s.runtime = runtime;
         s.pool = Some(pool);
     });
     true
 }
 
+/// Where the functions named `names` are (those the loader finds).
+fn addresses(names: &[&str]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for name in names {
+        let Ok(c) = std::ffi::CString::new(*name) else {
+            continue;
+        };
+        // SAFETY: dlsym with a NUL-terminated name.
+        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
+        if !p.is_null() {
+            out.push(p as u64);
+        }
+    }
+    out
+}
+
 /// Maps and writes the pool: near stubs, then [`POOL`] library thunks
-/// whose entry sites always call the entry trampoline, read and execute
-/// only, their unwind information registered; the pointer words in a
-/// writable page within reach.
+/// and [`LEAVES`] leaf thunks whose entry sites always call the entry
+/// trampoline, read and execute only, their unwind information
+/// registered; the pointer words in a writable page within reach.
 fn write_pool(t: Trampolines) -> Option<Pool> {
-    let code_len = (NEAR as u64 * STUB + POOL as u64 * LIB_THUNK + PAGE - 1) & !(PAGE - 1);
-    let words_len = (POOL as u64 * 8 + PAGE - 1) & !(PAGE - 1);
+    let thunks = (POOL + LEAVES) as u64;
+    let code_len = (NEAR as u64 * STUB + thunks * LIB_THUNK + PAGE - 1) & !(PAGE - 1);
+    let words_len = (thunks * 8 + PAGE - 1) & !(PAGE - 1);
     let words = map_near(ftail_ind_lookup as *const () as usize as u64, words_len)?;
     let area = map_near(words, code_len)?;
     let near = write_stubs(area, t);
     let code = area + NEAR as u64 * STUB;
-    let mut layouts = Vec::with_capacity(POOL);
-    for i in 0..POOL as u64 {
+    let mut layouts = Vec::with_capacity(POOL + LEAVES);
+    for i in 0..thunks {
         let at = code + i * LIB_THUNK;
-        let (target, merged) = libcall::entry_target("", None, &near, &t);
-        let thunk = libcall::write_thunk(at, words + i * 8, "", merged, &near)?;
+        let kind = if i < POOL as u64 {
+            ""
+        } else {
+            libcall::LEAF[0]
+        };
+        let (target, merged) = libcall::entry_target(kind, None, &near, &t);
+        let thunk = libcall::write_thunk(at, words + i * 8, kind, merged, &near)?;
         let entry = call_or_jmp(0xe8, at, target);
         // SAFETY: the thunk lies in the writable area just mapped.
         unsafe { std::ptr::copy_nonoverlapping(entry.as_ptr(), at as *mut u8, 5) };
@@ -480,7 +622,8 @@ fn write_pool(t: Trampolines) -> Option<Pool> {
         code,
         words,
         used: 0,
-        names: vec![[0; NAME_LEN]; POOL],
+        leaves: 0,
+        names: vec![[0; NAME_LEN]; POOL + LEAVES],
     })
 }
 
@@ -499,36 +642,48 @@ fn resolve(s: &mut Shared, target: u64, ret: u64) -> u64 {
     let Some(pool) = s.pool.as_mut() else {
         return target;
     };
-    // SAFETY: the pool's words are ours, written only under the lock.
-    let words = unsafe { std::slice::from_raw_parts(pool.words as *const u64, pool.used) };
-    if let Some(i) = words.iter().position(|&w| w == target) {
-        let thunk = pool.code + i as u64 * LIB_THUNK;
-        cache(target, thunk);
-        return thunk;
+    if let Some(i) = pool.handed_out().find(|&i| pool.handed(i).0 == target) {
+        let thunk = pool.handed(i).1;
+        let dest = pool_dest(&s.chosen, pool, i, target, thunk);
+        cache(target, dest);
+        return dest;
     }
-    if target == 0 || !is_library(s, target) {
+    let leaf = match classify(s, target) {
+        _ if target == 0 => None,
+        Call::Straight => None,
+        Call::Library => Some(false),
+        Call::Leaf => Some(true),
+    };
+    let Some(leaf) = leaf else {
         cache(target, target);
         return target;
-    }
+    };
     let Some(pool) = s.pool.as_mut() else {
         return target;
     };
-    if pool.used == POOL {
-        return target;
-    }
-    let i = pool.used as u64;
+    let i = match leaf {
+        false if pool.used < POOL => {
+            pool.used += 1;
+            pool.used - 1
+        }
+        true if pool.leaves < LEAVES => {
+            pool.leaves += 1;
+            POOL + pool.leaves - 1
+        }
+        _ => return target,
+    } as u64;
     let thunk = pool.code + i * LIB_THUNK;
     // SAFETY: word i of the pool's writable page.
     unsafe { std::ptr::write_volatile((pool.words + i * 8) as *mut u64, target) };
-    pool.used += 1;
     let name = &mut pool.names[i as usize];
     if let Some(symbol) = slot_name(&s.slots, target, ret) {
         let n = symbol.len().min(NAME_LEN - 1);
         name[..n].copy_from_slice(&symbol.as_bytes()[..n]);
     }
     log_thunk(thunk + 5, target, name);
-    cache(target, thunk);
-    thunk
+    let dest = pool_dest(&s.chosen, pool, i as usize, target, thunk);
+    cache(target, dest);
+    dest
 }
 
 /// The symbol of a GOT slot of the calling module (whose code holds
@@ -544,30 +699,48 @@ fn slot_name(slots: &[(u64, BTreeMap<u64, String>)], target: u64, ret: u64) -> O
         .map(|(_, name)| name.as_str())
 }
 
-/// Whether calls of `target` are recorded through a thunk: see the
-/// module's text.
-fn is_library(s: &Shared, target: u64) -> bool {
+/// How calls of a target are made.
+enum Call {
+    /// Straight to it, unrecorded (or recorded by its own entry).
+    Straight,
+    /// Through a library thunk.
+    Library,
+    /// Through a leaf thunk: it returns twice.
+    Leaf,
+}
+
+/// How calls of `target` are made: see the module's text.
+fn classify(s: &Shared, target: u64) -> Call {
     let instrumented = |a: u64| s.starts.binary_search(&a).is_ok();
+    let of = |a: u64| {
+        if instrumented(a) || s.never.contains(&a) {
+            Call::Straight
+        } else if s.leaf.contains(&a) {
+            Call::Leaf
+        } else {
+            Call::Library
+        }
+    };
     if instrumented(target) || s.never.contains(&target) {
-        return false;
+        return Call::Straight;
     }
     let Some((base, _)) = module_of(target) else {
-        return false;
+        return Call::Straight;
     };
     if base == s.runtime {
-        return false;
+        return Call::Straight;
     }
     // A PLT stub: what its slot holds decides.
     if let Some(slot) = plt_slot(target) {
         if module_of(slot).is_some_and(|m| m.0 == base) {
             // SAFETY: a slot of the module holding the stub, mapped.
             let bound = unsafe { std::ptr::read_volatile(slot as *const u64) };
-            if instrumented(bound) || s.never.contains(&bound) {
-                return false;
+            if !matches!(of(bound), Call::Library) {
+                return of(bound);
             }
         }
     }
-    true
+    of(target)
 }
 
 /// Fills the cache entry of `target`, unless another target has it
@@ -577,6 +750,16 @@ fn cache(target: u64, dest: u64) {
     if e.key.load(Ordering::Relaxed) == 0 {
         e.value.store(dest, Ordering::Relaxed);
         e.key.store(target, Ordering::Release);
+    }
+}
+
+/// Sends the calls of `target` to `dest` from now on, when the cache
+/// holds `target`: a stub that read the key reads the old or the new
+/// value, and either calls `target` (through its thunk, or straight).
+fn recache(target: u64, dest: u64) {
+    let e = &FTAIL_IND_CACHE[(target >> 4) as usize & (CACHE_LEN - 1)];
+    if e.key.load(Ordering::Relaxed) == target {
+        e.value.store(dest, Ordering::Release);
     }
 }
 
@@ -707,11 +890,10 @@ fn log_thunk(entry: u64, target: u64, name: &[u8; NAME_LEN]) {
 pub fn log_again() {
     let used: Vec<(u64, u64, [u8; NAME_LEN])> = with_shared(|s| {
         s.pool.as_ref().map_or_else(Vec::new, |p| {
-            (0..p.used as u64)
+            p.handed_out()
                 .map(|i| {
-                    // SAFETY: word i of the pool, handed out.
-                    let w = unsafe { std::ptr::read_volatile((p.words + i * 8) as *const u64) };
-                    (p.code + i * LIB_THUNK + 5, w, p.names[i as usize])
+                    let (target, thunk) = p.handed(i);
+                    (thunk + 5, target, p.names[i])
                 })
                 .collect()
         })

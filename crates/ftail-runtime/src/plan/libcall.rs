@@ -137,7 +137,37 @@ pub fn is_leaf(name: &str) -> bool {
 /// into the program stays the program's own; only calls into shared
 /// libraries take a leaf thunk).
 pub fn never_local(name: &str) -> bool {
-    NEVER.contains(&name) || is_leaf(name)
+    is_never(name) || is_leaf(name)
+}
+
+/// `vfork` and its alias: through a thunk only without a shadow stack.
+/// With one, the child leaves `vfork` without popping it (as glibc's
+/// does, so that the parent's entry stays), and the thunk's own `ret` in
+/// the child would then fault; `record/vfork.rs` keeps the child out of
+/// the parent's state either way.
+pub const VFORK: &[&str] = &["vfork", "__vfork"];
+
+/// Whether calls of `name` go straight to it: one of [`NEVER`], or
+/// [`VFORK`] while the thread has a shadow stack (CET) in use.
+pub fn is_never(name: &str) -> bool {
+    NEVER.contains(&name) || (VFORK.contains(&name) && shadow_stack_in_use())
+}
+
+/// Whether the calling thread runs with a shadow stack: `rdsspq` leaves
+/// its register 0 where none is in use (and is a `nop` on processors
+/// without CET).
+pub fn shadow_stack_in_use() -> bool {
+    let ssp: u64;
+    // SAFETY: rdsspq only reads the shadow-stack pointer, or does nothing.
+    unsafe {
+        std::arch::asm!(
+            "xor {0:e}, {0:e}",
+            "rdsspq {0}",
+            out(reg) ssp,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    ssp != 0
 }
 
 /// Functions whose calls are never made through a library thunk: those
@@ -146,8 +176,6 @@ pub fn never_local(name: &str) -> bool {
 /// may resume on another thread, away from the thunk's side-stack
 /// entry), and the runtime's own entry point.
 pub const NEVER: &[&str] = &[
-    "vfork",
-    "__vfork",
     "getcontext",
     "swapcontext",
     "setcontext",
@@ -328,7 +356,7 @@ pub fn is_local_library(target: u64, m: &Module, known: &Known, local: &LocalFun
 /// yet points back into the calling module `m`'s own PLT, which says
 /// nothing).
 pub fn is_library(name: &str, slot: u64, m: &Module, known: &Known) -> bool {
-    if NEVER.contains(&name) {
+    if is_never(name) {
         return false;
     }
     // SAFETY: a GOT slot named by the module's own relocations, mapped

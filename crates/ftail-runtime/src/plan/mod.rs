@@ -170,7 +170,18 @@ impl ModulePlan {
             .chain(self.libcalls.iter().map(|l| l.name.as_str()))
     }
 
-    /// What the site should hold given which functions are traced.
+    /// The index in `traced` (see [`ModulePlan::wanted`]) that says
+    /// whether tracing is on at all, which is what indirect call sites
+    /// follow: their callee is known only when the call is made, and a
+    /// library function's thunk, or an instrumented function's own entry,
+    /// chooses by name then (`indirect.rs`).
+    pub fn enabled_index(&self) -> usize {
+        self.names.len() + self.libcalls.len()
+    }
+
+    /// What the site should hold given which functions are traced (one
+    /// flag per name of [`ModulePlan::all_names`], then whether tracing
+    /// is on).
     pub fn wanted(&self, site: &SitePlan, traced: &[bool]) -> [u8; 5] {
         if !traced[site.func as usize] {
             return site.off;
@@ -553,8 +564,10 @@ fn plan_indirect(
     let reg_stubs = *next;
     indirect::write_register_stubs(reg_stubs);
     *next += indirect::REG_STUBS;
+    let enabled = plan.enabled_index() as u32;
     for (i, call) in calls {
         let s = &mut plan.sites[i];
+        s.func = enabled;
         let at = *next;
         *next += indirect::PER_SITE;
         match pool

@@ -1,7 +1,8 @@
 //! Events recorded: each thread's state, its event file or ring, the
 //! trace stack the events keep balanced, the trampolines' slow paths,
 //! stack switches, a thread's start and end, snapshots, the trace's size
-//! budget, and closing frames before an `exec`.
+//! budget, closing frames before an `exec`, and a `vfork` child kept out
+//! of its parent's state.
 //!
 //! Imports go one way: `args` → `hooks` → `session` →
 //! `stacks`/`parked` → `frames`
@@ -25,4 +26,5 @@ pub mod state;
 pub mod thread;
 pub mod triggers;
 pub mod values;
+pub mod vfork;
 pub mod write;
