@@ -138,6 +138,9 @@ impl Packer {
     }
 }
 
+/// How much of `--max-size` a drained file takes at a time.
+const BUDGET_STEP: u64 = 1 << 20;
+
 /// How long the drainer sleeps when no chunk was ready.
 const IDLE: Duration = Duration::from_millis(1);
 
@@ -242,6 +245,15 @@ struct Ring {
     finished: bool,
     /// A chunk read from after the ring.
     spilled: Vec<u8>,
+    /// The trace's budget file (`--max-size`).
+    budget: PathBuf,
+    /// Bytes of the drained file taken from the budget.
+    taken: u64,
+    /// Whether the budget had no room for the next frame: nothing more is
+    /// drained while the program runs.
+    full: bool,
+    /// Whether the thread is gone and the rest is being drained.
+    ending: bool,
 }
 
 // SAFETY: `map` is a mapping owned by the ring alone, used only by the
@@ -318,6 +330,10 @@ impl Ring {
             next: 0,
             finished: false,
             spilled: Vec::new(),
+            budget: path.with_file_name(ftail_abi::trace::BUDGET_FILE),
+            taken: 0,
+            full: false,
+            ending: false,
         };
         if finished_len || ring.word(|c| &c.finished).load(Ordering::Acquire) != 0 {
             ring.finished = true;
@@ -360,6 +376,9 @@ impl Ring {
         let Some(packer) = packer else {
             return false;
         };
+        if self.full {
+            return false;
+        }
         let written = self.word(|c| &c.written).load(Ordering::Acquire);
         let spill = self.word(|c| &c.spill_from).load(Ordering::Acquire);
         let ready = written.saturating_sub(1).min(spill);
@@ -400,6 +419,21 @@ impl Ring {
             return Ok(false);
         }
         let frame = packer.frame(codec, self.next, data)?;
+        let need = (self.out_len + frame.len() as u64).saturating_sub(self.taken);
+        if need > 0 {
+            // While the program runs, a chunk without room stays in the
+            // ring: its thread spills, and stops where the budget does.
+            // The rest is drained whatever is left: the ring it comes
+            // from is given back.
+            let step = need.div_ceil(BUDGET_STEP) * BUDGET_STEP;
+            if self.ending {
+                budget::force(&self.budget, step);
+            } else if !budget::take_all(&self.budget, step) {
+                self.full = true;
+                return Err(std::io::Error::other("--max-size reached"));
+            }
+            self.taken += step;
+        }
         self.out.write_all_at(frame, self.out_len)?;
         self.out_len += frame.len() as u64;
         self.next += 1;
@@ -423,6 +457,7 @@ impl Ring {
         let Some(packer) = packer else {
             return;
         };
+        self.ending = true;
         let written = self.word(|c| &c.written).load(Ordering::Acquire);
         let spill = self.word(|c| &c.spill_from).load(Ordering::Acquire);
         let ring_end = if spill == NO_SPILL {
@@ -451,7 +486,9 @@ impl Ring {
         self.word(|c| &c.drained)
             .store(self.next, Ordering::Release);
         self.word(|c| &c.finished).store(1, Ordering::Release);
+        let len = self.events.metadata().map_or(0, |m| m.len());
         if self.events.set_len(RING_AT).is_ok() {
+            budget::give_back(&self.budget, len.saturating_sub(RING_AT));
             self.finished = true;
         }
     }
@@ -512,4 +549,83 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// The trace's count of bytes against `--max-size`, shared with the
+/// runtime: updated as it does (`ftail-runtime`'s `record::budget`), under
+/// a record lock on the budget file, never through a mapping.
+mod budget {
+    use std::fs::{File, OpenOptions};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::path::Path;
+
+    use ftail_abi::trace::{TraceBudget, BUDGET_MAGIC, TRACE_VERSION};
+
+    const SIZE: usize = std::mem::size_of::<TraceBudget>();
+    const USED_AT: usize = std::mem::offset_of!(TraceBudget, used_bytes);
+    const MAX_AT: usize = std::mem::offset_of!(TraceBudget, max_bytes);
+    const PAGE: u64 = 4096;
+
+    /// Runs `f(used, max)`, which returns the new count and a result, on
+    /// the count of the budget file `path`; None when there is no whole
+    /// budget file (no limit can be kept then: the runtime stops taking).
+    fn update<R>(path: &Path, f: impl Fn(u64, u64) -> (u64, R)) -> Option<R> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ok()?;
+        // The lock goes with the descriptor, closed on return.
+        lock(&file)?;
+        let mut b = [0u8; SIZE];
+        file.read_exact_at(&mut b, 0).ok()?;
+        let version = u32::from_le_bytes(b[8..12].try_into().ok()?);
+        if b[..8] != BUDGET_MAGIC || version != TRACE_VERSION {
+            return None;
+        }
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+        let (now, r) = f(word(USED_AT), word(MAX_AT));
+        file.write_all_at(&now.to_le_bytes(), USED_AT as u64).ok()?;
+        Some(r)
+    }
+
+    fn lock(file: &File) -> Option<()> {
+        // SAFETY: a zeroed flock is valid; the fields are set below.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as i16;
+        lock.l_whence = libc::SEEK_SET as i16;
+        lock.l_len = SIZE as libc::off_t;
+        loop {
+            // SAFETY: F_SETLKW with a valid flock on a descriptor we own.
+            if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &lock) } == 0 {
+                return Some(());
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return None;
+            }
+        }
+    }
+
+    /// Takes exactly `n` bytes (in pages), or nothing: false when they
+    /// are not all left. Without a budget file, nothing limits.
+    pub fn take_all(path: &Path, n: u64) -> bool {
+        let n = n.div_ceil(PAGE) * PAGE;
+        update(path, |u, max| {
+            let fits = max.saturating_sub(u) >= n;
+            (if fits { u + n } else { u }, fits)
+        })
+        .unwrap_or(true)
+    }
+
+    /// Takes `n` bytes whatever is left.
+    pub fn force(path: &Path, n: u64) {
+        let _ = update(path, |u, _| (u.saturating_add(n), ()));
+    }
+
+    /// Gives back `n` bytes taken before.
+    pub fn give_back(path: &Path, n: u64) {
+        let _ = update(path, |u, _| (u.saturating_sub(n), ()));
+    }
 }

@@ -202,6 +202,36 @@ fn chunks_compressed_with_lz4_read_as_the_default_trace() {
     assert!(per_thread(&trace::open(&tdir).unwrap()) == per_thread(&kept));
 }
 
+#[test]
+fn drained_files_count_in_max_size() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    let tdir = dir.path().join("drained");
+    // About 6 M events: some 6 MB of LZ4 frames, against 4 MiB.
+    let out = run(Command::new(ftail())
+        .env("FTAIL_DRAIN_CODEC", "lz4")
+        .args(["record", "--no-sched", "--no-libcall", "--drain=128K"])
+        .args(["--max-size", "4M", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .args(["0", "3000000"]));
+    assert!(out.status.success(), "{out:?}");
+    wait_drained(&tdir);
+    let drained: u64 = drained_files(&tdir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let all: u64 = std::fs::read_dir(&tdir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(drained > 1 << 20, "{drained} bytes drained");
+    assert!(all <= (4 << 20) + (64 << 10), "{all} bytes in the trace");
+    let t = trace::open(&tdir).unwrap();
+    assert!(t.processes[0].threads.iter().all(|th| th.damage.is_none()));
+}
+
 /// The replay of a trace without its times: the same for any two
 /// recordings of a program of one thread that does the same calls.
 fn replay_lines(tdir: &Path) -> Vec<String> {
