@@ -15,7 +15,9 @@
 #   KEEP_COST_HUGE_DIR names a directory on a tmpfs mounted huge=always
 #   (`mount -t tmpfs -o huge=always,size=2G none DIR`, as root), there;
 #   keeping every event in a drained ring (`--drain`, 8M and 1M per
-#   thread), compressed by `ftail record` beside the program.
+#   thread), compressed by `ftail record` beside the program: zstd while
+#   the drainer keeps up and LZ4 once it falls behind (drain), zstd only
+#   (drain-zstd), LZ4 only (drain-lz4).
 # KEEP_COST_VARIANTS="plain floor ring keep drain" runs only those.
 # Also the minor page faults and system time of each run (/usr/bin/time,
 # the whole `ftail record` included) and, with perf, where the traced
@@ -49,7 +51,7 @@ with() {
   return $rc
 }
 names=(plain floor ring keep keep-tmpfs keep+idle keep+pop keep+fallocate keep+pop+fallocate keep-tmpfs+pop
-  keep+hugepage drain drain-1M)
+  keep+hugepage drain drain-1M drain-zstd drain-lz4)
 huge=${KEEP_COST_HUGE_DIR:-}
 [ -n "$huge" ] && names+=(keep-huge-tmpfs)
 [ -n "${KEEP_COST_VARIANTS:-}" ] && read -ra names <<<"$KEEP_COST_VARIANTS"
@@ -69,6 +71,8 @@ run() {
     keep+hugepage) FTAIL_HUGEPAGE=1 "${T[@]}" "$ftail" record -d trace --tail mark -- ./hotloop "$n" ;;
     drain) "${T[@]}" "$ftail" record -d trace --drain --tail mark -- ./hotloop "$n" ;;
     drain-1M) "${T[@]}" "$ftail" record -d trace --drain=1M --tail mark -- ./hotloop "$n" ;;
+    drain-zstd) FTAIL_DRAIN_CODEC=zstd "${T[@]}" "$ftail" record -d trace --drain --tail mark -- ./hotloop "$n" ;;
+    drain-lz4) FTAIL_DRAIN_CODEC=lz4 "${T[@]}" "$ftail" record -d trace --drain --tail mark -- ./hotloop "$n" ;;
     keep-huge-tmpfs) "${T[@]}" "$ftail" record -d "$huge/trace" --tail mark -- ./hotloop "$n" ;;
   esac
 }

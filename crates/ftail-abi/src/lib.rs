@@ -696,8 +696,13 @@ pub mod trace {
         /// The first word of a frame that holds its chunk as it is (the
         /// drainer was behind: storing is faster than compressing).
         pub const FRAME_STORED: u32 = u32::from_le_bytes(*b"FTCS");
-        /// Bytes of a frame's head: magic, bytes of the chunk, its
-        /// number, bytes of its zstd frame, the CRC-32 of those bytes.
+        /// The first word of a frame whose chunk is one LZ4 block (the
+        /// drainer was somewhat behind: LZ4 compresses faster than zstd,
+        /// and decompresses about twice as fast).
+        pub const FRAME_LZ4: u32 = u32::from_le_bytes(*b"FTCL");
+        /// Bytes of a frame's head: magic (which codec), bytes of the
+        /// chunk, its number, bytes of its compressed form, the CRC-32 of
+        /// those bytes.
         pub const FRAME_HEAD: usize = 24;
         /// No spill: [`Control::spill_from`].
         pub const NO_SPILL: u64 = u64::MAX;

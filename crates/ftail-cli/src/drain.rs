@@ -22,14 +22,124 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ftail_abi::trace::drain::{
-    chunk_at, Control, CHUNK, CONTROL_AT, DRAINED_MAGIC, FRAME_HEAD, FRAME_MAGIC, FRAME_STORED,
-    NO_SPILL, RING_AT,
+    chunk_at, Control, CHUNK, CONTROL_AT, DRAINED_MAGIC, FRAME_HEAD, FRAME_LZ4, FRAME_MAGIC,
+    FRAME_STORED, NO_SPILL, RING_AT,
 };
 use ftail_abi::trace::{EventFileHeader, EVENTS_MAGIC, EVENTS_SUFFIX};
 
 /// zstd's level: the fastest of its usual ones compresses a chunk of
-/// records about 8 to 12 times.
+/// records about 7 to 10 times.
 const LEVEL: i32 = 1;
+
+/// How a chunk goes into the drained file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Codec {
+    /// The smallest: about 0.6 to 0.9 bytes an event.
+    Zstd,
+    /// Faster to compress than zstd and about twice as fast to read back,
+    /// about 1.0 to 1.5 bytes an event.
+    Lz4,
+    /// As it is: the drainer is so far behind that its thread would soon
+    /// wait.
+    Stored,
+}
+
+/// What compresses chunks into frames, with the buffers it reuses.
+struct Packer {
+    zstd: zstd::bulk::Compressor<'static>,
+    /// The codec of a drainer that keeps up (`FTAIL_DRAIN_CODEC=zstd` or
+    /// `lz4`: that codec however far behind, short of storing).
+    keeping_up: Codec,
+    /// Whether the codec follows how far behind the drainer is.
+    adaptive: bool,
+    frame: Vec<u8>,
+    /// Chunks written with each codec, in [`Codec`]'s order.
+    counts: [u64; 3],
+}
+
+impl Packer {
+    fn new() -> Option<Packer> {
+        let choice = std::env::var("FTAIL_DRAIN_CODEC").unwrap_or_default();
+        let (keeping_up, adaptive) = match choice.as_str() {
+            "zstd" => (Codec::Zstd, false),
+            "lz4" => (Codec::Lz4, false),
+            _ => (Codec::Zstd, true),
+        };
+        let bound = zstd::zstd_safe::compress_bound(CHUNK as usize)
+            .max(lz4_flex::block::get_maximum_output_size(CHUNK as usize))
+            .max(CHUNK as usize);
+        Some(Packer {
+            zstd: zstd::bulk::Compressor::new(LEVEL).ok()?,
+            keeping_up,
+            adaptive,
+            frame: vec![0; FRAME_HEAD + bound],
+            counts: [0; 3],
+        })
+    }
+
+    /// The codec for a chunk when `behind` chunks of a ring of `slots`
+    /// wait to be drained: zstd while the drainer keeps up, LZ4 once it
+    /// falls behind by an eighth of the ring, storing past half (the
+    /// thread spills when it catches up with the drainer).
+    fn codec(&self, behind: u64, slots: u64) -> Codec {
+        if behind * 2 > slots {
+            Codec::Stored
+        } else if self.adaptive && behind * 8 > slots {
+            Codec::Lz4
+        } else {
+            self.keeping_up
+        }
+    }
+
+    /// The frame that holds chunk `k`, whose bytes are `data`.
+    fn frame(&mut self, codec: Codec, k: u64, data: &[u8]) -> std::io::Result<&[u8]> {
+        let body = &mut self.frame[FRAME_HEAD..];
+        let (magic, packed) = match codec {
+            Codec::Zstd => (FRAME_MAGIC, self.zstd.compress_to_buffer(data, body)?),
+            Codec::Lz4 => (
+                FRAME_LZ4,
+                lz4_flex::block::compress_into(data, body).map_err(std::io::Error::other)?,
+            ),
+            Codec::Stored => {
+                body[..data.len()].copy_from_slice(data);
+                (FRAME_STORED, data.len())
+            }
+        };
+        self.counts[codec as usize] += 1;
+        let crc = crc32fast::hash(&self.frame[FRAME_HEAD..FRAME_HEAD + packed]);
+        let head = &mut self.frame[..FRAME_HEAD];
+        head[0..4].copy_from_slice(&magic.to_le_bytes());
+        head[4..8].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        head[8..16].copy_from_slice(&k.to_le_bytes());
+        head[16..20].copy_from_slice(&(packed as u32).to_le_bytes());
+        head[20..24].copy_from_slice(&crc.to_le_bytes());
+        Ok(&self.frame[..FRAME_HEAD + packed])
+    }
+
+    /// With `FTAIL_DRAIN_STATS` set: how many chunks went each way and
+    /// the drainer's CPU time, on standard error (for benchmarks).
+    fn report(&self) {
+        if std::env::var_os("FTAIL_DRAIN_STATS").is_none() {
+            return;
+        }
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage fills the rusage it is given.
+        let usage = unsafe {
+            libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
+            usage.assume_init()
+        };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let [z, l, s] = self.counts;
+        crate::out::stderr(&format!(
+            "ftail: drainer: {z} chunks zstd, {l} lz4, {s} stored; {:.3} s user, {:.3} s system",
+            secs(usage.ru_utime),
+            secs(usage.ru_stime)
+        ));
+    }
+}
+
+/// How much of `--max-size` a drained file takes at a time.
+const BUDGET_STEP: u64 = 1 << 20;
 
 /// How long the drainer sleeps when no chunk was ready.
 const IDLE: Duration = Duration::from_millis(1);
@@ -64,7 +174,7 @@ impl Drainer {
 
 fn run(dir: &Path, stop: &AtomicBool) {
     let mut rings: HashMap<PathBuf, Ring> = HashMap::new();
-    let mut compressor = zstd::bulk::Compressor::new(LEVEL).ok();
+    let mut packer = Packer::new();
     let mut since_scan = u32::MAX;
     loop {
         let stopping = stop.load(Ordering::Acquire);
@@ -80,13 +190,16 @@ fn run(dir: &Path, stop: &AtomicBool) {
                 continue;
             }
             ring.beat();
-            busy |= ring.drain_ready(compressor.as_mut());
+            busy |= ring.drain_ready(packer.as_mut());
             if stopping && !ring.writer_alive(dir) {
-                ring.drain_rest(compressor.as_mut());
+                ring.drain_rest(packer.as_mut());
             }
             all_done &= ring.finished;
         }
         if stopping && all_done {
+            if let Some(p) = &packer {
+                p.report();
+            }
             return;
         }
         if !busy {
@@ -119,8 +232,9 @@ fn find_rings(dir: &Path, rings: &mut HashMap<PathBuf, Ring>) {
 struct Ring {
     path: PathBuf,
     events: File,
-    /// The event file's header page, mapped shared: the control words.
-    page: *mut u8,
+    /// The event file's header page and ring, mapped shared: the control
+    /// words, and the chunks read and zeroed in place.
+    map: *mut u8,
     drain: u64,
     pid: u32,
     out: File,
@@ -129,16 +243,27 @@ struct Ring {
     /// Chunks in the drained file.
     next: u64,
     finished: bool,
+    /// A chunk read from after the ring.
+    spilled: Vec<u8>,
+    /// The trace's budget file (`--max-size`).
+    budget: PathBuf,
+    /// Bytes of the drained file taken from the budget.
+    taken: u64,
+    /// Whether the budget had no room for the next frame: nothing more is
+    /// drained while the program runs.
+    full: bool,
+    /// Whether the thread is gone and the rest is being drained.
+    ending: bool,
 }
 
-// SAFETY: `page` is a mapping owned by the ring alone, used only by the
+// SAFETY: `map` is a mapping owned by the ring alone, used only by the
 // drainer's thread.
 unsafe impl Send for Ring {}
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        // SAFETY: the page `open` mapped, not used after this.
-        unsafe { libc::munmap(self.page.cast(), RING_AT as usize) };
+        // SAFETY: the mapping `open` made, not used after this.
+        unsafe { libc::munmap(self.map.cast(), (RING_AT + self.drain) as usize) };
     }
 }
 
@@ -168,36 +293,49 @@ impl Ring {
         if head[..8] != EVENTS_MAGIC || drain < 2 * CHUNK || !drain.is_multiple_of(CHUNK) {
             return None;
         }
-        if events.metadata().ok()?.len() < RING_AT {
+        // The thread makes its file this long before it writes the header;
+        // a finished ring's is cut to its header's page.
+        let finished_len = events.metadata().ok()?.len() < RING_AT + drain;
+        let len = if finished_len {
+            RING_AT
+        } else {
+            RING_AT + drain
+        };
+        if events.metadata().ok()?.len() < len {
             return None;
         }
-        // SAFETY: a shared mapping of the first page of a file at least
-        // that long; it stays mapped as long as the ring is held.
-        let page = unsafe {
+        // SAFETY: a shared mapping of the start of a file at least that
+        // long; it stays mapped as long as the ring is held.
+        let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                RING_AT as usize,
+                len as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 events.as_raw_fd(),
                 0,
             )
         };
-        if page == libc::MAP_FAILED {
+        if map == libc::MAP_FAILED {
             return None;
         }
         let mut ring = Ring {
             path: path.to_path_buf(),
             events,
-            page: page.cast(),
-            drain,
+            map: map.cast(),
+            drain: len - RING_AT,
             pid,
             out: File::open("/dev/null").ok()?,
             out_len: 0,
             next: 0,
             finished: false,
+            spilled: Vec::new(),
+            budget: path.with_file_name(ftail_abi::trace::BUDGET_FILE),
+            taken: 0,
+            full: false,
+            ending: false,
         };
-        if ring.word(|c| &c.finished).load(Ordering::Acquire) != 0 {
+        if finished_len || ring.word(|c| &c.finished).load(Ordering::Acquire) != 0 {
             ring.finished = true;
             return Some(ring);
         }
@@ -220,7 +358,7 @@ impl Ring {
         // SAFETY: the control words lie in the mapped header page at
         // CONTROL_AT, aligned; both sides access them only with atomics.
         unsafe {
-            let control = &*(self.page.add(CONTROL_AT as usize) as *const Control);
+            let control = &*(self.map.add(CONTROL_AT as usize) as *const Control);
             AtomicU64::from_ptr(f(control) as *const u64 as *mut u64)
         }
     }
@@ -234,20 +372,21 @@ impl Ring {
     /// Drains the chunks the thread has left behind, all but the last it
     /// finished (a slow path it interrupted may still pad that one);
     /// whether there was one.
-    fn drain_ready(&mut self, compressor: Option<&mut zstd::bulk::Compressor<'static>>) -> bool {
-        let Some(compressor) = compressor else {
+    fn drain_ready(&mut self, packer: Option<&mut Packer>) -> bool {
+        let Some(packer) = packer else {
             return false;
         };
+        if self.full {
+            return false;
+        }
         let written = self.word(|c| &c.written).load(Ordering::Acquire);
         let spill = self.word(|c| &c.spill_from).load(Ordering::Acquire);
         let ready = written.saturating_sub(1).min(spill);
         let slots = self.drain / CHUNK;
         let mut any = false;
         while self.next < ready {
-            // Behind by more than half the ring: the chunk is stored as it
-            // is, before the thread has to wait for its slot.
-            let behind = (ready - self.next) * 2 > slots;
-            if self.drain_chunk(compressor, true, behind).is_err() {
+            let codec = packer.codec(ready - self.next, slots);
+            if self.drain_chunk(packer, true, codec).is_err() {
                 return any;
             }
             any = true;
@@ -259,38 +398,52 @@ impl Ring {
     /// its slot and lets the thread write it again.
     fn drain_chunk(
         &mut self,
-        compressor: &mut zstd::bulk::Compressor<'static>,
+        packer: &mut Packer,
         free: bool,
-        store: bool,
+        codec: Codec,
     ) -> std::io::Result<bool> {
         let spill = self.word(|c| &c.spill_from).load(Ordering::Acquire);
         let at = chunk_at(self.next, self.drain, spill);
-        let mut data = vec![0u8; CHUNK as usize];
-        let n = read_upto(&self.events, &mut data, at)?;
-        data.truncate(n);
-        let last = n == 0 || data.iter().all(|&b| b == 0);
-        if last && !free {
+        let in_ring = at + CHUNK <= RING_AT + self.drain;
+        let data: &[u8] = if in_ring {
+            // SAFETY: the chunk lies in the mapped ring; the thread writes
+            // it again only once `freed` counts it, after this.
+            unsafe { std::slice::from_raw_parts(self.map.add(at as usize), CHUNK as usize) }
+        } else {
+            self.spilled.resize(CHUNK as usize, 0);
+            let n = read_upto(&self.events, &mut self.spilled, at)?;
+            &self.spilled[..n]
+        };
+        let last = !free && data.iter().all(|&b| b == 0);
+        if last {
             return Ok(false);
         }
-        let (magic, packed) = if store {
-            (FRAME_STORED, data.clone())
-        } else {
-            (FRAME_MAGIC, compressor.compress(&data)?)
-        };
-        let mut frame = Vec::with_capacity(FRAME_HEAD + packed.len());
-        frame.extend_from_slice(&magic.to_le_bytes());
-        frame.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&self.next.to_le_bytes());
-        frame.extend_from_slice(&(packed.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&packed).to_le_bytes());
-        frame.extend_from_slice(&packed);
-        self.out.write_all_at(&frame, self.out_len)?;
+        let frame = packer.frame(codec, self.next, data)?;
+        let need = (self.out_len + frame.len() as u64).saturating_sub(self.taken);
+        if need > 0 {
+            // While the program runs, a chunk without room stays in the
+            // ring: its thread spills, and stops where the budget does.
+            // The rest is drained whatever is left: the ring it comes
+            // from is given back.
+            let step = need.div_ceil(BUDGET_STEP) * BUDGET_STEP;
+            if self.ending {
+                budget::force(&self.budget, step);
+            } else if !budget::take_all(&self.budget, step) {
+                self.full = true;
+                return Err(std::io::Error::other("--max-size reached"));
+            }
+            self.taken += step;
+        }
+        self.out.write_all_at(frame, self.out_len)?;
         self.out_len += frame.len() as u64;
         self.next += 1;
         self.word(|c| &c.drained)
             .store(self.next, Ordering::Release);
-        if free && self.next <= spill {
-            self.events.write_all_at(&vec![0u8; n], at)?;
+        if free && in_ring && self.next <= spill {
+            // SAFETY: as above; nothing reads the chunk's slot meanwhile
+            // but readers, which go to the drained file once `drained`
+            // counts the chunk.
+            unsafe { std::ptr::write_bytes(self.map.add(at as usize), 0, CHUNK as usize) };
             self.word(|c| &c.freed).store(self.next, Ordering::Release);
         }
         Ok(true)
@@ -300,10 +453,11 @@ impl Ring {
     /// ring up to the chunk it was writing, then what it wrote after the
     /// ring, up to the first chunk of zeros; the event file is then cut
     /// to its header's page.
-    fn drain_rest(&mut self, compressor: Option<&mut zstd::bulk::Compressor<'static>>) {
-        let Some(compressor) = compressor else {
+    fn drain_rest(&mut self, packer: Option<&mut Packer>) {
+        let Some(packer) = packer else {
             return;
         };
+        self.ending = true;
         let written = self.word(|c| &c.written).load(Ordering::Acquire);
         let spill = self.word(|c| &c.spill_from).load(Ordering::Acquire);
         let ring_end = if spill == NO_SPILL {
@@ -314,7 +468,7 @@ impl Ring {
         while self.next < ring_end {
             // The chunk being written may be empty: nothing to keep.
             let last = self.next + 1 == ring_end && spill == NO_SPILL;
-            match self.drain_chunk(compressor, !last, false) {
+            match self.drain_chunk(packer, !last, Codec::Zstd) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(_) => return,
@@ -322,7 +476,7 @@ impl Ring {
         }
         if spill != NO_SPILL {
             loop {
-                match self.drain_chunk(compressor, false, false) {
+                match self.drain_chunk(packer, false, Codec::Zstd) {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(_) => return,
@@ -332,7 +486,9 @@ impl Ring {
         self.word(|c| &c.drained)
             .store(self.next, Ordering::Release);
         self.word(|c| &c.finished).store(1, Ordering::Release);
+        let len = self.events.metadata().map_or(0, |m| m.len());
         if self.events.set_len(RING_AT).is_ok() {
+            budget::give_back(&self.budget, len.saturating_sub(RING_AT));
             self.finished = true;
         }
     }
@@ -393,4 +549,83 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// The trace's count of bytes against `--max-size`, shared with the
+/// runtime: updated as it does (`ftail-runtime`'s `record::budget`), under
+/// a record lock on the budget file, never through a mapping.
+mod budget {
+    use std::fs::{File, OpenOptions};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::path::Path;
+
+    use ftail_abi::trace::{TraceBudget, BUDGET_MAGIC, TRACE_VERSION};
+
+    const SIZE: usize = std::mem::size_of::<TraceBudget>();
+    const USED_AT: usize = std::mem::offset_of!(TraceBudget, used_bytes);
+    const MAX_AT: usize = std::mem::offset_of!(TraceBudget, max_bytes);
+    const PAGE: u64 = 4096;
+
+    /// Runs `f(used, max)`, which returns the new count and a result, on
+    /// the count of the budget file `path`; None when there is no whole
+    /// budget file (no limit can be kept then: the runtime stops taking).
+    fn update<R>(path: &Path, f: impl Fn(u64, u64) -> (u64, R)) -> Option<R> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ok()?;
+        // The lock goes with the descriptor, closed on return.
+        lock(&file)?;
+        let mut b = [0u8; SIZE];
+        file.read_exact_at(&mut b, 0).ok()?;
+        let version = u32::from_le_bytes(b[8..12].try_into().ok()?);
+        if b[..8] != BUDGET_MAGIC || version != TRACE_VERSION {
+            return None;
+        }
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+        let (now, r) = f(word(USED_AT), word(MAX_AT));
+        file.write_all_at(&now.to_le_bytes(), USED_AT as u64).ok()?;
+        Some(r)
+    }
+
+    fn lock(file: &File) -> Option<()> {
+        // SAFETY: a zeroed flock is valid; the fields are set below.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as i16;
+        lock.l_whence = libc::SEEK_SET as i16;
+        lock.l_len = SIZE as libc::off_t;
+        loop {
+            // SAFETY: F_SETLKW with a valid flock on a descriptor we own.
+            if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &lock) } == 0 {
+                return Some(());
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return None;
+            }
+        }
+    }
+
+    /// Takes exactly `n` bytes (in pages), or nothing: false when they
+    /// are not all left. Without a budget file, nothing limits.
+    pub fn take_all(path: &Path, n: u64) -> bool {
+        let n = n.div_ceil(PAGE) * PAGE;
+        update(path, |u, max| {
+            let fits = max.saturating_sub(u) >= n;
+            (if fits { u + n } else { u }, fits)
+        })
+        .unwrap_or(true)
+    }
+
+    /// Takes `n` bytes whatever is left.
+    pub fn force(path: &Path, n: u64) {
+        let _ = update(path, |u, _| (u.saturating_add(n), ()));
+    }
+
+    /// Gives back `n` bytes taken before.
+    pub fn give_back(path: &Path, n: u64) {
+        let _ = update(path, |u, _| (u.saturating_sub(n), ()));
+    }
 }

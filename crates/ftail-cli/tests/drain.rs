@@ -176,6 +176,62 @@ fn a_drained_trace_reads_as_the_default_one() {
     );
 }
 
+#[test]
+fn chunks_compressed_with_lz4_read_as_the_default_trace() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    let args = ["1", "200000"];
+    let (_, kept) = record_trace(&dir.path().join("kept"), &exe, &args, &["--no-libcall"]);
+    let tdir = dir.path().join("drained");
+    let out = run(Command::new(ftail())
+        .env("FTAIL_DRAIN_CODEC", "lz4")
+        .args(["record", "--no-sched", "--no-libcall", "--drain=128K", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .args(args));
+    assert!(out.status.success(), "{out:?}");
+    wait_drained(&tdir);
+    let files = drained_files(&tdir);
+    assert_eq!(files.len(), 2);
+    for f in &files {
+        // The first frame, after the file's 16-byte header.
+        let bytes = std::fs::read(f).unwrap();
+        assert_eq!(&bytes[16..20], b"FTCL", "{}", f.display());
+    }
+    assert!(per_thread(&trace::open(&tdir).unwrap()) == per_thread(&kept));
+}
+
+#[test]
+fn drained_files_count_in_max_size() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    let tdir = dir.path().join("drained");
+    // About 6 M events: some 6 MB of LZ4 frames, against 4 MiB.
+    let out = run(Command::new(ftail())
+        .env("FTAIL_DRAIN_CODEC", "lz4")
+        .args(["record", "--no-sched", "--no-libcall", "--drain=128K"])
+        .args(["--max-size", "4M", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .args(["0", "3000000"]));
+    assert!(out.status.success(), "{out:?}");
+    wait_drained(&tdir);
+    let drained: u64 = drained_files(&tdir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let all: u64 = std::fs::read_dir(&tdir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(drained > 1 << 20, "{drained} bytes drained");
+    assert!(all <= (4 << 20) + (64 << 10), "{all} bytes in the trace");
+    let t = trace::open(&tdir).unwrap();
+    assert!(t.processes[0].threads.iter().all(|th| th.damage.is_none()));
+}
+
 /// The replay of a trace without its times: the same for any two
 /// recordings of a program of one thread that does the same calls.
 fn replay_lines(tdir: &Path) -> Vec<String> {

@@ -13,15 +13,15 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ftail_abi::trace::drain::{
-    chunk_at, Control, CHUNK, CONTROL_AT, DRAINED_MAGIC, DRAINED_SUFFIX, FRAME_HEAD, FRAME_MAGIC,
-    FRAME_STORED, NO_SPILL,
+    chunk_at, Control, CHUNK, CONTROL_AT, DRAINED_MAGIC, DRAINED_SUFFIX, FRAME_HEAD, FRAME_LZ4,
+    FRAME_MAGIC, FRAME_STORED, NO_SPILL,
 };
 
 /// Bytes of a drained file's header: the magic, then 8 bytes of zero.
 pub const DRAINED_HEADER: u64 = 16;
 
-/// The most bytes a chunk's zstd frame may take (zstd's bound for a
-/// chunk that does not compress, with room to spare).
+/// The most bytes a chunk's compressed form may take (zstd's and LZ4's
+/// bounds for a chunk that does not compress, with room to spare).
 const MAX_FRAME: u64 = CHUNK + (CHUNK >> 7) + 1024;
 
 /// The drained file that goes with the event file `events`.
@@ -59,8 +59,8 @@ pub fn read_frame(file: &File, path: &Path, at: u64) -> std::io::Result<Option<(
     let u32_at = |o: usize| u32::from_le_bytes(head[o..o + 4].try_into().unwrap_or_default());
     let chunk = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
     let (raw, packed, crc) = (u32_at(4), u32_at(16), u32_at(20));
-    let stored = u32_at(0) == FRAME_STORED;
-    if u32_at(0) != FRAME_MAGIC && !stored {
+    let magic = u32_at(0);
+    if ![FRAME_MAGIC, FRAME_STORED, FRAME_LZ4].contains(&magic) {
         return Err(damaged("no frame starts there".into()));
     }
     if u64::from(raw) > CHUNK || u64::from(packed) > MAX_FRAME {
@@ -75,11 +75,17 @@ pub fn read_frame(file: &File, path: &Path, at: u64) -> std::io::Result<Option<(
     if crc32fast::hash(&body) != crc {
         return Err(damaged(format!("chunk {chunk} fails its checksum")));
     }
-    let data = if stored {
-        body
-    } else {
-        zstd::bulk::decompress(&body, raw as usize)
-            .map_err(|e| damaged(format!("chunk {chunk} does not decompress: {e}")))?
+    let data = match magic {
+        FRAME_STORED => body,
+        FRAME_LZ4 => {
+            let mut data = vec![0u8; raw as usize];
+            let n = lz4_flex::block::decompress_into(&body, &mut data)
+                .map_err(|e| damaged(format!("chunk {chunk} does not decompress: {e}")))?;
+            data.truncate(n);
+            data
+        }
+        _ => zstd::bulk::decompress(&body, raw as usize)
+            .map_err(|e| damaged(format!("chunk {chunk} does not decompress: {e}")))?,
     };
     if data.len() != raw as usize {
         return Err(damaged(format!(
@@ -324,10 +330,15 @@ mod tests {
     use super::*;
 
     fn frame(magic: u32, chunk: u64, data: &[u8]) -> Vec<u8> {
-        let body = if magic == FRAME_STORED {
-            data.to_vec()
-        } else {
-            zstd::bulk::compress(data, 1).unwrap()
+        let body = match magic {
+            FRAME_STORED => data.to_vec(),
+            FRAME_LZ4 => {
+                let mut b = vec![0u8; lz4_flex::block::get_maximum_output_size(data.len())];
+                let n = lz4_flex::block::compress_into(data, &mut b).unwrap();
+                b.truncate(n);
+                b
+            }
+            _ => zstd::bulk::compress(data, 1).unwrap(),
         };
         let mut f = Vec::new();
         f.extend_from_slice(&magic.to_le_bytes());
@@ -356,6 +367,32 @@ mod tests {
         let (b, next) = read_frame(&file, &path, second).unwrap().unwrap();
         assert_eq!((b.chunk, next as usize, &b.data), (1, whole, &data));
         assert!(read_frame(&file, &path, next).unwrap().is_none());
+    }
+
+    #[test]
+    fn lz4_frames_read_as_their_chunks_and_a_bad_one_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.drained");
+        let data: Vec<u8> = (0..16000u32).flat_map(|i| (i % 13).to_le_bytes()).collect();
+        let mut bytes = frame(FRAME_LZ4, 0, &data);
+        let second = bytes.len() as u64;
+        // A block that claims more bytes than the chunk holds.
+        let mut bad = frame(FRAME_LZ4, 1, &data);
+        let n = u32::from_le_bytes(bad[4..8].try_into().unwrap());
+        bad[4..8].copy_from_slice(&(n / 2).to_le_bytes());
+        bytes.extend(bad);
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let (a, _) = read_frame(&file, &path, 0).unwrap().unwrap();
+        assert_eq!((a.chunk, &a.data), (0, &data));
+        let e = read_frame(&file, &path, second).err().unwrap().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}: the frame at byte {second} is damaged: chunk 1 does not decompress",
+                path.display()
+            )),
+            "{e}"
+        );
     }
 
     #[test]
