@@ -17,7 +17,8 @@ use std::io::{self, Write};
 
 use ftail_abi::trace::{Event, EventKind, KIND_SHIFT};
 
-use super::{Field, ImageReplay, Options, MAX_INDENT, OUT_BLOCK};
+use super::blocks::{self, Blocks};
+use super::{Field, ImageReplay, Options, MAX_INDENT};
 use crate::reader::events::Events;
 use crate::reader::sched::OffCpu;
 use crate::symbols::names::{FuncId, Names, ResolveCache};
@@ -422,7 +423,37 @@ impl ImageReplay<'_> {
     pub(super) fn run_fused(
         &mut self,
         mut threads: Vec<Thread<'_>>,
-        out: &mut impl Write,
+        out: &mut (impl Write + Send),
+    ) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let made = if self.opts.overlap_writes {
+            blocks::write_behind(out, &mut buf, |behind, buf| {
+                self.merged_lines(&mut threads, buf, behind)
+            })
+        } else {
+            self.merged_lines(&mut threads, &mut buf, &mut blocks::Direct(out))
+        };
+        self.buf = buf;
+        if made.is_err() {
+            self.buf.clear();
+            return made;
+        }
+        self.flush(out)?;
+        for t in &threads {
+            if let Some(d) = t.events.damage() {
+                writeln!(out, "# thread {}: read up to damage: {d}", t.tid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the threads' lines merged by time to `buf`, handing each
+    /// full block on; the last one, not full, is left in `buf`.
+    fn merged_lines(
+        &mut self,
+        threads: &mut [Thread<'_>],
+        buf: &mut Vec<u8>,
+        blocks: &mut impl Blocks,
     ) -> io::Result<()> {
         let mut heap = BinaryHeap::with_capacity(threads.len());
         for (i, t) in threads.iter_mut().enumerate() {
@@ -434,7 +465,7 @@ impl ImageReplay<'_> {
         // it stays ahead (as the general path's merge does).
         let mut front = None;
         let plain_columns = self.opts.fields == [Field::Duration, Field::Tid];
-        let mut buf = std::mem::take(&mut self.buf);
+        let block = blocks.size();
         loop {
             let (_, i) = match front.take() {
                 Some(f) => f,
@@ -449,7 +480,7 @@ impl ImageReplay<'_> {
             } else {
                 super::TRUNCATED
             };
-            self.fused_line(&mut buf, plain_columns, t.tid, t.window, &t.line);
+            self.fused_line(buf, plain_columns, t.tid, t.window, &t.line);
             if t.advance() {
                 let at = (t.line.at(), i);
                 match heap.peek() {
@@ -457,17 +488,8 @@ impl ImageReplay<'_> {
                     _ => front = Some(at),
                 }
             }
-            if buf.len() >= OUT_BLOCK {
-                let written = out.write_all(&buf);
-                buf.clear();
-                written?;
-            }
-        }
-        self.buf = buf;
-        self.flush(out)?;
-        for t in &threads {
-            if let Some(d) = t.events.damage() {
-                writeln!(out, "# thread {}: read up to damage: {d}", t.tid)?;
+            if buf.len() >= block {
+                blocks.hand_on(buf)?;
             }
         }
         Ok(())
