@@ -194,7 +194,7 @@ fn replay_by(
                 .take(names.functions().len())
                 .collect(),
             tid_column: (None, Vec::new()),
-            tid_prefix: (None, Vec::new()),
+            tid_prefix: (None, (Vec::new(), 0)),
             srclines: vec![None; names.functions().len()],
             enums: &enums,
             text: String::new(),
@@ -295,9 +295,10 @@ struct ImageReplay<'a> {
     tails: Vec<Option<fused::Tails>>,
     /// The thread column of the last line's thread.
     tid_column: (Option<u32>, Vec<u8>),
-    /// The default columns of an entry of the last line's thread, up to
-    /// the indentation (the fused path).
-    tid_prefix: (Option<u32>, Vec<u8>),
+    /// The default columns of an entry of the last line's thread, then
+    /// spaces to indent, and where the indentation starts (the fused
+    /// path).
+    tid_prefix: (Option<u32>, (Vec<u8>, usize)),
     /// Source lines looked up so far, by function.
     srclines: Vec<Option<Option<Box<str>>>>,
     /// The enums' names, for recorded values.
