@@ -348,10 +348,17 @@ impl Sink {
         &mut *self.out
     }
 
-    /// The text goes to a file or a pipe (not to a pager or a terminal,
-    /// where it is best shown as soon as it is made).
+    /// The text goes to a regular file or a pipe (not to a pager or a
+    /// terminal, where it is best shown as soon as it is made, nor to a
+    /// device such as `/dev/null`, where writing costs nothing).
     pub fn to_file_or_pipe(&self) -> bool {
-        self.pager.is_none() && !std::io::stdout().is_terminal()
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::FileTypeExt;
+        let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
+            return false;
+        };
+        let kind = std::fs::File::from(fd).metadata().map(|m| m.file_type());
+        self.pager.is_none() && kind.is_ok_and(|k| k.is_file() || k.is_fifo())
     }
 
     /// Flushes and waits for the pager. A reader that went away (a pipe
