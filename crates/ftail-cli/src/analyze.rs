@@ -303,7 +303,7 @@ fn match_hint(text: &str, kind: MatchKind) -> String {
 /// output.
 pub struct Sink {
     pager: Option<std::process::Child>,
-    out: Box<dyn Write>,
+    out: Box<dyn Write + Send>,
 }
 
 impl Sink {
@@ -344,8 +344,21 @@ impl Sink {
     }
 
     /// The writer.
-    pub fn out(&mut self) -> &mut dyn Write {
+    pub fn out(&mut self) -> &mut (dyn Write + Send) {
         &mut *self.out
+    }
+
+    /// The text goes to a regular file or a pipe (not to a pager or a
+    /// terminal, where it is best shown as soon as it is made, nor to a
+    /// device such as `/dev/null`, where writing costs nothing).
+    pub fn to_file_or_pipe(&self) -> bool {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::FileTypeExt;
+        let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
+            return false;
+        };
+        let kind = std::fs::File::from(fd).metadata().map(|m| m.file_type());
+        self.pager.is_none() && kind.is_ok_and(|k| k.is_file() || k.is_fifo())
     }
 
     /// Flushes and waits for the pager. A reader that went away (a pipe
@@ -427,17 +440,22 @@ pub fn replay(view: &ViewArgs, shape: &ReplayShape) -> Result<i32> {
     let o = view.open()?;
     let fields =
         ftail_trace::replay::Field::parse_list(&shape.fields).map_err(anyhow::Error::msg)?;
+    let filters = view.filters(&o.trace);
+    let color = use_color(&shape.color);
+    let mut sink = Sink::new(!shape.no_pager);
     let opts = ftail_trace::replay::Options {
-        filters: view.filters(&o.trace),
+        filters,
         tids: view.show.tid.clone(),
         fields,
         merge_leaves: !shape.no_merge,
         absolute: shape.wall_clock,
-        color: use_color(&shape.color),
+        color,
         srcline: shape.srcline,
         sched: !shape.no_event,
+        // Writing a large replay to a file costs about as much as
+        // making its lines: a second thread does it meanwhile.
+        overlap_writes: sink.to_file_or_pipe(),
     };
-    let mut sink = Sink::new(!shape.no_pager);
     // A bar only when the output goes to a file (not to a pager or the
     // terminal, which it would cut into).
     let progress = crate::progress::Progress::start(&view.dir, "replaying", false);

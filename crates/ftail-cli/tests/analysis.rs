@@ -946,7 +946,8 @@ fn a_tail_call_into_untraced_code_shows_on_one_line() {
 /// general path (filters, values, colours) must write the same bytes on
 /// every kind of line: library calls and a tail call (`tour.c`), threads
 /// interleaved, calls unwound by an exception, coroutines switched out
-/// and resumed, and a ring's window with calls begun before it.
+/// and resumed, a ring's window with calls begun before it, long names
+/// and deep calls.
 #[test]
 fn plain_replay_writes_what_the_general_path_writes() {
     let tour = record_fixture("gcc", "tour.c");
@@ -971,6 +972,32 @@ fn plain_replay_writes_what_the_general_path_writes() {
     record_trace(&tdir, &many, &["20", "2"], &["--no-libcall"]);
     let text = replay_paths_agree(&tdir);
     assert!(text.contains("/* resumed */"), "{text}");
+    // Lines longer than the pieces the fused path copies whole: a long
+    // name, and calls deeper than spelled-out indentation.
+    let deep = dir.path().join("deep.c");
+    std::fs::write(
+        &deep,
+        format!(
+            "__attribute__((noinline)) int {long}(int n) {{ return n; }}\n\
+             __attribute__((noinline)) int deep(int n) \
+             {{ return n == 0 ? {long}(n) : deep(n - 1) + 1; }}\n\
+             int main(void) {{ return deep(50) == 50 ? 0 : 1; }}\n",
+            long = "a_function_whose_name_is_longer_than_one_piece_of_the_line_copied_whole",
+        ),
+    )
+    .unwrap();
+    let deep_exe = dir.path().join("deep");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O0", "-o"])
+            .arg(&deep_exe)
+            .arg(&deep),
+    );
+    let tdir = dir.path().join("deep-trace");
+    record_trace(&tdir, &deep_exe, &[], &["--no-libcall"]);
+    let text = replay_paths_agree(&tdir);
+    assert!(text.contains("[50] deep() {"), "{text}");
+    assert!(text.contains("_copied_whole();"), "{text}");
     let tdir = dir.path().join("ring");
     let tour_exe = tour.trace.parent().unwrap().join("tour");
     record_trace(&tdir, &tour_exe, &[], &["--ring", "1M"]);

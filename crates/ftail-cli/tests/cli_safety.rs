@@ -73,6 +73,48 @@ fn a_closed_pipe_ends_every_command_quietly() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A replay longer than the blocks a second thread writes (output to a
+/// file or a pipe): a closed pipe still ends it quietly, a full disk
+/// still with an error that says so.
+#[test]
+fn a_long_replay_ends_quietly_at_a_closed_pipe_and_loudly_at_a_full_disk() {
+    let dir = scratch();
+    let src = dir.path().join("many.c");
+    std::fs::write(
+        &src,
+        "__attribute__((noinline)) int leaf(int i) { return i & 1; }\n\
+         int main(void) { int s = 0; for (int i = 0; i < 200000; i++) s += leaf(i); \
+         return s == 100000 ? 0 : 1; }\n",
+    )
+    .unwrap();
+    let exe = dir.path().join("many");
+    run_ok(ftail_cc("gcc").args(["-O0", "-o"]).arg(&exe).arg(&src));
+    let trace = dir.path().join("trace");
+    run_ok(
+        Command::new(ftail())
+            .args(["record", "--no-sched", "--no-libcall", "-d"])
+            .arg(&trace)
+            .arg(&exe),
+    );
+    let replay = ["replay".as_ref(), "-d".as_ref(), trace.as_os_str()];
+    let whole = run_ok(Command::new(ftail()).args(replay));
+    assert!(whole.len() > 4 << 20, "{} bytes", whole.len());
+    let out = ftail_into_closed_pipe(&replay, false);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(stderr_of(&out), "");
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipping the full disk: no /dev/full");
+        return;
+    };
+    let out = run(Command::new(ftail()).args(replay).stdout(full));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("writing the output: No space left on device"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
 #[test]
 fn a_closed_pipe_ends_ftail_ctl_quietly() {
     use std::io::{BufRead, BufReader, Write};

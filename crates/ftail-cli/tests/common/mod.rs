@@ -300,6 +300,10 @@ pub fn replay_paths_agree(trace: &Path) -> String {
         sched: false,
         ..Options::default()
     });
+    sets.push(Options {
+        overlap_writes: true,
+        ..Options::default()
+    });
     let mut first = None;
     for opts in &sets {
         let mut fused = Vec::new();

@@ -566,7 +566,7 @@ impl Events {
         // read the general way.
         let batch = if self.compact.is_some() { 1 } else { 4096 };
         while !stop.load(Ordering::Relaxed) {
-            self.compact_run(each);
+            self.compact_run(each, self.len);
             for _ in 0..batch {
                 let Some(e) = self.next() else { return };
                 each.event(e);
@@ -574,12 +574,45 @@ impl Events {
         }
     }
 
+    /// Appends the next events to `out`, up to `max` in all: what
+    /// iterating yields, a compact file's decoded as
+    /// [`Events::each_event`] decodes them, for a reader that pulls
+    /// events (merging threads) rather than folding them. False when
+    /// there are none left.
+    pub fn next_events(&mut self, out: &mut Vec<Event>, max: usize) -> bool {
+        struct Push<'a>(&'a mut Vec<Event>);
+        impl EventSink for Push<'_> {
+            #[inline(always)]
+            fn event(&mut self, e: Event) {
+                self.0.push(e);
+            }
+        }
+        let had = out.len();
+        while out.len() < max {
+            let before = out.len();
+            if self.pending.is_empty() && self.later.is_none() {
+                // Records are 4 bytes or more: no more events than room.
+                let end = self.len.min(self.at + (max - before) * 4);
+                self.compact_run(&mut Push(out), end);
+            }
+            if out.len() == before {
+                // A record of another kind, the end of the block, or
+                // events to place before the file's: the general way.
+                match self.next() {
+                    Some(e) => out.push(e),
+                    None => break,
+                }
+            }
+        }
+        out.len() > had
+    }
+
     /// Decodes the entry, close and time records from `at` into `each`,
-    /// up to the end of the block or the first record of another kind,
-    /// which [`Events::next_compact`] reads: the same events, times and
-    /// counts.
+    /// up to `end` (at most the end of the block) or the first record of
+    /// another kind, which [`Events::next_compact`] reads: the same
+    /// events, times and counts.
     #[inline(always)]
-    fn compact_run(&mut self, each: &mut impl EventSink) {
+    fn compact_run(&mut self, each: &mut impl EventSink, end: usize) {
         let Some(mut base) = self.compact.and_then(|d| d.base) else {
             return;
         };
@@ -587,7 +620,7 @@ impl Events {
             // It goes with the next event, which the general way hands on.
             return;
         }
-        let buf = &self.buf[..self.len];
+        let buf = &self.buf[..end];
         let start = self.at;
         let mut at = start;
         let mut events = 0u64;
@@ -1255,7 +1288,20 @@ mod tests {
         let feed = events.values();
         let mut sink = Collect(Vec::new());
         events.each_event(&AtomicBool::new(false), &mut sink);
-        (iterated, state(&events, sink.0, &feed))
+        let folded = state(&events, sink.0, &feed);
+        // Pulled in batches of a few sizes: the same again.
+        for max in [1, 3, 1000, 4096] {
+            let (_, mut events) = Events::open(path).unwrap();
+            let feed = events.values();
+            let mut got = Vec::new();
+            let mut batch = Vec::new();
+            while events.next_events(&mut batch, max) {
+                assert!(batch.len() <= max);
+                got.append(&mut batch);
+            }
+            assert_eq!(state(&events, got, &feed), iterated, "batches of {max}");
+        }
+        (iterated, folded)
     }
 
     /// The loop over a block's records yields what iterating yields, over

@@ -26,6 +26,7 @@ use crate::reader::sched::{OffCpu, Sched};
 use crate::symbols::names::{FuncId, Names};
 use crate::views::view::{Filters, Leaves, Matches, Shown, Threshold, Visible};
 
+mod blocks;
 mod fused;
 
 /// Levels of indentation spelled out; deeper calls show their depth.
@@ -112,6 +113,10 @@ pub struct Options {
     /// `linux:schedule` lines inside the call that was running
     /// (`--no-event` turns them off).
     pub sched: bool,
+    /// Hand the lines to a second thread that writes them while the
+    /// next are made: for output to a file or a pipe, where writing
+    /// costs about as much as making the lines (plain replay only).
+    pub overlap_writes: bool,
 }
 
 impl Default for Options {
@@ -125,6 +130,7 @@ impl Default for Options {
             color: false,
             srcline: false,
             sched: true,
+            overlap_writes: false,
         }
     }
 }
@@ -135,7 +141,7 @@ pub fn replay(
     trace: &TraceDir,
     names: &[Names],
     opts: &Options,
-    out: &mut impl Write,
+    out: &mut (impl Write + Send),
 ) -> io::Result<()> {
     replay_by(trace, names, opts, out, true)
 }
@@ -146,7 +152,7 @@ pub fn replay_general(
     trace: &TraceDir,
     names: &[Names],
     opts: &Options,
-    out: &mut impl Write,
+    out: &mut (impl Write + Send),
 ) -> io::Result<()> {
     replay_by(trace, names, opts, out, false)
 }
@@ -155,7 +161,7 @@ fn replay_by(
     trace: &TraceDir,
     names: &[Names],
     opts: &Options,
-    out: &mut impl Write,
+    out: &mut (impl Write + Send),
     fused: bool,
 ) -> io::Result<()> {
     let origin = trace
@@ -188,7 +194,7 @@ fn replay_by(
                 .take(names.functions().len())
                 .collect(),
             tid_column: (None, Vec::new()),
-            tid_prefix: (None, Vec::new()),
+            tid_prefix: (None, (Vec::new(), 0)),
             srclines: vec![None; names.functions().len()],
             enums: &enums,
             text: String::new(),
@@ -289,9 +295,10 @@ struct ImageReplay<'a> {
     tails: Vec<Option<fused::Tails>>,
     /// The thread column of the last line's thread.
     tid_column: (Option<u32>, Vec<u8>),
-    /// The default columns of an entry of the last line's thread, up to
-    /// the indentation (the fused path).
-    tid_prefix: (Option<u32>, Vec<u8>),
+    /// The default columns of an entry of the last line's thread, then
+    /// spaces to indent, and where the indentation starts (the fused
+    /// path).
+    tid_prefix: (Option<u32>, (Vec<u8>, usize)),
     /// Source lines looked up so far, by function.
     srclines: Vec<Option<Option<Box<str>>>>,
     /// The enums' names, for recorded values.
@@ -372,7 +379,7 @@ impl crate::values::FunctionAt for FunctionStarts {
 }
 
 impl ImageReplay<'_> {
-    fn run(&mut self, out: &mut impl Write) -> io::Result<()> {
+    fn run(&mut self, out: &mut (impl Write + Send)) -> io::Result<()> {
         let image = self.image;
         let args = image.command_line();
         let exec = image

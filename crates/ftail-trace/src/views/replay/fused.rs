@@ -17,7 +17,8 @@ use std::io::{self, Write};
 
 use ftail_abi::trace::{Event, EventKind, KIND_SHIFT};
 
-use super::{Field, ImageReplay, Options, MAX_INDENT, OUT_BLOCK};
+use super::blocks::{self, Blocks};
+use super::{Field, ImageReplay, Options, MAX_INDENT};
 use crate::reader::events::Events;
 use crate::reader::sched::OffCpu;
 use crate::symbols::names::{FuncId, Names, ResolveCache};
@@ -159,6 +160,9 @@ pub(super) struct Thread<'a> {
     /// were open then.
     pub(super) detached: bool,
     pub(super) events: Events,
+    /// Events decoded and not yet read, from `next`.
+    batch: Vec<Event>,
+    next: usize,
     names: &'a Names,
     resolved: ResolveCache,
     /// Close what is open at the end (the thread stopped early).
@@ -193,6 +197,8 @@ impl<'a> Thread<'a> {
             window: header.ring != 0,
             detached: super::detached(header),
             events,
+            batch: Vec::with_capacity(BATCH),
+            next: 0,
             names,
             resolved: ResolveCache::default(),
             close_at_end: header.stopped != 0,
@@ -218,12 +224,28 @@ impl<'a> Thread<'a> {
     #[inline]
     fn event(&mut self) -> Option<Event> {
         loop {
-            let e = self.events.next()?;
+            let Some(&e) = self.batch.get(self.next) else {
+                self.refill()?;
+                continue;
+            };
+            self.next += 1;
             self.last = e.tsc;
             if EventKind::from_u8((e.word >> KIND_SHIFT) as u8).is_some() {
                 return Some(e);
             }
         }
+    }
+
+    /// Decodes the next events into `batch`: most in one loop, not a
+    /// call a piece.
+    #[cold]
+    #[inline(never)]
+    fn refill(&mut self) -> Option<()> {
+        self.batch.clear();
+        self.next = 0;
+        self.events
+            .next_events(&mut self.batch, BATCH)
+            .then_some(())
     }
 
     /// The next line of the thread's calls, as pairing and folding
@@ -314,7 +336,7 @@ impl<'a> Thread<'a> {
     }
 
     /// Makes the thread's next line current; false when there is none.
-    #[inline]
+    #[inline(always)]
     pub(super) fn advance(&mut self) -> bool {
         if let Some(line) = self.ready.pop_front() {
             self.line = line;
@@ -393,20 +415,27 @@ impl<'a> Thread<'a> {
     }
 }
 
-/// A function's lines after the indentation, rendered once.
+/// Events decoded at a time: a few pages, read back while in the cache.
+const BATCH: usize = 512;
+
+/// A function's lines after the indentation, rendered once, each with
+/// its length and spaces after it up to a copy in one piece.
 pub(super) struct Tails {
     /// `name() {`
-    enter: Box<[u8]>,
+    enter: (Box<[u8]>, usize),
     /// `name();`
-    leaf: Box<[u8]>,
+    leaf: (Box<[u8]>, usize),
     /// `} /* name */`
-    leave: Box<[u8]>,
+    leave: (Box<[u8]>, usize),
 }
 
 impl Tails {
     fn of(name: &str) -> Tails {
-        let with = |before: &str, after: &str| -> Box<[u8]> {
-            format!("{before}{name}{after}\n").into_bytes().into()
+        let with = |before: &str, after: &str| -> (Box<[u8]>, usize) {
+            let mut text = format!("{before}{name}{after}\n").into_bytes();
+            let len = text.len();
+            text.resize(len.max(PIECE), b' ');
+            (text.into(), len)
         };
         Tails {
             enter: with("", "() {"),
@@ -422,7 +451,37 @@ impl ImageReplay<'_> {
     pub(super) fn run_fused(
         &mut self,
         mut threads: Vec<Thread<'_>>,
-        out: &mut impl Write,
+        out: &mut (impl Write + Send),
+    ) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let made = if self.opts.overlap_writes {
+            blocks::write_behind(out, &mut buf, |behind, buf| {
+                self.merged_lines(&mut threads, buf, behind)
+            })
+        } else {
+            self.merged_lines(&mut threads, &mut buf, &mut blocks::Direct(out))
+        };
+        self.buf = buf;
+        if made.is_err() {
+            self.buf.clear();
+            return made;
+        }
+        self.flush(out)?;
+        for t in &threads {
+            if let Some(d) = t.events.damage() {
+                writeln!(out, "# thread {}: read up to damage: {d}", t.tid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the threads' lines merged by time to `buf`, handing each
+    /// full block on; the last one, not full, is left in `buf`.
+    fn merged_lines(
+        &mut self,
+        threads: &mut [Thread<'_>],
+        buf: &mut Vec<u8>,
+        blocks: &mut impl Blocks,
     ) -> io::Result<()> {
         let mut heap = BinaryHeap::with_capacity(threads.len());
         for (i, t) in threads.iter_mut().enumerate() {
@@ -434,7 +493,7 @@ impl ImageReplay<'_> {
         // it stays ahead (as the general path's merge does).
         let mut front = None;
         let plain_columns = self.opts.fields == [Field::Duration, Field::Tid];
-        let mut buf = std::mem::take(&mut self.buf);
+        let block = blocks.size();
         loop {
             let (_, i) = match front.take() {
                 Some(f) => f,
@@ -444,12 +503,7 @@ impl ImageReplay<'_> {
                 },
             };
             let t = &mut threads[i];
-            self.truncated_note = if t.detached {
-                super::DETACHED
-            } else {
-                super::TRUNCATED
-            };
-            self.fused_line(&mut buf, plain_columns, t.tid, t.window, &t.line);
+            self.fused_line(buf, plain_columns, t, &t.line);
             if t.advance() {
                 let at = (t.line.at(), i);
                 match heap.peek() {
@@ -457,17 +511,8 @@ impl ImageReplay<'_> {
                     _ => front = Some(at),
                 }
             }
-            if buf.len() >= OUT_BLOCK {
-                let written = out.write_all(&buf);
-                buf.clear();
-                written?;
-            }
-        }
-        self.buf = buf;
-        self.flush(out)?;
-        for t in &threads {
-            if let Some(d) = t.events.damage() {
-                writeln!(out, "# thread {}: read up to damage: {d}", t.tid)?;
+            if buf.len() >= block {
+                blocks.hand_on(buf)?;
             }
         }
         Ok(())
@@ -476,14 +521,8 @@ impl ImageReplay<'_> {
     /// Adds one line: the common ones here, the others by the general
     /// writer.
     #[inline]
-    fn fused_line(
-        &mut self,
-        buf: &mut Vec<u8>,
-        plain_columns: bool,
-        tid: u32,
-        window: bool,
-        line: &Line,
-    ) {
+    fn fused_line(&mut self, buf: &mut Vec<u8>, plain_columns: bool, t: &Thread<'_>, line: &Line) {
+        let tid = t.tid;
         let (func, at, duration, depth, tail) = match *line {
             Line::Enter {
                 func: Some(f),
@@ -509,37 +548,49 @@ impl ImageReplay<'_> {
                 how: EventKind::Exit,
                 earlier,
                 ..
-            } if !earlier || window => {
+            } if !earlier || t.window => {
                 (f, end, Some(end.saturating_sub(start)), depth, Tail::Leave)
             }
-            _ => return self.general_line(buf, tid, window, line),
+            _ => return self.general_line(buf, t, line),
         };
         if self.tails.get(func.0 as usize).is_none() {
             // Not a function of the image: no name to render once.
-            return self.general_line(buf, tid, window, line);
+            return self.general_line(buf, t, line);
         }
         if plain_columns {
-            self.default_columns(buf, tid, duration);
+            self.default_columns(buf, tid, duration, depth);
         } else {
             self.columns(buf, tid, at, duration, None);
             buf.extend_from_slice(b"| ");
+            indent(buf, depth);
         }
         self.last = Some(at);
-        indent(buf, depth);
         let names = self.names;
         let tails = self.tails[func.0 as usize]
             .get_or_insert_with(|| Tails::of(&names.function(func).name));
-        buf.extend_from_slice(match tail {
+        let (text, len) = match tail {
             Tail::Enter => &tails.enter,
             Tail::Leaf => &tails.leaf,
             Tail::Leave => &tails.leave,
-        });
+        };
+        if *len > PIECE {
+            return buf.extend_from_slice(&text[..*len]);
+        }
+        let end = buf.len() + len;
+        buf.extend_from_slice(&text[..PIECE]);
+        buf.truncate(end);
     }
 
     /// Adds a line that is not one of the common ones, by the general
     /// writer.
     #[cold]
-    fn general_line(&mut self, buf: &mut Vec<u8>, tid: u32, window: bool, line: &Line) {
+    fn general_line(&mut self, buf: &mut Vec<u8>, t: &Thread<'_>, line: &Line) {
+        let (tid, window) = (t.tid, t.window);
+        self.truncated_note = if t.detached {
+            super::DETACHED
+        } else {
+            super::TRUNCATED
+        };
         std::mem::swap(&mut self.buf, buf);
         match *line {
             Line::OffCpu { slice, depth } => self.off_cpu(tid, slice, depth),
@@ -562,28 +613,51 @@ enum Tail {
 }
 
 impl ImageReplay<'_> {
-    /// The default columns (duration, thread) and `| `, as
-    /// [`ImageReplay::columns`] writes them.
+    /// The default columns (duration, thread), `| ` and the
+    /// indentation, as [`ImageReplay::columns`] and [`super::indent`]
+    /// write them: most lines in one copy of known length, then cut.
     #[inline]
-    fn default_columns(&mut self, buf: &mut Vec<u8>, tid: u32, duration: Option<u64>) {
+    fn default_columns(&mut self, buf: &mut Vec<u8>, tid: u32, duration: Option<u64>, depth: u32) {
         if self.tid_prefix.0 != Some(tid) {
-            // The line of an entry up to its indentation: no duration.
-            let prefix = &mut self.tid_prefix.1;
-            prefix.clear();
-            prefix.extend_from_slice(&[b' '; DURATION + 1]);
-            prefix.push(b'[');
-            super::right_aligned(prefix, u64::from(tid), 6);
-            prefix.extend_from_slice(b"] | ");
-            self.tid_prefix.0 = Some(tid);
+            self.tid_prefix = (Some(tid), tid_prefix(tid));
         }
-        match duration {
-            None => buf.extend_from_slice(&self.tid_prefix.1),
+        let (_, (prefix, before_indent)) = &self.tid_prefix;
+        let from = match duration {
+            None => 0,
             Some(ticks) => {
                 duration_column(buf, ticks as f64 * 1e9 / self.hz);
-                buf.extend_from_slice(&self.tid_prefix.1[DURATION..]);
+                DURATION
             }
+        };
+        let len = before_indent - from + 2 * depth as usize;
+        if depth > MAX_INDENT || len > PIECE {
+            buf.extend_from_slice(&prefix[from..*before_indent]);
+            return indent(buf, depth);
         }
+        let end = buf.len() + len;
+        buf.extend_from_slice(&prefix[from..from + PIECE]);
+        buf.truncate(end);
     }
+}
+
+/// Bytes copied in one piece for the columns and the indentation (an
+/// inline copy, no call to `memcpy`), and for a function's line.
+const PIECE: usize = 64;
+
+/// The columns of an entry of thread `tid` (no duration) and `| `, then
+/// spaces for the deepest indentation and a copy in one piece; and how
+/// many bytes come before the indentation.
+fn tid_prefix(tid: u32) -> (Vec<u8>, usize) {
+    let mut prefix = vec![b' '; DURATION + 1];
+    prefix.push(b'[');
+    super::right_aligned(&mut prefix, u64::from(tid), 6);
+    prefix.extend_from_slice(b"] | ");
+    let before_indent = prefix.len();
+    prefix.resize(
+        DURATION + PIECE.max(before_indent + 2 * MAX_INDENT as usize),
+        b' ',
+    );
+    (prefix, before_indent)
 }
 
 /// Columns of a duration.
