@@ -566,7 +566,12 @@ impl Events {
         // read the general way.
         let batch = if self.compact.is_some() { 1 } else { 4096 };
         while !stop.load(Ordering::Relaxed) {
-            self.compact_run(each, self.len);
+            // Frames open when tracing was switched on again go before the
+            // first event at that time: until they are placed, and while
+            // they are handed on, events go the general way.
+            if self.pending.is_empty() && self.later.is_none() {
+                self.compact_run(each, self.len);
+            }
             for _ in 0..batch {
                 let Some(e) = self.next() else { return };
                 each.event(e);
@@ -1259,6 +1264,59 @@ mod tests {
         std::fs::write(&path, header(7)).unwrap();
         let err = Events::open(&path).err().unwrap();
         assert!(err.ends_with("unknown event format 7"), "{err}");
+    }
+
+    /// A frame that began before tracing was switched on again closes
+    /// after an `Earlier` event placed where the file reaches the time of
+    /// the switch, whichever way the events are read: the loop over a
+    /// block's records must not run past it.
+    #[test]
+    fn frames_open_at_a_rejoin_are_placed_at_it_by_every_way_of_reading() {
+        use compact::*;
+        let mut file = header(FORMAT_COMPACT);
+        let set = |file: &mut Vec<u8>, at: usize, v: u64| {
+            file[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        };
+        set(
+            &mut file,
+            std::mem::offset_of!(EventFileHeader, before_tracing),
+            1,
+        );
+        set(
+            &mut file,
+            std::mem::offset_of!(EventFileHeader, rejoined),
+            1_000_100,
+        );
+        file.extend(ext_head(SUB_TIME, 3, 0).to_le_bytes());
+        file.extend(1_000_000u64.to_le_bytes());
+        file.extend(entry(5, 0x1005).to_le_bytes());
+        file.extend(close(close_tag(EventKind::Exit).unwrap(), 10).to_le_bytes());
+        // Tracing off, then on again at 1_000_100 inside a call.
+        file.extend(close(close_tag(EventKind::Exit).unwrap(), 200).to_le_bytes());
+        file.extend(entry(300, 0x2005).to_le_bytes());
+        file.extend(close(close_tag(EventKind::Exit).unwrap(), 310).to_le_bytes());
+        file.extend([0u8; 64]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.events");
+        std::fs::write(&path, &file).unwrap();
+        let (iterated, folded) = read_both_ways(&path);
+        let kinds: Vec<(EventKind, u64)> = iterated
+            .0
+            .iter()
+            .map(|e| (e.kind().unwrap(), e.tsc))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (EventKind::Entry, 1_000_005),
+                (EventKind::Exit, 1_000_010),
+                (EventKind::Earlier, 1_000_100),
+                (EventKind::Exit, 1_000_200),
+                (EventKind::Entry, 1_000_300),
+                (EventKind::Exit, 1_000_310),
+            ]
+        );
+        assert_eq!(folded, iterated);
     }
 
     /// What [`Events::each_event`] hands on, and the reader's state after:
