@@ -16,7 +16,9 @@ pub struct Progress {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Bytes the event files of `dir` occupy (sparse room not counted).
+/// Bytes of records the event files of `dir` hold: what a drained ring's
+/// stream holds (its event file is cut to a page once drained), else the
+/// room the file occupies (sparse room not counted).
 fn event_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::read_dir(dir)
@@ -24,9 +26,23 @@ fn event_bytes(dir: &Path) -> u64 {
         .flatten()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".events"))
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| (m.blocks() * 512).min(m.len()))
+        .filter_map(|e| {
+            let path = e.path();
+            let on_disk = e.metadata().ok().map(|m| (m.blocks() * 512).min(m.len()));
+            drained_stream_bytes(&path).or(on_disk)
+        })
         .sum()
+}
+
+/// The bytes of records a drained ring's stream holds; `None` for any
+/// other event file.
+fn drained_stream_bytes(path: &Path) -> Option<u64> {
+    use ftail_trace::reader::events::{read_header, written_bytes};
+    let mut file = std::fs::File::open(path).ok()?;
+    let header = read_header(&mut file).ok()?;
+    (header.drain != 0)
+        .then(|| written_bytes(path, &header).ok())
+        .flatten()
 }
 
 impl Progress {

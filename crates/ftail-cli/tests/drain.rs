@@ -482,3 +482,33 @@ fn the_drainer_follows_no_link() {
     );
     assert!(!tdir.join("999999-1.drained").exists());
 }
+
+/// The progress bar over a drained trace counts the records its stream
+/// holds, not the page its event file is cut to once drained.
+#[test]
+fn progress_over_a_drained_trace_counts_its_records() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    let tdir = dir.path().join("drained");
+    // About 6 M events: some 36 MB of records.
+    let out = run(Command::new(ftail())
+        .args(["record", "--no-sched", "--no-libcall", "--drain", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .args(["0", "3000000"]));
+    assert!(out.status.success(), "{out:?}");
+    wait_drained(&tdir);
+    let shown = stderr_on_a_terminal(
+        &["report", "-d", path_str(&tdir)],
+        &[("FTAIL_PROGRESS_AFTER_MS", "0")],
+    );
+    // "reading [===   ] 1.50 MiB/34.33 MiB (0s)": each total drawn.
+    let totals: Vec<&str> = shown
+        .split("] ")
+        .filter_map(|s| s.split_once('/'))
+        .filter_map(|(_, rest)| rest.split(" (").next())
+        .collect();
+    assert!(!totals.is_empty(), "{shown:?}");
+    assert!(totals.iter().all(|t| t.ends_with("MiB")), "{totals:?}");
+}
