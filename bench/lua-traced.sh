@@ -15,7 +15,7 @@ runs=${1:-3}
 modes=${2:-capped ring}
 command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hyperfine)" >&2; exit 1; }
 lua=target/corpus/lua54-gcc
-[ -x "$lua/lua" ] || { echo "build it first: FTAIL_CORPUS=1 cargo test --release -p ftail-cli --test corpus lua_gcc_c" >&2; exit 1; }
+[ -x "$lua/lua" ] || { echo "build it first: FTAIL_CORPUS=1 cargo test --release -p ftail-cli --test corpus -- --exact lua_gcc_c" >&2; exit 1; }
 ftail="$PWD/target/release/ftail"
 # The traces and hyperfine's results in a private directory: never a
 # predictable name in the shared /tmp.
