@@ -665,7 +665,7 @@ fn entry_counts(tdir: &Path) -> std::collections::HashMap<String, u64> {
 /// names.
 #[test]
 fn ftail_ctl_filters_apply_to_library_functions() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     for cc in compilers() {
         let dir = scratch();
         let exe = build(
@@ -675,18 +675,7 @@ fn ftail_ctl_filters_apply_to_library_functions() {
             &repo().join("tests/runtime/ctlwait.c"),
         );
         let tdir = dir.path().join("trace");
-        let mut child = Command::new(ftail())
-            .args(["record", "--no-sched", "--ctl", "-d"])
-            .arg(&tdir)
-            .arg("--")
-            .arg(&exe)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let pid = lines.next().unwrap().unwrap();
+        let (mut child, mut stdin, mut lines, pid) = record_with_ctl(&exe, &tdir);
         let ctl = |args: &[&str]| ctl_once_listening(&pid, args);
         let mut round = |n: u32| {
             writeln!(stdin, "{n}").unwrap();
@@ -1215,23 +1204,12 @@ fn record_filters_apply_to_indirect_library_calls() {
 /// until `-N ''`, and `-F labs` keeps only labs.
 #[test]
 fn ftail_ctl_filters_apply_to_indirect_library_calls() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     for cc in compilers() {
         let dir = scratch();
         let exe = build(dir.path(), cc, &["-O2"], &fixture("indirect_ctl.c"));
         let tdir = dir.path().join("trace");
-        let mut child = Command::new(ftail())
-            .args(["record", "--no-sched", "--ctl", "-d"])
-            .arg(&tdir)
-            .arg("--")
-            .arg(&exe)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let pid = lines.next().unwrap().unwrap();
+        let (mut child, mut stdin, mut lines, pid) = record_with_ctl(&exe, &tdir);
         let ctl = |args: &[&str]| ctl_once_listening(&pid, args);
         let mut round = |n: u32| {
             writeln!(stdin, "{n}").unwrap();
@@ -1347,4 +1325,32 @@ fn indirect_calls_longer_than_five_bytes_are_left_as_they_are() {
             assert_eq!(calls(dir.path(), &[]), want, "{cc} {opt}");
         }
     }
+}
+
+/// `ftail record --ctl` of `exe` into `tdir`, its standard input and
+/// output piped: the child, its input, its output's lines after the
+/// first, and that first line (the program's pid).
+fn record_with_ctl(
+    exe: &Path,
+    tdir: &Path,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    String,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(ftail())
+        .args(["record", "--no-sched", "--ctl", "-d"])
+        .arg(tdir)
+        .arg("--")
+        .arg(exe)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pid = lines.next().unwrap().unwrap();
+    (child, stdin, lines, pid)
 }
