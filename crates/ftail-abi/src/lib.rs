@@ -729,6 +729,10 @@ pub mod trace {
             /// Nonzero once every chunk is in the drained file, by the
             /// drainer; the file is then cut to the header's page.
             pub finished: u64,
+            /// Nonzero once the thread has ended and written its last
+            /// record (by the thread): the drainer drains the rest of the
+            /// ring and cuts the file while the program goes on.
+            pub ended: u64,
         }
 
         /// Where chunk `k` lies in the event file of a drained ring of

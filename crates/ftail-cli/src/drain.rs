@@ -12,7 +12,7 @@
 //! drained file for any chunk `drained` counts. A drainer killed at any
 //! point leaves every written chunk in one of the two files.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -173,30 +173,26 @@ impl Drainer {
 }
 
 fn run(dir: &Path, stop: &AtomicBool) {
-    let mut rings: HashMap<PathBuf, Ring> = HashMap::new();
+    let mut rings = Rings::default();
     let mut packer = Packer::new();
     let mut since_scan = u32::MAX;
     loop {
         let stopping = stop.load(Ordering::Acquire);
         if since_scan >= 10 || stopping {
-            find_rings(dir, &mut rings);
+            rings.find(dir);
             since_scan = 0;
         }
         since_scan += 1;
         let mut busy = false;
-        let mut all_done = true;
-        for ring in rings.values_mut() {
-            if ring.finished {
-                continue;
-            }
+        for ring in rings.live.values_mut() {
             ring.beat();
             busy |= ring.drain_ready(packer.as_mut());
-            if stopping && !ring.writer_alive(dir) {
+            if ring.ended() || stopping && !ring.writer_alive(dir) {
                 ring.drain_rest(packer.as_mut());
             }
-            all_done &= ring.finished;
         }
-        if stopping && all_done {
+        rings.forget_finished();
+        if stopping && rings.live.is_empty() {
             if let Some(p) = &packer {
                 p.report();
             }
@@ -208,24 +204,69 @@ fn run(dir: &Path, stop: &AtomicBool) {
     }
 }
 
-/// Opens the drained rings of `dir` not known yet.
-fn find_rings(dir: &Path, rings: &mut HashMap<PathBuf, Ring>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        let is_events = e
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.ends_with(EVENTS_SUFFIX));
-        if !is_events || rings.contains_key(&path) {
-            continue;
-        }
-        if let Some(ring) = Ring::open(&path) {
-            rings.insert(path, ring);
+/// The event files of a trace directory as the drainer knows them.
+#[derive(Default)]
+struct Rings {
+    /// Drained rings not finished yet.
+    live: HashMap<PathBuf, Ring>,
+    /// Files never to look at again: finished rings (whose mappings and
+    /// descriptors are let go at once: a program may start thousands of
+    /// threads) and files that are not drained rings.
+    done: HashSet<PathBuf>,
+}
+
+impl Rings {
+    /// Opens the drained rings of `dir` not known yet.
+    fn find(&mut self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let is_events = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(EVENTS_SUFFIX));
+            if !is_events {
+                continue;
+            }
+            let path = e.path();
+            if self.live.contains_key(&path) || self.done.contains(&path) {
+                continue;
+            }
+            match Ring::open(&path) {
+                Opened::Ring(ring) => {
+                    self.live.insert(path, ring);
+                }
+                Opened::Never => {
+                    self.done.insert(path);
+                }
+                Opened::NotYet => {}
+            }
         }
     }
+
+    /// Lets go of the rings that are finished.
+    fn forget_finished(&mut self) {
+        let finished: Vec<PathBuf> = self
+            .live
+            .iter()
+            .filter(|(_, r)| r.finished)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in finished {
+            self.live.remove(&path);
+            self.done.insert(path);
+        }
+    }
+}
+
+/// What [`Ring::open`] found.
+enum Opened {
+    Ring(Ring),
+    /// Not a drained ring, or one drained already: never one later.
+    Never,
+    /// Not whole yet (its thread is making it), or not readable now.
+    NotYet,
 }
 
 /// One thread's drained ring, as the drainer holds it.
@@ -270,7 +311,11 @@ impl Drop for Ring {
 impl Ring {
     /// The ring of the event file `path`, if it is a drained ring not
     /// drained already; its drained file is created.
-    fn open(path: &Path) -> Option<Ring> {
+    fn open(path: &Path) -> Opened {
+        Ring::try_open(path).unwrap_or(Opened::NotYet)
+    }
+
+    fn try_open(path: &Path) -> Option<Opened> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;
         // The program may name files in the trace directory: a link is
@@ -290,20 +335,18 @@ impl Ring {
         let drain = u64_at(std::mem::offset_of!(EventFileHeader, drain));
         let pid_at = std::mem::offset_of!(EventFileHeader, pid);
         let pid = u32::from_le_bytes(head[pid_at..pid_at + 4].try_into().unwrap_or_default());
-        if head[..8] != EVENTS_MAGIC || drain < 2 * CHUNK || !drain.is_multiple_of(CHUNK) {
+        if head[..8] != EVENTS_MAGIC {
             return None;
+        }
+        if drain < 2 * CHUNK || !drain.is_multiple_of(CHUNK) {
+            return Some(Opened::Never);
         }
         // The thread makes its file this long before it writes the header;
         // a finished ring's is cut to its header's page.
-        let finished_len = events.metadata().ok()?.len() < RING_AT + drain;
-        let len = if finished_len {
-            RING_AT
-        } else {
-            RING_AT + drain
-        };
-        if events.metadata().ok()?.len() < len {
-            return None;
+        if events.metadata().ok()?.len() < RING_AT + drain {
+            return Some(Opened::Never);
         }
+        let len = RING_AT + drain;
         // SAFETY: a shared mapping of the start of a file at least that
         // long; it stays mapped as long as the ring is held.
         let map = unsafe {
@@ -335,9 +378,8 @@ impl Ring {
             full: false,
             ending: false,
         };
-        if finished_len || ring.word(|c| &c.finished).load(Ordering::Acquire) != 0 {
-            ring.finished = true;
-            return Some(ring);
+        if ring.word(|c| &c.finished).load(Ordering::Acquire) != 0 {
+            return Some(Opened::Never);
         }
         let out_path = ftail_trace::reader::drained::drained_path(path);
         let mut out = OpenOptions::new()
@@ -350,7 +392,7 @@ impl Ring {
         out.write_all(&[0; 8]).ok()?;
         ring.out = out;
         ring.out_len = ftail_trace::reader::drained::DRAINED_HEADER;
-        Some(ring)
+        Some(Opened::Ring(ring))
     }
 
     /// A control word, shared with the thread.
@@ -361,6 +403,11 @@ impl Ring {
             let control = &*(self.map.add(CONTROL_AT as usize) as *const Control);
             AtomicU64::from_ptr(f(control) as *const u64 as *mut u64)
         }
+    }
+
+    /// Whether the thread has ended, every record of it written.
+    fn ended(&self) -> bool {
+        self.word(|c| &c.ended).load(Ordering::Acquire) != 0
     }
 
     /// Tells the thread the drainer is there.

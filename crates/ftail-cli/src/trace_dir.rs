@@ -68,7 +68,10 @@ fn is_trace_file(name: &str) -> bool {
         let (pid, n) = rest.split_once('.').unwrap_or((rest, "0"));
         return is_number(pid) && is_number(n);
     }
-    if let Some(stem) = name.strip_suffix(".events") {
+    let stem = name
+        .strip_suffix(".events")
+        .or_else(|| name.strip_suffix(ftail_abi::trace::drain::DRAINED_SUFFIX));
+    if let Some(stem) = stem {
         // `KEY-TID`, or `KEY-TID~N` for a thread id that came back.
         return stem
             .rsplit_once('-')

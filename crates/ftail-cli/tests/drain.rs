@@ -512,3 +512,130 @@ fn progress_over_a_drained_trace_counts_its_records() {
     assert!(!totals.is_empty(), "{shown:?}");
     assert!(totals.iter().all(|t| t.ends_with("MiB")), "{totals:?}");
 }
+
+/// Threads started one after another (each calls `leaf` 1,000 times),
+/// then READY is made and the program waits for GO.
+const SEQUENTIAL_THREADS: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+__attribute__((noinline)) long leaf(long x) { return x ^ (x >> 3); }
+
+static void *worker(void *arg) {
+  long sum = 0;
+  for (long i = 0; i < 1000; i++)
+    sum += leaf(i + (long)arg);
+  return (void *)sum;
+}
+
+int main(int argc, char **argv) {
+  long sum = 0;
+  for (long i = 0; i < atol(argv[1]); i++) {
+    pthread_t t;
+    void *r;
+    pthread_create(&t, NULL, worker, (void *)i);
+    pthread_join(t, &r);
+    sum += (long)r;
+  }
+  fclose(fopen(argv[2], "w"));
+  while (access(argv[3], F_OK) != 0)
+    usleep(1000);
+  printf("%ld\n", sum);
+  return 0;
+}
+"#;
+
+/// The event files of `tdir` and their lengths.
+fn event_file_lengths(tdir: &Path) -> Vec<(PathBuf, u64)> {
+    std::fs::read_dir(tdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "events"))
+        .map(|p| {
+            let len = std::fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect()
+}
+
+#[test]
+fn an_ended_thread_is_drained_while_the_program_runs() {
+    let dir = scratch();
+    let src = dir.path().join("sequential.c");
+    std::fs::write(&src, SEQUENTIAL_THREADS).unwrap();
+    let exe = dir.path().join("sequential");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&exe)
+            .arg(&src),
+    );
+    let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
+    let tdir = dir.path().join("trace");
+    let child = Command::new(ftail())
+        .args(["record", "--no-sched", "--no-libcall", "--drain", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .arg("40")
+        .arg(&ready)
+        .arg(&go)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The 40 ended threads' rings (8 MiB of file each) are drained and
+    // cut while the program still runs; only the main thread's is whole.
+    let start = Instant::now();
+    loop {
+        let files = event_file_lengths(&tdir);
+        let whole = files.iter().filter(|(_, len)| *len > 4096).count();
+        if files.len() == 41 && whole == 1 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            std::fs::write(&go, "").unwrap();
+            let _ = child.wait_with_output();
+            panic!("{whole} of {} event files not cut: {files:?}", files.len());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Each ring has its drained file, the main thread's too.
+    assert_eq!(drained_files(&tdir).len(), 41);
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_drained(&tdir);
+    let t = trace::open(&tdir).unwrap();
+    let threads = per_thread(&t);
+    assert_eq!(threads.len(), 41);
+    // Every worker's 1,000 calls of leaf, entry and exit, plus its
+    // start routine's.
+    let workers = threads.iter().filter(|t| t.len() == 2002).count();
+    assert_eq!(
+        workers,
+        40,
+        "{:?}",
+        threads.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_drained_trace_is_kept_as_old_by_the_next_recording() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    let tdir = dir.path().join("trace");
+    for _ in 0..2 {
+        let (out, t) = record_trace(&tdir, &exe, &["1", "1000"], &["--drain"]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(t.processes[0].threads.len(), 2);
+        wait_drained(&tdir);
+    }
+    assert!(!drained_files(&dir.path().join("trace.old")).is_empty());
+}

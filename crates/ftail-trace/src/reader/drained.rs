@@ -127,6 +127,7 @@ pub fn read_control(file: &File) -> std::io::Result<Control> {
         spill_from: w(3),
         heartbeat: w(4),
         finished: w(5),
+        ended: w(6),
     })
 }
 
