@@ -4,7 +4,8 @@
 # start-up or exit in the number), min of RUNS rounds, the variants
 # interleaved in each round so that they share the machine's load:
 #   plain, the floor (rdtsc + 16-byte store, cache-resident), the flight
-#   recorder (--ring 1M), keeping every event (the default) on the trace
+#   recorder (--ring 1M), keeping every event in growing event files
+#   (`--no-drain`, the default before drained rings) on the trace
 #   directory's filesystem and on tmpfs, and keeping every event with
 #   bench/prefault.c beside it: `pop` allocates each event file's new
 #   pages in the page cache from another process as the file grows,
@@ -14,8 +15,8 @@
 #   mapping: larger page-cache folios, fewer faults) and, when
 #   KEEP_COST_HUGE_DIR names a directory on a tmpfs mounted huge=always
 #   (`mount -t tmpfs -o huge=always,size=2G none DIR`, as root), there;
-#   keeping every event in a drained ring (`--drain`, 8M and 1M per
-#   thread), compressed by `ftail record` beside the program: zstd while
+#   keeping every event in a drained ring (`--drain`, the default, 8M
+#   and 1M per thread), compressed by `ftail record` beside the program: zstd while
 #   the drainer keeps up and LZ4 once it falls behind (drain), zstd only
 #   (drain-zstd), LZ4 only (drain-lz4).
 # KEEP_COST_VARIANTS="plain floor ring keep drain" runs only those.
@@ -61,19 +62,19 @@ run() {
     plain) "${T[@]}" ./hotloop-plain "$n" ;;
     floor) "${T[@]}" ./hotloop-plain "$n" floor ;;
     ring) "${T[@]}" "$ftail" record -d trace --ring 1M --tail mark -- ./hotloop "$n" ;;
-    keep) "${T[@]}" "$ftail" record -d trace --tail mark -- ./hotloop "$n" ;;
-    keep-tmpfs) "${T[@]}" "$ftail" record -d "$shm/trace" --tail mark -- ./hotloop "$n" ;;
-    keep+idle) with trace idle "${T[@]}" "$ftail" record -d trace --tail mark -- ./hotloop "$n" ;;
-    keep+pop) with trace pop "${T[@]}" "$ftail" record -d trace --tail mark -- ./hotloop "$n" ;;
-    keep+fallocate) with trace fallocate "${T[@]}" "$ftail" record -d trace --tail mark -- ./hotloop "$n" ;;
-    keep+pop+fallocate) with trace both "${T[@]}" "$ftail" record -d trace --tail mark -- ./hotloop "$n" ;;
-    keep-tmpfs+pop) with "$shm/trace" pop "${T[@]}" "$ftail" record -d "$shm/trace" --tail mark -- ./hotloop "$n" ;;
-    keep+hugepage) FTAIL_HUGEPAGE=1 "${T[@]}" "$ftail" record -d trace --tail mark -- ./hotloop "$n" ;;
+    keep) "${T[@]}" "$ftail" record --no-drain -d trace --tail mark -- ./hotloop "$n" ;;
+    keep-tmpfs) "${T[@]}" "$ftail" record --no-drain -d "$shm/trace" --tail mark -- ./hotloop "$n" ;;
+    keep+idle) with trace idle "${T[@]}" "$ftail" record --no-drain -d trace --tail mark -- ./hotloop "$n" ;;
+    keep+pop) with trace pop "${T[@]}" "$ftail" record --no-drain -d trace --tail mark -- ./hotloop "$n" ;;
+    keep+fallocate) with trace fallocate "${T[@]}" "$ftail" record --no-drain -d trace --tail mark -- ./hotloop "$n" ;;
+    keep+pop+fallocate) with trace both "${T[@]}" "$ftail" record --no-drain -d trace --tail mark -- ./hotloop "$n" ;;
+    keep-tmpfs+pop) with "$shm/trace" pop "${T[@]}" "$ftail" record --no-drain -d "$shm/trace" --tail mark -- ./hotloop "$n" ;;
+    keep+hugepage) FTAIL_HUGEPAGE=1 "${T[@]}" "$ftail" record --no-drain -d trace --tail mark -- ./hotloop "$n" ;;
     drain) "${T[@]}" "$ftail" record -d trace --drain --tail mark -- ./hotloop "$n" ;;
     drain-1M) "${T[@]}" "$ftail" record -d trace --drain=1M --tail mark -- ./hotloop "$n" ;;
     drain-zstd) FTAIL_DRAIN_CODEC=zstd "${T[@]}" "$ftail" record -d trace --drain --tail mark -- ./hotloop "$n" ;;
     drain-lz4) FTAIL_DRAIN_CODEC=lz4 "${T[@]}" "$ftail" record -d trace --drain --tail mark -- ./hotloop "$n" ;;
-    keep-huge-tmpfs) "${T[@]}" "$ftail" record -d "$huge/trace" --tail mark -- ./hotloop "$n" ;;
+    keep-huge-tmpfs) "${T[@]}" "$ftail" record --no-drain -d "$huge/trace" --tail mark -- ./hotloop "$n" ;;
   esac
 }
 export HOTLOOP_TIME=1

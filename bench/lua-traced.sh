@@ -6,8 +6,9 @@
 # of compact events; the rest are counted as lost, every call still goes
 # through the trampolines), "ring" is the flight recorder with a 4 MiB
 # ring per thread (every event written, the latest kept), "keep" keeps
-# every event the default way, "drain" keeps every event through an 8 MiB
-# drained ring per thread (`--drain`), compressed by `ftail record`.
+# every event in growing event files (`--no-drain`), "drain" keeps every
+# event through an 8 MiB drained ring per thread (the default, `--drain`),
+# compressed by `ftail record`.
 # Usage: bench/lua-traced.sh [RUNS] [MODES]   (default 3, "capped ring")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +30,8 @@ for m in $modes; do
   case $m in
     capped) opt="--buffer-events 262144"; names+=("ftail record --buffer-events 262144 (auto)") ;;
     ring) opt="--ring 4M"; names+=("ftail record --ring 4M (auto)") ;;
-    keep) opt=""; names+=("ftail record (auto), every event kept") ;;
-    drain) opt="--drain"; names+=("ftail record --drain (auto), every event kept") ;;
+    keep) opt="--no-drain"; names+=("ftail record --no-drain (auto), every event kept") ;;
+    drain) opt="--drain"; names+=("ftail record (auto, drained: the default), every event kept") ;;
     *) echo "unknown mode $m (capped, ring, keep, drain)" >&2; exit 2 ;;
   esac
   cmds+=("true | env --default-signal=HUP $ftail record -d $tmp/trace $opt -- ../lua -W all.lua >/dev/null 2>&1")

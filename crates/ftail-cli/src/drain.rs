@@ -141,6 +141,9 @@ impl Packer {
 /// How much of `--max-size` a drained file takes at a time.
 const BUDGET_STEP: u64 = 1 << 20;
 
+/// The unit of the budget's count.
+const PAGE: u64 = 4096;
+
 /// How long the drainer sleeps when no chunk was ready.
 const IDLE: Duration = Duration::from_millis(1);
 
@@ -535,7 +538,13 @@ impl Ring {
         self.word(|c| &c.finished).store(1, Ordering::Release);
         let len = self.events.metadata().map_or(0, |m| m.len());
         if self.events.set_len(RING_AT).is_ok() {
-            budget::give_back(&self.budget, len.saturating_sub(RING_AT));
+            // The ring, and what the drained file took ahead of its
+            // frames (a step of 1 MiB: thousands of short threads must
+            // not use up `--max-size` with room they never wrote).
+            let kept = self.out_len.div_ceil(PAGE) * PAGE;
+            let ahead = self.taken.saturating_sub(kept);
+            self.taken -= ahead;
+            budget::give_back(&self.budget, len.saturating_sub(RING_AT) + ahead);
             self.finished = true;
         }
     }

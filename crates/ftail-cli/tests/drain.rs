@@ -624,6 +624,21 @@ fn an_ended_thread_is_drained_while_the_program_runs() {
         "{:?}",
         threads.iter().map(Vec::len).collect::<Vec<_>>()
     );
+    // `--max-size` counts what the files hold, to the page: not the
+    // rings given back, nor the room each drained file took ahead.
+    let used = budget_used(&tdir);
+    let held: u64 = std::fs::read_dir(&tdir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len().div_ceil(4096) * 4096)
+        .sum();
+    assert!(used <= held, "{used} bytes counted, {held} held");
+}
+
+/// The bytes of events the budget file of `tdir` counts.
+fn budget_used(tdir: &Path) -> u64 {
+    let b = std::fs::read(tdir.join(ftail_abi::trace::BUDGET_FILE)).unwrap();
+    let at = std::mem::offset_of!(ftail_abi::trace::TraceBudget, used_bytes);
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
 #[test]
