@@ -147,6 +147,11 @@ const PAGE: u64 = 4096;
 /// How long the drainer sleeps when no chunk was ready.
 const IDLE: Duration = Duration::from_millis(1);
 
+/// How often the drainer looks for new rings, busy or not: a directory of
+/// thousands of files takes a millisecond or more to list, and a thread
+/// whose ring is full waits up to 50 ms for its drainer.
+const SCAN_EVERY: Duration = Duration::from_millis(10);
+
 /// A running drainer; [`Drainer::finish`] drains what is left.
 pub struct Drainer {
     stop: Arc<AtomicBool>,
@@ -178,14 +183,18 @@ impl Drainer {
 fn run(dir: &Path, stop: &AtomicBool) {
     let mut rings = Rings::default();
     let mut packer = Packer::new();
-    let mut since_scan = u32::MAX;
+    let mut last_scan: Option<std::time::Instant> = None;
+    // Whether the directory was looked at since the program ended: a ring
+    // made just before is drained too.
+    let mut scanned_at_end = false;
     loop {
         let stopping = stop.load(Ordering::Acquire);
-        if since_scan >= 10 || stopping {
+        let due = last_scan.is_none_or(|t| t.elapsed() >= SCAN_EVERY);
+        if due || stopping && !scanned_at_end {
             rings.find(dir);
-            since_scan = 0;
+            last_scan = Some(std::time::Instant::now());
+            scanned_at_end = stopping;
         }
-        since_scan += 1;
         let mut busy = false;
         for ring in rings.live.values_mut() {
             ring.beat();
@@ -195,7 +204,7 @@ fn run(dir: &Path, stop: &AtomicBool) {
             }
         }
         rings.forget_finished();
-        if stopping && rings.live.is_empty() {
+        if scanned_at_end && rings.live.is_empty() {
             if let Some(p) = &packer {
                 p.report();
             }
