@@ -12,6 +12,7 @@ pub const RUNTIME_ENV: &str = "FTAIL_RUNTIME";
 const RUNTIME_NAME: &str = "libftail_runtime.so";
 
 /// Options of `ftail record`.
+#[derive(Clone)]
 pub struct RecordOptions {
     /// Trace directory.
     pub dir: PathBuf,
@@ -32,8 +33,11 @@ pub struct RecordOptions {
     pub max_size: MaxSize,
     /// Bytes of each thread's ring (flight recorder), if asked for.
     pub ring: Option<u64>,
-    /// Bytes of each thread's drained ring, if asked for.
+    /// Bytes of each thread's drained ring (none: every event in a
+    /// growing event file).
     pub drain: Option<u64>,
+    /// Whether `--drain` was given (rather than drained by default).
+    pub drain_asked: bool,
     /// The signal that takes a snapshot of the rings, if any.
     pub snapshot_signal: Option<i32>,
     /// Start with tracing off.
@@ -88,14 +92,21 @@ pub struct RecordArgs {
     /// thread (64K to 64G), in a ring that is the thread's event file
     #[arg(long, value_name = "SIZE", value_parser = parse_ring)]
     pub ring: Option<u64>,
-    /// Keep every event in a fixed ring of SIZE bytes per thread (128K
-    /// to 1G, default 8M) that `ftail record` drains: it compresses what
-    /// the thread wrote into KEY-TID.drained and frees the ring for it
-    /// again, so the thread never faults in a fresh page (a thread whose
-    /// drainer is behind or gone goes on in its growing event file)
+    /// Each thread writes into a fixed ring of SIZE bytes (128K to 1G,
+    /// default 8M) that `ftail record` drains: it compresses what the
+    /// thread wrote into KEY-TID.drained and frees the ring for it again,
+    /// so the thread never faults in a fresh page (a thread whose
+    /// drainer is behind or gone goes on in its growing event file). The
+    /// default for a program ftail record starts, without --ring,
+    /// --buffer-events or snapshots
     #[arg(long, value_name = "SIZE", num_args = 0..=1, default_missing_value = "8M",
-          require_equals = true, value_parser = parse_drain, conflicts_with = "ring")]
+          require_equals = true, value_parser = parse_drain,
+          conflicts_with_all = ["ring", "buffer_events", "no_drain"])]
     pub drain: Option<u64>,
+    /// Keep every event uncompressed in each thread's growing event file
+    /// (the format before drained rings were the default)
+    #[arg(long)]
+    pub no_drain: bool,
     /// Copy the rings into DIR/snapshot-N when the program receives
     /// SIGNAL (a name like USR2 or a number); see also `ftail ctl PID
     /// snapshot`
@@ -217,6 +228,7 @@ fn check_retval(text: &str) -> Result<String, String> {
 impl RecordArgs {
     /// The options of a recording into `dir` of `command`.
     pub fn options(self, dir: PathBuf, command: Vec<OsString>) -> RecordOptions {
+        let drain = self.drain_bytes();
         RecordOptions {
             dir,
             filter: self.filter,
@@ -227,7 +239,8 @@ impl RecordArgs {
             buffer_events: self.buffer_events,
             max_size: self.max_size,
             ring: self.ring,
-            drain: self.drain,
+            drain,
+            drain_asked: self.drain.is_some(),
             snapshot_signal: self.snapshot_signal,
             off: self.off,
             ctl: self.ctl,
@@ -238,6 +251,26 @@ impl RecordArgs {
             snapshot_interval: self.snapshot_interval,
             sched: !self.no_sched,
             command,
+        }
+    }
+
+    /// Bytes of each thread's drained ring: `--drain`'s, else 8M unless
+    /// the events go elsewhere (`--no-drain`, `--ring`, `--buffer-events`:
+    /// a limit of the growing file) or a snapshot may be taken (it copies
+    /// event files, not drained ones).
+    fn drain_bytes(&self) -> Option<u64> {
+        let snapshots = self.snapshot_signal.is_some()
+            || !self.snapshot_on.is_empty()
+            || self.snapshot_interval.is_some()
+            || self
+                .trigger
+                .iter()
+                .any(|r| r.actions.snapshot || r.actions.snapshot_after_ns != 0);
+        let elsewhere = self.no_drain || self.ring.is_some() || self.buffer_events.is_some();
+        match self.drain {
+            Some(n) => Some(n),
+            None if elsewhere || snapshots => None,
+            None => Some(DEFAULT_DRAIN),
         }
     }
 
@@ -263,6 +296,9 @@ impl RecordArgs {
         }
         if let Some(n) = self.drain {
             a.push(format!("--drain={n}").into());
+        }
+        if self.no_drain {
+            a.push("--no-drain".into());
         }
         if let Some(n) = self.snapshot_signal {
             a.extend(["--snapshot-signal".into(), n.to_string().into()]);
@@ -438,6 +474,11 @@ pub fn parse_max_size(text: &str) -> Result<MaxSize, String> {
         .map(MaxSize::Bytes)
         .ok_or_else(bad)
 }
+
+/// Bytes of a drained ring by default: the drainer falls behind an
+/// eighth of it (1 MiB) before it compresses faster, and a thread waits
+/// for it only once it is a whole ring behind.
+const DEFAULT_DRAIN: u64 = 8 << 20;
 
 /// Parses `--drain`: a size as for `--ring`, 128K to 1G, in whole 64K
 /// chunks.
@@ -665,9 +706,14 @@ pub(crate) type RuntimeVar = (&'static str, Option<OsString>);
 /// `-R` and `-a` written, the debug info `-a` reads being `exe`'s) and
 /// the runtime's settings.
 pub(crate) fn prepare_trace(o: &RecordOptions, exe: &Path) -> Result<(PathBuf, Vec<RuntimeVar>)> {
-    if o.drain.is_some() {
+    if o.drain_asked {
         bail!("--drain needs a program that ftail record starts, whose end its drainer sees");
     }
+    // Attached to, a program keeps every event in growing files.
+    let o = &RecordOptions {
+        drain: None,
+        ..o.clone()
+    };
     let created = crate::trace_dir::prepare(&o.dir)?;
     let ready = o
         .dir

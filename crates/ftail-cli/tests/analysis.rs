@@ -297,6 +297,12 @@ fn info_says_what_the_trace_is() {
         // The default maximum size is a share of the free space on the trace's filesystem.
         (r"maximum size: [^(]*\(", "maximum size: <free share> ("),
         (r"grow up to [^ ]+ [^ ]+ ", "grow up to <free share> "),
+        (r"kept up to [^ ]+ [^ ]+ ", "kept up to <free share> "),
+        // How well a few events compress.
+        (
+            r"drained          : [0-9.]+ [KMG]?i?B on disk for (\d+) events of drained rings: [0-9.]+ bytes each",
+            "drained          : <bytes> on disk for $1 events of drained rings: <n> bytes each",
+        ),
         (r"[0-9.]+ [KMG]?i?B of it used", "<used> of it used"),
         // How many context switches there were, or why the kernel refused them.
         (

@@ -654,3 +654,30 @@ fn a_drained_trace_is_kept_as_old_by_the_next_recording() {
     }
     assert!(!drained_files(&dir.path().join("trace.old")).is_empty());
 }
+
+#[test]
+fn rings_are_drained_unless_the_events_go_elsewhere() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    let cases: [(&[&str], bool); 5] = [
+        (&[], true),
+        (&["--no-drain"], false),
+        (&["--buffer-events", "100000"], false),
+        (&["--ring", "1M"], false),
+        (&["--snapshot-signal", "USR2"], false),
+    ];
+    for (i, (options, drained)) in cases.into_iter().enumerate() {
+        let tdir = dir.path().join(format!("trace{i}"));
+        let (out, t) = record_trace(&tdir, &exe, &["1", "1000"], options);
+        assert!(out.status.success(), "{options:?}: {out:?}");
+        assert_eq!(t.processes[0].threads.len(), 2, "{options:?}");
+        if drained {
+            wait_drained(&tdir);
+        }
+        assert_eq!(
+            drained_files(&tdir).len(),
+            if drained { 2 } else { 0 },
+            "{options:?}"
+        );
+    }
+}

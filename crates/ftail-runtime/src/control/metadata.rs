@@ -52,7 +52,7 @@ fn info_text(s: &Start) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let p = s.patched;
-    let fields: [(&str, String); 25] = [
+    let fields: [(&str, String); 26] = [
         ("version", TRACE_VERSION.to_string()),
         ("pid", std::process::id().to_string()),
         // SAFETY: getppid has no preconditions.
@@ -78,6 +78,7 @@ fn info_text(s: &Start) -> String {
             },
         ),
         ("ring", cfg.ring.to_string()),
+        ("drain", cfg.drain.to_string()),
         ("snapshot_signal", cfg.snapshot_signal.to_string()),
         (
             "max_size",

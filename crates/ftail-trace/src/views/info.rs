@@ -192,13 +192,24 @@ pub fn render(trace: &TraceDir, trace_view: &crate::trace::Trace, count_events: 
                     get("stack_entries")
                 );
             }
-            _ => {
-                let _ = writeln!(
-                    out,
-                    "  buffers          : grow {max}, {per_thread}; {} trace-stack entries",
-                    get("stack_entries")
-                );
-            }
+            _ => match i.get("drain").and_then(|v| v.parse::<u64>().ok()) {
+                Some(ring) if ring > 0 => {
+                    let _ = writeln!(
+                        out,
+                        "  buffers          : a drained ring of {} per thread, every event \
+                         kept {max}; {} trace-stack entries",
+                        bytes(ring),
+                        get("stack_entries")
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "  buffers          : grow {max}, {per_thread}; {} trace-stack entries",
+                        get("stack_entries")
+                    );
+                }
+            },
         }
         let _ = writeln!(
             out,

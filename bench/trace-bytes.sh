@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Bytes on disk per event of the corpus suites' traces: each test suite
+# whose gcc build the corpus tests left in target/corpus/NAME-gcc runs
+# under `ftail record` (every process of it, all functions, --tail=auto),
+# once drained (the default) and once with --no-drain (every event in
+# growing event files). Per trace: events recorded, bytes of the event
+# data files (*.events and *.drained, their lengths), bytes per event,
+# and the whole directory as `du` counts it (blocks, with every
+# process's .info/.modules/.status and each thread's header page).
+# The suites start hundreds of processes (a few dozen threads at most
+# at once): the per-thread files weigh in as they would for a user.
+# Usage: bench/trace-bytes.sh [NAMES]   (default "lua54 sqlite jq zstd zlib")
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+names=${1:-lua54 sqlite jq zstd zlib}
+build_ftail
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+echo "| suite | format | events | bytes of events | bytes/event | du of the trace |"
+echo "|---|---|---|---|---|---|"
+for name in $names; do
+  b="$ROOT/target/corpus/$name-gcc"
+  if [ ! -d "$b" ]; then
+    echo "no build in $b: FTAIL_CORPUS=1 cargo test --release -p ftail-cli --test corpus" >&2
+    continue
+  fi
+  for mode in drained no-drain; do
+    opt=()
+    [ "$mode" = no-drain ] && opt=(--no-drain)
+    rm -rf "$tmp/t" "$tmp/t.old"
+    TEST_ONLY=1 CC=gcc "$FTAIL" record -d "$tmp/t" "${opt[@]}" -- \
+      bash "$ROOT/corpus/build.sh" "$name" "$b" >"$tmp/log" 2>&1 ||
+      { echo "$name ($mode) failed its suite traced; log:" >&2; tail -20 "$tmp/log" >&2; exit 1; }
+    events=$("$FTAIL" info --events -d "$tmp/t" |
+      sed -n 's/.*duration .*(\([0-9]*\) events.*/\1/p' | awk '{s += $1} END {print s + 0}')
+    bytes=$(find "$tmp/t" -maxdepth 1 \( -name '*.events' -o -name '*.drained' \) -printf '%s\n' |
+      awk '{s += $1} END {print s + 0}')
+    du=$(du -sh "$tmp/t" | cut -f1)
+    awk -v n="$name" -v m="$mode" -v e="$events" -v b="$bytes" -v d="$du" 'BEGIN {
+      printf "| %s | %s | %d | %d | %.2f | %s |\n", n, m, e, b, (e ? b / e : 0), d }'
+  done
+done
