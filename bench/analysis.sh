@@ -9,29 +9,36 @@
 # Usage: bench/analysis.sh [RUNS]   (default 3; needs ~1.8 GB of disk)
 #        SIZES="10" bench/analysis.sh   (only the 10 M-event trace)
 #        THREADS=1 bench/analysis.sh    (one thread making all the events)
+#        FORMAT=drained bench/analysis.sh   (traces in drained rings, the
+#          record default; else growing event files, --buffer-events)
+#        VIEWS="report replay" bench/analysis.sh   (only those views)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need hyperfine /usr/bin/time taskset
 RUNS="${1:-3}"
 SIZES="${SIZES:-10 100}"
 THREADS="${THREADS:-4}"
+FORMAT="${FORMAT:-growing}"
+VIEWS="${VIEWS:-report report-1core report-2cores report-t1us report-t10s replay replay-t1us replay-t10s graph graph-t1us graph-t10s}"
 OUT="$WORK/analysis-out.txt"
 build_ftail
 gen="$WORK/eventgen"
 "$FTAIL" cc gcc -O2 -o "$gen" "$ROOT/bench/eventgen.c" -lpthread
 for size in $SIZES; do
-  t="$WORK/trace-${size}M-${THREADS}t"
   # THREADS threads x N outer calls x 6 events = size M events.
   calls=$((size * 1000000 / (6 * THREADS)))
+  case $FORMAT in
+    growing) t="$WORK/trace-${size}M-${THREADS}t"; opt=(--buffer-events $((calls * 8))) ;;
+    drained) t="$WORK/trace-${size}M-${THREADS}t-drained"; opt=() ;;
+    *) echo "FORMAT is growing or drained" >&2; exit 2 ;;
+  esac
   if [ ! -d "$t" ]; then
-    "$FTAIL" record -d "$t" --buffer-events $((calls * 8)) -- "$gen" "$THREADS" "$calls" \
-      >/dev/null 2>&1
+    "$FTAIL" record -d "$t" "${opt[@]}" -- "$gen" "$THREADS" "$calls" >/dev/null 2>&1
   fi
   events=$("$FTAIL" info --events -d "$t" | sed -n 's/.*duration.*(\([0-9]*\) events.*/\1/p' | head -1)
-  echo "== ${size}M, $THREADS threads: $events events"
+  echo "== ${size}M, $THREADS threads, $FORMAT: $events events, $(du -sh "$t" | cut -f1)"
   declare -A unfiltered=()
-  for cmd in report report-1core report-2cores report-t1us report-t10s \
-    replay replay-t1us replay-t10s graph graph-t1us graph-t10s; do
+  for cmd in $VIEWS; do
     case $cmd in
       report) run=("$FTAIL" report -d "$t") ;;
       report-1core) run=(taskset -c 0 "$FTAIL" report -d "$t") ;;

@@ -147,6 +147,10 @@ const PAGE: u64 = 4096;
 /// How long the drainer sleeps when no chunk was ready.
 const IDLE: Duration = Duration::from_millis(1);
 
+/// How often the drainer looks whether the processes writing its rings
+/// are still there.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
+
 /// How often the drainer looks for new rings, busy or not: a directory of
 /// thousands of files takes a millisecond or more to list, and a thread
 /// whose ring is full waits up to 50 ms for its drainer.
@@ -159,8 +163,12 @@ pub struct Drainer {
 }
 
 impl Drainer {
-    /// Starts draining the rings of the trace directory `dir`.
+    /// Starts draining the rings of the trace directory `dir`. Called in
+    /// the watcher, a process of its own: the descriptors it may hold
+    /// (two for each ring being drained) are raised to the hard limit
+    /// there, the program's own limits untouched.
     pub fn start(dir: PathBuf) -> Drainer {
+        raise_file_limit();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -187,6 +195,7 @@ fn run(dir: &Path, stop: &AtomicBool) {
     // Whether the directory was looked at since the program ended: a ring
     // made just before is drained too.
     let mut scanned_at_end = false;
+    let mut last_look: Option<std::time::Instant> = None;
     loop {
         let stopping = stop.load(Ordering::Acquire);
         let due = last_scan.is_none_or(|t| t.elapsed() >= SCAN_EVERY);
@@ -195,11 +204,25 @@ fn run(dir: &Path, stop: &AtomicBool) {
             last_scan = Some(std::time::Instant::now());
             scanned_at_end = stopping;
         }
+        // Whether each ring's writer is still there is looked at now and
+        // then: a process that ended (or was killed) leaves rings whose
+        // threads never said so, and a suite of thousands of processes
+        // must not keep them all open until the end.
+        let look = stopping || last_look.is_none_or(|t| t.elapsed() >= LOOK_EVERY);
+        if look {
+            last_look = Some(std::time::Instant::now());
+        }
+        let mut running: HashMap<u32, bool> = HashMap::new();
         let mut busy = false;
         for ring in rings.live.values_mut() {
             ring.beat();
             busy |= ring.drain_ready(packer.as_mut());
-            if ring.ended() || stopping && !ring.writer_alive(dir) {
+            let gone = look
+                && !(*running
+                    .entry(ring.pid)
+                    .or_insert_with(|| process_running(ring.pid))
+                    && ring.image_current(dir));
+            if ring.ended() || gone {
                 ring.drain_rest(packer.as_mut());
             }
         }
@@ -520,7 +543,7 @@ impl Ring {
         let written = self.word(|c| &c.written).load(Ordering::Acquire);
         let spill = self.word(|c| &c.spill_from).load(Ordering::Acquire);
         let ring_end = if spill == NO_SPILL {
-            written + 1
+            written.saturating_add(1)
         } else {
             spill
         };
@@ -558,15 +581,9 @@ impl Ring {
         }
     }
 
-    /// Whether the process that writes the ring may still write it: it
-    /// runs, and has not `exec`ed into a later image (`PID~N`).
-    fn writer_alive(&self, dir: &Path) -> bool {
-        // SAFETY: kill with signal 0 only checks the process exists.
-        let running = unsafe { libc::kill(self.pid as libc::pid_t, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !running || zombie(self.pid) {
-            return false;
-        }
+    /// Whether the ring's process image is its process's latest: it has
+    /// not `exec`ed into a later one (`PID~N`).
+    fn image_current(&self, dir: &Path) -> bool {
         let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let key = name.rsplit_once('-').map_or("", |(k, _)| k);
         let image = |k: &str| -> u64 {
@@ -578,6 +595,29 @@ impl Ring {
         let later = format!("{}~{}.info", self.pid, this + 1);
         !dir.join(later).exists()
     }
+}
+
+/// Lets this process open as many files as its hard limit allows.
+fn raise_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the rlimit given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Whether process `pid` runs (and has not ended, waiting to be reaped).
+fn process_running(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks the process exists.
+    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !zombie(pid)
 }
 
 /// Whether process `pid` has ended and waits to be reaped.

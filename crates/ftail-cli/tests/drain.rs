@@ -681,3 +681,85 @@ fn rings_are_drained_unless_the_events_go_elsewhere() {
         );
     }
 }
+
+/// Children forked one after another (each calls `leaf` 1,000 times and
+/// exits), then READY is made and the program waits for GO.
+const SEQUENTIAL_CHILDREN: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+__attribute__((noinline)) long leaf(long x) { return x ^ (x >> 3); }
+
+int main(int argc, char **argv) {
+  for (long i = 0; i < atol(argv[1]); i++) {
+    pid_t child = fork();
+    if (child == 0) {
+      long sum = 0;
+      for (long j = 0; j < 1000; j++)
+        sum += leaf(j + i);
+      exit(sum == 42);
+    }
+    waitpid(child, NULL, 0);
+  }
+  fclose(fopen(argv[2], "w"));
+  while (access(argv[3], F_OK) != 0)
+    usleep(1000);
+  return 0;
+}
+"#;
+
+#[test]
+fn an_ended_process_is_drained_while_its_parent_runs() {
+    let dir = scratch();
+    let src = dir.path().join("children.c");
+    std::fs::write(&src, SEQUENTIAL_CHILDREN).unwrap();
+    let exe = dir.path().join("children");
+    run_ok(ftail_cc("gcc").args(["-O2", "-o"]).arg(&exe).arg(&src));
+    let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
+    let tdir = dir.path().join("trace");
+    let child = Command::new(ftail())
+        .args(["record", "--no-sched", "--no-libcall", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .arg("20")
+        .arg(&ready)
+        .arg(&go)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The 20 children's rings, whose threads never ended on their own
+    // (the processes exited), are drained and cut while the parent runs.
+    let start = Instant::now();
+    loop {
+        let files = event_file_lengths(&tdir);
+        let whole = files.iter().filter(|(_, len)| *len > 4096).count();
+        if files.len() == 21 && whole == 1 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            std::fs::write(&go, "").unwrap();
+            let _ = child.wait_with_output();
+            panic!("{whole} of {} event files not cut: {files:?}", files.len());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_drained(&tdir);
+    let t = trace::open(&tdir).unwrap();
+    assert_eq!(t.processes.len(), 21);
+    let threads = per_thread(&t);
+    let children = threads
+        .iter()
+        .filter(|calls| calls.iter().filter(|e| *e == "Some(Entry) leaf").count() == 1000)
+        .count();
+    assert_eq!(children, 20, "{:?}", &threads[0][..threads[0].len().min(8)]);
+}
