@@ -173,7 +173,14 @@ impl Drainer {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("ftail-drain".into())
-            .spawn(move || run(&dir, &flag))
+            .spawn(move || {
+                // The directory itself, whatever it is called later: a
+                // recording into the same path while this one still
+                // drains moves this trace to `DIR.old`.
+                let held = held_dir(&dir);
+                let at = held.as_ref().map_or(dir, |(_, path)| path.clone());
+                run(&at, &flag)
+            })
             .ok();
         Drainer { stop, thread }
     }
@@ -595,6 +602,21 @@ impl Ring {
         let later = format!("{}~{}.info", self.pid, this + 1);
         !dir.join(later).exists()
     }
+}
+
+/// The trace directory `dir` held open, and the path that names it
+/// through the descriptor (`/proc/self/fd/N/`); `None` without `/proc`.
+fn held_dir(dir: &Path) -> Option<(File, PathBuf)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .ok()?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let same = |a: &Path| std::fs::metadata(a).ok().map(|m| (m.dev(), m.ino()));
+    (same(&path).is_some() && same(&path) == same(dir)).then_some((file, path))
 }
 
 /// Lets this process open as many files as its hard limit allows.

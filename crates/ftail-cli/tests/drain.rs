@@ -763,3 +763,95 @@ fn an_ended_process_is_drained_while_its_parent_runs() {
         .count();
     assert_eq!(children, 20, "{:?}", &threads[0][..threads[0].len().min(8)]);
 }
+
+/// The program makes READY, waits for GO, then starts a thread that
+/// calls `leaf` 1,000 times, and ends.
+const LATE_THREAD: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+
+__attribute__((noinline)) long leaf(long x) { return x ^ (x >> 3); }
+
+static void *worker(void *arg) {
+  long sum = (long)arg;
+  for (long j = 0; j < 1000; j++)
+    sum += leaf(j);
+  return (void *)sum;
+}
+
+int main(int argc, char **argv) {
+  pthread_t t;
+  fclose(fopen(argv[1], "w"));
+  while (access(argv[2], F_OK) != 0)
+    usleep(1000);
+  pthread_create(&t, NULL, worker, NULL);
+  pthread_join(t, NULL);
+  return 0;
+}
+"#;
+
+#[test]
+fn a_trace_moved_to_old_while_it_drains_is_drained_where_it_is() {
+    let dir = scratch();
+    let src = dir.path().join("late.c");
+    std::fs::write(&src, LATE_THREAD).unwrap();
+    let exe = dir.path().join("late");
+    run_ok(
+        ftail_cc("gcc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&exe)
+            .arg(&src),
+    );
+    let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
+    let tdir = dir.path().join("trace");
+    // Output goes nowhere: a watcher may outlive its program.
+    let record = |exe: &Path, args: &[&str]| {
+        Command::new(ftail())
+            .args(["record", "--no-sched", "--no-libcall", "-d"])
+            .arg(&tdir)
+            .arg("--")
+            .arg(exe)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = record(&exe, &[path_str(&ready), path_str(&go)]);
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A second recording into the same path moves the first to .old;
+    // the first program's thread then starts there.
+    let second = build(dir.path());
+    assert!(record(&second, &["0", "1000"]).wait().unwrap().success());
+    std::fs::write(&go, "").unwrap();
+    assert!(first.wait().unwrap().success());
+    let old = dir.path().join("trace.old");
+    let start = Instant::now();
+    loop {
+        let files = event_file_lengths(&old);
+        let whole = files.iter().filter(|(_, len)| *len > 4096).count();
+        if files.len() == 2 && whole == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the first trace is not drained: {files:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(drained_files(&old).len(), 2);
+    let t = trace::open(&old).unwrap();
+    let calls = per_thread(&t)
+        .iter()
+        .flatten()
+        .filter(|e| *e == "Some(Entry) leaf")
+        .count();
+    assert_eq!(calls, 1000);
+    wait_drained(&tdir);
+    assert_eq!(drained_files(&tdir).len(), 1);
+}

@@ -90,6 +90,10 @@ fn record_many_images() -> Option<ManyImages> {
 /// resident set starts from this process's when it is spawned, so this
 /// process stays small.)
 fn record(trace: &Path, exe: &Path, args: &[&str]) {
+    record_with(trace, exe, args, &[]);
+}
+
+fn record_with(trace: &Path, exe: &Path, args: &[&str], options: &[&str]) {
     run_ok(
         Command::new(ftail())
             .arg("record")
@@ -98,6 +102,7 @@ fn record(trace: &Path, exe: &Path, args: &[&str]) {
             .arg("--no-libcall")
             .arg("-d")
             .arg(trace)
+            .args(options)
             .arg("--")
             .arg(exe)
             .args(args),
@@ -215,9 +220,21 @@ fn many_images_of_one_build_share_their_names() {
 /// gives exactly.
 #[test]
 fn info_reads_sizes_not_every_event() {
+    info_reads_little(&["--no-drain"]);
+}
+
+/// As [`info_reads_sizes_not_every_event`], of a drained ring (the
+/// default): the heads of its drained file's frames, not the events.
+#[test]
+fn info_reads_the_heads_of_a_drained_file_not_every_event() {
+    info_reads_little(&[]);
+}
+
+fn info_reads_little(options: &[&str]) {
     if !have("gcc") {
         return;
     }
+    let drained = options.is_empty();
     let scratch = scratch();
     let src = scratch.path().join("loop.c");
     std::fs::write(
@@ -234,30 +251,35 @@ fn info_reads_sizes_not_every_event() {
     let exe = scratch.path().join("loop");
     run_ok(ftail_cc("gcc").args(["-O1", "-o"]).arg(&exe).arg(&src));
     let trace = scratch.path().join("trace");
-    record(&trace, &exe, &["2000000"]);
+    record_with(&trace, &exe, &["2000000"], options);
     // main's entry and exit, and leaf's.
     let events = 2 + 2 * 2_000_000u64;
     let file = std::fs::read_dir(&trace)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "events"))
+        .find(|p| {
+            let ext = if drained { "drained" } else { "events" };
+            p.extension().is_some_and(|x| x == ext) && std::fs::metadata(p).unwrap().len() > 4096
+        })
         .unwrap();
     let written = std::fs::metadata(&file).unwrap().len();
-    // Room the runtime could have reserved, as a hole.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(written + (4 << 30))
-        .unwrap();
+    if !drained {
+        // Room the runtime could have reserved, as a hole.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(written + (4 << 30))
+            .unwrap();
+    }
     let c = cost(&["info"], &trace);
     eprintln!(
-        "ftail info: {} bytes read of a {written}-byte event file",
+        "ftail info: {} bytes read of a {written}-byte file",
         c.read_bytes
     );
     assert!(
         c.read_bytes < written / 4,
-        "info read {} bytes of a {written}-byte event file",
+        "info read {} bytes of a {written}-byte file",
         c.read_bytes
     );
     let text = run_ok(Command::new(ftail()).args(["info", "-d"]).arg(&trace));

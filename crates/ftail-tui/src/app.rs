@@ -354,7 +354,8 @@ impl App {
     }
 
     /// The thread the timeline shows: the scope's, or its busiest (the
-    /// largest event file).
+    /// most bytes of records, whatever the format: a drained ring's
+    /// event file is a page once drained).
     fn scope_thread(&self) -> Option<(usize, u32)> {
         if self.timeline.chosen.is_some() {
             return self.timeline.chosen;
@@ -368,8 +369,8 @@ impl App {
                 .threads
                 .iter()
                 .find(|t| t.tid == tid)
-                .and_then(|t| std::fs::metadata(&t.path).ok())
-                .map_or(0, |m| m.len())
+                .and_then(|t| crate::index::record_bytes(&t.path))
+                .unwrap_or(0)
         };
         self.scopes
             .iter()

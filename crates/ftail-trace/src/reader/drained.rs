@@ -314,7 +314,7 @@ pub fn stream_bytes(path: &Path, events: &File, ring: u64) -> std::io::Result<u6
         return Ok(total);
     }
     let left = if control.spill_from == NO_SPILL {
-        (control.written + 1).saturating_sub(chunks) * CHUNK
+        control.written.saturating_add(1).saturating_sub(chunks) * CHUNK
     } else {
         let spilled = events
             .metadata()?
