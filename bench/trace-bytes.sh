@@ -2,17 +2,21 @@
 # Bytes on disk per event of the corpus suites' traces: each test suite
 # whose gcc build the corpus tests left in target/corpus/NAME-gcc runs
 # under `ftail record` (every process of it, all functions, --tail=auto),
-# once drained (the default) and once with --no-drain (every event in
-# growing event files). Per trace: events recorded, bytes of the event
+# drained (the default) and with --no-drain (every event in growing
+# event files). Per trace: events recorded, bytes of the event
 # data files (*.events and *.drained, their lengths), bytes per event,
 # and the whole directory as `du` counts it (blocks, with every
 # process's .info/.modules/.status and each thread's header page).
 # The suites start hundreds of processes (a few dozen threads at most
 # at once): the per-thread files weigh in as they would for a user.
+# TRACE_BYTES_MODES picks the recordings: drained (the default: zstd
+# while the drainer keeps up, LZ4 while it is behind), drained-zstd and
+# drained-lz4 (that codec only: FTAIL_DRAIN_CODEC), no-drain.
 # Usage: bench/trace-bytes.sh [NAMES]   (default "lua54 sqlite jq zstd zlib")
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 names=${1:-lua54 sqlite jq zstd zlib}
+modes=${TRACE_BYTES_MODES:-drained no-drain}
 build_ftail
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -24,13 +28,25 @@ for name in $names; do
     echo "no build in $b: FTAIL_CORPUS=1 cargo test --release -p ftail-cli --test corpus" >&2
     continue
   fi
-  for mode in drained no-drain; do
-    opt=()
-    [ "$mode" = no-drain ] && opt=(--no-drain)
+  for mode in $modes; do
+    opt=() codec=
+    case $mode in
+      drained) ;;
+      drained-zstd) codec=zstd ;;
+      drained-lz4) codec=lz4 ;;
+      no-drain) opt=(--no-drain) ;;
+      *) echo "unknown mode $mode" >&2; exit 2 ;;
+    esac
     rm -rf "$tmp/t" "$tmp/t.old"
-    TEST_ONLY=1 CC=gcc "$FTAIL" record -d "$tmp/t" "${opt[@]}" -- \
+    FTAIL_DRAIN_CODEC=$codec TEST_ONLY=1 CC=gcc "$FTAIL" record -d "$tmp/t" "${opt[@]}" -- \
       bash "$ROOT/corpus/build.sh" "$name" "$b" >"$tmp/log" 2>&1 ||
       { echo "$name ($mode) failed its suite traced; log:" >&2; tail -20 "$tmp/log" >&2; exit 1; }
+    # The drainer may still be finishing once the suite has ended.
+    for _ in $(seq 600); do
+      [ "$mode" = no-drain ] && break
+      [ -z "$(find "$tmp/t" -maxdepth 1 -name '*.events' -size +4k | head -1)" ] && break
+      sleep 0.1
+    done
     events=$("$FTAIL" info --events -d "$tmp/t" |
       sed -n 's/.*duration .*(\([0-9]*\) events.*/\1/p' | awk '{s += $1} END {print s + 0}')
     bytes=$(find "$tmp/t" -maxdepth 1 \( -name '*.events' -o -name '*.drained' \) -printf '%s\n' |
