@@ -547,30 +547,13 @@ impl Ring {
             return;
         };
         self.ending = true;
-        let written = self.word(|c| &c.written).load(Ordering::Acquire);
-        let spill = self.word(|c| &c.spill_from).load(Ordering::Acquire);
-        let ring_end = if spill == NO_SPILL {
-            written.saturating_add(1)
-        } else {
-            spill
-        };
-        while self.next < ring_end {
-            // The chunk being written may be empty: nothing to keep.
-            let last = self.next + 1 == ring_end && spill == NO_SPILL;
-            match self.drain_chunk(packer, !last, Codec::Zstd) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(_) => return,
-            }
-        }
-        if spill != NO_SPILL {
-            loop {
-                match self.drain_chunk(packer, false, Codec::Zstd) {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(_) => return,
-                }
-            }
+        // A chunk that cannot be written (a full filesystem) stays where it
+        // is, in the ring or after it, where readers find it: the ring is
+        // let go uncut rather than tried again for ever.
+        let whole = self.drain_left(packer).is_ok();
+        self.finished = true;
+        if !whole {
+            return;
         }
         self.word(|c| &c.drained)
             .store(self.next, Ordering::Release);
@@ -584,8 +567,31 @@ impl Ring {
             let ahead = self.taken.saturating_sub(kept);
             self.taken -= ahead;
             budget::give_back(&self.budget, len.saturating_sub(RING_AT) + ahead);
-            self.finished = true;
         }
+    }
+
+    /// Drains the rest of the ring up to the chunk its thread was
+    /// writing, then what it wrote after the ring, up to the first chunk
+    /// of zeros.
+    fn drain_left(&mut self, packer: &mut Packer) -> std::io::Result<()> {
+        let written = self.word(|c| &c.written).load(Ordering::Acquire);
+        let spill = self.word(|c| &c.spill_from).load(Ordering::Acquire);
+        let ring_end = if spill == NO_SPILL {
+            written.saturating_add(1)
+        } else {
+            spill
+        };
+        while self.next < ring_end {
+            // The chunk being written may be empty: nothing to keep.
+            let last = self.next + 1 == ring_end && spill == NO_SPILL;
+            if !self.drain_chunk(packer, !last, Codec::Zstd)? {
+                break;
+            }
+        }
+        if spill != NO_SPILL {
+            while self.drain_chunk(packer, false, Codec::Zstd)? {}
+        }
+        Ok(())
     }
 
     /// Whether the ring's process image is its process's latest: it has

@@ -52,7 +52,8 @@ int main(int argc, char **argv) {
   }
   if (argc > 4) {
     fclose(fopen(argv[3], "w"));
-    while (access(argv[4], F_OK) != 0)
+    /* A minute at most: a test killed midway leaves nothing running. */
+    for (int i = 0; i < 60000 && access(argv[4], F_OK) != 0; i++)
       usleep(1000);
     sum += nest(5, calls);
   }
@@ -540,7 +541,8 @@ int main(int argc, char **argv) {
     sum += (long)r;
   }
   fclose(fopen(argv[2], "w"));
-  while (access(argv[3], F_OK) != 0)
+  /* A minute at most: a test killed midway leaves nothing running. */
+  for (int i = 0; i < 60000 && access(argv[3], F_OK) != 0; i++)
     usleep(1000);
   printf("%ld\n", sum);
   return 0;
@@ -704,7 +706,8 @@ int main(int argc, char **argv) {
     waitpid(child, NULL, 0);
   }
   fclose(fopen(argv[2], "w"));
-  while (access(argv[3], F_OK) != 0)
+  /* A minute at most: a test killed midway leaves nothing running. */
+  for (int i = 0; i < 60000 && access(argv[3], F_OK) != 0; i++)
     usleep(1000);
   return 0;
 }
@@ -783,7 +786,8 @@ static void *worker(void *arg) {
 int main(int argc, char **argv) {
   pthread_t t;
   fclose(fopen(argv[1], "w"));
-  while (access(argv[2], F_OK) != 0)
+  /* A minute at most: a test killed midway leaves nothing running. */
+  for (int i = 0; i < 60000 && access(argv[2], F_OK) != 0; i++)
     usleep(1000);
   pthread_create(&t, NULL, worker, NULL);
   pthread_join(t, NULL);
