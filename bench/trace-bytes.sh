@@ -53,6 +53,6 @@ for name in $names; do
       awk '{s += $1} END {print s + 0}')
     du=$(du -sh "$tmp/t" | cut -f1)
     awk -v n="$name" -v m="$mode" -v e="$events" -v b="$bytes" -v d="$du" 'BEGIN {
-      printf "| %s | %s | %d | %d | %.2f | %s |\n", n, m, e, b, (e ? b / e : 0), d }'
+      printf "| %s | %s | %.0f | %.0f | %.2f | %s |\n", n, m, e, b, (e ? b / e : 0), d }'
   done
 done
