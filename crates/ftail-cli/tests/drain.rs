@@ -562,6 +562,51 @@ fn event_file_lengths(tdir: &Path) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
+/// Records `exe N READY GO` (READY and GO beside `tdir`) into `tdir`
+/// and, once the program is ready (it then waits for GO), waits until
+/// `tdir` holds `files` event files, all cut but the main thread's; then
+/// lets the program end. Fails after 10 s.
+fn cut_while_running(tdir: &Path, exe: &Path, n: &str, files: usize) {
+    let (ready, go) = (tdir.with_file_name("ready"), tdir.with_file_name("go"));
+    let child = Command::new(ftail())
+        .args(["record", "--no-sched", "--no-libcall", "-d"])
+        .arg(tdir)
+        .arg("--")
+        .arg(exe)
+        .arg(n)
+        .arg(&ready)
+        .arg(&go)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let start = Instant::now();
+    let failed = loop {
+        let lengths = event_file_lengths(tdir);
+        let whole = lengths.iter().filter(|(_, len)| *len > 4096).count();
+        if lengths.len() == files && whole == 1 {
+            break None;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            break Some(format!(
+                "{whole} of {} event files not cut: {lengths:?}",
+                lengths.len()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    if let Some(why) = failed {
+        panic!("{why}");
+    }
+    assert!(out.status.success(), "{out:?}");
+}
+
 #[test]
 fn an_ended_thread_is_drained_while_the_program_runs() {
     let dir = scratch();
@@ -574,45 +619,12 @@ fn an_ended_thread_is_drained_while_the_program_runs() {
             .arg(&exe)
             .arg(&src),
     );
-    let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
-    let tdir = dir.path().join("trace");
-    let child = Command::new(ftail())
-        .args(["record", "--no-sched", "--no-libcall", "--drain", "-d"])
-        .arg(&tdir)
-        .arg("--")
-        .arg(&exe)
-        .arg("40")
-        .arg(&ready)
-        .arg(&go)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !ready.exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
     // The 40 ended threads' rings (8 MiB of file each) are drained and
     // cut while the program still runs; only the main thread's is whole.
-    let start = Instant::now();
-    loop {
-        let files = event_file_lengths(&tdir);
-        let whole = files.iter().filter(|(_, len)| *len > 4096).count();
-        if files.len() == 41 && whole == 1 {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            std::fs::write(&go, "").unwrap();
-            let _ = child.wait_with_output();
-            panic!("{whole} of {} event files not cut: {files:?}", files.len());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let tdir = dir.path().join("trace");
+    cut_while_running(&tdir, &exe, "40", 41);
     // Each ring has its drained file, the main thread's too.
     assert_eq!(drained_files(&tdir).len(), 41);
-    std::fs::write(&go, "").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
     wait_drained(&tdir);
     let t = trace::open(&tdir).unwrap();
     let threads = per_thread(&t);
@@ -720,42 +732,10 @@ fn an_ended_process_is_drained_while_its_parent_runs() {
     std::fs::write(&src, SEQUENTIAL_CHILDREN).unwrap();
     let exe = dir.path().join("children");
     run_ok(ftail_cc("gcc").args(["-O2", "-o"]).arg(&exe).arg(&src));
-    let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
-    let tdir = dir.path().join("trace");
-    let child = Command::new(ftail())
-        .args(["record", "--no-sched", "--no-libcall", "-d"])
-        .arg(&tdir)
-        .arg("--")
-        .arg(&exe)
-        .arg("20")
-        .arg(&ready)
-        .arg(&go)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !ready.exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
     // The 20 children's rings, whose threads never ended on their own
     // (the processes exited), are drained and cut while the parent runs.
-    let start = Instant::now();
-    loop {
-        let files = event_file_lengths(&tdir);
-        let whole = files.iter().filter(|(_, len)| *len > 4096).count();
-        if files.len() == 21 && whole == 1 {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            std::fs::write(&go, "").unwrap();
-            let _ = child.wait_with_output();
-            panic!("{whole} of {} event files not cut: {files:?}", files.len());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::fs::write(&go, "").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let tdir = dir.path().join("trace");
+    cut_while_running(&tdir, &exe, "20", 21);
     wait_drained(&tdir);
     let t = trace::open(&tdir).unwrap();
     assert_eq!(t.processes.len(), 21);
