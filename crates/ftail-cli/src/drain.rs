@@ -178,8 +178,7 @@ impl Drainer {
                 // recording into the same path while this one still
                 // drains moves this trace to `DIR.old`.
                 let held = held_dir(&dir);
-                let at = held.as_ref().map_or(dir, |(_, path)| path.clone());
-                run(&at, &flag)
+                run(held.as_ref().map_or(&dir, |(_, path)| path), &flag)
             })
             .ok();
         Drainer { stop, thread }
@@ -621,8 +620,9 @@ fn held_dir(dir: &Path) -> Option<(File, PathBuf)> {
         .open(dir)
         .ok()?;
     let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let same = |a: &Path| std::fs::metadata(a).ok().map(|m| (m.dev(), m.ino()));
-    (same(&path).is_some() && same(&path) == same(dir)).then_some((file, path))
+    let id = |a: &Path| std::fs::metadata(a).ok().map(|m| (m.dev(), m.ino()));
+    let held = id(&path)?;
+    (Some(held) == id(dir)).then_some((file, path))
 }
 
 /// Lets this process open as many files as its hard limit allows.

@@ -287,19 +287,6 @@ fn a_sigkill_of_the_program_keeps_every_event_written() {
     assert_eq!(b.open_at_end, 4, "{b:?}");
 }
 
-/// The watcher process of a recording into `tdir`: the `ftail record`
-/// process that is not the program (which took its pid).
-fn watcher_of(tdir: &Path, program: u32) -> Option<u32> {
-    let want = tdir.as_os_str().as_encoded_bytes();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let ours = args.contains(&want) && args.contains(&&b"record"[..]);
-        (ours && pid != program).then_some(pid)
-    })
-}
-
 #[test]
 fn a_sigkill_of_ftail_record_leaves_a_readable_trace() {
     let dir = scratch();

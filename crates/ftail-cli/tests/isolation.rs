@@ -240,32 +240,20 @@ fn a_full_disk_stops_the_recording_not_the_program() {
     );
     // The drainer, which could not write either, gives up: `ftail
     // record`'s watcher ends (before: it tried again for ever).
-    let trace_dir = format!("{}/t", mnt.display());
+    let trace_dir = mnt.join("t");
     let start = std::time::Instant::now();
-    while let Some(pid) = recorder_of(&trace_dir) {
+    while let Some(pid) = watcher_of(&trace_dir, 0) {
         if start.elapsed() > std::time::Duration::from_secs(10) {
             // SAFETY: kill has no memory preconditions; the pid is the
             // watcher this test started.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("ftail record's watcher still runs for {trace_dir}");
+            panic!(
+                "ftail record's watcher still runs for {}",
+                trace_dir.display()
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-}
-
-/// A running `ftail record` process that records into `dir`.
-fn recorder_of(dir: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let ours = args.contains(&dir.as_bytes()) && args.contains(&&b"record"[..]);
-        let zombie = std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-        });
-        (ours && !zombie).then_some(pid)
-    })
 }
 
 /// Issue 17: under `--ring`, a thread whose ring does not fit on a full

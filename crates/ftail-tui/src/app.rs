@@ -369,7 +369,7 @@ impl App {
                 .threads
                 .iter()
                 .find(|t| t.tid == tid)
-                .and_then(|t| crate::index::record_bytes(&t.path))
+                .and_then(|t| ftail_trace::reader::events::record_bytes(&t.path))
                 .unwrap_or(0)
         };
         self.scopes

@@ -543,7 +543,7 @@ impl Drop for Index {
 const BATCH: usize = 8192;
 
 fn run(shared: &Shared, src: &Source) {
-    let total = record_bytes(&src.path).unwrap_or(0);
+    let total = ftail_trace::reader::events::record_bytes(&src.path).unwrap_or(0);
     let set_progress = |read: u64, done: bool, note: Option<String>| {
         if let Ok(mut p) = shared.progress.lock() {
             *p = Progress {
@@ -597,14 +597,6 @@ fn run(shared: &Shared, src: &Source) {
     b.hand_over();
     let note = damage.borrow().clone();
     set_progress(total, true, note.map(|d| format!("read up to damage: {d}")));
-}
-
-/// Bytes of records the event file `path` holds, in any format (a
-/// drained ring's event file is a page once drained).
-pub(crate) fn record_bytes(path: &std::path::Path) -> Option<u64> {
-    use ftail_trace::reader::events::{read_header, written_bytes};
-    let header = read_header(&mut std::fs::File::open(path).ok()?).ok()?;
-    written_bytes(path, &header).ok()
 }
 
 /// Events that count the bytes read and keep their damage.

@@ -342,3 +342,21 @@ pub fn replay_paths_agree(trace: &Path) -> String {
     }
     first.unwrap_or_default()
 }
+
+/// The watcher of a recording into `tdir`: a running `ftail record`
+/// process (not a zombie) whose arguments name `tdir`, other than
+/// `program` (which took the pid `ftail record` started with; 0: none).
+pub fn watcher_of(tdir: &Path, program: u32) -> Option<u32> {
+    let want = tdir.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let ours = args.contains(&want) && args.contains(&&b"record"[..]);
+        let zombie = std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        });
+        (ours && !zombie && pid != program).then_some(pid)
+    })
+}

@@ -149,6 +149,14 @@ pub struct Header {
     read: u64,
 }
 
+/// Bytes of records the event file `path` holds, whatever its format (a
+/// drained ring's event file is one page once drained): what
+/// [`written_bytes`] finds after its header; `None` if it cannot be read.
+pub fn record_bytes(path: &Path) -> Option<u64> {
+    let header = read_header(&mut std::fs::File::open(path).ok()?).ok()?;
+    written_bytes(path, &header).ok()
+}
+
 /// Reads and checks an event file's header. Errors say what is wrong.
 pub fn read_header(file: &mut impl Read) -> Result<Header, String> {
     let hsize = EVENTS_HEADER_V5_SIZE;
