@@ -508,21 +508,47 @@ impl Clock {
     }
 }
 
-/// `(CLOCK_MONOTONIC_RAW ns, counter)` read together: the counter is the
-/// middle of two readings around the clock's.
+/// Readings of both clocks taken to find one pair read without an
+/// interruption between them.
+const PAIR_TRIES: usize = 16;
+
+/// `(CLOCK_MONOTONIC_RAW ns, counter)` read together: of [`PAIR_TRIES`]
+/// readings of the clock between two of the counter, the one with the
+/// two counter readings closest, the counter taken as their middle. A
+/// reading whose thread was preempted between the two is off by up to
+/// the time it waited (milliseconds on a busy machine, and the line
+/// through two such pairs, a few percent off), so the tightest one is
+/// kept.
 fn clock_pair() -> (u64, u64) {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: rdtsc has no memory effects; clock_gettime writes `ts`.
-    let (a, b) = unsafe {
-        let a = core::arch::x86_64::_rdtsc();
-        libc::clock_gettime(libc::CLOCK_MONOTONIC_RAW, &mut ts);
-        (a, core::arch::x86_64::_rdtsc())
-    };
-    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-    (ns, a + (b - a) / 2)
+    tightest_pair(|| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: rdtsc has no memory effects; clock_gettime writes `ts`.
+        unsafe {
+            let a = core::arch::x86_64::_rdtsc();
+            libc::clock_gettime(libc::CLOCK_MONOTONIC_RAW, &mut ts);
+            let b = core::arch::x86_64::_rdtsc();
+            (a, ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64, b)
+        }
+    })
+}
+
+/// Of [`PAIR_TRIES`] `(counter, ns, counter)` readings, the `(ns,
+/// counter)` pair whose two counter readings are closest.
+fn tightest_pair(mut read: impl FnMut() -> (u64, u64, u64)) -> (u64, u64) {
+    let mut best = (0, 0);
+    let mut best_width = u64::MAX;
+    for _ in 0..PAIR_TRIES {
+        let (a, ns, b) = read();
+        let width = b.wrapping_sub(a);
+        if width < best_width {
+            best_width = width;
+            best = (ns, a + width / 2);
+        }
+    }
+    best
 }
 
 struct Recorder {
@@ -612,5 +638,25 @@ impl Recorder {
         use std::os::unix::fs::FileExt;
         let at = std::mem::offset_of!(SchedHeader, lost) as u64;
         let _ = self.out.write_all_at(&self.lost.to_le_bytes(), at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_reading_interrupted_between_the_counters_is_not_used() {
+        // The first reading waited 1 ms (2.6 M ticks) between the two
+        // counter readings: its clock reading is anywhere in that time.
+        let mut readings = vec![(1_000, 5_000_000, 2_601_000)];
+        for i in 0..PAIR_TRIES as u64 {
+            let a = 3_000_000 + i * 1_000;
+            readings.push((a, 5_500_000 + i * 400, a + 40));
+        }
+        readings[5].2 -= 10;
+        let mut next = readings.into_iter();
+        let pair = tightest_pair(|| next.next().unwrap());
+        assert_eq!(pair, (5_500_000 + 4 * 400, 3_004_000 + 15));
     }
 }

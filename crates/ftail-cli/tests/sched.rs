@@ -352,17 +352,18 @@ fn report_shows_the_time_off_the_cpu_and_can_leave_it_out() {
     assert!(text.lines().next().unwrap().contains("OFF-CPU"), "{text}");
 }
 
-#[test]
-fn perfetto_shows_the_time_off_the_cpu_as_a_slice_inside_the_call() {
-    let tmp = scratch();
-    let trace = recorded(tmp.path());
-    let pb = tmp.path().join("t.perfetto-trace");
+/// The calls of `trace`'s one thread as Perfetto's own schema reads them
+/// from `ftail dump --perfetto`: `[depth, name, duration_ns, ...]` in
+/// order of entry; `None` (the check skipped) where the schema is not
+/// installed.
+fn perfetto_calls(dir: &Path, trace: &Path) -> Option<Vec<serde_json::Value>> {
+    let pb = dir.join("t.perfetto-trace");
     run_ok(
         Command::new(ftail())
             .args(["dump", "--perfetto", "-o"])
             .arg(&pb)
             .arg("-d")
-            .arg(&trace),
+            .arg(trace),
     );
     let python_path = repo().join("tests/.cache/python");
     let decoded = Command::new("python3")
@@ -374,18 +375,100 @@ fn perfetto_shows_the_time_off_the_cpu_as_a_slice_inside_the_call() {
     if !decoded.status.success() && !python_path.join("perfetto").is_dir() {
         eprintln!("skipping the decoding: Perfetto's schema is missing (scripts/install-deps)");
         assert!(String::from_utf8_lossy(&std::fs::read(&pb).unwrap()).contains("linux:schedule"));
-        return;
+        return None;
     }
     assert!(decoded.status.success(), "{decoded:?}");
     let v: serde_json::Value = serde_json::from_slice(&decoded.stdout).unwrap();
-    // [depth, name, duration_ns, ...] in order of entry, one thread.
     let calls = v["calls"].as_object().unwrap().values().next().unwrap();
-    let calls = calls.as_array().unwrap();
+    Some(calls.as_array().unwrap().clone())
+}
+
+#[test]
+fn perfetto_shows_the_time_off_the_cpu_as_a_slice_inside_the_call() {
+    let tmp = scratch();
+    let trace = recorded(tmp.path());
+    let Some(calls) = perfetto_calls(tmp.path(), &trace) else {
+        return;
+    };
     let at = calls.iter().position(|c| c[1] == "sleeper").unwrap();
     let next = &calls[at + 1];
     assert_eq!(next[1], "linux:schedule", "{calls:?}");
     assert_eq!(next[0].as_u64(), calls[at][0].as_u64().map(|d| d + 1));
     assert!(next[2].as_f64().unwrap() >= 15e6, "{calls:?}");
+}
+
+/// The scheduler-event file of `trace`, its longest slice's ends moved
+/// by `start` and `end` ms, as a clock that misses would place them.
+fn move_longest_slice(trace: &Path, start: f64, end: f64) {
+    let info = std::fs::read_dir(trace)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(".info"))
+        .expect("a PID.info file");
+    let hz: f64 = std::fs::read_to_string(info.path())
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("tsc_hz="))
+        .expect("tsc_hz")
+        .parse()
+        .unwrap();
+    let ticks = |ms: f64| (ms * hz / 1e3) as i64;
+    let path = std::fs::read_dir(trace)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("sched.")
+        })
+        .expect("a sched.PID file");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let longest = (64..bytes.len())
+        .step_by(32)
+        .max_by_key(|&at| u64_at(&bytes, at + 16) - u64_at(&bytes, at + 8))
+        .expect("a slice");
+    for (at, by) in [(longest + 8, ticks(start)), (longest + 16, ticks(end))] {
+        let moved = u64_at(&bytes, at).checked_add_signed(by).unwrap();
+        bytes[at..at + 8].copy_from_slice(&moved.to_le_bytes());
+    }
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// A time off the CPU whose times miss a little (the kernel's clock
+/// turned into the counter's) never reaches out of the call that holds
+/// it: cut at the call's end, or moved into the call it mostly lies in.
+#[test]
+fn a_time_off_the_cpu_reaching_over_an_event_stays_inside_its_call() {
+    let tmp = scratch();
+    let trace = recorded(tmp.path());
+    let sleeper_ms =
+        |calls: &[(String, f64)]| calls.iter().find(|(n, _)| n == "sleeper").unwrap().1;
+    // Switched back in 4 ms after sleeper's end.
+    move_longest_slice(&trace, 0.0, 4.0);
+    let (off, calls) = replayed(&trace, false);
+    let sleep: Vec<&OffCpu> = off.iter().filter(|o| o.inside == "sleeper").collect();
+    assert_eq!(sleep.len(), 1, "{off:?}");
+    assert!(sleep[0].ms <= sleeper_ms(&calls), "{off:?} {calls:?}");
+    replay_paths_agree(&trace);
+    if let Some(calls) = perfetto_calls(tmp.path(), &trace) {
+        let at = calls.iter().position(|c| c[1] == "sleeper").unwrap();
+        assert_eq!(calls[at + 1][1], "linux:schedule", "{calls:?}");
+        assert!(
+            calls[at + 1][2].as_f64() <= calls[at][2].as_f64(),
+            "{calls:?}"
+        );
+    }
+    // Switched out a little before sleeper was entered: still inside it.
+    move_longest_slice(&trace, -2.0, -4.0);
+    let (off, calls) = replayed(&trace, false);
+    let sleep: Vec<&OffCpu> = off.iter().filter(|o| o.inside == "sleeper").collect();
+    assert_eq!(sleep.len(), 1, "{off:?}");
+    assert!(sleep[0].ms >= 10.0, "{off:?}");
+    assert!(sleep[0].ms <= sleeper_ms(&calls), "{off:?} {calls:?}");
+    replay_paths_agree(&trace);
 }
 
 /// Plain replay's fused path places the times off the CPU as the general

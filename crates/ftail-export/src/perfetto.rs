@@ -153,7 +153,7 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
     let matches = crate::matches(input);
     let sched = ftail_trace::reader::sched::Sched::load(&input.trace.dir);
     for (ordinal, (i, file)) in crate::selected(input).into_iter().enumerate() {
-        let mut off_cpu = sched.thread(file.tid);
+        let mut off_cpu = ftail_trace::reader::sched::OffCpuCursor::new(sched.thread(file.tid));
         let seq = GLOBAL_SEQUENCE + 1 + ordinal as u64;
         let track = thread_uuid(ordinal);
         let srclines = input.srcline;
@@ -177,13 +177,11 @@ pub fn write<W: Write + ?Sized>(input: &Input, out: &mut W) -> io::Result<Notes>
             // Shown calls open: a time off the CPU is drawn only inside one.
             let mut depth = 0u32;
             for item in items {
-                let n = off_cpu.partition_point(|o| o.start < item.tsc());
-                if depth > 0 {
-                    for o in &off_cpu[..n] {
+                for o in off_cpu.before(item.tsc()) {
+                    if depth > 0 {
                         w.off_cpu(seq, t.clock.ns(o.start), t.clock.ns(o.end))?;
                     }
                 }
-                off_cpu = &off_cpu[n..];
                 match item {
                     Shown::Enter { .. } => depth += 1,
                     Shown::Leave { .. } => depth = depth.saturating_sub(1),

@@ -121,6 +121,99 @@ impl Sched {
     }
 }
 
+/// A thread's times off the CPU handed out in time order, each inside
+/// the gap between two of the thread's events it fell in.
+///
+/// A thread does nothing while it is off the CPU, so a true time off the
+/// CPU never holds one of its events. But the slices' times come from
+/// the kernel's clock, turned into the counter's by `ftail record`, and
+/// may miss by a little: a slice that reaches over an event is cut at
+/// it, and one that lies mostly after it starts there instead. So no
+/// view shows a time off the CPU longer than the call holding it, in the
+/// wrong call, or out of order.
+#[derive(Debug, Clone)]
+pub struct OffCpuCursor<'a> {
+    /// The next slice, its start moved past what was handed out.
+    next: Option<OffCpu>,
+    /// The ones after it.
+    rest: &'a [OffCpu],
+}
+
+impl<'a> OffCpuCursor<'a> {
+    /// A cursor over `slices`, in time order ([`Sched::thread`]).
+    pub fn new(slices: &'a [OffCpu]) -> Self {
+        let mut cursor = OffCpuCursor {
+            next: None,
+            rest: slices,
+        };
+        cursor.step(0);
+        cursor
+    }
+
+    /// Whether every slice was handed out.
+    pub fn is_empty(&self) -> bool {
+        self.next.is_none()
+    }
+
+    /// Whether [`OffCpuCursor::before`] `until` would hand out a slice.
+    pub fn any_before(&self, until: u64) -> bool {
+        self.next.is_some_and(|s| cut(s, until).is_some())
+    }
+
+    /// The slices that began before `until`, the time of the thread's
+    /// next event, each ended by it at the latest.
+    pub fn before(&mut self, until: u64) -> impl Iterator<Item = OffCpu> + use<'_, 'a> {
+        std::iter::from_fn(move || {
+            let next = self.next?;
+            match cut(next, until) {
+                Some(piece) => {
+                    self.step(piece.end);
+                    Some(piece)
+                }
+                None => {
+                    // It begins at `until` or later, or lies mostly after.
+                    self.next = Some(OffCpu {
+                        start: next.start.max(until),
+                        ..next
+                    });
+                    None
+                }
+            }
+        })
+    }
+
+    /// Moves to the slice after the current one, starting at `from` at
+    /// the earliest; one that ends by then is left out.
+    fn step(&mut self, from: u64) {
+        self.next = None;
+        while let Some((&s, rest)) = self.rest.split_first() {
+            self.rest = rest;
+            if s.end > from || s.start >= from {
+                self.next = Some(OffCpu {
+                    start: s.start.max(from),
+                    ..s
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// What of `slice` lies before the event at `until`: all of it, its part
+/// before `until` where that is most of it, or nothing.
+fn cut(slice: OffCpu, until: u64) -> Option<OffCpu> {
+    if slice.start >= until {
+        return None;
+    }
+    if slice.end <= until {
+        return Some(slice);
+    }
+    (until - slice.start >= slice.end - until).then_some(OffCpu {
+        end: until,
+        ..slice
+    })
+}
+
 /// Why scheduler events were not recorded: the kernel's answer, and what
 /// would change it.
 pub fn refusal(errno: i32, paranoid: i32) -> String {
@@ -142,6 +235,36 @@ pub fn refusal(errno: i32, paranoid: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn slice(start: u64, end: u64) -> OffCpu {
+        OffCpu {
+            start,
+            end,
+            preempted: false,
+        }
+    }
+
+    #[test]
+    fn a_slice_reaching_over_an_event_is_cut_or_moved_behind_it() {
+        // Events at 100 and 200; the first slice reaches 10 past the
+        // event at 100, the second begins 10 before the one at 200.
+        let slices = [slice(40, 110), slice(190, 260)];
+        let mut c = OffCpuCursor::new(&slices);
+        assert!(c.any_before(100));
+        assert_eq!(c.before(100).collect::<Vec<_>>(), [slice(40, 100)]);
+        assert!(!c.any_before(200));
+        assert_eq!(c.before(200).count(), 0);
+        assert_eq!(c.before(300).collect::<Vec<_>>(), [slice(200, 260)]);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn slices_handed_out_never_overlap_or_go_back() {
+        let slices = [slice(10, 50), slice(30, 40), slice(45, 90)];
+        let mut c = OffCpuCursor::new(&slices);
+        let got: Vec<OffCpu> = c.before(1000).collect();
+        assert_eq!(got, [slice(10, 50), slice(50, 90)]);
+    }
 
     #[test]
     fn a_refusal_says_which_setting_decides() {

@@ -22,7 +22,7 @@ use ftail_abi::trace::EventKind;
 use crate::reader::calls::Calls;
 use crate::reader::dir::{Image, TraceDir};
 use crate::reader::merge::Merge;
-use crate::reader::sched::{OffCpu, Sched};
+use crate::reader::sched::{OffCpu, OffCpuCursor, Sched};
 use crate::symbols::names::{FuncId, Names};
 use crate::views::view::{Filters, Leaves, Matches, Shown, Threshold, Visible};
 
@@ -842,7 +842,7 @@ impl Item {
 /// }`). Off-CPU times outside every shown call are left out.
 struct WithSched<'a, I> {
     items: I,
-    slices: &'a [OffCpu],
+    slices: OffCpuCursor<'a>,
     /// Depth of what comes next: inside how many shown calls.
     depth: u32,
     ready: std::collections::VecDeque<Item>,
@@ -852,7 +852,7 @@ impl<'a, I: Iterator<Item = Shown>> WithSched<'a, I> {
     fn new(items: I, slices: &'a [OffCpu]) -> Self {
         WithSched {
             items,
-            slices,
+            slices: OffCpuCursor::new(slices),
             depth: 0,
             ready: std::collections::VecDeque::new(),
         }
@@ -861,16 +861,11 @@ impl<'a, I: Iterator<Item = Shown>> WithSched<'a, I> {
     /// Queues the off-CPU times that began before `until`, at `depth`
     /// (none outside a shown call).
     fn queue_until(&mut self, until: u64, depth: u32) {
-        if self.slices.first().is_none_or(|s| s.start >= until) {
-            return;
-        }
-        let n = self.slices.partition_point(|s| s.start < until);
-        if depth > 0 {
-            for &slice in &self.slices[..n] {
+        for slice in self.slices.before(until) {
+            if depth > 0 {
                 self.ready.push_back(Item::OffCpu { slice, depth });
             }
         }
-        self.slices = &self.slices[n..];
     }
 }
 
@@ -895,7 +890,7 @@ impl<I: Iterator<Item = Shown>> Iterator for WithSched<'_, I> {
                 how,
                 args,
                 ret,
-            } if self.slices.first().is_some_and(|s| s.start < end) => {
+            } if self.slices.any_before(end) => {
                 self.ready.push_back(Item::Call(Shown::Enter {
                     addr,
                     func,

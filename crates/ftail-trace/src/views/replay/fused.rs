@@ -20,7 +20,7 @@ use ftail_abi::trace::{Event, EventKind, KIND_SHIFT};
 use super::blocks::{self, Blocks};
 use super::{Field, ImageReplay, Options, MAX_INDENT};
 use crate::reader::events::Events;
-use crate::reader::sched::OffCpu;
+use crate::reader::sched::{OffCpu, OffCpuCursor};
 use crate::symbols::names::{FuncId, Names, ResolveCache};
 use crate::views::view::Shown;
 
@@ -174,7 +174,7 @@ pub(super) struct Thread<'a> {
     ahead: Option<Event>,
     merge_leaves: bool,
     /// Times off the CPU not yet placed.
-    slices: &'a [OffCpu],
+    slices: OffCpuCursor<'a>,
     /// While `slices` is not empty: depth of what comes next.
     depth: u32,
     /// Lines made and not yet current (around times off the CPU).
@@ -206,7 +206,7 @@ impl<'a> Thread<'a> {
             stack: Vec::new(),
             ahead: None,
             merge_leaves,
-            slices,
+            slices: OffCpuCursor::new(slices),
             depth: 0,
             ready: VecDeque::new(),
             line: Line::OffCpu {
@@ -368,7 +368,7 @@ impl<'a> Thread<'a> {
                 end,
                 depth,
                 how,
-            } if self.slices.first().is_some_and(|s| s.start < end) => {
+            } if self.slices.any_before(end) => {
                 self.ready.push_back(Line::Enter {
                     addr,
                     func,
@@ -405,13 +405,11 @@ impl<'a> Thread<'a> {
     /// Queues the times off the CPU that began before `until`, at
     /// `depth` (none outside a call).
     fn queue_until(&mut self, until: u64, depth: u32) {
-        let n = self.slices.partition_point(|s| s.start < until);
-        if depth > 0 {
-            for &slice in &self.slices[..n] {
+        for slice in self.slices.before(until) {
+            if depth > 0 {
                 self.ready.push_back(Line::OffCpu { slice, depth });
             }
         }
-        self.slices = &self.slices[n..];
     }
 }
 
