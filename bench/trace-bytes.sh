@@ -10,8 +10,12 @@
 # The suites start hundreds of processes (a few dozen threads at most
 # at once): the per-thread files weigh in as they would for a user.
 # TRACE_BYTES_MODES picks the recordings: drained (the default: zstd
-# while the drainer keeps up, LZ4 while it is behind), drained-zstd and
-# drained-lz4 (that codec only: FTAIL_DRAIN_CODEC), no-drain.
+# while the drainer keeps up, LZ4 or stored while it is behind, those
+# repacked with zstd once their thread is done), drained-zstd and
+# drained-lz4 (that codec only: FTAIL_DRAIN_CODEC), no-drain. On
+# standard error: how long each suite ran, how long the watcher went on
+# after it (draining what was left, repacking), and the drainer's and
+# repacker's counts.
 # Usage: bench/trace-bytes.sh [NAMES]   (default "lua54 sqlite jq zstd zlib")
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -38,15 +42,18 @@ for name in $names; do
       *) echo "unknown mode $mode" >&2; exit 2 ;;
     esac
     rm -rf "$tmp/t" "$tmp/t.old"
-    FTAIL_DRAIN_CODEC=$codec TEST_ONLY=1 CC=gcc "$FTAIL" record -d "$tmp/t" "${opt[@]}" -- \
-      bash "$ROOT/corpus/build.sh" "$name" "$b" >"$tmp/log" 2>&1 ||
+    # The watcher (it drains, then repacks what it drained in haste)
+    # holds standard error: the pipe ends when it does, the group's
+    # `date` when the suite has.
+    start=$(date +%s.%N)
+    { FTAIL_DRAIN_STATS=1 FTAIL_DRAIN_CODEC=$codec TEST_ONLY=1 CC=gcc "$FTAIL" record -d "$tmp/t" \
+        "${opt[@]}" -- bash "$ROOT/corpus/build.sh" "$name" "$b" 2>&1 &&
+        date +%s.%N >"$tmp/ended"; } | cat >"$tmp/log" ||
       { echo "$name ($mode) failed its suite traced; log:" >&2; tail -20 "$tmp/log" >&2; exit 1; }
-    # The drainer may still be finishing once the suite has ended.
-    for _ in $(seq 600); do
-      [ "$mode" = no-drain ] && break
-      [ -z "$(find "$tmp/t" -maxdepth 1 -name '*.events' -size +4k | head -1)" ] && break
-      sleep 0.1
-    done
+    done_at=$(date +%s.%N)
+    awk -v s="$start" -v e="$(cat "$tmp/ended")" -v d="$done_at" -v n="$name" -v m="$mode" 'BEGIN {
+      printf "%s (%s): the suite ran %.1f s; the watcher ended %.1f s after it\n", n, m, e - s, d - e }' >&2
+    grep -E '^ftail: (drainer|repacked)' "$tmp/log" >&2 || true
     events=$("$FTAIL" info --events -d "$tmp/t" |
       sed -n 's/.*duration .*(\([0-9]*\) events.*/\1/p' | awk '{s += $1} END {print s + 0}')
     bytes=$(find "$tmp/t" -maxdepth 1 \( -name '*.events' -o -name '*.drained' \) -printf '%s\n' |

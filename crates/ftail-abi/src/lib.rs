@@ -688,6 +688,9 @@ pub mod trace {
         pub const CONTROL_AT: u64 = 512;
         /// The drained file of `KEY-TID.events` is `KEY-TID.drained`.
         pub const DRAINED_SUFFIX: &str = ".drained";
+        /// A drained file being repacked is written as
+        /// `KEY-TID.repacking`, then renamed over `KEY-TID.drained`.
+        pub const REPACKING_SUFFIX: &str = ".repacking";
         /// The first bytes of a drained file.
         pub const DRAINED_MAGIC: [u8; 8] = *b"FTAILDR1";
         /// The first word of each frame of a drained file whose chunk is

@@ -70,7 +70,9 @@ fn is_trace_file(name: &str) -> bool {
     }
     let stem = name
         .strip_suffix(".events")
-        .or_else(|| name.strip_suffix(ftail_abi::trace::drain::DRAINED_SUFFIX));
+        .or_else(|| name.strip_suffix(ftail_abi::trace::drain::DRAINED_SUFFIX))
+        // Left by a watcher killed while it repacked a drained file.
+        .or_else(|| name.strip_suffix(ftail_abi::trace::drain::REPACKING_SUFFIX));
     if let Some(stem) = stem {
         // `KEY-TID`, or `KEY-TID~N` for a thread id that came back.
         return stem
@@ -379,6 +381,8 @@ mod tests {
             "4242~1-4242.events",
             "4242.status",
             "4242-4243~2.events",
+            "4242-4243.drained",
+            "4242-4243.repacking",
             "budget",
         ] {
             assert!(is_trace_file(name), "{name}");

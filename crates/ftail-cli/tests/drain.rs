@@ -826,3 +826,74 @@ fn a_trace_moved_to_old_while_it_drains_is_drained_where_it_is() {
     wait_drained(&tdir);
     assert_eq!(drained_files(&tdir).len(), 1);
 }
+
+/// The codecs of the frames of a drained file, in order.
+fn frame_codecs(drained: &Path) -> Vec<String> {
+    let bytes = std::fs::read(drained).unwrap();
+    let mut at = 16;
+    let mut codecs = Vec::new();
+    while at < bytes.len() {
+        codecs.push(String::from_utf8_lossy(&bytes[at..at + 4]).into_owned());
+        let packed = u32::from_le_bytes(bytes[at + 16..at + 20].try_into().unwrap());
+        at += 24 + packed as usize;
+    }
+    codecs
+}
+
+/// A drainer that fell behind wrote LZ4 and stored chunks; once the ring
+/// is finished they are repacked with zstd, the trace as it was, the
+/// budget counting the smaller file.
+#[test]
+fn chunks_drained_in_haste_are_repacked_once_the_ring_is_done() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    let args = ["2", "200000"];
+    let (_, kept) = record_trace(&dir.path().join("kept"), &exe, &args, &["--no-libcall"]);
+    let tdir = dir.path().join("drained");
+    // Output waits for the watcher (it holds standard error): repacked.
+    let out = run(Command::new(ftail())
+        .env("FTAIL_TEST_DRAIN_HASTE", "1")
+        .env("FTAIL_DRAIN_STATS", "1")
+        .args(["record", "--no-sched", "--no-libcall", "--drain=128K", "-d"])
+        .arg(&tdir)
+        .arg("--")
+        .arg(&exe)
+        .args(args));
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stats = err
+        .lines()
+        .find_map(|l| l.strip_prefix("ftail: drainer: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    let count = |codec: &str| -> u64 {
+        let words: Vec<&str> = stats.split([' ', ',', ';']).collect();
+        let at = words.iter().position(|w| *w == codec).unwrap();
+        words[at - 1].parse().unwrap()
+    };
+    assert!(count("lz4") >= 10 && count("stored") >= 10, "{stats}");
+    assert!(err.contains("ftail: repacked 3 drained files"), "{err}");
+    let files = drained_files(&tdir);
+    assert_eq!(files.len(), 3);
+    let mut kept_pages = 0;
+    for f in &files {
+        let codecs = frame_codecs(f);
+        assert!(codecs.len() > 20, "{}: {codecs:?}", f.display());
+        assert!(
+            codecs.iter().all(|c| c == "FTCK"),
+            "{}: {codecs:?}",
+            f.display()
+        );
+        kept_pages += std::fs::metadata(f).unwrap().len().div_ceil(4096) * 4096;
+    }
+    assert!(per_thread(&trace::open(&tdir).unwrap()) == per_thread(&kept));
+    let names: Vec<String> = std::fs::read_dir(&tdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".repacking")),
+        "{names:?}"
+    );
+    // The three event files' header pages, and the drained files.
+    assert_eq!(budget_used(&tdir), kept_pages + 3 * 4096);
+}

@@ -22,121 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ftail_abi::trace::drain::{
-    chunk_at, Control, CHUNK, CONTROL_AT, DRAINED_MAGIC, FRAME_HEAD, FRAME_LZ4, FRAME_MAGIC,
-    FRAME_STORED, NO_SPILL, RING_AT,
+    chunk_at, Control, CHUNK, CONTROL_AT, DRAINED_MAGIC, NO_SPILL, RING_AT,
 };
 use ftail_abi::trace::{EventFileHeader, EVENTS_MAGIC, EVENTS_SUFFIX};
 
-/// zstd's level: the fastest of its usual ones compresses a chunk of
-/// records about 7 to 10 times.
-const LEVEL: i32 = 1;
+use packer::{Codec, Packer};
 
-/// How a chunk goes into the drained file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Codec {
-    /// The smallest: about 0.6 to 0.9 bytes an event.
-    Zstd,
-    /// Faster to compress than zstd and about twice as fast to read back,
-    /// about 1.0 to 1.5 bytes an event.
-    Lz4,
-    /// As it is: the drainer is so far behind that its thread would soon
-    /// wait.
-    Stored,
-}
-
-/// What compresses chunks into frames, with the buffers it reuses.
-struct Packer {
-    zstd: zstd::bulk::Compressor<'static>,
-    /// The codec of a drainer that keeps up (`FTAIL_DRAIN_CODEC=zstd` or
-    /// `lz4`: that codec however far behind, short of storing).
-    keeping_up: Codec,
-    /// Whether the codec follows how far behind the drainer is.
-    adaptive: bool,
-    frame: Vec<u8>,
-    /// Chunks written with each codec, in [`Codec`]'s order.
-    counts: [u64; 3],
-}
-
-impl Packer {
-    fn new() -> Option<Packer> {
-        let choice = std::env::var("FTAIL_DRAIN_CODEC").unwrap_or_default();
-        let (keeping_up, adaptive) = match choice.as_str() {
-            "zstd" => (Codec::Zstd, false),
-            "lz4" => (Codec::Lz4, false),
-            _ => (Codec::Zstd, true),
-        };
-        let bound = zstd::zstd_safe::compress_bound(CHUNK as usize)
-            .max(lz4_flex::block::get_maximum_output_size(CHUNK as usize))
-            .max(CHUNK as usize);
-        Some(Packer {
-            zstd: zstd::bulk::Compressor::new(LEVEL).ok()?,
-            keeping_up,
-            adaptive,
-            frame: vec![0; FRAME_HEAD + bound],
-            counts: [0; 3],
-        })
-    }
-
-    /// The codec for a chunk when `behind` chunks of a ring of `slots`
-    /// wait to be drained: zstd while the drainer keeps up, LZ4 once it
-    /// falls behind by an eighth of the ring, storing past half (the
-    /// thread spills when it catches up with the drainer).
-    fn codec(&self, behind: u64, slots: u64) -> Codec {
-        if behind * 2 > slots {
-            Codec::Stored
-        } else if self.adaptive && behind * 8 > slots {
-            Codec::Lz4
-        } else {
-            self.keeping_up
-        }
-    }
-
-    /// The frame that holds chunk `k`, whose bytes are `data`.
-    fn frame(&mut self, codec: Codec, k: u64, data: &[u8]) -> std::io::Result<&[u8]> {
-        let body = &mut self.frame[FRAME_HEAD..];
-        let (magic, packed) = match codec {
-            Codec::Zstd => (FRAME_MAGIC, self.zstd.compress_to_buffer(data, body)?),
-            Codec::Lz4 => (
-                FRAME_LZ4,
-                lz4_flex::block::compress_into(data, body).map_err(std::io::Error::other)?,
-            ),
-            Codec::Stored => {
-                body[..data.len()].copy_from_slice(data);
-                (FRAME_STORED, data.len())
-            }
-        };
-        self.counts[codec as usize] += 1;
-        let crc = crc32fast::hash(&self.frame[FRAME_HEAD..FRAME_HEAD + packed]);
-        let head = &mut self.frame[..FRAME_HEAD];
-        head[0..4].copy_from_slice(&magic.to_le_bytes());
-        head[4..8].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        head[8..16].copy_from_slice(&k.to_le_bytes());
-        head[16..20].copy_from_slice(&(packed as u32).to_le_bytes());
-        head[20..24].copy_from_slice(&crc.to_le_bytes());
-        Ok(&self.frame[..FRAME_HEAD + packed])
-    }
-
-    /// With `FTAIL_DRAIN_STATS` set: how many chunks went each way and
-    /// the drainer's CPU time, on standard error (for benchmarks).
-    fn report(&self) {
-        if std::env::var_os("FTAIL_DRAIN_STATS").is_none() {
-            return;
-        }
-        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-        // SAFETY: getrusage fills the rusage it is given.
-        let usage = unsafe {
-            libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
-            usage.assume_init()
-        };
-        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        let [z, l, s] = self.counts;
-        crate::out::stderr(&format!(
-            "ftail: drainer: {z} chunks zstd, {l} lz4, {s} stored; {:.3} s user, {:.3} s system",
-            secs(usage.ru_utime),
-            secs(usage.ru_stime)
-        ));
-    }
-}
+mod budget;
+mod packer;
+mod repack;
 
 /// How much of `--max-size` a drained file takes at a time.
 const BUDGET_STEP: u64 = 1 << 20;
@@ -160,6 +54,8 @@ const SCAN_EVERY: Duration = Duration::from_millis(10);
 pub struct Drainer {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The repacking thread ([`repack`]), which ends once the drainer has.
+    repacker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drainer {
@@ -171,30 +67,50 @@ impl Drainer {
         raise_file_limit();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let (jobs, repacker) = repack::start();
         let thread = std::thread::Builder::new()
             .name("ftail-drain".into())
             .spawn(move || {
                 // The directory itself, whatever it is called later: a
                 // recording into the same path while this one still
                 // drains moves this trace to `DIR.old`.
-                let held = held_dir(&dir);
-                run(held.as_ref().map_or(&dir, |(_, path)| path), &flag)
+                let held = held_dir(&dir).map(|(file, path)| (Arc::new(file), path));
+                let queue = Queue {
+                    jobs,
+                    dir: held.as_ref().map(|(file, _)| file.clone()),
+                };
+                run(held.as_ref().map_or(&dir, |(_, path)| path), &flag, &queue);
             })
             .ok();
-        Drainer { stop, thread }
+        Drainer {
+            stop,
+            thread,
+            repacker,
+        }
     }
 
     /// Once the program has ended: drains every ring whole, waiting for
-    /// the processes still writing any.
+    /// the processes still writing any, then repacks what was drained in
+    /// haste.
     pub fn finish(mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        if let Some(t) = self.repacker.take() {
+            let _ = t.join();
+        }
     }
 }
 
-fn run(dir: &Path, stop: &AtomicBool) {
+/// Where finished rings go to be repacked, with the directory they are
+/// named through (`/proc/self/fd/N/`), held open until the last is.
+struct Queue {
+    jobs: std::sync::mpsc::Sender<repack::Job>,
+    dir: Option<Arc<File>>,
+}
+
+fn run(dir: &Path, stop: &AtomicBool, repack: &Queue) {
     let mut rings = Rings::default();
     let mut packer = Packer::new();
     let mut last_scan: Option<std::time::Instant> = None;
@@ -230,6 +146,10 @@ fn run(dir: &Path, stop: &AtomicBool) {
                     && ring.image_current(dir));
             if ring.ended() || gone {
                 ring.drain_rest(packer.as_mut());
+                if let Some(mut job) = ring.repack_job() {
+                    job.dir = repack.dir.clone();
+                    let _ = repack.jobs.send(job);
+                }
             }
         }
         rings.forget_finished();
@@ -336,6 +256,9 @@ struct Ring {
     full: bool,
     /// Whether the thread is gone and the rest is being drained.
     ending: bool,
+    /// Frames written with a faster codec than the settled one (the
+    /// drainer was behind): to repack once the ring is finished.
+    hasty: u64,
 }
 
 // SAFETY: `map` is a mapping owned by the ring alone, used only by the
@@ -418,6 +341,7 @@ impl Ring {
             taken: 0,
             full: false,
             ending: false,
+            hasty: 0,
         };
         if ring.word(|c| &c.finished).load(Ordering::Acquire) != 0 {
             return Some(Opened::Never);
@@ -506,6 +430,9 @@ impl Ring {
         if last {
             return Ok(false);
         }
+        if codec != packer.settled() {
+            self.hasty += 1;
+        }
         let frame = packer.frame(codec, self.next, data)?;
         let need = (self.out_len + frame.len() as u64).saturating_sub(self.taken);
         if need > 0 {
@@ -567,6 +494,20 @@ impl Ring {
             self.taken -= ahead;
             budget::give_back(&self.budget, len.saturating_sub(RING_AT) + ahead);
         }
+    }
+
+    /// The repacking a finished ring's drained file is due, once.
+    fn repack_job(&mut self) -> Option<repack::Job> {
+        let whole = self.word(|c| &c.finished).load(Ordering::Acquire) != 0;
+        if !(self.finished && whole && std::mem::take(&mut self.hasty) > 0) {
+            return None;
+        }
+        Some(repack::Job {
+            drained: ftail_trace::reader::drained::drained_path(&self.path),
+            budget: self.budget.clone(),
+            taken: self.taken,
+            dir: None,
+        })
     }
 
     /// Drains the rest of the ring up to the chunk its thread was
@@ -682,83 +623,4 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
-/// The trace's count of bytes against `--max-size`, shared with the
-/// runtime: updated as it does (`ftail-runtime`'s `record::budget`), under
-/// a record lock on the budget file, never through a mapping.
-mod budget {
-    use std::fs::{File, OpenOptions};
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    use std::path::Path;
-
-    use ftail_abi::trace::{TraceBudget, BUDGET_MAGIC, TRACE_VERSION};
-
-    const SIZE: usize = std::mem::size_of::<TraceBudget>();
-    const USED_AT: usize = std::mem::offset_of!(TraceBudget, used_bytes);
-    const MAX_AT: usize = std::mem::offset_of!(TraceBudget, max_bytes);
-    const PAGE: u64 = 4096;
-
-    /// Runs `f(used, max)`, which returns the new count and a result, on
-    /// the count of the budget file `path`; None when there is no whole
-    /// budget file (no limit can be kept then: the runtime stops taking).
-    fn update<R>(path: &Path, f: impl Fn(u64, u64) -> (u64, R)) -> Option<R> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .ok()?;
-        // The lock goes with the descriptor, closed on return.
-        lock(&file)?;
-        let mut b = [0u8; SIZE];
-        file.read_exact_at(&mut b, 0).ok()?;
-        let version = u32::from_le_bytes(b[8..12].try_into().ok()?);
-        if b[..8] != BUDGET_MAGIC || version != TRACE_VERSION {
-            return None;
-        }
-        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
-        let (now, r) = f(word(USED_AT), word(MAX_AT));
-        file.write_all_at(&now.to_le_bytes(), USED_AT as u64).ok()?;
-        Some(r)
-    }
-
-    fn lock(file: &File) -> Option<()> {
-        // SAFETY: a zeroed flock is valid; the fields are set below.
-        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-        lock.l_type = libc::F_WRLCK as i16;
-        lock.l_whence = libc::SEEK_SET as i16;
-        lock.l_len = SIZE as libc::off_t;
-        loop {
-            // SAFETY: F_SETLKW with a valid flock on a descriptor we own.
-            if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &lock) } == 0 {
-                return Some(());
-            }
-            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                return None;
-            }
-        }
-    }
-
-    /// Takes exactly `n` bytes (in pages), or nothing: false when they
-    /// are not all left. Without a budget file, nothing limits.
-    pub fn take_all(path: &Path, n: u64) -> bool {
-        let n = n.div_ceil(PAGE) * PAGE;
-        update(path, |u, max| {
-            let fits = max.saturating_sub(u) >= n;
-            (if fits { u + n } else { u }, fits)
-        })
-        .unwrap_or(true)
-    }
-
-    /// Takes `n` bytes whatever is left.
-    pub fn force(path: &Path, n: u64) {
-        let _ = update(path, |u, _| (u.saturating_add(n), ()));
-    }
-
-    /// Gives back `n` bytes taken before.
-    pub fn give_back(path: &Path, n: u64) {
-        let _ = update(path, |u, _| (u.saturating_sub(n), ()));
-    }
 }
