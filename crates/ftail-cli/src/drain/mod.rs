@@ -514,6 +514,8 @@ impl Ring {
     /// writing, then what it wrote after the ring, up to the first chunk
     /// of zeros.
     fn drain_left(&mut self, packer: &mut Packer) -> std::io::Result<()> {
+        // Nothing waits for these any more: the settled codec.
+        let codec = packer.settled();
         let written = self.word(|c| &c.written).load(Ordering::Acquire);
         let spill = self.word(|c| &c.spill_from).load(Ordering::Acquire);
         let ring_end = if spill == NO_SPILL {
@@ -524,12 +526,12 @@ impl Ring {
         while self.next < ring_end {
             // The chunk being written may be empty: nothing to keep.
             let last = self.next + 1 == ring_end && spill == NO_SPILL;
-            if !self.drain_chunk(packer, !last, Codec::Zstd)? {
+            if !self.drain_chunk(packer, !last, codec)? {
                 break;
             }
         }
         if spill != NO_SPILL {
-            while self.drain_chunk(packer, false, Codec::Zstd)? {}
+            while self.drain_chunk(packer, false, codec)? {}
         }
         Ok(())
     }
