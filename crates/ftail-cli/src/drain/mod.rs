@@ -112,7 +112,12 @@ struct Queue {
 
 fn run(dir: &Path, stop: &AtomicBool, repack: &Queue) {
     let mut rings = Rings::default();
-    let mut packer = Packer::new();
+    // Without a compressor (it could not be made), nothing is drained:
+    // as after a SIGKILL of the watcher, each thread finds no heartbeat
+    // and goes on in a growing file.
+    let Some(mut packer) = Packer::new() else {
+        return;
+    };
     let mut last_scan: Option<std::time::Instant> = None;
     // Whether the directory was looked at since the program ended: a ring
     // made just before is drained too.
@@ -138,14 +143,14 @@ fn run(dir: &Path, stop: &AtomicBool, repack: &Queue) {
         let mut busy = false;
         for ring in rings.live.values_mut() {
             ring.beat();
-            busy |= ring.drain_ready(packer.as_mut());
+            busy |= ring.drain_ready(&mut packer);
             let gone = look
                 && !(*running
                     .entry(ring.pid)
                     .or_insert_with(|| process_running(ring.pid))
                     && ring.image_current(dir));
             if ring.ended() || gone {
-                ring.drain_rest(packer.as_mut());
+                ring.drain_rest(&mut packer);
                 if let Some(mut job) = ring.repack_job() {
                     job.dir = repack.dir.clone();
                     let _ = repack.jobs.send(job);
@@ -154,9 +159,7 @@ fn run(dir: &Path, stop: &AtomicBool, repack: &Queue) {
         }
         rings.forget_finished();
         if scanned_at_end && rings.live.is_empty() {
-            if let Some(p) = &packer {
-                p.report();
-            }
+            packer.report();
             return;
         }
         if !busy {
@@ -384,10 +387,7 @@ impl Ring {
     /// Drains the chunks the thread has left behind, all but the last it
     /// finished (a slow path it interrupted may still pad that one);
     /// whether there was one.
-    fn drain_ready(&mut self, packer: Option<&mut Packer>) -> bool {
-        let Some(packer) = packer else {
-            return false;
-        };
+    fn drain_ready(&mut self, packer: &mut Packer) -> bool {
         if self.full {
             return false;
         }
@@ -468,10 +468,7 @@ impl Ring {
     /// ring up to the chunk it was writing, then what it wrote after the
     /// ring, up to the first chunk of zeros; the event file is then cut
     /// to its header's page.
-    fn drain_rest(&mut self, packer: Option<&mut Packer>) {
-        let Some(packer) = packer else {
-            return;
-        };
+    fn drain_rest(&mut self, packer: &mut Packer) {
         self.ending = true;
         // A chunk that cannot be written (a full filesystem) stays where it
         // is, in the ring or after it, where readers find it: the ring is
