@@ -652,6 +652,25 @@ fn a_drained_trace_is_kept_as_old_by_the_next_recording() {
     assert!(!drained_files(&dir.path().join("trace.old")).is_empty());
 }
 
+/// A watcher killed while it repacked leaves `KEY-TID.repacking` beside
+/// the drained file: the trace is still one, moved away as `.old` by the
+/// next recording rather than refused.
+#[test]
+fn a_trace_left_with_a_repacking_part_is_kept_as_old() {
+    let dir = scratch();
+    let exe = build(dir.path());
+    let tdir = dir.path().join("trace");
+    let (out, _) = record_trace(&tdir, &exe, &["0", "1000"], &["--drain"]);
+    assert!(out.status.success(), "{out:?}");
+    let drained = drained_files(&tdir);
+    let part = drained[0].with_extension("repacking");
+    std::fs::copy(&drained[0], &part).unwrap();
+    let (out, _) = record_trace(&tdir, &exe, &["0", "1000"], &["--drain"]);
+    assert!(out.status.success(), "{out:?}");
+    let old = dir.path().join("trace.old");
+    assert!(old.join(part.file_name().unwrap()).is_file());
+}
+
 #[test]
 fn rings_are_drained_unless_the_events_go_elsewhere() {
     let dir = scratch();
