@@ -54,8 +54,8 @@ const SCAN_EVERY: Duration = Duration::from_millis(10);
 pub struct Drainer {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// The repacking thread ([`repack`]), which ends once the drainer has.
-    repacker: Option<std::thread::JoinHandle<()>>,
+    /// The repacking threads ([`repack`]), which end once the drainer has.
+    repackers: repack::Repackers,
 }
 
 impl Drainer {
@@ -67,7 +67,7 @@ impl Drainer {
         raise_file_limit();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let (jobs, repacker) = repack::start();
+        let (jobs, repackers) = repack::Repackers::start();
         let thread = std::thread::Builder::new()
             .name("ftail-drain".into())
             .spawn(move || {
@@ -85,7 +85,7 @@ impl Drainer {
         Drainer {
             stop,
             thread,
-            repacker,
+            repackers,
         }
     }
 
@@ -97,9 +97,7 @@ impl Drainer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if let Some(t) = self.repacker.take() {
-            let _ = t.join();
-        }
+        self.repackers.finish();
     }
 }
 

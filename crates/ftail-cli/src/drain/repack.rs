@@ -8,7 +8,7 @@
 //! the way leaves the old file as it was (and the part it wrote, which
 //! the next recording moves away with the trace).
 //!
-//! It runs at nice 19: on a machine whose cores are busy with the
+//! A thread a core runs at nice 19: on a machine whose cores are busy with the
 //! program it takes almost nothing until the program ends, and then
 //! only what others leave.
 
@@ -16,6 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
 use ftail_abi::trace::drain::{DRAINED_SUFFIX, FRAME_HEAD, REPACKING_SUFFIX};
 use ftail_trace::reader::drained::{read_frame, DRAINED_HEADER};
@@ -34,31 +35,70 @@ pub(super) struct Job {
     pub taken: u64,
     /// The directory, held open while `drained` names a file in it
     /// through `/proc/self/fd/N/`.
-    pub dir: Option<std::sync::Arc<File>>,
+    pub dir: Option<Arc<File>>,
 }
 
-/// The repacking thread: takes jobs until every sender is gone.
-pub(super) fn start() -> (Sender<Job>, Option<std::thread::JoinHandle<()>>) {
-    let (jobs, queue) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("ftail-repack".into())
-        .spawn(move || run(queue))
-        .ok();
-    (jobs, thread)
+/// The most repacking threads: one a core (as the program leaves them
+/// idle), up to this.
+const MOST_THREADS: usize = 4;
+
+/// The repacking threads, which end once every sender of jobs is gone.
+pub(super) struct Repackers {
+    threads: Vec<std::thread::JoinHandle<Totals>>,
 }
 
-fn run(queue: Receiver<Job>) {
+impl Repackers {
+    /// Starts a repacking thread a core (up to [`MOST_THREADS`]), taking
+    /// jobs from the sender returned.
+    pub(super) fn start() -> (Sender<Job>, Repackers) {
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let queue = Arc::new(Mutex::new(queue));
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(MOST_THREADS));
+        let threads = (0..n)
+            .filter_map(|_| {
+                let queue = queue.clone();
+                std::thread::Builder::new()
+                    .name("ftail-repack".into())
+                    .spawn(move || run(&queue))
+                    .ok()
+            })
+            .collect();
+        (jobs, Repackers { threads })
+    }
+
+    /// Waits for every job to be done; with `FTAIL_DRAIN_STATS`, says
+    /// what was.
+    pub(super) fn finish(self) {
+        let mut totals = Totals::default();
+        for t in self.threads {
+            if let Ok(t) = t.join() {
+                totals.merge(t);
+            }
+        }
+        totals.report();
+    }
+}
+
+fn run(queue: &Mutex<Receiver<Job>>) -> Totals {
     // SAFETY: gettid and setpriority take no pointers; on Linux a
     // thread id given to PRIO_PROCESS names that thread alone.
     unsafe {
         let tid = libc::gettid();
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
     }
-    let Some(mut packer) = Packer::new() else {
-        return;
-    };
     let mut totals = Totals::default();
-    for job in queue {
+    let Some(mut packer) = Packer::new() else {
+        return totals;
+    };
+    loop {
+        // The lock is held only while waiting for the next job.
+        let job = match queue.lock() {
+            Ok(q) => q.recv(),
+            Err(_) => return totals,
+        };
+        let Ok(job) = job else {
+            return totals;
+        };
         match repack(&job, &mut packer) {
             Ok(Some(sizes)) => totals.add(sizes),
             // Left as it was: nothing to gain, or the file changed.
@@ -69,7 +109,6 @@ fn run(queue: Receiver<Job>) {
             }
         }
     }
-    totals.report();
 }
 
 /// What the repacker did, for `FTAIL_DRAIN_STATS`.
@@ -83,6 +122,16 @@ struct Totals {
 }
 
 impl Totals {
+    fn merge(&mut self, other: Totals) {
+        self.files += other.files;
+        self.before += other.before;
+        self.after += other.after;
+        self.failed += other.failed;
+        if !other.last_error.is_empty() {
+            self.last_error = other.last_error;
+        }
+    }
+
     fn add(&mut self, (before, after): (u64, u64)) {
         self.files += 1;
         self.before += before;
