@@ -27,7 +27,7 @@ T="$WORK/args-trace"
 RUNS="${RUNS:-5}"
 cd "$WORK"
 hyperfine --style basic --runs "$RUNS" --warmup 1 --export-json args.json \
-  --prepare "rm -rf $T" \
+  --prepare "$(after_watchers "$T"); rm -rf $T" \
   "$FTAIL record -d $T -- ./argsloop-ftail $N" \
   "$FTAIL record -d $T -R add@i32 -- ./argsloop-ftail $N" \
   "$FTAIL record -d $T -A add@arg1/i32,arg2/i32 -- ./argsloop-ftail $N" \

@@ -9,6 +9,7 @@
 # Usage: bench/event-cost.sh [RUNS] [CALLS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 runs=${1:-5}
 n=${2:-10000000}
 command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hyperfine)" >&2; exit 1; }
@@ -20,7 +21,7 @@ mkdir -p "$work"
 gcc -O2 -o "$work/hotloop-plain" bench/hotloop.c
 cd "$work"
 hyperfine --style basic --runs "$runs" --warmup 1 --export-json event.json \
-  --prepare "rm -rf trace trace.old" \
+  --prepare "$(after_watchers trace); rm -rf trace trace.old" \
   "./hotloop-plain $n" \
   "./hotloop $n" \
   "./hotloop-plain $n floor" \

@@ -73,3 +73,11 @@ code_size() { size -A "$1" | awk '$1 ~ /^\.text/ { s += $2 } END { print s + 0 }
 
 # Bytes of ftail's site tables: the note and the __ftail_* sections.
 tables_size() { size -A "$1" | awk '$1 ~ /^(__ftail_|\.note\.ftail)/ { s += $2 } END { print s + 0 }'; }
+
+# A shell line for hyperfine's --prepare: waits until no `ftail record`
+# into trace directory $1 (as the command line names it) is left: its
+# watcher may still drain and repack after the program has ended, and
+# would otherwise share the next run's CPU and trip its `rm -rf`.
+after_watchers() {
+  echo "while pgrep -f -- '[r]ecord -d $1' >/dev/null; do sleep 0.05; done"
+}

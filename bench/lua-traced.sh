@@ -8,7 +8,7 @@
 # ring per thread (every event written, the latest kept), "keep" keeps
 # every event in growing event files (`--no-drain`), "drain" keeps every
 # event through an 8 MiB drained ring per thread (the default, `--drain`),
-# compressed by `ftail record`.
+# compressed by `ftail record`, "drain1m" through a 1 MiB one.
 # Usage: bench/lua-traced.sh [RUNS] [MODES]   (default 3, "capped ring")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,7 @@ command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hype
 lua=target/corpus/lua54-gcc
 [ -x "$lua/lua" ] || { echo "build it first: FTAIL_CORPUS=1 cargo test --release -p ftail-cli --test corpus -- --exact lua_gcc_c" >&2; exit 1; }
 ftail="$PWD/target/release/ftail"
+. bench/lib.sh
 # The traces and hyperfine's results in a private directory: never a
 # predictable name in the shared /tmp.
 tmp=$(mktemp -d)
@@ -32,12 +33,13 @@ for m in $modes; do
     ring) opt="--ring 4M"; names+=("ftail record --ring 4M (auto)") ;;
     keep) opt="--no-drain"; names+=("ftail record --no-drain (auto), every event kept") ;;
     drain) opt="--drain"; names+=("ftail record (auto, drained: the default), every event kept") ;;
-    *) echo "unknown mode $m (capped, ring, keep, drain)" >&2; exit 2 ;;
+    drain1m) opt="--drain=1M"; names+=("ftail record --drain=1M (auto), every event kept") ;;
+    *) echo "unknown mode $m (capped, ring, keep, drain, drain1m)" >&2; exit 2 ;;
   esac
   cmds+=("true | env --default-signal=HUP $ftail record -d $tmp/trace $opt -- ../lua -W all.lua >/dev/null 2>&1")
 done
 hyperfine --style basic --runs "$runs" --export-json "$tmp/runs.json" \
-  --prepare "rm -rf $tmp/trace $tmp/trace.old" "${cmds[@]}" >/dev/null
+  --prepare "$(after_watchers "$tmp/trace"); rm -rf $tmp/trace $tmp/trace.old" "${cmds[@]}" >/dev/null
 printf '%s\n' "${names[@]}" | RUNS_JSON="$tmp/runs.json" python3 -c '
 import json, os, statistics, sys
 names = sys.stdin.read().splitlines()

@@ -8,6 +8,7 @@
 #   XRay in basic mode (clang-19 -O2 -fxray-instrument, every function).
 # ftail keeps every event (its default). Prints ns per traced call over
 # the plain build, min and median.
+# PEERS_FTAIL_ARGS adds options to ftail record (e.g. --drain=1M).
 # Usage: bench/peers.sh [RUNS] [CALLS]   (default 5, 10000000)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -28,9 +29,9 @@ clang-19 -O2 -o plain-clang "$src"
 clang-19 -O2 -fxray-instrument -fxray-instruction-threshold=1 -o xray "$src"
 xray_env="XRAY_OPTIONS='patch_premain=true xray_mode=xray-basic verbosity=0 xray_logfile_base=$d/xray-log.' XRAY_BASIC_OPTIONS='func_duration_threshold_us=0'"
 hyperfine --style basic --runs "$runs" --warmup 1 --export-json peers.json \
-  --prepare "rm -rf $d/xray-log.* $d/uftrace.data $d/ftail.data*" \
+  --prepare "$(after_watchers ftail.data); rm -rf $d/xray-log.* $d/uftrace.data $d/ftail.data*" \
   "./plain-gcc $n" \
-  "$FTAIL record -d ftail.data --tail mark -- ./ftail $n" \
+  "$FTAIL record -d ftail.data --tail mark ${PEERS_FTAIL_ARGS:-} -- ./ftail $n" \
   "uftrace record -d uftrace.data ./uftrace $n" \
   "./finstr $n" \
   "./plain-clang $n" \

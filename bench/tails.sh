@@ -28,7 +28,7 @@ tails=$("$FTAIL" sites ftail | tail -1)
 nosib=$("$FTAIL" sites nosib-ftail | tail -1)
 rec="$FTAIL record -d trace"
 hyperfine --style basic --runs "$runs" --warmup 1 --export-json tails.json \
-  --prepare "rm -rf trace trace.old" \
+  --prepare "$(after_watchers trace); rm -rf trace trace.old" \
   "./plain $n" "./ftail $n" \
   "$rec --tail mark -- ./ftail $n" "$rec --tail convert -- ./ftail $n" \
   "./nosib-plain $n" "$rec -- ./nosib-ftail $n" >/dev/null 2>&1

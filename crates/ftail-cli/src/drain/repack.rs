@@ -5,8 +5,9 @@
 //! drainer that keeps up, into `KEY-TID.repacking`, then renames it over
 //! `KEY-TID.drained`: a reader that holds the old file reads it whole,
 //! one that opens it later reads the new one, and a watcher killed on
-//! the way leaves the old file as it was (and the part it wrote, which
-//! the next recording moves away with the trace).
+//! the way leaves the old file as it was (the new one is unnamed until
+//! it is whole, where the filesystem has `O_TMPFILE`; else the part
+//! written, which the next recording moves away with the trace).
 //!
 //! A thread a core runs at nice 19: on a machine whose cores are busy with the
 //! program it takes almost nothing until the program ends, and then
@@ -166,12 +167,7 @@ fn repack(job: &Job, packer: &mut Packer) -> std::io::Result<Option<(u64, u64)>>
         return Ok(None);
     }
     let temp_path = repacking_path(&job.drained);
-    let temp = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&temp_path)?;
+    let (temp, named) = new_file(&job.drained, &temp_path)?;
     let mut out = Output {
         file: temp,
         len: 0,
@@ -185,6 +181,9 @@ fn repack(job: &Job, packer: &mut Packer) -> std::io::Result<Option<(u64, u64)>>
         let now = std::fs::symlink_metadata(&job.drained)?;
         if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
             return Err(std::io::Error::other("the drained file was replaced"));
+        }
+        if !named {
+            link_unnamed(&out.file, &temp_path)?;
         }
         std::fs::rename(&temp_path, &job.drained)
     });
@@ -202,6 +201,54 @@ fn repack(job: &Job, packer: &mut Packer) -> std::io::Result<Option<(u64, u64)>>
             Err(e)
         }
     }
+}
+
+/// The file the repacked frames go to: unnamed in the drained file's
+/// directory where the filesystem can (`O_TMPFILE`: nothing is left
+/// behind by a watcher killed meanwhile, and the directory gains no
+/// entry for seconds, which a user's `rm -rf` of the trace could trip
+/// on), else `temp_path` made at once; whether it is named.
+fn new_file(drained: &Path, temp_path: &Path) -> std::io::Result<(File, bool)> {
+    let dir = drained.parent().unwrap_or(Path::new("."));
+    let unnamed = OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    if let Ok(file) = unnamed {
+        return Ok((file, false));
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(temp_path)?;
+    Ok((file, true))
+}
+
+/// Gives the unnamed `file` the name `path` (which must not exist),
+/// through its `/proc/self/fd` link: `AT_EMPTY_PATH` would need a
+/// capability.
+fn link_unnamed(file: &File, path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: two NUL-terminated paths; linkat reads them only.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `KEY-TID.repacking` beside `KEY-TID.drained`.
