@@ -77,7 +77,9 @@ tables_size() { size -A "$1" | awk '$1 ~ /^(__ftail_|\.note\.ftail)/ { s += $2 }
 # A shell line for hyperfine's --prepare: waits until no `ftail record`
 # into trace directory $1 (as the command line names it) is left: its
 # watcher may still drain and repack after the program has ended, and
-# would otherwise share the next run's CPU and trip its `rm -rf`.
+# would otherwise share the next run's CPU and trip its `rm -rf`. Only
+# command lines that start with ftail count (hyperfine's own holds the
+# commands it runs).
 after_watchers() {
-  echo "while pgrep -f -- '[r]ecord -d $1' >/dev/null; do sleep 0.05; done"
+  echo "while pgrep -f -- '^[^ ]*/ftail record -d $1 ' >/dev/null; do sleep 0.05; done"
 }
