@@ -303,18 +303,26 @@ fn rewrite(
     while at < len {
         let mut frame_head = [0u8; FRAME_HEAD];
         old.read_exact_at(&mut frame_head, at)?;
-        let magic = u32::from_le_bytes(frame_head[0..4].try_into().unwrap_or_default());
-        // Checked (magic, sizes, checksum) and decoded by the reader.
-        let Some((frame, after)) = read_frame(old, path, at)? else {
+        let word =
+            |o: usize| u32::from_le_bytes(frame_head[o..o + 4].try_into().unwrap_or_default());
+        let after = at + (FRAME_HEAD as u64) + u64::from(word(16));
+        if after > len {
             return Err(std::io::Error::other(
                 "the drained file ends inside a frame",
             ));
-        };
+        }
         raw.resize((after - at) as usize, 0);
         old.read_exact_at(&mut raw, at)?;
-        if magic == settled.magic() {
+        if word(0) == settled.magic() {
+            // Kept as it is, never decoded: readers check it as before.
             out.append(&raw)?;
         } else {
+            // Checked (magic, sizes, checksum) and decoded by the reader.
+            let Some((frame, _)) = read_frame(old, path, at)? else {
+                return Err(std::io::Error::other(
+                    "the drained file ends inside a frame",
+                ));
+            };
             let repacked = packer.frame(settled, frame.chunk, &frame.data)?;
             if repacked.len() < raw.len() {
                 out.append(repacked)?;
